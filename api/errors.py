@@ -1,0 +1,99 @@
+"""The one place that maps errors to HTTP statuses and WebSocket close codes."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+import redis.exceptions
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.rendering import JSON
+from seatlock import errors
+
+logger = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.SeatLockError], int] = {
+    errors.InvalidInput: 400,
+    errors.NotAuthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMedia: 415,
+    errors.ValidationFailed: 422,
+    errors.TooManyRequests: 429,
+    errors.Unavailable: 503,
+}
+
+# WebSocket close codes (RFC 6455 and the 4xxx private range).
+WS_POLICY_VIOLATION = 1008
+WS_TRY_AGAIN_LATER = 1013
+WS_CLOSE: dict[type[errors.SeatLockError], int] = {
+    errors.NotAuthenticated: WS_POLICY_VIOLATION,
+    errors.Forbidden: WS_POLICY_VIOLATION,
+    errors.NotFound: 4404,
+    errors.Unavailable: WS_TRY_AGAIN_LATER,
+}
+
+
+def status_of(exc: errors.SeatLockError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]  # type: ignore[index]
+    return 400
+
+
+def ws_close_code(exc: errors.SeatLockError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in WS_CLOSE:
+            return WS_CLOSE[kind]  # type: ignore[index]
+    return WS_POLICY_VIOLATION
+
+
+async def seatlock_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.SeatLockError)
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(exc, errors.TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSON({"detail": exc.detail}, status_code=status, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def backend_unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("backend unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return JSON({"detail": "Service temporarily unavailable"}, status_code=503)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSON({"detail": "Internal server error"}, status_code=500)
+
+
+BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+HANDLERS = {
+    errors.SeatLockError: seatlock_error,
+    HTTPException: http_error,
+    **{kind: backend_unavailable for kind in BACKEND_ERRORS},
+    Exception: unexpected,
+}

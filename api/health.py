@@ -1,0 +1,64 @@
+"""Health: the guide's welcome route, liveness and readiness for load balancers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.responses import HTMLResponse
+
+from api.openapi import DOCS_HTML
+from api.rendering import JSON
+from api.routing import Call, Router
+from seatlock import __version__
+
+router = Router("Health")
+
+
+@router.get("/")
+async def welcome(call: Call) -> dict[str, Any]:
+    """API health check and welcome message."""
+    return {
+        "message": "Welcome to the Cinema Seat Selection API (seatlock)",
+        "status": "healthy",
+        "version": __version__,
+        "docs": "/docs",
+    }
+
+
+@router.get("/health/live")
+async def live(call: Call) -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "alive"}
+
+
+@router.get("/health/ready")
+async def ready(call: Call) -> JSON:
+    """Readiness: Redis and PostgreSQL both answer (503 otherwise)."""
+    redis_ok, db_ok = await asyncio.gather(_redis_ok(call), _db_ok(call))
+    body = {
+        "status": "ready" if redis_ok and db_ok else "unavailable",
+        "redis": "ok" if redis_ok else "down",
+        "postgres": "ok" if db_ok else "down",
+    }
+    return JSON(body, status_code=200 if redis_ok and db_ok else 503)
+
+
+async def _redis_ok(call: Call) -> bool:
+    try:
+        return bool(await asyncio.wait_for(call.services.redis.ping(), 2))
+    except Exception:
+        return False
+
+
+async def _db_ok(call: Call) -> bool:
+    try:
+        return await asyncio.wait_for(call.services.db.fetchval("SELECT true"), 2) is True
+    except Exception:
+        return False
+
+
+@router.get("/docs")
+async def docs(call: Call) -> HTMLResponse:
+    """Interactive API documentation."""
+    return HTMLResponse(DOCS_HTML)

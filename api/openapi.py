@@ -1,0 +1,126 @@
+"""``/openapi.json`` built from the route declarations, and ``/docs`` to try it out."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from api.routing import Endpoint
+
+_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+ACCESS_TEXT = {
+    "public": "Public.",
+    "optional": "Public; a bearer token, when given, identifies the caller.",
+    "user": "Signed-in users (bearer JWT).",
+    "admin": "Admins only (bearer JWT).",
+}
+
+
+def openapi_document(endpoints: list[Endpoint], title: str, version: str) -> dict[str, Any]:
+    types = _collect_types(endpoints)
+    schemas, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    schema_of = dict(zip(types, schemas, strict=True))
+    paths: dict[str, Any] = {}
+    for ep in endpoints:
+        path = _PARAM.sub(r"{\1}", ep.path)
+        paths.setdefault(path, {})[ep.method.lower()] = _operation(ep, schema_of, components)
+    components["Error"] = ERROR_SCHEMA
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def _collect_types(endpoints: list[Endpoint]) -> list[Any]:
+    seen: list[Any] = []
+    for ep in endpoints:
+        for kind in (ep.body, ep.query, ep.response):
+            if kind is not None and kind not in seen:
+                seen.append(kind)
+    return seen
+
+
+def _operation(ep: Endpoint, schema_of: dict[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "tags": [ep.tag],
+        "summary": ep.summary,
+        "description": ACCESS_TEXT[ep.access],
+        "operationId": f"{ep.handler.__module__.rsplit('.', 1)[-1]}_{ep.handler.__name__}",
+        "parameters": _path_parameters(ep.path) + _query_parameters(ep, schema_of, components),
+        "responses": _responses(ep, schema_of),
+    }
+    if ep.access in ("user", "admin"):
+        op["security"] = [{"bearer": []}]
+    elif ep.access == "optional":
+        op["security"] = [{}, {"bearer": []}]
+    if ep.body is not None:
+        content: dict[str, Any] = {"application/json": {"schema": schema_of[ep.body]}}
+        if ep.form:
+            content["application/x-www-form-urlencoded"] = {"schema": schema_of[ep.body]}
+        if ep.upload:
+            content = {"multipart/form-data": {"schema": schema_of[ep.body]}}
+        op["requestBody"] = {"required": True, "content": content}
+    return op
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    params = []
+    for match in _PARAM.finditer(path):
+        kind = "integer" if ":int}" in match.group(0) else "string"
+        params.append(
+            {"name": match.group(1), "in": "path", "required": True, "schema": {"type": kind}}
+        )
+    return params
+
+
+def _query_parameters(
+    ep: Endpoint, schema_of: dict[Any, Any], components: dict[str, Any]
+) -> list[dict[str, Any]]:
+    if ep.query is None:
+        return []
+    ref = schema_of[ep.query].get("$ref", "")
+    schema = components.get(ref.rsplit("/", 1)[-1], schema_of[ep.query])
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def _responses(ep: Endpoint, schema_of: dict[Any, Any]) -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    ok: dict[str, Any] = {"description": "Success"}
+    if ep.response is not None:
+        ok["content"] = {"application/json": {"schema": schema_of[ep.response]}}
+    responses: dict[str, Any] = {str(ep.status): ok}
+    if ep.body is not None or ep.query is not None:
+        responses["422"] = {"description": "Invalid input", **error}
+    if ep.access in ("user", "admin"):
+        responses["401"] = {"description": "Not authenticated", **error}
+    if ep.access == "admin":
+        responses["403"] = {"description": "Not an admin", **error}
+    return responses
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>seatlock API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", persistAuthorization: true});</script>
+<noscript>The machine-readable description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+</body></html>"""

@@ -1,0 +1,44 @@
+"""Request and response shapes shared by several route modules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class UserOut(msgspec.Struct):
+    id: int
+    email: str
+    full_name: str
+    role: str
+    is_active: bool
+    created_at: datetime
+    phone: str | None = None
+    bio: str | None = None
+    profile_picture_url: str | None = None
+    preferences: dict[str, Any] = {}
+
+
+def user_out(row: Any) -> UserOut:
+    return UserOut(
+        id=row["id"],
+        email=row["email"],
+        full_name=row["full_name"],
+        role=row["role"],
+        is_active=row["is_active"],
+        created_at=row["created_at"],
+        phone=row["phone"],
+        bio=row["bio"],
+        profile_picture_url=row["profile_picture_url"],
+        preferences=row["preferences"],
+    )
+
+
+class Message(msgspec.Struct):
+    message: str

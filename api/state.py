@@ -1,0 +1,24 @@
+"""The services a process holds for its lifetime, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from seatlock.mail import Mailer
+from seatlock.settings import Settings
+from seatlock.tokens import TokenCodec
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    db: asyncpg.Pool
+    tokens: TokenCodec
+    mailer: Mailer
+    # Filled in by the parts that own them (engine, event hub, ...), keyed by name.
+    extras: dict[str, Any] = field(default_factory=dict)

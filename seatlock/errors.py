@@ -1,0 +1,55 @@
+"""The one error root. ``api/errors.py`` maps each class to an HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class SeatLockError(Exception):
+    """Base of every error seatlock raises on purpose; ``detail`` is shown to the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(SeatLockError):
+    """The request is well-formed but asks for something that cannot be (400)."""
+
+
+class ValidationFailed(SeatLockError):
+    """The request body or parameters do not have the right shape (422)."""
+
+
+class NotAuthenticated(SeatLockError):
+    """No valid credentials (401)."""
+
+
+class Forbidden(SeatLockError):
+    """Signed in, but not allowed (403)."""
+
+
+class NotFound(SeatLockError):
+    """Does not exist, or belongs to someone else (404: ids do not leak)."""
+
+
+class Conflict(SeatLockError):
+    """The state does not allow it: seat taken, duplicate, payment id reused (409)."""
+
+
+class PayloadTooLarge(SeatLockError):
+    """An upload over the size limit (413)."""
+
+
+class UnsupportedMedia(SeatLockError):
+    """An upload of a type we do not accept (415)."""
+
+
+class TooManyRequests(SeatLockError):
+    """Throttled (429)."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Unavailable(SeatLockError):
+    """A backing service cannot answer right now (503); retrying later may work."""

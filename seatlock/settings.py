@@ -1,0 +1,111 @@
+"""One settings object, read once from the environment (prefix ``SEATLOCK_``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "SEATLOCK_"
+
+
+def _default_data_dir() -> Path:
+    return Path.cwd() / "var"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Where things are. Empty URLs mean "start embedded servers" (serve) or throw-away ones (tests).
+    redis_url: str = ""
+    database_url: str = ""
+    data_dir: Path = field(default_factory=_default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 0  # 0: one per core
+    log_level: str = "info"
+
+    # Auth.
+    jwt_secret: str = ""  # empty: generated once and kept in data_dir
+    access_token_minutes: int = 15
+    refresh_token_days: int = 14
+    reset_token_minutes: int = 30
+    bcrypt_rounds: int = 12
+    login_max_failures: int = 5  # per account, per window
+    login_max_failures_per_ip: int = 30
+    login_window_seconds: int = 900
+    admin_email: str = ""
+    admin_password: str = ""
+
+    # Seat holds.
+    hold_seconds: int = 300
+    max_hold_seconds: int = 1800  # hard cap on a hold's total life, extensions included
+    max_extend_minutes: int = 15
+    max_seats_per_user: int = 10  # seats one user may hold in one screening
+    sweep_interval_seconds: float = 1.0
+    cleanup_min_interval_seconds: float = 1.0
+
+    # Pools.
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    redis_pool_max: int = 64
+
+    # Mail: SMTP when smtp_host is set, otherwise the local outbox under data_dir.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    mail_from: str = "seatlock <no-reply@localhost>"
+
+    # Uploads and the public URL of this server (for links in mail and picture URLs).
+    public_url: str = "http://localhost:8000"
+    max_upload_bytes: int = 2 * 1024 * 1024
+
+    # Demo data on an empty database when the embedded default is used.
+    seed_demo: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SEATLOCK_*`` variables; keyword overrides win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.type, raw, f.name)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+
+def _parse(kind: Any, raw: str, name: str) -> Any:
+    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError:
+        raise ValueError(f"{PREFIX}{name.upper()}: cannot parse {raw!r} as {kind}") from None
+    return raw

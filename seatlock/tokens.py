@@ -1,0 +1,92 @@
+"""JWT access tokens: HS256 pinned here (never taken from the token header), short-lived."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from seatlock.errors import NotAuthenticated
+from seatlock.settings import Settings
+
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a valid access token speaks for."""
+
+    user_id: int
+    role: str
+    session_id: str
+    token_id: str
+    expires_at: int
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class TokenCodec:
+    def __init__(self, secret: str, access_minutes: int) -> None:
+        if len(secret) < 32:
+            raise ValueError("the JWT secret must be at least 32 characters")
+        self._secret = secret
+        self.access_seconds = access_minutes * 60
+
+    def issue(self, user_id: int, role: str, session_id: str, now: float | None = None) -> str:
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "sub": str(user_id),
+            "role": role,
+            "sid": session_id,
+            "jti": secrets.token_urlsafe(12),
+            "iat": issued,
+            "exp": issued + self.access_seconds,
+            "typ": "access",
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def decode(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": REQUIRED_CLAIMS},
+            )
+            if claims.get("typ") != "access":
+                raise NotAuthenticated("Invalid token type")
+            return Principal(
+                user_id=int(claims["sub"]),
+                role=str(claims.get("role", "user")),
+                session_id=str(claims["sid"]),
+                token_id=str(claims.get("jti", "")),
+                expires_at=int(claims["exp"]),
+            )
+        except jwt.ExpiredSignatureError:
+            raise NotAuthenticated("Token has expired") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise NotAuthenticated("Could not validate credentials") from None
+
+
+def load_or_create_secret(settings: Settings) -> str:
+    """The configured secret, or one generated once and kept in the data directory.
+
+    Every worker process of one server reads the same file, so their tokens agree.
+    """
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.data_dir / "jwt_secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import httpx
+
+from tests.support import Account
+
+
+async def test_welcome(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    assert r.status_code == 200
+    assert r.json()["status"] == "healthy"
+
+
+async def test_ready_reports_both_backends(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health/ready")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready", "redis": "ok", "postgres": "ok"}
+
+
+async def test_openapi_lists_routes(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    assert "/api/v1/auth/login" in doc["paths"]
+    assert doc["paths"]["/api/v1/auth/me"]["get"]["security"] == [{"bearer": []}]
+
+
+async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.json() == {"detail": "Not Found"}
+
+
+async def test_me_needs_a_token(client: httpx.AsyncClient, user: Account) -> None:
+    assert (await client.get("/api/v1/auth/me")).status_code == 401
+    r = await client.get("/api/v1/auth/me", headers=user.headers)
+    assert r.status_code == 200
+    assert r.json()["email"] == user.email

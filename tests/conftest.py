@@ -1,0 +1,147 @@
+"""Real servers for the whole suite: a throw-away redis-server and PostgreSQL on free loopback
+ports (or the ones named by SEATLOCK_TEST_REDIS_URL / SEATLOCK_TEST_DATABASE_URL), and the
+seatlock app served over real HTTP by uvicorn in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from db.migrate import migrate
+from seatlock.embedded import embedded_services
+from seatlock.settings import Settings
+from tests.support import Account, LiveServer, make_account
+
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def backend_urls() -> Iterator[tuple[str, str]]:
+    redis_url = os.environ.get("SEATLOCK_TEST_REDIS_URL", "")
+    database_url = os.environ.get("SEATLOCK_TEST_DATABASE_URL", "")
+    if redis_url and database_url:
+        asyncio.run(_migrate(database_url))
+        yield redis_url, database_url
+        return
+    root = Path(tempfile.mkdtemp(prefix="seatlock-test-"))
+    try:
+        with embedded_services(root, persistent=False) as urls:
+            asyncio.run(_migrate(urls[1]))
+            yield urls
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _migrate(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def base_settings(backend_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        redis_url=backend_urls[0],
+        database_url=backend_urls[1],
+        data_dir=tmp_path_factory.mktemp("data"),
+        jwt_secret=TEST_SECRET,
+        bcrypt_rounds=4,
+        seed_demo=False,
+        workers=1,
+        login_max_failures_per_ip=1000,
+    )
+
+
+@pytest.fixture(scope="session")
+def server(base_settings: Settings) -> Iterator[LiveServer]:
+    live = LiveServer(base_settings)
+    live.start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def make_server(base_settings: Settings) -> Iterator[object]:
+    """Start extra servers with changed settings: ``make_server(hold_seconds=2)``."""
+    started: list[LiveServer] = []
+
+    def start(**changes: object) -> LiveServer:
+        live = LiveServer(base_settings.replace(**changes))
+        live.start()
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture
+async def db(backend_urls: tuple[str, str]) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(backend_urls[1])
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
+    client = Redis.from_url(backend_urls[0])
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def clean(backend_urls: tuple[str, str], base_settings: Settings) -> None:
+    """Every test starts from empty tables, an empty Redis and an empty outbox.
+
+    Identities are not restarted, so ids never repeat across tests (no stale caches).
+    """
+    conn = await asyncpg.connect(backend_urls[1])
+    try:
+        tables = await conn.fetch(
+            "SELECT quote_ident(tablename) AS t FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        )
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(r['t'] for r in tables)} CASCADE")
+    finally:
+        await conn.close()
+    client = Redis.from_url(backend_urls[0])
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    shutil.rmtree(base_settings.outbox_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def client(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+        yield c
+
+
+@pytest.fixture
+async def user(client: httpx.AsyncClient) -> Account:
+    return await make_account(client, "alice@example.com", "Alice Example")
+
+
+@pytest.fixture
+async def other_user(client: httpx.AsyncClient) -> Account:
+    return await make_account(client, "bob@example.com", "Bob Example")
+
+
+@pytest.fixture
+async def admin(client: httpx.AsyncClient, server: LiveServer) -> Account:
+    return await make_account(client, "admin@example.com", "Admin", admin_db=server.settings.database_url)
