@@ -12,7 +12,24 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from api import accounts, health
+from api import (
+    accounts,
+    admin_stats,
+    casts,
+    cinemas,
+    discovery,
+    favorites,
+    health,
+    movies,
+    profiles,
+    reservations,
+    reviews,
+    rooms,
+    screenings,
+    seatmaps,
+    showtimes,
+    tickets,
+)
 from api.errors import HANDLERS
 from api.openapi import openapi_document
 from api.rendering import JSON
@@ -28,7 +45,24 @@ from seatlock.tokens import TokenCodec, load_or_create_secret
 
 logger = logging.getLogger(__name__)
 
-ROUTERS = [health.router, accounts.router]
+ROUTERS = [
+    health.router,
+    accounts.router,
+    cinemas.router,
+    favorites.router,
+    rooms.router,
+    movies.router,
+    casts.router,
+    reviews.router,
+    screenings.router,
+    showtimes.router,
+    seatmaps.router,
+    discovery.router,
+    reservations.router,
+    tickets.router,
+    profiles.router,
+    admin_stats.router,
+]
 
 
 def all_endpoints() -> list[Endpoint]:

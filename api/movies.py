@@ -1,0 +1,7 @@
+"""Movies routes."""
+
+from __future__ import annotations
+
+from api.routing import Router
+
+router = Router("Movies")

@@ -1,0 +1,7 @@
+"""Reviews routes."""
+
+from __future__ import annotations
+
+from api.routing import Router
+
+router = Router("Reviews")

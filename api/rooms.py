@@ -1,0 +1,7 @@
+"""Rooms and seats routes."""
+
+from __future__ import annotations
+
+from api.routing import Router
+
+router = Router("Rooms and seats")

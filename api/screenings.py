@@ -1,0 +1,7 @@
+"""Screenings routes."""
+
+from __future__ import annotations
+
+from api.routing import Router
+
+router = Router("Screenings")

@@ -1,0 +1,7 @@
+"""Seat availability routes."""
+
+from __future__ import annotations
+
+from api.routing import Router
+
+router = Router("Seat availability")
