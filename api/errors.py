@@ -42,14 +42,14 @@ WS_CLOSE: dict[type[errors.SeatLockError], int] = {
 def status_of(exc: errors.SeatLockError) -> int:
     for kind in type(exc).__mro__:
         if kind in STATUS:
-            return STATUS[kind]  # type: ignore[index]
+            return STATUS[kind]
     return 400
 
 
 def ws_close_code(exc: errors.SeatLockError) -> int:
     for kind in type(exc).__mro__:
         if kind in WS_CLOSE:
-            return WS_CLOSE[kind]  # type: ignore[index]
+            return WS_CLOSE[kind]
     return WS_POLICY_VIOLATION
 
 

@@ -40,7 +40,9 @@ def openapi_document(endpoints: list[Endpoint], title: str, version: str) -> dic
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
         },
     }
 
@@ -54,7 +56,9 @@ def _collect_types(endpoints: list[Endpoint]) -> list[Any]:
     return seen
 
 
-def _operation(ep: Endpoint, schema_of: dict[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+def _operation(
+    ep: Endpoint, schema_of: dict[Any, Any], components: dict[str, Any]
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "tags": [ep.tag],
         "summary": ep.summary,
@@ -122,5 +126,5 @@ DOCS_HTML = """<!doctype html>
 </head><body><div id="ui"></div>
 <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", persistAuthorization: true});</script>
-<noscript>The machine-readable description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+<noscript>The description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
 </body></html>"""

@@ -100,9 +100,7 @@ class Router:
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             text = summary or (handler.__doc__ or handler.__name__).strip().splitlines()[0]
-            self.endpoints.append(
-                Endpoint(method, path, handler, access, text, self.tag, **extra)
-            )
+            self.endpoints.append(Endpoint(method, path, handler, access, text, self.tag, **extra))
             return handler
 
         return register

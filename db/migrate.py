@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import asyncpg
+from db.pool import Conn
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
     return sorted(directory.glob("*.sql"))
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply every migration not yet recorded; return the names applied by this call."""
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)

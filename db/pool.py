@@ -6,6 +6,11 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+# Anything queries can run on: a pool, a connection, or a connection borrowed from a pool.
+Conn = asyncpg.Connection | PoolConnectionProxy[Any]
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy[Any]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -84,7 +84,13 @@ def _preexec(deathsig: int) -> Callable[[], None]:
     return run
 
 
-def _service_account() -> tuple[int, int] | None:
+@dataclass(frozen=True)
+class Account:
+    uid: int
+    gid: int
+
+
+def _service_account() -> Account | None:
     """The uid/gid to run PostgreSQL as when we are root; created on first use."""
     if os.geteuid() != 0:
         return None
@@ -92,15 +98,24 @@ def _service_account() -> tuple[int, int] | None:
         entry = pwd.getpwnam(SERVICE_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             check=True,
             capture_output=True,
         )
         entry = pwd.getpwnam(SERVICE_USER)
-    return entry.pw_uid, entry.pw_gid
+    return Account(entry.pw_uid, entry.pw_gid)
 
 
-def _wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def _wait_until(
+    check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -185,7 +200,7 @@ class EmbeddedRedis:
 
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL cluster on 127.0.0.1 with its data in ``data_dir`` and a ``seatlock`` database."""
+    """A PostgreSQL cluster on 127.0.0.1, data in ``data_dir``, with a ``seatlock`` database."""
 
     data_dir: Path
     persistent: bool = True
@@ -225,13 +240,15 @@ class EmbeddedPostgres:
                 cwd=self.data_dir,
                 start_new_session=True,
                 preexec_fn=_preexec(signal.SIGINT),
-                **_as_account(account),
+                user=account.uid if account else None,
+                group=account.gid if account else None,
+                extra_groups=[] if account else None,
             )
         _wait_until(self._ready, self.proc, "postgres", log)
         logger.info("embedded PostgreSQL (pid %d) on port %d", self.proc.pid, self.port)
         return self.url
 
-    def _prepare_dirs(self, account: tuple[int, int] | None) -> None:
+    def _prepare_dirs(self, account: Account | None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         if account:
@@ -240,27 +257,31 @@ class EmbeddedPostgres:
                 parent.chmod(parent.stat().st_mode | 0o011)
                 if parent == Path(parent.anchor):
                     break
-            os.chown(self.data_dir, *account)
+            os.chown(self.data_dir, account.uid, account.gid)
             (self.data_dir.parent / "postgres.log").touch()
-            os.chown(self.data_dir.parent / "postgres.log", *account)
+            os.chown(self.data_dir.parent / "postgres.log", account.uid, account.gid)
 
-    def _initdb(self, bindir: Path, account: tuple[int, int] | None) -> None:
-        run = {"capture_output": True, "cwd": self.data_dir, **_as_account(account)}
+    def _initdb(self, bindir: Path, account: Account | None) -> None:
+        self._run(account, bindir / "initdb", "-D", str(self.data_dir), "-U", "postgres",
+                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8",
+                  "--no-instructions")  # fmt: skip
+        self._run(account, bindir / "postgres", "--single", "-D", str(self.data_dir), "postgres",
+                  stdin=f"CREATE DATABASE {self.database};\n".encode())  # fmt: skip
+
+    def _run(self, account: Account | None, *args: str | Path, stdin: bytes = b"") -> None:
         result = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
-            check=False, **run,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise EmbeddedError(f"initdb failed: {result.stderr.decode(errors='replace')}")
-        single = subprocess.run(
-            [str(bindir / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
-            input=f"CREATE DATABASE {self.database};\n".encode(),
+            [str(a) for a in args],
+            input=stdin,
+            capture_output=True,
+            cwd=self.data_dir,
             check=False,
-            **run,
+            user=account.uid if account else None,
+            group=account.gid if account else None,
+            extra_groups=[] if account else None,
         )
-        if single.returncode != 0:
-            raise EmbeddedError(f"creating the database failed: {single.stderr.decode()}")
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).decode(errors="replace")
+            raise EmbeddedError(f"{Path(str(args[0])).name} failed: {output}")
 
     def _ready(self) -> bool:
         pidfile = self.data_dir / "postmaster.pid"
@@ -272,12 +293,6 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGINT, "postgres")  # SIGINT: fast shutdown
-
-
-def _as_account(account: tuple[int, int] | None) -> dict[str, object]:
-    if account is None:
-        return {}
-    return {"user": account[0], "group": account[1], "extra_groups": []}
 
 
 @contextlib.contextmanager

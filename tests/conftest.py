@@ -51,7 +51,9 @@ async def _migrate(database_url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def base_settings(backend_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def base_settings(
+    backend_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         redis_url=backend_urls[0],
         database_url=backend_urls[1],
@@ -144,4 +146,6 @@ async def other_user(client: httpx.AsyncClient) -> Account:
 
 @pytest.fixture
 async def admin(client: httpx.AsyncClient, server: LiveServer) -> Account:
-    return await make_account(client, "admin@example.com", "Admin", admin_db=server.settings.database_url)
+    return await make_account(
+        client, "admin@example.com", "Admin", admin_db=server.settings.database_url
+    )
