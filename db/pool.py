@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import orjson
-from asyncpg.pool import PoolConnectionProxy
 
-# Anything queries can run on: a pool, a connection, or a connection borrowed from a pool.
-Conn = asyncpg.Connection | PoolConnectionProxy[Any]
-Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy[Any]
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+# Anything queries can run on: a connection, or a connection borrowed from a pool; or a pool.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+Executor: TypeAlias = "asyncpg.Pool[Any] | Conn"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
