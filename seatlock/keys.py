@@ -24,3 +24,64 @@ def login_failures_address(address: str) -> str:
 
 def rate_limit(name: str) -> str:
     return f"{PREFIX}rate:{name}"
+
+
+# --- Screenings: the seat-hold engine. Every key of screening N carries the hash tag {scr:N}. ---
+
+LOADED_SCREENINGS = f"{PREFIX}screenings"  # set of screening ids loaded into Redis (for the sweep)
+HOLD_MARK = ":hold:"
+
+
+def screening_tag(screening_id: int) -> str:
+    return f"{PREFIX}{{scr:{screening_id}}}"
+
+
+def screening_meta(screening_id: int) -> str:
+    """Hash: starts_at (ms) and the "ready" marker written by the load script."""
+    return f"{screening_tag(screening_id)}:meta"
+
+
+def screening_seats(screening_id: int) -> str:
+    """Set of the seat ids of the screening's room."""
+    return f"{screening_tag(screening_id)}:seats"
+
+
+def screening_sold(screening_id: int) -> str:
+    """Hash seat id -> user id of the seats sold (active tickets)."""
+    return f"{screening_tag(screening_id)}:sold"
+
+
+def screening_holds(screening_id: int) -> str:
+    """Hash seat id -> "user:expires_ms:first_ms:pinned_ms", the index of holds."""
+    return f"{screening_tag(screening_id)}:holds"
+
+
+def screening_deadlines(screening_id: int) -> str:
+    """Sorted set seat id -> the hold's effective deadline (ms), for the sweep."""
+    return f"{screening_tag(screening_id)}:deadlines"
+
+
+def screening_version(screening_id: int) -> str:
+    return f"{screening_tag(screening_id)}:ver"
+
+
+def screening_events(screening_id: int) -> str:
+    """Pub/sub channel of the screening's seat changes (JSON, one message per change)."""
+    return f"{screening_tag(screening_id)}:events"
+
+
+def seat_hold(screening_id: int, seat_id: int) -> str:
+    """The lease of one held seat: value = user id, with a TTL."""
+    return f"{screening_tag(screening_id)}{HOLD_MARK}{seat_id}"
+
+
+def parse_seat_hold(key: bytes | str) -> tuple[int, int] | None:
+    """(screening id, seat id) of a lease key, or None for any other key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    head = f"{PREFIX}{{scr:"
+    if not text.startswith(head):
+        return None
+    screening, sep, rest = text[len(head) :].partition("}" + HOLD_MARK)
+    if not sep or not screening.isdigit() or not rest.isdigit():
+        return None
+    return int(screening), int(rest)
