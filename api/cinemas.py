@@ -1,7 +1,97 @@
-"""Cinemas routes."""
+"""The guide's "Cinemas" group: create, list, read, update and delete cinemas."""
 
 from __future__ import annotations
 
-from api.routing import Router
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from api.routing import Call, Router
+from api.schemas import Email, Name, Page
+from db import catalog
 
 router = Router("Cinemas")
+
+Line = Annotated[str, msgspec.Meta(max_length=500)]
+Text = Annotated[str, msgspec.Meta(max_length=5000)]
+Amenity = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Amenities = Annotated[list[Amenity], msgspec.Meta(max_length=100)]
+
+
+class CinemaIn(msgspec.Struct):
+    name: Name
+    address: Line = ""
+    city: Line = ""
+    phone: Line | None = None
+    email: Email | None = None
+    description: Text | None = None
+    amenities: Amenities = []
+
+
+class CinemaPatch(msgspec.Struct):
+    """Only the fields present change; ``null`` clears phone, email or description."""
+
+    name: Name | UnsetType = UNSET
+    address: Line | UnsetType = UNSET
+    city: Line | UnsetType = UNSET
+    phone: Line | UnsetType | None = UNSET
+    email: Email | UnsetType | None = UNSET
+    description: Text | UnsetType | None = UNSET
+    amenities: Amenities | UnsetType = UNSET
+
+
+class CinemaOut(msgspec.Struct):
+    id: int
+    name: str
+    address: str
+    city: str
+    phone: str | None
+    email: str | None
+    description: str | None
+    amenities: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+def present(struct: msgspec.Struct) -> dict[str, Any]:
+    """The fields of a body that were sent (not UNSET), by column name."""
+    return {k: v for k, v in msgspec.structs.asdict(struct).items() if v is not UNSET}
+
+
+@router.post("/api/v1/cinemas/", access="admin", body=CinemaIn, status=201, response=CinemaOut)
+async def create_cinema(call: Call) -> CinemaOut:
+    """Create a cinema."""
+    return CinemaOut(**await catalog.create_cinema(call.services.db, present(call.body)))
+
+
+@router.get("/api/v1/cinemas/", query=Page, response=list[CinemaOut])
+async def list_cinemas(call: Call) -> list[CinemaOut]:
+    """List cinemas, oldest first."""
+    page: Page = call.query
+    rows = await catalog.list_cinemas(call.services.db, page.skip, page.limit)
+    return [CinemaOut(**row) for row in rows]
+
+
+@router.get("/api/v1/cinemas/{cinema_id:int}", response=CinemaOut)
+async def get_cinema(call: Call) -> CinemaOut:
+    """Get a cinema."""
+    return CinemaOut(**await catalog.get_cinema(call.services.db, call.params["cinema_id"]))
+
+
+@router.patch(
+    "/api/v1/cinemas/{cinema_id:int}", access="admin", body=CinemaPatch, response=CinemaOut
+)
+async def update_cinema(call: Call) -> CinemaOut:
+    """Update some fields of a cinema."""
+    changes, cinema_id = present(call.body), call.params["cinema_id"]
+    if not changes:
+        return CinemaOut(**await catalog.get_cinema(call.services.db, cinema_id))
+    return CinemaOut(**await catalog.update_cinema(call.services.db, cinema_id, changes))
+
+
+@router.delete("/api/v1/cinemas/{cinema_id:int}", access="admin", status=204)
+async def delete_cinema(call: Call) -> None:
+    """Delete a cinema with its rooms and screenings; refused (409) once tickets were sold."""
+    await catalog.delete_cinema(call.services.db, call.params["cinema_id"])

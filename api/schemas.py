@@ -42,3 +42,10 @@ def user_out(row: Any) -> UserOut:
 
 class Message(msgspec.Struct):
     message: str
+
+
+class Page(msgspec.Struct):
+    """Pagination for every list: ``skip`` rows, then at most ``limit`` (max 200)."""
+
+    skip: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50

@@ -1,7 +1,136 @@
-"""Screenings routes."""
+"""The guide's "Screenings" group: showtimes of a movie in a room."""
 
 from __future__ import annotations
 
-from api.routing import Router
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated
+
+import asyncpg
+import msgspec
+
+from api.routing import MAX_ID, Call, Router
+from api.schemas import Page
+from db import catalog
+from seatlock.errors import ValidationFailed
 
 router = Router("Screenings")
+
+Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+Aware = Annotated[dt.datetime, msgspec.Meta(tz=True)]  # a naive time is refused (422)
+Price = Annotated[float, msgspec.Meta(ge=0, le=99_999_999)]
+
+
+class ScreeningIn(msgspec.Struct):
+    """``ends_at`` defaults to starts_at + the movie's duration + 15 minutes for cleaning; two
+    screenings of one room may not overlap (409)."""
+
+    movie_id: Id
+    room_id: Id
+    starts_at: Aware
+    price: Price
+    ends_at: Aware | None = None
+
+    def check(self) -> None:
+        if self.ends_at is not None and self.ends_at <= self.starts_at:
+            raise ValidationFailed("ends_at must be after starts_at")
+
+
+class ScreeningQuery(Page):
+    """``date`` is a UTC day (YYYY-MM-DD); ``upcoming=false`` includes screenings that began."""
+
+    movie_id: Id | None = None
+    cinema_id: Id | None = None
+    date: dt.date | None = None
+    upcoming: bool = True
+
+
+class ScreeningOut(msgspec.Struct):
+    id: int
+    movie_id: int
+    room_id: int
+    cinema_id: int
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    price: float
+    created_at: dt.datetime
+    movie_title: str
+    duration_minutes: int
+    poster_url: str | None
+    room_name: str
+    room_type: str
+    cinema_name: str
+    city: str
+
+
+def screening_out(row: asyncpg.Record) -> ScreeningOut:
+    return ScreeningOut(**{**row, "price": float(row["price"])})
+
+
+@router.post(
+    "/api/v1/screenings/", access="admin", body=ScreeningIn, status=201, response=ScreeningOut
+)
+async def create_screening(call: Call) -> ScreeningOut:
+    """Schedule a movie in a room."""
+    body: ScreeningIn = call.body
+    body.check()
+    row = await catalog.create_screening(
+        call.services.db,
+        body.movie_id,
+        body.room_id,
+        body.starts_at,
+        Decimal(str(body.price)),
+        body.ends_at,
+    )
+    return screening_out(row)
+
+
+@router.get("/api/v1/screenings/", query=ScreeningQuery, response=list[ScreeningOut])
+async def list_screenings(call: Call) -> list[ScreeningOut]:
+    """List screenings by start time, upcoming ones only unless ``upcoming=false``."""
+    q: ScreeningQuery = call.query
+    rows = await catalog.list_screenings(
+        call.services.db,
+        skip=q.skip,
+        limit=q.limit,
+        movie_id=q.movie_id,
+        cinema_id=q.cinema_id,
+        day=q.date,
+        upcoming=q.upcoming,
+    )
+    return [screening_out(row) for row in rows]
+
+
+@router.get("/api/v1/screenings/{screening_id:int}", response=ScreeningOut)
+async def get_screening(call: Call) -> ScreeningOut:
+    """Get a screening with its movie, room and cinema."""
+    row = await catalog.get_screening(call.services.db, call.params["screening_id"])
+    return screening_out(row)
+
+
+@router.put(
+    "/api/v1/screenings/{screening_id:int}",
+    access="admin",
+    body=ScreeningIn,
+    response=ScreeningOut,
+)
+async def replace_screening(call: Call) -> ScreeningOut:
+    """Replace a screening; once tickets are sold it may not change rooms (409)."""
+    body: ScreeningIn = call.body
+    body.check()
+    row = await catalog.replace_screening(
+        call.services.db,
+        call.params["screening_id"],
+        body.movie_id,
+        body.room_id,
+        body.starts_at,
+        Decimal(str(body.price)),
+        body.ends_at,
+    )
+    return screening_out(row)
+
+
+@router.delete("/api/v1/screenings/{screening_id:int}", access="admin", status=204)
+async def delete_screening(call: Call) -> None:
+    """Delete a screening; refused (409) once tickets were sold."""
+    await catalog.delete_screening(call.services.db, call.params["screening_id"])

@@ -13,9 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from db.pool import Executor
 from seatlock.errors import Conflict, NotFound
-
-DB = asyncpg.Pool | asyncpg.Connection
 
 # Rooms are read row by row: "A".."Z" before "AA", and "9" before "10".
 SEAT_ORDER = "length(row_label), row_label, seat_number"
@@ -46,7 +45,7 @@ CLEANING_GAP = dt.timedelta(minutes=15)
 
 
 async def screening_layout(
-    db: DB, screening_id: int
+    db: Executor, screening_id: int
 ) -> tuple[dt.datetime, list[asyncpg.Record]] | None:
     """A screening's start and its room's seats (SEAT_COLUMNS, in seat-map order), or None."""
     rows = await db.fetch(
@@ -64,36 +63,36 @@ async def screening_layout(
 # -- cinemas ------------------------------------------------------------------------------------
 
 
-async def create_cinema(db: DB, fields: Mapping[str, Any]) -> asyncpg.Record:
+async def create_cinema(db: Executor, fields: Mapping[str, Any]) -> asyncpg.Record:
     return await _insert(db, "cinemas", fields, CINEMA_COLUMNS)
 
 
-async def list_cinemas(db: DB, skip: int, limit: int) -> list[asyncpg.Record]:
+async def list_cinemas(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
     return await db.fetch(
         f"SELECT {CINEMA_COLUMNS} FROM cinemas ORDER BY id OFFSET $1 LIMIT $2", skip, limit
     )
 
 
-async def get_cinema(db: DB, cinema_id: int) -> asyncpg.Record:
+async def get_cinema(db: Executor, cinema_id: int) -> asyncpg.Record:
     row = await db.fetchrow(f"SELECT {CINEMA_COLUMNS} FROM cinemas WHERE id = $1", cinema_id)
     return _found(row, "Cinema")
 
 
-async def update_cinema(db: DB, cinema_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
+async def update_cinema(db: Executor, cinema_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
     row = await _update(db, "cinemas", cinema_id, changes, CINEMA_COLUMNS, touch=True)
     return _found(row, "Cinema")
 
 
-async def delete_cinema(db: DB, cinema_id: int) -> None:
+async def delete_cinema(db: Executor, cinema_id: int) -> None:
     await _delete(db, "cinemas", cinema_id, "Cinema")
 
 
 # -- rooms and seats ----------------------------------------------------------------------------
 
 
-async def create_room(db: DB, cinema_id: int, name: str, room_type: str) -> asyncpg.Record:
+async def create_room(db: Executor, cinema_id: int, name: str, room_type: str) -> asyncpg.Record:
     try:
-        row = await db.fetchrow(
+        row: asyncpg.Record | None = await db.fetchrow(
             "INSERT INTO rooms (cinema_id, name, room_type) VALUES ($1, $2, $3)"
             " RETURNING id, cinema_id, name, room_type, created_at, 0 AS capacity",
             cinema_id,
@@ -108,19 +107,19 @@ async def create_room(db: DB, cinema_id: int, name: str, room_type: str) -> asyn
     return row
 
 
-async def list_rooms(db: DB, cinema_id: int) -> list[asyncpg.Record]:
+async def list_rooms(db: Executor, cinema_id: int) -> list[asyncpg.Record]:
     rows = await db.fetch(f"{ROOM_SELECT} WHERE r.cinema_id = $1 ORDER BY r.id", cinema_id)
     if not rows:
         await get_cinema(db, cinema_id)  # 404 for an unknown cinema, [] for an empty one
     return rows
 
 
-async def get_room(db: DB, room_id: int) -> asyncpg.Record:
+async def get_room(db: Executor, room_id: int) -> asyncpg.Record:
     return _found(await db.fetchrow(f"{ROOM_SELECT} WHERE r.id = $1", room_id), "Room")
 
 
 async def create_seats(
-    db: DB, room_id: int, seats: Sequence[tuple[str, int, str]]
+    db: Executor, room_id: int, seats: Sequence[tuple[str, int, str]]
 ) -> list[asyncpg.Record]:
     """Insert (row_label, seat_number, seat_type) rows in one statement: all of them or none."""
     labels, numbers, types = (list(column) for column in zip(*seats, strict=True))
@@ -140,7 +139,7 @@ async def create_seats(
         raise NotFound("Room not found") from None
 
 
-async def list_seats(db: DB, room_id: int) -> list[asyncpg.Record]:
+async def list_seats(db: Executor, room_id: int) -> list[asyncpg.Record]:
     rows = await db.fetch(
         f"SELECT {SEAT_COLUMNS} FROM seats WHERE room_id = $1 ORDER BY {SEAT_ORDER}", room_id
     )
@@ -152,27 +151,27 @@ async def list_seats(db: DB, room_id: int) -> list[asyncpg.Record]:
 # -- movies -------------------------------------------------------------------------------------
 
 
-async def create_movie(db: DB, fields: Mapping[str, Any]) -> asyncpg.Record:
+async def create_movie(db: Executor, fields: Mapping[str, Any]) -> asyncpg.Record:
     return await _insert(db, "movies", fields, MOVIE_COLUMNS)
 
 
-async def list_movies(db: DB, skip: int, limit: int) -> list[asyncpg.Record]:
+async def list_movies(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
     return await db.fetch(
         f"SELECT {MOVIE_COLUMNS} FROM movies ORDER BY id OFFSET $1 LIMIT $2", skip, limit
     )
 
 
-async def get_movie(db: DB, movie_id: int) -> asyncpg.Record:
+async def get_movie(db: Executor, movie_id: int) -> asyncpg.Record:
     row = await db.fetchrow(f"SELECT {MOVIE_COLUMNS} FROM movies WHERE id = $1", movie_id)
     return _found(row, "Movie")
 
 
-async def update_movie(db: DB, movie_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
+async def update_movie(db: Executor, movie_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
     row = await _update(db, "movies", movie_id, changes, MOVIE_COLUMNS, touch=True)
     return _found(row, "Movie")
 
 
-async def delete_movie(db: DB, movie_id: int) -> None:
+async def delete_movie(db: Executor, movie_id: int) -> None:
     await _delete(db, "movies", movie_id, "Movie")
 
 
@@ -180,7 +179,7 @@ async def delete_movie(db: DB, movie_id: int) -> None:
 
 
 async def create_screening(
-    db: DB,
+    db: Executor,
     movie_id: int,
     room_id: int,
     starts_at: dt.datetime,
@@ -209,7 +208,7 @@ async def create_screening(
 
 
 async def replace_screening(
-    db: DB,
+    db: Executor,
     screening_id: int,
     movie_id: int,
     room_id: int,
@@ -245,7 +244,7 @@ async def replace_screening(
 
 
 async def list_screenings(
-    db: DB,
+    db: Executor,
     *,
     skip: int,
     limit: int,
@@ -282,12 +281,12 @@ async def list_screenings(
     )
 
 
-async def get_screening(db: DB, screening_id: int) -> asyncpg.Record:
+async def get_screening(db: Executor, screening_id: int) -> asyncpg.Record:
     row = await db.fetchrow(f"{SCREENING_SELECT} WHERE s.id = $1", screening_id)
     return _found(row, "Screening")
 
 
-async def delete_screening(db: DB, screening_id: int) -> None:
+async def delete_screening(db: Executor, screening_id: int) -> None:
     await _delete(db, "screenings", screening_id, "Screening")
 
 
@@ -297,7 +296,7 @@ def _screening_error(exc: Exception) -> Exception:
     return NotFound("Movie or room not found")
 
 
-async def _check_movie_and_room(db: DB, movie_id: int, room_id: int) -> None:
+async def _check_movie_and_room(db: Executor, movie_id: int, room_id: int) -> None:
     await get_movie(db, movie_id)
     await get_room(db, room_id)
 
@@ -311,11 +310,13 @@ def _found(row: asyncpg.Record | None, what: str) -> asyncpg.Record:
     return row
 
 
-async def _insert(db: DB, table: str, fields: Mapping[str, Any], columns: str) -> asyncpg.Record:
+async def _insert(
+    db: Executor, table: str, fields: Mapping[str, Any], columns: str
+) -> asyncpg.Record:
     """INSERT one row. Column names come from our own Structs, never from the client's keys."""
     names = list(fields)
     marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
-    row = await db.fetchrow(
+    row: asyncpg.Record | None = await db.fetchrow(
         f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) RETURNING {columns}",
         *fields.values(),
     )
@@ -324,7 +325,7 @@ async def _insert(db: DB, table: str, fields: Mapping[str, Any], columns: str) -
 
 
 async def _update(
-    db: DB, table: str, row_id: int, changes: Mapping[str, Any], columns: str, *, touch: bool
+    db: Executor, table: str, row_id: int, changes: Mapping[str, Any], columns: str, *, touch: bool
 ) -> asyncpg.Record | None:
     sets = [f"{name} = ${i}" for i, name in enumerate(changes, start=2)]
     if touch:
@@ -336,7 +337,7 @@ async def _update(
     )
 
 
-async def _delete(db: DB, table: str, row_id: int, what: str) -> None:
+async def _delete(db: Executor, table: str, row_id: int, what: str) -> None:
     try:
         status = await db.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
     except asyncpg.ForeignKeyViolationError:
