@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+
+from db.demo import ADMIN_EMAIL, ADMIN_PASSWORD, DEMO_EMAIL, DEMO_PASSWORD, seed_demo
+from seatlock.settings import Settings
+from tests.support import LiveServer, login
+
+
+async def counts(db: asyncpg.Connection) -> dict[str, int]:
+    tables = ("cinemas", "rooms", "seats", "movies", "screenings", "users")
+    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
+
+
+async def test_seed_fills_an_empty_database_once(
+    server: LiveServer, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    summary = await seed_demo(server.settings, only_if_empty=True)
+    assert summary.startswith("demo data: 1 cinema, 3 rooms, 496 seats, 8 movies,")
+    seeded = await counts(db)
+    assert {k: v for k, v in seeded.items() if k != "screenings"} == {
+        "cinemas": 1, "rooms": 3, "seats": 12 * 20 + 10 * 16 + 8 * 12, "movies": 8, "users": 2
+    }  # fmt: skip
+    assert seeded["screenings"] >= 3 * 6 * 3  # three rooms, six full days, three shows a day
+    first, last = await db.fetchrow("SELECT min(starts_at), max(starts_at) FROM screenings")
+    assert first > datetime.now(UTC)
+    assert (last - first).days <= 7
+    types = {r["seat_type"] for r in await db.fetch("SELECT DISTINCT seat_type FROM seats")}
+    assert {"standard", "vip", "wheelchair"} <= types
+    assert len((await client.get("/api/v1/screenings/", params={"limit": 200})).json()) > 20
+
+    assert (await login(client, DEMO_EMAIL, DEMO_PASSWORD))["access_token"]
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    me = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert me.json()["role"] == "admin"
+
+    assert "skipped" in await seed_demo(server.settings, only_if_empty=True)
+    assert await counts(db) == seeded
+
+
+async def test_seeding_again_adds_a_catalog_but_no_accounts(
+    base_settings: Settings, db: asyncpg.Connection
+) -> None:
+    await seed_demo(base_settings, only_if_empty=False)
+    await seed_demo(base_settings, only_if_empty=False)
+    got = await counts(db)
+    assert (got["cinemas"], got["movies"], got["users"]) == (2, 16, 2)
+
+
+async def test_concurrent_seeders_seed_once(
+    base_settings: Settings, db: asyncpg.Connection
+) -> None:
+    results = await asyncio.gather(
+        *(seed_demo(base_settings, only_if_empty=True) for _ in range(3))
+    )
+    assert sum("skipped" in r for r in results) == 2
+    assert (await counts(db))["cinemas"] == 1
+
+
+async def test_no_default_admin_when_one_is_configured(
+    base_settings: Settings, db: asyncpg.Connection
+) -> None:
+    settings = base_settings.replace(admin_email="boss@example.com", admin_password="Boss-pass-1")
+    await seed_demo(settings, only_if_empty=True)
+    emails = {r["email"] for r in await db.fetch("SELECT email FROM users")}
+    assert emails == {DEMO_EMAIL}
