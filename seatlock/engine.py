@@ -7,12 +7,23 @@ seats are loaded from PostgreSQL (a ``LayoutSource``) on first use and again aft
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from seatlock.errors import Conflict, InvalidInput, NotFound
+from seatlock import keys
+from seatlock.errors import Conflict, InvalidInput, NotFound, SeatLockError, Unavailable
+from seatlock.scripts import Scripts, Status
+
+logger = logging.getLogger(__name__)
+SWEEP_BATCH = 500  # seats per sweep script run, so one run stays short
 
 
 class Layout(NamedTuple):
@@ -107,13 +118,24 @@ class SeatEngine:
         max_hold_ms: int,
         max_seats_per_user: int,
     ) -> None:
-        raise NotImplementedError
+        self._redis = redis
+        self._source = source
+        self._scripts = Scripts(redis)
+        self.hold_ms = hold_ms
+        self.max_hold_ms = max_hold_ms
+        self.max_seats_per_user = max_seats_per_user
+        self._loading: dict[int, asyncio.Lock] = {}
 
     async def hold(
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
     ) -> list[Hold]:
         """Hold every seat for ``hold_ms`` or none; seats the caller already holds are kept."""
-        raise NotImplementedError
+        seats = _seat_list(seat_ids)
+        if len(seats) > self.max_seats_per_user:
+            raise TooManySeats(self.max_seats_per_user)
+        args = [user_id, self.hold_ms, self.max_seats_per_user, *seats]
+        reply = await self._run_loaded("hold", screening_id, seats, _now(now_ms), args)
+        return _holds(user_id, reply)
 
     async def extend(
         self,
@@ -124,13 +146,27 @@ class SeatEngine:
         now_ms: int | None = None,
     ) -> list[Hold]:
         """Push back the caller's live holds by ``extra_ms`` (capped at max_hold_ms of life)."""
-        raise NotImplementedError
+        seats = _seat_list(seat_ids)
+        if extra_ms <= 0:
+            raise InvalidInput("The extension must be positive")
+        args = [user_id, extra_ms, self.max_hold_ms, *seats]
+        reply = await self._run_loaded("extend", screening_id, seats, _now(now_ms), args)
+        return _holds(user_id, reply)
 
     async def release(
         self, screening_id: int, user_id: int, seat_ids: list[int] | None, now_ms: int | None = None
     ) -> list[int]:
         """Drop the caller's holds (None: all of them in the screening); returns the seats freed."""
-        raise NotImplementedError
+        if seat_ids is None:
+            seats = await self._seats_held_by(screening_id, user_id)
+        else:
+            seats = sorted(set(seat_ids))
+        if not seats:
+            return []
+        reply = await self._run("release", screening_id, seats, _now(now_ms), [user_id, *seats])
+        if reply[0] == Status.NOT_LOADED:
+            return []  # nothing loaded, so nothing held
+        return sorted(_int(seat) for seat in reply[1:])
 
     async def claim(
         self,
@@ -141,32 +177,204 @@ class SeatEngine:
         pin_ms: int = 60_000,
     ) -> None:
         """Check the caller holds every seat and pin the leases while PostgreSQL commits."""
-        raise NotImplementedError
+        seats = _seat_list(seat_ids)
+        args = [user_id, pin_ms, *seats]
+        await self._run_loaded("claim", screening_id, seats, _now(now_ms), args)
 
     async def sell(
         self, screening_id: int, sold: dict[int, int], now_ms: int | None = None
     ) -> None:
         """Mark seats sold (seat id -> user id) after PostgreSQL committed; idempotent."""
-        raise NotImplementedError
+        seats = sorted(sold)
+        if not seats:
+            return
+        args = [value for seat in seats for value in (seat, sold[seat])]
+        await self._run_loaded("sell", screening_id, seats, _now(now_ms), args)
 
     async def unsell(
         self, screening_id: int, seat_ids: list[int], now_ms: int | None = None
     ) -> None:
         """A ticket was cancelled in PostgreSQL: its seat is free again."""
-        raise NotImplementedError
+        seats = sorted(set(seat_ids))
+        if seats:
+            # Not loaded: nothing to undo, the next load reads the cancellation from PostgreSQL.
+            await self._run("unsell", screening_id, [], _now(now_ms), seats)
 
     async def seat_map(self, screening_id: int, now_ms: int | None = None) -> list[SeatState]:
         """Every seat of the screening with its status, ordered by seat id."""
-        raise NotImplementedError
+        now = _now(now_ms)
+        reply = await self._run_loaded("seatmap", screening_id, [], now, [])
+        return _seat_states(reply, now)
 
     async def expire_lease(self, key: bytes | str, now_ms: int | None = None) -> bool:
         """A lease key expired (keyspace event): drop the hold if it is really gone."""
-        raise NotImplementedError
+        parsed = keys.parse_seat_hold(key)
+        if parsed is None:
+            return False
+        screening_id, seat_id = parsed
+        reply = await self._run("expire", screening_id, [seat_id], _now(now_ms), [seat_id])
+        return reply[0] == Status.OK and _int(reply[1]) == 1
 
     async def sweep(self, now_ms: int | None = None) -> int:
         """Free every expired hold of every loaded screening; returns how many."""
-        raise NotImplementedError
+        now = _now(now_ms)
+        freed = 0
+        for member in await self._redis.smembers(keys.LOADED_SCREENINGS):
+            freed += await self._sweep_screening(_int(member), now)
+        return freed
 
     async def version(self, screening_id: int) -> int:
         """A number that changes on every seat change of the screening."""
-        raise NotImplementedError
+        value = await self._redis.get(keys.screening_version(screening_id))
+        return 0 if value is None else _int(value)
+
+    async def _sweep_screening(self, screening_id: int, now: int) -> int:
+        due = await self._redis.zrangebyscore(
+            keys.screening_deadlines(screening_id), "-inf", now, start=0, num=SWEEP_BATCH
+        )
+        seats = [_int(seat) for seat in due]
+        if not seats:
+            return 0
+        reply = await self._run("sweep", screening_id, seats, now, seats)
+        if reply[0] == Status.NOT_LOADED:
+            await self._redis.srem(keys.LOADED_SCREENINGS, screening_id)
+            return 0
+        return _int(reply[1])
+
+    async def _seats_held_by(self, screening_id: int, user_id: int) -> list[int]:
+        entries = await self._redis.hgetall(keys.screening_holds(screening_id))
+        prefix = f"{user_id}:"
+        return sorted(_int(seat) for seat, raw in entries.items() if _text(raw).startswith(prefix))
+
+    async def _run_loaded(
+        self, name: str, screening_id: int, seats: list[int], now: int, args: list[int]
+    ) -> list[Any]:
+        """Run a script; load the screening first if Redis does not have it (invariant 7)."""
+        reply = await self._run(name, screening_id, seats, now, args)
+        if reply[0] == Status.NOT_LOADED:
+            await self._load(screening_id, now)
+            reply = await self._run(name, screening_id, seats, now, args)
+        _raise_for(reply)
+        return reply
+
+    async def _run(
+        self, name: str, screening_id: int, seats: Sequence[int], now: int, args: list[int]
+    ) -> list[Any]:
+        script_keys = _screening_keys(screening_id, seats)
+        try:
+            return await self._scripts.run(name, script_keys, [screening_id, now, *args])
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise Unavailable("Seat service temporarily unavailable") from exc
+
+    async def _load(self, screening_id: int, now: int) -> None:
+        # One loader per screening per process; across processes the load script is idempotent.
+        lock = self._loading.setdefault(screening_id, asyncio.Lock())
+        async with lock:
+            if await self._redis.hget(keys.screening_meta(screening_id), "ready"):
+                return
+            layout = await self._fetch_layout(screening_id)
+            pairs = [value for seat, user in sorted(layout.sold.items()) for value in (seat, user)]
+            seats = sorted(set(layout.seat_ids))
+            args = [layout.starts_at_ms, len(seats), *seats, *pairs]
+            await self._run("load", screening_id, [], now, args)
+            await self._redis.sadd(keys.LOADED_SCREENINGS, screening_id)
+            logger.info(
+                "loaded screening %s: %d seats, %d sold", screening_id, len(seats), len(pairs) // 2
+            )
+
+    async def _fetch_layout(self, screening_id: int) -> Layout:
+        try:
+            layout = await self._source(screening_id)
+        except SeatLockError:
+            raise
+        except Exception as exc:
+            # Never guess "available": without PostgreSQL the sold seats are unknown (invariant 7).
+            logger.warning("cannot load screening %s: %r", screening_id, exc)
+            raise Unavailable("Seat data is being restored, try again shortly") from exc
+        if layout is None:
+            raise ScreeningNotFound(screening_id)
+        return layout
+
+
+def _now(now_ms: int | None) -> int:
+    return int(time.time() * 1000) if now_ms is None else now_ms
+
+
+def _int(value: Any) -> int:
+    return int(value)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _seat_list(seat_ids: list[int]) -> list[int]:
+    seats = sorted(set(seat_ids))
+    if not seats:
+        raise InvalidInput("seat_ids must not be empty")
+    return seats
+
+
+def _screening_keys(screening_id: int, seats: Sequence[int]) -> list[str]:
+    """The common KEYS of every script (see lua/lib.lua), then one lease per seat."""
+    common = [
+        keys.screening_meta(screening_id),
+        keys.screening_seats(screening_id),
+        keys.screening_sold(screening_id),
+        keys.screening_holds(screening_id),
+        keys.screening_deadlines(screening_id),
+        keys.screening_version(screening_id),
+        keys.screening_events(screening_id),
+    ]
+    return common + [keys.seat_hold(screening_id, seat) for seat in seats]
+
+
+def _raise_for(reply: list[Any]) -> None:
+    """The one place where script status codes become errors."""
+    status = Status(_int(reply[0]))
+    if status == Status.OK:
+        return
+    rest = [_int(value) for value in reply[1:]]
+    match status:
+        case Status.NOT_LOADED:
+            raise Unavailable("Seat data is being restored, try again shortly")
+        case Status.STARTED:
+            raise ScreeningStarted()
+        case Status.UNKNOWN:
+            raise UnknownSeats(rest)
+        case Status.BOOKED:
+            raise SeatsUnavailable(rest, booked=True)
+        case Status.TAKEN:
+            raise SeatsUnavailable(rest, booked=False)
+        case Status.TOO_MANY:
+            raise TooManySeats(rest[0])
+        case Status.NOT_HELD:
+            raise HoldNotFound(rest)
+        case Status.EXPIRED:
+            raise HoldExpired(rest)
+
+
+def _holds(user_id: int, reply: list[Any]) -> list[Hold]:
+    pairs = [_int(value) for value in reply[1:]]
+    return [Hold(seat, user_id, exp) for seat, exp in zip(pairs[::2], pairs[1::2], strict=True)]
+
+
+def _seat_states(reply: list[Any], now: int) -> list[SeatState]:
+    seats, sold_flat, holds_flat = ([_int(v) for v in part] for part in reply[1:4])
+    sold = dict(zip(sold_flat[::2], sold_flat[1::2], strict=True))
+    holds = {
+        holds_flat[i]: (holds_flat[i + 1], max(holds_flat[i + 2], holds_flat[i + 3]))
+        for i in range(0, len(holds_flat), 4)
+    }
+    return [_seat_state(seat, sold, holds, now) for seat in sorted(seats)]
+
+
+def _seat_state(
+    seat: int, sold: dict[int, int], holds: dict[int, tuple[int, int]], now: int
+) -> SeatState:
+    if seat in sold:
+        return SeatState(seat, "booked", sold[seat], None)
+    hold = holds.get(seat)
+    if hold is not None and hold[1] > now:
+        return SeatState(seat, "reserved", hold[0], hold[1])
+    return SeatState(seat, "available", None, None)

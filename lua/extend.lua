@@ -1,0 +1,39 @@
+-- extend: push back the deadline of one user's live holds, all or nothing.
+-- KEYS: the common seven (lib.lua), then the lease of each seat in ARGV order.
+-- ARGV: screening_id, now_ms, user_id, extra_ms, max_hold_ms, seat_id...
+-- A hold never lives longer than max_hold_ms after it was first taken.
+-- Returns {OK, seat, expires_at, ...} for every seat asked, or {NOT_LOADED} |
+-- {NOT_HELD, seat...} (not held by the user, or already expired: nothing changed).
+if not is_ready() then
+  return {NOT_LOADED}
+end
+local now, user = tonumber(ARGV[2]), tonumber(ARGV[3])
+local extra_ms, max_hold_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local holds, missing = {}, {}
+for i = 6, #ARGV do
+  local hold = read_hold(ARGV[i])
+  if owns(hold, KEYS[LEASE0 + i - 5], user, now) then
+    holds[i] = hold
+  else
+    missing[#missing + 1] = tonumber(ARGV[i])
+  end
+end
+if #missing > 0 then
+  return {NOT_HELD, unpack(missing)}
+end
+
+local changes, reply = {}, {OK}
+for i = 6, #ARGV do
+  local hold = holds[i]
+  local exp = math.min(hold.exp + extra_ms, hold.first + max_hold_ms)
+  if exp > hold.exp then
+    hold.exp = exp
+    write_hold(ARGV[i], KEYS[LEASE0 + i - 5], hold, now)
+    changes[#changes + 1] = change(ARGV[i], 'reserved', user, exp)
+  end
+  reply[#reply + 1] = tonumber(ARGV[i])
+  reply[#reply + 1] = hold.exp
+end
+publish(now, changes)
+return reply

@@ -1,0 +1,29 @@
+-- load: write a screening's layout and sold seats (read from PostgreSQL) and then the ready
+-- marker, in one step, so no script ever sees a half-loaded screening. Idempotent: when another
+-- process loaded it first, nothing is written.
+-- KEYS: the common seven (lib.lua).
+-- ARGV: screening_id, now_ms, starts_at_ms, seat_count, seat_id * seat_count,
+--       then sold pairs: seat_id, user_id, ...
+-- Returns {OK, 1} when loaded now, {OK, 0} when it already was.
+if is_ready() then
+  return {OK, 0}
+end
+local now, starts_at, count = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+
+redis.call('DEL', SEATS, SOLD)
+local batch = {}
+for i = 5, 4 + count do
+  batch[#batch + 1] = ARGV[i]
+  if #batch == 500 or i == 4 + count then
+    redis.call('SADD', SEATS, unpack(batch))
+    batch = {}
+  end
+end
+for i = 5 + count, #ARGV, 2 do
+  redis.call('HSET', SOLD, ARGV[i], ARGV[i + 1])
+end
+-- The version restarts above any value it had before Redis lost it: caches keyed on it stay safe.
+local version = tonumber(redis.call('GET', VERSION) or '0')
+redis.call('SET', VERSION, math.max(version + 1, now))
+redis.call('HSET', META, 'starts_at', starts_at, 'ready', '1')
+return {OK, 1}

@@ -1,0 +1,96 @@
+"""Helpers for the engine and script tests: a LayoutSource from a dict, key dumps, event taps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from seatlock import keys
+from seatlock.engine import Layout, SeatEngine
+
+HOUR_MS = 3_600_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DictSource:
+    """A LayoutSource backed by a dict, standing in for PostgreSQL; ``fail`` simulates an outage."""
+
+    def __init__(self) -> None:
+        self.layouts: dict[int, Layout] = {}
+        self.calls = 0
+        self.fail = False
+
+    def add(
+        self, screening_id: int, seats: list[int], sold: dict[int, int] | None = None, **kw: int
+    ) -> None:
+        starts_at = kw.get("starts_at_ms", now_ms() + 24 * HOUR_MS)
+        self.layouts[screening_id] = Layout(starts_at, seats, dict(sold or {}))
+
+    async def __call__(self, screening_id: int) -> Layout | None:
+        self.calls += 1
+        await asyncio.sleep(0)
+        if self.fail:
+            raise ConnectionRefusedError("PostgreSQL is down")
+        return self.layouts.get(screening_id)
+
+
+def make_engine(redis: Redis, source: DictSource, **changes: int) -> SeatEngine:
+    options = {"hold_ms": 300_000, "max_hold_ms": 1_800_000, "max_seats_per_user": 10}
+    options.update(changes)
+    return SeatEngine(redis, source, **options)
+
+
+async def dump(redis: Redis, screening_id: int) -> dict[str, Any]:
+    """Every key of the screening with its value (leases with their owner and whether they expire)."""
+    pattern = keys.screening_tag(screening_id).replace("{", "[{]").replace("}", "[}]") + "*"
+    out: dict[str, Any] = {}
+    async for raw in redis.scan_iter(match=pattern):
+        key = raw.decode()
+        kind = (await redis.type(key)).decode()
+        if kind == "string":
+            out[key] = (await redis.get(key), await redis.pttl(key) > 0)
+        elif kind == "hash":
+            out[key] = await redis.hgetall(key)
+        elif kind == "set":
+            out[key] = await redis.smembers(key)
+        elif kind == "zset":
+            out[key] = await redis.zrange(key, 0, -1, withscores=True)
+    return out
+
+
+class EventTap:
+    """Subscribed to a screening's channel; ``next()`` returns the next decoded event."""
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self.pubsub = pubsub
+
+    async def next(self, timeout: float = 2.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None and message["type"] == "message":
+                event: dict[str, Any] = json.loads(message["data"])
+                return event
+        raise AssertionError("no event within %.1fs" % timeout)
+
+    async def none(self, wait: float = 0.2) -> None:
+        message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+        assert message is None, message
+
+
+@contextlib.asynccontextmanager
+async def tap(redis: Redis, screening_id: int) -> AsyncIterator[EventTap]:
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(keys.screening_events(screening_id))
+        await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        yield EventTap(pubsub)

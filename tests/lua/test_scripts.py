@@ -1,0 +1,313 @@
+"""Each Lua script through the engine: its success, every refusal, and "nothing changed" after a
+refusal (a dump of the screening's keys before and after), plus the event each change publishes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from seatlock import keys
+from seatlock.engine import (
+    HoldExpired,
+    HoldNotFound,
+    ScreeningStarted,
+    SeatEngine,
+    SeatsUnavailable,
+    TooManySeats,
+    UnknownSeats,
+)
+from seatlock.errors import SeatLockError
+from seatlock.scripts import NAMES, PRELUDE, lua_dir
+from tests.lua.support import DictSource, dump, make_engine, now_ms, tap
+
+S = 501  # screening id
+ALICE, BOB = 7, 8
+MIN = 60_000
+
+
+@pytest.fixture
+def source() -> DictSource:
+    src = DictSource()
+    src.add(S, list(range(1, 11)), {10: 99})
+    return src
+
+
+@pytest.fixture
+def engine(redis: Redis, source: DictSource) -> SeatEngine:
+    return make_engine(redis, source, hold_ms=5 * MIN, max_hold_ms=12 * MIN, max_seats_per_user=4)
+
+
+async def refused(
+    redis: Redis, call: Awaitable[object], error: type[SeatLockError]
+) -> SeatLockError:
+    """Run a call that must be refused; assert it changed no key and published nothing."""
+    before = await dump(redis, S)
+    async with tap(redis, S) as events:
+        with pytest.raises(error) as info:
+            await call
+        await events.none(0.05)
+    assert await dump(redis, S) == before
+    return info.value
+
+
+def test_every_script_has_a_contract_header_and_builds_no_key() -> None:
+    for name in (*NAMES, PRELUDE):
+        text = (lua_dir() / f"{name}.lua").read_text()
+        header = text.split("\nif ", 1)[0] if name != PRELUDE else text
+        for word in ("KEYS", "ARGV"):
+            assert word in header, (name, word)
+        if name != PRELUDE:
+            assert "Returns" in header, name
+        # Keys arrive in KEYS only (Redis Cluster): no key prefix or hash tag inside Lua.
+        assert not re.search(r"['\"]sl:|\{scr:", text), name
+    assert Path(lua_dir(), "hold.lua").is_file()
+
+
+async def test_hold_success_publishes_and_writes_leases(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    async with tap(redis, S) as events:
+        holds = await engine.hold(S, ALICE, [3, 2], now)
+        event = await events.next()
+    assert [(h.seat_id, h.user_id, h.expires_at_ms) for h in holds] == [
+        (2, ALICE, now + 5 * MIN),
+        (3, ALICE, now + 5 * MIN),
+    ]
+    assert event == {
+        "screening_id": S,
+        "ts": now,
+        "seats": [
+            {"seat_id": 2, "status": "reserved", "user_id": ALICE, "expires_at": now + 5 * MIN},
+            {"seat_id": 3, "status": "reserved", "user_id": ALICE, "expires_at": now + 5 * MIN},
+        ],
+    }
+    assert await redis.get(keys.seat_hold(S, 2)) == b"7"
+    assert 0 < await redis.pttl(keys.seat_hold(S, 2)) <= 5 * MIN
+
+
+async def test_hold_again_by_the_holder_changes_nothing(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [2], now)
+    before = await dump(redis, S)
+    async with tap(redis, S) as events:
+        holds = await engine.hold(S, ALICE, [2], now + 1000)
+        await events.none(0.05)
+    assert holds[0].expires_at_ms == now + 5 * MIN
+    assert await dump(redis, S) == before
+
+
+async def test_hold_refusals_change_nothing(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, BOB, [4, 5], now)
+    taken = await refused(redis, engine.hold(S, ALICE, [1, 5, 4], now), SeatsUnavailable)
+    assert taken.detail == "Seats [4, 5] are currently reserved by other users"
+    booked = await refused(redis, engine.hold(S, ALICE, [1, 4, 10], now), SeatsUnavailable)
+    assert booked.detail == "Seats [10] are already booked"
+    unknown = await refused(redis, engine.hold(S, ALICE, [1, 77, 66], now), UnknownSeats)
+    assert unknown.detail == "Seats [66, 77] not found in this screening"
+    too_many = await refused(redis, engine.hold(S, BOB, [1, 2, 3], now), TooManySeats)
+    assert "at most 4 seats" in too_many.detail
+    await refused(redis, engine.hold(S, ALICE, [1, 2, 3, 6, 7], now), TooManySeats)
+
+
+async def test_hold_refused_once_the_screening_started(redis: Redis, source: DictSource) -> None:
+    source.add(S, [1, 2], starts_at_ms=now_ms() + 1000)
+    engine = make_engine(redis, source)
+    await engine.hold(S, ALICE, [1])
+    error = await refused(redis, engine.hold(S, BOB, [2], now_ms() + 1000), ScreeningStarted)
+    assert error.detail == "Cannot reserve seats for past screenings"
+
+
+async def test_expired_hold_of_another_user_can_be_taken(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, BOB, [4], now)
+    holds = await engine.hold(S, ALICE, [4], now + 5 * MIN)
+    assert holds[0].user_id == ALICE
+    assert await redis.get(keys.seat_hold(S, 4)) == b"7"
+
+
+async def test_extend_success_and_cap(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2], now)
+    async with tap(redis, S) as events:
+        holds = await engine.extend(S, ALICE, [1, 2], 5 * MIN, now + MIN)
+        event = await events.next()
+    assert {h.expires_at_ms for h in holds} == {now + 10 * MIN}
+    assert [s["expires_at"] for s in event["seats"]] == [now + 10 * MIN] * 2
+    capped = await engine.extend(S, ALICE, [1], 5 * MIN, now + 2 * MIN)
+    assert capped[0].expires_at_ms == now + 12 * MIN  # max_hold_ms after the first hold
+    before = await dump(redis, S)
+    async with tap(redis, S) as events:
+        again = await engine.extend(S, ALICE, [1], 5 * MIN, now + 3 * MIN)
+        await events.none(0.05)
+    assert again[0].expires_at_ms == now + 12 * MIN
+    assert await dump(redis, S) == before
+
+
+async def test_extend_refusals_change_nothing(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now)
+    await engine.hold(S, BOB, [2], now)
+    other = await refused(redis, engine.extend(S, ALICE, [1, 2, 3], MIN, now), HoldNotFound)
+    assert other.detail == "No active reservation for seats [2, 3]"
+    await refused(redis, engine.extend(S, ALICE, [1], MIN, now + 5 * MIN), HoldNotFound)
+
+
+async def test_release_only_touches_the_callers_holds(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2, 3], now)
+    await engine.hold(S, BOB, [4], now)
+    async with tap(redis, S) as events:
+        assert await engine.release(S, ALICE, [2, 4, 5], now) == [2]
+        event = await events.next()
+    assert event["seats"] == [
+        {"seat_id": 2, "status": "available", "user_id": None, "expires_at": None}
+    ]
+    assert await engine.release(S, ALICE, None, now) == [1, 3]
+    assert await redis.exists(keys.seat_hold(S, 1)) == 0
+    before = await dump(redis, S)
+    assert await engine.release(S, ALICE, [4], now) == []
+    assert await dump(redis, S) == before
+    states = {s.seat_id: s.status for s in await engine.seat_map(S, now)}
+    assert states[4] == "reserved" and states[1] == states[2] == "available"
+
+
+async def test_claim_pins_the_lease(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2], now)
+    async with tap(redis, S) as events:
+        await engine.claim(S, ALICE, [1, 2], now + 5 * MIN - 1, pin_ms=MIN)
+        await events.none(0.05)
+    # The hold's own deadline passed, but the pin keeps the seat until the commit is done.
+    later = now + 5 * MIN + 1000
+    assert await engine.sweep(later) == 0
+    assert await engine.hold(S, BOB, [3], later)
+    with pytest.raises(SeatsUnavailable):
+        await engine.hold(S, BOB, [1], later)
+    assert MIN - 1000 < await redis.pttl(keys.seat_hold(S, 1)) <= MIN  # pinned at claim time
+
+
+async def test_claim_refusals_change_nothing(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now)
+    await engine.hold(S, BOB, [2], now)
+    error = await refused(redis, engine.claim(S, ALICE, [1, 2, 3], now), HoldExpired)
+    assert error.detail == "Reservation for seats [2, 3] has expired or does not exist"
+    await refused(redis, engine.claim(S, ALICE, [1], now + 5 * MIN), HoldExpired)
+    await refused(redis, engine.claim(S, ALICE, [10], now), HoldExpired)  # sold to someone else
+
+
+async def test_claim_passes_seats_already_sold_to_the_caller(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2], now)
+    await engine.claim(S, ALICE, [1, 2], now)
+    await engine.sell(S, {1: ALICE, 2: ALICE}, now)
+    await engine.claim(S, ALICE, [1, 2], now + 10 * MIN)  # a retried booking
+    with pytest.raises(HoldExpired):
+        await engine.claim(S, BOB, [1], now)
+
+
+async def test_sell_is_idempotent_and_drops_any_hold(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now)
+    await engine.hold(S, BOB, [2], now)
+    async with tap(redis, S) as events:
+        await engine.sell(S, {1: ALICE, 2: ALICE}, now)
+        event = await events.next()
+    assert event["seats"] == [
+        {"seat_id": 1, "status": "booked", "user_id": ALICE, "expires_at": None},
+        {"seat_id": 2, "status": "booked", "user_id": ALICE, "expires_at": None},
+    ]
+    assert await redis.exists(keys.seat_hold(S, 1), keys.seat_hold(S, 2)) == 0
+    assert await redis.hlen(keys.screening_holds(S)) == 0
+    before = await dump(redis, S)
+    async with tap(redis, S) as events:
+        await engine.sell(S, {1: ALICE, 2: ALICE}, now)
+        await events.none(0.05)
+    assert await dump(redis, S) == before
+    error = await refused(redis, engine.hold(S, BOB, [2], now), SeatsUnavailable)
+    assert error.detail == "Seats [2] are already booked"
+
+
+async def test_unsell_frees_the_seat_once(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.seat_map(S, now)
+    async with tap(redis, S) as events:
+        await engine.unsell(S, [10], now)
+        event = await events.next()
+        await engine.unsell(S, [10], now)
+        await events.none(0.05)
+    assert event["seats"] == [
+        {"seat_id": 10, "status": "available", "user_id": None, "expires_at": None}
+    ]
+    assert (await engine.hold(S, ALICE, [10], now))[0].seat_id == 10
+
+
+async def test_expire_drops_only_a_gone_lease(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now)
+    lease = keys.seat_hold(S, 1)
+    assert not await engine.expire_lease(lease, now)  # lease still there: a stale event
+    assert not await engine.expire_lease("sl:{scr:501}:meta", now)
+    await redis.delete(lease)  # what Redis does when the TTL runs out
+    async with tap(redis, S) as events:
+        assert await engine.expire_lease(lease.encode(), now)
+        event = await events.next()
+        assert not await engine.expire_lease(lease, now)
+        await events.none(0.05)
+    assert event["seats"][0] == {
+        "seat_id": 1,
+        "status": "available",
+        "user_id": None,
+        "expires_at": None,
+    }
+    assert await redis.hlen(keys.screening_holds(S)) == 0
+
+
+async def test_sweep_frees_only_what_is_due(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2], now)
+    await engine.hold(S, BOB, [3], now + MIN)
+    assert await engine.sweep(now + 5 * MIN - 1) == 0
+    async with tap(redis, S) as events:
+        assert await engine.sweep(now + 5 * MIN) == 2
+        event = await events.next()
+    assert [s["seat_id"] for s in event["seats"]] == [1, 2]
+    assert await redis.exists(keys.seat_hold(S, 1)) == 0
+    assert [s.status for s in await engine.seat_map(S, now + 5 * MIN)][:3] == [
+        "available",
+        "available",
+        "reserved",
+    ]
+
+
+async def test_load_is_atomic_and_idempotent(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.seat_map(S, now)
+    before = await dump(redis, S)
+    assert before[keys.screening_meta(S)][b"ready"] == b"1"
+    assert before[keys.screening_sold(S)] == {b"10": b"99"}
+    assert len(before[keys.screening_seats(S)]) == 10
+    reply = await engine._scripts.run(
+        "load", [keys.screening_meta(S), *[""] * 6], [S, now, 0, 1, 1]
+    )
+    assert reply == [0, 0]
+    assert await dump(redis, S) == before
+
+
+async def test_seat_map_is_read_only(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now)
+    before = await dump(redis, S)
+    states = await engine.seat_map(S, now)
+    assert [s.seat_id for s in states] == list(range(1, 11))
+    assert states[0].status == "reserved" and states[0].user_id == ALICE
+    assert states[0].expires_at_ms == now + 5 * MIN
+    assert states[9].status == "booked" and states[9].user_id == 99
+    assert await dump(redis, S) == before
