@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
@@ -29,6 +30,7 @@ from api import (
     seatmaps,
     showtimes,
     tickets,
+    websockets,
 )
 from api.errors import HANDLERS
 from api.openapi import openapi_document
@@ -36,9 +38,14 @@ from api.rendering import JSON
 from api.routing import Endpoint, starlette_routes
 from api.state import Services
 from db import users
+from db.layouts import Layouts
 from db.migrate import migrate
 from db.pool import create_pool
+from db.reservations import HistoryWriter, ReservationIds
 from seatlock import __version__
+from seatlock.engine import SeatEngine
+from seatlock.events import Hub
+from seatlock.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
 from seatlock.mail import Mailer
 from seatlock.settings import Settings
 from seatlock.tokens import TokenCodec, load_or_create_secret
@@ -60,6 +67,7 @@ ROUTERS = [
     discovery.router,
     reservations.router,
     tickets.router,
+    websockets.router,
     profiles.router,
     admin_stats.router,
 ]
@@ -72,8 +80,14 @@ def all_endpoints() -> list[Endpoint]:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Connect to Redis and PostgreSQL, migrate, and close everything on the way out."""
-    redis = Redis.from_url(
-        settings.redis_url, max_connections=settings.redis_pool_max, health_check_interval=30
+    # A bounded pool that makes a burst wait for a free connection instead of failing it.
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_max,
+            timeout=10,
+            health_check_interval=30,
+        )
     )
     db = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
@@ -90,6 +104,48 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await redis.aclose()
 
 
+@contextlib.asynccontextmanager
+async def run_seat_services(services: Services) -> AsyncIterator[None]:
+    """The engine, the event hub, expiry (keyspace events plus the sweep) and hold history."""
+    s = services.settings
+    layouts = Layouts(services.db)
+    engine = SeatEngine(
+        services.redis,
+        layouts,
+        hold_ms=s.hold_seconds * 1000,
+        max_hold_ms=s.max_hold_seconds * 1000,
+        max_seats_per_user=s.max_seats_per_user,
+    )
+    hub = Hub(services.redis)
+    writer = HistoryWriter(services.db)
+    services.extras.update(
+        engine=engine,
+        hub=hub,
+        layouts=layouts,
+        history=writer,
+        reservation_ids=ReservationIds(services.db),
+    )
+    if not await enable_keyspace_events(services.redis):
+        logger.warning("keyspace events refused by Redis; expiries rely on the sweep")
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(hub.run(stop)),
+        asyncio.create_task(listen_for_expiries(engine, services.redis, stop)),
+        asyncio.create_task(sweep_forever(engine, s.sweep_interval_seconds, stop)),
+        asyncio.create_task(writer.run(stop)),
+    ]
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hub.ready.wait(), 5)
+        yield
+    finally:
+        stop.set()
+        _, late = await asyncio.wait(tasks, timeout=5)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     endpoints = all_endpoints()
@@ -100,13 +156,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with open_services(settings) as services, run_seat_services(services):
             app.state.services = services
             yield
 
     routes: list[BaseRoute] = [
         Route("/openapi.json", openapi, include_in_schema=False),
         *starlette_routes(endpoints),
+        *websockets.ROUTES,
     ]
     handlers: Any = HANDLERS
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)

@@ -1,7 +1,289 @@
-"""Tickets routes."""
+"""The guide's tickets: quick book, book-from-reservation (payment webhook) and ticket management.
+
+A booking is: the engine pins the caller's holds (claim), PostgreSQL commits the booking and its
+tickets in one transaction, then the engine marks the seats sold. A 201 therefore means the
+tickets are committed (invariant 5); if the commit fails the holds are released, nothing sold.
+"""
 
 from __future__ import annotations
 
-from api.routing import Router
+import logging
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import msgspec
+from redis.exceptions import RedisError
+
+from api.rendering import decode_body
+from api.reservations import MAX_SEATS_PER_REQUEST, Id, engine_of, history_of, unique_seats
+from api.routing import MAX_ID, Call, Router
+from api.state import Services
+from db import reservations as history
+from db import tickets as repo
+from seatlock.errors import Conflict, InvalidInput, NotFound, SeatLockError, Unavailable
+from seatlock.mail import Mail
+
+logger = logging.getLogger(__name__)
 
 router = Router("Tickets")
+
+PaymentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+SeatIds = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_SEATS_PER_REQUEST)]
+Status = Literal["pending", "confirmed", "cancelled", "refunded"]
+DB_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class BookIn(msgspec.Struct):
+    screening_id: Id
+    seat_ids: SeatIds
+    payment_id: PaymentId | None = None
+
+
+class PaidBookIn(msgspec.Struct):
+    screening_id: Id
+    seat_ids: SeatIds
+    payment_id: PaymentId
+
+
+class PaymentIn(msgspec.Struct):
+    payment_id: PaymentId | None = None
+
+
+class StatusIn(msgspec.Struct):
+    status: Status
+
+
+class ListQuery(msgspec.Struct):
+    skip: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 100
+    status: Status | None = None
+    screening_id: Id | None = None
+    user_id: Id | None = None
+
+
+def ticket_out(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "user_id": row["user_id"],
+        "screening_id": row["screening_id"],
+        "seat_id": row["seat_id"],
+        "price": row["price"],
+        "status": row["status"],
+        "booked_at": row["booked_at"],
+        "confirmed_at": row["confirmed_at"],
+        "payment_id": row["payment_id"],
+    }
+
+
+@router.post("/api/v1/tickets/book", access="user", body=BookIn, status=201)
+async def book(call: Call) -> list[dict[str, Any]]:
+    """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
+    body: BookIn = call.body
+    seat_ids = unique_seats(body.seat_ids)
+    user_id = call.user.user_id
+    if body.payment_id is not None:
+        found = await _existing(
+            call.services, body.payment_id, user_id, body.screening_id, seat_ids
+        )
+        if found is not None:
+            return found
+    engine = engine_of(call.services)
+    await engine.hold(body.screening_id, user_id, seat_ids)
+    return await _claim_and_commit(
+        call.services, user_id, body.screening_id, seat_ids, body.payment_id
+    )
+
+
+@router.post("/api/v1/tickets/book-from-reservation", access="user", body=PaidBookIn, status=201)
+async def book_from_reservation(call: Call) -> list[dict[str, Any]]:
+    """Buy the seats you hold (payment webhook); idempotent on payment_id."""
+    body: PaidBookIn = call.body
+    seat_ids = unique_seats(body.seat_ids)
+    user_id = call.user.user_id
+    found = await _existing(call.services, body.payment_id, user_id, body.screening_id, seat_ids)
+    if found is not None:
+        return found
+    return await _claim_and_commit(
+        call.services, user_id, body.screening_id, seat_ids, body.payment_id
+    )
+
+
+async def _existing(
+    services: Services, payment_id: str, user_id: int, screening_id: int, seat_ids: list[int]
+) -> list[dict[str, Any]] | None:
+    """The tickets already bought with this payment id; 409 if it paid for something else."""
+    booking = await repo.booking_by_payment(services.db, payment_id)
+    if booking is None:
+        return None
+    if not booking.matches(user_id, screening_id, seat_ids):
+        raise Conflict("This payment_id was already used for another booking")
+    return [ticket_out(r) for r in await repo.tickets_of_booking(services.db, booking.id)]
+
+
+async def _claim_and_commit(
+    services: Services, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+) -> list[dict[str, Any]]:
+    engine = engine_of(services)
+    try:
+        await engine.claim(screening_id, user_id, seat_ids)
+    except SeatLockError:
+        # A duplicate call may have sold these seats a moment ago: answer with its tickets.
+        if payment_id is not None:
+            found = await _existing(services, payment_id, user_id, screening_id, seat_ids)
+            if found is not None:
+                return found
+        raise
+    rows, fresh = await _commit(services, user_id, screening_id, seat_ids, payment_id)
+    if not fresh:
+        return rows
+    try:
+        await engine.sell(screening_id, dict.fromkeys(seat_ids, user_id))
+    except (RedisError, OSError) as exc:
+        # Committed in PostgreSQL, so sold; Redis rebuilds sold seats from it (invariant 7).
+        logger.warning("seats of screening %s sold but not marked in Redis: %r", screening_id, exc)
+    history_of(services).submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
+    return rows
+
+
+async def _commit(
+    services: Services, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The tickets, and whether this call created them (False: a duplicate call did)."""
+    try:
+        rows = await repo.create_booking(services.db, user_id, screening_id, seat_ids, payment_id)
+        return [ticket_out(r) for r in rows], True
+    except asyncpg.UniqueViolationError:
+        # Same payment id, committed first by a concurrent call (PostgreSQL made us wait for it).
+        assert payment_id is not None
+        found = await _existing(services, payment_id, user_id, screening_id, seat_ids)
+        if found is None:
+            raise Conflict("This payment_id was already used for another booking") from None
+        return found, False
+    except SeatLockError:
+        await _release(services, screening_id, user_id, seat_ids)
+        raise
+    except DB_DOWN as exc:
+        await _release(services, screening_id, user_id, seat_ids)
+        logger.warning("booking not saved, holds released: %r", exc)
+        raise Unavailable("Booking could not be saved right now; please try again") from None
+
+
+async def _release(services: Services, screening_id: int, user_id: int, seats: list[int]) -> None:
+    try:
+        await engine_of(services).release(screening_id, user_id, seats)
+    except (RedisError, OSError) as exc:  # the leases still expire on their own
+        logger.warning("could not release holds after a failed booking: %r", exc)
+
+
+async def _unsell(services: Services, screening_id: int, seat_id: int) -> None:
+    try:
+        await engine_of(services).unsell(screening_id, [seat_id])
+    except (RedisError, OSError) as exc:  # stays "booked" in Redis: safe, never sold twice
+        logger.warning("seat %s of screening %s not freed in Redis: %r", seat_id, screening_id, exc)
+
+
+async def _own_ticket(call: Call, *, admin_too: bool = True) -> Any:
+    row = await repo.get(call.services.db, call.params["ticket_id"])
+    user = call.user
+    if row is None or (row["user_id"] != user.user_id and not (admin_too and user.is_admin)):
+        raise NotFound("Ticket not found")
+    return row
+
+
+@router.get("/api/v1/tickets/my-tickets", access="user")
+async def my_tickets(call: Call) -> list[dict[str, Any]]:
+    """Your tickets, newest first."""
+    return [ticket_out(r) for r in await repo.for_user(call.services.db, call.user.user_id)]
+
+
+@router.get("/api/v1/tickets/", access="admin", query=ListQuery)
+async def list_tickets(call: Call) -> list[dict[str, Any]]:
+    """Every ticket, newest first, with filters (admin)."""
+    q: ListQuery = call.query
+    rows = await repo.search(
+        call.services.db,
+        skip=q.skip,
+        limit=q.limit,
+        status=q.status,
+        screening_id=q.screening_id,
+        user_id=q.user_id,
+    )
+    return [ticket_out(r) for r in rows]
+
+
+@router.get("/api/v1/tickets/{ticket_id:int}", access="user")
+async def get_ticket(call: Call) -> dict[str, Any]:
+    """One of your tickets (admins: any ticket)."""
+    return ticket_out(await _own_ticket(call))
+
+
+@router.delete("/api/v1/tickets/{ticket_id:int}", access="user")
+async def cancel_ticket(call: Call) -> dict[str, Any]:
+    """Cancel one of your tickets before the screening starts; the seat is free again."""
+    row = await _own_ticket(call, admin_too=False)
+    if row["status"] not in repo.ACTIVE:
+        raise InvalidInput(f"Ticket is already {row['status']}")
+    starts_at = await repo.screening_start(call.services.db, row["screening_id"])
+    if starts_at is None or not await _in_future(call.services, starts_at):
+        raise InvalidInput("Cannot cancel tickets for screenings that have started")
+    updated = await repo.change_status(call.services.db, row["id"], list(repo.ACTIVE), "cancelled")
+    if updated is None:
+        raise InvalidInput("Ticket is already cancelled")
+    await _unsell(call.services, row["screening_id"], row["seat_id"])
+    return ticket_out(updated)
+
+
+async def _in_future(services: Services, moment: Any) -> bool:
+    return bool(await services.db.fetchval("SELECT $1::timestamptz > now()", moment))
+
+
+@router.post("/api/v1/tickets/{ticket_id:int}/confirm-payment", access="user")
+async def confirm_payment(call: Call) -> dict[str, Any]:
+    """Mark a pending ticket paid (body ``{"payment_id": ...}`` optional)."""
+    raw = await call.request.body()
+    body: PaymentIn = decode_body(raw, PaymentIn) if raw.strip() else PaymentIn()
+    row = await _own_ticket(call)
+    if row["status"] != "pending":
+        raise InvalidInput(f"Only pending tickets can be confirmed (this one is {row['status']})")
+    updated = await repo.change_status(
+        call.services.db, row["id"], ["pending"], "confirmed", body.payment_id
+    )
+    if updated is None:
+        raise InvalidInput("Only pending tickets can be confirmed")
+    return ticket_out(updated)
+
+
+@router.put("/api/v1/tickets/{ticket_id:int}/status", access="admin", body=StatusIn)
+async def update_status(call: Call) -> dict[str, Any]:
+    """Move a ticket to another status (admin); cancelling or refunding frees the seat."""
+    to: str = call.body.status
+    row = await repo.get(call.services.db, call.params["ticket_id"])
+    if row is None:
+        raise NotFound("Ticket not found")
+    if to not in repo.TRANSITIONS[row["status"]]:
+        raise InvalidInput(f"Cannot change ticket status from {row['status']} to {to}")
+    updated = await repo.change_status(call.services.db, row["id"], [row["status"]], to)
+    if updated is None:
+        raise Conflict("The ticket changed meanwhile; try again")
+    if to in ("cancelled", "refunded"):
+        await _unsell(call.services, row["screening_id"], row["seat_id"])
+    return ticket_out(updated)
+
+
+@router.post("/api/v1/tickets/{ticket_id:int}/resend", access="user")
+async def resend(call: Call) -> dict[str, str]:
+    """Send the ticket confirmation mail again."""
+    row = await _own_ticket(call)
+    if row["status"] not in repo.ACTIVE:
+        raise InvalidInput(f"Ticket is {row['status']}")
+    email = await repo.owner_email(call.services.db, row["user_id"])
+    if email is None:
+        raise NotFound("Ticket not found")
+    body = (
+        f"Your ticket #{row['id']}: screening {row['screening_id']}, seat {row['seat_id']},"
+        f" price {row['price']}, status {row['status']}."
+    )
+    await call.services.mailer.send(
+        Mail(to=email, subject="Your ticket", body=body, kind="ticket_confirmation")
+    )
+    return {"message": "Ticket confirmation sent"}

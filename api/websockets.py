@@ -1,0 +1,117 @@
+"""WebSocket seat updates: ``/ws/screenings/{id}?token=...`` and the guide's ``/ws/stats``.
+
+A client joins the process's hub before ``connection_confirmed`` is sent, so no change published
+after the confirmation is missed. A sender task drains the client's bounded queue (with a ping
+when idle); the receiving side only watches for the close and answers pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from api.auth import principal_from_token
+from api.errors import BACKEND_ERRORS, WS_TRY_AGAIN_LATER, ws_close_code
+from api.reservations import hub_of, layouts_of
+from api.routing import MAX_ID, Call, Router
+from api.state import Services
+from seatlock.errors import NotFound, SeatLockError
+from seatlock.events import CLOSE, Watcher, encode, now_iso
+
+logger = logging.getLogger(__name__)
+
+router = Router("WebSockets")
+HEARTBEAT_S = 20.0
+
+
+@router.get("/ws/stats")
+async def stats(call: Call) -> dict[str, Any]:
+    """WebSocket connections of this process, per screening."""
+    return hub_of(call.services).stats()
+
+
+async def screening_updates(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    await websocket.accept()
+    try:
+        screening_id, user_id = await _admit(websocket, services)
+    except SeatLockError as exc:
+        await websocket.close(code=ws_close_code(exc), reason=exc.detail[:120])
+        return
+    except BACKEND_ERRORS as exc:
+        logger.warning("websocket refused, backend unavailable: %r", exc)
+        await websocket.close(code=WS_TRY_AGAIN_LATER)
+        return
+    hub = hub_of(services)
+    watcher = hub.join(screening_id, user_id)
+    try:
+        await websocket.send_text(
+            encode(
+                {
+                    "type": "connection_confirmed",
+                    "screening_id": screening_id,
+                    "message": "Connected to real-time seat updates",
+                }
+            )
+        )
+        await _serve(websocket, watcher)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        hub.leave(watcher)
+
+
+async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | None]:
+    """The screening watched and the caller (None: anonymous); raises when not allowed."""
+    token = websocket.query_params.get("token")
+    user_id = None
+    if token:
+        user_id = (await principal_from_token(token, services)).user_id
+    screening_id = int(websocket.path_params["screening_id"])
+    if screening_id > MAX_ID or await layouts_of(services).seats(screening_id) is None:
+        raise NotFound("Screening not found")
+    return screening_id, user_id
+
+
+async def _serve(websocket: WebSocket, watcher: Watcher) -> None:
+    sender = asyncio.create_task(_send(websocket, watcher))
+    receiver = asyncio.create_task(_receive(websocket, watcher))
+    done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if sender in done and not sender.cancelled() and sender.exception() is None:
+        # The client was too slow and dropped by the hub: tell it to come back later.
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
+
+
+async def _send(websocket: WebSocket, watcher: Watcher) -> None:
+    while True:
+        try:
+            text = await asyncio.wait_for(watcher.queue.get(), HEARTBEAT_S)
+        except TimeoutError:
+            text = encode({"type": "ping", "timestamp": now_iso()})
+        if text == CLOSE:
+            return
+        await websocket.send_text(text)
+
+
+async def _receive(websocket: WebSocket, watcher: Watcher) -> None:
+    """Read until the client goes; a ``ping`` (plain or JSON) gets a ``pong``."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text") or ""
+        if text.strip() == "ping" or '"ping"' in text:
+            watcher.offer(encode({"type": "pong", "timestamp": now_iso()}))
+
+
+ROUTES = [WebSocketRoute("/ws/screenings/{screening_id:int}", screening_updates)]

@@ -1,0 +1,160 @@
+"""WebSocket fan-out: one Redis PSUBSCRIBE per process, bounded per-client queues.
+
+The Lua scripts publish every seat change on the screening's channel; the hub receives them all
+through one pattern subscription and hands each event to the watchers of that screening. An event
+is serialised once for the public and once per owner named in it (invariant 9: a holder's id is
+shown only to that holder). A client whose queue is full is dropped, so a slow reader never stalls
+the others; one connection delivers in publish order, so updates stay in order per seat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from seatlock import keys
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PATTERN = keys.screening_events(0).replace("{scr:0}", "{scr:*}")
+QUEUE_SIZE = 256
+CLOSE = ""  # queued to tell the sender its client was dropped
+
+
+def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ISO 8601 UTC with a Z."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def encode(message: dict[str, Any]) -> str:
+    return msgspec.json.encode(message).decode()
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One WebSocket client of one screening; ``user_id`` None when anonymous."""
+
+    screening_id: int
+    user_id: int | None
+    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    dropped: bool = False
+
+    def offer(self, text: str) -> None:
+        if self.dropped:
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.drop()
+
+    def drop(self) -> None:
+        self.dropped = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(CLOSE)
+
+
+def seat_message(seat: dict[str, Any], viewer: int | None, ts: str, bulk: bool) -> dict[str, Any]:
+    status = seat["status"]
+    owner = seat.get("user_id")
+    mine = owner is not None and owner == viewer
+    item: dict[str, Any] = {"seat_id": seat["seat_id"], "status": status}
+    if not bulk:
+        item = {"type": "seat_update", **item}
+        item["reserved_by"] = owner if mine else None
+    elif mine:
+        item["booked_by" if status == "booked" else "reserved_by"] = owner
+    item["expires_at"] = iso(seat.get("expires_at"))
+    if not bulk:
+        item["timestamp"] = ts
+    return item
+
+
+def render(event: dict[str, Any], viewer: int | None) -> str:
+    """The WebSocket message of one engine event as ``viewer`` may see it."""
+    seats: list[dict[str, Any]] = event.get("seats") or []
+    ts = iso(event.get("ts")) or now_iso()
+    if len(seats) == 1:
+        return encode(seat_message(seats[0], viewer, ts, bulk=False))
+    updates = [seat_message(s, viewer, ts, bulk=True) for s in seats]
+    return encode({"type": "bulk_seat_update", "updates": updates, "timestamp": ts})
+
+
+class Hub:
+    """This process's watchers, fed by one pattern subscription on every screening's channel."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._rooms: dict[int, set[Watcher]] = {}
+        self.ready = asyncio.Event()
+
+    def join(self, screening_id: int, user_id: int | None) -> Watcher:
+        watcher = Watcher(screening_id, user_id)
+        self._rooms.setdefault(screening_id, set()).add(watcher)
+        return watcher
+
+    def leave(self, watcher: Watcher) -> None:
+        room = self._rooms.get(watcher.screening_id)
+        if room is not None:
+            room.discard(watcher)
+            if not room:
+                del self._rooms[watcher.screening_id]
+
+    def stats(self) -> dict[str, Any]:
+        details = {str(sid): len(room) for sid, room in sorted(self._rooms.items())}
+        return {
+            "total_connections": sum(details.values()),
+            "active_screenings": sorted(self._rooms),
+            "screening_details": details,
+        }
+
+    def dispatch(self, data: bytes | str) -> None:
+        """Hand one published event to the watchers of its screening."""
+        try:
+            event = orjson.loads(data)
+            room = self._rooms.get(int(event["screening_id"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            logger.warning("ignoring malformed seat event %r", data[:200])
+            return
+        if not room:
+            return
+        owners = {s.get("user_id") for s in event.get("seats") or []} - {None}
+        public = render(event, None)
+        texts = {user: render(event, user) for user in owners}
+        for watcher in list(room):
+            watcher.offer(texts.get(watcher.user_id, public))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Receive events until ``stop`` is set; resubscribes after a lost connection."""
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                await self._listen(stop)
+                delay = 0.1
+            except (RedisError, OSError) as exc:
+                logger.warning("seat event subscription lost, retrying: %r", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.psubscribe(EVENTS_PATTERN)
+            self.ready.set()
+            while not stop.is_set():
+                message = await pubsub.get_message(timeout=0.5)
+                if message is not None and message["type"] == "pmessage":
+                    self.dispatch(message["data"])

@@ -1,0 +1,419 @@
+"""Seat reservations over real HTTP: hold, extend, cancel, my-reservations, cleanup, seat maps."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import websockets
+from redis.asyncio import Redis
+
+from seatlock import keys
+from seatlock.tokens import TokenCodec
+from tests.support import Account, LiveServer
+
+RESERVE = "/api/v1/seat-reservations/reserve"
+
+
+# --- helpers shared by the seat-hold test files -------------------------------------------------
+
+
+@dataclass
+class Show:
+    id: int
+    room_id: int
+    seat_ids: list[int]
+
+
+async def make_screening(
+    db: asyncpg.Connection,
+    seats: int = 10,
+    *,
+    starts_in: timedelta = timedelta(days=1),
+    price: str = "10.00",
+    seat_types: list[str] | None = None,
+) -> Show:
+    """A cinema, a room of ``seats`` seats (row A), a movie and one screening, by direct SQL."""
+    cinema = await db.fetchval("INSERT INTO cinemas (name) VALUES ('Odeon') RETURNING id")
+    room = await db.fetchval(
+        "INSERT INTO rooms (cinema_id, name) VALUES ($1, 'Room 1') RETURNING id", cinema
+    )
+    types = seat_types or ["standard"] * seats
+    seat_ids = [
+        await db.fetchval(
+            "INSERT INTO seats (room_id, row_label, seat_number, seat_type)"
+            " VALUES ($1, 'A', $2, $3) RETURNING id",
+            room,
+            n + 1,
+            types[n],
+        )
+        for n in range(seats)
+    ]
+    movie = await db.fetchval(
+        "INSERT INTO movies (title, duration_minutes) VALUES ('Dune', 150) RETURNING id"
+    )
+    starts = datetime.now(UTC) + starts_in
+    screening = await db.fetchval(
+        "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        movie,
+        room,
+        starts,
+        starts + timedelta(hours=3),
+        Decimal(price),
+    )
+    return Show(screening, room, seat_ids)
+
+
+async def make_users(
+    db: asyncpg.Connection, server: LiveServer, count: int
+) -> list[dict[str, str]]:
+    """``count`` users with sessions, by direct SQL; returns their Authorization headers."""
+    emails = [f"u{n}-{secrets.token_hex(4)}@example.com" for n in range(count)]
+    ids = await db.fetch(
+        "INSERT INTO users (email, password_hash, full_name)"
+        " SELECT e, 'x', 'Racer' FROM unnest($1::text[]) AS e RETURNING id",
+        emails,
+    )
+    sessions = [secrets.token_hex(8) for _ in ids]
+    await db.execute(
+        "INSERT INTO auth_sessions (id, user_id, expires_at)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[])",
+        sessions,
+        [r["id"] for r in ids],
+        [datetime.now(UTC) + timedelta(days=1)] * len(ids),
+    )
+    codec = TokenCodec(server.settings.jwt_secret, 15)
+    return [
+        {"Authorization": f"Bearer {codec.issue(r['id'], 'user', sid)}"}
+        for r, sid in zip(ids, sessions, strict=True)
+    ]
+
+
+async def reserve(
+    client: httpx.AsyncClient, account: Account, show: Show, seats: list[int]
+) -> httpx.Response:
+    return await client.post(
+        RESERVE, json={"screening_id": show.id, "seat_ids": seats}, headers=account.headers
+    )
+
+
+async def availability(
+    client: httpx.AsyncClient, show: Show, account: Account | None = None
+) -> dict[int, dict[str, Any]]:
+    r = await client.get(
+        f"/api/v1/seat-reservations/screening/{show.id}/availability",
+        headers=account.headers if account else None,
+    )
+    assert r.status_code == 200, r.text
+    return {s["seat"]["id"]: s for s in r.json()}
+
+
+async def watch(server: LiveServer, screening_id: int, token: str | None = None) -> Any:
+    """A WebSocket watching a screening, past its connection_confirmed message."""
+    url = f"{server.ws_url}/ws/screenings/{screening_id}" + (f"?token={token}" if token else "")
+    ws = await websockets.connect(url)
+    hello = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert hello == {
+        "type": "connection_confirmed",
+        "screening_id": screening_id,
+        "message": "Connected to real-time seat updates",
+    }
+    return ws
+
+
+def seat_statuses(message: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    if message["type"] == "seat_update":
+        return {message["seat_id"]: message}
+    if message["type"] == "bulk_seat_update":
+        return {u["seat_id"]: u for u in message["updates"]}
+    return {}
+
+
+async def wait_for_status(
+    ws: Any, seat_ids: list[int], status: str, within: float = 3.0
+) -> dict[int, dict[str, Any]]:
+    """Read messages until every seat was reported in ``status``; returns the last updates."""
+    seen: dict[int, dict[str, Any]] = {}
+    async with asyncio.timeout(within):
+        while not all(seen.get(s, {}).get("status") == status for s in seat_ids):
+            seen.update(seat_statuses(orjson.loads(await ws.recv())))
+    return seen
+
+
+async def held_in_redis(redis: Redis, show: Show) -> dict[int, int]:
+    """seat id -> user id of every live lease of the screening."""
+    held = {}
+    for seat_id in show.seat_ids:
+        value = await redis.get(keys.seat_hold(show.id, seat_id))
+        if value is not None:
+            held[seat_id] = int(value.split(b":")[0])
+    return held
+
+
+# --- tests ----------------------------------------------------------------------------------------
+
+
+async def test_reserve_returns_the_guide_body(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db)
+    r = await reserve(client, user, show, show.seat_ids[:3])
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["message"] == "Reserved 3 seats for 5 minutes"
+    assert body["expires_in_minutes"] == 5
+    rows = body["reservations"]
+    assert [x["seat_id"] for x in rows] == show.seat_ids[:3]
+    assert {x["status"] for x in rows} == {"active"}
+    assert {x["user_id"] for x in rows} == {user.id}
+    assert len({x["id"] for x in rows}) == 3
+    mine = (
+        await client.get("/api/v1/seat-reservations/my-reservations", headers=user.headers)
+    ).json()
+    assert sorted(x["id"] for x in mine) == sorted(x["id"] for x in rows)
+    assert await db.fetchval("SELECT count(*) FROM reservations WHERE user_id = $1", user.id) == 3
+
+
+async def test_availability_hides_the_holder_from_others(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    show = await make_screening(db, 4)
+    assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201
+    seat = show.seat_ids[0]
+    mine = await availability(client, show, user)
+    theirs = await availability(client, show, other_user)
+    anonymous = await availability(client, show)
+    assert mine[seat]["reserved_by"] == user.id
+    assert mine[seat]["expires_at"] is not None
+    for view in (theirs, anonymous):
+        assert view[seat]["status"] == "reserved"
+        assert view[seat]["reserved_by"] is None
+        assert view[seat]["expires_at"] == mine[seat]["expires_at"]
+    assert anonymous[show.seat_ids[1]]["status"] == "available"
+    assert anonymous[seat]["seat"] == {
+        "id": seat,
+        "room_id": show.room_id,
+        "row_label": "A",
+        "seat_number": 1,
+        "seat_type": "standard",
+    }
+
+
+async def test_seat_taken_by_another_user_is_409_and_all_or_nothing(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    user: Account,
+    other_user: Account,
+) -> None:
+    show = await make_screening(db, 5)
+    a, b, c = show.seat_ids[:3]
+    assert (await reserve(client, user, show, [a, b])).status_code == 201
+    r = await reserve(client, other_user, show, [b, c])
+    assert r.status_code == 409
+    assert r.json() == {"detail": f"Seats [{b}] are currently reserved by other users"}
+    assert await held_in_redis(redis, show) == {a: user.id, b: user.id}
+    # Re-holding your own seats is fine.
+    assert (await reserve(client, user, show, [a])).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"seat_ids": [1]},
+        {"screening_id": "x", "seat_ids": [1]},
+        {"screening_id": 1, "seat_ids": []},
+        {"screening_id": 1, "seat_ids": ["a"]},
+        {"screening_id": 1, "seat_ids": [1.5]},
+        {"screening_id": 1, "seat_ids": list(range(1, 52))},
+        {"screening_id": 1, "seat_ids": [0]},
+    ],
+)
+async def test_malformed_reserve_is_422(
+    client: httpx.AsyncClient, user: Account, body: dict[str, Any]
+) -> None:
+    r = await client.post(RESERVE, json=body, headers=user.headers)
+    assert r.status_code == 422, r.text
+    assert "detail" in r.json()
+
+
+async def test_bad_input_changes_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    show = await make_screening(db, 3)
+    elsewhere = await make_screening(db, 2)
+    a = show.seat_ids[0]
+    cases = [
+        ({"screening_id": show.id, "seat_ids": [a, a]}, 422),
+        ({"screening_id": show.id, "seat_ids": [a, elsewhere.seat_ids[0]]}, 404),
+        ({"screening_id": show.id, "seat_ids": [a, 10**12]}, 404),
+        ({"screening_id": 10**12, "seat_ids": [a]}, 404),
+    ]
+    for body, status in cases:
+        r = await client.post(RESERVE, json=body, headers=user.headers)
+        assert r.status_code == status, (body, r.text)
+    r = await client.post(
+        RESERVE,
+        content=b'{"screening_id": 1,',
+        headers={**user.headers, "content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert r.json() == {"detail": "Malformed JSON body"}
+    assert await held_in_redis(redis, show) == {}
+    assert (await availability(client, show))[a]["status"] == "available"
+    assert (await client.post(RESERVE, json=cases[0][0])).status_code == 401
+
+
+async def test_past_screening_is_400(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db, 2, starts_in=timedelta(hours=-1))
+    r = await reserve(client, user, show, show.seat_ids[:1])
+    assert r.status_code == 400
+    assert r.json() == {"detail": "Cannot reserve seats for past screenings"}
+
+
+async def test_extend_cancel_and_history(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    user: Account,
+    other_user: Account,
+) -> None:
+    show = await make_screening(db, 4)
+    a, b, c = show.seat_ids[:3]
+    held = (await reserve(client, user, show, [a, b, c])).json()["reservations"]
+    url = "/api/v1/seat-reservations/extend"
+    body = {"screening_id": show.id, "seat_ids": [a, b]}
+    r = await client.post(url, params={"additional_minutes": 3}, json=body, headers=user.headers)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["message"] == "Extended reservation for 2 seats by 3 minutes"
+    assert out["expires_in_minutes"] == 3
+    assert [x["id"] for x in out["reservations"]] == [held[0]["id"], held[1]["id"]]
+    assert out["reservations"][0]["expires_at"] > held[0]["expires_at"]
+    for minutes in (0, 16, "x"):
+        r = await client.post(
+            url, params={"additional_minutes": minutes}, json=body, headers=user.headers
+        )
+        assert r.status_code == 422
+    r = await client.post(url, json=body, headers=other_user.headers)
+    assert r.status_code == 404
+    cancel = f"/api/v1/seat-reservations/cancel/{show.id}"
+    for bad in ("x", "1,,2", f"{a},{a}", "-1"):
+        r = await client.delete(cancel, params={"seat_ids": bad}, headers=user.headers)
+        assert r.status_code == 422, bad
+    assert await held_in_redis(redis, show) == {a: user.id, b: user.id, c: user.id}
+    r = await client.delete(cancel, params={"seat_ids": f"{a}"}, headers=user.headers)
+    assert r.status_code == 204
+    assert await held_in_redis(redis, show) == {b: user.id, c: user.id}
+    # Another user's cancel touches nothing of ours.
+    assert (await client.delete(cancel, headers=other_user.headers)).status_code == 204
+    assert await held_in_redis(redis, show) == {b: user.id, c: user.id}
+    assert (await client.delete(cancel, headers=user.headers)).status_code == 204
+    assert await held_in_redis(redis, show) == {}
+    mine_url = "/api/v1/seat-reservations/my-reservations"
+    assert (await client.get(mine_url, headers=user.headers)).json() == []
+    everything = (
+        await client.get(mine_url, params={"include_expired": "true"}, headers=user.headers)
+    ).json()
+    assert sorted(x["status"] for x in everything) == ["cancelled"] * 3
+
+
+async def test_expired_history_reads_expired(make_server: Any, db: asyncpg.Connection) -> None:
+    server = make_server(hold_seconds=1)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        [headers] = await make_users(db, server, 1)
+        show = await make_screening(db, 2)
+        body = {"screening_id": show.id, "seat_ids": show.seat_ids[:1]}
+        assert (await client.post(RESERVE, json=body, headers=headers)).status_code == 201
+        await asyncio.sleep(1.3)
+        url = "/api/v1/seat-reservations/my-reservations"
+        assert (await client.get(url, headers=headers)).json() == []
+        rows = (await client.get(url, params={"include_expired": 1}, headers=headers)).json()
+        assert [x["status"] for x in rows] == ["expired"]
+
+
+async def test_cleanup_frees_expired_and_is_rate_limited(
+    make_server: Any, db: asyncpg.Connection, redis: Redis
+) -> None:
+    server = make_server(
+        hold_seconds=1, sweep_interval_seconds=60.0, cleanup_min_interval_seconds=30
+    )
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        [headers] = await make_users(db, server, 1)
+        before = (await redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
+        await redis.config_set("notify-keyspace-events", "")  # only the cleanup may free it
+        try:
+            await _expire_then_clean(client, db, headers)
+        finally:
+            await redis.config_set("notify-keyspace-events", before)
+
+
+async def _expire_then_clean(
+    client: httpx.AsyncClient, db: asyncpg.Connection, headers: dict[str, str]
+) -> None:
+    show = await make_screening(db, 2)
+    body = {"screening_id": show.id, "seat_ids": show.seat_ids}
+    assert (await client.post(RESERVE, json=body, headers=headers)).status_code == 201
+    await asyncio.sleep(1.2)
+    r = await client.post("/api/v1/seat-reservations/cleanup")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["message"] == "Cleaned up 2 expired reservations"
+    assert out["duration_seconds"] >= 0 and out["timestamp"].endswith("Z")
+    seats = await availability(client, show)
+    assert {s["status"] for s in seats.values()} == {"available"}
+    r = await client.post("/api/v1/seat-reservations/cleanup")
+    assert r.status_code == 429
+
+
+async def test_other_seat_map_routes(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db, 3)
+    assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201
+    free = (await client.get(f"/api/v1/screenings/{show.id}/available-seats")).json()
+    assert [s["seat"]["id"] for s in free] == show.seat_ids[1:]
+    full = (await client.get(f"/api/v1/showtimes/{show.id}/seats")).json()
+    assert [s["status"] for s in full] == ["reserved", "available", "available"]
+    assert (await client.get("/api/v1/showtimes/999999999/seats")).status_code == 404
+
+
+async def test_two_hundred_racers_never_share_a_seat(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, server: LiveServer
+) -> None:
+    show = await make_screening(db, 20)
+    racers = await make_users(db, server, 200)
+    # Racer n wants two neighbouring seats: every seat is wanted by about twenty racers.
+    wants = [[show.seat_ids[n % 19], show.seat_ids[n % 19 + 1]] for n in range(200)]
+
+    async def race(headers: dict[str, str], seats: list[int]) -> httpx.Response:
+        body = {"screening_id": show.id, "seat_ids": seats}
+        return await client.post(RESERVE, json=body, headers=headers)
+
+    results = await asyncio.gather(*(race(h, s) for h, s in zip(racers, wants, strict=True)))
+    assert {r.status_code for r in results} <= {201, 409}
+    winners = [n for n, r in enumerate(results) if r.status_code == 201]
+    won_seats = [seat for n in winners for seat in wants[n]]
+    assert len(won_seats) == len(set(won_seats)), "a seat was held twice"
+    # Holds are never given back during the race, so every loser wanted a seat a winner got.
+    for n, r in enumerate(results):
+        if r.status_code == 409:
+            assert set(wants[n]) & set(won_seats), r.text
+    assert len(winners) >= 7  # the smallest maximal set of disjoint neighbour pairs of 20 seats
+    held = await held_in_redis(redis, show)
+    assert sorted(held) == sorted(won_seats), "a partial hold was left behind"
+    users = {r.json()["reservations"][0]["user_id"] for r in (results[n] for n in winners)}
+    assert len(users) == len(winners)
+    seats = await availability(client, show)
+    assert sorted(s for s, v in seats.items() if v["status"] == "reserved") == sorted(won_seats)
