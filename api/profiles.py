@@ -257,8 +257,6 @@ async def _read_upload(request: Request, limit: int) -> bytes:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ValidationFailed("A file field named 'file' is required")
-        if upload.size is not None and upload.size > limit:
-            raise PayloadTooLarge(f"The file is larger than {limit} bytes")
         data = await upload.read()
     finally:
         await form.close()

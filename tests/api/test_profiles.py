@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -153,6 +154,18 @@ async def test_new_picture_replaces_the_old_file(client: httpx.AsyncClient, user
     assert first != second
     assert (await client.get(first)).status_code == 404
     assert (await client.get(second)).status_code == 200
+
+
+async def test_racing_uploads_leave_exactly_the_current_file(
+    client: httpx.AsyncClient, server: Any, user: Account
+) -> None:
+    folder = server.settings.media_dir / "profile-pictures"
+    before = set(folder.iterdir()) if folder.exists() else set()
+    results = await asyncio.gather(*(upload(client, user, PNG) for _ in range(6)))
+    assert {r.status_code for r in results} == {200}
+    current = (await client.get(ME, headers=user.headers)).json()["profile_picture_url"]
+    left = {p.name for p in set(folder.iterdir()) - before}
+    assert left == {current.rsplit("/", 1)[-1]}
 
 
 async def test_upload_rejects_other_types_and_big_files(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -250,3 +251,33 @@ async def test_reviews_of_a_deleted_account_stay_anonymous(
     got = (await client.get(f"{MOVIES}/reviews/{review}")).json()
     assert got["author_name"] == "Deleted user"
     assert (await client.get(f"{MOVIES}/{movie}/reviews/summary")).json()["count"] == 1
+
+
+async def test_racing_duplicate_reviews_yield_one(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    movie = await make_movie(db)
+    results = await asyncio.gather(*(post_review(client, user, movie) for _ in range(8)))
+    assert sorted(r.status_code for r in results) == [201] + [409] * 7
+    assert await db.fetchval("SELECT count(*) FROM reviews") == 1
+
+
+async def test_ties_break_on_id_so_pages_never_overlap(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    movie = await make_movie(db)
+    ids = [
+        (await post_review(client, person, movie, rating=3)).json()["id"]
+        for person in await make_reviewers(client, 5)
+    ]
+    await db.execute("UPDATE reviews SET created_at = '2026-01-01T00:00:00Z'")
+    for sort_by in ("created_at", "rating", "helpful"):
+        for order, expected in (("desc", ids[::-1]), ("asc", ids)):
+            pages = []
+            for skip in range(0, 5, 2):
+                r = await client.get(
+                    f"{MOVIES}/{movie}/reviews",
+                    params={"sort_by": sort_by, "order": order, "skip": skip, "limit": 2},
+                )
+                pages += [item["id"] for item in r.json()]
+            assert pages == expected, (sort_by, order)
