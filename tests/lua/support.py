@@ -51,12 +51,12 @@ def make_engine(redis: Redis, source: DictSource, **changes: int) -> SeatEngine:
 
 
 async def dump(redis: Redis, screening_id: int) -> dict[str, Any]:
-    """Every key of the screening with its value (leases with their owner and whether they expire)."""
+    """Every key of the screening and its value (a lease: its owner and whether it has a TTL)."""
     pattern = keys.screening_tag(screening_id).replace("{", "[{]").replace("}", "[}]") + "*"
     out: dict[str, Any] = {}
     async for raw in redis.scan_iter(match=pattern):
-        key = raw.decode()
-        kind = (await redis.type(key)).decode()
+        key = _text(raw)
+        kind = _text(await redis.type(key))
         if kind == "string":
             out[key] = (await redis.get(key), await redis.pttl(key) > 0)
         elif kind == "hash":
@@ -68,20 +68,24 @@ async def dump(redis: Redis, screening_id: int) -> dict[str, Any]:
     return out
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class EventTap:
     """Subscribed to a screening's channel; ``next()`` returns the next decoded event."""
 
     def __init__(self, pubsub: PubSub) -> None:
         self.pubsub = pubsub
 
-    async def next(self, timeout: float = 2.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def next(self, within: float = 2.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
             if message is not None and message["type"] == "message":
                 event: dict[str, Any] = json.loads(message["data"])
                 return event
-        raise AssertionError("no event within %.1fs" % timeout)
+        raise AssertionError(f"no event within {within:.1f}s")
 
     async def none(self, wait: float = 0.2) -> None:
         message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)

@@ -1,0 +1,170 @@
+"""The engine's Python side: loading from the LayoutSource (invariant 7), errors, versions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from seatlock import keys
+from seatlock.embedded import free_port
+from seatlock.engine import ScreeningNotFound, SeatEngine, SeatsUnavailable
+from seatlock.errors import InvalidInput, Unavailable
+from tests.lua.support import DictSource, dump, make_engine, now_ms
+
+S, T = 601, 602
+ALICE, BOB = 7, 8
+
+
+@pytest.fixture
+def source() -> DictSource:
+    src = DictSource()
+    src.add(S, [1, 2, 3, 4], {4: BOB})
+    src.add(T, [1, 2])
+    return src
+
+
+@pytest.fixture
+def engine(redis: Redis, source: DictSource) -> SeatEngine:
+    return make_engine(redis, source)
+
+
+async def test_after_flushall_sold_seats_come_back_before_any_hold(
+    redis: Redis, engine: SeatEngine, source: DictSource
+) -> None:
+    await engine.hold(S, ALICE, [1])
+    await engine.sell(S, {1: ALICE})
+    source.layouts[S].sold[1] = ALICE  # what PostgreSQL committed
+    await redis.flushall()
+    with pytest.raises(SeatsUnavailable) as info:
+        await engine.hold(S, BOB, [1, 2])
+    assert info.value.detail == "Seats [1] are already booked"
+    with pytest.raises(SeatsUnavailable, match=r"Seats \[4\] are already booked"):
+        await engine.hold(S, ALICE, [4])
+    assert [s.status for s in await engine.seat_map(S)] == [
+        "booked",
+        "available",
+        "available",
+        "booked",
+    ]
+
+
+async def test_source_down_means_unavailable_never_available(
+    redis: Redis, engine: SeatEngine, source: DictSource
+) -> None:
+    source.fail = True
+    with pytest.raises(Unavailable):
+        await engine.hold(S, ALICE, [1])
+    with pytest.raises(Unavailable):
+        await engine.seat_map(S)
+    assert await dump(redis, S) == {}
+    source.fail = False
+    assert (await engine.hold(S, ALICE, [1]))[0].seat_id == 1
+
+
+async def test_unknown_screening(redis: Redis, engine: SeatEngine) -> None:
+    with pytest.raises(ScreeningNotFound) as info:
+        await engine.hold(999, ALICE, [1])
+    assert info.value.detail == "Screening not found"
+    with pytest.raises(ScreeningNotFound):
+        await engine.seat_map(999)
+    assert await engine.release(999, ALICE, None) == []
+    assert await dump(redis, 999) == {}
+
+
+async def test_one_load_per_screening_per_process(
+    redis: Redis, engine: SeatEngine, source: DictSource
+) -> None:
+    results = await asyncio.gather(
+        *(engine.hold(S, user, [1 + user % 3]) for user in range(30)), return_exceptions=True
+    )
+    assert source.calls == 1
+    assert sum(not isinstance(r, BaseException) for r in results) == 3
+    assert await redis.sismember(keys.LOADED_SCREENINGS, S)
+
+
+async def test_calls_that_need_no_layout_do_not_load(
+    engine: SeatEngine, source: DictSource
+) -> None:
+    await engine.unsell(S, [4])
+    assert await engine.release(S, ALICE, [1]) == []
+    assert not await engine.expire_lease(keys.seat_hold(S, 1))
+    assert await engine.sweep() == 0
+    assert source.calls == 0
+
+
+async def test_sell_on_an_unloaded_screening_loads_it(
+    engine: SeatEngine, source: DictSource
+) -> None:
+    source.layouts[S].sold[2] = ALICE
+    await engine.sell(S, {2: ALICE})
+    assert source.calls == 1
+    states = await engine.seat_map(S)
+    assert (states[1].status, states[1].user_id) == ("booked", ALICE)
+
+
+async def test_version_changes_on_every_seat_change_only(engine: SeatEngine, redis: Redis) -> None:
+    now = now_ms()
+    await engine.seat_map(S, now)
+    seen = [await engine.version(S)]
+
+    async def changed() -> None:
+        version = await engine.version(S)
+        assert version > seen[-1]
+        seen.append(version)
+
+    await engine.hold(S, ALICE, [1, 2], now)
+    await changed()
+    await engine.extend(S, ALICE, [1], 60_000, now)
+    await changed()
+    await engine.release(S, ALICE, [2], now)
+    await changed()
+    await engine.sell(S, {1: ALICE}, now)
+    await changed()
+    await engine.unsell(S, [1], now)
+    await changed()
+    await engine.hold(S, ALICE, [3], now)
+    await changed()
+    await engine.sweep(now + 10 * 60_000)
+    await changed()
+    with pytest.raises(SeatsUnavailable):
+        await engine.hold(S, ALICE, [4], now)
+    await engine.seat_map(S, now)
+    assert await engine.version(S) == seen[-1]
+    await redis.flushall()
+    await engine.seat_map(S)
+    await changed()  # restarts above the lost value
+
+
+async def test_bad_arguments(engine: SeatEngine) -> None:
+    with pytest.raises(InvalidInput):
+        await engine.hold(S, ALICE, [])
+    with pytest.raises(InvalidInput):
+        await engine.extend(S, ALICE, [1], 0)
+
+
+async def test_sweep_covers_every_loaded_screening(engine: SeatEngine, redis: Redis) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2], now)
+    await engine.hold(T, ALICE, [1], now)
+    await engine.hold(T, BOB, [2], now + 60_000)
+    assert await engine.sweep(now + 5 * 60_000) == 3
+    assert await engine.seat_map(T, now + 5 * 60_000)
+    states = {s.seat_id: s.status for s in await engine.seat_map(T, now + 5 * 60_000)}
+    assert states == {1: "available", 2: "reserved"}
+    await redis.delete(keys.screening_meta(T))  # Redis lost the screening (eviction)
+    assert await engine.sweep(now + 10 * 60_000) == 0
+    assert not await redis.sismember(keys.LOADED_SCREENINGS, T)
+
+
+async def test_redis_down_means_unavailable(source: DictSource) -> None:
+    dead = Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    try:
+        engine = make_engine(dead, source)
+        with pytest.raises(Unavailable):
+            await engine.hold(S, ALICE, [1])
+    finally:
+        await dead.aclose()
