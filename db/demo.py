@@ -1,8 +1,8 @@
 """Demo data: one cinema with three rooms, eight movies, a week of screenings, two accounts.
 
 Accounts (documented in the README as well):
-- demo@seatlock.local / ``demo-password-1`` (a user)
-- admin@seatlock.local / ``admin-password-1`` (an admin), unless SEATLOCK_ADMIN_EMAIL is set
+- demo@seatlock.local / ``demo-pass-123`` (a user)
+- admin@seatlock.local / ``admin-pass-123`` (an admin), unless SEATLOCK_ADMIN_EMAIL is set
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from seatlock.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DEMO_EMAIL, DEMO_PASSWORD = "demo@seatlock.local", "demo-password-1"
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@seatlock.local", "admin-password-1"
+DEMO_EMAIL, DEMO_PASSWORD = "demo@seatlock.local", "demo-pass-123"
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@seatlock.local", "admin-pass-123"
 SEED_LOCK_KEY = 0x5EA7_DE30  # pg_advisory_xact_lock: two seeders never both see "empty"
 DAYS = 7
 FIRST_SHOW, LAST_START = dt.time(11, 0), dt.time(22, 30)  # UTC
