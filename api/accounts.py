@@ -2,29 +2,51 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Annotated
+
 import msgspec
+from starlette.background import BackgroundTask
 
+from api.auth import client_address, remember_session, remember_sessions
+from api.rendering import JSON
 from api.routing import Call, Router
-from api.schemas import Email, Name, Password, UserOut, user_out
+from api.schemas import Message, Password, UserOut, user_out
+from api.state import Services
 from db import users
-from seatlock.errors import NotAuthenticated, NotFound
-from seatlock.passwords import check_strength, hash_password, verify_password
+from seatlock import throttle
+from seatlock.errors import InvalidInput, NotAuthenticated, NotFound, ValidationFailed
+from seatlock.mail import Mail
+from seatlock.passwords import hash_password, verify_password
 
+logger = logging.getLogger(__name__)
 router = Router("Authentication")
+
+# Surrounding blanks are allowed (and trimmed); NUL never reaches PostgreSQL, which refuses it.
+Email = Annotated[
+    str, msgspec.Meta(pattern=r"^\s*[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+\s*$", max_length=254)
+]
+Text = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$", max_length=254)]
+FullName = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$", min_length=1, max_length=200)]
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+INVALID_LOGIN = "Incorrect email or password"
+INVALID_REFRESH = "Invalid or expired refresh token"
+FORGOT_ANSWER = "If that email is registered, a password reset link has been sent"
 
 
 class RegisterIn(msgspec.Struct):
     email: Email
     password: Password
-    full_name: Name
+    full_name: FullName
 
 
 class LoginIn(msgspec.Struct):
     """JSON ``{email, password}``, or the OAuth2 password form (``username``, ``password``)."""
 
     password: Password
-    email: str | None = None
-    username: str | None = None
+    email: Text | None = None
+    username: Text | None = None
 
 
 class TokenOut(msgspec.Struct):
@@ -34,13 +56,33 @@ class TokenOut(msgspec.Struct):
     expires_in: int
 
 
+class ChangePasswordIn(msgspec.Struct):
+    current_password: Password
+    new_password: Password
+
+
+class RefreshIn(msgspec.Struct):
+    refresh_token: OpaqueToken
+
+
+class ForgotPasswordIn(msgspec.Struct):
+    email: Email
+
+
+class ResetPasswordIn(msgspec.Struct):
+    token: OpaqueToken
+    new_password: Password
+
+
 @router.post("/api/v1/auth/register", body=RegisterIn, status=201, response=UserOut)
 async def register(call: Call) -> UserOut:
     """Register a new user account."""
     body: RegisterIn = call.body
-    check_strength(body.password)
+    full_name = body.full_name.strip()
+    if not full_name:
+        raise ValidationFailed("full_name must not be blank")
     hashed = await hash_password(body.password, call.services.settings.bcrypt_rounds)
-    row = await users.create_user(call.services.db, body.email.strip(), hashed, body.full_name)
+    row = await users.create_user(call.services.db, body.email.strip(), hashed, full_name)
     return user_out(row)
 
 
@@ -49,14 +91,24 @@ async def login(call: Call) -> TokenOut:
     """Log in with email and password; returns an access and a refresh token."""
     body: LoginIn = call.body
     email = (body.email or body.username or "").strip()
-    row = await users.get_by_email(call.services.db, email) if email else None
-    ok = await verify_password(body.password, row["password_hash"] if row else None)
-    if row is None or not ok or not row["is_active"]:
-        raise NotAuthenticated("Incorrect email or password")
-    s = call.services.settings
-    session_id = await users.open_session(call.services.db, row["id"], s.refresh_token_days)
-    access = call.services.tokens.issue(row["id"], row["role"], session_id)
-    return TokenOut(access, "", "bearer", call.services.tokens.access_seconds)
+    if not email:
+        raise ValidationFailed("Object missing required field `email`")
+    services, address = call.services, client_address(call.request)
+    await throttle.admit_login(services.redis, services.settings, email, address)
+    row = await users.get_by_email(services.db, email)
+    hashed = row["password_hash"] if row else None
+    ok = await verify_password(body.password, hashed, services.settings.bcrypt_rounds)
+    opened = None
+    if row is not None and hashed is not None and ok and row["is_active"]:
+        opened = await users.start_session(
+            services.db, row["id"], hashed, services.settings.refresh_token_days
+        )
+    if opened is None:
+        await throttle.login_failed(services.redis, services.settings, address)
+        raise NotAuthenticated(INVALID_LOGIN)
+    await throttle.login_succeeded(services.redis, email)
+    assert row is not None
+    return await _tokens(services, row["id"], row["role"], *opened)
 
 
 @router.get("/api/v1/auth/me", access="user", response=UserOut)
@@ -66,3 +118,104 @@ async def me(call: Call) -> UserOut:
     if row is None:
         raise NotFound("User not found")
     return user_out(row)
+
+
+@router.post("/api/v1/auth/logout", access="user", response=Message)
+async def logout(call: Call) -> Message:
+    """Log out: revoke this session, its access and refresh tokens stop working at once."""
+    await users.revoke_session(call.services.db, call.user.session_id)
+    await remember_session(call.services, call.user.session_id, False)
+    return Message("Successfully logged out")
+
+
+@router.put("/api/v1/auth/change-password", access="user", body=ChangePasswordIn, response=Message)
+async def change_password(call: Call) -> Message:
+    """Change the password; every other session of the user is signed out."""
+    body: ChangePasswordIn = call.body
+    services, principal = call.services, call.user
+    current = await users.get_password_hash(services.db, principal.user_id)
+    if current is None:
+        raise NotAuthenticated("User not found")
+    if not await verify_password(body.current_password, current, services.settings.bcrypt_rounds):
+        raise InvalidInput("Incorrect current password")
+    if body.new_password == body.current_password:
+        raise InvalidInput("New password must differ from the current one")
+    new_hash = await hash_password(body.new_password, services.settings.bcrypt_rounds)
+    revoked = await users.change_password(
+        services.db, principal.user_id, current, new_hash, principal.session_id
+    )
+    await remember_sessions(services, revoked, False)
+    return Message("Password changed successfully")
+
+
+@router.post("/api/v1/auth/refresh-token", body=RefreshIn, response=TokenOut)
+async def refresh_token(call: Call) -> TokenOut:
+    """Trade a refresh token for a new access and refresh token (the old one is spent).
+
+    Public on purpose: the bearer header, if sent, usually carries an expired access token.
+    """
+    services = call.services
+    days = services.settings.refresh_token_days
+    done = await users.rotate_refresh_token(services.db, call.body.refresh_token, days)
+    if done is None:
+        raise NotAuthenticated(INVALID_REFRESH)
+    if done.refresh_token is None:
+        await remember_session(services, done.session_id, False)
+        logger.warning("refresh token reuse: session %s revoked", done.session_id)
+        raise NotAuthenticated("Refresh token already used; the session has been revoked")
+    return await _tokens(services, done.user_id, done.role, done.session_id, done.refresh_token)
+
+
+@router.post("/api/v1/auth/forgot-password", body=ForgotPasswordIn, response=Message)
+async def forgot_password(call: Call) -> JSON:
+    """Mail a password reset link; the answer is the same whether or not the email exists."""
+    email = call.body.email.strip()
+    # The lookup and the mail run after the response is sent, so its timing does not tell
+    # whether the account exists either.
+    task = BackgroundTask(_send_reset_mail, call.services, email)
+    return JSON(Message(FORGOT_ANSWER), background=task)
+
+
+@router.post("/api/v1/auth/reset-password", body=ResetPasswordIn, response=Message)
+async def reset_password(call: Call) -> Message:
+    """Set a new password with a mailed reset token (once); every session is signed out."""
+    body: ResetPasswordIn = call.body
+    services = call.services
+    new_hash = await hash_password(body.new_password, services.settings.bcrypt_rounds)
+    revoked = await users.reset_password(services.db, body.token, new_hash)
+    await remember_sessions(services, revoked, False)
+    return Message("Password has been reset successfully")
+
+
+async def _tokens(
+    services: Services, user_id: int, role: str, session_id: str, refresh: str
+) -> TokenOut:
+    # Redis learns of the session on its first use (api/auth.py fills the cache with NX). Writing
+    # "1" here could overwrite a "0" from a revocation that raced this login.
+    access = services.tokens.issue(user_id, role, session_id)
+    return TokenOut(access, refresh, "bearer", services.tokens.access_seconds)
+
+
+async def _send_reset_mail(services: Services, email: str) -> None:
+    try:
+        if not await throttle.admit_reset_mail(services.redis, services.settings, email):
+            return
+        row = await users.get_by_email(services.db, email)
+        if row is None or not row["is_active"]:
+            return
+        s = services.settings
+        token = await users.create_password_reset(services.db, row["id"], s.reset_token_minutes)
+        mail = _reset_mail(row["email"], token, s.public_url, s.reset_token_minutes)
+        await services.mailer.send(mail)
+    except Exception:
+        logger.exception("could not send the password reset mail")
+
+
+def _reset_mail(to: str, token: str, public_url: str, minutes: int) -> Mail:
+    link = f"{public_url.rstrip('/')}/reset-password?token={token}"
+    body = (
+        "Someone asked to reset the password of your seatlock account.\n\n"
+        f"Open {link} within {minutes} minutes, or use this token: {token}\n\n"
+        "If it was not you, ignore this mail: your password stays as it is.\n"
+    )
+    return Mail(to, "Reset your seatlock password", body, kind="password_reset")

@@ -3,11 +3,14 @@
 A token is checked without a database round trip on the hot path: the signature and expiry in
 process, then its session's state in Redis. When Redis does not know the session (first use, or
 Redis lost its data) PostgreSQL answers once and Redis remembers.
+
+Revocation writes PostgreSQL first (the record), then Redis (the cache every request reads).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from seatlock import keys
@@ -65,12 +68,24 @@ async def session_is_active(services: Services, session_id: str) -> bool:
     ttl = SESSION_CACHE_SECONDS
     if row and active:
         ttl = max(1, min(ttl, int(row["expires_at"].timestamp() - time.time())))
-    await services.redis.set(keys.session(session_id), b"1" if active else b"0", ex=ttl)
+    # NX: a revocation that landed between our read and this write has already set "0"; a
+    # plain SET would overwrite it with the stale "1" and let the session live on.
+    await services.redis.set(keys.session(session_id), b"1" if active else b"0", ex=ttl, nx=True)
     return active
 
 
 async def remember_session(services: Services, session_id: str, active: bool) -> None:
     """Tell Redis a session's new state right after PostgreSQL recorded it."""
-    await services.redis.set(
-        keys.session(session_id), b"1" if active else b"0", ex=SESSION_CACHE_SECONDS
-    )
+    await remember_sessions(services, [session_id], active)
+
+
+async def remember_sessions(services: Services, session_ids: Iterable[str], active: bool) -> None:
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for session_id in session_ids:
+            pipe.set(keys.session(session_id), b"1" if active else b"0", ex=SESSION_CACHE_SECONDS)
+        await pipe.execute()
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The peer address (uvicorn resolves X-Forwarded-For from its trusted proxies)."""
+    return conn.client.host if conn.client else "unknown"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from seatlock.errors import Conflict
+from db.pool import Conn, Executor
+from seatlock.errors import Conflict, InvalidInput
 from seatlock.passwords import hash_password
+from seatlock.tokens import digest
 
 if TYPE_CHECKING:
     from api.state import Services
@@ -24,14 +27,14 @@ USER_COLUMNS = (
 
 
 async def create_user(
-    db: asyncpg.Pool | asyncpg.Connection,
+    db: Executor,
     email: str,
     password_hash: str,
     full_name: str,
     role: str = "user",
 ) -> asyncpg.Record:
     try:
-        row = await db.fetchrow(
+        row: asyncpg.Record | None = await db.fetchrow(
             f"INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4)"
             f" RETURNING {USER_COLUMNS}",
             email,
@@ -45,7 +48,7 @@ async def create_user(
     return row
 
 
-async def get_by_email(db: asyncpg.Pool, email: str) -> asyncpg.Record | None:
+async def get_by_email(db: Executor, email: str) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {USER_COLUMNS}, password_hash FROM users"
         " WHERE lower(email) = lower($1) AND deleted_at IS NULL",
@@ -53,13 +56,13 @@ async def get_by_email(db: asyncpg.Pool, email: str) -> asyncpg.Record | None:
     )
 
 
-async def get_by_id(db: asyncpg.Pool, user_id: int) -> asyncpg.Record | None:
+async def get_by_id(db: Executor, user_id: int) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
     )
 
 
-async def ensure_admin(db: asyncpg.Pool, email: str, password: str, rounds: int) -> int:
+async def ensure_admin(db: Executor, email: str, password: str, rounds: int) -> int:
     """Create the admin, or make an existing account admin and set its password; return its id."""
     hashed = await hash_password(password, rounds)
     row = await db.fetchrow(
@@ -85,12 +88,177 @@ async def ensure_admin_from_settings(services: Services) -> None:
             logger.info("created admin account %s", s.admin_email)
 
 
-async def open_session(db: asyncpg.Pool | asyncpg.Connection, user_id: int, days: int) -> str:
-    session_id = secrets.token_urlsafe(18)
-    await db.execute(
-        "INSERT INTO auth_sessions (id, user_id, expires_at) VALUES ($1, $2, $3)",
-        session_id,
+async def get_password_hash(db: asyncpg.Pool, user_id: int) -> str | None:
+    value: str | None = await db.fetchval(
+        "SELECT password_hash FROM users WHERE id = $1 AND is_active AND deleted_at IS NULL",
         user_id,
-        datetime.now(UTC) + timedelta(days=days),
     )
-    return session_id
+    return value
+
+
+# Sessions and refresh tokens. A session is one sign-in; access tokens name it (``sid``) and its
+# refresh tokens rotate inside it. Callers tell Redis (api/auth.py) after these functions commit.
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """What presenting a refresh token did: rotated it, or revoked its session on reuse."""
+
+    session_id: str
+    user_id: int
+    role: str
+    refresh_token: str | None  # None: the token had been used before, the session is revoked
+
+
+async def start_session(
+    db: asyncpg.Pool, user_id: int, verified_hash: str, days: int
+) -> tuple[str, str] | None:
+    """Open a session and its first refresh token; None if the account changed meanwhile."""
+    session_id = secrets.token_urlsafe(18)
+    async with db.acquire() as conn, conn.transaction():
+        # FOR SHARE waits for a concurrent password change, reset or disabling to commit and
+        # then re-checks the row: a login that verified the old password cannot open a session
+        # that the change's revocation would miss.
+        opened = await conn.fetchval(
+            "INSERT INTO auth_sessions (id, user_id, expires_at)"
+            " SELECT $1, id, $3 FROM users WHERE id = $2 AND password_hash = $4"
+            " AND is_active AND deleted_at IS NULL FOR SHARE RETURNING true",
+            session_id,
+            user_id,
+            _days_from_now(days),
+            verified_hash,
+        )
+        if not opened:
+            return None
+        refresh = await _add_refresh_token(conn, session_id, days)
+    return session_id, refresh
+
+
+async def rotate_refresh_token(db: asyncpg.Pool, token: str, days: int) -> Refreshed | None:
+    """Spend a refresh token for a new one in the same session; None if it is not valid.
+
+    A token that was already spent means two parties hold it (a stolen copy or a replay), so the
+    whole session is revoked. Row locks make concurrent presentations of one token take turns:
+    exactly one rotates it, the others count as reuse.
+    """
+    async with db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT rt.session_id, rt.used_at IS NOT NULL AS used, rt.expires_at > now() AS fresh,"
+            " s.revoked_at IS NULL AND s.expires_at > now() AS live, u.id AS user_id, u.role,"
+            " u.is_active AND u.deleted_at IS NULL AS active"
+            " FROM refresh_tokens rt JOIN auth_sessions s ON s.id = rt.session_id"
+            " JOIN users u ON u.id = s.user_id WHERE rt.token_hash = $1 FOR UPDATE OF rt, s",
+            digest(token),
+        )
+        if row is None:
+            return None
+        session_id: str = row["session_id"]
+        if row["used"]:
+            await _revoke(conn, session_id)
+            return Refreshed(session_id, row["user_id"], row["role"], None)
+        if not (row["fresh"] and row["live"] and row["active"]):
+            return None
+        await conn.execute(
+            "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", digest(token)
+        )
+        await conn.execute(
+            "UPDATE auth_sessions SET expires_at = $2 WHERE id = $1",
+            session_id,
+            _days_from_now(days),
+        )
+        refresh = await _add_refresh_token(conn, session_id, days)
+    return Refreshed(session_id, row["user_id"], row["role"], refresh)
+
+
+async def revoke_session(db: asyncpg.Pool, session_id: str) -> None:
+    await _revoke(db, session_id)
+
+
+async def change_password(
+    db: asyncpg.Pool, user_id: int, verified_hash: str, new_hash: str, keep_session: str
+) -> list[str]:
+    """Set a new password and revoke every other session; return the revoked session ids.
+
+    The update only applies if the hash is still the one the caller verified, so two
+    concurrent changes cannot both succeed on the strength of the same old password.
+    """
+    async with db.acquire() as conn, conn.transaction():
+        changed = await conn.fetchval(
+            "UPDATE users SET password_hash = $3, updated_at = now()"
+            " WHERE id = $1 AND password_hash = $2 AND deleted_at IS NULL RETURNING true",
+            user_id,
+            verified_hash,
+            new_hash,
+        )
+        if not changed:
+            raise InvalidInput("Incorrect current password")
+        return await _revoke_all(conn, user_id, keep_session)
+
+
+async def create_password_reset(db: asyncpg.Pool, user_id: int, minutes: int) -> str:
+    """A new single-use reset token for the user; only its digest is stored."""
+    token = secrets.token_urlsafe(32)
+    await db.execute(
+        "INSERT INTO password_resets (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+        digest(token),
+        user_id,
+        datetime.now(UTC) + timedelta(minutes=minutes),
+    )
+    return token
+
+
+async def reset_password(db: asyncpg.Pool, token: str, new_hash: str) -> list[str]:
+    """Spend a reset token: set the password, revoke every session; return the revoked ids."""
+    async with db.acquire() as conn, conn.transaction():
+        # The conditional UPDATE is the single-use check: of two concurrent resets with one
+        # token, the second waits for the first and then finds used_at set.
+        user_id = await conn.fetchval(
+            "UPDATE password_resets SET used_at = now()"
+            " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING user_id",
+            digest(token),
+        )
+        changed = user_id is not None and await conn.fetchval(
+            "UPDATE users SET password_hash = $2, updated_at = now()"
+            " WHERE id = $1 AND is_active AND deleted_at IS NULL RETURNING true",
+            user_id,
+            new_hash,
+        )
+        if not changed:
+            raise InvalidInput("Invalid or expired reset token")
+        await conn.execute(
+            "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+            user_id,
+        )
+        return await _revoke_all(conn, user_id, None)
+
+
+async def _add_refresh_token(conn: Conn, session_id: str, days: int) -> str:
+    token = secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+        digest(token),
+        session_id,
+        _days_from_now(days),
+    )
+    return token
+
+
+async def _revoke(db: Executor, session_id: str) -> None:
+    await db.execute(
+        "UPDATE auth_sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        session_id,
+    )
+
+
+async def _revoke_all(conn: Conn, user_id: int, keep: str | None) -> list[str]:
+    rows = await conn.fetch(
+        "UPDATE auth_sessions SET revoked_at = now()"
+        " WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 RETURNING id",
+        user_id,
+        keep,
+    )
+    return [row["id"] for row in rows]
+
+
+def _days_from_now(days: int) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)

@@ -1,7 +1,11 @@
-"""JWT access tokens: HS256 pinned here (never taken from the token header), short-lived."""
+"""JWT access tokens: HS256 pinned here (never taken from the token header), short-lived.
+
+Refresh and reset tokens are opaque random strings instead; only their digests are stored.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
@@ -72,6 +76,11 @@ class TokenCodec:
             raise NotAuthenticated("Token has expired") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise NotAuthenticated("Could not validate credentials") from None
+
+
+def digest(token: str) -> str:
+    """How opaque tokens (refresh, password reset) are stored: a leaked table holds no tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def load_or_create_secret(settings: Settings) -> str:
