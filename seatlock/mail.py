@@ -51,7 +51,9 @@ class Mailer:
         directory: Path = self._settings.outbox_dir
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
-        (directory / name).write_bytes(orjson.dumps(asdict(mail)))
+        partial = directory / f".{name}.partial"  # readers glob *.json: never see half a file
+        partial.write_bytes(orjson.dumps(asdict(mail)))
+        partial.rename(directory / name)
         logger.info("mail to %s (%s) written to outbox %s", mail.to, mail.subject, name)
 
     def _send_smtp(self, mail: Mail) -> None:
