@@ -1,0 +1,333 @@
+"""Finding movies and cinemas: search, filters, trending, recommendations, cinema listings.
+
+Every list is one query with a total ordering (a unique id breaks ties), so pages are stable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from db.pool import Executor
+
+MOVIE_FIELDS = (
+    "id, title, description, duration_minutes, genre, language, rating, age_rating,"
+    " release_date, director, poster_url, trailer_url, created_at, updated_at"
+)
+MOVIE_COLUMNS = ", ".join(f"m.{name.strip()}" for name in MOVIE_FIELDS.split(","))
+CINEMA_COLUMNS = (
+    "c.id, c.name, c.address, c.city, c.phone, c.email, c.description, c.amenities,"
+    " c.created_at, c.updated_at"
+)
+# Typo tolerance: how much of the query's trigrams must appear in some stretch of the title.
+WORD_SIMILARITY = 0.5
+TEXT_QUERY = "websearch_to_tsquery('english', {q})"
+DEFAULT_ORDER = {"relevance": "desc", "rating": "desc", "release_date": "desc", "title": "asc"}
+
+
+@dataclass
+class Where:
+    """AND-ed conditions with numbered parameters, built in order."""
+
+    args: list[Any] = field(default_factory=list)
+    clauses: list[str] = field(default_factory=list)
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, template: str, *values: Any) -> None:
+        self.clauses.append(template.format(*(self.param(v) for v in values)))
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) or "true"
+
+
+@dataclass
+class MovieFilters:
+    genre: str | None = None
+    language: str | None = None
+    min_rating: float | None = None
+    max_duration: int | None = None
+    release_date_from: dt.date | None = None
+    release_date_to: dt.date | None = None
+    age_rating: str | None = None
+
+
+def filter_movies(where: Where, f: MovieFilters) -> None:
+    if f.genre is not None:
+        where.add("lower(trim({})) = ANY(movie_genres(m.genre))", f.genre)
+    if f.language is not None:
+        where.add("lower(m.language) = lower({})", f.language)
+    if f.min_rating is not None:
+        where.add("m.rating >= {}::numeric", f.min_rating)
+    if f.max_duration is not None:
+        where.add("m.duration_minutes <= {}", f.max_duration)
+    if f.release_date_from is not None:
+        where.add("m.release_date >= {}", f.release_date_from)
+    if f.release_date_to is not None:
+        where.add("m.release_date <= {}", f.release_date_to)
+    if f.age_rating is not None:
+        where.add("upper(m.age_rating) = upper({})", f.age_rating)
+
+
+def movie_order(sort_by: str, order: str | None, searching: bool) -> str:
+    direction = (order or DEFAULT_ORDER[sort_by]).upper()
+    if sort_by == "relevance" and searching:
+        flip = "DESC" if direction == "ASC" else "ASC"
+        keys = f"h.tier {flip}, h.score {direction}"
+    elif sort_by == "relevance":
+        keys = f"m.rating {direction} NULLS LAST, m.release_date {direction} NULLS LAST"
+    elif sort_by == "title":
+        keys = f"lower(m.title) {direction}"
+    else:
+        keys = f"m.{sort_by} {direction} NULLS LAST"
+    return f"{keys}, m.id"
+
+
+def search_sql(
+    q: str | None, filters: MovieFilters, sort_by: str, order: str | None, skip: int, limit: int
+) -> tuple[str, list[Any]]:
+    """Full-text matches first (ranked), then trigram title matches (by similarity)."""
+    where = Where()
+    hits = ""
+    extra = "NULL::int AS tier, NULL::real AS score"
+    if q is not None:
+        p = where.param(q)
+        tsq = TEXT_QUERY.format(q=p)
+        hits = (
+            f"WITH fts AS (SELECT m.id, ts_rank(m.search_vector, {tsq}, 1) AS score"
+            f" FROM movies m WHERE m.search_vector @@ {tsq}),"
+            f" fuzzy AS (SELECT m.id, word_similarity(lower({p}), lower(m.title)) AS score"
+            f" FROM movies m WHERE lower(m.title) %> lower({p})"
+            " AND m.id NOT IN (SELECT id FROM fts)),"
+            " hits AS (SELECT id, 0 AS tier, score FROM fts"
+            " UNION ALL SELECT id, 1 AS tier, score FROM fuzzy) "
+        )
+        extra = "h.tier, h.score"
+    filter_movies(where, filters)
+    source = "hits h JOIN movies m ON m.id = h.id" if q is not None else "movies m"
+    sql = (
+        f"{hits}SELECT {MOVIE_COLUMNS}, {extra} FROM {source} WHERE {where.sql}"
+        f" ORDER BY {movie_order(sort_by, order, q is not None)}"
+        f" OFFSET {where.param(skip)} LIMIT {where.param(limit)}"
+    )
+    return sql, where.args
+
+
+async def search_movies(
+    pool: asyncpg.Pool[Any],
+    q: str | None,
+    filters: MovieFilters,
+    sort_by: str,
+    order: str | None,
+    skip: int,
+    limit: int,
+) -> list[asyncpg.Record]:
+    sql, args = search_sql(q, filters, sort_by, order, skip, limit)
+    if q is None:
+        return await pool.fetch(sql, *args)
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}")
+        return await conn.fetch(sql, *args)
+
+
+async def record_search(db: Executor, user_id: int, query: str) -> None:
+    """Remember a signed-in user's search (the profile's search history)."""
+    # No history table (its migration not applied), or the account was deleted meanwhile.
+    with contextlib.suppress(asyncpg.UndefinedTableError, asyncpg.ForeignKeyViolationError):
+        await db.execute(
+            "INSERT INTO search_history (user_id, query) VALUES ($1, $2)", user_id, query
+        )
+
+
+async def coming_soon(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"SELECT {MOVIE_COLUMNS} FROM movies m WHERE m.release_date > current_date"
+        " ORDER BY m.release_date, m.id OFFSET $1 LIMIT $2",
+        skip,
+        limit,
+    )
+
+
+SALES_CTE = (
+    "sales AS (SELECT s.movie_id, count(*)::int AS sold FROM tickets t"
+    " JOIN screenings s ON s.id = t.screening_id"
+    " WHERE t.status IN ('pending', 'confirmed') AND t.booked_at > now() - interval '7 days'"
+    " GROUP BY s.movie_id)"
+)
+
+
+async def trending(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
+    """Tickets sold in the last 7 days, ties by rating; unsold movies follow, by rating."""
+    return await db.fetch(
+        f"WITH {SALES_CTE} SELECT {MOVIE_COLUMNS}, coalesce(sa.sold, 0) AS tickets_sold"
+        " FROM movies m LEFT JOIN sales sa ON sa.movie_id = m.id"
+        " ORDER BY coalesce(sa.sold, 0) DESC, m.rating DESC NULLS LAST, m.id"
+        " OFFSET $1 LIMIT $2",
+        skip,
+        limit,
+    )
+
+
+async def search_cinemas(
+    db: Executor, name: str | None, city: str | None, amenity: str | None, skip: int, limit: int
+) -> list[asyncpg.Record]:
+    where = Where()
+    if name is not None:
+        where.add("lower(c.name) LIKE '%' || {} || '%'", like_escape(name.lower()))
+    if city is not None:
+        where.add("lower(c.city) = lower(trim({}))", city)
+    if amenity is not None:
+        where.add(
+            "EXISTS (SELECT 1 FROM unnest(c.amenities) a WHERE lower(a) = lower({}))", amenity
+        )
+    return await db.fetch(
+        f"SELECT {CINEMA_COLUMNS} FROM cinemas c WHERE {where.sql}"
+        f" ORDER BY lower(c.name), c.id OFFSET {where.param(skip)} LIMIT {where.param(limit)}",
+        *where.args,
+    )
+
+
+def like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def cinema_amenities(db: Executor, cinema_id: int) -> list[str] | None:
+    row = await db.fetchrow("SELECT amenities FROM cinemas WHERE id = $1", cinema_id)
+    return None if row is None else list(row["amenities"])
+
+
+async def cinema_exists(db: Executor, cinema_id: int) -> bool:
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM cinemas WHERE id = $1)", cinema_id))
+
+
+async def movie_exists(db: Executor, movie_id: int) -> bool:
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM movies WHERE id = $1)", movie_id))
+
+
+async def cinema_movies(
+    db: Executor, cinema_id: int, skip: int, limit: int
+) -> list[asyncpg.Record]:
+    """Movies with upcoming screenings at a cinema, soonest first."""
+    return await db.fetch(
+        f"SELECT {MOVIE_COLUMNS}, min(s.starts_at) AS next_showtime,"
+        " count(*)::int AS upcoming_showtimes"
+        " FROM screenings s JOIN rooms r ON r.id = s.room_id JOIN movies m ON m.id = s.movie_id"
+        " WHERE r.cinema_id = $1 AND s.starts_at > now()"
+        " GROUP BY m.id ORDER BY next_showtime, m.id OFFSET $2 LIMIT $3",
+        cinema_id,
+        skip,
+        limit,
+    )
+
+
+# A new user has no signals: every score is 0 and the order is plain popularity among movies
+# showing soon or coming soon. Signals add points; movies the user already bought are left out.
+RECOMMEND_SQL = """
+WITH {sales},
+pref AS (
+    SELECT lower(trim(g)) AS genre FROM users u, jsonb_array_elements_text(
+        CASE WHEN jsonb_typeof(u.preferences -> 'genres') = 'array'
+             THEN u.preferences -> 'genres' ELSE '[]'::jsonb END) g
+    WHERE u.id = $1),
+bought AS (
+    SELECT DISTINCT s.movie_id FROM tickets t JOIN screenings s ON s.id = t.screening_id
+    WHERE t.user_id = $1 AND t.status IN ('pending', 'confirmed')),
+liked AS (SELECT movie_id FROM bought {reviewed}),
+liked_genres AS (
+    SELECT DISTINCT g FROM movies m JOIN liked l ON l.movie_id = m.id,
+        unnest(movie_genres(m.genre)) g),
+searches AS ({searches}),
+favored AS (
+    SELECT DISTINCT s.movie_id FROM favorite_cinemas f JOIN rooms r ON r.cinema_id = f.cinema_id
+    JOIN screenings s ON s.room_id = r.id
+    WHERE f.user_id = $1 AND s.starts_at > now()),
+candidates AS (
+    SELECT movie_id AS id FROM screenings WHERE starts_at > now()
+    UNION SELECT id FROM movies WHERE release_date > current_date),
+scored AS (
+    SELECT m.id,
+        m.id IN (SELECT movie_id FROM favored) AS favorite_cinema,
+        movie_genres(m.genre) && ARRAY(SELECT genre FROM pref) AS preferred_genre,
+        movie_genres(m.genre) && ARRAY(SELECT g FROM liked_genres) AS liked_genre,
+        EXISTS (SELECT 1 FROM searches h WHERE m.search_vector
+                @@ websearch_to_tsquery('english', h.query)) AS searched
+    FROM movies m JOIN candidates c ON c.id = m.id
+    WHERE m.id NOT IN (SELECT movie_id FROM bought))
+SELECT {movie_columns}, coalesce(sa.sold, 0) AS tickets_sold,
+    x.favorite_cinema, x.preferred_genre, x.liked_genre, x.searched,
+    3 * x.favorite_cinema::int + 2 * x.preferred_genre::int + 2 * x.liked_genre::int
+        + 2 * x.searched::int AS score
+FROM scored x JOIN movies m ON m.id = x.id LEFT JOIN sales sa ON sa.movie_id = m.id
+ORDER BY score DESC, tickets_sold DESC, m.rating DESC NULLS LAST, m.id
+OFFSET $2 LIMIT $3
+"""
+REVIEWED = "UNION SELECT movie_id FROM reviews WHERE user_id = $1 AND rating >= 4"
+SEARCHES = (
+    "SELECT query FROM search_history WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 10"
+)
+NO_SEARCHES = "SELECT NULL::text AS query WHERE false"
+
+
+async def recommended(db: Executor, user_id: int, skip: int, limit: int) -> list[asyncpg.Record]:
+    """Movies for this user from favorites, tickets, reviews, preferences and searches."""
+    # Reviews and search history come from other migrations; use them when they exist.
+    present = await db.fetchrow(
+        "SELECT to_regclass('public.reviews') IS NOT NULL AS reviews,"
+        " to_regclass('public.search_history') IS NOT NULL AS searches"
+    )
+    assert present is not None
+    sql = RECOMMEND_SQL.format(
+        sales=SALES_CTE,
+        movie_columns=MOVIE_COLUMNS,
+        reviewed=REVIEWED if present["reviews"] else "",
+        searches=SEARCHES if present["searches"] else NO_SEARCHES,
+    )
+    return await db.fetch(sql, user_id, skip, limit)
+
+
+SHOWTIME_SELECT = (
+    "SELECT s.id, s.movie_id, s.room_id, r.cinema_id, s.starts_at, s.ends_at, s.price,"
+    " m.title AS movie_title, m.duration_minutes, m.poster_url, m.age_rating,"
+    " c.name AS cinema_name, c.city AS cinema_city, c.address AS cinema_address,"
+    " r.name AS room_name, r.room_type"
+    " FROM screenings s JOIN rooms r ON r.id = s.room_id JOIN cinemas c ON c.id = r.cinema_id"
+    " JOIN movies m ON m.id = s.movie_id"
+)
+
+
+@dataclass
+class ShowtimeFilters:
+    movie_id: int | None = None
+    cinema_id: int | None = None
+    starts_from: dt.datetime | None = None  # inclusive
+    starts_before: dt.datetime | None = None  # exclusive
+
+
+async def list_showtimes(
+    db: Executor, f: ShowtimeFilters, skip: int, limit: int
+) -> list[asyncpg.Record]:
+    where = Where()
+    if f.movie_id is not None:
+        where.add("s.movie_id = {}", f.movie_id)
+    if f.cinema_id is not None:
+        where.add("r.cinema_id = {}", f.cinema_id)
+    if f.starts_from is not None:
+        where.add("s.starts_at >= {}", f.starts_from)
+    if f.starts_before is not None:
+        where.add("s.starts_at < {}", f.starts_before)
+    return await db.fetch(
+        f"{SHOWTIME_SELECT} WHERE {where.sql} ORDER BY s.starts_at, s.id"
+        f" OFFSET {where.param(skip)} LIMIT {where.param(limit)}",
+        *where.args,
+    )
+
+
+async def get_showtime(db: Executor, showtime_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow(f"{SHOWTIME_SELECT} WHERE s.id = $1", showtime_id)

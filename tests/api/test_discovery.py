@@ -1,0 +1,417 @@
+"""Discovery: cinema finder, coming soon, trending, filters, advanced search, recommendations.
+
+Catalog rows are made by direct SQL; the builders here are shared by the other discovery tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support import Account
+
+NOW = dt.datetime.now(dt.UTC)
+TODAY = NOW.date()
+PUBLIC = "public, max-age=30"
+_seat_numbers = itertools.count(1)
+
+
+async def add_movie(db: asyncpg.Connection, title: str, **fields: Any) -> int:
+    values = {"duration_minutes": 120, **fields, "title": title}
+    names = ", ".join(values)
+    refs = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    return int(
+        await db.fetchval(
+            f"INSERT INTO movies ({names}) VALUES ({refs}) RETURNING id", *values.values()
+        )
+    )
+
+
+async def add_cinema(
+    db: asyncpg.Connection, name: str, city: str = "Paris", amenities: list[str] | None = None
+) -> int:
+    return int(
+        await db.fetchval(
+            "INSERT INTO cinemas (name, city, address, amenities) VALUES ($1, $2, $3, $4)"
+            " RETURNING id",
+            name,
+            city,
+            f"1 {name} street",
+            amenities or [],
+        )
+    )
+
+
+async def add_room(db: asyncpg.Connection, cinema_id: int, name: str = "Hall 1") -> int:
+    return int(
+        await db.fetchval(
+            "INSERT INTO rooms (cinema_id, name) VALUES ($1, $2) RETURNING id", cinema_id, name
+        )
+    )
+
+
+async def add_screening(
+    db: asyncpg.Connection, movie_id: int, room_id: int, starts_at: dt.datetime, price: str = "9.50"
+) -> int:
+    return int(
+        await db.fetchval(
+            "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price)"
+            " VALUES ($1, $2, $3::timestamptz, $3::timestamptz + interval '2 hours', $4::numeric)"
+            " RETURNING id",
+            movie_id,
+            room_id,
+            starts_at,
+            price,
+        )
+    )
+
+
+async def add_tickets(
+    db: asyncpg.Connection,
+    user_id: int,
+    screening_id: int,
+    count: int = 1,
+    status: str = "confirmed",
+    booked_at: dt.datetime | None = None,
+) -> None:
+    """``count`` sold seats of a screening (new seats in its room), in one booking."""
+    room_id = await db.fetchval("SELECT room_id FROM screenings WHERE id = $1", screening_id)
+    seat_ids = [
+        await db.fetchval(
+            "INSERT INTO seats (room_id, row_label, seat_number) VALUES ($1, 'A', $2) RETURNING id",
+            room_id,
+            next(_seat_numbers),
+        )
+        for _ in range(count)
+    ]
+    booking = await db.fetchval(
+        "INSERT INTO bookings (user_id, screening_id, seat_ids) VALUES ($1, $2, $3) RETURNING id",
+        user_id,
+        screening_id,
+        seat_ids,
+    )
+    await db.executemany(
+        "INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status, booked_at)"
+        " VALUES ($1, $2, $3, $4, 10, $5, $6)",
+        [(booking, user_id, screening_id, s, status, booked_at or NOW) for s in seat_ids],
+    )
+
+
+def ids(r: httpx.Response) -> list[int]:
+    assert r.status_code == 200, r.text
+    return [item["id"] for item in r.json()]
+
+
+# -- pagination, shared by every list -------------------------------------------------------------
+
+LISTS = [
+    "/api/v1/cinemas/search",
+    "/api/v1/movies/coming-soon",
+    "/api/v1/movies/trending",
+    "/api/v1/movies/filter",
+    "/api/v1/movies/advanced-search",
+    "/api/v1/showtimes/",
+    "/api/v1/casts/",
+]
+
+
+@pytest.mark.parametrize("path", LISTS)
+async def test_lists_validate_pagination(client: httpx.AsyncClient, path: str) -> None:
+    for params in ({"limit": 201}, {"limit": 0}, {"skip": -1}, {"limit": "ten"}):
+        r = await client.get(path, params=params)
+        assert r.status_code == 422, (params, r.text)
+        assert "detail" in r.json()
+    r = await client.get(path, params={"limit": 200})
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == PUBLIC
+
+
+async def test_pages_are_stable_with_ties(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    soon = TODAY + dt.timedelta(days=5)
+    made = [await add_movie(db, "Same", rating=7, release_date=soon) for _ in range(7)]
+    seen: list[int] = []
+    for skip in range(0, 7, 2):
+        seen += ids(
+            await client.get("/api/v1/movies/coming-soon", params={"skip": skip, "limit": 2})
+        )
+    assert seen == sorted(made)
+
+
+# -- cinemas -------------------------------------------------------------------------------------
+
+
+async def test_search_cinemas_by_name_city_and_amenity(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    grand = await add_cinema(db, "Grand Rex", "Paris", ["IMAX", "Parking"])
+    odeon = await add_cinema(db, "Odeon Leicester", "London", ["imax"])
+    small = await add_cinema(db, "Le 100% Cinema", "paris", [])
+    url = "/api/v1/cinemas/search"
+    assert ids(await client.get(url)) == [grand, small, odeon]  # by name
+    assert ids(await client.get(url, params={"name": "REX"})) == [grand]
+    assert ids(await client.get(url, params={"city": "Paris"})) == [grand, small]
+    assert ids(await client.get(url, params={"amenity": "imax"})) == [grand, odeon]
+    assert ids(await client.get(url, params={"city": "paris", "amenity": "IMAX"})) == [grand]
+    # LIKE wildcards in the input are plain characters.
+    assert ids(await client.get(url, params={"name": "100%"})) == [small]
+    assert ids(await client.get(url, params={"name": "%"})) == [small]
+    assert ids(await client.get(url, params={"name": "_"})) == []
+    body = (await client.get(url, params={"name": "grand"})).json()[0]
+    assert body["amenities"] == ["IMAX", "Parking"]
+    assert body["city"] == "Paris"
+    assert (await client.get(url, params={"name": ""})).status_code == 422
+    assert (await client.get(url, params={"name": "a\x00b"})).status_code == 422
+
+
+async def test_cinema_amenities(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    cinema = await add_cinema(db, "Grand Rex", amenities=["IMAX", "Bar"])
+    r = await client.get(f"/api/v1/cinemas/{cinema}/amenities")
+    assert r.status_code == 200
+    assert r.json() == {"cinema_id": cinema, "amenities": ["IMAX", "Bar"]}
+    assert r.headers["cache-control"] == PUBLIC
+    r = await client.get(f"/api/v1/cinemas/{cinema + 1000}/amenities")
+    assert r.status_code == 404
+    assert r.json() == {"detail": "Cinema not found"}
+
+
+async def test_cinema_movies_lists_upcoming_screenings_only(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    cinema = await add_cinema(db, "Grand Rex")
+    elsewhere = await add_room(db, await add_cinema(db, "Other"))
+    room, room2 = await add_room(db, cinema), await add_room(db, cinema, "Hall 2")
+    later, sooner, past, other = [await add_movie(db, t) for t in ("Later", "Sooner", "Past", "X")]
+    await add_screening(db, later, room, NOW + dt.timedelta(days=3))
+    await add_screening(db, later, room2, NOW + dt.timedelta(days=4))
+    await add_screening(db, sooner, room, NOW + dt.timedelta(days=1))
+    await add_screening(db, past, room, NOW - dt.timedelta(days=1))
+    await add_screening(db, other, elsewhere, NOW + dt.timedelta(days=1))
+    r = await client.get(f"/api/v1/cinemas/{cinema}/movies")
+    assert ids(r) == [sooner, later]
+    assert r.json()[1]["upcoming_showtimes"] == 2
+    assert r.headers["cache-control"] == PUBLIC
+    assert ids(await client.get(f"/api/v1/cinemas/{cinema}/movies", params={"skip": 1})) == [later]
+    empty = await add_cinema(db, "Empty")
+    assert ids(await client.get(f"/api/v1/cinemas/{empty}/movies")) == []
+    r = await client.get(f"/api/v1/cinemas/{empty + 1000}/movies")
+    assert r.status_code == 404
+    assert (await client.get("/api/v1/cinemas/99999999999999999999/movies")).status_code == 404
+
+
+# -- movies --------------------------------------------------------------------------------------
+
+
+async def test_coming_soon_is_future_releases_soonest_first(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    far = await add_movie(db, "Far", release_date=TODAY + dt.timedelta(days=60))
+    near = await add_movie(db, "Near", release_date=TODAY + dt.timedelta(days=2))
+    await add_movie(db, "Out", release_date=TODAY - dt.timedelta(days=2))
+    await add_movie(db, "Today", release_date=TODAY)
+    await add_movie(db, "Undated")
+    r = await client.get("/api/v1/movies/coming-soon")
+    assert ids(r) == [near, far]
+    assert r.headers["cache-control"] == PUBLIC
+    assert r.json()[0]["release_date"] == str(TODAY + dt.timedelta(days=2))
+
+
+async def test_trending_counts_last_week_sales_ties_by_rating(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    room = await add_room(db, await add_cinema(db, "Grand Rex"))
+    hit, tie_low, tie_high, old, cancelled, unsold = [
+        await add_movie(db, title, rating=rating)
+        for title, rating in (
+            ("Hit", 5),
+            ("TieLow", 6),
+            ("TieHigh", 8),
+            ("Old", 9.9),
+            ("Cancelled", 9.8),
+            ("Unsold", 9.7),
+        )
+    ]
+    starts = NOW + dt.timedelta(days=1)
+    for movie, count, status, at in (
+        (hit, 3, "confirmed", NOW),
+        (tie_low, 1, "pending", NOW - dt.timedelta(days=6)),
+        (tie_high, 1, "confirmed", NOW),
+        (old, 5, "confirmed", NOW - dt.timedelta(days=8)),
+        (cancelled, 5, "cancelled", NOW),
+    ):
+        screening = await add_screening(db, movie, room, starts)
+        starts += dt.timedelta(hours=3)
+        await add_tickets(db, user.id, screening, count, status, at)
+    r = await client.get("/api/v1/movies/trending")
+    assert ids(r) == [hit, tie_high, tie_low, old, cancelled, unsold]
+    assert [m["tickets_sold"] for m in r.json()] == [3, 1, 1, 0, 0, 0]
+    assert r.headers["cache-control"] == PUBLIC
+
+
+async def test_filter_by_every_criterion(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    drama = await add_movie(
+        db,
+        "Drama One",
+        genre="Drama, Crime",
+        language="fr",
+        rating=8.1,
+        duration_minutes=95,
+        release_date=dt.date(2020, 5, 1),
+        age_rating="PG-13",
+    )
+    action = await add_movie(
+        db,
+        "Action One",
+        genre="Action",
+        language="en",
+        rating=6.0,
+        duration_minutes=150,
+        release_date=dt.date(2023, 1, 1),
+        age_rating="R",
+    )
+    unrated = await add_movie(db, "Unrated", genre="crime", release_date=None)
+    url = "/api/v1/movies/filter"
+    assert set(ids(await client.get(url))) == {drama, action, unrated}
+    assert ids(await client.get(url, params={"genre": "crime"})) == [drama, unrated]
+    assert ids(await client.get(url, params={"genre": "Cri"})) == []
+    assert ids(await client.get(url, params={"language": "FR"})) == [drama]
+    assert ids(await client.get(url, params={"min_rating": 7})) == [drama]
+    assert ids(await client.get(url, params={"max_duration": 120})) == [drama, unrated]
+    dates = {"release_date_from": "2021-01-01", "release_date_to": "2023-01-01"}
+    assert ids(await client.get(url, params=dates)) == [action]
+    assert ids(await client.get(url, params={"age_rating": "pg-13"})) == [drama]
+    both: dict[str, Any] = {"genre": "crime", "max_duration": 100, "min_rating": 8}
+    assert ids(await client.get(url, params=both)) == [drama]
+    for bad in (
+        {"min_rating": 11},
+        {"min_rating": "good"},
+        {"max_duration": 0},
+        {"max_duration": 10**20},
+        {"release_date_from": "2021-13-01"},
+        {"release_date_from": "2024-01-01", "release_date_to": "2023-01-01"},
+        {"genre": ""},
+    ):
+        r = await client.get(url, params=bad)
+        assert r.status_code == 422, (bad, r.text)
+
+
+async def test_advanced_search_sorts_and_filters(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    a = await add_movie(
+        db, "Alpha Night", genre="Drama", rating=6, release_date=dt.date(2001, 1, 1)
+    )
+    b = await add_movie(db, "beta night", genre="Drama", rating=9, release_date=dt.date(1999, 1, 1))
+    c = await add_movie(db, "Gamma Night", genre="Comedy", rating=7, release_date=None)
+    d = await add_movie(db, "Delta", genre="Drama", rating=8, description="a long night")
+    url = "/api/v1/movies/advanced-search"
+    r = await client.get(url, params={"q": "night"})
+    # Title matches (weight A) outrank a description match (weight D).
+    assert ids(r)[-1] == d
+    assert {m["match"] for m in r.json()} == {"text"}
+    assert ids(await client.get(url, params={"q": "night", "sort_by": "title"})) == [a, b, d, c]
+    desc = {"q": "night", "sort_by": "title", "order": "desc"}
+    assert ids(await client.get(url, params=desc)) == [c, d, b, a]
+    assert ids(await client.get(url, params={"q": "night", "sort_by": "rating"})) == [b, d, c, a]
+    by_date = {"q": "night", "sort_by": "release_date", "order": "asc"}
+    assert ids(await client.get(url, params=by_date)) == [b, a, c, d]
+    drama: dict[str, Any] = {"q": "night", "genre": "drama", "min_rating": 7}
+    assert set(ids(await client.get(url, params=drama))) == {b, d}
+    assert ids(await client.get(url, params={"genre": "comedy"})) == [c]
+    assert ids(await client.get(url)) == [b, d, c, a]  # no query: best rated first
+    for bad in ({"sort_by": "popularity"}, {"order": "up"}, {"q": "  "}, {"q": "x" * 201}):
+        r = await client.get(url, params=bad)
+        assert r.status_code == 422, (bad, r.text)
+
+
+# -- recommendations -----------------------------------------------------------------------------
+
+
+async def test_recommended_needs_a_token(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/movies/recommended")
+    assert r.status_code == 401
+    assert r.json() == {"detail": "Not authenticated"}
+    bad = {"Authorization": "Bearer nope"}
+    assert (await client.get("/api/v1/movies/recommended", headers=bad)).status_code == 401
+
+
+async def test_recommended_for_a_new_user_is_popular_upcoming(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    room = await add_room(db, await add_cinema(db, "Grand Rex"))
+    popular, quiet, coming = [
+        await add_movie(db, t, rating=r) for t, r in (("Popular", 5), ("Quiet", 9), ("Coming", 1))
+    ]
+    await db.execute(
+        "UPDATE movies SET release_date = $1 WHERE id = $2", TODAY + dt.timedelta(9), coming
+    )
+    await add_movie(db, "Not showing", rating=10)
+    showing = await add_screening(db, popular, room, NOW + dt.timedelta(days=1))
+    await add_screening(db, quiet, room, NOW + dt.timedelta(days=2))
+    await add_tickets(db, other_user.id, showing, 4)
+    r = await client.get("/api/v1/movies/recommended", headers=user.headers)
+    assert ids(r) == [popular, quiet, coming]
+    assert r.json()[0]["reasons"] == ["popular"]
+    assert "public" not in r.headers.get("cache-control", "")
+
+
+async def test_recommended_uses_favorites_preferences_tickets_and_searches(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    fav_cinema = await add_cinema(db, "Favorite")
+    fav_room, room = await add_room(db, fav_cinema), await add_room(db, await add_cinema(db, "Y"))
+    seen = await add_movie(db, "Seen", genre="Horror")
+    at_fav = await add_movie(db, "At Favorite", genre="Comedy")
+    horror = await add_movie(db, "Scary", genre="Horror", rating=1)
+    western = await add_movie(db, "Dusty", genre="Western", rating=2)
+    searched = await add_movie(db, "Submarine Story", genre="War", rating=3)
+    plain = await add_movie(db, "Plain", genre="Comedy", rating=9)
+    when = NOW + dt.timedelta(days=1)
+    for i, (movie, hall) in enumerate(
+        [
+            (seen, room),
+            (at_fav, fav_room),
+            (horror, room),
+            (western, room),
+            (searched, room),
+            (plain, room),
+        ]
+    ):
+        screening = await add_screening(db, movie, hall, when + dt.timedelta(hours=3 * i))
+        if movie == seen:
+            await add_tickets(db, user.id, screening)
+    await db.execute(
+        'UPDATE users SET preferences = \'{"genres": ["western"]}\' WHERE id = $1', user.id
+    )
+    assert (
+        await client.post(f"/api/v1/cinemas/{fav_cinema}/favorite", headers=user.headers)
+    ).status_code == 200
+    r = await client.get("/api/v1/movies/search", params={"q": "submarine"}, headers=user.headers)
+    assert ids(r) == [searched]
+    r = await client.get("/api/v1/movies/recommended", headers=user.headers)
+    got = {m["id"]: m["reasons"] for m in r.json()}
+    assert seen not in got  # already bought
+    assert ids(r)[0] == at_fav
+    assert got[at_fav] == ["favorite_cinema"]
+    assert got[horror] == ["liked_genre"]
+    assert got[western] == ["preferred_genre"]
+    assert got[searched] == ["searched"]
+    assert ids(r)[-1] == plain  # best rated, but no signal for it
+
+
+async def test_recommended_survives_odd_preferences(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    room = await add_room(db, await add_cinema(db, "X"))
+    movie = await add_movie(db, "Any")
+    await add_screening(db, movie, room, NOW + dt.timedelta(days=1))
+    for prefs in ('{"genres": "drama"}', '{"genres": [1, null]}', "[]", "{}"):
+        await db.execute("UPDATE users SET preferences = $1::jsonb WHERE id = $2", prefs, user.id)
+        r = await client.get("/api/v1/movies/recommended", headers=user.headers)
+        assert ids(r) == [movie], prefs

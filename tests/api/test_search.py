@@ -1,0 +1,140 @@
+"""Movie search: ranked full-text first, trigram typo tolerance second, at catalog scale."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import asyncpg
+import httpx
+
+from db.discovery import WORD_SIMILARITY, MovieFilters, search_sql
+from tests.api.test_discovery import PUBLIC, add_movie, ids
+from tests.support import Account
+
+URL = "/api/v1/movies/search"
+ADJECTIVES = str.split(
+    "Dark Silent Golden Broken Hidden Last Lost Wild Crimson Frozen Eternal Savage Secret"
+    " Burning Midnight Iron Hollow Distant Silver Bitter Brave Fallen Quiet Scarlet"
+)
+NOUNS = str.split(
+    "River Empire Garden Prison Kingdom Shadow Horizon Storm Island Harbor Witness Voyage"
+    " Legacy Mountain Winter Station Promise Frontier Mirror Desert Forest Circus Engine Tide"
+)
+ENDINGS = str.split("Returns Rising Falls Awakens Reborn Forever Begins Ends Again Story")
+
+
+def generated_movies(count: int) -> list[tuple[str, str, int, str, str]]:
+    rng = random.Random(7)
+    combos = itertools.product(ADJECTIVES, NOUNS, ENDINGS, range(1, 10))
+    rows = []
+    for adjective, noun, ending, part in itertools.islice(combos, count):
+        title = f"The {adjective} {noun} {ending}" + (f" {part}" if part > 1 else "")
+        description = f"A {rng.choice(ADJECTIVES).lower()} tale of a {rng.choice(NOUNS).lower()}."
+        rows.append((title, description, rng.randint(80, 180), rng.choice(GENRES), "en"))
+    return rows
+
+
+GENRES = ["Drama", "Action", "Comedy", "Thriller", "Horror"]
+
+
+async def load_catalog(db: asyncpg.Connection, count: int = 20_000) -> int:
+    await db.copy_records_to_table(
+        "movies",
+        records=generated_movies(count),
+        columns=["title", "description", "duration_minutes", "genre", "language"],
+    )
+    shawshank = await add_movie(
+        db,
+        "The Shawshank Redemption",
+        description="Two imprisoned men bond over a number of years.",
+        director="Frank Darabont",
+        genre="Drama",
+    )
+    await db.execute("ANALYZE movies")
+    return shawshank
+
+
+async def test_typos_and_exact_titles_among_20000_movies(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    shawshank = await load_catalog(db)
+    assert await db.fetchval("SELECT count(*) FROM movies") == 20_001
+    r = await client.get(URL, params={"q": "shawshenk"})
+    assert ids(r)[0] == shawshank
+    assert r.json()[0]["match"] == "fuzzy"
+    r = await client.get(URL, params={"q": "Shawshank Redemption"})
+    assert ids(r)[0] == shawshank
+    assert r.json()[0]["match"] == "text"
+    r = await client.get(URL, params={"q": "shawshank redemtion"})
+    assert ids(r)[0] == shawshank
+    # A common word matches thousands of films: pages stay short and ordered.
+    r = await client.get(URL, params={"q": "silent harbor", "limit": 20})
+    hits = r.json()
+    assert len(hits) == 20
+    assert all("silent harbor" in h["title"].lower() for h in hits)
+    assert [h["relevance"] for h in hits] == sorted((h["relevance"] for h in hits), reverse=True)
+    r = await client.get(URL, params={"q": "darabont"})  # director, weight B
+    assert ids(r) == [shawshank]
+    await assert_uses_indexes(db, "shawshenk")
+
+
+async def assert_uses_indexes(db: asyncpg.Connection, q: str) -> None:
+    sql, args = search_sql(q, MovieFilters(), "relevance", None, 0, 50)
+    async with db.transaction():
+        await db.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}")
+        plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {sql}", *args))
+    assert "movies_search_idx" in plan, plan
+    assert "movies_title_trgm_idx" in plan, plan
+    assert "Seq Scan on movies" not in plan, plan
+
+
+async def test_full_text_ranks_above_fuzzy_and_by_weight(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    in_title = await add_movie(db, "Heat")
+    in_genre = await add_movie(db, "Cold", genre="Heat")
+    in_description = await add_movie(db, "Warm", description="the heat of summer")
+    fuzzy = await add_movie(db, "Heath Story")
+    await add_movie(db, "Unrelated")
+    r = await client.get(URL, params={"q": "heat"})
+    assert ids(r) == [in_title, in_genre, in_description, fuzzy]
+    assert [m["match"] for m in r.json()] == ["text", "text", "text", "fuzzy"]
+    r = await client.get(URL, params={"q": "heatt"})
+    assert set(ids(r)) == {in_title, fuzzy}
+    assert {m["match"] for m in r.json()} == {"fuzzy"}
+
+
+async def test_query_is_required_and_validated(client: httpx.AsyncClient) -> None:
+    for params in ({}, {"q": ""}, {"q": "   "}, {"q": "a\x00b"}, {"q": "x" * 201}):
+        r = await client.get(URL, params=params)
+        assert r.status_code == 422, (params, r.text)
+        assert "detail" in r.json()
+
+
+async def test_odd_queries_do_not_break(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    movie = await add_movie(db, "Don't Look Up")
+    for q in ("the", "!!!", "'", '"unclosed', "a & b | !c", "don't", "-look", "100%", "ü"):
+        r = await client.get(URL, params={"q": q})
+        assert r.status_code == 200, (q, r.text)
+    assert movie in ids(await client.get(URL, params={"q": "don't look"}))
+
+
+async def test_signed_in_searches_are_recorded(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    await add_movie(db, "Heat")
+    r = await client.get(URL, params={"q": "  heat "}, headers=user.headers)
+    assert r.status_code == 200
+    assert "public" not in r.headers["cache-control"]
+    r = await client.get(
+        "/api/v1/movies/advanced-search", params={"q": "crime", "genre": "x"}, headers=user.headers
+    )
+    assert r.status_code == 200
+    await client.get("/api/v1/movies/advanced-search", params={"genre": "x"}, headers=user.headers)
+    r = await client.get(URL, params={"q": "anonymous"})
+    assert r.headers["cache-control"] == PUBLIC
+    rows = await db.fetch("SELECT user_id, query FROM search_history ORDER BY id")
+    assert [(r["user_id"], r["query"]) for r in rows] == [(user.id, "heat"), (user.id, "crime")]
+    bad = {"Authorization": "Bearer not-a-token"}
+    assert (await client.get(URL, params={"q": "heat"}, headers=bad)).status_code == 401
