@@ -100,7 +100,10 @@ async def cinemas_count(call: Call) -> Count:
 
 @router.get("/api/v1/admin/stats/users", access="admin", response=Count)
 async def users_count(call: Call) -> Count:
-    """Get Users Count (deleted accounts excluded)."""
+    """Get Users Count.
+
+    Deleted accounts are not counted.
+    """
     return Count(await stats.count_users(call.services.db))
 
 
@@ -111,7 +114,10 @@ async def users_count(call: Call) -> Count:
     response=list[RecentBooking],
 )
 async def recent_bookings(call: Call) -> list[RecentBooking]:
-    """Get Recent Bookings: the latest tickets, newest first, whatever their status."""
+    """Get Recent Bookings.
+
+    The latest tickets, newest first, whatever their status.
+    """
     rows = await stats.recent_tickets(call.services.db, call.query.limit)
     return [_recent(r) for r in rows]
 
@@ -137,7 +143,10 @@ def _recent(r: Any) -> RecentBooking:
 
 @router.get("/api/v1/admin/stats/revenue", access="admin", response=Revenue)
 async def revenue(call: Call) -> Revenue:
-    """Get Total Revenue: the sum of the prices of all confirmed tickets."""
+    """Get Total Revenue.
+
+    The sum of the prices of all confirmed tickets.
+    """
     row = await stats.total_revenue(call.services.db)
     return Revenue(row["revenue"], row["tickets"])
 
@@ -149,8 +158,11 @@ async def revenue(call: Call) -> Revenue:
     response=RevenueByPeriod,
 )
 async def revenue_by_period(call: Call) -> RevenueByPeriod:
-    """Get Revenue By Period: confirmed tickets' prices per day, week or month (UTC),
-    every bucket of the range present, empty ones at zero."""
+    """Get Revenue By Period.
+
+    Confirmed tickets' prices per UTC day, week or month; every bucket of the range is
+    present, empty ones at zero.
+    """
     q: PeriodQuery = call.query
     if q.end_date < q.start_date:
         raise ValidationFailed("end_date must not be before start_date")
@@ -164,7 +176,10 @@ async def revenue_by_period(call: Call) -> RevenueByPeriod:
 
 @router.get("/api/v1/admin/stats/tickets/total", access="admin", response=TicketTotals)
 async def tickets_total(call: Call) -> TicketTotals:
-    """Get Total Tickets Sold: pending plus confirmed, and the count of every status."""
+    """Get Total Tickets Sold.
+
+    Pending plus confirmed, and the count of every status.
+    """
     by_status = await stats.tickets_by_status(call.services.db)
     return TicketTotals(by_status["pending"] + by_status["confirmed"], by_status)
 
@@ -176,13 +191,19 @@ async def tickets_total(call: Call) -> TicketTotals:
     response=list[PopularMovie],
 )
 async def popular_movies(call: Call) -> list[PopularMovie]:
-    """Get Popular Movies: by tickets sold; revenue counts their confirmed tickets."""
+    """Get Popular Movies.
+
+    By tickets sold; revenue counts their confirmed tickets.
+    """
     rows = await stats.popular_movies(call.services.db, call.query.limit)
     return [PopularMovie(r["movie_id"], r["title"], r["tickets_sold"], r["revenue"]) for r in rows]
 
 
 @router.get("/api/v1/admin/stats/today", access="admin", response=Today)
 async def today(call: Call) -> Today:
-    """Get Today's Statistics (UTC day): tickets sold, revenue, new users, screenings."""
+    """Get Today's Statistics.
+
+    Of the current UTC day: tickets sold, revenue, new users, screenings starting.
+    """
     r = await stats.today(call.services.db)
     return Today(r["day"], r["tickets_sold"], r["revenue"], r["new_users"], r["screenings"])

@@ -123,7 +123,10 @@ async def get_me(call: Call) -> UserOut:
 
 @router.put("/api/v1/users/me", access="user", body=ProfileIn, response=UserOut)
 async def update_me(call: Call) -> UserOut:
-    """Update User Profile: full_name, phone, bio."""
+    """Update User Profile.
+
+    Sets full_name, phone and bio; absent fields stay as they are.
+    """
     body: ProfileIn = call.body
     changes = {
         name: _no_nul(value.strip(), name) if isinstance(value, str) else value
@@ -138,7 +141,10 @@ async def update_me(call: Call) -> UserOut:
 
 @router.delete("/api/v1/users/me", access="user", status=204)
 async def delete_me(call: Call) -> None:
-    """Delete User Account: personal data is erased, tickets and sales records are kept."""
+    """Delete User Account.
+
+    Personal data is erased, tickets and sales records are kept.
+    """
     services = call.services
     unusable = await hash_password("!" + secrets.token_hex(30), services.settings.bcrypt_rounds)
     result = await profiles.anonymise_user(services.db, call.user.user_id, unusable)
@@ -150,7 +156,10 @@ async def delete_me(call: Call) -> None:
 
 @router.put("/api/v1/users/me/preferences", access="user", body=PreferencesIn, response=UserOut)
 async def update_preferences(call: Call) -> UserOut:
-    """Update User Preferences (replaces them as a whole)."""
+    """Update User Preferences.
+
+    Replaces the stored preferences as a whole.
+    """
     body: PreferencesIn = call.body
     if body.preferred_cinema_ids:
         body.preferred_cinema_ids = list(dict.fromkeys(body.preferred_cinema_ids))
@@ -166,7 +175,10 @@ async def update_preferences(call: Call) -> UserOut:
     "/api/v1/users/me/profile-picture-url", access="user", body=PictureUrlIn, response=UserOut
 )
 async def update_picture_url(call: Call) -> UserOut:
-    """Update Profile Picture URL (http or https only)."""
+    """Update Profile Picture URL.
+
+    Absolute http(s) URLs only.
+    """
     url = _no_nul(call.body.url.strip(), "url")
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
@@ -182,7 +194,10 @@ async def update_picture_url(call: Call) -> UserOut:
     response=UserOut,
 )
 async def upload_picture(call: Call) -> UserOut:
-    """Upload Profile Picture (multipart field ``file``; PNG, JPEG, WebP or GIF)."""
+    """Upload Profile Picture.
+
+    Multipart field ``file``; PNG, JPEG, WebP or GIF.
+    """
     services = call.services
     data = await _read_upload(call.request, services.settings.max_upload_bytes)
     suffix = sniff_image(data)
@@ -213,7 +228,10 @@ async def get_picture(call: Call) -> Response:
 
 @router.get("/api/v1/users/{user_id:int}", response=PublicProfile)
 async def get_user(call: Call) -> PublicProfile:
-    """Get User Profile: public fields only."""
+    """Get User Profile.
+
+    Public fields only.
+    """
     row = _found(await profiles.public_profile(call.services.db, call.params["user_id"]))
     return PublicProfile(
         id=row["id"],
@@ -285,7 +303,10 @@ def _entry(row: Any) -> HistoryEntry:
     "/api/v1/users/me/search-history", access="user", query=Page, response=list[HistoryEntry]
 )
 async def list_history(call: Call) -> list[HistoryEntry]:
-    """Get User Search History, newest first."""
+    """Get User Search History.
+
+    Newest first.
+    """
     page: Page = call.query
     rows = await profiles.list_history(call.services.db, call.user.user_id, page.skip, page.limit)
     return [_entry(r) for r in rows]
@@ -308,7 +329,10 @@ async def add_history(call: Call) -> HistoryEntry:
 
 @router.delete("/api/v1/users/me/search-history/{entry_id:int}", access="user", status=204)
 async def delete_history_entry(call: Call) -> None:
-    """Delete Search Entry (own entries only)."""
+    """Delete Search Entry.
+
+    Own entries only; another user's entry answers 404.
+    """
     entry_id = call.params["entry_id"]
     if not await profiles.delete_history_entry(call.services.db, call.user.user_id, entry_id):
         raise NotFound("Search entry not found")

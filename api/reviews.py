@@ -58,6 +58,7 @@ class ReviewOut(msgspec.Struct):
     dislikes: int
     created_at: datetime
     updated_at: datetime
+    my_reaction: str | None = None  # the caller's own reaction, when a token was sent
 
 
 class ReviewSummary(msgspec.Struct):
@@ -91,8 +92,12 @@ def _title(value: str | None) -> str | None:
     return _text(value, "title") if value and value.strip() else None
 
 
+def _viewer(call: Call) -> int | None:
+    return call.principal.user_id if call.principal else None
+
+
 async def _found(call: Call, review_id: int) -> ReviewOut:
-    row = await reviews.get_review(call.services.db, review_id)
+    row = await reviews.get_review(call.services.db, review_id, _viewer(call))
     if row is None:
         raise NotFound("Review not found")
     return review_out(row)
@@ -106,7 +111,10 @@ async def _found(call: Call, review_id: int) -> ReviewOut:
     response=ReviewOut,
 )
 async def create_review(call: Call) -> ReviewOut:
-    """Create Review (one per user per movie)."""
+    """Create Review.
+
+    One per user per movie.
+    """
     body: ReviewIn = call.body
     content, title = _text(body.content, "content"), _title(body.title)
     review_id = await reviews.create_review(
@@ -115,7 +123,12 @@ async def create_review(call: Call) -> ReviewOut:
     return await _found(call, review_id)
 
 
-@router.get("/api/v1/movies/{movie_id:int}/reviews", query=ReviewsQuery, response=list[ReviewOut])
+@router.get(
+    "/api/v1/movies/{movie_id:int}/reviews",
+    access="optional",
+    query=ReviewsQuery,
+    response=list[ReviewOut],
+)
 async def list_reviews(call: Call) -> list[ReviewOut]:
     """Get Movie Reviews."""
     q: ReviewsQuery = call.query
@@ -123,14 +136,23 @@ async def list_reviews(call: Call) -> list[ReviewOut]:
     if not await reviews.movie_exists(call.services.db, movie_id):
         raise NotFound("Movie not found")
     rows = await reviews.list_reviews(
-        call.services.db, movie_id, skip=q.skip, limit=q.limit, sort_by=q.sort_by, order=q.order
+        call.services.db,
+        movie_id,
+        _viewer(call),
+        skip=q.skip,
+        limit=q.limit,
+        sort_by=q.sort_by,
+        order=q.order,
     )
     return [review_out(r) for r in rows]
 
 
 @router.get("/api/v1/movies/{movie_id:int}/reviews/summary", response=ReviewSummary)
 async def reviews_summary(call: Call) -> ReviewSummary:
-    """Get Movie Reviews Summary: count, average rating and how many of each star."""
+    """Get Movie Reviews Summary.
+
+    Count, average rating and how many of each star.
+    """
     movie_id = call.params["movie_id"]
     row = await reviews.summary(call.services.db, movie_id)
     if row is None:
@@ -139,7 +161,7 @@ async def reviews_summary(call: Call) -> ReviewSummary:
     return ReviewSummary(movie_id, row["count"], row["average"], distribution)
 
 
-@router.get("/api/v1/movies/reviews/{review_id:int}", response=ReviewOut)
+@router.get("/api/v1/movies/reviews/{review_id:int}", access="optional", response=ReviewOut)
 async def get_review(call: Call) -> ReviewOut:
     """Get Review."""
     return await _found(call, call.params["review_id"])
@@ -149,7 +171,10 @@ async def get_review(call: Call) -> ReviewOut:
     "/api/v1/movies/reviews/{review_id:int}", access="user", body=ReviewUpdate, response=ReviewOut
 )
 async def update_review(call: Call) -> ReviewOut:
-    """Update Review (own reviews only; another user's answers 404)."""
+    """Update Review.
+
+    Own reviews only; another user's review answers 404, even for admins.
+    """
     body: ReviewUpdate = call.body
     changes: dict[str, Any] = {}
     if body.rating is not msgspec.UNSET:
@@ -166,7 +191,10 @@ async def update_review(call: Call) -> ReviewOut:
 
 @router.delete("/api/v1/movies/reviews/{review_id:int}", access="user", status=204)
 async def delete_review(call: Call) -> None:
-    """Delete Review (own reviews; admins may delete any)."""
+    """Delete Review.
+
+    Own reviews; admins may delete any.
+    """
     user = call.user
     deleted = await reviews.delete_review(
         call.services.db, call.params["review_id"], user.user_id, user.is_admin
@@ -182,7 +210,10 @@ async def delete_review(call: Call) -> None:
     response=ReactionOut,
 )
 async def react(call: Call) -> ReactionOut:
-    """React To Review: like or dislike (one per user, changeable); ``none`` removes it."""
+    """React To Review.
+
+    Like or dislike (one per user, changeable); ``none`` removes it.
+    """
     review_id, user_id = call.params["review_id"], call.user.user_id
     await reviews.set_reaction(call.services.db, review_id, user_id, call.body.reaction)
     row = await reviews.reaction_counts(call.services.db, review_id, user_id)

@@ -14,7 +14,9 @@ from seatlock.errors import Conflict, NotFound
 
 REVIEW_SELECT = """
 SELECT r.id, r.movie_id, r.user_id, u.full_name AS author_name, r.rating, r.title, r.content,
-       r.created_at, r.updated_at, x.likes, x.dislikes
+       r.created_at, r.updated_at, x.likes, x.dislikes,
+       (SELECT v.reaction FROM review_reactions v WHERE v.review_id = r.id AND v.user_id = $1)
+           AS my_reaction
 FROM reviews r
 JOIN users u ON u.id = r.user_id
 CROSS JOIN LATERAL (
@@ -36,18 +38,29 @@ async def movie_exists(db: asyncpg.Pool, movie_id: int) -> bool:
     return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM movies WHERE id = $1)", movie_id))
 
 
-async def get_review(db: asyncpg.Pool, review_id: int) -> asyncpg.Record | None:
-    return await db.fetchrow(REVIEW_SELECT + " WHERE r.id = $1", review_id)
+async def get_review(
+    db: asyncpg.Pool, review_id: int, viewer: int | None = None
+) -> asyncpg.Record | None:
+    """The review with its counts, and ``viewer``'s own reaction (None for anonymous callers)."""
+    return await db.fetchrow(REVIEW_SELECT + " WHERE r.id = $2", viewer, review_id)
 
 
 async def list_reviews(
-    db: asyncpg.Pool, movie_id: int, *, skip: int, limit: int, sort_by: str, order: str
+    db: asyncpg.Pool,
+    movie_id: int,
+    viewer: int | None,
+    *,
+    skip: int,
+    limit: int,
+    sort_by: str,
+    order: str,
 ) -> list[asyncpg.Record]:
     direction = "ASC" if order == "asc" else "DESC"
     key = SORT_EXPRESSIONS[sort_by]
     return await db.fetch(
-        REVIEW_SELECT + f" WHERE r.movie_id = $1 ORDER BY {key} {direction}, r.id {direction}"
-        " OFFSET $2 LIMIT $3",
+        REVIEW_SELECT + f" WHERE r.movie_id = $2 ORDER BY {key} {direction}, r.id {direction}"
+        " OFFSET $3 LIMIT $4",
+        viewer,
         movie_id,
         skip,
         limit,

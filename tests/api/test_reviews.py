@@ -226,8 +226,24 @@ async def test_reactions(
     r = await react(client, user, review, "none")
     assert r.json() == {"review_id": review, "likes": 1, "dislikes": 0, "my_reaction": None}
     got = (await client.get(f"{MOVIES}/reviews/{review}")).json()
-    assert (got["likes"], got["dislikes"]) == (1, 0)
+    assert (got["likes"], got["dislikes"], got["my_reaction"]) == (1, 0, None)
     assert await db.fetchval("SELECT count(*) FROM review_reactions") == 1
+
+
+async def test_signed_in_readers_see_their_own_reaction(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    movie = await make_movie(db)
+    review = (await post_review(client, other_user, movie)).json()["id"]
+    await react(client, user, review, "dislike")
+    await react(client, other_user, review, "like")
+    for who, mine in ((user, "dislike"), (other_user, "like")):
+        one = await client.get(f"{MOVIES}/reviews/{review}", headers=who.headers)
+        listed = await client.get(f"{MOVIES}/{movie}/reviews", headers=who.headers)
+        assert one.json()["my_reaction"] == listed.json()[0]["my_reaction"] == mine
+    assert (await client.get(f"{MOVIES}/{movie}/reviews")).json()[0]["my_reaction"] is None
+    bad = {"Authorization": "Bearer nonsense"}
+    assert (await client.get(f"{MOVIES}/{movie}/reviews", headers=bad)).status_code == 401
 
 
 async def test_reaction_errors(
