@@ -343,38 +343,29 @@ async def test_expired_history_reads_expired(make_server: Any, db: asyncpg.Conne
         assert [x["status"] for x in rows] == ["expired"]
 
 
-async def test_cleanup_frees_expired_and_is_rate_limited(
-    make_server: Any, db: asyncpg.Connection, redis: Redis
+async def test_cleanup_frees_only_expired_holds_and_is_rate_limited(
+    make_server: Any, db: asyncpg.Connection, client: httpx.AsyncClient, user: Account
 ) -> None:
-    server = make_server(
-        hold_seconds=1, sweep_interval_seconds=60.0, cleanup_min_interval_seconds=30
-    )
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        [headers] = await make_users(db, server, 1)
-        before = (await redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
-        await redis.config_set("notify-keyspace-events", "")  # only the cleanup may free it
-        try:
-            await _expire_then_clean(client, db, headers)
-        finally:
-            await redis.config_set("notify-keyspace-events", before)
-
-
-async def _expire_then_clean(
-    client: httpx.AsyncClient, db: asyncpg.Connection, headers: dict[str, str]
-) -> None:
+    short = make_server(hold_seconds=1, cleanup_min_interval_seconds=30)
     show = await make_screening(db, 2)
-    body = {"screening_id": show.id, "seat_ids": show.seat_ids}
-    assert (await client.post(RESERVE, json=body, headers=headers)).status_code == 201
-    await asyncio.sleep(1.2)
-    r = await client.post("/api/v1/seat-reservations/cleanup")
-    assert r.status_code == 200, r.text
-    out = r.json()
-    assert out["message"] == "Cleaned up 2 expired reservations"
-    assert out["duration_seconds"] >= 0 and out["timestamp"].endswith("Z")
-    seats = await availability(client, show)
-    assert {s["status"] for s in seats.values()} == {"available"}
-    r = await client.post("/api/v1/seat-reservations/cleanup")
-    assert r.status_code == 429
+    lasting, brief = show.seat_ids
+    assert (await reserve(client, user, show, [lasting])).status_code == 201
+    async with httpx.AsyncClient(base_url=short.url) as quick:
+        body = {"screening_id": show.id, "seat_ids": [brief]}
+        assert (await quick.post(RESERVE, json=body, headers=user.headers)).status_code == 201
+        await asyncio.sleep(1.1)
+        r = await quick.post("/api/v1/seat-reservations/cleanup")
+        assert r.status_code == 200, r.text
+        out = r.json()
+        # Sweepers of other processes may have freed it first: the count is 0 or 1.
+        assert out["message"] in {f"Cleaned up {n} expired reservations" for n in (0, 1)}
+        assert out["duration_seconds"] >= 0 and out["timestamp"].endswith("Z")
+        seats = await availability(quick, show)
+        assert seats[brief]["status"] == "available"
+        assert seats[lasting]["status"] == "reserved"
+        r = await quick.post("/api/v1/seat-reservations/cleanup")
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "1"
 
 
 async def test_other_seat_map_routes(

@@ -1,0 +1,73 @@
+"""Two servers sharing Redis and PostgreSQL: events and holds cross processes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.api.test_reservations import (
+    RESERVE,
+    held_in_redis,
+    make_screening,
+    make_users,
+    wait_for_status,
+    watch,
+)
+
+
+async def test_watcher_on_one_server_sees_a_hold_made_through_the_other(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    first, second = make_server(), make_server()
+    show = await make_screening(db, 3)
+    seats = show.seat_ids[:2]
+    [headers] = await make_users(db, first, 1)
+    ws = await watch(first, show.id)
+    try:
+        async with httpx.AsyncClient(base_url=second.url) as client:
+            body = {"screening_id": show.id, "seat_ids": seats}
+            assert (await client.post(RESERVE, json=body, headers=headers)).status_code == 201
+        held = await wait_for_status(ws, seats, "reserved")
+        assert all("reserved_by" not in u for u in held.values())  # not shown to the public
+        async with httpx.AsyncClient(base_url=first.url) as client:
+            stats = (await client.get("/ws/stats")).json()
+        async with httpx.AsyncClient(base_url=second.url) as client:
+            other = (await client.get("/ws/stats")).json()
+        assert stats["screening_details"] == {str(show.id): 1}
+        assert other["total_connections"] == 0
+    finally:
+        await ws.close()
+
+
+async def test_racers_on_two_servers_get_each_seat_once(
+    make_server: Any, db: asyncpg.Connection, redis: Any
+) -> None:
+    servers = [make_server(), make_server()]
+    show = await make_screening(db, 4)
+    racers = await make_users(db, servers[0], 40)
+    clients = [httpx.AsyncClient(base_url=s.url) for s in servers]
+    try:
+        results = await asyncio.gather(
+            *(
+                clients[n % 2].post(
+                    RESERVE,
+                    json={"screening_id": show.id, "seat_ids": show.seat_ids[n % 3 : n % 3 + 2]},
+                    headers=h,
+                )
+                for n, h in enumerate(racers)
+            )
+        )
+    finally:
+        for c in clients:
+            await c.aclose()
+    won = [seat for r in results if r.status_code == 201 for seat in _seats(r.json())]
+    assert {r.status_code for r in results} <= {201, 409}
+    assert won and len(won) == len(set(won))
+    assert sorted(await held_in_redis(redis, show)) == sorted(won)
+
+
+def _seats(body: dict[str, Any]) -> list[int]:
+    return [x["seat_id"] for x in body["reservations"]]

@@ -1,0 +1,138 @@
+"""WebSocket seat updates over a real socket: confirmation, events, privacy, refusals, stats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import websockets
+from redis.asyncio import Redis
+from websockets.exceptions import ConnectionClosed
+
+from seatlock.events import CLOSE, QUEUE_SIZE, Hub
+from tests.api.test_reservations import make_screening, reserve, wait_for_status, watch
+from tests.support import Account, LiveServer
+
+
+async def closed_with(server: LiveServer, path: str) -> int:
+    """The close code the server answers a connection to ``path`` with."""
+    async with websockets.connect(f"{server.ws_url}{path}") as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code is not None
+        return ws.close_code
+
+
+async def test_single_seat_update_shows_the_holder_only_to_the_holder(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    user: Account,
+    other_user: Account,
+) -> None:
+    show = await make_screening(db, 3)
+    seat = show.seat_ids[0]
+    mine, theirs, anonymous = (
+        await watch(server, show.id, user.token),
+        await watch(server, show.id, other_user.token),
+        await watch(server, show.id),
+    )
+    try:
+        assert (await reserve(client, user, show, [seat])).status_code == 201
+        for ws, shown in ((mine, user.id), (theirs, None), (anonymous, None)):
+            message = orjson.loads(await asyncio.wait_for(ws.recv(), 3))
+            assert message["type"] == "seat_update"
+            assert message["seat_id"] == seat
+            assert message["status"] == "reserved"
+            assert message["reserved_by"] == shown
+            assert message["expires_at"].endswith("Z")
+            assert message["timestamp"].endswith("Z")
+    finally:
+        for ws in (mine, theirs, anonymous):
+            await ws.close()
+
+
+async def test_bulk_update_names_the_owner_only_to_the_owner(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    user: Account,
+    other_user: Account,
+) -> None:
+    show = await make_screening(db, 3)
+    seats = show.seat_ids[:2]
+    mine, theirs = await watch(server, show.id, user.token), await watch(server, show.id)
+    try:
+        body = {"screening_id": show.id, "seat_ids": seats, "payment_id": "pay_ws"}
+        r = await client.post("/api/v1/tickets/book", json=body, headers=user.headers)
+        assert r.status_code == 201
+        own = await wait_for_status(mine, seats, "booked")
+        public = await wait_for_status(theirs, seats, "booked")
+        assert {u.get("booked_by") for u in own.values()} == {user.id}
+        assert all("booked_by" not in u and "reserved_by" not in u for u in public.values())
+    finally:
+        await mine.close()
+        await theirs.close()
+
+
+async def test_refusals_close_with_the_right_code(
+    client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
+) -> None:
+    show = await make_screening(db, 1)
+    assert await closed_with(server, f"/ws/screenings/{show.id}?token=garbage") == 1008
+    assert await closed_with(server, "/ws/screenings/999999999") == 4404
+    assert (await client.post("/api/v1/auth/logout", headers=user.headers)).status_code in (
+        200,
+        204,
+    )
+    assert await closed_with(server, f"/ws/screenings/{show.id}?token={user.token}") == 1008
+
+
+async def test_stats_count_this_process_watchers(
+    client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer
+) -> None:
+    show = await make_screening(db, 1)
+    sockets = [await watch(server, show.id) for _ in range(3)]
+    try:
+        stats = (await client.get("/ws/stats")).json()
+        assert stats == {
+            "total_connections": 3,
+            "active_screenings": [show.id],
+            "screening_details": {str(show.id): 3},
+        }
+    finally:
+        for ws in sockets:
+            await ws.close()
+    await asyncio.sleep(0.2)
+    assert (await client.get("/ws/stats")).json()["total_connections"] == 0
+
+
+async def test_ping_gets_a_pong(db: asyncpg.Connection, server: LiveServer) -> None:
+    show = await make_screening(db, 1)
+    ws = await watch(server, show.id)
+    try:
+        await ws.send("ping")
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 3))["type"] == "pong"
+    finally:
+        await ws.close()
+
+
+async def test_a_slow_client_is_dropped_and_others_keep_going(redis: Redis) -> None:
+    hub = Hub(redis)
+    slow, fast = hub.join(7, None), hub.join(7, 3)
+    event = {
+        "screening_id": 7,
+        "ts": 0,
+        "seats": [{"seat_id": 1, "status": "reserved", "user_id": 3, "expires_at": 1000}],
+    }
+    for _ in range(QUEUE_SIZE + 1):
+        hub.dispatch(orjson.dumps(event))
+        if not fast.queue.empty():
+            fast.queue.get_nowait()  # the fast client keeps up
+    assert slow.dropped and not fast.dropped
+    assert slow.queue.get_nowait() == CLOSE  # its sender closes the socket
+    hub.dispatch(orjson.dumps(event))
+    assert orjson.loads(fast.queue.get_nowait())["reserved_by"] == 3
