@@ -9,19 +9,25 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from api.routing import Call, Router
-from api.schemas import Email, Name, Page
+from api.schemas import Page
 from db import catalog
 
 router = Router("Cinemas")
 
-Line = Annotated[str, msgspec.Meta(max_length=500)]
-Text = Annotated[str, msgspec.Meta(max_length=5000)]
-Amenity = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+# Text types of the catalog. PostgreSQL text cannot hold NUL, so it is refused here (422).
+NO_NUL = r"^[^\x00]*$"
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Line = Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)]
+Text = Annotated[str, msgspec.Meta(max_length=5000, pattern=NO_NUL)]
+Email = Annotated[
+    str, msgspec.Meta(max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
+]
+Amenity = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 Amenities = Annotated[list[Amenity], msgspec.Meta(max_length=100)]
 
 
 class CinemaIn(msgspec.Struct):
-    name: Name
+    name: Title
     address: Line = ""
     city: Line = ""
     phone: Line | None = None
@@ -33,7 +39,7 @@ class CinemaIn(msgspec.Struct):
 class CinemaPatch(msgspec.Struct):
     """Only the fields present change; ``null`` clears phone, email or description."""
 
-    name: Name | UnsetType = UNSET
+    name: Title | UnsetType = UNSET
     address: Line | UnsetType = UNSET
     city: Line | UnsetType = UNSET
     phone: Line | UnsetType | None = UNSET

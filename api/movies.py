@@ -10,22 +10,21 @@ import asyncpg
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from api.cinemas import present
+from api.cinemas import Text, Title, present
 from api.routing import Call, Router
-from api.schemas import Name, Page
+from api.schemas import Page
 from db import catalog
 
 router = Router("Movies")
 
-Line = Annotated[str, msgspec.Meta(max_length=200)]
-Text = Annotated[str, msgspec.Meta(max_length=5000)]
-Url = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://\S+$")]
+Line = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00]*$")]
+Url = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
 Minutes = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Rating = Annotated[float, msgspec.Meta(ge=0, le=10)]
 
 
 class MovieIn(msgspec.Struct):
-    title: Name
+    title: Title
     duration_minutes: Minutes
     description: Text = ""
     genre: Line = ""
@@ -41,7 +40,7 @@ class MovieIn(msgspec.Struct):
 class MoviePatch(msgspec.Struct):
     """Only the fields present change; ``null`` clears the optional ones."""
 
-    title: Name | UnsetType = UNSET
+    title: Title | UnsetType = UNSET
     duration_minutes: Minutes | UnsetType = UNSET
     description: Text | UnsetType = UNSET
     genre: Line | UnsetType = UNSET

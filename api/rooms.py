@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from api.cinemas import Title
 from api.routing import Call, Router
-from api.schemas import Name
 from db import catalog
 from seatlock.errors import ValidationFailed
 
@@ -21,8 +21,8 @@ SeatType = Literal["standard", "premium", "vip", "wheelchair", "couple"]
 
 
 class RoomIn(msgspec.Struct):
-    name: Name
-    room_type: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] = "standard"
+    name: Title
+    room_type: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9 _-]{1,50}$")] = "standard"
 
 
 class RoomOut(msgspec.Struct):

@@ -19,6 +19,9 @@ router = Router("Screenings")
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 Aware = Annotated[dt.datetime, msgspec.Meta(tz=True)]  # a naive time is refused (422)
 Price = Annotated[float, msgspec.Meta(ge=0, le=99_999_999)]
+# Screenings are scheduled in this window; it keeps every computed end inside Python's datetime.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
 class ScreeningIn(msgspec.Struct):
@@ -32,6 +35,9 @@ class ScreeningIn(msgspec.Struct):
     ends_at: Aware | None = None
 
     def check(self) -> None:
+        for moment in (self.starts_at, self.ends_at):
+            if moment is not None and not EARLIEST <= moment < LATEST:
+                raise ValidationFailed("Screening times must fall between 2000 and 2200")
         if self.ends_at is not None and self.ends_at <= self.starts_at:
             raise ValidationFailed("ends_at must be after starts_at")
 
@@ -89,6 +95,8 @@ async def create_screening(call: Call) -> ScreeningOut:
 async def list_screenings(call: Call) -> list[ScreeningOut]:
     """List screenings by start time, upcoming ones only unless ``upcoming=false``."""
     q: ScreeningQuery = call.query
+    if q.date is not None and not EARLIEST.year <= q.date.year < LATEST.year:
+        return []
     rows = await catalog.list_screenings(
         call.services.db,
         skip=q.skip,

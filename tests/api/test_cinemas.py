@@ -46,6 +46,10 @@ async def test_bad_input_is_422_and_stores_nothing(
         {"name": "X", "email": "not-an-email"},
         {"name": "X", "amenities": "parking"},
         {"name": "X", "amenities": [""]},
+        {"name": "nul\u0000"},  # PostgreSQL text cannot hold NUL: 422, not 500
+        {"name": "X", "city": "\u0000"},
+        {"name": "X", "amenities": ["a\u0000"]},
+        {"name": "X", "email": "a\u0000@b.example"},
     ):
         r = await client.post("/api/v1/cinemas/", json=body, headers=admin.headers)
         assert r.status_code == 422, (body, r.text)

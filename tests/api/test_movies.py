@@ -61,6 +61,9 @@ async def test_bad_input_is_422_and_stores_nothing(
         {"rating": -1},
         {"release_date": "02/10/2026"},
         {"poster_url": "javascript:alert(1)"},
+        {"poster_url": "https://x.example/\u0000"},
+        {"title": "nul\u0000"},
+        {"description": "\u0000"},
     ):
         r = await create(client, admin, **changes)
         assert r.status_code == 422, (changes, r.text)

@@ -79,7 +79,7 @@ async def test_unknown_cinema_or_room(client: httpx.AsyncClient, admin: Account)
 async def test_room_needs_a_name(client: httpx.AsyncClient, admin: Account) -> None:
     cinema_id = await new_cinema(client, admin)
     url = f"/api/v1/cinemas/{cinema_id}/rooms/"
-    for body in ({}, {"name": ""}, {"name": "X", "room_type": ""}):
+    for body in ({}, {"name": ""}, {"name": "X", "room_type": ""}, {"name": "\u0000"}):
         r = await client.post(url, json=body, headers=admin.headers)
         assert r.status_code == 422, body
 

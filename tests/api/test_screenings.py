@@ -134,6 +134,8 @@ async def test_create_refuses_bad_input(client: httpx.AsyncClient, admin: Accoun
         {**ok, "ends_at": (SOON - timedelta(hours=1)).isoformat()},
         {**ok, "price": -1},
         {**ok, "movie_id": 0},
+        {**ok, "starts_at": "9999-12-31T23:00:00Z"},  # its end would not fit in a datetime
+        {**ok, "starts_at": "0001-01-01T00:00:00+01:00"},
         {k: v for k, v in ok.items() if k != "price"},
     ]
     for body in bad:
@@ -200,6 +202,7 @@ async def test_list_filters_and_pages(client: httpx.AsyncClient, admin: Account)
     assert await ids(date=past.date().isoformat(), upcoming="false") == [s0["id"]]
     assert await ids(cinema_id=cinema_b, movie_id=alien) == [s2["id"]]
     assert await ids(skip=1, limit=1) == [s2["id"]]
+    assert await ids(date="9999-12-31") == []
     for bad in ({"limit": 201}, {"limit": 0}, {"skip": -1}, {"date": "tomorrow"}):
         r = await client.get("/api/v1/screenings/", params=bad)
         assert r.status_code == 422, bad
