@@ -9,6 +9,7 @@ import msgspec
 
 from api.cinemas import Title
 from api.routing import Call, Router
+from api.schemas import Page
 from db import catalog
 from seatlock.errors import ValidationFailed
 
@@ -96,10 +97,13 @@ async def create_room(call: Call) -> RoomOut:
     return RoomOut(**row)
 
 
-@router.get("/api/v1/cinemas/{cinema_id:int}/rooms/", response=list[RoomOut])
+@router.get("/api/v1/cinemas/{cinema_id:int}/rooms/", query=Page, response=list[RoomOut])
 async def list_rooms(call: Call) -> list[RoomOut]:
     """List the rooms of a cinema, with their capacity."""
-    rows = await catalog.list_rooms(call.services.db, call.params["cinema_id"])
+    page: Page = call.query
+    rows = await catalog.list_rooms(
+        call.services.db, call.params["cinema_id"], page.skip, page.limit
+    )
     return [RoomOut(**row) for row in rows]
 
 
@@ -125,6 +129,6 @@ async def create_seats(call: Call) -> list[SeatOut]:
 
 @router.get("/api/v1/rooms/{room_id:int}/seats/", response=list[SeatOut])
 async def list_seats(call: Call) -> list[SeatOut]:
-    """List the seats of a room, row by row, then by number."""
+    """List all the seats of a room, row by row, then by number (a layout: not paginated)."""
     rows = await catalog.list_seats(call.services.db, call.params["room_id"])
     return [SeatOut(**row) for row in rows]

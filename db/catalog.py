@@ -107,8 +107,15 @@ async def create_room(db: Executor, cinema_id: int, name: str, room_type: str) -
     return row
 
 
-async def list_rooms(db: Executor, cinema_id: int) -> list[asyncpg.Record]:
-    rows = await db.fetch(f"{ROOM_SELECT} WHERE r.cinema_id = $1 ORDER BY r.id", cinema_id)
+async def list_rooms(
+    db: Executor, cinema_id: int, skip: int = 0, limit: int | None = None
+) -> list[asyncpg.Record]:
+    rows = await db.fetch(
+        f"{ROOM_SELECT} WHERE r.cinema_id = $1 ORDER BY r.id OFFSET $2 LIMIT $3",
+        cinema_id,
+        skip,
+        limit,
+    )
     if not rows:
         await get_cinema(db, cinema_id)  # 404 for an unknown cinema, [] for an empty one
     return rows

@@ -47,6 +47,10 @@ async def test_create_list_and_get_rooms(client: httpx.AsyncClient, admin: Accou
     r = await client.get(f"/api/v1/cinemas/{cinema_id}/rooms/")
     assert r.status_code == 200
     assert [(x["name"], x["capacity"]) for x in r.json()] == [("Hall 1", 0), ("Hall 2", 10)]
+    r = await client.get(f"/api/v1/cinemas/{cinema_id}/rooms/", params={"skip": 1, "limit": 1})
+    assert [x["name"] for x in r.json()] == ["Hall 2"]
+    r = await client.get(f"/api/v1/cinemas/{cinema_id}/rooms/", params={"limit": 201})
+    assert r.status_code == 422
     r = await client.get(f"/api/v1/rooms/{second['id']}")
     assert r.status_code == 200
     assert r.json() == {**second, "capacity": 10}
