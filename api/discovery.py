@@ -167,7 +167,7 @@ async def run_search(
     hits = search_hits(rows)
     if call.principal is None:
         return public(hits)
-    if q is not None:
+    if q is not None and query.skip == 0:  # paging through results is still one search
         await discovery.record_search(call.services.db, call.principal.user_id, q)
     return JSON(hits, headers=PRIVATE)
 

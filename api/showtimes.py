@@ -90,10 +90,14 @@ def showtime_out(row: Any) -> ShowtimeOut:
     )
 
 
-def utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
+def utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
+    """Aware and in UTC; a naive value is taken to be UTC already."""
+    if value is None or value.tzinfo is None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0
+        raise ValidationFailed(f"`{name}` is out of range") from None
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime | None]:
@@ -113,7 +117,7 @@ def window(query: DateQuery) -> tuple[dt.datetime, dt.datetime | None]:
 
 
 def showtime_filters(query: ShowtimeQuery) -> ShowtimeFilters:
-    start, end = utc(query.starts_from), utc(query.starts_to)
+    start, end = utc(query.starts_from, "from"), utc(query.starts_to, "to")
     if start is not None and end is not None and start >= end:
         raise ValidationFailed("`from` must be before `to`")
     if query.date is not None:

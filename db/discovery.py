@@ -61,7 +61,7 @@ class MovieFilters:
 
 def filter_movies(where: Where, f: MovieFilters) -> None:
     if f.genre is not None:
-        where.add("lower(trim({})) = ANY(movie_genres(m.genre))", f.genre)
+        where.add("movie_genres(m.genre) @> ARRAY[lower(trim({}::text))]", f.genre)
     if f.language is not None:
         where.add("lower(m.language) = lower({})", f.language)
     if f.min_rating is not None:
@@ -82,7 +82,7 @@ def movie_order(sort_by: str, order: str | None, searching: bool) -> str:
         flip = "DESC" if direction == "ASC" else "ASC"
         keys = f"h.tier {flip}, h.score {direction}"
     elif sort_by == "relevance":
-        keys = f"m.rating {direction} NULLS LAST, m.release_date {direction} NULLS LAST"
+        keys = f"m.rating {direction} NULLS LAST"
     elif sort_by == "title":
         keys = f"lower(m.title) {direction}"
     else:
@@ -268,6 +268,7 @@ FROM scored x JOIN movies m ON m.id = x.id LEFT JOIN sales sa ON sa.movie_id = m
 ORDER BY score DESC, tickets_sold DESC, m.rating DESC NULLS LAST, m.id
 OFFSET $2 LIMIT $3
 """
+# Reviews are rated 1..5: a 4 or a 5 means the user liked the film.
 REVIEWED = "UNION SELECT movie_id FROM reviews WHERE user_id = $1 AND rating >= 4"
 SEARCHES = (
     "SELECT query FROM search_history WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 10"
@@ -277,19 +278,20 @@ NO_SEARCHES = "SELECT NULL::text AS query WHERE false"
 
 async def recommended(db: Executor, user_id: int, skip: int, limit: int) -> list[asyncpg.Record]:
     """Movies for this user from favorites, tickets, reviews, preferences and searches."""
-    # Reviews and search history come from other migrations; use them when they exist.
-    present = await db.fetchrow(
-        "SELECT to_regclass('public.reviews') IS NOT NULL AS reviews,"
-        " to_regclass('public.search_history') IS NOT NULL AS searches"
-    )
-    assert present is not None
-    sql = RECOMMEND_SQL.format(
+    try:
+        return await db.fetch(recommend_sql(with_others=True), user_id, skip, limit)
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+        # Reviews and search history come from another migration (0005): go on without them.
+        return await db.fetch(recommend_sql(with_others=False), user_id, skip, limit)
+
+
+def recommend_sql(*, with_others: bool) -> str:
+    return RECOMMEND_SQL.format(
         sales=SALES_CTE,
         movie_columns=MOVIE_COLUMNS,
-        reviewed=REVIEWED if present["reviews"] else "",
-        searches=SEARCHES if present["searches"] else NO_SEARCHES,
+        reviewed=REVIEWED if with_others else "",
+        searches=SEARCHES if with_others else NO_SEARCHES,
     )
-    return await db.fetch(sql, user_id, skip, limit)
 
 
 SHOWTIME_SELECT = (

@@ -99,3 +99,4 @@ CREATE INDEX movies_rating_idx ON movies (rating DESC NULLS LAST, id);
 CREATE FUNCTION movie_genres(p_genre text) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
     SELECT array_remove(regexp_split_to_array(lower(trim(p_genre)), '\s*[,/|]\s*'), '')
 $$;
+CREATE INDEX movies_genres_idx ON movies USING gin (movie_genres(genre)) WITH (fastupdate = off);

@@ -415,3 +415,24 @@ async def test_recommended_survives_odd_preferences(
         await db.execute("UPDATE users SET preferences = $1::jsonb WHERE id = $2", prefs, user.id)
         r = await client.get("/api/v1/movies/recommended", headers=user.headers)
         assert ids(r) == [movie], prefs
+
+
+async def test_recommended_uses_liked_reviews_when_there_are_reviews(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    if not await db.fetchval("SELECT to_regclass('public.reviews') IS NOT NULL"):
+        pytest.skip("no reviews table in this schema")
+    room = await add_room(db, await add_cinema(db, "X"))
+    loved = await add_movie(db, "Loved", genre="Musical")
+    hated = await add_movie(db, "Hated", genre="Horror")
+    musical = await add_movie(db, "Sing", genre="Musical")
+    horror = await add_movie(db, "Boo", genre="Horror", rating=9)
+    for i, movie in enumerate((musical, horror)):
+        await add_screening(db, movie, room, NOW + dt.timedelta(days=1 + i))
+    await db.executemany(
+        "INSERT INTO reviews (movie_id, user_id, rating, content) VALUES ($1, $2, $3, 'x')",
+        [(loved, user.id, 5), (hated, user.id, 1)],
+    )
+    r = await client.get("/api/v1/movies/recommended", headers=user.headers)
+    assert ids(r) == [musical, horror]
+    assert [m["reasons"] for m in r.json()] == [["liked_genre"], ["popular"]]

@@ -126,6 +126,8 @@ async def test_signed_in_searches_are_recorded(
     await add_movie(db, "Heat")
     r = await client.get(URL, params={"q": "  heat "}, headers=user.headers)
     assert r.status_code == 200
+    r = await client.get(URL, params={"q": "heat", "skip": 50}, headers=user.headers)
+    assert r.status_code == 200  # the next page of the same search
     assert "public" not in r.headers["cache-control"]
     r = await client.get(
         "/api/v1/movies/advanced-search", params={"q": "crime", "genre": "x"}, headers=user.headers

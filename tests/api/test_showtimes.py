@@ -89,6 +89,8 @@ async def test_bad_filters(client: httpx.AsyncClient) -> None:
         {"date": "2026-02-30"},
         {"date": "tomorrow"},
         {"from": "noon"},
+        {"from": "0001-01-01T00:00:00+01:00"},
+        {"to": "2026-01-01T00:00:00+25:00"},
         {"from": later, "to": TOMORROW.isoformat()},
         {"movie_id": "x"},
         {"movie_id": 0},
