@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import asyncpg
 
+from seatlock import bench
 from seatlock.embedded import EmbeddedPostgres, EmbeddedRedis
 from seatlock.settings import PREFIX, Settings
 
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     admin.add_argument("email")
     admin.add_argument("--password", help="default: $SEATLOCK_ADMIN_PASSWORD or a prompt")
     sub.add_parser("seed-demo", help="add the demo cinema, rooms, movies and screenings")
+    bench.add_arguments(sub.add_parser("bench", help="run the benchmark and print its table"))
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         create_admin(settings, args.email, args.password)
     elif args.command == "seed-demo":
         seed_command(settings)
+    elif args.command == "bench":
+        sys.exit(bench.run(args))
     else:  # pragma: no cover - argparse refuses unknown commands
         parser.error(f"unknown command {args.command}")
     sys.exit(0)

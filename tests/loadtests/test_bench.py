@@ -1,0 +1,59 @@
+"""Smoke run of ``seatlock bench --quick``: it starts its own servers, runs every workload briefly
+and prints the table; the correctness rows must say 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(150)
+async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from seatlock.cli import main; main()",
+        "bench",
+        "--quick",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 140)
+    text = stdout.decode(errors="replace")
+    assert proc.returncode == 0, text
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in text.splitlines()
+        if line.startswith("| ")
+    }
+    assert rows["Double-sold seats"][0] == "0", text
+    assert rows["Lost bookings (201 not in PostgreSQL)"][0] == "0", text
+    assert rows["HTTP 5xx answers"][0] == "0", text
+    for name in (
+        "HTTP ceiling",
+        "Redis ceiling",
+        "Hold attempts",
+        "Availability reads",
+        "Bookings committed, spread",
+        "Bookings committed, one hot",
+        "WebSocket: 20 watchers at 10",
+        "WebSocket: 20 watchers at 1 ",
+        "Expiry",
+    ):
+        row = next(cells for key, cells in rows.items() if key.startswith(name))
+        assert row[0] and not row[0].startswith("0 "), (name, text)
+    assert "20 connected, 100.0% delivered" in text, text
+    assert out.read_text().startswith("# seatlock bench"), out.read_text()
+    assert "- machine: " in out.read_text() and "- command: `seatlock bench --quick" in text

@@ -1,0 +1,105 @@
+"""Smoke runs of the Locust scenarios: a few users for a few seconds against the live server.
+
+They check that the scenarios work end to end (setup through the admin API, every request
+answered as the contract says, the books checked at the end), not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import PASSWORD, Account, LiveServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_locust(
+    scenario: str, server: LiveServer, admin: Account, users: int = 4, **env: str
+) -> tuple[int, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "loadtests" / scenario),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        "3s",
+        "--stop-timeout",
+        "2",
+        "--host",
+        server.url,
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    environment = {
+        **os.environ,
+        "SEATLOCK_ADMIN_EMAIL": admin.email,
+        "SEATLOCK_ADMIN_PASSWORD": PASSWORD,
+        "SEATLOCK_DATABASE_URL": server.settings.database_url,
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=ROOT,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 50)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+def summary_count(output: str, method: str, name: str) -> int:
+    """How many requests of one name the final Locust summary lists (0 when absent)."""
+    for line in output.splitlines():
+        parts = line.split()
+        if parts[:1] == [method] and " ".join(parts[1:]).startswith(name + " "):
+            return int(line.split("|")[0].split()[-2])
+    return 0
+
+
+async def test_release_day(server: LiveServer, admin: Account) -> None:
+    code, output = await run_locust("release_day.py", server, admin)
+    assert code == 0, output
+    assert "BOOKS OK" in output, output
+    assert summary_count(output, "POST", "reserve") > 0, output
+    assert summary_count(output, "GET", "availability") > 0, output
+    assert summary_count(output, "WS", "connect") == 4, output
+
+
+async def test_browsing(server: LiveServer, admin: Account) -> None:
+    code, output = await run_locust("browsing.py", server, admin)
+    assert code == 0, output
+    assert "BOOKS OK" in output, output
+    assert summary_count(output, "GET", "availability") > 0, output
+
+
+async def test_watchers(server: LiveServer, admin: Account) -> None:
+    code, output = await run_locust("watchers.py", server, admin, users=6)
+    assert code == 0, output
+    assert "BOOKS OK" in output, output
+    assert summary_count(output, "WS", "connect") == 5, output
+    assert summary_count(output, "WS", "update delay") > 0, output
+    assert "last-watcher delay over" in output, output
+
+
+@pytest.mark.parametrize("scenario", ["release_day.py"])
+async def test_a_failed_setup_fails_the_run(
+    scenario: str, server: LiveServer, admin: Account
+) -> None:
+    code, output = await run_locust(
+        scenario, server, admin, users=1, SEATLOCK_LOAD_SCREENING_ID="987654321"
+    )
+    assert code == 1, output
+    assert "SETUP FAILED" in output and "BOOKS NOT CHECKED" in output, output
