@@ -19,6 +19,7 @@ from seatlock.errors import ValidationFailed
 router = Router("Admin")
 
 MAX_PERIOD_DAYS = 366
+EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 
 
 class LimitQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -166,6 +167,8 @@ async def revenue_by_period(call: Call) -> RevenueByPeriod:
     q: PeriodQuery = call.query
     if q.end_date < q.start_date:
         raise ValidationFailed("end_date must not be before start_date")
+    if q.start_date < EARLIEST or q.end_date > LATEST:
+        raise ValidationFailed(f"Dates must lie between {EARLIEST} and {LATEST}")
     if (q.end_date - q.start_date).days + 1 > MAX_PERIOD_DAYS:
         raise ValidationFailed(f"The range may span at most {MAX_PERIOD_DAYS} days")
     rows = await stats.revenue_by_period(call.services.db, q.start_date, q.end_date, q.period)

@@ -32,7 +32,7 @@ MAX_SKIP = 1_000_000_000
 
 Phone = Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9][0-9 ()./-]{2,31}$")]
 Bio = Annotated[str, msgspec.Meta(max_length=1000)]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]+$")]
 PositiveId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 Query = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -180,8 +180,7 @@ async def update_picture_url(call: Call) -> UserOut:
     Absolute http(s) URLs only.
     """
     url = _no_nul(call.body.url.strip(), "url")
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    if not _is_web_url(url):
         raise ValidationFailed("url must be an absolute http(s) URL")
     return await _set_picture(call.services, call.user.user_id, url)
 
@@ -240,6 +239,14 @@ async def get_user(call: Call) -> PublicProfile:
         created_at=row["created_at"],
         review_count=row["review_count"],
     )
+
+
+def _is_web_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 async def _set_picture(services: Services, user_id: int, url: str) -> UserOut:

@@ -218,6 +218,8 @@ async def test_revenue_by_week_and_month(
         "start_date=2026-13-01&end_date=2026-12-01",
         "start_date=2026-01-01&end_date=2026-01-02&period=year",
         "start_date=2026-01-01&end_date=2026-01-02&bogus=1",
+        "start_date=0001-01-01&end_date=0001-01-31&period=week",
+        "start_date=9999-12-01&end_date=9999-12-31&period=month",
     ],
 )
 async def test_revenue_period_rejects_bad_ranges(

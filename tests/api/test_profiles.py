@@ -98,6 +98,8 @@ async def test_preferences(
         {"favourite_colour": "red"},
         {"genres": "drama"},
         {"genres": [""]},
+        {"genres": ["nul \u0000"]},
+        {"languages": ["new\nline"]},
         {"genres": ["g"] * 51},
         {"preferred_cinema_ids": [0]},
         {"preferred_cinema_ids": [999999]},
@@ -124,7 +126,14 @@ async def test_picture_url(client: httpx.AsyncClient, user: Account) -> None:
     r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
     assert r.status_code == 200, r.text
     assert r.json()["profile_picture_url"] == url
-    for bad in ("ftp://x.org/a.png", "javascript:alert(1)", "/relative.png", "https://", ""):
+    bad_urls = (
+        "ftp://x.org/a.png",
+        "javascript:alert(1)",
+        "/relative.png",
+        "https://",
+        "http://[::1",
+    )
+    for bad in (*bad_urls, "", "https://x.org/\u0000"):
         r = await client.put(f"{ME}/profile-picture-url", json={"url": bad}, headers=user.headers)
         assert r.status_code == 422, bad
     assert (await client.put(f"{ME}/profile-picture-url", json={"url": url})).status_code == 401
