@@ -140,3 +140,17 @@ async def test_signed_in_searches_are_recorded(
     assert [(r["user_id"], r["query"]) for r in rows] == [(user.id, "heat"), (user.id, "crime")]
     bad = {"Authorization": "Bearer not-a-token"}
     assert (await client.get(URL, params={"q": "heat"}, headers=bad)).status_code == 401
+
+
+async def test_search_follows_catalog_changes(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    movie = await add_movie(db, "Working Title", genre="Drama")
+    await db.execute(
+        "UPDATE movies SET title = 'Casablanca', genre = 'Romance' WHERE id = $1", movie
+    )
+    assert ids(await client.get(URL, params={"q": "casablanca"})) == [movie]
+    assert ids(await client.get(URL, params={"q": "casablanka"})) == [movie]
+    assert ids(await client.get(URL, params={"q": "romance"})) == [movie]
+    assert ids(await client.get(URL, params={"q": "working"})) == []
+    assert ids(await client.get(URL, params={"q": "drama"})) == []
