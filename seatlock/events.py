@@ -68,19 +68,29 @@ class Watcher:
         self.queue.put_nowait(CLOSE)
 
 
-def seat_message(seat: dict[str, Any], viewer: int | None, ts: str, bulk: bool) -> dict[str, Any]:
-    status = seat["status"]
+def _owner_for(seat: dict[str, Any], viewer: int | None) -> int | None:
+    """The seat's holder or buyer if that is the viewer; None otherwise (invariant 9)."""
     owner = seat.get("user_id")
-    mine = owner is not None and owner == viewer
-    item: dict[str, Any] = {"seat_id": seat["seat_id"], "status": status}
-    if not bulk:
-        item = {"type": "seat_update", **item}
-        item["reserved_by"] = owner if mine else None
-    elif mine:
-        item["booked_by" if status == "booked" else "reserved_by"] = owner
+    return owner if owner is not None and owner == viewer else None
+
+
+def seat_update(seat: dict[str, Any], viewer: int | None, ts: str) -> dict[str, Any]:
+    return {
+        "type": "seat_update",
+        "seat_id": seat["seat_id"],
+        "status": seat["status"],
+        "reserved_by": _owner_for(seat, viewer),
+        "expires_at": iso(seat.get("expires_at")),
+        "timestamp": ts,
+    }
+
+
+def bulk_item(seat: dict[str, Any], viewer: int | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"seat_id": seat["seat_id"], "status": seat["status"]}
+    owner = _owner_for(seat, viewer)
+    if owner is not None:
+        item["booked_by" if seat["status"] == "booked" else "reserved_by"] = owner
     item["expires_at"] = iso(seat.get("expires_at"))
-    if not bulk:
-        item["timestamp"] = ts
     return item
 
 
@@ -89,8 +99,8 @@ def render(event: dict[str, Any], viewer: int | None) -> str:
     seats: list[dict[str, Any]] = event.get("seats") or []
     ts = iso(event.get("ts")) or now_iso()
     if len(seats) == 1:
-        return encode(seat_message(seats[0], viewer, ts, bulk=False))
-    updates = [seat_message(s, viewer, ts, bulk=True) for s in seats]
+        return encode(seat_update(seats[0], viewer, ts))
+    updates = [bulk_item(s, viewer) for s in seats]
     return encode({"type": "bulk_seat_update", "updates": updates, "timestamp": ts})
 
 

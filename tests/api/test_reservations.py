@@ -408,3 +408,15 @@ async def test_two_hundred_racers_never_share_a_seat(
     assert len(users) == len(winners)
     seats = await availability(client, show)
     assert sorted(s for s, v in seats.items() if v["status"] == "reserved") == sorted(won_seats)
+    # History reaches PostgreSQL in the background: one active row per won seat, none other.
+    async with asyncio.timeout(5):
+        while True:
+            rows = await db.fetch(
+                "SELECT seat_id, user_id FROM reservations WHERE screening_id = $1"
+                " AND status = 'active'",
+                show.id,
+            )
+            if len(rows) >= len(won_seats):
+                break
+            await asyncio.sleep(0.05)
+    assert sorted(r["seat_id"] for r in rows) == sorted(won_seats)

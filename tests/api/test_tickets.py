@@ -61,6 +61,12 @@ async def test_book_from_reservation_prices_and_sells(
     assert await held_in_redis(redis, show) == {}
     mine = (await client.get("/api/v1/tickets/my-tickets", headers=user.headers)).json()
     assert sorted(t["id"] for t in mine) == sorted(t["id"] for t in tickets)
+    history = await client.get(
+        "/api/v1/seat-reservations/my-reservations",
+        params={"include_expired": "true"},
+        headers=user.headers,
+    )
+    assert [h["status"] for h in history.json()] == ["booked"] * 5
 
 
 async def test_booking_needs_a_live_hold_of_your_own(
@@ -262,3 +268,34 @@ async def test_database_down_is_503_and_releases_the_holds(
     assert await db.fetchval("SELECT count(*) FROM bookings") == 0
     assert await held_in_redis(redis, show) == {}
     assert {s["status"] for s in (await availability(client, show)).values()} == {"available"}
+
+
+async def test_bad_booking_input_changes_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    show = await make_screening(db, 2)
+    other = await make_screening(db, 1)
+    a = show.seat_ids[0]
+    cases = [
+        ({"screening_id": show.id, "seat_ids": [a, a]}, 422),
+        ({"screening_id": show.id, "seat_ids": []}, 422),
+        ({"screening_id": show.id, "seat_ids": ["1"]}, 422),
+        ({"screening_id": show.id, "seat_ids": [a], "payment_id": ""}, 422),
+        ({"screening_id": show.id, "seat_ids": [a, other.seat_ids[0]]}, 404),
+        ({"screening_id": 10**12, "seat_ids": [a]}, 404),
+    ]
+    for body, status in cases:
+        r = await client.post(BOOK, json=body, headers=user.headers)
+        assert r.status_code == status, r.text
+        paid = {"payment_id": "pay_bad", **body}
+        r = await client.post(FROM_HOLD, json=paid, headers=user.headers)
+        assert r.status_code in {status, 409 if status == 404 else status}, r.text
+    r = await client.post(
+        BOOK,
+        content=b'{"screening_id": ',
+        headers={**user.headers, "content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert await db.fetchval("SELECT count(*) FROM tickets") == 0
+    assert await db.fetchval("SELECT count(*) FROM bookings") == 0
+    assert await held_in_redis(redis, show) == {}

@@ -12,6 +12,7 @@ import websockets
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
+import api.websockets
 from seatlock.events import CLOSE, QUEUE_SIZE, Hub
 from tests.api.test_reservations import make_screening, reserve, wait_for_status, watch
 from tests.support import Account, LiveServer
@@ -136,3 +137,58 @@ async def test_a_slow_client_is_dropped_and_others_keep_going(redis: Redis) -> N
     assert slow.queue.get_nowait() == CLOSE  # its sender closes the socket
     hub.dispatch(orjson.dumps(event))
     assert orjson.loads(fast.queue.get_nowait())["reserved_by"] == 3
+
+
+async def test_idle_connection_gets_heartbeats(
+    db: asyncpg.Connection, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api.websockets, "HEARTBEAT_S", 0.2)
+    show = await make_screening(db, 1)
+    ws = await watch(server, show.id)
+    try:
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 3))["type"] == "ping"
+    finally:
+        await ws.close()
+
+
+async def test_events_flow_again_after_the_subscription_is_cut(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    server: LiveServer,
+    user: Account,
+) -> None:
+    show = await make_screening(db, 2)
+    ws = await watch(server, show.id)
+    try:
+        assert await redis.client_kill_filter(_type="pubsub") >= 1
+        seat = show.seat_ids[0]
+        cancel = f"/api/v1/seat-reservations/cancel/{show.id}"
+        async with asyncio.timeout(5):
+            while True:  # the hub resubscribes within moments; changes made meanwhile are missed
+                assert (await reserve(client, user, show, [seat])).status_code == 201
+                assert (await client.delete(cancel, headers=user.headers)).status_code == 204
+                try:
+                    message = orjson.loads(await asyncio.wait_for(ws.recv(), 0.3))
+                except TimeoutError:
+                    continue
+                assert message["type"] == "seat_update" and message["seat_id"] == seat
+                break
+    finally:
+        await ws.close()
+
+
+async def test_ticket_cancel_reaches_watchers(
+    client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
+) -> None:
+    show = await make_screening(db, 1)
+    seat = show.seat_ids[0]
+    body = {"screening_id": show.id, "seat_ids": [seat], "payment_id": "pay_ws_cancel"}
+    ticket = (await client.post("/api/v1/tickets/book", json=body, headers=user.headers)).json()
+    ws = await watch(server, show.id)
+    try:
+        r = await client.delete(f"/api/v1/tickets/{ticket[0]['id']}", headers=user.headers)
+        assert r.status_code == 200
+        await wait_for_status(ws, [seat], "available")
+    finally:
+        await ws.close()
