@@ -50,20 +50,22 @@ async def screening_updates(websocket: WebSocket) -> None:
     hub = hub_of(services)
     watcher = hub.join(screening_id, user_id)
     try:
-        await websocket.send_text(
-            encode(
-                {
-                    "type": "connection_confirmed",
-                    "screening_id": screening_id,
-                    "message": "Connected to real-time seat updates",
-                }
-            )
-        )
+        await websocket.send_text(_confirmation(screening_id))
         await _serve(websocket, watcher)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
         hub.leave(watcher)
+
+
+def _confirmation(screening_id: int) -> str:
+    return encode(
+        {
+            "type": "connection_confirmed",
+            "screening_id": screening_id,
+            "message": "Connected to real-time seat updates",
+        }
+    )
 
 
 async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | None]:

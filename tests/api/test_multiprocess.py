@@ -71,3 +71,21 @@ async def test_racers_on_two_servers_get_each_seat_once(
 
 def _seats(body: dict[str, Any]) -> list[int]:
     return [x["seat_id"] for x in body["reservations"]]
+
+
+async def test_each_process_hands_out_its_own_block_of_reservation_ids(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    servers = [make_server(), make_server()]
+    show = await make_screening(db, 4)
+    [headers] = await make_users(db, servers[0], 1)
+    ids: list[list[int]] = []
+    for n, server in enumerate(servers):
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            body = {"screening_id": show.id, "seat_ids": show.seat_ids[2 * n : 2 * n + 2]}
+            r = await client.post(RESERVE, json=body, headers=headers)
+            assert r.status_code == 201
+            ids.append([x["id"] for x in r.json()["reservations"]])
+    for block in ids:
+        assert block[1] == block[0] + 1  # consecutive within a process's block
+    assert ids[0][0] // 1000 != ids[1][0] // 1000  # different blocks across processes

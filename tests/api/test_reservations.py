@@ -420,3 +420,27 @@ async def test_two_hundred_racers_never_share_a_seat(
                 break
             await asyncio.sleep(0.05)
     assert sorted(r["seat_id"] for r in rows) == sorted(won_seats)
+
+
+async def test_holds_do_not_wait_for_the_history(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    """History rows are written in the background: a failing history table blocks no hold."""
+    show = await make_screening(db, 2)
+    await db.execute(
+        "CREATE FUNCTION refuse_history() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'history refused'; END $$;"
+        " CREATE TRIGGER refuse_history BEFORE INSERT ON reservations"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_history()"
+    )
+    try:
+        r = await reserve(client, user, show, show.seat_ids)
+        mine = await client.get("/api/v1/seat-reservations/my-reservations", headers=user.headers)
+    finally:
+        await db.execute(
+            "DROP TRIGGER refuse_history ON reservations; DROP FUNCTION refuse_history()"
+        )
+    assert r.status_code == 201, r.text
+    assert await held_in_redis(redis, show) == dict.fromkeys(show.seat_ids, user.id)
+    assert mine.status_code == 200
+    assert mine.json() == []
