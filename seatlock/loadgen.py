@@ -179,6 +179,7 @@ class Job:
 class Sample:
     ops: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    finished_at: list[float] = field(default_factory=list)  # wall clock, one per latency
     statuses: dict[int, int] = field(default_factory=dict)
     tickets: list[tuple[int, int, int]] = field(default_factory=list)  # (ticket, screening, seat)
     won: int = 0
@@ -190,6 +191,7 @@ class Sample:
     def merge(self, other: Sample) -> None:
         self.ops += other.ops
         self.latencies_ms += other.latencies_ms
+        self.finished_at += other.finished_at
         for code, n in other.statuses.items():
             self.statuses[code] = self.statuses.get(code, 0) + n
         self.tickets += other.tickets
@@ -205,6 +207,7 @@ class Sample:
     def record(self, status: int, started: float) -> None:
         self.ops += 1
         self.latencies_ms.append((time.perf_counter() - started) * 1000)
+        self.finished_at.append(time.time())
         self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
@@ -220,6 +223,8 @@ def generator_main(job: Job) -> Sample:
 async def run_job(job: Job) -> Sample:
     if job.kind in ("watch", "watch-expiry"):
         return await watch(job)
+    if job.kind == "engine-hold":
+        return await engine_holds(job)
     loop = LOOPS[job.kind]
     sample = Sample()
     clients = [make_client(job) for _ in range(job.connections)]
@@ -252,7 +257,7 @@ async def get_loop(job: Job, http: Http, index: int, deadline: float, sample: Sa
 def pick_seats(seat_ids: list[int]) -> list[int]:
     """1-6 neighbouring seats around the middle of the room: everybody wants the same ones."""
     count = random.randint(1, 6)
-    middle = len(seat_ids) // 2 + int(random.gauss(0, len(seat_ids) / 8))
+    middle = len(seat_ids) // 2 + int(random.gauss(0, len(seat_ids) / 20))
     first = min(max(0, middle), len(seat_ids) - count)
     return seat_ids[first : first + count]
 
@@ -313,6 +318,49 @@ async def redis_hold_loop(
         if reply[0] == 0:
             sample.won += 1
             await redis.call("EVALSHA", sha_release, len(keys), *keys, sid, now, user, *seats)
+
+
+async def engine_holds(job: Job) -> Sample:
+    """``SeatEngine.hold`` in process, ``job.connections`` at a time: the engine without HTTP."""
+    from redis.asyncio import Redis
+
+    from seatlock.engine import SeatEngine
+
+    async def no_source(screening_id: int) -> None:
+        raise RuntimeError("the bench loads every screening before the engine workload")
+
+    redis = Redis.from_url(job.redis_url, max_connections=job.connections)
+    engine = SeatEngine(
+        redis, no_source, hold_ms=60_000, max_hold_ms=600_000, max_seats_per_user=10
+    )
+    sample = Sample()
+    await asyncio.sleep(max(0.0, job.start_at - time.time()))
+    deadline = time.perf_counter() + job.duration
+    try:
+        tasks = (engine_hold_loop(job, engine, i, deadline, sample) for i in range(job.connections))
+        await asyncio.gather(*tasks)
+    finally:
+        await redis.aclose()
+    return sample
+
+
+async def engine_hold_loop(
+    job: Job, engine: Any, index: int, deadline: float, sample: Sample
+) -> None:
+    from seatlock.engine import SeatsUnavailable, TooManySeats
+
+    user, sid = job.user_ids[index % len(job.user_ids)], job.screening_id
+    while time.perf_counter() < deadline:
+        seats = pick_seats(job.seat_ids)
+        started = time.perf_counter()
+        try:
+            await engine.hold(sid, user, seats)
+        except (SeatsUnavailable, TooManySeats):
+            sample.record(409, started)
+            continue
+        sample.record(201, started)
+        sample.won += 1
+        await engine.release(sid, user, seats)
 
 
 LOOPS: dict[str, Loop] = {

@@ -44,6 +44,7 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     for name in (
         "HTTP ceiling",
         "Redis ceiling",
+        "Engine holds",
         "Hold attempts",
         "Availability reads",
         "Bookings committed, spread",
@@ -54,6 +55,10 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     ):
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert row[0] and not row[0].startswith("0 "), (name, text)
-    assert "20 connected, 100.0% delivered" in text, text
+    for name in ("WebSocket: 20 watchers at 10", "WebSocket: 20 watchers at 1 "):
+        row = next(cells for key, cells in rows.items() if key.startswith(name))
+        assert row[0].startswith("20 connected"), text
+        assert row[1].endswith(" ms"), text  # the median change reached every watcher
+    assert (tmp_path / "results-holds.svg").read_text().startswith("<svg"), text
     assert out.read_text().startswith("# seatlock bench"), out.read_text()
     assert "- machine: " in out.read_text() and "- command: `seatlock bench --quick" in text
