@@ -116,7 +116,7 @@ async def run_seat_services(services: Services) -> AsyncIterator[None]:
         max_hold_ms=s.max_hold_seconds * 1000,
         max_seats_per_user=s.max_seats_per_user,
     )
-    hub = Hub(services.redis)
+    hub = Hub(services.redis, engine.seat_map)
     writer = HistoryWriter(services.db)
     services.extras.update(
         engine=engine,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +23,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from seatlock import keys
+from seatlock.engine import SeatState
+from seatlock.errors import SeatLockError
 
 logger = logging.getLogger(__name__)
 
 EVENTS_PATTERN = keys.screening_events(0).replace("{scr:0}", "{scr:*}")
 QUEUE_SIZE = 256
 CLOSE = ""  # queued to tell the sender its client was dropped
+
+Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
 
 
 def iso(ms: int | None) -> str | None:
@@ -107,8 +113,9 @@ def render(event: dict[str, Any], viewer: int | None) -> str:
 class Hub:
     """This process's watchers, fed by one pattern subscription on every screening's channel."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, snapshot: Snapshot | None = None) -> None:
         self._redis = redis
+        self._snapshot = snapshot
         self._rooms: dict[int, set[Watcher]] = {}
         self.ready = asyncio.Event()
 
@@ -163,8 +170,37 @@ class Hub:
     async def _listen(self, stop: asyncio.Event) -> None:
         async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.psubscribe(EVENTS_PATTERN)
+            if self.ready.is_set():
+                await self._resync()
             self.ready.set()
             while not stop.is_set():
                 message = await pubsub.get_message(timeout=0.5)
                 if message is not None and message["type"] == "pmessage":
                     self.dispatch(message["data"])
+
+    async def _resync(self) -> None:
+        """After a lost subscription, send watchers the whole seat map: changes made while we
+        were away were not delivered (pub/sub does not queue). Events published since the new
+        subscription follow the snapshot, so every seat converges to its latest state."""
+        if self._snapshot is None:
+            return
+        for screening_id in list(self._rooms):
+            try:
+                states = await self._snapshot(screening_id)
+            except (SeatLockError, RedisError, OSError) as exc:
+                logger.warning("no seat map to resync screening %s: %r", screening_id, exc)
+                continue
+            self.dispatch(orjson.dumps(snapshot_event(screening_id, states)))
+
+
+def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]:
+    seats = [
+        {
+            "seat_id": s.seat_id,
+            "status": s.status,
+            "user_id": s.user_id,
+            "expires_at": s.expires_at_ms,
+        }
+        for s in states
+    ]
+    return {"screening_id": screening_id, "ts": int(time.time() * 1000), "seats": seats}
