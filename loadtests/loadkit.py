@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import locust  # noqa: F401  (first: gevent patches ssl before requests imports it)
 import requests
 import websocket
 from locust.env import Environment

@@ -82,7 +82,9 @@ QUICK = dict(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, help="seconds per workload (default 20)")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (~20 s)")
-    parser.add_argument("--workers", type=int, help="server worker processes (default: cores)")
+    parser.add_argument(
+        "--workers", type=int, help="server worker processes (default: $SEATLOCK_WORKERS or cores)"
+    )
     parser.add_argument("--generators", type=int, help="load generator processes (default: cores)")
     parser.add_argument("--connections", type=int, help="connections per generator (default 64)")
     parser.add_argument("--watchers-fast", type=int, help="watchers at 10 changes/s (1000)")
@@ -94,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     base = Config(**QUICK) if args.quick else Config()  # type: ignore[arg-type]
     given = {
         "duration": args.duration,
-        "workers": args.workers,
+        "workers": args.workers if args.workers is not None else workers_from_env(),
         "generators": args.generators,
         "connections": args.connections,
         "watchers_fast": args.watchers_fast,
@@ -103,6 +105,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     command = "seatlock " + " ".join(sys.argv[1:]) if sys.argv[1:] else "seatlock bench"
     changes = {k: v for k, v in given.items() if v is not None}
     return replace(base, out=args.out, command=command, **changes)
+
+
+def workers_from_env() -> int | None:
+    """``SEATLOCK_WORKERS`` sizes the bench's server like ``seatlock serve``; a flag wins."""
+    raw = os.environ.get("SEATLOCK_WORKERS", "")
+    return int(raw) if raw.strip() else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,6 +180,7 @@ class Bench:
         self.redis_url = ""
         self.database_url = ""
         self.hot_seats: list[int] = []
+        self.server_procs: list[subprocess.Popen[bytes]] = []
 
     async def run(self) -> Report:
         root = Path(tempfile.mkdtemp(prefix="seatlock-bench-"))
@@ -204,6 +213,7 @@ class Bench:
         main = self.serve(root / "main", self.port, self.config.server_workers, {})
         short = {"SEATLOCK_HOLD_SECONDS": str(EXPIRY_HOLD_SECONDS)}
         expiry = self.serve(root / "expiry", self.expiry_port, 1, short)
+        self.server_procs = [main, expiry]
         try:
             yield
         finally:
@@ -246,12 +256,14 @@ class Bench:
 
     async def wait_ready(self) -> None:
         deadline = time.monotonic() + 90
-        for port in (self.port, self.expiry_port):
+        for port, proc in zip((self.port, self.expiry_port), self.server_procs, strict=True):
             http = Http(self.host, port)
             while True:
                 with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                     if (await http.call("GET", "/health/ready"))[0] == 200:
                         break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"seatlock serve exited with {proc.returncode}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"seatlock serve on port {port} did not become ready")
                 await asyncio.sleep(0.2)

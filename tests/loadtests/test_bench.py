@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from seatlock.bench import books
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,3 +64,9 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     assert (tmp_path / "results-holds.svg").read_text().startswith("<svg"), text
     assert out.read_text().startswith("# seatlock bench"), out.read_text()
     assert "- machine: " in out.read_text() and "- command: `seatlock bench --quick" in text
+
+
+async def test_books_count_a_lost_booking(backend_urls: tuple[str, str]) -> None:
+    """The lost-bookings row is not vacuous: a 201 ticket PostgreSQL does not have is counted."""
+    assert await books(backend_urls[1], []) == (0, 0)
+    assert await books(backend_urls[1], [(987654321, 1, 1)]) == (0, 1)

@@ -78,8 +78,10 @@ async def test_release_day(server: LiveServer, admin: Account) -> None:
     assert summary_count(output, "WS", "connect") >= 1, output
 
 
-async def test_browsing(server: LiveServer, admin: Account) -> None:
-    code, output = await run_locust("browsing.py", server, admin)
+async def test_browsing_checks_the_books_through_the_admin_api(
+    server: LiveServer, admin: Account
+) -> None:
+    code, output = await run_locust("browsing.py", server, admin, SEATLOCK_DATABASE_URL="")
     assert code == 0, output
     assert "BOOKS OK" in output, output
     assert summary_count(output, "GET", "availability") > 0, output
@@ -103,3 +105,24 @@ async def test_a_failed_setup_fails_the_run(
     )
     assert code == 1, output
     assert "SETUP FAILED" in output and "BOOKS NOT CHECKED" in output, output
+
+
+async def test_books_check_reports_a_lost_booking(server: LiveServer) -> None:
+    """The end-of-run check fails when a ticket the run saw answered 201 is not in PostgreSQL."""
+    url = server.settings.database_url
+    code = (
+        "import loadkit;"
+        "loadkit.STATE.booked[987654321] = (1, 1);"
+        f"print(loadkit.books_from_postgres({url!r}))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        cwd=ROOT / "loadtests",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, out
+    assert out.decode().strip().splitlines()[-1] == "['lost: 1']", out
