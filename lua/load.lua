@@ -22,8 +22,10 @@ end
 for i = 5 + count, #ARGV, 2 do
   redis.call('HSET', SOLD, ARGV[i], ARGV[i + 1])
 end
--- The version restarts above any value it had before Redis lost it: caches keyed on it stay safe.
+-- After Redis lost the screening the version restarts from the clock (in microseconds), above
+-- the lost value unless that screening averaged over 1000 changes per ms: caches keyed on it stay
+-- safe.
 local version = tonumber(redis.call('GET', VERSION) or '0')
-redis.call('SET', VERSION, math.max(version + 1, now))
+redis.call('SET', VERSION, string.format('%.0f', math.max(version + 1, now * 1000)))
 redis.call('HSET', META, 'starts_at', starts_at, 'ready', '1')
 return {OK, 1}
