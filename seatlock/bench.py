@@ -146,6 +146,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     tickets: list[tuple[int, int, int]] = field(default_factory=list)
     server_errors: int = 0
+    dropped: int = 0
     double_sold: int = -1
     lost: int = -1
     notes: list[str] = field(default_factory=list)
@@ -153,7 +154,8 @@ class Report:
 
     @property
     def correct(self) -> bool:
-        return self.double_sold == 0 and self.lost == 0 and self.server_errors == 0
+        failures = (self.double_sold, self.lost, self.server_errors, self.dropped)
+        return failures == (0, 0, 0, 0)
 
 
 @dataclass
@@ -396,6 +398,8 @@ class Bench:
         for sample in results:
             total.merge(sample)
         self.report.server_errors += sum(n for code, n in total.statuses.items() if code >= 500)
+        self.report.dropped += total.dropped
+        self.report.notes += [f"{jobs[0].kind}: {error}" for error in total.errors[:3]]
         return total
 
     async def bookings(self, s: Seeded) -> None:
@@ -411,8 +415,6 @@ class Bench:
             self.report.rows.append(
                 Row(name, f"{per_s:,.0f} tickets/s", *quantiles(sample), "", target)
             )
-            if sample.errors:
-                self.report.notes.append(f"{name}: {sample.errors[0]}")
 
     async def booking_workload(self, work: list[tuple[int, list[int]]]) -> Sample:
         generators = self.config.generator_count
@@ -550,7 +552,10 @@ class Bench:
 
     def row(self, name: str, sample: Sample, unit: str, ceiling: float | None, target: str) -> None:
         per_s = rate(sample, self.config.duration)
-        ratio = f"{per_s / ceiling:.2f}" if ceiling else "1.00 (ceiling)"
+        if ceiling is None:
+            ratio = "1.00 (ceiling)"
+        else:
+            ratio = f"{per_s / ceiling:.2f}" if ceiling > 0 else "n/a"
         self.report.rows.append(
             Row(name, f"{per_s:,.0f} {unit}", *quantiles(sample), ratio, target)
         )
@@ -733,6 +738,7 @@ def render(report: Report, config: Config) -> str:
         Row("Double-sold seats", str(report.double_sold), target="must be 0"),
         Row("Lost bookings (201 not in PostgreSQL)", str(report.lost), target="must be 0"),
         Row("HTTP 5xx answers", str(report.server_errors), target="must be 0"),
+        Row("Dropped connections (no answer)", str(report.dropped), target="must be 0"),
     ]
     header = ["Workload", "Result", "p50", "p99", "Ratio to ceiling", "Target"]
     lines = [

@@ -44,7 +44,11 @@ class Http:
     async def call(
         self, method: str, path: str, body: Any = None, token: str = ""
     ) -> tuple[int, bytes]:
-        """Send one request and read its response; reconnects once if the server hung up."""
+        """Send one request and read its response; reconnects once if the server hung up.
+
+        The retry may repeat a request the server already handled; every bench request is safe
+        to repeat (GETs, re-holding one's own seats, cancels, bookings keyed by payment_id).
+        """
         request = self._encode(method, path, body, token)
         for attempt in (1, 2):
             try:
@@ -186,6 +190,7 @@ class Sample:
     events: dict[str, tuple[float, int]] = field(default_factory=dict)  # key -> (worst ms, count)
     freed_at: dict[int, float] = field(default_factory=dict)  # seat -> last watcher saw it free
     connected: int = 0
+    dropped: int = 0  # requests whose connection failed instead of answering
     errors: list[str] = field(default_factory=list)
 
     def merge(self, other: Sample) -> None:
@@ -202,6 +207,7 @@ class Sample:
         for seat, at in other.freed_at.items():
             self.freed_at[seat] = max(self.freed_at.get(seat, 0.0), at)
         self.connected += other.connected
+        self.dropped += other.dropped
         self.errors += other.errors[:5]
 
     def record(self, status: int, started: float) -> None:
@@ -247,11 +253,32 @@ def make_client(job: Job) -> Http | Resp:
 Loop = Callable[[Job, Any, int, float, Sample], Awaitable[None]]
 
 
+async def timed(
+    http: Http, sample: Sample, method: str, path: str, body: Any = None, token: str = ""
+) -> tuple[int, bytes]:
+    """One request, recorded in ``sample``; a connection that fails instead of answering counts
+    as dropped (status 0)."""
+    started = time.perf_counter()
+    status, raw = await untimed(http, sample, method, path, body, token)
+    sample.record(status, started)
+    return status, raw
+
+
+async def untimed(
+    http: Http, sample: Sample, method: str, path: str, body: Any = None, token: str = ""
+) -> tuple[int, bytes]:
+    try:
+        return await http.call(method, path, body, token)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        sample.dropped += 1
+        if len(sample.errors) < 5:
+            sample.errors.append(f"{method} {path}: {exc!r}")
+        return 0, b""
+
+
 async def get_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
     while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        status, _ = await http.call("GET", job.path)
-        sample.record(status, started)
+        await timed(http, sample, "GET", job.path)
 
 
 def pick_seats(seat_ids: list[int]) -> list[int]:
@@ -267,14 +294,14 @@ async def hold_loop(job: Job, http: Http, index: int, deadline: float, sample: S
     while time.perf_counter() < deadline:
         seats = pick_seats(job.seat_ids)
         body = {"screening_id": job.screening_id, "seat_ids": seats}
-        started = time.perf_counter()
-        status, _ = await http.call("POST", f"{API}/seat-reservations/reserve", body, token)
-        sample.record(status, started)
+        status, _ = await timed(
+            http, sample, "POST", f"{API}/seat-reservations/reserve", body, token
+        )
         if status == 201:
             sample.won += 1
             ids = ",".join(map(str, seats))
             path = f"{API}/seat-reservations/cancel/{job.screening_id}?seat_ids={ids}"
-            await http.call("DELETE", path, None, token)
+            await untimed(http, sample, "DELETE", path, None, token)
 
 
 async def book_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
@@ -284,9 +311,7 @@ async def book_loop(job: Job, http: Http, index: int, deadline: float, sample: S
             return
         payment = f"bench-{os.getpid()}-{index}-{n}-{random.getrandbits(32)}"
         body = {"screening_id": screening_id, "seat_ids": seats, "payment_id": payment}
-        started = time.perf_counter()
-        status, raw = await http.call("POST", f"{API}/tickets/book", body, token)
-        sample.record(status, started)
+        status, raw = await timed(http, sample, "POST", f"{API}/tickets/book", body, token)
         if status == 201:
             tickets = orjson.loads(raw)
             sample.won += len(tickets)

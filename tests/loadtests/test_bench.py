@@ -43,6 +43,7 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     assert rows["Double-sold seats"][0] == "0", text
     assert rows["Lost bookings (201 not in PostgreSQL)"][0] == "0", text
     assert rows["HTTP 5xx answers"][0] == "0", text
+    assert rows["Dropped connections (no answer)"][0] == "0", text
     for name in (
         "HTTP ceiling",
         "Redis ceiling",
