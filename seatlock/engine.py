@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seatlock import keys
@@ -23,7 +24,10 @@ from seatlock.errors import Conflict, InvalidInput, NotFound, SeatLockError, Una
 from seatlock.scripts import Scripts, Status
 
 logger = logging.getLogger(__name__)
-SWEEP_BATCH = 500  # seats per sweep script run, so one run stays short
+SWEEP_BATCH = 500  # seats per sweep script run, and screenings per sweep round trip
+MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
+# Redis cannot answer now (down, loading its data, a replica during failover): retry later.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 
 class Layout(NamedTuple):
@@ -130,6 +134,7 @@ class SeatEngine:
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
     ) -> list[Hold]:
         """Hold every seat for ``hold_ms`` or none; seats the caller already holds are kept."""
+        _check_user(user_id)
         seats = _seat_list(seat_ids)
         if len(seats) > self.max_seats_per_user:
             raise TooManySeats(self.max_seats_per_user)
@@ -146,6 +151,7 @@ class SeatEngine:
         now_ms: int | None = None,
     ) -> list[Hold]:
         """Push back the caller's live holds by ``extra_ms`` (capped at max_hold_ms of life)."""
+        _check_user(user_id)
         seats = _seat_list(seat_ids)
         if extra_ms <= 0:
             raise InvalidInput("The extension must be positive")
@@ -157,6 +163,7 @@ class SeatEngine:
         self, screening_id: int, user_id: int, seat_ids: list[int] | None, now_ms: int | None = None
     ) -> list[int]:
         """Drop the caller's holds (None: all of them in the screening); returns the seats freed."""
+        _check_user(user_id)
         if seat_ids is None:
             seats = await self._seats_held_by(screening_id, user_id)
         else:
@@ -177,6 +184,7 @@ class SeatEngine:
         pin_ms: int = 60_000,
     ) -> None:
         """Check the caller holds every seat and pin the leases while PostgreSQL commits."""
+        _check_user(user_id)
         seats = _seat_list(seat_ids)
         args = [user_id, pin_ms, *seats]
         await self._run_loaded("claim", screening_id, seats, _now(now_ms), args)
@@ -185,9 +193,11 @@ class SeatEngine:
         self, screening_id: int, sold: dict[int, int], now_ms: int | None = None
     ) -> None:
         """Mark seats sold (seat id -> user id) after PostgreSQL committed; idempotent."""
-        seats = sorted(sold)
-        if not seats:
+        if not sold:
             return
+        seats = _seat_list(list(sold))
+        for user_id in sold.values():
+            _check_user(user_id)
         args = [value for seat in seats for value in (seat, sold[seat])]
         await self._run_loaded("sell", screening_id, seats, _now(now_ms), args)
 
@@ -218,9 +228,13 @@ class SeatEngine:
     async def sweep(self, now_ms: int | None = None) -> int:
         """Free every expired hold of every loaded screening; returns how many."""
         now = _now(now_ms)
+        loaded = sorted(_int(m) for m in await self._redis.smembers(keys.LOADED_SCREENINGS))
         freed = 0
-        for member in await self._redis.smembers(keys.LOADED_SCREENINGS):
-            freed += await self._sweep_screening(_int(member), now)
+        for start in range(0, len(loaded), SWEEP_BATCH):
+            batch = loaded[start : start + SWEEP_BATCH]
+            for screening_id, seats in zip(batch, await self._due(batch, now), strict=True):
+                if seats:
+                    freed += await self._sweep_screening(screening_id, seats, now)
         return freed
 
     async def version(self, screening_id: int) -> int:
@@ -228,13 +242,16 @@ class SeatEngine:
         value = await self._redis.get(keys.screening_version(screening_id))
         return 0 if value is None else _int(value)
 
-    async def _sweep_screening(self, screening_id: int, now: int) -> int:
-        due = await self._redis.zrangebyscore(
-            keys.screening_deadlines(screening_id), "-inf", now, start=0, num=SWEEP_BATCH
-        )
-        seats = [_int(seat) for seat in due]
-        if not seats:
-            return 0
+    async def _due(self, screening_ids: list[int], now: int) -> list[list[int]]:
+        """Per screening, the seats whose hold deadline has passed (one round trip for all)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for screening_id in screening_ids:
+                deadlines = keys.screening_deadlines(screening_id)
+                pipe.zrangebyscore(deadlines, "-inf", now, start=0, num=SWEEP_BATCH)
+            replies = await pipe.execute()
+        return [[_int(seat) for seat in reply] for reply in replies]
+
+    async def _sweep_screening(self, screening_id: int, seats: list[int], now: int) -> int:
         reply = await self._run("sweep", screening_id, seats, now, seats)
         if reply[0] == Status.NOT_LOADED:
             await self._redis.srem(keys.LOADED_SCREENINGS, screening_id)
@@ -263,7 +280,7 @@ class SeatEngine:
         script_keys = _screening_keys(screening_id, seats)
         try:
             return await self._scripts.run(name, script_keys, [screening_id, now, *args])
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except REDIS_DOWN as exc:
             raise Unavailable("Seat service temporarily unavailable") from exc
 
     async def _load(self, screening_id: int, now: int) -> None:
@@ -312,7 +329,15 @@ def _seat_list(seat_ids: list[int]) -> list[int]:
     seats = sorted(set(seat_ids))
     if not seats:
         raise InvalidInput("seat_ids must not be empty")
+    out_of_range = [seat for seat in seats if not 0 < seat < MAX_ID]
+    if out_of_range:
+        raise UnknownSeats(out_of_range)
     return seats
+
+
+def _check_user(user_id: int) -> None:
+    if not 0 < user_id < MAX_ID:
+        raise InvalidInput("Invalid user id")
 
 
 def _screening_keys(screening_id: int, seats: Sequence[int]) -> list[str]:

@@ -15,7 +15,7 @@ from seatlock.engine import SeatEngine
 from seatlock.errors import SeatLockError
 
 logger = logging.getLogger(__name__)
-RECONNECT_MAX_S = 5.0
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 5.0
 
 
 async def enable_keyspace_events(redis: Redis) -> bool:
@@ -51,11 +51,17 @@ async def listen_for_expiries(
         client, owned = redis_url_or_client, False
     db = client.connection_pool.connection_kwargs.get("db", 0)
     channel = f"__keyevent@{db}__:expired"
-    delay = 0.1
+    delay = RECONNECT_MIN_S
     try:
         while not stop.is_set():
             try:
-                await _listen(engine, client, channel, stop)
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    delay = RECONNECT_MIN_S
+                    # Expiries while we were not subscribed are lost: catch up on them once.
+                    await _sweep_once(engine)
+                    while not stop.is_set():
+                        await _handle_next(engine, pubsub)
             except (RedisError, OSError) as exc:
                 logger.warning("expiry listener lost Redis (%r); retrying in %.1fs", exc, delay)
                 await _wait(stop, delay)
@@ -63,15 +69,6 @@ async def listen_for_expiries(
     finally:
         if owned:
             await client.aclose()
-
-
-async def _listen(engine: SeatEngine, client: Redis, channel: str, stop: asyncio.Event) -> None:
-    async with client.pubsub() as pubsub:
-        await pubsub.subscribe(channel)
-        # Expiries while we were not subscribed are lost: catch up on them once.
-        await _sweep_once(engine)
-        while not stop.is_set():
-            await _handle_next(engine, pubsub)
 
 
 async def _handle_next(engine: SeatEngine, pubsub: PubSub) -> None:

@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 
 from seatlock import keys
 from seatlock.embedded import free_port
-from seatlock.engine import ScreeningNotFound, SeatEngine, SeatsUnavailable
+from seatlock.engine import ScreeningNotFound, SeatEngine, SeatsUnavailable, UnknownSeats
 from seatlock.errors import InvalidInput, Unavailable
 from tests.lua.support import DictSource, dump, make_engine, now_ms
 
@@ -168,3 +168,24 @@ async def test_redis_down_means_unavailable(source: DictSource) -> None:
             await engine.hold(S, ALICE, [1])
     finally:
         await dead.aclose()
+
+
+async def test_out_of_range_ids_are_refused_before_redis(engine: SeatEngine, redis: Redis) -> None:
+    with pytest.raises(UnknownSeats) as info:
+        await engine.hold(S, ALICE, [1, 0, 2**60])
+    assert info.value.seat_ids == [0, 2**60]
+    with pytest.raises(InvalidInput):
+        await engine.hold(S, -1, [1])
+    assert await dump(redis, S) == {}
+
+
+async def test_sweep_batches_many_screenings(
+    engine: SeatEngine, source: DictSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("seatlock.engine.SWEEP_BATCH", 3)
+    now = now_ms()
+    for screening in range(1000, 1008):
+        source.add(screening, [1, 2, 3, 4, 5])
+        await engine.hold(screening, ALICE, [1, 2, 3, 4], now)
+    assert await engine.sweep(now + 5 * 60_000) == 8 * 3  # 3 seats per script run
+    assert await engine.sweep(now + 5 * 60_000) == 8

@@ -108,3 +108,15 @@ async def test_listener_ignores_other_keys_and_stops(redis: Redis, engine: SeatE
     stop.set()
     await asyncio.wait_for(task, 2)
     assert await redis.ping()  # the caller's client is not closed by the listener
+
+
+async def test_listener_resubscribes_after_losing_its_connection(
+    redis: Redis, engine: SeatEngine, listener: asyncio.Event
+) -> None:
+    assert await enable_keyspace_events(redis)
+    assert await redis.client_kill_filter(_type="pubsub") >= 1
+    await asyncio.sleep(0.3)  # reconnected (first retry after 0.1 s)
+    await engine.hold(S, ALICE, [3])
+    async with tap(redis, S) as events:
+        event = await events.next(within=2.0)
+    assert event["seats"] == [{**AVAILABLE, "seat_id": 3}]
