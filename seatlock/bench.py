@@ -15,11 +15,10 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import datetime as dt
 import multiprocessing
 import os
-import platform
 import queue
+import resource
 import shutil
 import signal
 import subprocess
@@ -27,21 +26,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
+from seatlock.benchreport import Report, Row, latency_svg, ms, pct, quantiles, rate, render
+from seatlock.benchseed import PASSWORD, Seeded, bench_email, books, seed_catalog
 from seatlock.embedded import embedded_services, free_port
 from seatlock.loadgen import API, Http, Job, Sample, generator_main, parse_time
 
-PASSWORD = "Bench-pass-1!"
-HOT_ROWS, HOT_PER_ROW = 20, 25  # the 500-seat hot room
-SPREAD_ROWS, SPREAD_PER_ROW = 12, 25
 BOOK_CHUNK = 2  # seats per booking
-SCREENING_GAP = dt.timedelta(hours=3)
 EXPIRY_HOLD_SECONDS = 1
 
 # --- Command line -------------------------------------------------------------------------------
@@ -107,6 +104,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return replace(base, out=args.out, command=command, **changes)
 
 
+def raise_file_limit() -> None:
+    """10,000 watchers need 10,000 sockets on each side; servers and generators inherit this."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def workers_from_env() -> int | None:
     """``SEATLOCK_WORKERS`` sizes the bench's server like ``seatlock serve``; a flag wins."""
     raw = os.environ.get("SEATLOCK_WORKERS", "")
@@ -116,8 +121,13 @@ def workers_from_env() -> int | None:
 def run(args: argparse.Namespace) -> int:
     """The ``bench`` subcommand: returns the exit code (1 when a correctness check failed)."""
     config = config_from_args(args)
+    raise_file_limit()
     report = asyncio.run(Bench(config).run())
-    table = render(report, config)
+    setup = (
+        f"{config.duration:g} s per workload, {config.server_workers} server worker(s),"
+        f" {config.generator_count} generator process(es) x {config.connections} connections"
+    )
+    table = render(report, config.command, setup)
     print(table)
     if config.out:
         out = Path(config.out)
@@ -129,46 +139,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- The run --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    name: str
-    value: str
-    p50: str = ""
-    p99: str = ""
-    ratio: str = ""
-    target: str = ""
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    tickets: list[tuple[int, int, int]] = field(default_factory=list)
-    server_errors: int = 0
-    dropped: int = 0
-    double_sold: int = -1
-    lost: int = -1
-    notes: list[str] = field(default_factory=list)
-    hold_timeline: list[tuple[float, float]] = field(default_factory=list)  # (finished, ms)
-
-    @property
-    def correct(self) -> bool:
-        failures = (self.double_sold, self.lost, self.server_errors, self.dropped)
-        return failures == (0, 0, 0, 0)
-
-
-@dataclass
-class Seeded:
-    hot_seats: list[int]
-    spread_seats: list[int]
-    hold_screening: int
-    redis_screening: int
-    ws_screenings: list[int]
-    expiry_screening: int
-    hot_screenings: list[int]
-    spread_screenings: list[int]
-    user_ids: list[int]
 
 
 class Bench:
@@ -274,7 +244,7 @@ class Bench:
     # --- Seeding ---
 
     async def seed(self) -> Seeded:
-        seeded = await seed_catalog(self.database_url, self.config, self.user_count)
+        seeded = await seed_catalog(self.database_url, self.config.duration, self.user_count)
         self.hot_seats = seeded.hot_seats
         self.tokens = await self.login_all(seeded.user_ids)
         return seeded
@@ -580,31 +550,6 @@ def availability(screening_id: int) -> str:
     return f"{API}/seat-reservations/screening/{screening_id}/availability"
 
 
-def bench_email(user_id: int) -> str:
-    return f"bench-{user_id}@bench.invalid"
-
-
-def rate(sample: Sample, duration: float) -> float:
-    return sample.ops / duration if duration else 0.0
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def ms(value: float) -> str:
-    if value != value:
-        return "n/a"
-    return "never" if value == float("inf") else f"{value:.1f} ms"
-
-
-def quantiles(sample: Sample) -> tuple[str, str]:
-    return ms(pct(sample.latencies_ms, 0.5)), ms(pct(sample.latencies_ms, 0.99))
-
-
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -614,203 +559,3 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-# --- Seed data (straight into PostgreSQL: the bench measures seat traffic, not the catalog) ------
-
-
-async def seed_catalog(database_url: str, config: Config, users: int) -> Seeded:
-    from seatlock.passwords import hash_password
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with conn.transaction():
-            hashed = await hash_password(PASSWORD, 4)
-            user_ids = await seed_users(conn, users, hashed)
-            hot_room, hot_seats = await seed_room(conn, "Hot", HOT_ROWS, HOT_PER_ROW)
-            spread_room, spread_seats = await seed_room(conn, "Spread", SPREAD_ROWS, SPREAD_PER_ROW)
-            movie = await conn.fetchval(
-                "INSERT INTO movies (title, duration_minutes, genre) VALUES"
-                " ('Release Day', 120, 'Action') RETURNING id"
-            )
-            hot_count = 5 + screenings_needed(config, 1500, len(hot_seats))
-            spread_count = screenings_needed(config, 3000, len(spread_seats))
-            hot = await seed_screenings(conn, movie, hot_room, hot_count)
-            spread = await seed_screenings(conn, movie, spread_room, max(8, spread_count))
-    finally:
-        await conn.close()
-    return Seeded(
-        hot_seats, spread_seats, hot[0], hot[1], hot[2:4], hot[4], hot[5:], spread, user_ids
-    )
-
-
-def screenings_needed(config: Config, target_per_s: int, seats: int) -> int:
-    """Enough seats that the booking workloads cannot run out below twice the target rate."""
-    return max(2, int(2 * target_per_s * config.duration) // seats + 1)
-
-
-async def seed_users(conn: asyncpg.Connection, count: int, hashed: str) -> list[int]:
-    first = await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM users")
-    rows = [(bench_email(first + i), hashed, f"Bench user {i}") for i in range(count)]
-    await conn.copy_records_to_table(
-        "users", records=rows, columns=["email", "password_hash", "full_name"]
-    )
-    fetched = await conn.fetch("SELECT id, email FROM users WHERE email LIKE 'bench-%'")
-    by_email = {r["email"]: r["id"] for r in fetched}
-    ids = sorted(by_email.values())
-    # The login e-mail must name the real id (identity values need not start where we guessed).
-    await conn.executemany(
-        "UPDATE users SET email = $1 WHERE id = $2", [(bench_email(i), i) for i in ids]
-    )
-    return ids
-
-
-async def seed_room(
-    conn: asyncpg.Connection, name: str, rows: int, per_row: int
-) -> tuple[int, list[int]]:
-    cinema = await conn.fetchval(
-        "INSERT INTO cinemas (name, city) VALUES ($1, 'Benchville') RETURNING id", f"{name} cinema"
-    )
-    room = await conn.fetchval(
-        "INSERT INTO rooms (cinema_id, name) VALUES ($1, $2) RETURNING id", cinema, name
-    )
-    labels = [chr(ord("A") + r) for r in range(rows)]
-    await conn.copy_records_to_table(
-        "seats",
-        records=[(room, label, n) for label in labels for n in range(1, per_row + 1)],
-        columns=["room_id", "row_label", "seat_number"],
-    )
-    seats = await conn.fetch(
-        "SELECT id FROM seats WHERE room_id = $1 ORDER BY row_label, seat_number", room
-    )
-    return room, [r["id"] for r in seats]
-
-
-async def seed_screenings(conn: asyncpg.Connection, movie: int, room: int, count: int) -> list[int]:
-    first = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
-    rows = [
-        (
-            movie,
-            room,
-            first + i * SCREENING_GAP,
-            first + i * SCREENING_GAP + dt.timedelta(hours=2),
-            12.5,
-        )
-        for i in range(count)
-    ]
-    await conn.copy_records_to_table(
-        "screenings", records=rows, columns=["movie_id", "room_id", "starts_at", "ends_at", "price"]
-    )
-    found = await conn.fetch(
-        "SELECT id FROM screenings WHERE room_id = $1 ORDER BY starts_at", room
-    )
-    return [r["id"] for r in found]
-
-
-async def books(database_url: str, tickets: list[tuple[int, int, int]]) -> tuple[int, int]:
-    """(seats sold twice, 201 tickets missing from PostgreSQL)."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        double = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM tickets WHERE status IN ('pending', 'confirmed')"
-            " GROUP BY screening_id, seat_id HAVING count(*) > 1) d"
-        )
-        lost = await conn.fetchval(
-            "SELECT count(*) FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
-            " AS b(id, screening_id, seat_id) WHERE NOT EXISTS (SELECT 1 FROM tickets t"
-            " WHERE t.id = b.id AND t.screening_id = b.screening_id AND t.seat_id = b.seat_id"
-            " AND t.status IN ('pending', 'confirmed'))",
-            [t[0] for t in tickets],
-            [t[1] for t in tickets],
-            [t[2] for t in tickets],
-        )
-    finally:
-        await conn.close()
-    return int(double), int(lost)
-
-
-# --- The table ------------------------------------------------------------------------------------
-
-
-def render(report: Report, config: Config) -> str:
-    rows = [
-        *report.rows,
-        Row("Double-sold seats", str(report.double_sold), target="must be 0"),
-        Row("Lost bookings (201 not in PostgreSQL)", str(report.lost), target="must be 0"),
-        Row("HTTP 5xx answers", str(report.server_errors), target="must be 0"),
-        Row("Dropped connections (no answer)", str(report.dropped), target="must be 0"),
-    ]
-    header = ["Workload", "Result", "p50", "p99", "Ratio to ceiling", "Target"]
-    lines = [
-        f"# seatlock bench, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        f"- machine: {machine()}",
-        f"- command: `{config.command}`",
-        f"- {config.duration:g} s per workload, {config.server_workers} server worker(s),"
-        f" {config.generator_count} generator process(es) x {config.connections} connections",
-        "- figures are only meaningful on a quiet machine (generators share the cores)",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *(
-            "| " + " | ".join([r.name, r.value, r.p50, r.p99, r.ratio, r.target]) + " |"
-            for r in rows
-        ),
-        "",
-        *(f"- {note}" for note in report.notes),
-        f"- verdict: {'OK' if report.correct else 'FAILED'}",
-    ]
-    return "\n".join(lines)
-
-
-def machine() -> str:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores ({model or platform.processor() or 'unknown CPU'}), " + (
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
-
-
-def latency_svg(timeline: list[tuple[float, float]], title: str, width: int = 800) -> str:
-    """p50 and p99 latency per time slice, as a small dependency-free SVG line chart."""
-    height, left, bottom = 300, 60, 40
-    if not timeline:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40">' + (
-            f'<text x="10" y="25">{title}: no data</text></svg>'
-        )
-    start = min(t for t, _ in timeline)
-    span = max(t for t, _ in timeline) - start or 1.0
-    slices: dict[int, list[float]] = {}
-    for at, latency in timeline:
-        slices.setdefault(int((at - start) / span * 59.999), []).append(latency)
-    p50 = {i: pct(v, 0.5) for i, v in slices.items()}
-    p99 = {i: pct(v, 0.99) for i, v in slices.items()}
-    top = max(p99.values()) * 1.1 or 1.0
-
-    def points(series: dict[int, float]) -> str:
-        return " ".join(
-            f"{left + i * (width - left - 10) / 59:.1f},"
-            f"{height - bottom - v / top * (height - bottom - 20):.1f}"
-            for i, v in sorted(series.items())
-        )
-
-    return "\n".join(
-        [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
-            ' font-family="sans-serif" font-size="12">',
-            f'<text x="{left}" y="14">{title}: p50 (blue), p99 (red) per slice of {span / 60:.2f} s'
-            "</text>",
-            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}"'
-            ' stroke="black"/>',
-            f'<line x1="{left}" y1="20" x2="{left}" y2="{height - bottom}" stroke="black"/>',
-            f'<text x="5" y="24">{top:.0f} ms</text><text x="5" y="{height - bottom}">0 ms</text>',
-            f'<text x="{width - 60}" y="{height - 10}">{span:.1f} s</text>',
-            f'<polyline fill="none" stroke="blue" points="{points(p50)}"/>',
-            f'<polyline fill="none" stroke="red" points="{points(p99)}"/>',
-            "</svg>",
-        ]
-    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seatlock.bench import books
+from seatlock.benchseed import books
 
 ROOT = Path(__file__).resolve().parents[2]
 
