@@ -66,17 +66,19 @@ async def test_overlapping_holds_race(
         results = await asyncio.gather(
             *(
                 grab(engines[user % PROCESSES], screening, user, seats)
-                for user, seats in enumerate(wanted)
+                for user, seats in enumerate(wanted, start=1)
             )
         )
         events = await drain(pubsub)
     winners = {
-        user: seats for user, (seats, got) in enumerate(zip(wanted, results, strict=True)) if got
+        user: seats
+        for user, (seats, got) in enumerate(zip(wanted, results, strict=True), start=1)
+        if got
     }
 
     # All or nothing: a winner got every seat it asked for, a loser none.
-    for user, got in enumerate(results):
-        assert [h.seat_id for h in got] in ([], wanted[user])
+    for seats, got in zip(wanted, results, strict=True):
+        assert [h.seat_id for h in got] in ([], seats)
     # At most one holder per seat.
     taken = [seat for seats in winners.values() for seat in seats]
     assert len(taken) == len(set(taken))
@@ -88,7 +90,7 @@ async def test_overlapping_holds_race(
     for user in order:
         assert not held & set(winners[user])
         held |= set(winners[user])
-    for user, seats in enumerate(wanted):
+    for user, seats in enumerate(wanted, start=1):
         if user not in winners:
             assert held & set(seats), f"user {user} lost although {seats} were free"
     # Redis agrees with the winners, and PostgreSQL was asked once per process at most.
