@@ -33,6 +33,7 @@ def on_test_start(environment: Environment, **_: Any) -> None:
 
 @events.quitting.add_listener
 def on_quitting(environment: Environment, **_: Any) -> None:
+    print(f"lost races: {STATE.lost_races} of {STATE.reserve_attempts} reserve attempts (409)")
     loadkit.check_books(environment)
 
 
@@ -135,8 +136,10 @@ class Fan(FastHttpUser):
             name="reserve",
             catch_response=True,
         ) as r:
+            STATE.reserve_attempts += 1
             if r.status_code == 409:
                 r.success()  # somebody else was faster: a normal outcome on release day
+                STATE.lost_races += 1
                 return 0.0
             if r.status_code != 201:
                 r.failure(f"reserve {r.status_code}: {r.text}")

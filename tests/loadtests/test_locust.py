@@ -74,6 +74,7 @@ async def test_release_day(server: LiveServer, admin: Account) -> None:
     assert code == 0, output
     assert "BOOKS OK" in output, output
     assert summary_count(output, "POST", "reserve") > 0, output
+    assert "lost races: " in output, output
     assert summary_count(output, "GET", "availability") > 0, output
     assert summary_count(output, "WS", "connect") >= 1, output
 
