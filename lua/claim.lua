@@ -1,7 +1,7 @@
 -- claim: before the PostgreSQL commit of a booking, check the user holds every seat and pin the
 -- leases for pin_ms so they cannot lapse while the commit runs. Seats already sold to the user
 -- pass (an idempotent retry of a booking that committed).
--- KEYS: the common seven (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, pin_ms, seat_id...
 -- Returns {OK}, or {NOT_LOADED} | {EXPIRED, seat...} (not held by the user or lapsed: nothing
 -- changed). Pinning changes no seat's status, so nothing is published.

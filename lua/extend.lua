@@ -1,5 +1,5 @@
 -- extend: push back the deadline of one user's live holds, all or nothing.
--- KEYS: the common seven (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, extra_ms, max_hold_ms, seat_id...
 -- A hold never lives longer than max_hold_ms after it was first taken.
 -- Returns {OK, seat, expires_at, ...} for every seat asked, or {NOT_LOADED} |

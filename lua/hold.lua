@@ -1,5 +1,5 @@
 -- hold: hold seats for one user, all or nothing.
--- KEYS: the common seven (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, hold_ms, max_seats_per_user, seat_id...
 -- Returns {OK, seat, expires_at, ...} for every seat asked (seats the user already held keep
 -- their hold as is), or {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} |

@@ -1,20 +1,24 @@
 -- Shared prelude: seatlock/scripts.py puts it in front of every other script of this folder.
 --
--- Every script of a screening gets the same first seven KEYS (all with the screening's hash tag):
---   KEYS[1] meta (hash: starts_at ms, ready = "1")   KEYS[2] seats (set of seat ids)
---   KEYS[3] sold (hash seat -> user)                 KEYS[4] holds (hash seat -> "user:exp:first:pin")
---   KEYS[5] deadlines (zset seat -> deadline ms)     KEYS[6] version (integer)
---   KEYS[7] events channel
---   KEYS[7 + i] the lease of the i-th seat argument, when the script touches leases.
+-- Every script of a screening gets the same first eight KEYS (all with the screening's hash tag):
+--   KEYS[1] meta: hash, starts_at (ms) and ready = "1"
+--   KEYS[2] seats: set of the room's seat ids
+--   KEYS[3] sold: hash seat -> user
+--   KEYS[4] holds: hash seat -> "user:exp:first:pin" (ms), the index of holds
+--   KEYS[5] deadlines: zset seat -> the hold's deadline (ms), for the sweep
+--   KEYS[6] version: integer, bumped on every published change
+--   KEYS[7] events: the pub/sub channel
+--   KEYS[8] owners: zset seat -> user, for the per-user cap
+--   KEYS[8 + i]: the lease of the i-th seat argument, when the script touches leases.
 -- ARGV[1] is always the screening id and ARGV[2] the caller's clock, now in ms.
 -- A hold's deadline is max(exp, pin): exp is what the user sees and may extend, pin keeps a
 -- claimed hold alive while PostgreSQL commits. Its lease key lives exactly until the deadline.
 -- Status codes (seatlock/scripts.py Status): every reply is {status, ...}.
 local OK, NOT_LOADED, STARTED, UNKNOWN, BOOKED, TAKEN, TOO_MANY, NOT_HELD, EXPIRED =
   0, 1, 2, 3, 4, 5, 6, 7, 8
-local META, SEATS, SOLD, HOLDS, DEADLINES, VERSION, EVENTS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local LEASE0 = 7
+local META, SEATS, SOLD, HOLDS, DEADLINES, VERSION, EVENTS, OWNERS =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local LEASE0 = 8
 
 local function is_ready()
   return redis.call('HGET', META, 'ready') == '1'
@@ -54,6 +58,7 @@ local function write_hold(seat, lease, hold, now)
   redis.call('HSET', HOLDS, seat,
     string.format('%d:%d:%d:%d', hold.user, hold.exp, hold.first, hold.pin))
   redis.call('ZADD', DEADLINES, until_ms, seat)
+  redis.call('ZADD', OWNERS, hold.user, seat)
 end
 
 local function drop_hold(seat, lease)
@@ -62,6 +67,7 @@ local function drop_hold(seat, lease)
   end
   redis.call('HDEL', HOLDS, seat)
   redis.call('ZREM', DEADLINES, seat)
+  redis.call('ZREM', OWNERS, seat)
 end
 
 local function change(seat, status, user, expires_at)
@@ -79,13 +85,13 @@ local function publish(now, changes)
     cjson.encode({screening_id = tonumber(ARGV[1]), ts = now, seats = changes}))
 end
 
--- Holds of user in this screening that still block their seats (for the per-user cap).
+-- Holds of user in this screening that still block their seats (for the per-user cap). The
+-- owners zset keeps this O(log n + the user's holds) in a room full of holds.
 local function count_live_holds(user, now)
-  local entries = redis.call('HGETALL', HOLDS)
   local count = 0
-  for i = 2, #entries, 2 do
-    local hold = parse_hold(entries[i])
-    if hold.user == user and deadline(hold) > now then
+  for _, seat in ipairs(redis.call('ZRANGEBYSCORE', OWNERS, user, user)) do
+    local hold = read_hold(seat)
+    if hold ~= nil and hold.user == user and deadline(hold) > now then
       count = count + 1
     end
   end

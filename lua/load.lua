@@ -1,7 +1,7 @@
 -- load: write a screening's layout and sold seats (read from PostgreSQL) and then the ready
 -- marker, in one step, so no script ever sees a half-loaded screening. Idempotent: when another
 -- process loaded it first, nothing is written.
--- KEYS: the common seven (lib.lua).
+-- KEYS: the common eight (lib.lua).
 -- ARGV: screening_id, now_ms, starts_at_ms, seat_count, seat_id * seat_count,
 --       then sold pairs: seat_id, user_id, ...
 -- Returns {OK, 1} when loaded now, {OK, 0} when it already was.

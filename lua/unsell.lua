@@ -1,5 +1,5 @@
 -- unsell: tickets were cancelled in PostgreSQL; their seats are free again. Idempotent.
--- KEYS: the common seven (lib.lua).
+-- KEYS: the common eight (lib.lua).
 -- ARGV: screening_id, now_ms, seat_id...
 -- Returns {OK, changed_count} or {NOT_LOADED} (nothing to do: a later load reads PostgreSQL).
 if not is_ready() then

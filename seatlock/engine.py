@@ -259,9 +259,8 @@ class SeatEngine:
         return _int(reply[1])
 
     async def _seats_held_by(self, screening_id: int, user_id: int) -> list[int]:
-        entries = await self._redis.hgetall(keys.screening_holds(screening_id))
-        prefix = f"{user_id}:"
-        return sorted(_int(seat) for seat, raw in entries.items() if _text(raw).startswith(prefix))
+        owners = keys.screening_owners(screening_id)
+        return sorted(_int(s) for s in await self._redis.zrangebyscore(owners, user_id, user_id))
 
     async def _run_loaded(
         self, name: str, screening_id: int, seats: list[int], now: int, args: list[int]
@@ -321,10 +320,6 @@ def _int(value: Any) -> int:
     return int(value)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _seat_list(seat_ids: list[int]) -> list[int]:
     seats = sorted(set(seat_ids))
     if not seats:
@@ -350,6 +345,7 @@ def _screening_keys(screening_id: int, seats: Sequence[int]) -> list[str]:
         keys.screening_deadlines(screening_id),
         keys.screening_version(screening_id),
         keys.screening_events(screening_id),
+        keys.screening_owners(screening_id),
     ]
     return common + [keys.seat_hold(screening_id, seat) for seat in seats]
 

@@ -61,6 +61,11 @@ def screening_deadlines(screening_id: int) -> str:
     return f"{screening_tag(screening_id)}:deadlines"
 
 
+def screening_owners(screening_id: int) -> str:
+    """Sorted set seat id -> user id of the holds, to count one user's holds quickly."""
+    return f"{screening_tag(screening_id)}:owners"
+
+
 def screening_version(screening_id: int) -> str:
     return f"{screening_tag(screening_id)}:ver"
 

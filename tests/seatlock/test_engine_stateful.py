@@ -245,6 +245,8 @@ class EngineMachine(RuleBasedStateMachine):
             self.redis.zrange(keys.screening_deadlines(sid), 0, -1, withscores=True)
         )
         assert dict(deadlines) == {str(s).encode(): h.deadline for s, h in self.holds.items()}
+        owners = self.run(self.redis.zrange(keys.screening_owners(sid), 0, -1, withscores=True))
+        assert dict(owners) == {str(s).encode(): h.user for s, h in self.holds.items()}
         sold = self.run(self.redis.hgetall(keys.screening_sold(sid)))
         assert sold == {str(s).encode(): str(u).encode() for s, u in self.sold.items()}
         leases = self.run(self.redis.mget([keys.seat_hold(sid, s) for s in SEATS]))
