@@ -173,7 +173,7 @@ class SeatEngine:
         reply = await self._run("release", screening_id, seats, _now(now_ms), [user_id, *seats])
         if reply[0] == Status.NOT_LOADED:
             return []  # nothing loaded, so nothing held
-        return sorted(_int(seat) for seat in reply[1:])
+        return sorted(int(seat) for seat in reply[1:])
 
     async def claim(
         self,
@@ -223,12 +223,12 @@ class SeatEngine:
             return False
         screening_id, seat_id = parsed
         reply = await self._run("expire", screening_id, [seat_id], _now(now_ms), [seat_id])
-        return reply[0] == Status.OK and _int(reply[1]) == 1
+        return reply[0] == Status.OK and int(reply[1]) == 1
 
     async def sweep(self, now_ms: int | None = None) -> int:
         """Free every expired hold of every loaded screening; returns how many."""
         now = _now(now_ms)
-        loaded = sorted(_int(m) for m in await self._redis.smembers(keys.LOADED_SCREENINGS))
+        loaded = sorted(int(m) for m in await self._redis.smembers(keys.LOADED_SCREENINGS))
         freed = 0
         for start in range(0, len(loaded), SWEEP_BATCH):
             batch = loaded[start : start + SWEEP_BATCH]
@@ -240,7 +240,7 @@ class SeatEngine:
     async def version(self, screening_id: int) -> int:
         """A number that changes on every seat change of the screening."""
         value = await self._redis.get(keys.screening_version(screening_id))
-        return 0 if value is None else _int(value)
+        return 0 if value is None else int(value)
 
     async def _due(self, screening_ids: list[int], now: int) -> list[list[int]]:
         """Per screening, the seats whose hold deadline has passed (one round trip for all)."""
@@ -249,18 +249,19 @@ class SeatEngine:
                 deadlines = keys.screening_deadlines(screening_id)
                 pipe.zrangebyscore(deadlines, "-inf", now, start=0, num=SWEEP_BATCH)
             replies = await pipe.execute()
-        return [[_int(seat) for seat in reply] for reply in replies]
+        return [[int(seat) for seat in reply] for reply in replies]
 
     async def _sweep_screening(self, screening_id: int, seats: list[int], now: int) -> int:
         reply = await self._run("sweep", screening_id, seats, now, seats)
         if reply[0] == Status.NOT_LOADED:
             await self._redis.srem(keys.LOADED_SCREENINGS, screening_id)
             return 0
-        return _int(reply[1])
+        return int(reply[1])
 
     async def _seats_held_by(self, screening_id: int, user_id: int) -> list[int]:
         owners = keys.screening_owners(screening_id)
-        return sorted(_int(s) for s in await self._redis.zrangebyscore(owners, user_id, user_id))
+        seats: list[Any] = await self._redis.zrangebyscore(owners, user_id, user_id)
+        return sorted(int(seat) for seat in seats)
 
     async def _run_loaded(
         self, name: str, screening_id: int, seats: list[int], now: int, args: list[int]
@@ -316,10 +317,6 @@ def _now(now_ms: int | None) -> int:
     return int(time.time() * 1000) if now_ms is None else now_ms
 
 
-def _int(value: Any) -> int:
-    return int(value)
-
-
 def _seat_list(seat_ids: list[int]) -> list[int]:
     seats = sorted(set(seat_ids))
     if not seats:
@@ -352,10 +349,10 @@ def _screening_keys(screening_id: int, seats: Sequence[int]) -> list[str]:
 
 def _raise_for(reply: list[Any]) -> None:
     """The one place where script status codes become errors."""
-    status = Status(_int(reply[0]))
+    status = Status(int(reply[0]))
     if status == Status.OK:
         return
-    rest = [_int(value) for value in reply[1:]]
+    rest = [int(value) for value in reply[1:]]
     match status:
         case Status.NOT_LOADED:
             raise Unavailable("Seat data is being restored, try again shortly")
@@ -376,12 +373,12 @@ def _raise_for(reply: list[Any]) -> None:
 
 
 def _holds(user_id: int, reply: list[Any]) -> list[Hold]:
-    pairs = [_int(value) for value in reply[1:]]
+    pairs = [int(value) for value in reply[1:]]
     return [Hold(seat, user_id, exp) for seat, exp in zip(pairs[::2], pairs[1::2], strict=True)]
 
 
 def _seat_states(reply: list[Any], now: int) -> list[SeatState]:
-    seats, sold_flat, holds_flat = ([_int(v) for v in part] for part in reply[1:4])
+    seats, sold_flat, holds_flat = ([int(v) for v in part] for part in reply[1:4])
     sold = dict(zip(sold_flat[::2], sold_flat[1::2], strict=True))
     holds = {
         holds_flat[i]: (holds_flat[i + 1], max(holds_flat[i + 2], holds_flat[i + 3]))

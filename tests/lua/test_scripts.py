@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from seatlock import keys
 from seatlock.engine import (
@@ -67,6 +68,14 @@ def test_every_script_has_a_contract_header_and_builds_no_key() -> None:
         # Keys arrive in KEYS only (Redis Cluster): no key prefix or hash tag inside Lua.
         assert not re.search(r"['\"]sl:|\{scr:", text), name
     assert Path(lua_dir(), "hold.lua").is_file()
+
+
+@pytest.mark.parametrize("screening", [1, 42, 987654321])
+def test_every_key_of_a_script_is_on_one_cluster_slot(screening: int) -> None:
+    script_keys = _screening_keys(screening, [1, 2, 500])
+    assert len({key_slot(key.encode()) for key in script_keys}) == 1
+    assert keys.parse_seat_hold(script_keys[-1]) == (screening, 500)
+    assert all(keys.parse_seat_hold(key) is None for key in script_keys[:-3])
 
 
 async def test_hold_success_publishes_and_writes_leases(redis: Redis, engine: SeatEngine) -> None:
