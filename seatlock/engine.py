@@ -8,6 +8,7 @@ seats are loaded from PostgreSQL (a ``LayoutSource``) on first use and again aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -24,7 +25,11 @@ from seatlock.errors import Conflict, InvalidInput, NotFound, SeatLockError, Una
 from seatlock.scripts import Scripts, Status
 
 logger = logging.getLogger(__name__)
+_screening_keys = keys.script_keys  # the KEYS of every script (the load generator uses it too)
 SWEEP_BATCH = 500  # seats per sweep script run, and screenings per sweep round trip
+# A screening's holds are all gone max_hold_ms after it starts (holds end at the start at the
+# latest, pins a minute later); the sweep stops looking at it after this margin on top.
+SWEEP_AFTER_START_MS = 3_600_000
 MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
 # Redis cannot answer now (down, loading its data, a replica during failover): retry later.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
@@ -206,9 +211,12 @@ class SeatEngine:
     ) -> None:
         """A ticket was cancelled in PostgreSQL: its seat is free again."""
         seats = sorted(set(seat_ids))
-        if seats:
-            # Not loaded: nothing to undo, the next load reads the cancellation from PostgreSQL.
-            await self._run("unsell", screening_id, [], _now(now_ms), seats)
+        if not seats:
+            return
+        # Loading when Redis lacks the screening looks useless (the load reads the cancellation
+        # from PostgreSQL), but it undoes a concurrent load that read PostgreSQL before it.
+        with contextlib.suppress(ScreeningNotFound):
+            await self._run_loaded("unsell", screening_id, [], _now(now_ms), seats)
 
     async def seat_map(self, screening_id: int, now_ms: int | None = None) -> list[SeatState]:
         """Every seat of the screening with its status, ordered by seat id."""
@@ -228,7 +236,7 @@ class SeatEngine:
     async def sweep(self, now_ms: int | None = None) -> int:
         """Free every expired hold of every loaded screening; returns how many."""
         now = _now(now_ms)
-        loaded = sorted(int(m) for m in await self._redis.smembers(keys.LOADED_SCREENINGS))
+        loaded = await self._sweepable(now)
         freed = 0
         for start in range(0, len(loaded), SWEEP_BATCH):
             batch = loaded[start : start + SWEEP_BATCH]
@@ -242,6 +250,13 @@ class SeatEngine:
         value = await self._redis.get(keys.screening_version(screening_id))
         return 0 if value is None else int(value)
 
+    async def _sweepable(self, now: int) -> list[int]:
+        """The loaded screenings that may still have holds; forgets those long over."""
+        over = now - self.max_hold_ms - SWEEP_AFTER_START_MS
+        await self._redis.zremrangebyscore(keys.LOADED_SCREENINGS, "-inf", over)
+        members: list[Any] = await self._redis.zrangebyscore(keys.LOADED_SCREENINGS, over, "+inf")
+        return sorted(int(m) for m in members)
+
     async def _due(self, screening_ids: list[int], now: int) -> list[list[int]]:
         """Per screening, the seats whose hold deadline has passed (one round trip for all)."""
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -254,7 +269,7 @@ class SeatEngine:
     async def _sweep_screening(self, screening_id: int, seats: list[int], now: int) -> int:
         reply = await self._run("sweep", screening_id, seats, now, seats)
         if reply[0] == Status.NOT_LOADED:
-            await self._redis.srem(keys.LOADED_SCREENINGS, screening_id)
+            await self._redis.zrem(keys.LOADED_SCREENINGS, screening_id)
             return 0
         return int(reply[1])
 
@@ -294,7 +309,7 @@ class SeatEngine:
             seats = sorted(set(layout.seat_ids))
             args = [layout.starts_at_ms, len(seats), *seats, *pairs]
             await self._run("load", screening_id, [], now, args)
-            await self._redis.sadd(keys.LOADED_SCREENINGS, screening_id)
+            await self._redis.zadd(keys.LOADED_SCREENINGS, {str(screening_id): layout.starts_at_ms})
             logger.info(
                 "loaded screening %s: %d seats, %d sold", screening_id, len(seats), len(pairs) // 2
             )
@@ -330,21 +345,6 @@ def _seat_list(seat_ids: list[int]) -> list[int]:
 def _check_user(user_id: int) -> None:
     if not 0 < user_id < MAX_ID:
         raise InvalidInput("Invalid user id")
-
-
-def _screening_keys(screening_id: int, seats: Sequence[int]) -> list[str]:
-    """The common KEYS of every script (see lua/lib.lua), then one lease per seat."""
-    common = [
-        keys.screening_meta(screening_id),
-        keys.screening_seats(screening_id),
-        keys.screening_sold(screening_id),
-        keys.screening_holds(screening_id),
-        keys.screening_deadlines(screening_id),
-        keys.screening_version(screening_id),
-        keys.screening_events(screening_id),
-        keys.screening_owners(screening_id),
-    ]
-    return common + [keys.seat_hold(screening_id, seat) for seat in seats]
 
 
 def _raise_for(reply: list[Any]) -> None:

@@ -6,6 +6,8 @@ Redis Cluster slot. Lua scripts never build key names: they receive them in KEYS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 PREFIX = "sl:"
 
 
@@ -28,7 +30,8 @@ def rate_limit(name: str) -> str:
 
 # --- Screenings: the seat-hold engine. Every key of screening N carries the hash tag {scr:N}. ---
 
-LOADED_SCREENINGS = f"{PREFIX}screenings"  # set of screening ids loaded into Redis (for the sweep)
+# Sorted set screening id -> starts_at (ms) of the screenings loaded into Redis, for the sweep.
+LOADED_SCREENINGS = f"{PREFIX}screenings"
 HOLD_MARK = ":hold:"
 
 
@@ -90,3 +93,18 @@ def parse_seat_hold(key: bytes | str) -> tuple[int, int] | None:
     if not sep or not screening.isdigit() or not rest.isdigit():
         return None
     return int(screening), int(rest)
+
+
+def script_keys(screening_id: int, seats: Sequence[int] = ()) -> list[str]:
+    """The KEYS of every screening script (order: ``lua/lib.lua``), then one lease per seat."""
+    common = [
+        screening_meta(screening_id),
+        screening_seats(screening_id),
+        screening_sold(screening_id),
+        screening_holds(screening_id),
+        screening_deadlines(screening_id),
+        screening_version(screening_id),
+        screening_events(screening_id),
+        screening_owners(screening_id),
+    ]
+    return common + [seat_hold(screening_id, seat) for seat in seats]

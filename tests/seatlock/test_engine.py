@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 
 from seatlock import keys
 from seatlock.embedded import free_port
-from seatlock.engine import ScreeningNotFound, SeatEngine, SeatsUnavailable, UnknownSeats
+from seatlock.engine import Layout, ScreeningNotFound, SeatEngine, SeatsUnavailable, UnknownSeats
 from seatlock.errors import InvalidInput, Unavailable
 from tests.lua.support import DictSource, dump, make_engine, now_ms
 
@@ -83,13 +83,12 @@ async def test_one_load_per_screening_per_process(
     )
     assert source.calls == 1
     assert sum(not isinstance(r, BaseException) for r in results) == 3
-    assert await redis.sismember(keys.LOADED_SCREENINGS, S)
+    assert await redis.zscore(keys.LOADED_SCREENINGS, S) == source.layouts[S].starts_at_ms
 
 
 async def test_calls_that_need_no_layout_do_not_load(
     engine: SeatEngine, source: DictSource
 ) -> None:
-    await engine.unsell(S, [4])
     assert await engine.release(S, ALICE, [1]) == []
     assert not await engine.expire_lease(keys.seat_hold(S, 1))
     assert await engine.sweep() == 0
@@ -157,7 +156,7 @@ async def test_sweep_covers_every_loaded_screening(engine: SeatEngine, redis: Re
     assert states == {1: "available", 2: "reserved"}
     await redis.delete(keys.screening_meta(T))  # Redis lost the screening (eviction)
     assert await engine.sweep(now + 10 * 60_000) == 0
-    assert not await redis.sismember(keys.LOADED_SCREENINGS, T)
+    assert await redis.zscore(keys.LOADED_SCREENINGS, T) is None
 
 
 async def test_redis_down_means_unavailable(source: DictSource) -> None:
@@ -189,3 +188,38 @@ async def test_sweep_batches_many_screenings(
         await engine.hold(screening, ALICE, [1, 2, 3, 4], now)
     assert await engine.sweep(now + 5 * 60_000) == 8 * 3  # 3 seats per script run
     assert await engine.sweep(now + 5 * 60_000) == 8
+
+
+async def test_unsell_and_sell_correct_a_load_that_read_postgresql_before_them(
+    redis: Redis, source: DictSource
+) -> None:
+    stale = DictSource()  # what another process read from PostgreSQL a moment earlier
+    stale.add(S, [1, 2, 3, 4], {4: BOB})
+
+    class Racing(DictSource):
+        async def __call__(self, screening_id: int) -> Layout | None:
+            await make_engine(redis, stale).seat_map(screening_id)  # its load lands first
+            return await source(screening_id)
+
+    engine = make_engine(redis, Racing())
+    del source.layouts[S].sold[4]  # the ticket was cancelled in PostgreSQL, then:
+    await engine.unsell(S, [4])
+    assert (await engine.seat_map(S))[3].status == "available"
+    await redis.flushall()
+    source.layouts[S].sold[2] = ALICE  # a booking committed in PostgreSQL, then:
+    await engine.sell(S, {2: ALICE})
+    assert (await engine.seat_map(S))[1].status == "booked"
+    await engine.unsell(999, [1])  # no such screening: nothing to do
+
+
+async def test_the_sweep_forgets_screenings_long_over(
+    engine: SeatEngine, source: DictSource, redis: Redis
+) -> None:
+    now = now_ms()
+    source.add(T, [1, 2], starts_at_ms=now + 1000)
+    await engine.hold(T, ALICE, [1], now)
+    await engine.hold(S, ALICE, [1], now)
+    assert await engine.sweep(now + 5 * 60_000) == 2
+    later = now + 1000 + engine.max_hold_ms + 3_600_000 + 1
+    await engine.sweep(later)
+    assert await redis.zrange(keys.LOADED_SCREENINGS, 0, -1) == [str(S).encode()]
