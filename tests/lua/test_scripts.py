@@ -319,3 +319,9 @@ async def test_seat_map_is_read_only(redis: Redis, engine: SeatEngine) -> None:
     assert states[0].expires_at_ms == now + 5 * MIN
     assert states[9].status == "booked" and states[9].user_id == 99
     assert await dump(redis, S) == before
+
+
+async def test_scripts_survive_a_script_flush(redis: Redis, engine: SeatEngine) -> None:
+    await engine.hold(S, ALICE, [1])
+    await redis.script_flush()  # a restarted or failed-over Redis forgot them: NOSCRIPT, reload
+    assert (await engine.hold(S, ALICE, [2]))[0].seat_id == 2

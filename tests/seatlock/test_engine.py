@@ -223,3 +223,21 @@ async def test_the_sweep_forgets_screenings_long_over(
     later = now + 1000 + engine.max_hold_ms + 3_600_000 + 1
     await engine.sweep(later)
     assert await redis.zrange(keys.LOADED_SCREENINGS, 0, -1) == [str(S).encode()]
+
+
+async def test_works_with_a_decoding_client(
+    backend_urls: tuple[str, str], source: DictSource
+) -> None:
+    client = Redis.from_url(backend_urls[0], decode_responses=True)
+    try:
+        engine = make_engine(client, source)
+        now = now_ms()
+        assert (await engine.hold(S, ALICE, [1, 2], now))[1].expires_at_ms == now + 300_000
+        assert (await engine.seat_map(S, now))[0].user_id == ALICE
+        assert await engine.release(S, ALICE, None, now) == [1, 2]
+        await engine.hold(S, ALICE, [3], now)
+        assert await engine.sweep(now + 300_000) == 1
+        assert await engine.version(S) > 0
+        assert not await engine.expire_lease(keys.seat_hold(S, 3), now)
+    finally:
+        await client.aclose()
