@@ -24,7 +24,7 @@ from seatlock.engine import (
     _screening_keys,
 )
 from seatlock.errors import SeatLockError
-from seatlock.scripts import NAMES, PRELUDE, lua_dir
+from seatlock.scripts import NAMES, PRELUDE, Status, lua_dir
 from tests.lua.support import DictSource, dump, make_engine, now_ms, tap
 
 S = 501  # screening id
@@ -325,3 +325,13 @@ async def test_scripts_survive_a_script_flush(redis: Redis, engine: SeatEngine) 
     await engine.hold(S, ALICE, [1])
     await redis.script_flush()  # a restarted or failed-over Redis forgot them: NOSCRIPT, reload
     assert (await engine.hold(S, ALICE, [2]))[0].seat_id == 2
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "load"])
+async def test_every_script_refuses_an_unloaded_screening(
+    redis: Redis, engine: SeatEngine, name: str
+) -> None:
+    args = [S, now_ms(), ALICE, 1000, 4, 1]
+    reply = await engine._scripts.run(name, _screening_keys(S, [1]), args)
+    assert reply == [Status.NOT_LOADED]
+    assert await dump(redis, S) == {}
