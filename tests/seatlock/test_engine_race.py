@@ -108,3 +108,21 @@ async def drain(pubsub: PubSub) -> list[dict[str, Any]]:
         if message is None:
             return out
         out.append(json.loads(message["data"]))
+
+
+async def test_no_hold_on_a_sold_seat_while_processes_reload_after_a_flush(
+    redis: Redis, engines: list[SeatEngine], source: DictSource
+) -> None:
+    source.add(710, [1, 2, 3], {2: 1})
+    await engines[0].hold(710, 5, [1])
+    await redis.flushall()  # Redis lost everything; PostgreSQL still says seat 2 is sold
+    results = await asyncio.gather(
+        *(engines[u % PROCESSES].hold(710, u, [2, 3]) for u in range(1, 101)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, SeatsUnavailable) and r.booked for r in results)
+    assert [s.status for s in await engines[0].seat_map(710)] == [
+        "available",
+        "booked",
+        "available",
+    ]

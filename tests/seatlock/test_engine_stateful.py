@@ -61,9 +61,13 @@ class EngineMachine(RuleBasedStateMachine):
         self.screening = next(screening_ids)
         self.source = DictSource()
         self.source.add(self.screening, SEATS, starts_at_ms=now_ms() + 3_600_000)
-        self.engine = make_engine(
-            self.redis, self.source, hold_ms=HOLD, max_hold_ms=MAX_HOLD, max_seats_per_user=CAP
-        )
+        self.engines = [
+            make_engine(
+                self.redis, self.source, hold_ms=HOLD, max_hold_ms=MAX_HOLD, max_seats_per_user=CAP
+            )
+            for _ in range(2)  # two API processes sharing one Redis
+        ]
+        self.engine = self.engines[0]
         self.now = now_ms() // STEP * STEP
         self.sold: dict[int, int] = {}
         self.holds: dict[int, ModelHold] = {}
@@ -194,6 +198,10 @@ class EngineMachine(RuleBasedStateMachine):
             self.source.layouts[self.screening].sold.pop(seat, None)
             self.sold.pop(seat, None)
         self.run(self.engine.unsell(self.screening, seats, self.now))
+
+    @rule()
+    def other_process(self) -> None:
+        self.engine = self.engines[1] if self.engine is self.engines[0] else self.engines[0]
 
     @rule(steps=st.integers(0, 5))
     def advance(self, steps: int) -> None:
