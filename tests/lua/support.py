@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -16,6 +17,24 @@ from seatlock import keys
 from seatlock.engine import Layout, SeatEngine
 
 HOUR_MS = 3_600_000
+# The engine tests use their own database: a live test server (session-wide) runs its expiry
+# listener and sweep on the default one, and would free and announce our holds.
+ENGINE_DB = 9
+
+
+def engine_url(redis_url: str) -> str:
+    """The test Redis URL pointed at ENGINE_DB."""
+    parts = urlsplit(redis_url)
+    return urlunsplit(parts._replace(path=f"/{ENGINE_DB}"))
+
+
+@contextlib.asynccontextmanager
+async def engine_redis(redis_url: str, **options: Any) -> AsyncIterator[Redis]:
+    client = Redis.from_url(engine_url(redis_url), **options)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def now_ms() -> int:

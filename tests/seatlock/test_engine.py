@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -13,10 +14,17 @@ from seatlock import keys
 from seatlock.embedded import free_port
 from seatlock.engine import Layout, ScreeningNotFound, SeatEngine, SeatsUnavailable, UnknownSeats
 from seatlock.errors import InvalidInput, Unavailable
-from tests.lua.support import DictSource, dump, make_engine, now_ms
+from tests.lua.support import DictSource, dump, engine_redis, make_engine, now_ms
 
 S, T = 601, 602
 ALICE, BOB = 7, 8
+
+
+@pytest.fixture
+async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
+    """Overrides the conftest client: the engine tests run on their own database."""
+    async with engine_redis(backend_urls[0]) as client:
+        yield client
 
 
 @pytest.fixture
@@ -228,8 +236,7 @@ async def test_the_sweep_forgets_screenings_long_over(
 async def test_works_with_a_decoding_client(
     backend_urls: tuple[str, str], source: DictSource
 ) -> None:
-    client = Redis.from_url(backend_urls[0], decode_responses=True)
-    try:
+    async with engine_redis(backend_urls[0], decode_responses=True) as client:
         engine = make_engine(client, source)
         now = now_ms()
         assert (await engine.hold(S, ALICE, [1, 2], now))[1].expires_at_ms == now + 300_000
@@ -239,5 +246,3 @@ async def test_works_with_a_decoding_client(
         assert await engine.sweep(now + 300_000) == 1
         assert await engine.version(S) > 0
         assert not await engine.expire_lease(keys.seat_hold(S, 3), now)
-    finally:
-        await client.aclose()

@@ -14,7 +14,7 @@ from redis.asyncio.client import PubSub
 
 from seatlock import keys
 from seatlock.engine import Hold, SeatEngine, SeatsUnavailable
-from tests.lua.support import DictSource, make_engine
+from tests.lua.support import DictSource, engine_redis, engine_url, make_engine
 
 SEATS = 40
 CLIENTS = 240
@@ -22,10 +22,17 @@ PROCESSES = 8  # engines with their own Redis client, loader lock and script cac
 
 
 @pytest.fixture
+async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
+    """Overrides the conftest client: the engine tests run on their own database."""
+    async with engine_redis(backend_urls[0]) as client:
+        yield client
+
+
+@pytest.fixture
 async def engines(
     backend_urls: tuple[str, str], source: DictSource
 ) -> AsyncIterator[list[SeatEngine]]:
-    clients = [Redis.from_url(backend_urls[0]) for _ in range(PROCESSES)]
+    clients = [Redis.from_url(engine_url(backend_urls[0])) for _ in range(PROCESSES)]
     yield [make_engine(c, source, max_seats_per_user=6) for c in clients]
     for client in clients:
         await client.aclose()

@@ -27,7 +27,7 @@ from seatlock.engine import (
     UnknownSeats,
 )
 from seatlock.errors import SeatLockError
-from tests.lua.support import DictSource, make_engine, now_ms
+from tests.lua.support import DictSource, engine_url, make_engine, now_ms
 
 T = TypeVar("T")
 STEP = 10_000
@@ -272,7 +272,7 @@ class EngineMachine(RuleBasedStateMachine):
 
 
 def test_engine_follows_the_model(backend_urls: tuple[str, str]) -> None:
-    EngineMachine.redis_url = backend_urls[0]
+    EngineMachine.redis_url = engine_url(backend_urls[0])
     run_state_machine_as_test(
         EngineMachine,
         settings=settings(

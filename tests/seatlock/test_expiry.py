@@ -17,11 +17,18 @@ from seatlock.expiry import (
     listen_for_expiries,
     sweep_forever,
 )
-from tests.lua.support import DictSource, make_engine, tap
+from tests.lua.support import DictSource, engine_redis, engine_url, make_engine, tap
 
 S = 801
 ALICE, BOB = 7, 8
 AVAILABLE = {"seat_id": 1, "status": "available", "user_id": None, "expires_at": None}
+
+
+@pytest.fixture
+async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
+    """Overrides the conftest client: the engine tests run on their own database."""
+    async with engine_redis(backend_urls[0]) as client:
+        yield client
 
 
 @pytest.fixture
@@ -36,7 +43,7 @@ async def listener(
     engine: SeatEngine, backend_urls: tuple[str, str]
 ) -> AsyncIterator[asyncio.Event]:
     stop = asyncio.Event()
-    task = asyncio.create_task(listen_for_expiries(engine, backend_urls[0], stop))
+    task = asyncio.create_task(listen_for_expiries(engine, engine_url(backend_urls[0]), stop))
     await asyncio.sleep(0.1)  # subscribed
     yield stop
     stop.set()
