@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from api.discovery import Id, Page, public, rows_to
+from api.discovery import Id, public, rows_to
 from api.rendering import JSON
 from api.routing import Call, Router
+from api.schemas import Page
 from db import casts
 from seatlock.errors import NotFound, ValidationFailed
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from api.cinemas import CinemaOut
+from api.movies import MovieOut
 from api.rendering import JSON
 from api.routing import MAX_ID, Call, Router
+from api.schemas import Page
 from db import discovery
 from db.discovery import MovieFilters
 from seatlock.errors import NotFound, ValidationFailed
@@ -24,30 +26,6 @@ Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 Term = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
 
-class Page(msgspec.Struct):
-    """Pagination for every list: ``skip`` rows, then at most ``limit`` (max 200)."""
-
-    skip: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
-    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-
-
-class MovieOut(msgspec.Struct):
-    id: int
-    title: str
-    description: str
-    duration_minutes: int
-    genre: str
-    language: str
-    rating: Decimal | None
-    age_rating: str | None
-    release_date: dt.date | None
-    director: str | None
-    poster_url: str | None
-    trailer_url: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
 class SearchHit(MovieOut):
     match: Literal["text", "fuzzy"] | None = None  # how a search found it
     relevance: float | None = None
@@ -59,25 +37,12 @@ class TrendingMovie(MovieOut):
 
 class RecommendedMovie(MovieOut):
     tickets_sold: int = 0
-    reasons: list[str] = []
+    reasons: list[str] = msgspec.field(default_factory=list)
 
 
 class CinemaMovie(MovieOut):
     next_showtime: dt.datetime | None = None
     upcoming_showtimes: int = 0
-
-
-class CinemaOut(msgspec.Struct):
-    id: int
-    name: str
-    address: str
-    city: str
-    phone: str | None
-    email: str | None
-    description: str | None
-    amenities: list[str]
-    created_at: dt.datetime
-    updated_at: dt.datetime
 
 
 class AmenitiesOut(msgspec.Struct):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from api.discovery import CinemaOut, Page, rows_to
+from api.cinemas import CinemaOut
+from api.discovery import rows_to
 from api.routing import Call, Router
-from api.schemas import Message
+from api.schemas import Message, Page
 from db import favorites
 
 router = Router("Favorites")

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from api.auth import remember_session
 from api.routing import Call, Router
-from api.schemas import Name, UserOut, user_out
+from api.schemas import Name, Page, UserOut, user_out
 from api.state import Services
 from db import profiles, users
 from seatlock.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
@@ -28,7 +28,6 @@ router = Router("Users")
 
 MEDIA_PREFIX = "/media/profile-pictures/"
 MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file itself
-MAX_SKIP = 1_000_000_000
 
 Phone = Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9][0-9 ()./-]{2,31}$")]
 Bio = Annotated[str, msgspec.Meta(max_length=1000)]
@@ -36,8 +35,6 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[^\x00
 PositiveId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 Query = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Skip = Annotated[int, msgspec.Meta(ge=0, le=MAX_SKIP)]
-Limit = Annotated[int, msgspec.Meta(ge=1, le=200)]
 
 
 class ProfileIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,11 +81,6 @@ class HistoryEntry(msgspec.Struct):
     id: int
     query: str
     created_at: datetime
-
-
-class Page(msgspec.Struct, forbid_unknown_fields=True):
-    skip: Skip = 0
-    limit: Limit = 50
 
 
 def storage_of(services: Services) -> Storage:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from api.routing import Call, Router
+from api.schemas import Page
 from db import reviews
 from seatlock.errors import NotFound, ValidationFailed
 
@@ -39,9 +40,7 @@ class ReactionIn(msgspec.Struct, forbid_unknown_fields=True):
     reaction: Literal["like", "dislike", "none"]
 
 
-class ReviewsQuery(msgspec.Struct, forbid_unknown_fields=True):
-    skip: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] = 0
-    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+class ReviewsQuery(Page, forbid_unknown_fields=True):
     sort_by: Literal["created_at", "rating", "helpful"] = "created_at"
     order: Literal["asc", "desc"] = "desc"
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import msgspec
 
-from api.discovery import Id, Page, public
+from api.discovery import Id, public
 from api.rendering import JSON
 from api.routing import Call, Router
+from api.schemas import Page
 from db import discovery
 from db.discovery import ShowtimeFilters
 from seatlock.errors import NotFound, ValidationFailed
