@@ -126,6 +126,9 @@ async def test_a_change_made_through_one_process_reaches_watchers_of_the_other(
 
 
 async def _eventually_refused(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    async with asyncio.timeout(2):
-        while (await client.get("/api/v1/auth/me", headers=headers)).status_code != 401:
-            await asyncio.sleep(0.02)
+    """Revocations reach other processes by pub/sub: allow its latency, nothing more."""
+    for _ in range(100):
+        if (await client.get("/api/v1/auth/me", headers=headers)).status_code == 401:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail("the other process still accepts a logged-out token after 2 s")
