@@ -1,4 +1,5 @@
-"""Demo data: one cinema with three rooms, eight movies, a week of screenings, two accounts.
+"""Demo data: one cinema with three rooms, eight movies with their cast, a week of screenings,
+reviews and reactions from a small audience, a favorite cinema and a search history.
 
 Accounts (documented in the README as well):
 - demo@seatlock.local / ``demo-pass-123`` (a user)
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -67,6 +69,37 @@ MOVIES: list[tuple[str, int, str, str, str, int, str]] = [
 ]
 
 
+# Three billed actors (and their characters) per movie, by title.
+CAST: dict[str, list[tuple[str, str]]] = {
+    "The Long Night": [("Ada Kersey", "Ruth Calder"), ("Idris Mbeki", "Tom Calder"),
+                       ("Nell Faraday", "Sister Agnes")],
+    "Orbit of Ash": [("Kai Morrow", "Commander Vale"), ("Sana Iqbal", "Dr. Oyelaran"),
+                     ("Piet Lund", "The Pilot")],
+    "Paper Lanterns": [("Mio Tanabe", "Hana (voice)"), ("Rafe Collins", "Grandfather (voice)"),
+                       ("Lia Oduya", "The Fox (voice)")],
+    "The Quiet Heist": [("Marco Bellini", "Dario"), ("June Achterberg", "Inspector Maas"),
+                        ("Theo Grant", "Lucky")],
+    "Salt and Iron": [("Brann Doyle", "Captain Harrow"), ("Elise Moreau", "Margaret Harrow"),
+                      ("Sef Adeyemi", "Quartermaster Jones")],
+    "Midnight Tram": [("Polly Reyes", "Dot"), ("Gus Halloran", "The Conductor"),
+                      ("Ravi Menon", "Sunny")],
+    "Wildwater": [("Cora Lindqvist", "Freya"), ("Ezra Holm", "Bjorn"),
+                  ("Tala Nakoma", "The Guide")],
+    "Glass Garden": [("Iris Delacroix", "Camille"), ("Noah Vance", "Julien"),
+                     ("Bea Sorensen", "Madame Roux")],
+}  # fmt: skip
+
+AUDIENCE = ["Priya", "Marek", "Lotte", "Samir", "Grace"]
+REVIEWS = [
+    (5, "Loved every minute. The sound in the Grand Hall is something else."),
+    (4, "Great performances, a little long in the middle."),
+    (3, "Solid, but I expected more from the second half."),
+    (5, "Went twice. Book the back row, the vip seats are worth it."),
+    (4, "Beautifully shot; the score stayed with me all week."),
+    (2, "Not for me, though the friends I went with enjoyed it."),
+]
+
+
 async def seed_demo(settings: Settings, *, only_if_empty: bool) -> str:
     """Add the demo catalog and accounts; return a one-line summary."""
     hashes = await _password_hashes(settings)
@@ -84,10 +117,15 @@ async def seed_demo(settings: Settings, *, only_if_empty: bool) -> str:
 
 
 async def _password_hashes(settings: Settings) -> dict[str, tuple[str, str]]:
-    """email -> (role, bcrypt hash), hashed in worker threads before the transaction opens."""
+    """email -> (role, bcrypt hash), hashed in worker threads before the transaction opens.
+
+    The audience accounts get a random password nobody knows: they only write reviews.
+    """
     accounts = {DEMO_EMAIL: ("user", DEMO_PASSWORD)}
     if not settings.admin_email:
         accounts[ADMIN_EMAIL] = ("admin", ADMIN_PASSWORD)
+    for name in AUDIENCE:
+        accounts[_audience_email(name)] = ("user", secrets.token_urlsafe(24))
     hashed = await asyncio.gather(
         *(hash_password(password, settings.bcrypt_rounds) for _, password in accounts.values())
     )
@@ -113,10 +151,14 @@ async def _seed(
         records=shows,
         columns=["movie_id", "room_id", "starts_at", "ends_at", "price"],
     )
+    cast = await _add_cast(conn, movies)
+    reviews = await _add_audience(conn, cinema_id, movies)
     seats = sum(plan.rows * plan.seats_per_row for plan in ROOMS)
     return (
         f"demo data: 1 cinema, {len(rooms)} rooms, {seats} seats, {len(movies)} movies,"
-        f" {len(shows)} screenings, {users} new account(s) ({', '.join(hashes)})"
+        f" {cast} cast members, {len(shows)} screenings, {reviews} reviews,"
+        f" {users} new account(s) ({DEMO_EMAIL}"
+        f"{', ' + ADMIN_EMAIL if ADMIN_EMAIL in hashes else ''} and {len(AUDIENCE)} reviewers)"
     )
 
 
@@ -214,6 +256,70 @@ def _schedule(
                 start = _round_up(end, 15)
                 turn += 1
     return shows
+
+
+async def _add_cast(conn: asyncpg.Connection, movies: list[tuple[int, int]]) -> int:
+    """The director and three billed actors of every movie."""
+    records: list[tuple[int, str, str, str | None, int]] = []
+    for (movie_id, _), movie in zip(movies, MOVIES, strict=True):
+        records.append((movie_id, movie[6], "director", None, 0))
+        for order, (actor, character) in enumerate(CAST[movie[0]], start=1):
+            records.append((movie_id, actor, "actor", character, order))
+    await conn.copy_records_to_table(
+        "cast_members",
+        records=records,
+        columns=["movie_id", "name", "role", "character_name", "billing_order"],
+    )
+    return len(records)
+
+
+async def _add_audience(
+    conn: asyncpg.Connection, cinema_id: int, movies: list[tuple[int, int]]
+) -> int:
+    """Reviews (with likes), the demo user's favorite cinema and recent searches."""
+    users = {
+        row["email"]: row["id"]
+        for row in await conn.fetch(
+            "SELECT id, email FROM users WHERE email = ANY($1::text[])",
+            [DEMO_EMAIL, *(_audience_email(name) for name in AUDIENCE)],
+        )
+    }
+    reviewers = [users[_audience_email(name)] for name in AUDIENCE]
+    reviews = []
+    for index, (movie_id, _) in enumerate(movies[:-1]):  # nobody has seen the coming-soon one
+        for offset, user_id in enumerate(reviewers[: 2 + index % 3]):
+            rating, text = REVIEWS[(index + offset) % len(REVIEWS)]
+            reviews.append((movie_id, user_id, rating, text))
+    ids = await conn.fetch(
+        "INSERT INTO reviews (movie_id, user_id, rating, content)"
+        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::text[])"
+        " RETURNING id, user_id",
+        *(list(column) for column in zip(*reviews, strict=True)),
+    )
+    likes = [
+        (row["id"], liker, "like")
+        for n, row in enumerate(ids)
+        for liker in reviewers[: n % 4]
+        if liker != row["user_id"]
+    ]
+    await conn.copy_records_to_table(
+        "review_reactions", records=likes, columns=["review_id", "user_id", "reaction"]
+    )
+    demo = users[DEMO_EMAIL]
+    await conn.execute(
+        "INSERT INTO favorite_cinemas (user_id, cinema_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        demo,
+        cinema_id,
+    )
+    await conn.executemany(
+        "INSERT INTO search_history (user_id, query) VALUES ($1, $2)",
+        [(demo, q) for q in ("orbit", "heist movies", "animation for kids")],
+    )
+    return len(reviews)
+
+
+def _audience_email(name: str) -> str:
+    return f"{name.lower()}@audience.seatlock.local"
 
 
 def _round_up(moment: dt.datetime, minutes: int) -> dt.datetime:
