@@ -30,7 +30,8 @@ async def test_seed_fills_an_empty_database_once(
     assert summary.startswith("demo data: 1 cinema, 3 rooms, 496 seats, 8 movies,")
     seeded = await counts(db)
     assert {k: v for k, v in seeded.items() if k != "screenings"} == {
-        "cinemas": 1, "rooms": 3, "seats": 12 * 20 + 10 * 16 + 8 * 12, "movies": 8, "users": 2 + len(AUDIENCE)
+        "cinemas": 1, "rooms": 3, "seats": 12 * 20 + 10 * 16 + 8 * 12, "movies": 8,
+        "users": 2 + len(AUDIENCE),
     }  # fmt: skip
     assert seeded["screenings"] >= 3 * 6 * 3  # three rooms, six full days, three shows a day
     first, last = await db.fetchrow("SELECT min(starts_at), max(starts_at) FROM screenings")
