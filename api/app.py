@@ -42,6 +42,7 @@ from db.layouts import Layouts
 from db.migrate import migrate
 from db.pool import create_pool
 from db.reservations import HistoryWriter, ReservationIds
+from db.tickets import BookingWriter
 from seatlock import __version__
 from seatlock.engine import SeatEngine
 from seatlock.events import Hub
@@ -118,12 +119,14 @@ async def run_seat_services(services: Services) -> AsyncIterator[None]:
     )
     hub = Hub(services.redis, engine.seat_map)
     writer = HistoryWriter(services.db)
+    bookings = BookingWriter(services.db)
     services.extras.update(
         engine=engine,
         hub=hub,
         layouts=layouts,
         history=writer,
         reservation_ids=ReservationIds(services.db),
+        bookings=bookings,
     )
     if not await enable_keyspace_events(services.redis):
         logger.warning("keyspace events refused by Redis; expiries rely on the sweep")
@@ -133,6 +136,7 @@ async def run_seat_services(services: Services) -> AsyncIterator[None]:
         asyncio.create_task(listen_for_expiries(engine, services.redis, stop)),
         asyncio.create_task(sweep_forever(engine, s.sweep_interval_seconds, stop)),
         asyncio.create_task(writer.run(stop)),
+        asyncio.create_task(bookings.run(stop)),
     ]
     try:
         with contextlib.suppress(TimeoutError):

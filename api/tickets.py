@@ -1,13 +1,14 @@
 """The guide's tickets: quick book, book-from-reservation (payment webhook) and ticket management.
 
 A booking is: the engine pins the caller's holds (claim), PostgreSQL commits the booking and its
-tickets in one transaction, then the engine marks the seats sold. A 201 therefore means the
-tickets are committed (invariant 5); if the commit fails the holds are released, nothing sold.
+tickets (group commit, db.tickets.BookingWriter), then the engine marks the seats sold. A 201
+therefore means the tickets are committed (invariant 5), whatever Redis does afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -17,6 +18,7 @@ from redis.exceptions import RedisError
 from api.rendering import decode_body
 from api.reservations import MAX_SEATS_PER_REQUEST, Id, engine_of, history_of, unique_seats
 from api.routing import MAX_ID, Call, Router
+from api.schemas import Message
 from api.state import Services
 from db import reservations as history
 from db import tickets as repo
@@ -31,6 +33,10 @@ PaymentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 SeatIds = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_SEATS_PER_REQUEST)]
 Status = Literal["pending", "confirmed", "cancelled", "refunded"]
 DB_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# How long a claim pins the holds past now. Long enough for a batch to commit; when the commit
+# fails the holds are left as they are (the user retries the payment), so a failed commit only
+# keeps a hold this much longer than its own deadline, never indefinitely.
+COMMIT_PIN_MS = 15_000
 
 
 class BookIn(msgspec.Struct):
@@ -61,22 +67,39 @@ class ListQuery(msgspec.Struct):
     user_id: Id | None = None
 
 
-def ticket_out(row: Any) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "user_id": row["user_id"],
-        "screening_id": row["screening_id"],
-        "seat_id": row["seat_id"],
-        "price": row["price"],
-        "status": row["status"],
-        "booked_at": row["booked_at"],
-        "confirmed_at": row["confirmed_at"],
-        "payment_id": row["payment_id"],
-    }
+class TicketOut(msgspec.Struct):
+    """The guide's ticket. ``price`` (screening price times seat type, in cents exactly) is a
+    JSON number, as api/screenings.py renders prices."""
+
+    id: int
+    user_id: int
+    screening_id: int
+    seat_id: int
+    price: float
+    status: Status
+    booked_at: datetime
+    confirmed_at: datetime | None
+    payment_id: str | None
 
 
-@router.post("/api/v1/tickets/book", access="user", body=BookIn, status=201)
-async def book(call: Call) -> list[dict[str, Any]]:
+def ticket_out(row: Any) -> TicketOut:
+    return TicketOut(
+        row["id"],
+        row["user_id"],
+        row["screening_id"],
+        row["seat_id"],
+        float(row["price"]),
+        row["status"],
+        row["booked_at"],
+        row["confirmed_at"],
+        row["payment_id"],
+    )
+
+
+@router.post(
+    "/api/v1/tickets/book", access="user", body=BookIn, status=201, response=list[TicketOut]
+)
+async def book(call: Call) -> list[TicketOut]:
     """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
     body: BookIn = call.body
     seat_ids = unique_seats(body.seat_ids)
@@ -94,8 +117,14 @@ async def book(call: Call) -> list[dict[str, Any]]:
     )
 
 
-@router.post("/api/v1/tickets/book-from-reservation", access="user", body=PaidBookIn, status=201)
-async def book_from_reservation(call: Call) -> list[dict[str, Any]]:
+@router.post(
+    "/api/v1/tickets/book-from-reservation",
+    access="user",
+    body=PaidBookIn,
+    status=201,
+    response=list[TicketOut],
+)
+async def book_from_reservation(call: Call) -> list[TicketOut]:
     """Buy the seats you hold (payment webhook); idempotent on payment_id."""
     body: PaidBookIn = call.body
     seat_ids = unique_seats(body.seat_ids)
@@ -110,7 +139,7 @@ async def book_from_reservation(call: Call) -> list[dict[str, Any]]:
 
 async def _existing(
     services: Services, payment_id: str, user_id: int, screening_id: int, seat_ids: list[int]
-) -> list[dict[str, Any]] | None:
+) -> list[TicketOut] | None:
     """The tickets already bought with this payment id; 409 if it paid for something else."""
     booking = await repo.booking_by_payment(services.db, payment_id)
     if booking is None:
@@ -122,10 +151,10 @@ async def _existing(
 
 async def _claim_and_commit(
     services: Services, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
-) -> list[dict[str, Any]]:
+) -> list[TicketOut]:
     engine = engine_of(services)
     try:
-        await engine.claim(screening_id, user_id, seat_ids)
+        await engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
     except SeatLockError:
         # A duplicate call may have sold these seats a moment ago: answer with its tickets.
         if payment_id is not None:
@@ -134,37 +163,49 @@ async def _claim_and_commit(
                 return found
         raise
     rows, fresh = await _commit(services, user_id, screening_id, seat_ids, payment_id)
-    if not fresh:
-        return rows
-    try:
-        await engine.sell(screening_id, dict.fromkeys(seat_ids, user_id))
-    except (RedisError, OSError) as exc:
-        # Committed in PostgreSQL, so sold; Redis rebuilds sold seats from it (invariant 7).
-        logger.warning("seats of screening %s sold but not marked in Redis: %r", screening_id, exc)
-    history_of(services).submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
+    if fresh:
+        await _mark_sold(services, user_id, screening_id, seat_ids)
+        history_of(services).submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
     return rows
+
+
+async def _mark_sold(
+    services: Services, user_id: int, screening_id: int, seat_ids: list[int]
+) -> None:
+    try:
+        await engine_of(services).sell(screening_id, dict.fromkeys(seat_ids, user_id))
+    except Exception as exc:
+        # Committed in PostgreSQL, so sold and the answer is 201 (invariant 5) whatever failed
+        # here: Redis rebuilds sold seats from PostgreSQL on its next load (invariant 7), and
+        # the unique index refuses a second ticket for these seats meanwhile.
+        logger.warning("seats of screening %s sold but not marked in Redis: %r", screening_id, exc)
 
 
 async def _commit(
     services: Services, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
-) -> tuple[list[dict[str, Any]], bool]:
+) -> tuple[list[TicketOut], bool]:
     """The tickets, and whether this call created them (False: a duplicate call did)."""
+    writer: repo.BookingWriter = services.extras["bookings"]
     try:
-        rows = await repo.create_booking(services.db, user_id, screening_id, seat_ids, payment_id)
+        rows = await writer.book(user_id, screening_id, seat_ids, payment_id)
         return [ticket_out(r) for r in rows], True
     except asyncpg.UniqueViolationError:
-        # Same payment id, committed first by a concurrent call (PostgreSQL made us wait for it).
+        # Same payment id, committed first by a concurrent call (earlier in the same batch, or
+        # another batch PostgreSQL made us wait for): it is committed now, answer with it.
         assert payment_id is not None
         found = await _existing(services, payment_id, user_id, screening_id, seat_ids)
         if found is None:
             raise Conflict("This payment_id was already used for another booking") from None
         return found, False
+    except Unavailable:
+        raise
     except SeatLockError:
         await _release(services, screening_id, user_id, seat_ids)
         raise
     except DB_DOWN as exc:
-        await _release(services, screening_id, user_id, seat_ids)
-        logger.warning("booking not saved, holds released: %r", exc)
+        # Not committed. The holds stay (pinned COMMIT_PIN_MS at most beyond their deadline)
+        # so the user can retry the payment; releasing them would give the seats away.
+        logger.warning("booking not saved, holds kept: %r", exc)
         raise Unavailable("Booking could not be saved right now; please try again") from None
 
 
@@ -190,14 +231,14 @@ async def _own_ticket(call: Call, *, admin_too: bool = True) -> Any:
     return row
 
 
-@router.get("/api/v1/tickets/my-tickets", access="user")
-async def my_tickets(call: Call) -> list[dict[str, Any]]:
+@router.get("/api/v1/tickets/my-tickets", access="user", response=list[TicketOut])
+async def my_tickets(call: Call) -> list[TicketOut]:
     """Your tickets, newest first."""
     return [ticket_out(r) for r in await repo.for_user(call.services.db, call.user.user_id)]
 
 
-@router.get("/api/v1/tickets/", access="admin", query=ListQuery)
-async def list_tickets(call: Call) -> list[dict[str, Any]]:
+@router.get("/api/v1/tickets/", access="admin", query=ListQuery, response=list[TicketOut])
+async def list_tickets(call: Call) -> list[TicketOut]:
     """Every ticket, newest first, with filters (admin)."""
     q: ListQuery = call.query
     rows = await repo.search(
@@ -211,14 +252,14 @@ async def list_tickets(call: Call) -> list[dict[str, Any]]:
     return [ticket_out(r) for r in rows]
 
 
-@router.get("/api/v1/tickets/{ticket_id:int}", access="user")
-async def get_ticket(call: Call) -> dict[str, Any]:
+@router.get("/api/v1/tickets/{ticket_id:int}", access="user", response=TicketOut)
+async def get_ticket(call: Call) -> TicketOut:
     """One of your tickets (admins: any ticket)."""
     return ticket_out(await _own_ticket(call))
 
 
-@router.delete("/api/v1/tickets/{ticket_id:int}", access="user")
-async def cancel_ticket(call: Call) -> dict[str, Any]:
+@router.delete("/api/v1/tickets/{ticket_id:int}", access="user", response=TicketOut)
+async def cancel_ticket(call: Call) -> TicketOut:
     """Cancel one of your tickets before the screening starts; the seat is free again."""
     row = await _own_ticket(call, admin_too=False)
     if row["status"] not in repo.ACTIVE:
@@ -237,8 +278,8 @@ async def _in_future(services: Services, moment: Any) -> bool:
     return bool(await services.db.fetchval("SELECT $1::timestamptz > now()", moment))
 
 
-@router.post("/api/v1/tickets/{ticket_id:int}/confirm-payment", access="user")
-async def confirm_payment(call: Call) -> dict[str, Any]:
+@router.post("/api/v1/tickets/{ticket_id:int}/confirm-payment", access="user", response=TicketOut)
+async def confirm_payment(call: Call) -> TicketOut:
     """Mark a pending ticket paid (body ``{"payment_id": ...}`` optional)."""
     raw = await call.request.body()
     body: PaymentIn = decode_body(raw, PaymentIn) if raw.strip() else PaymentIn()
@@ -253,8 +294,10 @@ async def confirm_payment(call: Call) -> dict[str, Any]:
     return ticket_out(updated)
 
 
-@router.put("/api/v1/tickets/{ticket_id:int}/status", access="admin", body=StatusIn)
-async def update_status(call: Call) -> dict[str, Any]:
+@router.put(
+    "/api/v1/tickets/{ticket_id:int}/status", access="admin", body=StatusIn, response=TicketOut
+)
+async def update_status(call: Call) -> TicketOut:
     """Move a ticket to another status (admin); cancelling or refunding frees the seat."""
     to: str = call.body.status
     row = await repo.get(call.services.db, call.params["ticket_id"])
@@ -270,8 +313,8 @@ async def update_status(call: Call) -> dict[str, Any]:
     return ticket_out(updated)
 
 
-@router.post("/api/v1/tickets/{ticket_id:int}/resend", access="user")
-async def resend(call: Call) -> dict[str, str]:
+@router.post("/api/v1/tickets/{ticket_id:int}/resend", access="user", response=Message)
+async def resend(call: Call) -> Message:
     """Send the ticket confirmation mail again."""
     row = await _own_ticket(call)
     if row["status"] not in repo.ACTIVE:
@@ -286,4 +329,4 @@ async def resend(call: Call) -> dict[str, str]:
     await call.services.mailer.send(
         Mail(to=email, subject="Your ticket", body=body, kind="ticket_confirmation")
     )
-    return {"message": "Ticket confirmation sent"}
+    return Message("Ticket confirmation sent")

@@ -2,18 +2,26 @@
 
 PostgreSQL is the final judge (invariants 1, 5, 6): ``tickets_one_active_per_seat`` refuses a
 second active ticket for a seat, ``bookings.payment_id`` refuses a second booking for a payment.
+
+``BookingWriter`` commits concurrent bookings together (group commit): one transaction per batch,
+each booking in its own savepoint, every caller answered only after the COMMIT (invariant 5).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
 
 from db.pool import Conn, Executor
-from seatlock.errors import Conflict, NotFound
+from seatlock.errors import Conflict, NotFound, Unavailable
+
+logger = logging.getLogger(__name__)
 
 TICKET_COLUMNS = (
     "id, booking_id, user_id, screening_id, seat_id, price, status, payment_id, booked_at,"
@@ -65,6 +73,150 @@ class Booking:
 class SeatAlreadySold(Conflict):
     def __init__(self) -> None:
         super().__init__("Some of these seats are already booked")
+
+
+class SeatsNotInScreening(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Seat not found in this screening")
+
+
+SEAT_CONSTRAINT = "tickets_one_active_per_seat"
+_MULTIPLIER_SQL = " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEAT_TYPE_MULTIPLIERS.items())
+# One round trip per booking: price the seats (as ticket_price does: round() on numeric is
+# half-up for prices >= 0), insert the booking only if every seat is in the screening's room,
+# then its tickets. No row back means an unknown screening or seat, and nothing was written.
+BOOK_SQL = (
+    "WITH p AS (SELECT st.id AS seat_id,"
+    f" round(s.price * CASE st.seat_type {_MULTIPLIER_SQL} ELSE 1.0 END, 2) AS price"
+    " FROM screenings s JOIN seats st ON st.room_id = s.room_id"
+    " WHERE s.id = $2 AND st.id = ANY($3::bigint[])),"
+    " b AS (INSERT INTO bookings (user_id, screening_id, payment_id, seat_ids)"
+    " SELECT $1, $2, $4, $3::bigint[]"
+    " WHERE (SELECT count(*) FROM p) = cardinality($3::bigint[]) RETURNING id)"
+    " INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status,"
+    " payment_id, confirmed_at)"
+    " SELECT b.id, $1, $2, p.seat_id, p.price, $5, $4,"
+    " CASE WHEN $5 = 'confirmed' THEN now() END"
+    f" FROM b, p ORDER BY p.seat_id RETURNING {TICKET_COLUMNS}"
+)
+MAX_BATCH = 256  # bookings per transaction
+MAX_QUEUE = 4096  # bookings waiting; a burst beyond waits to enqueue (back-pressure)
+
+
+@dataclass(slots=True)
+class _Request:
+    user_id: int
+    screening_id: int
+    seat_ids: list[int]
+    payment_id: str | None
+    done: asyncio.Future[list[Any]] = field(repr=False)
+
+
+class BookingWriter:
+    """Group commit of bookings: a bounded queue and one flusher task per process.
+
+    ``book`` answers exactly as ``create_booking`` would, but only once the batch holding the
+    booking is committed. A failing booking (seat sold, payment id taken, unknown seat) is rolled
+    back to its savepoint and the others commit; a failing COMMIT fails every booking in it.
+    """
+
+    def __init__(
+        self, db: asyncpg.Pool, *, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE
+    ) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue(max_queue)
+        self._running = False
+        self.batches = 0  # transactions committed or tried, for tests and stats
+
+    async def book(
+        self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+    ) -> list[Any]:
+        if not self._running:
+            raise Unavailable("Booking could not be saved right now; please try again")
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(user_id, screening_id, sorted(seat_ids), payment_id, done))
+        return await done
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush batches until ``stop`` is set; what is queued by then is still written."""
+        self._running = True
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set() or not self._queue.empty():
+                first = await self._next(stopped)
+                if first is None:
+                    continue
+                batch = [first]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._flush(batch)
+        finally:
+            self._running = False
+            stopped.cancel()
+            self._fail_queued()
+
+    async def _next(self, stopped: asyncio.Task[Any]) -> _Request | None:
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        getter = asyncio.ensure_future(self._queue.get())
+        await asyncio.wait({getter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await getter
+        return None
+
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            _answer(self._queue.get_nowait().done, Unavailable("Server is shutting down"))
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        outcomes: list[list[Any] | BaseException] = []
+        self.batches += 1
+        try:
+            async with self._db.acquire() as conn, conn.transaction():
+                for index, request in enumerate(batch):
+                    outcomes.append(await _book_in_savepoint(conn, request, first=index == 0))
+        except Exception as exc:  # not committed: every booking of the batch failed
+            logger.warning("booking batch of %d not committed: %r", len(batch), exc)
+            for request in batch:
+                _answer(request.done, exc)
+            return
+        for request, outcome in zip(batch, outcomes, strict=True):
+            _answer(request.done, outcome)
+
+
+async def _book_in_savepoint(conn: Conn, req: _Request, *, first: bool) -> list[Any] | Exception:
+    """One booking inside the batch; its error is returned, its rows rolled back alone."""
+    await conn.execute("SAVEPOINT booking" if first else "RELEASE booking; SAVEPOINT booking")
+    status = "confirmed" if req.payment_id else "pending"
+    try:
+        rows = await conn.fetch(
+            BOOK_SQL, req.user_id, req.screening_id, req.seat_ids, req.payment_id, status
+        )
+    except asyncpg.PostgresError as exc:
+        await conn.execute("ROLLBACK TO SAVEPOINT booking")
+        if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == SEAT_CONSTRAINT:
+            return SeatAlreadySold()
+        return exc
+    if not rows:
+        return SeatsNotInScreening()
+    return sorted(rows, key=_seat_of)
+
+
+def _seat_of(row: Any) -> int:
+    return int(row["seat_id"])
+
+
+def _answer(done: asyncio.Future[list[Any]], outcome: list[Any] | BaseException) -> None:
+    if done.done():  # the caller went away; its booking stands or falls with the batch anyway
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
 
 
 async def booking_by_payment(db: Executor, payment_id: str) -> Booking | None:

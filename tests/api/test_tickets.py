@@ -248,7 +248,7 @@ def _outbox(server: Any) -> list[Any]:
     return Mailer(server.settings).outbox()
 
 
-async def test_database_down_is_503_and_releases_the_holds(
+async def test_database_down_is_503_and_keeps_the_holds(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
     show = await make_screening(db, 2)
@@ -266,8 +266,9 @@ async def test_database_down_is_503_and_releases_the_holds(
         await db.execute("DROP TRIGGER refuse ON tickets; DROP FUNCTION refuse()")
     assert r.status_code == 503, r.text
     assert await db.fetchval("SELECT count(*) FROM bookings") == 0
-    assert await held_in_redis(redis, show) == {}
-    assert {s["status"] for s in (await availability(client, show)).values()} == {"available"}
+    # Nothing sold, and the user keeps the seats to retry the payment.
+    assert await held_in_redis(redis, show) == dict.fromkeys(seats, user.id)
+    assert {s["status"] for s in (await availability(client, show)).values()} == {"reserved"}
 
 
 async def test_bad_booking_input_changes_nothing(

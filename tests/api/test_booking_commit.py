@@ -1,0 +1,248 @@
+"""Booking commits: a 201 after the commit whatever Redis does, holds kept when PostgreSQL fails,
+the group-commit writer (savepoints per booking, answers after COMMIT), documented shapes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from api.state import Services
+from db import tickets as repo
+from seatlock import keys
+from seatlock.errors import Unavailable
+from tests.api.test_reservations import availability, held_in_redis, make_screening, reserve
+from tests.api.test_tickets import active_tickets, book_held
+from tests.support import Account, LiveServer
+
+TICKET_KEYS = [
+    "id",
+    "user_id",
+    "screening_id",
+    "seat_id",
+    "price",
+    "status",
+    "booked_at",
+    "confirmed_at",
+    "payment_id",
+]
+
+
+def services_of(live: LiveServer) -> Services:
+    """The running app's services (the live server runs in this process, in a thread)."""
+    app: Any = live._server.config.app
+    services: Services = app.state.services
+    return services
+
+
+async def refuse_ticket_inserts(db: asyncpg.Connection) -> None:
+    """A trigger that fails the insert stands in for PostgreSQL failing at commit time."""
+    await db.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'down' USING ERRCODE = '57P01'; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT ON tickets FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+
+
+async def allow_ticket_inserts(db: asyncpg.Connection) -> None:
+    await db.execute("DROP TRIGGER refuse ON tickets; DROP FUNCTION refuse()")
+
+
+async def test_redis_refusing_the_sell_after_the_commit_still_answers_201(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    user: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    show = await make_screening(db, 3)
+    seats = show.seat_ids[:2]
+    assert (await reserve(client, user, show, seats)).status_code == 201
+
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise Unavailable("Seat service temporarily unavailable")
+
+    monkeypatch.setattr(services_of(server).extras["engine"], "sell", refuse)
+    r = await book_held(client, user, show, seats, "pay_sell_fails")
+    assert r.status_code == 201, r.text
+    assert [t["seat_id"] for t in r.json()] == seats
+    assert [t["seat_id"] for t in await active_tickets(db, show)] == seats
+    monkeypatch.undo()
+    # PostgreSQL stays the judge: the same seats cannot be sold again, and a retry is idempotent.
+    again = await book_held(client, user, show, seats, "pay_sell_fails")
+    assert again.status_code == 201
+    assert [t["id"] for t in again.json()] == [t["id"] for t in r.json()]
+    assert await db.fetchval("SELECT count(*) FROM bookings") == 1
+
+
+async def test_failed_commit_keeps_the_holds_for_a_retry(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    make_server: Callable[..., LiveServer],
+    user: Account,
+) -> None:
+    live = make_server(hold_seconds=2)
+    show = await make_screening(db, 2)
+    seats = show.seat_ids
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as short:
+        assert (await reserve(short, user, show, seats)).status_code == 201
+        await refuse_ticket_inserts(db)
+        try:
+            r = await book_held(short, user, show, seats, "pay_retry")
+        finally:
+            await allow_ticket_inserts(db)
+        assert r.status_code == 503, r.text
+        assert await db.fetchval("SELECT count(*) FROM bookings") == 0
+        assert await held_in_redis(redis, show) == dict.fromkeys(seats, user.id)
+        # Pinned for the commit: past the 2 s hold, but only by the short commit pin.
+        ttl = await redis.pttl(keys.seat_hold(show.id, seats[0]))
+        assert 2_000 < ttl <= 15_000
+        seen = await availability(short, show, user)
+        assert {s["status"] for s in seen.values()} == {"reserved"}
+        r = await book_held(short, user, show, seats, "pay_retry")
+        assert r.status_code == 201, r.text
+    assert [t["seat_id"] for t in await active_tickets(db, show)] == seats
+
+
+@pytest.fixture
+async def writer(server: LiveServer) -> AsyncIterator[repo.BookingWriter]:
+    pool = await asyncpg.create_pool(server.settings.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    writer = repo.BookingWriter(pool)
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    await asyncio.sleep(0)
+    yield writer
+    stop.set()
+    await task
+    await pool.close()
+
+
+async def test_one_batch_commits_the_good_bookings_and_refuses_the_bad(
+    writer: repo.BookingWriter, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    show = await make_screening(db, 6, price="8.00", seat_types=["standard", "vip"] * 3)
+    s = show.seat_ids
+    await repo.create_booking(writer._db, other_user.id, show.id, [s[5]], "pay_old")
+    results: list[Any] = await asyncio.gather(
+        writer.book(user.id, show.id, [s[1], s[0]], "pay_a"),
+        writer.book(user.id, show.id, [s[5]], None),  # seat sold: unique index
+        writer.book(user.id, show.id, [s[2]], "pay_old"),  # payment id taken
+        writer.book(user.id, show.id, [s[3], 10**12], None),  # unknown seat
+        writer.book(other_user.id, show.id, [s[3]], "pay_b"),
+        writer.book(user.id, show.id, [s[4]], "pay_b"),  # same payment, same batch
+        writer.book(user.id, show.id, [s[4]], None),
+        return_exceptions=True,
+    )
+    assert writer.batches == 1
+    a, sold, taken, unknown, b, dup, pending = results
+    assert [(t["seat_id"], t["price"], t["status"]) for t in a] == [
+        (s[0], 8, "confirmed"),
+        (s[1], 12, "confirmed"),
+    ]
+    assert isinstance(sold, repo.SeatAlreadySold)
+    assert isinstance(taken, asyncpg.UniqueViolationError)
+    assert isinstance(unknown, repo.SeatsNotInScreening)
+    assert [(t["seat_id"], t["user_id"]) for t in b] == [(s[3], other_user.id)]
+    assert isinstance(dup, asyncpg.UniqueViolationError)
+    assert [(t["seat_id"], t["status"]) for t in pending] == [(s[4], "pending")]
+    rows = await active_tickets(db, show)
+    assert [(r["seat_id"], r["user_id"]) for r in rows] == [
+        (s[0], user.id),
+        (s[1], user.id),
+        (s[3], other_user.id),
+        (s[4], user.id),
+        (s[5], other_user.id),
+    ]
+    assert await db.fetchval("SELECT count(*) FROM bookings") == 4
+
+
+async def test_answers_come_only_after_the_commit(
+    writer: repo.BookingWriter, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db, 40)
+    seen_committed: list[bool] = []
+    one_at_a_time = asyncio.Lock()
+
+    async def book(seat: int) -> None:
+        rows = await writer.book(user.id, show.id, [seat], None)
+        # Another connection sees the tickets as soon as the caller has its answer.
+        async with one_at_a_time:
+            count = await db.fetchval("SELECT count(*) FROM tickets WHERE id = $1", rows[0]["id"])
+        seen_committed.append(count == 1)
+
+    await asyncio.gather(*(book(seat) for seat in show.seat_ids))
+    assert seen_committed == [True] * 40
+    assert writer.batches <= 2
+
+
+async def test_a_failed_batch_fails_every_booking_in_it(
+    writer: repo.BookingWriter, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db, 3)
+    # A deferred check fails at COMMIT, after every booking of the batch went through.
+    await db.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'late' USING ERRCODE = '57P01'; END $$;"
+        " CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON tickets DEFERRABLE INITIALLY DEFERRED"
+        " FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+    try:
+        results = await asyncio.gather(
+            *(writer.book(user.id, show.id, [seat], None) for seat in show.seat_ids),
+            return_exceptions=True,
+        )
+    finally:
+        await allow_ticket_inserts(db)
+    assert all(isinstance(r, asyncpg.PostgresError) for r in results), results
+    assert await db.fetchval("SELECT count(*) FROM tickets") == 0
+    assert await db.fetchval("SELECT count(*) FROM bookings") == 0
+    ok = await writer.book(user.id, show.id, show.seat_ids, None)
+    assert len(ok) == 3
+
+
+async def test_stopped_writer_refuses_with_503_class(server: LiveServer) -> None:
+    writer = repo.BookingWriter(services_of(server).db)
+    with pytest.raises(Unavailable):
+        await writer.book(1, 1, [1], None)
+
+
+async def test_ticket_routes_document_their_shapes(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    assert list(schemas["TicketOut"]["properties"]) == TICKET_KEYS
+    assert schemas["TicketOut"]["properties"]["price"]["type"] == "number"
+    routes = [
+        ("/api/v1/tickets/book", "post", "201"),
+        ("/api/v1/tickets/book-from-reservation", "post", "201"),
+        ("/api/v1/tickets/my-tickets", "get", "200"),
+        ("/api/v1/tickets/", "get", "200"),
+        ("/api/v1/tickets/{ticket_id}", "get", "200"),
+        ("/api/v1/tickets/{ticket_id}", "delete", "200"),
+        ("/api/v1/tickets/{ticket_id}/confirm-payment", "post", "200"),
+        ("/api/v1/tickets/{ticket_id}/status", "put", "200"),
+        ("/api/v1/tickets/{ticket_id}/resend", "post", "200"),
+    ]
+    for path, method, status in routes:
+        response = doc["paths"][path][method]["responses"][status]
+        assert "content" in response, (path, method)
+    # And the JSON itself is the guide's ticket, unchanged.
+    show = await make_screening(db, 1)
+    r = await client.post(
+        "/api/v1/tickets/book",
+        json={"screening_id": show.id, "seat_ids": show.seat_ids},
+        headers=user.headers,
+    )
+    assert r.status_code == 201, r.text
+    (ticket,) = r.json()
+    assert list(ticket) == TICKET_KEYS
+    assert ticket["price"] == 10.0 and ticket["confirmed_at"] is None
+    assert ticket["booked_at"].endswith(("Z", "+00:00"))
