@@ -10,6 +10,7 @@ import msgspec
 from api.cinemas import Title
 from api.routing import Call, Router
 from api.schemas import Page
+from api.screenings import seat_engine
 from db import catalog
 from seatlock.errors import ValidationFailed
 
@@ -123,7 +124,11 @@ async def get_room(call: Call) -> RoomOut:
 async def create_seats(call: Call) -> list[SeatOut]:
     """Add many seats to a room at once: all of them, or none."""
     body: SeatsBulkIn = call.body
-    rows = await catalog.create_seats(call.services.db, call.params["room_id"], body.expand())
+    room_id = call.params["room_id"]
+    rows = await catalog.create_seats(call.services.db, room_id, body.expand())
+    # Committed: screenings of this room that Redis has loaded learn of the new seats.
+    screening_ids = await catalog.room_screening_ids(call.services.db, room_id)
+    await seat_engine(call).refresh_loaded(screening_ids)
     return [SeatOut(**row) for row in rows]
 
 

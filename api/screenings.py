@@ -12,6 +12,7 @@ import msgspec
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Page
 from db import catalog
+from seatlock.engine import SeatEngine
 from seatlock.errors import ValidationFailed
 
 router = Router("Screenings")
@@ -135,6 +136,7 @@ async def replace_screening(call: Call) -> ScreeningOut:
         Decimal(str(body.price)),
         body.ends_at,
     )
+    await seat_engine(call).refresh(call.params["screening_id"])  # after the commit above
     return screening_out(row)
 
 
@@ -142,3 +144,10 @@ async def replace_screening(call: Call) -> ScreeningOut:
 async def delete_screening(call: Call) -> None:
     """Delete a screening; refused (409) once tickets were sold."""
     await catalog.delete_screening(call.services.db, call.params["screening_id"])
+    await seat_engine(call).forget(call.params["screening_id"])
+
+
+def seat_engine(call: Call) -> SeatEngine:
+    """The seat engine: catalog changes reach the live seat state in Redis through it."""
+    engine: SeatEngine = call.services.extras["engine"]
+    return engine

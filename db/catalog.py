@@ -297,6 +297,12 @@ async def delete_screening(db: Executor, screening_id: int) -> None:
     await _delete(db, "screenings", screening_id, "Screening")
 
 
+async def room_screening_ids(db: Executor, room_id: int) -> list[int]:
+    """Every screening of a room (the seat engine refreshes those it has loaded)."""
+    rows = await db.fetch("SELECT id FROM screenings WHERE room_id = $1 ORDER BY id", room_id)
+    return [int(row["id"]) for row in rows]
+
+
 def _screening_error(exc: Exception) -> Exception:
     if isinstance(exc, asyncpg.ExclusionViolationError):
         return Conflict("The room already has a screening at that time")

@@ -245,6 +245,46 @@ class SeatEngine:
                     freed += await self._sweep_screening(screening_id, seats, now)
         return freed
 
+    async def refresh(self, screening_id: int, now_ms: int | None = None) -> bool:
+        """The catalog changed (start, room, seats): re-read the layout into Redis, keeping live
+        holds (see ``lua/refresh.lua``). False when the screening no longer exists (forgotten)."""
+        now = _now(now_ms)
+        lock = self._loading.setdefault(screening_id, asyncio.Lock())
+        async with lock:  # after this process's loads, which may have read the old layout
+            try:
+                layout = await self._fetch_layout(screening_id)
+            except ScreeningNotFound:
+                await self._forget(screening_id, now)
+                return False
+            await self._run("refresh", screening_id, [], now, _layout_args(layout))
+            await self._redis.zadd(keys.LOADED_SCREENINGS, {str(screening_id): layout.starts_at_ms})
+        return True
+
+    async def refresh_loaded(self, screening_ids: Sequence[int]) -> list[int]:
+        """Refresh those of the screenings Redis has loaded (the others load fresh on first use);
+        returns them."""
+        ids = sorted(set(screening_ids))
+        if not ids:
+            return []
+        scores = await self._redis.zmscore(keys.LOADED_SCREENINGS, [str(i) for i in ids])
+        loaded = [i for i, score in zip(ids, scores, strict=True) if score is not None]
+        for screening_id in loaded:
+            await self.refresh(screening_id)
+        return loaded
+
+    async def forget(self, screening_id: int, now_ms: int | None = None) -> None:
+        """The screening was deleted: drop every key of it (holds included), publish nothing."""
+        lock = self._loading.setdefault(screening_id, asyncio.Lock())
+        async with lock:
+            await self._forget(screening_id, _now(now_ms))
+        self._loading.pop(screening_id, None)
+
+    async def _forget(self, screening_id: int, now: int) -> None:
+        held: list[Any] = await self._redis.hkeys(keys.screening_holds(screening_id))
+        seats = sorted(int(seat) for seat in held)
+        await self._run("forget", screening_id, seats, now, seats)
+        await self._redis.zrem(keys.LOADED_SCREENINGS, str(screening_id))
+
     async def version(self, screening_id: int) -> int:
         """A number that changes on every seat change of the screening."""
         value = await self._redis.get(keys.screening_version(screening_id))
@@ -305,13 +345,13 @@ class SeatEngine:
             if await self._redis.hget(keys.screening_meta(screening_id), "ready"):
                 return
             layout = await self._fetch_layout(screening_id)
-            pairs = [value for seat, user in sorted(layout.sold.items()) for value in (seat, user)]
-            seats = sorted(set(layout.seat_ids))
-            args = [layout.starts_at_ms, len(seats), *seats, *pairs]
-            await self._run("load", screening_id, [], now, args)
+            await self._run("load", screening_id, [], now, _layout_args(layout))
             await self._redis.zadd(keys.LOADED_SCREENINGS, {str(screening_id): layout.starts_at_ms})
             logger.info(
-                "loaded screening %s: %d seats, %d sold", screening_id, len(seats), len(pairs) // 2
+                "loaded screening %s: %d seats, %d sold",
+                screening_id,
+                len(layout.seat_ids),
+                len(layout.sold),
             )
 
     async def _fetch_layout(self, screening_id: int) -> Layout:
@@ -326,6 +366,13 @@ class SeatEngine:
         if layout is None:
             raise ScreeningNotFound(screening_id)
         return layout
+
+
+def _layout_args(layout: Layout) -> list[int]:
+    """ARGV of the load and refresh scripts after the screening id and the clock."""
+    pairs = [value for seat, user in sorted(layout.sold.items()) for value in (seat, user)]
+    seats = sorted(set(layout.seat_ids))
+    return [layout.starts_at_ms, len(seats), *seats, *pairs]
 
 
 def _now(now_ms: int | None) -> int:

@@ -334,7 +334,7 @@ async def test_scripts_survive_a_script_flush(redis: Redis, engine: SeatEngine) 
     assert (await engine.hold(S, ALICE, [2]))[0].seat_id == 2
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "load"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("load", "refresh", "forget")])
 async def test_every_script_refuses_an_unloaded_screening(
     redis: Redis, engine: SeatEngine, name: str
 ) -> None:

@@ -1,0 +1,54 @@
+-- refresh: the catalog changed in PostgreSQL (screening moved, its room changed, seats added):
+-- rewrite the seat set, the start and the sold seats in one step, keeping every live hold. When
+-- Redis does not have the screening yet it is loaded here; a concurrent first load that read
+-- PostgreSQL before the change then finds it ready and writes nothing.
+-- Seats gone from the layout stay listed while held or sold, so a hold or a ticket never points
+-- at a seat Redis calls unknown; the first refresh or reload after their release drops them.
+-- Sold seats are merged: PostgreSQL's are added, Redis's own are kept (a sale committed after the
+-- caller read PostgreSQL must not be lost; too many sold is safe, too few is a double sale).
+-- KEYS: the common eight (lib.lua).
+-- ARGV: screening_id, now_ms, starts_at_ms, seat_count, seat_id * seat_count,
+--       then sold pairs: seat_id, user_id, ...
+-- Returns {OK, 1 when loaded now | 0 when updated, number of seats added}.
+local now, starts_at, count = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local was_ready = is_ready()
+local old = {}
+for _, seat in ipairs(redis.call('SMEMBERS', SEATS)) do
+  old[seat] = true
+end
+local listed = {}
+for i = 5, 4 + count do
+  listed[#listed + 1] = ARGV[i]
+end
+for _, seat in ipairs(redis.call('HKEYS', HOLDS)) do
+  listed[#listed + 1] = seat
+end
+for i = 5 + count, #ARGV, 2 do
+  redis.call('HSET', SOLD, ARGV[i], ARGV[i + 1])
+end
+for _, seat in ipairs(redis.call('HKEYS', SOLD)) do
+  listed[#listed + 1] = seat
+end
+
+redis.call('DEL', SEATS)
+for start = 1, #listed, 500 do
+  redis.call('SADD', SEATS, unpack(listed, start, math.min(start + 499, #listed)))
+end
+local changes = {}
+for i = 5, 4 + count do
+  if not old[ARGV[i]] and redis.call('HEXISTS', SOLD, ARGV[i]) == 0 then
+    changes[#changes + 1] = change(ARGV[i], 'available')
+  end
+end
+redis.call('HSET', META, 'starts_at', starts_at, 'ready', '1')
+if was_ready then
+  -- Watchers learn of the new seats; the version moves even without them (seats may be gone).
+  publish(now, changes)
+  if #changes == 0 then
+    redis.call('INCR', VERSION)
+  end
+  return {OK, 0, #changes}
+end
+local version = tonumber(redis.call('GET', VERSION) or '0')
+redis.call('SET', VERSION, string.format('%.0f', math.max(version + 1, now * 1000)))
+return {OK, 1, 0}

@@ -1,0 +1,88 @@
+"""The auto-pipelining script dispatcher: concurrent calls share round trips, errors stay apart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from seatlock.engine import SeatEngine, SeatsUnavailable
+from seatlock.scripts import MAX_BATCH, source
+from tests.lua.support import DictSource, engine_redis, make_engine, tap
+
+S = 801
+SEATS = list(range(1, 1001))
+
+
+@pytest.fixture
+async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
+    async with engine_redis(backend_urls[0]) as client:
+        yield client
+
+
+@pytest.fixture
+def engine(redis: Redis) -> SeatEngine:
+    source = DictSource()
+    source.add(S, SEATS)
+    return make_engine(redis, source, max_seats_per_user=2)
+
+
+async def test_500_concurrent_holds_go_out_in_a_few_pipelines(engine: SeatEngine) -> None:
+    await engine.seat_map(S)  # loaded first: only hold scripts below
+    before = engine._scripts.pipelines
+    holds = await asyncio.gather(*(engine.hold(S, user, [user]) for user in range(1, 501)))
+    assert [h[0].seat_id for h in holds] == list(range(1, 501))
+    sent = engine._scripts.pipelines - before
+    assert sent <= 500 // MAX_BATCH + 2, sent
+
+
+async def test_errors_are_per_call(redis: Redis, engine: SeatEngine) -> None:
+    await engine.hold(S, 1, [1])
+    await redis.set("sl:test:a-string", "x")  # HGET on it inside a script: WRONGTYPE
+    results = await asyncio.gather(
+        engine.hold(S, 2, [2]),
+        engine.hold(S, 3, [1]),  # taken
+        engine._scripts.run("hold", ["sl:test:a-string"], [S, 0]),
+        engine.hold(S, 4, [4]),
+        return_exceptions=True,
+    )
+    assert results[0][0].seat_id == 2  # type: ignore[index]
+    assert isinstance(results[1], SeatsUnavailable)
+    assert isinstance(results[2], ResponseError)
+    assert results[3][0].seat_id == 4  # type: ignore[index]
+
+
+async def test_calls_reach_redis_in_the_order_made(redis: Redis, engine: SeatEngine) -> None:
+    await engine.seat_map(S)
+    await redis.script_load(source("hold"))  # Redis knows hold, not release: no reordering
+    async with tap(redis, S) as events:
+        await asyncio.gather(
+            engine.hold(S, 1, [5]), engine.release(S, 1, [5]), engine.hold(S, 2, [5])
+        )
+        got = [(await events.next())["seats"][0] for _ in range(3)]
+    assert [(c["status"], c["user_id"]) for c in got] == [
+        ("reserved", 1),
+        ("available", None),
+        ("reserved", 2),
+    ]
+
+
+async def test_a_script_flush_mid_batch_reloads_and_every_call_runs(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    await engine.seat_map(S)
+    await redis.script_flush()
+    holds = await asyncio.gather(*(engine.hold(S, user, [user]) for user in range(1, 51)))
+    assert len(holds) == 50
+
+
+async def test_a_cancelled_caller_does_not_break_the_others(engine: SeatEngine) -> None:
+    await engine.seat_map(S)
+    doomed = asyncio.ensure_future(engine.hold(S, 1, [1]))
+    others = [asyncio.ensure_future(engine.hold(S, u, [u])) for u in range(2, 20)]
+    await asyncio.sleep(0)
+    doomed.cancel()
+    assert len(await asyncio.gather(*others)) == 18
