@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 import msgspec
@@ -19,7 +19,7 @@ from api.state import Services
 from db import reservations as history
 from db.layouts import Layouts
 from seatlock import keys
-from seatlock.engine import SeatEngine
+from seatlock.engine import Hold, SeatEngine
 from seatlock.errors import TooManyRequests, ValidationFailed
 from seatlock.events import Hub
 
@@ -81,8 +81,58 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-@router.post("/api/v1/seat-reservations/reserve", access="user", body=SeatsIn, status=201)
-async def reserve(call: Call) -> dict[str, Any]:
+class ReservationOut(msgspec.Struct):
+    id: int
+    screening_id: int
+    seat_id: int
+    user_id: int
+    reserved_at: datetime
+    expires_at: datetime
+    status: str
+
+
+class ReserveOut(msgspec.Struct):
+    reservations: list[ReservationOut]
+    expires_in_minutes: int
+    message: str
+
+
+class ExtendedOut(msgspec.Struct):
+    id: int | None  # None when the history cannot say right now (the hold stands)
+    seat_id: int
+    expires_at: datetime
+    status: str
+
+
+class ExtendOut(msgspec.Struct):
+    reservations: list[ExtendedOut]
+    expires_in_minutes: int
+    message: str
+
+
+class MyReservationOut(msgspec.Struct):
+    id: int
+    screening_id: int
+    seat_id: int
+    reserved_at: datetime
+    expires_at: datetime
+    status: str
+
+
+class CleanupOut(msgspec.Struct):
+    message: str
+    timestamp: datetime
+    duration_seconds: float
+
+
+@router.post(
+    "/api/v1/seat-reservations/reserve",
+    access="user",
+    body=SeatsIn,
+    status=201,
+    response=ReserveOut,
+)
+async def reserve(call: Call) -> ReserveOut:
     """Hold seats for a few minutes (all or nothing)."""
     body: SeatsIn = call.body
     seat_ids = unique_seats(body.seat_ids)
@@ -90,36 +140,93 @@ async def reserve(call: Call) -> dict[str, Any]:
     # Ids first: a hold is never left without the ids its response names.
     ids = await call.services.extras["reservation_ids"].take(len(seat_ids))
     now_ms = int(time.time() * 1000)
-    holds = await engine_of(call.services).hold(body.screening_id, user_id, seat_ids, now_ms)
+    engine = engine_of(call.services)
+    holds = await engine.hold(body.screening_id, user_id, seat_ids, now_ms)
+    holds.sort(key=lambda h: h.seat_id)
+    # A seat the user already held keeps its hold, so its expiry is not now + hold time.
+    kept = [h for h in holds if h.expires_at_ms != now_ms + engine.hold_ms]
+    reused = await _live_rows(call.services, body.screening_id, user_id, kept)
     reserved_at = utc(now_ms)
+    fresh = iter(ids)
     rows = [
-        (rid, body.screening_id, h.seat_id, user_id, reserved_at, utc(h.expires_at_ms))
-        for rid, h in zip(ids, sorted(holds, key=lambda h: h.seat_id), strict=False)
+        reused[h.seat_id]
+        if h.seat_id in reused
+        else _fresh_row(next(fresh), body.screening_id, user_id, h, reserved_at)
+        for h in holds
     ]
-    history_of(call.services).submit(history.Inserted(rows))
+    new_rows = [
+        (r.id, r.screening_id, r.seat_id, user_id, r.reserved_at, r.expires_at)
+        for r in rows
+        if r.seat_id not in reused
+    ]
+    if new_rows:
+        history_of(call.services).submit(history.Inserted(new_rows))
     minutes = round((max(h.expires_at_ms for h in holds) - now_ms) / 60_000)
-    return {
-        "reservations": [_reservation(r) for r in rows],
-        "expires_in_minutes": minutes,
-        "message": f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}",
-    }
+    return ReserveOut(
+        rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
+    )
 
 
-def _reservation(row: tuple[int, int, int, int, datetime, datetime]) -> dict[str, Any]:
-    rid, screening_id, seat_id, user_id, reserved_at, expires_at = row
-    return {
-        "id": rid,
-        "screening_id": screening_id,
-        "seat_id": seat_id,
-        "user_id": user_id,
-        "reserved_at": reserved_at,
-        "expires_at": expires_at,
-        "status": "active",
-    }
+def _fresh_row(
+    rid: int, screening_id: int, user_id: int, hold: Hold, reserved_at: datetime
+) -> ReservationOut:
+    expires_at = utc(hold.expires_at_ms)
+    return ReservationOut(
+        rid, screening_id, hold.seat_id, user_id, reserved_at, expires_at, "active"
+    )
 
 
-@router.post("/api/v1/seat-reservations/extend", access="user", body=SeatsIn, query=ExtendQuery)
-async def extend(call: Call) -> dict[str, Any]:
+async def _live_rows(
+    services: Services, screening_id: int, user_id: int, kept: list[Hold]
+) -> dict[int, ReservationOut]:
+    """The active history rows of holds the user already had: this process's, else PostgreSQL's."""
+    writer = history_of(services)
+    found: dict[int, ReservationOut] = {}
+    missing: list[Hold] = []
+    for h in kept:
+        expires_at = utc(h.expires_at_ms)
+        row = writer.live.find(screening_id, h.seat_id, user_id, expires_at)
+        if row is None:
+            missing.append(h)
+        else:
+            found[h.seat_id] = _out(screening_id, h.seat_id, row, expires_at)
+    if missing:
+        rows = await _rows_if_known(services, screening_id, user_id, [h.seat_id for h in missing])
+        for h in missing:
+            if h.seat_id in rows:
+                found[h.seat_id] = _out(
+                    screening_id, h.seat_id, rows[h.seat_id], utc(h.expires_at_ms)
+                )
+    return found
+
+
+def _out(
+    screening_id: int, seat_id: int, row: history.LiveRow, expires_at: datetime
+) -> ReservationOut:
+    return ReservationOut(
+        row.id, screening_id, seat_id, row.user_id, row.reserved_at, expires_at, "active"
+    )
+
+
+async def _rows_if_known(
+    services: Services, screening_id: int, user_id: int, seat_ids: list[int]
+) -> dict[int, history.LiveRow]:
+    """Active history rows; empty when PostgreSQL cannot say (the seats then get new rows)."""
+    await history_of(services).flush()
+    try:
+        return await history.active_rows(services.db, screening_id, user_id, seat_ids)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):  # ids are informative
+        return {}
+
+
+@router.post(
+    "/api/v1/seat-reservations/extend",
+    access="user",
+    body=SeatsIn,
+    query=ExtendQuery,
+    response=ExtendOut,
+)
+async def extend(call: Call) -> ExtendOut:
     """Give your held seats more time."""
     body: SeatsIn = call.body
     minutes: int = call.query.additional_minutes
@@ -134,15 +241,14 @@ async def extend(call: Call) -> dict[str, Any]:
     writer = history_of(call.services)
     writer.submit(history.Extended(body.screening_id, user_id, expires))
     ids = await _ids_if_known(call.services, body.screening_id, user_id, list(expires))
-    return {
-        "reservations": [
-            {"id": ids.get(seat_id), "seat_id": seat_id, "expires_at": at, "status": "active"}
+    return ExtendOut(
+        [
+            ExtendedOut(ids.get(seat_id), seat_id, at, "active")
             for seat_id, at in sorted(expires.items())
         ],
-        "expires_in_minutes": minutes,
-        "message": f"Extended reservation for {plural(len(holds), 'seat')}"
-        f" by {plural(minutes, 'minute')}",
-    }
+        minutes,
+        f"Extended reservation for {plural(len(holds), 'seat')} by {plural(minutes, 'minute')}",
+    )
 
 
 async def _ids_if_known(
@@ -184,34 +290,34 @@ def parse_seat_list(raw: str | None) -> list[int] | None:
     return unique_seats(ids)
 
 
-@router.get("/api/v1/seat-reservations/my-reservations", access="user", query=MineQuery)
-async def my_reservations(call: Call) -> list[dict[str, Any]]:
+@router.get(
+    "/api/v1/seat-reservations/my-reservations",
+    access="user",
+    query=MineQuery,
+    response=list[MyReservationOut],
+)
+async def my_reservations(call: Call) -> list[MyReservationOut]:
     """Your holds, newest first (live ones only unless include_expired)."""
     await history_of(call.services).flush()
     rows = await history.for_user(call.services.db, call.user.user_id, call.query.include_expired)
     return [
-        {
-            "id": r["id"],
-            "screening_id": r["screening_id"],
-            "seat_id": r["seat_id"],
-            "reserved_at": r["reserved_at"],
-            "expires_at": r["expires_at"],
-            "status": r["status"],
-        }
+        MyReservationOut(
+            r["id"], r["screening_id"], r["seat_id"], r["reserved_at"], r["expires_at"], r["status"]
+        )
         for r in rows
     ]
 
 
-@router.post("/api/v1/seat-reservations/cleanup")
-async def cleanup(call: Call) -> dict[str, Any]:
+@router.post("/api/v1/seat-reservations/cleanup", response=CleanupOut)
+async def cleanup(call: Call) -> CleanupOut:
     """Free every hold that already expired (the sweeper does this every second anyway)."""
     interval_ms = max(1, int(call.services.settings.cleanup_min_interval_seconds * 1000))
     if not await call.services.redis.set(keys.rate_limit("cleanup"), b"1", px=interval_ms, nx=True):
         raise TooManyRequests("Cleanup ran moments ago; try again shortly", 1)
     started = time.perf_counter()
     count = await engine_of(call.services).sweep()
-    return {
-        "message": f"Cleaned up {count} expired reservations",
-        "timestamp": datetime.now(UTC),
-        "duration_seconds": round(time.perf_counter() - started, 3),
-    }
+    return CleanupOut(
+        f"Cleaned up {count} expired reservations",
+        datetime.now(UTC),
+        round(time.perf_counter() - started, 3),
+    )

@@ -1,66 +1,190 @@
 """Seat maps: live status from Redis joined with seat details cached per process.
 
 ``reserved_by`` is shown only to the holder (invariant 9); ``expires_at`` to everyone.
+
+The public map (no ``reserved_by``) of a screening is rendered to JSON once per process and
+reused while the engine's per-screening version is unchanged, the seat details are the same
+object, and no hold in it has reached its deadline (a lapsed hold must not stay "reserved" until
+the sweep bumps the version). A request then costs one Redis GET. A signed-in viewer who holds
+seats in the screening gets the map built from the cached entries with their own seats patched.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 
+import msgspec
+from starlette.responses import Response
+
+from api.rendering import dumps
 from api.reservations import engine_of, layouts_of, utc
 from api.routing import Call, Router
-from db.layouts import SeatInfo
+from api.state import Services
+from db.layouts import ScreeningSeats, SeatInfo
 from seatlock.engine import ScreeningNotFound, SeatState
 
 router = Router("Seat availability")
 
+CACHE_SIZE = 512  # screenings per process
+NEVER = 2**63
 
-async def seat_map(call: Call, screening_id: int) -> list[dict[str, Any]]:
-    states = await engine_of(call.services).seat_map(screening_id)
-    details = await layouts_of(call.services).seats(screening_id, [s.seat_id for s in states])
+
+class SeatOut(msgspec.Struct):
+    id: int
+    room_id: int
+    row_label: str
+    seat_number: int
+    seat_type: str
+
+
+class SeatStatusOut(msgspec.Struct):
+    seat: SeatOut
+    status: str  # "available" | "reserved" | "booked"
+    reserved_by: int | None
+    expires_at: datetime | None
+
+
+@dataclass(slots=True)
+class Rendered:
+    """One screening's public map: entries, who holds what, and the encoded JSON (lazily)."""
+
+    version: int
+    details: ScreeningSeats
+    valid_until_ms: int  # the earliest hold deadline in the map
+    entries: list[SeatStatusOut]
+    holders: list[int | None]  # per entry: the user holding it (reserved seats only)
+    all_json: bytes
+    available_json: bytes | None = None
+
+    def usable(self, version: int, details: ScreeningSeats | None, now_ms: int) -> bool:
+        return version == self.version and details is self.details and now_ms < self.valid_until_ms
+
+    def available(self) -> bytes:
+        if self.available_json is None:
+            self.available_json = dumps([e for e in self.entries if e.status == "available"])
+        return self.available_json
+
+    def for_viewer(self, viewer: int | None) -> bytes:
+        """The full map as ``viewer`` may see it: their own holds name them (invariant 9)."""
+        if viewer is None or viewer not in self.holders:
+            return self.all_json
+        return dumps(
+            [
+                msgspec.structs.replace(e, reserved_by=viewer) if holder == viewer else e
+                for e, holder in zip(self.entries, self.holders, strict=True)
+            ]
+        )
+
+
+class SeatMapCache:
+    """Rendered maps by screening id, least recently used evicted first."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._maps: OrderedDict[int, Rendered] = OrderedDict()
+
+    def get(self, screening_id: int) -> Rendered | None:
+        rendered = self._maps.get(screening_id)
+        if rendered is not None:
+            self._maps.move_to_end(screening_id)
+        return rendered
+
+    def put(self, screening_id: int, rendered: Rendered) -> None:
+        self._maps[screening_id] = rendered
+        self._maps.move_to_end(screening_id)
+        while len(self._maps) > self._size:
+            self._maps.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+
+def cache_of(services: Services) -> SeatMapCache:
+    cache: SeatMapCache | None = services.extras.get("seatmaps")
+    if cache is None:
+        cache = services.extras["seatmaps"] = SeatMapCache()
+    return cache
+
+
+async def rendered_map(services: Services, screening_id: int) -> Rendered:
+    """The screening's public map, from the cache when still current."""
+    cache = cache_of(services)
+    # The version is read before the map: a change in between only makes the entry look stale.
+    version = await engine_of(services).version(screening_id)
+    cached = cache.get(screening_id)
+    now_ms = int(time.time() * 1000)
+    details = layouts_of(services).cached(screening_id)
+    if cached is not None and cached.usable(version, details, now_ms):
+        return cached
+    rendered = await _build(services, screening_id, version)
+    # Version 0: Redis does not have the screening (never loaded, or lost): never trust a cache.
+    if version:
+        cache.put(screening_id, rendered)
+    return rendered
+
+
+async def _build(services: Services, screening_id: int, version: int) -> Rendered:
+    states = await engine_of(services).seat_map(screening_id)
+    details = await layouts_of(services).seats(screening_id, [s.seat_id for s in states])
     if details is None:
         raise ScreeningNotFound(screening_id)
-    viewer = call.principal.user_id if call.principal is not None else None
     by_id = {s.seat_id: s for s in states}
-    return [
-        _entry(info, by_id[seat_id], viewer)
-        for seat_id, info in details.seats.items()
-        if seat_id in by_id
-    ]
+    pairs = [(info, by_id[seat_id]) for seat_id, info in details.seats.items() if seat_id in by_id]
+    entries = [_entry(info, state) for info, state in pairs]
+    holders = [s.user_id if s.status == "reserved" else None for _, s in pairs]
+    deadlines = [s.expires_at_ms for _, s in pairs if s.status == "reserved" and s.expires_at_ms]
+    valid_until = min(deadlines, default=NEVER)
+    return Rendered(version, details, valid_until, entries, holders, dumps(entries))
 
 
-def _entry(info: SeatInfo, state: SeatState, viewer: int | None) -> dict[str, Any]:
+def _entry(info: SeatInfo, state: SeatState) -> SeatStatusOut:
     reserved = state.status == "reserved"
-    return {
-        "seat": {
-            "id": info.id,
-            "room_id": info.room_id,
-            "row_label": info.row_label,
-            "seat_number": info.seat_number,
-            "seat_type": info.seat_type,
-        },
-        "status": state.status,
-        "reserved_by": state.user_id if reserved and state.user_id == viewer else None,
-        "expires_at": utc(state.expires_at_ms) if reserved and state.expires_at_ms else None,
-    }
+    return SeatStatusOut(
+        seat=SeatOut(info.id, info.room_id, info.row_label, info.seat_number, info.seat_type),
+        status=state.status,
+        reserved_by=None,
+        expires_at=utc(state.expires_at_ms) if reserved and state.expires_at_ms else None,
+    )
+
+
+def _json(content: bytes) -> Response:
+    return Response(content, media_type="application/json")
+
+
+def _viewer(call: Call) -> int | None:
+    return call.principal.user_id if call.principal is not None else None
 
 
 @router.get(
-    "/api/v1/seat-reservations/screening/{screening_id:int}/availability", access="optional"
+    "/api/v1/seat-reservations/screening/{screening_id:int}/availability",
+    access="optional",
+    response=list[SeatStatusOut],
 )
-async def availability(call: Call) -> list[dict[str, Any]]:
+async def availability(call: Call) -> Response:
     """Every seat of a screening with its live status."""
-    return await seat_map(call, call.params["screening_id"])
+    rendered = await rendered_map(call.services, call.params["screening_id"])
+    return _json(rendered.for_viewer(_viewer(call)))
 
 
-@router.get("/api/v1/screenings/{screening_id:int}/available-seats", access="optional")
-async def available_seats(call: Call) -> list[dict[str, Any]]:
+@router.get(
+    "/api/v1/screenings/{screening_id:int}/available-seats",
+    access="optional",
+    response=list[SeatStatusOut],
+)
+async def available_seats(call: Call) -> Response:
     """The seats of a screening that are free right now."""
-    seats = await seat_map(call, call.params["screening_id"])
-    return [s for s in seats if s["status"] == "available"]
+    # Free seats have no holder, so this list is the same for every viewer.
+    rendered = await rendered_map(call.services, call.params["screening_id"])
+    return _json(rendered.available())
 
 
-@router.get("/api/v1/showtimes/{showtime_id:int}/seats", access="optional")
-async def showtime_seats(call: Call) -> list[dict[str, Any]]:
+@router.get(
+    "/api/v1/showtimes/{showtime_id:int}/seats", access="optional", response=list[SeatStatusOut]
+)
+async def showtime_seats(call: Call) -> Response:
     """Every seat of a showtime (a screening) with its live status."""
-    return await seat_map(call, call.params["showtime_id"])
+    rendered = await rendered_map(call.services, call.params["showtime_id"])
+    return _json(rendered.for_viewer(_viewer(call)))

@@ -99,6 +99,13 @@ class Layouts:
             self._seats[screening_id] = fresh
         return fresh
 
+    def cached(self, screening_id: int) -> ScreeningSeats | None:
+        """The cached details if still fresh, without I/O (None: load them with ``seats``)."""
+        cached = self._seats.get(screening_id)
+        if cached is None or time.monotonic() - cached.loaded_at >= self._ttl_s:
+            return None
+        return cached
+
     def _usable(self, cached: ScreeningSeats, need: list[int]) -> bool:
         fresh = time.monotonic() - cached.loaded_at < self._ttl_s
         return fresh and all(seat_id in cached.seats for seat_id in need)

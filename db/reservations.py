@@ -3,9 +3,10 @@
 Redis is the truth about live holds; this table only remembers them for my-reservations. So a hold
 never waits for PostgreSQL: the route puts a history change on a bounded in-process queue and a
 writer task applies the changes in order, batched (consecutive inserts become one statement). When
-PostgreSQL is down the writer retries with backoff; when the queue is full, changes are dropped and
-logged (the hold itself stands). A reader in the same process flushes the queue first, so a user
-sees their own holds right away.
+PostgreSQL is down or a lock is contended the writer retries with backoff; only when the queue is
+full are changes dropped, counted and logged (the hold itself stands). A reader in the same process
+flushes the queue first, so a user sees their own holds right away. Re-holding a held seat reuses
+its active row (``LiveRows``, else ``active_rows``), so the history has no duplicates.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,9 +30,21 @@ logger = logging.getLogger(__name__)
 ID_BLOCK = 1000  # reservations_id_seq increments by this much
 QUEUE_SIZE = 10_000
 BATCH_SIZE = 500
-# History is best effort: never wait long for a lock (nor win a deadlock against DDL/TRUNCATE).
-LOCK_TIMEOUT = "SET LOCAL lock_timeout = '300ms'"
-BACKEND_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+DROP_LOG_INTERVAL_S = 10.0
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 5.0
+RETRIES_AT_SHUTDOWN = 3
+LIVE_ROWS = 100_000
+# Worth retrying: PostgreSQL unreachable or restarting, a lock wait cancelled, a deadlock victim.
+TRANSIENT_ERRORS = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.LockNotAvailableError,
+)
 
 
 class ReservationIds:
@@ -80,20 +96,96 @@ class Closed:
 Change = Inserted | Extended | Closed
 
 
+@dataclass(frozen=True, slots=True)
+class LiveRow:
+    id: int
+    user_id: int
+    reserved_at: datetime
+    expires_at: datetime
+
+
+class LiveRows:
+    """The active rows this process wrote, by (screening, seat): re-holds reuse their ids.
+
+    Only a hint: a row matches a hold when its user and expiry equal the engine's, so a hold that
+    another process changed (cancelled, re-held, extended) misses and is looked up instead. For
+    the same reason a cancel of all seats need not find its rows here.
+    """
+
+    def __init__(self, size: int = LIVE_ROWS) -> None:
+        self._size = size
+        self._rows: OrderedDict[tuple[int, int], LiveRow] = OrderedDict()
+
+    def find(
+        self, screening_id: int, seat_id: int, user_id: int, expires_at: datetime
+    ) -> LiveRow | None:
+        row = self._rows.get((screening_id, seat_id))
+        if row is None or row.user_id != user_id or row.expires_at != expires_at:
+            return None
+        return row
+
+    def apply(self, change: Change) -> None:
+        if isinstance(change, Inserted):
+            for rid, screening_id, seat_id, user_id, reserved_at, expires_at in change.rows:
+                self._put((screening_id, seat_id), LiveRow(rid, user_id, reserved_at, expires_at))
+        elif isinstance(change, Extended):
+            for seat_id, expires_at in change.expires.items():
+                row = self._rows.get((change.screening_id, seat_id))
+                if row is not None and row.user_id == change.user_id:
+                    self._put(
+                        (change.screening_id, seat_id),
+                        LiveRow(row.id, row.user_id, row.reserved_at, expires_at),
+                    )
+        elif change.seat_ids is not None:
+            for seat_id in change.seat_ids:
+                row = self._rows.get((change.screening_id, seat_id))
+                if row is not None and row.user_id == change.user_id:
+                    del self._rows[(change.screening_id, seat_id)]
+
+    def _put(self, key: tuple[int, int], row: LiveRow) -> None:
+        self._rows[key] = row
+        self._rows.move_to_end(key)
+        while len(self._rows) > self._size:
+            self._rows.popitem(last=False)
+
+
 class HistoryWriter:
-    """The bounded queue of history changes and the task that writes them."""
+    """The bounded queue of history changes, the task that writes them, and the live rows.
+
+    A transient PostgreSQL error (down, lock wait, deadlock victim) is retried with backoff, never
+    dropped: changes are dropped only when the queue is full (counted in ``dropped``, logged at
+    most once per DROP_LOG_INTERVAL_S) or when PostgreSQL refuses one for good (its user or
+    screening was deleted; counted in ``rejected``). The writer sets no lock timeout: a test that
+    truncates the tables makes its own session the deadlock victim's survivor (tests/conftest.py).
+    """
 
     def __init__(self, db: asyncpg.Pool, queue_size: int = QUEUE_SIZE) -> None:
         self._db = db
         self._queue: asyncio.Queue[Change] = asyncio.Queue(queue_size)
         self.dropped = 0
+        self.rejected = 0
+        self._logged_drops = 0
+        self._next_drop_log = 0.0
+        self.live = LiveRows()
 
     def submit(self, change: Change) -> None:
+        self.live.apply(change)
         try:
             self._queue.put_nowait(change)
         except asyncio.QueueFull:
             self.dropped += 1
-            logger.warning("reservation history queue full; dropped %r", type(change).__name__)
+            self._log_drops()
+
+    def _log_drops(self) -> None:
+        now = time.monotonic()
+        if self.dropped == self._logged_drops or now < self._next_drop_log:
+            return
+        logger.warning(
+            "reservation history queue full: dropped %d changes (%d in all)",
+            self.dropped - self._logged_drops,
+            self.dropped,
+        )
+        self._logged_drops, self._next_drop_log = self.dropped, now + DROP_LOG_INTERVAL_S
 
     async def flush(self, timeout_s: float = 2.0) -> None:
         """Wait until every change submitted so far is written (or the timeout passes)."""
@@ -103,6 +195,7 @@ class HistoryWriter:
     async def run(self, stop: asyncio.Event) -> None:
         """Write changes until ``stop`` is set and the queue is empty."""
         while not (stop.is_set() and self._queue.empty()):
+            self._log_drops()
             try:
                 first = await asyncio.wait_for(self._queue.get(), 0.5)
             except TimeoutError:
@@ -110,43 +203,39 @@ class HistoryWriter:
             batch = [first]
             while len(batch) < BATCH_SIZE and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._write_with_retry(batch, stop)
+            await self._write(batch, stop)
             for _ in batch:
                 self._queue.task_done()
 
-    async def _write_with_retry(self, batch: list[Change], stop: asyncio.Event) -> None:
-        delay = 0.1
-        for _ in range(8):
-            try:
-                await self._write(batch)
-                return
-            except BACKEND_ERRORS as exc:
-                logger.warning("reservation history write failed, retrying: %r", exc)
-                if stop.is_set():
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        logger.error("reservation history: gave up on %d changes", len(batch))
+    async def _write(self, batch: list[Change], stop: asyncio.Event) -> None:
+        if await self._apply_with_retry(batch, stop):
+            return
+        # One bad change (its user or screening was deleted) must not block the rest.
+        for change in batch:
+            if not await self._apply_with_retry([change], stop):
+                self.rejected += 1
+                logger.warning("reservation history change refused: %r", change)
 
-    async def _write(self, batch: list[Change]) -> None:
-        async with self._db.acquire() as conn:
+    async def _apply_with_retry(self, batch: list[Change], stop: asyncio.Event) -> bool:
+        """Apply ``batch`` in one transaction; False if PostgreSQL refuses it for good."""
+        delay, attempts_after_stop = RETRY_FIRST_S, 0
+        while True:
             try:
-                async with conn.transaction():
-                    await conn.execute(LOCK_TIMEOUT)
+                async with self._db.acquire() as conn, conn.transaction():
                     await apply_changes(conn, batch)
+                return True
+            except TRANSIENT_ERRORS as exc:
+                if stop.is_set():
+                    attempts_after_stop += 1
+                    if attempts_after_stop >= RETRIES_AT_SHUTDOWN:
+                        self.dropped += len(batch)
+                        logger.error("reservation history: shutting down, lost %d", len(batch))
+                        return True
+                logger.warning("reservation history write failed, retrying: %r", exc)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, RETRY_MAX_S)
             except asyncpg.PostgresError:
-                # One bad change (its user or screening was deleted) must not block the rest.
-                for change in batch:
-                    await _apply_alone(conn, change)
-
-
-async def _apply_alone(conn: Conn, change: Change) -> None:
-    try:
-        async with conn.transaction():
-            await conn.execute(LOCK_TIMEOUT)
-            await apply_changes(conn, [change])
-    except asyncpg.PostgresError as exc:
-        logger.warning("reservation history change dropped: %r", exc)
+                return False
 
 
 async def apply_changes(conn: Conn, batch: list[Change]) -> None:
@@ -168,12 +257,14 @@ async def _insert(conn: Conn, rows: list[tuple[int, int, int, int, datetime, dat
     if not rows:
         return
     columns = list(zip(*rows, strict=True))
-    # A new hold on a seat supersedes any older row still marked active for it.
+    # A new hold on a seat supersedes any other row still marked active for it (replaying the
+    # same insert after a retry leaves its own row alone).
     await conn.execute(
         "UPDATE reservations r SET status = 'expired', updated_at = now()"
-        " FROM unnest($1::bigint[], $2::bigint[]) AS n(screening_id, seat_id)"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS n(id, screening_id, seat_id)"
         " WHERE r.status = 'active' AND r.screening_id = n.screening_id"
-        " AND r.seat_id = n.seat_id",
+        " AND r.seat_id = n.seat_id AND r.id <> n.id",
+        columns[0],
         columns[1],
         columns[2],
     )
@@ -227,6 +318,22 @@ async def for_user(db: Executor, user_id: int, include_expired: bool) -> list[An
             user_id,
         )
     )
+
+
+async def active_rows(
+    db: Executor, screening_id: int, user_id: int, seat_ids: list[int]
+) -> dict[int, LiveRow]:
+    """seat id -> the user's active reservation row for it."""
+    rows = await db.fetch(
+        "SELECT seat_id, id, reserved_at, expires_at FROM reservations WHERE status = 'active'"
+        " AND screening_id = $1 AND user_id = $2 AND seat_id = ANY($3::bigint[])",
+        screening_id,
+        user_id,
+        seat_ids,
+    )
+    return {
+        r["seat_id"]: LiveRow(r["id"], user_id, r["reserved_at"], r["expires_at"]) for r in rows
+    }
 
 
 async def active_ids(

@@ -117,6 +117,10 @@ async def clean(backend_urls: tuple[str, str], base_settings: Settings) -> None:
             " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
         )
         if tables:
+            # A server's history writer may hold a lock TRUNCATE needs while it waits for one
+            # TRUNCATE took: waiting longer than the writer makes the writer the deadlock victim
+            # (it retries; the writer sets no lock timeout in production).
+            await conn.execute("SET deadlock_timeout = '30s'")
             await conn.execute(f"TRUNCATE {', '.join(r['t'] for r in tables)} CASCADE")
     finally:
         await conn.close()

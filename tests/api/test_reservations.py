@@ -16,6 +16,7 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
+from db.reservations import Closed, HistoryWriter
 from seatlock import keys
 from seatlock.tokens import TokenCodec
 from tests.support import Account, LiveServer
@@ -155,7 +156,8 @@ async def held_in_redis(redis: Redis, show: Show) -> dict[int, int]:
     for seat_id in show.seat_ids:
         value = await redis.get(keys.seat_hold(show.id, seat_id))
         if value is not None:
-            held[seat_id] = int(value.split(b":")[0])
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            held[seat_id] = int(text.split(":")[0])
     return held
 
 
@@ -444,3 +446,72 @@ async def test_holds_do_not_wait_for_the_history(
     assert await held_in_redis(redis, show) == dict.fromkeys(show.seat_ids, user.id)
     assert mine.status_code == 200
     assert mine.json() == []
+
+
+async def test_re_reserving_held_seats_reuses_their_rows(
+    client: httpx.AsyncClient, make_server: Any, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db, 4)
+    a, b, c, d = show.seat_ids
+    first = (await reserve(client, user, show, [a, b])).json()["reservations"]
+    r = await client.post(
+        "/api/v1/seat-reservations/extend",
+        params={"additional_minutes": 2},
+        json={"screening_id": show.id, "seat_ids": [a]},
+        headers=user.headers,
+    )
+    assert r.status_code == 200, r.text
+    again = await reserve(client, user, show, [a, b, c])
+    assert again.status_code == 201, again.text
+    rows = again.json()["reservations"]
+    assert again.json()["message"] == "Reserved 3 seats for 7 minutes"
+    assert [x["id"] for x in rows[:2]] == [x["id"] for x in first]
+    assert rows[0]["expires_at"] == r.json()["reservations"][0]["expires_at"]
+    assert rows[1] == first[1]
+    assert rows[2]["id"] not in {x["id"] for x in first}
+    # Another process knows nothing of these rows in memory: it finds them in PostgreSQL.
+    other = make_server()
+    async with httpx.AsyncClient(base_url=other.url, timeout=15) as elsewhere:
+        there = await elsewhere.post(
+            RESERVE, json={"screening_id": show.id, "seat_ids": [c, d]}, headers=user.headers
+        )
+    assert there.status_code == 201, there.text
+    assert there.json()["reservations"][0]["id"] == rows[2]["id"]
+    ids = [*(x["id"] for x in rows), there.json()["reservations"][1]["id"]]
+    history = await history_rows(db, user.id, 4)
+    assert sorted(r["id"] for r in history) == sorted(ids)
+    assert {r["status"] for r in history} == {"active"}
+
+
+async def history_rows(db: asyncpg.Connection, user_id: int, count: int) -> list[Any]:
+    """The user's reservation rows once there are ``count`` (they are written in the background)."""
+    async with asyncio.timeout(5):
+        while True:
+            rows = await db.fetch("SELECT id, status FROM reservations WHERE user_id = $1", user_id)
+            if len(rows) >= count:
+                return list(rows)
+            await asyncio.sleep(0.05)
+
+
+async def test_history_waits_out_a_lock_instead_of_dropping_the_change(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db, 2)
+    async with db.transaction():
+        await db.execute("LOCK TABLE reservations IN SHARE MODE")  # blocks every write to it
+        assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201
+        await asyncio.sleep(1.0)  # well past any lock timeout the writer might use
+    assert [r["status"] for r in await history_rows(db, user.id, 1)] == ["active"]
+
+
+async def test_history_drops_only_when_its_queue_is_full(
+    backend_urls: tuple[str, str],
+) -> None:
+    pool = await asyncpg.create_pool(backend_urls[1], min_size=0, max_size=1)
+    try:
+        writer = HistoryWriter(pool, queue_size=2)
+        for n in range(5):
+            writer.submit(Closed(1, 1, [n], "cancelled"))
+        assert writer.dropped == 3
+    finally:
+        await pool.close()

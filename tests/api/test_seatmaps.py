@@ -1,0 +1,136 @@
+"""Seat maps served from the per-process cache of rendered JSON: fresh, private, documented."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+from redis.asyncio import Redis
+
+from api.seatmaps import Rendered, SeatMapCache
+from tests.api.test_reservations import availability, make_screening, reserve
+from tests.support import Account, LiveServer, make_account
+
+CANCEL = "/api/v1/seat-reservations/cancel"
+
+
+async def test_warm_cache_still_shows_reserved_by_only_to_the_holder(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    show = await make_screening(db, 4)
+    seat = show.seat_ids[0]
+    assert (await reserve(client, user, show, [seat])).status_code == 201
+    for _ in range(3):  # the first read fills the cache, the others are served from it
+        anonymous = await availability(client, show)
+        theirs = await availability(client, show, other_user)
+        mine = await availability(client, show, user)
+        assert anonymous[seat]["reserved_by"] is None
+        assert theirs[seat]["reserved_by"] is None
+        assert mine[seat]["reserved_by"] == user.id
+        assert mine[seat]["expires_at"] == theirs[seat]["expires_at"] is not None
+        assert all(v["reserved_by"] is None for s, v in mine.items() if s != seat)
+        showtime = await client.get(f"/api/v1/showtimes/{show.id}/seats", headers=user.headers)
+        assert {s["seat"]["id"]: s for s in showtime.json()} == mine
+        other = await client.get(f"/api/v1/showtimes/{show.id}/seats", headers=other_user.headers)
+        assert {s["seat"]["id"]: s for s in other.json()} == theirs
+
+
+async def test_every_change_shows_on_the_next_read(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make_screening(db, 3)
+    first, second = show.seat_ids[:2]
+    free = f"/api/v1/screenings/{show.id}/available-seats"
+    assert {s["status"] for s in (await availability(client, show)).values()} == {"available"}
+    assert len((await client.get(free)).json()) == 3
+    assert (await reserve(client, user, show, [first, second])).status_code == 201
+    assert (await availability(client, show))[first]["status"] == "reserved"
+    r = await client.get(free)
+    assert r.headers["content-type"] == "application/json"
+    assert [s["seat"]["id"] for s in r.json()] == show.seat_ids[2:]
+    r = await client.delete(f"{CANCEL}/{show.id}?seat_ids={first}", headers=user.headers)
+    assert r.status_code == 204
+    seats = await availability(client, show)
+    assert (seats[first]["status"], seats[second]["status"]) == ("available", "reserved")
+    assert [s["seat"]["id"] for s in (await client.get(free)).json()] == [first, show.seat_ids[2]]
+
+
+async def test_a_lapsed_hold_is_not_served_from_the_cache(
+    make_server: Any, db: asyncpg.Connection, redis: Redis
+) -> None:
+    """No expiry event, no sweep: the hold's own deadline ends the cached map's life."""
+    server: LiveServer = make_server(hold_seconds=1, sweep_interval_seconds=600)
+    events = (await redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
+    await redis.config_set("notify-keyspace-events", "")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+            show = await make_screening(db, 2)
+            holder = await make_account(client, "holder@example.com", "Holder")
+            assert (await reserve(client, holder, show, show.seat_ids[:1])).status_code == 201
+            assert (await availability(client, show))[show.seat_ids[0]]["status"] == "reserved"
+            await asyncio.sleep(1.1)
+            seat = (await availability(client, show))[show.seat_ids[0]]
+            assert (seat["status"], seat["expires_at"]) == ("available", None)
+    finally:
+        await redis.config_set("notify-keyspace-events", events or "")
+
+
+async def test_redis_losing_its_data_bypasses_the_cache(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    """Sold seats come back from PostgreSQL (invariant 7), never a cached "available"."""
+    show = await make_screening(db, 2)
+    first, second = show.seat_ids
+    # The very first read loads the screening: it must not be cached as valid for "no version".
+    assert (await availability(client, show))[first]["status"] == "available"
+    booking = await db.fetchval(
+        "INSERT INTO bookings (user_id, screening_id, seat_ids) VALUES ($1, $2, $3) RETURNING id",
+        user.id,
+        show.id,
+        [first],
+    )
+    await db.execute(
+        "INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status)"
+        " VALUES ($1, $2, $3, $4, 10, 'confirmed')",
+        booking,
+        user.id,
+        show.id,
+        first,
+    )
+    await redis.flushall()
+    seats = await availability(client, show)
+    assert (seats[first]["status"], seats[second]["status"]) == ("booked", "available")
+
+
+async def test_openapi_documents_the_seat_and_reservation_shapes(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    paths = {
+        ("get", "/api/v1/seat-reservations/screening/{screening_id}/availability"): "200",
+        ("get", "/api/v1/screenings/{screening_id}/available-seats"): "200",
+        ("get", "/api/v1/showtimes/{showtime_id}/seats"): "200",
+        ("post", "/api/v1/seat-reservations/reserve"): "201",
+        ("post", "/api/v1/seat-reservations/extend"): "200",
+        ("get", "/api/v1/seat-reservations/my-reservations"): "200",
+        ("post", "/api/v1/seat-reservations/cleanup"): "200",
+    }
+    for (method, path), status in paths.items():
+        response = spec["paths"][path][method]["responses"][status]
+        assert "schema" in response["content"]["application/json"], (method, path)
+    text = str(spec)
+    for name in ("SeatStatusOut", "ReserveOut", "ExtendOut", "MyReservationOut", "CleanupOut"):
+        assert name in text
+
+
+def test_the_cache_forgets_the_least_recently_used_screening() -> None:
+    cache = SeatMapCache(size=2)
+    maps = {n: Rendered(1, None, 0, [], [], b"[]") for n in (1, 2, 3)}  # type: ignore[arg-type]
+    cache.put(1, maps[1])
+    cache.put(2, maps[2])
+    assert cache.get(1) is maps[1]
+    cache.put(3, maps[3])
+    assert (cache.get(1), cache.get(2), cache.get(3)) == (maps[1], None, maps[3])
+    assert len(cache) == 2
