@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import msgspec
 from starlette.responses import Response
@@ -30,6 +31,8 @@ router = Router("Seat availability")
 
 CACHE_SIZE = 512  # screenings per process
 NEVER = 2**63
+NULL = b"null"
+_STATUS = {s: dumps(s) for s in ("available", "reserved", "booked")}
 
 
 class SeatOut(msgspec.Struct):
@@ -47,15 +50,23 @@ class SeatStatusOut(msgspec.Struct):
     expires_at: datetime | None
 
 
+class SeatJson(NamedTuple):
+    prefix: bytes  # {"seat":{...},"status":
+    free: bytes  # the whole entry of the seat when available
+
+
 @dataclass(slots=True)
 class Rendered:
-    """One screening's public map: entries, who holds what, and the encoded JSON (lazily)."""
+    """One screening's public map as JSON pieces, one per seat, joined into the answers."""
 
     version: int
     details: ScreeningSeats
     valid_until_ms: int  # the earliest hold deadline in the map
-    entries: list[SeatStatusOut]
-    holders: list[int | None]  # per entry: the user holding it (reserved seats only)
+    seats: dict[int, SeatJson]  # seat id -> its fixed JSON pieces, in map order
+    statuses: list[str]  # per seat, in map order
+    holders: list[int | None]  # per seat: the user holding it (reserved seats only)
+    expiries: list[bytes]  # per seat: its expires_at as JSON
+    parts: list[bytes]  # per seat: its public entry (no reserved_by)
     all_json: bytes
     available_json: bytes | None = None
 
@@ -64,17 +75,19 @@ class Rendered:
 
     def available(self) -> bytes:
         if self.available_json is None:
-            self.available_json = dumps([e for e in self.entries if e.status == "available"])
+            free = zip(self.parts, self.statuses, strict=True)
+            self.available_json = _array([part for part, st in free if st == "available"])
         return self.available_json
 
     def for_viewer(self, viewer: int | None) -> bytes:
         """The full map as ``viewer`` may see it: their own holds name them (invariant 9)."""
         if viewer is None or viewer not in self.holders:
             return self.all_json
-        return dumps(
+        seats = zip(self.seats.values(), self.holders, self.expiries, self.parts, strict=True)
+        return _array(
             [
-                msgspec.structs.replace(e, reserved_by=viewer) if holder == viewer else e
-                for e, holder in zip(self.entries, self.holders, strict=True)
+                entry_json(fixed.prefix, "reserved", viewer, expiry) if holder == viewer else part
+                for fixed, holder, expiry, part in seats
             ]
         )
 
@@ -91,6 +104,9 @@ class SeatMapCache:
         if rendered is not None:
             self._maps.move_to_end(screening_id)
         return rendered
+
+    def peek(self, screening_id: int) -> Rendered | None:
+        return self._maps.get(screening_id)
 
     def put(self, screening_id: int, rendered: Rendered) -> None:
         self._maps[screening_id] = rendered
@@ -132,22 +148,70 @@ async def _build(services: Services, screening_id: int, version: int) -> Rendere
     if details is None:
         raise ScreeningNotFound(screening_id)
     by_id = {s.seat_id: s for s in states}
-    pairs = [(info, by_id[seat_id]) for seat_id, info in details.seats.items() if seat_id in by_id]
-    entries = [_entry(info, state) for info, state in pairs]
-    holders = [s.user_id if s.status == "reserved" else None for _, s in pairs]
-    deadlines = [s.expires_at_ms for _, s in pairs if s.status == "reserved" and s.expires_at_ms]
-    valid_until = min(deadlines, default=NEVER)
-    return Rendered(version, details, valid_until, entries, holders, dumps(entries))
-
-
-def _entry(info: SeatInfo, state: SeatState) -> SeatStatusOut:
-    reserved = state.status == "reserved"
-    return SeatStatusOut(
-        seat=SeatOut(info.id, info.room_id, info.row_label, info.seat_number, info.seat_type),
-        status=state.status,
-        reserved_by=None,
-        expires_at=utc(state.expires_at_ms) if reserved and state.expires_at_ms else None,
+    seats = seat_json(cache_of(services), screening_id, details, by_id)
+    in_order = [by_id[seat_id] for seat_id in seats]
+    statuses = [s.status for s in in_order]
+    holders = [s.user_id if s.status == "reserved" else None for s in in_order]
+    deadlines = [s.expires_at_ms if s.status == "reserved" else None for s in in_order]
+    expiries = [NULL if ms is None else dumps(utc(ms)) for ms in deadlines]
+    parts = [
+        fixed.free if status == "available" else entry_json(fixed.prefix, status, None, expiry)
+        for fixed, status, expiry in zip(seats.values(), statuses, expiries, strict=True)
+    ]
+    valid_until = min((ms for ms in deadlines if ms is not None), default=NEVER)
+    return Rendered(
+        version, details, valid_until, seats, statuses, holders, expiries, parts, _array(parts)
     )
+
+
+def seat_json(
+    cache: SeatMapCache, screening_id: int, details: ScreeningSeats, states: dict[int, SeatState]
+) -> dict[int, SeatJson]:
+    """The fixed JSON pieces of the seats in the map, in map order.
+
+    Reused from the cached map while the seat details are the same object.
+    """
+    cached = cache.peek(screening_id)
+    if (
+        cached is not None
+        and cached.details is details
+        and len(cached.seats) == len(states)
+        and all(seat_id in states for seat_id in cached.seats)
+    ):
+        return cached.seats
+    return {
+        seat_id: _fixed(b'{"seat":' + dumps(_seat(info)) + b',"status":')
+        for seat_id, info in details.seats.items()
+        if seat_id in states
+    }
+
+
+def _fixed(prefix: bytes) -> SeatJson:
+    return SeatJson(prefix, entry_json(prefix, "available", None, NULL))
+
+
+def _seat(info: SeatInfo) -> SeatOut:
+    return SeatOut(info.id, info.room_id, info.row_label, info.seat_number, info.seat_type)
+
+
+def entry_json(prefix: bytes, status: str, reserved_by: int | None, expiry: bytes) -> bytes:
+    """One seat's entry, byte for byte what msgspec makes of the SeatStatusOut."""
+    holder = NULL if reserved_by is None else str(reserved_by).encode()
+    return b"".join(
+        (
+            prefix,
+            _STATUS.get(status) or dumps(status),
+            b',"reserved_by":',
+            holder,
+            b',"expires_at":',
+            expiry,
+            b"}",
+        )
+    )
+
+
+def _array(parts: list[bytes]) -> bytes:
+    return b"[" + b",".join(parts) + b"]"
 
 
 def _json(content: bytes) -> Response:

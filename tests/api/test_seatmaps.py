@@ -9,7 +9,9 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from api.seatmaps import Rendered, SeatMapCache
+from api.rendering import dumps
+from api.reservations import utc
+from api.seatmaps import Rendered, SeatMapCache, SeatOut, SeatStatusOut, entry_json
 from tests.api.test_reservations import availability, make_screening, reserve
 from tests.support import Account, LiveServer, make_account
 
@@ -127,10 +129,26 @@ async def test_openapi_documents_the_seat_and_reservation_shapes(
 
 def test_the_cache_forgets_the_least_recently_used_screening() -> None:
     cache = SeatMapCache(size=2)
-    maps = {n: Rendered(1, None, 0, [], [], b"[]") for n in (1, 2, 3)}  # type: ignore[arg-type]
+    maps = {n: Rendered(1, None, 0, {}, [], [], [], [], b"[]") for n in (1, 2, 3)}  # type: ignore[arg-type]
     cache.put(1, maps[1])
     cache.put(2, maps[2])
     assert cache.get(1) is maps[1]
     cache.put(3, maps[3])
     assert (cache.get(1), cache.get(2), cache.get(3)) == (maps[1], None, maps[3])
     assert len(cache) == 2
+
+
+def test_assembled_entries_are_what_msgspec_makes_of_them() -> None:
+    seat = SeatOut(7, 2, 'A "quoted" \u00e9 row', 12, "vip")
+    prefix = b'{"seat":' + dumps(seat) + b',"status":'
+    for ms in (1_764_068_845_538, 1_764_068_845_000):
+        at = utc(ms)
+        for status, holder, expires in (
+            ("available", None, None),
+            ("booked", None, None),
+            ("reserved", None, at),
+            ("reserved", 42, at),
+        ):
+            expiry = dumps(expires) if expires else b"null"
+            expected = dumps(SeatStatusOut(seat, status, holder, expires))
+            assert entry_json(prefix, status, holder, expiry) == expected
