@@ -1,18 +1,22 @@
 """Resolving the caller of a request from its bearer token.
 
-A token is checked without a database round trip on the hot path: the signature and expiry in
-process, then its session's state in Redis. When Redis does not know the session (first use, or
-Redis lost its data) PostgreSQL answers once and Redis remembers.
+A token is checked without any round trip on the hot path: its signature once per process, its
+expiry on every use, and its session against the sessions this process trusts
+(api/revocations.py). Otherwise the session's state comes from Redis; when Redis does not know the
+session (first use, or Redis lost its data) PostgreSQL answers once and Redis remembers.
 
-Revocation writes PostgreSQL first (the record), then Redis (the cache every request reads).
+Revocation writes PostgreSQL first (the record), then Redis (the cache every process reads) and
+publishes it to every process (``publish_revocations``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
+from api.revocations import CHANNEL, SessionTrust, listening
 from seatlock import keys
 from seatlock.errors import Forbidden, NotAuthenticated
 from seatlock.tokens import Principal
@@ -50,12 +54,31 @@ async def authenticate(conn: HTTPConnection, services: Services, access: str) ->
 
 async def principal_from_token(token: str, services: Services) -> Principal:
     principal = services.tokens.decode(token)
+    trust = session_trust(services)
+    if trust is not None and trust.trusts(principal.session_id):
+        return principal
     if not await session_is_active(services, principal.session_id):
         raise NotAuthenticated("Session has been revoked")
     return principal
 
 
+def session_trust(services: Services) -> SessionTrust | None:
+    trust: SessionTrust | None = services.extras.get("sessions")
+    return trust
+
+
 async def session_is_active(services: Services, session_id: str) -> bool:
+    trust = session_trust(services)
+    if trust is not None and session_id in trust.revoked:
+        return False
+    epoch = trust.epoch if trust is not None else 0
+    active = await _session_state(services, session_id)
+    if active and trust is not None:
+        trust.confirm(session_id, epoch)
+    return active
+
+
+async def _session_state(services: Services, session_id: str) -> bool:
     cached = await services.redis.get(keys.session(session_id))
     if cached is not None:
         return bool(cached == b"1")
@@ -80,12 +103,43 @@ async def remember_session(services: Services, session_id: str, active: bool) ->
 
 
 async def remember_sessions(services: Services, session_ids: Iterable[str], active: bool) -> None:
+    ids = list(session_ids)
+    if not active:
+        await publish_revocations(services, ids)
+    elif ids:
+        async with services.redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.set(keys.session(session_id), b"1", ex=SESSION_CACHE_SECONDS)
+            await pipe.execute()
+
+
+async def publish_revocations(services: Services, session_ids: list[str]) -> None:
+    """Every revocation goes through here, after PostgreSQL committed it.
+
+    This process stops trusting the sessions before anything is awaited; Redis stores "0" for
+    processes that check it, then the channel tells the others (see api/revocations.py).
+    """
+    if not session_ids:
+        return
+    trust = session_trust(services)
+    if trust is not None:
+        trust.revoke(session_ids)
     async with services.redis.pipeline(transaction=False) as pipe:
         for session_id in session_ids:
-            pipe.set(keys.session(session_id), b"1" if active else b"0", ex=SESSION_CACHE_SECONDS)
+            pipe.set(keys.session(session_id), b"0", ex=SESSION_CACHE_SECONDS)
+        pipe.publish(CHANNEL, " ".join(session_ids))
         await pipe.execute()
 
 
 def client_address(conn: HTTPConnection) -> str:
     """The peer address (uvicorn resolves X-Forwarded-For from its trusted proxies)."""
     return conn.client.host if conn.client else "unknown"
+
+
+@contextlib.asynccontextmanager
+async def following_revocations(services: Services) -> AsyncIterator[None]:
+    """Trust confirmed sessions in this process while the revocation feed runs."""
+    trust = SessionTrust(keep_revoked_seconds=services.tokens.access_seconds + 60)
+    services.extras["sessions"] = trust
+    async with listening(services.redis, trust):
+        yield

@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import Router as StarletteRouter
+from starlette.types import Receive, Scope, Send
 
 from api.auth import authenticate
 from api.rendering import JSON, convert, decode_body
@@ -147,3 +149,45 @@ def _dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[R
         return await methods[request.method if request.method != "HEAD" else "GET"](request)
 
     return dispatch
+
+
+class ExactRouter(StarletteRouter):
+    """Starlette's router, with a dict lookup for paths without parameters before the scan.
+
+    Starlette tries every route's regex in order. A path with no parameters is found in one
+    lookup instead, when no earlier route could match it (so the scan would pick the same route)
+    and the method is allowed; anything else (405s, parameters, websockets, a root_path) takes
+    the scan.
+    """
+
+    def __init__(self, routes: list[BaseRoute], **kw: Any) -> None:
+        super().__init__(routes, **kw)
+        self.exact = exact_routes(self.routes)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            route = self.exact.get(scope["path"])
+            if route is not None and route.methods and scope["method"] in route.methods:
+                scope.setdefault("router", self)
+                scope["route"] = route
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = dict(scope.get("path_params", {}))
+                await route.handle(scope, receive, send)
+                return
+        await super().app(scope, receive, send)
+
+
+def exact_routes(routes: list[BaseRoute]) -> dict[str, Route]:
+    """Parameterless HTTP routes that the in-order scan would reach first for their path."""
+    exact: dict[str, Route] = {}
+    earlier: list[Route | Mount] = []
+    for route in routes:
+        if isinstance(route, WebSocketRoute):
+            continue  # never matches an HTTP request
+        if not isinstance(route, Route | Mount):
+            break  # unknown matching rules: leave the rest to the scan
+        shadowed = any(r.path_regex.match(route.path) for r in earlier)
+        if isinstance(route, Route) and not route.param_convertors and not shadowed:
+            exact[route.path] = route
+        earlier.append(route)
+    return exact

@@ -9,6 +9,7 @@ import hashlib
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -18,6 +19,7 @@ from seatlock.settings import Settings
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
+VERIFIED_TOKENS = 10_000  # per process; a token string with its claims is well under 1 kB
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,10 @@ class TokenCodec:
             raise ValueError("the JWT secret must be at least 32 characters")
         self._secret = secret
         self.access_seconds = access_minutes * 60
+        # Raw token -> its claims, least recently used first. A token's signature and claims
+        # never change, so it is verified once; its expiry is checked on every use.
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self.max_verified = VERIFIED_TOKENS
 
     def issue(self, user_id: int, role: str, session_id: str, now: float | None = None) -> str:
         issued = int(now if now is not None else time.time())
@@ -55,7 +61,21 @@ class TokenCodec:
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
-    def decode(self, token: str) -> Principal:
+    def decode(self, token: str, now: float | None = None) -> Principal:
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = self._verify(token)
+            self._verified[token] = principal
+            if len(self._verified) > self.max_verified:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(token)
+        if principal.expires_at <= (time.time() if now is None else now):
+            del self._verified[token]
+            raise NotAuthenticated("Token has expired")
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(
                 token,

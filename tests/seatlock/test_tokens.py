@@ -58,3 +58,26 @@ def test_generated_secret_is_kept_for_every_worker(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert load_or_create_secret(settings) == first
     assert load_or_create_secret(settings.replace(jwt_secret="x" * 40)) == "x" * 40
+
+
+def test_a_verified_token_is_still_checked_for_expiry_on_every_use() -> None:
+    codec = TokenCodec(SECRET, 15)
+    token = codec.issue(7, "user", "sess-1")
+    principal = codec.decode(token)
+    assert codec.decode(token) is principal  # verified once, then served from the cache
+    with pytest.raises(NotAuthenticated, match="Token has expired"):
+        codec.decode(token, now=principal.expires_at)
+    assert codec.decode(token, now=principal.expires_at - 1) == principal
+
+
+def test_the_verified_token_cache_is_bounded_and_keyed_by_the_whole_token() -> None:
+    codec = TokenCodec(SECRET, 15)
+    codec.max_verified = 3
+    tokens = [codec.issue(n, "user", f"sess-{n}") for n in range(5)]
+    principals = [codec.decode(t) for t in tokens]
+    assert len(codec._verified) == 3
+    assert codec.decode(tokens[0]) == principals[0]  # evicted, verified again
+    forged = tokens[1][:-2] + ("AA" if not tokens[1].endswith("AA") else "BB")
+    codec.decode(tokens[1])
+    with pytest.raises(NotAuthenticated, match="Could not validate credentials"):
+        codec.decode(forged)

@@ -1,0 +1,199 @@
+"""Which sessions a process may trust without asking Redis, kept current by pub/sub.
+
+A signed-in request normally costs no I/O: the token's signature is verified once per process
+(seatlock/tokens.py) and its session is found in ``SessionTrust.confirmed``, the sessions this
+process saw active in Redis or PostgreSQL within the last ``CONFIRM_SECONDS``. Every revocation
+is written to Redis ("0") and published on ``CHANNEL``; the revoking process
+applies it to its own state before answering, so its next request is refused at once.
+
+Cross-process window: another process drops the session when the pub/sub message reaches it
+(well under a millisecond on one host, a network round trip otherwise). A request that process
+serves in between is still accepted; none after. Redis writes the "0" before publishing, so a
+process that checks Redis meanwhile already sees the revocation.
+
+What the channel cannot tell, and how it is covered:
+- a lost subscription (messages missed): nothing is trusted while disconnected, and every
+  session is checked in Redis again after resubscribing;
+- a Redis flush erases the "0"s the revocations wrote: the subscriber's connection tracks
+  ``FLUSH_CANARY`` (client-side caching), and Redis notifies every tracking client of a
+  flush; the notice empties ``confirmed``, so each session is next checked in Redis, which no
+  longer knows it, and then in PostgreSQL, the record of every revocation;
+- a revocation written to PostgreSQL only (by hand) is seen within ``CONFIRM_SECONDS``, or at
+  once after a flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from seatlock import keys
+
+logger = logging.getLogger(__name__)
+
+# Pub/sub channel of revoked session ids (space-separated), and the never-written key whose
+# client-side tracking tells this module that Redis was flushed.
+CHANNEL = f"{keys.PREFIX}sess-revoked"
+FLUSH_CANARY = f"{keys.PREFIX}flush-canary"
+CONFIRM_SECONDS = 30.0
+MAX_CONFIRMED = 100_000
+INVALIDATIONS = "__redis__:invalidate"  # where RESP2 delivers client-tracking notices
+RETRY_SECONDS = 1.0
+
+
+class SessionTrust:
+    """Per-process session state: confirmed active sessions and recently revoked ones."""
+
+    def __init__(self, keep_revoked_seconds: float) -> None:
+        self.confirmed: dict[str, float] = {}  # session id -> monotonic deadline
+        self.revoked: dict[str, float] = {}  # session id -> monotonic time it was learned
+        self.live = False  # subscribed and tracking flushes: confirmations may be kept
+        self.epoch = 0
+        self._keep = keep_revoked_seconds
+        self._trimmed = time.monotonic()
+
+    def trusts(self, session_id: str) -> bool:
+        deadline = self.confirmed.get(session_id)
+        return deadline is not None and deadline > time.monotonic()
+
+    def confirm(self, session_id: str, epoch: int) -> None:
+        """Trust a session found active by a check that started in ``epoch``."""
+        # A revocation or flush that arrived while the check awaited Redis/PostgreSQL changed the
+        # epoch or the revoked set: the check's answer may predate it, so it is not kept.
+        if not self.live or epoch != self.epoch or session_id in self.revoked:
+            return
+        if len(self.confirmed) >= MAX_CONFIRMED:
+            self.confirmed.clear()
+        self.confirmed[session_id] = time.monotonic() + CONFIRM_SECONDS
+
+    def revoke(self, session_ids: Iterable[str]) -> None:
+        now = time.monotonic()
+        for session_id in session_ids:
+            self.revoked[session_id] = now
+            self.confirmed.pop(session_id, None)
+        if now - self._trimmed > 60:
+            self._trim(now)
+
+    def forget_all(self) -> None:
+        """Distrust every session (flush or lost subscription); checks in flight are void."""
+        self.epoch += 1
+        self.confirmed.clear()
+
+    def _trim(self, now: float) -> None:
+        # A session's access tokens expire within the token lifetime of its revocation, and
+        # new ones are never issued for it, so older entries can no longer matter.
+        self._trimmed = now
+        self.revoked = {s: t for s, t in self.revoked.items() if now - t < self._keep}
+
+
+@contextlib.asynccontextmanager
+async def listening(redis: Redis, trust: SessionTrust) -> AsyncIterator[None]:
+    """Follow revocations and flushes for as long as the block runs."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(follow(redis, trust, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        task.cancel()  # it may be waiting a second for a message
+        await asyncio.gather(task, return_exceptions=True)
+        trust.live = False
+
+
+async def follow(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await _follow_once(redis, trust, stop)
+        except (RedisError, OSError) as exc:
+            logger.warning("session revocation feed lost (%s); retrying", exc)
+        finally:
+            trust.live = False
+            trust.forget_all()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RETRY_SECONDS)
+
+
+async def _follow_once(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
+    pubsub = redis.pubsub()
+    tracker = _FlushTracker(trust)
+    try:
+        await tracker.attach(pubsub)
+        await pubsub.subscribe(CHANNEL, INVALIDATIONS)
+        # Messages missed before this point were revocations already written to Redis:
+        # checking every session there again covers them.
+        trust.forget_all()
+        trust.live = True
+        while not stop.is_set():
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if tracker.broken:
+                raise RedisError("the subscription reconnected without flush tracking")
+            if message is not None:
+                _apply(trust, message)
+    finally:
+        trust.live = False
+        tracker.detach()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class _FlushTracker:
+    """Client tracking on the subscriber's own connection, redirected to itself."""
+
+    def __init__(self, trust: SessionTrust) -> None:
+        self.trust = trust
+        self.broken = False
+        self._conn: Any = None
+
+    async def attach(self, pubsub: PubSub) -> None:
+        await pubsub.connect()  # type: ignore[no-untyped-call]
+        conn = self._conn = pubsub.connection
+        assert conn is not None
+        await conn.send_command("CLIENT", "ID")
+        client_id = await conn.read_response()
+        await conn.send_command(
+            "CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST", "PREFIX", FLUSH_CANARY
+        )
+        if await conn.read_response() not in (b"OK", "OK"):
+            raise RedisError("CLIENT TRACKING refused")
+        # RESP3 delivers tracking notices as push messages to the parser, not to the channel.
+        parser = getattr(conn, "_parser", None)
+        if parser is not None and hasattr(parser, "set_invalidation_push_handler"):
+            parser.set_invalidation_push_handler(self.on_invalidation)
+        conn.register_connect_callback(self.on_reconnect)
+
+    def detach(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.deregister_connect_callback(self.on_reconnect)
+        parser = getattr(conn, "_parser", None)
+        if parser is not None and hasattr(parser, "set_invalidation_push_handler"):
+            parser.set_invalidation_push_handler(None)
+
+    async def on_invalidation(self, response: Any) -> None:
+        self.trust.forget_all()
+
+    async def on_reconnect(self, connection: Any) -> None:
+        # redis-py resubscribes after a reconnect, but tracking went with the old connection.
+        self.trust.live = False
+        self.trust.forget_all()
+        self.broken = True
+
+
+def _apply(trust: SessionTrust, message: dict[str, Any]) -> None:
+    channel = message.get("channel")
+    if channel in (INVALIDATIONS, INVALIDATIONS.encode()):
+        trust.forget_all()
+        return
+    data = message.get("data")
+    if isinstance(data, bytes):
+        trust.revoke(data.decode().split())
+    elif isinstance(data, str):
+        trust.revoke(data.split())

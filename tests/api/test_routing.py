@@ -1,0 +1,67 @@
+"""Route dispatch: hot routes first and exact paths looked up, with Starlette's behaviour kept."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from starlette.routing import Match, Route
+
+from api.app import all_endpoints, create_app
+from api.routing import ExactRouter
+from seatlock.settings import Settings
+from tests.support import Account
+
+
+def scan(routes: list[Route], method: str, path: str) -> Route | None:
+    """What Starlette's in-order scan picks: the first full match, else the first partial."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return partial
+
+
+def sample(path: str) -> str:
+    return re.sub(r"\{[^}:]+(:int)?\}", lambda m: "1" if m.group(1) else "x", path)
+
+
+def test_every_endpoint_is_reached_by_its_own_path(base_settings: Settings) -> None:
+    router = create_app(base_settings).router
+    assert isinstance(router, ExactRouter)
+    routes = [r for r in router.routes if isinstance(r, Route)]
+    for ep in all_endpoints():
+        for path in {sample(ep.path), sample(ep.path).rstrip("/") or "/"}:
+            route = scan(routes, ep.method, path)
+            assert route is not None and route.path.rstrip("/") == ep.path.rstrip("/"), path
+            if path in router.exact:
+                assert router.exact[path] is route
+
+
+def test_exact_lookup_covers_the_hot_parameterless_paths(base_settings: Settings) -> None:
+    router = create_app(base_settings).router
+    assert isinstance(router, ExactRouter)
+    hot = ["/api/v1/seat-reservations/reserve", "/api/v1/auth/me", "/health/live"]
+    assert all(path in router.exact for path in hot)
+
+
+async def test_wrong_method_is_405_with_a_json_detail(client: httpx.AsyncClient) -> None:
+    for method, path in [("DELETE", "/api/v1/seat-reservations/reserve"), ("PUT", "/health/live")]:
+        r = await client.request(method, path)
+        assert r.status_code == 405, path
+        assert r.json() == {"detail": "Method Not Allowed"}
+        assert r.headers["content-type"] == "application/json"
+
+
+async def test_trailing_slash_aliases_and_unknown_paths(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    assert (await client.get("/api/v1/auth/me/", headers=user.headers)).status_code == 200
+    assert (await client.get("/health/live/")).status_code == 200
+    assert (await client.get("/openapi.json")).status_code == 200
+    r = await client.get("/api/v1/no-such-thing")
+    assert (r.status_code, r.json()) == (404, {"detail": "Not Found"})
