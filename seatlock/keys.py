@@ -6,6 +6,7 @@ Redis Cluster slot. Lua scripts never build key names: they receive them in KEYS
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 PREFIX = "sl:"
@@ -97,7 +98,13 @@ def parse_seat_hold(key: bytes | str) -> tuple[int, int] | None:
 
 def script_keys(screening_id: int, seats: Sequence[int] = ()) -> list[str]:
     """The KEYS of every screening script (order: ``lua/lib.lua``), then one lease per seat."""
-    common = [
+    tag = screening_tag(screening_id)
+    return [*_common_keys(screening_id), *[f"{tag}{HOLD_MARK}{seat}" for seat in seats]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _common_keys(screening_id: int) -> tuple[str, ...]:
+    return (
         screening_meta(screening_id),
         screening_seats(screening_id),
         screening_sold(screening_id),
@@ -106,5 +113,4 @@ def script_keys(screening_id: int, seats: Sequence[int] = ()) -> list[str]:
         screening_version(screening_id),
         screening_events(screening_id),
         screening_owners(screening_id),
-    ]
-    return common + [seat_hold(screening_id, seat) for seat in seats]
+    )

@@ -184,7 +184,7 @@ class Scripts:
     ) -> list[Any]:
         self.pipelines += 1
         self.calls += len(commands)
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        await conn.send_packed_command(pack(commands), check_health=False)
         replies: list[Any] = []
         for _ in commands:
             try:
@@ -206,6 +206,23 @@ class Scripts:
             self._known.clear()
             await conn.disconnect(nowait=True)
             await self._redis.connection_pool.release(conn)
+
+
+def pack(commands: list[tuple[Any, ...]]) -> bytes:
+    """RESP arrays of bulk strings (our arguments are only str and int): one buffer, built several
+    times faster than the client's general-purpose packer."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, bytes):
+                data = arg
+            else:
+                data = str(int(arg)).encode()  # ints only: a float or bool is a caller's bug
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _ok(reply: Any) -> bool:
