@@ -157,41 +157,43 @@ class Scripts:
             fresh = sorted({c.name for c in batch} - self._known)
             commands = [("SCRIPT", "LOAD", source(name)) for name in fresh]
             commands += [c.command("EVALSHA", sha(c.name)) for c in batch]
-            replies = await self._pipeline(conn, commands)
-            loads, replies = replies[: len(fresh)], replies[len(fresh) :]
-            self._known.update(n for n, r in zip(fresh, loads, strict=True) if _ok(r))
-            missing = [c for c, r in zip(batch, replies, strict=True) if _no_script(r)]
+            await self._write(conn, commands)
+            for name in fresh:
+                if _ok(await _read(conn)):
+                    self._known.add(name)
+            missing = await self._settle(conn, batch)
             if missing:
                 # SCRIPT FLUSH while connected (a restart drops the connection, which resets
                 # _known): EVAL sends the text again. Only these calls run late, out of order.
                 self._known.clear()
-                commands = [c.command("EVAL", source(c.name)) for c in missing]
-                again = iter(await self._pipeline(conn, commands))
-                replies = [next(again) if _no_script(r) else r for r in replies]
+                await self._write(conn, [c.command("EVAL", source(c.name)) for c in missing])
+                await self._settle(conn, missing)
         except BaseException as exc:
+            # Calls already answered keep their answer; the rest get the error (their scripts
+            # may or may not have run, as with any lost reply).
             await self._drop_connection()
             error = exc if isinstance(exc, Exception) else RedisConnectionError("Cancelled")
             for call in batch:  # errors go to the callers, never out of the flusher
                 call.settle(error)
             if not isinstance(exc, Exception):
                 raise
-            return
-        for call, reply in zip(batch, replies, strict=True):
-            call.settle(reply)
 
-    async def _pipeline(
-        self, conn: AbstractConnection, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
+    async def _write(self, conn: AbstractConnection, commands: list[tuple[Any, ...]]) -> None:
         self.pipelines += 1
         self.calls += len(commands)
         await conn.send_packed_command(pack(commands), check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await conn.read_response())
-            except ResponseError as exc:  # this call's own error; the connection stays in sync
-                replies.append(exc)
-        return replies
+
+    async def _settle(self, conn: AbstractConnection, calls: list[_Call]) -> list[_Call]:
+        """Read one reply per call and hand it over at once; returns the calls Redis refused
+        with NOSCRIPT (not run)."""
+        missing: list[_Call] = []
+        for call in calls:
+            reply = await _read(conn)
+            if isinstance(reply, NoScriptError):
+                missing.append(call)
+            else:
+                call.settle(reply)
+        return missing
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:
@@ -225,9 +227,12 @@ def pack(commands: list[tuple[Any, ...]]) -> bytes:
     return b"".join(out)
 
 
+async def _read(conn: AbstractConnection) -> Any:
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:  # this command's own error; the connection stays in sync
+        return exc
+
+
 def _ok(reply: Any) -> bool:
     return not isinstance(reply, BaseException)
-
-
-def _no_script(reply: Any) -> bool:
-    return isinstance(reply, NoScriptError)

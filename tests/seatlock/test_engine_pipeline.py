@@ -9,7 +9,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from seatlock import scripts
 from seatlock.engine import SeatEngine, SeatsUnavailable
+from seatlock.errors import Unavailable
 from seatlock.scripts import MAX_BATCH, source
 from tests.lua.support import DictSource, engine_redis, make_engine, tap
 
@@ -86,3 +88,14 @@ async def test_a_cancelled_caller_does_not_break_the_others(engine: SeatEngine) 
     await asyncio.sleep(0)
     doomed.cancel()
     assert len(await asyncio.gather(*others)) == 18
+
+
+async def test_the_queue_is_bounded(engine: SeatEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    await engine.seat_map(S)
+    monkeypatch.setattr(scripts, "MAX_QUEUE", 10)
+    results = await asyncio.gather(
+        *(engine.hold(S, user, [user]) for user in range(1, 31)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, Unavailable)]
+    assert len(refused) == 20
+    assert all(isinstance(r, list) for r in results[:10])
