@@ -103,18 +103,22 @@ async def book(call: Call) -> list[TicketOut]:
     """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
     body: BookIn = call.body
     seat_ids = unique_seats(body.seat_ids)
-    user_id = call.user.user_id
-    if body.payment_id is not None:
-        found = await _existing(
-            call.services, body.payment_id, user_id, body.screening_id, seat_ids
-        )
-        if found is not None:
-            return found
-    engine = engine_of(call.services)
-    await engine.hold(body.screening_id, user_id, seat_ids)
-    return await _claim_and_commit(
-        call.services, user_id, body.screening_id, seat_ids, body.payment_id
-    )
+    user_id, screening_id, payment_id = call.user.user_id, body.screening_id, body.payment_id
+    # No lookup of the payment id up front (a query per booking): a replay finds its seats
+    # sold (hold refused) or its payment id taken (unique violation), and answers from there.
+    try:
+        await engine_of(call.services).hold(screening_id, user_id, seat_ids)
+    except SeatLockError:
+        if payment_id is not None:
+            found = await _existing(call.services, payment_id, user_id, screening_id, seat_ids)
+            if found is not None:
+                return found
+        raise
+    try:
+        return await _claim_and_commit(call.services, user_id, screening_id, seat_ids, payment_id)
+    except Conflict:  # e.g. a payment id already used for other seats: no hold left behind
+        await _release(call.services, screening_id, user_id, seat_ids)
+        raise
 
 
 @router.post(
@@ -128,12 +132,8 @@ async def book_from_reservation(call: Call) -> list[TicketOut]:
     """Buy the seats you hold (payment webhook); idempotent on payment_id."""
     body: PaidBookIn = call.body
     seat_ids = unique_seats(body.seat_ids)
-    user_id = call.user.user_id
-    found = await _existing(call.services, body.payment_id, user_id, body.screening_id, seat_ids)
-    if found is not None:
-        return found
     return await _claim_and_commit(
-        call.services, user_id, body.screening_id, seat_ids, body.payment_id
+        call.services, call.user.user_id, body.screening_id, seat_ids, body.payment_id
     )
 
 

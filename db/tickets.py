@@ -99,6 +99,31 @@ BOOK_SQL = (
     " CASE WHEN $5 = 'confirmed' THEN now() END"
     f" FROM b, p ORDER BY p.seat_id RETURNING {TICKET_COLUMNS}"
 )
+_PRICE_SQL = f"round(s.price * CASE st.seat_type {_MULTIPLIER_SQL} ELSE 1.0 END, 2)"
+# A whole batch in one statement, for when nothing in it fails (the usual case): booking ids are
+# drawn first so each ticket row can be traced back to its request ``i``. A failure (a unique
+# violation, an unknown seat: fewer rows than seats) rolls the statement back, and the batch is
+# retried one savepoint per booking.
+BATCH_SQL = (
+    "WITH r AS (SELECT r.*, nextval(pg_get_serial_sequence('bookings', 'id')) AS booking_id"
+    " FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])"
+    " AS r(i, user_id, screening_id, payment_id, status)),"
+    " q AS (SELECT * FROM unnest($6::int[], $7::bigint[]) AS q(i, seat_id)),"
+    f" p AS (SELECT q.i, q.seat_id, {_PRICE_SQL} AS price FROM q JOIN r ON r.i = q.i"
+    " JOIN screenings s ON s.id = r.screening_id"
+    " JOIN seats st ON st.id = q.seat_id AND st.room_id = s.room_id),"
+    " b AS (INSERT INTO bookings (id, user_id, screening_id, payment_id, seat_ids)"
+    " OVERRIDING SYSTEM VALUE SELECT r.booking_id, r.user_id, r.screening_id, r.payment_id,"
+    " (SELECT array_agg(q.seat_id ORDER BY q.seat_id) FROM q WHERE q.i = r.i) FROM r"
+    " ORDER BY r.i),"
+    " t AS (INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status,"
+    " payment_id, confirmed_at)"
+    " SELECT r.booking_id, r.user_id, r.screening_id, p.seat_id, p.price, r.status,"
+    " r.payment_id, CASE WHEN r.status = 'confirmed' THEN now() END"
+    " FROM p JOIN r ON r.i = p.i"
+    f" ORDER BY p.i, p.seat_id RETURNING {TICKET_COLUMNS})"
+    " SELECT r.i, t.* FROM t JOIN r ON r.booking_id = t.booking_id"
+)
 MAX_BATCH = 256  # bookings per transaction
 MAX_QUEUE = 4096  # bookings waiting; a burst beyond waits to enqueue (back-pressure)
 
@@ -128,6 +153,7 @@ class BookingWriter:
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(max_queue)
         self._running = False
         self.batches = 0  # transactions committed or tried, for tests and stats
+        self.retried = 0  # batches retried one savepoint per booking
 
     async def book(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
@@ -173,12 +199,18 @@ class BookingWriter:
             _answer(self._queue.get_nowait().done, Unavailable("Server is shutting down"))
 
     async def _flush(self, batch: list[_Request]) -> None:
-        outcomes: list[list[Any] | BaseException] = []
+        outcomes: list[list[Any]] | list[list[Any] | Exception] | None = None
         self.batches += 1
         try:
             async with self._db.acquire() as conn, conn.transaction():
-                for index, request in enumerate(batch):
-                    outcomes.append(await _book_in_savepoint(conn, request, first=index == 0))
+                if len(batch) > 1:
+                    outcomes = await _book_all_at_once(conn, batch)
+                    self.retried += outcomes is None
+                if outcomes is None:
+                    outcomes = [
+                        await _book_in_savepoint(conn, request, first=index == 0)
+                        for index, request in enumerate(batch)
+                    ]
         except Exception as exc:  # not committed: every booking of the batch failed
             logger.warning("booking batch of %d not committed: %r", len(batch), exc)
             for request in batch:
@@ -186,6 +218,33 @@ class BookingWriter:
             return
         for request, outcome in zip(batch, outcomes, strict=True):
             _answer(request.done, outcome)
+
+
+async def _book_all_at_once(conn: Conn, batch: list[_Request]) -> list[list[Any]] | None:
+    """Every booking of the batch in one statement; None (and nothing written) if any fails."""
+    seat_index = [i for i, req in enumerate(batch) for _ in req.seat_ids]
+    seats = [seat for req in batch for seat in req.seat_ids]
+    await conn.execute("SAVEPOINT batch")
+    try:
+        rows = await conn.fetch(
+            BATCH_SQL,
+            list(range(len(batch))),
+            [req.user_id for req in batch],
+            [req.screening_id for req in batch],
+            [req.payment_id for req in batch],
+            ["confirmed" if req.payment_id else "pending" for req in batch],
+            seat_index,
+            seats,
+        )
+    except asyncpg.PostgresError:
+        rows = None
+    if rows is None or len(rows) != len(seats):
+        await conn.execute("ROLLBACK TO SAVEPOINT batch")
+        return None
+    outcomes: list[list[Any]] = [[] for _ in batch]
+    for row in rows:
+        outcomes[row["i"]].append(row)
+    return [sorted(rows_of_one, key=_seat_of) for rows_of_one in outcomes]
 
 
 async def _book_in_savepoint(conn: Conn, req: _Request, *, first: bool) -> list[Any] | Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -140,7 +141,7 @@ async def test_one_batch_commits_the_good_bookings_and_refuses_the_bad(
         writer.book(user.id, show.id, [s[4]], None),
         return_exceptions=True,
     )
-    assert writer.batches == 1
+    assert (writer.batches, writer.retried) == (1, 1)  # one savepoint per booking
     a, sold, taken, unknown, b, dup, pending = results
     assert [(t["seat_id"], t["price"], t["status"]) for t in a] == [
         (s[0], 8, "confirmed"),
@@ -161,6 +162,35 @@ async def test_one_batch_commits_the_good_bookings_and_refuses_the_bad(
         (s[5], other_user.id),
     ]
     assert await db.fetchval("SELECT count(*) FROM bookings") == 4
+
+
+async def test_a_clean_batch_gives_each_caller_its_own_tickets(
+    writer: repo.BookingWriter, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    show = await make_screening(db, 20, price="10.00", seat_types=["premium", "couple"] * 10)
+    pairs = [show.seat_ids[i : i + 2] for i in range(0, 20, 2)]
+    users = [user.id, other_user.id] * 5
+    payments = [f"pay_{n}" if n % 3 else None for n in range(10)]
+    results = await asyncio.gather(
+        *(
+            writer.book(u, show.id, list(reversed(seats)), pay)
+            for u, seats, pay in zip(users, pairs, payments, strict=True)
+        )
+    )
+    assert (writer.batches, writer.retried) == (1, 0)  # one statement did it all
+    for rows, u, seats, pay in zip(results, users, pairs, payments, strict=True):
+        assert [(r["seat_id"], r["user_id"], r["payment_id"]) for r in rows] == [
+            (seat, u, pay) for seat in seats
+        ]
+        assert [r["price"] for r in rows] == [Decimal("12.50"), Decimal("20.00")]
+        assert {r["status"] for r in rows} == {"confirmed" if pay else "pending"}
+        assert [r["confirmed_at"] is not None for r in rows] == [pay is not None] * 2
+        booking = await db.fetchrow(
+            "SELECT user_id, screening_id, payment_id, seat_ids FROM bookings WHERE id = $1",
+            rows[0]["booking_id"],
+        )
+        assert booking is not None and tuple(booking) == (u, show.id, pay, seats)
+    assert await db.fetchval("SELECT count(*) FROM bookings") == 10
 
 
 async def test_answers_come_only_after_the_commit(
@@ -246,3 +276,28 @@ async def test_ticket_routes_document_their_shapes(
     assert list(ticket) == TICKET_KEYS
     assert ticket["price"] == 10.0 and ticket["confirmed_at"] is None
     assert ticket["booked_at"].endswith(("Z", "+00:00"))
+
+
+async def test_quick_book_replays_and_refuses_a_reused_payment_without_holding(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    user: Account,
+    other_user: Account,
+) -> None:
+    show = await make_screening(db, 3)
+    a, b, c = show.seat_ids
+
+    async def quick(account: Account, seats: list[int]) -> httpx.Response:
+        body = {"screening_id": show.id, "seat_ids": seats, "payment_id": "pay_q"}
+        return await client.post("/api/v1/tickets/book", json=body, headers=account.headers)
+
+    results = await asyncio.gather(*(quick(user, [a]) for _ in range(20)))
+    assert {r.status_code for r in results} == {201}, {r.text for r in results}
+    assert len({r.json()[0]["id"] for r in results}) == 1
+    assert (await quick(user, [b])).status_code == 409
+    assert (await quick(other_user, [c])).status_code == 409
+    assert await held_in_redis(redis, show) == {}
+    seen = await availability(client, show)
+    assert [seen[seat]["status"] for seat in (a, b, c)] == ["booked", "available", "available"]
+    assert await db.fetchval("SELECT count(*) FROM bookings") == 1
