@@ -3,6 +3,9 @@
 Every state change is one Lua script (``lua/``), so a multi-seat change is all-or-nothing and is
 published on the screening's channel in the order it happened. The screening's layout and sold
 seats are loaded from PostgreSQL (a ``LayoutSource``) on first use and again after Redis lost them.
+Catalog changes reach Redis through ``refresh`` (start, room or seats changed: live holds kept,
+seats gone from the layout stay listed while held or sold) and ``forget`` (screening deleted).
+Script calls of the whole process are pipelined by ``seatlock.scripts.Scripts``.
 """
 
 from __future__ import annotations
