@@ -271,8 +271,7 @@ class SeatEngine:
             return []
         scores = await self._redis.zmscore(keys.LOADED_SCREENINGS, [str(i) for i in ids])
         loaded = [i for i, score in zip(ids, scores, strict=True) if score is not None]
-        for screening_id in loaded:
-            await self.refresh(screening_id)
+        await asyncio.gather(*(self.refresh(screening_id) for screening_id in loaded))
         return loaded
 
     async def forget(self, screening_id: int, now_ms: int | None = None) -> None:

@@ -127,12 +127,6 @@ class Scripts:
             self._flusher = loop.create_task(self._flush())
         return list(await call.future)
 
-    async def aclose(self) -> None:
-        """Give the flusher's connection back to the pool (the client's own close also does)."""
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._redis.connection_pool.release(conn)
-
     async def _flush(self) -> None:
         try:
             while self._queue:
