@@ -162,6 +162,8 @@ class BookingWriter:
             raise Unavailable("Booking could not be saved right now; please try again")
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Request(user_id, screening_id, sorted(seat_ids), payment_id, done))
+        if not self._running:  # the flusher ended while we waited for room: nobody would answer
+            raise Unavailable("Booking could not be saved right now; please try again")
         return await done
 
     async def run(self, stop: asyncio.Event) -> None:
