@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from starlette.responses import HTMLResponse
 
 from api.openapi import DOCS_HTML
@@ -15,7 +16,24 @@ from seatlock import __version__
 router = Router("Health")
 
 
-@router.get("/")
+class WelcomeOut(msgspec.Struct):
+    message: str
+    status: str
+    version: str
+    docs: str
+
+
+class LiveOut(msgspec.Struct):
+    status: str
+
+
+class ReadyOut(msgspec.Struct):
+    status: str  # "ready" | "unavailable" (503)
+    redis: str  # "ok" | "down"
+    postgres: str
+
+
+@router.get("/", response=WelcomeOut)
 async def welcome(call: Call) -> dict[str, Any]:
     """API health check and welcome message."""
     return {
@@ -26,13 +44,13 @@ async def welcome(call: Call) -> dict[str, Any]:
     }
 
 
-@router.get("/health/live")
+@router.get("/health/live", response=LiveOut)
 async def live(call: Call) -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "alive"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", response=ReadyOut)
 async def ready(call: Call) -> JSON:
     """Readiness: Redis and PostgreSQL both answer (503 otherwise)."""
     redis_ok, db_ok = await asyncio.gather(_redis_ok(call), _db_ok(call))

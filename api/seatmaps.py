@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from api.rendering import dumps
 from api.reservations import engine_of, layouts_of, utc
+from api.rooms import SeatOut
 from api.routing import Call, Router
 from api.state import Services
 from db.layouts import ScreeningSeats, SeatInfo
@@ -33,14 +34,6 @@ CACHE_SIZE = 512  # screenings per process
 NEVER = 2**63
 NULL = b"null"
 _STATUS = {s: dumps(s) for s in ("available", "reserved", "booked")}
-
-
-class SeatOut(msgspec.Struct):
-    id: int
-    room_id: int
-    row_label: str
-    seat_number: int
-    seat_type: str
 
 
 class SeatStatusOut(msgspec.Struct):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
+import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -29,7 +30,13 @@ router = Router("WebSockets")
 HEARTBEAT_S = 20.0
 
 
-@router.get("/ws/stats")
+class StatsOut(msgspec.Struct):
+    total_connections: int
+    active_screenings: list[int]
+    screening_details: dict[str, int]  # screening id -> watchers
+
+
+@router.get("/ws/stats", response=StatsOut)
 async def stats(call: Call) -> dict[str, Any]:
     """WebSocket connections of this process, per screening."""
     return hub_of(call.services).stats()

@@ -194,3 +194,25 @@ async def test_public_reads_need_no_token(client: httpx.AsyncClient) -> None:
         assert r.status_code not in (401, 403), (method, path, r.status_code)
         assert r.status_code < 500, (method, path, r.status_code, r.text)
         assert r.headers["content-type"].startswith(("application/json", "image/", "text/html"))
+
+
+def test_every_answer_with_a_body_has_a_documented_shape() -> None:
+    from api.app import all_endpoints
+
+    undocumented = [
+        f"{e.method} {e.path}"
+        for e in all_endpoints()
+        if e.response is None and e.status != 204 and e.path not in NOT_JSON
+    ]
+    assert undocumented == []
+
+
+def test_schema_names_are_unique(documented: dict[tuple[str, str], dict[str, object]]) -> None:
+    from api.app import all_endpoints
+    from api.openapi import openapi_document
+
+    names = openapi_document(all_endpoints(), "seatlock", "test")["components"]["schemas"]
+    assert [n for n in names if "." in n] == []  # twin classes get module-qualified names
+
+
+NOT_JSON = {"/docs", "/media/profile-pictures/{name}"}  # HTML page and image bytes
