@@ -34,6 +34,10 @@ DROP_LOG_INTERVAL_S = 10.0
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 5.0
 RETRIES_AT_SHUTDOWN = 3
+# Writers of several processes touch the same hot rows (a new hold supersedes older active rows of
+# its seat) in whatever order their batches hold them: two such transactions deadlock. History is
+# background work written in large batches, so writers simply take turns on this lock.
+WRITER_LOCK_KEY = 0x5EA7_4157
 LIVE_ROWS = 100_000
 # Worth retrying: PostgreSQL unreachable or restarting, a lock wait cancelled, a deadlock victim.
 TRANSIENT_ERRORS = (
@@ -222,6 +226,7 @@ class HistoryWriter:
         while True:
             try:
                 async with self._db.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK_KEY)
                     await apply_changes(conn, batch)
                 return True
             except TRANSIENT_ERRORS as exc:
