@@ -244,18 +244,49 @@ class HistoryWriter:
 
 
 async def apply_changes(conn: Conn, batch: list[Change]) -> None:
-    pending: list[tuple[int, int, int, int, datetime, datetime]] = []
+    """Write a batch in as few statements as order allows.
+
+    New holds and closed holds are gathered into one INSERT and one UPDATE while they touch
+    different seats: changes to different seats commute, so only a second change to a seat
+    already gathered (or an extension, or a close of "all my seats") forces the gathered
+    statements out first.
+    """
+    inserts: list[tuple[int, int, int, int, datetime, datetime]] = []
+    closes: list[tuple[int, int, int, str]] = []  # screening, user, seat, status
+    inserted: set[tuple[int, int]] = set()
+    closed: set[tuple[int, int]] = set()
+
+    async def flush() -> None:
+        await _insert(conn, inserts)
+        await _close_seats(conn, closes)
+        inserts.clear()
+        closes.clear()
+        inserted.clear()
+        closed.clear()
+
     for change in batch:
         if isinstance(change, Inserted):
-            pending.extend(change.rows)
-            continue
-        await _insert(conn, pending)
-        pending = []
-        if isinstance(change, Extended):
-            await _extend(conn, change)
+            seats = {(row[1], row[2]) for row in change.rows}
+            if seats & (closed | inserted):
+                await flush()
+            inserts.extend(change.rows)
+            inserted |= seats
+        elif isinstance(change, Closed) and change.seat_ids is not None:
+            seats = {(change.screening_id, seat) for seat in change.seat_ids}
+            if seats & (inserted | closed):
+                await flush()
+            closes.extend(
+                (change.screening_id, change.user_id, seat, change.status)
+                for seat in change.seat_ids
+            )
+            closed |= seats
         else:
-            await _close(conn, change)
-    await _insert(conn, pending)
+            await flush()
+            if isinstance(change, Extended):
+                await _extend(conn, change)
+            else:
+                await _close(conn, change)
+    await flush()
 
 
 async def _insert(conn: Conn, rows: list[tuple[int, int, int, int, datetime, datetime]]) -> None:
@@ -291,6 +322,19 @@ async def _extend(conn: Conn, change: Extended) -> None:
         change.user_id,
         list(change.expires),
         list(change.expires.values()),
+    )
+
+
+async def _close_seats(conn: Conn, closes: list[tuple[int, int, int, str]]) -> None:
+    if not closes:
+        return
+    await conn.execute(
+        "UPDATE reservations r SET status = c.status, updated_at = now()"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])"
+        " AS c(screening_id, user_id, seat_id, status)"
+        " WHERE r.status = 'active' AND r.screening_id = c.screening_id"
+        " AND r.user_id = c.user_id AND r.seat_id = c.seat_id",
+        *(list(column) for column in zip(*closes, strict=True)),
     )
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from db.reservations import HistoryWriter, Inserted
+from db.reservations import Closed, HistoryWriter, Inserted, apply_changes
 from tests.api.test_reservations import make_screening
 
 
@@ -47,3 +47,29 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
     )
     assert active == len(show.seat_ids)  # each seat: exactly one active row, the newest
     assert [r.message for r in caplog.records if "deadlock" in r.message] == []
+
+
+async def test_a_batch_keeps_the_order_of_changes_to_one_seat(db: asyncpg.Connection) -> None:
+    show = await make_screening(db, 3)
+    a, b, c = show.seat_ids
+    users = [
+        await db.fetchval(
+            "INSERT INTO users (email, password_hash, full_name) VALUES ($1, 'x', 'U')"
+            " RETURNING id",
+            f"u{n}@x.io",
+        )
+        for n in range(2)
+    ]
+    now = datetime.now(UTC)
+    later = now + timedelta(minutes=5)
+    batch = [
+        Inserted([(1, show.id, a, users[0], now, later), (2, show.id, b, users[0], now, later)]),
+        Closed(show.id, users[0], [a], "cancelled"),  # must follow the insert of row 1
+        Inserted([(3, show.id, a, users[1], now, later)]),  # a new hold on the freed seat
+        Inserted([(4, show.id, c, users[1], now, later)]),
+        Closed(show.id, users[0], [b], "booked"),
+    ]
+    async with db.transaction():
+        await apply_changes(db, batch)
+    rows = {r["id"]: r["status"] for r in await db.fetch("SELECT id, status FROM reservations")}
+    assert rows == {1: "cancelled", 2: "booked", 3: "active", 4: "active"}
