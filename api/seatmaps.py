@@ -5,8 +5,16 @@
 The public map (no ``reserved_by``) of a screening is rendered to JSON once per process and
 reused while the engine's per-screening version is unchanged, the seat details are the same
 object, and no hold in it has reached its deadline (a lapsed hold must not stay "reserved" until
-the sweep bumps the version). A request then costs one Redis GET. A signed-in viewer who holds
-seats in the screening gets the map built from the cached entries with their own seats patched.
+the sweep bumps the version). A signed-in viewer who holds seats in the screening gets the map
+built from the cached entries with their own seats patched.
+
+Checking the version costs one Redis GET. It is skipped while the entry is trusted: the hub's
+subscription is live and has been since the entry's last check, no event of the screening
+arrived and no script of it ran in this process since, and that check is under TRUST_MS old.
+Every seat change publishes an event and every local script run invalidates, so within one
+process a write is seen by the next read. Across processes a change shows once its event reaches
+this process's hub (pub/sub delay, normally well under a millisecond) and at the latest TRUST_MS
+after the last version check, which also bounds what no event announces (a Redis flush).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import msgspec
 from starlette.responses import Response
 
 from api.rendering import dumps
-from api.reservations import engine_of, layouts_of, utc
+from api.reservations import engine_of, hub_of, layouts_of, utc
 from api.rooms import SeatOut
 from api.routing import Call, Router
 from api.state import Services
@@ -31,6 +39,7 @@ from seatlock.engine import ScreeningNotFound, SeatState
 router = Router("Seat availability")
 
 CACHE_SIZE = 512  # screenings per process
+TRUST_MS = 250  # longest a cached map is served on events alone, without a version check
 NEVER = 2**63
 NULL = b"null"
 _STATUS = {s: dumps(s) for s in ("available", "reserved", "booked")}
@@ -62,6 +71,9 @@ class Rendered:
     parts: list[bytes]  # per seat: its public entry (no reserved_by)
     all_json: bytes
     available_json: bytes | None = None
+    checked_ms: int = 0  # when the version was last confirmed current
+    seen: int = -1  # the cache's change count then (-1: never trusted)
+    epoch: int = -1  # the hub's subscription epoch then
 
     def usable(self, version: int, details: ScreeningSeats | None, now_ms: int) -> bool:
         return version == self.version and details is self.details and now_ms < self.valid_until_ms
@@ -91,6 +103,24 @@ class SeatMapCache:
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
         self._maps: OrderedDict[int, Rendered] = OrderedDict()
+        self.changes = 0  # invalidations so far
+        self._changed: dict[int, int] = {}  # screening id -> the count at its last invalidation
+
+    def invalidate(self, screening_id: int) -> None:
+        """A seat of the screening changed (event or local script): its entry needs a check."""
+        self.changes += 1
+        self._changed[screening_id] = self.changes
+
+    def mark_checked(self, rendered: Rendered, now_ms: int, seen: int, epoch: int) -> None:
+        """``rendered`` matched the version read after the cache had ``seen`` changes."""
+        rendered.checked_ms, rendered.seen, rendered.epoch = now_ms, seen, epoch
+
+    def trusted(self, screening_id: int, rendered: Rendered, now_ms: int, epoch: int) -> bool:
+        return (
+            rendered.epoch == epoch
+            and now_ms - rendered.checked_ms < TRUST_MS
+            and rendered.seen >= self._changed.get(screening_id, 0)
+        )
 
     def get(self, screening_id: int) -> Rendered | None:
         rendered = self._maps.get(screening_id)
@@ -115,22 +145,47 @@ def cache_of(services: Services) -> SeatMapCache:
     cache: SeatMapCache | None = services.extras.get("seatmaps")
     if cache is None:
         cache = services.extras["seatmaps"] = SeatMapCache()
+        engine_of(services).change_listeners.append(cache.invalidate)
+        hub = services.extras.get("hub")
+        if hub is not None:
+            hub.change_listeners.append(cache.invalidate)
     return cache
+
+
+def _epoch(services: Services) -> int:
+    """The hub's subscription epoch while it is live; -2 (matching no entry) when it is not."""
+    hub = hub_of(services) if "hub" in services.extras else None
+    return hub.epoch if hub is not None and hub.live else -2
 
 
 async def rendered_map(services: Services, screening_id: int) -> Rendered:
     """The screening's public map, from the cache when still current."""
     cache = cache_of(services)
+    cached = cache.get(screening_id)
+    now_ms = int(time.time() * 1000)
+    details = layouts_of(services).cached(screening_id)
+    epoch = _epoch(services)
+    if (
+        cached is not None
+        and details is cached.details
+        and now_ms < cached.valid_until_ms
+        and cache.trusted(screening_id, cached, now_ms, epoch)
+    ):
+        return cached
+    # Counted before the GET: an invalidation during it leaves the entry untrusted.
+    seen = cache.changes
     # The version is read before the map: a change in between only makes the entry look stale.
     version = await engine_of(services).version(screening_id)
     cached = cache.get(screening_id)
     now_ms = int(time.time() * 1000)
     details = layouts_of(services).cached(screening_id)
     if cached is not None and cached.usable(version, details, now_ms):
+        cache.mark_checked(cached, now_ms, seen, epoch)
         return cached
     rendered = await _build(services, screening_id, version)
     # Version 0: Redis does not have the screening (never loaded, or lost): never trust a cache.
     if version:
+        cache.mark_checked(rendered, now_ms, seen, epoch)
         cache.put(screening_id, rendered)
     return rendered
 

@@ -1,8 +1,10 @@
 """WebSocket seat updates: ``/ws/screenings/{id}?token=...`` and the guide's ``/ws/stats``.
 
 A client joins the process's hub before ``connection_confirmed`` is sent, so no change published
-after the confirmation is missed. A sender task drains the client's bounded queue (with a ping
-when idle); the receiving side only watches for the close and answers pings.
+after the confirmation is missed. Under uvicorn's websockets protocol the hub writes seat updates
+as ready-made frames straight to the client's transport (see ``direct_writer``); otherwise, and
+for pongs and heartbeats, a sender task drains the client's bounded queue (with a ping when
+idle); the receiving side only watches for the close and answers pings.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from api.reservations import hub_of, layouts_of
 from api.routing import MAX_ID, Call, Router
 from api.state import Services
 from seatlock.errors import NotFound, SeatLockError
-from seatlock.events import CLOSE, Watcher, encode, now_iso
+from seatlock.events import (
+    CLOSE,
+    MAX_BUFFERED,
+    FrameWriter,
+    Watcher,
+    encode,
+    now_iso,
+    text_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +65,13 @@ async def screening_updates(websocket: WebSocket) -> None:
         await websocket.close(code=WS_TRY_AGAIN_LATER)
         return
     hub = hub_of(services)
-    watcher = hub.join(screening_id, user_id)
+    write = direct_writer(websocket)
+    watcher = hub.join(screening_id, user_id, write)
     try:
-        await websocket.send_text(_confirmation(screening_id))
+        confirmation = _confirmation(screening_id)
+        # Written before any await: no event can be dispatched ahead of it.
+        if write is None or not write(text_frame(confirmation.encode())):
+            await websocket.send_text(confirmation)
         await _serve(websocket, watcher)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
@@ -73,6 +87,45 @@ def _confirmation(screening_id: int) -> str:
             "message": "Connected to real-time seat updates",
         }
     )
+
+
+def direct_writer(websocket: WebSocket) -> FrameWriter | None:
+    """A function writing frames straight to the client's socket, or None if unavailable.
+
+    Found under Starlette's send wrappers when the server is uvicorn's websockets (sans-I/O)
+    protocol. A frame is refused once the close handshake began or the client is gone (nothing
+    may follow a close frame), or when the socket has MAX_BUFFERED bytes unsent: a slow reader.
+    Frames are whole ``transport.write`` calls, so they never interleave with uvicorn's own.
+    """
+    protocol = _server_protocol(websocket._send)
+    if protocol is None:
+        return None
+    transport = protocol.transport
+
+    def write(frame: bytes) -> bool:
+        if (
+            protocol.close_sent
+            or protocol.disconnected
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > MAX_BUFFERED
+        ):
+            return False
+        transport.write(frame)
+        return True
+
+    return write
+
+
+def _server_protocol(send: Any, depth: int = 0) -> Any:
+    owner = getattr(send, "__self__", None)
+    if all(hasattr(owner, a) for a in ("transport", "close_sent", "disconnected", "conn")):
+        return owner
+    for cell in getattr(send, "__closure__", None) or ():
+        if depth < 4 and callable(inner := cell.cell_contents):
+            found = _server_protocol(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | None]:
@@ -102,10 +155,13 @@ async def _serve(websocket: WebSocket, watcher: Watcher) -> None:
 
 
 async def _send(websocket: WebSocket, watcher: Watcher) -> None:
+    loop = asyncio.get_running_loop()
     while True:
         try:
             text = await asyncio.wait_for(watcher.queue.get(), HEARTBEAT_S)
         except TimeoutError:
+            if loop.time() - watcher.last_sent < HEARTBEAT_S:
+                continue  # seat updates went straight to the socket: not idle
             text = encode({"type": "ping", "timestamp": now_iso()})
         if text == CLOSE:
             return

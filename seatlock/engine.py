@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -137,6 +137,8 @@ class SeatEngine:
         self.max_hold_ms = max_hold_ms
         self.max_seats_per_user = max_seats_per_user
         self._loading: dict[int, asyncio.Lock] = {}
+        # Told the screening id after every script run here (even a failed one): local caches.
+        self.change_listeners: list[Callable[[int], None]] = []
 
     async def hold(
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
@@ -339,6 +341,9 @@ class SeatEngine:
             return await self._scripts.run(name, script_keys, [screening_id, now, *args])
         except REDIS_DOWN as exc:
             raise Unavailable("Seat service temporarily unavailable") from exc
+        finally:
+            for listener in self.change_listeners:
+                listener(screening_id)
 
     async def _load(self, screening_id: int, now: int) -> None:
         # One loader per screening per process; across processes the load script is idempotent.

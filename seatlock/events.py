@@ -5,6 +5,11 @@ through one pattern subscription and hands each event to the watchers of that sc
 is serialised once for the public and once per owner named in it (invariant 9: a holder's id is
 shown only to that holder). A client whose queue is full is dropped, so a slow reader never stalls
 the others; one connection delivers in publish order, so updates stay in order per seat.
+
+A watcher with a ``write`` function (the server's socket, see api/websockets.py) gets each event
+as a WebSocket frame built once per audience and written in the dispatch loop itself: no task
+wakes per watcher. Its bound is the socket's write buffer: a write refused (client gone, or more
+than MAX_BUFFERED bytes unsent) drops it the same way as a full queue.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ logger = logging.getLogger(__name__)
 
 EVENTS_PATTERN = keys.screening_events(0).replace("{scr:0}", "{scr:*}")
 QUEUE_SIZE = 256
+MAX_BUFFERED = 1 << 20  # bytes unsent to a directly written client before it is dropped
 CLOSE = ""  # queued to tell the sender its client was dropped
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
+FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
 
 
 def iso(ms: int | None) -> str | None:
@@ -50,6 +57,34 @@ def encode(message: dict[str, Any]) -> str:
     return msgspec.json.encode(message).decode()
 
 
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, final WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = b"\x81\x7e" + size.to_bytes(2, "big")
+    else:
+        header = b"\x81\x7f" + size.to_bytes(8, "big")
+    return header + payload
+
+
+class Message:
+    """One rendered message, as text for queued watchers and as a frame for direct ones."""
+
+    __slots__ = ("_frame", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = text_frame(self.text.encode())
+        return self._frame
+
+
 @dataclass(eq=False)
 class Watcher:
     """One WebSocket client of one screening; ``user_id`` None when anonymous."""
@@ -58,6 +93,8 @@ class Watcher:
     user_id: int | None
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: bool = False
+    write: FrameWriter | None = None  # set: events bypass the queue
+    last_sent: float = 0.0  # loop time of the last direct write (heartbeats go when idle)
 
     def offer(self, text: str) -> None:
         if self.dropped:
@@ -66,6 +103,15 @@ class Watcher:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.drop()
+
+    def deliver(self, message: Message, now: float) -> None:
+        if self.write is None:
+            self.offer(message.text)
+        elif not self.dropped:
+            if self.write(message.frame):
+                self.last_sent = now
+            else:
+                self.drop()
 
     def drop(self) -> None:
         self.dropped = True
@@ -118,9 +164,17 @@ class Hub:
         self._snapshot = snapshot
         self._rooms: dict[int, set[Watcher]] = {}
         self.ready = asyncio.Event()
+        # Told every screening id an event arrives for (caches drop what it changed).
+        self.change_listeners: list[Callable[[int], None]] = []
+        # live: subscribed and confirmed by Redis, so every event published since arrives.
+        # epoch changes whenever live does, so trust built on one subscription ends with it.
+        self.live = False
+        self.epoch = 0
 
-    def join(self, screening_id: int, user_id: int | None) -> Watcher:
-        watcher = Watcher(screening_id, user_id)
+    def join(
+        self, screening_id: int, user_id: int | None, write: FrameWriter | None = None
+    ) -> Watcher:
+        watcher = Watcher(screening_id, user_id, write=write)
         self._rooms.setdefault(screening_id, set()).add(watcher)
         return watcher
 
@@ -143,17 +197,21 @@ class Hub:
         """Hand one published event to the watchers of its screening."""
         try:
             event = orjson.loads(data)
-            room = self._rooms.get(int(event["screening_id"]))
+            screening_id = int(event["screening_id"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("ignoring malformed seat event %r", data[:200])
             return
+        for listener in self.change_listeners:
+            listener(screening_id)
+        room = self._rooms.get(screening_id)
         if not room:
             return
         owners = {s.get("user_id") for s in event.get("seats") or []} - {None}
-        public = render(event, None)
-        texts = {user: render(event, user) for user in owners}
+        public = Message(render(event, None))
+        private = {user: Message(render(event, user)) for user in owners}
+        now = asyncio.get_running_loop().time()
         for watcher in list(room):
-            watcher.offer(texts.get(watcher.user_id, public))
+            watcher.deliver(private.get(watcher.user_id, public), now)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Receive events until ``stop`` is set; resubscribes after a lost connection."""
@@ -168,15 +226,28 @@ class Hub:
                 delay = min(delay * 2, 5.0)
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.psubscribe(EVENTS_PATTERN)
-            if self.ready.is_set():
-                await self._resync()
-            self.ready.set()
-            while not stop.is_set():
-                message = await pubsub.get_message(timeout=0.5)
-                if message is not None and message["type"] == "pmessage":
-                    self.dispatch(message["data"])
+        try:
+            async with self._redis.pubsub() as pubsub:
+                await pubsub.psubscribe(EVENTS_PATTERN)
+                if self.ready.is_set():
+                    await self._resync()
+                self.ready.set()
+                while not stop.is_set():
+                    message = await pubsub.get_message(timeout=0.5)
+                    if message is None:
+                        continue
+                    if message["type"] == "pmessage":
+                        self.dispatch(message["data"])
+                    elif message["type"] == "psubscribe":
+                        # Redis has the subscription: no event published from now on is missed.
+                        self._set_live(True)
+        finally:
+            self._set_live(False)
+
+    def _set_live(self, live: bool) -> None:
+        if live != self.live:
+            self.live = live
+            self.epoch += 1
 
     async def _resync(self) -> None:
         """After a lost subscription, send watchers the whole seat map: changes made while we

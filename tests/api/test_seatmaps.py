@@ -7,12 +7,21 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 from redis.asyncio import Redis
 
 from api.rendering import dumps
 from api.reservations import utc
-from api.seatmaps import Rendered, SeatMapCache, SeatOut, SeatStatusOut, entry_json
-from tests.api.test_reservations import availability, make_screening, reserve
+from api.rooms import SeatOut
+from api.seatmaps import TRUST_MS, Rendered, SeatMapCache, SeatStatusOut, entry_json
+from seatlock import keys
+from tests.api.test_reservations import (
+    availability,
+    make_screening,
+    reserve,
+    wait_for_status,
+    watch,
+)
 from tests.support import Account, LiveServer, make_account
 
 CANCEL = "/api/v1/seat-reservations/cancel"
@@ -152,3 +161,62 @@ def test_assembled_entries_are_what_msgspec_makes_of_them() -> None:
             expiry = dumps(expires) if expires else b"null"
             expected = dumps(SeatStatusOut(seat, status, holder, expires))
             assert entry_json(prefix, status, holder, expiry) == expected
+
+
+async def get_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def test_repeated_reads_trust_events_instead_of_reading_the_version(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    show = await make_screening(db, 2)
+    seat = show.seat_ids[0]
+    await availability(client, show)  # loads the screening: its script run invalidates
+    await availability(client, show)  # checks the version once more, then trusts events
+    before = await get_calls(redis)
+    for _ in range(5):
+        await availability(client, show)
+    assert await get_calls(redis) - before <= 1  # at most one check per TRUST_MS
+    # A hold on this process is seen by the very next read (read-your-writes).
+    assert (await reserve(client, user, show, [seat])).status_code == 201
+    assert (await availability(client, show))[seat]["status"] == "reserved"
+
+
+async def test_a_change_no_event_announces_shows_within_the_trust_window(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    show = await make_screening(db, 2)
+    seat = show.seat_ids[0]
+    assert (await reserve(client, user, show, [seat])).status_code == 201
+    assert (await availability(client, show))[seat]["status"] == "reserved"
+    await redis.flushall()  # the hold is gone and nothing is published
+    await asyncio.sleep(TRUST_MS / 1000 + 0.05)
+    assert (await availability(client, show))[seat]["status"] == "available"
+
+
+async def test_an_event_from_another_process_invalidates_at_once(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    server: LiveServer,
+    user: Account,
+) -> None:
+    show = await make_screening(db, 2)
+    seat = show.seat_ids[0]
+    assert (await reserve(client, user, show, [seat])).status_code == 201
+    assert (await availability(client, show))[seat]["status"] == "reserved"
+    ws = await watch(server, show.id)
+    try:
+        await redis.flushall()  # the hold is gone; then an event names the screening
+        event = {
+            "screening_id": show.id,
+            "ts": 0,
+            "seats": [{"seat_id": seat, "status": "available"}],
+        }
+        await redis.publish(keys.screening_events(show.id), orjson.dumps(event))
+        await wait_for_status(ws, [seat], "available")  # the hub has dispatched it
+        assert (await availability(client, show))[seat]["status"] == "available"
+    finally:
+        await ws.close()

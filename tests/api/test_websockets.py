@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import httpx
@@ -13,9 +14,16 @@ from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
 import api.websockets
+from api.state import Services
 from seatlock.events import CLOSE, QUEUE_SIZE, Hub
 from tests.api.test_reservations import make_screening, reserve, wait_for_status, watch
 from tests.support import Account, LiveServer
+
+
+def server_services(server: LiveServer) -> Services:
+    app: Any = server._server.config.app
+    services: Services = app.state.services
+    return services
 
 
 async def closed_with(server: LiveServer, path: str) -> int:
@@ -189,5 +197,21 @@ async def test_ticket_cancel_reaches_watchers(
         r = await client.delete(f"/api/v1/tickets/{ticket[0]['id']}", headers=user.headers)
         assert r.status_code == 200
         await wait_for_status(ws, [seat], "available")
+    finally:
+        await ws.close()
+
+
+async def test_the_server_writes_updates_straight_to_the_socket(
+    client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
+) -> None:
+    show = await make_screening(db, 1)
+    ws = await watch(server, show.id)
+    try:
+        hub: Hub = server_services(server).extras["hub"]
+        (watcher,) = hub._rooms[show.id]
+        assert watcher.write is not None  # no sender task wakes per event
+        assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
+        await wait_for_status(ws, show.seat_ids, "reserved")
+        assert watcher.last_sent > 0 and not watcher.dropped
     finally:
         await ws.close()

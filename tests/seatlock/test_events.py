@@ -1,0 +1,93 @@
+"""The hub's direct frame path: frames built once per audience, slow sockets dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from seatlock import keys
+from seatlock.events import CLOSE, FrameWriter, Hub, text_frame
+
+EVENT = {
+    "screening_id": 7,
+    "ts": 0,
+    "seats": [{"seat_id": 1, "status": "reserved", "user_id": 3, "expires_at": 1000}],
+}
+
+
+def payload(frame: bytes) -> Any:
+    """The JSON of one server text frame."""
+    assert frame[0] == 0x81
+    start = {126: 4, 127: 10}.get(frame[1], 2)
+    return orjson.loads(frame[start:])
+
+
+def recorder(frames: list[bytes]) -> FrameWriter:
+    def write(frame: bytes) -> bool:
+        frames.append(frame)
+        return True
+
+    return write
+
+
+def test_text_frames_use_the_shortest_length_encoding() -> None:
+    assert text_frame(b"x" * 125)[:2] == b"\x81\x7d"
+    assert text_frame(b"x" * 126)[:4] == b"\x81\x7e\x00\x7e"
+    assert text_frame(b"x" * 65536)[:10] == b"\x81\x7f" + (65536).to_bytes(8, "big")
+    assert text_frame(b"abc") == b"\x81\x03abc"
+
+
+async def test_direct_watchers_get_one_shared_frame_per_audience(redis: Redis) -> None:
+    hub = Hub(redis)
+    got: dict[str, list[bytes]] = {"a": [], "b": [], "owner": []}
+    for name, user in (("a", None), ("b", 5), ("owner", 3)):
+        hub.join(7, user, recorder(got[name]))
+    queued = hub.join(7, None)
+    hub.dispatch(orjson.dumps(EVENT))
+    assert got["a"][0] is got["b"][0]  # encoded once for the public
+    public = payload(got["a"][0])
+    assert public["reserved_by"] is None
+    assert payload(got["owner"][0])["reserved_by"] == 3
+    assert orjson.loads(queued.queue.get_nowait()) == public  # the queue path still works
+
+
+async def test_a_refused_write_drops_only_that_client(redis: Redis) -> None:
+    hub = Hub(redis)
+    fast_frames: list[bytes] = []
+    slow = hub.join(7, None, lambda frame: False)
+    fast = hub.join(7, None, recorder(fast_frames))
+    hub.dispatch(orjson.dumps(EVENT))
+    hub.dispatch(orjson.dumps(EVENT))
+    assert slow.dropped and slow.queue.get_nowait() == CLOSE and slow.queue.empty()
+    assert not fast.dropped and len(fast_frames) == 2
+    assert fast.last_sent > 0
+
+
+async def test_events_reach_change_listeners_and_live_follows_the_subscription(
+    redis: Redis,
+) -> None:
+    hub = Hub(redis)
+    changed: list[int] = []
+    hub.change_listeners.append(changed.append)
+    hub.dispatch(orjson.dumps({**EVENT, "screening_id": 9}))  # no watchers: still told
+    assert changed == [9]
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop))
+    for _ in range(100):
+        if hub.live:
+            break
+        await asyncio.sleep(0.02)
+    assert hub.live
+    epoch = hub.epoch
+    await redis.publish(keys.screening_events(11), orjson.dumps({**EVENT, "screening_id": 11}))
+    for _ in range(100):
+        if 11 in changed:
+            break
+        await asyncio.sleep(0.02)
+    assert changed == [9, 11]
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert not hub.live and hub.epoch == epoch + 1
