@@ -105,21 +105,28 @@ class SeatMapCache:
         self._maps: OrderedDict[int, Rendered] = OrderedDict()
         self.changes = 0  # invalidations so far
         self._changed: dict[int, int] = {}  # screening id -> the count at its last invalidation
+        self._floor = 0  # entries checked before this count are not trusted
 
     def invalidate(self, screening_id: int) -> None:
         """A seat of the screening changed (event or local script): its entry needs a check."""
         self.changes += 1
         self._changed[screening_id] = self.changes
+        if len(self._changed) > 4 * self._size:
+            # Bounded memory: forget which screenings changed, distrust every entry instead.
+            self._changed.clear()
+            self._floor = self.changes
 
     def mark_checked(self, rendered: Rendered, now_ms: int, seen: int, epoch: int) -> None:
         """``rendered`` matched the version read after the cache had ``seen`` changes."""
         rendered.checked_ms, rendered.seen, rendered.epoch = now_ms, seen, epoch
 
     def trusted(self, screening_id: int, rendered: Rendered, now_ms: int, epoch: int) -> bool:
+        """``epoch``: the hub's while it is live, negative when it is not (nothing trusted)."""
         return (
-            rendered.epoch == epoch
+            epoch >= 0
+            and rendered.epoch == epoch
             and now_ms - rendered.checked_ms < TRUST_MS
-            and rendered.seen >= self._changed.get(screening_id, 0)
+            and rendered.seen >= max(self._floor, self._changed.get(screening_id, 0))
         )
 
     def get(self, screening_id: int) -> Rendered | None:

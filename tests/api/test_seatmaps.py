@@ -220,3 +220,23 @@ async def test_an_event_from_another_process_invalidates_at_once(
         assert (await availability(client, show))[seat]["status"] == "available"
     finally:
         await ws.close()
+
+
+def test_trust_needs_a_live_hub_a_recent_check_and_no_change_since() -> None:
+    cache = SeatMapCache(size=2)
+    entry = Rendered(1, None, 0, {}, [], [], [], [], b"[]")  # type: ignore[arg-type]
+    cache.mark_checked(entry, 1000, cache.changes, 3)
+    assert cache.trusted(1, entry, 1000 + TRUST_MS - 1, 3)
+    assert not cache.trusted(1, entry, 1000 + TRUST_MS, 3)  # the check is too old
+    assert not cache.trusted(1, entry, 1001, 4)  # another subscription since
+    assert not cache.trusted(1, entry, 1001, -2)  # the hub is not live
+    cache.invalidate(2)
+    assert cache.trusted(1, entry, 1001, 3)  # another screening changed
+    cache.invalidate(1)
+    assert not cache.trusted(1, entry, 1001, 3)
+    cache.mark_checked(entry, 1000, cache.changes, -2)  # checked while the hub was down
+    assert not cache.trusted(1, entry, 1001, -2)
+    cache.mark_checked(entry, 1000, cache.changes, 3)
+    for screening_id in range(100, 109):  # past the memory bound: every entry distrusted
+        cache.invalidate(screening_id)
+    assert not cache.trusted(1, entry, 1001, 3)
