@@ -2,11 +2,12 @@
 
 Redis is the truth about live holds; this table only remembers them for my-reservations. So a hold
 never waits for PostgreSQL: the route puts a history change on a bounded in-process queue and a
-writer task applies the changes in order, batched (consecutive inserts become one statement). When
-PostgreSQL is down or a lock is contended the writer retries with backoff; only when the queue is
-full are changes dropped, counted and logged (the hold itself stands). A reader in the same process
-flushes the queue first, so a user sees their own holds right away. Re-holding a held seat reuses
-its active row (``LiveRows``, else ``active_rows``), so the history has no duplicates.
+writer task applies the changes in order, batched (a batch nets out in memory and is written in a
+constant number of statements, however its changes interleave). When PostgreSQL is down or a lock
+is contended the writer retries with backoff; only when the queue is full are changes dropped,
+counted and logged (the hold itself stands). A reader in the same process flushes the queue first,
+so a user sees their own holds right away. Re-holding a held seat reuses its active row
+(``LiveRows``, else ``active_rows``), so the history has no duplicates.
 """
 
 from __future__ import annotations
@@ -243,98 +244,159 @@ class HistoryWriter:
                 return False
 
 
-async def apply_changes(conn: Conn, batch: list[Change]) -> None:
-    """Write a batch in as few statements as order allows.
+Row = tuple[int, int, int, int, datetime, datetime]
 
-    New holds and closed holds are gathered into one INSERT and one UPDATE while they touch
-    different seats: changes to different seats commute, so only a second change to a seat
-    already gathered (or an extension, or a close of "all my seats") forces the gathered
-    statements out first.
+
+@dataclass(slots=True)
+class _Fresh:
+    """A row inserted by this batch, with its status and expiry as the batch leaves them."""
+
+    row: Row
+    expires_at: datetime
+    status: str = "active"
+
+
+class _Batch:
+    """A batch's net effect, gathered in memory so it is written in a constant number of statements.
+
+    A seat's rows inserted by the batch are settled here: a new hold supersedes the seat's other
+    rows, so a later close or extension of the seat can only mean its newest row of the batch, and
+    is applied to that row before it is written. Changes to seats the batch has not inserted into
+    concern rows already in PostgreSQL; those happen before any insert of the batch into their seat
+    and are written first: extensions, then closes, then the superseding of older rows and the
+    INSERT, which keeps the order of changes per seat.
     """
-    inserts: list[tuple[int, int, int, int, datetime, datetime]] = []
-    closes: list[tuple[int, int, int, str]] = []  # screening, user, seat, status
-    inserted: set[tuple[int, int]] = set()
-    closed: set[tuple[int, int]] = set()
 
-    async def flush() -> None:
-        await _insert(conn, inserts)
-        await _close_seats(conn, closes)
-        inserts.clear()
-        closes.clear()
-        inserted.clear()
-        closed.clear()
+    def __init__(self) -> None:
+        self.fresh: dict[int, _Fresh] = {}  # reservation id -> row
+        self.newest: dict[tuple[int, int], int] = {}  # (screening, seat) -> id of its newest row
+        self.extends: dict[tuple[int, int, int], datetime] = {}  # (screening, user, seat)
+        self.closes: dict[tuple[int, int, int], str] = {}  # (screening, user, seat) -> status
 
+    def insert(self, change: Inserted) -> None:
+        for row in change.rows:
+            if row[0] in self.fresh:  # the same change replayed: its row is written once
+                continue
+            previous = self.newest.get((row[1], row[2]))
+            if previous is not None and self.fresh[previous].status == "active":
+                self.fresh[previous].status = "expired"
+            self.fresh[row[0]] = _Fresh(row, row[5])
+            self.newest[(row[1], row[2])] = row[0]
+
+    def extend(self, change: Extended) -> None:
+        for seat_id, expires_at in change.expires.items():
+            row = self._own_fresh(change.screening_id, change.user_id, seat_id)
+            key = (change.screening_id, change.user_id, seat_id)
+            if row is not None:
+                row.expires_at = expires_at
+            elif (change.screening_id, seat_id) not in self.newest and key not in self.closes:
+                self.extends[key] = expires_at
+
+    def close(self, change: Closed, seat_ids: list[int]) -> None:
+        for seat_id in seat_ids:
+            row = self._own_fresh(change.screening_id, change.user_id, seat_id)
+            key = (change.screening_id, change.user_id, seat_id)
+            if row is not None:
+                row.status = change.status
+            elif (change.screening_id, seat_id) not in self.newest:
+                self.closes.setdefault(key, change.status)
+
+    def _own_fresh(self, screening_id: int, user_id: int, seat_id: int) -> _Fresh | None:
+        rid = self.newest.get((screening_id, seat_id))
+        if rid is None:
+            return None
+        row = self.fresh[rid]
+        return row if row.status == "active" and row.row[3] == user_id else None
+
+    async def write(self, conn: Conn) -> None:
+        await _extend_seats(conn, self.extends)
+        await _close_seats(conn, self.closes)
+        await _insert(conn, list(self.fresh.values()))
+
+
+async def apply_changes(conn: Conn, batch: list[Change]) -> None:
+    """Write a batch in a constant number of statements, whatever the order of its changes.
+
+    Only a close of "all my seats" writes the changes gathered so far first (it is rare: the
+    guide's cancel of a whole screening).
+    """
+    gathered = _Batch()
     for change in batch:
         if isinstance(change, Inserted):
-            seats = {(row[1], row[2]) for row in change.rows}
-            if seats & (closed | inserted):
-                await flush()
-            inserts.extend(change.rows)
-            inserted |= seats
-        elif isinstance(change, Closed) and change.seat_ids is not None:
-            seats = {(change.screening_id, seat) for seat in change.seat_ids}
-            if seats & (inserted | closed):
-                await flush()
-            closes.extend(
-                (change.screening_id, change.user_id, seat, change.status)
-                for seat in change.seat_ids
-            )
-            closed |= seats
+            gathered.insert(change)
+        elif isinstance(change, Extended):
+            gathered.extend(change)
+        elif change.seat_ids is not None:
+            gathered.close(change, change.seat_ids)
         else:
-            await flush()
-            if isinstance(change, Extended):
-                await _extend(conn, change)
-            else:
-                await _close(conn, change)
-    await flush()
+            await gathered.write(conn)
+            await _close(conn, change)
+            gathered = _Batch()
+    await gathered.write(conn)
 
 
-async def _insert(conn: Conn, rows: list[tuple[int, int, int, int, datetime, datetime]]) -> None:
-    if not rows:
+async def _insert(conn: Conn, fresh: list[_Fresh]) -> None:
+    if not fresh:
         return
-    columns = list(zip(*rows, strict=True))
+    seats = list({(f.row[1], f.row[2]) for f in fresh})
+    ids = [f.row[0] for f in fresh]
     # A new hold on a seat supersedes any other row still marked active for it (replaying the
     # same insert after a retry leaves its own row alone).
     await conn.execute(
         "UPDATE reservations r SET status = 'expired', updated_at = now()"
-        " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS n(id, screening_id, seat_id)"
+        " FROM unnest($1::bigint[], $2::bigint[]) AS n(screening_id, seat_id)"
         " WHERE r.status = 'active' AND r.screening_id = n.screening_id"
-        " AND r.seat_id = n.seat_id AND r.id <> n.id",
-        columns[0],
-        columns[1],
-        columns[2],
+        " AND r.seat_id = n.seat_id AND r.id <> ALL($3::bigint[])",
+        [s[0] for s in seats],
+        [s[1] for s in seats],
+        ids,
     )
     await conn.execute(
-        "INSERT INTO reservations (id, screening_id, seat_id, user_id, reserved_at, expires_at)"
+        "INSERT INTO reservations"
+        " (id, screening_id, seat_id, user_id, reserved_at, expires_at, status)"
         " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],"
-        " $5::timestamptz[], $6::timestamptz[]) ON CONFLICT (id) DO NOTHING",
-        *columns,
+        " $5::timestamptz[], $6::timestamptz[], $7::text[]) ON CONFLICT (id) DO NOTHING",
+        ids,
+        [f.row[1] for f in fresh],
+        [f.row[2] for f in fresh],
+        [f.row[3] for f in fresh],
+        [f.row[4] for f in fresh],
+        [f.expires_at for f in fresh],
+        [f.status for f in fresh],
     )
 
 
-async def _extend(conn: Conn, change: Extended) -> None:
+async def _extend_seats(conn: Conn, extends: dict[tuple[int, int, int], datetime]) -> None:
+    if not extends:
+        return
+    keys = list(extends)
     await conn.execute(
         "UPDATE reservations r SET expires_at = n.expires_at, updated_at = now()"
-        " FROM unnest($3::bigint[], $4::timestamptz[]) AS n(seat_id, expires_at)"
-        " WHERE r.status = 'active' AND r.screening_id = $1 AND r.user_id = $2"
-        " AND r.seat_id = n.seat_id",
-        change.screening_id,
-        change.user_id,
-        list(change.expires),
-        list(change.expires.values()),
+        " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[])"
+        " AS n(screening_id, user_id, seat_id, expires_at)"
+        " WHERE r.status = 'active' AND r.screening_id = n.screening_id"
+        " AND r.user_id = n.user_id AND r.seat_id = n.seat_id",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        list(extends.values()),
     )
 
 
-async def _close_seats(conn: Conn, closes: list[tuple[int, int, int, str]]) -> None:
+async def _close_seats(conn: Conn, closes: dict[tuple[int, int, int], str]) -> None:
     if not closes:
         return
+    keys = list(closes)
     await conn.execute(
         "UPDATE reservations r SET status = c.status, updated_at = now()"
         " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])"
         " AS c(screening_id, user_id, seat_id, status)"
         " WHERE r.status = 'active' AND r.screening_id = c.screening_id"
         " AND r.user_id = c.user_id AND r.seat_id = c.seat_id",
-        *(list(column) for column in zip(*closes, strict=True)),
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        list(closes.values()),
     )
 
 

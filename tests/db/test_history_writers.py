@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from asyncpg.connection import LoggedQuery
 
-from db.reservations import Closed, HistoryWriter, Inserted, apply_changes
+from db.reservations import Change, Closed, Extended, HistoryWriter, Inserted, apply_changes
 from tests.api.test_reservations import make_screening
 
 
@@ -27,7 +28,7 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
     expires = now + timedelta(minutes=5)
     next_id = iter(range(10_000_000, 20_000_000))
 
-    def batch(seats: list[int]) -> list[Inserted]:
+    def batch(seats: list[int]) -> list[Change]:
         return [Inserted([(next(next_id), show.id, s, user, now, expires)]) for s in seats]
 
     async def write(pool: asyncpg.Pool, seats: list[int]) -> None:
@@ -62,7 +63,7 @@ async def test_a_batch_keeps_the_order_of_changes_to_one_seat(db: asyncpg.Connec
     ]
     now = datetime.now(UTC)
     later = now + timedelta(minutes=5)
-    batch = [
+    batch: list[Change] = [
         Inserted([(1, show.id, a, users[0], now, later), (2, show.id, b, users[0], now, later)]),
         Closed(show.id, users[0], [a], "cancelled"),  # must follow the insert of row 1
         Inserted([(3, show.id, a, users[1], now, later)]),  # a new hold on the freed seat
@@ -73,3 +74,94 @@ async def test_a_batch_keeps_the_order_of_changes_to_one_seat(db: asyncpg.Connec
         await apply_changes(db, batch)
     rows = {r["id"]: r["status"] for r in await db.fetch("SELECT id, status FROM reservations")}
     assert rows == {1: "cancelled", 2: "booked", 3: "active", 4: "active"}
+
+
+async def test_alternating_holds_and_cancels_of_one_seat_take_a_constant_number_of_statements(
+    db: asyncpg.Connection,
+) -> None:
+    show = await make_screening(db, 2)
+    seat, other_seat = show.seat_ids
+    users = [
+        await db.fetchval(
+            "INSERT INTO users (email, password_hash, full_name) VALUES ($1, 'x', 'U')"
+            " RETURNING id",
+            f"a{n}@x.io",
+        )
+        for n in range(2)
+    ]
+    now = datetime.now(UTC)
+    later, longer = now + timedelta(minutes=5), now + timedelta(minutes=9)
+    # An older active row of the seat, and one of another seat, both already in PostgreSQL.
+    async with db.transaction():
+        await apply_changes(
+            db,
+            [
+                Inserted([(1, show.id, seat, users[1], now, later)]),
+                Inserted([(2, show.id, other_seat, users[0], now, later)]),
+            ],
+        )
+    batch: list[Change] = [Closed(show.id, users[0], [other_seat], "cancelled")]
+    for n in range(100):
+        user = users[n % 2]
+        batch.append(Inserted([(10 + n, show.id, seat, user, now, later)]))
+        if n % 3 == 2:  # left active, so the next hold supersedes it
+            continue
+        batch.append(Closed(show.id, user, [seat], "booked" if n % 3 else "cancelled"))
+    batch.append(Inserted([(200, show.id, seat, users[0], now, later)]))
+    batch.append(Extended(show.id, users[0], {seat: longer}))
+    statements: list[str] = []
+
+    def log(record: LoggedQuery) -> None:
+        statements.append(record.query)
+
+    db.add_query_logger(log)
+    try:
+        async with db.transaction():
+            await apply_changes(db, batch)
+    finally:
+        db.remove_query_logger(log)
+    writes = [q for q in statements if q.lstrip().startswith(("INSERT", "UPDATE"))]
+    assert len(writes) <= 3  # closes, superseding, inserts: however long the batch
+    rows = {r["id"]: r for r in await db.fetch("SELECT * FROM reservations")}
+    assert rows[1]["status"] == "expired"  # superseded by the batch's first hold
+    assert rows[2]["status"] == "cancelled"
+    for n in range(100):
+        expected = "expired" if n % 3 == 2 else "booked" if n % 3 else "cancelled"
+        assert rows[10 + n]["status"] == expected, n
+    assert (rows[200]["status"], rows[200]["expires_at"]) == ("active", longer)
+
+
+async def test_changes_to_rows_already_written_keep_their_order(db: asyncpg.Connection) -> None:
+    show = await make_screening(db, 3)
+    a, b, c = show.seat_ids
+    user = await db.fetchval(
+        "INSERT INTO users (email, password_hash, full_name) VALUES ('o@x.io', 'x', 'O')"
+        " RETURNING id"
+    )
+    now = datetime.now(UTC)
+    later, longer = now + timedelta(minutes=5), now + timedelta(minutes=9)
+    async with db.transaction():
+        await apply_changes(
+            db, [Inserted([(n, show.id, s, user, now, later) for n, s in enumerate([a, b, c], 1)])]
+        )
+    batch: list[Change] = [
+        Extended(show.id, user, {a: longer}),
+        Closed(show.id, user, [a], "booked"),  # extended, then booked
+        Closed(show.id, user, [b], "cancelled"),
+        Extended(show.id, user, {b: longer}),  # too late: b was cancelled
+        Closed(show.id, user, [b], "booked"),  # too late as well
+        Inserted([(4, show.id, b, user, now, later)]),  # b held again
+        Closed(show.id, user, None, "cancelled"),  # all of them: c and the new row of b
+        Inserted([(5, show.id, c, user, now, later)]),
+    ]
+    async with db.transaction():
+        await apply_changes(db, batch)
+    rows = {r["id"]: r for r in await db.fetch("SELECT * FROM reservations")}
+    assert {i: r["status"] for i, r in rows.items()} == {
+        1: "booked",
+        2: "cancelled",
+        3: "cancelled",
+        4: "cancelled",
+        5: "active",
+    }
+    assert (rows[1]["expires_at"], rows[2]["expires_at"]) == (longer, later)
