@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 router = Router("WebSockets")
 HEARTBEAT_S = 20.0
+SANSIO_PROTOCOL = "WebSocketsSansIOProtocol"  # uvicorn's default with websockets installed
 
 
 class StatsOut(msgspec.Struct):
@@ -117,11 +118,19 @@ def direct_writer(websocket: WebSocket) -> FrameWriter | None:
 
 
 def _server_protocol(send: Any, depth: int = 0) -> Any:
+    """uvicorn's sans-I/O websockets protocol behind ``send`` (a bound method of it, possibly
+    wrapped in closures by Starlette), or None: other servers keep the queued path."""
     owner = getattr(send, "__self__", None)
-    if all(hasattr(owner, a) for a in ("transport", "close_sent", "disconnected", "conn")):
+    if type(owner).__name__ == SANSIO_PROTOCOL and all(
+        hasattr(owner, a) for a in ("transport", "close_sent", "disconnected")
+    ):
         return owner
     for cell in getattr(send, "__closure__", None) or ():
-        if depth < 4 and callable(inner := cell.cell_contents):
+        try:
+            inner = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if depth < 4 and callable(inner):
             found = _server_protocol(inner, depth + 1)
             if found is not None:
                 return found

@@ -11,6 +11,8 @@ import orjson
 import pytest
 import websockets
 from redis.asyncio import Redis
+from starlette.types import Message
+from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 
 import api.websockets
@@ -215,3 +217,14 @@ async def test_the_server_writes_updates_straight_to_the_socket(
         assert watcher.last_sent > 0 and not watcher.dropped
     finally:
         await ws.close()
+
+
+async def test_other_servers_keep_the_queued_path() -> None:
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    websocket = WebSocket({"type": "websocket", "path": "/", "headers": []}, receive, send)
+    assert api.websockets.direct_writer(websocket) is None
