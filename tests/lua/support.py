@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
@@ -35,6 +36,13 @@ async def engine_redis(redis_url: str, **options: Any) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(name="redis")
+async def engine_db_redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
+    """For engine and script tests, ``redis`` is a client of ENGINE_DB (see tests/*/conftest.py)."""
+    async with engine_redis(backend_urls[0]) as client:
+        yield client
 
 
 def now_ms() -> int:

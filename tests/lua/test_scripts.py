@@ -5,7 +5,7 @@ refusal (a dump of the screening's keys before and after), plus the event each c
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -25,18 +25,11 @@ from seatlock.engine import (
 )
 from seatlock.errors import SeatLockError
 from seatlock.scripts import NAMES, PRELUDE, Status, lua_dir
-from tests.lua.support import DictSource, dump, engine_redis, make_engine, now_ms, tap
+from tests.lua.support import DictSource, dump, make_engine, now_ms, tap
 
 S = 501  # screening id
 ALICE, BOB = 7, 8
 MIN = 60_000
-
-
-@pytest.fixture
-async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
-    """Overrides the conftest client: the engine tests run on their own database."""
-    async with engine_redis(backend_urls[0]) as client:
-        yield client
 
 
 @pytest.fixture

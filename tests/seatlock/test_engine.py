@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -18,13 +17,6 @@ from tests.lua.support import DictSource, dump, engine_redis, make_engine, now_m
 
 S, T = 601, 602
 ALICE, BOB = 7, 8
-
-
-@pytest.fixture
-async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
-    """Overrides the conftest client: the engine tests run on their own database."""
-    async with engine_redis(backend_urls[0]) as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
 from seatlock.engine import ScreeningNotFound, ScreeningStarted, SeatEngine, UnknownSeats
-from tests.lua.support import HOUR_MS, DictSource, dump, engine_redis, make_engine, now_ms, tap
+from tests.lua.support import HOUR_MS, DictSource, dump, make_engine, now_ms, tap
 
 S, T = 701, 702
 ALICE, BOB = 7, 8
-
-
-@pytest.fixture
-async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
-    async with engine_redis(backend_urls[0]) as client:
-        yield client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -13,16 +12,10 @@ from seatlock import scripts
 from seatlock.engine import SeatEngine, SeatsUnavailable
 from seatlock.errors import Unavailable
 from seatlock.scripts import MAX_BATCH, source
-from tests.lua.support import DictSource, engine_redis, make_engine, tap
+from tests.lua.support import DictSource, make_engine, tap
 
 S = 801
 SEATS = list(range(1, 1001))
-
-
-@pytest.fixture
-async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
-    async with engine_redis(backend_urls[0]) as client:
-        yield client
 
 
 @pytest.fixture

@@ -14,18 +14,11 @@ from redis.asyncio.client import PubSub
 
 from seatlock import keys
 from seatlock.engine import Hold, SeatEngine, SeatsUnavailable
-from tests.lua.support import DictSource, engine_redis, engine_url, make_engine
+from tests.lua.support import DictSource, engine_url, make_engine
 
 SEATS = 40
 CLIENTS = 240
 PROCESSES = 8  # engines with their own Redis client, loader lock and script cache
-
-
-@pytest.fixture
-async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
-    """Overrides the conftest client: the engine tests run on their own database."""
-    async with engine_redis(backend_urls[0]) as client:
-        yield client
 
 
 @pytest.fixture

@@ -17,18 +17,11 @@ from seatlock.expiry import (
     listen_for_expiries,
     sweep_forever,
 )
-from tests.lua.support import DictSource, engine_redis, engine_url, make_engine, tap
+from tests.lua.support import DictSource, engine_url, make_engine, tap
 
 S = 801
 ALICE, BOB = 7, 8
 AVAILABLE = {"seat_id": 1, "status": "available", "user_id": None, "expires_at": None}
-
-
-@pytest.fixture
-async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
-    """Overrides the conftest client: the engine tests run on their own database."""
-    async with engine_redis(backend_urls[0]) as client:
-        yield client
 
 
 @pytest.fixture
