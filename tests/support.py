@@ -16,6 +16,7 @@ from seatlock.embedded import free_port
 from seatlock.settings import Settings
 
 PASSWORD = "Sup3r-secret!"
+PUBLIC = "public, max-age=30"  # Cache-Control of the public catalog lists
 
 
 class LiveServer:
@@ -93,3 +94,8 @@ async def make_account(
             await conn.close()
     tokens = await login(client, email)
     return Account(user_id, email, PASSWORD, tokens["access_token"], tokens["refresh_token"])
+
+
+def ids(r: httpx.Response) -> list[int]:
+    assert r.status_code == 200, r.text
+    return [item["id"] for item in r.json()]

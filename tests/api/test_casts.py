@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.api.test_discovery import PUBLIC, add_movie, ids
-from tests.support import Account
+from tests import factories as make
+from tests.support import PUBLIC, Account, ids
 
 URL = "/api/v1/casts/"
 
@@ -27,7 +27,7 @@ async def create(client: httpx.AsyncClient, admin: Account, body: dict[str, Any]
 async def test_create_read_update_delete(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account
 ) -> None:
-    movie = await add_movie(db, "Heat")
+    movie = await make.movie(db, "Heat")
     body = member(
         movie,
         "Al Pacino",
@@ -63,7 +63,7 @@ async def test_create_read_update_delete(
 
 
 async def test_defaults(client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account) -> None:
-    movie = await add_movie(db, "Heat")
+    movie = await make.movie(db, "Heat")
     made = await create(client, admin, member(movie, "Extra"))
     assert (made["role"], made["billing_order"], made["character_name"]) == ("actor", 0, None)
 
@@ -75,7 +75,7 @@ async def test_defaults(client: httpx.AsyncClient, db: asyncpg.Connection, admin
 async def test_writes_are_admin_only(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, method: str, path: str
 ) -> None:
-    movie = await add_movie(db, "Heat")
+    movie = await make.movie(db, "Heat")
     body = member(movie, "Al Pacino")
     r = await client.request(method, path, json=body)
     assert r.status_code == 401
@@ -87,7 +87,7 @@ async def test_writes_are_admin_only(
 
 
 async def test_bad_input(client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account) -> None:
-    movie = await add_movie(db, "Heat")
+    movie = await make.movie(db, "Heat")
     h = admin.headers
     for body in (
         {"name": "No movie"},
@@ -122,7 +122,7 @@ async def test_bad_input(client: httpx.AsyncClient, db: asyncpg.Connection, admi
 async def test_list_filter_and_paginate(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account
 ) -> None:
-    heat, alien = await add_movie(db, "Heat"), await add_movie(db, "Alien")
+    heat, alien = await make.movie(db, "Heat"), await make.movie(db, "Alien")
     de_niro = await create(client, admin, member(heat, "Robert De Niro", billing_order=2))
     pacino = await create(client, admin, member(heat, "Al Pacino", billing_order=1))
     mann = await create(client, admin, member(heat, "Michael Mann", role="director"))
@@ -143,14 +143,14 @@ async def test_list_filter_and_paginate(
     assert ids(r) == by_movie
     assert r.headers["cache-control"] == PUBLIC
     assert (await client.get(f"{URL}movie/{alien + heat}")).status_code == 404
-    empty = await add_movie(db, "Empty")
+    empty = await make.movie(db, "Empty")
     assert ids(await client.get(f"{URL}movie/{empty}")) == []
 
 
 async def test_detailed_movie_cast(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account
 ) -> None:
-    heat = await add_movie(db, "Heat", director="Michael Mann")
+    heat = await make.movie(db, "Heat", director="Michael Mann")
     pacino = await create(client, admin, member(heat, "Al Pacino", character_name="Hanna"))
     mann = await create(client, admin, member(heat, "Michael Mann", role="director", bio="Bio"))
     r = await client.get(f"/api/v1/movies/{heat}/cast")
@@ -171,7 +171,7 @@ async def test_detailed_movie_cast(
 async def test_search_finds_movies_by_cast_name(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account
 ) -> None:
-    heat, other = await add_movie(db, "Heat"), await add_movie(db, "Other")
+    heat, other = await make.movie(db, "Heat"), await make.movie(db, "Other")
     made = await create(client, admin, member(heat, "Val Kilmer"))
     search = "/api/v1/movies/search"
     assert ids(await client.get(search, params={"q": "kilmer"})) == [heat]

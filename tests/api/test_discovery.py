@@ -1,111 +1,22 @@
 """Discovery: cinema finder, coming soon, trending, filters, advanced search, recommendations.
 
-Catalog rows are made by direct SQL; the builders here are shared by the other discovery tests.
+Catalog rows are made by direct SQL (tests/factories.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.support import Account
+from tests import factories as make
+from tests.support import PUBLIC, Account, ids
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date()
-PUBLIC = "public, max-age=30"
-_seat_numbers = itertools.count(1)
-
-
-async def add_movie(db: asyncpg.Connection, title: str, **fields: Any) -> int:
-    values = {"duration_minutes": 120, **fields, "title": title}
-    names = ", ".join(values)
-    refs = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    return int(
-        await db.fetchval(
-            f"INSERT INTO movies ({names}) VALUES ({refs}) RETURNING id", *values.values()
-        )
-    )
-
-
-async def add_cinema(
-    db: asyncpg.Connection, name: str, city: str = "Paris", amenities: list[str] | None = None
-) -> int:
-    return int(
-        await db.fetchval(
-            "INSERT INTO cinemas (name, city, address, amenities) VALUES ($1, $2, $3, $4)"
-            " RETURNING id",
-            name,
-            city,
-            f"1 {name} street",
-            amenities or [],
-        )
-    )
-
-
-async def add_room(db: asyncpg.Connection, cinema_id: int, name: str = "Hall 1") -> int:
-    return int(
-        await db.fetchval(
-            "INSERT INTO rooms (cinema_id, name) VALUES ($1, $2) RETURNING id", cinema_id, name
-        )
-    )
-
-
-async def add_screening(
-    db: asyncpg.Connection, movie_id: int, room_id: int, starts_at: dt.datetime, price: str = "9.50"
-) -> int:
-    return int(
-        await db.fetchval(
-            "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price)"
-            " VALUES ($1, $2, $3::timestamptz, $3::timestamptz + interval '2 hours', $4::numeric)"
-            " RETURNING id",
-            movie_id,
-            room_id,
-            starts_at,
-            price,
-        )
-    )
-
-
-async def add_tickets(
-    db: asyncpg.Connection,
-    user_id: int,
-    screening_id: int,
-    count: int = 1,
-    status: str = "confirmed",
-    booked_at: dt.datetime | None = None,
-) -> None:
-    """``count`` sold seats of a screening (new seats in its room), in one booking."""
-    room_id = await db.fetchval("SELECT room_id FROM screenings WHERE id = $1", screening_id)
-    seat_ids = [
-        await db.fetchval(
-            "INSERT INTO seats (room_id, row_label, seat_number) VALUES ($1, 'A', $2) RETURNING id",
-            room_id,
-            next(_seat_numbers),
-        )
-        for _ in range(count)
-    ]
-    booking = await db.fetchval(
-        "INSERT INTO bookings (user_id, screening_id, seat_ids) VALUES ($1, $2, $3) RETURNING id",
-        user_id,
-        screening_id,
-        seat_ids,
-    )
-    await db.executemany(
-        "INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status, booked_at)"
-        " VALUES ($1, $2, $3, $4, 10, $5, $6)",
-        [(booking, user_id, screening_id, s, status, booked_at or NOW) for s in seat_ids],
-    )
-
-
-def ids(r: httpx.Response) -> list[int]:
-    assert r.status_code == 200, r.text
-    return [item["id"] for item in r.json()]
-
 
 # -- pagination, shared by every list -------------------------------------------------------------
 
@@ -135,7 +46,7 @@ async def test_pages_are_stable_with_ties(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     soon = TODAY + dt.timedelta(days=5)
-    made = [await add_movie(db, "Same", rating=7, release_date=soon) for _ in range(7)]
+    made = [await make.movie(db, "Same", rating=7, release_date=soon) for _ in range(7)]
     seen: list[int] = []
     for skip in range(0, 7, 2):
         seen += ids(
@@ -150,9 +61,9 @@ async def test_pages_are_stable_with_ties(
 async def test_search_cinemas_by_name_city_and_amenity(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    grand = await add_cinema(db, "Grand Rex", "Paris", ["IMAX", "Parking"])
-    odeon = await add_cinema(db, "Odeon Leicester", "London", ["imax"])
-    small = await add_cinema(db, "Le 100% Cinema", "paris", [])
+    grand = await make.cinema(db, "Grand Rex", "Paris", ["IMAX", "Parking"])
+    odeon = await make.cinema(db, "Odeon Leicester", "London", ["imax"])
+    small = await make.cinema(db, "Le 100% Cinema", "paris", [])
     url = "/api/v1/cinemas/search"
     assert ids(await client.get(url)) == [grand, small, odeon]  # by name
     assert ids(await client.get(url, params={"name": "REX"})) == [grand]
@@ -171,7 +82,7 @@ async def test_search_cinemas_by_name_city_and_amenity(
 
 
 async def test_cinema_amenities(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
-    cinema = await add_cinema(db, "Grand Rex", amenities=["IMAX", "Bar"])
+    cinema = await make.cinema(db, "Grand Rex", amenities=["IMAX", "Bar"])
     r = await client.get(f"/api/v1/cinemas/{cinema}/amenities")
     assert r.status_code == 200
     assert r.json() == {"cinema_id": cinema, "amenities": ["IMAX", "Bar"]}
@@ -184,21 +95,21 @@ async def test_cinema_amenities(client: httpx.AsyncClient, db: asyncpg.Connectio
 async def test_cinema_movies_lists_upcoming_screenings_only(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    cinema = await add_cinema(db, "Grand Rex")
-    elsewhere = await add_room(db, await add_cinema(db, "Other"))
-    room, room2 = await add_room(db, cinema), await add_room(db, cinema, "Hall 2")
-    later, sooner, past, other = [await add_movie(db, t) for t in ("Later", "Sooner", "Past", "X")]
-    await add_screening(db, later, room, NOW + dt.timedelta(days=3))
-    await add_screening(db, later, room2, NOW + dt.timedelta(days=4))
-    await add_screening(db, sooner, room, NOW + dt.timedelta(days=1))
-    await add_screening(db, past, room, NOW - dt.timedelta(days=1))
-    await add_screening(db, other, elsewhere, NOW + dt.timedelta(days=1))
+    cinema = await make.cinema(db, "Grand Rex")
+    elsewhere = await make.room(db, await make.cinema(db, "Other"))
+    room, room2 = await make.room(db, cinema), await make.room(db, cinema, "Hall 2")
+    later, sooner, past, other = [await make.movie(db, t) for t in ("Later", "Sooner", "Past", "X")]
+    await make.screening(db, later, room, NOW + dt.timedelta(days=3))
+    await make.screening(db, later, room2, NOW + dt.timedelta(days=4))
+    await make.screening(db, sooner, room, NOW + dt.timedelta(days=1))
+    await make.screening(db, past, room, NOW - dt.timedelta(days=1))
+    await make.screening(db, other, elsewhere, NOW + dt.timedelta(days=1))
     r = await client.get(f"/api/v1/cinemas/{cinema}/movies")
     assert ids(r) == [sooner, later]
     assert r.json()[1]["upcoming_showtimes"] == 2
     assert r.headers["cache-control"] == PUBLIC
     assert ids(await client.get(f"/api/v1/cinemas/{cinema}/movies", params={"skip": 1})) == [later]
-    empty = await add_cinema(db, "Empty")
+    empty = await make.cinema(db, "Empty")
     assert ids(await client.get(f"/api/v1/cinemas/{empty}/movies")) == []
     r = await client.get(f"/api/v1/cinemas/{empty + 1000}/movies")
     assert r.status_code == 404
@@ -211,11 +122,11 @@ async def test_cinema_movies_lists_upcoming_screenings_only(
 async def test_coming_soon_is_future_releases_soonest_first(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    far = await add_movie(db, "Far", release_date=TODAY + dt.timedelta(days=60))
-    near = await add_movie(db, "Near", release_date=TODAY + dt.timedelta(days=2))
-    await add_movie(db, "Out", release_date=TODAY - dt.timedelta(days=2))
-    await add_movie(db, "Today", release_date=TODAY)
-    await add_movie(db, "Undated")
+    far = await make.movie(db, "Far", release_date=TODAY + dt.timedelta(days=60))
+    near = await make.movie(db, "Near", release_date=TODAY + dt.timedelta(days=2))
+    await make.movie(db, "Out", release_date=TODAY - dt.timedelta(days=2))
+    await make.movie(db, "Today", release_date=TODAY)
+    await make.movie(db, "Undated")
     r = await client.get("/api/v1/movies/coming-soon")
     assert ids(r) == [near, far]
     assert r.headers["cache-control"] == PUBLIC
@@ -225,9 +136,9 @@ async def test_coming_soon_is_future_releases_soonest_first(
 async def test_trending_counts_last_week_sales_ties_by_rating(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    room = await add_room(db, await add_cinema(db, "Grand Rex"))
+    room = await make.room(db, await make.cinema(db, "Grand Rex"))
     hit, tie_low, tie_high, old, cancelled, unsold = [
-        await add_movie(db, title, rating=rating)
+        await make.movie(db, title, rating=rating)
         for title, rating in (
             ("Hit", 5),
             ("TieLow", 6),
@@ -245,9 +156,9 @@ async def test_trending_counts_last_week_sales_ties_by_rating(
         (old, 5, "confirmed", NOW - dt.timedelta(days=8)),
         (cancelled, 5, "cancelled", NOW),
     ):
-        screening = await add_screening(db, movie, room, starts)
+        screening = await make.screening(db, movie, room, starts)
         starts += dt.timedelta(hours=3)
-        await add_tickets(db, user.id, screening, count, status, at)
+        await make.sold_seats(db, user.id, screening, count, status, at)
     r = await client.get("/api/v1/movies/trending")
     assert ids(r) == [hit, tie_high, tie_low, old, cancelled, unsold]
     assert [m["tickets_sold"] for m in r.json()] == [3, 1, 1, 0, 0, 0]
@@ -255,7 +166,7 @@ async def test_trending_counts_last_week_sales_ties_by_rating(
 
 
 async def test_filter_by_every_criterion(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
-    drama = await add_movie(
+    drama = await make.movie(
         db,
         "Drama One",
         genre="Drama, Crime",
@@ -265,7 +176,7 @@ async def test_filter_by_every_criterion(client: httpx.AsyncClient, db: asyncpg.
         release_date=dt.date(2020, 5, 1),
         age_rating="PG-13",
     )
-    action = await add_movie(
+    action = await make.movie(
         db,
         "Action One",
         genre="Action",
@@ -275,7 +186,7 @@ async def test_filter_by_every_criterion(client: httpx.AsyncClient, db: asyncpg.
         release_date=dt.date(2023, 1, 1),
         age_rating="R",
     )
-    unrated = await add_movie(db, "Unrated", genre="crime", release_date=None)
+    unrated = await make.movie(db, "Unrated", genre="crime", release_date=None)
     url = "/api/v1/movies/filter"
     assert set(ids(await client.get(url))) == {drama, action, unrated}
     assert ids(await client.get(url, params={"genre": "crime"})) == [drama, unrated]
@@ -304,12 +215,14 @@ async def test_filter_by_every_criterion(client: httpx.AsyncClient, db: asyncpg.
 async def test_advanced_search_sorts_and_filters(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    a = await add_movie(
+    a = await make.movie(
         db, "Alpha Night", genre="Drama", rating=6, release_date=dt.date(2001, 1, 1)
     )
-    b = await add_movie(db, "beta night", genre="Drama", rating=9, release_date=dt.date(1999, 1, 1))
-    c = await add_movie(db, "Gamma Night", genre="Comedy", rating=7, release_date=None)
-    d = await add_movie(db, "Delta", genre="Drama", rating=8, description="a long night")
+    b = await make.movie(
+        db, "beta night", genre="Drama", rating=9, release_date=dt.date(1999, 1, 1)
+    )
+    c = await make.movie(db, "Gamma Night", genre="Comedy", rating=7, release_date=None)
+    d = await make.movie(db, "Delta", genre="Drama", rating=8, description="a long night")
     url = "/api/v1/movies/advanced-search"
     r = await client.get(url, params={"q": "night"})
     # Title matches (weight A) outrank a description match (weight D).
@@ -344,17 +257,17 @@ async def test_recommended_needs_a_token(client: httpx.AsyncClient) -> None:
 async def test_recommended_for_a_new_user_is_popular_upcoming(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    room = await add_room(db, await add_cinema(db, "Grand Rex"))
+    room = await make.room(db, await make.cinema(db, "Grand Rex"))
     popular, quiet, coming = [
-        await add_movie(db, t, rating=r) for t, r in (("Popular", 5), ("Quiet", 9), ("Coming", 1))
+        await make.movie(db, t, rating=r) for t, r in (("Popular", 5), ("Quiet", 9), ("Coming", 1))
     ]
     await db.execute(
         "UPDATE movies SET release_date = $1 WHERE id = $2", TODAY + dt.timedelta(9), coming
     )
-    await add_movie(db, "Not showing", rating=10)
-    showing = await add_screening(db, popular, room, NOW + dt.timedelta(days=1))
-    await add_screening(db, quiet, room, NOW + dt.timedelta(days=2))
-    await add_tickets(db, other_user.id, showing, 4)
+    await make.movie(db, "Not showing", rating=10)
+    showing = await make.screening(db, popular, room, NOW + dt.timedelta(days=1))
+    await make.screening(db, quiet, room, NOW + dt.timedelta(days=2))
+    await make.sold_seats(db, other_user.id, showing, 4)
     r = await client.get("/api/v1/movies/recommended", headers=user.headers)
     assert ids(r) == [popular, quiet, coming]
     assert r.json()[0]["reasons"] == ["popular"]
@@ -364,14 +277,17 @@ async def test_recommended_for_a_new_user_is_popular_upcoming(
 async def test_recommended_uses_favorites_preferences_tickets_and_searches(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    fav_cinema = await add_cinema(db, "Favorite")
-    fav_room, room = await add_room(db, fav_cinema), await add_room(db, await add_cinema(db, "Y"))
-    seen = await add_movie(db, "Seen", genre="Horror")
-    at_fav = await add_movie(db, "At Favorite", genre="Comedy")
-    horror = await add_movie(db, "Scary", genre="Horror", rating=1)
-    western = await add_movie(db, "Dusty", genre="Western", rating=2)
-    searched = await add_movie(db, "Submarine Story", genre="War", rating=3)
-    plain = await add_movie(db, "Plain", genre="Comedy", rating=9)
+    fav_cinema = await make.cinema(db, "Favorite")
+    fav_room, room = (
+        await make.room(db, fav_cinema),
+        await make.room(db, await make.cinema(db, "Y")),
+    )
+    seen = await make.movie(db, "Seen", genre="Horror")
+    at_fav = await make.movie(db, "At Favorite", genre="Comedy")
+    horror = await make.movie(db, "Scary", genre="Horror", rating=1)
+    western = await make.movie(db, "Dusty", genre="Western", rating=2)
+    searched = await make.movie(db, "Submarine Story", genre="War", rating=3)
+    plain = await make.movie(db, "Plain", genre="Comedy", rating=9)
     when = NOW + dt.timedelta(days=1)
     for i, (movie, hall) in enumerate(
         [
@@ -383,9 +299,9 @@ async def test_recommended_uses_favorites_preferences_tickets_and_searches(
             (plain, room),
         ]
     ):
-        screening = await add_screening(db, movie, hall, when + dt.timedelta(hours=3 * i))
+        screening = await make.screening(db, movie, hall, when + dt.timedelta(hours=3 * i))
         if movie == seen:
-            await add_tickets(db, user.id, screening)
+            await make.sold_seats(db, user.id, screening)
     await db.execute(
         'UPDATE users SET preferences = \'{"genres": ["western"]}\' WHERE id = $1', user.id
     )
@@ -408,9 +324,9 @@ async def test_recommended_uses_favorites_preferences_tickets_and_searches(
 async def test_recommended_survives_odd_preferences(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    room = await add_room(db, await add_cinema(db, "X"))
-    movie = await add_movie(db, "Any")
-    await add_screening(db, movie, room, NOW + dt.timedelta(days=1))
+    room = await make.room(db, await make.cinema(db, "X"))
+    movie = await make.movie(db, "Any")
+    await make.screening(db, movie, room, NOW + dt.timedelta(days=1))
     for prefs in ('{"genres": "drama"}', '{"genres": [1, null]}', "[]", "{}"):
         await db.execute("UPDATE users SET preferences = $1::jsonb WHERE id = $2", prefs, user.id)
         r = await client.get("/api/v1/movies/recommended", headers=user.headers)
@@ -422,13 +338,13 @@ async def test_recommended_uses_liked_reviews_when_there_are_reviews(
 ) -> None:
     if not await db.fetchval("SELECT to_regclass('public.reviews') IS NOT NULL"):
         pytest.skip("no reviews table in this schema")
-    room = await add_room(db, await add_cinema(db, "X"))
-    loved = await add_movie(db, "Loved", genre="Musical")
-    hated = await add_movie(db, "Hated", genre="Horror")
-    musical = await add_movie(db, "Sing", genre="Musical")
-    horror = await add_movie(db, "Boo", genre="Horror", rating=9)
+    room = await make.room(db, await make.cinema(db, "X"))
+    loved = await make.movie(db, "Loved", genre="Musical")
+    hated = await make.movie(db, "Hated", genre="Horror")
+    musical = await make.movie(db, "Sing", genre="Musical")
+    horror = await make.movie(db, "Boo", genre="Horror", rating=9)
     for i, movie in enumerate((musical, horror)):
-        await add_screening(db, movie, room, NOW + dt.timedelta(days=1 + i))
+        await make.screening(db, movie, room, NOW + dt.timedelta(days=1 + i))
     await db.executemany(
         "INSERT INTO reviews (movie_id, user_id, rating, content) VALUES ($1, $2, $3, 'x')",
         [(loved, user.id, 5), (hated, user.id, 1)],

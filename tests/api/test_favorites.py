@@ -6,8 +6,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.api.test_discovery import add_cinema, ids
-from tests.support import Account
+from tests import factories as make
+from tests.support import Account, ids
 
 LIST = "/api/v1/cinemas/favorites"
 
@@ -19,7 +19,7 @@ def fav(cinema_id: int) -> str:
 async def test_add_list_remove(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    rex, odeon = await add_cinema(db, "Grand Rex"), await add_cinema(db, "Odeon")
+    rex, odeon = await make.cinema(db, "Grand Rex"), await make.cinema(db, "Odeon")
     h = user.headers
     r = await client.post(fav(rex), headers=h)
     assert r.status_code == 200
@@ -47,7 +47,7 @@ async def test_add_list_remove(
 async def test_unknown_cinema_is_404(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    missing = await add_cinema(db, "Gone") + 1000
+    missing = await make.cinema(db, "Gone") + 1000
     for method in ("POST", "DELETE"):
         r = await client.request(method, fav(missing), headers=user.headers)
         assert r.status_code == 404
@@ -66,7 +66,7 @@ async def test_unknown_cinema_is_404(
 async def test_deleted_cinema_leaves_the_favorites(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    rex = await add_cinema(db, "Grand Rex")
+    rex = await make.cinema(db, "Grand Rex")
     await client.post(fav(rex), headers=user.headers)
     await db.execute("DELETE FROM cinemas WHERE id = $1", rex)
     assert ids(await client.get(LIST, headers=user.headers)) == []

@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 
 from db.discovery import WORD_SIMILARITY, MovieFilters, search_sql
-from tests.api.test_discovery import PUBLIC, add_movie, ids
-from tests.support import Account
+from tests import factories as make
+from tests.support import PUBLIC, Account, ids
 
 URL = "/api/v1/movies/search"
 ADJECTIVES = str.split(
@@ -44,7 +44,7 @@ async def load_catalog(db: asyncpg.Connection, count: int = 20_000) -> int:
         records=generated_movies(count),
         columns=["title", "description", "duration_minutes", "genre", "language"],
     )
-    shawshank = await add_movie(
+    shawshank = await make.movie(
         db,
         "The Shawshank Redemption",
         description="Two imprisoned men bond over a number of years.",
@@ -92,11 +92,11 @@ async def assert_uses_indexes(db: asyncpg.Connection, q: str) -> None:
 async def test_full_text_ranks_above_fuzzy_and_by_weight(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    in_title = await add_movie(db, "Heat")
-    in_genre = await add_movie(db, "Cold", genre="Heat")
-    in_description = await add_movie(db, "Warm", description="the heat of summer")
-    fuzzy = await add_movie(db, "Heath Story")
-    await add_movie(db, "Unrelated")
+    in_title = await make.movie(db, "Heat")
+    in_genre = await make.movie(db, "Cold", genre="Heat")
+    in_description = await make.movie(db, "Warm", description="the heat of summer")
+    fuzzy = await make.movie(db, "Heath Story")
+    await make.movie(db, "Unrelated")
     r = await client.get(URL, params={"q": "heat"})
     assert ids(r) == [in_title, in_genre, in_description, fuzzy]
     assert [m["match"] for m in r.json()] == ["text", "text", "text", "fuzzy"]
@@ -113,7 +113,7 @@ async def test_query_is_required_and_validated(client: httpx.AsyncClient) -> Non
 
 
 async def test_odd_queries_do_not_break(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
-    movie = await add_movie(db, "Don't Look Up")
+    movie = await make.movie(db, "Don't Look Up")
     for q in ("the", "!!!", "'", '"unclosed', "a & b | !c", "don't", "-look", "100%", "ü"):
         r = await client.get(URL, params={"q": q})
         assert r.status_code == 200, (q, r.text)
@@ -123,7 +123,7 @@ async def test_odd_queries_do_not_break(client: httpx.AsyncClient, db: asyncpg.C
 async def test_signed_in_searches_are_recorded(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    await add_movie(db, "Heat")
+    await make.movie(db, "Heat")
     r = await client.get(URL, params={"q": "  heat "}, headers=user.headers)
     assert r.status_code == 200
     r = await client.get(URL, params={"q": "heat", "skip": 50}, headers=user.headers)
@@ -145,7 +145,7 @@ async def test_signed_in_searches_are_recorded(
 async def test_search_follows_catalog_changes(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    movie = await add_movie(db, "Working Title", genre="Drama")
+    movie = await make.movie(db, "Working Title", genre="Drama")
     await db.execute(
         "UPDATE movies SET title = 'Casablanca', genre = 'Romance' WHERE id = $1", movie
     )

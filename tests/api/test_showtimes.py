@@ -8,7 +8,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.api.test_discovery import PUBLIC, add_cinema, add_movie, add_room, add_screening, ids
+from tests import factories as make
+from tests.support import PUBLIC, ids
 
 URL = "/api/v1/showtimes/"
 TOMORROW = dt.datetime.combine(
@@ -18,15 +19,15 @@ TOMORROW = dt.datetime.combine(
 
 async def catalog(db: asyncpg.Connection) -> dict[str, Any]:
     """Two cinemas, two movies; showtimes yesterday, tomorrow at 10 and 20, the day after."""
-    rex, odeon = await add_cinema(db, "Grand Rex", "Paris"), await add_cinema(db, "Odeon")
-    rex_room, odeon_room = await add_room(db, rex, "Salle 1"), await add_room(db, odeon)
-    heat, alien = await add_movie(db, "Heat"), await add_movie(db, "Alien")
+    rex, odeon = await make.cinema(db, "Grand Rex", "Paris"), await make.cinema(db, "Odeon")
+    rex_room, odeon_room = await make.room(db, rex, "Salle 1"), await make.room(db, odeon)
+    heat, alien = await make.movie(db, "Heat"), await make.movie(db, "Alien")
     day = dt.timedelta(days=1)
     hour = dt.timedelta(hours=1)
-    past = await add_screening(db, heat, rex_room, TOMORROW - 2 * day)
-    morning = await add_screening(db, heat, rex_room, TOMORROW + 10 * hour)
-    evening = await add_screening(db, alien, odeon_room, TOMORROW + 20 * hour)
-    later = await add_screening(db, heat, odeon_room, TOMORROW + day + 12 * hour, "12.00")
+    past = await make.screening(db, heat, rex_room, TOMORROW - 2 * day)
+    morning = await make.screening(db, heat, rex_room, TOMORROW + 10 * hour)
+    evening = await make.screening(db, alien, odeon_room, TOMORROW + 20 * hour)
+    later = await make.screening(db, heat, odeon_room, TOMORROW + day + 12 * hour, "12.00")
     return locals()
 
 
@@ -121,7 +122,7 @@ async def test_movie_showtimes(client: httpx.AsyncClient, db: asyncpg.Connection
     assert r.headers["cache-control"] == PUBLIC
     r = await client.get(f"/api/v1/movies/{c['heat']}/showtimes", params={"limit": 1, "skip": 1})
     assert ids(r) == [c["later"]]
-    idle = await add_movie(db, "Idle")
+    idle = await make.movie(db, "Idle")
     assert ids(await client.get(f"/api/v1/movies/{idle}/showtimes")) == []
     r = await client.get(f"/api/v1/movies/{idle + 1000}/showtimes")
     assert r.status_code == 404
