@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 
 import asyncpg
 import httpx
 import pytest
 
+from tests import factories as make
 from tests.support import Account
 
 STATS = "/api/v1/admin/stats"
@@ -21,79 +21,6 @@ ROUTES = [
     "/movies/popular",
     "/today",
 ]
-
-
-async def make_movie(db: asyncpg.Connection, title: str = "Heat") -> int:
-    return int(
-        await db.fetchval(
-            "INSERT INTO movies (title, duration_minutes) VALUES ($1, 120) RETURNING id", title
-        )
-    )
-
-
-async def make_screening(
-    db: asyncpg.Connection, movie_id: int, *, seats: int = 4, price: str = "10.00", day: int = 1
-) -> tuple[int, list[int]]:
-    """A cinema with one room of ``seats`` seats and one screening of the movie in it."""
-    cinema = await db.fetchval("INSERT INTO cinemas (name) VALUES ('Rex') RETURNING id")
-    room = await db.fetchval(
-        "INSERT INTO rooms (cinema_id, name) VALUES ($1, $2) RETURNING id", cinema, f"R{movie_id}"
-    )
-    seat_ids = [
-        await db.fetchval(
-            "INSERT INTO seats (room_id, row_label, seat_number) VALUES ($1, 'A', $2) RETURNING id",
-            room,
-            n,
-        )
-        for n in range(1, seats + 1)
-    ]
-    starts = datetime.now(UTC) + timedelta(days=day)
-    screening = await db.fetchval(
-        "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        movie_id,
-        room,
-        starts,
-        starts + timedelta(hours=2),
-        Decimal(price),
-    )
-    return int(screening), [int(s) for s in seat_ids]
-
-
-async def make_ticket(
-    db: asyncpg.Connection,
-    user_id: int,
-    screening_id: int,
-    seat_id: int,
-    *,
-    status: str = "confirmed",
-    price: str = "10.00",
-    at: datetime | None = None,
-) -> int:
-    at = at or datetime.now(UTC)
-    booking = await db.fetchval(
-        "INSERT INTO bookings (user_id, screening_id, seat_ids, created_at)"
-        " VALUES ($1, $2, $3, $4) RETURNING id",
-        user_id,
-        screening_id,
-        [seat_id],
-        at,
-    )
-    confirmed = at if status == "confirmed" else None
-    return int(
-        await db.fetchval(
-            "INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status,"
-            " booked_at, confirmed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            booking,
-            user_id,
-            screening_id,
-            seat_id,
-            Decimal(price),
-            status,
-            at,
-            confirmed,
-        )
-    )
 
 
 async def get(client: httpx.AsyncClient, admin: Account, path: str) -> httpx.Response:
@@ -114,9 +41,9 @@ async def test_admin_only(
 async def test_counts(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    movie = await make_movie(db)
-    await make_movie(db, "Ran")
-    await make_screening(db, movie)
+    movie = await make.movie(db)
+    await make.movie(db, "Ran")
+    await make.show(db, 4, movie_id=movie)
     await db.execute("UPDATE users SET deleted_at = now() WHERE id = $1", user.id)
     assert (await get(client, admin, "/movies")).json() == {"total": 2}
     assert (await get(client, admin, "/cinemas")).json() == {"total": 1}
@@ -126,12 +53,13 @@ async def test_counts(
 async def test_revenue_counts_confirmed_tickets_only(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    screening, seats = await make_screening(db, await make_movie(db), seats=4)
-    await make_ticket(db, user.id, screening, seats[0], price="12.50")
-    await make_ticket(db, user.id, screening, seats[1], price="7.25")
-    await make_ticket(db, user.id, screening, seats[2], status="pending", price="100.00")
-    await make_ticket(db, user.id, screening, seats[3], status="refunded", price="100.00")
-    await make_ticket(db, user.id, screening, seats[3], status="cancelled", price="100.00")
+    show = await make.show(db, 4, movie_id=await make.movie(db))
+    screening, seats = show.id, show.seat_ids
+    await make.ticket(db, user.id, screening, seats[0], price="12.50")
+    await make.ticket(db, user.id, screening, seats[1], price="7.25")
+    await make.ticket(db, user.id, screening, seats[2], status="pending", price="100.00")
+    await make.ticket(db, user.id, screening, seats[3], status="refunded", price="100.00")
+    await make.ticket(db, user.id, screening, seats[3], status="cancelled", price="100.00")
     r = await get(client, admin, "/revenue")
     assert r.json() == {"total_revenue": 19.75, "confirmed_tickets": 2}
     r = await get(client, admin, "/tickets/total")
@@ -144,10 +72,11 @@ async def test_revenue_counts_confirmed_tickets_only(
 async def test_recent_bookings_newest_first_with_limit(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    screening, seats = await make_screening(db, await make_movie(db, "Alien"), seats=3)
+    show = await make.show(db, 3, movie_id=await make.movie(db, "Alien"))
+    screening, seats = show.id, show.seat_ids
     now = datetime.now(UTC)
     ids = [
-        await make_ticket(db, user.id, screening, seat, at=now - timedelta(minutes=i))
+        await make.ticket(db, user.id, screening, seat, at=now - timedelta(minutes=i))
         for i, seat in enumerate(seats)
     ]
     r = await client.get(f"{STATS}/bookings/recent?limit=2", headers=admin.headers)
@@ -167,12 +96,13 @@ async def test_recent_bookings_newest_first_with_limit(
 async def test_revenue_by_day_fills_gaps(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    screening, seats = await make_screening(db, await make_movie(db), seats=4)
+    show = await make.show(db, 4, movie_id=await make.movie(db))
+    screening, seats = show.id, show.seat_ids
     jan = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    await make_ticket(db, user.id, screening, seats[0], at=jan)
-    await make_ticket(db, user.id, screening, seats[1], at=jan + timedelta(days=2), price="5.50")
-    await make_ticket(db, user.id, screening, seats[2], at=jan + timedelta(days=5))  # outside
-    await make_ticket(db, user.id, screening, seats[3], status="pending", at=jan)
+    await make.ticket(db, user.id, screening, seats[0], at=jan)
+    await make.ticket(db, user.id, screening, seats[1], at=jan + timedelta(days=2), price="5.50")
+    await make.ticket(db, user.id, screening, seats[2], at=jan + timedelta(days=5))  # outside
+    await make.ticket(db, user.id, screening, seats[3], status="pending", at=jan)
     r = await get(client, admin, "/revenue/period?start_date=2026-01-01&end_date=2026-01-04")
     assert r.status_code == 200
     body = r.json()
@@ -189,9 +119,10 @@ async def test_revenue_by_day_fills_gaps(
 async def test_revenue_by_week_and_month(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    screening, seats = await make_screening(db, await make_movie(db), seats=2)
-    await make_ticket(db, user.id, screening, seats[0], at=datetime(2026, 1, 7, tzinfo=UTC))
-    await make_ticket(db, user.id, screening, seats[1], at=datetime(2026, 3, 2, tzinfo=UTC))
+    show = await make.show(db, 2, movie_id=await make.movie(db))
+    screening, seats = show.id, show.seat_ids
+    await make.ticket(db, user.id, screening, seats[0], at=datetime(2026, 1, 7, tzinfo=UTC))
+    await make.ticket(db, user.id, screening, seats[1], at=datetime(2026, 3, 2, tzinfo=UTC))
     path = "/revenue/period?start_date=2026-01-01&end_date=2026-03-31&period=month"
     months = (await get(client, admin, path)).json()["buckets"]
     assert [(b["period_start"], b["tickets"]) for b in months] == [
@@ -239,16 +170,18 @@ async def test_revenue_period_allows_a_leap_year(client: httpx.AsyncClient, admi
 async def test_popular_movies(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    a, b, c = [await make_movie(db, t) for t in ("A", "B", "C")]
-    sa, seats_a = await make_screening(db, a, seats=3, day=1)
-    sb, seats_b = await make_screening(db, b, seats=3, day=2)
-    await make_screening(db, c, day=3)
+    a, b, c = [await make.movie(db, t) for t in ("A", "B", "C")]
+    show_a = await make.show(db, 3, movie_id=a)
+    sa, seats_a = show_a.id, show_a.seat_ids
+    show_b = await make.show(db, 3, movie_id=b, starts_in=timedelta(days=2))
+    sb, seats_b = show_b.id, show_b.seat_ids
+    await make.show(db, 4, movie_id=c, starts_in=timedelta(days=3))
     for seat in seats_a[:2]:
-        await make_ticket(db, user.id, sa, seat)
-    await make_ticket(db, user.id, sa, seats_a[2], status="cancelled")
-    await make_ticket(db, user.id, sb, seats_b[0], status="pending")
-    await make_ticket(db, user.id, sb, seats_b[1])
-    await make_ticket(db, user.id, sb, seats_b[2])
+        await make.ticket(db, user.id, sa, seat)
+    await make.ticket(db, user.id, sa, seats_a[2], status="cancelled")
+    await make.ticket(db, user.id, sb, seats_b[0], status="pending")
+    await make.ticket(db, user.id, sb, seats_b[1])
+    await make.ticket(db, user.id, sb, seats_b[2])
     body = (await get(client, admin, "/movies/popular")).json()
     # Pending tickets count as sold, cancelled ones do not; C sold nothing and is left out.
     assert body == [
@@ -263,11 +196,12 @@ async def test_popular_movies(
 async def test_today(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    screening, seats = await make_screening(db, await make_movie(db), seats=3, day=0)
-    await make_ticket(db, user.id, screening, seats[0], price="9.00")
-    await make_ticket(db, user.id, screening, seats[1], status="pending")
+    show = await make.show(db, 3, movie_id=await make.movie(db), starts_in=timedelta(days=0))
+    screening, seats = show.id, show.seat_ids
+    await make.ticket(db, user.id, screening, seats[0], price="9.00")
+    await make.ticket(db, user.id, screening, seats[1], status="pending")
     yesterday = datetime.now(UTC) - timedelta(days=1, hours=1)
-    await make_ticket(db, user.id, screening, seats[2], at=yesterday)
+    await make.ticket(db, user.id, screening, seats[2], at=yesterday)
     body = (await get(client, admin, "/today")).json()
     assert body["date"] == datetime.now(UTC).date().isoformat()
     assert body["tickets_sold"] == 2

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
-from tests.api.test_admin_stats import make_movie, make_screening, make_ticket
+from tests import factories as make
 from tests.support import PASSWORD, Account, make_account
 
 ME = "/api/v1/users/me"
@@ -213,7 +213,7 @@ async def test_media_route_refuses_odd_names(client: httpx.AsyncClient) -> None:
 async def test_public_profile(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     r = await client.post(
         f"/api/v1/movies/{movie}/reviews",
         json={"rating": 5, "content": "Yes."},
@@ -242,8 +242,9 @@ async def test_delete_account_anonymises_and_keeps_sales(
         "/api/v1/auth/login", json={"email": user.email, "password": PASSWORD}
     )
     other_token = {"Authorization": f"Bearer {second.json()['access_token']}"}
-    screening, seats = await make_screening(db, await make_movie(db), seats=1)
-    ticket = await make_ticket(db, user.id, screening, seats[0], price="15.00")
+    show = await make.show(db, 1, movie_id=await make.movie(db))
+    screening, seats = show.id, show.seat_ids
+    ticket = await make.ticket(db, user.id, screening, seats[0], price="15.00")
     await client.put(ME, json={"phone": "+1 555 0100", "bio": "me"}, headers=user.headers)
     picture = httpx.URL((await upload(client, user, PNG)).json()["profile_picture_url"]).path
     await client.post(HISTORY, json={"query": "heat"}, headers=user.headers)

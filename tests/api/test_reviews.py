@@ -7,7 +7,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.api.test_admin_stats import make_movie
+from tests import factories as make
 from tests.support import Account, make_account
 
 MOVIES = "/api/v1/movies"
@@ -31,7 +31,7 @@ async def react(
 async def test_create_review(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     r = await post_review(client, user, movie, title="  Great  ", rating=5)
     assert r.status_code == 201, r.text
     body = r.json()
@@ -47,19 +47,19 @@ async def test_create_review(
 async def test_one_review_per_user_per_movie(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     assert (await post_review(client, user, movie)).status_code == 201
     r = await post_review(client, user, movie, rating=1)
     assert r.status_code == 409
     assert r.json() == {"detail": "You have already reviewed this movie"}
     assert (await post_review(client, other_user, movie)).status_code == 201
-    assert (await post_review(client, user, await make_movie(db, "Ran"))).status_code == 201
+    assert (await post_review(client, user, await make.movie(db, "Ran"))).status_code == 201
 
 
 async def test_create_review_auth_and_unknown_movie(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     r = await client.post(f"{MOVIES}/{movie}/reviews", json={"rating": 3, "content": "ok"})
     assert r.status_code == 401
     r = await post_review(client, user, movie + 1000)
@@ -85,7 +85,7 @@ async def test_create_review_auth_and_unknown_movie(
 async def test_create_review_rejects_bad_input(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, body: dict[str, Any]
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     r = await client.post(f"{MOVIES}/{movie}/reviews", json=body, headers=user.headers)
     assert r.status_code == 422, r.text
     assert await db.fetchval("SELECT count(*) FROM reviews") == 0
@@ -101,7 +101,7 @@ async def make_reviewers(client: httpx.AsyncClient, count: int) -> list[Account]
 async def test_list_sorting_and_pagination(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     people = await make_reviewers(client, 3)
     ids = []
     for person, rating in zip(people, (3, 5, 1), strict=True):
@@ -132,7 +132,7 @@ async def test_list_sorting_and_pagination(
 async def test_list_rejects_bad_query(
     client: httpx.AsyncClient, db: asyncpg.Connection, query: str
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     r = await client.get(f"{MOVIES}/{movie}/reviews?{query}")
     assert r.status_code == 422, r.text
 
@@ -144,7 +144,7 @@ async def test_list_and_summary_of_unknown_movie(client: httpx.AsyncClient) -> N
 
 
 async def test_summary(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     r = await client.get(f"{MOVIES}/{movie}/reviews/summary")
     assert r.status_code == 200
     zero = {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
@@ -164,7 +164,7 @@ async def test_update_own_review_only(
     other_user: Account,
     admin: Account,
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     review = (await post_review(client, user, movie, title="Hm")).json()
     url = f"{MOVIES}/reviews/{review['id']}"
     r = await client.put(url, json={"rating": 2, "title": None}, headers=user.headers)
@@ -191,7 +191,7 @@ async def test_delete_own_or_as_admin(
     other_user: Account,
     admin: Account,
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     mine = (await post_review(client, user, movie)).json()["id"]
     theirs = (await post_review(client, other_user, movie)).json()["id"]
     r = await client.delete(f"{MOVIES}/reviews/{theirs}", headers=user.headers)
@@ -213,7 +213,7 @@ async def test_reactions(
     user: Account,
     other_user: Account,
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     review = (await post_review(client, other_user, movie)).json()["id"]
     r = await react(client, user, review, "like")
     assert r.status_code == 200, r.text
@@ -233,7 +233,7 @@ async def test_reactions(
 async def test_signed_in_readers_see_their_own_reaction(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     review = (await post_review(client, other_user, movie)).json()["id"]
     await react(client, user, review, "dislike")
     await react(client, other_user, review, "like")
@@ -249,7 +249,7 @@ async def test_signed_in_readers_see_their_own_reaction(
 async def test_reaction_errors(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    review = (await post_review(client, user, await make_movie(db))).json()["id"]
+    review = (await post_review(client, user, await make.movie(db))).json()["id"]
     assert (await react(client, user, review + 1000, "like")).status_code == 404
     assert (await react(client, user, review + 1000, "none")).status_code == 404
     assert (await react(client, user, review, "love")).status_code == 422
@@ -261,7 +261,7 @@ async def test_reaction_errors(
 async def test_reviews_of_a_deleted_account_stay_anonymous(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     review = (await post_review(client, user, movie)).json()["id"]
     assert (await client.delete("/api/v1/users/me", headers=user.headers)).status_code == 204
     got = (await client.get(f"{MOVIES}/reviews/{review}")).json()
@@ -272,7 +272,7 @@ async def test_reviews_of_a_deleted_account_stay_anonymous(
 async def test_racing_duplicate_reviews_yield_one(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     results = await asyncio.gather(*(post_review(client, user, movie) for _ in range(8)))
     assert sorted(r.status_code for r in results) == [201] + [409] * 7
     assert await db.fetchval("SELECT count(*) FROM reviews") == 1
@@ -281,7 +281,7 @@ async def test_racing_duplicate_reviews_yield_one(
 async def test_ties_break_on_id_so_pages_never_overlap(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    movie = await make_movie(db)
+    movie = await make.movie(db)
     ids = [
         (await post_review(client, person, movie, rating=3)).json()["id"]
         for person in await make_reviewers(client, 5)
