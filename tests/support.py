@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -9,13 +10,20 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import uvicorn
+import websockets
+from redis.asyncio import Redis
 
 from api.app import create_app
+from seatlock import keys
 from seatlock.embedded import free_port
 from seatlock.settings import Settings
+from tests.factories import Show
 
 PASSWORD = "Sup3r-secret!"
+RESERVE = "/api/v1/seat-reservations/reserve"
+FROM_HOLD = "/api/v1/tickets/book-from-reservation"
 PUBLIC = "public, max-age=30"  # Cache-Control of the public catalog lists
 
 
@@ -99,3 +107,85 @@ async def make_account(
 def ids(r: httpx.Response) -> list[int]:
     assert r.status_code == 200, r.text
     return [item["id"] for item in r.json()]
+
+
+# -- seat holds, tickets and the seat-map WebSocket -----------------------------------------------
+
+
+async def reserve(
+    client: httpx.AsyncClient, account: Account, show: Show, seats: list[int]
+) -> httpx.Response:
+    return await client.post(
+        RESERVE, json={"screening_id": show.id, "seat_ids": seats}, headers=account.headers
+    )
+
+
+async def availability(
+    client: httpx.AsyncClient, show: Show, account: Account | None = None
+) -> dict[int, dict[str, Any]]:
+    r = await client.get(
+        f"/api/v1/seat-reservations/screening/{show.id}/availability",
+        headers=account.headers if account else None,
+    )
+    assert r.status_code == 200, r.text
+    return {s["seat"]["id"]: s for s in r.json()}
+
+
+async def watch(server: LiveServer, screening_id: int, token: str | None = None) -> Any:
+    """A WebSocket watching a screening, past its connection_confirmed message."""
+    url = f"{server.ws_url}/ws/screenings/{screening_id}" + (f"?token={token}" if token else "")
+    ws = await websockets.connect(url)
+    hello = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert hello == {
+        "type": "connection_confirmed",
+        "screening_id": screening_id,
+        "message": "Connected to real-time seat updates",
+    }
+    return ws
+
+
+def seat_statuses(message: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    if message["type"] == "seat_update":
+        return {message["seat_id"]: message}
+    if message["type"] == "bulk_seat_update":
+        return {u["seat_id"]: u for u in message["updates"]}
+    return {}
+
+
+async def wait_for_status(
+    ws: Any, seat_ids: list[int], status: str, within: float = 3.0
+) -> dict[int, dict[str, Any]]:
+    """Read messages until every seat was reported in ``status``; returns the last updates."""
+    seen: dict[int, dict[str, Any]] = {}
+    async with asyncio.timeout(within):
+        while not all(seen.get(s, {}).get("status") == status for s in seat_ids):
+            seen.update(seat_statuses(orjson.loads(await ws.recv())))
+    return seen
+
+
+async def held_in_redis(redis: Redis, show: Show) -> dict[int, int]:
+    """seat id -> user id of every live lease of the screening."""
+    held = {}
+    for seat_id in show.seat_ids:
+        value = await redis.get(keys.seat_hold(show.id, seat_id))
+        if value is not None:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            held[seat_id] = int(text.split(":")[0])
+    return held
+
+
+async def book_held(
+    client: httpx.AsyncClient, account: Account, show: Show, seats: list[int], payment: str
+) -> httpx.Response:
+    body = {"screening_id": show.id, "seat_ids": seats, "payment_id": payment}
+    return await client.post(FROM_HOLD, json=body, headers=account.headers)
+
+
+async def active_tickets(db: asyncpg.Connection, show: Show) -> list[Any]:
+    return list(
+        await db.fetch(
+            "SELECT id, seat_id, user_id, status, price FROM tickets WHERE screening_id = $1"
+            " AND status IN ('pending', 'confirmed') ORDER BY seat_id",
+            show.id,
+        )
+    )

@@ -17,9 +17,16 @@ from api.state import Services
 from db import tickets as repo
 from seatlock import keys
 from seatlock.errors import Unavailable
-from tests.api.test_reservations import availability, held_in_redis, make_screening, reserve
-from tests.api.test_tickets import active_tickets, book_held
-from tests.support import Account, LiveServer
+from tests import factories as make
+from tests.support import (
+    Account,
+    LiveServer,
+    active_tickets,
+    availability,
+    book_held,
+    held_in_redis,
+    reserve,
+)
 
 TICKET_KEYS = [
     "id",
@@ -61,7 +68,7 @@ async def test_redis_refusing_the_sell_after_the_commit_still_answers_201(
     user: Account,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     seats = show.seat_ids[:2]
     assert (await reserve(client, user, show, seats)).status_code == 201
 
@@ -89,7 +96,7 @@ async def test_failed_commit_keeps_the_holds_for_a_retry(
     user: Account,
 ) -> None:
     live = make_server(hold_seconds=2)
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seats = show.seat_ids
     async with httpx.AsyncClient(base_url=live.url, timeout=15) as short:
         assert (await reserve(short, user, show, seats)).status_code == 201
@@ -128,7 +135,7 @@ async def writer(server: LiveServer) -> AsyncIterator[repo.BookingWriter]:
 async def test_one_batch_commits_the_good_bookings_and_refuses_the_bad(
     writer: repo.BookingWriter, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    show = await make_screening(db, 6, price="8.00", seat_types=["standard", "vip"] * 3)
+    show = await make.show(db, 6, price="8.00", seat_types=["standard", "vip"] * 3)
     s = show.seat_ids
     await repo.create_booking(writer._db, other_user.id, show.id, [s[5]], "pay_old")
     results: list[Any] = await asyncio.gather(
@@ -167,7 +174,7 @@ async def test_one_batch_commits_the_good_bookings_and_refuses_the_bad(
 async def test_a_clean_batch_gives_each_caller_its_own_tickets(
     writer: repo.BookingWriter, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    show = await make_screening(db, 20, price="10.00", seat_types=["premium", "couple"] * 10)
+    show = await make.show(db, 20, price="10.00", seat_types=["premium", "couple"] * 10)
     pairs = [show.seat_ids[i : i + 2] for i in range(0, 20, 2)]
     users = [user.id, other_user.id] * 5
     payments = [f"pay_{n}" if n % 3 else None for n in range(10)]
@@ -196,7 +203,7 @@ async def test_a_clean_batch_gives_each_caller_its_own_tickets(
 async def test_answers_come_only_after_the_commit(
     writer: repo.BookingWriter, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 40)
+    show = await make.show(db, 40)
     seen_committed: list[bool] = []
     one_at_a_time = asyncio.Lock()
 
@@ -215,7 +222,7 @@ async def test_answers_come_only_after_the_commit(
 async def test_a_failed_batch_fails_every_booking_in_it(
     writer: repo.BookingWriter, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     # A deferred check fails at COMMIT, after every booking of the batch went through.
     await db.execute(
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
@@ -265,7 +272,7 @@ async def test_ticket_routes_document_their_shapes(
         response = doc["paths"][path][method]["responses"][status]
         assert "content" in response, (path, method)
     # And the JSON itself is the guide's ticket, unchanged.
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     r = await client.post(
         "/api/v1/tickets/book",
         json={"screening_id": show.id, "seat_ids": show.seat_ids},
@@ -285,7 +292,7 @@ async def test_quick_book_replays_and_refuses_a_reused_payment_without_holding(
     user: Account,
     other_user: Account,
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     a, b, c = show.seat_ids
 
     async def quick(account: Account, seats: list[int]) -> httpx.Response:

@@ -8,23 +8,17 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.api.test_reservations import (
-    RESERVE,
-    held_in_redis,
-    make_screening,
-    make_users,
-    wait_for_status,
-    watch,
-)
+from tests import factories as make
+from tests.support import RESERVE, held_in_redis, wait_for_status, watch
 
 
 async def test_watcher_on_one_server_sees_a_hold_made_through_the_other(
     make_server: Any, db: asyncpg.Connection
 ) -> None:
     first, second = make_server(), make_server()
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     seats = show.seat_ids[:2]
-    [headers] = await make_users(db, first, 1)
+    [headers] = await make.sessions(db, first.settings.jwt_secret, 1)
     ws = await watch(first, show.id)
     try:
         async with httpx.AsyncClient(base_url=second.url) as client:
@@ -46,8 +40,8 @@ async def test_racers_on_two_servers_get_each_seat_once(
     make_server: Any, db: asyncpg.Connection, redis: Any
 ) -> None:
     servers = [make_server(), make_server()]
-    show = await make_screening(db, 4)
-    racers = await make_users(db, servers[0], 40)
+    show = await make.show(db, 4)
+    racers = await make.sessions(db, servers[0].settings.jwt_secret, 40)
     clients = [httpx.AsyncClient(base_url=s.url) for s in servers]
     try:
         results = await asyncio.gather(
@@ -77,8 +71,8 @@ async def test_each_process_hands_out_its_own_block_of_reservation_ids(
     make_server: Any, db: asyncpg.Connection
 ) -> None:
     servers = [make_server(), make_server()]
-    show = await make_screening(db, 4)
-    [headers] = await make_users(db, servers[0], 1)
+    show = await make.show(db, 4)
+    [headers] = await make.sessions(db, servers[0].settings.jwt_secret, 1)
     ids: list[list[int]] = []
     for n, server in enumerate(servers):
         async with httpx.AsyncClient(base_url=server.url) as client:

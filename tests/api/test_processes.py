@@ -20,9 +20,9 @@ import pytest
 
 from seatlock.embedded import free_port
 from seatlock.settings import Settings
-from tests.api.test_reservations import RESERVE, make_screening, wait_for_status, watch
+from tests import factories as make
 from tests.conftest import TEST_SECRET
-from tests.support import PASSWORD
+from tests.support import PASSWORD, RESERVE, wait_for_status, watch
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-c", "from seatlock.cli import main; main()", "serve"]
@@ -99,7 +99,7 @@ async def test_a_change_made_through_one_process_reaches_watchers_of_the_other(
     two_processes: tuple[Process, Process], db: asyncpg.Connection
 ) -> None:
     first, second = two_processes
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     async with (
         httpx.AsyncClient(base_url=first.url) as a,
         httpx.AsyncClient(base_url=second.url) as b,

@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from tests.api.test_reservations import availability, make_screening, reserve
-from tests.support import Account
+from tests import factories as make
+from tests.support import Account, availability, reserve
 
 BOOK = "/api/v1/tickets/book"
 
@@ -21,7 +21,7 @@ async def test_flushall_keeps_sold_seats_sold(
     user: Account,
     other_user: Account,
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     sold, held, free = show.seat_ids[:3]
     body = {"screening_id": show.id, "seat_ids": [sold], "payment_id": "pay_before_flush"}
     assert (await client.post(BOOK, json=body, headers=user.headers)).status_code == 201
@@ -61,7 +61,7 @@ async def test_a_ticket_in_postgres_wins_over_a_stale_redis(
     other_user: Account,
 ) -> None:
     """Redis says free but PostgreSQL has an active ticket: the booking is refused (409)."""
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seat = show.seat_ids[0]
     body = {"screening_id": show.id, "seat_ids": [seat], "payment_id": "pay_judge"}
     assert (await client.post(BOOK, json=body, headers=user.headers)).status_code == 201

@@ -3,163 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import pytest
-import websockets
 from redis.asyncio import Redis
 
 from db.reservations import Closed, HistoryWriter
-from seatlock import keys
-from seatlock.tokens import TokenCodec
-from tests.support import Account, LiveServer
-
-RESERVE = "/api/v1/seat-reservations/reserve"
-
-
-# --- helpers shared by the seat-hold test files -------------------------------------------------
-
-
-@dataclass
-class Show:
-    id: int
-    room_id: int
-    seat_ids: list[int]
-
-
-async def make_screening(
-    db: asyncpg.Connection,
-    seats: int = 10,
-    *,
-    starts_in: timedelta = timedelta(days=1),
-    price: str = "10.00",
-    seat_types: list[str] | None = None,
-) -> Show:
-    """A cinema, a room of ``seats`` seats (row A), a movie and one screening, by direct SQL."""
-    cinema = await db.fetchval("INSERT INTO cinemas (name) VALUES ('Odeon') RETURNING id")
-    room = await db.fetchval(
-        "INSERT INTO rooms (cinema_id, name) VALUES ($1, 'Room 1') RETURNING id", cinema
-    )
-    types = seat_types or ["standard"] * seats
-    seat_ids = [
-        await db.fetchval(
-            "INSERT INTO seats (room_id, row_label, seat_number, seat_type)"
-            " VALUES ($1, 'A', $2, $3) RETURNING id",
-            room,
-            n + 1,
-            types[n],
-        )
-        for n in range(seats)
-    ]
-    movie = await db.fetchval(
-        "INSERT INTO movies (title, duration_minutes) VALUES ('Dune', 150) RETURNING id"
-    )
-    starts = datetime.now(UTC) + starts_in
-    screening = await db.fetchval(
-        "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        movie,
-        room,
-        starts,
-        starts + timedelta(hours=3),
-        Decimal(price),
-    )
-    return Show(screening, room, seat_ids)
-
-
-async def make_users(
-    db: asyncpg.Connection, server: LiveServer, count: int
-) -> list[dict[str, str]]:
-    """``count`` users with sessions, by direct SQL; returns their Authorization headers."""
-    emails = [f"u{n}-{secrets.token_hex(4)}@example.com" for n in range(count)]
-    ids = await db.fetch(
-        "INSERT INTO users (email, password_hash, full_name)"
-        " SELECT e, 'x', 'Racer' FROM unnest($1::text[]) AS e RETURNING id",
-        emails,
-    )
-    sessions = [secrets.token_hex(8) for _ in ids]
-    await db.execute(
-        "INSERT INTO auth_sessions (id, user_id, expires_at)"
-        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[])",
-        sessions,
-        [r["id"] for r in ids],
-        [datetime.now(UTC) + timedelta(days=1)] * len(ids),
-    )
-    codec = TokenCodec(server.settings.jwt_secret, 15)
-    return [
-        {"Authorization": f"Bearer {codec.issue(r['id'], 'user', sid)}"}
-        for r, sid in zip(ids, sessions, strict=True)
-    ]
-
-
-async def reserve(
-    client: httpx.AsyncClient, account: Account, show: Show, seats: list[int]
-) -> httpx.Response:
-    return await client.post(
-        RESERVE, json={"screening_id": show.id, "seat_ids": seats}, headers=account.headers
-    )
-
-
-async def availability(
-    client: httpx.AsyncClient, show: Show, account: Account | None = None
-) -> dict[int, dict[str, Any]]:
-    r = await client.get(
-        f"/api/v1/seat-reservations/screening/{show.id}/availability",
-        headers=account.headers if account else None,
-    )
-    assert r.status_code == 200, r.text
-    return {s["seat"]["id"]: s for s in r.json()}
-
-
-async def watch(server: LiveServer, screening_id: int, token: str | None = None) -> Any:
-    """A WebSocket watching a screening, past its connection_confirmed message."""
-    url = f"{server.ws_url}/ws/screenings/{screening_id}" + (f"?token={token}" if token else "")
-    ws = await websockets.connect(url)
-    hello = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
-    assert hello == {
-        "type": "connection_confirmed",
-        "screening_id": screening_id,
-        "message": "Connected to real-time seat updates",
-    }
-    return ws
-
-
-def seat_statuses(message: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    if message["type"] == "seat_update":
-        return {message["seat_id"]: message}
-    if message["type"] == "bulk_seat_update":
-        return {u["seat_id"]: u for u in message["updates"]}
-    return {}
-
-
-async def wait_for_status(
-    ws: Any, seat_ids: list[int], status: str, within: float = 3.0
-) -> dict[int, dict[str, Any]]:
-    """Read messages until every seat was reported in ``status``; returns the last updates."""
-    seen: dict[int, dict[str, Any]] = {}
-    async with asyncio.timeout(within):
-        while not all(seen.get(s, {}).get("status") == status for s in seat_ids):
-            seen.update(seat_statuses(orjson.loads(await ws.recv())))
-    return seen
-
-
-async def held_in_redis(redis: Redis, show: Show) -> dict[int, int]:
-    """seat id -> user id of every live lease of the screening."""
-    held = {}
-    for seat_id in show.seat_ids:
-        value = await redis.get(keys.seat_hold(show.id, seat_id))
-        if value is not None:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            held[seat_id] = int(text.split(":")[0])
-    return held
-
+from tests import factories as make
+from tests.support import (
+    RESERVE,
+    Account,
+    LiveServer,
+    availability,
+    held_in_redis,
+    reserve,
+)
 
 # --- tests ----------------------------------------------------------------------------------------
 
@@ -167,7 +28,7 @@ async def held_in_redis(redis: Redis, show: Show) -> dict[int, int]:
 async def test_reserve_returns_the_guide_body(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db)
+    show = await make.show(db)
     r = await reserve(client, user, show, show.seat_ids[:3])
     assert r.status_code == 201, r.text
     body = r.json()
@@ -188,7 +49,7 @@ async def test_reserve_returns_the_guide_body(
 async def test_availability_hides_the_holder_from_others(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201
     seat = show.seat_ids[0]
     mine = await availability(client, show, user)
@@ -217,7 +78,7 @@ async def test_seat_taken_by_another_user_is_409_and_all_or_nothing(
     user: Account,
     other_user: Account,
 ) -> None:
-    show = await make_screening(db, 5)
+    show = await make.show(db, 5)
     a, b, c = show.seat_ids[:3]
     assert (await reserve(client, user, show, [a, b])).status_code == 201
     r = await reserve(client, other_user, show, [b, c])
@@ -251,8 +112,8 @@ async def test_malformed_reserve_is_422(
 async def test_bad_input_changes_nothing(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
-    show = await make_screening(db, 3)
-    elsewhere = await make_screening(db, 2)
+    show = await make.show(db, 3)
+    elsewhere = await make.show(db, 2)
     a = show.seat_ids[0]
     cases = [
         ({"screening_id": show.id, "seat_ids": [a, a]}, 422),
@@ -278,7 +139,7 @@ async def test_bad_input_changes_nothing(
 async def test_past_screening_is_400(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 2, starts_in=timedelta(hours=-1))
+    show = await make.show(db, 2, starts_in=timedelta(hours=-1))
     r = await reserve(client, user, show, show.seat_ids[:1])
     assert r.status_code == 400
     assert r.json() == {"detail": "Cannot reserve seats for past screenings"}
@@ -291,7 +152,7 @@ async def test_extend_cancel_and_history(
     user: Account,
     other_user: Account,
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     a, b, c = show.seat_ids[:3]
     held = (await reserve(client, user, show, [a, b, c])).json()["reservations"]
     url = "/api/v1/seat-reservations/extend"
@@ -334,8 +195,8 @@ async def test_extend_cancel_and_history(
 async def test_expired_history_reads_expired(make_server: Any, db: asyncpg.Connection) -> None:
     server = make_server(hold_seconds=1)
     async with httpx.AsyncClient(base_url=server.url) as client:
-        [headers] = await make_users(db, server, 1)
-        show = await make_screening(db, 2)
+        [headers] = await make.sessions(db, server.settings.jwt_secret, 1)
+        show = await make.show(db, 2)
         body = {"screening_id": show.id, "seat_ids": show.seat_ids[:1]}
         assert (await client.post(RESERVE, json=body, headers=headers)).status_code == 201
         await asyncio.sleep(1.3)
@@ -349,7 +210,7 @@ async def test_cleanup_frees_only_expired_holds_and_is_rate_limited(
     make_server: Any, db: asyncpg.Connection, client: httpx.AsyncClient, user: Account
 ) -> None:
     short = make_server(hold_seconds=1, cleanup_min_interval_seconds=30)
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     lasting, brief = show.seat_ids
     assert (await reserve(client, user, show, [lasting])).status_code == 201
     async with httpx.AsyncClient(base_url=short.url) as quick:
@@ -373,7 +234,7 @@ async def test_cleanup_frees_only_expired_holds_and_is_rate_limited(
 async def test_other_seat_map_routes(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201
     free = (await client.get(f"/api/v1/screenings/{show.id}/available-seats")).json()
     assert [s["seat"]["id"] for s in free] == show.seat_ids[1:]
@@ -385,8 +246,8 @@ async def test_other_seat_map_routes(
 async def test_two_hundred_racers_never_share_a_seat(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, server: LiveServer
 ) -> None:
-    show = await make_screening(db, 20)
-    racers = await make_users(db, server, 200)
+    show = await make.show(db, 20)
+    racers = await make.sessions(db, server.settings.jwt_secret, 200)
     # Racer n wants two neighbouring seats: every seat is wanted by about twenty racers.
     wants = [[show.seat_ids[n % 19], show.seat_ids[n % 19 + 1]] for n in range(200)]
 
@@ -428,7 +289,7 @@ async def test_holds_do_not_wait_for_the_history(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
     """History rows are written in the background: a failing history table blocks no hold."""
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     await db.execute(
         "CREATE FUNCTION refuse_history() RETURNS trigger LANGUAGE plpgsql AS"
         " $$ BEGIN RAISE EXCEPTION 'history refused'; END $$;"
@@ -451,7 +312,7 @@ async def test_holds_do_not_wait_for_the_history(
 async def test_re_reserving_held_seats_reuses_their_rows(
     client: httpx.AsyncClient, make_server: Any, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     a, b, c, d = show.seat_ids
     first = (await reserve(client, user, show, [a, b])).json()["reservations"]
     r = await client.post(
@@ -496,7 +357,7 @@ async def history_rows(db: asyncpg.Connection, user_id: int, count: int) -> list
 async def test_history_waits_out_a_lock_instead_of_dropping_the_change(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     async with db.transaction():
         await db.execute("LOCK TABLE reservations IN SHARE MODE")  # blocks every write to it
         assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201

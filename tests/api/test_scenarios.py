@@ -10,16 +10,16 @@ import asyncpg
 import httpx
 import orjson
 
-from tests.api.test_reservations import (
+from tests import factories as make
+from tests.support import (
     RESERVE,
+    Account,
+    LiveServer,
     availability,
-    make_screening,
-    make_users,
     reserve,
     wait_for_status,
     watch,
 )
-from tests.support import Account, LiveServer
 
 FROM_HOLD = "/api/v1/tickets/book-from-reservation"
 
@@ -27,7 +27,7 @@ FROM_HOLD = "/api/v1/tickets/book-from-reservation"
 async def test_scenario_1_basic_reservation_flow(
     client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     seats = show.seat_ids[:2]
     ws = await watch(server, show.id, user.token)
     try:
@@ -55,7 +55,7 @@ async def test_scenario_2_two_tabs_race_for_one_seat(
     user: Account,
     other_user: Account,
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seat = show.seat_ids[0]
     ws = await watch(server, show.id)
     try:
@@ -76,7 +76,7 @@ async def test_scenario_2_two_tabs_race_for_one_seat(
 async def test_scenario_3_idempotency(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     seats = show.seat_ids
     assert (await reserve(client, user, show, seats)).status_code == 201
     body = {"screening_id": show.id, "seat_ids": seats, "payment_id": "pay_idem"}
@@ -89,9 +89,9 @@ async def test_scenario_3_idempotency(
 
 async def test_scenario_4_expiration(make_server: Any, db: asyncpg.Connection) -> None:
     server = make_server(hold_seconds=2)
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     seats = show.seat_ids[:2]
-    [headers] = await make_users(db, server, 1)
+    [headers] = await make.sessions(db, server.settings.jwt_secret, 1)
     ws = await watch(server, show.id, headers["Authorization"].split()[1])
     async with httpx.AsyncClient(base_url=server.url) as client:
         try:

@@ -10,8 +10,9 @@ import httpx
 from redis.asyncio import Redis
 
 from seatlock import keys
-from tests.api.test_reservations import Show, availability, make_screening, reserve
-from tests.support import Account
+from tests import factories as make
+from tests.factories import Show
+from tests.support import Account, availability, reserve
 
 
 async def screening_keys(redis: Redis, screening_id: int) -> list[bytes]:
@@ -32,7 +33,7 @@ async def put_screening(
 async def test_seats_added_to_a_room_can_be_reserved_at_once(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201  # loaded
     grid = {"rows": ["B"], "seats_per_row": 2}
     r = await client.post(
@@ -50,7 +51,7 @@ async def test_seats_added_to_a_room_can_be_reserved_at_once(
 async def test_a_screening_moved_into_the_past_refuses_holds(
     client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     assert (await reserve(client, user, show, show.seat_ids[:1])).status_code == 201
     started = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     r = await put_screening(client, admin, show, starts_at=started)
@@ -63,8 +64,8 @@ async def test_a_screening_moved_into_the_past_refuses_holds(
 async def test_a_deleted_screening_leaves_no_keys(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, admin: Account, user: Account
 ) -> None:
-    show = await make_screening(db, 3)
-    other = await make_screening(db, 2)
+    show = await make.show(db, 3)
+    other = await make.show(db, 2)
     assert (await reserve(client, user, show, show.seat_ids[:2])).status_code == 201
     assert (await reserve(client, user, other, other.seat_ids[:1])).status_code == 201
     assert await screening_keys(redis, show.id)

@@ -15,14 +15,16 @@ from api.reservations import utc
 from api.rooms import SeatOut
 from api.seatmaps import TRUST_MS, Rendered, SeatMapCache, SeatStatusOut, entry_json
 from seatlock import keys
-from tests.api.test_reservations import (
+from tests import factories as make
+from tests.support import (
+    Account,
+    LiveServer,
     availability,
-    make_screening,
+    make_account,
     reserve,
     wait_for_status,
     watch,
 )
-from tests.support import Account, LiveServer, make_account
 
 CANCEL = "/api/v1/seat-reservations/cancel"
 
@@ -30,7 +32,7 @@ CANCEL = "/api/v1/seat-reservations/cancel"
 async def test_warm_cache_still_shows_reserved_by_only_to_the_holder(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     seat = show.seat_ids[0]
     assert (await reserve(client, user, show, [seat])).status_code == 201
     for _ in range(3):  # the first read fills the cache, the others are served from it
@@ -51,7 +53,7 @@ async def test_warm_cache_still_shows_reserved_by_only_to_the_holder(
 async def test_every_change_shows_on_the_next_read(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     first, second = show.seat_ids[:2]
     free = f"/api/v1/screenings/{show.id}/available-seats"
     assert {s["status"] for s in (await availability(client, show)).values()} == {"available"}
@@ -77,7 +79,7 @@ async def test_a_lapsed_hold_is_not_served_from_the_cache(
     await redis.config_set("notify-keyspace-events", "")
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
-            show = await make_screening(db, 2)
+            show = await make.show(db, 2)
             holder = await make_account(client, "holder@example.com", "Holder")
             assert (await reserve(client, holder, show, show.seat_ids[:1])).status_code == 201
             assert (await availability(client, show))[show.seat_ids[0]]["status"] == "reserved"
@@ -92,7 +94,7 @@ async def test_redis_losing_its_data_bypasses_the_cache(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
     """Sold seats come back from PostgreSQL (invariant 7), never a cached "available"."""
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     first, second = show.seat_ids
     # The very first read loads the screening: it must not be cached as valid for "no version".
     assert (await availability(client, show))[first]["status"] == "available"
@@ -171,7 +173,7 @@ async def get_calls(redis: Redis) -> int:
 async def test_repeated_reads_trust_events_instead_of_reading_the_version(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seat = show.seat_ids[0]
     await availability(client, show)  # loads the screening: its script run invalidates
     await availability(client, show)  # checks the version once more, then trusts events
@@ -187,7 +189,7 @@ async def test_repeated_reads_trust_events_instead_of_reading_the_version(
 async def test_a_change_no_event_announces_shows_within_the_trust_window(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seat = show.seat_ids[0]
     assert (await reserve(client, user, show, [seat])).status_code == 201
     assert (await availability(client, show))[seat]["status"] == "reserved"
@@ -203,7 +205,7 @@ async def test_an_event_from_another_process_invalidates_at_once(
     server: LiveServer,
     user: Account,
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seat = show.seat_ids[0]
     assert (await reserve(client, user, show, [seat])).status_code == 201
     assert (await availability(client, show))[seat]["status"] == "reserved"

@@ -10,40 +10,24 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from tests.api.test_reservations import (
-    Show,
+from tests import factories as make
+from tests.support import (
+    FROM_HOLD,
+    Account,
+    active_tickets,
     availability,
+    book_held,
     held_in_redis,
-    make_screening,
     reserve,
 )
-from tests.support import Account
 
 BOOK = "/api/v1/tickets/book"
-FROM_HOLD = "/api/v1/tickets/book-from-reservation"
-
-
-async def book_held(
-    client: httpx.AsyncClient, account: Account, show: Show, seats: list[int], payment: str
-) -> httpx.Response:
-    body = {"screening_id": show.id, "seat_ids": seats, "payment_id": payment}
-    return await client.post(FROM_HOLD, json=body, headers=account.headers)
-
-
-async def active_tickets(db: asyncpg.Connection, show: Show) -> list[Any]:
-    return list(
-        await db.fetch(
-            "SELECT id, seat_id, user_id, status, price FROM tickets WHERE screening_id = $1"
-            " AND status IN ('pending', 'confirmed') ORDER BY seat_id",
-            show.id,
-        )
-    )
 
 
 async def test_book_from_reservation_prices_and_sells(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
-    show = await make_screening(
+    show = await make.show(
         db, 5, price="10.00", seat_types=["standard", "premium", "vip", "couple", "wheelchair"]
     )
     assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
@@ -72,7 +56,7 @@ async def test_book_from_reservation_prices_and_sells(
 async def test_booking_needs_a_live_hold_of_your_own(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     a, b = show.seat_ids[:2]
     assert (await reserve(client, user, show, [a])).status_code == 201
     r = await book_held(client, other_user, show, [a], "pay_x")
@@ -89,7 +73,7 @@ async def test_booking_needs_a_live_hold_of_your_own(
 async def test_payment_id_reused_for_other_seats_is_409(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     a, b, c = show.seat_ids[:3]
     assert (await reserve(client, user, show, [a, b])).status_code == 201
     first = await book_held(client, user, show, [a, b], "pay_same")
@@ -108,7 +92,7 @@ async def test_payment_id_reused_for_other_seats_is_409(
 async def test_fifty_concurrent_duplicates_make_one_booking(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 4)
+    show = await make.show(db, 4)
     seats = show.seat_ids[:3]
     assert (await reserve(client, user, show, seats)).status_code == 201
     results = await asyncio.gather(
@@ -124,7 +108,7 @@ async def test_fifty_concurrent_duplicates_make_one_booking(
 async def test_quick_book_pending_then_confirm(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
-    show = await make_screening(db, 3, price="8.50")
+    show = await make.show(db, 3, price="8.50")
     body = {"screening_id": show.id, "seat_ids": show.seat_ids[:2]}
     r = await client.post(BOOK, json=body, headers=user.headers)
     assert r.status_code == 201, r.text
@@ -161,7 +145,7 @@ async def test_tickets_of_others_are_404_and_cancel_frees_the_seat(
     other_user: Account,
     admin: Account,
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     body = {"screening_id": show.id, "seat_ids": show.seat_ids[:1], "payment_id": "pay_c"}
     ticket = (await client.post(BOOK, json=body, headers=user.headers)).json()[0]
     url = f"/api/v1/tickets/{ticket['id']}"
@@ -182,7 +166,7 @@ async def test_tickets_of_others_are_404_and_cancel_frees_the_seat(
 async def test_cannot_cancel_after_the_screening_started(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     body = {"screening_id": show.id, "seat_ids": show.seat_ids, "payment_id": "pay_s"}
     ticket = (await client.post(BOOK, json=body, headers=user.headers)).json()[0]
     await db.execute(
@@ -204,7 +188,7 @@ async def test_admin_list_status_changes_and_resend(
     admin: Account,
     server: Any,
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     for account, seat in ((user, 0), (other_user, 1)):
         body = {"screening_id": show.id, "seat_ids": [show.seat_ids[seat]]}
         assert (await client.post(BOOK, json=body, headers=account.headers)).status_code == 201
@@ -251,7 +235,7 @@ def _outbox(server: Any) -> list[Any]:
 async def test_database_down_is_503_and_keeps_the_holds(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seats = show.seat_ids
     assert (await reserve(client, user, show, seats)).status_code == 201
     # A trigger that refuses the insert stands in for PostgreSQL failing at commit time.
@@ -274,8 +258,8 @@ async def test_database_down_is_503_and_keeps_the_holds(
 async def test_bad_booking_input_changes_nothing(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
-    show = await make_screening(db, 2)
-    other = await make_screening(db, 1)
+    show = await make.show(db, 2)
+    other = await make.show(db, 1)
     a = show.seat_ids[0]
     cases = [
         ({"screening_id": show.id, "seat_ids": [a, a]}, 422),

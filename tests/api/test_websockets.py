@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed
 import api.websockets
 from api.state import Services
 from seatlock.events import CLOSE, QUEUE_SIZE, Hub
-from tests.api.test_reservations import make_screening, reserve, wait_for_status, watch
-from tests.support import Account, LiveServer
+from tests import factories as make
+from tests.support import Account, LiveServer, reserve, wait_for_status, watch
 
 
 def server_services(server: LiveServer) -> Services:
@@ -44,7 +44,7 @@ async def test_single_seat_update_shows_the_holder_only_to_the_holder(
     user: Account,
     other_user: Account,
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     seat = show.seat_ids[0]
     mine, theirs, anonymous = (
         await watch(server, show.id, user.token),
@@ -73,7 +73,7 @@ async def test_bulk_update_names_the_owner_only_to_the_owner(
     user: Account,
     other_user: Account,
 ) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     seats = show.seat_ids[:2]
     mine, theirs = await watch(server, show.id, user.token), await watch(server, show.id)
     try:
@@ -92,7 +92,7 @@ async def test_bulk_update_names_the_owner_only_to_the_owner(
 async def test_refusals_close_with_the_right_code(
     client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
 ) -> None:
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     assert await closed_with(server, f"/ws/screenings/{show.id}?token=garbage") == 1008
     assert await closed_with(server, "/ws/screenings/999999999") == 4404
     assert (await client.post("/api/v1/auth/logout", headers=user.headers)).status_code in (
@@ -105,7 +105,7 @@ async def test_refusals_close_with_the_right_code(
 async def test_stats_count_this_process_watchers(
     client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer
 ) -> None:
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     sockets = [await watch(server, show.id) for _ in range(3)]
     try:
         stats = (await client.get("/ws/stats")).json()
@@ -122,7 +122,7 @@ async def test_stats_count_this_process_watchers(
 
 
 async def test_ping_gets_a_pong(db: asyncpg.Connection, server: LiveServer) -> None:
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     ws = await watch(server, show.id)
     try:
         await ws.send("ping")
@@ -153,7 +153,7 @@ async def test_idle_connection_gets_heartbeats(
     db: asyncpg.Connection, server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(api.websockets, "HEARTBEAT_S", 0.2)
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     ws = await watch(server, show.id)
     try:
         assert orjson.loads(await asyncio.wait_for(ws.recv(), 3))["type"] == "ping"
@@ -168,7 +168,7 @@ async def test_after_a_cut_subscription_watchers_get_the_whole_map_then_events(
     server: LiveServer,
     user: Account,
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     first, second = show.seat_ids
     ws = await watch(server, show.id)
     try:
@@ -190,7 +190,7 @@ async def test_after_a_cut_subscription_watchers_get_the_whole_map_then_events(
 async def test_ticket_cancel_reaches_watchers(
     client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
 ) -> None:
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     seat = show.seat_ids[0]
     body = {"screening_id": show.id, "seat_ids": [seat], "payment_id": "pay_ws_cancel"}
     ticket = (await client.post("/api/v1/tickets/book", json=body, headers=user.headers)).json()
@@ -206,7 +206,7 @@ async def test_ticket_cancel_reaches_watchers(
 async def test_the_server_writes_updates_straight_to_the_socket(
     client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
 ) -> None:
-    show = await make_screening(db, 1)
+    show = await make.show(db, 1)
     ws = await watch(server, show.id)
     try:
         hub: Hub = server_services(server).extras["hub"]

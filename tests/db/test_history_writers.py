@@ -11,14 +11,14 @@ import pytest
 from asyncpg.connection import LoggedQuery
 
 from db.reservations import Change, Closed, Extended, HistoryWriter, Inserted, apply_changes
-from tests.api.test_reservations import make_screening
+from tests import factories as make
 
 
 async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
     backend_urls: tuple[str, str], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="db.reservations")
-    show = await make_screening(db, 120)
+    show = await make.show(db, 120)
     user = await db.fetchval(
         "INSERT INTO users (email, password_hash, full_name) VALUES ('w@x.io', 'x', 'W')"
         " RETURNING id"
@@ -51,7 +51,7 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
 
 
 async def test_a_batch_keeps_the_order_of_changes_to_one_seat(db: asyncpg.Connection) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     a, b, c = show.seat_ids
     users = [
         await db.fetchval(
@@ -79,7 +79,7 @@ async def test_a_batch_keeps_the_order_of_changes_to_one_seat(db: asyncpg.Connec
 async def test_alternating_holds_and_cancels_of_one_seat_take_a_constant_number_of_statements(
     db: asyncpg.Connection,
 ) -> None:
-    show = await make_screening(db, 2)
+    show = await make.show(db, 2)
     seat, other_seat = show.seat_ids
     users = [
         await db.fetchval(
@@ -132,7 +132,7 @@ async def test_alternating_holds_and_cancels_of_one_seat_take_a_constant_number_
 
 
 async def test_changes_to_rows_already_written_keep_their_order(db: asyncpg.Connection) -> None:
-    show = await make_screening(db, 3)
+    show = await make.show(db, 3)
     a, b, c = show.seat_ids
     user = await db.fetchval(
         "INSERT INTO users (email, password_hash, full_name) VALUES ('o@x.io', 'x', 'O')"
