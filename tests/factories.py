@@ -53,12 +53,23 @@ async def cinema(
     )
 
 
-async def room(db: asyncpg.Connection, cinema_id: int, name: str = "Hall 1") -> int:
-    return int(
+async def room(
+    db: asyncpg.Connection,
+    cinema_id: int,
+    name: str = "Hall 1",
+    *,
+    rows: str = "",
+    seats_per_row: int = 3,
+) -> int:
+    """A room; with ``rows`` (e.g. "AB"), ``seats_per_row`` seats in each of those rows."""
+    room_id = int(
         await db.fetchval(
             "INSERT INTO rooms (cinema_id, name) VALUES ($1, $2) RETURNING id", cinema_id, name
         )
     )
+    for row in rows:
+        await seats(db, room_id, seats_per_row, row=row)
+    return room_id
 
 
 async def seats(

@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 import httpx
 
-from tests.api.test_screenings import new_movie, new_room, new_screening, sell_ticket
+from tests import factories as make
 from tests.support import Account
 
 FULL = {
@@ -109,17 +109,17 @@ async def test_unknown_cinema_is_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_delete_cascades_to_rooms_and_screenings(
-    client: httpx.AsyncClient, admin: Account
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
 ) -> None:
     cinema = (await client.post("/api/v1/cinemas/", json=FULL, headers=admin.headers)).json()
-    room_id = await new_room(client, admin, cinema["id"])
-    screening = await new_screening(client, admin, await new_movie(client, admin), room_id)
+    room_id = await make.room(db, cinema["id"], rows="AB")
+    screening_id = await make.screening(db, await make.movie(db), room_id)
     r = await client.delete(f"/api/v1/cinemas/{cinema['id']}", headers=admin.headers)
     assert r.status_code == 204
     assert r.content == b""
     assert (await client.get(f"/api/v1/cinemas/{cinema['id']}")).status_code == 404
     assert (await client.get(f"/api/v1/rooms/{room_id}")).status_code == 404
-    assert (await client.get(f"/api/v1/screenings/{screening['id']}")).status_code == 404
+    assert (await client.get(f"/api/v1/screenings/{screening_id}")).status_code == 404
     r = await client.delete(f"/api/v1/cinemas/{cinema['id']}", headers=admin.headers)
     assert r.status_code == 404
 
@@ -128,11 +128,11 @@ async def test_delete_is_refused_once_tickets_were_sold(
     client: httpx.AsyncClient, admin: Account, user: Account, db: asyncpg.Connection
 ) -> None:
     cinema = (await client.post("/api/v1/cinemas/", json=FULL, headers=admin.headers)).json()
-    room_id = await new_room(client, admin, cinema["id"])
-    screening = await new_screening(client, admin, await new_movie(client, admin), room_id)
-    await sell_ticket(db, screening["id"], user.id)
+    room_id = await make.room(db, cinema["id"], rows="AB")
+    screening_id = await make.screening(db, await make.movie(db), room_id)
+    await make.ticket(db, user.id, screening_id)
     r = await client.delete(f"/api/v1/cinemas/{cinema['id']}", headers=admin.headers)
     assert r.status_code == 409
     assert r.json() == {"detail": "Cinema has sold tickets and cannot be deleted"}
     assert (await client.get(f"/api/v1/rooms/{room_id}")).json()["capacity"] == 6
-    assert (await client.get(f"/api/v1/screenings/{screening['id']}")).status_code == 200
+    assert (await client.get(f"/api/v1/screenings/{screening_id}")).status_code == 200

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
-from tests.api.test_screenings import new_cinema, new_room, new_screening, sell_ticket
+from tests import factories as make
 from tests.support import Account
 
 FULL = {
@@ -107,11 +107,11 @@ async def test_patch_changes_only_what_is_sent(client: httpx.AsyncClient, admin:
 async def test_delete(
     client: httpx.AsyncClient, admin: Account, user: Account, db: asyncpg.Connection
 ) -> None:
-    room_id = await new_room(client, admin, await new_cinema(client, admin))
+    room_id = await make.room(db, await make.cinema(db), rows="AB")
     kept = (await create(client, admin, title="Sold")).json()
     gone = (await create(client, admin, title="Unsold")).json()
-    sold = await new_screening(client, admin, kept["id"], room_id)
-    await sell_ticket(db, sold["id"], user.id)
+    sold_id = await make.screening(db, kept["id"], room_id)
+    await make.ticket(db, user.id, sold_id)
     r = await client.delete(f"/api/v1/movies/{kept['id']}", headers=admin.headers)
     assert r.status_code == 409
     assert r.json() == {"detail": "Movie has sold tickets and cannot be deleted"}

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import httpx
 
-from tests.api.test_screenings import new_cinema
+from tests import factories as make
 from tests.support import Account
 
 
@@ -31,8 +32,10 @@ async def seats_of(client: httpx.AsyncClient, room_id: int) -> list[tuple[str, i
     return [(s["row_label"], s["seat_number"], s["seat_type"]) for s in r.json()]
 
 
-async def test_create_list_and_get_rooms(client: httpx.AsyncClient, admin: Account) -> None:
-    cinema_id = await new_cinema(client, admin)
+async def test_create_list_and_get_rooms(
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
+) -> None:
+    cinema_id = await make.cinema(db)
     r = await add_room(client, admin, cinema_id)
     assert r.status_code == 201, r.text
     room = r.json()
@@ -56,8 +59,10 @@ async def test_create_list_and_get_rooms(client: httpx.AsyncClient, admin: Accou
     assert r.json() == {**second, "capacity": 10}
 
 
-async def test_room_names_are_unique_per_cinema(client: httpx.AsyncClient, admin: Account) -> None:
-    first, second = await new_cinema(client, admin, "A"), await new_cinema(client, admin, "B")
+async def test_room_names_are_unique_per_cinema(
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
+) -> None:
+    first, second = await make.cinema(db, "A"), await make.cinema(db, "B")
     assert (await add_room(client, admin, first)).status_code == 201
     r = await add_room(client, admin, first)
     assert r.status_code == 409
@@ -65,7 +70,9 @@ async def test_room_names_are_unique_per_cinema(client: httpx.AsyncClient, admin
     assert (await add_room(client, admin, second)).status_code == 201
 
 
-async def test_unknown_cinema_or_room(client: httpx.AsyncClient, admin: Account) -> None:
+async def test_unknown_cinema_or_room(
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
+) -> None:
     assert (await add_room(client, admin, 987654)).status_code == 404
     r = await client.get("/api/v1/cinemas/987654/rooms/")
     assert r.status_code == 404
@@ -74,14 +81,16 @@ async def test_unknown_cinema_or_room(client: httpx.AsyncClient, admin: Account)
     assert (await client.get("/api/v1/rooms/987654/seats/")).status_code == 404
     r = await bulk(client, admin, 987654, {"rows": ["A"], "seats_per_row": 2})
     assert r.status_code == 404
-    cinema_id = await new_cinema(client, admin)
+    cinema_id = await make.cinema(db)
     assert (await client.get(f"/api/v1/cinemas/{cinema_id}/rooms/")).json() == []
     room_id = (await add_room(client, admin, cinema_id)).json()["id"]
     assert await seats_of(client, room_id) == []
 
 
-async def test_room_needs_a_name(client: httpx.AsyncClient, admin: Account) -> None:
-    cinema_id = await new_cinema(client, admin)
+async def test_room_needs_a_name(
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
+) -> None:
+    cinema_id = await make.cinema(db)
     url = f"/api/v1/cinemas/{cinema_id}/rooms/"
     for body in ({}, {"name": ""}, {"name": "X", "room_type": ""}, {"name": "\u0000"}):
         r = await client.post(url, json=body, headers=admin.headers)
@@ -89,9 +98,9 @@ async def test_room_needs_a_name(client: httpx.AsyncClient, admin: Account) -> N
 
 
 async def test_grid_and_list_shapes_in_seat_map_order(
-    client: httpx.AsyncClient, admin: Account
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
 ) -> None:
-    room_id = (await add_room(client, admin, await new_cinema(client, admin))).json()["id"]
+    room_id = (await add_room(client, admin, await make.cinema(db))).json()["id"]
     r = await bulk(client, admin, room_id, {"rows": ["B", "A"], "seats_per_row": 2})
     assert r.status_code == 201, r.text
     created = r.json()
@@ -118,8 +127,10 @@ async def test_grid_and_list_shapes_in_seat_map_order(
     assert (await client.get(f"/api/v1/rooms/{room_id}")).json()["capacity"] == 7
 
 
-async def test_grid_seat_type(client: httpx.AsyncClient, admin: Account) -> None:
-    room_id = (await add_room(client, admin, await new_cinema(client, admin))).json()["id"]
+async def test_grid_seat_type(
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
+) -> None:
+    room_id = (await add_room(client, admin, await make.cinema(db))).json()["id"]
     r = await bulk(
         client, admin, room_id, {"rows": ["P"], "seats_per_row": 2, "seat_type": "premium"}
     )
@@ -128,9 +139,9 @@ async def test_grid_seat_type(client: httpx.AsyncClient, admin: Account) -> None
 
 
 async def test_duplicates_are_409_and_add_nothing(
-    client: httpx.AsyncClient, admin: Account
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
 ) -> None:
-    room_id = (await add_room(client, admin, await new_cinema(client, admin))).json()["id"]
+    room_id = (await add_room(client, admin, await make.cinema(db))).json()["id"]
     await bulk(client, admin, room_id, {"rows": ["A"], "seats_per_row": 3})
     overlapping = {"rows": ["A", "B"], "seats_per_row": 4}
     r = await bulk(client, admin, room_id, overlapping)
@@ -142,9 +153,9 @@ async def test_duplicates_are_409_and_add_nothing(
 
 
 async def test_bad_bodies_are_422_and_add_nothing(
-    client: httpx.AsyncClient, admin: Account
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
 ) -> None:
-    room_id = (await add_room(client, admin, await new_cinema(client, admin))).json()["id"]
+    room_id = (await add_room(client, admin, await make.cinema(db))).json()["id"]
     many = [{"row_label": f"R{i // 100}", "seat_number": i % 100 + 1} for i in range(2001)]
     seat = {"row_label": "A", "seat_number": 1}
     for body in (
@@ -168,8 +179,10 @@ async def test_bad_bodies_are_422_and_add_nothing(
     assert await seats_of(client, room_id) == []
 
 
-async def test_two_thousand_seats_in_one_call(client: httpx.AsyncClient, admin: Account) -> None:
-    room_id = (await add_room(client, admin, await new_cinema(client, admin))).json()["id"]
+async def test_two_thousand_seats_in_one_call(
+    client: httpx.AsyncClient, admin: Account, db: asyncpg.Connection
+) -> None:
+    room_id = (await add_room(client, admin, await make.cinema(db))).json()["id"]
     rows = [f"R{i}" for i in range(40)]
     r = await bulk(client, admin, room_id, {"rows": rows, "seats_per_row": 50})
     assert r.status_code == 201

@@ -7,12 +7,13 @@ import asyncpg
 import httpx
 
 from db import catalog
+from tests import factories as make
 from tests.support import Account
 
 SOON = (datetime.now(UTC) + timedelta(days=2)).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
-# -- builders, shared by the catalog tests --------------------------------------------------------
+# -- builders through the admin API, as a client would ---------------------------------------------
 
 
 async def new_cinema(client: httpx.AsyncClient, admin: Account, name: str = "Roxy") -> int:
@@ -59,30 +60,6 @@ async def new_screening(
     assert r.status_code == 201, r.text
     data: dict[str, Any] = r.json()
     return data
-
-
-async def sell_ticket(db: asyncpg.Connection, screening_id: int, user_id: int) -> int:
-    """A confirmed ticket for the first seat of the screening, written as the booking path does."""
-    seat_id = await db.fetchval(
-        "SELECT st.id FROM seats st JOIN screenings sc ON sc.room_id = st.room_id"
-        " WHERE sc.id = $1 ORDER BY st.id LIMIT 1",
-        screening_id,
-    )
-    booking_id = await db.fetchval(
-        "INSERT INTO bookings (user_id, screening_id, seat_ids) VALUES ($1, $2, $3) RETURNING id",
-        user_id,
-        screening_id,
-        [seat_id],
-    )
-    ticket_id: int = await db.fetchval(
-        "INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status)"
-        " VALUES ($1, $2, $3, $4, 9.5, 'confirmed') RETURNING id",
-        booking_id,
-        user_id,
-        screening_id,
-        seat_id,
-    )
-    return ticket_id
 
 
 async def screening_world(client: httpx.AsyncClient, admin: Account) -> tuple[int, int, int]:
@@ -259,7 +236,7 @@ async def test_put_cannot_move_a_sold_screening_to_another_room(
     cinema_id, room_id, movie_id = await screening_world(client, admin)
     other_room = await new_room(client, admin, cinema_id, "Hall 2")
     s = await new_screening(client, admin, movie_id, room_id)
-    await sell_ticket(db, s["id"], user.id)
+    await make.ticket(db, user.id, s["id"])
     body = {"movie_id": movie_id, "room_id": other_room, "starts_at": s["starts_at"], "price": 9}
     r = await client.put(f"/api/v1/screenings/{s['id']}", json=body, headers=admin.headers)
     assert r.status_code == 409
@@ -276,7 +253,7 @@ async def test_delete(
     _, room_id, movie_id = await screening_world(client, admin)
     sold = await new_screening(client, admin, movie_id, room_id)
     empty = await new_screening(client, admin, movie_id, room_id, SOON + timedelta(hours=3))
-    await sell_ticket(db, sold["id"], user.id)
+    await make.ticket(db, user.id, sold["id"])
     r = await client.delete(f"/api/v1/screenings/{sold['id']}", headers=admin.headers)
     assert r.status_code == 409
     assert (await client.get(f"/api/v1/screenings/{sold['id']}")).status_code == 200
