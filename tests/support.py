@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -189,3 +191,32 @@ async def active_tickets(db: asyncpg.Connection, show: Show) -> list[Any]:
             show.id,
         )
     )
+
+
+# -- processes left behind by embedded servers ----------------------------------------------------
+
+
+def processes_mentioning(needle: Path) -> list[tuple[int, str]]:
+    """Live processes whose command line or working directory mentions ``needle``.
+
+    redis-server rewrites its title (no --dir in it) but works in its data directory.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if str(needle) in cmdline or cwd.startswith(str(needle)):
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def wait_until_gone(needle: Path, seconds: float = 10) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + seconds
+    while (left := processes_mentioning(needle)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left

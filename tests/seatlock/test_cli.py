@@ -18,7 +18,7 @@ import pytest
 
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
 from seatlock.embedded import free_port
-from tests.seatlock.test_embedded import processes_mentioning, wait_until_gone
+from tests.support import processes_mentioning, wait_until_gone
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-c", "from seatlock.cli import main; main()", "serve"]

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock.embedded import EmbeddedPostgres, EmbeddedRedis, embedded_services
+from tests.support import processes_mentioning, wait_until_gone
 
 
 @pytest.fixture
@@ -21,32 +20,6 @@ def data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="seatlock-embedded-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def processes_mentioning(needle: Path) -> list[tuple[int, str]]:
-    """Live processes whose command line or working directory mentions ``needle``.
-
-    redis-server rewrites its title (no --dir in it) but works in its data directory.
-    """
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if str(needle) in cmdline or cwd.startswith(str(needle)):
-            found.append((int(entry.name), cmdline))
-    return found
-
-
-def wait_until_gone(needle: Path, seconds: float = 10) -> list[tuple[int, str]]:
-    deadline = time.monotonic() + seconds
-    while (left := processes_mentioning(needle)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
 
 
 async def redis_roundtrip(url: str, key: str, value: bytes | None = None) -> bytes | None:
