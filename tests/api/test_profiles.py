@@ -74,7 +74,7 @@ async def test_update_me_rejects_bad_input(
 async def test_preferences(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
-    cinema = await db.fetchval("INSERT INTO cinemas (name) VALUES ('Rex') RETURNING id")
+    cinema = await make.cinema(db)
     prefs = {
         "genres": ["drama", "noir"],
         "languages": ["fr"],

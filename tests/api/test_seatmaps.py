@@ -98,20 +98,7 @@ async def test_redis_losing_its_data_bypasses_the_cache(
     first, second = show.seat_ids
     # The very first read loads the screening: it must not be cached as valid for "no version".
     assert (await availability(client, show))[first]["status"] == "available"
-    booking = await db.fetchval(
-        "INSERT INTO bookings (user_id, screening_id, seat_ids) VALUES ($1, $2, $3) RETURNING id",
-        user.id,
-        show.id,
-        [first],
-    )
-    await db.execute(
-        "INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status)"
-        " VALUES ($1, $2, $3, $4, 10, 'confirmed')",
-        booking,
-        user.id,
-        show.id,
-        first,
-    )
+    await make.ticket(db, user.id, show.id, first)
     await redis.flushall()
     seats = await availability(client, show)
     assert (seats[first]["status"], seats[second]["status"]) == ("booked", "available")
