@@ -1,7 +1,8 @@
 """Catalog rows for the tests, written by direct SQL: ``from tests import factories as make``.
 
 Every builder takes the connection first, then keyword arguments with sensible defaults, and
-returns the new row's id (``show`` returns a :class:`Show`, ``sessions`` Authorization headers).
+returns the new row's id (``show`` returns a :class:`Show`, ``seats`` a list of ids, ``sessions``
+Authorization headers, ``sold_seats`` nothing).
 """
 
 from __future__ import annotations
