@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import httpx
+import pytest
 
 from db.demo import (
     ADMIN_EMAIL,
@@ -94,3 +95,11 @@ async def test_no_default_admin_when_one_is_configured(
     emails = {r["email"] for r in await db.fetch("SELECT email FROM users")}
     assert ADMIN_EMAIL not in emails
     assert DEMO_EMAIL in emails
+
+
+async def test_seeding_survives_an_all_letters_random_password(
+    base_settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("db.demo.secrets.token_urlsafe", lambda n: "onlyletters" * 3)
+    await seed_demo(base_settings, only_if_empty=True)
+    assert (await counts(db))["users"] >= 1 + len(AUDIENCE)
