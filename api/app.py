@@ -36,7 +36,7 @@ from api.auth import following_revocations
 from api.errors import HANDLERS
 from api.openapi import openapi_document
 from api.rendering import JSON
-from api.routing import Endpoint, ExactRouter, starlette_routes
+from api.routing import App, Endpoint, starlette_routes
 from api.state import Services
 from db import users
 from db.layouts import Layouts
@@ -163,7 +163,7 @@ async def run_seat_services(services: Services) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> App:
     settings = settings or Settings.from_env()
     endpoints = all_endpoints()
     document = openapi_document(endpoints, "seatlock", __version__)
@@ -187,6 +187,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/openapi.json", openapi, include_in_schema=False),
     ]
     handlers: Any = HANDLERS
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-    app.router = ExactRouter(routes, lifespan=lifespan)
-    return app
+    return App(routes=routes, exception_handlers=handlers, lifespan=lifespan)

@@ -29,19 +29,21 @@ if TYPE_CHECKING:
 SESSION_CACHE_SECONDS = 3600
 
 
-def bearer_token(conn: HTTPConnection) -> str | None:
-    header = conn.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token of the first Authorization header (raw ASGI headers), if it is a bearer one."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
     return None
 
 
-async def authenticate(conn: HTTPConnection, services: Services, access: str) -> Principal | None:
+async def authenticate(token: str | None, services: Services, access: str) -> Principal | None:
     """The caller for an endpoint of the given access level; raises when it is not allowed."""
     if access == "public":
         return None
-    token = bearer_token(conn)
     if token is None:
         if access == "optional":
             return None

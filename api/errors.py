@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.rendering import JSON
+from api.rendering import JSON, dumps
 from seatlock import errors
 
 logger = logging.getLogger(__name__)
@@ -53,13 +53,21 @@ def ws_close_code(exc: errors.SeatLockError) -> int:
     return WS_POLICY_VIOLATION
 
 
+def error_reply(exc: errors.SeatLockError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, extra headers and JSON body of a refusal."""
+    status = status_of(exc)
+    headers = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+    if isinstance(exc, errors.TooManyRequests):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    return status, headers, dumps({"detail": exc.detail})
+
+
 async def seatlock_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.SeatLockError)
-    status = status_of(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    if isinstance(exc, errors.TooManyRequests):
-        headers["Retry-After"] = str(exc.retry_after)
-    return JSON({"detail": exc.detail}, status_code=status, headers=headers)
+    status, headers, body = error_reply(exc)
+    response = Response(body, status_code=status, media_type="application/json")
+    response.raw_headers += headers
+    return response
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -97,3 +105,12 @@ HANDLERS = {
     **{kind: backend_unavailable for kind in BACKEND_ERRORS},
     Exception: unexpected,
 }
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The response of the first handler in ``HANDLERS`` for the exception's class (or a base)."""
+    for kind in type(exc).__mro__:
+        handler = HANDLERS.get(kind)
+        if handler is not None:
+            return await handler(request, exc)
+    raise exc  # a BaseException that is not an Exception never gets here

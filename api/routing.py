@@ -1,41 +1,52 @@
 """Declarative routes: one decorator gives a handler its path, access level, body and query types.
 
 The same declarations build the Starlette routes and ``/openapi.json``, so the documentation
-cannot drift from what is served.
+cannot drift from what is served. An endpoint is a plain ASGI app: it reads what it needs straight
+from the ASGI scope (bearer token, query string, JSON body), maps errors to responses itself and
+sends JSON without building a Request or a Response. ``App`` hands a request to its endpoint before
+Starlette's middleware and router when the route is certain (see ``App.__call__``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.routing import Router as StarletteRouter
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
+from starlette.types import Message, Receive, Scope, Send
 
-from api.auth import authenticate
-from api.rendering import JSON, convert, decode_body
+from api.auth import authenticate, bearer_token
+from api.errors import error_reply, error_response
+from api.rendering import MAX_BODY_BYTES, convert, decode_body, dumps
 from api.state import Services
-from seatlock.errors import NotAuthenticated, NotFound
+from seatlock.errors import NotAuthenticated, NotFound, PayloadTooLarge, SeatLockError
 from seatlock.tokens import Principal
+
+logger = logging.getLogger(__name__)
 
 Access = Literal["public", "optional", "user", "admin"]
 MAX_ID = 2**63 - 1
+JSON_HEADERS = (b"content-type", b"application/json")
 
 
 @dataclass(slots=True)
 class Call:
     """What a handler receives: the request, parsed and authenticated."""
 
-    request: Request
+    scope: Scope
+    receive: Receive
     services: Services
     principal: Principal | None
     params: dict[str, Any]
     query: Any = None
     body: Any = None
+    _request: Request | None = None
 
     @property
     def user(self) -> Principal:
@@ -43,12 +54,21 @@ class Call:
             raise NotAuthenticated("Not authenticated")
         return self.principal
 
+    @property
+    def request(self) -> Request:
+        """Starlette's view of the request, built on first use (uploads, forms, the peer)."""
+        if self._request is None:
+            self._request = Request(self.scope, self.receive)
+        return self._request
+
 
 Handler = Callable[[Call], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """One route's declaration, and the ASGI app that serves it."""
+
     method: str
     path: str
     handler: Handler
@@ -62,32 +82,82 @@ class Endpoint:
     form: bool = False  # body may also come form-encoded (OAuth2 password flow)
     upload: bool = False  # body is multipart, parsed by the handler
 
-    async def __call__(self, request: Request) -> Response:
-        services: Services = request.app.state.services
-        principal = await authenticate(request, services, self.access)
-        params = dict(request.path_params)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            result = await self._respond(scope, receive)
+        except SeatLockError as exc:  # refusals are common (409 on a taken seat): keep them cheap
+            status, headers, body = error_reply(exc)
+            await send_json(send, status, body, headers)
+            return
+        except Exception as exc:
+            result = await error_response(Request(scope, receive), exc)
+        if isinstance(result, bytes):
+            await send_json(send, self.status, result)
+        else:
+            await result(scope, receive, send)
+
+    async def _respond(self, scope: Scope, receive: Receive) -> Response | bytes:
+        services: Services = scope["app"].state.services
+        principal = await authenticate(bearer_token(scope["headers"]), services, self.access)
+        params: dict[str, Any] = scope.get("path_params") or {}
         for name, value in params.items():
             if isinstance(value, int) and value > MAX_ID:
                 raise NotFound(f"{name.removesuffix('_id').capitalize()} not found")
-        call = Call(request, services, principal, params)
+        call = Call(scope, receive, services, principal, params)
         if self.query is not None:
-            call.query = convert(dict(request.query_params), self.query)
+            call.query = convert(query_params(scope), self.query)
         if self.body is not None and not self.upload:
-            call.body = await _read_body(request, self.body, self.form)
+            call.body = await _read_body(call, self.body, self.form)
         result = await self.handler(call)
         if isinstance(result, Response):
             return result
         if self.status == 204:
             return Response(status_code=204)
-        return JSON(result, status_code=self.status)
+        return dumps(result)
 
 
-async def _read_body(request: Request, kind: Any, form: bool) -> Any:
-    content_type = request.headers.get("content-type", "")
-    if form and content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
-        async with request.form() as data:
-            return convert({k: v for k, v in data.items() if isinstance(v, str)}, kind)
-    return decode_body(await request.body(), kind)
+async def send_json(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [JSON_HEADERS, (b"content-length", b"%d" % len(body))]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def query_params(scope: Scope) -> dict[str, str]:
+    """The query string as Starlette reads it (the last of repeated names wins)."""
+    raw: bytes = scope.get("query_string", b"")
+    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+
+
+async def _read_body(call: Call, kind: Any, form: bool) -> Any:
+    if form:
+        request = call.request
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
+            async with request.form() as data:
+                return convert({k: v for k, v in data.items() if isinstance(v, str)}, kind)
+    return decode_body(await read_body(call.receive), kind)
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body; 413 past MAX_BODY_BYTES without reading the rest."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge("Request body is too large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass
@@ -133,7 +203,7 @@ def starlette_routes(endpoints: list[Endpoint]) -> list[Route]:
         methods[ep.method] = ep
     routes: list[Route] = []
     for path, methods in by_path.items():
-        dispatch = _dispatcher(methods)
+        dispatch = Methods(methods)
         routes.append(Route(path, dispatch, methods=list(methods)))
         alias = path.rstrip("/") if path.endswith("/") and path != "/" else path + "/"
         if alias not in by_path:
@@ -141,40 +211,63 @@ def starlette_routes(endpoints: list[Endpoint]) -> list[Route]:
     return routes
 
 
-def _dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
-    if len(methods) == 1:
-        return next(iter(methods.values())).__call__
+class Methods:
+    """The endpoints of one path by method, as the ASGI app of its Starlette route."""
 
-    async def dispatch(request: Request) -> Response:
-        return await methods[request.method if request.method != "HEAD" else "GET"](request)
+    def __init__(self, endpoints: dict[str, Endpoint]) -> None:
+        self.by_method = dict(endpoints)
+        if "GET" in endpoints:
+            self.by_method.setdefault("HEAD", endpoints["GET"])
 
-    return dispatch
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.by_method[scope["method"]](scope, receive, send)
 
 
-class ExactRouter(StarletteRouter):
-    """Starlette's router, with a dict lookup for paths without parameters before the scan.
+class App(Starlette):
+    """Starlette, with a direct path to our endpoints when the route is certain.
 
-    Starlette tries every route's regex in order. A path with no parameters is found in one
-    lookup instead, when no earlier route could match it (so the scan would pick the same route)
-    and the method is allowed; anything else (405s, parameters, websockets, a root_path) takes
-    the scan.
+    Starlette sends every request through its error middleware, its router's in-order scan and a
+    request/response wrapper. An ``Endpoint`` handles its own errors and needs none of that, so a
+    request whose route is certain goes straight to it: a path without parameters is found in one
+    lookup when no earlier route could match it (``exact_routes``); other paths take the same
+    in-order scan as Starlette and the first full match. Anything else (405s, websockets, mounts,
+    other apps' routes, a root_path) goes through Starlette as usual.
     """
 
-    def __init__(self, routes: list[BaseRoute], **kw: Any) -> None:
-        super().__init__(routes, **kw)
-        self.exact = exact_routes(self.routes)
+    def __init__(self, *, routes: list[BaseRoute], **kw: Any) -> None:
+        super().__init__(routes=routes, **kw)
+        self.exact = exact_routes(routes)
+        self.scanned = [r for r in routes if not isinstance(r, WebSocketRoute)]
 
-    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
-            route = self.exact.get(scope["path"])
-            if route is not None and route.methods and scope["method"] in route.methods:
-                scope.setdefault("router", self)
-                scope["route"] = route
-                scope["endpoint"] = route.endpoint
-                scope["path_params"] = dict(scope.get("path_params", {}))
-                await route.handle(scope, receive, send)
+            endpoint = self.direct(scope)
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(scope, receive, send)
                 return
-        await super().app(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+    def direct(self, scope: Scope) -> Endpoint | None:
+        """The endpoint Starlette would run for this request, when that is certain."""
+        route = self.exact.get(scope["path"])
+        if route is not None:
+            scope["path_params"] = {}
+        else:
+            route = self._scan(scope)
+        if route is None or not isinstance(route.app, Methods):
+            return None
+        return route.app.by_method.get(scope["method"])
+
+    def _scan(self, scope: Scope) -> Route | None:
+        for route in self.scanned:
+            if not isinstance(route, Route):
+                return None  # a mount or an unknown kind of route: Starlette decides
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                return route
+        return None
 
 
 def exact_routes(routes: list[BaseRoute]) -> dict[str, Route]:

@@ -1,14 +1,16 @@
-"""Route dispatch: hot routes first and exact paths looked up, with Starlette's behaviour kept."""
+"""Route dispatch: hot routes first, exact paths looked up, endpoints served directly, with
+Starlette's behaviour kept."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
 from starlette.routing import Match, Route
 
 from api.app import all_endpoints, create_app
-from api.routing import ExactRouter
+from api.routing import App, Endpoint
 from seatlock.settings import Settings
 from tests.support import Account
 
@@ -30,23 +32,41 @@ def sample(path: str) -> str:
     return re.sub(r"\{[^}:]+(:int)?\}", lambda m: "1" if m.group(1) else "x", path)
 
 
+def direct(app: App, method: str, path: str) -> Endpoint | None:
+    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+    return app.direct(scope)
+
+
 def test_every_endpoint_is_reached_by_its_own_path(base_settings: Settings) -> None:
-    router = create_app(base_settings).router
-    assert isinstance(router, ExactRouter)
-    routes = [r for r in router.routes if isinstance(r, Route)]
+    app = create_app(base_settings)
+    routes = [r for r in app.router.routes if isinstance(r, Route)]
     for ep in all_endpoints():
         for path in {sample(ep.path), sample(ep.path).rstrip("/") or "/"}:
             route = scan(routes, ep.method, path)
             assert route is not None and route.path.rstrip("/") == ep.path.rstrip("/"), path
-            if path in router.exact:
-                assert router.exact[path] is route
+            if path in app.exact:
+                assert app.exact[path] is route
+            # The direct path serves exactly the endpoint Starlette's scan would run.
+            assert direct(app, ep.method, path) is ep, (ep.method, path)
 
 
 def test_exact_lookup_covers_the_hot_parameterless_paths(base_settings: Settings) -> None:
-    router = create_app(base_settings).router
-    assert isinstance(router, ExactRouter)
+    app = create_app(base_settings)
     hot = ["/api/v1/seat-reservations/reserve", "/api/v1/auth/me", "/health/live"]
-    assert all(path in router.exact for path in hot)
+    assert all(path in app.exact for path in hot)
+
+
+def test_what_the_direct_path_leaves_to_starlette(base_settings: Settings) -> None:
+    app = create_app(base_settings)
+    assert direct(app, "DELETE", "/api/v1/seat-reservations/reserve") is None  # 405
+    assert direct(app, "GET", "/api/v1/no-such-thing") is None  # 404
+    assert direct(app, "GET", "/openapi.json") is None  # not an endpoint
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/api/v1/screenings/7"}
+    ep = app.direct(scope)
+    assert ep is not None and ep.path == "/api/v1/screenings/{screening_id:int}"
+    assert scope["path_params"] == {"screening_id": 7}
+    head = direct(app, "HEAD", "/health/live")
+    assert head is not None and head.method == "GET"
 
 
 async def test_wrong_method_is_405_with_a_json_detail(client: httpx.AsyncClient) -> None:
