@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import gc
+
 import httpx
 
+from api.app import GC_YOUNG_THRESHOLD
 from tests.support import Account
 
 
@@ -34,3 +37,9 @@ async def test_me_needs_a_token(client: httpx.AsyncClient, user: Account) -> Non
     r = await client.get("/api/v1/auth/me", headers=user.headers)
     assert r.status_code == 200
     assert r.json()["email"] == user.email
+
+
+async def test_started_server_keeps_collector_pauses_short(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health/live")).status_code == 200
+    assert gc.get_freeze_count() > 0  # start-up objects are out of the collector's sight
+    assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
