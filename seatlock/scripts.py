@@ -1,10 +1,11 @@
 """The Lua scripts of ``lua/``, called by SHA through an auto-pipelining dispatcher.
 
-Every script call made while the previous pipeline is on the wire (or in the same event-loop
-iteration) is queued and sent by a single flusher as one pipeline of EVALSHA commands on one
-connection, so N concurrent holds cost one round trip and one socket write instead of N. Redis
-runs a pipeline's commands in the order sent and there is one flusher per ``Scripts``, so the
-calls of one process reach Redis in the order they were made (per screening and overall).
+Every script call made in one event-loop iteration is queued, and a single flush at the end of
+that iteration packs them all into one socket write of EVALSHA commands on a dedicated
+connection (an ``asyncio.Protocol`` fed to ``hiredis.Reader`` directly: no task, parser layer or
+timeout per reply). Redis answers one connection in the order it was written to, so replies are
+handed to the waiting calls first in, first out, and the calls of one process reach Redis in the
+order they were made (per screening and overall).
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import socket
+import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
+import hiredis
+from redis._parsers import BaseParser
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import RedisSSLContext, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 NAMES = (
     "hold",
@@ -38,8 +43,14 @@ NAMES = (
     "seatmap",
 )
 PRELUDE = "lib"
-MAX_BATCH = 512  # calls per pipeline: bounds one write and the replies read before the next
-MAX_QUEUE = 20_000  # calls waiting; beyond this, callers get an error (Redis cannot keep up)
+MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
+MAX_QUEUE = 20_000  # calls waiting (queued or on the wire); beyond this, callers get an error
+CONNECT_TIMEOUT = 5.0  # seconds for connect + AUTH/SELECT when the client names none
+_MORE = object()  # hiredis: no complete reply buffered yet
+# Arguments seen lately (key names, SHAs, ids) and their RESP bulk strings. A key equal to
+# another (1, 1.0, True) packs the same: every argument goes through int() or is a str/bytes.
+_BULKS: dict[Any, bytes] = {}
+_MAX_BULKS = 10_000
 
 
 class Status(IntEnum):
@@ -78,8 +89,18 @@ def sha(name: str) -> str:
     return hashlib.sha1(source(name).encode()).hexdigest()
 
 
+class _Waiter(Protocol):
+    """Whoever gets the reply of one command written to the wire."""
+
+    def answer(self, reply: Any) -> _Call | None:
+        """Take the reply; return a call to send again as EVAL (NOSCRIPT), else None."""
+
+    def fail(self, error: Exception) -> None:
+        """The reply will never come (connection lost)."""
+
+
 class _Call:
-    __slots__ = ("args", "future", "keys", "name")
+    __slots__ = ("args", "future", "keys", "name", "retried")
 
     def __init__(
         self, name: str, keys: Sequence[str], args: Sequence[int | str], future: asyncio.Future[Any]
@@ -88,12 +109,23 @@ class _Call:
         self.keys = keys
         self.args = args
         self.future = future
+        self.retried = False
 
     def command(self, verb: str, script: str) -> tuple[Any, ...]:
         return (verb, script, len(self.keys), *self.keys, *self.args)
 
+    def answer(self, reply: Any) -> _Call | None:
+        if isinstance(reply, NoScriptError) and not self.retried:
+            self.retried = True
+            return self
+        self.settle(reply)
+        return None
+
+    def fail(self, error: Exception) -> None:
+        self.settle(error)
+
     def settle(self, reply: Any) -> None:
-        if self.future.done():  # the caller was cancelled
+        if self.future.done():  # the caller was cancelled: its reply is dropped
             return
         if isinstance(reply, BaseException):
             self.future.set_exception(reply)
@@ -101,132 +133,310 @@ class _Call:
             self.future.set_result(reply)
 
 
+class _Load:
+    """The reply to SCRIPT LOAD: on an error the script is not known on this connection."""
+
+    __slots__ = ("known", "name")
+
+    def __init__(self, name: str, known: set[str]) -> None:
+        self.name = name
+        self.known = known
+
+    def answer(self, reply: Any) -> None:
+        if isinstance(reply, BaseException):
+            self.known.discard(self.name)
+
+    def fail(self, error: Exception) -> None:
+        pass
+
+
+class _Reply:
+    """The reply to a handshake command, awaited by the connecting task."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+
+    def answer(self, reply: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(reply)
+
+    def fail(self, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class _Wire(asyncio.Protocol):
+    """One connection to Redis: commands go out, each reply goes to the oldest waiter."""
+
+    def __init__(self, owner: Scripts) -> None:
+        self.owner = owner
+        self.transport: asyncio.WriteTransport | None = None
+        self.reader = hiredis.Reader(replyError=BaseParser.parse_error, notEnoughData=_MORE)
+        self.waiting: deque[_Waiter] = deque()  # one per command written, in write order
+        self.known: set[str] = set()  # scripts loaded (or being loaded) on this connection
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.writable = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.WriteTransport, transport)
+
+    def send(self, data: bytes, waiters: Sequence[_Waiter]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            # The bytes would be dropped and the replies never come: fail them now.
+            error = RedisConnectionError("Connection to Redis closed")
+            for waiter in waiters:
+                waiter.fail(error)
+            return
+        transport.write(data)
+        self.waiting.extend(waiters)
+
+    def data_received(self, data: bytes) -> None:
+        reader, waiting = self.reader, self.waiting
+        reader.feed(data)
+        retry: list[_Call] = []
+        try:
+            while (reply := reader.gets()) is not _MORE:
+                again = waiting.popleft().answer(reply)
+                if again is not None:
+                    retry.append(again)
+        except (hiredis.ProtocolError, IndexError):  # garbage, or a reply nobody asked for
+            self.close()
+            return
+        if retry:
+            self.owner._resend(self, retry)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable = False
+        self.owner._lost(self)
+        error = RedisConnectionError(f"Lost the connection to Redis ({exc or 'closed'})")
+        while self.waiting:
+            self.waiting.popleft().fail(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self.owner._flush()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class Scripts:
-    """Every script of ``lua/`` on one client; concurrent calls share pipelines."""
+    """Every script of ``lua/`` on one dedicated connection; concurrent calls share writes."""
 
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._queue: deque[_Call] = deque()
-        self._flusher: asyncio.Task[None] | None = None
-        self._conn: AbstractConnection | None = None
-        self._known: set[str] = set()  # scripts loaded since self._conn connected
-        self.pipelines = 0  # round trips sent so far (tests and stats)
-        self.calls = 0
+        self._options: Mapping[str, Any] = redis.connection_pool.connection_kwargs
+        self._tls = issubclass(redis.connection_pool.connection_class, SSLConnection)
+        self._queue: deque[_Call] = deque()  # made, not yet written
+        self._wire: _Wire | None = None
+        self._opening = False
+        self._flush_soon = False
+        self._life: asyncio.Task[None] | None = None  # the current connection's lifetime
+        self.pipelines = 0  # socket writes so far (tests and stats)
+        self.calls = 0  # commands written so far
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> list[Any]:
-        if len(self._queue) >= MAX_QUEUE:
+        wire = self._wire
+        if len(self._queue) + (len(wire.waiting) if wire else 0) >= MAX_QUEUE:
             raise RedisConnectionError("Too many script calls waiting for Redis")
         if name not in NAMES:
             raise ValueError(f"no script {name!r}")
         loop = asyncio.get_running_loop()
         call = _Call(name, keys, args, loop.create_future())
         self._queue.append(call)
-        if self._flusher is None:
-            # Started now, it first runs in the next loop iteration: every call made in this one
-            # is already queued by then and goes out in the same pipeline.
-            self._flusher = loop.create_task(self._flush())
+        if not self._flush_soon:
+            self._schedule_flush(loop)
         return list(await call.future)
 
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                size = min(len(self._queue), MAX_BATCH)
-                batch = [self._queue.popleft() for _ in range(size)]
-                await self._send(batch)
-        except BaseException:  # cancelled (loop shutting down): nobody will send the rest
-            error = RedisConnectionError("Script dispatcher stopped")
-            while self._queue:
-                self._queue.popleft().settle(error)
-            raise
-        finally:
-            # No await between the emptiness check above and this: a call queued later finds
-            # no flusher and starts one.
-            self._flusher = None
+    async def aclose(self) -> None:
+        """Close the connection; pending calls fail, the next call connects again."""
+        wire, life = self._wire, self._life
+        if life is not None:
+            life.cancel()
+            await asyncio.gather(life, return_exceptions=True)
+        if wire is not None:
+            await wire.closed  # the socket is closed once connection_lost has run
 
-    async def _send(self, batch: list[_Call]) -> None:
-        try:
-            conn = await self._connection()
-            # Scripts not yet known on this connection are loaded at the head of the same
-            # pipeline: a NOSCRIPT retry would run its call after later calls of the batch.
-            fresh = sorted({c.name for c in batch} - self._known)
-            commands = [("SCRIPT", "LOAD", source(name)) for name in fresh]
-            commands += [c.command("EVALSHA", sha(c.name)) for c in batch]
-            await self._write(conn, commands)
-            for name in fresh:
-                if _ok(await _read(conn)):
-                    self._known.add(name)
-            missing = await self._settle(conn, batch)
-            if missing:
-                # SCRIPT FLUSH while connected (a restart drops the connection, which resets
-                # _known): EVAL sends the text again. Only these calls run late, out of order.
-                self._known.clear()
-                await self._write(conn, [c.command("EVAL", source(c.name)) for c in missing])
-                await self._settle(conn, missing)
-        except BaseException as exc:
-            # Calls already answered keep their answer; the rest get the error (their scripts
-            # may or may not have run, as with any lost reply).
-            await self._drop_connection()
-            error = exc if isinstance(exc, Exception) else RedisConnectionError("Cancelled")
-            for call in batch:  # errors go to the callers, never out of the flusher
-                call.settle(error)
-            if not isinstance(exc, Exception):
-                raise
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Runs after every callback already ready: the calls made in this iteration go out in
+        # one write.
+        self._flush_soon = True
+        loop.call_soon(self._flush)
 
-    async def _write(self, conn: AbstractConnection, commands: list[tuple[Any, ...]]) -> None:
+    def _flush(self) -> None:
+        self._flush_soon = False
+        wire = self._wire
+        if wire is None:
+            if self._queue and not self._opening:
+                self._opening = True
+                self._life = asyncio.get_running_loop().create_task(self._connection())
+            return
+        queue = self._queue
+        while queue and wire.writable:
+            size = min(len(queue), MAX_BATCH)
+            batch = [c for c in (queue.popleft() for _ in range(size)) if not c.future.done()]
+            if batch:
+                self._send(wire, batch)
+
+    def _send(self, wire: _Wire, batch: list[_Call]) -> None:
+        # Scripts not yet known on this connection are loaded at the head of the same write:
+        # a NOSCRIPT retry would run its call after later calls.
+        known = wire.known
+        fresh = sorted({c.name for c in batch} - known)
+        commands = [("SCRIPT", "LOAD", source(name)) for name in fresh]
+        commands += [c.command("EVALSHA", sha(c.name)) for c in batch]
+        waiters: list[_Waiter] = [_Load(name, known) for name in fresh]
+        waiters += batch
+        known.update(fresh)  # loads in flight precede every later command on this connection
+        self._write(wire, commands, waiters)
+
+    def _resend(self, wire: _Wire, calls: list[_Call]) -> None:
+        # NOSCRIPT: SCRIPT FLUSH while connected (a restart drops the connection, and a new
+        # connection knows no script). EVAL sends the text again; only these calls run late.
+        wire.known.clear()
+        self._write(wire, [c.command("EVAL", source(c.name)) for c in calls], calls)
+
+    def _write(
+        self, wire: _Wire, commands: list[tuple[Any, ...]], waiters: Sequence[_Waiter]
+    ) -> None:
         self.pipelines += 1
         self.calls += len(commands)
-        await conn.send_packed_command(pack(commands), check_health=False)
+        wire.send(pack(commands), waiters)
 
-    async def _settle(self, conn: AbstractConnection, calls: list[_Call]) -> list[_Call]:
-        """Read one reply per call and hand it over at once; returns the calls Redis refused
-        with NOSCRIPT (not run)."""
-        missing: list[_Call] = []
-        for call in calls:
-            reply = await _read(conn)
-            if isinstance(reply, NoScriptError):
-                missing.append(call)
-            else:
-                call.settle(reply)
-        return missing
+    def _lost(self, wire: _Wire) -> None:
+        if self._wire is wire:
+            self._wire = None
+            if self._queue and not self._flush_soon:  # calls held back while writing paused
+                self._schedule_flush(asyncio.get_running_loop())
 
-    async def _connection(self) -> AbstractConnection:
-        if self._conn is None:
-            pool = self._redis.connection_pool
-            self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        return self._conn
+    async def _connection(self) -> None:
+        """Connect, send what waits, and hold the connection until it closes."""
+        try:
+            wire = await self._open()
+        except Exception as exc:
+            self._opening = False
+            self._fail_queue(_refused(exc))
+            return
+        except BaseException:  # cancelled (loop shutting down)
+            self._opening = False
+            self._fail_queue(RedisConnectionError("Script dispatcher stopped"))
+            raise
+        self._opening = False
+        self._wire = wire
+        try:
+            self._flush()
+            await asyncio.shield(wire.closed)  # a cancel of this task leaves it to others
+        except BaseException:  # cancelled: the loop is shutting down, or aclose()
+            self._fail_queue(RedisConnectionError("Script dispatcher stopped"))
+            raise
+        finally:
+            self._lost(wire)
+            wire.close()  # never leave the socket open
 
-    async def _drop_connection(self) -> None:
-        # After a failure mid-pipeline, replies may still be in flight: never reuse the socket.
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            self._known.clear()
-            await conn.disconnect(nowait=True)
-            await self._redis.connection_pool.release(conn)
+    def _fail_queue(self, error: Exception) -> None:
+        while self._queue:
+            self._queue.popleft().settle(error)
+
+    async def _open(self) -> _Wire:
+        options = self._options
+        timeout = options.get("socket_connect_timeout") or CONNECT_TIMEOUT
+        async with asyncio.timeout(timeout):
+            wire = await self._dial(options)
+            try:
+                await _handshake(wire, options)
+            except BaseException:
+                wire.close()
+                raise
+        return wire
+
+    async def _dial(self, options: Mapping[str, Any]) -> _Wire:
+        loop = asyncio.get_running_loop()
+        path = options.get("path")
+        if path:
+            _, wire = await loop.create_unix_connection(lambda: _Wire(self), path)
+            return wire
+        host, port = options.get("host", "localhost"), int(options.get("port", 6379))
+        tls = _tls_context(options) if self._tls else None
+        transport, wire = await loop.create_connection(lambda: _Wire(self), host, port, ssl=tls)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a dead peer is noticed even while no call waits
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return wire
+
+
+async def _handshake(wire: _Wire, options: Mapping[str, Any]) -> None:
+    """AUTH, SELECT and CLIENT SETNAME as the redis-py client would; any error refuses."""
+    commands: list[tuple[Any, ...]] = []
+    username, password = await _credentials(options)
+    if password:
+        commands.append(("AUTH", username, password) if username else ("AUTH", password))
+    if options.get("db"):
+        commands.append(("SELECT", int(options["db"])))
+    if options.get("client_name"):
+        commands.append(("CLIENT", "SETNAME", options["client_name"]))
+    if not commands:
+        return
+    loop = asyncio.get_running_loop()
+    replies = [_Reply(loop.create_future()) for _ in commands]
+    wire.send(pack(commands), replies)
+    for command, reply in zip(commands, replies, strict=True):
+        answer = await reply.future
+        if isinstance(answer, BaseException):
+            raise RedisConnectionError(f"Redis refused {command[0]}: {answer}")
+
+
+async def _credentials(options: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    provider = options.get("credential_provider")
+    if provider is None:
+        return options.get("username"), options.get("password")
+    given = await provider.get_credentials_async()
+    return (None, given[0]) if len(given) == 1 else (given[0], given[1])
+
+
+def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
+    """The context redis-py's SSLConnection would build from the same ``ssl_*`` options."""
+    settings: dict[str, Any] = {"cert_reqs": "required", "check_hostname": True}
+    settings.update((k[4:], v) for k, v in options.items() if k.startswith("ssl_"))
+    return RedisSSLContext(**settings).get()
+
+
+def _refused(exc: Exception) -> Exception:
+    if isinstance(exc, RedisConnectionError):
+        return exc
+    return RedisConnectionError(f"Cannot connect to Redis: {exc!r}")
 
 
 def pack(commands: list[tuple[Any, ...]]) -> bytes:
-    """RESP arrays of bulk strings (our arguments are only str and int): one buffer, built several
-    times faster than the client's general-purpose packer."""
+    """RESP arrays of bulk strings (our arguments are only str, bytes and int): one buffer, built
+    several times faster than the client's general-purpose packer."""
     out: list[bytes] = []
+    append, bulks = out.append, _BULKS
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        append(b"*%d\r\n" % len(command))
         for arg in command:
-            if isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, bytes):
-                data = arg
-            else:
-                data = str(int(arg)).encode()  # ints only: a float or bool is a caller's bug
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            bulk = bulks.get(arg)
+            if bulk is None:
+                bulk = _bulk(arg)
+                if len(bulks) >= _MAX_BULKS:  # clock readings never repeat: start over
+                    bulks.clear()
+                bulks[arg] = bulk
+            append(bulk)
     return b"".join(out)
 
 
-async def _read(conn: AbstractConnection) -> Any:
-    try:
-        return await conn.read_response()
-    except ResponseError as exc:  # this command's own error; the connection stays in sync
-        return exc
-
-
-def _ok(reply: Any) -> bool:
-    return not isinstance(reply, BaseException)
+def _bulk(arg: str | bytes | int) -> bytes:
+    if isinstance(arg, str):
+        data = arg.encode()
+    elif isinstance(arg, bytes):
+        data = arg
+    else:
+        data = b"%d" % int(arg)  # ints only: a float or bool is a caller's bug
+    return b"$%d\r\n%s\r\n" % (len(data), data)

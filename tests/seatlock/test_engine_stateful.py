@@ -76,6 +76,8 @@ class EngineMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
+        for engine in self.engines:  # their script connections, before the loop closes
+            self.run(engine._scripts.aclose())
         self.run(self.redis.aclose())
         self.loop.close()
 

@@ -1,0 +1,198 @@
+"""The script dispatcher's own connection: replies in order, errors apart, outages survived."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from seatlock import keys
+from seatlock.embedded import EmbeddedRedis
+from seatlock.engine import SeatEngine, SeatsUnavailable
+from seatlock.errors import Unavailable
+from seatlock.scripts import MAX_BATCH, Scripts, Status
+from tests.lua.support import DictSource, engine_url, make_engine
+
+S = 901
+SEATS = list(range(1, 2001))
+
+
+@pytest.fixture
+def source() -> DictSource:
+    source = DictSource()
+    source.add(S, SEATS)
+    return source
+
+
+@pytest.fixture
+def engine(redis: Redis, source: DictSource) -> SeatEngine:
+    return make_engine(redis, source, max_seats_per_user=len(SEATS))
+
+
+async def hold_or_taken(engine: SeatEngine, user: int, seat: int) -> int | str:
+    """The seat held, or "taken": a reply handed to the wrong caller shows as a mismatch."""
+    try:
+        holds = await engine.hold(S, user, [seat])
+    except SeatsUnavailable:
+        return "taken"
+    assert [h.user_id for h in holds] == [user]
+    return holds[0].seat_id
+
+
+def expected(seats: range, taken: set[int]) -> list[int | str]:
+    return ["taken" if seat in taken else seat for seat in seats]
+
+
+async def test_replies_reach_their_callers_under_many_concurrent_calls(
+    engine: SeatEngine,
+) -> None:
+    taken = set(range(2, 2001, 3))
+    await engine.hold(S, 1, sorted(taken))
+    seats = range(1, 2001)
+    before = engine._scripts.pipelines
+    got = await asyncio.gather(*(hold_or_taken(engine, 10 + s, s) for s in seats))
+    assert got == expected(seats, taken)
+    assert engine._scripts.pipelines - before <= len(seats) // MAX_BATCH + 2
+
+
+async def test_a_redis_error_fails_only_its_own_call(redis: Redis, engine: SeatEngine) -> None:
+    await engine.seat_map(S)
+    await redis.set("sl:test:not-a-hash", "x")  # HGET on it inside the script: WRONGTYPE
+    broken = engine._scripts.run("hold", ["sl:test:not-a-hash"], [S, 0])
+    calls: list[Any] = [hold_or_taken(engine, 10 + s, s) for s in range(1, 301)]
+    calls[100:100] = [broken]
+    calls[200:200] = [engine._scripts.run("no-such-script", [], [])]
+    got = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(got[100], ResponseError)
+    assert isinstance(got[200], ValueError)
+    assert got[:100] + got[101:200] + got[201:] == list(range(1, 301))
+
+
+async def test_calls_run_after_a_script_flush_on_the_open_connection(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    await engine.hold(S, 1, [1])  # hold is loaded on the dispatcher's connection
+    evals = await _eval_calls(redis)
+    await redis.script_flush()
+    got = await asyncio.gather(*(hold_or_taken(engine, 10 + s, s) for s in range(1, 101)))
+    assert got == expected(range(1, 101), {1})
+    assert await _eval_calls(redis) > evals  # NOSCRIPT was answered: the calls went as EVAL
+    assert await hold_or_taken(engine, 9, 200) == 200  # and the script is loaded again
+
+
+async def _eval_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("turns", [1, 2], ids=["cancelled-queued", "cancelled-on-the-wire"])
+async def test_a_cancelled_caller_does_not_shift_replies(engine: SeatEngine, turns: int) -> None:
+    taken = set(range(1, 200, 2))
+    await engine.hold(S, 1, sorted(taken))
+    seats = range(1, 200)
+    calls = [asyncio.ensure_future(hold_or_taken(engine, 10 + s, s)) for s in seats]
+    for _ in range(turns):  # one turn: queued; two: written, its reply still to come
+        await asyncio.sleep(0)
+    calls[50].cancel()
+    got = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(got[50], asyncio.CancelledError)
+    assert got[:50] + got[51:] == expected(seats, taken)[:50] + expected(seats, taken)[51:]
+    assert await hold_or_taken(engine, 9, 300) == 300  # the connection is still in step
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A redis-server of this test alone, to stop and kill."""
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()
+
+
+@pytest.fixture
+async def own_engine(own_redis: EmbeddedRedis, source: DictSource) -> AsyncIterator[SeatEngine]:
+    client = Redis.from_url(own_redis.url)
+    engine = make_engine(client, source, max_seats_per_user=len(SEATS))
+    yield engine
+    await engine._scripts.aclose()
+    await client.aclose()
+
+
+async def test_redis_killed_mid_run_fails_pending_calls_then_later_calls_reconnect(
+    own_redis: EmbeddedRedis, own_engine: SeatEngine
+) -> None:
+    assert own_redis.proc is not None
+    assert await hold_or_taken(own_engine, 9, 1) == 1
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)  # the calls below reach the socket, unanswered
+    pending = [asyncio.ensure_future(hold_or_taken(own_engine, 10 + s, s)) for s in range(2, 50)]
+    await asyncio.sleep(0.1)
+    assert not any(call.done() for call in pending)
+    os.kill(own_redis.proc.pid, signal.SIGKILL)
+    async with asyncio.timeout(5):
+        got = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(g, Unavailable) for g in got), got
+    own_redis.proc.wait()
+    with pytest.raises(Unavailable):  # refused while down
+        await own_engine.hold(S, 9, [60])
+    await asyncio.to_thread(own_redis.start)  # same port, empty: the screening is reloaded
+    await own_engine._redis.connection_pool.disconnect()  # redis-py's own pooled sockets died too
+    got = await asyncio.gather(*(hold_or_taken(own_engine, 10 + s, s) for s in range(2, 50)))
+    assert got == list(range(2, 50))
+
+
+async def test_a_closed_dispatcher_connects_again_on_the_next_call(engine: SeatEngine) -> None:
+    assert await hold_or_taken(engine, 9, 1) == 1
+    await engine._scripts.aclose()
+    assert await hold_or_taken(engine, 9, 2) == 2
+
+
+async def test_auth_and_select_come_from_the_client(
+    redis: Redis, backend_urls: tuple[str, str]
+) -> None:
+    user = {"enabled": True, "passwords": ["+s3cret"], "keys": "*", "commands": ["+@all"]}
+    await redis.acl_setuser("scripts-test", **user)
+    url = engine_url(backend_urls[0]).replace("redis://", "redis://scripts-test:s3cret@")
+    try:
+        assert (await run_load(url))[0] == Status.OK
+        assert await redis.hget(keys.screening_meta(S), "ready")  # in ENGINE_DB: SELECT ran
+        with pytest.raises(RedisConnectionError, match="AUTH"):
+            await run_load(url.replace("s3cret", "wrong"))
+    finally:
+        await redis.acl_deluser("scripts-test")
+
+
+async def run_load(url: str) -> list[Any]:
+    """The load script for one seat, through a dispatcher of a client made from ``url``."""
+    client = Redis.from_url(url)
+    scripts = Scripts(client)
+    try:
+        return await scripts.run("load", keys.script_keys(S), [S, 0, 0, 1, 1])
+    finally:
+        await scripts.aclose()
+        await client.aclose()
+
+
+async def test_a_silent_server_times_out_the_connect() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(2):
+            with pytest.raises(RedisConnectionError):
+                await run_load(f"redis://127.0.0.1:{port}/3?socket_connect_timeout=0.2")
+    finally:
+        server.close()
+        await server.wait_closed()
