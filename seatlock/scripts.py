@@ -42,6 +42,7 @@ NAMES = (
     "forget",
     "seatmap",
 )
+_NAMES = frozenset(NAMES)
 PRELUDE = "lib"
 MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
 MAX_QUEUE = 20_000  # calls waiting (queued or on the wire); beyond this, callers get an error
@@ -178,9 +179,22 @@ class _Wire(asyncio.Protocol):
         self.known: set[str] = set()  # scripts loaded (or being loaded) on this connection
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.writable = True
+        self.reads = 0  # data_received calls: progress, for the stall watchdog
+        self.trouble = ""  # why we dropped the connection ourselves
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.WriteTransport, transport)
+
+    def watch(self, timeout: float, reads: int = -1, owed: bool = False) -> None:
+        """Drop the connection when replies were owed for a whole ``timeout`` with no data in
+        between (Redis hung, or the peer vanished without a reset): their calls fail."""
+        if owed and self.waiting and self.reads == reads:
+            self.abort(f"no reply from Redis for {timeout:g} s")
+            return
+        owing = bool(self.waiting)
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(timeout, self.watch, timeout, self.reads, owing)
 
     def send(self, data: bytes, waiters: Sequence[_Waiter]) -> None:
         transport = self.transport
@@ -195,6 +209,7 @@ class _Wire(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         reader, waiting = self.reader, self.waiting
+        self.reads += 1
         reader.feed(data)
         retry: list[_Call] = []
         try:
@@ -203,15 +218,18 @@ class _Wire(asyncio.Protocol):
                 if again is not None:
                     retry.append(again)
         except (hiredis.ProtocolError, IndexError):  # garbage, or a reply nobody asked for
-            self.close()
+            self.abort("Redis sent a reply out of protocol")
             return
         if retry:
             self.owner._resend(self, retry)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self.owner._lost(self)
-        error = RedisConnectionError(f"Lost the connection to Redis ({exc or 'closed'})")
+        reason = self.trouble or f"Lost the connection to Redis ({exc or 'closed'})"
+        error = RedisConnectionError(reason)
         while self.waiting:
             self.waiting.popleft().fail(error)
         if not self.closed.done():
@@ -228,9 +246,18 @@ class _Wire(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self, trouble: str) -> None:
+        self.trouble = trouble
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class Scripts:
-    """Every script of ``lua/`` on one dedicated connection; concurrent calls share writes."""
+    """Every script of ``lua/`` on one dedicated connection; concurrent calls share writes.
+
+    The connection settings are the client's; replies come as redis-py gives them without
+    ``decode_responses`` (bulk strings as bytes), whatever the client's own setting.
+    """
 
     def __init__(self, redis: Redis) -> None:
         self._options: Mapping[str, Any] = redis.connection_pool.connection_kwargs
@@ -247,7 +274,7 @@ class Scripts:
         wire = self._wire
         if len(self._queue) + (len(wire.waiting) if wire else 0) >= MAX_QUEUE:
             raise RedisConnectionError("Too many script calls waiting for Redis")
-        if name not in NAMES:
+        if name not in _NAMES:
             raise ValueError(f"no script {name!r}")
         loop = asyncio.get_running_loop()
         call = _Call(name, keys, args, loop.create_future())
@@ -331,6 +358,8 @@ class Scripts:
             raise
         self._opening = False
         self._wire = wire
+        if timeout := self._options.get("socket_timeout"):
+            wire.watch(timeout)
         try:
             self._flush()
             await asyncio.shield(wire.closed)  # a cancel of this task leaves it to others

@@ -150,6 +150,26 @@ async def test_redis_killed_mid_run_fails_pending_calls_then_later_calls_reconne
     assert got == list(range(2, 50))
 
 
+async def test_a_hung_redis_fails_the_waiting_calls_after_the_socket_timeout(
+    own_redis: EmbeddedRedis, source: DictSource
+) -> None:
+    assert own_redis.proc is not None
+    client = Redis.from_url(own_redis.url, socket_timeout=0.3)
+    engine = make_engine(client, source, max_seats_per_user=len(SEATS))
+    try:
+        assert await hold_or_taken(engine, 9, 1) == 1
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        pending = [asyncio.ensure_future(hold_or_taken(engine, 10 + s, s)) for s in range(2, 9)]
+        async with asyncio.timeout(2):
+            got = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(g, Unavailable) for g in got), got
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        assert await hold_or_taken(engine, 10, 20) == 20  # a new connection
+    finally:
+        await engine._scripts.aclose()
+        await client.aclose()
+
+
 async def test_a_closed_dispatcher_connects_again_on_the_next_call(engine: SeatEngine) -> None:
     assert await hold_or_taken(engine, 9, 1) == 1
     await engine._scripts.aclose()
