@@ -4,58 +4,97 @@
 -- Returns {OK, seat, expires_at, ...} for every seat asked (seats the user already held keep
 -- their hold as is), or {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} |
 -- {TAKEN, seat...} | {TOO_MANY, max_seats_per_user}. Refusals change nothing.
-if not is_ready() then
+local meta = redis.call('HMGET', META, 'ready', 'starts_at')
+if meta[1] ~= '1' then
   return {NOT_LOADED}
 end
 local now, user = tonumber(ARGV[2]), tonumber(ARGV[3])
 local hold_ms, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
-if now >= tonumber(redis.call('HGET', META, 'starts_at')) then
+if now >= tonumber(meta[2]) then
   return {STARTED}
 end
+local n, me = #ARGV - 5, string.format('%d', user) -- seat j is ARGV[5 + j]
 
-local unknown, booked, taken, fresh, held = {}, {}, {}, {}, {}
-for i = 6, #ARGV do
-  local seat, lease = ARGV[i], KEYS[LEASE0 + i - 5]
-  if redis.call('SISMEMBER', SEATS, seat) == 0 then
-    unknown[#unknown + 1] = tonumber(seat)
-  elseif redis.call('HEXISTS', SOLD, seat) == 1 then
-    booked[#booked + 1] = tonumber(seat)
-  else
-    local hold = read_hold(seat)
-    if not is_live(hold, lease, now) then
-      fresh[#fresh + 1] = i
-    elseif hold.user == user then
-      held[i] = hold.exp
-    else
-      taken[#taken + 1] = tonumber(seat)
+-- {status, seat...} with the seats j whose flags[j] is value, or nil when there is none.
+local function refusal(status, flags, value)
+  local reply
+  for j = 1, n do
+    if flags[j] == value then
+      reply = reply or {status}
+      reply[#reply + 1] = tonumber(ARGV[5 + j])
+    end
+  end
+  return reply
+end
+
+-- Each check reads every seat in one call.
+local refused = refusal(UNKNOWN, call_list('SMISMEMBER', SEATS, ARGV, 6), 0)
+if refused then
+  return refused
+end
+local sold = call_list('HMGET', SOLD, ARGV, 6)
+for j = 1, n do
+  sold[j] = sold[j] ~= false
+end
+refused = refusal(BOOKED, sold, true)
+if refused then
+  return refused
+end
+
+-- A hold blocks its seat while its lease exists and its deadline is ahead: the index may
+-- outlive the lease until the expiry listener or the sweep catch up. state[j] starts as the
+-- lease's value (false: none) and becomes 'free', 'mine' or 'taken'.
+local state, leased = call_list('MGET', nil, KEYS, LEASE0 + 1, LEASE0 + n), {}
+for j = 1, n do
+  if state[j] then
+    leased[#leased + 1] = ARGV[5 + j]
+  end
+end
+local records, k, expires = call_list('HMGET', HOLDS, leased), 0, {}
+for j = 1, n do
+  local leased_j = state[j]
+  state[j] = 'free'
+  if leased_j then
+    k = k + 1
+    if records[k] then
+      local holder, exp, until_ms = hold_times(records[k])
+      if until_ms > now then
+        state[j] = holder == me and 'mine' or 'taken'
+        expires[j] = exp
+      end
     end
   end
 end
-if #unknown > 0 then
-  return {UNKNOWN, unpack(unknown)}
+refused = refusal(TAKEN, state, 'taken')
+if refused then
+  return refused
 end
-if #booked > 0 then
-  return {BOOKED, unpack(booked)}
+local fresh = 0
+for j = 1, n do
+  if state[j] == 'free' then
+    fresh = fresh + 1
+  end
 end
-if #taken > 0 then
-  return {TAKEN, unpack(taken)}
-end
-if #fresh > 0 and count_live_holds(user, now) + #fresh > cap then
+if fresh > 0 and count_live_holds(me, now) + fresh > cap then
   return {TOO_MANY, cap}
 end
 
 -- Everything checked; from here on only writes.
 local exp = now + hold_ms
-local changes = {}
-for _, i in ipairs(fresh) do
-  write_hold(ARGV[i], KEYS[LEASE0 + i - 5], {user = user, exp = exp, first = now, pin = 0}, now)
-  held[i] = exp
-  changes[#changes + 1] = change(ARGV[i], 'reserved', user, exp)
+local seats, leases, changes, exp_text = {}, {}, {}, string.format('%d', exp)
+for j = 1, n do
+  if state[j] == 'free' then
+    expires[j] = exp
+    seats[#seats + 1], leases[#leases + 1] = ARGV[5 + j], KEYS[LEASE0 + j]
+    changes[#changes + 1] = change(ARGV[5 + j], 'reserved', me, exp_text)
+  end
+end
+if fresh > 0 then
+  write_holds(seats, leases, {user = user, exp = exp, first = now, pin = 0}, now)
 end
 publish(now, changes)
 local reply = {OK}
-for i = 6, #ARGV do
-  reply[#reply + 1] = tonumber(ARGV[i])
-  reply[#reply + 1] = held[i]
+for j = 1, n do
+  reply[2 * j], reply[2 * j + 1] = tonumber(ARGV[5 + j]), expires[j]
 end
 return reply

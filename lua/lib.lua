@@ -12,16 +12,44 @@
 --   KEYS[8 + i]: the lease of the i-th seat argument, when the script touches leases.
 -- ARGV[1] is always the screening id and ARGV[2] the caller's clock, now in ms.
 -- A hold's deadline is max(exp, pin): exp is what the user sees and may extend, pin keeps a
--- claimed hold alive while PostgreSQL commits. Its lease key lives exactly until the deadline.
+-- claimed hold alive while PostgreSQL commits. Its lease key lives exactly until the deadline;
+-- its value is the holder's user id. The index, both zsets and the lease are written together.
 -- Status codes (seatlock/scripts.py Status): every reply is {status, ...}.
 local OK, NOT_LOADED, STARTED, UNKNOWN, BOOKED, TAKEN, TOO_MANY, NOT_HELD, EXPIRED =
   0, 1, 2, 3, 4, 5, 6, 7, 8
 local META, SEATS, SOLD, HOLDS, DEADLINES, VERSION, EVENTS, OWNERS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local LEASE0 = 8
+-- Values per command when a list goes into one call (Lua's unpack refuses ~8000). Even, so a
+-- field/value or score/member pair never straddles two calls.
+local BATCH = 1000
 
 local function is_ready()
   return redis.call('HGET', META, 'ready') == '1'
+end
+
+-- redis.call(command, key, list[first..last]) (no key when key is nil) in calls of at most BATCH
+-- values; returns the reply, or the replies joined when it took several calls.
+local function call_list(command, key, list, first, last)
+  first, last = first or 1, last or #list
+  if last < first then
+    return {}
+  elseif last - first < BATCH then
+    if key then
+      return redis.call(command, key, unpack(list, first, last))
+    end
+    return redis.call(command, unpack(list, first, last))
+  end
+  local replies = {}
+  for from = first, last, BATCH do
+    local reply = call_list(command, key, list, from, math.min(from + BATCH - 1, last))
+    if type(reply) == 'table' then
+      for j = 1, #reply do
+        replies[#replies + 1] = reply[j]
+      end
+    end
+  end
+  return replies
 end
 
 local function parse_hold(raw)
@@ -51,28 +79,61 @@ local function owns(hold, lease, user, now)
   return is_live(hold, lease, now) and hold.user == user and hold.exp > now
 end
 
--- SET ... PX: the lease and its TTL are written in one command (never SETNX then EXPIRE).
-local function write_hold(seat, lease, hold, now)
+-- Write the same hold on every seat of seats (leases[j] is the lease of seats[j]). SET ... PX:
+-- each lease and its TTL are written in one command (never SETNX then EXPIRE). Numbers go to
+-- Redis as strings made once: Redis would format a Lua number on every use, slowly.
+local function write_holds(seats, leases, hold, now)
   local until_ms = deadline(hold)
-  redis.call('SET', lease, hold.user, 'PX', until_ms - now)
-  redis.call('HSET', HOLDS, seat,
-    string.format('%d:%d:%d:%d', hold.user, hold.exp, hold.first, hold.pin))
-  redis.call('ZADD', DEADLINES, until_ms, seat)
-  redis.call('ZADD', OWNERS, hold.user, seat)
+  local user, ttl = string.format('%d', hold.user), string.format('%d', until_ms - now)
+  local score = string.format('%d', until_ms)
+  local record = string.format('%d:%d:%d:%d', hold.user, hold.exp, hold.first, hold.pin)
+  local fields, members = {}, {}
+  for j = 1, #seats do
+    redis.call('SET', leases[j], user, 'PX', ttl)
+    fields[2 * j - 1], fields[2 * j] = seats[j], record
+    members[2 * j - 1], members[2 * j] = score, seats[j]
+  end
+  call_list('HSET', HOLDS, fields)
+  call_list('ZADD', DEADLINES, members)
+  for j = 1, #seats do
+    members[2 * j - 1] = user
+  end
+  call_list('ZADD', OWNERS, members)
+end
+
+local function write_hold(seat, lease, hold, now)
+  write_holds({seat}, {lease}, hold, now)
+end
+
+-- Drop the holds of seats from the index and both zsets, and delete the leases given (leases may
+-- be shorter than seats, or empty: a lease already gone).
+local function drop_holds(seats, leases)
+  if #leases > 0 then
+    call_list('DEL', nil, leases)
+  end
+  call_list('HDEL', HOLDS, seats)
+  call_list('ZREM', DEADLINES, seats)
+  call_list('ZREM', OWNERS, seats)
 end
 
 local function drop_hold(seat, lease)
-  if lease then
-    redis.call('DEL', lease)
-  end
-  redis.call('HDEL', HOLDS, seat)
-  redis.call('ZREM', DEADLINES, seat)
-  redis.call('ZREM', OWNERS, seat)
+  drop_holds({seat}, {lease})
 end
 
+-- A number (formatted), a string (as is: ids from ARGV or Redis, already decimal) or nil.
+local function json_int(value)
+  if value == nil then
+    return 'null'
+  elseif type(value) == 'number' then
+    return string.format('%d', value)
+  end
+  return value
+end
+
+-- One seat's entry of an event, as JSON text: built by hand, as cjson costs several times more.
 local function change(seat, status, user, expires_at)
-  return {seat_id = tonumber(seat), status = status, user_id = user or cjson.null,
-    expires_at = expires_at or cjson.null}
+  return '{"seat_id":' .. json_int(seat) .. ',"status":"' .. status .. '","user_id":' ..
+    json_int(user) .. ',"expires_at":' .. json_int(expires_at) .. '}'
 end
 
 -- One event per script run, published inside it, so events are ordered like the changes.
@@ -81,20 +142,32 @@ local function publish(now, changes)
     return
   end
   redis.call('INCR', VERSION)
-  redis.call('PUBLISH', EVENTS,
-    cjson.encode({screening_id = tonumber(ARGV[1]), ts = now, seats = changes}))
+  redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"ts":%d,"seats":[%s]}',
+    ARGV[1], now, table.concat(changes, ',')))
 end
 
--- Holds of user in this screening that still block their seats (for the per-user cap). The
--- owners zset keeps this O(log n + the user's holds) in a room full of holds.
+-- An index record's holder (as text), exp and deadline: fewer conversions than parse_hold.
+local function hold_times(raw)
+  local user, exp, pin = string.match(raw, '^(%d+):(%d+):%d+:(%d+)$')
+  exp = tonumber(exp)
+  if pin == '0' then
+    return user, exp, exp
+  end
+  return user, exp, math.max(exp, tonumber(pin))
+end
+
+-- Holds of user (as text) in this screening that still block their seats (for the per-user
+-- cap). The owners zset keeps this O(log n + the user's holds) in a room full of holds.
 local function count_live_holds(user, now)
-  local count = 0
-  for _, seat in ipairs(redis.call('ZRANGEBYSCORE', OWNERS, user, user)) do
-    local hold = read_hold(seat)
-    if hold ~= nil and hold.user == user and deadline(hold) > now then
-      count = count + 1
+  local seats = redis.call('ZRANGEBYSCORE', OWNERS, user, user)
+  local records, count = call_list('HMGET', HOLDS, seats), 0
+  for j = 1, #seats do
+    if records[j] then
+      local holder, _, until_ms = hold_times(records[j])
+      if holder == user and until_ms > now then
+        count = count + 1
+      end
     end
   end
   return count
 end
-

@@ -5,16 +5,21 @@
 if not is_ready() then
   return {NOT_LOADED}
 end
-local now, user = tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = tonumber(ARGV[2])
+local owner = string.format('%d:', tonumber(ARGV[3])) -- how the user's index records start
 
-local released, changes = {OK}, {}
-for i = 4, #ARGV do
-  local hold = read_hold(ARGV[i])
-  if hold ~= nil and hold.user == user then
-    drop_hold(ARGV[i], KEYS[LEASE0 + i - 3])
-    released[#released + 1] = tonumber(ARGV[i])
-    changes[#changes + 1] = change(ARGV[i], 'available')
+local records = call_list('HMGET', HOLDS, ARGV, 4)
+local released, seats, leases, changes = {OK}, {}, {}, {}
+for j = 1, #ARGV - 3 do
+  if records[j] and string.sub(records[j], 1, #owner) == owner then
+    local seat = ARGV[3 + j]
+    released[#released + 1] = tonumber(seat)
+    seats[#seats + 1], leases[#leases + 1] = seat, KEYS[LEASE0 + j]
+    changes[#changes + 1] = change(seat, 'available')
   end
+end
+if #seats > 0 then
+  drop_holds(seats, leases)
 end
 publish(now, changes)
 return released

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -93,6 +93,20 @@ async def dump(redis: Redis, screening_id: int) -> dict[str, Any]:
         elif kind == "zset":
             out[key] = await redis.zrange(key, 0, -1, withscores=True)
     return out
+
+
+async def command_calls(redis: Redis) -> dict[str, int]:
+    """Calls so far of each Redis command, server-wide (commands run inside scripts included)."""
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+async def calls_made(redis: Redis, call: Awaitable[object]) -> dict[str, int]:
+    """The Redis commands (name -> count) run while awaiting call."""
+    before = await command_calls(redis)
+    await call
+    after = await command_calls(redis)
+    return {name: n - before.get(name, 0) for name, n in after.items() if n > before.get(name, 0)}
 
 
 def _text(value: bytes | str) -> str:

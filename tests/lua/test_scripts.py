@@ -25,7 +25,7 @@ from seatlock.engine import (
 )
 from seatlock.errors import SeatLockError
 from seatlock.scripts import NAMES, PRELUDE, Status, lua_dir
-from tests.lua.support import DictSource, dump, make_engine, now_ms, tap
+from tests.lua.support import DictSource, calls_made, dump, make_engine, now_ms, tap
 
 S = 501  # screening id
 ALICE, BOB = 7, 8
@@ -138,6 +138,95 @@ async def test_expired_hold_of_another_user_can_be_taken(redis: Redis, engine: S
     holds = await engine.hold(S, ALICE, [4], now + 5 * MIN)
     assert holds[0].user_id == ALICE
     assert await redis.get(keys.seat_hold(S, 4)) == b"7"
+
+
+async def test_a_hold_whose_lease_is_gone_frees_its_seat(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, BOB, [4], now)
+    await redis.delete(keys.seat_hold(S, 4))  # evicted, or expired on a clock ahead of ours
+    await redis.set(keys.seat_hold(S, 5), BOB, px=MIN)  # a lease the index does not know
+    holds = await engine.hold(S, ALICE, [4, 5], now)
+    assert [(h.seat_id, h.user_id) for h in holds] == [(4, ALICE), (5, ALICE)]
+    assert await redis.mget(keys.seat_hold(S, 4), keys.seat_hold(S, 5)) == [b"7", b"7"]
+    assert await redis.zscore(keys.screening_owners(S), "4") == ALICE
+
+
+async def test_hold_over_seats_in_every_state(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, BOB, [2], now)
+    await engine.hold(S, ALICE, [1], now + MIN)
+    later = now + 5 * MIN  # BOB's hold lapsed (its lease key still exists), ALICE's did not
+    async with tap(redis, S) as events:
+        holds = await engine.hold(S, ALICE, [3, 2, 1], later)
+        event = await events.next()
+    assert [(h.seat_id, h.expires_at_ms) for h in holds] == [
+        (1, now + 6 * MIN),
+        (2, later + 5 * MIN),
+        (3, later + 5 * MIN),
+    ]
+    assert [(s["seat_id"], s["user_id"], s["expires_at"]) for s in event["seats"]] == [
+        (2, ALICE, later + 5 * MIN),
+        (3, ALICE, later + 5 * MIN),
+    ]
+    index = await redis.hgetall(keys.screening_holds(S))
+    assert index[b"1"] == f"{ALICE}:{now + 6 * MIN}:{now + MIN}:0".encode()
+    assert index[b"2"] == index[b"3"] == f"{ALICE}:{later + 5 * MIN}:{later}:0".encode()
+    assert await redis.zscore(keys.screening_deadlines(S), "2") == later + 5 * MIN
+    with pytest.raises(TooManySeats):  # three live holds, two more asked
+        await engine.hold(S, ALICE, [4, 5], later)
+
+
+async def test_a_pinned_hold_past_its_expiry_is_kept_for_its_holder(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now)
+    await engine.claim(S, ALICE, [1], now + 5 * MIN - 1, pin_ms=MIN)
+    before = await dump(redis, S)
+    holds = await engine.hold(S, ALICE, [1], now + 5 * MIN)
+    assert holds[0].expires_at_ms == now + 5 * MIN  # unchanged: the booking is committing
+    assert await dump(redis, S) == before
+    with pytest.raises(SeatsUnavailable):
+        await engine.hold(S, BOB, [1], now + 5 * MIN)
+
+
+async def test_hold_and_release_take_one_command_per_step(redis: Redis, engine: SeatEngine) -> None:
+    """Every check and every write covers all the seats in one command: each redis.call costs."""
+    now = now_ms()
+    await engine.seat_map(S, now)  # loaded
+    held = await calls_made(redis, engine.hold(S, ALICE, [1, 2, 3, 4], now))
+    assert {n: held.get(n) for n in ("hmget", "smismember", "mget", "hset", "zadd", "set")} == {
+        "hmget": 2,  # meta, then the sold seats
+        "smismember": 1,
+        "mget": 1,
+        "hset": 1,
+        "zadd": 2,
+        "set": 4,  # one SET ... PX per lease
+    }
+    assert not {"sismember", "hexists", "exists", "hget"} & set(held)
+    released = await calls_made(redis, engine.release(S, ALICE, [1, 2, 3, 4], now))
+    assert {name: released.get(name) for name in ("hmget", "del", "hdel", "zrem")} == {
+        "hmget": 1,
+        "del": 1,
+        "hdel": 1,
+        "zrem": 2,
+    }
+
+
+async def test_seat_lists_longer_than_one_command_batch(redis: Redis, source: DictSource) -> None:
+    seats = list(range(1, 2601))
+    source.add(S, seats)
+    engine = make_engine(redis, source, max_seats_per_user=2600)
+    now = now_ms()
+    assert len(await engine.hold(S, BOB, seats[100:2500], now)) == 2400
+    error = await refused(redis, engine.hold(S, ALICE, seats[:2600], now), SeatsUnavailable)
+    assert error.seat_ids == seats[100:2500]
+    async with tap(redis, S) as events:
+        assert await engine.release(S, BOB, seats, now) == seats[100:2500]
+        event = await events.next()
+    assert [s["seat_id"] for s in event["seats"]] == seats[100:2500]
+    gone = [keys.screening_holds(S), keys.screening_deadlines(S), keys.screening_owners(S)]
+    assert await redis.exists(*gone, keys.seat_hold(S, 101), keys.seat_hold(S, 2500)) == 0
 
 
 async def test_extend_success_and_cap(redis: Redis, engine: SeatEngine) -> None:

@@ -1,5 +1,6 @@
-"""Random sequences of holds, extensions, releases, claims, sales, cancellations, expiries, sweeps
-and Redis data loss against the real engine, checked after every step against a Python model.
+"""Random sequences of holds, extensions, releases, claims, sales, cancellations, expiries, sweeps,
+leases lost early and Redis data loss against the real engine, checked after every step against a
+Python model.
 
 Time is passed in: it moves in 10 s steps, so a lease never lapses in real time during a run.
 """
@@ -44,6 +45,7 @@ class ModelHold:
     exp: int
     first: int
     pin: int = 0
+    lease: bool = True  # False: the lease key vanished before the deadline (eviction, clock skew)
 
     @property
     def deadline(self) -> int:
@@ -85,8 +87,13 @@ class EngineMachine(RuleBasedStateMachine):
         hold = self.holds.get(seat)
         return hold if hold is not None and hold.deadline > self.now else None
 
-    def owns(self, user: int, seat: int) -> bool:
+    def blocking(self, seat: int) -> ModelHold | None:
+        """The hold that keeps others off the seat: live in the index and its lease still there."""
         hold = self.live(seat)
+        return hold if hold is not None and hold.lease else None
+
+    def owns(self, user: int, seat: int) -> bool:
+        hold = self.blocking(seat)
         return hold is not None and hold.user == user and hold.exp > self.now
 
     def outcome(self, call: Coroutine[Any, Any, T]) -> T | SeatLockError:
@@ -101,8 +108,8 @@ class EngineMachine(RuleBasedStateMachine):
         seats = sorted(seats)
         unknown = [s for s in seats if s not in SEATS]
         booked = [s for s in seats if s in self.sold]
-        taken = [s for s in seats if (h := self.live(s)) is not None and h.user != user]
-        fresh = [s for s in seats if self.live(s) is None]
+        taken = [s for s in seats if (h := self.blocking(s)) is not None and h.user != user]
+        fresh = [s for s in seats if self.blocking(s) is None]
         mine = sum(1 for s in self.holds if (h := self.live(s)) is not None and h.user == user)
         if len(seats) > CAP or (
             not unknown and not booked and not taken and mine + len(fresh) > CAP
@@ -216,10 +223,19 @@ class EngineMachine(RuleBasedStateMachine):
         lapsed = hold is not None and hold.deadline <= self.now
         if lapsed:
             self.run(self.redis.delete(keys.seat_hold(self.screening, seat)))
+        gone = hold is not None and (lapsed or not hold.lease)
         key = keys.seat_hold(self.screening, seat)
-        assert self.run(self.engine.expire_lease(key, self.now)) == lapsed
-        if lapsed:
+        assert self.run(self.engine.expire_lease(key, self.now)) == gone
+        if gone:
             del self.holds[seat]
+
+    @rule(seat=st.sampled_from(SEATS))
+    def lease_vanishes(self, seat: int) -> None:
+        """A lease key is gone before its deadline, not yet reported: the seat is free to hold."""
+        hold = self.holds.get(seat)
+        if hold is not None:
+            self.run(self.redis.delete(keys.seat_hold(self.screening, seat)))
+            self.holds[seat] = replace(hold, lease=False)
 
     @rule()
     def sweep(self) -> None:
@@ -261,7 +277,8 @@ class EngineMachine(RuleBasedStateMachine):
         assert sold == {str(s).encode(): str(u).encode() for s, u in self.sold.items()}
         leases = self.run(self.redis.mget([keys.seat_hold(sid, s) for s in SEATS]))
         assert leases == [
-            str(self.holds[s].user).encode() if s in self.holds else None for s in SEATS
+            str(h.user).encode() if (h := self.holds.get(s)) is not None and h.lease else None
+            for s in SEATS
         ]
 
     def expected_state(self, seat: int) -> SeatState:
