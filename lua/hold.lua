@@ -9,7 +9,6 @@ if meta[1] ~= '1' then
   return {NOT_LOADED}
 end
 local now, user = tonumber(ARGV[2]), tonumber(ARGV[3])
-local hold_ms, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
 if now >= tonumber(meta[2]) then
   return {STARTED}
 end
@@ -75,24 +74,23 @@ for j = 1, n do
     fresh = fresh + 1
   end
 end
+local cap = tonumber(ARGV[5])
 if fresh > 0 and count_live_holds(me, now) + fresh > cap then
   return {TOO_MANY, cap}
 end
 
 -- Everything checked; from here on only writes.
-local exp = now + hold_ms
-local seats, leases, changes, exp_text = {}, {}, {}, string.format('%d', exp)
+local exp, seats, leases = now + tonumber(ARGV[4]), {}, {}
 for j = 1, n do
   if state[j] == 'free' then
     expires[j] = exp
     seats[#seats + 1], leases[#leases + 1] = ARGV[5 + j], KEYS[LEASE0 + j]
-    changes[#changes + 1] = change(ARGV[5 + j], 'reserved', me, exp_text)
   end
 end
 if fresh > 0 then
   write_holds(seats, leases, {user = user, exp = exp, first = now, pin = 0}, now)
+  publish(now, changes_of(seats, 'reserved', me, exp))
 end
-publish(now, changes)
 local reply = {OK}
 for j = 1, n do
   reply[2 * j], reply[2 * j + 1] = tonumber(ARGV[5 + j]), expires[j]

@@ -130,10 +130,20 @@ local function json_int(value)
   return value
 end
 
--- One seat's entry of an event, as JSON text: built by hand, as cjson costs several times more.
+-- The entries of an event for seats (decimal strings) that all change the same way, as JSON
+-- text: built by hand, as cjson costs several times more.
+local function changes_of(seats, status, user, expires_at)
+  local tail = ',"status":"' .. status .. '","user_id":' .. json_int(user) ..
+    ',"expires_at":' .. json_int(expires_at) .. '}'
+  local entries = {}
+  for j = 1, #seats do
+    entries[j] = '{"seat_id":' .. seats[j] .. tail
+  end
+  return entries
+end
+
 local function change(seat, status, user, expires_at)
-  return '{"seat_id":' .. json_int(seat) .. ',"status":"' .. status .. '","user_id":' ..
-    json_int(user) .. ',"expires_at":' .. json_int(expires_at) .. '}'
+  return changes_of({seat}, status, user, expires_at)[1]
 end
 
 -- One event per script run, published inside it, so events are ordered like the changes.

@@ -6,20 +6,18 @@ if not is_ready() then
   return {NOT_LOADED}
 end
 local now = tonumber(ARGV[2])
-local owner = string.format('%d:', tonumber(ARGV[3])) -- how the user's index records start
+local owner = string.format('%d:', ARGV[3]) -- how the user's index records start
 
 local records = call_list('HMGET', HOLDS, ARGV, 4)
-local released, seats, leases, changes = {OK}, {}, {}, {}
+local released, seats, leases = {OK}, {}, {}
 for j = 1, #ARGV - 3 do
   if records[j] and string.sub(records[j], 1, #owner) == owner then
-    local seat = ARGV[3 + j]
-    released[#released + 1] = tonumber(seat)
-    seats[#seats + 1], leases[#leases + 1] = seat, KEYS[LEASE0 + j]
-    changes[#changes + 1] = change(seat, 'available')
+    released[#released + 1] = tonumber(ARGV[3 + j])
+    seats[#seats + 1], leases[#leases + 1] = ARGV[3 + j], KEYS[LEASE0 + j]
   end
 end
 if #seats > 0 then
   drop_holds(seats, leases)
+  publish(now, changes_of(seats, 'available'))
 end
-publish(now, changes)
 return released
