@@ -26,6 +26,34 @@ local function refusal(status, flags, value)
   return reply
 end
 
+-- An index record's holder (as text), exp and deadline: fewer conversions than parse_hold
+-- (lib.lua). This helper and the next live here: only hold uses them, and every function of the
+-- prelude costs every script run a closure.
+local function hold_times(raw)
+  local user, exp, pin = string.match(raw, '^(%d+):(%d+):%d+:(%d+)$')
+  exp = tonumber(exp)
+  if pin == '0' then
+    return user, exp, exp
+  end
+  return user, exp, math.max(exp, tonumber(pin))
+end
+
+-- Holds of user (as text) in this screening that still block their seats (for the per-user
+-- cap). The owners zset keeps this O(log n + the user's holds) in a room full of holds.
+local function count_live_holds(user, now)
+  local seats = redis.call('ZRANGEBYSCORE', OWNERS, user, user)
+  local records, count = call_list('HMGET', HOLDS, seats), 0
+  for j = 1, #seats do
+    if records[j] then
+      local holder, _, until_ms = hold_times(records[j])
+      if holder == user and until_ms > now then
+        count = count + 1
+      end
+    end
+  end
+  return count
+end
+
 -- Each check reads every seat in one call.
 local refused = refusal(UNKNOWN, call_list('SMISMEMBER', SEATS, ARGV, 6), 0)
 if refused then

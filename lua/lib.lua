@@ -71,18 +71,19 @@ end
 
 -- A hold counts only while both its deadline is ahead and its lease key still exists: the index
 -- may outlive the lease until the expiry listener or the sweep catches up.
-local function is_live(hold, lease, now)
-  return hold ~= nil and deadline(hold) > now and redis.call('EXISTS', lease) == 1
-end
-
 local function owns(hold, lease, user, now)
-  return is_live(hold, lease, now) and hold.user == user and hold.exp > now
+  return hold ~= nil and hold.user == user and hold.exp > now and deadline(hold) > now and
+    redis.call('EXISTS', lease) == 1
 end
 
--- Write the same hold on every seat of seats (leases[j] is the lease of seats[j]). SET ... PX:
--- each lease and its TTL are written in one command (never SETNX then EXPIRE). Numbers go to
--- Redis as strings made once: Redis would format a Lua number on every use, slowly.
+-- Write the same hold on every seat of seats (leases[j] is the lease of seats[j]), or on one
+-- seat (seats and leases are then a seat and its lease). SET ... PX: each lease and its TTL are
+-- written in one command (never SETNX then EXPIRE). Numbers go to Redis as strings made once:
+-- Redis would format a Lua number on every use, slowly.
 local function write_holds(seats, leases, hold, now)
+  if type(seats) ~= 'table' then
+    seats, leases = {seats}, {leases}
+  end
   local until_ms = deadline(hold)
   local user, ttl = string.format('%d', hold.user), string.format('%d', until_ms - now)
   local score = string.format('%d', until_ms)
@@ -101,13 +102,15 @@ local function write_holds(seats, leases, hold, now)
   call_list('ZADD', OWNERS, members)
 end
 
-local function write_hold(seat, lease, hold, now)
-  write_holds({seat}, {lease}, hold, now)
-end
+-- Every function of this prelude costs each script run a closure: one for both spellings.
+local write_hold = write_holds
 
 -- Drop the holds of seats from the index and both zsets, and delete the leases given (leases may
--- be shorter than seats, or empty: a lease already gone).
+-- be shorter than seats, or empty: a lease already gone). Or one seat and its lease (or nil).
 local function drop_holds(seats, leases)
+  if type(seats) ~= 'table' then
+    seats, leases = {seats}, {leases}
+  end
   if #leases > 0 then
     call_list('DEL', nil, leases)
   end
@@ -116,9 +119,7 @@ local function drop_holds(seats, leases)
   call_list('ZREM', OWNERS, seats)
 end
 
-local function drop_hold(seat, lease)
-  drop_holds({seat}, {lease})
-end
+local drop_hold = drop_holds
 
 -- A number (formatted), a string (as is: ids from ARGV or Redis, already decimal) or nil.
 local function json_int(value)
@@ -154,30 +155,4 @@ local function publish(now, changes)
   redis.call('INCR', VERSION)
   redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"ts":%d,"seats":[%s]}',
     ARGV[1], now, table.concat(changes, ',')))
-end
-
--- An index record's holder (as text), exp and deadline: fewer conversions than parse_hold.
-local function hold_times(raw)
-  local user, exp, pin = string.match(raw, '^(%d+):(%d+):%d+:(%d+)$')
-  exp = tonumber(exp)
-  if pin == '0' then
-    return user, exp, exp
-  end
-  return user, exp, math.max(exp, tonumber(pin))
-end
-
--- Holds of user (as text) in this screening that still block their seats (for the per-user
--- cap). The owners zset keeps this O(log n + the user's holds) in a room full of holds.
-local function count_live_holds(user, now)
-  local seats = redis.call('ZRANGEBYSCORE', OWNERS, user, user)
-  local records, count = call_list('HMGET', HOLDS, seats), 0
-  for j = 1, #seats do
-    if records[j] then
-      local holder, _, until_ms = hold_times(records[j])
-      if holder == user and until_ms > now then
-        count = count + 1
-      end
-    end
-  end
-  return count
 end
