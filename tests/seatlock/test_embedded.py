@@ -81,3 +81,14 @@ async def test_postgres_data_survives_a_restart(data_dir: Path) -> None:
     finally:
         second.stop()
     assert wait_until_gone(data) == []
+
+
+async def test_redis_runs_with_the_settings_holds_rely_on(redis: Redis) -> None:
+    """The session's Redis is the embedded one: prompt expiry and skiplist sorted sets."""
+    config = await redis.config_get("*")
+    assert config["hz"] == "100"
+    assert config["active-expire-effort"] == "3"
+    assert "x" in config["notify-keyspace-events"].lower()
+    assert config["zset-max-ziplist-entries"] == "0"
+    await redis.zadd("sl:test:zset", {"1": 1})
+    assert await redis.object("encoding", "sl:test:zset") == b"skiplist"
