@@ -3,10 +3,12 @@
 Redis is the truth about live holds; this table only remembers them for my-reservations. So a hold
 never waits for PostgreSQL: the route puts a history change on a bounded in-process queue and a
 writer task applies the changes in order, batched (a batch nets out in memory and is written in a
-constant number of statements, however its changes interleave). When PostgreSQL is down or a lock
-is contended the writer retries with backoff; only when the queue is full are changes dropped,
-counted and logged (the hold itself stands). A reader in the same process flushes the queue first,
-so a user sees their own holds right away. Re-holding a held seat reuses its active row
+constant number of statements, however its changes interleave). Under load the writer starts a
+batch at most every BATCH_INTERVAL_S, so a busy server writes a few dozen large batches a second
+instead of hundreds of small ones; an idle writer writes a change at once. When PostgreSQL is down
+or a lock is contended the writer retries with backoff; only when the queue is full are changes
+dropped, counted and logged (the hold itself stands). A reader in the same process flushes the
+queue first, so a user sees their own holds right away. Re-holding a held seat reuses its active row
 (``LiveRows``, else ``active_rows``), so the history has no duplicates.
 """
 
@@ -31,6 +33,11 @@ logger = logging.getLogger(__name__)
 ID_BLOCK = 1000  # reservations_id_seq increments by this much
 QUEUE_SIZE = 10_000
 BATCH_SIZE = 500
+# The least time between the starts of two batches. A change that finds the writer idle for longer
+# is written at once; under load the changes of an interval share one transaction, and a hold
+# cancelled within it is inserted as cancelled (one row written, no UPDATE). The wait ends early
+# when BATCH_SIZE changes wait or a reader flushes: history is never later than this plus a write.
+BATCH_INTERVAL_S = 0.04
 DROP_LOG_INTERVAL_S = 10.0
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 5.0
@@ -62,6 +69,10 @@ class ReservationIds:
         self._lock = asyncio.Lock()
 
     async def take(self, count: int) -> list[int]:
+        start = self._next
+        if self._end - start >= count:  # no await before the ids are taken: no taker interleaves
+            self._next = start + count
+            return list(range(start, start + count))
         ids: list[int] = []
         async with self._lock:
             while len(ids) < count:
@@ -164,9 +175,18 @@ class HistoryWriter:
     truncates the tables makes its own session the deadlock victim's survivor (tests/conftest.py).
     """
 
-    def __init__(self, db: asyncpg.Pool, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        queue_size: int = QUEUE_SIZE,
+        interval_s: float = BATCH_INTERVAL_S,
+    ) -> None:
         self._db = db
         self._queue: asyncio.Queue[Change] = asyncio.Queue(queue_size)
+        self._interval_s = interval_s
+        self._last_batch = float("-inf")  # time.monotonic() when the last batch began
+        self._wake = asyncio.Event()  # ends the wait for the interval: flush, full batch, stop
+        self._flushing = 0  # readers waiting in flush(): no batch waits while there are any
         self.dropped = 0
         self.rejected = 0
         self._logged_drops = 0
@@ -180,6 +200,9 @@ class HistoryWriter:
         except asyncio.QueueFull:
             self.dropped += 1
             self._log_drops()
+            return
+        if self._queue.qsize() >= BATCH_SIZE - 1:  # with the writer's first: a full batch
+            self._wake.set()
 
     def _log_drops(self) -> None:
         now = time.monotonic()
@@ -193,24 +216,59 @@ class HistoryWriter:
         self._logged_drops, self._next_drop_log = self.dropped, now + DROP_LOG_INTERVAL_S
 
     async def flush(self, timeout_s: float = 2.0) -> None:
-        """Wait until every change submitted so far is written (or the timeout passes)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout_s)
+        """Wait until every change submitted so far is written (or the timeout passes).
+
+        The writer does not wait out BATCH_INTERVAL_S while a flush is waiting.
+        """
+        self._flushing += 1
+        self._wake.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._queue.join()
+        finally:
+            self._flushing -= 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write changes until ``stop`` is set and the queue is empty."""
+        waker = asyncio.create_task(self._wake_on(stop))
+        try:
+            await self._write_until(stop)
+        finally:
+            waker.cancel()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _write_until(self, stop: asyncio.Event) -> None:
         while not (stop.is_set() and self._queue.empty()):
             self._log_drops()
             try:
-                first = await asyncio.wait_for(self._queue.get(), 0.5)
+                async with asyncio.timeout(0.5):
+                    first = await self._queue.get()
             except TimeoutError:
                 continue
+            await self._pace(stop)
+            self._last_batch = time.monotonic()
             batch = [first]
             while len(batch) < BATCH_SIZE and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._write(batch, stop)
             for _ in batch:
                 self._queue.task_done()
+
+    async def _pace(self, stop: asyncio.Event) -> None:
+        """Let changes gather until BATCH_INTERVAL_S after the last batch began, unless a flush
+        waits, BATCH_SIZE changes wait or the writer is stopping."""
+        delay = self._last_batch + self._interval_s - time.monotonic()
+        full = self._queue.qsize() >= BATCH_SIZE - 1
+        if delay <= 0 or self._flushing or stop.is_set() or full:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def _write(self, batch: list[Change], stop: asyncio.Event) -> None:
         if await self._apply_with_retry(batch, stop):

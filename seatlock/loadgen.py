@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 import random
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -27,80 +28,167 @@ API = "/api/v1"
 
 
 class Http:
-    """One keep-alive connection; enough HTTP/1.1 for JSON APIs (Content-Length or chunked)."""
+    """One keep-alive connection; enough HTTP/1.1 for JSON APIs (Content-Length or chunked).
+
+    A protocol rather than asyncio streams: a response that arrives in one read is parsed and
+    handed over in one callback, and a caller can send bytes it encoded once (``send``).
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: _Connection | None = None
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
     async def call(
         self, method: str, path: str, body: Any = None, token: str = ""
     ) -> tuple[int, bytes]:
-        """Send one request and read its response; reconnects once if the server hung up.
+        """Send one request and read its response; reconnects once if the server hung up."""
+        return await self.send(self.encode(method, path, body, token))
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send one encoded request and read its response; reconnects once if the server hung up.
 
         The retry may repeat a request the server already handled; every bench request is safe
         to repeat (GETs, re-holding one's own seats, cancels, bookings keyed by payment_id).
         """
-        request = self._encode(method, path, body, token)
         for attempt in (1, 2):
             try:
-                return await self._exchange(request)
+                if self._conn is None:
+                    self._conn = await _Connection.open(self.host, self.port)
+                return await self._conn.exchange(request)
             except (OSError, asyncio.IncompleteReadError):
                 await self.close()
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _encode(self, method: str, path: str, body: Any, token: str) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
-        if token:
-            lines.append(f"Authorization: Bearer {token}")
-        payload = b"" if body is None else orjson.dumps(body)
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+    def head(self, method: str, path: str, token: str = "") -> bytes:
+        """The request line and headers, without the blank line that ends them."""
+        return f"{method} {path} HTTP/1.1\r\n".encode() + self.headers(token)
 
-    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
-        self._writer.write(request)
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status, length, chunked = _parse_head(head)
-        if chunked:
-            return status, await self._read_chunked()
-        return status, await self._reader.readexactly(length)
+    def headers(self, token: str = "") -> bytes:
+        """The Host and Authorization header lines: a loop encodes them once."""
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        return f"Host: {self.host}:{self.port}\r\n{auth}".encode()
 
-    async def _read_chunked(self) -> bytes:
-        assert self._reader is not None
-        parts: list[bytes] = []
-        while True:
-            size = int((await self._reader.readline()).split(b";")[0], 16)
-            data = await self._reader.readexactly(size + 2)
-            if size == 0:
-                return b"".join(parts)
-            parts.append(data[:-2])
+    def encode(self, method: str, path: str, body: Any = None, token: str = "") -> bytes:
+        head = self.head(method, path, token)
+        if body is None and method not in ("POST", "PUT", "PATCH"):
+            return head + b"\r\n"
+        return head + json_tail(b"" if body is None else orjson.dumps(body))
 
 
-def _parse_head(head: bytes) -> tuple[int, int, bool]:
-    lines = head.split(b"\r\n")
-    status, length, chunked = int(lines[0][9:12]), 0, False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
+def json_tail(payload: bytes) -> bytes:
+    """The JSON headers, the blank line and the body: what follows ``Http.head`` of a POST."""
+    return b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(payload),
+        payload,
+    )
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: one request in flight, its response parsed as the bytes arrive."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(cls, host, port)
+        return conn
+
+    def exchange(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        if self._transport is None or self._closed.done():
+            raise ConnectionResetError("the server closed the connection")
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(request)
+        return self._waiter
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        await asyncio.shield(self._closed)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer = self._buffer + data if self._buffer else data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            response = parse_response(self._buffer)
+        except ValueError as exc:  # not HTTP: nothing after it on this connection can be trusted
+            waiter.set_exception(exc)
+            if self._transport is not None:
+                self._transport.close()
+            return
+        if response is not None:
+            status, body, used = response
+            self._buffer = self._buffer[used:]
+            waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            error = exc if isinstance(exc, OSError) else None
+            waiter.set_exception(error or asyncio.IncompleteReadError(self._buffer, None))
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+def parse_response(data: bytes) -> tuple[int, bytes, int] | None:
+    """(status, body, bytes used) of the response at the start of ``data``; None if incomplete."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    status, length, chunked = parse_head(data[:end])
+    if chunked:
+        body = dechunk(data, end + 4)
+        return None if body is None else (status, *body)
+    used = end + 4 + length
+    return None if len(data) < used else (status, data[end + 4 : used], used)
+
+
+def parse_head(head: bytes) -> tuple[int, int, bool]:
+    """Status, Content-Length and whether the body is chunked, from a response head."""
+    head = head.lower()
+    status = int(head[9:12])
+    at = head.find(b"\r\ncontent-length:")
+    length = int(head[at + 17 : _line_end(head, at + 17)]) if at >= 0 else 0
+    at = head.find(b"\r\ntransfer-encoding:")
+    chunked = at >= 0 and b"chunked" in head[at + 20 : _line_end(head, at + 20)]
     return status, length, chunked
+
+
+def _line_end(head: bytes, start: int) -> int:
+    end = head.find(b"\r\n", start)
+    return len(head) if end < 0 else end
+
+
+def dechunk(data: bytes, at: int) -> tuple[bytes, int] | None:
+    """(body, end offset) of the chunked body starting at ``at``; None if incomplete."""
+    parts: list[bytes] = []
+    while True:
+        eol = data.find(b"\r\n", at)
+        if eol < 0:
+            return None
+        size = int(data[at:eol].split(b";")[0], 16)
+        at = eol + 2 + size + 2
+        if len(data) < at:
+            return None
+        if size == 0:
+            return b"".join(parts), at
+        parts.append(data[eol + 2 : at - 2])
 
 
 # --- A raw RESP client for the Redis ceiling -----------------------------------------------------
@@ -258,21 +346,31 @@ async def timed(
 ) -> tuple[int, bytes]:
     """One request, recorded in ``sample``; a connection that fails instead of answering counts
     as dropped (status 0)."""
-    started = time.perf_counter()
-    status, raw = await untimed(http, sample, method, path, body, token)
-    sample.record(status, started)
-    return status, raw
+    return await timed_send(http, sample, http.encode(method, path, body, token))
 
 
 async def untimed(
     http: Http, sample: Sample, method: str, path: str, body: Any = None, token: str = ""
 ) -> tuple[int, bytes]:
+    return await untimed_send(http, sample, http.encode(method, path, body, token))
+
+
+async def timed_send(http: Http, sample: Sample, request: bytes) -> tuple[int, bytes]:
+    """``timed`` for a request encoded by the caller."""
+    started = time.perf_counter()
+    status, raw = await untimed_send(http, sample, request)
+    sample.record(status, started)
+    return status, raw
+
+
+async def untimed_send(http: Http, sample: Sample, request: bytes) -> tuple[int, bytes]:
     try:
-        return await http.call(method, path, body, token)
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        return await http.send(request)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
         sample.dropped += 1
         if len(sample.errors) < 5:
-            sample.errors.append(f"{method} {path}: {exc!r}")
+            line = request[: request.find(b"\r\n")].decode(errors="replace")
+            sample.errors.append(f"{line}: {exc!r}")
         return 0, b""
 
 
@@ -283,25 +381,59 @@ async def get_loop(job: Job, http: Http, index: int, deadline: float, sample: Sa
 
 def pick_seats(seat_ids: list[int]) -> list[int]:
     """1-6 neighbouring seats around the middle of the room: everybody wants the same ones."""
-    count = random.randint(1, 6)
-    middle = len(seat_ids) // 2 + int(random.gauss(0, len(seat_ids) / 20))
-    first = min(max(0, middle), len(seat_ids) - count)
+    first, count = pick_range(len(seat_ids))
     return seat_ids[first : first + count]
 
 
+def pick_range(seats: int) -> tuple[int, int]:
+    """(first index, count) of ``pick_seats`` in a room of ``seats`` seats."""
+    count = random.randint(1, 6)
+    middle = seats // 2 + int(random.gauss(0, seats / 20))
+    return min(max(0, middle), seats - count), count
+
+
+@functools.cache
+def seat_choices(screening_id: int, seat_ids: tuple[int, ...]) -> SeatChoices:
+    """The one ``SeatChoices`` of a screening in this process."""
+    return SeatChoices(screening_id, seat_ids)
+
+
+class SeatChoices:
+    """The seat-dependent bytes of a hold and its cancel, encoded once per choice of seats and
+    shared by every connection of the process (the hot choices are a few hundred)."""
+
+    def __init__(self, screening_id: int, seat_ids: tuple[int, ...]) -> None:
+        self.screening_id, self.seat_ids = screening_id, seat_ids
+        self._parts: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+
+    def pick(self) -> tuple[bytes, bytes]:
+        """A ``pick_seats`` choice: (JSON tail of its reserve, its cancel's seat_ids query)."""
+        choice = pick_range(len(self.seat_ids))
+        parts = self._parts.get(choice)
+        if parts is None:
+            parts = self._parts[choice] = self._encode(*choice)
+        return parts
+
+    def _encode(self, first: int, count: int) -> tuple[bytes, bytes]:
+        seats = list(self.seat_ids[first : first + count])
+        body = orjson.dumps({"screening_id": self.screening_id, "seat_ids": seats})
+        return json_tail(body), ",".join(map(str, seats)).encode()
+
+
 async def hold_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
+    """Hold 1-6 seats around the middle; cancel each hold won."""
     token = job.tokens[index % len(job.tokens)]
+    choices = seat_choices(job.screening_id, tuple(job.seat_ids))
+    headers = http.headers(token)
+    reserve = f"POST {API}/seat-reservations/reserve HTTP/1.1\r\n".encode() + headers
+    cancel = f"DELETE {API}/seat-reservations/cancel/{job.screening_id}?seat_ids=".encode()
+    cancel_end = b" HTTP/1.1\r\n" + headers + b"\r\n"
     while time.perf_counter() < deadline:
-        seats = pick_seats(job.seat_ids)
-        body = {"screening_id": job.screening_id, "seat_ids": seats}
-        status, _ = await timed(
-            http, sample, "POST", f"{API}/seat-reservations/reserve", body, token
-        )
+        body, seats = choices.pick()
+        status, _ = await timed_send(http, sample, reserve + body)
         if status == 201:
             sample.won += 1
-            ids = ",".join(map(str, seats))
-            path = f"{API}/seat-reservations/cancel/{job.screening_id}?seat_ids={ids}"
-            await untimed(http, sample, "DELETE", path, None, token)
+            await untimed_send(http, sample, cancel + seats + cancel_end)
 
 
 async def book_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:

@@ -1,16 +1,29 @@
-"""History writers of several processes share hot rows; they must never deadlock each other."""
+"""History writers of several processes share hot rows; they must never deadlock each other. A
+busy writer gathers its changes into few transactions, yet a flush never waits for them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from asyncpg.connection import LoggedQuery
 
-from db.reservations import Change, Closed, Extended, HistoryWriter, Inserted, apply_changes
+from db.reservations import (
+    BATCH_SIZE,
+    ID_BLOCK,
+    Change,
+    Closed,
+    Extended,
+    HistoryWriter,
+    Inserted,
+    ReservationIds,
+    apply_changes,
+)
 from tests import factories as make
 
 
@@ -165,3 +178,160 @@ async def test_changes_to_rows_already_written_keep_their_order(db: asyncpg.Conn
         5: "active",
     }
     assert (rows[1]["expires_at"], rows[2]["expires_at"]) == (longer, later)
+
+
+class Running:
+    """A HistoryWriter writing in the background, and the statements its pool ran."""
+
+    def __init__(self, pool: asyncpg.Pool, writer: HistoryWriter, statements: list[str]) -> None:
+        self.pool, self.writer, self.statements = pool, writer, statements
+
+    def transactions(self) -> int:
+        return sum("pg_advisory_xact_lock" in q for q in self.statements)
+
+    def writes(self, verb: str) -> int:
+        return sum(q.lstrip().startswith(verb) for q in self.statements)
+
+
+async def running_writer(url: str, interval_s: float) -> AsyncIterator[Running]:
+    statements: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2, init=log_queries)
+    writer = HistoryWriter(pool, interval_s=interval_s)
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        yield Running(pool, writer, statements)
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+
+
+@pytest.fixture
+async def busy(backend_urls: tuple[str, str]) -> AsyncIterator[Running]:
+    """A writer that starts a batch at most every 0.2 s."""
+    async for running in running_writer(backend_urls[1], 0.2):
+        yield running
+
+
+@pytest.fixture
+async def slow(backend_urls: tuple[str, str]) -> AsyncIterator[Running]:
+    """A writer whose interval between batches is far longer than any test."""
+    async for running in running_writer(backend_urls[1], 600.0):
+        yield running
+
+
+async def holder(db: asyncpg.Connection, seats: int) -> tuple[make.Show, int]:
+    show = await make.show(db, seats)
+    user = await db.fetchval(
+        "INSERT INTO users (email, password_hash, full_name) VALUES ('b@x.io', 'x', 'B')"
+        " RETURNING id"
+    )
+    return show, user
+
+
+async def statuses(db: asyncpg.Connection) -> dict[int, str]:
+    return {r["id"]: r["status"] for r in await db.fetch("SELECT id, status FROM reservations")}
+
+
+async def written(db: asyncpg.Connection, count: int) -> None:
+    """Returns once ``count`` rows are written; fails after 5 s."""
+    async with asyncio.timeout(5):
+        while True:
+            if await db.fetchval("SELECT count(*) FROM reservations") >= count:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_busy_writer_gathers_many_changes_into_few_transactions(
+    busy: Running, db: asyncpg.Connection
+) -> None:
+    show, user = await holder(db, 20)
+    now = datetime.now(UTC)
+    later = now + timedelta(minutes=5)
+    started = time.monotonic()
+    for n in range(40):  # a hold every 10 ms, cancelled 5 ms later, for 0.4 s
+        seat = show.seat_ids[n % 20]
+        busy.writer.submit(Inserted([(n + 1, show.id, seat, user, now, later)]))
+        await asyncio.sleep(0.005)
+        busy.writer.submit(Closed(show.id, user, [seat], "cancelled"))
+        await asyncio.sleep(0.005)
+    await busy.writer.flush()
+    elapsed = time.monotonic() - started
+    # One batch at once, then at most one per 0.2 s; writing each change at once would take 80.
+    assert busy.transactions() <= 2 + elapsed / 0.2, busy.statements
+    assert await statuses(db) == {n + 1: "cancelled" for n in range(40)}
+    # A hold cancelled within its batch is inserted as cancelled: only a cancel that fell into
+    # the batch after its hold's is an UPDATE.
+    assert busy.writes("UPDATE reservations r SET status = c.status") < busy.transactions()
+
+
+async def test_a_lone_change_is_written_at_once(slow: Running, db: asyncpg.Connection) -> None:
+    show, user = await holder(db, 1)
+    now = datetime.now(UTC)
+    slow.writer.submit(Inserted([(1, show.id, show.seat_ids[0], user, now, now)]))
+    await written(db, 1)
+
+
+async def test_flush_does_not_wait_out_the_interval(slow: Running, db: asyncpg.Connection) -> None:
+    show, user = await holder(db, 2)
+    now = datetime.now(UTC)
+    later = now + timedelta(minutes=5)
+    slow.writer.submit(Inserted([(1, show.id, show.seat_ids[0], user, now, later)]))
+    await slow.writer.flush()  # written at once: the writer was idle
+    slow.writer.submit(Inserted([(2, show.id, show.seat_ids[1], user, now, later)]))
+    await asyncio.sleep(0.05)  # the writer now waits out its interval
+    started = time.monotonic()
+    await slow.writer.flush(timeout_s=5)
+    assert time.monotonic() - started < 1
+    assert await statuses(db) == {1: "active", 2: "active"}
+
+
+async def test_stopping_writes_what_waits_at_once(
+    backend_urls: tuple[str, str], db: asyncpg.Connection
+) -> None:
+    show, user = await holder(db, 2)
+    now = datetime.now(UTC)
+    started = time.monotonic()
+    async for slow in running_writer(backend_urls[1], 600.0):
+        slow.writer.submit(Inserted([(1, show.id, show.seat_ids[0], user, now, now)]))
+        await asyncio.sleep(0.05)  # written at once: the writer was idle
+        slow.writer.submit(Inserted([(2, show.id, show.seat_ids[1], user, now, now)]))
+        await asyncio.sleep(0.05)  # the writer now waits out its interval; then it is stopped
+    assert time.monotonic() - started < 2
+    assert await statuses(db) == {1: "active", 2: "active"}
+
+
+async def test_a_full_batch_does_not_wait_out_the_interval(
+    slow: Running, db: asyncpg.Connection
+) -> None:
+    show, user = await holder(db, 1)
+    now = datetime.now(UTC)
+    seat = show.seat_ids[0]
+    slow.writer.submit(Closed(show.id, user, [seat], "cancelled"))
+    await slow.writer.flush()
+    for n in range(BATCH_SIZE):
+        slow.writer.submit(Inserted([(n + 1, show.id, seat, user, now, now)]))
+    await written(db, BATCH_SIZE)
+    assert slow.transactions() == 2
+
+
+async def test_reservation_ids_taken_at_once_are_unique_across_blocks(
+    backend_urls: tuple[str, str],
+) -> None:
+    pool = await asyncpg.create_pool(backend_urls[1], min_size=1, max_size=4)
+    try:
+        ids = ReservationIds(pool)
+        counts = [1 + n % 6 for n in range(ID_BLOCK)]  # 3.5 blocks of ids, taken at once
+        taken = await asyncio.gather(*(ids.take(count) for count in counts))
+    finally:
+        await pool.close()
+    assert [len(t) for t in taken] == counts
+    every = [i for t in taken for i in t]
+    assert len(set(every)) == len(every)
+    assert len({i // ID_BLOCK for i in every}) == 4  # blocks from the sequence, none wasted
+    assert min(every) >= ID_BLOCK  # the sequence starts at its first block

@@ -1,0 +1,191 @@
+"""The bench's raw HTTP client against a tiny scripted server: responses split anywhere, chunked
+bodies, keep-alive, one reconnect; and the hold loop sends what ``Http.encode`` would."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+
+from seatlock.loadgen import API, Http, Job, Sample, hold_loop
+
+Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Scripted:
+    """A server that answers each request with ``reply``; counts connections, keeps requests."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.lower().split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line[15:])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                await self.reply(request, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Reply], Awaitable[Scripted]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(reply: Reply) -> Scripted:
+        script = Scripted(reply)
+        server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
+        script.port = server.sockets[0].getsockname()[1]
+        servers.append(server)
+        return script
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+async def in_pieces(writer: asyncio.StreamWriter, data: bytes, cuts: list[int]) -> None:
+    for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        writer.write(data[start:end])
+        await writer.drain()
+        await asyncio.sleep(0.01)
+
+
+async def test_a_response_split_anywhere_is_read_whole(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    body = b'{"detail": "split"}'
+    response = b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\n"
+    response += b"CONTENT-LENGTH: %d\r\n\r\n%s" % (len(body), body)
+
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await in_pieces(writer, response, [3, 11, len(response) - len(body) - 2, len(response) - 4])
+
+    script = await scripted(reply)
+    http = Http("127.0.0.1", script.port)
+    try:
+        assert await http.call("POST", "/x", {"a": 1}, "tok") == (409, body)
+        assert await http.call("GET", "/y") == (409, body)
+    finally:
+        await http.close()
+    assert script.connections == 1  # keep-alive
+    host = f"Host: 127.0.0.1:{script.port}\r\n"
+    assert script.requests == [
+        f"POST /x HTTP/1.1\r\n{host}Authorization: Bearer tok\r\nContent-Type: application/json"
+        '\r\nContent-Length: 7\r\n\r\n{"a":1}'.encode(),
+        f"GET /y HTTP/1.1\r\n{host}\r\n".encode(),
+    ]
+
+
+async def test_a_chunked_body_is_joined(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    response = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n"
+    )
+
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await in_pieces(writer, response, [50, 52, 60, len(response) - 3])
+
+    script = await scripted(reply)
+    http = Http("127.0.0.1", script.port)
+    try:
+        assert await http.call("GET", "/a") == (200, b"hello, world")
+        assert await http.call("GET", "/b") == (200, b"hello, world")
+    finally:
+        await http.close()
+    assert script.connections == 1
+
+
+async def test_a_server_that_hung_up_is_called_again_once(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    async def answer_then_hang_up(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        writer.close()
+
+    script = await scripted(answer_then_hang_up)
+    http = Http("127.0.0.1", script.port)
+    try:
+        assert await http.call("DELETE", "/a") == (204, b"")
+        await asyncio.sleep(0.05)
+        assert await http.call("DELETE", "/b") == (204, b"")
+    finally:
+        await http.close()
+    assert script.connections == 2
+
+
+async def test_a_server_that_never_answers_fails_after_one_retry(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    async def hang_up(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    script = await scripted(hang_up)
+    http = Http("127.0.0.1", script.port)
+    try:
+        with pytest.raises((OSError, asyncio.IncompleteReadError)):
+            await http.call("GET", "/a")
+    finally:
+        await http.close()
+    assert script.connections == 2
+
+
+async def test_the_hold_loop_sends_what_encode_would(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    holds = [0]
+
+    async def win_every_other(request: bytes, writer: asyncio.StreamWriter) -> None:
+        if request.startswith(b"DELETE"):
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            return
+        holds[0] += 1
+        if holds[0] % 2:
+            writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
+        else:
+            writer.write(b"HTTP/1.1 409 Conflict\r\ncontent-length: 2\r\n\r\n{}")
+
+    script = await scripted(win_every_other)
+    seats = list(range(1000, 1100))
+    job = Job("hold", "127.0.0.1", script.port, 0, 0, tokens=["t0", "t1"], screening_id=7)
+    job.seat_ids = seats
+    http, sample = Http("127.0.0.1", script.port), Sample()
+    try:
+        await hold_loop(job, http, 1, time.perf_counter() + 0.1, sample)
+    finally:
+        await http.close()
+    assert sample.ops > 10 and sample.won > 5 and set(sample.statuses) == {201, 409}
+    for n, request in enumerate(script.requests):
+        head, _, raw = request.partition(b"\r\n\r\n")
+        method, target = head.split(b" ")[:2]
+        if method == b"POST":
+            body = orjson.loads(raw)
+            chosen = body["seat_ids"]
+            assert body["screening_id"] == 7 and 1 <= len(chosen) <= 6
+            assert chosen == seats[seats.index(chosen[0]) :][: len(chosen)]  # neighbours
+            expected = http.encode("POST", f"{API}/seat-reservations/reserve", body, "t1")
+        else:  # the cancel of the hold just won
+            previous = orjson.loads(script.requests[n - 1].partition(b"\r\n\r\n")[2])
+            query = parse_qs(urlsplit(target.decode()).query)
+            assert query["seat_ids"] == [",".join(map(str, previous["seat_ids"]))]
+            expected = http.encode("DELETE", target.decode(), None, "t1")
+            assert target.decode().startswith(f"{API}/seat-reservations/cancel/7?")
+        assert request == expected
+    assert sum(r.startswith(b"DELETE") for r in script.requests) == sample.won
