@@ -409,17 +409,22 @@ async def _insert(conn: Conn, fresh: list[_Fresh]) -> None:
         [s[1] for s in seats],
         ids,
     )
+    # Times travel as epoch seconds: asyncpg encodes a float several times faster than a
+    # datetime, and to_timestamp() gives back the same microsecond.
     await conn.execute(
         "INSERT INTO reservations"
         " (id, screening_id, seat_id, user_id, reserved_at, expires_at, status)"
-        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],"
-        " $5::timestamptz[], $6::timestamptz[], $7::text[]) ON CONFLICT (id) DO NOTHING",
+        " SELECT id, screening_id, seat_id, user_id, to_timestamp(reserved), to_timestamp(expires),"
+        " status FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],"
+        " $5::float8[], $6::float8[], $7::text[])"
+        " AS n(id, screening_id, seat_id, user_id, reserved, expires, status)"
+        " ON CONFLICT (id) DO NOTHING",
         ids,
         [f.row[1] for f in fresh],
         [f.row[2] for f in fresh],
         [f.row[3] for f in fresh],
-        [f.row[4] for f in fresh],
-        [f.expires_at for f in fresh],
+        [f.row[4].timestamp() for f in fresh],
+        [f.expires_at.timestamp() for f in fresh],
         [f.status for f in fresh],
     )
 

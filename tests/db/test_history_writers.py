@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -335,3 +336,19 @@ async def test_reservation_ids_taken_at_once_are_unique_across_blocks(
     assert len(set(every)) == len(every)
     assert len({i // ID_BLOCK for i in every}) == 4  # blocks from the sequence, none wasted
     assert min(every) >= ID_BLOCK  # the sequence starts at its first block
+
+
+async def test_times_are_written_to_the_microsecond(db: asyncpg.Connection) -> None:
+    show, user = await holder(db, 1)
+    now = datetime.now(UTC)
+    times = [now + timedelta(microseconds=random.randrange(-(10**14), 10**15)) for _ in range(400)]
+    seat = show.seat_ids[0]
+    rows = [
+        (n + 1, show.id, seat, user, t, t + timedelta(microseconds=n)) for n, t in enumerate(times)
+    ]
+    async with db.transaction():
+        await apply_changes(db, [Inserted(rows)])
+    written = await db.fetch("SELECT id, reserved_at, expires_at FROM reservations ORDER BY id")
+    assert [(r["id"], r["reserved_at"], r["expires_at"]) for r in written] == [
+        (r[0], r[4], r[5]) for r in rows
+    ]
