@@ -2,10 +2,12 @@
 
 Every script call made in one event-loop iteration is queued, and a single flush at the end of
 that iteration packs them all into one socket write of EVALSHA commands on a dedicated
-connection (an ``asyncio.Protocol`` fed to ``hiredis.Reader`` directly: no task, parser layer or
-timeout per reply). Redis answers one connection in the order it was written to, so replies are
-handed to the waiting calls first in, first out, and the calls of one process reach Redis in the
-order they were made (per screening and overall).
+connection; while a write is unanswered, new calls wait for its replies and then go out together,
+so a busy process makes one large write per round trip. The connection is an
+``asyncio.Protocol`` fed to ``hiredis.Reader`` directly: no task, parser layer or timeout per
+reply. Redis answers one connection in the order it was written to, so replies are handed to the
+waiting calls first in, first out, and the calls of one process reach Redis in the order they
+were made (per screening and overall).
 """
 
 from __future__ import annotations
@@ -222,6 +224,8 @@ class _Wire(asyncio.Protocol):
             return
         if retry:
             self.owner._resend(self, retry)
+        elif not waiting:
+            self.owner._flush()  # the calls held back while this write was answered
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable = False
@@ -307,7 +311,11 @@ class Scripts:
                 self._life = asyncio.get_running_loop().create_task(self._connection())
             return
         queue = self._queue
-        while queue and wire.writable:
+        # One write in flight at a time: calls made meanwhile wait for its replies and go out
+        # together (data_received flushes them). Under load this makes a few large writes per
+        # round trip instead of one small write per loop iteration, which costs both sides a
+        # socket write and Redis a read per write.
+        while queue and wire.writable and not wire.waiting:
             size = min(len(queue), MAX_BATCH)
             batch = [c for c in (queue.popleft() for _ in range(size)) if not c.future.done()]
             if batch:

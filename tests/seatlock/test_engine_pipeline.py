@@ -34,6 +34,23 @@ async def test_500_concurrent_holds_go_out_in_a_few_pipelines(engine: SeatEngine
     assert sent <= 500 // MAX_BATCH + 2, sent
 
 
+async def test_calls_made_while_a_write_is_unanswered_go_out_together(
+    engine: SeatEngine,
+) -> None:
+    """One write in flight: calls made in later loop iterations meanwhile share the next write."""
+    await engine.seat_map(S)
+    before = engine._scripts.pipelines
+
+    async def staggered(user: int) -> None:
+        for _ in range(user % 10):
+            await asyncio.sleep(0)  # a different loop iteration per group of callers
+        await engine.hold(S, user, [user])
+
+    await asyncio.gather(*(staggered(user) for user in range(1, 301)))
+    sent = engine._scripts.pipelines - before
+    assert sent <= 4, sent  # one per loop iteration would be 10
+
+
 async def test_errors_are_per_call(redis: Redis, engine: SeatEngine) -> None:
     await engine.hold(S, 1, [1])
     await redis.set("sl:test:a-string", "x")  # HGET on it inside a script: WRONGTYPE
