@@ -36,7 +36,7 @@ BATCH_SIZE = 500
 # The least time between the starts of two batches. A change that finds the writer idle for longer
 # is written at once; under load the changes of an interval share one transaction, and a hold
 # cancelled within it is inserted as cancelled (one row written, no UPDATE). The wait ends early
-# when BATCH_SIZE changes wait or a reader flushes: history is never later than this plus a write.
+# when BATCH_SIZE changes wait, a reader flushes or the writer stops: it delays no change longer.
 BATCH_INTERVAL_S = 0.04
 DROP_LOG_INTERVAL_S = 10.0
 RETRY_FIRST_S = 0.05
