@@ -1,7 +1,9 @@
 """WebSocket fan-out: one Redis PSUBSCRIBE per process, bounded per-client queues.
 
 The Lua scripts publish every seat change on the screening's channel; the hub receives them all
-through one pattern subscription and hands each event to the watchers of that screening. An event
+through one pattern subscription on a connection of its own (``_Feed``: an asyncio protocol fed
+to hiredis, so a burst of events costs one read and no task or timeout per message) and hands each
+event to the watchers of that screening. An event
 is serialised once for the public and once per owner named in it (invariant 9: a holder's id is
 shown only to that holder). A client whose queue is full is dropped, so a slow reader never stalls
 the others; one connection delivers in publish order, so updates stay in order per seat.
@@ -17,19 +19,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import hiredis
 import msgspec
 import orjson
+from redis._parsers import BaseParser
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from seatlock import keys
 from seatlock.engine import SeatState
 from seatlock.errors import SeatLockError
+from seatlock.scripts import Sender, client_options, open_connection, pack
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,8 @@ EVENTS_PATTERN = keys.screening_events(0).replace("{scr:0}", "{scr:*}")
 QUEUE_SIZE = 256
 MAX_BUFFERED = 1 << 20  # bytes unsent to a directly written client before it is dropped
 CLOSE = ""  # queued to tell the sender its client was dropped
+HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
+_MORE = object()  # hiredis: no complete reply buffered yet
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
 FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
@@ -226,23 +235,21 @@ class Hub:
                 delay = min(delay * 2, 5.0)
 
     async def _listen(self, stop: asyncio.Event) -> None:
+        options, tls = client_options(self._redis)
+        feed = await open_connection(options, tls, lambda: _Feed(self))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
-            async with self._redis.pubsub() as pubsub:
-                await pubsub.psubscribe(EVENTS_PATTERN)
-                if self.ready.is_set():
-                    await self._resync()
-                self.ready.set()
-                while not stop.is_set():
-                    message = await pubsub.get_message(timeout=0.5)
-                    if message is None:
-                        continue
-                    if message["type"] == "pmessage":
-                        self.dispatch(message["data"])
-                    elif message["type"] == "psubscribe":
-                        # Redis has the subscription: no event published from now on is missed.
-                        self._set_live(True)
+            feed.subscribe(EVENTS_PATTERN)
+            if self.ready.is_set():
+                await self._resync()
+            self.ready.set()
+            await asyncio.wait([stopping, feed.closed], return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set():
+                raise RedisConnectionError(f"seat event subscription closed: {feed.trouble}")
         finally:
+            stopping.cancel()
             self._set_live(False)
+            feed.close()
 
     def _set_live(self, live: bool) -> None:
         if live != self.live:
@@ -275,3 +282,86 @@ def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]
         for s in states
     ]
     return {"screening_id": screening_id, "ts": int(time.time() * 1000), "seats": seats}
+
+
+class _Feed(Sender):
+    """The hub's subscription: a connection of its own, parsed by hiredis as bytes arrive.
+
+    Replies to our own commands (the handshake) go to their waiters; once subscribed, every
+    message is a push: events go to ``Hub.dispatch``, the subscription's confirmation makes the
+    hub live. A connection that stays silent for two health intervals gets a PING; one that
+    answers nothing for another interval is dropped (the hub resubscribes and resyncs).
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader(replyError=BaseParser.parse_error, notEnoughData=_MORE)
+        self.waiting: deque[Any] = deque()
+        self.closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.trouble = "closed by Redis"
+        self.heard = True
+        self.pinged = False
+        self._health: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._health = asyncio.get_running_loop().call_later(HEALTH_S, self._check)
+
+    def send(self, data: bytes, waiters: Sequence[Any]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            error = RedisConnectionError("Connection to Redis closed")
+            for waiter in waiters:
+                waiter.fail(error)
+            return
+        self.transport.write(data)
+        self.waiting.extend(waiters)
+
+    def subscribe(self, pattern: str) -> None:
+        self.send(pack([("PSUBSCRIBE", pattern)]), [])
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        reader, hub = self.reader, self.hub
+        reader.feed(data)
+        try:
+            while (reply := reader.gets()) is not _MORE:
+                kind = reply[0] if isinstance(reply, list) and reply else None
+                if kind == b"pmessage":
+                    hub.dispatch(reply[3])
+                elif kind == b"psubscribe":
+                    # Redis has the subscription: no event published from now on is missed.
+                    hub._set_live(True)
+                elif self.waiting:
+                    self.waiting.popleft().answer(reply)
+        except hiredis.ProtocolError:
+            self.abort("Redis sent a reply out of protocol")
+
+    def _check(self) -> None:
+        if self.heard:
+            self.heard = self.pinged = False
+        elif not self.pinged:
+            self.pinged = True
+            self.send(pack([("PING",)]), [])  # answered as a push while subscribed
+        else:
+            self.abort(f"no answer from Redis for {HEALTH_S * 2:g} s")
+            return
+        self._health = asyncio.get_running_loop().call_later(HEALTH_S, self._check)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._health is not None:
+            self._health.cancel()
+        error = RedisConnectionError(f"Lost the connection to Redis ({exc or self.trouble})")
+        while self.waiting:
+            self.waiting.popleft().fail(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self, trouble: str) -> None:
+        self.trouble = trouble
+        if self.transport is not None:
+            self.transport.abort()

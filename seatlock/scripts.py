@@ -18,10 +18,10 @@ import hashlib
 import socket
 import ssl
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import hiredis
 from redis._parsers import BaseParser
@@ -170,7 +170,18 @@ class _Reply:
             self.future.set_exception(error)
 
 
-class _Wire(asyncio.Protocol):
+class Sender(asyncio.Protocol):
+    """A Redis connection ``open_connection`` can make: the handshake's replies reach ``waiters``
+    in order (``_Wire`` here, the event hub's subscription in seatlock/events.py)."""
+
+    def send(self, data: bytes, waiters: Sequence[_Waiter]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _Wire(Sender):
     """One connection to Redis: commands go out, each reply goes to the oldest waiter."""
 
     def __init__(self, owner: Scripts) -> None:
@@ -264,8 +275,7 @@ class Scripts:
     """
 
     def __init__(self, redis: Redis) -> None:
-        self._options: Mapping[str, Any] = redis.connection_pool.connection_kwargs
-        self._tls = issubclass(redis.connection_pool.connection_class, SSLConnection)
+        self._options, self._tls = client_options(redis)
         self._queue: deque[_Call] = deque()  # made, not yet written
         self._wire: _Wire | None = None
         self._opening = False
@@ -383,33 +393,49 @@ class Scripts:
             self._queue.popleft().settle(error)
 
     async def _open(self) -> _Wire:
-        options = self._options
-        timeout = options.get("socket_connect_timeout") or CONNECT_TIMEOUT
-        async with asyncio.timeout(timeout):
-            wire = await self._dial(options)
-            try:
-                await _handshake(wire, options)
-            except BaseException:
-                wire.close()
-                raise
+        return await open_connection(self._options, self._tls, lambda: _Wire(self))
+
+
+SenderT = TypeVar("SenderT", bound=Sender)
+
+
+def client_options(redis: Redis) -> tuple[Mapping[str, Any], bool]:
+    """The connection settings of a redis-py client, and whether it uses TLS."""
+    pool = redis.connection_pool
+    return pool.connection_kwargs, issubclass(pool.connection_class, SSLConnection)
+
+
+async def open_connection(
+    options: Mapping[str, Any], tls: bool, factory: Callable[[], SenderT]
+) -> SenderT:
+    """A connection like the client's (address, TLS, credentials, db, name), handshake done."""
+    timeout = options.get("socket_connect_timeout") or CONNECT_TIMEOUT
+    async with asyncio.timeout(timeout):
+        wire = await _dial(options, tls, factory)
+        try:
+            await _handshake(wire, options)
+        except BaseException:
+            wire.close()
+            raise
+    return wire
+
+
+async def _dial(options: Mapping[str, Any], tls: bool, factory: Callable[[], SenderT]) -> SenderT:
+    loop = asyncio.get_running_loop()
+    path = options.get("path")
+    if path:
+        _, wire = await loop.create_unix_connection(factory, path)
         return wire
-
-    async def _dial(self, options: Mapping[str, Any]) -> _Wire:
-        loop = asyncio.get_running_loop()
-        path = options.get("path")
-        if path:
-            _, wire = await loop.create_unix_connection(lambda: _Wire(self), path)
-            return wire
-        host, port = options.get("host", "localhost"), int(options.get("port", 6379))
-        tls = _tls_context(options) if self._tls else None
-        transport, wire = await loop.create_connection(lambda: _Wire(self), host, port, ssl=tls)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:  # a dead peer is noticed even while no call waits
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return wire
+    host, port = options.get("host", "localhost"), int(options.get("port", 6379))
+    context = _tls_context(options) if tls else None
+    transport, wire = await loop.create_connection(factory, host, port, ssl=context)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:  # a dead peer is noticed even while no call waits
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return wire
 
 
-async def _handshake(wire: _Wire, options: Mapping[str, Any]) -> None:
+async def _handshake(wire: Sender, options: Mapping[str, Any]) -> None:
     """AUTH, SELECT and CLIENT SETNAME as the redis-py client would; any error refuses."""
     commands: list[tuple[Any, ...]] = []
     username, password = await _credentials(options)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
-from seatlock import keys
+from seatlock import events, keys
 from seatlock.events import CLOSE, FrameWriter, Hub, text_frame
 
 EVENT = {
@@ -91,3 +93,30 @@ async def test_events_reach_change_listeners_and_live_follows_the_subscription(
     stop.set()
     await asyncio.wait_for(task, 5)
     assert not hub.live and hub.epoch == epoch + 1
+
+
+async def test_a_subscription_that_stops_answering_is_dropped_and_renewed(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "HEALTH_S", 0.1)
+    hub = Hub(redis)
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop))
+    try:
+        await wait_until(lambda: hub.live)
+        epoch = hub.epoch
+        await redis.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # silent, but connected
+        await wait_until(lambda: not hub.live)  # pinged, no answer: dropped
+        await wait_until(lambda: hub.live, seconds=5)  # back once Redis answers again
+        assert hub.epoch >= epoch + 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def wait_until(check: Callable[[], bool], seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    assert check()
