@@ -75,6 +75,7 @@ async def prepare(settings: Settings, seed: bool) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from api.serving import HttpProtocol
     from seatlock.tokens import load_or_create_secret
 
     embedded = not (settings.redis_url and settings.database_url)
@@ -90,7 +91,7 @@ def serve(settings: Settings) -> None:
             port=live.port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=HttpProtocol,
             log_level=live.log_level,
             access_log=False,
             timeout_graceful_shutdown=10,

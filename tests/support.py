@@ -18,6 +18,7 @@ import websockets
 from redis.asyncio import Redis
 
 from api.app import create_app
+from api.serving import HttpProtocol
 from seatlock import keys
 from seatlock.embedded import free_port
 from seatlock.settings import Settings
@@ -42,6 +43,7 @@ class LiveServer:
             log_level="warning",
             lifespan="on",
             ws_ping_interval=None,
+            http=HttpProtocol,  # as seatlock serve runs it
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
