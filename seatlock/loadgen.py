@@ -22,6 +22,8 @@ from typing import Any, cast
 
 import orjson
 
+from seatlock.process import settle_garbage_collector
+
 API = "/api/v1"
 
 # --- A raw HTTP/1.1 keep-alive client -----------------------------------------------------------
@@ -307,6 +309,7 @@ class Sample:
 
 def generator_main(job: Job) -> Sample:
     """Entry point of a generator process."""
+    settle_garbage_collector()  # a collection pause here would show as server latency
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -4,7 +4,7 @@ import gc
 
 import httpx
 
-from api.app import GC_YOUNG_THRESHOLD
+from seatlock.process import GC_YOUNG_THRESHOLD
 from tests.support import Account
 
 
