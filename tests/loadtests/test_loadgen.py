@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from seatlock.loadgen import API, Http, Job, Sample, hold_loop
+from seatlock.loadgen import API, Http, Job, Sample, hold_loop, run_job
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -189,3 +189,19 @@ async def test_the_hold_loop_sends_what_encode_would(
             assert target.decode().startswith(f"{API}/seat-reservations/cancel/7?")
         assert request == expected
     assert sum(r.startswith(b"DELETE") for r in script.requests) == sample.won
+
+
+async def test_a_job_connects_before_its_clock_starts(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    async def ok(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    script = await scripted(ok)
+    start_at = time.time() + 0.3
+    job = Job("get", "127.0.0.1", script.port, start_at, 0.2, connections=3, path="/x")
+    running = asyncio.create_task(run_job(job))
+    await asyncio.sleep(0.2)
+    assert script.connections == 3 and script.requests == []  # connected, nothing timed yet
+    sample = await running
+    assert sample.ops > 0 and script.connections == 3
