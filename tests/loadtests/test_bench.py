@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from seatlock.bench import booking_time
 from seatlock.benchseed import books
+from seatlock.loadgen import Sample
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +73,12 @@ async def test_books_count_a_lost_booking(backend_urls: tuple[str, str]) -> None
     """The lost-bookings row is not vacuous: a 201 ticket PostgreSQL does not have is counted."""
     assert await books(backend_urls[1], []) == (0, 0)
     assert await books(backend_urls[1], [(987654321, 1, 1)]) == (0, 1)
+
+
+def test_booking_rate_is_over_the_time_the_bookings_took() -> None:
+    sample = Sample()
+    sample.finished_at = [100.5, 104.0, 102.0]
+    assert booking_time(sample, 100.0, 20.0) == 4.0  # all sold after 4 s: rate over 4 s
+    sample.finished_at = [130.0]
+    assert booking_time(sample, 100.0, 20.0) == 20.0  # still selling at the end
+    assert booking_time(Sample(), 100.0, 20.0) == 20.0
