@@ -19,16 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 import msgspec
 import orjson
-from redis._parsers import BaseParser
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -36,7 +34,7 @@ from redis.exceptions import RedisError
 from seatlock import keys
 from seatlock.engine import SeatState
 from seatlock.errors import SeatLockError
-from seatlock.scripts import Sender, client_options, open_connection, pack
+from seatlock.scripts import MORE, Sender, client_options, open_connection, pack
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +43,6 @@ QUEUE_SIZE = 256
 MAX_BUFFERED = 1 << 20  # bytes unsent to a directly written client before it is dropped
 CLOSE = ""  # queued to tell the sender its client was dropped
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
-_MORE = object()  # hiredis: no complete reply buffered yet
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
 FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
@@ -294,28 +291,16 @@ class _Feed(Sender):
     """
 
     def __init__(self, hub: Hub) -> None:
+        super().__init__()
         self.hub = hub
-        self.transport: asyncio.Transport | None = None
-        self.reader = hiredis.Reader(replyError=BaseParser.parse_error, notEnoughData=_MORE)
-        self.waiting: deque[Any] = deque()
-        self.closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.trouble = "closed by Redis"
         self.heard = True
         self.pinged = False
         self._health: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        super().connection_made(transport)
         self._health = asyncio.get_running_loop().call_later(HEALTH_S, self._check)
-
-    def send(self, data: bytes, waiters: Sequence[Any]) -> None:
-        if self.transport is None or self.transport.is_closing():
-            error = RedisConnectionError("Connection to Redis closed")
-            for waiter in waiters:
-                waiter.fail(error)
-            return
-        self.transport.write(data)
-        self.waiting.extend(waiters)
 
     def subscribe(self, pattern: str) -> None:
         self.send(pack([("PSUBSCRIBE", pattern)]), [])
@@ -325,7 +310,7 @@ class _Feed(Sender):
         reader, hub = self.reader, self.hub
         reader.feed(data)
         try:
-            while (reply := reader.gets()) is not _MORE:
+            while (reply := reader.gets()) is not MORE:
                 kind = reply[0] if isinstance(reply, list) and reply else None
                 if kind == b"pmessage":
                     hub.dispatch(reply[3])
@@ -351,17 +336,4 @@ class _Feed(Sender):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._health is not None:
             self._health.cancel()
-        error = RedisConnectionError(f"Lost the connection to Redis ({exc or self.trouble})")
-        while self.waiting:
-            self.waiting.popleft().fail(error)
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self, trouble: str) -> None:
-        self.trouble = trouble
-        if self.transport is not None:
-            self.transport.abort()
+        self.ended(RedisConnectionError(f"Lost the connection to Redis ({exc or self.trouble})"))

@@ -49,7 +49,7 @@ PRELUDE = "lib"
 MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
 MAX_QUEUE = 20_000  # calls waiting (queued or on the wire); beyond this, callers get an error
 CONNECT_TIMEOUT = 5.0  # seconds for connect + AUTH/SELECT when the client names none
-_MORE = object()  # hiredis: no complete reply buffered yet
+MORE = object()  # hiredis: no complete reply buffered yet
 # Arguments seen lately (key names, SHAs, ids) and their RESP bulk strings. A key equal to
 # another (1, 1.0, True) packs the same: every argument goes through int() or is a str/bytes.
 _BULKS: dict[Any, bytes] = {}
@@ -171,43 +171,20 @@ class _Reply:
 
 
 class Sender(asyncio.Protocol):
-    """A Redis connection ``open_connection`` can make: the handshake's replies reach ``waiters``
-    in order (``_Wire`` here, the event hub's subscription in seatlock/events.py)."""
+    """A Redis connection of ours, made by ``open_connection``: commands go out with ``send``,
+    replies are parsed by hiredis as bytes arrive, and each reply to a command goes to its waiter
+    in order. ``_Wire`` (script calls) and the event hub's subscription (seatlock/events.py)
+    build on it."""
 
-    def send(self, data: bytes, waiters: Sequence[_Waiter]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _Wire(Sender):
-    """One connection to Redis: commands go out, each reply goes to the oldest waiter."""
-
-    def __init__(self, owner: Scripts) -> None:
-        self.owner = owner
-        self.transport: asyncio.WriteTransport | None = None
-        self.reader = hiredis.Reader(replyError=BaseParser.parse_error, notEnoughData=_MORE)
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader(replyError=BaseParser.parse_error, notEnoughData=MORE)
         self.waiting: deque[_Waiter] = deque()  # one per command written, in write order
-        self.known: set[str] = set()  # scripts loaded (or being loaded) on this connection
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.writable = True
-        self.reads = 0  # data_received calls: progress, for the stall watchdog
         self.trouble = ""  # why we dropped the connection ourselves
-        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.WriteTransport, transport)
-
-    def watch(self, timeout: float, reads: int = -1, owed: bool = False) -> None:
-        """Drop the connection when replies were owed for a whole ``timeout`` with no data in
-        between (Redis hung, or the peer vanished without a reset): their calls fail."""
-        if owed and self.waiting and self.reads == reads:
-            self.abort(f"no reply from Redis for {timeout:g} s")
-            return
-        owing = bool(self.waiting)
-        loop = asyncio.get_running_loop()
-        self._watchdog = loop.call_later(timeout, self.watch, timeout, self.reads, owing)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def send(self, data: bytes, waiters: Sequence[_Waiter]) -> None:
         transport = self.transport
@@ -220,13 +197,52 @@ class _Wire(Sender):
         transport.write(data)
         self.waiting.extend(waiters)
 
+    def ended(self, error: Exception) -> None:
+        """The connection is gone: every reply still owed fails with ``error``."""
+        while self.waiting:
+            self.waiting.popleft().fail(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self, trouble: str) -> None:
+        self.trouble = trouble
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _Wire(Sender):
+    """The script calls' connection: each reply settles the oldest call, NOSCRIPT ones are sent
+    again as EVAL."""
+
+    def __init__(self, owner: Scripts) -> None:
+        super().__init__()
+        self.owner = owner
+        self.known: set[str] = set()  # scripts loaded (or being loaded) on this connection
+        self.writable = True
+        self.reads = 0  # data_received calls: progress, for the stall watchdog
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def watch(self, timeout: float, reads: int = -1, owed: bool = False) -> None:
+        """Drop the connection when replies were owed for a whole ``timeout`` with no data in
+        between (Redis hung, or the peer vanished without a reset): their calls fail."""
+        if owed and self.waiting and self.reads == reads:
+            self.abort(f"no reply from Redis for {timeout:g} s")
+            return
+        owing = bool(self.waiting)
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(timeout, self.watch, timeout, self.reads, owing)
+
     def data_received(self, data: bytes) -> None:
         reader, waiting = self.reader, self.waiting
         self.reads += 1
         reader.feed(data)
         retry: list[_Call] = []
         try:
-            while (reply := reader.gets()) is not _MORE:
+            while (reply := reader.gets()) is not MORE:
                 again = waiting.popleft().answer(reply)
                 if again is not None:
                     retry.append(again)
@@ -244,11 +260,7 @@ class _Wire(Sender):
             self._watchdog.cancel()
         self.owner._lost(self)
         reason = self.trouble or f"Lost the connection to Redis ({exc or 'closed'})"
-        error = RedisConnectionError(reason)
-        while self.waiting:
-            self.waiting.popleft().fail(error)
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self.ended(RedisConnectionError(reason))
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -256,15 +268,6 @@ class _Wire(Sender):
     def resume_writing(self) -> None:
         self.writable = True
         self.owner._flush()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self, trouble: str) -> None:
-        self.trouble = trouble
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class Scripts:
