@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,7 @@ class Bench:
         self.database_url = ""
         self.hot_seats: list[int] = []
         self.server_procs: list[subprocess.Popen[bytes]] = []
+        self.root = Path()
 
     async def run(self) -> Report:
         root = Path(tempfile.mkdtemp(prefix="seatlock-bench-"))
@@ -162,7 +163,7 @@ class Bench:
                 await self.prepare_database()
                 with self.servers(root), self.generators() as pool:
                     self.pool = pool
-                    await self.wait_ready()
+                    await self.wait_ready(self.port, self.server_procs[0])
                     seeded = await self.seed()
                     await self.workloads(seeded)
                 await self.check_books()
@@ -181,16 +182,29 @@ class Bench:
 
     @contextlib.contextmanager
     def servers(self, root: Path) -> Iterator[None]:
-        self.port, self.expiry_port = free_port(), free_port()
-        main = self.serve(root / "main", self.port, self.config.server_workers, {})
-        short = {"SEATLOCK_HOLD_SECONDS": str(EXPIRY_HOLD_SECONDS)}
-        expiry = self.serve(root / "expiry", self.expiry_port, 1, short)
-        self.server_procs = [main, expiry]
+        """The server under test; the expiry workload starts its own one-worker server later,
+        so no second server takes CPU (it would receive every seat event) meanwhile."""
+        self.root = root
+        self.port = free_port()
+        self.server_procs = [self.serve(root / "main", self.port, self.config.server_workers, {})]
         try:
             yield
         finally:
-            for proc in (main, expiry):
+            for proc in self.server_procs:
                 stop_process(proc)
+
+    @contextlib.asynccontextmanager
+    async def expiry_server(self) -> AsyncIterator[None]:
+        """A one-worker server with 1-second holds, for the expiry workload only."""
+        self.expiry_port = free_port()
+        short = {"SEATLOCK_HOLD_SECONDS": str(EXPIRY_HOLD_SECONDS)}
+        proc = self.serve(self.root / "expiry", self.expiry_port, 1, short)
+        self.server_procs.append(proc)
+        try:
+            await self.wait_ready(self.expiry_port, proc)
+            yield
+        finally:
+            stop_process(proc)
 
     def serve(
         self, data_dir: Path, port: int, workers: int, extra: dict[str, str]
@@ -226,20 +240,19 @@ class Bench:
             pool.shutdown(cancel_futures=True)
             self.manager.shutdown()
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self, port: int, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 90
-        for port, proc in zip((self.port, self.expiry_port), self.server_procs, strict=True):
-            http = Http(self.host, port)
-            while True:
-                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                    if (await http.call("GET", "/health/ready"))[0] == 200:
-                        break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"seatlock serve exited with {proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"seatlock serve on port {port} did not become ready")
-                await asyncio.sleep(0.2)
-            await http.close()
+        http = Http(self.host, port)
+        while True:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                if (await http.call("GET", "/health/ready"))[0] == 200:
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError(f"seatlock serve exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"seatlock serve on port {port} did not become ready")
+            await asyncio.sleep(0.2)
+        await http.close()
 
     # --- Seeding ---
 
@@ -489,11 +502,12 @@ class Bench:
         return self.hot_seats[(n // 2) % len(self.hot_seats)]
 
     async def expiry(self, s: Seeded) -> None:
-        jobs = self.watch_jobs("watch-expiry", s.expiry_screening, 4)
         deadlines: dict[int, float] = {}
-        sample, _ = await self.while_watching(
-            jobs, lambda: self.hold_and_abandon(s.expiry_screening, s.hot_seats, deadlines)
-        )
+        async with self.expiry_server():
+            jobs = self.watch_jobs("watch-expiry", s.expiry_screening, 4)
+            sample, _ = await self.while_watching(
+                jobs, lambda: self.hold_and_abandon(s.expiry_screening, s.hot_seats, deadlines)
+            )
         delays = [
             (sample.freed_at[seat] - at) * 1000
             for seat, at in deadlines.items()
