@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -352,3 +353,32 @@ async def test_times_are_written_to_the_microsecond(db: asyncpg.Connection) -> N
     assert [(r["id"], r["reserved_at"], r["expires_at"]) for r in written] == [
         (r[0], r[4], r[5]) for r in rows
     ]
+
+
+async def test_the_next_block_of_ids_is_fetched_before_it_is_needed(
+    backend_urls: tuple[str, str],
+) -> None:
+    statements: list[str] = []
+    two_asked = asyncio.Event()
+
+    def logged(record: Any) -> None:
+        if "nextval" in record.query:
+            statements.append(record.query)
+        if len(statements) >= 2:
+            two_asked.set()
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(logged)
+
+    pool = await asyncpg.create_pool(backend_urls[1], min_size=1, max_size=2, init=log_queries)
+    try:
+        ids = ReservationIds(pool)
+        first = await ids.take(ID_BLOCK // 2 + 100)  # past half of the block: the next is asked
+        await asyncio.wait_for(two_asked.wait(), 5)
+        second = await ids.take(ID_BLOCK // 2)  # crosses into the next block without a query
+        assert len(statements) == 2
+    finally:
+        await pool.close()
+    every = first + second
+    assert len(set(every)) == len(every)
+    assert second[-1] // ID_BLOCK == first[0] // ID_BLOCK + 1
