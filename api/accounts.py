@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 from starlette.background import BackgroundTask
 
-from api.auth import client_address, remember_session, remember_sessions
+from api.auth import client_address, remember_session, remember_sessions, session_opened
 from api.rendering import JSON
 from api.routing import Call, Router
 from api.schemas import Message, Password, UserOut, user_out
@@ -107,6 +107,7 @@ async def login(call: Call) -> TokenOut:
         await throttle.login_failed(services.redis, services.settings, address)
         raise NotAuthenticated(INVALID_LOGIN)
     await throttle.login_succeeded(services.redis, email)
+    await session_opened(services, opened[0])
     assert row is not None
     return await _tokens(services, row["id"], row["role"], *opened)
 
@@ -190,8 +191,6 @@ async def reset_password(call: Call) -> Message:
 async def _tokens(
     services: Services, user_id: int, role: str, session_id: str, refresh: str
 ) -> TokenOut:
-    # Redis learns of the session on its first use (api/auth.py fills the cache with NX). Writing
-    # "1" here could overwrite a "0" from a revocation that raced this login.
     access = services.tokens.issue(user_id, role, session_id)
     return TokenOut(access, refresh, "bearer", services.tokens.access_seconds)
 

@@ -99,6 +99,15 @@ async def _session_state(services: Services, session_id: str) -> bool:
     return active
 
 
+async def session_opened(services: Services, session_id: str) -> None:
+    """Tell Redis of a session PostgreSQL just created, so its first use asks Redis only.
+
+    NX, as in ``_session_state``: a revocation's "0" is never overwritten. A revocation committed
+    before this session existed cannot concern it; one committed after writes its "0" over ours.
+    """
+    await services.redis.set(keys.session(session_id), b"1", ex=SESSION_CACHE_SECONDS, nx=True)
+
+
 async def remember_session(services: Services, session_id: str, active: bool) -> None:
     """Tell Redis a session's new state right after PostgreSQL recorded it."""
     await remember_sessions(services, [session_id], active)

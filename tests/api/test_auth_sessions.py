@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 from redis.asyncio import Redis
 
+from api.auth import session_opened
 from seatlock import keys
 from seatlock.tokens import digest
 from tests.support import PASSWORD, Account, login
@@ -196,3 +199,25 @@ async def test_active_session_survives_a_redis_flush(
     await redis.flushall()
     assert await me_status(client, user.token) == 200
     assert await me_status(client, user.token) == 200
+
+
+async def test_a_new_session_is_known_to_redis_before_its_first_use(
+    client: httpx.AsyncClient, redis: Redis, user: Account
+) -> None:
+    """Its first request then asks Redis only, not PostgreSQL (a burst of fresh logins)."""
+    tokens = await login(client, user.email)
+    session_id = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sid"]
+    assert await redis.get(keys.session(session_id)) == b"1"
+    assert 0 < await redis.ttl(keys.session(session_id)) <= 3600
+
+
+async def test_priming_a_session_never_overwrites_a_revocation(
+    client: httpx.AsyncClient, redis: Redis, user: Account
+) -> None:
+    r = await client.post("/api/v1/auth/logout", headers=user.headers)
+    assert r.status_code == 200
+    session_id = jwt.decode(user.token, options={"verify_signature": False})["sid"]
+    services: Any = SimpleNamespace(redis=redis)  # session_opened only talks to Redis
+    await session_opened(services, session_id)
+    assert await redis.get(keys.session(session_id)) == b"0"
+    assert await me_status(client, user.token) == 401
