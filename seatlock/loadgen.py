@@ -64,8 +64,8 @@ class Http:
         """
         for attempt in (1, 2):
             try:
-                if self._conn is None:
-                    self._conn = await _Connection.open(self.host, self.port)
+                await self.connect()
+                assert self._conn is not None
                 return await self._conn.exchange(request)
             except (OSError, asyncio.IncompleteReadError):
                 await self.close()
@@ -357,12 +357,6 @@ async def timed(
     """One request, recorded in ``sample``; a connection that fails instead of answering counts
     as dropped (status 0)."""
     return await timed_send(http, sample, http.encode(method, path, body, token))
-
-
-async def untimed(
-    http: Http, sample: Sample, method: str, path: str, body: Any = None, token: str = ""
-) -> tuple[int, bytes]:
-    return await untimed_send(http, sample, http.encode(method, path, body, token))
 
 
 async def timed_send(http: Http, sample: Sample, request: bytes) -> tuple[int, bytes]:
