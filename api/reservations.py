@@ -211,7 +211,8 @@ def _out(
 async def _rows_if_known(
     services: Services, screening_id: int, user_id: int, seat_ids: list[int]
 ) -> dict[int, history.LiveRow]:
-    """Active history rows; empty when PostgreSQL cannot say (the seats then get new rows)."""
+    """Active history rows; empty when PostgreSQL cannot say (a hold then gets a new row, an
+    extension answers without ids: the hold stands either way)."""
     await history_of(services).flush()
     try:
         return await history.active_rows(services.db, screening_id, user_id, seat_ids)
@@ -240,7 +241,8 @@ async def extend(call: Call) -> ExtendOut:
     expires = {h.seat_id: utc(h.expires_at_ms) for h in holds}
     writer = history_of(call.services)
     writer.submit(history.Extended(body.screening_id, user_id, expires))
-    ids = await _ids_if_known(call.services, body.screening_id, user_id, list(expires))
+    rows = await _rows_if_known(call.services, body.screening_id, user_id, list(expires))
+    ids = {seat_id: row.id for seat_id, row in rows.items()}
     return ExtendOut(
         [
             ExtendedOut(ids.get(seat_id), seat_id, at, "active")
@@ -249,17 +251,6 @@ async def extend(call: Call) -> ExtendOut:
         minutes,
         f"Extended reservation for {plural(len(holds), 'seat')} by {plural(minutes, 'minute')}",
     )
-
-
-async def _ids_if_known(
-    services: Services, screening_id: int, user_id: int, seat_ids: list[int]
-) -> dict[int, int]:
-    """Reservation ids from the history; empty when PostgreSQL cannot say (the hold stands)."""
-    await history_of(services).flush()
-    try:
-        return await history.active_ids(services.db, screening_id, user_id, seat_ids)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):  # ids are informative
-        return {}
 
 
 @router.delete(

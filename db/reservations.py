@@ -536,17 +536,3 @@ async def active_rows(
     return {
         r["seat_id"]: LiveRow(r["id"], user_id, r["reserved_at"], r["expires_at"]) for r in rows
     }
-
-
-async def active_ids(
-    db: Executor, screening_id: int, user_id: int, seat_ids: list[int]
-) -> dict[int, int]:
-    """seat id -> id of the user's active reservation row for it."""
-    rows = await db.fetch(
-        "SELECT seat_id, id FROM reservations WHERE status = 'active' AND screening_id = $1"
-        " AND user_id = $2 AND seat_id = ANY($3::bigint[])",
-        screening_id,
-        user_id,
-        seat_ids,
-    )
-    return {r["seat_id"]: r["id"] for r in rows}
