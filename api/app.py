@@ -49,6 +49,7 @@ from seatlock.engine import SeatEngine
 from seatlock.events import Hub
 from seatlock.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
 from seatlock.mail import Mailer
+from seatlock.mirrors import SeatMirrors
 from seatlock.process import settle_garbage_collector
 from seatlock.settings import Settings
 from seatlock.tokens import TokenCodec, load_or_create_secret
@@ -132,6 +133,9 @@ async def run_seat_services(services: Services) -> AsyncIterator[None]:
         max_seats_per_user=s.max_seats_per_user,
     )
     hub = Hub(services.redis, engine.seat_map)
+    if s.seat_mirrors:
+        engine.mirrors = SeatMirrors(engine.snapshot, hub)
+        hub.event_listeners.append(engine.mirrors.on_event)
     writer = HistoryWriter(services.db)
     bookings = BookingWriter(services.db)
     services.extras.update(
@@ -162,6 +166,8 @@ async def run_seat_services(services: Services) -> AsyncIterator[None]:
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if engine.mirrors is not None:
+            await engine.mirrors.aclose()
 
 
 def create_app(settings: Settings | None = None) -> App:

@@ -1,6 +1,7 @@
 -- forget: the screening was deleted in PostgreSQL: drop every key of it, leases included, so no
 -- script accepts anything for it any more (they answer NOT_LOADED, and loading finds no
--- screening). Nothing is published: the screening is gone, watchers have nothing to update.
+-- screening). Only an empty reset event is published (no version: that key is gone too), so
+-- processes mirroring the screening (seatlock/replica.py) drop it; watchers get nothing.
 -- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order (the caller reads
 -- them from the holds index; a lease written in between dies with its TTL, harmlessly).
 -- ARGV: screening_id, now_ms, seat_id...
@@ -11,4 +12,6 @@ for i = 1, #KEYS do
     deleted = deleted + redis.call('DEL', KEYS[i])
   end
 end
+redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"ts":%d,"seats":[],"reset":true}',
+  ARGV[1], ARGV[2]))
 return {OK, deleted}

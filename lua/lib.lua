@@ -147,12 +147,16 @@ local function change(seat, status, user, expires_at)
   return changes_of({seat}, status, user, expires_at)[1]
 end
 
--- One event per script run, published inside it, so events are ordered like the changes.
-local function publish(now, changes)
-  if #changes == 0 then
+-- One event per script run, published inside it, so events are ordered like the changes. Each
+-- carries the version it made: a process mirroring the screening (seatlock/replica.py) applies
+-- events in version order and so notices one it did not get. reset: the screening was loaded or
+-- rewritten (refresh), so mirrors start again from a fresh snapshot.
+local function publish(now, changes, reset)
+  if #changes == 0 and not reset then
     return
   end
-  redis.call('INCR', VERSION)
-  redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"ts":%d,"seats":[%s]}',
-    ARGV[1], now, table.concat(changes, ',')))
+  local version = redis.call('INCR', VERSION)
+  redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"version":%.0f,"ts":%d,' ..
+    '"seats":[%s]%s}', ARGV[1], version, now, table.concat(changes, ','),
+    reset and ',"reset":true' or ''))
 end

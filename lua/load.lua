@@ -1,6 +1,7 @@
 -- load: write a screening's layout and sold seats (read from PostgreSQL) and then the ready
 -- marker, in one step, so no script ever sees a half-loaded screening. Idempotent: when another
--- process loaded it first, nothing is written.
+-- process loaded it first, nothing is written. A load publishes an empty reset event: mirrors of
+-- the screening's lost state (seatlock/replica.py) are dropped.
 -- KEYS: the common eight (lib.lua).
 -- ARGV: screening_id, now_ms, starts_at_ms, seat_count, seat_id * seat_count,
 --       then sold pairs: seat_id, user_id, ...
@@ -28,4 +29,5 @@ end
 local version = tonumber(redis.call('GET', VERSION) or '0')
 redis.call('SET', VERSION, string.format('%.0f', math.max(version + 1, now * 1000)))
 redis.call('HSET', META, 'starts_at', starts_at, 'ready', '1')
+publish(now, {}, true)
 return {OK, 1}

@@ -42,13 +42,12 @@ for i = 5, 4 + count do
 end
 redis.call('HSET', META, 'starts_at', starts_at, 'ready', '1')
 if was_ready then
-  -- Watchers learn of the new seats; the version moves even without them (seats may be gone).
-  publish(now, changes)
-  if #changes == 0 then
-    redis.call('INCR', VERSION)
-  end
+  -- Watchers learn of the new seats; the event moves the version and resets mirrors even without
+  -- them (seats may be gone, the start may have moved).
+  publish(now, changes, true)
   return {OK, 0, #changes}
 end
 local version = tonumber(redis.call('GET', VERSION) or '0')
 redis.call('SET', VERSION, string.format('%.0f', math.max(version + 1, now * 1000)))
+publish(now, {}, true)
 return {OK, 1, 0}

@@ -1,8 +1,8 @@
 -- seatmap: read a screening's seats, sales and holds in one consistent snapshot (read-only).
 -- KEYS: the common eight (lib.lua).
 -- ARGV: screening_id, now_ms.
--- Returns {OK, {seat...}, {seat, user, ...} sold, {seat, user, exp, pin, ...} holds} or
--- {NOT_LOADED}. The caller decides which holds are still live from now_ms.
+-- Returns {OK, {seat...}, {seat, user, ...} sold, {seat, user, exp, pin, ...} holds, version,
+-- starts_at} or {NOT_LOADED}. The caller decides which holds are still live from now_ms.
 if not is_ready() then
   return {NOT_LOADED}
 end
@@ -22,4 +22,5 @@ for i = 1, #entries, 2 do
   holds[#holds + 1] = hold.exp
   holds[#holds + 1] = hold.pin
 end
-return {OK, seats, sold, holds}
+local meta = redis.call('HMGET', META, 'starts_at')
+return {OK, seats, sold, holds, redis.call('GET', VERSION) or '0', meta[1]}

@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seatlock import keys
 from seatlock.errors import Conflict, InvalidInput, NotFound, SeatLockError, Unavailable
+from seatlock.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.scripts import Scripts, Status
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ class SeatEngine:
         self._loading: dict[int, asyncio.Lock] = {}
         # Told the screening id after every script run here (even a failed one): local caches.
         self.change_listeners: list[Callable[[int], None]] = []
+        # Refuses hopeless holds without Redis (seatlock/mirrors.py); set by whoever feeds it.
+        self.mirrors: SeatMirrors | None = None
 
     async def hold(
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
@@ -148,8 +151,13 @@ class SeatEngine:
         seats = _seat_list(seat_ids)
         if len(seats) > self.max_seats_per_user:
             raise TooManySeats(self.max_seats_per_user)
+        now = _now(now_ms)
+        if self.mirrors is not None and (
+            refused := self.mirrors.refusal(screening_id, user_id, seats, now)
+        ):
+            _raise_for(refused)  # Redis would refuse it the same way
         args = [user_id, self.hold_ms, self.max_seats_per_user, *seats]
-        reply = await self._run_loaded("hold", screening_id, seats, _now(now_ms), args)
+        reply = await self._run_loaded("hold", screening_id, seats, now, args)
         return _holds(user_id, reply)
 
     async def extend(
@@ -229,6 +237,20 @@ class SeatEngine:
         reply = await self._run_loaded("seatmap", screening_id, [], now, [])
         return _seat_states(reply, now)
 
+    async def snapshot(self, screening_id: int) -> SeatSnapshot | None:
+        """The screening as a mirror starts from; None when Redis does not have it loaded."""
+        reply = await self._run("seatmap", screening_id, [], _now(None), [])
+        if reply[0] != Status.OK:
+            return None
+        seats, sold, holds = ([int(v) for v in part] for part in reply[1:4])
+        return SeatSnapshot(
+            version=int(reply[4]),
+            starts_at_ms=int(reply[5]),
+            seats=set(seats),
+            sold=dict(zip(sold[::2], sold[1::2], strict=True)),
+            holds={holds[i]: (holds[i + 1], holds[i + 2]) for i in range(0, len(holds), 4)},
+        )
+
     async def expire_lease(self, key: bytes | str, now_ms: int | None = None) -> bool:
         """A lease key expired (keyspace event): drop the hold if it is really gone."""
         parsed = keys.parse_seat_hold(key)
@@ -277,7 +299,7 @@ class SeatEngine:
         return loaded
 
     async def forget(self, screening_id: int, now_ms: int | None = None) -> None:
-        """The screening was deleted: drop every key of it (holds included), publish nothing."""
+        """The screening was deleted: drop every key of it (holds included); mirrors are reset."""
         lock = self._loading.setdefault(screening_id, asyncio.Lock())
         async with lock:
             await self._forget(screening_id, _now(now_ms))
@@ -338,12 +360,17 @@ class SeatEngine:
     ) -> list[Any]:
         script_keys = _screening_keys(screening_id, seats)
         try:
-            return await self._scripts.run(name, script_keys, [screening_id, now, *args])
+            reply: list[Any] = await self._scripts.run(
+                name, script_keys, [screening_id, now, *args]
+            )
         except REDIS_DOWN as exc:
             raise Unavailable("Seat service temporarily unavailable") from exc
         finally:
             for listener in self.change_listeners:
                 listener(screening_id)
+        if self.mirrors is not None:
+            _tell_mirrors(self.mirrors, name, screening_id, reply[0], now)
+        return reply
 
     async def _load(self, screening_id: int, now: int) -> None:
         # One loader per screening per process; across processes the load script is idempotent.
@@ -373,6 +400,18 @@ class SeatEngine:
         if layout is None:
             raise ScreeningNotFound(screening_id)
         return layout
+
+
+def _tell_mirrors(
+    mirrors: SeatMirrors, name: str, screening_id: int, status: int, now: int
+) -> None:
+    """What a script run sent at ``now`` found, as far as the screening's mirror cares."""
+    if status == Status.NOT_LOADED or name in ("load", "refresh", "forget"):
+        mirrors.drop(screening_id)
+    elif name == "hold":
+        mirrors.confirmed(screening_id, now)
+        if status in (Status.TAKEN, Status.BOOKED):
+            mirrors.contended(screening_id, now)
 
 
 def _layout_args(layout: Layout) -> list[int]:

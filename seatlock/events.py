@@ -172,6 +172,8 @@ class Hub:
         self.ready = asyncio.Event()
         # Told every screening id an event arrives for (caches drop what it changed).
         self.change_listeners: list[Callable[[int], None]] = []
+        # Given every event as published, in order (seatlock/mirrors.py).
+        self.event_listeners: list[Callable[[int, dict[str, Any]], None]] = []
         # live: subscribed and confirmed by Redis, so every event published since arrives.
         # epoch changes whenever live does, so trust built on one subscription ends with it.
         self.live = False
@@ -200,7 +202,7 @@ class Hub:
         }
 
     def dispatch(self, data: bytes | str) -> None:
-        """Hand one published event to the watchers of its screening."""
+        """Hand one published event to the listeners and to the watchers of its screening."""
         try:
             event = orjson.loads(data)
             screening_id = int(event["screening_id"])
@@ -209,10 +211,15 @@ class Hub:
             return
         for listener in self.change_listeners:
             listener(screening_id)
+        for event_listener in self.event_listeners:
+            event_listener(screening_id, event)
+        self._deliver(screening_id, event)
+
+    def _deliver(self, screening_id: int, event: dict[str, Any]) -> None:
         room = self._rooms.get(screening_id)
-        if not room:
+        if not room or not event.get("seats"):
             return
-        owners = {s.get("user_id") for s in event.get("seats") or []} - {None}
+        owners = {s.get("user_id") for s in event["seats"]} - {None}
         public = Message(render(event, None))
         private = {user: Message(render(event, user)) for user in owners}
         now = asyncio.get_running_loop().time()
@@ -265,7 +272,7 @@ class Hub:
             except (SeatLockError, RedisError, OSError) as exc:
                 logger.warning("no seat map to resync screening %s: %r", screening_id, exc)
                 continue
-            self.dispatch(orjson.dumps(snapshot_event(screening_id, states)))
+            self._deliver(screening_id, snapshot_event(screening_id, states))
 
 
 def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]:

@@ -46,6 +46,9 @@ class Settings:
     max_seats_per_user: int = 10  # seats one user may hold in one screening
     sweep_interval_seconds: float = 1.0
     cleanup_min_interval_seconds: float = 1.0
+    # Refuse holds of seats known taken from a per-process mirror of contended screenings
+    # (seatlock/mirrors.py) instead of asking Redis; off: every hold attempt runs the script.
+    seat_mirrors: bool = True
 
     # Pools.
     db_pool_min: int = 2

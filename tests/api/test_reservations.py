@@ -376,3 +376,28 @@ async def test_history_drops_only_when_its_queue_is_full(
         assert writer.dropped == 3
     finally:
         await pool.close()
+
+
+async def test_a_contended_screening_is_refused_from_the_mirror_with_the_same_answer(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    user: Account,
+    other_user: Account,
+) -> None:
+    show = await make.show(db, 3)
+    seats = show.seat_ids[:2]
+    assert (await reserve(client, user, show, seats[:1])).status_code == 201
+    first = await reserve(client, other_user, show, seats)  # Redis refuses: the mirror starts
+    assert first.status_code == 409
+    app: Any = server._server.config.app
+    mirrors = app.state.services.extras["engine"].mirrors
+    for _ in range(300):
+        if show.id in mirrors:
+            break
+        await asyncio.sleep(0.01)
+    refusals = mirrors.refusals  # the server is shared: other tests' refusals are counted too
+    again = await reserve(client, other_user, show, seats)
+    assert (again.status_code, again.json()) == (409, first.json())
+    assert again.json() == {"detail": f"Seats [{seats[0]}] are currently reserved by other users"}
+    assert mirrors.refusals == refusals + 1

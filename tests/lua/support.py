@@ -114,23 +114,37 @@ def _text(value: bytes | str) -> str:
 
 
 class EventTap:
-    """Subscribed to a screening's channel; ``next()`` returns the next decoded event."""
+    """Subscribed to a screening's channel; ``next()`` returns the next decoded change event.
+
+    The version every event carries is checked to follow the previous one, then removed (it is in
+    ``versions``); empty reset markers (a load, a forget) are skipped unless ``markers`` is set.
+    """
 
     def __init__(self, pubsub: PubSub) -> None:
         self.pubsub = pubsub
+        self.versions: list[int] = []
 
-    async def next(self, within: float = 2.0) -> dict[str, Any]:
+    async def next(self, within: float = 2.0, *, markers: bool = False) -> dict[str, Any]:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
             if message is not None and message["type"] == "message":
                 event: dict[str, Any] = json.loads(message["data"])
-                return event
+                if "version" in event:
+                    version = event.pop("version")
+                    assert isinstance(version, int)
+                    assert not self.versions or version > self.versions[-1]
+                    self.versions.append(version)
+                if markers or event["seats"] or not event.get("reset"):
+                    return event
         raise AssertionError(f"no event within {within:.1f}s")
 
     async def none(self, wait: float = 0.2) -> None:
         message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-        assert message is None, message
+        if message is not None and message["type"] == "message":
+            event = json.loads(message["data"])
+            assert event.get("reset") and not event["seats"], event
+            await self.none(wait)
 
 
 @contextlib.asynccontextmanager
