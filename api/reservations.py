@@ -7,6 +7,7 @@ reservation ids).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Annotated
@@ -137,8 +138,6 @@ async def reserve(call: Call) -> ReserveOut:
     body: SeatsIn = call.body
     seat_ids = unique_seats(body.seat_ids)
     user_id = call.user.user_id
-    # Ids first: a hold is never left without the ids its response names.
-    ids = await call.services.extras["reservation_ids"].take(len(seat_ids))
     now_ms = int(time.time() * 1000)
     engine = engine_of(call.services)
     holds = await engine.hold(body.screening_id, user_id, seat_ids, now_ms)
@@ -146,8 +145,9 @@ async def reserve(call: Call) -> ReserveOut:
     # A seat the user already held keeps its hold, so its expiry is not now + hold time.
     kept = [h for h in holds if h.expires_at_ms != now_ms + engine.hold_ms]
     reused = await _live_rows(call.services, body.screening_id, user_id, kept)
+    fresh_seats = [h.seat_id for h in holds if h.seat_id not in reused]
+    fresh = iter(await _ids_for(call.services, body.screening_id, user_id, fresh_seats))
     reserved_at = utc(now_ms)
-    fresh = iter(ids)
     rows = [
         reused[h.seat_id]
         if h.seat_id in reused
@@ -165,6 +165,21 @@ async def reserve(call: Call) -> ReserveOut:
     return ReserveOut(
         rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
     )
+
+
+async def _ids_for(
+    services: Services, screening_id: int, user_id: int, seat_ids: list[int]
+) -> list[int]:
+    """Reservation ids for the seats just held. Taken after the hold, so a refused attempt (most
+    of them on release day) costs no id; when no id can be had (PostgreSQL down while a new block
+    is due) the new holds are let go again: no hold stays without the row its response names."""
+    try:
+        ids: history.ReservationIds = services.extras["reservation_ids"]
+        return await ids.take(len(seat_ids))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await engine_of(services).release(screening_id, user_id, seat_ids)
+        raise
 
 
 def _fresh_row(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from db.reservations import Closed, HistoryWriter
+from db.reservations import Closed, HistoryWriter, ReservationIds
 from tests import factories as make
 from tests.support import (
     RESERVE,
@@ -401,3 +401,33 @@ async def test_a_contended_screening_is_refused_from_the_mirror_with_the_same_an
     assert (again.status_code, again.json()) == (409, first.json())
     assert again.json() == {"detail": f"Seats [{seats[0]}] are currently reserved by other users"}
     assert mirrors.refusals == refusals + 1
+
+
+async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    redis: Redis,
+    user: Account,
+    other_user: Account,
+) -> None:
+    show = await make.show(db, 4)
+    extras = server._server.config.app.state.services.extras  # type: ignore[attr-defined]
+    ids = extras["reservation_ids"]
+    assert (await reserve(client, user, show, show.seat_ids[:2])).status_code == 201
+    before = ids._next
+    assert (await reserve(client, other_user, show, show.seat_ids[1:3])).status_code == 409
+    assert (await reserve(client, user, show, show.seat_ids[:3])).status_code == 201
+    assert ids._next == before + 1  # the refusal took none, re-holding two seats took one
+    # No id to be had: PostgreSQL unreachable while a new block is due.
+    dead = await asyncpg.create_pool(server.settings.database_url, min_size=0, max_size=1)
+    await dead.close()
+    extras["reservation_ids"] = ReservationIds(dead)
+    try:
+        r = await reserve(client, other_user, show, [show.seat_ids[3]])
+    finally:
+        extras["reservation_ids"] = ids
+    assert r.status_code == 503, r.text
+    assert show.seat_ids[3] not in await held_in_redis(redis, show)
+    assert (await reserve(client, other_user, show, [show.seat_ids[3]])).status_code == 201
+
