@@ -396,8 +396,7 @@ class _Batch:
 
     async def write(self, conn: Conn) -> None:
         await _extend_seats(conn, self.extends)
-        await _close_seats(conn, self.closes)
-        await _insert(conn, list(self.fresh.values()))
+        await _close_and_insert(conn, self.closes, list(self.fresh.values()))
 
 
 async def apply_changes(conn: Conn, batch: list[Change]) -> None:
@@ -421,33 +420,52 @@ async def apply_changes(conn: Conn, batch: list[Change]) -> None:
     await gathered.write(conn)
 
 
-async def _insert(conn: Conn, fresh: list[_Fresh]) -> None:
-    if not fresh:
+# One statement, one round trip: the closes of rows already written, the superseding of older
+# active rows of the seats the batch inserts into, and the INSERT. (The writers' lock stays a
+# statement of its own before it: a statement sees the rows committed when it began, so one that
+# waited for the lock inside itself would miss the rows of the writer it waited for.) The parts of
+# the statement all see the rows as they were before it, so what the closes have just changed is
+# left out of the superseding (in two statements the close made those rows inactive first): a row
+# belongs to one part only. Times travel as epoch seconds: asyncpg encodes a float several times
+# faster than a datetime, and to_timestamp() gives back the same microsecond.
+CLOSE_AND_INSERT = """
+WITH closed AS (
+    UPDATE reservations r SET status = c.status, updated_at = now()
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])
+        AS c(screening_id, user_id, seat_id, status)
+    WHERE r.status = 'active' AND r.screening_id = c.screening_id
+        AND r.user_id = c.user_id AND r.seat_id = c.seat_id
+    RETURNING r.id
+), superseded AS (
+    UPDATE reservations r SET status = 'expired', updated_at = now()
+    WHERE r.status = 'active'
+        AND (r.screening_id, r.seat_id) IN (SELECT * FROM unnest($6::bigint[], $7::bigint[]))
+        AND r.id <> ALL($5::bigint[]) AND r.id NOT IN (SELECT id FROM closed)
+)
+INSERT INTO reservations (id, screening_id, seat_id, user_id, reserved_at, expires_at, status)
+SELECT id, screening_id, seat_id, user_id, to_timestamp(reserved), to_timestamp(expires), status
+FROM unnest($5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::float8[],
+    $11::text[]) AS n(id, screening_id, seat_id, user_id, reserved, expires, status)
+ON CONFLICT (id) DO NOTHING
+"""
+
+
+async def _close_and_insert(
+    conn: Conn, closes: dict[tuple[int, int, int], str], fresh: list[_Fresh]
+) -> None:
+    """Close rows already written, then insert the batch's rows; a new hold on a seat supersedes
+    any other row still marked active for it (replaying the same insert after a retry leaves its
+    own row alone)."""
+    if not closes and not fresh:
         return
-    seats = list({(f.row[1], f.row[2]) for f in fresh})
-    ids = [f.row[0] for f in fresh]
-    # A new hold on a seat supersedes any other row still marked active for it (replaying the
-    # same insert after a retry leaves its own row alone).
+    keys = list(closes)
     await conn.execute(
-        "UPDATE reservations r SET status = 'expired', updated_at = now()"
-        " FROM unnest($1::bigint[], $2::bigint[]) AS n(screening_id, seat_id)"
-        " WHERE r.status = 'active' AND r.screening_id = n.screening_id"
-        " AND r.seat_id = n.seat_id AND r.id <> ALL($3::bigint[])",
-        [s[0] for s in seats],
-        [s[1] for s in seats],
-        ids,
-    )
-    # Times travel as epoch seconds: asyncpg encodes a float several times faster than a
-    # datetime, and to_timestamp() gives back the same microsecond.
-    await conn.execute(
-        "INSERT INTO reservations"
-        " (id, screening_id, seat_id, user_id, reserved_at, expires_at, status)"
-        " SELECT id, screening_id, seat_id, user_id, to_timestamp(reserved), to_timestamp(expires),"
-        " status FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],"
-        " $5::float8[], $6::float8[], $7::text[])"
-        " AS n(id, screening_id, seat_id, user_id, reserved, expires, status)"
-        " ON CONFLICT (id) DO NOTHING",
-        ids,
+        CLOSE_AND_INSERT,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        list(closes.values()),
+        [f.row[0] for f in fresh],
         [f.row[1] for f in fresh],
         [f.row[2] for f in fresh],
         [f.row[3] for f in fresh],
@@ -471,23 +489,6 @@ async def _extend_seats(conn: Conn, extends: dict[tuple[int, int, int], datetime
         [k[1] for k in keys],
         [k[2] for k in keys],
         list(extends.values()),
-    )
-
-
-async def _close_seats(conn: Conn, closes: dict[tuple[int, int, int], str]) -> None:
-    if not closes:
-        return
-    keys = list(closes)
-    await conn.execute(
-        "UPDATE reservations r SET status = c.status, updated_at = now()"
-        " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])"
-        " AS c(screening_id, user_id, seat_id, status)"
-        " WHERE r.status = 'active' AND r.screening_id = c.screening_id"
-        " AND r.user_id = c.user_id AND r.seat_id = c.seat_id",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        list(closes.values()),
     )
 
 
