@@ -288,7 +288,8 @@ def parse_seat_list(raw: str | None) -> list[int] | None:
     if raw is None:
         return None
     parts = [p.strip() for p in raw.split(",")]
-    if not parts or len(parts) > MAX_SEATS_PER_REQUEST or not all(p.isdigit() for p in parts):
+    # isdecimal, not isdigit: int() refuses digits such as "²" that isdigit accepts (a 500).
+    if not parts or len(parts) > MAX_SEATS_PER_REQUEST or not all(p.isdecimal() for p in parts):
         raise ValidationFailed("seat_ids must be a comma-separated list of seat ids")
     ids = [int(p) for p in parts]
     if any(not 1 <= i <= MAX_ID for i in ids):
