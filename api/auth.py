@@ -33,10 +33,11 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The token of the first Authorization header (raw ASGI headers), if it is a bearer one."""
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
+            # The scheme is what precedes the first space, in any case: "bearer" and that space
+            # are the first 7 bytes (bytes.lower() is ASCII-only, as is every "bearer" spelling).
+            if value[:7].lower() != b"bearer ":
+                return None
+            return value[7:].decode("latin-1").strip() or None
     return None
 
 
@@ -48,7 +49,11 @@ async def authenticate(token: str | None, services: Services, access: str) -> Pr
         if access == "optional":
             return None
         raise NotAuthenticated("Not authenticated")
-    principal = await principal_from_token(token, services)
+    # principal_from_token, inlined: a trusted session (the usual case) costs no further call.
+    principal = services.tokens.decode(token)
+    trust: SessionTrust | None = services.extras.get("sessions")
+    if trust is None or not trust.trusts(principal.session_id):
+        await _check_session(principal, services)
     if access == "admin" and not principal.is_admin:
         raise Forbidden("Admin privileges required")
     return principal
@@ -57,11 +62,14 @@ async def authenticate(token: str | None, services: Services, access: str) -> Pr
 async def principal_from_token(token: str, services: Services) -> Principal:
     principal = services.tokens.decode(token)
     trust = session_trust(services)
-    if trust is not None and trust.trusts(principal.session_id):
-        return principal
+    if trust is None or not trust.trusts(principal.session_id):
+        await _check_session(principal, services)
+    return principal
+
+
+async def _check_session(principal: Principal, services: Services) -> None:
     if not await session_is_active(services, principal.session_id):
         raise NotAuthenticated("Session has been revoked")
-    return principal
 
 
 def session_trust(services: Services) -> SessionTrust | None:

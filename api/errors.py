@@ -40,10 +40,21 @@ WS_CLOSE: dict[type[errors.SeatLockError], int] = {
 
 
 def status_of(exc: errors.SeatLockError) -> int:
-    for kind in type(exc).__mro__:
-        if kind in STATUS:
-            return STATUS[kind]
+    status = _STATUS_BY_CLASS.get(type(exc))
+    if status is None:
+        status = _STATUS_BY_CLASS[type(exc)] = _first_status(type(exc))
+    return status
+
+
+def _first_status(kind: type[errors.SeatLockError]) -> int:
+    for base in kind.__mro__:
+        if base in STATUS:
+            return STATUS[base]
     return 400
+
+
+# Every SeatLockError class seen, with its status: one lookup instead of a walk of its MRO.
+_STATUS_BY_CLASS: dict[type[errors.SeatLockError], int] = {}
 
 
 def ws_close_code(exc: errors.SeatLockError) -> int:
@@ -59,7 +70,28 @@ def error_reply(exc: errors.SeatLockError) -> tuple[int, list[tuple[bytes, bytes
     headers = [(b"www-authenticate", b"Bearer")] if status == 401 else []
     if isinstance(exc, errors.TooManyRequests):
         headers.append((b"retry-after", str(exc.retry_after).encode()))
-    return status, headers, dumps({"detail": exc.detail})
+    return status, headers, detail_body(exc.detail)
+
+
+def detail_body(detail: str) -> bytes:
+    """``{"detail": ...}`` as JSON, rendered once per distinct short detail.
+
+    The same few refusals ("Seats [7] are currently reserved ...", "Not authenticated") answer
+    most requests on release day. Bounded: emptied when full, long details are not kept.
+    """
+    body = _BODIES.get(detail)
+    if body is None:
+        body = dumps({"detail": detail})
+        if len(detail) <= MAX_KEPT_DETAIL:
+            if len(_BODIES) >= MAX_KEPT_BODIES:
+                _BODIES.clear()
+            _BODIES[detail] = body
+    return body
+
+
+MAX_KEPT_BODIES = 4096
+MAX_KEPT_DETAIL = 200
+_BODIES: dict[str, bytes] = {}
 
 
 async def seatlock_error(request: Request, exc: Exception) -> Response:

@@ -28,7 +28,7 @@ class JSON(Response):
 def decode_body(raw: bytes, kind: type[Any]) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge("Request body is too large")
-    if not raw.strip():
+    if not raw or raw.isspace():  # what `not raw.strip()` says, without copying the body
         raise ValidationFailed("Request body is required")
     try:
         return msgspec.json.decode(raw, type=kind)

@@ -84,8 +84,12 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            result = await self._respond(scope, receive)
-        except SeatLockError as exc:  # refusals are common (409 on a taken seat): keep them cheap
+            # The handler is awaited here, not in a helper: a refusal it raises (409 on a taken
+            # seat, the common answer on release day) unwinds one frame less.
+            result = await self.handler(await self._call(scope, receive))
+            if not isinstance(result, Response):
+                result = Response(status_code=204) if self.status == 204 else dumps(result)
+        except SeatLockError as exc:
             status, headers, body = error_reply(exc)
             await send_json(send, status, body, headers)
             return
@@ -96,7 +100,8 @@ class Endpoint:
         else:
             await result(scope, receive, send)
 
-    async def _respond(self, scope: Scope, receive: Receive) -> Response | bytes:
+    async def _call(self, scope: Scope, receive: Receive) -> Call:
+        """The request, authenticated and parsed as the handler receives it."""
         services: Services = scope["app"].state.services
         principal = await authenticate(bearer_token(scope["headers"]), services, self.access)
         params: dict[str, Any] = scope.get("path_params") or {}
@@ -108,12 +113,7 @@ class Endpoint:
             call.query = convert(query_params(scope), self.query)
         if self.body is not None and not self.upload:
             call.body = await _read_body(call, self.body, self.form)
-        result = await self.handler(call)
-        if isinstance(result, Response):
-            return result
-        if self.status == 204:
-            return Response(status_code=204)
-        return dumps(result)
+        return call
 
 
 async def send_json(
@@ -144,10 +144,19 @@ async def _read_body(call: Call, kind: Any, form: bool) -> Any:
 
 async def read_body(receive: Receive) -> bytes:
     """The whole request body; 413 past MAX_BODY_BYTES without reading the rest."""
+    message: Message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the usual case: the body in one message
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge("Request body is too large")
+        return body
+    return await _read_chunks(receive, message)
+
+
+async def _read_chunks(receive: Receive, message: Message) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        message: Message = await receive()
         if message["type"] != "http.request":  # the client went away
             break
         chunk: bytes = message.get("body", b"")
@@ -157,6 +166,7 @@ async def read_body(receive: Receive) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
+        message = await receive()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -67,23 +67,40 @@ class SeatState:
 
 
 def _ids(seat_ids: list[int]) -> str:
-    return str(sorted(seat_ids))
+    """Seat ids as every message shows them; ``seat_ids`` sorted (the errors keep them so)."""
+    return str(seat_ids)
 
 
 class SeatsUnavailable(Conflict):
     """Some seats are held by other users, or sold (``booked`` says which; booked wins)."""
 
     def __init__(self, seat_ids: list[int], *, booked: bool) -> None:
-        what = "are already booked" if booked else "are currently reserved by other users"
-        super().__init__(f"Seats {_ids(seat_ids)} {what}")
-        self.seat_ids = sorted(seat_ids)
+        self.seat_ids = seats = sorted(seat_ids)
         self.booked = booked
+        super().__init__(_unavailable_detail(seats, booked))
+
+
+# The message of each refusal, formatted once: a hot screening refuses the same few seats all day.
+_UNAVAILABLE_DETAILS: dict[tuple[Any, ...], str] = {}
+MAX_UNAVAILABLE_DETAILS = 4096
+
+
+def _unavailable_detail(seats: list[int], booked: bool) -> str:
+    key = (booked, *seats)
+    detail = _UNAVAILABLE_DETAILS.get(key)
+    if detail is None:
+        what = "are already booked" if booked else "are currently reserved by other users"
+        detail = f"Seats {_ids(seats)} {what}"
+        if len(_UNAVAILABLE_DETAILS) >= MAX_UNAVAILABLE_DETAILS:
+            _UNAVAILABLE_DETAILS.clear()
+        _UNAVAILABLE_DETAILS[key] = detail
+    return detail
 
 
 class UnknownSeats(NotFound):
     def __init__(self, seat_ids: list[int]) -> None:
-        super().__init__(f"Seats {_ids(seat_ids)} not found in this screening")
         self.seat_ids = sorted(seat_ids)
+        super().__init__(f"Seats {_ids(self.seat_ids)} not found in this screening")
 
 
 class TooManySeats(Conflict):
@@ -107,16 +124,18 @@ class HoldNotFound(NotFound):
     """Extend: some seats are not held by the caller, or their hold expired."""
 
     def __init__(self, seat_ids: list[int]) -> None:
-        super().__init__(f"No active reservation for seats {_ids(seat_ids)}")
         self.seat_ids = sorted(seat_ids)
+        super().__init__(f"No active reservation for seats {_ids(self.seat_ids)}")
 
 
 class HoldExpired(Conflict):
     """Claim: some seats are not (or no longer) held by the caller."""
 
     def __init__(self, seat_ids: list[int]) -> None:
-        super().__init__(f"Reservation for seats {_ids(seat_ids)} has expired or does not exist")
         self.seat_ids = sorted(seat_ids)
+        super().__init__(
+            f"Reservation for seats {_ids(self.seat_ids)} has expired or does not exist"
+        )
 
 
 class SeatEngine:
@@ -442,27 +461,30 @@ def _check_user(user_id: int) -> None:
 
 def _raise_for(reply: list[Any]) -> None:
     """The one place where script status codes become errors."""
-    status = Status(int(reply[0]))
+    status = int(reply[0])
     if status == Status.OK:
         return
-    rest = [int(value) for value in reply[1:]]
+    rest = list(map(int, reply[1:]))  # no comprehension: one frame less (Python 3.11)
+    # Plain int patterns, the refusals of a hot screening first: no Status() lookup per reply.
     match status:
+        case Status.TAKEN:
+            raise SeatsUnavailable(rest, booked=False)
+        case Status.BOOKED:
+            raise SeatsUnavailable(rest, booked=True)
         case Status.NOT_LOADED:
             raise Unavailable("Seat data is being restored, try again shortly")
         case Status.STARTED:
             raise ScreeningStarted()
         case Status.UNKNOWN:
             raise UnknownSeats(rest)
-        case Status.BOOKED:
-            raise SeatsUnavailable(rest, booked=True)
-        case Status.TAKEN:
-            raise SeatsUnavailable(rest, booked=False)
         case Status.TOO_MANY:
             raise TooManySeats(rest[0])
         case Status.NOT_HELD:
             raise HoldNotFound(rest)
         case Status.EXPIRED:
             raise HoldExpired(rest)
+        case _:
+            raise ValueError(f"{status} is not a valid Status")
 
 
 def _holds(user_id: int, reply: list[Any]) -> list[Hold]:

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from seatlock import engine as engine_module
 from seatlock import keys
 from seatlock.embedded import free_port
-from seatlock.engine import Layout, ScreeningNotFound, SeatEngine, SeatsUnavailable, UnknownSeats
-from seatlock.errors import InvalidInput, Unavailable
+from seatlock.engine import (
+    HoldExpired,
+    HoldNotFound,
+    Layout,
+    ScreeningNotFound,
+    ScreeningStarted,
+    SeatEngine,
+    SeatsUnavailable,
+    TooManySeats,
+    UnknownSeats,
+    _raise_for,
+)
+from seatlock.errors import InvalidInput, SeatLockError, Unavailable
+from seatlock.scripts import Status
 from tests.lua.support import DictSource, dump, engine_redis, make_engine, now_ms
 
 S, T = 601, 602
@@ -238,3 +252,50 @@ async def test_works_with_a_decoding_client(
         assert await engine.sweep(now + 300_000) == 1
         assert await engine.version(S) > 0
         assert not await engine.expire_lease(keys.seat_hold(S, 3), now)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind", "detail"),
+    [
+        ([5, 3, 1], SeatsUnavailable, "Seats [1, 3] are currently reserved by other users"),
+        ([Status.BOOKED, 2], SeatsUnavailable, "Seats [2] are already booked"),
+        ([1], Unavailable, "Seat data is being restored, try again shortly"),
+        ([2], ScreeningStarted, "Cannot reserve seats for past screenings"),
+        ([3, b"9", b"8"], UnknownSeats, "Seats [8, 9] not found in this screening"),
+        ([6, 4], TooManySeats, "You can hold at most 4 seats in this screening"),
+        ([7, 5], HoldNotFound, "No active reservation for seats [5]"),
+        ([8, 6, 5], HoldExpired, "Reservation for seats [5, 6] has expired or does not exist"),
+    ],
+)
+def test_every_script_status_has_its_error(
+    reply: list[Any], kind: type[SeatLockError], detail: str
+) -> None:
+    with pytest.raises(kind) as info:
+        _raise_for(reply)
+    assert info.value.detail == detail
+    assert info.value.args == (detail,)
+    assert str(info.value) == detail
+
+
+def test_ok_and_unknown_statuses() -> None:
+    _raise_for([Status.OK, 1, 2])
+    _raise_for([0])
+    with pytest.raises(ValueError):
+        _raise_for([99, 1])
+
+
+def test_unavailable_seats_name_them_sorted() -> None:
+    taken = SeatsUnavailable([9, 2, 5], booked=False)
+    assert taken.seat_ids == [2, 5, 9]
+    assert taken.detail == "Seats [2, 5, 9] are currently reserved by other users"
+    booked = SeatsUnavailable([5, 9, 2], booked=True)
+    assert booked.detail == "Seats [2, 5, 9] are already booked"
+    assert SeatsUnavailable([2, 5, 9], booked=False).detail == taken.detail
+
+
+def test_refusal_messages_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "MAX_UNAVAILABLE_DETAILS", 3)
+    monkeypatch.setattr(engine_module, "_UNAVAILABLE_DETAILS", {})
+    for seat in range(1, 20):
+        assert SeatsUnavailable([seat], booked=seat % 2 == 0).detail.startswith(f"Seats [{seat}] ")
+        assert len(engine_module._UNAVAILABLE_DETAILS) <= 3
