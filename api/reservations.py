@@ -137,34 +137,55 @@ async def reserve(call: Call) -> ReserveOut:
     """Hold seats for a few minutes (all or nothing)."""
     body: SeatsIn = call.body
     seat_ids = unique_seats(body.seat_ids)
-    user_id = call.user.user_id
+    screening_id, user_id = body.screening_id, call.user.user_id
     now_ms = int(time.time() * 1000)
     engine = engine_of(call.services)
-    holds = await engine.hold(body.screening_id, user_id, seat_ids, now_ms)
-    holds.sort(key=lambda h: h.seat_id)
+    holds = await engine.hold(screening_id, user_id, seat_ids, now_ms)
+    holds.sort(key=_seat_of)
+    new_ms = now_ms + engine.hold_ms
     # A seat the user already held keeps its hold, so its expiry is not now + hold time.
-    kept = [h for h in holds if h.expires_at_ms != now_ms + engine.hold_ms]
-    reused = await _live_rows(call.services, body.screening_id, user_id, kept)
+    kept = [h for h in holds if h.expires_at_ms != new_ms]
+    reused = await _live_rows(call.services, screening_id, user_id, kept) if kept else {}
     fresh_seats = [h.seat_id for h in holds if h.seat_id not in reused]
-    fresh = iter(await _ids_for(call.services, body.screening_id, user_id, fresh_seats))
-    reserved_at = utc(now_ms)
-    rows = [
-        reused[h.seat_id]
-        if h.seat_id in reused
-        else _fresh_row(next(fresh), body.screening_id, user_id, h, reserved_at)
-        for h in holds
-    ]
-    new_rows = [
-        (r.id, r.screening_id, r.seat_id, user_id, r.reserved_at, r.expires_at)
-        for r in rows
-        if r.seat_id not in reused
-    ]
+    ids = await _ids_for(call.services, screening_id, user_id, fresh_seats) if fresh_seats else []
+    rows, new_rows = _rows(screening_id, user_id, holds, reused, ids, now_ms, new_ms)
     if new_rows:
         history_of(call.services).submit(history.Inserted(new_rows))
     minutes = round((max(h.expires_at_ms for h in holds) - now_ms) / 60_000)
     return ReserveOut(
         rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
     )
+
+
+def _seat_of(hold: Hold) -> int:
+    return hold.seat_id
+
+
+def _rows(
+    screening_id: int,
+    user_id: int,
+    holds: list[Hold],
+    reused: dict[int, ReservationOut],
+    ids: list[int],
+    now_ms: int,
+    new_ms: int,
+) -> tuple[list[ReservationOut], list[history.Row]]:
+    """The response's rows in seat order, and the history rows of those without one yet (taking
+    ``ids`` in turn). New holds all end at ``new_ms``: their expiry is converted once."""
+    reserved_at, new_at = utc(now_ms), utc(new_ms)
+    next_id = iter(ids).__next__
+    rows: list[ReservationOut] = []
+    new_rows: list[history.Row] = []
+    for h in holds:
+        row = reused.get(h.seat_id)
+        if row is None:
+            expires_at = new_at if h.expires_at_ms == new_ms else utc(h.expires_at_ms)
+            row = ReservationOut(
+                next_id(), screening_id, h.seat_id, user_id, reserved_at, expires_at, "active"
+            )
+            new_rows.append((row.id, screening_id, h.seat_id, user_id, reserved_at, expires_at))
+        rows.append(row)
+    return rows, new_rows
 
 
 async def _ids_for(
@@ -180,15 +201,6 @@ async def _ids_for(
         with contextlib.suppress(Exception):
             await engine_of(services).release(screening_id, user_id, seat_ids)
         raise
-
-
-def _fresh_row(
-    rid: int, screening_id: int, user_id: int, hold: Hold, reserved_at: datetime
-) -> ReservationOut:
-    expires_at = utc(hold.expires_at_ms)
-    return ReservationOut(
-        rid, screening_id, hold.seat_id, user_id, reserved_at, expires_at, "active"
-    )
 
 
 async def _live_rows(

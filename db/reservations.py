@@ -19,7 +19,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -113,11 +112,14 @@ class ReservationIds:
             return None  # the taker that needs it asks again, and sees the error if it lasts
 
 
+Row = tuple[int, int, int, int, datetime, datetime]  # id, screening, seat, user, reserved, expires
+
+
 @dataclass(frozen=True, slots=True)
 class Inserted:
     """New holds: (id, screening_id, seat_id, user_id, reserved_at, expires_at) rows."""
 
-    rows: list[tuple[int, int, int, int, datetime, datetime]]
+    rows: list[Row]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,44 +155,44 @@ class LiveRows:
 
     Only a hint: a row matches a hold when its user and expiry equal the engine's, so a hold that
     another process changed (cancelled, re-held, extended) misses and is looked up instead. For
-    the same reason a cancel of all seats need not find its rows here.
+    the same reason a cancel of all seats need not find its rows here. Rows are kept as the
+    ``Inserted`` tuples they came in (every won hold passes here; a ``LiveRow`` is made on a hit).
     """
 
     def __init__(self, size: int = LIVE_ROWS) -> None:
         self._size = size
-        self._rows: OrderedDict[tuple[int, int], LiveRow] = OrderedDict()
+        self._rows: dict[tuple[int, int], Row] = {}  # oldest first
 
     def find(
         self, screening_id: int, seat_id: int, user_id: int, expires_at: datetime
     ) -> LiveRow | None:
         row = self._rows.get((screening_id, seat_id))
-        if row is None or row.user_id != user_id or row.expires_at != expires_at:
+        if row is None or row[3] != user_id or row[5] != expires_at:
             return None
-        return row
+        return LiveRow(row[0], row[3], row[4], row[5])
 
     def apply(self, change: Change) -> None:
+        rows = self._rows
         if isinstance(change, Inserted):
-            for rid, screening_id, seat_id, user_id, reserved_at, expires_at in change.rows:
-                self._put((screening_id, seat_id), LiveRow(rid, user_id, reserved_at, expires_at))
+            for row in change.rows:
+                key = (row[1], row[2])
+                rows.pop(key, None)  # re-inserted: now the newest
+                rows[key] = row
+            while len(rows) > self._size:
+                del rows[next(iter(rows))]
         elif isinstance(change, Extended):
             for seat_id, expires_at in change.expires.items():
-                row = self._rows.get((change.screening_id, seat_id))
-                if row is not None and row.user_id == change.user_id:
-                    self._put(
-                        (change.screening_id, seat_id),
-                        LiveRow(row.id, row.user_id, row.reserved_at, expires_at),
-                    )
+                key = (change.screening_id, seat_id)
+                held = rows.get(key)
+                if held is not None and held[3] == change.user_id:
+                    del rows[key]  # extended: now the newest
+                    rows[key] = (*held[:5], expires_at)
         elif change.seat_ids is not None:
             for seat_id in change.seat_ids:
-                row = self._rows.get((change.screening_id, seat_id))
-                if row is not None and row.user_id == change.user_id:
-                    del self._rows[(change.screening_id, seat_id)]
-
-    def _put(self, key: tuple[int, int], row: LiveRow) -> None:
-        self._rows[key] = row
-        self._rows.move_to_end(key)
-        while len(self._rows) > self._size:
-            self._rows.popitem(last=False)
+                key = (change.screening_id, seat_id)
+                held = rows.get(key)
+                if held is not None and held[3] == change.user_id:
+                    del rows[key]
 
 
 class HistoryWriter:
@@ -328,9 +330,6 @@ class HistoryWriter:
                 delay = min(delay * 2, RETRY_MAX_S)
             except asyncpg.PostgresError:
                 return False
-
-
-Row = tuple[int, int, int, int, datetime, datetime]
 
 
 @dataclass(slots=True)
