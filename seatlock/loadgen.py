@@ -391,7 +391,7 @@ def pick_seats(seat_ids: list[int]) -> list[int]:
 
 def pick_range(seats: int) -> tuple[int, int]:
     """(first index, count) of ``pick_seats`` in a room of ``seats`` seats."""
-    count = random.randint(1, 6)
+    count = 1 + int(random.random() * 6)  # randint(1, 6), at a fifth of its cost
     middle = seats // 2 + int(random.gauss(0, seats / 20))
     return min(max(0, middle), seats - count), count
 

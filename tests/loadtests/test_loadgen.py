@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from seatlock.loadgen import API, Http, Job, Sample, hold_loop, run_job
+from seatlock.loadgen import API, Http, Job, Sample, hold_loop, pick_range, run_job
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -205,3 +205,14 @@ async def test_a_job_connects_before_its_clock_starts(
     assert script.connections == 3 and script.requests == []  # connected, nothing timed yet
     sample = await running
     assert sample.ops > 0 and script.connections == 3
+
+
+def test_holds_take_1_to_6_neighbouring_seats_around_the_middle() -> None:
+    picks = [pick_range(500) for _ in range(30_000)]
+    counts = [count for _, count in picks]
+    assert set(counts) == {1, 2, 3, 4, 5, 6}
+    assert all(4_500 < counts.count(n) < 5_500 for n in range(1, 7))  # evenly
+    assert all(0 <= first <= 500 - count for first, count in picks)
+    middles = sorted(first for first, _ in picks)
+    assert 245 <= middles[len(middles) // 2] <= 255  # the gauss spread around the middle
+    assert sum(abs(m - 250) <= 25 for m in middles) > 0.6 * len(middles)  # ~68% within 1 sigma
