@@ -83,12 +83,13 @@ class Endpoint:
     upload: bool = False  # body is multipart, parsed by the handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        result: Response | bytes | None  # None: the 204 of a handler with nothing to send
         try:
             # The handler is awaited here, not in a helper: a refusal it raises (409 on a taken
             # seat, the common answer on release day) unwinds one frame less.
             result = await self.handler(await self._call(scope, receive))
             if not isinstance(result, Response):
-                result = Response(status_code=204) if self.status == 204 else dumps(result)
+                result = None if self.status == 204 else dumps(result)
         except SeatLockError as exc:
             status, headers, body = error_reply(exc)
             await send_json(send, status, body, headers)
@@ -97,6 +98,8 @@ class Endpoint:
             result = await error_response(Request(scope, receive), exc)
         if isinstance(result, bytes):
             await send_json(send, self.status, result)
+        elif result is None:
+            await send_no_content(send)
         else:
             await result(scope, receive, send)
 
@@ -126,10 +129,28 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_no_content(send: Send) -> None:
+    """A 204 as Starlette's ``Response(status_code=204)`` sends it: no headers, an empty body."""
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def query_params(scope: Scope) -> dict[str, str]:
     """The query string as Starlette reads it (the last of repeated names wins)."""
     raw: bytes = scope.get("query_string", b"")
-    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+    if not raw:
+        return {}
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    # Nothing to unquote (e.g. "seat_ids=41,42" of a cancel): what parse_qsl does, minus its
+    # generic work. A part without "=" is a name with an empty value; empty parts are skipped.
+    params: dict[str, str] = {}
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            params[name] = value
+    return params
 
 
 async def _read_body(call: Call, kind: Any, form: bool) -> Any:

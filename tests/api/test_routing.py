@@ -4,13 +4,18 @@ Starlette's behaviour kept."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from api.app import all_endpoints, create_app
-from api.routing import App, Endpoint
+from api.routing import App, Call, Endpoint, query_params
 from seatlock.settings import Settings
 from tests.support import Account
 
@@ -85,3 +90,33 @@ async def test_trailing_slash_aliases_and_unknown_paths(
     assert (await client.get("/openapi.json")).status_code == 200
     r = await client.get("/api/v1/no-such-thing")
     assert (r.status_code, r.json()) == (404, {"detail": "Not Found"})
+
+
+async def messages_of(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_204_is_sent_as_starlette_sends_it() -> None:
+    async def nothing(call: Call) -> None:
+        return None
+
+    endpoint = Endpoint("DELETE", "/x", nothing, "public", "", "t", status=204)
+    state = SimpleNamespace(services=None)
+    scope = {"type": "http", "method": "DELETE", "headers": [], "app": SimpleNamespace(state=state)}
+    assert await messages_of(endpoint, scope) == await messages_of(Response(status_code=204), scope)
+
+
+@given(st.lists(st.sampled_from(["a", "b", "=", "&", ",", "1", "é", "%", "+", "%41", ";", " "])))
+def test_query_params_read_as_parse_qsl_reads_them(parts: list[str]) -> None:
+    raw = "".join(parts).encode("latin-1")
+    expected = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+    assert query_params({"query_string": raw}) == expected
