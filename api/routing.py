@@ -115,7 +115,10 @@ class Endpoint:
         if self.query is not None:
             call.query = convert(query_params(scope), self.query)
         if self.body is not None and not self.upload:
-            call.body = await _read_body(call, self.body, self.form)
+            if self.form:
+                call.body = await _read_form_or_json(call, self.body)
+            else:  # JSON, read here: one coroutine less for every hold attempt
+                call.body = decode_body(await read_body(receive), self.body)
         return call
 
 
@@ -153,13 +156,12 @@ def query_params(scope: Scope) -> dict[str, str]:
     return params
 
 
-async def _read_body(call: Call, kind: Any, form: bool) -> Any:
-    if form:
-        request = call.request
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
-            async with request.form() as data:
-                return convert({k: v for k, v in data.items() if isinstance(v, str)}, kind)
+async def _read_form_or_json(call: Call, kind: Any) -> Any:
+    request = call.request
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
+        async with request.form() as data:
+            return convert({k: v for k, v in data.items() if isinstance(v, str)}, kind)
     return decode_body(await read_body(call.receive), kind)
 
 
