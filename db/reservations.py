@@ -425,21 +425,41 @@ async def apply_changes(conn: Conn, batch: list[Change]) -> None:
 # waited for the lock inside itself would miss the rows of the writer it waited for.) The parts of
 # the statement all see the rows as they were before it, so what the closes have just changed is
 # left out of the superseding (in two statements the close made those rows inactive first): a row
-# belongs to one part only. Times travel as epoch seconds: asyncpg encodes a float several times
-# faster than a datetime, and to_timestamp() gives back the same microsecond.
+# belongs to one part only. The rows to change are looked up seat by seat in the partial index of
+# active rows (LATERAL ... OFFSET 0 keeps the lookups per seat): planned as a join, the statement
+# would scan that whole index, whose entries of closed rows pile up until a vacuum. Only writers
+# change these rows, one at a time (the lock), so the UPDATEs need not test the status again.
+# Times travel as epoch seconds: asyncpg encodes a float several times faster than a datetime,
+# and to_timestamp() gives back the same microsecond.
 CLOSE_AND_INSERT = """
-WITH closed AS (
-    UPDATE reservations r SET status = c.status, updated_at = now()
+WITH closing AS (
+    SELECT t.id, c.status
     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])
-        AS c(screening_id, user_id, seat_id, status)
-    WHERE r.status = 'active' AND r.screening_id = c.screening_id
-        AND r.user_id = c.user_id AND r.seat_id = c.seat_id
+        AS c(screening_id, user_id, seat_id, status),
+        LATERAL (
+            SELECT r.id FROM reservations r
+            WHERE r.status = 'active' AND r.screening_id = c.screening_id
+                AND r.seat_id = c.seat_id AND r.user_id = c.user_id
+            OFFSET 0
+        ) AS t
+), closed AS (
+    UPDATE reservations r SET status = closing.status, updated_at = now()
+    FROM closing
+    WHERE r.id = closing.id
     RETURNING r.id
+), older AS (
+    SELECT t.id
+    FROM (SELECT DISTINCT * FROM unnest($6::bigint[], $7::bigint[])) AS n(screening_id, seat_id),
+        LATERAL (
+            SELECT r.id FROM reservations r
+            WHERE r.status = 'active' AND r.screening_id = n.screening_id
+                AND r.seat_id = n.seat_id AND r.id <> ALL($5::bigint[])
+            OFFSET 0
+        ) AS t
 ), superseded AS (
     UPDATE reservations r SET status = 'expired', updated_at = now()
-    WHERE r.status = 'active'
-        AND (r.screening_id, r.seat_id) IN (SELECT * FROM unnest($6::bigint[], $7::bigint[]))
-        AND r.id <> ALL($5::bigint[]) AND r.id NOT IN (SELECT id FROM closed)
+    FROM older
+    WHERE r.id = older.id AND r.id NOT IN (SELECT id FROM closed)
 )
 INSERT INTO reservations (id, screening_id, seat_id, user_id, reserved_at, expires_at, status)
 SELECT id, screening_id, seat_id, user_id, to_timestamp(reserved), to_timestamp(expires), status
