@@ -448,9 +448,8 @@ def _seat_list(seat_ids: list[int]) -> list[int]:
     seats = sorted(set(seat_ids))
     if not seats:
         raise InvalidInput("seat_ids must not be empty")
-    out_of_range = [seat for seat in seats if not 0 < seat < MAX_ID]
-    if out_of_range:
-        raise UnknownSeats(out_of_range)
+    if not 0 < seats[0] <= seats[-1] < MAX_ID:  # sorted: the ends decide
+        raise UnknownSeats([seat for seat in seats if not 0 < seat < MAX_ID])
     return seats
 
 
