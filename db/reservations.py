@@ -21,11 +21,14 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from db.pool import Conn, Executor
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +225,9 @@ class HistoryWriter:
         self._logged_drops = 0
         self._next_drop_log = 0.0
         self.live = LiveRows()
+        # Kept from one batch to the next while changes keep coming: returning a connection to
+        # the pool costs a round trip (its reset) and PostgreSQL's work, once per batch.
+        self._conn: PoolConnectionProxy[Any] | None = None
 
     def submit(self, change: Change) -> None:
         self.live.apply(change)
@@ -266,6 +272,7 @@ class HistoryWriter:
             await self._write_until(stop)
         finally:
             waker.cancel()
+            await self._let_go()
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -287,6 +294,8 @@ class HistoryWriter:
             await self._write(batch, stop)
             for _ in batch:
                 self._queue.task_done()
+            if self._queue.empty():
+                await self._let_go()
 
     async def _pace(self, stop: asyncio.Event) -> None:
         """Let changes gather until BATCH_INTERVAL_S after the last batch began, unless a flush
@@ -314,11 +323,13 @@ class HistoryWriter:
         delay, attempts_after_stop = RETRY_FIRST_S, 0
         while True:
             try:
-                async with self._db.acquire() as conn, conn.transaction():
+                conn = await self._connection()
+                async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK_KEY)
                     await apply_changes(conn, batch)
                 return True
             except TRANSIENT_ERRORS as exc:
+                await self._let_go()  # the pool replaces a connection that broke
                 if stop.is_set():
                     attempts_after_stop += 1
                     if attempts_after_stop >= RETRIES_AT_SHUTDOWN:
@@ -330,6 +341,18 @@ class HistoryWriter:
                 delay = min(delay * 2, RETRY_MAX_S)
             except asyncpg.PostgresError:
                 return False
+
+    async def _connection(self) -> PoolConnectionProxy[Any]:
+        if self._conn is None:
+            self._conn = await self._db.acquire()
+        return self._conn
+
+    async def _let_go(self) -> None:
+        """Return the kept connection; one whose reset fails is closed by the pool."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._db.release(conn)
 
 
 @dataclass(slots=True)

@@ -49,8 +49,10 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
 
     async def write(pool: asyncpg.Pool, seats: list[int]) -> None:
         # The writer's own transaction shape, on the seats in this process's order.
+        writer = HistoryWriter(pool)
         for _ in range(40):
-            await HistoryWriter(pool)._apply_with_retry(batch(seats), asyncio.Event())
+            await writer._apply_with_retry(batch(seats), asyncio.Event())
+        await writer._let_go()  # as when its queue runs empty
 
     try:
         forward, backward = show.seat_ids, show.seat_ids[::-1]
@@ -279,6 +281,20 @@ async def test_a_busy_writer_gathers_many_changes_into_few_transactions(
     # A hold cancelled within its batch is inserted as cancelled: only a cancel that fell into
     # the batch after its hold's is an UPDATE.
     assert busy.closes_of_written_rows() < busy.transactions()
+
+
+async def test_a_writer_keeps_no_connection_once_its_queue_is_empty(
+    busy: Running, db: asyncpg.Connection
+) -> None:
+    show, user = await holder(db, 1)
+    now = datetime.now(UTC)
+    busy.writer.submit(Inserted([(1, show.id, show.seat_ids[0], user, now, now)]))
+    await busy.writer.flush()
+    async with asyncio.timeout(2):  # back in the pool right after the batch
+        while True:
+            if busy.pool.get_idle_size() == busy.pool.get_size():
+                return
+            await asyncio.sleep(0.01)
 
 
 async def test_a_lone_change_is_written_at_once(slow: Running, db: asyncpg.Connection) -> None:
