@@ -431,3 +431,18 @@ async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go
     assert show.seat_ids[3] not in await held_in_redis(redis, show)
     assert (await reserve(client, other_user, show, [show.seat_ids[3]])).status_code == 201
 
+
+
+async def test_without_seat_mirrors_every_attempt_runs_the_script(
+    db: asyncpg.Connection, make_server: Any, user: Account, other_user: Account
+) -> None:
+    live: LiveServer = make_server(seat_mirrors=False)
+    engine = live._server.config.app.state.services.extras["engine"]  # type: ignore[attr-defined]
+    assert engine.mirrors is None
+    show = await make.show(db, 2)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as c:
+        assert (await reserve(c, user, show, show.seat_ids[:1])).status_code == 201
+        calls = engine._scripts.calls
+        for _ in range(3):
+            assert (await reserve(c, other_user, show, show.seat_ids[:1])).status_code == 409
+        assert engine._scripts.calls == calls + 3
