@@ -49,11 +49,7 @@ async def authenticate(token: str | None, services: Services, access: str) -> Pr
         if access == "optional":
             return None
         raise NotAuthenticated("Not authenticated")
-    # principal_from_token, inlined: a trusted session (the usual case) costs no further call.
-    principal = services.tokens.decode(token)
-    trust: SessionTrust | None = services.extras.get("sessions")
-    if trust is None or not trust.trusts(principal.session_id):
-        await _check_session(principal, services)
+    principal = await principal_from_token(token, services)
     if access == "admin" and not principal.is_admin:
         raise Forbidden("Admin privileges required")
     return principal
@@ -62,14 +58,11 @@ async def authenticate(token: str | None, services: Services, access: str) -> Pr
 async def principal_from_token(token: str, services: Services) -> Principal:
     principal = services.tokens.decode(token)
     trust = session_trust(services)
-    if trust is None or not trust.trusts(principal.session_id):
-        await _check_session(principal, services)
-    return principal
-
-
-async def _check_session(principal: Principal, services: Services) -> None:
+    if trust is not None and trust.trusts(principal.session_id):
+        return principal
     if not await session_is_active(services, principal.session_id):
         raise NotAuthenticated("Session has been revoked")
+    return principal
 
 
 def session_trust(services: Services) -> SessionTrust | None:
