@@ -75,26 +75,10 @@ class SeatsUnavailable(Conflict):
     """Some seats are held by other users, or sold (``booked`` says which; booked wins)."""
 
     def __init__(self, seat_ids: list[int], *, booked: bool) -> None:
-        self.seat_ids = seats = sorted(seat_ids)
+        self.seat_ids = sorted(seat_ids)
         self.booked = booked
-        super().__init__(_unavailable_detail(seats, booked))
-
-
-# The message of each refusal, formatted once: a hot screening refuses the same few seats all day.
-_UNAVAILABLE_DETAILS: dict[tuple[Any, ...], str] = {}
-MAX_UNAVAILABLE_DETAILS = 4096
-
-
-def _unavailable_detail(seats: list[int], booked: bool) -> str:
-    key = (booked, *seats)
-    detail = _UNAVAILABLE_DETAILS.get(key)
-    if detail is None:
         what = "are already booked" if booked else "are currently reserved by other users"
-        detail = f"Seats {_ids(seats)} {what}"
-        if len(_UNAVAILABLE_DETAILS) >= MAX_UNAVAILABLE_DETAILS:
-            _UNAVAILABLE_DETAILS.clear()
-        _UNAVAILABLE_DETAILS[key] = detail
-    return detail
+        super().__init__(f"Seats {_ids(self.seat_ids)} {what}")
 
 
 class UnknownSeats(NotFound):

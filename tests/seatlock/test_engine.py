@@ -10,7 +10,6 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from seatlock import engine as engine_module
 from seatlock import keys
 from seatlock.embedded import free_port
 from seatlock.engine import (
@@ -291,11 +290,3 @@ def test_unavailable_seats_name_them_sorted() -> None:
     booked = SeatsUnavailable([5, 9, 2], booked=True)
     assert booked.detail == "Seats [2, 5, 9] are already booked"
     assert SeatsUnavailable([2, 5, 9], booked=False).detail == taken.detail
-
-
-def test_refusal_messages_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "MAX_UNAVAILABLE_DETAILS", 3)
-    monkeypatch.setattr(engine_module, "_UNAVAILABLE_DETAILS", {})
-    for seat in range(1, 20):
-        assert SeatsUnavailable([seat], booked=seat % 2 == 0).detail.startswith(f"Seats [{seat}] ")
-        assert len(engine_module._UNAVAILABLE_DETAILS) <= 3
