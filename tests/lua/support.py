@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,6 +43,15 @@ async def engine_db_redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]
     """For engine and script tests, ``redis`` is a client of ENGINE_DB (see tests/*/conftest.py)."""
     async with engine_redis(backend_urls[0]) as client:
         yield client
+
+
+async def wait_until(check: Callable[[], bool], seconds: float = 3.0) -> None:
+    """Until ``check()`` holds (asserted once more at the end)."""
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    assert check()
 
 
 def now_ms() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ from redis.asyncio import Redis
 
 from seatlock import events, keys
 from seatlock.events import CLOSE, FrameWriter, Hub, text_frame
+from tests.lua.support import wait_until
 
 EVENT = {
     "screening_id": 7,
@@ -112,11 +112,3 @@ async def test_a_subscription_that_stops_answering_is_dropped_and_renewed(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-
-
-async def wait_until(check: Callable[[], bool], seconds: float = 2.0) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    assert check()

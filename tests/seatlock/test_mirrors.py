@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -19,7 +19,7 @@ from seatlock.engine import SeatEngine, SeatsUnavailable, _screening_keys
 from seatlock.events import Hub
 from seatlock.mirrors import MARGIN_MS, TRUST_MS, SeatMirrors
 from seatlock.scripts import Status
-from tests.lua.support import DictSource, make_engine, now_ms
+from tests.lua.support import DictSource, make_engine, now_ms, wait_until
 
 S = 621
 ALICE, BOB, CAROL = 7, 8, 9
@@ -62,14 +62,6 @@ async def mirrored(
         await asyncio.wait_for(task, 5)
         await mirrors.aclose()
         engine.mirrors = None
-
-
-async def wait_until(check: Callable[[], bool], seconds: float = 3.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    assert check()
 
 
 async def refused(engine: SeatEngine, user: int, seats: list[int]) -> str:
