@@ -203,9 +203,10 @@ class HistoryWriter:
 
     A transient PostgreSQL error (down, lock wait, deadlock victim) is retried with backoff, never
     dropped: changes are dropped only when the queue is full (counted in ``dropped``, logged at
-    most once per DROP_LOG_INTERVAL_S) or when PostgreSQL refuses one for good (its user or
-    screening was deleted; counted in ``rejected``). The writer sets no lock timeout: a test that
-    truncates the tables makes its own session the deadlock victim's survivor (tests/conftest.py).
+    most once per DROP_LOG_INTERVAL_S) or when PostgreSQL refuses one for good (counted in
+    ``rejected``). A hold whose screening, seat or user was deleted is not refused: its row is
+    just not written. The writer sets no lock timeout: a test that truncates the tables makes its
+    own session the deadlock victim's survivor (tests/conftest.py).
     """
 
     def __init__(
@@ -312,7 +313,8 @@ class HistoryWriter:
     async def _write(self, batch: list[Change], stop: asyncio.Event) -> None:
         if await self._apply_with_retry(batch, stop):
             return
-        # One bad change (its user or screening was deleted) must not block the rest.
+        # A change PostgreSQL refuses for good (a bug, e.g. a status the table does not allow)
+        # must not block the rest.
         for change in batch:
             if not await self._apply_with_retry([change], stop):
                 self.rejected += 1
@@ -452,6 +454,10 @@ async def apply_changes(conn: Conn, batch: list[Change]) -> None:
 # active rows (LATERAL ... OFFSET 0 keeps the lookups per seat): planned as a join, the statement
 # would scan that whole index, whose entries of closed rows pile up until a vacuum. Only writers
 # change these rows, one at a time (the lock), so the UPDATEs need not test the status again.
+# No foreign keys (their checks lock each parent row and cost more than the insert): the INSERT
+# skips a hold whose screening, seat or user was deleted while it waited in the queue (a probe per
+# row, no lock; OFFSET 0 again: as joins they would hash whole tables), and a parent deleted later
+# takes the writers' lock and deletes its rows (the triggers of migration 0006).
 # Times travel as epoch seconds: asyncpg encodes a float several times faster than a datetime,
 # and to_timestamp() gives back the same microsecond.
 CLOSE_AND_INSERT = """
@@ -488,6 +494,9 @@ INSERT INTO reservations (id, screening_id, seat_id, user_id, reserved_at, expir
 SELECT id, screening_id, seat_id, user_id, to_timestamp(reserved), to_timestamp(expires), status
 FROM unnest($5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::float8[],
     $11::text[]) AS n(id, screening_id, seat_id, user_id, reserved, expires, status)
+WHERE EXISTS (SELECT 1 FROM screenings s WHERE s.id = n.screening_id OFFSET 0)
+    AND EXISTS (SELECT 1 FROM seats s WHERE s.id = n.seat_id OFFSET 0)
+    AND EXISTS (SELECT 1 FROM users u WHERE u.id = n.user_id OFFSET 0)
 ON CONFLICT (id) DO NOTHING
 """
 
