@@ -140,7 +140,7 @@ async def _follow_once(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -
     finally:
         trust.live = False
         tracker.detach()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis-py 8
 
 
 class _FlushTracker:

@@ -432,7 +432,6 @@ async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go
     assert (await reserve(client, other_user, show, [show.seat_ids[3]])).status_code == 201
 
 
-
 async def test_without_seat_mirrors_every_attempt_runs_the_script(
     db: asyncpg.Connection, make_server: Any, user: Account, other_user: Account
 ) -> None:
