@@ -1,8 +1,9 @@
 -- hold: hold seats for one user, all or nothing.
 -- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, hold_ms, max_seats_per_user, seat_id...
--- Returns {OK, seat, expires_at, ...} for every seat asked (seats the user already held keep
--- their hold as is), or {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} |
+-- Returns {OK, version, seat, expires_at, ...} for every seat asked (seats the user already held
+-- keep their hold as is; version: the screening's version this hold made, 0 when every seat was
+-- already the user's), or {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} |
 -- {TAKEN, seat...} | {TOO_MANY, max_seats_per_user}. Refusals change nothing.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at')
 if meta[1] ~= '1' then
@@ -115,12 +116,13 @@ for j = 1, n do
     seats[#seats + 1], leases[#leases + 1] = ARGV[5 + j], KEYS[LEASE0 + j]
   end
 end
+local version = 0
 if fresh > 0 then
   write_holds(seats, leases, {user = user, exp = exp, first = now, pin = 0}, now)
-  publish(now, changes_of(seats, 'reserved', me, exp))
+  version = publish(now, changes_of(seats, 'reserved', me, exp))
 end
-local reply = {OK}
+local reply = {OK, version}
 for j = 1, n do
-  reply[2 * j], reply[2 * j + 1] = tonumber(ARGV[5 + j]), expires[j]
+  reply[2 * j + 1], reply[2 * j + 2] = tonumber(ARGV[5 + j]), expires[j]
 end
 return reply

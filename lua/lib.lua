@@ -148,15 +148,17 @@ local function change(seat, status, user, expires_at)
 end
 
 -- One event per script run, published inside it, so events are ordered like the changes. Each
--- carries the version it made: a process mirroring the screening (seatlock/replica.py) applies
+-- carries the version it made: a process mirroring the screening (seatlock/mirrors.py) applies
 -- events in version order and so notices one it did not get. reset: the screening was loaded or
--- rewritten (refresh), so mirrors start again from a fresh snapshot.
+-- rewritten (refresh), so mirrors start again from a fresh snapshot. Returns the version, or 0
+-- when there was nothing to publish.
 local function publish(now, changes, reset)
   if #changes == 0 and not reset then
-    return
+    return 0
   end
   local version = redis.call('INCR', VERSION)
   redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"version":%.0f,"ts":%d,' ..
     '"seats":[%s]%s}', ARGV[1], version, now, table.concat(changes, ','),
     reset and ',"reset":true' or ''))
+  return version
 end

@@ -155,13 +155,37 @@ class SeatEngine:
         if len(seats) > self.max_seats_per_user:
             raise TooManySeats(self.max_seats_per_user)
         now = _now(now_ms)
-        if self.mirrors is not None and (
-            refused := self.mirrors.refusal(screening_id, user_id, seats, now)
-        ):
-            _raise_for(refused)  # Redis would refuse it the same way
+        mirrors = self.mirrors
+        if mirrors is not None:
+            if refused := mirrors.refusal(screening_id, user_id, seats, now):
+                _raise_for(refused)  # Redis would refuse it the same way
+            under_way = mirrors.in_flight(screening_id, seats)
+            if under_way is not None:
+                # A hold of some of these seats from this process is on its way to Redis. Its
+                # grant is known the moment it returns, so wait for it rather than race it there
+                # (most such races are lost); wait once, so no attempt queues behind many.
+                await asyncio.shield(under_way)
+                now = _now(now_ms)
+                if refused := mirrors.refusal(screening_id, user_id, seats, now):
+                    _raise_for(refused)
+        return await self._hold(screening_id, user_id, seats, now)
+
+    async def _hold(
+        self, screening_id: int, user_id: int, seats: list[int], now: int
+    ) -> list[Hold]:
+        """The hold script, announced to the screening's mirror while it is under way."""
         args = [user_id, self.hold_ms, self.max_seats_per_user, *seats]
-        reply = await self._run_loaded("hold", screening_id, seats, now, args)
-        return _holds(user_id, reply)
+        mirrors = self.mirrors
+        sent = mirrors.sending(screening_id, seats) if mirrors is not None else None
+        try:
+            reply = await self._run_loaded("hold", screening_id, seats, now, args)
+            holds = _holds(user_id, reply[2:])
+            if mirrors is not None and reply[1]:
+                mirrors.granted(screening_id, user_id, holds, int(reply[1]))
+        finally:
+            if mirrors is not None and sent is not None:
+                mirrors.answered(screening_id, seats, sent)
+        return holds
 
     async def extend(
         self,
@@ -178,7 +202,7 @@ class SeatEngine:
             raise InvalidInput("The extension must be positive")
         args = [user_id, extra_ms, self.max_hold_ms, *seats]
         reply = await self._run_loaded("extend", screening_id, seats, _now(now_ms), args)
-        return _holds(user_id, reply)
+        return _holds(user_id, reply[1:])
 
     async def release(
         self, screening_id: int, user_id: int, seat_ids: list[int] | None, now_ms: int | None = None
@@ -470,8 +494,9 @@ def _raise_for(reply: list[Any]) -> None:
             raise ValueError(f"{status} is not a valid Status")
 
 
-def _holds(user_id: int, reply: list[Any]) -> list[Hold]:
-    pairs = [int(value) for value in reply[1:]]
+def _holds(user_id: int, flat: list[Any]) -> list[Hold]:
+    """Holds from a reply's seat, expires_at, ... part."""
+    pairs = [int(value) for value in flat]
     return [Hold(seat, user_id, exp) for seat, exp in zip(pairs[::2], pairs[1::2], strict=True)]
 
 

@@ -11,6 +11,13 @@ iteration under load), so a seat freed elsewhere may be refused for that long, a
 come a moment earlier. It never grants anything. How it stays exact:
 
 - It starts from one snapshot: states, version and start time read by one seatmap script.
+- A hold granted to this process is known at once: the hold script returns the version it made,
+  and until the mirror reaches that version the grant stands in for its event (``granted``). The
+  losers of a race on this process learn of the winner without a round trip, as if the event had
+  come back instantly; once the event is applied, the mirror alone decides again.
+- An attempt for seats that a hold script of this process is already asking Redis for waits for
+  that answer once (``in_flight``), then asks the mirror again: under contention most attempts
+  that reach Redis are the losers of a race sent in the same moment as its winner.
 - Every script publishes its changes with the screening's version after them, on a subscription
   this process already had when the snapshot was read, so every later change arrives, in order.
   Events at or below the snapshot's version are already in it; a gap in the versions (an event
@@ -30,15 +37,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
 from seatlock.errors import SeatLockError
 from seatlock.scripts import Status
+
+if TYPE_CHECKING:
+    from seatlock.engine import Hold
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +82,18 @@ class Subscription(Protocol):
 
 
 class _Mirror:
-    __slots__ = ("epoch", "holds", "seats", "sold", "starts_at_ms", "trusted_until", "version")
+    __slots__ = (
+        "epoch",
+        "granted",
+        "granted_order",
+        "holds",
+        "in_flight",
+        "seats",
+        "sold",
+        "starts_at_ms",
+        "trusted_until",
+        "version",
+    )
 
     def __init__(self, snapshot: SeatSnapshot, epoch: int, trusted_until: int) -> None:
         self.version = snapshot.version
@@ -82,6 +103,12 @@ class _Mirror:
         self.holds = snapshot.holds
         self.epoch = epoch
         self.trusted_until = trusted_until
+        # Holds granted to this process whose events are not applied yet: seat -> (holder,
+        # expires_at ms, version the hold made); an entry counts while its version is ahead.
+        self.granted: dict[int, tuple[int, int, int]] = {}
+        self.granted_order: deque[tuple[int, int]] = deque()  # (version, seat), oldest first
+        # Seat -> the answer of this process's latest hold script for it, while under way.
+        self.in_flight: dict[int, asyncio.Future[None]] = {}
 
     def apply(self, event: dict[str, Any], epoch: int) -> bool:
         """Apply one published event; False when the mirror can no longer be trusted."""
@@ -103,7 +130,23 @@ class _Mirror:
             else:  # available: released, expired, swept or unsold
                 self.holds.pop(seat, None)
                 self.sold.pop(seat, None)
+        if self.granted_order:
+            self._settle_grants()
         return True
+
+    def grant(self, user_id: int, holds: Iterable[Hold], version: int) -> None:
+        for hold in holds:
+            self.granted[hold.seat_id] = (user_id, hold.expires_at_ms, version)
+            self.granted_order.append((version, hold.seat_id))
+
+    def _settle_grants(self) -> None:
+        """Forget the grants whose events are now applied (the mirror knows as much, or more)."""
+        order, granted = self.granted_order, self.granted
+        while order and order[0][0] <= self.version:
+            version, seat = order.popleft()
+            entry = granted.get(seat)
+            if entry is not None and entry[2] == version:
+                del granted[seat]
 
 
 class SeatMirrors:
@@ -140,17 +183,20 @@ class SeatMirrors:
         if not subscription.live or mirror.epoch != subscription.epoch:
             self.drop(screening_id)
             return []
-        room, sold, holds = mirror.seats, mirror.sold, mirror.holds
+        room, sold, holds, granted = mirror.seats, mirror.sold, mirror.holds, mirror.granted
         booked: list[int] = []
         taken: list[int] = []
         unsure = False
+        hold: tuple[int, ...] | None
         for seat in seats:
             if seat not in room:
                 return []  # the script answers UNKNOWN first
-            if seat in sold:
-                booked.append(seat)
-                continue
-            hold = holds.get(seat)
+            hold = granted.get(seat) if granted else None
+            if hold is None or hold[2] <= mirror.version:  # no grant newer than the mirror
+                if seat in sold:
+                    booked.append(seat)
+                    continue
+                hold = holds.get(seat)
             if hold is not None and hold[0] != user_id:
                 if hold[1] > now + MARGIN_MS:
                     taken.append(seat)
@@ -175,6 +221,42 @@ class SeatMirrors:
         mirror = self._mirrors.get(screening_id)
         if mirror is not None and not mirror.apply(event, self._subscription.epoch):
             del self._mirrors[screening_id]
+
+    def granted(self, screening_id: int, user_id: int, holds: Iterable[Hold], version: int) -> None:
+        """This process's hold script granted ``holds`` to ``user_id``, making ``version``."""
+        mirror = self._mirrors.get(screening_id)
+        if mirror is not None and version > mirror.version:
+            mirror.grant(user_id, holds, version)
+
+    def in_flight(self, screening_id: int, seats: list[int]) -> asyncio.Future[None] | None:
+        """Done when a hold script of this process asking for some of ``seats`` is answered."""
+        mirror = self._mirrors.get(screening_id)
+        if mirror is None or not mirror.in_flight:
+            return None
+        for seat in seats:
+            answer = mirror.in_flight.get(seat)
+            if answer is not None:
+                return answer
+        return None
+
+    def sending(self, screening_id: int, seats: list[int]) -> asyncio.Future[None] | None:
+        """A hold script for ``seats`` is being sent; ``answered`` must follow (None: no mirror)."""
+        mirror = self._mirrors.get(screening_id)
+        if mirror is None:
+            return None
+        answer = asyncio.get_running_loop().create_future()
+        for seat in seats:
+            mirror.in_flight[seat] = answer
+        return answer
+
+    def answered(self, screening_id: int, seats: list[int], answer: asyncio.Future[None]) -> None:
+        """The hold script announced by ``sending`` returned (a grant is recorded before)."""
+        answer.set_result(None)
+        mirror = self._mirrors.get(screening_id)
+        if mirror is not None:
+            for seat in seats:
+                if mirror.in_flight.get(seat) is answer:
+                    del mirror.in_flight[seat]
 
     def confirmed(self, screening_id: int, at_ms: int) -> None:
         """A hold script sent at ``at_ms`` found the screening loaded."""

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
-from seatlock.engine import SeatEngine, SeatsUnavailable, _screening_keys
+from seatlock.engine import Hold, SeatEngine, SeatsUnavailable, _screening_keys
 from seatlock.events import Hub
 from seatlock.mirrors import MARGIN_MS, TRUST_MS, SeatMirrors
 from seatlock.scripts import Status
@@ -227,3 +228,75 @@ async def test_a_missed_event_or_a_new_subscription_drops_the_mirror(
         assert S not in mirrors
         await wait_until(lambda: hub.live)
         await contend(engine, mirrors, BOB, [1])  # mirrored again on the new subscription
+
+
+async def test_a_hold_granted_here_refuses_others_before_its_event_arrives(
+    redis: Redis, engine: SeatEngine, other: SeatEngine
+) -> None:
+    await other.hold(S, ALICE, [1])
+    async with mirrored(redis, engine) as (hub, mirrors):
+        await contend(engine, mirrors, BOB, [1])
+        held_back: list[tuple[int, dict[str, Any]]] = []
+        hub.event_listeners.remove(mirrors.on_event)  # events reach the mirror when we say so
+        hub.event_listeners.append(lambda sid, event: held_back.append((sid, event)))
+        await engine.hold(S, BOB, [2, 3])  # granted by Redis, its event held back
+        calls = engine._scripts.calls
+        assert await refused(engine, CAROL, [3, 4]) == (
+            "Seats [3] are currently reserved by other users"
+        )
+        assert engine._scripts.calls == calls  # known from the grant, not from Redis
+        assert [h.seat_id for h in await engine.hold(S, BOB, [3])] == [3]  # his own: Redis
+        await other.release(S, BOB, [2, 3])
+        await wait_until(lambda: len(held_back) == 2)
+        for sid, event in held_back:  # the hold's event, then the release's
+            mirrors.on_event(sid, event)
+        assert mirrors._mirrors[S].granted == {}  # the mirror knows as much: grants forgotten
+        assert [h.seat_id for h in await engine.hold(S, CAROL, [3])] == [3]
+        # A grant that comes after its event (two connections, either may be read first) is
+        # already in the mirror, and the mirror may know of later changes: it is ignored.
+        version = mirrors._mirrors[S].version
+        mirrors.granted(S, ALICE, [Hold(5, ALICE, now_ms() + 60_000)], version)
+        assert mirrors.refusal(S, BOB, [5], now_ms()) == []
+
+
+async def test_a_grant_counts_only_while_its_version_is_ahead_of_the_mirror(
+    redis: Redis, engine: SeatEngine, other: SeatEngine
+) -> None:
+    await other.hold(S, ALICE, [1])
+    async with mirrored(redis, engine) as (hub, mirrors):
+        await contend(engine, mirrors, BOB, [1])
+        hub.event_listeners.remove(mirrors.on_event)  # only the events given below
+        version, later = mirrors._mirrors[S].version, now_ms() + 60_000
+        mirrors.granted(S, ALICE, [Hold(5, ALICE, later)], version + 2)
+        mirrors.granted(S, ALICE, [Hold(6, ALICE, later)], version + 1)  # out of order
+        assert mirrors.refusal(S, BOB, [5, 6], now_ms()) == [Status.TAKEN, 5, 6]
+        freed = {"seat_id": 6, "status": "available", "user_id": None, "expires_at": None}
+        mirrors.on_event(S, {"screening_id": S, "version": version + 1, "ts": 0, "seats": [freed]})
+        assert mirrors.refusal(S, BOB, [6], now_ms()) == []  # the mirror is past that grant
+        assert mirrors.refusal(S, BOB, [5], now_ms()) == [Status.TAKEN, 5]
+
+
+async def test_an_attempt_waits_for_a_hold_of_its_seats_under_way_instead_of_racing_it(
+    redis: Redis, engine: SeatEngine, other: SeatEngine
+) -> None:
+    await other.hold(S, ALICE, [1])
+    async with mirrored(redis, engine) as (hub, mirrors):
+        await contend(engine, mirrors, BOB, [1])
+        calls = engine._scripts.calls
+        first = asyncio.create_task(engine.hold(S, BOB, [2, 3]))
+        second = asyncio.create_task(engine.hold(S, CAROL, [3, 4]))  # sent at the same moment
+        assert [h.seat_id for h in await first] == [2, 3]
+        with pytest.raises(SeatsUnavailable, match=r"Seats \[3\] are currently reserved"):
+            await second
+        assert engine._scripts.calls == calls + 1  # the loser never reached Redis
+        # When the hold under way is refused, the attempt waiting for it goes on to Redis.
+        hub.event_listeners.remove(mirrors.on_event)  # the mirror misses what follows
+        await other.hold(S, ALICE, [6])
+        calls = engine._scripts.calls
+        refused_there = asyncio.create_task(engine.hold(S, BOB, [6, 7]))
+        waiting = asyncio.create_task(engine.hold(S, CAROL, [7, 8]))
+        with pytest.raises(SeatsUnavailable):
+            await refused_there
+        assert [h.seat_id for h in await waiting] == [7, 8]
+        assert engine._scripts.calls == calls + 2
+        assert mirrors._mirrors[S].in_flight == {}
