@@ -330,7 +330,9 @@ async def test_re_reserving_held_seats_reuses_their_rows(
     assert rows[0]["expires_at"] == r.json()["reservations"][0]["expires_at"]
     assert rows[1] == first[1]
     assert rows[2]["id"] not in {x["id"] for x in first}
-    # Another process knows nothing of these rows in memory: it finds them in PostgreSQL.
+    # Another process knows nothing of these rows in memory: it finds them in PostgreSQL, once
+    # this process's writer has written them (under load, up to its batch interval later).
+    await history_rows(db, user.id, 3)
     other = make_server()
     async with httpx.AsyncClient(base_url=other.url, timeout=15) as elsewhere:
         there = await elsewhere.post(
