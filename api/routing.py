@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 Access = Literal["public", "optional", "user", "admin"]
 MAX_ID = 2**63 - 1
+MAX_SCANNED = 4096  # parameterised paths whose scan result is kept (emptied when full)
 JSON_HEADERS = (b"content-type", b"application/json")
 
 
@@ -263,7 +264,9 @@ class App(Starlette):
     request/response wrapper. An ``Endpoint`` handles its own errors and needs none of that, so a
     request whose route is certain goes straight to it: a path without parameters is found in one
     lookup when no earlier route could match it (``exact_routes``); other paths take the same
-    in-order scan as Starlette and the first full match. Anything else (405s, websockets, mounts,
+    in-order scan as Starlette and the first full match, kept per method and path, since the
+    same few (a hot screening's cancel, seat map and availability) come again and again and the
+    scan tries a dozen patterns before them. Anything else (405s, websockets, mounts,
     other apps' routes, a root_path) goes through Starlette as usual.
     """
 
@@ -271,6 +274,8 @@ class App(Starlette):
         super().__init__(routes=routes, **kw)
         self.exact = exact_routes(routes)
         self.scanned = [r for r in routes if not isinstance(r, WebSocketRoute)]
+        # (method, path) -> the route the scan found and its path parameters.
+        self.found: dict[tuple[str, str], tuple[Route, dict[str, Any]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -293,12 +298,21 @@ class App(Starlette):
         return route.app.by_method.get(scope["method"])
 
     def _scan(self, scope: Scope) -> Route | None:
+        key = (scope["method"], scope["path"])
+        found = self.found.get(key)
+        if found is not None:
+            known, params = found
+            scope["endpoint"], scope["path_params"] = known.endpoint, dict(params)
+            return known
         for route in self.scanned:
             if not isinstance(route, Route):
                 return None  # a mount or an unknown kind of route: Starlette decides
             match, child = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child)
+                if len(self.found) >= MAX_SCANNED:
+                    self.found.clear()
+                self.found[key] = (route, dict(child["path_params"]))
                 return route
         return None
 

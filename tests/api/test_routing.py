@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from api.app import all_endpoints, create_app
-from api.routing import App, Call, Endpoint, query_params
+from api.routing import MAX_SCANNED, App, Call, Endpoint, query_params
 from seatlock.settings import Settings
 from tests.support import Account
 
@@ -120,3 +120,21 @@ def test_query_params_read_as_parse_qsl_reads_them(parts: list[str]) -> None:
     raw = "".join(parts).encode("latin-1")
     expected = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
     assert query_params({"query_string": raw}) == expected
+
+
+def test_a_scanned_path_is_found_again_with_its_own_parameters(base_settings: Settings) -> None:
+    app = create_app(base_settings)
+    cancel = "/api/v1/seat-reservations/cancel/{screening_id:int}"
+    for sid in (7, 8, 7):
+        scope: dict[str, Any] = {"type": "http", "method": "DELETE", "root_path": ""}
+        scope["path"] = f"/api/v1/seat-reservations/cancel/{sid}"
+        ep = app.direct(scope)
+        assert ep is not None and ep.path == cancel
+        assert scope["path_params"] == {"screening_id": sid}
+        scope["path_params"]["screening_id"] = 0  # a handler's change stays its own
+    assert ("DELETE", "/api/v1/seat-reservations/cancel/7") in app.found
+    assert direct(app, "GET", "/api/v1/seat-reservations/cancel/7") is None  # 405: not kept
+    assert ("GET", "/api/v1/seat-reservations/cancel/7") not in app.found
+    for n in range(MAX_SCANNED + 10):
+        direct(app, "GET", f"/api/v1/screenings/{n}")
+    assert len(app.found) <= MAX_SCANNED
