@@ -18,6 +18,15 @@ def dumps(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
+class Encoded:
+    """A handler's answer already encoded as JSON (a pre-rendered seat map), sent as it is."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
 class JSON(Response):
     media_type = "application/json"
 

@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from api.auth import authenticate, bearer_token
 from api.errors import error_reply, error_response
-from api.rendering import MAX_BODY_BYTES, convert, decode_body, dumps
+from api.rendering import MAX_BODY_BYTES, Encoded, convert, decode_body, dumps
 from api.state import Services
 from seatlock.errors import NotAuthenticated, NotFound, PayloadTooLarge, SeatLockError
 from seatlock.tokens import Principal
@@ -89,7 +89,9 @@ class Endpoint:
             # The handler is awaited here, not in a helper: a refusal it raises (409 on a taken
             # seat, the common answer on release day) unwinds one frame less.
             result = await self.handler(await self._call(scope, receive))
-            if not isinstance(result, Response):
+            if isinstance(result, Encoded):
+                result = result.body
+            elif not isinstance(result, Response):
                 result = None if self.status == 204 else dumps(result)
         except SeatLockError as exc:
             status, headers, body = error_reply(exc)

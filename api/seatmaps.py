@@ -26,9 +26,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 import msgspec
-from starlette.responses import Response
 
-from api.rendering import dumps
+from api.rendering import Encoded, dumps
 from api.reservations import engine_of, hub_of, layouts_of, utc
 from api.rooms import SeatOut
 from api.routing import Call, Router
@@ -269,8 +268,8 @@ def _array(parts: list[bytes]) -> bytes:
     return b"[" + b",".join(parts) + b"]"
 
 
-def _json(content: bytes) -> Response:
-    return Response(content, media_type="application/json")
+def _json(content: bytes) -> Encoded:
+    return Encoded(content)
 
 
 def _viewer(call: Call) -> int | None:
@@ -282,7 +281,7 @@ def _viewer(call: Call) -> int | None:
     access="optional",
     response=list[SeatStatusOut],
 )
-async def availability(call: Call) -> Response:
+async def availability(call: Call) -> Encoded:
     """Every seat of a screening with its live status."""
     rendered = await rendered_map(call.services, call.params["screening_id"])
     return _json(rendered.for_viewer(_viewer(call)))
@@ -293,7 +292,7 @@ async def availability(call: Call) -> Response:
     access="optional",
     response=list[SeatStatusOut],
 )
-async def available_seats(call: Call) -> Response:
+async def available_seats(call: Call) -> Encoded:
     """The seats of a screening that are free right now."""
     # Free seats have no holder, so this list is the same for every viewer.
     rendered = await rendered_map(call.services, call.params["screening_id"])
@@ -303,7 +302,7 @@ async def available_seats(call: Call) -> Response:
 @router.get(
     "/api/v1/showtimes/{showtime_id:int}/seats", access="optional", response=list[SeatStatusOut]
 )
-async def showtime_seats(call: Call) -> Response:
+async def showtime_seats(call: Call) -> Encoded:
     """Every seat of a showtime (a screening) with its live status."""
     rendered = await rendered_map(call.services, call.params["showtime_id"])
     return _json(rendered.for_viewer(_viewer(call)))
