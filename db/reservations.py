@@ -9,8 +9,10 @@ instead of hundreds of small ones; an idle writer writes a change at once. When 
 or a lock is contended the writer retries with backoff; only when the queue is full are changes
 dropped, counted and logged (the hold itself stands). A reader in the same process flushes the
 queue first, so a user sees their own holds right away there; another process's reader sees them
-once the batch is written (under load up to BATCH_INTERVAL_S later). Re-holding a held seat reuses its active row
-(``LiveRows``, else ``active_rows``), so the history has no duplicates.
+once the batch is written (under load up to BATCH_INTERVAL_S later). Re-holding a held seat reuses
+its active row (``LiveRows``, else ``active_rows``), so the history has no duplicates (except when
+another process re-holds it before the row is written: it then writes a new row that supersedes
+the first).
 """
 
 from __future__ import annotations
