@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 
@@ -75,6 +76,7 @@ async def prepare(settings: Settings, seed: bool) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from api import workers as worker_processes
     from api.serving import HttpProtocol
     from seatlock.tokens import load_or_create_secret
 
@@ -84,18 +86,24 @@ def serve(settings: Settings) -> None:
         asyncio.run(prepare(live, seed=embedded and live.seed_demo))
         workers = live.workers or os.cpu_count() or 1
         logger.info("seatlock on http://%s:%d with %d worker(s)", live.host, live.port, workers)
-        uvicorn.run(
-            "api.app:create_app",
-            factory=True,
-            host=live.host,
-            port=live.port,
-            workers=workers,
-            loop="uvloop",
-            http=HttpProtocol,
-            log_level=live.log_level,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
+        options: dict[str, Any] = {
+            "app": "api.app:create_app",
+            "factory": True,
+            "host": live.host,
+            "port": live.port,
+            "loop": "uvloop",
+            "http": HttpProtocol,
+            "log_level": live.log_level,
+            "access_log": False,
+            "timeout_graceful_shutdown": 10,
+        }
+        if workers > 1 and worker_processes.can_share_port():
+            status = worker_processes.serve(options, workers)
+        else:
+            uvicorn.run(**options, workers=workers)
+            status = 0
+    if status:
+        sys.exit(status)
 
 
 def migrate_command(settings: Settings) -> None:

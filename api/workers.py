@@ -1,0 +1,111 @@
+"""``seatlock serve``'s worker processes, each listening on a socket of its own (SO_REUSEPORT).
+
+uvicorn's own supervisor binds one socket and every worker accepts from it: whichever worker wakes
+first takes a whole burst of new connections, so the keep-alive connections of a proxy or a load
+generator can all end up on one worker while the other cores idle (seen here: 128 of 128, and
+the run's throughput a fifth lower). With SO_REUSEPORT each worker binds the port itself and the
+kernel spreads new connections across the workers' sockets by their addresses.
+
+The supervisor starts the workers, starts a new one when one dies, and on SIGINT or SIGTERM tells
+them all to stop and waits for them (uvicorn's graceful shutdown). A worker that cannot start
+(the port taken, the app broken) stops the whole server instead of being started again forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often the supervisor looks at its workers when nothing happens
+STOP_MARGIN_S = 5.0  # on top of uvicorn's graceful shutdown, before a worker is killed
+
+
+def can_share_port() -> bool:
+    """Whether this platform lets several sockets listen on one port (Linux, BSDs)."""
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+def listener(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` next to the other workers' (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def run_worker(options: dict[str, Any]) -> None:
+    """One worker process: uvicorn with ``options`` (uvicorn.Config's) on a socket of its own."""
+    config = uvicorn.Config(**options)
+    try:
+        sock = listener(config.host, config.port)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+        raise SystemExit(STARTUP_FAILURE) from None
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(options: dict[str, Any], workers: int) -> int:
+    """Run ``workers`` worker processes until SIGINT or SIGTERM; returns the exit status."""
+    context = multiprocessing.get_context("spawn")
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def start() -> BaseProcess:
+        process = context.Process(target=run_worker, args=(options,), name="seatlock-worker")
+        process.start()
+        return process
+
+    processes = [start() for _ in range(workers)]
+    status = 0
+    try:
+        while not stopping:
+            wait([p.sentinel for p in processes], timeout=POLL_S)
+            for index, process in enumerate(processes):
+                if process.is_alive() or stopping:
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    logger.error("a worker could not start; stopping")
+                    status = STARTUP_FAILURE
+                    stopping.append(signal.SIGTERM)
+                    break
+                logger.warning("worker %s exited (%s); starting one", process.pid, process.exitcode)
+                processes[index] = start()
+    finally:
+        _stop_all(processes, (options.get("timeout_graceful_shutdown") or 10) + STOP_MARGIN_S)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status
+
+
+def _stop_all(processes: list[BaseProcess], seconds: float) -> None:
+    # A Ctrl-C in a terminal reached the workers too; SIGTERM once more does no harm (uvicorn
+    # shuts down gracefully on either) and reaches them when only the supervisor was told.
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            logger.warning("worker %s did not stop in time; killing it", process.pid)
+            process.kill()
+            process.join()

@@ -1,0 +1,119 @@
+"""``seatlock serve``'s worker processes: each on a socket of its own, new connections spread
+over all of them, a dead worker replaced, every worker gone when the server stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from api.workers import can_share_port
+from seatlock.embedded import free_port
+
+pytestmark = pytest.mark.skipif(not can_share_port(), reason="needs SO_REUSEPORT")
+
+OPTIONS = (
+    "{'app': 'tests.api.pid_app:app', 'host': '127.0.0.1', 'port': %d, 'lifespan': 'off',"
+    " 'log_level': 'warning', 'timeout_graceful_shutdown': 2}"
+)
+
+
+def supervisor(port: int) -> subprocess.Popen[bytes]:
+    code = f"import sys; from api.workers import serve; sys.exit(serve({OPTIONS % port}, 2))"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    proc = supervisor(port)
+    try:
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def pids_of_connections(port: int, count: int) -> Counter[int]:
+    """The worker that answered each of ``count`` new connections, made at the same moment."""
+
+    async def one() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+        writer.close()
+        await writer.wait_closed()
+        return int(body)
+
+    return Counter(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def until_serving(port: int, workers: int = 2, seconds: float = 30) -> Counter[int]:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            pids = await pids_of_connections(port, 32)
+            if len(pids) >= workers and all(_alive(pid) for pid in pids):
+                return pids
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the workers did not start"
+        await asyncio.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_new_connections_are_spread_over_the_workers(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    _, port = served
+    await until_serving(port)
+    pids = await pids_of_connections(port, 64)
+    assert len(pids) == 2
+    # Spread by the kernel's hash of each connection: 64 land evenly give or take a few (a
+    # split below 12 has odds under one in a million); one shared socket gave 128 of 128.
+    assert min(pids.values()) >= 12, pids
+
+
+async def test_a_dead_worker_is_replaced_and_stopping_leaves_none(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    proc, port = served
+    first = set(await until_serving(port))
+    victim = first.pop()
+    os.kill(victim, signal.SIGKILL)  # what was waiting in its socket's queue is reset
+    workers = set(await until_serving(port))
+    assert victim not in workers and len(workers - first) == 1
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_port_taken_stops_the_server_instead_of_restarting_workers() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        proc = supervisor(taken.getsockname()[1])
+        assert proc.wait(timeout=30) == 3  # uvicorn's STARTUP_FAILURE
+    finally:
+        taken.close()
