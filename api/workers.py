@@ -13,6 +13,7 @@ them all to stop and waits for them (uvicorn's graceful shutdown). A worker that
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -56,7 +57,10 @@ def run_worker(options: dict[str, Any]) -> None:
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         raise SystemExit(STARTUP_FAILURE) from None
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn raises the Ctrl-C it caught again once it has shut down gracefully; as in
+    # uvicorn.run, that is the end of the worker, not an error to print.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def serve(options: dict[str, Any], workers: int) -> int:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,20 +27,28 @@ OPTIONS = (
 )
 
 
-def supervisor(port: int) -> subprocess.Popen[bytes]:
+def supervisor(port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """The supervisor and its workers in a process group of their own, as under a terminal."""
     code = f"import sys; from api.workers import serve; sys.exit(serve({OPTIONS % port}, 2))"
-    return subprocess.Popen([sys.executable, "-c", code])
+    out = log.open("wb") if log is not None else None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", code], stderr=out, stdout=out, start_new_session=True
+        )
+    finally:
+        if out is not None:
+            out.close()
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    proc = supervisor(port)
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = supervisor(port, log)
     try:
-        yield proc, port
+        yield proc, port, log
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
@@ -81,9 +90,9 @@ def _alive(pid: int) -> bool:
 
 
 async def test_new_connections_are_spread_over_the_workers(
-    served: tuple[subprocess.Popen[bytes], int],
+    served: tuple[subprocess.Popen[bytes], int, Path],
 ) -> None:
-    _, port = served
+    _, port, _ = served
     await until_serving(port)
     pids = await pids_of_connections(port, 64)
     assert len(pids) == 2
@@ -92,20 +101,21 @@ async def test_new_connections_are_spread_over_the_workers(
     assert min(pids.values()) >= 12, pids
 
 
-async def test_a_dead_worker_is_replaced_and_stopping_leaves_none(
-    served: tuple[subprocess.Popen[bytes], int],
+async def test_a_dead_worker_is_replaced_and_ctrl_c_stops_them_all_quietly(
+    served: tuple[subprocess.Popen[bytes], int, Path],
 ) -> None:
-    proc, port = served
+    proc, port, log = served
     first = set(await until_serving(port))
     victim = first.pop()
     os.kill(victim, signal.SIGKILL)  # what was waiting in its socket's queue is reset
     workers = set(await until_serving(port))
     assert victim not in workers and len(workers - first) == 1
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the supervisor and every worker get it
     assert await asyncio.to_thread(proc.wait, 20) == 0
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 def test_a_port_taken_stops_the_server_instead_of_restarting_workers() -> None:
