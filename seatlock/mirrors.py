@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -85,7 +85,6 @@ class _Mirror:
     __slots__ = (
         "epoch",
         "granted",
-        "granted_order",
         "holds",
         "in_flight",
         "seats",
@@ -104,9 +103,9 @@ class _Mirror:
         self.epoch = epoch
         self.trusted_until = trusted_until
         # Holds granted to this process whose events are not applied yet: seat -> (holder,
-        # expires_at ms, version the hold made); an entry counts while its version is ahead.
+        # expires_at ms, version the hold made). An entry counts while its version is ahead of
+        # the mirror's and goes when an event of its seat is applied (one per seat at most).
         self.granted: dict[int, tuple[int, int, int]] = {}
-        self.granted_order: deque[tuple[int, int]] = deque()  # (version, seat), oldest first
         # Seat -> the answer of this process's latest hold script for it, while under way.
         self.in_flight: dict[int, asyncio.Future[None]] = {}
 
@@ -120,8 +119,11 @@ class _Mirror:
         if version != self.version + 1:
             return False  # an event went missing
         self.version = version
+        granted = self.granted
         for change in event["seats"]:
             seat, status = change["seat_id"], change["status"]
+            if granted and (grant := granted.get(seat)) is not None and grant[2] <= version:
+                del granted[seat]  # the mirror knows as much as the grant, or more
             if status == "reserved":
                 self.holds[seat] = (change["user_id"], change["expires_at"])
             elif status == "booked":
@@ -130,23 +132,11 @@ class _Mirror:
             else:  # available: released, expired, swept or unsold
                 self.holds.pop(seat, None)
                 self.sold.pop(seat, None)
-        if self.granted_order:
-            self._settle_grants()
         return True
 
     def grant(self, user_id: int, holds: Iterable[Hold], version: int) -> None:
         for hold in holds:
             self.granted[hold.seat_id] = (user_id, hold.expires_at_ms, version)
-            self.granted_order.append((version, hold.seat_id))
-
-    def _settle_grants(self) -> None:
-        """Forget the grants whose events are now applied (the mirror knows as much, or more)."""
-        order, granted = self.granted_order, self.granted
-        while order and order[0][0] <= self.version:
-            version, seat = order.popleft()
-            entry = granted.get(seat)
-            if entry is not None and entry[2] == version:
-                del granted[seat]
 
 
 class SeatMirrors:
