@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from seatlock.bench import booking_time
-from seatlock.benchseed import books
+from seatlock.bench import Bench, Config, booking_time
+from seatlock.benchseed import Seeded, books
 from seatlock.loadgen import Sample
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +84,55 @@ def test_booking_rate_is_over_the_time_the_bookings_took() -> None:
     sample.finished_at = [130.0]
     assert booking_time(sample, 100.0, 20.0) == 20.0  # still selling at the end
     assert booking_time(Sample(), 100.0, 20.0) == 20.0
+
+
+class ScriptedBench(Bench):
+    """A Bench whose HTTP workloads are made up: what interleaved() asks for, and when."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.asked: list[tuple[str, float]] = []
+        self.clock = 1000.0
+
+    async def http_workload(self, kind: str, duration: float | None = None, **spec: Any) -> Sample:
+        assert duration is not None
+        name = "hold" if kind == "hold" else spec["path"].rsplit("/", 1)[-1]
+        self.asked.append((name, duration))
+        turn = sum(1 for n, _ in self.asked if n == name)
+        sample = Sample()
+        ops = {"live": 100, "hold": 30 + 10 * turn, "availability": 60}[name]
+        for i in range(ops):
+            sample.record(200, 0.0)
+            sample.finished_at[-1] = self.clock + 5.0 + duration * i / ops
+        self.clock += 100.0  # turns far apart in time, like minutes of other work between them
+        return sample
+
+
+async def test_ceiling_holds_and_reads_take_turns() -> None:
+    bench = ScriptedBench(Config(duration=3.0, turns=3, out=""))
+    seeded = Seeded([1, 2], [], 7, 8, [], 9, [], [], [])
+    live, holds, reads = await bench.interleaved(seeded)
+    assert bench.asked == [("live", 1.0), ("hold", 1.0), ("availability", 1.0)] * 3
+    assert (live.ops, holds.ops, reads.ops) == (300, 40 + 50 + 60, 180)
+    assert bench.report.notes == [
+        "ratio to the ceiling turn by turn: hold attempts 0.40, 0.50, 0.60;"
+        " availability reads 0.60, 0.60, 0.60"
+    ]
+    # The hold turns are put end to end for the plot: one timeline of 3 s, no gaps.
+    assert min(holds.finished_at) == 0.0
+    assert 2.9 < max(holds.finished_at) < 3.0
+    starts = [t for t in holds.finished_at if t in (0.0, 1.0, 2.0)]
+    assert starts == [0.0, 1.0, 2.0]
+
+
+def test_generators_run_as_batch_jobs() -> None:
+    """A generator process does not preempt the server under test at every answer."""
+    code = (
+        "import os; from seatlock.loadgen import yield_to_the_server;"
+        " os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)); yield_to_the_server();"
+        " print(os.sched_getscheduler(0) == os.SCHED_BATCH)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.split() == ["True"]
