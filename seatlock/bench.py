@@ -375,7 +375,7 @@ class Bench:
         turns = self.config.turns
         seconds = self.config.duration / turns
         live, holds, reads = Sample(), Sample(), Sample()
-        hold_ratios, read_ratios = [], []
+        per_turn = []
         for turn in range(turns):
             ceiling = await self.http_workload("get", seconds, path="/health/live")
             hold = await self.http_workload(
@@ -384,13 +384,16 @@ class Bench:
             first = min(hold.finished_at, default=0.0)
             hold.finished_at = [t - first + turn * seconds for t in hold.finished_at]
             read = await self.http_workload("get", seconds, path=availability(s.hold_screening))
-            hold_ratios.append(f"{hold.ops / max(1, ceiling.ops):.2f}")
-            read_ratios.append(f"{read.ops / max(1, ceiling.ops):.2f}")
+            top = max(1, ceiling.ops)
+            per_turn.append(
+                f"{ceiling.ops / seconds:,.0f} / {hold.ops / seconds:,.0f} ({hold.ops / top:.2f})"
+                f" / {read.ops / seconds:,.0f} ({read.ops / top:.2f})"
+            )
             for total, sample in ((live, ceiling), (holds, hold), (reads, read)):
                 total.merge(sample)
         self.report.notes.append(
-            f"ratio to the ceiling turn by turn: hold attempts {', '.join(hold_ratios)};"
-            f" availability reads {', '.join(read_ratios)}"
+            "turn by turn, HTTP ceiling / hold attempts / availability reads per second (ratio):"
+            f" {'; '.join(per_turn)}"
         )
         return live, holds, reads
 

@@ -115,8 +115,8 @@ async def test_ceiling_holds_and_reads_take_turns() -> None:
     assert bench.asked == [("live", 1.0), ("hold", 1.0), ("availability", 1.0)] * 3
     assert (live.ops, holds.ops, reads.ops) == (300, 40 + 50 + 60, 180)
     assert bench.report.notes == [
-        "ratio to the ceiling turn by turn: hold attempts 0.40, 0.50, 0.60;"
-        " availability reads 0.60, 0.60, 0.60"
+        "turn by turn, HTTP ceiling / hold attempts / availability reads per second (ratio):"
+        " 100 / 40 (0.40) / 60 (0.60); 100 / 50 (0.50) / 60 (0.60); 100 / 60 (0.60) / 60 (0.60)"
     ]
     # The hold turns are put end to end for the plot: one timeline of 3 s, no gaps.
     assert min(holds.finished_at) == 0.0
