@@ -365,12 +365,11 @@ class Bench:
     async def interleaved(self, s: Seeded) -> tuple[Sample, Sample, Sample]:
         """The HTTP ceiling, hold attempts and availability reads, taking turns.
 
-        A 2-core machine shared with other tenants drifts by 10% and more within a minute. Each
-        workload runs ``turns`` times for duration/turns seconds, in the order ceiling, holds,
-        reads, so the ceiling is measured across the same minute as the figures judged against it
-        and a drift moves them alike. Each sample is the sum of its turns (rates over the whole
-        duration); the hold attempts' finishing times are shifted to one timeline without the
-        gaps, for the plot.
+        The reference machine's speed drifts by 10% and more within a minute. Each workload runs
+        ``turns`` times for duration/turns seconds, in the order ceiling, holds, reads, so the
+        ceiling is measured across the same minute as the figures judged against it and a drift
+        moves them alike. Each sample is the sum of its turns (rates over the whole duration); the
+        hold attempts' finishing times are shifted to one timeline without the gaps, for the plot.
         """
         turns = self.config.turns
         seconds = self.config.duration / turns
