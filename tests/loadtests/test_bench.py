@@ -112,11 +112,12 @@ async def test_ceiling_holds_and_reads_take_turns() -> None:
     bench = ScriptedBench(Config(duration=3.0, turns=3, out=""))
     seeded = Seeded([1, 2], [], 7, 8, [], 9, [], [], [])
     live, holds, reads = await bench.interleaved(seeded)
-    assert bench.asked == [("live", 1.0), ("hold", 1.0), ("availability", 1.0)] * 3
-    assert (live.ops, holds.ops, reads.ops) == (300, 40 + 50 + 60, 180)
+    warm_up = [("live", 0.5), ("hold", 0.5), ("availability", 0.5)]  # half a turn, not counted
+    assert bench.asked == warm_up + [("live", 1.0), ("hold", 1.0), ("availability", 1.0)] * 3
+    assert (live.ops, holds.ops, reads.ops) == (300, 50 + 60 + 70, 180)
     assert bench.report.notes == [
         "turn by turn, HTTP ceiling / hold attempts / availability reads per second (ratio):"
-        " 100 / 40 (0.40) / 60 (0.60); 100 / 50 (0.50) / 60 (0.60); 100 / 60 (0.60) / 60 (0.60)"
+        " 100 / 50 (0.50) / 60 (0.60); 100 / 60 (0.60) / 60 (0.60); 100 / 70 (0.70) / 60 (0.60)"
     ]
     # The hold turns are put end to end for the plot: one timeline of 3 s, no gaps.
     assert min(holds.finished_at) == 0.0
