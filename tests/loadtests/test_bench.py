@@ -126,6 +126,7 @@ async def test_ceiling_holds_and_reads_take_turns() -> None:
     assert starts == [0.0, 1.0, 2.0]
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux scheduling policy")
 def test_generators_run_as_batch_jobs() -> None:
     """A generator process does not preempt the server under test at every answer."""
     code = (
