@@ -268,10 +268,6 @@ def _array(parts: list[bytes]) -> bytes:
     return b"[" + b",".join(parts) + b"]"
 
 
-def _json(content: bytes) -> Encoded:
-    return Encoded(content)
-
-
 def _viewer(call: Call) -> int | None:
     return call.principal.user_id if call.principal is not None else None
 
@@ -284,7 +280,7 @@ def _viewer(call: Call) -> int | None:
 async def availability(call: Call) -> Encoded:
     """Every seat of a screening with its live status."""
     rendered = await rendered_map(call.services, call.params["screening_id"])
-    return _json(rendered.for_viewer(_viewer(call)))
+    return Encoded(rendered.for_viewer(_viewer(call)))
 
 
 @router.get(
@@ -296,7 +292,7 @@ async def available_seats(call: Call) -> Encoded:
     """The seats of a screening that are free right now."""
     # Free seats have no holder, so this list is the same for every viewer.
     rendered = await rendered_map(call.services, call.params["screening_id"])
-    return _json(rendered.available())
+    return Encoded(rendered.available())
 
 
 @router.get(
@@ -305,4 +301,4 @@ async def available_seats(call: Call) -> Encoded:
 async def showtime_seats(call: Call) -> Encoded:
     """Every seat of a showtime (a screening) with its live status."""
     rendered = await rendered_map(call.services, call.params["showtime_id"])
-    return _json(rendered.for_viewer(_viewer(call)))
+    return Encoded(rendered.for_viewer(_viewer(call)))
