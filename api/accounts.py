@@ -12,12 +12,12 @@ from api.auth import client_address, remember_session, remember_sessions, sessio
 from api.rendering import JSON
 from api.routing import Call, Router
 from api.schemas import Message, Password, UserOut, user_out
-from api.state import Services
 from db import users
-from seatlock import throttle
+from seatlock.accounts import throttle
+from seatlock.accounts.mail import Mail
+from seatlock.accounts.passwords import hash_password, verify_password
 from seatlock.errors import InvalidInput, NotAuthenticated, NotFound, ValidationFailed
-from seatlock.mail import Mail
-from seatlock.passwords import hash_password, verify_password
+from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
 router = Router("Authentication")

@@ -37,7 +37,6 @@ from api.errors import HANDLERS
 from api.openapi import openapi_document
 from api.rendering import JSON
 from api.routing import App, Endpoint, starlette_routes
-from api.state import Services
 from db import users
 from db.layouts import Layouts
 from db.migrate import migrate
@@ -45,14 +44,15 @@ from db.pool import create_pool
 from db.reservations import HistoryWriter, ReservationIds
 from db.tickets import BookingWriter
 from seatlock import __version__
-from seatlock.engine import SeatEngine
-from seatlock.events import Hub
-from seatlock.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
-from seatlock.mail import Mailer
-from seatlock.mirrors import SeatMirrors
+from seatlock.accounts.mail import Mailer
+from seatlock.accounts.tokens import TokenCodec, load_or_create_secret
+from seatlock.engine.events import Hub
+from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
+from seatlock.engine.mirrors import SeatMirrors
+from seatlock.engine.seats import SeatEngine
 from seatlock.process import settle_garbage_collector
+from seatlock.services.container import Services
 from seatlock.settings import Settings
-from seatlock.tokens import TokenCodec, load_or_create_secret
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await migrate(conn)
         tokens = TokenCodec(load_or_create_secret(settings), settings.access_token_minutes)
         services = Services(settings, redis, db, tokens, Mailer(settings))
-        await users.ensure_admin_from_settings(services)
+        if settings.admin_email and settings.admin_password:
+            await users.ensure_configured_admin(
+                db, settings.admin_email, settings.admin_password, settings.bcrypt_rounds
+            )
         yield services
     finally:
         await db.close()

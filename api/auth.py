@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from api.revocations import CHANNEL, SessionTrust, listening
 from seatlock import keys
+from seatlock.accounts.tokens import Principal
 from seatlock.errors import Forbidden, NotAuthenticated
-from seatlock.tokens import Principal
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
-    from api.state import Services
+    from seatlock.services.container import Services
 
 SESSION_CACHE_SECONDS = 3600
 

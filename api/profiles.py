@@ -18,11 +18,11 @@ from starlette.responses import Response
 from api.auth import remember_session
 from api.routing import Call, Router
 from api.schemas import Name, Page, UserOut, user_out
-from api.state import Services
 from db import profiles, users
+from seatlock.accounts.media import LocalStorage, Storage, media_type, sniff_image
+from seatlock.accounts.passwords import hash_password
 from seatlock.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
-from seatlock.passwords import hash_password
-from seatlock.storage import LocalStorage, Storage, media_type, sniff_image
+from seatlock.services.container import Services
 
 router = Router("Users")
 

@@ -16,13 +16,14 @@ import asyncpg
 import msgspec
 
 from api.routing import MAX_ID, Call, Router
-from api.state import Services
 from db import reservations as history
 from db.layouts import Layouts
 from seatlock import keys
-from seatlock.engine import Hold, SeatEngine
+from seatlock.engine.events import Hub
+from seatlock.engine.model import Hold
+from seatlock.engine.seats import SeatEngine
 from seatlock.errors import TooManyRequests, ValidationFailed
-from seatlock.events import Hub
+from seatlock.services.container import Services
 
 router = Router("Seat reservations")
 

@@ -24,9 +24,9 @@ from starlette.types import Message, Receive, Scope, Send
 from api.auth import authenticate, bearer_token
 from api.errors import error_reply, error_response
 from api.rendering import MAX_BODY_BYTES, Encoded, convert, decode_body, dumps
-from api.state import Services
+from seatlock.accounts.tokens import Principal
 from seatlock.errors import NotAuthenticated, NotFound, PayloadTooLarge, SeatLockError
-from seatlock.tokens import Principal
+from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import msgspec
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Page
 from db import catalog
-from seatlock.engine import SeatEngine
+from seatlock.engine.seats import SeatEngine
 from seatlock.errors import ValidationFailed
 
 router = Router("Screenings")

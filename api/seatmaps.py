@@ -31,9 +31,10 @@ from api.rendering import Encoded, dumps
 from api.reservations import engine_of, hub_of, layouts_of, utc
 from api.rooms import SeatOut
 from api.routing import Call, Router
-from api.state import Services
 from db.layouts import ScreeningSeats, SeatInfo
-from seatlock.engine import ScreeningNotFound, SeatState
+from seatlock.engine.errors import ScreeningNotFound
+from seatlock.engine.model import SeatState
+from seatlock.services.container import Services
 
 router = Router("Seat availability")
 

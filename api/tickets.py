@@ -19,11 +19,11 @@ from api.rendering import decode_body
 from api.reservations import MAX_SEATS_PER_REQUEST, Id, engine_of, history_of, unique_seats
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Message
-from api.state import Services
 from db import reservations as history
 from db import tickets as repo
+from seatlock.accounts.mail import Mail
 from seatlock.errors import Conflict, InvalidInput, NotFound, SeatLockError, Unavailable
-from seatlock.mail import Mail
+from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
 

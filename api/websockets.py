@@ -22,9 +22,7 @@ from api.auth import principal_from_token
 from api.errors import BACKEND_ERRORS, WS_TRY_AGAIN_LATER, ws_close_code
 from api.reservations import hub_of, layouts_of
 from api.routing import MAX_ID, Call, Router
-from api.state import Services
-from seatlock.errors import NotFound, SeatLockError
-from seatlock.events import (
+from seatlock.engine.events import (
     CLOSE,
     MAX_BUFFERED,
     FrameWriter,
@@ -33,6 +31,8 @@ from seatlock.events import (
     now_iso,
     text_frame,
 )
+from seatlock.errors import NotFound, SeatLockError
+from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from db.catalog import CLEANING_GAP
-from seatlock.passwords import hash_password
+from seatlock.accounts.passwords import hash_password
 from seatlock.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from db.pool import Executor
-from seatlock.engine import Layout
+from seatlock.engine.model import Layout
 
 DETAILS_TTL_S = 300.0
 

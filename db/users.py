@@ -6,17 +6,13 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import asyncpg
 
 from db.pool import Conn, Executor
+from seatlock.accounts.passwords import hash_password
+from seatlock.accounts.tokens import digest
 from seatlock.errors import Conflict, InvalidInput
-from seatlock.passwords import hash_password
-from seatlock.tokens import digest
-
-if TYPE_CHECKING:
-    from api.state import Services
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +72,14 @@ async def ensure_admin(db: Executor, email: str, password: str, rounds: int) -> 
     return int(row["id"])
 
 
-async def ensure_admin_from_settings(services: Services) -> None:
-    s = services.settings
-    if s.admin_email and s.admin_password:
-        exists = await services.db.fetchval(
-            "SELECT true FROM users WHERE lower(email) = lower($1) AND role = 'admin'",
-            s.admin_email,
-        )
-        if not exists:
-            await ensure_admin(services.db, s.admin_email, s.admin_password, s.bcrypt_rounds)
-            logger.info("created admin account %s", s.admin_email)
+async def ensure_configured_admin(db: asyncpg.Pool, email: str, password: str, rounds: int) -> None:
+    """The admin named by the settings exists (created at start-up when missing)."""
+    exists = await db.fetchval(
+        "SELECT true FROM users WHERE lower(email) = lower($1) AND role = 'admin'", email
+    )
+    if not exists:
+        await ensure_admin(db, email, password, rounds)
+        logger.info("created admin account %s", email)
 
 
 async def get_password_hash(db: asyncpg.Pool, user_id: int) -> str | None:

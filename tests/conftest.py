@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from db.migrate import migrate
-from seatlock.embedded import embedded_services
+from seatlock.server.embedded import embedded_services
 from seatlock.settings import Settings
 from tests.support import Account, LiveServer, make_account
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from seatlock.tokens import TokenCodec
+from seatlock.accounts.tokens import TokenCodec
 
 _seat_numbers = itertools.count(1)
 

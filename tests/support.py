@@ -18,9 +18,9 @@ import websockets
 from redis.asyncio import Redis
 
 from api.app import create_app
-from api.serving import HttpProtocol
 from seatlock import keys
-from seatlock.embedded import free_port
+from seatlock.server.embedded import free_port
+from seatlock.server.serving import HttpProtocol
 from seatlock.settings import Settings
 from tests.factories import Show
 

@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from seatlock.mail import Mail, Mailer
-from seatlock.tokens import digest
+from seatlock.accounts.mail import Mail, Mailer
+from seatlock.accounts.tokens import digest
 from tests.support import PASSWORD, Account, LiveServer, login
 
 FORGOT = "/api/v1/auth/forgot-password"

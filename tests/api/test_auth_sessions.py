@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from api.auth import session_opened
 from seatlock import keys
-from seatlock.tokens import digest
+from seatlock.accounts.tokens import digest
 from tests.support import PASSWORD, Account, login
 
 ME = "/api/v1/auth/me"

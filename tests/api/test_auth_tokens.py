@@ -13,7 +13,7 @@ import httpx
 import jwt
 import pytest
 
-from seatlock.tokens import TokenCodec
+from seatlock.accounts.tokens import TokenCodec
 from tests.conftest import TEST_SECRET
 from tests.support import Account
 

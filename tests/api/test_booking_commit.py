@@ -13,10 +13,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from api.state import Services
 from db import tickets as repo
 from seatlock import keys
 from seatlock.errors import Unavailable
+from seatlock.services.container import Services
 from tests import factories as make
 from tests.support import (
     Account,

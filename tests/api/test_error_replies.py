@@ -14,7 +14,7 @@ from api.errors import detail_body, error_reply, status_of
 from api.rendering import MAX_BODY_BYTES, decode_body
 from api.routing import read_body
 from seatlock import errors
-from seatlock.engine import ScreeningNotFound, SeatsUnavailable, TooManySeats
+from seatlock.engine.errors import ScreeningNotFound, SeatsUnavailable, TooManySeats
 
 
 class Shape(msgspec.Struct):

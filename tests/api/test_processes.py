@@ -18,14 +18,14 @@ import asyncpg
 import httpx
 import pytest
 
-from seatlock.embedded import free_port
+from seatlock.server.embedded import free_port
 from seatlock.settings import Settings
 from tests import factories as make
 from tests.conftest import TEST_SECRET
 from tests.support import PASSWORD, RESERVE, wait_for_status, watch
 
 REPO = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-c", "from seatlock.cli import main; main()", "serve"]
+SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
 
 
 @dataclass

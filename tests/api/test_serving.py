@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from api.serving import HeadWithBody
+from seatlock.server.serving import HeadWithBody
 from tests.support import LiveServer
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"

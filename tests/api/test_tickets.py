@@ -227,7 +227,7 @@ async def test_admin_list_status_changes_and_resend(
 
 
 def _outbox(server: Any) -> list[Any]:
-    from seatlock.mail import Mailer
+    from seatlock.accounts.mail import Mailer
 
     return Mailer(server.settings).outbox()
 

@@ -16,8 +16,8 @@ from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 
 import api.websockets
-from api.state import Services
-from seatlock.events import CLOSE, QUEUE_SIZE, Hub
+from seatlock.engine.events import CLOSE, QUEUE_SIZE, Hub
+from seatlock.services.container import Services
 from tests import factories as make
 from tests.support import Account, LiveServer, reserve, wait_for_status, watch
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from api.workers import can_share_port
-from seatlock.embedded import free_port
+from seatlock.server.embedded import free_port
+from seatlock.server.workers import can_share_port
 
 pytestmark = pytest.mark.skipif(not can_share_port(), reason="needs SO_REUSEPORT")
 
@@ -29,7 +29,10 @@ OPTIONS = (
 
 def supervisor(port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
     """The supervisor and its workers in a process group of their own, as under a terminal."""
-    code = f"import sys; from api.workers import serve; sys.exit(serve({OPTIONS % port}, 2))"
+    code = (
+        "import sys; from seatlock.server.workers import serve;"
+        f" sys.exit(serve({OPTIONS % port}, 2))"
+    )
     out = log.open("wb") if log is not None else None
     try:
         return subprocess.Popen(

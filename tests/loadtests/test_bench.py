@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from seatlock.bench import Bench, Config, booking_time
-from seatlock.benchseed import Seeded, books
-from seatlock.loadgen import Sample
+from loadtests.bench import Bench, Config, booking_time
+from loadtests.benchseed import Seeded, books
+from loadtests.loadgen import Sample
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from seatlock.cli import main; main()",
+        "from seatlock.server.cli import main; main()",
         "bench",
         "--quick",
         "--out",
@@ -130,7 +130,7 @@ async def test_ceiling_holds_and_reads_take_turns() -> None:
 def test_generators_run_as_batch_jobs() -> None:
     """A generator process does not preempt the server under test at every answer."""
     code = (
-        "import os; from seatlock.loadgen import yield_to_the_server;"
+        "import os; from loadtests.loadgen import yield_to_the_server;"
         " os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)); yield_to_the_server();"
         " print(os.sched_getscheduler(0) == os.SCHED_BATCH)"
     )

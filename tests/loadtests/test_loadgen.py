@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from seatlock.loadgen import API, Http, Job, Sample, hold_loop, pick_range, run_job
+from loadtests.loadgen import API, Http, Job, Sample, hold_loop, pick_range, run_job
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 

@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from seatlock import keys
-from seatlock.engine import Layout, SeatEngine
+from seatlock.engine.model import Layout
+from seatlock.engine.seats import SeatEngine
 
 HOUR_MS = 3_600_000
 # The engine tests use their own database: a live test server (session-wide) runs its expiry

@@ -13,18 +13,17 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from seatlock import keys
-from seatlock.engine import (
+from seatlock.engine.errors import (
     HoldExpired,
     HoldNotFound,
     ScreeningStarted,
-    SeatEngine,
     SeatsUnavailable,
     TooManySeats,
     UnknownSeats,
-    _screening_keys,
 )
+from seatlock.engine.scripts import NAMES, PRELUDE, Status, lua_dir
+from seatlock.engine.seats import SeatEngine
 from seatlock.errors import SeatLockError
-from seatlock.scripts import NAMES, PRELUDE, Status, lua_dir
 from tests.lua.support import DictSource, calls_made, dump, make_engine, now_ms, tap
 
 S = 501  # screening id
@@ -72,7 +71,7 @@ def test_every_script_has_a_contract_header_and_builds_no_key() -> None:
 
 @pytest.mark.parametrize("screening", [1, 42, 987654321])
 def test_every_key_of_a_script_is_on_one_cluster_slot(screening: int) -> None:
-    script_keys = _screening_keys(screening, [1, 2, 500])
+    script_keys = keys.script_keys(screening, [1, 2, 500])
     assert len({key_slot(key.encode()) for key in script_keys}) == 1
     assert keys.parse_seat_hold(script_keys[-1]) == (screening, 500)
     assert all(keys.parse_seat_hold(key) is None for key in script_keys[:-3])
@@ -393,7 +392,7 @@ async def test_load_is_atomic_and_idempotent(redis: Redis, engine: SeatEngine) -
     assert before[keys.screening_meta(S)][b"ready"] == b"1"
     assert before[keys.screening_sold(S)] == {b"10": b"99"}
     assert len(before[keys.screening_seats(S)]) == 10
-    reply = await engine._scripts.run("load", _screening_keys(S, []), [S, now, 0, 1, 1])
+    reply = await engine._scripts.run("load", keys.script_keys(S, []), [S, now, 0, 1, 1])
     assert reply == [0, 0]
     assert await dump(redis, S) == before
 
@@ -421,6 +420,6 @@ async def test_every_script_refuses_an_unloaded_screening(
     redis: Redis, engine: SeatEngine, name: str
 ) -> None:
     args = [S, now_ms(), ALICE, 1000, 4, 1]
-    reply = await engine._scripts.run(name, _screening_keys(S, [1]), args)
+    reply = await engine._scripts.run(name, keys.script_keys(S, [1]), args)
     assert reply == [Status.NOT_LOADED]
     assert await dump(redis, S) == {}

@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
-from seatlock.embedded import free_port
+from seatlock.server.embedded import free_port
 from tests.support import processes_mentioning, wait_until_gone
 
 REPO = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-c", "from seatlock.cli import main; main()", "serve"]
+SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
 
 
 @dataclass

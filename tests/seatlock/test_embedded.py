@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from seatlock.embedded import EmbeddedPostgres, EmbeddedRedis, embedded_services
+from seatlock.server.embedded import EmbeddedPostgres, EmbeddedRedis, embedded_services
 from tests.support import processes_mentioning, wait_until_gone
 
 

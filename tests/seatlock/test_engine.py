@@ -11,21 +11,21 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from seatlock import keys
-from seatlock.embedded import free_port
-from seatlock.engine import (
+from seatlock.engine.errors import (
     HoldExpired,
     HoldNotFound,
-    Layout,
     ScreeningNotFound,
     ScreeningStarted,
-    SeatEngine,
     SeatsUnavailable,
     TooManySeats,
     UnknownSeats,
-    _raise_for,
+    raise_for,
 )
+from seatlock.engine.model import Layout
+from seatlock.engine.scripts import Status
+from seatlock.engine.seats import SeatEngine
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
-from seatlock.scripts import Status
+from seatlock.server.embedded import free_port
 from tests.lua.support import DictSource, dump, engine_redis, make_engine, now_ms
 
 S, T = 601, 602
@@ -194,7 +194,7 @@ async def test_out_of_range_ids_are_refused_before_redis(engine: SeatEngine, red
 async def test_sweep_batches_many_screenings(
     engine: SeatEngine, source: DictSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("seatlock.engine.SWEEP_BATCH", 3)
+    monkeypatch.setattr("seatlock.engine.seats.SWEEP_BATCH", 3)
     now = now_ms()
     for screening in range(1000, 1008):
         source.add(screening, [1, 2, 3, 4, 5])
@@ -270,17 +270,17 @@ def test_every_script_status_has_its_error(
     reply: list[Any], kind: type[SeatLockError], detail: str
 ) -> None:
     with pytest.raises(kind) as info:
-        _raise_for(reply)
+        raise_for(reply)
     assert info.value.detail == detail
     assert info.value.args == (detail,)
     assert str(info.value) == detail
 
 
 def test_ok_and_unknown_statuses() -> None:
-    _raise_for([Status.OK, 1, 2])
-    _raise_for([0])
+    raise_for([Status.OK, 1, 2])
+    raise_for([0])
     with pytest.raises(ValueError):
-        _raise_for([99, 1])
+        raise_for([99, 1])
 
 
 def test_unavailable_seats_name_them_sorted() -> None:

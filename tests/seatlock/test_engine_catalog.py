@@ -6,7 +6,8 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
-from seatlock.engine import ScreeningNotFound, ScreeningStarted, SeatEngine, UnknownSeats
+from seatlock.engine.errors import ScreeningNotFound, ScreeningStarted, UnknownSeats
+from seatlock.engine.seats import SeatEngine
 from tests.lua.support import HOUR_MS, DictSource, dump, make_engine, now_ms, tap
 
 S, T = 701, 702

@@ -8,10 +8,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from seatlock import scripts
-from seatlock.engine import SeatEngine, SeatsUnavailable
+from seatlock.engine import scripts
+from seatlock.engine.errors import SeatsUnavailable
+from seatlock.engine.scripts import MAX_BATCH, source
+from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Unavailable
-from seatlock.scripts import MAX_BATCH, source
 from tests.lua.support import DictSource, make_engine, tap
 
 S = 801

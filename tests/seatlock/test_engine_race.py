@@ -13,7 +13,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from seatlock import keys
-from seatlock.engine import Hold, SeatEngine, SeatsUnavailable
+from seatlock.engine.errors import SeatsUnavailable
+from seatlock.engine.model import Hold
+from seatlock.engine.seats import SeatEngine
 from tests.lua.support import DictSource, engine_url, make_engine
 
 SEATS = 40

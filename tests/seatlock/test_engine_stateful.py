@@ -19,14 +19,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from redis.asyncio import Redis
 
 from seatlock import keys
-from seatlock.engine import (
+from seatlock.engine.errors import (
     HoldExpired,
     HoldNotFound,
-    SeatState,
     SeatsUnavailable,
     TooManySeats,
     UnknownSeats,
 )
+from seatlock.engine.model import SeatState
 from seatlock.errors import SeatLockError
 from tests.lua.support import DictSource, engine_url, make_engine, now_ms
 

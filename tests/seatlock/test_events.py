@@ -9,8 +9,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from seatlock import events, keys
-from seatlock.events import CLOSE, FrameWriter, Hub, text_frame
+from seatlock import keys
+from seatlock.engine import events
+from seatlock.engine.events import CLOSE, FrameWriter, Hub, text_frame
 from tests.lua.support import wait_until
 
 EVENT = {

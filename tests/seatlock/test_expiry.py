@@ -10,13 +10,14 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
-from seatlock.engine import HoldExpired, SeatEngine
-from seatlock.expiry import (
+from seatlock.engine.errors import HoldExpired
+from seatlock.engine.expiry import (
     _with_expired_events,
     enable_keyspace_events,
     listen_for_expiries,
     sweep_forever,
 )
+from seatlock.engine.seats import SeatEngine
 from tests.lua.support import DictSource, engine_url, make_engine, tap
 
 S = 801

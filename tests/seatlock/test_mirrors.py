@@ -16,10 +16,12 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
-from seatlock.engine import Hold, SeatEngine, SeatsUnavailable, _screening_keys
-from seatlock.events import Hub
-from seatlock.mirrors import MARGIN_MS, TRUST_MS, SeatMirrors
-from seatlock.scripts import Status
+from seatlock.engine.errors import SeatsUnavailable
+from seatlock.engine.events import Hub
+from seatlock.engine.mirrors import MARGIN_MS, TRUST_MS, SeatMirrors
+from seatlock.engine.model import Hold
+from seatlock.engine.scripts import Status
+from seatlock.engine.seats import SeatEngine
 from tests.lua.support import DictSource, make_engine, now_ms, wait_until
 
 S = 621
@@ -150,7 +152,7 @@ async def test_every_refusal_is_the_scripts_own(
             local = mirrors.refusal(S, asker, wanted, now)
             if local:
                 args = [S, now, asker, 300_000, 10, *wanted]
-                reply = await engine._scripts.run("hold", _screening_keys(S, wanted), args)
+                reply = await engine._scripts.run("hold", keys.script_keys(S, wanted), args)
                 assert [int(v) for v in reply] == local
                 checked += 1
         assert checked > 30

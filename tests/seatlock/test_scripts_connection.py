@@ -15,10 +15,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from seatlock import keys
-from seatlock.embedded import EmbeddedRedis
-from seatlock.engine import SeatEngine, SeatsUnavailable
+from seatlock.engine.errors import SeatsUnavailable
+from seatlock.engine.scripts import MAX_BATCH, Scripts, Status
+from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Unavailable
-from seatlock.scripts import MAX_BATCH, Scripts, Status
+from seatlock.server.embedded import EmbeddedRedis
 from tests.lua.support import DictSource, engine_url, make_engine
 
 S = 901

@@ -6,9 +6,9 @@ from pathlib import Path
 import jwt
 import pytest
 
+from seatlock.accounts.tokens import TokenCodec, digest, load_or_create_secret
 from seatlock.errors import NotAuthenticated
 from seatlock.settings import Settings
-from seatlock.tokens import TokenCodec, digest, load_or_create_secret
 
 SECRET = "s" * 40
 

@@ -472,8 +472,8 @@ async def redis_hold_loop(
     job: Job, redis: Resp, index: int, deadline: float, sample: Sample
 ) -> None:
     """The engine's own hold script, called straight on Redis (then released, like over HTTP)."""
-    from seatlock import scripts
-    from seatlock.engine import _screening_keys  # the exact KEYS the engine sends
+    from seatlock import keys
+    from seatlock.engine import scripts
 
     hold, release = scripts.source("hold"), scripts.source("release")
     sha_hold = await redis.call("SCRIPT", "LOAD", hold)
@@ -482,22 +482,22 @@ async def redis_hold_loop(
     sid = job.screening_id
     while time.perf_counter() < deadline:
         seats = pick_seats(job.seat_ids)
-        keys = _screening_keys(sid, seats)
+        names = keys.script_keys(sid, seats)
         now = int(time.time() * 1000)
         args = (sid, now, user, 60_000, 10, *seats)
         started = time.perf_counter()
-        reply = await redis.call("EVALSHA", sha_hold, len(keys), *keys, *args)
+        reply = await redis.call("EVALSHA", sha_hold, len(names), *names, *args)
         sample.record(int(reply[0]), started)
         if reply[0] == 0:
             sample.won += 1
-            await redis.call("EVALSHA", sha_release, len(keys), *keys, sid, now, user, *seats)
+            await redis.call("EVALSHA", sha_release, len(names), *names, sid, now, user, *seats)
 
 
 async def engine_holds(job: Job) -> Sample:
     """``SeatEngine.hold`` in process, ``job.connections`` at a time: the engine without HTTP."""
     from redis.asyncio import Redis
 
-    from seatlock.engine import SeatEngine
+    from seatlock.engine.seats import SeatEngine
 
     async def no_source(screening_id: int) -> None:
         raise RuntimeError("the bench loads every screening before the engine workload")
@@ -520,7 +520,7 @@ async def engine_holds(job: Job) -> Sample:
 async def engine_hold_loop(
     job: Job, engine: Any, index: int, deadline: float, sample: Sample
 ) -> None:
-    from seatlock.engine import SeatsUnavailable, TooManySeats
+    from seatlock.engine.errors import SeatsUnavailable, TooManySeats
 
     user, sid = job.user_ids[index % len(job.user_ids)], job.screening_id
     while time.perf_counter() < deadline:

@@ -35,7 +35,7 @@ def bench_email(user_id: int) -> str:
 
 
 async def seed_catalog(database_url: str, duration: float, users: int) -> Seeded:
-    from seatlock.passwords import hash_password
+    from seatlock.accounts.passwords import hash_password
 
     conn = await asyncpg.connect(database_url)
     try:

@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from seatlock import bench
-from seatlock.embedded import EmbeddedPostgres, EmbeddedRedis
+from loadtests import bench
+from seatlock.server.embedded import EmbeddedPostgres, EmbeddedRedis
 from seatlock.settings import PREFIX, Settings
 
 logger = logging.getLogger("seatlock")
@@ -76,9 +76,9 @@ async def prepare(settings: Settings, seed: bool) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from api import workers as worker_processes
-    from api.serving import HttpProtocol
-    from seatlock.tokens import load_or_create_secret
+    from seatlock.accounts.tokens import load_or_create_secret
+    from seatlock.server import workers as worker_processes
+    from seatlock.server.serving import HttpProtocol
 
     embedded = not (settings.redis_url and settings.database_url)
     load_or_create_secret(settings)  # before the workers start, so they share one secret

@@ -8,9 +8,9 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from seatlock.mail import Mailer
+from seatlock.accounts.mail import Mailer
+from seatlock.accounts.tokens import TokenCodec
 from seatlock.settings import Settings
-from seatlock.tokens import TokenCodec
 
 
 @dataclass

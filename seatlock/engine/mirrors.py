@@ -40,15 +40,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from seatlock.engine.model import Hold
+from seatlock.engine.scripts import Status
 from seatlock.errors import SeatLockError
-from seatlock.scripts import Status
-
-if TYPE_CHECKING:
-    from seatlock.engine import Hold
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +70,7 @@ SnapshotReader = Callable[[int], Awaitable[SeatSnapshot | None]]  # None: not lo
 
 
 class Subscription(Protocol):
-    """The event hub as mirrors see it (seatlock.events.Hub)."""
+    """The event hub as mirrors see it (seatlock.engine.events.Hub)."""
 
     @property
     def live(self) -> bool: ...  # subscribed and confirmed: every event published since arrives

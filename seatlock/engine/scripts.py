@@ -71,9 +71,9 @@ class Status(IntEnum):
 
 
 def lua_dir() -> Path:
-    """``lua/`` next to the package in a checkout, ``seatlock/lua`` in an installed wheel."""
+    """``lua/`` at the top of a checkout, ``seatlock/lua`` in an installed wheel."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "lua", here.parent / "lua"):
+    for candidate in (here.parent / "lua", here.parent.parent / "lua"):
         if (candidate / f"{PRELUDE}.lua").is_file():
             return candidate
     raise FileNotFoundError(f"no Lua scripts next to {here}")

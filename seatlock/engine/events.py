@@ -32,9 +32,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from seatlock import keys
-from seatlock.engine import SeatState
+from seatlock.engine.model import SeatState
+from seatlock.engine.scripts import MORE, Sender, client_options, open_connection, pack
 from seatlock.errors import SeatLockError
-from seatlock.scripts import MORE, Sender, client_options, open_connection, pack
 
 logger = logging.getLogger(__name__)
 

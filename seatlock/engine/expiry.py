@@ -11,7 +11,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
 from seatlock import keys
-from seatlock.engine import SeatEngine
+from seatlock.engine.seats import SeatEngine
 from seatlock.errors import SeatLockError
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 It starts throw-away embedded Redis and PostgreSQL, two ``seatlock serve`` processes (the main one,
 and a one-worker one with 1-second holds for the expiry workload), seeds a 500-seat hot room and
 many screenings, then runs fixed, time-bounded workloads from the load generator processes of
-``seatlock.loadgen``. It prints one table and writes it with the date, the machine and the command
+``loadtests.loadgen``. It prints one table and writes it with the date, the machine and the command
 to ``--out``.
 
 Figures are only meaningful on a quiet machine: the generators share the cores with the server.
@@ -33,10 +33,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from seatlock.benchreport import Report, Row, latency_svg, ms, pct, quantiles, rate, render
-from seatlock.benchseed import PASSWORD, Seeded, bench_email, books, seed_catalog
-from seatlock.embedded import embedded_services, free_port
-from seatlock.loadgen import API, Http, Job, Sample, generator_main, parse_time
+from loadtests.benchreport import Report, Row, latency_svg, ms, pct, quantiles, rate, render
+from loadtests.benchseed import PASSWORD, Seeded, bench_email, books, seed_catalog
+from loadtests.loadgen import API, Http, Job, Sample, generator_main, parse_time
+from seatlock.server.embedded import embedded_services, free_port
 
 BOOK_CHUNK = 2  # seats per booking
 WARM_UP_S = 2.0  # unmeasured run of each interleaved workload before its turns
@@ -240,7 +240,7 @@ class Bench:
             **extra,
         }
         env.pop("SEATLOCK_ADMIN_EMAIL", None)
-        code = "from seatlock.cli import main; main()"
+        code = "from seatlock.server.cli import main; main()"
         return subprocess.Popen(
             [sys.executable, "-c", code, "serve"], env=env, start_new_session=True
         )

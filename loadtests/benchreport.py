@@ -9,7 +9,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seatlock.loadgen import Sample
+from loadtests.loadgen import Sample
 
 
 @dataclass

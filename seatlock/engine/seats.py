@@ -5,7 +5,7 @@ published on the screening's channel in the order it happened. The screening's l
 seats are loaded from PostgreSQL (a ``LayoutSource``) on first use and again after Redis lost them.
 Catalog changes reach Redis through ``refresh`` (start, room or seats changed: live holds kept,
 seats gone from the layout stay listed while held or sold) and ``forget`` (screening deleted).
-Script calls of the whole process are pipelined by ``seatlock.scripts.Scripts``.
+Script calls of the whole process are pipelined by ``seatlock.engine.scripts.Scripts``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,12 +23,13 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seatlock import keys
-from seatlock.errors import Conflict, InvalidInput, NotFound, SeatLockError, Unavailable
-from seatlock.mirrors import SeatMirrors, SeatSnapshot
-from seatlock.scripts import Scripts, Status
+from seatlock.engine.errors import ScreeningNotFound, TooManySeats, UnknownSeats, raise_for
+from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
+from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState
+from seatlock.engine.scripts import Scripts, Status
+from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 
 logger = logging.getLogger(__name__)
-_screening_keys = keys.script_keys  # the KEYS of every script (the load generator uses it too)
 SWEEP_BATCH = 500  # seats per sweep script run, and screenings per sweep round trip
 # A screening's holds are all gone max_hold_ms after it starts (holds end at the start at the
 # latest, pins a minute later); the sweep stops looking at it after this margin on top.
@@ -37,89 +37,6 @@ SWEEP_AFTER_START_MS = 3_600_000
 MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
 # Redis cannot answer now (down, loading its data, a replica during failover): retry later.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
-
-
-class Layout(NamedTuple):
-    """What the engine needs from PostgreSQL about one screening."""
-
-    starts_at_ms: int
-    seat_ids: list[int]
-    sold: dict[int, int]  # seat id -> user id of active (pending/confirmed) tickets
-
-
-class LayoutSource(Protocol):
-    async def __call__(self, screening_id: int) -> Layout | None: ...  # None: no such screening
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    seat_id: int
-    user_id: int
-    expires_at_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SeatState:
-    seat_id: int
-    status: str  # "available" | "reserved" | "booked"
-    user_id: int | None
-    expires_at_ms: int | None
-
-
-def _ids(seat_ids: list[int]) -> str:
-    """Seat ids as every message shows them; ``seat_ids`` sorted (the errors keep them so)."""
-    return str(seat_ids)
-
-
-class SeatsUnavailable(Conflict):
-    """Some seats are held by other users, or sold (``booked`` says which; booked wins)."""
-
-    def __init__(self, seat_ids: list[int], *, booked: bool) -> None:
-        self.seat_ids = sorted(seat_ids)
-        self.booked = booked
-        what = "are already booked" if booked else "are currently reserved by other users"
-        super().__init__(f"Seats {_ids(self.seat_ids)} {what}")
-
-
-class UnknownSeats(NotFound):
-    def __init__(self, seat_ids: list[int]) -> None:
-        self.seat_ids = sorted(seat_ids)
-        super().__init__(f"Seats {_ids(self.seat_ids)} not found in this screening")
-
-
-class TooManySeats(Conflict):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"You can hold at most {limit} seats in this screening")
-        self.limit = limit
-
-
-class ScreeningStarted(InvalidInput):
-    def __init__(self) -> None:
-        super().__init__("Cannot reserve seats for past screenings")
-
-
-class ScreeningNotFound(NotFound):
-    def __init__(self, screening_id: int) -> None:
-        super().__init__("Screening not found")
-        self.screening_id = screening_id
-
-
-class HoldNotFound(NotFound):
-    """Extend: some seats are not held by the caller, or their hold expired."""
-
-    def __init__(self, seat_ids: list[int]) -> None:
-        self.seat_ids = sorted(seat_ids)
-        super().__init__(f"No active reservation for seats {_ids(self.seat_ids)}")
-
-
-class HoldExpired(Conflict):
-    """Claim: some seats are not (or no longer) held by the caller."""
-
-    def __init__(self, seat_ids: list[int]) -> None:
-        self.seat_ids = sorted(seat_ids)
-        super().__init__(
-            f"Reservation for seats {_ids(self.seat_ids)} has expired or does not exist"
-        )
 
 
 class SeatEngine:
@@ -158,7 +75,7 @@ class SeatEngine:
         mirrors = self.mirrors
         if mirrors is not None:
             if refused := mirrors.refusal(screening_id, user_id, seats, now):
-                _raise_for(refused)  # Redis would refuse it the same way
+                raise_for(refused)  # Redis would refuse it the same way
             under_way = mirrors.in_flight(screening_id, seats)
             if under_way is not None:
                 # A hold of some of these seats from this process is on its way to Redis. Its
@@ -167,7 +84,7 @@ class SeatEngine:
                 await asyncio.shield(under_way)
                 now = _now(now_ms)
                 if refused := mirrors.refusal(screening_id, user_id, seats, now):
-                    _raise_for(refused)
+                    raise_for(refused)
         return await self._hold(screening_id, user_id, seats, now)
 
     async def _hold(
@@ -379,13 +296,13 @@ class SeatEngine:
         if reply[0] == Status.NOT_LOADED:
             await self._load(screening_id, now)
             reply = await self._run(name, screening_id, seats, now, args)
-        _raise_for(reply)
+        raise_for(reply)
         return reply
 
     async def _run(
         self, name: str, screening_id: int, seats: Sequence[int], now: int, args: list[int]
     ) -> list[Any]:
-        script_keys = _screening_keys(screening_id, seats)
+        script_keys = keys.script_keys(screening_id, seats)
         try:
             reply: list[Any] = await self._scripts.run(
                 name, script_keys, [screening_id, now, *args]
@@ -464,34 +381,6 @@ def _seat_list(seat_ids: list[int]) -> list[int]:
 def _check_user(user_id: int) -> None:
     if not 0 < user_id < MAX_ID:
         raise InvalidInput("Invalid user id")
-
-
-def _raise_for(reply: list[Any]) -> None:
-    """The one place where script status codes become errors."""
-    status = int(reply[0])
-    if status == Status.OK:
-        return
-    rest = list(map(int, reply[1:]))  # no comprehension: one frame less (Python 3.11)
-    # Plain int patterns, the refusals of a hot screening first: no Status() lookup per reply.
-    match status:
-        case Status.TAKEN:
-            raise SeatsUnavailable(rest, booked=False)
-        case Status.BOOKED:
-            raise SeatsUnavailable(rest, booked=True)
-        case Status.NOT_LOADED:
-            raise Unavailable("Seat data is being restored, try again shortly")
-        case Status.STARTED:
-            raise ScreeningStarted()
-        case Status.UNKNOWN:
-            raise UnknownSeats(rest)
-        case Status.TOO_MANY:
-            raise TooManySeats(rest[0])
-        case Status.NOT_HELD:
-            raise HoldNotFound(rest)
-        case Status.EXPIRED:
-            raise HoldExpired(rest)
-        case _:
-            raise ValueError(f"{status} is not a valid Status")
 
 
 def _holds(user_id: int, flat: list[Any]) -> list[Hold]:

@@ -1,0 +1,1 @@
+"""Accounts apart from the engine: tokens, passwords, login throttling, mail, media storage."""

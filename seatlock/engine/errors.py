@@ -1,0 +1,92 @@
+"""The engine's refusals, and the one place where script status codes become them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seatlock.engine.scripts import Status
+from seatlock.errors import Conflict, InvalidInput, NotFound, Unavailable
+
+
+def _ids(seat_ids: list[int]) -> str:
+    """Seat ids as every message shows them; ``seat_ids`` sorted (the errors keep them so)."""
+    return str(seat_ids)
+
+
+class SeatsUnavailable(Conflict):
+    """Some seats are held by other users, or sold (``booked`` says which; booked wins)."""
+
+    def __init__(self, seat_ids: list[int], *, booked: bool) -> None:
+        self.seat_ids = sorted(seat_ids)
+        self.booked = booked
+        what = "are already booked" if booked else "are currently reserved by other users"
+        super().__init__(f"Seats {_ids(self.seat_ids)} {what}")
+
+
+class UnknownSeats(NotFound):
+    def __init__(self, seat_ids: list[int]) -> None:
+        self.seat_ids = sorted(seat_ids)
+        super().__init__(f"Seats {_ids(self.seat_ids)} not found in this screening")
+
+
+class TooManySeats(Conflict):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"You can hold at most {limit} seats in this screening")
+        self.limit = limit
+
+
+class ScreeningStarted(InvalidInput):
+    def __init__(self) -> None:
+        super().__init__("Cannot reserve seats for past screenings")
+
+
+class ScreeningNotFound(NotFound):
+    def __init__(self, screening_id: int) -> None:
+        super().__init__("Screening not found")
+        self.screening_id = screening_id
+
+
+class HoldNotFound(NotFound):
+    """Extend: some seats are not held by the caller, or their hold expired."""
+
+    def __init__(self, seat_ids: list[int]) -> None:
+        self.seat_ids = sorted(seat_ids)
+        super().__init__(f"No active reservation for seats {_ids(self.seat_ids)}")
+
+
+class HoldExpired(Conflict):
+    """Claim: some seats are not (or no longer) held by the caller."""
+
+    def __init__(self, seat_ids: list[int]) -> None:
+        self.seat_ids = sorted(seat_ids)
+        super().__init__(
+            f"Reservation for seats {_ids(self.seat_ids)} has expired or does not exist"
+        )
+
+
+def raise_for(reply: list[Any]) -> None:
+    """The one place where script status codes become errors."""
+    status = int(reply[0])
+    if status == Status.OK:
+        return
+    rest = list(map(int, reply[1:]))  # no comprehension: one frame less (Python 3.11)
+    # Plain int patterns, the refusals of a hot screening first: no Status() lookup per reply.
+    match status:
+        case Status.TAKEN:
+            raise SeatsUnavailable(rest, booked=False)
+        case Status.BOOKED:
+            raise SeatsUnavailable(rest, booked=True)
+        case Status.NOT_LOADED:
+            raise Unavailable("Seat data is being restored, try again shortly")
+        case Status.STARTED:
+            raise ScreeningStarted()
+        case Status.UNKNOWN:
+            raise UnknownSeats(rest)
+        case Status.TOO_MANY:
+            raise TooManySeats(rest[0])
+        case Status.NOT_HELD:
+            raise HoldNotFound(rest)
+        case Status.EXPIRED:
+            raise HoldExpired(rest)
+        case _:
+            raise ValueError(f"{status} is not a valid Status")

@@ -1,0 +1,33 @@
+"""The engine's values: a hold, a seat's state, and what it needs from PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+
+class Layout(NamedTuple):
+    """What the engine needs from PostgreSQL about one screening."""
+
+    starts_at_ms: int
+    seat_ids: list[int]
+    sold: dict[int, int]  # seat id -> user id of active (pending/confirmed) tickets
+
+
+class LayoutSource(Protocol):
+    async def __call__(self, screening_id: int) -> Layout | None: ...  # None: no such screening
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    seat_id: int
+    user_id: int
+    expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeatState:
+    seat_id: int
+    status: str  # "available" | "reserved" | "booked"
+    user_id: int | None
+    expires_at_ms: int | None

@@ -1,0 +1,1 @@
+"""The composition root and the process around it: CLI, workers, embedded servers."""
