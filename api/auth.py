@@ -11,13 +11,12 @@ publishes it to every process (``publish_revocations``).
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from api.revocations import CHANNEL, SessionTrust, listening
 from seatlock import keys
+from seatlock.accounts.sessions import CHANNEL
 from seatlock.accounts.tokens import Principal
 from seatlock.errors import Forbidden, NotAuthenticated
 
@@ -57,26 +56,20 @@ async def authenticate(token: str | None, services: Services, access: str) -> Pr
 
 async def principal_from_token(token: str, services: Services) -> Principal:
     principal = services.tokens.decode(token)
-    trust = session_trust(services)
-    if trust is not None and trust.trusts(principal.session_id):
+    if services.sessions.trusts(principal.session_id):
         return principal
     if not await session_is_active(services, principal.session_id):
         raise NotAuthenticated("Session has been revoked")
     return principal
 
 
-def session_trust(services: Services) -> SessionTrust | None:
-    trust: SessionTrust | None = services.extras.get("sessions")
-    return trust
-
-
 async def session_is_active(services: Services, session_id: str) -> bool:
-    trust = session_trust(services)
-    if trust is not None and session_id in trust.revoked:
+    trust = services.sessions
+    if session_id in trust.revoked:
         return False
-    epoch = trust.epoch if trust is not None else 0
+    epoch = trust.epoch
     active = await _session_state(services, session_id)
-    if active and trust is not None:
+    if active:
         trust.confirm(session_id, epoch)
     return active
 
@@ -133,9 +126,7 @@ async def publish_revocations(services: Services, session_ids: list[str]) -> Non
     """
     if not session_ids:
         return
-    trust = session_trust(services)
-    if trust is not None:
-        trust.revoke(session_ids)
+    services.sessions.revoke(session_ids)
     async with services.redis.pipeline(transaction=False) as pipe:
         for session_id in session_ids:
             pipe.set(keys.session(session_id), b"0", ex=SESSION_CACHE_SECONDS)
@@ -146,12 +137,3 @@ async def publish_revocations(services: Services, session_ids: list[str]) -> Non
 def client_address(conn: HTTPConnection) -> str:
     """The peer address (uvicorn resolves X-Forwarded-For from its trusted proxies)."""
     return conn.client.host if conn.client else "unknown"
-
-
-@contextlib.asynccontextmanager
-async def following_revocations(services: Services) -> AsyncIterator[None]:
-    """Trust confirmed sessions in this process while the revocation feed runs."""
-    trust = SessionTrust(keep_revoked_seconds=services.tokens.access_seconds + 60)
-    services.extras["sessions"] = trust
-    async with listening(services.redis, trust):
-        yield

@@ -19,7 +19,7 @@ from api.auth import remember_session
 from api.routing import Call, Router
 from api.schemas import Name, Page, UserOut, user_out
 from db import profiles, users
-from seatlock.accounts.media import LocalStorage, Storage, media_type, sniff_image
+from seatlock.accounts.media import media_type, sniff_image
 from seatlock.accounts.passwords import hash_password
 from seatlock.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
 from seatlock.services.container import Services
@@ -81,15 +81,6 @@ class HistoryEntry(msgspec.Struct):
     id: int
     query: str
     created_at: datetime
-
-
-def storage_of(services: Services) -> Storage:
-    """The picture store, created on first use (local directory ``settings.media_dir``)."""
-    store: Storage | None = services.extras.get("profile_pictures")
-    if store is None:
-        store = LocalStorage(services.settings.media_dir / "profile-pictures")
-        services.extras["profile_pictures"] = store
-    return store
 
 
 def _no_nul(value: Any, field: str) -> Any:
@@ -194,12 +185,12 @@ async def upload_picture(call: Call) -> UserOut:
     suffix = sniff_image(data)
     if suffix is None:
         raise UnsupportedMedia("Only PNG, JPEG, WebP or GIF images are accepted")
-    name = await storage_of(services).save(data, suffix)
+    name = await services.media.save(data, suffix)
     url = services.settings.public_url.rstrip("/") + MEDIA_PREFIX + name
     try:
         return await _set_picture(services, call.user.user_id, url)
     except NotFound:
-        await storage_of(services).delete(name)
+        await services.media.delete(name)
         raise
 
 
@@ -207,7 +198,7 @@ async def upload_picture(call: Call) -> UserOut:
 async def get_picture(call: Call) -> Response:
     """An uploaded profile picture."""
     name = call.params["name"]
-    data = await storage_of(call.services).load(name)
+    data = await call.services.media.load(name)
     if data is None:
         raise NotFound("Picture not found")
     headers = {
@@ -253,7 +244,7 @@ async def _forget_picture(services: Services, url: str | None) -> None:
     """Delete a stored picture once nothing points at it any more (external URLs are left)."""
     prefix = services.settings.public_url.rstrip("/") + MEDIA_PREFIX
     if url and url.startswith(prefix):
-        await storage_of(services).delete(url.removeprefix(prefix))
+        await services.media.delete(url.removeprefix(prefix))
 
 
 async def _read_upload(request: Request, limit: int) -> bytes:

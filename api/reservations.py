@@ -17,11 +17,8 @@ import msgspec
 
 from api.routing import MAX_ID, Call, Router
 from db import reservations as history
-from db.layouts import Layouts
 from seatlock import keys
-from seatlock.engine.events import Hub
 from seatlock.engine.model import Hold
-from seatlock.engine.seats import SeatEngine
 from seatlock.errors import TooManyRequests, ValidationFailed
 from seatlock.services.container import Services
 
@@ -47,26 +44,6 @@ class CancelQuery(msgspec.Struct):
 
 class MineQuery(msgspec.Struct):
     include_expired: bool = False
-
-
-def engine_of(services: Services) -> SeatEngine:
-    engine: SeatEngine = services.extras["engine"]
-    return engine
-
-
-def hub_of(services: Services) -> Hub:
-    hub: Hub = services.extras["hub"]
-    return hub
-
-
-def layouts_of(services: Services) -> Layouts:
-    layouts: Layouts = services.extras["layouts"]
-    return layouts
-
-
-def history_of(services: Services) -> history.HistoryWriter:
-    writer: history.HistoryWriter = services.extras["history"]
-    return writer
 
 
 def unique_seats(seat_ids: list[int]) -> list[int]:
@@ -140,7 +117,7 @@ async def reserve(call: Call) -> ReserveOut:
     seat_ids = unique_seats(body.seat_ids)
     screening_id, user_id = body.screening_id, call.user.user_id
     now_ms = int(time.time() * 1000)
-    engine = engine_of(call.services)
+    engine = call.services.engine
     holds = await engine.hold(screening_id, user_id, seat_ids, now_ms)
     holds.sort(key=_seat_of)
     new_ms = now_ms + engine.hold_ms
@@ -151,7 +128,7 @@ async def reserve(call: Call) -> ReserveOut:
     ids = await _ids_for(call.services, screening_id, user_id, fresh_seats) if fresh_seats else []
     rows, new_rows = _rows(screening_id, user_id, holds, reused, ids, now_ms, new_ms)
     if new_rows:
-        history_of(call.services).submit(history.Inserted(new_rows))
+        call.services.history.submit(history.Inserted(new_rows))
     minutes = round((max(h.expires_at_ms for h in holds) - now_ms) / 60_000)
     return ReserveOut(
         rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
@@ -196,11 +173,10 @@ async def _ids_for(
     of them on release day) costs no id; when no id can be had (PostgreSQL down while a new block
     is due) the new holds are let go again: no hold stays without the row its response names."""
     try:
-        ids: history.ReservationIds = services.extras["reservation_ids"]
-        return await ids.take(len(seat_ids))
+        return await services.reservation_ids.take(len(seat_ids))
     except BaseException:
         with contextlib.suppress(Exception):
-            await engine_of(services).release(screening_id, user_id, seat_ids)
+            await services.engine.release(screening_id, user_id, seat_ids)
         raise
 
 
@@ -208,7 +184,7 @@ async def _live_rows(
     services: Services, screening_id: int, user_id: int, kept: list[Hold]
 ) -> dict[int, ReservationOut]:
     """The active history rows of holds the user already had: this process's, else PostgreSQL's."""
-    writer = history_of(services)
+    writer = services.history
     found: dict[int, ReservationOut] = {}
     missing: list[Hold] = []
     for h in kept:
@@ -241,7 +217,7 @@ async def _rows_if_known(
 ) -> dict[int, history.LiveRow]:
     """Active history rows; empty when PostgreSQL cannot say (a hold then gets a new row, an
     extension answers without ids: the hold stands either way)."""
-    await history_of(services).flush()
+    await services.history.flush()
     try:
         return await history.active_rows(services.db, screening_id, user_id, seat_ids)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):  # ids are informative
@@ -264,10 +240,10 @@ async def extend(call: Call) -> ExtendOut:
         raise ValidationFailed(f"additional_minutes must be between 1 and {limit}")
     seat_ids = unique_seats(body.seat_ids)
     user_id = call.user.user_id
-    engine = engine_of(call.services)
+    engine = call.services.engine
     holds = await engine.extend(body.screening_id, user_id, seat_ids, minutes * 60_000)
     expires = {h.seat_id: utc(h.expires_at_ms) for h in holds}
-    writer = history_of(call.services)
+    writer = call.services.history
     writer.submit(history.Extended(body.screening_id, user_id, expires))
     rows = await _rows_if_known(call.services, body.screening_id, user_id, list(expires))
     ids = {seat_id: row.id for seat_id, row in rows.items()}
@@ -292,8 +268,8 @@ async def cancel(call: Call) -> None:
     screening_id: int = call.params["screening_id"]
     seat_ids = parse_seat_list(call.query.seat_ids)
     user_id = call.user.user_id
-    await engine_of(call.services).release(screening_id, user_id, seat_ids)
-    history_of(call.services).submit(history.Closed(screening_id, user_id, seat_ids, "cancelled"))
+    await call.services.engine.release(screening_id, user_id, seat_ids)
+    call.services.history.submit(history.Closed(screening_id, user_id, seat_ids, "cancelled"))
 
 
 def parse_seat_list(raw: str | None) -> list[int] | None:
@@ -318,7 +294,7 @@ def parse_seat_list(raw: str | None) -> list[int] | None:
 )
 async def my_reservations(call: Call) -> list[MyReservationOut]:
     """Your holds, newest first (live ones only unless include_expired)."""
-    await history_of(call.services).flush()
+    await call.services.history.flush()
     rows = await history.for_user(call.services.db, call.user.user_id, call.query.include_expired)
     return [
         MyReservationOut(
@@ -335,7 +311,7 @@ async def cleanup(call: Call) -> CleanupOut:
     if not await call.services.redis.set(keys.rate_limit("cleanup"), b"1", px=interval_ms, nx=True):
         raise TooManyRequests("Cleanup ran moments ago; try again shortly", 1)
     started = time.perf_counter()
-    count = await engine_of(call.services).sweep()
+    count = await call.services.engine.sweep()
     return CleanupOut(
         f"Cleaned up {count} expired reservations",
         datetime.now(UTC),

@@ -149,5 +149,5 @@ async def delete_screening(call: Call) -> None:
 
 def seat_engine(call: Call) -> SeatEngine:
     """The seat engine: catalog changes reach the live seat state in Redis through it."""
-    engine: SeatEngine = call.services.extras["engine"]
+    engine = call.services.engine
     return engine

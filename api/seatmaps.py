@@ -20,7 +20,6 @@ after the last version check, which also bounds what no event announces (a Redis
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -28,18 +27,17 @@ from typing import NamedTuple
 import msgspec
 
 from api.rendering import Encoded, dumps
-from api.reservations import engine_of, hub_of, layouts_of, utc
+from api.reservations import utc
 from api.rooms import SeatOut
 from api.routing import Call, Router
 from db.layouts import ScreeningSeats, SeatInfo
 from seatlock.engine.errors import ScreeningNotFound
 from seatlock.engine.model import SeatState
 from seatlock.services.container import Services
+from seatlock.services.seatmaps import SeatMapCache
 
 router = Router("Seat availability")
 
-CACHE_SIZE = 512  # screenings per process
-TRUST_MS = 250  # longest a cached map is served on events alone, without a version check
 NEVER = 2**63
 NULL = b"null"
 _STATUS = {s: dumps(s) for s in ("available", "reserved", "booked")}
@@ -97,72 +95,16 @@ class Rendered:
         )
 
 
-class SeatMapCache:
-    """Rendered maps by screening id, least recently used evicted first."""
-
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self._size = size
-        self._maps: OrderedDict[int, Rendered] = OrderedDict()
-        self.changes = 0  # invalidations so far
-        self._changed: dict[int, int] = {}  # screening id -> the count at its last invalidation
-        self._floor = 0  # entries checked before this count are not trusted
-
-    def invalidate(self, screening_id: int) -> None:
-        """A seat of the screening changed (event or local script): its entry needs a check."""
-        self.changes += 1
-        self._changed[screening_id] = self.changes
-        if len(self._changed) > 4 * self._size:
-            # Bounded memory: forget which screenings changed, distrust every entry instead.
-            self._changed.clear()
-            self._floor = self.changes
-
-    def mark_checked(self, rendered: Rendered, now_ms: int, seen: int, epoch: int) -> None:
-        """``rendered`` matched the version read after the cache had ``seen`` changes."""
-        rendered.checked_ms, rendered.seen, rendered.epoch = now_ms, seen, epoch
-
-    def trusted(self, screening_id: int, rendered: Rendered, now_ms: int, epoch: int) -> bool:
-        """``epoch``: the hub's while it is live, negative when it is not (nothing trusted)."""
-        return (
-            epoch >= 0
-            and rendered.epoch == epoch
-            and now_ms - rendered.checked_ms < TRUST_MS
-            and rendered.seen >= max(self._floor, self._changed.get(screening_id, 0))
-        )
-
-    def get(self, screening_id: int) -> Rendered | None:
-        rendered = self._maps.get(screening_id)
-        if rendered is not None:
-            self._maps.move_to_end(screening_id)
-        return rendered
-
-    def peek(self, screening_id: int) -> Rendered | None:
-        return self._maps.get(screening_id)
-
-    def put(self, screening_id: int, rendered: Rendered) -> None:
-        self._maps[screening_id] = rendered
-        self._maps.move_to_end(screening_id)
-        while len(self._maps) > self._size:
-            self._maps.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._maps)
-
-
-def cache_of(services: Services) -> SeatMapCache:
-    cache: SeatMapCache | None = services.extras.get("seatmaps")
-    if cache is None:
-        cache = services.extras["seatmaps"] = SeatMapCache()
-        engine_of(services).change_listeners.append(cache.invalidate)
-        hub = services.extras.get("hub")
-        if hub is not None:
-            hub.change_listeners.append(cache.invalidate)
+def cache_of(services: Services) -> SeatMapCache[Rendered]:
+    """The process's cache of rendered maps (built by the composition root, typed here)."""
+    cache: SeatMapCache[Rendered] = services.seatmaps
     return cache
 
 
 def _epoch(services: Services) -> int:
     """The hub's subscription epoch while it is live; -2 (matching no entry) when it is not."""
-    hub = hub_of(services) if "hub" in services.extras else None
-    return hub.epoch if hub is not None and hub.live else -2
+    hub = services.hub
+    return hub.epoch if hub.live else -2
 
 
 async def rendered_map(services: Services, screening_id: int) -> Rendered:
@@ -170,7 +112,7 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
     cache = cache_of(services)
     cached = cache.get(screening_id)
     now_ms = int(time.time() * 1000)
-    details = layouts_of(services).cached(screening_id)
+    details = services.layouts.cached(screening_id)
     epoch = _epoch(services)
     if (
         cached is not None
@@ -182,10 +124,10 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
     # Counted before the GET: an invalidation during it leaves the entry untrusted.
     seen = cache.changes
     # The version is read before the map: a change in between only makes the entry look stale.
-    version = await engine_of(services).version(screening_id)
+    version = await services.engine.version(screening_id)
     cached = cache.get(screening_id)
     now_ms = int(time.time() * 1000)
-    details = layouts_of(services).cached(screening_id)
+    details = services.layouts.cached(screening_id)
     if cached is not None and cached.usable(version, details, now_ms):
         cache.mark_checked(cached, now_ms, seen, epoch)
         return cached
@@ -198,8 +140,8 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
 
 
 async def _build(services: Services, screening_id: int, version: int) -> Rendered:
-    states = await engine_of(services).seat_map(screening_id)
-    details = await layouts_of(services).seats(screening_id, [s.seat_id for s in states])
+    states = await services.engine.seat_map(screening_id)
+    details = await services.layouts.seats(screening_id, [s.seat_id for s in states])
     if details is None:
         raise ScreeningNotFound(screening_id)
     by_id = {s.seat_id: s for s in states}
@@ -220,7 +162,10 @@ async def _build(services: Services, screening_id: int, version: int) -> Rendere
 
 
 def seat_json(
-    cache: SeatMapCache, screening_id: int, details: ScreeningSeats, states: dict[int, SeatState]
+    cache: SeatMapCache[Rendered],
+    screening_id: int,
+    details: ScreeningSeats,
+    states: dict[int, SeatState],
 ) -> dict[int, SeatJson]:
     """The fixed JSON pieces of the seats in the map, in map order.
 

@@ -16,7 +16,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from api.rendering import decode_body
-from api.reservations import MAX_SEATS_PER_REQUEST, Id, engine_of, history_of, unique_seats
+from api.reservations import MAX_SEATS_PER_REQUEST, Id, unique_seats
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Message
 from db import reservations as history
@@ -107,7 +107,7 @@ async def book(call: Call) -> list[TicketOut]:
     # No lookup of the payment id up front (a query per booking): a replay finds its seats
     # sold (hold refused) or its payment id taken (unique violation), and answers from there.
     try:
-        await engine_of(call.services).hold(screening_id, user_id, seat_ids)
+        await call.services.engine.hold(screening_id, user_id, seat_ids)
     except SeatLockError:
         if payment_id is not None:
             found = await _existing(call.services, payment_id, user_id, screening_id, seat_ids)
@@ -152,7 +152,7 @@ async def _existing(
 async def _claim_and_commit(
     services: Services, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
 ) -> list[TicketOut]:
-    engine = engine_of(services)
+    engine = services.engine
     try:
         await engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
     except SeatLockError:
@@ -165,7 +165,7 @@ async def _claim_and_commit(
     rows, fresh = await _commit(services, user_id, screening_id, seat_ids, payment_id)
     if fresh:
         await _mark_sold(services, user_id, screening_id, seat_ids)
-        history_of(services).submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
+        services.history.submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
     return rows
 
 
@@ -173,7 +173,7 @@ async def _mark_sold(
     services: Services, user_id: int, screening_id: int, seat_ids: list[int]
 ) -> None:
     try:
-        await engine_of(services).sell(screening_id, dict.fromkeys(seat_ids, user_id))
+        await services.engine.sell(screening_id, dict.fromkeys(seat_ids, user_id))
     except Exception as exc:
         # Committed in PostgreSQL, so sold and the answer is 201 (invariant 5) whatever failed
         # here: Redis rebuilds sold seats from PostgreSQL on its next load (invariant 7), and
@@ -185,9 +185,8 @@ async def _commit(
     services: Services, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
 ) -> tuple[list[TicketOut], bool]:
     """The tickets, and whether this call created them (False: a duplicate call did)."""
-    writer: repo.BookingWriter = services.extras["bookings"]
     try:
-        rows = await writer.book(user_id, screening_id, seat_ids, payment_id)
+        rows = await services.bookings.book(user_id, screening_id, seat_ids, payment_id)
         return [ticket_out(r) for r in rows], True
     except asyncpg.UniqueViolationError:
         # Same payment id, committed first by a concurrent call (earlier in the same batch, or
@@ -211,14 +210,14 @@ async def _commit(
 
 async def _release(services: Services, screening_id: int, user_id: int, seats: list[int]) -> None:
     try:
-        await engine_of(services).release(screening_id, user_id, seats)
+        await services.engine.release(screening_id, user_id, seats)
     except (RedisError, OSError) as exc:  # the leases still expire on their own
         logger.warning("could not release holds after a failed booking: %r", exc)
 
 
 async def _unsell(services: Services, screening_id: int, seat_id: int) -> None:
     try:
-        await engine_of(services).unsell(screening_id, [seat_id])
+        await services.engine.unsell(screening_id, [seat_id])
     except (RedisError, OSError) as exc:  # stays "booked" in Redis: safe, never sold twice
         logger.warning("seat %s of screening %s not freed in Redis: %r", seat_id, screening_id, exc)
 

@@ -20,7 +20,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import principal_from_token
 from api.errors import BACKEND_ERRORS, WS_TRY_AGAIN_LATER, ws_close_code
-from api.reservations import hub_of, layouts_of
 from api.routing import MAX_ID, Call, Router
 from seatlock.engine.events import (
     CLOSE,
@@ -50,7 +49,7 @@ class StatsOut(msgspec.Struct):
 @router.get("/ws/stats", response=StatsOut)
 async def stats(call: Call) -> dict[str, Any]:
     """WebSocket connections of this process, per screening."""
-    return hub_of(call.services).stats()
+    return call.services.hub.stats()
 
 
 async def screening_updates(websocket: WebSocket) -> None:
@@ -65,7 +64,7 @@ async def screening_updates(websocket: WebSocket) -> None:
         logger.warning("websocket refused, backend unavailable: %r", exc)
         await websocket.close(code=WS_TRY_AGAIN_LATER)
         return
-    hub = hub_of(services)
+    hub = services.hub
     write = direct_writer(websocket)
     watcher = hub.join(screening_id, user_id, write)
     try:
@@ -144,7 +143,7 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | N
     if token:
         user_id = (await principal_from_token(token, services)).user_id
     screening_id = int(websocket.path_params["screening_id"])
-    if screening_id > MAX_ID or await layouts_of(services).seats(screening_id) is None:
+    if screening_id > MAX_ID or await services.layouts.seats(screening_id) is None:
         raise NotFound("Screening not found")
     return screening_id, user_id
 

@@ -17,10 +17,10 @@ import uvicorn
 import websockets
 from redis.asyncio import Redis
 
-from api.app import create_app
 from seatlock import keys
 from seatlock.server.embedded import free_port
 from seatlock.server.serving import HttpProtocol
+from seatlock.server.wiring import create_app
 from seatlock.settings import Settings
 from tests.factories import Show
 

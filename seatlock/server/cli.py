@@ -87,7 +87,7 @@ def serve(settings: Settings) -> None:
         workers = live.workers or os.cpu_count() or 1
         logger.info("seatlock on http://%s:%d with %d worker(s)", live.host, live.port, workers)
         options: dict[str, Any] = {
-            "app": "api.app:create_app",
+            "app": "seatlock.server.wiring:create_app",
             "factory": True,
             "host": live.host,
             "port": live.port,

@@ -1,15 +1,24 @@
-"""The services a process holds for its lifetime, built once in the app's lifespan."""
+"""The services a process holds for its lifetime, built once by the composition root
+(``seatlock/server/wiring.py``) and handed to every request."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
+from db.layouts import Layouts
+from db.reservations import HistoryWriter, ReservationIds
+from db.tickets import BookingWriter
 from seatlock.accounts.mail import Mailer
+from seatlock.accounts.media import Storage
+from seatlock.accounts.sessions import SessionTrust
 from seatlock.accounts.tokens import TokenCodec
+from seatlock.engine.events import Hub
+from seatlock.engine.seats import SeatEngine
+from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings
 
 
@@ -20,5 +29,12 @@ class Services:
     db: asyncpg.Pool
     tokens: TokenCodec
     mailer: Mailer
-    # Filled in by the parts that own them (engine, event hub, ...), keyed by name.
-    extras: dict[str, Any] = field(default_factory=dict)
+    media: Storage  # uploaded profile pictures
+    sessions: SessionTrust  # which sessions this process may trust without asking Redis
+    engine: SeatEngine
+    hub: Hub
+    layouts: Layouts  # seat details per screening, cached per process
+    history: HistoryWriter  # hold history, written in the background
+    reservation_ids: ReservationIds
+    bookings: BookingWriter  # group commit of bookings
+    seatmaps: SeatMapCache[Any]  # rendered seat maps (api/seatmaps.py), invalidated on change

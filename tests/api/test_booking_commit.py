@@ -75,7 +75,7 @@ async def test_redis_refusing_the_sell_after_the_commit_still_answers_201(
     async def refuse(*args: Any, **kwargs: Any) -> None:
         raise Unavailable("Seat service temporarily unavailable")
 
-    monkeypatch.setattr(services_of(server).extras["engine"], "sell", refuse)
+    monkeypatch.setattr(services_of(server).engine, "sell", refuse)
     r = await book_held(client, user, show, seats, "pay_sell_fails")
     assert r.status_code == 201, r.text
     assert [t["seat_id"] for t in r.json()] == seats

@@ -393,7 +393,7 @@ async def test_a_contended_screening_is_refused_from_the_mirror_with_the_same_an
     first = await reserve(client, other_user, show, seats)  # Redis refuses: the mirror starts
     assert first.status_code == 409
     app: Any = server._server.config.app
-    mirrors = app.state.services.extras["engine"].mirrors
+    mirrors = app.state.services.engine.mirrors
     for _ in range(300):
         if show.id in mirrors:
             break
@@ -414,8 +414,8 @@ async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go
     other_user: Account,
 ) -> None:
     show = await make.show(db, 4)
-    extras = server._server.config.app.state.services.extras  # type: ignore[attr-defined]
-    ids = extras["reservation_ids"]
+    services = server._server.config.app.state.services  # type: ignore[attr-defined]
+    ids = services.reservation_ids
     assert (await reserve(client, user, show, show.seat_ids[:2])).status_code == 201
     before = ids._next
     assert (await reserve(client, other_user, show, show.seat_ids[1:3])).status_code == 409
@@ -424,11 +424,11 @@ async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go
     # No id to be had: PostgreSQL unreachable while a new block is due.
     dead = await asyncpg.create_pool(server.settings.database_url, min_size=0, max_size=1)
     await dead.close()
-    extras["reservation_ids"] = ReservationIds(dead)
+    services.reservation_ids = ReservationIds(dead)
     try:
         r = await reserve(client, other_user, show, [show.seat_ids[3]])
     finally:
-        extras["reservation_ids"] = ids
+        services.reservation_ids = ids
     assert r.status_code == 503, r.text
     assert show.seat_ids[3] not in await held_in_redis(redis, show)
     assert (await reserve(client, other_user, show, [show.seat_ids[3]])).status_code == 201
@@ -438,7 +438,7 @@ async def test_without_seat_mirrors_every_attempt_runs_the_script(
     db: asyncpg.Connection, make_server: Any, user: Account, other_user: Account
 ) -> None:
     live: LiveServer = make_server(seat_mirrors=False)
-    engine = live._server.config.app.state.services.extras["engine"]  # type: ignore[attr-defined]
+    engine = live._server.config.app.state.services.engine  # type: ignore[attr-defined]
     assert engine.mirrors is None
     show = await make.show(db, 2)
     async with httpx.AsyncClient(base_url=live.url, timeout=15) as c:

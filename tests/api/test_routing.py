@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from api.app import all_endpoints, create_app
+from api.app import all_endpoints
 from api.routing import MAX_SCANNED, App, Call, Endpoint, query_params
+from seatlock.server.wiring import create_app
 from seatlock.settings import Settings
 from tests.support import Account
 

@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from api.rendering import dumps
 from api.reservations import utc
 from api.rooms import SeatOut
-from api.seatmaps import TRUST_MS, Rendered, SeatMapCache, SeatStatusOut, entry_json
+from api.seatmaps import Rendered, SeatStatusOut, entry_json
 from seatlock import keys
+from seatlock.services.seatmaps import TRUST_MS, SeatMapCache
 from tests import factories as make
 from tests.support import (
     Account,

@@ -209,7 +209,7 @@ async def test_the_server_writes_updates_straight_to_the_socket(
     show = await make.show(db, 1)
     ws = await watch(server, show.id)
     try:
-        hub: Hub = server_services(server).extras["hub"]
+        hub: Hub = server_services(server).hub
         (watcher,) = hub._rooms[show.id]
         assert watcher.write is not None  # no sender task wakes per event
         assert (await reserve(client, user, show, show.seat_ids)).status_code == 201

@@ -1,0 +1,150 @@
+"""The composition root: settings -> Redis and PostgreSQL clients -> services -> the app.
+
+This is the one module that knows how the parts fit together. It builds every long-lived object
+of a process once, in the app's lifespan, runs the background loops (seat events, expiry, the
+sweep, the history and booking writers, the session revocation feed) while the app serves, and
+closes everything in reverse order on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import asyncpg
+from redis.asyncio import BlockingConnectionPool, Redis
+from starlette.applications import Starlette
+
+from api.app import build_app
+from api.routing import App
+from db import users
+from db.layouts import Layouts
+from db.migrate import migrate
+from db.pool import create_pool
+from db.reservations import HistoryWriter, ReservationIds
+from db.tickets import BookingWriter
+from seatlock.accounts.mail import Mailer
+from seatlock.accounts.media import LocalStorage
+from seatlock.accounts.sessions import SessionTrust, listening
+from seatlock.accounts.tokens import TokenCodec, load_or_create_secret
+from seatlock.engine.events import Hub
+from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
+from seatlock.engine.mirrors import SeatMirrors
+from seatlock.engine.seats import SeatEngine
+from seatlock.process import settle_garbage_collector
+from seatlock.services.container import Services
+from seatlock.services.seatmaps import SeatMapCache
+from seatlock.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> App:
+    """The ASGI app of one process (uvicorn's factory): routes now, services in the lifespan."""
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_clients(settings) as (redis, db), running(build(settings, redis, db)) as s:
+            app.state.services = s
+            settle_garbage_collector()
+            yield
+
+    return build_app(lifespan)
+
+
+@contextlib.asynccontextmanager
+async def open_clients(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Pool]]:
+    """Connect to Redis and PostgreSQL and migrate; close both on the way out."""
+    # A bounded pool that makes a burst wait for a free connection instead of failing it.
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_max,
+            timeout=10,
+            health_check_interval=30,
+        )
+    )
+    db = await create_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    try:
+        async with db.acquire() as conn:
+            await migrate(conn)
+        if settings.admin_email and settings.admin_password:
+            await users.ensure_configured_admin(
+                db, settings.admin_email, settings.admin_password, settings.bcrypt_rounds
+            )
+        yield redis, db
+    finally:
+        await db.close()
+        await redis.aclose()
+
+
+def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
+    """Every service of a process, wired; nothing runs until ``running``."""
+    tokens = TokenCodec(load_or_create_secret(settings), settings.access_token_minutes)
+    layouts = Layouts(db)
+    engine = SeatEngine(
+        redis,
+        layouts,
+        hold_ms=settings.hold_seconds * 1000,
+        max_hold_ms=settings.max_hold_seconds * 1000,
+        max_seats_per_user=settings.max_seats_per_user,
+    )
+    hub = Hub(redis, engine.seat_map)
+    if settings.seat_mirrors:
+        engine.mirrors = SeatMirrors(engine.snapshot, hub)
+        hub.event_listeners.append(engine.mirrors.on_event)
+    seatmaps: SeatMapCache[Any] = SeatMapCache()
+    engine.change_listeners.append(seatmaps.invalidate)
+    hub.change_listeners.append(seatmaps.invalidate)
+    return Services(
+        settings=settings,
+        redis=redis,
+        db=db,
+        tokens=tokens,
+        mailer=Mailer(settings),
+        media=LocalStorage(settings.media_dir / "profile-pictures"),
+        sessions=SessionTrust(keep_revoked_seconds=tokens.access_seconds + 60),
+        engine=engine,
+        hub=hub,
+        layouts=layouts,
+        history=HistoryWriter(db),
+        reservation_ids=ReservationIds(db),
+        bookings=BookingWriter(db),
+        seatmaps=seatmaps,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(services: Services) -> AsyncIterator[Services]:
+    """The background loops of a process, for as long as the block runs."""
+    s = services
+    if not await enable_keyspace_events(s.redis):
+        logger.warning("keyspace events refused by Redis; expiries rely on the sweep")
+    stop = asyncio.Event()
+    loops: list[Coroutine[Any, Any, None]] = [
+        s.hub.run(stop),
+        listen_for_expiries(s.engine, s.redis, stop),
+        sweep_forever(s.engine, s.settings.sweep_interval_seconds, stop),
+        s.history.run(stop),
+        s.bookings.run(stop),
+    ]
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(s.hub.ready.wait(), 5)
+        async with listening(s.redis, s.sessions):
+            yield s
+    finally:
+        stop.set()
+        _, late = await asyncio.wait(tasks, timeout=5)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if s.engine.mirrors is not None:
+            await s.engine.mirrors.aclose()
