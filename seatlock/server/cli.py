@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 
-from loadtests import bench
 from seatlock.server.embedded import EmbeddedPostgres, EmbeddedRedis
 from seatlock.settings import PREFIX, Settings
 
@@ -140,6 +139,19 @@ def seed_command(settings: Settings) -> None:
         print(asyncio.run(seed_demo(live, only_if_empty=False)))
 
 
+BENCH_HELP = "run the benchmark and print its table"
+
+
+def bench_command(argv: list[str]) -> int:
+    """``seatlock bench``: the benchmark lives in loadtests/, imported only when it runs, so the
+    server's import graph never loads the load tools."""
+    from loadtests import bench
+
+    parser = argparse.ArgumentParser(prog="seatlock bench", description=BENCH_HELP)
+    bench.add_arguments(parser)
+    return bench.run(parser.parse_args(argv))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="seatlock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,8 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     admin.add_argument("email")
     admin.add_argument("--password", help="default: $SEATLOCK_ADMIN_PASSWORD or a prompt")
     sub.add_parser("seed-demo", help="add the demo cinema, rooms, movies and screenings")
-    bench.add_arguments(sub.add_parser("bench", help="run the benchmark and print its table"))
-    args = parser.parse_args(argv)
+    sub.add_parser("bench", help=BENCH_HELP, add_help=False)  # its options: bench_command
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
@@ -163,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "seed-demo":
         seed_command(settings)
     elif args.command == "bench":
-        sys.exit(bench.run(args))
+        sys.exit(bench_command(rest))
     else:  # pragma: no cover - argparse refuses unknown commands
         parser.error(f"unknown command {args.command}")
     sys.exit(0)
