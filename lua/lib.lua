@@ -1,4 +1,4 @@
--- Shared prelude: seatlock/scripts.py puts it in front of every other script of this folder.
+-- Shared prelude: seatlock/engine/scripts.py puts it in front of every other script in lua/.
 --
 -- Every script of a screening gets the same first eight KEYS (all with the screening's hash tag):
 --   KEYS[1] meta: hash, starts_at (ms) and ready = "1"
@@ -14,9 +14,9 @@
 -- A hold's deadline is max(exp, pin): exp is what the user sees and may extend, pin keeps a
 -- claimed hold alive while PostgreSQL commits. Its lease key lives exactly until the deadline;
 -- its value is the holder's user id. The index, both zsets and the lease are written together.
--- Status codes (seatlock/scripts.py Status): every reply is {status, ...}.
-local OK, NOT_LOADED, STARTED, UNKNOWN, BOOKED, TAKEN, TOO_MANY, NOT_HELD, EXPIRED =
-  0, 1, 2, 3, 4, 5, 6, 7, 8
+-- Status codes: every reply is {status, ...}. The constants (OK, NOT_LOADED, TAKEN, ...) are
+-- defined by a line that seatlock/engine/scripts.py source() generates from its Status enum and
+-- puts in front of this prelude: add a code there, never assign one here or in a script.
 local META, SEATS, SOLD, HOLDS, DEADLINES, VERSION, EVENTS, OWNERS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local LEASE0 = 8

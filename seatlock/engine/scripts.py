@@ -30,21 +30,6 @@ from redis.asyncio.connection import RedisSSLContext, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-NAMES = (
-    "hold",
-    "extend",
-    "release",
-    "claim",
-    "sell",
-    "unsell",
-    "expire",
-    "sweep",
-    "load",
-    "refresh",
-    "forget",
-    "seatmap",
-)
-_NAMES = frozenset(NAMES)
 PRELUDE = "lib"
 MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
 MAX_QUEUE = 20_000  # calls waiting (queued or on the wire); beyond this, callers get an error
@@ -57,7 +42,7 @@ _MAX_BULKS = 10_000
 
 
 class Status(IntEnum):
-    """The first element of every script's reply (the constants at the top of ``lua/lib.lua``)."""
+    """The first element of every script's reply; ``source()`` defines the same names in Lua."""
 
     OK = 0
     NOT_LOADED = 1
@@ -79,12 +64,25 @@ def lua_dir() -> Path:
     raise FileNotFoundError(f"no Lua scripts next to {here}")
 
 
+# Every script of lua/ but the prelude: a new state change is a new file there, not a name here.
+NAMES = tuple(sorted(path.stem for path in lua_dir().glob("*.lua") if path.stem != PRELUDE))
+_NAMES = frozenset(NAMES)
+
+
 @functools.cache
 def source(name: str) -> str:
-    """The text sent to Redis: the shared prelude, then the script itself."""
+    """The text sent to Redis: the status constants, the shared prelude, then the script itself."""
     folder = lua_dir()
     prelude = (folder / f"{PRELUDE}.lua").read_text()
-    return prelude + "\n" + (folder / f"{name}.lua").read_text()
+    return status_constants() + "\n" + prelude + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def status_constants() -> str:
+    """The Lua line defining every ``Status`` (``local OK, NOT_LOADED, ... = 0, 1, ...``): the
+    codes have this one source, and no script assigns them by hand."""
+    names = ", ".join(status.name for status in Status)
+    values = ", ".join(str(status.value) for status in Status)
+    return f"local {names} = {values}"
 
 
 @functools.cache
