@@ -2,8 +2,9 @@
 
 A token is checked without any round trip on the hot path: its signature once per process, its
 expiry on every use, and its session against the sessions this process trusts
-(api/revocations.py). Otherwise the session's state comes from Redis; when Redis does not know the
-session (first use, or Redis lost its data) PostgreSQL answers once and Redis remembers.
+(seatlock/accounts/sessions.py). Otherwise the session's state comes from Redis; when Redis does
+not know the session (first use, or Redis lost its data) PostgreSQL answers once and Redis
+remembers.
 
 Revocation writes PostgreSQL first (the record), then Redis (the cache every process reads) and
 publishes it to every process (``publish_revocations``).
@@ -122,7 +123,7 @@ async def publish_revocations(services: Services, session_ids: list[str]) -> Non
     """Every revocation goes through here, after PostgreSQL committed it.
 
     This process stops trusting the sessions before anything is awaited; Redis stores "0" for
-    processes that check it, then the channel tells the others (see api/revocations.py).
+    processes that check it, then the channel tells the others (seatlock/accounts/sessions.py).
     """
     if not session_ids:
         return

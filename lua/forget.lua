@@ -1,7 +1,7 @@
 -- forget: the screening was deleted in PostgreSQL: drop every key of it, leases included, so no
 -- script accepts anything for it any more (they answer NOT_LOADED, and loading finds no
 -- screening). Only an empty reset event is published (no version: that key is gone too), so
--- processes mirroring the screening (seatlock/replica.py) drop it; watchers get nothing.
+-- processes mirroring the screening (seatlock/engine/mirrors.py) drop it; watchers get nothing.
 -- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order (the caller reads
 -- them from the holds index; a lease written in between dies with its TTL, harmlessly).
 -- ARGV: screening_id, now_ms, seat_id...

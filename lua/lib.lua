@@ -148,10 +148,10 @@ local function change(seat, status, user, expires_at)
 end
 
 -- One event per script run, published inside it, so events are ordered like the changes. Each
--- carries the version it made: a process mirroring the screening (seatlock/mirrors.py) applies
--- events in version order and so notices one it did not get. reset: the screening was loaded or
--- rewritten (refresh), so mirrors start again from a fresh snapshot. Returns the version, or 0
--- when there was nothing to publish.
+-- carries the version it made: a process mirroring the screening (seatlock/engine/mirrors.py)
+-- applies events in version order and so notices one it did not get. reset: the screening was
+-- loaded or rewritten (refresh), so mirrors start again from a fresh snapshot. Returns the
+-- version, or 0 when there was nothing to publish.
 local function publish(now, changes, reset)
   if #changes == 0 and not reset then
     return 0

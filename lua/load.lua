@@ -1,7 +1,7 @@
 -- load: write a screening's layout and sold seats (read from PostgreSQL) and then the ready
 -- marker, in one step, so no script ever sees a half-loaded screening. Idempotent: when another
 -- process loaded it first, nothing is written. A load publishes an empty reset event: mirrors of
--- the screening's lost state (seatlock/replica.py) are dropped.
+-- the screening's lost state (seatlock/engine/mirrors.py) are dropped.
 -- KEYS: the common eight (lib.lua).
 -- ARGV: screening_id, now_ms, starts_at_ms, seat_count, seat_id * seat_count,
 --       then sold pairs: seat_id, user_id, ...

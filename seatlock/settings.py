@@ -47,7 +47,7 @@ class Settings:
     sweep_interval_seconds: float = 1.0
     cleanup_min_interval_seconds: float = 1.0
     # Refuse holds of seats known taken from a per-process mirror of contended screenings
-    # (seatlock/mirrors.py) instead of asking Redis; off: every hold attempt runs the script.
+    # (seatlock/engine/mirrors.py) instead of asking Redis; off: every hold attempt runs the script.
     seat_mirrors: bool = True
 
     # Pools.

@@ -1,9 +1,9 @@
 """Which sessions a process may trust without asking Redis, kept current by pub/sub.
 
 A signed-in request normally costs no I/O: the token's signature is verified once per process
-(seatlock/tokens.py) and its session is found in ``SessionTrust.confirmed``, the sessions this
-process saw active in Redis or PostgreSQL within the last ``CONFIRM_SECONDS``. Every revocation
-is written to Redis ("0") and published on ``CHANNEL``; the revoking process
+(seatlock/accounts/tokens.py) and its session is found in ``SessionTrust.confirmed``, the
+sessions this process saw active in Redis or PostgreSQL within the last ``CONFIRM_SECONDS``.
+Every revocation is written to Redis ("0") and published on ``CHANNEL``; the revoking process
 applies it to its own state before answering, so its next request is refused at once.
 
 Cross-process window: another process drops the session when the pub/sub message reaches it

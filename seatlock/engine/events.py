@@ -172,7 +172,7 @@ class Hub:
         self.ready = asyncio.Event()
         # Told every screening id an event arrives for (caches drop what it changed).
         self.change_listeners: list[Callable[[int], None]] = []
-        # Given every event as published, in order (seatlock/mirrors.py).
+        # Given every event as published, in order (seatlock/engine/mirrors.py).
         self.event_listeners: list[Callable[[int, dict[str, Any]], None]] = []
         # live: subscribed and confirmed by Redis, so every event published since arrives.
         # epoch changes whenever live does, so trust built on one subscription ends with it.

@@ -60,7 +60,7 @@ class SeatEngine:
         self._loading: dict[int, asyncio.Lock] = {}
         # Told the screening id after every script run here (even a failed one): local caches.
         self.change_listeners: list[Callable[[int], None]] = []
-        # Refuses hopeless holds without Redis (seatlock/mirrors.py); set by whoever feeds it.
+        # Refuses hopeless holds without Redis (seatlock/engine/mirrors.py); set by its feeder.
         self.mirrors: SeatMirrors | None = None
 
     async def hold(

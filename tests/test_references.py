@@ -1,0 +1,97 @@
+"""Every repository path that a comment, a docstring or a Markdown file names exists: files move
+(the engine, accounts and server packages did), and a comment citing the old place misleads.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import io
+import re
+import tokenize
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = ("seatlock", "api", "db", "lua", "loadtests", "tests", "docs", "bench")
+# A path inside one of the project's folders, ending in a file name: not a glob, not a URL's.
+PATH = re.compile(
+    r"(?<![\w./-])((?:seatlock|api|db|lua|loadtests|tests|docs)/[\w./-]*\w\.(?:py|lua|sql|md))\b"
+)
+LUA_COMMENT = re.compile(r"--[^\n]*")
+# Stale names in files this branch must not edit, each waiting for its owner (file, path named).
+# Once one is fixed, test_pending_names_are_still_stale fails: remove its entry then.
+PENDING = {
+    ("README.md", "seatlock/mirrors.py"),  # now seatlock/engine/mirrors.py
+    ("README.md", "api/workers.py"),  # now seatlock/server/workers.py
+    ("seatlock/engine/scripts.py", "seatlock/events.py"),  # now seatlock/engine/events.py
+}
+
+
+def documents() -> Iterator[Path]:
+    yield from sorted(ROOT.glob("*.md"))
+    for folder in FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix in (".py", ".lua", ".sql", ".md") and "__pycache__" not in path.parts:
+                yield path
+
+
+def prose(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, text) of the comments and docstrings of a file, or the whole of a Markdown file."""
+    text = path.read_text()
+    if path.suffix == ".md":
+        yield 1, text
+    elif path.suffix == ".py":
+        yield from _python_prose(text)
+    else:  # Lua and SQL: -- comments
+        for match in LUA_COMMENT.finditer(text):
+            yield text.count("\n", 0, match.start()) + 1, match[0]
+
+
+def _python_prose(text: str) -> Iterator[tuple[int, str]]:
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.COMMENT:
+            yield token.start[0], token.string
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            docstring = ast.get_docstring(node, clean=False)
+            if docstring is not None:
+                yield node.body[0].lineno, docstring
+
+
+@functools.cache
+def named_paths() -> list[tuple[str, int, str]]:
+    """(file, line, path named) for every path named in prose."""
+    found = []
+    for path in documents():
+        where = str(path.relative_to(ROOT))
+        for line, text in prose(path):
+            for match in PATH.finditer(text):
+                found.append((where, line + text.count("\n", 0, match.start()), match[1]))
+    return found
+
+
+def test_every_path_named_in_prose_exists() -> None:
+    missing = [
+        f"{where}:{line}: {named} does not exist"
+        for where, line, named in named_paths()
+        if not (ROOT / named).exists() and (where, named) not in PENDING
+    ]
+    assert not missing, "stale paths in comments, docstrings or Markdown:\n  " + "\n  ".join(
+        missing
+    )
+
+
+def test_pending_names_are_still_stale() -> None:
+    named = {(where, path) for where, _, path in named_paths()}
+    fixed = [entry for entry in PENDING if entry not in named or (ROOT / entry[1]).exists()]
+    assert not fixed, f"fixed meanwhile, remove from PENDING in tests/test_references.py: {fixed}"
+
+
+def test_the_scan_reads_comments_docstrings_and_markdown() -> None:
+    found = {(where, path) for where, _, path in named_paths()}
+    assert ("lua/lib.lua", "seatlock/engine/scripts.py") in found  # a Lua comment
+    assert ("seatlock/engine/seats.py", "seatlock/engine/mirrors.py") in found  # a Python comment
+    assert ("api/auth.py", "seatlock/accounts/sessions.py") in found  # a docstring
+    assert ("loadtests/README.md", "lua/hold.lua") in found  # Markdown
+    assert ("lua/hold.lua", "lua/lib.lua") not in found  # "(lib.lua)" names no folder
