@@ -1,5 +1,6 @@
-"""Every repository path that a comment, a docstring or a Markdown file names exists: files move
-(the engine, accounts and server packages did), and a comment citing the old place misleads.
+"""What the prose of the repository cites is there: every path a comment, a docstring or a
+Markdown file names exists (files move, and a comment citing the old place misleads), every
+"invariant N" is one of docs/invariants.md, and every test the docs name is defined.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ PATH = re.compile(
     r"(?<![\w./-])((?:seatlock|api|db|lua|loadtests|tests|docs)/[\w./-]*\w\.(?:py|lua|sql|md))\b"
 )
 LUA_COMMENT = re.compile(r"--[^\n]*")
+INVARIANTS = ROOT / "docs" / "invariants.md"
+CITED = re.compile(r"\b[Ii]nvariants? (\d+(?:(?:, | and | or )\d+)*)")
+TEST_ID = re.compile(r"(tests/[\w/]+\.py)::(test_\w+)")
+TEST_NAME = re.compile(r"`(test_\w+)`")
 # Stale names in files this branch must not edit, each waiting for its owner (file, path named).
 # Once one is fixed, test_pending_names_are_still_stale fails: remove its entry then.
 PENDING = {
@@ -60,15 +65,20 @@ def _python_prose(text: str) -> Iterator[tuple[int, str]]:
 
 
 @functools.cache
-def named_paths() -> list[tuple[str, int, str]]:
-    """(file, line, path named) for every path named in prose."""
+def in_prose(pattern: re.Pattern[str]) -> list[tuple[str, int, re.Match[str]]]:
+    """(file, line, match) for every match of pattern in the prose of the repository."""
     found = []
     for path in documents():
         where = str(path.relative_to(ROOT))
         for line, text in prose(path):
-            for match in PATH.finditer(text):
-                found.append((where, line + text.count("\n", 0, match.start()), match[1]))
+            for match in pattern.finditer(text):
+                found.append((where, line + text.count("\n", 0, match.start()), match))
     return found
+
+
+def named_paths() -> list[tuple[str, int, str]]:
+    """(file, line, path named) for every path named in prose."""
+    return [(where, line, match[1]) for where, line, match in in_prose(PATH)]
 
 
 def test_every_path_named_in_prose_exists() -> None:
@@ -80,6 +90,38 @@ def test_every_path_named_in_prose_exists() -> None:
     assert not missing, "stale paths in comments, docstrings or Markdown:\n  " + "\n  ".join(
         missing
     )
+
+
+def test_every_invariant_cited_is_one_of_docs_invariants_md() -> None:
+    numbers = [int(n) for n in re.findall(r"^## (\d+)\. ", INVARIANTS.read_text(), re.M)]
+    assert numbers == list(range(1, 11)), numbers
+    wrong = [
+        f"{where}:{line}: {match[0]!r}"
+        for where, line, match in in_prose(CITED)
+        if not set(map(int, re.findall(r"\d+", match[1]))) <= set(numbers)
+    ]
+    assert not wrong, "invariants cited that docs/invariants.md does not define:\n  " + "\n  ".join(
+        wrong
+    )
+
+
+def test_the_tests_the_docs_name_exist() -> None:
+    docs = [INVARIANTS, ROOT / "CONTRIBUTING.md"]
+    defined = {
+        match[1]
+        for path in (ROOT / "tests").rglob("test_*.py")
+        for match in re.finditer(r"def (test_\w+)\(", path.read_text())
+    }
+    missing = []
+    for doc in docs:
+        text = doc.read_text()
+        for path, name in TEST_ID.findall(text):
+            if not re.search(rf"def {name}\(", (ROOT / path).read_text()):
+                missing.append(f"{doc.name}: {path}::{name}")
+        missing += [
+            f"{doc.name}: {name}" for name in TEST_NAME.findall(text) if name not in defined
+        ]
+    assert not missing, "tests named in the docs that do not exist:\n  " + "\n  ".join(missing)
 
 
 def test_pending_names_are_still_stale() -> None:
