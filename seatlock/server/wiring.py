@@ -35,7 +35,9 @@ from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, 
 from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
 from seatlock.process import settle_garbage_collector
+from seatlock.services.bookings import BookingService
 from seatlock.services.container import Services
+from seatlock.services.holds import HoldService
 from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings
 
@@ -102,6 +104,17 @@ def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
     seatmaps: SeatMapCache[Any] = SeatMapCache()
     engine.change_listeners.append(seatmaps.invalidate)
     hub.change_listeners.append(seatmaps.invalidate)
+    history_writer = HistoryWriter(db)
+    booking_writer = BookingWriter(db)
+    holds = HoldService(
+        engine,
+        history_writer,
+        ReservationIds(db),
+        db,
+        redis,
+        max_extend_minutes=settings.max_extend_minutes,
+        cleanup_interval_s=settings.cleanup_min_interval_seconds,
+    )
     return Services(
         settings=settings,
         redis=redis,
@@ -113,9 +126,10 @@ def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
         engine=engine,
         hub=hub,
         layouts=layouts,
-        history=HistoryWriter(db),
-        reservation_ids=ReservationIds(db),
-        bookings=BookingWriter(db),
+        history_writer=history_writer,
+        booking_writer=booking_writer,
+        holds=holds,
+        bookings=BookingService(engine, booking_writer, history_writer, db),
         seatmaps=seatmaps,
     )
 
@@ -131,8 +145,8 @@ async def running(services: Services) -> AsyncIterator[Services]:
         s.hub.run(stop),
         listen_for_expiries(s.engine, s.redis, stop),
         sweep_forever(s.engine, s.settings.sweep_interval_seconds, stop),
-        s.history.run(stop),
-        s.bookings.run(stop),
+        s.history_writer.run(stop),
+        s.booking_writer.run(stop),
     ]
     tasks = [asyncio.create_task(loop) for loop in loops]
     try:

@@ -10,7 +10,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from db.layouts import Layouts
-from db.reservations import HistoryWriter, ReservationIds
+from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
 from seatlock.accounts.mail import Mailer
 from seatlock.accounts.media import Storage
@@ -18,6 +18,8 @@ from seatlock.accounts.sessions import SessionTrust
 from seatlock.accounts.tokens import TokenCodec
 from seatlock.engine.events import Hub
 from seatlock.engine.seats import SeatEngine
+from seatlock.services.bookings import BookingService
+from seatlock.services.holds import HoldService
 from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings
 
@@ -34,7 +36,8 @@ class Services:
     engine: SeatEngine
     hub: Hub
     layouts: Layouts  # seat details per screening, cached per process
-    history: HistoryWriter  # hold history, written in the background
-    reservation_ids: ReservationIds
-    bookings: BookingWriter  # group commit of bookings
+    history_writer: HistoryWriter  # hold history, written in the background
+    booking_writer: BookingWriter  # group commit of bookings
+    holds: HoldService  # hold, extend, cancel, list holds
+    bookings: BookingService  # book, replay by payment id, cancel and change tickets
     seatmaps: SeatMapCache[Any]  # rendered seat maps (api/seatmaps.py), invalidated on change

@@ -415,7 +415,7 @@ async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go
 ) -> None:
     show = await make.show(db, 4)
     services = server._server.config.app.state.services  # type: ignore[attr-defined]
-    ids = services.reservation_ids
+    ids = services.holds.ids
     assert (await reserve(client, user, show, show.seat_ids[:2])).status_code == 201
     before = ids._next
     assert (await reserve(client, other_user, show, show.seat_ids[1:3])).status_code == 409
@@ -424,11 +424,11 @@ async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go
     # No id to be had: PostgreSQL unreachable while a new block is due.
     dead = await asyncpg.create_pool(server.settings.database_url, min_size=0, max_size=1)
     await dead.close()
-    services.reservation_ids = ReservationIds(dead)
+    services.holds.ids = ReservationIds(dead)
     try:
         r = await reserve(client, other_user, show, [show.seat_ids[3]])
     finally:
-        services.reservation_ids = ids
+        services.holds.ids = ids
     assert r.status_code == 503, r.text
     assert show.seat_ids[3] not in await held_in_redis(redis, show)
     assert (await reserve(client, other_user, show, [show.seat_ids[3]])).status_code == 201

@@ -1,0 +1,215 @@
+"""The booking flow: quick book, book-from-reservation (payment webhook), ticket cancel and status.
+
+A booking is: the engine pins the caller's holds (claim), PostgreSQL commits the booking and its
+tickets (group commit, ``db.tickets.BookingWriter``), then the engine marks the seats sold. A
+successful return therefore means the tickets are committed (invariant 5), whatever Redis does
+afterwards. A cancelled or refunded ticket frees its seat in Redis after PostgreSQL changed it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from db import reservations as history
+from db import tickets as repo
+from db.reservations import HistoryWriter
+from db.tickets import BookingWriter
+from seatlock.engine.seats import SeatEngine
+from seatlock.errors import Conflict, InvalidInput, SeatLockError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+DB_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# How long a claim pins the holds past now. Long enough for a batch to commit; when the commit
+# fails the holds are left as they are (the user retries the payment), so a failed commit only
+# keeps a hold this much longer than its own deadline, never indefinitely.
+COMMIT_PIN_MS = 15_000
+PAYMENT_REUSED = "This payment_id was already used for another booking"
+TicketStatus = Literal["pending", "confirmed", "cancelled", "refunded"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    id: int
+    user_id: int
+    screening_id: int
+    seat_id: int
+    price: Decimal
+    status: TicketStatus
+    booked_at: datetime
+    confirmed_at: datetime | None
+    payment_id: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> Ticket:
+        """The ticket of a ``db.tickets`` row."""
+        return cls(
+            row["id"],
+            row["user_id"],
+            row["screening_id"],
+            row["seat_id"],
+            row["price"],
+            row["status"],
+            row["booked_at"],
+            row["confirmed_at"],
+            row["payment_id"],
+        )
+
+
+class BookingService:
+    """Book seats and manage tickets; one instance per process."""
+
+    def __init__(
+        self, engine: SeatEngine, writer: BookingWriter, history: HistoryWriter, db: asyncpg.Pool
+    ) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.history = history
+        self.db = db
+
+    async def book(
+        self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+    ) -> list[Ticket]:
+        """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
+        # No lookup of the payment id up front (a query per booking): a replay finds its seats
+        # sold (hold refused) or its payment id taken (unique violation), and answers from there.
+        try:
+            await self.engine.hold(screening_id, user_id, seat_ids)
+        except SeatLockError:
+            if payment_id is not None:
+                found = await self._existing(payment_id, user_id, screening_id, seat_ids)
+                if found is not None:
+                    return found
+            raise
+        try:
+            return await self.book_from_reservation(user_id, screening_id, seat_ids, payment_id)
+        except Conflict:  # e.g. a payment id already used for other seats: no hold left behind
+            await self._release(screening_id, user_id, seat_ids)
+            raise
+
+    async def book_from_reservation(
+        self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+    ) -> list[Ticket]:
+        """Buy the seats the user holds; idempotent on payment_id (invariant 6)."""
+        try:
+            await self.engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
+        except SeatLockError:
+            # A duplicate call may have sold these seats a moment ago: answer with its tickets.
+            if payment_id is not None:
+                found = await self._existing(payment_id, user_id, screening_id, seat_ids)
+                if found is not None:
+                    return found
+            raise
+        tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
+        if fresh:
+            await self._mark_sold(user_id, screening_id, seat_ids)
+            self.history.submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
+        return tickets
+
+    async def _existing(
+        self, payment_id: str, user_id: int, screening_id: int, seat_ids: list[int]
+    ) -> list[Ticket] | None:
+        """The tickets already bought with this payment id; Conflict if it paid for others."""
+        booking = await repo.booking_by_payment(self.db, payment_id)
+        if booking is None:
+            return None
+        if not booking.matches(user_id, screening_id, seat_ids):
+            raise Conflict(PAYMENT_REUSED)
+        return [Ticket.of(r) for r in await repo.tickets_of_booking(self.db, booking.id)]
+
+    async def _commit(
+        self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+    ) -> tuple[list[Ticket], bool]:
+        """The tickets, and whether this call created them (False: a duplicate call did)."""
+        try:
+            rows = await self.writer.book(user_id, screening_id, seat_ids, payment_id)
+            return [Ticket.of(r) for r in rows], True
+        except asyncpg.UniqueViolationError:
+            # Same payment id, committed first by a concurrent call (earlier in the same batch,
+            # or another batch PostgreSQL made us wait for): it is committed now, answer with it.
+            assert payment_id is not None
+            found = await self._existing(payment_id, user_id, screening_id, seat_ids)
+            if found is None:
+                raise Conflict(PAYMENT_REUSED) from None
+            return found, False
+        except Unavailable:
+            raise
+        except SeatLockError:
+            await self._release(screening_id, user_id, seat_ids)
+            raise
+        except DB_DOWN as exc:
+            # Not committed. The holds stay (pinned COMMIT_PIN_MS at most beyond their deadline)
+            # so the user can retry the payment; releasing them would give the seats away.
+            logger.warning("booking not saved, holds kept: %r", exc)
+            raise Unavailable("Booking could not be saved right now; please try again") from None
+
+    async def _mark_sold(self, user_id: int, screening_id: int, seat_ids: list[int]) -> None:
+        try:
+            await self.engine.sell(screening_id, dict.fromkeys(seat_ids, user_id))
+        except Exception as exc:
+            # Committed in PostgreSQL, so sold and the answer is a success (invariant 5) whatever
+            # failed here: Redis rebuilds sold seats from PostgreSQL on its next load (invariant
+            # 7), and the unique index refuses a second ticket for these seats meanwhile.
+            logger.warning(
+                "seats of screening %s sold but not marked in Redis: %r", screening_id, exc
+            )
+
+    async def _release(self, screening_id: int, user_id: int, seats: list[int]) -> None:
+        try:
+            await self.engine.release(screening_id, user_id, seats)
+        except (RedisError, OSError) as exc:  # the leases still expire on their own
+            logger.warning("could not release holds after a failed booking: %r", exc)
+
+    async def cancel_ticket(self, ticket: Ticket) -> Ticket:
+        """Cancel a ticket before its screening starts; the seat is free again."""
+        if ticket.status not in repo.ACTIVE:
+            raise InvalidInput(f"Ticket is already {ticket.status}")
+        starts_at = await repo.screening_start(self.db, ticket.screening_id)
+        if starts_at is None or not await self._in_future(starts_at):
+            raise InvalidInput("Cannot cancel tickets for screenings that have started")
+        updated = await repo.change_status(self.db, ticket.id, list(repo.ACTIVE), "cancelled")
+        if updated is None:
+            raise InvalidInput("Ticket is already cancelled")
+        await self._unsell(ticket.screening_id, ticket.seat_id)
+        return Ticket.of(updated)
+
+    async def _in_future(self, moment: datetime) -> bool:
+        # PostgreSQL's clock, not this host's: no outcome depends on one host's clock.
+        return bool(await self.db.fetchval("SELECT $1::timestamptz > now()", moment))
+
+    async def change_status(self, ticket: Ticket, to: TicketStatus) -> Ticket:
+        """Move a ticket to another status (admin); cancelling or refunding frees the seat."""
+        if to not in repo.TRANSITIONS[ticket.status]:
+            raise InvalidInput(f"Cannot change ticket status from {ticket.status} to {to}")
+        updated = await repo.change_status(self.db, ticket.id, [ticket.status], to)
+        if updated is None:
+            raise Conflict("The ticket changed meanwhile; try again")
+        if to in ("cancelled", "refunded"):
+            await self._unsell(ticket.screening_id, ticket.seat_id)
+        return Ticket.of(updated)
+
+    async def confirm_payment(self, ticket: Ticket, payment_id: str | None) -> Ticket:
+        """Mark a pending ticket paid."""
+        if ticket.status != "pending":
+            raise InvalidInput(
+                f"Only pending tickets can be confirmed (this one is {ticket.status})"
+            )
+        updated = await repo.change_status(self.db, ticket.id, ["pending"], "confirmed", payment_id)
+        if updated is None:
+            raise InvalidInput("Only pending tickets can be confirmed")
+        return Ticket.of(updated)
+
+    async def _unsell(self, screening_id: int, seat_id: int) -> None:
+        try:
+            await self.engine.unsell(screening_id, [seat_id])
+        except (RedisError, OSError) as exc:  # stays "booked" in Redis: safe, never sold twice
+            logger.warning(
+                "seat %s of screening %s not freed in Redis: %r", seat_id, screening_id, exc
+            )

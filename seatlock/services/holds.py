@@ -1,0 +1,264 @@
+"""The hold flow: seats held in Redis (the engine), their history rows in PostgreSQL.
+
+A hold never waits for PostgreSQL (except once per thousand reservation ids): its history goes
+through the background writer of ``db/reservations.py``. Re-holding a seat the user already holds
+keeps its row (``LiveRows`` of this process, else PostgreSQL's active rows), so the history has no
+duplicates. Reservation ids are taken after the hold, so a refused attempt (most of them on
+release day) costs none; when none can be had, the new holds are let go again
+(``_release_new_holds``): no hold stays without the row its answer names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from redis.asyncio import Redis
+
+from db import reservations as history
+from db.reservations import HistoryWriter, ReservationIds
+from seatlock import keys
+from seatlock.engine.model import Hold
+from seatlock.engine.seats import SeatEngine
+from seatlock.errors import TooManyRequests, Unavailable, ValidationFailed
+
+logger = logging.getLogger(__name__)
+
+# What the api maps to a 503 "Service temporarily unavailable" when PostgreSQL cannot answer
+# (api/errors.py BACKEND_ERRORS); the same refusal when no reservation id can be had.
+POSTGRES_DOWN = (
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    OSError,
+)
+NO_IDS = "Service temporarily unavailable"
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One hold with its history row."""
+
+    id: int
+    screening_id: int
+    seat_id: int
+    user_id: int
+    reserved_at: datetime
+    expires_at: datetime
+    status: str = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    reservations: list[Reservation]  # in seat order
+    minutes: int  # until the latest of them expires, rounded
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    id: int | None  # None when the history cannot say right now (the hold stands)
+    seat_id: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    expired: int  # holds freed
+    seconds: float  # how long the sweep took
+    finished_at: datetime
+
+
+class HoldService:
+    """Hold, extend, cancel and list a user's seat holds; one instance per process."""
+
+    def __init__(
+        self,
+        engine: SeatEngine,
+        writer: HistoryWriter,
+        ids: ReservationIds,
+        db: asyncpg.Pool,
+        redis: Redis,
+        *,
+        max_extend_minutes: int,
+        cleanup_interval_s: float,
+    ) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.ids = ids
+        self.db = db
+        self.redis = redis
+        self.max_extend_minutes = max_extend_minutes
+        self.cleanup_interval_s = cleanup_interval_s
+
+    async def hold(
+        self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
+    ) -> Held:
+        """Hold every seat or none (seats the user holds already are kept, with their rows)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms)
+        holds.sort(key=_seat_of)
+        new_ms = now_ms + self.engine.hold_ms
+        # A seat the user already held keeps its hold, so its expiry is not now + hold time.
+        kept = [h for h in holds if h.expires_at_ms != new_ms]
+        reused = await self._live_rows(screening_id, user_id, kept) if kept else {}
+        fresh_seats = [h.seat_id for h in holds if h.seat_id not in reused]
+        ids = await self._ids_for(screening_id, user_id, fresh_seats) if fresh_seats else []
+        rows, new_rows = _rows(screening_id, user_id, holds, reused, ids, now_ms, new_ms)
+        if new_rows:
+            self.writer.submit(history.Inserted(new_rows))
+        minutes = round((max(h.expires_at_ms for h in holds) - now_ms) / 60_000)
+        return Held(rows, minutes)
+
+    async def _ids_for(self, screening_id: int, user_id: int, seat_ids: list[int]) -> list[int]:
+        """Reservation ids for the seats just held; when none can be had (PostgreSQL down while
+        a new block is due) the new holds are let go and the caller is told to retry (503)."""
+        try:
+            return await self.ids.take(len(seat_ids))
+        except BaseException as exc:
+            await self._release_new_holds(screening_id, user_id, seat_ids)
+            if isinstance(exc, POSTGRES_DOWN):
+                logger.warning("no reservation ids, new holds let go: %r", exc)
+                raise Unavailable(NO_IDS) from exc
+            raise
+
+    async def _release_new_holds(
+        self, screening_id: int, user_id: int, seat_ids: list[int]
+    ) -> None:
+        """Undo this call's new holds (the compensation when they cannot get their ids).
+
+        Best effort: if Redis fails too, the leases expire on their own. Leases are owned by the
+        user, not yet by the grant that made them, so this releases by user and seat: a seat the
+        user held from an earlier request whose row was not found is among ``seat_ids`` and is
+        let go as well (issue 12 plugs the grant token in here).
+        """
+        with contextlib.suppress(Exception):
+            await self.engine.release(screening_id, user_id, seat_ids)
+
+    async def _live_rows(
+        self, screening_id: int, user_id: int, kept: list[Hold]
+    ) -> dict[int, Reservation]:
+        """The active history rows of holds the user already had: this process's, else
+        PostgreSQL's."""
+        found: dict[int, Reservation] = {}
+        missing: list[Hold] = []
+        for h in kept:
+            expires_at = utc(h.expires_at_ms)
+            row = self.writer.live.find(screening_id, h.seat_id, user_id, expires_at)
+            if row is None:
+                missing.append(h)
+            else:
+                found[h.seat_id] = _reservation(screening_id, h.seat_id, row, expires_at)
+        if missing:
+            rows = await self._rows_if_known(screening_id, user_id, [h.seat_id for h in missing])
+            for h in missing:
+                if h.seat_id in rows:
+                    found[h.seat_id] = _reservation(
+                        screening_id, h.seat_id, rows[h.seat_id], utc(h.expires_at_ms)
+                    )
+        return found
+
+    async def _rows_if_known(
+        self, screening_id: int, user_id: int, seat_ids: list[int]
+    ) -> dict[int, history.LiveRow]:
+        """Active history rows; empty when PostgreSQL cannot say (a hold then gets a new row, an
+        extension answers without ids: the hold stands either way)."""
+        await self.writer.flush()
+        try:
+            return await history.active_rows(self.db, screening_id, user_id, seat_ids)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):  # ids are informative
+            return {}
+
+    async def extend(
+        self, screening_id: int, user_id: int, seat_ids: list[int], minutes: int
+    ) -> list[Extension]:
+        """Give the user's held seats ``minutes`` more (1 to max_extend_minutes), in seat order."""
+        self.check_extension(minutes)
+        holds = await self.engine.extend(screening_id, user_id, seat_ids, minutes * 60_000)
+        expires = {h.seat_id: utc(h.expires_at_ms) for h in holds}
+        self.writer.submit(history.Extended(screening_id, user_id, expires))
+        rows = await self._rows_if_known(screening_id, user_id, list(expires))
+        return [
+            Extension(rows[seat_id].id if seat_id in rows else None, seat_id, at)
+            for seat_id, at in sorted(expires.items())
+        ]
+
+    def check_extension(self, minutes: int) -> None:
+        """Refuse an extension outside 1 to max_extend_minutes (422)."""
+        limit = self.max_extend_minutes
+        if not 1 <= minutes <= limit:
+            raise ValidationFailed(f"additional_minutes must be between 1 and {limit}")
+
+    async def cancel(self, screening_id: int, user_id: int, seat_ids: list[int] | None) -> None:
+        """Release the user's holds of a screening (None: all of them)."""
+        await self.engine.release(screening_id, user_id, seat_ids)
+        self.writer.submit(history.Closed(screening_id, user_id, seat_ids, "cancelled"))
+
+    async def mine(self, user_id: int, include_expired: bool) -> list[Reservation]:
+        """The user's holds, newest first (live ones only unless include_expired)."""
+        await self.writer.flush()  # this process's holds are in PostgreSQL before we look
+        rows = await history.for_user(self.db, user_id, include_expired)
+        return [
+            Reservation(
+                r["id"],
+                r["screening_id"],
+                r["seat_id"],
+                r["user_id"],
+                r["reserved_at"],
+                r["expires_at"],
+                r["status"],
+            )
+            for r in rows
+        ]
+
+    async def cleanup(self) -> Cleanup:
+        """Free every hold that already expired; at most once per interval across processes."""
+        interval_ms = max(1, int(self.cleanup_interval_s * 1000))
+        if not await self.redis.set(keys.rate_limit("cleanup"), b"1", px=interval_ms, nx=True):
+            raise TooManyRequests("Cleanup ran moments ago; try again shortly", 1)
+        started = time.perf_counter()
+        count = await self.engine.sweep()
+        return Cleanup(count, round(time.perf_counter() - started, 3), datetime.now(UTC))
+
+
+def _seat_of(hold: Hold) -> int:
+    return hold.seat_id
+
+
+def _rows(
+    screening_id: int,
+    user_id: int,
+    holds: list[Hold],
+    reused: dict[int, Reservation],
+    ids: list[int],
+    now_ms: int,
+    new_ms: int,
+) -> tuple[list[Reservation], list[history.Row]]:
+    """The holds' rows in seat order, and the history rows of those without one yet (taking
+    ``ids`` in turn). New holds all end at ``new_ms``: their expiry is converted once."""
+    reserved_at, new_at = utc(now_ms), utc(new_ms)
+    next_id = iter(ids).__next__
+    rows: list[Reservation] = []
+    new_rows: list[history.Row] = []
+    for h in holds:
+        row = reused.get(h.seat_id)
+        if row is None:
+            expires_at = new_at if h.expires_at_ms == new_ms else utc(h.expires_at_ms)
+            row = Reservation(next_id(), screening_id, h.seat_id, user_id, reserved_at, expires_at)
+            new_rows.append((row.id, screening_id, h.seat_id, user_id, reserved_at, expires_at))
+        rows.append(row)
+    return rows, new_rows
+
+
+def _reservation(
+    screening_id: int, seat_id: int, row: history.LiveRow, expires_at: datetime
+) -> Reservation:
+    return Reservation(row.id, screening_id, seat_id, row.user_id, row.reserved_at, expires_at)

@@ -1,0 +1,186 @@
+"""BookingService without HTTP: replays by payment id (also concurrent ones) answer the same
+tickets, a reused payment id is refused, a failed commit keeps the holds, and cancelled or
+refunded tickets free their seats in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from db.reservations import HistoryWriter
+from db.tickets import BookingWriter
+from seatlock.engine.seats import SeatEngine
+from seatlock.errors import Conflict, InvalidInput, Unavailable
+from seatlock.services.bookings import BookingService, Ticket
+from tests import factories as make
+
+
+async def states(engine: SeatEngine, screening_id: int) -> dict[int, str]:
+    """seat id -> status, as Redis has it."""
+    return {s.seat_id: s.status for s in await engine.seat_map(screening_id)}
+
+
+async def bookings_count(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM bookings"))
+
+
+async def test_book_from_reservation_sells_the_held_seats(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 3)
+    seats = show.seat_ids[:2]
+    await engine.hold(show.id, user, seats)
+    tickets = await bookings.book_from_reservation(user, show.id, seats, "pay-1")
+    assert [(t.seat_id, t.status, t.payment_id) for t in tickets] == [
+        (seat, "confirmed", "pay-1") for seat in seats
+    ]
+    assert await states(engine, show.id) == {
+        seats[0]: "booked",
+        seats[1]: "booked",
+        show.seat_ids[2]: "available",
+    }
+
+
+async def test_the_same_payment_id_twice_answers_the_same_tickets(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 2)
+    await engine.hold(show.id, user, show.seat_ids)
+    first = await bookings.book_from_reservation(user, show.id, show.seat_ids, "pay-2")
+    again = await bookings.book_from_reservation(user, show.id, show.seat_ids, "pay-2")
+    assert again == first
+    assert await bookings_count(db) == 1
+
+
+async def test_concurrent_duplicates_answer_the_same_tickets(
+    bookings: BookingService,
+    engine: SeatEngine,
+    history_writer: HistoryWriter,
+    pool: asyncpg.Pool,
+    db: asyncpg.Connection,
+    user: int,
+) -> None:
+    show = await make.show(db, 4)
+    await engine.hold(show.id, user, show.seat_ids)
+    # Two calls of one process (they may share a batch) ...
+    same = await asyncio.gather(
+        *(bookings.book_from_reservation(user, show.id, show.seat_ids[:2], "pay-3") for _ in "ab")
+    )
+    assert same[0] == same[1] and len(same[0]) == 2
+    # ... and two processes, each with its own writer (separate transactions).
+    other_writer = BookingWriter(pool)
+    stop = asyncio.Event()
+    task = asyncio.create_task(other_writer.run(stop))
+    await asyncio.sleep(0)
+    elsewhere = BookingService(engine, other_writer, history_writer, pool)
+    try:
+        apart = await asyncio.gather(
+            bookings.book_from_reservation(user, show.id, show.seat_ids[2:], "pay-4"),
+            elsewhere.book_from_reservation(user, show.id, show.seat_ids[2:], "pay-4"),
+        )
+    finally:
+        stop.set()
+        await task
+    assert apart[0] == apart[1] and len(apart[0]) == 2
+    assert await bookings_count(db) == 2
+
+
+async def test_a_payment_id_reused_for_other_seats_is_refused(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 3)
+    a, b, c = show.seat_ids
+    await engine.hold(show.id, user, [a, b])
+    await bookings.book_from_reservation(user, show.id, [a], "pay-5")
+    with pytest.raises(Conflict, match="already used for another booking"):
+        await bookings.book_from_reservation(user, show.id, [b], "pay-5")
+    assert (await states(engine, show.id))[b] == "reserved"  # the user may pay again
+    with pytest.raises(Conflict, match="already used for another booking"):
+        await bookings.book(user, show.id, [c], "pay-5")
+    assert (await states(engine, show.id))[c] == "available"  # quick book leaves no hold
+    assert await bookings_count(db) == 1
+
+
+async def test_quick_book_without_payment_is_pending_and_a_paid_replay_is_idempotent(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int, other: int
+) -> None:
+    show = await make.show(db, 3)
+    pending = await bookings.book(user, show.id, show.seat_ids[:1], None)
+    assert [t.status for t in pending] == ["pending"]
+    paid = await bookings.book(user, show.id, show.seat_ids[1:], "pay-6")
+    assert await bookings.book(user, show.id, show.seat_ids[1:], "pay-6") == paid
+    with pytest.raises(Conflict):  # sold: a hold of another user is refused
+        await bookings.book(other, show.id, show.seat_ids[:1], None)
+    assert set((await states(engine, show.id)).values()) == {"booked"}
+
+
+async def test_a_commit_that_cannot_happen_keeps_the_holds(
+    engine: SeatEngine,
+    history_writer: HistoryWriter,
+    pool: asyncpg.Pool,
+    db: asyncpg.Connection,
+    user: int,
+) -> None:
+    show = await make.show(db, 2)
+    await engine.hold(show.id, user, show.seat_ids)
+    stopped = BookingService(engine, BookingWriter(pool), history_writer, pool)  # not running
+    with pytest.raises(Unavailable):
+        await stopped.book_from_reservation(user, show.id, show.seat_ids, "pay-7")
+    assert set((await states(engine, show.id)).values()) == {"reserved"}
+    assert await bookings_count(db) == 0
+
+
+async def test_cancel_ticket_frees_the_seat_in_redis(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int, other: int
+) -> None:
+    show = await make.show(db, 2)
+    [ticket] = await bookings.book(user, show.id, show.seat_ids[:1], "pay-8")
+    cancelled = await bookings.cancel_ticket(ticket)
+    assert (cancelled.id, cancelled.status) == (ticket.id, "cancelled")
+    assert (await states(engine, show.id))[ticket.seat_id] == "available"
+    with pytest.raises(InvalidInput, match="Ticket is already cancelled"):
+        await bookings.cancel_ticket(cancelled)
+    # The seat can be sold again.
+    [again] = await bookings.book(other, show.id, show.seat_ids[:1], None)
+    assert again.seat_id == ticket.seat_id
+
+
+async def test_a_ticket_of_a_started_screening_cannot_be_cancelled(
+    bookings: BookingService, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 1, starts_in=timedelta(minutes=-5))
+    ticket_id = await make.ticket(db, user, show.id)
+    ticket = Ticket.of(await db.fetchrow("SELECT * FROM tickets WHERE id = $1", ticket_id))
+    with pytest.raises(InvalidInput, match="have started"):
+        await bookings.cancel_ticket(ticket)
+
+
+async def test_change_status_follows_the_transitions_and_frees_refunded_seats(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 2)
+    [ticket] = await bookings.book(user, show.id, show.seat_ids[:1], "pay-9")
+    with pytest.raises(InvalidInput, match="from confirmed to pending"):
+        await bookings.change_status(ticket, "pending")
+    refunded = await bookings.change_status(ticket, "refunded")
+    assert refunded.status == "refunded"
+    assert (await states(engine, show.id))[ticket.seat_id] == "available"
+    with pytest.raises(Conflict, match="changed meanwhile"):
+        await bookings.change_status(ticket, "cancelled")  # a stale copy: it is refunded now
+
+
+async def test_confirm_payment_confirms_a_pending_ticket_once(
+    bookings: BookingService, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 1)
+    [ticket] = await bookings.book(user, show.id, show.seat_ids, None)
+    confirmed = await bookings.confirm_payment(ticket, "pay-10")
+    assert (confirmed.status, confirmed.payment_id) == ("confirmed", "pay-10")
+    assert confirmed.confirmed_at is not None
+    with pytest.raises(InvalidInput, match="this one is confirmed"):
+        await bookings.confirm_payment(confirmed, None)
+    with pytest.raises(InvalidInput, match="Only pending tickets can be confirmed"):
+        await bookings.confirm_payment(ticket, None)  # a stale copy: confirmed meanwhile
