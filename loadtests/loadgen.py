@@ -471,9 +471,11 @@ async def book_loop(job: Job, http: Http, index: int, deadline: float, sample: S
 async def redis_hold_loop(
     job: Job, redis: Resp, index: int, deadline: float, sample: Sample
 ) -> None:
-    """The engine's own hold script, called straight on Redis (then released, like over HTTP)."""
+    """The engine's own hold script, called straight on Redis (then released, like over HTTP);
+    each hold under a grant of its own, as the engine makes one per request."""
     from seatlock import keys
     from seatlock.engine import scripts
+    from seatlock.engine.model import new_grant
 
     hold, release = scripts.source("hold"), scripts.source("release")
     sha_hold = await redis.call("SCRIPT", "LOAD", hold)
@@ -484,7 +486,7 @@ async def redis_hold_loop(
         seats = pick_seats(job.seat_ids)
         names = keys.script_keys(sid, seats)
         now = int(time.time() * 1000)
-        args = (sid, now, user, 60_000, 10, *seats)
+        args = (sid, now, user, 60_000, 10, new_grant(), *seats)
         started = time.perf_counter()
         reply = await redis.call("EVALSHA", sha_hold, len(names), *names, *args)
         sample.record(int(reply[0]), started)

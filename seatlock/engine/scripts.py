@@ -34,6 +34,7 @@ NAMES = (
     "hold",
     "extend",
     "release",
+    "release_grant",
     "claim",
     "sell",
     "unsell",
