@@ -75,36 +75,36 @@ end
 
 -- A hold blocks its seat while its lease exists and its deadline is ahead: the index may
 -- outlive the lease until the expiry listener or the sweep catch up. state[j] starts as the
--- lease's value (false: none) and becomes 'free', 'mine' or 'taken'; values[j] keeps the lease
--- value of a seat that stays as it is.
+-- lease's value (false: none) and becomes false (free), true (taken by someone else) or stays the
+-- lease's value (the user's own live hold, kept as it is): no table besides the reply's.
 local state, leased = call_list('MGET', nil, KEYS, LEASE0 + 1, LEASE0 + n), {}
 for j = 1, n do
   if state[j] then
     leased[#leased + 1] = ARGV[6 + j]
   end
 end
-local records, k, expires, values = call_list('HMGET', HOLDS, leased), 0, {}, {}
+local records, k, expires = call_list('HMGET', HOLDS, leased), 0, {}
 for j = 1, n do
-  local value = state[j]
-  state[j] = 'free'
-  if value then
+  if state[j] then
     k = k + 1
+    local live = false
     if records[k] then
       local holder, exp, until_ms = hold_times(records[k])
       if until_ms > now then
-        state[j] = holder == me and 'mine' or 'taken'
-        expires[j], values[j] = exp, value
+        expires[j] = exp
+        live = holder ~= me or state[j] -- true: someone else's; the lease value: the user's
       end
     end
+    state[j] = live
   end
 end
-refused = refusal(TAKEN, state, 'taken')
+refused = refusal(TAKEN, state, true)
 if refused then
   return refused
 end
 local fresh = 0
 for j = 1, n do
-  if state[j] == 'free' then
+  if not state[j] then
     fresh = fresh + 1
   end
 end
@@ -116,8 +116,8 @@ end
 -- Everything checked; from here on only writes.
 local exp, lease, seats, leases = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6], {}, {}
 for j = 1, n do
-  if state[j] == 'free' then
-    expires[j], values[j] = exp, lease
+  if not state[j] then
+    expires[j], state[j] = exp, lease
     seats[#seats + 1], leases[#leases + 1] = ARGV[6 + j], KEYS[LEASE0 + j]
   end
 end
@@ -128,6 +128,6 @@ if fresh > 0 then
 end
 local reply = {OK, version}
 for j = 1, n do
-  reply[3 * j], reply[3 * j + 1], reply[3 * j + 2] = tonumber(ARGV[6 + j]), expires[j], values[j]
+  reply[3 * j], reply[3 * j + 1], reply[3 * j + 2] = tonumber(ARGV[6 + j]), expires[j], state[j]
 end
 return reply

@@ -78,7 +78,8 @@ class SeatEngine:
         """Hold every seat for ``hold_ms`` or none, under ``grant`` (None: a new one); seats the
         caller already holds are kept, with the grant they have."""
         _check_user(user_id)
-        grant = new_grant() if grant is None else _checked_grant(grant)
+        if grant is not None:
+            _checked_grant(grant)
         seats = _seat_list(seat_ids)
         if len(seats) > self.max_seats_per_user:
             raise TooManySeats(self.max_seats_per_user)
@@ -99,9 +100,10 @@ class SeatEngine:
         return await self._hold(screening_id, user_id, seats, now, grant)
 
     async def _hold(
-        self, screening_id: int, user_id: int, seats: list[int], now: int, grant: str
+        self, screening_id: int, user_id: int, seats: list[int], now: int, grant: str | None
     ) -> list[Hold]:
         """The hold script, announced to the screening's mirror while it is under way."""
+        grant = new_grant() if grant is None else grant  # made here: a refusal above needs none
         args: list[int | str] = [user_id, self.hold_ms, self.max_seats_per_user, grant, *seats]
         mirrors = self.mirrors
         sent = mirrors.sending(screening_id, seats) if mirrors is not None else None
@@ -413,10 +415,9 @@ def _check_user(user_id: int) -> None:
         raise InvalidInput("Invalid user id")
 
 
-def _checked_grant(grant: str) -> str:
+def _checked_grant(grant: str) -> None:
     if not GRANT.fullmatch(grant):
         raise InvalidInput("Invalid grant")
-    return grant
 
 
 def _holds(user_id: int, flat: list[Any]) -> list[Hold]:
