@@ -15,9 +15,9 @@ for i = 5, #ARGV do
   local seat = ARGV[i]
   if tonumber(redis.call('HGET', SOLD, seat)) ~= user then
     local hold = read_hold(seat)
-    local lease = owned_lease(hold, KEYS[LEASE0 + i - 4], user, now)
-    if lease then
-      hold.lease = lease
+    local value = owned_lease(hold, KEYS[LEASE0 + i - 4], user, now)
+    if value then
+      hold.lease = value
       holds[i] = hold
     else
       lapsed[#lapsed + 1] = tonumber(seat)

@@ -15,9 +15,9 @@ local extra_ms, max_hold_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local holds, missing = {}, {}
 for i = 6, #ARGV do
   local hold = read_hold(ARGV[i])
-  local lease = owned_lease(hold, KEYS[LEASE0 + i - 5], user, now)
-  if lease then
-    hold.lease = lease
+  local value = owned_lease(hold, KEYS[LEASE0 + i - 5], user, now)
+  if value then
+    hold.lease = value
     holds[i] = hold
   else
     missing[#missing + 1] = tonumber(ARGV[i])
