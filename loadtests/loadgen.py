@@ -471,7 +471,9 @@ async def book_loop(job: Job, http: Http, index: int, deadline: float, sample: S
 async def redis_hold_loop(
     job: Job, redis: Resp, index: int, deadline: float, sample: Sample
 ) -> None:
-    """The engine's own hold script, called straight on Redis (then released, like over HTTP)."""
+    """The engine's own hold script, called straight on Redis (then released, like over HTTP).
+    Each hold has a grant of its own, 16 hex digits like the engine's (``new_grant``), counted
+    up from a random start rather than drawn each time: the loop measures Redis, not urandom."""
     from seatlock import keys
     from seatlock.engine import scripts
 
@@ -480,11 +482,13 @@ async def redis_hold_loop(
     sha_release = await redis.call("SCRIPT", "LOAD", release)
     user = job.user_ids[index % len(job.user_ids)]
     sid = job.screening_id
+    grant = random.getrandbits(63)
     while time.perf_counter() < deadline:
+        grant += 1
         seats = pick_seats(job.seat_ids)
         names = keys.script_keys(sid, seats)
         now = int(time.time() * 1000)
-        args = (sid, now, user, 60_000, 10, *seats)
+        args = (sid, now, user, 60_000, 10, f"{grant:016x}", *seats)
         started = time.perf_counter()
         reply = await redis.call("EVALSHA", sha_hold, len(names), *names, *args)
         sample.record(int(reply[0]), started)

@@ -1,6 +1,6 @@
 -- claim: before the PostgreSQL commit of a booking, check the user holds every seat and pin the
 -- leases for pin_ms so they cannot lapse while the commit runs. Seats already sold to the user
--- pass (an idempotent retry of a booking that committed).
+-- pass (an idempotent retry of a booking that committed). Each hold keeps its grant.
 -- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, pin_ms, seat_id...
 -- Returns {OK}, or {NOT_LOADED} | {EXPIRED, seat...} (not held by the user or lapsed: nothing
@@ -15,7 +15,9 @@ for i = 5, #ARGV do
   local seat = ARGV[i]
   if tonumber(redis.call('HGET', SOLD, seat)) ~= user then
     local hold = read_hold(seat)
-    if owns(hold, KEYS[LEASE0 + i - 4], user, now) then
+    local value = owned_lease(hold, KEYS[LEASE0 + i - 4], user, now)
+    if value then
+      hold.lease = value
       holds[i] = hold
     else
       lapsed[#lapsed + 1] = tonumber(seat)

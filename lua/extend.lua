@@ -2,8 +2,10 @@
 -- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, extra_ms, max_hold_ms, seat_id...
 -- A hold never lives longer than max_hold_ms after it was first taken.
--- Returns {OK, seat, expires_at, ...} for every seat asked, or {NOT_LOADED} |
--- {NOT_HELD, seat...} (not held by the user, or already expired: nothing changed).
+-- Each hold keeps its grant (its lease's value is written back as it was).
+-- Returns {OK, seat, expires_at, lease, ...} for every seat asked (lease: its value, as hold.lua
+-- returns it), or {NOT_LOADED} | {NOT_HELD, seat...} (not held by the user, or already expired:
+-- nothing changed).
 if not is_ready() then
   return {NOT_LOADED}
 end
@@ -13,7 +15,9 @@ local extra_ms, max_hold_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local holds, missing = {}, {}
 for i = 6, #ARGV do
   local hold = read_hold(ARGV[i])
-  if owns(hold, KEYS[LEASE0 + i - 5], user, now) then
+  local value = owned_lease(hold, KEYS[LEASE0 + i - 5], user, now)
+  if value then
+    hold.lease = value
     holds[i] = hold
   else
     missing[#missing + 1] = tonumber(ARGV[i])
@@ -34,6 +38,7 @@ for i = 6, #ARGV do
   end
   reply[#reply + 1] = tonumber(ARGV[i])
   reply[#reply + 1] = hold.exp
+  reply[#reply + 1] = hold.lease
 end
 publish(now, changes)
 return reply

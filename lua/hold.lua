@@ -1,10 +1,14 @@
--- hold: hold seats for one user, all or nothing.
+-- hold: hold seats for one user, all or nothing, under one grant.
 -- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
--- ARGV: screening_id, now_ms, user_id, hold_ms, max_seats_per_user, seat_id...
--- Returns {OK, version, seat, expires_at, ...} for every seat asked (seats the user already held
--- keep their hold as is; version: the screening's version this hold made, 0 when every seat was
--- already the user's), or {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} |
--- {TAKEN, seat...} | {TOO_MANY, max_seats_per_user}. Refusals change nothing.
+-- ARGV: screening_id, now_ms, user_id, hold_ms, max_seats_per_user, grant, seat_id...
+-- grant: the caller's token for this request (no ':'); the seats held now get leases valued
+-- "user_id:grant". Seats the user already held keep their hold as is, grant included, so
+-- releasing this grant never frees what an earlier request of the same user took.
+-- Returns {OK, version, seat, expires_at, lease, ...} for every seat asked (lease: the seat's
+-- lease value "user:grant", or the bare user id of a lease older than grants; version: the
+-- screening's version this hold made, 0 when every seat was already the user's), or
+-- {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} | {TAKEN, seat...} |
+-- {TOO_MANY, max_seats_per_user}. Refusals change nothing.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at')
 if meta[1] ~= '1' then
   return {NOT_LOADED}
@@ -13,7 +17,7 @@ local now, user = tonumber(ARGV[2]), tonumber(ARGV[3])
 if now >= tonumber(meta[2]) then
   return {STARTED}
 end
-local n, me = #ARGV - 5, string.format('%d', user) -- seat j is ARGV[5 + j]
+local n, me = #ARGV - 6, string.format('%d', user) -- seat j is ARGV[6 + j]
 
 -- {status, seat...} with the seats j whose flags[j] is value, or nil when there is none.
 local function refusal(status, flags, value)
@@ -21,7 +25,7 @@ local function refusal(status, flags, value)
   for j = 1, n do
     if flags[j] == value then
       reply = reply or {status}
-      reply[#reply + 1] = tonumber(ARGV[5 + j])
+      reply[#reply + 1] = tonumber(ARGV[6 + j])
     end
   end
   return reply
@@ -56,11 +60,11 @@ local function count_live_holds(user, now)
 end
 
 -- Each check reads every seat in one call.
-local refused = refusal(UNKNOWN, call_list('SMISMEMBER', SEATS, ARGV, 6), 0)
+local refused = refusal(UNKNOWN, call_list('SMISMEMBER', SEATS, ARGV, 7), 0)
 if refused then
   return refused
 end
-local sold = call_list('HMGET', SOLD, ARGV, 6)
+local sold = call_list('HMGET', SOLD, ARGV, 7)
 for j = 1, n do
   sold[j] = sold[j] ~= false
 end
@@ -71,35 +75,36 @@ end
 
 -- A hold blocks its seat while its lease exists and its deadline is ahead: the index may
 -- outlive the lease until the expiry listener or the sweep catch up. state[j] starts as the
--- lease's value (false: none) and becomes 'free', 'mine' or 'taken'.
+-- lease's value (false: none) and becomes false (free), true (taken by someone else) or stays the
+-- lease's value (the user's own live hold, kept as it is): no table besides the reply's.
 local state, leased = call_list('MGET', nil, KEYS, LEASE0 + 1, LEASE0 + n), {}
 for j = 1, n do
   if state[j] then
-    leased[#leased + 1] = ARGV[5 + j]
+    leased[#leased + 1] = ARGV[6 + j]
   end
 end
 local records, k, expires = call_list('HMGET', HOLDS, leased), 0, {}
 for j = 1, n do
-  local leased_j = state[j]
-  state[j] = 'free'
-  if leased_j then
+  if state[j] then
     k = k + 1
+    local live = false
     if records[k] then
       local holder, exp, until_ms = hold_times(records[k])
       if until_ms > now then
-        state[j] = holder == me and 'mine' or 'taken'
         expires[j] = exp
+        live = holder ~= me or state[j] -- true: someone else's; the lease value: the user's
       end
     end
+    state[j] = live
   end
 end
-refused = refusal(TAKEN, state, 'taken')
+refused = refusal(TAKEN, state, true)
 if refused then
   return refused
 end
 local fresh = 0
 for j = 1, n do
-  if state[j] == 'free' then
+  if not state[j] then
     fresh = fresh + 1
   end
 end
@@ -109,20 +114,20 @@ if fresh > 0 and count_live_holds(me, now) + fresh > cap then
 end
 
 -- Everything checked; from here on only writes.
-local exp, seats, leases = now + tonumber(ARGV[4]), {}, {}
+local exp, lease, seats, leases = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6], {}, {}
 for j = 1, n do
-  if state[j] == 'free' then
-    expires[j] = exp
-    seats[#seats + 1], leases[#leases + 1] = ARGV[5 + j], KEYS[LEASE0 + j]
+  if not state[j] then
+    expires[j], state[j] = exp, lease
+    seats[#seats + 1], leases[#leases + 1] = ARGV[6 + j], KEYS[LEASE0 + j]
   end
 end
 local version = 0
 if fresh > 0 then
-  write_holds(seats, leases, {user = user, exp = exp, first = now, pin = 0}, now)
+  write_holds(seats, leases, {user = user, exp = exp, first = now, pin = 0, lease = lease}, now)
   version = publish(now, changes_of(seats, 'reserved', me, exp))
 end
 local reply = {OK, version}
 for j = 1, n do
-  reply[2 * j + 1], reply[2 * j + 2] = tonumber(ARGV[5 + j]), expires[j]
+  reply[3 * j], reply[3 * j + 1], reply[3 * j + 2] = tonumber(ARGV[6 + j]), expires[j], state[j]
 end
 return reply

@@ -13,7 +13,11 @@
 -- ARGV[1] is always the screening id and ARGV[2] the caller's clock, now in ms.
 -- A hold's deadline is max(exp, pin): exp is what the user sees and may extend, pin keeps a
 -- claimed hold alive while PostgreSQL commits. Its lease key lives exactly until the deadline;
--- its value is the holder's user id. The index, both zsets and the lease are written together.
+-- its value is "user:grant": the holder and the token of the grant (one hold request) that took
+-- the seat, so a grant releases exactly what it took (release_grant.lua), as redis-py's Lock
+-- releases only with its own token. A lease written before grants existed holds the user id
+-- alone: it belongs to no grant, and every script keeps its value as is. The index, both zsets
+-- and the lease are written together.
 -- Status codes: every reply is {status, ...}. The constants (OK, NOT_LOADED, TAKEN, ...) are
 -- defined by a line that seatlock/engine/scripts.py source() generates from its Status enum and
 -- puts in front of this prelude: add a code there, never assign one here or in a script.
@@ -70,27 +74,31 @@ local function deadline(hold)
 end
 
 -- A hold counts only while both its deadline is ahead and its lease key still exists: the index
--- may outlive the lease until the expiry listener or the sweep catches up.
-local function owns(hold, lease, user, now)
-  return hold ~= nil and hold.user == user and hold.exp > now and deadline(hold) > now and
-    redis.call('EXISTS', lease) == 1
+-- may outlive the lease until the expiry listener or the sweep catches up. Returns the lease's
+-- value ("user:grant") when user owns the hold, else nil: a rewrite keeps the grant with it.
+local function owned_lease(hold, lease, user, now)
+  if hold == nil or hold.user ~= user or hold.exp <= now or deadline(hold) <= now then
+    return nil
+  end
+  return redis.call('GET', lease) or nil
 end
 
 -- Write the same hold on every seat of seats (leases[j] is the lease of seats[j]), or on one
--- seat (seats and leases are then a seat and its lease). SET ... PX: each lease and its TTL are
--- written in one command (never SETNX then EXPIRE). Numbers go to Redis as strings made once:
--- Redis would format a Lua number on every use, slowly.
+-- seat (seats and leases are then a seat and its lease); hold.lease is the leases' value
+-- ("user:grant"). SET ... PX: each lease and its TTL are written in one command (never SETNX
+-- then EXPIRE). Numbers go to Redis as strings made once: Redis would format a Lua number on
+-- every use, slowly.
 local function write_holds(seats, leases, hold, now)
   if type(seats) ~= 'table' then
     seats, leases = {seats}, {leases}
   end
   local until_ms = deadline(hold)
   local user, ttl = string.format('%d', hold.user), string.format('%d', until_ms - now)
-  local score = string.format('%d', until_ms)
+  local score, value = string.format('%d', until_ms), hold.lease
   local record = string.format('%d:%d:%d:%d', hold.user, hold.exp, hold.first, hold.pin)
   local fields, members = {}, {}
   for j = 1, #seats do
-    redis.call('SET', leases[j], user, 'PX', ttl)
+    redis.call('SET', leases[j], value, 'PX', ttl)
     fields[2 * j - 1], fields[2 * j] = seats[j], record
     members[2 * j - 1], members[2 * j] = score, seats[j]
   end

@@ -80,7 +80,7 @@ def screening_events(screening_id: int) -> str:
 
 
 def seat_hold(screening_id: int, seat_id: int) -> str:
-    """The lease of one held seat: value = user id, with a TTL."""
+    """The lease of one held seat: value "user_id:grant" (the grant that took it), with a TTL."""
     return f"{screening_tag(screening_id)}{HOLD_MARK}{seat_id}"
 
 

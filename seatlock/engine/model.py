@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -18,11 +19,17 @@ class LayoutSource(Protocol):
     async def __call__(self, screening_id: int) -> Layout | None: ...  # None: no such screening
 
 
+def new_grant() -> str:
+    """A fresh grant token: what one hold request took is released by it (``release_grant``)."""
+    return secrets.token_hex(8)
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
     seat_id: int
     user_id: int
     expires_at_ms: int
+    grant: str = ""  # token of the grant holding the seat; "" for a lease older than grants
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from seatlock import keys
 from seatlock.engine.errors import ScreeningNotFound, TooManySeats, UnknownSeats, raise_for
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
-from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState
+from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
 from seatlock.engine.scripts import Scripts, Status
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 
@@ -35,6 +36,8 @@ SWEEP_BATCH = 500  # seats per sweep script run, and screenings per sweep round 
 # latest, pins a minute later); the sweep stops looking at it after this margin on top.
 SWEEP_AFTER_START_MS = 3_600_000
 MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
+# A grant ends its leases' values "user:grant": no ':' in it, so a release by grant matches whole.
+GRANT = re.compile(r"[0-9A-Za-z_-]{1,64}")
 # Redis cannot answer now (down, loading its data, a replica during failover): retry later.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
@@ -64,10 +67,19 @@ class SeatEngine:
         self.mirrors: SeatMirrors | None = None
 
     async def hold(
-        self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
+        self,
+        screening_id: int,
+        user_id: int,
+        seat_ids: list[int],
+        now_ms: int | None = None,
+        *,
+        grant: str | None = None,
     ) -> list[Hold]:
-        """Hold every seat for ``hold_ms`` or none; seats the caller already holds are kept."""
+        """Hold every seat for ``hold_ms`` or none, under ``grant`` (None: a new one); seats the
+        caller already holds are kept, with the grant they have."""
         _check_user(user_id)
+        if grant is not None:
+            _checked_grant(grant)
         seats = _seat_list(seat_ids)
         if len(seats) > self.max_seats_per_user:
             raise TooManySeats(self.max_seats_per_user)
@@ -85,13 +97,14 @@ class SeatEngine:
                 now = _now(now_ms)
                 if refused := mirrors.refusal(screening_id, user_id, seats, now):
                     raise_for(refused)
-        return await self._hold(screening_id, user_id, seats, now)
+        return await self._hold(screening_id, user_id, seats, now, grant)
 
     async def _hold(
-        self, screening_id: int, user_id: int, seats: list[int], now: int
+        self, screening_id: int, user_id: int, seats: list[int], now: int, grant: str | None
     ) -> list[Hold]:
         """The hold script, announced to the screening's mirror while it is under way."""
-        args = [user_id, self.hold_ms, self.max_seats_per_user, *seats]
+        grant = new_grant() if grant is None else grant  # made here: a refusal above needs none
+        args: list[int | str] = [user_id, self.hold_ms, self.max_seats_per_user, grant, *seats]
         mirrors = self.mirrors
         sent = mirrors.sending(screening_id, seats) if mirrors is not None else None
         try:
@@ -133,6 +146,20 @@ class SeatEngine:
         if not seats:
             return []
         reply = await self._run("release", screening_id, seats, _now(now_ms), [user_id, *seats])
+        if reply[0] == Status.NOT_LOADED:
+            return []  # nothing loaded, so nothing held
+        return sorted(int(seat) for seat in reply[1:])
+
+    async def release_grant(
+        self, screening_id: int, grant: str, seat_ids: list[int], now_ms: int | None = None
+    ) -> list[int]:
+        """Drop the holds of ``seat_ids`` that ``grant`` took, and only those (seats kept from an
+        earlier grant stay held); returns the seats freed."""
+        _checked_grant(grant)
+        seats = sorted(set(seat_ids))
+        if not seats:
+            return []
+        reply = await self._run("release_grant", screening_id, seats, _now(now_ms), [grant, *seats])
         if reply[0] == Status.NOT_LOADED:
             return []  # nothing loaded, so nothing held
         return sorted(int(seat) for seat in reply[1:])
@@ -289,7 +316,7 @@ class SeatEngine:
         return sorted(int(seat) for seat in seats)
 
     async def _run_loaded(
-        self, name: str, screening_id: int, seats: list[int], now: int, args: list[int]
+        self, name: str, screening_id: int, seats: list[int], now: int, args: Sequence[int | str]
     ) -> list[Any]:
         """Run a script; load the screening first if Redis does not have it (invariant 7)."""
         reply = await self._run(name, screening_id, seats, now, args)
@@ -300,7 +327,12 @@ class SeatEngine:
         return reply
 
     async def _run(
-        self, name: str, screening_id: int, seats: Sequence[int], now: int, args: list[int]
+        self,
+        name: str,
+        screening_id: int,
+        seats: Sequence[int],
+        now: int,
+        args: Sequence[int | str],
     ) -> list[Any]:
         script_keys = keys.script_keys(screening_id, seats)
         try:
@@ -383,10 +415,21 @@ def _check_user(user_id: int) -> None:
         raise InvalidInput("Invalid user id")
 
 
+def _checked_grant(grant: str) -> None:
+    if not GRANT.fullmatch(grant):
+        raise InvalidInput("Invalid grant")
+
+
 def _holds(user_id: int, flat: list[Any]) -> list[Hold]:
-    """Holds from a reply's seat, expires_at, ... part."""
-    pairs = [int(value) for value in flat]
-    return [Hold(seat, user_id, exp) for seat, exp in zip(pairs[::2], pairs[1::2], strict=True)]
+    """Holds from a reply's seat, expires_at, lease, ... part."""
+    triples = zip(flat[::3], flat[1::3], flat[2::3], strict=True)
+    return [Hold(int(seat), user_id, int(exp), _grant_of(lease)) for seat, exp, lease in triples]
+
+
+def _grant_of(lease: bytes | str) -> str:
+    """The grant of a lease's value "user:grant" ("" for a bare user id: older than grants)."""
+    text = lease.decode() if isinstance(lease, bytes) else str(lease)
+    return text.partition(":")[2]
 
 
 def _seat_states(reply: list[Any], now: int) -> list[SeatState]:

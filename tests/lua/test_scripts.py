@@ -23,12 +23,13 @@ from seatlock.engine.errors import (
 )
 from seatlock.engine.scripts import NAMES, PRELUDE, Status, lua_dir
 from seatlock.engine.seats import SeatEngine
-from seatlock.errors import SeatLockError
+from seatlock.errors import InvalidInput, SeatLockError
 from tests.lua.support import DictSource, calls_made, dump, make_engine, now_ms, tap
 
 S = 501  # screening id
 ALICE, BOB = 7, 8
 MIN = 60_000
+G1, G2, G3 = "1111aaaa1111aaaa", "2222bbbb2222bbbb", "3333cccc3333cccc"  # grant tokens
 
 
 @pytest.fixture
@@ -80,11 +81,11 @@ def test_every_key_of_a_script_is_on_one_cluster_slot(screening: int) -> None:
 async def test_hold_success_publishes_and_writes_leases(redis: Redis, engine: SeatEngine) -> None:
     now = now_ms()
     async with tap(redis, S) as events:
-        holds = await engine.hold(S, ALICE, [3, 2], now)
+        holds = await engine.hold(S, ALICE, [3, 2], now, grant=G1)
         event = await events.next()
-    assert [(h.seat_id, h.user_id, h.expires_at_ms) for h in holds] == [
-        (2, ALICE, now + 5 * MIN),
-        (3, ALICE, now + 5 * MIN),
+    assert [(h.seat_id, h.user_id, h.expires_at_ms, h.grant) for h in holds] == [
+        (2, ALICE, now + 5 * MIN, G1),
+        (3, ALICE, now + 5 * MIN, G1),
     ]
     assert event == {
         "screening_id": S,
@@ -94,19 +95,47 @@ async def test_hold_success_publishes_and_writes_leases(redis: Redis, engine: Se
             {"seat_id": 3, "status": "reserved", "user_id": ALICE, "expires_at": now + 5 * MIN},
         ],
     }
-    assert await redis.get(keys.seat_hold(S, 2)) == b"7"
+    assert await redis.get(keys.seat_hold(S, 2)) == f"{ALICE}:{G1}".encode()  # holder:grant
     assert 0 < await redis.pttl(keys.seat_hold(S, 2)) <= 5 * MIN
+
+
+async def test_hold_makes_a_grant_per_request(redis: Redis, engine: SeatEngine) -> None:
+    first = await engine.hold(S, ALICE, [1, 2])
+    second = await engine.hold(S, ALICE, [3])
+    assert first[0].grant == first[1].grant != second[0].grant
+    assert re.fullmatch("[0-9a-f]{16}", second[0].grant)
+    assert await redis.get(keys.seat_hold(S, 3)) == f"{ALICE}:{second[0].grant}".encode()
+    for grant in ("", "a:b", "x" * 65, "with space"):
+        with pytest.raises(InvalidInput):
+            await engine.hold(S, ALICE, [4], grant=grant)
+        with pytest.raises(InvalidInput):
+            await engine.release_grant(S, grant, [1])
 
 
 async def test_hold_again_by_the_holder_changes_nothing(redis: Redis, engine: SeatEngine) -> None:
     now = now_ms()
-    await engine.hold(S, ALICE, [2], now)
+    await engine.hold(S, ALICE, [2], now, grant=G1)
     before = await dump(redis, S)
     async with tap(redis, S) as events:
-        holds = await engine.hold(S, ALICE, [2], now + 1000)
+        holds = await engine.hold(S, ALICE, [2], now + 1000, grant=G2)
         await events.none(0.05)
-    assert holds[0].expires_at_ms == now + 5 * MIN
+    assert (holds[0].expires_at_ms, holds[0].grant) == (now + 5 * MIN, G1)
     assert await dump(redis, S) == before
+
+
+async def test_a_kept_seat_keeps_its_grant(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now, grant=G1)
+    async with tap(redis, S) as events:
+        holds = await engine.hold(S, ALICE, [1, 2], now + MIN, grant=G2)
+        event = await events.next()
+    assert [(h.seat_id, h.expires_at_ms, h.grant) for h in holds] == [
+        (1, now + 5 * MIN, G1),
+        (2, now + 6 * MIN, G2),
+    ]
+    assert [s["seat_id"] for s in event["seats"]] == [2]
+    leases = await redis.mget(keys.seat_hold(S, 1), keys.seat_hold(S, 2))
+    assert leases == [f"{ALICE}:{G1}".encode(), f"{ALICE}:{G2}".encode()]
 
 
 async def test_hold_refusals_change_nothing(redis: Redis, engine: SeatEngine) -> None:
@@ -134,9 +163,9 @@ async def test_hold_refused_once_the_screening_started(redis: Redis, source: Dic
 async def test_expired_hold_of_another_user_can_be_taken(redis: Redis, engine: SeatEngine) -> None:
     now = now_ms()
     await engine.hold(S, BOB, [4], now)
-    holds = await engine.hold(S, ALICE, [4], now + 5 * MIN)
-    assert holds[0].user_id == ALICE
-    assert await redis.get(keys.seat_hold(S, 4)) == b"7"
+    holds = await engine.hold(S, ALICE, [4], now + 5 * MIN, grant=G2)
+    assert (holds[0].user_id, holds[0].grant) == (ALICE, G2)
+    assert await redis.get(keys.seat_hold(S, 4)) == f"{ALICE}:{G2}".encode()
 
 
 async def test_a_hold_whose_lease_is_gone_frees_its_seat(redis: Redis, engine: SeatEngine) -> None:
@@ -144,9 +173,10 @@ async def test_a_hold_whose_lease_is_gone_frees_its_seat(redis: Redis, engine: S
     await engine.hold(S, BOB, [4], now)
     await redis.delete(keys.seat_hold(S, 4))  # evicted, or expired on a clock ahead of ours
     await redis.set(keys.seat_hold(S, 5), BOB, px=MIN)  # a lease the index does not know
-    holds = await engine.hold(S, ALICE, [4, 5], now)
+    holds = await engine.hold(S, ALICE, [4, 5], now, grant=G1)
     assert [(h.seat_id, h.user_id) for h in holds] == [(4, ALICE), (5, ALICE)]
-    assert await redis.mget(keys.seat_hold(S, 4), keys.seat_hold(S, 5)) == [b"7", b"7"]
+    lease = f"{ALICE}:{G1}".encode()
+    assert await redis.mget(keys.seat_hold(S, 4), keys.seat_hold(S, 5)) == [lease, lease]
     assert await redis.zscore(keys.screening_owners(S), "4") == ALICE
 
 
@@ -210,6 +240,15 @@ async def test_hold_and_release_take_one_command_per_step(redis: Redis, engine: 
         "hdel": 1,
         "zrem": 2,
     }
+    holds = await engine.hold(S, ALICE, [1, 2, 3, 4], now)
+    by_grant = await calls_made(redis, engine.release_grant(S, holds[0].grant, [1, 2, 3, 4], now))
+    assert {n: by_grant.get(n) for n in ("mget", "hmget", "del", "hdel", "zrem")} == {
+        "mget": 1,
+        "hmget": 1,
+        "del": 1,
+        "hdel": 1,
+        "zrem": 2,
+    }
 
 
 async def test_seat_lists_longer_than_one_command_batch(redis: Redis, source: DictSource) -> None:
@@ -230,11 +269,14 @@ async def test_seat_lists_longer_than_one_command_batch(redis: Redis, source: Di
 
 async def test_extend_success_and_cap(redis: Redis, engine: SeatEngine) -> None:
     now = now_ms()
-    await engine.hold(S, ALICE, [1, 2], now)
+    await engine.hold(S, ALICE, [1], now, grant=G1)
+    await engine.hold(S, ALICE, [2], now, grant=G2)
     async with tap(redis, S) as events:
         holds = await engine.extend(S, ALICE, [1, 2], 5 * MIN, now + MIN)
         event = await events.next()
     assert {h.expires_at_ms for h in holds} == {now + 10 * MIN}
+    assert [h.grant for h in holds] == [G1, G2]  # the leases keep their grants
+    assert await redis.get(keys.seat_hold(S, 2)) == f"{ALICE}:{G2}".encode()
     assert [s["expires_at"] for s in event["seats"]] == [now + 10 * MIN] * 2
     capped = await engine.extend(S, ALICE, [1], 5 * MIN, now + 2 * MIN)
     assert capped[0].expires_at_ms == now + 12 * MIN  # max_hold_ms after the first hold
@@ -274,12 +316,55 @@ async def test_release_only_touches_the_callers_holds(redis: Redis, engine: Seat
     assert states[4] == "reserved" and states[1] == states[2] == "available"
 
 
-async def test_claim_pins_the_lease(redis: Redis, engine: SeatEngine) -> None:
+async def test_release_grant_frees_only_what_the_grant_took(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1], now, grant=G1)
+    await engine.hold(S, ALICE, [1, 2, 3], now, grant=G2)  # 1 kept under G1
+    await engine.hold(S, BOB, [4], now, grant=G3)
+    async with tap(redis, S) as events:
+        assert await engine.release_grant(S, G2, [1, 2, 4, 5], now) == [2]
+        event = await events.next()
+    assert event["seats"] == [
+        {"seat_id": 2, "status": "available", "user_id": None, "expires_at": None}
+    ]
+    assert await redis.exists(keys.seat_hold(S, 2)) == 0
+    assert await redis.hkeys(keys.screening_holds(S)) == [b"1", b"3", b"4"]
+    states = {s.seat_id: (s.status, s.user_id) for s in await engine.seat_map(S, now)}
+    assert states[1] == states[3] == ("reserved", ALICE) and states[4] == ("reserved", BOB)
+    assert states[2] == ("available", None)
+    # A lapsed hold of the grant whose lease is still there goes too (live or lapsed).
+    assert await engine.release_grant(S, G2, [3], now + 5 * MIN) == [3]
+    before = await dump(redis, S)
+    async with tap(redis, S) as events:
+        assert await engine.release_grant(S, G2, [1, 2, 3, 4], now) == []  # nothing of G2 left
+        assert await engine.release_grant(S, "0" * 16, [1, 4], now) == []
+        await events.none(0.05)
+    assert await dump(redis, S) == before
+
+
+async def test_leases_older_than_grants_still_work(redis: Redis, engine: SeatEngine) -> None:
+    """A Redis holding leases written before grants (the bare user id: a rolling upgrade)."""
     now = now_ms()
     await engine.hold(S, ALICE, [1, 2], now)
+    await redis.set(keys.seat_hold(S, 1), ALICE, px=5 * MIN)  # as the old hold script wrote it
+    holds = await engine.hold(S, ALICE, [1, 3], now, grant=G1)
+    assert [(h.seat_id, h.grant) for h in holds] == [(1, ""), (3, G1)]  # kept: of no grant
+    assert (await engine.extend(S, ALICE, [1], MIN, now))[0].grant == ""
+    await engine.claim(S, ALICE, [1], now)
+    assert await redis.get(keys.seat_hold(S, 1)) == b"7"  # rewritten as it was
+    assert await engine.release_grant(S, G1, [1, 3], now) == [3]
+    assert await engine.release(S, ALICE, [1], now) == [1]  # by user, as before
+
+
+async def test_claim_pins_the_lease(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2], now, grant=G1)
     async with tap(redis, S) as events:
         await engine.claim(S, ALICE, [1, 2], now + 5 * MIN - 1, pin_ms=MIN)
         await events.none(0.05)
+    assert await redis.get(keys.seat_hold(S, 1)) == f"{ALICE}:{G1}".encode()  # grant kept
     # The hold's own deadline passed, but the pin keeps the seat until the commit is done.
     later = now + 5 * MIN + 1000
     assert await engine.sweep(later) == 0

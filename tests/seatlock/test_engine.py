@@ -21,7 +21,7 @@ from seatlock.engine.errors import (
     UnknownSeats,
     raise_for,
 )
-from seatlock.engine.model import Layout
+from seatlock.engine.model import Layout, new_grant
 from seatlock.engine.scripts import Status
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
@@ -99,10 +99,31 @@ async def test_one_load_per_screening_per_process(
     assert await redis.zscore(keys.LOADED_SCREENINGS, S) == source.layouts[S].starts_at_ms
 
 
+async def test_a_grant_releases_only_what_it_took(redis: Redis, engine: SeatEngine) -> None:
+    """Issue 12: a user holds seat 1, then a second request for seats 1 and 2 succeeds but its
+    reservation id cannot be had; compensating by the second grant must not release seat 1."""
+    now = now_ms()
+    first = await engine.hold(S, ALICE, [1], now)
+    second = await engine.hold(S, ALICE, [1, 2], now + 1000, grant=new_grant())
+    assert [h.grant for h in second] == [first[0].grant, second[1].grant]
+    assert first[0].grant != second[1].grant
+    assert await engine.release_grant(S, second[1].grant, [1, 2], now + 2000) == [2]
+    states = await engine.seat_map(S, now + 2000)
+    assert [(s.seat_id, s.status, s.user_id) for s in states[:2]] == [
+        (1, "reserved", ALICE),
+        (2, "available", None),
+    ]
+    await engine.claim(S, ALICE, [1], now + 2000)  # still the user's, and claimable
+    with pytest.raises(HoldExpired):
+        await engine.claim(S, ALICE, [2], now + 2000)
+    assert await engine.release_grant(S, first[0].grant, [1], now + 3000) == [1]
+
+
 async def test_calls_that_need_no_layout_do_not_load(
     engine: SeatEngine, source: DictSource
 ) -> None:
     assert await engine.release(S, ALICE, [1]) == []
+    assert await engine.release_grant(S, new_grant(), [1]) == []
     assert not await engine.expire_lease(keys.seat_hold(S, 1))
     assert await engine.sweep() == 0
     assert source.calls == 0

@@ -1,6 +1,6 @@
-"""Random sequences of holds, extensions, releases, claims, sales, cancellations, expiries, sweeps,
-leases lost early and Redis data loss against the real engine, checked after every step against a
-Python model.
+"""Random sequences of holds, extensions, releases (by user and by grant), claims, sales,
+cancellations, expiries, sweeps, leases lost early and Redis data loss against the real engine,
+checked after every step against a Python model.
 
 Time is passed in: it moves in 10 s steps, so a lease never lapses in real time during a run.
 """
@@ -42,6 +42,7 @@ screening_ids = itertools.count(900)
 @dataclass(frozen=True)
 class ModelHold:
     user: int
+    grant: str
     exp: int
     first: int
     pin: int = 0
@@ -73,6 +74,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.now = now_ms() // STEP * STEP
         self.sold: dict[int, int] = {}
         self.holds: dict[int, ModelHold] = {}
+        self.grants: list[str] = []  # every grant a hold was asked under, in order
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -104,7 +106,10 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule(user=USERS, seats=SEAT_SETS)
     def hold(self, user: int, seats: list[int]) -> None:
-        result = self.outcome(self.engine.hold(self.screening, user, seats, self.now))
+        grant = f"g{len(self.grants)}"
+        self.grants.append(grant)
+        call = self.engine.hold(self.screening, user, seats, self.now, grant=grant)
+        result = self.outcome(call)
         seats = sorted(seats)
         unknown = [s for s in seats if s not in SEATS]
         booked = [s for s in seats if s in self.sold]
@@ -124,10 +129,10 @@ class EngineMachine(RuleBasedStateMachine):
             )
         else:
             for seat in fresh:
-                self.holds[seat] = ModelHold(user, self.now + HOLD, self.now)
+                self.holds[seat] = ModelHold(user, grant, self.now + HOLD, self.now)
             assert not isinstance(result, SeatLockError)
-            assert [(h.seat_id, h.user_id, h.expires_at_ms) for h in result] == [
-                (s, user, self.holds[s].exp) for s in seats
+            assert [(h.seat_id, h.user_id, h.expires_at_ms, h.grant) for h in result] == [
+                (s, user, self.holds[s].exp, self.holds[s].grant) for s in seats
             ]
 
     @rule(user=USERS, seat=st.sampled_from(SEATS))
@@ -148,8 +153,8 @@ class EngineMachine(RuleBasedStateMachine):
             exp = max(hold.exp, min(hold.exp + steps * STEP, hold.first + MAX_HOLD))
             self.holds[seat] = replace(hold, exp=exp)
         assert not isinstance(result, SeatLockError)
-        assert [(h.seat_id, h.expires_at_ms) for h in result] == [
-            (s, self.holds[s].exp) for s in sorted(seats)
+        assert [(h.seat_id, h.expires_at_ms, h.grant) for h in result] == [
+            (s, self.holds[s].exp, self.holds[s].grant) for s in sorted(seats)
         ]
 
     @rule(user=USERS, steps=st.integers(1, 4))
@@ -164,6 +169,28 @@ class EngineMachine(RuleBasedStateMachine):
         assert released == expected
         for seat in expected:
             del self.holds[seat]
+
+    @rule(pick=st.integers(0, 7), seats=SEAT_SETS)
+    def release_grant(self, pick: int, seats: list[int]) -> None:
+        """Release by one of the latest grants (or one never used): what it took and nothing
+        else, live or lapsed, while its lease is there (a lease gone is the listener's)."""
+        grant = self.grants[-1 - pick] if pick < len(self.grants) else "never-used"
+        released = self.run(self.engine.release_grant(self.screening, grant, seats, self.now))
+        expected = sorted(
+            s
+            for s in seats
+            if (h := self.holds.get(s)) is not None and h.grant == grant and h.lease
+        )
+        assert released == expected
+        for seat in expected:
+            del self.holds[seat]
+
+    @rule(user=USERS, seats=SEAT_SETS)
+    def hold_then_release_grant(self, user: int, seats: list[int]) -> None:
+        """The compensation of a hold whose reservation id cannot be had: the hold, then its own
+        grant released over every seat asked (seats kept from an earlier grant stay held)."""
+        self.hold(user, seats)
+        self.release_grant(0, seats)
 
     def claim_outcome(self, user: int, seats: list[int]) -> SeatLockError | None:
         result = self.outcome(self.engine.claim(self.screening, user, seats, self.now, PIN))
@@ -277,7 +304,9 @@ class EngineMachine(RuleBasedStateMachine):
         assert sold == {str(s).encode(): str(u).encode() for s, u in self.sold.items()}
         leases = self.run(self.redis.mget([keys.seat_hold(sid, s) for s in SEATS]))
         assert leases == [
-            str(h.user).encode() if (h := self.holds.get(s)) is not None and h.lease else None
+            f"{h.user}:{h.grant}".encode()
+            if (h := self.holds.get(s)) is not None and h.lease
+            else None
             for s in SEATS
         ]
 

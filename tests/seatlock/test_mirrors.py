@@ -19,7 +19,7 @@ from seatlock import keys
 from seatlock.engine.errors import SeatsUnavailable
 from seatlock.engine.events import Hub
 from seatlock.engine.mirrors import MARGIN_MS, TRUST_MS, SeatMirrors
-from seatlock.engine.model import Hold
+from seatlock.engine.model import Hold, new_grant
 from seatlock.engine.scripts import Status
 from seatlock.engine.seats import SeatEngine
 from tests.lua.support import DictSource, make_engine, now_ms, wait_until
@@ -151,7 +151,7 @@ async def test_every_refusal_is_the_scripts_own(
             asker, wanted = rng.choice([ALICE, BOB, CAROL]), sorted(rng.sample(SEATS, 3))
             local = mirrors.refusal(S, asker, wanted, now)
             if local:
-                args = [S, now, asker, 300_000, 10, *wanted]
+                args = [S, now, asker, 300_000, 10, new_grant(), *wanted]
                 reply = await engine._scripts.run("hold", keys.script_keys(S, wanted), args)
                 assert [int(v) for v in reply] == local
                 checked += 1
