@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark and print its table"))
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a setting that cannot be used: say which, before anything starts
+        parser.error(str(exc))
     configure_logging(settings.log_level)
     if args.command == "serve":
         serve(settings)
