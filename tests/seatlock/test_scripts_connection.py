@@ -180,7 +180,7 @@ async def test_a_hung_redis_fails_the_waiting_calls_after_the_socket_timeout(
         await client.aclose()
 
 
-async def test_a_closed_dispatcher_connects_again_on_the_next_call(engine: SeatEngine) -> None:
+async def test_a_closed_transport_connects_again_on_the_next_call(engine: SeatEngine) -> None:
     assert await hold_or_taken(engine, 9, 1) == 1
     await engine.transport.aclose()
     assert await hold_or_taken(engine, 9, 2) == 2
