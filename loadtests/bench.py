@@ -1,10 +1,12 @@
 """``seatlock bench``: release-day figures and the ceilings they are judged against, in one run.
 
-It starts throw-away embedded Redis and PostgreSQL, two ``seatlock serve`` processes (the main one,
-and a one-worker one with 1-second holds for the expiry workload), seeds a 500-seat hot room and
-many screenings, then runs fixed, time-bounded workloads from the load generator processes of
-``loadtests.loadgen``. It prints one table and writes it with the date, the machine and the command
-to ``--out``.
+It starts throw-away embedded Redis and PostgreSQL, three ``seatlock serve`` processes (the main
+one; one on the redis-py transport for the transport comparison; a one-worker one with 1-second
+holds for the expiry workload), seeds a 500-seat hot room and many screenings, then runs fixed,
+time-bounded workloads from the load generator processes of ``loadtests.loadgen``. Both Redis
+transports (seatlock/engine/transport.py) are measured side by side, taking turns, and the fast
+one's gain over redis-py is a row of its own. It prints one table and writes it with the date,
+the machine and the command to ``--out``.
 
 Figures are only meaningful on a quiet machine: the generators share the cores with the server.
 """
@@ -41,6 +43,8 @@ from seatlock.server.embedded import embedded_services, free_port
 BOOK_CHUNK = 2  # seats per booking
 WARM_UP_S = 2.0  # unmeasured run of each interleaved workload before its turns
 EXPIRY_HOLD_SECONDS = 1
+TRANSPORTS = ("fast", "redis-py")  # Settings.redis_transport, the default first
+KEEP_FAST = ">= 1.05 (issue 12: a hack must gain 5 %)"
 
 # --- Command line -------------------------------------------------------------------------------
 
@@ -165,6 +169,7 @@ class Bench:
         self.host = "127.0.0.1"
         self.port = 0
         self.expiry_port = 0
+        self.redispy_port = 0
         self.redis_url = ""
         self.database_url = ""
         self.hot_seats: list[int] = []
@@ -218,6 +223,21 @@ class Bench:
         self.server_procs.append(proc)
         try:
             await self.wait_ready(self.expiry_port, proc)
+            yield
+        finally:
+            stop_process(proc)
+
+    @contextlib.asynccontextmanager
+    async def redispy_server(self) -> AsyncIterator[None]:
+        """A server like the main one on the redis-py transport, for the transport comparison
+        only (an idle server still takes every seat event)."""
+        self.redispy_port = free_port()
+        workers = self.config.server_workers
+        transport = {"SEATLOCK_REDIS_TRANSPORT": "redis-py"}
+        proc = self.serve(self.root / "redis-py", self.redispy_port, workers, transport)
+        self.server_procs.append(proc)
+        try:
+            await self.wait_ready(self.redispy_port, proc)
             yield
         finally:
             stop_process(proc)
@@ -308,13 +328,7 @@ class Bench:
             redis_url=self.redis_url,
             user_ids=s.user_ids,
         )
-        engine = await self.http_workload(
-            "engine-hold",
-            screening_id=s.redis_screening,
-            seat_ids=s.hot_seats,
-            redis_url=self.redis_url,
-            user_ids=s.user_ids,
-        )
+        engines = await self.engine_holds(s)
         live, holds, reads = await self.interleaved(s)
         ceiling = rate(live, self.config.duration)
         self.row("HTTP ceiling: GET /health/live", live, "req/s", None, "")
@@ -322,11 +336,19 @@ class Bench:
         redis_ceiling = rate(redis, self.config.duration)
         self.row(
             "Engine holds: SeatEngine.hold, no HTTP",
-            engine,
+            engines["fast"],
             "holds/s",
             redis_ceiling,
             ">= 0.6 x Redis",
         )
+        self.row(
+            "Engine holds on the redis-py transport",
+            engines["redis-py"],
+            "holds/s",
+            redis_ceiling,
+            "",
+        )
+        self.gain("Transport gain, engine holds: fast / redis-py", engines, self.config.duration)
         self.row(
             "Hold attempts via HTTP, hot 500 seats",
             holds,
@@ -343,6 +365,7 @@ class Bench:
             ceiling,
             ">= 0.5 x HTTP, p99 <= 15 ms",
         )
+        await self.transport_holds(s, ceiling)
         await self.bookings(s)
         await self.watchers(s.ws_screenings[0], self.config.watchers_fast, 10.0, "<= 60 ms")
         await self.watchers(s.ws_screenings[1], self.config.watchers_slow, 1.0, "<= 500 ms")
@@ -404,7 +427,72 @@ class Bench:
         )
         return live, holds, reads
 
-    async def http_workload(self, kind: str, duration: float | None = None, **spec: Any) -> Sample:
+    async def engine_holds(self, s: Seeded) -> dict[str, Sample]:
+        """``SeatEngine.hold`` in the generator processes on each transport, taking turns."""
+        spec: dict[str, Any] = {
+            "screening_id": s.redis_screening,
+            "seat_ids": s.hot_seats,
+            "redis_url": self.redis_url,
+        }
+
+        def run(kind: str, seconds: float) -> Awaitable[Sample]:
+            # user_ids: a fresh list each time, http_workload takes it apart per generator
+            users = list(s.user_ids)
+            return self.http_workload(
+                "engine-hold", seconds, transport=kind, user_ids=users, **spec
+            )
+
+        return await self.in_turns("engine holds", run, self.config.duration)
+
+    async def transport_holds(self, s: Seeded, ceiling: float) -> None:
+        """Hold attempts via HTTP on the main server and on one on redis-py, taking turns, each
+        for half the duration; both servers run throughout, so each sees the other's events."""
+        spec = {"screening_id": s.hold_screening, "seat_ids": s.hot_seats}
+        seconds = self.config.duration / 2
+        async with self.redispy_server():
+            ports = {"fast": self.port, "redis-py": self.redispy_port}
+            warm_up = min(WARM_UP_S, seconds / self.config.turns / 2)
+            for port in ports.values():  # not measured: the server's first seconds
+                await self.http_workload("hold", warm_up, port=port, **spec)
+
+            def run(kind: str, turn_s: float) -> Awaitable[Sample]:
+                return self.http_workload("hold", turn_s, port=ports[kind], **spec)
+
+            holds = await self.in_turns("HTTP hold attempts", run, seconds)
+        for kind in TRANSPORTS:
+            name = f"Hold attempts via HTTP, {kind} server beside the other"
+            self.row(name, holds[kind], "attempts/s", ceiling, "", seconds)
+        self.gain("Transport gain, HTTP hold attempts: fast / redis-py", holds, seconds)
+
+    async def in_turns(
+        self, what: str, run: Callable[[str, float], Awaitable[Sample]], seconds: float
+    ) -> dict[str, Sample]:
+        """Each transport's workload, ``turns`` times for seconds/turns, in rotation, so a drift
+        of the machine's speed moves both alike; each sample is the sum of its turns."""
+        turns = self.config.turns
+        totals = {kind: Sample() for kind in TRANSPORTS}
+        per_turn = []
+        for _ in range(turns):
+            rates = []
+            for kind in TRANSPORTS:
+                sample = await run(kind, seconds / turns)
+                rates.append(f"{sample.ops * turns / seconds:,.0f}")
+                totals[kind].merge(sample)
+            per_turn.append(" / ".join(rates))
+        self.report.notes.append(
+            f"{what} turn by turn, {' / '.join(TRANSPORTS)} per second: {'; '.join(per_turn)}"
+        )
+        return totals
+
+    def gain(self, name: str, samples: dict[str, Sample], seconds: float) -> None:
+        fast, plain = (rate(samples[kind], seconds) for kind in TRANSPORTS)
+        ratio = f"{fast / plain:.2f}" if plain > 0 else "n/a"
+        value = f"{fast:,.0f} / {plain:,.0f} per s"
+        self.report.rows.append(Row(name, value, "", "", ratio, KEEP_FAST))
+
+    async def http_workload(
+        self, kind: str, duration: float | None = None, port: int = 0, **spec: Any
+    ) -> Sample:
         generators = self.config.generator_count
         start_at = time.time() + 0.3 + 0.1 * generators
         user_ids = spec.pop("user_ids", [])
@@ -413,7 +501,7 @@ class Bench:
             Job(
                 kind,
                 self.host,
-                self.port,
+                port or self.port,
                 start_at,
                 duration or self.config.duration,
                 connections=self.config.connections,
@@ -591,8 +679,16 @@ class Bench:
         await http.close()
         await asyncio.sleep(EXPIRY_HOLD_SECONDS + 1.0)
 
-    def row(self, name: str, sample: Sample, unit: str, ceiling: float | None, target: str) -> None:
-        per_s = rate(sample, self.config.duration)
+    def row(
+        self,
+        name: str,
+        sample: Sample,
+        unit: str,
+        ceiling: float | None,
+        target: str,
+        seconds: float | None = None,
+    ) -> None:
+        per_s = rate(sample, seconds or self.config.duration)
         if ceiling is None:
             ratio = "1.00 (ceiling)"
         else:

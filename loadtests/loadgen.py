@@ -269,6 +269,7 @@ class Job:
     path: str = ""
     work: list[tuple[int, list[int]]] = field(default_factory=list)  # bookings: (screening, seats)
     redis_url: str = ""
+    transport: str = "fast"  # engine-hold: the engine's Redis transport (Settings.redis_transport)
     user_ids: list[int] = field(default_factory=list)
     watchers: int = 0
     control: Any = None  # (ready queue, stop event) proxies for the watcher jobs
@@ -498,17 +499,20 @@ async def redis_hold_loop(
 
 
 async def engine_holds(job: Job) -> Sample:
-    """``SeatEngine.hold`` in process, ``job.connections`` at a time: the engine without HTTP."""
+    """``SeatEngine.hold`` in process, ``job.connections`` at a time: the engine without HTTP,
+    on the transport ``job.transport``."""
     from redis.asyncio import Redis
 
     from seatlock.engine.seats import SeatEngine
+    from seatlock.engine.transport import open_transport
 
     async def no_source(screening_id: int) -> None:
         raise RuntimeError("the bench loads every screening before the engine workload")
 
     redis = Redis.from_url(job.redis_url, max_connections=job.connections)
+    transport = open_transport(job.transport, redis)
     engine = SeatEngine(
-        redis, no_source, hold_ms=60_000, max_hold_ms=600_000, max_seats_per_user=10
+        transport, no_source, hold_ms=60_000, max_hold_ms=600_000, max_seats_per_user=10
     )
     sample = Sample()
     await asyncio.sleep(max(0.0, job.start_at - time.time()))
@@ -517,6 +521,7 @@ async def engine_holds(job: Job) -> Sample:
         tasks = (engine_hold_loop(job, engine, i, deadline, sample) for i in range(job.connections))
         await asyncio.gather(*tasks)
     finally:
+        await transport.aclose()
         await redis.aclose()
     return sample
 

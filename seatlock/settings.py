@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "SEATLOCK_"
+REDIS_TRANSPORTS = ("fast", "redis-py")  # seatlock/engine/transport.py
 
 
 def _default_data_dir() -> Path:
@@ -26,6 +27,9 @@ class Settings:
     port: int = 8000
     workers: int = 0  # 0: one per core
     log_level: str = "info"
+    # How the engine talks to Redis: "fast" (our auto-pipelining connection) or "redis-py"
+    # (redis-py's public API: registered scripts, pipelines, PubSub).
+    redis_transport: str = "fast"
 
     # Auth.
     jwt_secret: str = ""  # empty: generated once and kept in data_dir
@@ -69,6 +73,13 @@ class Settings:
 
     # Demo data on an empty database when the embedded default is used.
     seed_demo: bool = True
+
+    def __post_init__(self) -> None:
+        if self.redis_transport not in REDIS_TRANSPORTS:
+            raise ValueError(
+                f"{PREFIX}REDIS_TRANSPORT: {self.redis_transport!r} is not one of"
+                f" {', '.join(REDIS_TRANSPORTS)}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -29,7 +29,6 @@ TEST_NAME = re.compile(r"`(test_\w+)`")
 PENDING = {
     ("README.md", "seatlock/mirrors.py"),  # now seatlock/engine/mirrors.py
     ("README.md", "api/workers.py"),  # now seatlock/server/workers.py
-    ("seatlock/engine/scripts.py", "seatlock/events.py"),  # now seatlock/engine/events.py
 }
 
 

@@ -1,8 +1,8 @@
 """WebSocket fan-out: one Redis PSUBSCRIBE per process, bounded per-client queues.
 
 The Lua scripts publish every seat change on the screening's channel; the hub receives them all
-through one pattern subscription on a connection of its own (``_Feed``: an asyncio protocol fed
-to hiredis, so a burst of events costs one read and no task or timeout per message) and hands each
+through one pattern subscription on a connection of its own (``Transport.subscribe``; with the
+fast transport a burst of events costs one read and no task or timeout per message) and hands each
 event to the watchers of that screening. An event
 is serialised once for the public and once per owner named in it (invariant 9: a holder's id is
 shown only to that holder). A client whose queue is full is dropped, so a slow reader never stalls
@@ -24,16 +24,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import hiredis
 import msgspec
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from seatlock import keys
 from seatlock.engine.model import SeatState
-from seatlock.engine.scripts import MORE, Sender, client_options, open_connection, pack
+from seatlock.engine.transport import Transport
 from seatlock.errors import SeatLockError
 
 logger = logging.getLogger(__name__)
@@ -165,8 +163,8 @@ def render(event: dict[str, Any], viewer: int | None) -> str:
 class Hub:
     """This process's watchers, fed by one pattern subscription on every screening's channel."""
 
-    def __init__(self, redis: Redis, snapshot: Snapshot | None = None) -> None:
-        self._redis = redis
+    def __init__(self, transport: Transport, snapshot: Snapshot | None = None) -> None:
+        self._transport = transport
         self._snapshot = snapshot
         self._rooms: dict[int, set[Watcher]] = {}
         self.ready = asyncio.Event()
@@ -239,11 +237,15 @@ class Hub:
                 delay = min(delay * 2, 5.0)
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        options, tls = client_options(self._redis)
-        feed = await open_connection(options, tls, lambda: _Feed(self))
+        feed = await self._transport.subscribe(
+            EVENTS_PATTERN,
+            self.dispatch,
+            pattern=True,
+            on_live=self._confirmed,
+            health_s=HEALTH_S,
+        )
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
-            feed.subscribe(EVENTS_PATTERN)
             if self.ready.is_set():
                 await self._resync()
             self.ready.set()
@@ -254,6 +256,10 @@ class Hub:
             stopping.cancel()
             self._set_live(False)
             feed.close()
+
+    def _confirmed(self) -> None:
+        # Redis has the subscription: no event published from now on is missed.
+        self._set_live(True)
 
     def _set_live(self, live: bool) -> None:
         if live != self.live:
@@ -286,61 +292,3 @@ def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]
         for s in states
     ]
     return {"screening_id": screening_id, "ts": int(time.time() * 1000), "seats": seats}
-
-
-class _Feed(Sender):
-    """The hub's subscription: a connection of its own, parsed by hiredis as bytes arrive.
-
-    Replies to our own commands (the handshake) go to their waiters; once subscribed, every
-    message is a push: events go to ``Hub.dispatch``, the subscription's confirmation makes the
-    hub live. A connection that stays silent for two health intervals gets a PING; one that
-    answers nothing for another interval is dropped (the hub resubscribes and resyncs).
-    """
-
-    def __init__(self, hub: Hub) -> None:
-        super().__init__()
-        self.hub = hub
-        self.trouble = "closed by Redis"
-        self.heard = True
-        self.pinged = False
-        self._health: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._health = asyncio.get_running_loop().call_later(HEALTH_S, self._check)
-
-    def subscribe(self, pattern: str) -> None:
-        self.send(pack([("PSUBSCRIBE", pattern)]), [])
-
-    def data_received(self, data: bytes) -> None:
-        self.heard = True
-        reader, hub = self.reader, self.hub
-        reader.feed(data)
-        try:
-            while (reply := reader.gets()) is not MORE:
-                kind = reply[0] if isinstance(reply, list) and reply else None
-                if kind == b"pmessage":
-                    hub.dispatch(reply[3])
-                elif kind == b"psubscribe":
-                    # Redis has the subscription: no event published from now on is missed.
-                    hub._set_live(True)
-                elif self.waiting:
-                    self.waiting.popleft().answer(reply)
-        except hiredis.ProtocolError:
-            self.abort("Redis sent a reply out of protocol")
-
-    def _check(self) -> None:
-        if self.heard:
-            self.heard = self.pinged = False
-        elif not self.pinged:
-            self.pinged = True
-            self.send(pack([("PING",)]), [])  # answered as a push while subscribed
-        else:
-            self.abort(f"no answer from Redis for {HEALTH_S * 2:g} s")
-            return
-        self._health = asyncio.get_running_loop().call_later(HEALTH_S, self._check)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._health is not None:
-            self._health.cancel()
-        self.ended(RedisConnectionError(f"Lost the connection to Redis ({exc or self.trouble})"))

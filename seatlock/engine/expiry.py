@@ -6,26 +6,27 @@ import asyncio
 import contextlib
 import logging
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from seatlock import keys
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import Transport
 from seatlock.errors import SeatLockError
 
 logger = logging.getLogger(__name__)
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 5.0
+FLAGS = "notify-keyspace-events"
 
 
-async def enable_keyspace_events(redis: Redis) -> bool:
+async def enable_keyspace_events(transport: Transport) -> bool:
     """Make Redis publish key expiries ("Ex"); False when CONFIG is refused."""
     try:
-        reply = await redis.config_get("notify-keyspace-events")
-        current = _text(next(iter(reply.values()), None) or "")
+        reply = await transport.command("CONFIG", "GET", FLAGS)  # [name, flags], or [] if unknown
+        current = _text(reply[1]) if len(reply) > 1 else ""
         wanted = _with_expired_events(current)
         if wanted != current:
-            await redis.config_set("notify-keyspace-events", wanted)
+            await transport.command("CONFIG", "SET", FLAGS, wanted)
     except ResponseError as exc:
         logger.warning("cannot enable keyspace events (%s); relying on the sweep", exc)
         return False
@@ -42,40 +43,43 @@ def _with_expired_events(flags: str) -> str:
 
 
 async def listen_for_expiries(
-    engine: SeatEngine, redis_url_or_client: str | Redis, stop: asyncio.Event
+    engine: SeatEngine, transport: Transport, stop: asyncio.Event
 ) -> None:
-    """Turn expired lease keys into seat changes until ``stop`` is set; reconnects on errors."""
-    if isinstance(redis_url_or_client, str):
-        client, owned = Redis.from_url(redis_url_or_client), True
-    else:
-        client, owned = redis_url_or_client, False
-    db = client.connection_pool.connection_kwargs.get("db", 0)
-    channel = f"__keyevent@{db}__:expired"
+    """Turn expired lease keys into seat changes until ``stop`` is set; resubscribes on errors."""
+    channel = f"__keyevent@{transport.db}__:expired"
     delay = RECONNECT_MIN_S
+    while not stop.is_set():
+        try:
+            await _listen(engine, transport, channel, stop)
+            delay = RECONNECT_MIN_S
+        except (RedisError, OSError) as exc:
+            logger.warning("expiry listener lost Redis (%r); retrying in %.1fs", exc, delay)
+            await _wait(stop, delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+
+async def _listen(
+    engine: SeatEngine, transport: Transport, channel: str, stop: asyncio.Event
+) -> None:
+    """One subscription: expired keys queue up as they arrive and are handled in order."""
+    expired: asyncio.Queue[bytes] = asyncio.Queue()
+    feed = await transport.subscribe(channel, expired.put_nowait)
     try:
-        while not stop.is_set():
-            try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(channel)
-                    delay = RECONNECT_MIN_S
-                    # Expiries while we were not subscribed are lost: catch up on them once.
-                    await _sweep_once(engine)
-                    while not stop.is_set():
-                        await _handle_next(engine, pubsub)
-            except (RedisError, OSError) as exc:
-                logger.warning("expiry listener lost Redis (%r); retrying in %.1fs", exc, delay)
-                await _wait(stop, delay)
-                delay = min(delay * 2, RECONNECT_MAX_S)
+        # Expiries while we were not subscribed are lost: catch up on them once.
+        await _sweep_once(engine)
+        while not stop.is_set() and not feed.closed.done():
+            await _handle_next(engine, expired)
+        if not stop.is_set():
+            raise RedisConnectionError(f"expiry subscription closed: {feed.trouble}")
     finally:
-        if owned:
-            await client.aclose()
+        feed.close()
 
 
-async def _handle_next(engine: SeatEngine, pubsub: PubSub) -> None:
-    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-    if message is None or message["type"] != "message":
+async def _handle_next(engine: SeatEngine, expired: asyncio.Queue[bytes]) -> None:
+    try:
+        key = await asyncio.wait_for(expired.get(), 0.5)
+    except TimeoutError:
         return
-    key = message["data"]
     if keys.parse_seat_hold(key) is None:
         return
     try:

@@ -5,7 +5,8 @@ published on the screening's channel in the order it happened. The screening's l
 seats are loaded from PostgreSQL (a ``LayoutSource``) on first use and again after Redis lost them.
 Catalog changes reach Redis through ``refresh`` (start, room or seats changed: live holds kept,
 seats gone from the layout stay listed while held or sold) and ``forget`` (screening deleted).
-Script calls of the whole process are pipelined by ``seatlock.engine.scripts.Scripts``.
+Scripts and the few plain commands reach Redis through a ``Transport``
+(seatlock/engine/transport.py), which pipelines the calls of the whole process in order.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -27,7 +27,8 @@ from seatlock import keys
 from seatlock.engine.errors import ScreeningNotFound, TooManySeats, UnknownSeats, raise_for
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
-from seatlock.engine.scripts import Scripts, Status
+from seatlock.engine.scripts import Status
+from seatlock.engine.transport import Transport
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -47,16 +48,15 @@ class SeatEngine:
 
     def __init__(
         self,
-        redis: Redis,
+        transport: Transport,
         source: LayoutSource,
         *,
         hold_ms: int,
         max_hold_ms: int,
         max_seats_per_user: int,
     ) -> None:
-        self._redis = redis
+        self.transport = transport  # the way to Redis; the owner closes it
         self._source = source
-        self._scripts = Scripts(redis)
         self.hold_ms = hold_ms
         self.max_hold_ms = max_hold_ms
         self.max_seats_per_user = max_seats_per_user
@@ -255,7 +255,7 @@ class SeatEngine:
                 await self._forget(screening_id, now)
                 return False
             await self._run("refresh", screening_id, [], now, _layout_args(layout))
-            await self._redis.zadd(keys.LOADED_SCREENINGS, {str(screening_id): layout.starts_at_ms})
+            await self._mark_loaded(screening_id, layout)
         return True
 
     async def refresh_loaded(self, screening_ids: Sequence[int]) -> list[int]:
@@ -264,7 +264,7 @@ class SeatEngine:
         ids = sorted(set(screening_ids))
         if not ids:
             return []
-        scores = await self._redis.zmscore(keys.LOADED_SCREENINGS, [str(i) for i in ids])
+        scores = await self.transport.command("ZMSCORE", keys.LOADED_SCREENINGS, *ids)
         loaded = [i for i, score in zip(ids, scores, strict=True) if score is not None]
         await asyncio.gather(*(self.refresh(screening_id) for screening_id in loaded))
         return loaded
@@ -277,42 +277,48 @@ class SeatEngine:
         self._loading.pop(screening_id, None)
 
     async def _forget(self, screening_id: int, now: int) -> None:
-        held: list[Any] = await self._redis.hkeys(keys.screening_holds(screening_id))
+        held: list[Any] = await self.transport.command("HKEYS", keys.screening_holds(screening_id))
         seats = sorted(int(seat) for seat in held)
         await self._run("forget", screening_id, seats, now, seats)
-        await self._redis.zrem(keys.LOADED_SCREENINGS, str(screening_id))
+        await self.transport.command("ZREM", keys.LOADED_SCREENINGS, screening_id)
 
     async def version(self, screening_id: int) -> int:
         """A number that changes on every seat change of the screening."""
-        value = await self._redis.get(keys.screening_version(screening_id))
+        value = await self.transport.command("GET", keys.screening_version(screening_id))
         return 0 if value is None else int(value)
 
     async def _sweepable(self, now: int) -> list[int]:
         """The loaded screenings that may still have holds; forgets those long over."""
         over = now - self.max_hold_ms - SWEEP_AFTER_START_MS
-        await self._redis.zremrangebyscore(keys.LOADED_SCREENINGS, "-inf", over)
-        members: list[Any] = await self._redis.zrangebyscore(keys.LOADED_SCREENINGS, over, "+inf")
+        loaded = keys.LOADED_SCREENINGS
+        await self.transport.command("ZREMRANGEBYSCORE", loaded, "-inf", over)
+        members: list[Any] = await self.transport.command("ZRANGEBYSCORE", loaded, over, "+inf")
         return sorted(int(m) for m in members)
 
     async def _due(self, screening_ids: list[int], now: int) -> list[list[int]]:
-        """Per screening, the seats whose hold deadline has passed (one round trip for all)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for screening_id in screening_ids:
-                deadlines = keys.screening_deadlines(screening_id)
-                pipe.zrangebyscore(deadlines, "-inf", now, start=0, num=SWEEP_BATCH)
-            replies = await pipe.execute()
+        """Per screening, the seats whose hold deadline has passed (one round trip for all: the
+        transport sends the calls made together in one write)."""
+        replies = await asyncio.gather(*(self._due_in(sid, now) for sid in screening_ids))
         return [[int(seat) for seat in reply] for reply in replies]
+
+    async def _due_in(self, screening_id: int, now: int) -> list[Any]:
+        deadlines = keys.screening_deadlines(screening_id)
+        limit = ("LIMIT", 0, SWEEP_BATCH)
+        seats: list[Any] = await self.transport.command(
+            "ZRANGEBYSCORE", deadlines, "-inf", now, *limit
+        )
+        return seats
 
     async def _sweep_screening(self, screening_id: int, seats: list[int], now: int) -> int:
         reply = await self._run("sweep", screening_id, seats, now, seats)
         if reply[0] == Status.NOT_LOADED:
-            await self._redis.zrem(keys.LOADED_SCREENINGS, screening_id)
+            await self.transport.command("ZREM", keys.LOADED_SCREENINGS, screening_id)
             return 0
         return int(reply[1])
 
     async def _seats_held_by(self, screening_id: int, user_id: int) -> list[int]:
         owners = keys.screening_owners(screening_id)
-        seats: list[Any] = await self._redis.zrangebyscore(owners, user_id, user_id)
+        seats: list[Any] = await self.transport.command("ZRANGEBYSCORE", owners, user_id, user_id)
         return sorted(int(seat) for seat in seats)
 
     async def _run_loaded(
@@ -336,7 +342,7 @@ class SeatEngine:
     ) -> list[Any]:
         script_keys = keys.script_keys(screening_id, seats)
         try:
-            reply: list[Any] = await self._scripts.run(
+            reply: list[Any] = await self.transport.run(
                 name, script_keys, [screening_id, now, *args]
             )
         except REDIS_DOWN as exc:
@@ -352,17 +358,22 @@ class SeatEngine:
         # One loader per screening per process; across processes the load script is idempotent.
         lock = self._loading.setdefault(screening_id, asyncio.Lock())
         async with lock:
-            if await self._redis.hget(keys.screening_meta(screening_id), "ready"):
+            if await self.transport.command("HGET", keys.screening_meta(screening_id), "ready"):
                 return
             layout = await self._fetch_layout(screening_id)
             await self._run("load", screening_id, [], now, _layout_args(layout))
-            await self._redis.zadd(keys.LOADED_SCREENINGS, {str(screening_id): layout.starts_at_ms})
+            await self._mark_loaded(screening_id, layout)
             logger.info(
                 "loaded screening %s: %d seats, %d sold",
                 screening_id,
                 len(layout.seat_ids),
                 len(layout.sold),
             )
+
+    async def _mark_loaded(self, screening_id: int, layout: Layout) -> None:
+        """List the screening for the sweep, scored by its start."""
+        loaded = keys.LOADED_SCREENINGS
+        await self.transport.command("ZADD", loaded, layout.starts_at_ms, screening_id)
 
     async def _fetch_layout(self, screening_id: int) -> Layout:
         try:

@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     if rest and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a setting that cannot be used: say which, before anything starts
+        parser.error(str(exc))
     configure_logging(settings.log_level)
     if args.command == "serve":
         serve(settings)

@@ -34,6 +34,7 @@ from seatlock.engine.events import Hub
 from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
 from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import open_transport
 from seatlock.process import settle_garbage_collector
 from seatlock.services.bookings import BookingService
 from seatlock.services.container import Services
@@ -90,14 +91,15 @@ def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
     """Every service of a process, wired; nothing runs until ``running``."""
     tokens = TokenCodec(load_or_create_secret(settings), settings.access_token_minutes)
     layouts = Layouts(db)
+    transport = open_transport(settings.redis_transport, redis)
     engine = SeatEngine(
-        redis,
+        transport,
         layouts,
         hold_ms=settings.hold_seconds * 1000,
         max_hold_ms=settings.max_hold_seconds * 1000,
         max_seats_per_user=settings.max_seats_per_user,
     )
-    hub = Hub(redis, engine.seat_map)
+    hub = Hub(transport, engine.seat_map)
     if settings.seat_mirrors:
         engine.mirrors = SeatMirrors(engine.snapshot, hub)
         hub.event_listeners.append(engine.mirrors.on_event)
@@ -138,12 +140,13 @@ def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
 async def running(services: Services) -> AsyncIterator[Services]:
     """The background loops of a process, for as long as the block runs."""
     s = services
-    if not await enable_keyspace_events(s.redis):
+    transport = s.engine.transport
+    if not await enable_keyspace_events(transport):
         logger.warning("keyspace events refused by Redis; expiries rely on the sweep")
     stop = asyncio.Event()
     loops: list[Coroutine[Any, Any, None]] = [
         s.hub.run(stop),
-        listen_for_expiries(s.engine, s.redis, stop),
+        listen_for_expiries(s.engine, transport, stop),
         sweep_forever(s.engine, s.settings.sweep_interval_seconds, stop),
         s.history_writer.run(stop),
         s.booking_writer.run(stop),
@@ -162,3 +165,4 @@ async def running(services: Services) -> AsyncIterator[Services]:
         await asyncio.gather(*tasks, return_exceptions=True)
         if s.engine.mirrors is not None:
             await s.engine.mirrors.aclose()
+        await transport.aclose()

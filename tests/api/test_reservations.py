@@ -443,7 +443,7 @@ async def test_without_seat_mirrors_every_attempt_runs_the_script(
     show = await make.show(db, 2)
     async with httpx.AsyncClient(base_url=live.url, timeout=15) as c:
         assert (await reserve(c, user, show, show.seat_ids[:1])).status_code == 201
-        calls = engine._scripts.calls
+        calls = engine.transport.calls
         for _ in range(3):
             assert (await reserve(c, other_user, show, show.seat_ids[:1])).status_code == 409
-        assert engine._scripts.calls == calls + 3
+        assert engine.transport.calls == calls + 3

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 import api.websockets
 from seatlock.engine.events import CLOSE, QUEUE_SIZE, Hub
+from seatlock.engine.transport import open_transport
 from seatlock.services.container import Services
 from tests import factories as make
 from tests.support import Account, LiveServer, reserve, wait_for_status, watch
@@ -132,7 +133,7 @@ async def test_ping_gets_a_pong(db: asyncpg.Connection, server: LiveServer) -> N
 
 
 async def test_a_slow_client_is_dropped_and_others_keep_going(redis: Redis) -> None:
-    hub = Hub(redis)
+    hub = Hub(open_transport("fast", redis))  # never connects: events are dispatched by hand
     slow, fast = hub.join(7, None), hub.join(7, 3)
     event = {
         "screening_id": 7,

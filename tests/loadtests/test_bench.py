@@ -51,8 +51,13 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     for name in (
         "HTTP ceiling",
         "Redis ceiling",
-        "Engine holds",
+        "Engine holds: SeatEngine.hold",
+        "Engine holds on the redis-py transport",
+        "Transport gain, engine holds",
         "Hold attempts",
+        "Hold attempts via HTTP, fast server beside",
+        "Hold attempts via HTTP, redis-py server beside",
+        "Transport gain, HTTP hold attempts",
         "Availability reads",
         "Bookings committed, spread",
         "Bookings committed, one hot",
@@ -62,6 +67,9 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     ):
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert row[0] and not row[0].startswith("0 "), (name, text)
+    for name in ("Transport gain, engine holds", "Transport gain, HTTP hold attempts"):
+        row = next(cells for key, cells in rows.items() if key.startswith(name))
+        assert float(row[3]) > 0 and row[4].startswith(">= 1.05"), text  # fast / redis-py
     for name in ("WebSocket: 20 watchers at 10", "WebSocket: 20 watchers at 1 "):
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert row[0].startswith("20 connected"), text

@@ -1,4 +1,5 @@
-"""Helpers for the engine and script tests: a LayoutSource from a dict, key dumps, event taps."""
+"""Helpers for the engine and script tests: a LayoutSource from a dict, key dumps, event taps, and
+the transports every engine test runs on (each test asking for ``transport`` runs once per kind)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from redis.asyncio.client import PubSub
 from seatlock import keys
 from seatlock.engine.model import Layout
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import KINDS, Transport, open_transport
 
 HOUR_MS = 3_600_000
 # The engine tests use their own database: a live test server (session-wide) runs its expiry
@@ -44,6 +46,35 @@ async def engine_db_redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]
     """For engine and script tests, ``redis`` is a client of ENGINE_DB (see tests/*/conftest.py)."""
     async with engine_redis(backend_urls[0]) as client:
         yield client
+
+
+@pytest.fixture(params=KINDS)
+def transport_kind(request: pytest.FixtureRequest) -> str:
+    """Each engine test runs on every transport (seatlock/engine/transport.py)."""
+    return str(request.param)
+
+
+Transports = Callable[..., Transport]
+
+
+@pytest.fixture
+async def transports(redis: Redis, transport_kind: str) -> AsyncIterator[Transports]:
+    """Opens transports of the kind under test, like ``redis`` or the client given (one per
+    engine that stands for a process); all are closed at the end."""
+    made: list[Transport] = []
+
+    def make(client: Redis | None = None) -> Transport:
+        made.append(open_transport(transport_kind, redis if client is None else client))
+        return made[-1]
+
+    yield make
+    for transport in made:
+        await transport.aclose()
+
+
+@pytest.fixture
+def transport(transports: Transports) -> Transport:
+    return transports()
 
 
 async def wait_until(check: Callable[[], bool], seconds: float = 3.0) -> None:
@@ -81,10 +112,10 @@ class DictSource:
         return self.layouts.get(screening_id)
 
 
-def make_engine(redis: Redis, source: DictSource, **changes: int) -> SeatEngine:
+def make_engine(transport: Transport, source: DictSource, **changes: int) -> SeatEngine:
     options = {"hold_ms": 300_000, "max_hold_ms": 1_800_000, "max_seats_per_user": 10}
     options.update(changes)
-    return SeatEngine(redis, source, **options)
+    return SeatEngine(transport, source, **options)
 
 
 async def dump(redis: Redis, screening_id: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from seatlock.engine.errors import (
 )
 from seatlock.engine.scripts import NAMES, PRELUDE, Status, lua_dir
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import Transport
 from seatlock.errors import InvalidInput, SeatLockError
 from tests.lua.support import DictSource, calls_made, dump, make_engine, now_ms, tap
 
@@ -40,8 +41,9 @@ def source() -> DictSource:
 
 
 @pytest.fixture
-def engine(redis: Redis, source: DictSource) -> SeatEngine:
-    return make_engine(redis, source, hold_ms=5 * MIN, max_hold_ms=12 * MIN, max_seats_per_user=4)
+def engine(transport: Transport, source: DictSource) -> SeatEngine:
+    limits = {"hold_ms": 5 * MIN, "max_hold_ms": 12 * MIN, "max_seats_per_user": 4}
+    return make_engine(transport, source, **limits)
 
 
 async def refused(
@@ -152,9 +154,11 @@ async def test_hold_refusals_change_nothing(redis: Redis, engine: SeatEngine) ->
     await refused(redis, engine.hold(S, ALICE, [1, 2, 3, 6, 7], now), TooManySeats)
 
 
-async def test_hold_refused_once_the_screening_started(redis: Redis, source: DictSource) -> None:
+async def test_hold_refused_once_the_screening_started(
+    redis: Redis, transport: Transport, source: DictSource
+) -> None:
     source.add(S, [1, 2], starts_at_ms=now_ms() + 1000)
-    engine = make_engine(redis, source)
+    engine = make_engine(transport, source)
     await engine.hold(S, ALICE, [1])
     error = await refused(redis, engine.hold(S, BOB, [2], now_ms() + 1000), ScreeningStarted)
     assert error.detail == "Cannot reserve seats for past screenings"
@@ -251,10 +255,12 @@ async def test_hold_and_release_take_one_command_per_step(redis: Redis, engine: 
     }
 
 
-async def test_seat_lists_longer_than_one_command_batch(redis: Redis, source: DictSource) -> None:
+async def test_seat_lists_longer_than_one_command_batch(
+    redis: Redis, transport: Transport, source: DictSource
+) -> None:
     seats = list(range(1, 2601))
     source.add(S, seats)
-    engine = make_engine(redis, source, max_seats_per_user=2600)
+    engine = make_engine(transport, source, max_seats_per_user=2600)
     now = now_ms()
     assert len(await engine.hold(S, BOB, seats[100:2500], now)) == 2400
     error = await refused(redis, engine.hold(S, ALICE, seats[:2600], now), SeatsUnavailable)
@@ -477,7 +483,7 @@ async def test_load_is_atomic_and_idempotent(redis: Redis, engine: SeatEngine) -
     assert before[keys.screening_meta(S)][b"ready"] == b"1"
     assert before[keys.screening_sold(S)] == {b"10": b"99"}
     assert len(before[keys.screening_seats(S)]) == 10
-    reply = await engine._scripts.run("load", keys.script_keys(S, []), [S, now, 0, 1, 1])
+    reply = await engine.transport.run("load", keys.script_keys(S, []), [S, now, 0, 1, 1])
     assert reply == [0, 0]
     assert await dump(redis, S) == before
 
@@ -505,6 +511,6 @@ async def test_every_script_refuses_an_unloaded_screening(
     redis: Redis, engine: SeatEngine, name: str
 ) -> None:
     args = [S, now_ms(), ALICE, 1000, 4, 1]
-    reply = await engine._scripts.run(name, keys.script_keys(S, [1]), args)
+    reply = await engine.transport.run(name, keys.script_keys(S, [1]), args)
     assert reply == [Status.NOT_LOADED]
     assert await dump(redis, S) == {}

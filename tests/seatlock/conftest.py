@@ -1,3 +1,9 @@
-"""Engine and script tests get ``redis`` on their own database (tests/lua/support.py)."""
+"""Engine and script tests get ``redis`` on their own database, and run on every transport
+(tests/lua/support.py)."""
 
-from tests.lua.support import engine_db_redis  # noqa: F401  (registers the ``redis`` fixture)
+from tests.lua.support import (  # noqa: F401  (registers the fixtures)
+    engine_db_redis,
+    transport,
+    transport_kind,
+    transports,
+)

@@ -24,9 +24,10 @@ from seatlock.engine.errors import (
 from seatlock.engine.model import Layout, new_grant
 from seatlock.engine.scripts import Status
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import Transport
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 from seatlock.server.embedded import free_port
-from tests.lua.support import DictSource, dump, engine_redis, make_engine, now_ms
+from tests.lua.support import DictSource, Transports, dump, engine_redis, make_engine, now_ms
 
 S, T = 601, 602
 ALICE, BOB = 7, 8
@@ -41,8 +42,8 @@ def source() -> DictSource:
 
 
 @pytest.fixture
-def engine(redis: Redis, source: DictSource) -> SeatEngine:
-    return make_engine(redis, source)
+def engine(transport: Transport, source: DictSource) -> SeatEngine:
+    return make_engine(transport, source)
 
 
 async def test_after_flushall_sold_seats_come_back_before_any_hold(
@@ -193,10 +194,10 @@ async def test_sweep_covers_every_loaded_screening(engine: SeatEngine, redis: Re
     assert await redis.zscore(keys.LOADED_SCREENINGS, T) is None
 
 
-async def test_redis_down_means_unavailable(source: DictSource) -> None:
+async def test_redis_down_means_unavailable(source: DictSource, transports: Transports) -> None:
     dead = Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     try:
-        engine = make_engine(dead, source)
+        engine = make_engine(transports(dead), source)
         with pytest.raises(Unavailable):
             await engine.hold(S, ALICE, [1])
     finally:
@@ -225,21 +226,21 @@ async def test_sweep_batches_many_screenings(
 
 
 async def test_unsell_and_sell_correct_a_load_that_read_postgresql_before_them(
-    redis: Redis, source: DictSource
+    source: DictSource, transports: Transports
 ) -> None:
     stale = DictSource()  # what another process read from PostgreSQL a moment earlier
     stale.add(S, [1, 2, 3, 4], {4: BOB})
 
     class Racing(DictSource):
         async def __call__(self, screening_id: int) -> Layout | None:
-            await make_engine(redis, stale).seat_map(screening_id)  # its load lands first
+            await make_engine(transports(), stale).seat_map(screening_id)  # its load lands first
             return await source(screening_id)
 
-    engine = make_engine(redis, Racing())
+    engine = make_engine(transports(), Racing())
     del source.layouts[S].sold[4]  # the ticket was cancelled in PostgreSQL, then:
     await engine.unsell(S, [4])
     assert (await engine.seat_map(S))[3].status == "available"
-    await redis.flushall()
+    await engine.transport.command("FLUSHALL")
     source.layouts[S].sold[2] = ALICE  # a booking committed in PostgreSQL, then:
     await engine.sell(S, {2: ALICE})
     assert (await engine.seat_map(S))[1].status == "booked"
@@ -260,10 +261,10 @@ async def test_the_sweep_forgets_screenings_long_over(
 
 
 async def test_works_with_a_decoding_client(
-    backend_urls: tuple[str, str], source: DictSource
+    backend_urls: tuple[str, str], source: DictSource, transports: Transports
 ) -> None:
     async with engine_redis(backend_urls[0], decode_responses=True) as client:
-        engine = make_engine(client, source)
+        engine = make_engine(transports(client), source)
         now = now_ms()
         assert (await engine.hold(S, ALICE, [1, 2], now))[1].expires_at_ms == now + 300_000
         assert (await engine.seat_map(S, now))[0].user_id == ALICE

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from seatlock import keys
 from seatlock.engine.errors import ScreeningNotFound, ScreeningStarted, UnknownSeats
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import Transport
 from tests.lua.support import HOUR_MS, DictSource, dump, make_engine, now_ms, tap
 
 S, T = 701, 702
@@ -23,8 +24,8 @@ def source() -> DictSource:
 
 
 @pytest.fixture
-def engine(redis: Redis, source: DictSource) -> SeatEngine:
-    return make_engine(redis, source)
+def engine(transport: Transport, source: DictSource) -> SeatEngine:
+    return make_engine(transport, source)
 
 
 async def test_seats_added_later_can_be_held_and_are_announced(

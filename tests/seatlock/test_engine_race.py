@@ -16,7 +16,7 @@ from seatlock import keys
 from seatlock.engine.errors import SeatsUnavailable
 from seatlock.engine.model import Hold
 from seatlock.engine.seats import SeatEngine
-from tests.lua.support import DictSource, engine_url, make_engine
+from tests.lua.support import DictSource, Transports, engine_url, make_engine
 
 SEATS = 40
 CLIENTS = 240
@@ -25,10 +25,10 @@ PROCESSES = 8  # engines with their own Redis client, loader lock and script cac
 
 @pytest.fixture
 async def engines(
-    backend_urls: tuple[str, str], source: DictSource
+    backend_urls: tuple[str, str], source: DictSource, transports: Transports
 ) -> AsyncIterator[list[SeatEngine]]:
     clients = [Redis.from_url(engine_url(backend_urls[0])) for _ in range(PROCESSES)]
-    yield [make_engine(c, source, max_seats_per_user=6) for c in clients]
+    yield [make_engine(transports(c), source, max_seats_per_user=6) for c in clients]
     for client in clients:
         await client.aclose()
 

@@ -27,6 +27,7 @@ from seatlock.engine.errors import (
     UnknownSeats,
 )
 from seatlock.engine.model import SeatState
+from seatlock.engine.transport import open_transport
 from seatlock.errors import SeatLockError
 from tests.lua.support import DictSource, engine_url, make_engine, now_ms
 
@@ -55,6 +56,7 @@ class ModelHold:
 
 class EngineMachine(RuleBasedStateMachine):
     redis_url = ""
+    transport_kind = "fast"
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,7 +68,11 @@ class EngineMachine(RuleBasedStateMachine):
         self.source.add(self.screening, SEATS, starts_at_ms=now_ms() + 3_600_000)
         self.engines = [
             make_engine(
-                self.redis, self.source, hold_ms=HOLD, max_hold_ms=MAX_HOLD, max_seats_per_user=CAP
+                open_transport(self.transport_kind, self.redis),
+                self.source,
+                hold_ms=HOLD,
+                max_hold_ms=MAX_HOLD,
+                max_seats_per_user=CAP,
             )
             for _ in range(2)  # two API processes sharing one Redis
         ]
@@ -80,8 +86,8 @@ class EngineMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
-        for engine in self.engines:  # their script connections, before the loop closes
-            self.run(engine._scripts.aclose())
+        for engine in self.engines:  # their connections, before the loop closes
+            self.run(engine.transport.aclose())
         self.run(self.redis.aclose())
         self.loop.close()
 
@@ -319,8 +325,9 @@ class EngineMachine(RuleBasedStateMachine):
         return SeatState(seat, "available", None, None)
 
 
-def test_engine_follows_the_model(backend_urls: tuple[str, str]) -> None:
+def test_engine_follows_the_model(backend_urls: tuple[str, str], transport_kind: str) -> None:
     EngineMachine.redis_url = engine_url(backend_urls[0])
+    EngineMachine.transport_kind = transport_kind
     run_state_machine_as_test(
         EngineMachine,
         settings=settings(

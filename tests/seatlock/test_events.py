@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from seatlock import keys
 from seatlock.engine import events
 from seatlock.engine.events import CLOSE, FrameWriter, Hub, text_frame
+from seatlock.engine.transport import Transport
 from tests.lua.support import wait_until
 
 EVENT = {
@@ -43,8 +44,8 @@ def test_text_frames_use_the_shortest_length_encoding() -> None:
     assert text_frame(b"abc") == b"\x81\x03abc"
 
 
-async def test_direct_watchers_get_one_shared_frame_per_audience(redis: Redis) -> None:
-    hub = Hub(redis)
+async def test_direct_watchers_get_one_shared_frame_per_audience(transport: Transport) -> None:
+    hub = Hub(transport)
     got: dict[str, list[bytes]] = {"a": [], "b": [], "owner": []}
     for name, user in (("a", None), ("b", 5), ("owner", 3)):
         hub.join(7, user, recorder(got[name]))
@@ -57,8 +58,8 @@ async def test_direct_watchers_get_one_shared_frame_per_audience(redis: Redis) -
     assert orjson.loads(queued.queue.get_nowait()) == public  # the queue path still works
 
 
-async def test_a_refused_write_drops_only_that_client(redis: Redis) -> None:
-    hub = Hub(redis)
+async def test_a_refused_write_drops_only_that_client(transport: Transport) -> None:
+    hub = Hub(transport)
     fast_frames: list[bytes] = []
     slow = hub.join(7, None, lambda frame: False)
     fast = hub.join(7, None, recorder(fast_frames))
@@ -70,9 +71,9 @@ async def test_a_refused_write_drops_only_that_client(redis: Redis) -> None:
 
 
 async def test_events_reach_change_listeners_and_live_follows_the_subscription(
-    redis: Redis,
+    redis: Redis, transport: Transport
 ) -> None:
-    hub = Hub(redis)
+    hub = Hub(transport)
     changed: list[int] = []
     hub.change_listeners.append(changed.append)
     hub.dispatch(orjson.dumps({**EVENT, "screening_id": 9}))  # no watchers: still told
@@ -97,10 +98,10 @@ async def test_events_reach_change_listeners_and_live_follows_the_subscription(
 
 
 async def test_a_subscription_that_stops_answering_is_dropped_and_renewed(
-    redis: Redis, monkeypatch: pytest.MonkeyPatch
+    redis: Redis, transport: Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(events, "HEALTH_S", 0.1)
-    hub = Hub(redis)
+    hub = Hub(transport)
     stop = asyncio.Event()
     task = asyncio.create_task(hub.run(stop))
     try:

@@ -18,7 +18,8 @@ from seatlock.engine.expiry import (
     sweep_forever,
 )
 from seatlock.engine.seats import SeatEngine
-from tests.lua.support import DictSource, engine_url, make_engine, tap
+from seatlock.engine.transport import Transport
+from tests.lua.support import DictSource, Transports, engine_url, make_engine, tap
 
 S = 801
 ALICE, BOB = 7, 8
@@ -26,22 +27,25 @@ AVAILABLE = {"seat_id": 1, "status": "available", "user_id": None, "expires_at":
 
 
 @pytest.fixture
-def engine(redis: Redis) -> SeatEngine:
+def engine(transport: Transport) -> SeatEngine:
     source = DictSource()
     source.add(S, [1, 2, 3])
-    return make_engine(redis, source, hold_ms=300)
+    return make_engine(transport, source, hold_ms=300)
 
 
 @pytest.fixture
 async def listener(
-    engine: SeatEngine, backend_urls: tuple[str, str]
+    engine: SeatEngine, backend_urls: tuple[str, str], transports: Transports
 ) -> AsyncIterator[asyncio.Event]:
+    """Listening on a transport of its own, made from a URL (as a server process would)."""
     stop = asyncio.Event()
-    task = asyncio.create_task(listen_for_expiries(engine, engine_url(backend_urls[0]), stop))
+    client = Redis.from_url(engine_url(backend_urls[0]))
+    task = asyncio.create_task(listen_for_expiries(engine, transports(client), stop))
     await asyncio.sleep(0.1)  # subscribed
     yield stop
     stop.set()
     await asyncio.wait_for(task, 3)
+    await client.aclose()
 
 
 def test_flags_keep_what_was_there() -> None:
@@ -50,8 +54,8 @@ def test_flags_keep_what_was_there() -> None:
     assert _with_expired_events("AKE") == "AKE"
 
 
-async def test_enable_keyspace_events(redis: Redis) -> None:
-    assert await enable_keyspace_events(redis)
+async def test_enable_keyspace_events(redis: Redis, transport: Transport) -> None:
+    assert await enable_keyspace_events(transport)
     flags = (await redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
     assert "E" in flags and ("x" in flags or "A" in flags)
 
@@ -59,7 +63,7 @@ async def test_enable_keyspace_events(redis: Redis) -> None:
 async def test_listener_publishes_expiry_and_claim_fails(
     redis: Redis, engine: SeatEngine, listener: asyncio.Event
 ) -> None:
-    assert await enable_keyspace_events(redis)
+    assert await enable_keyspace_events(engine.transport)
     await engine.hold(S, ALICE, [1])
     async with tap(redis, S) as events:
         await asyncio.sleep(0.6)
@@ -98,9 +102,9 @@ async def test_sweep_forever_runs_until_stopped(redis: Redis, engine: SeatEngine
 
 
 async def test_listener_ignores_other_keys_and_stops(redis: Redis, engine: SeatEngine) -> None:
-    assert await enable_keyspace_events(redis)
+    assert await enable_keyspace_events(engine.transport)
     stop = asyncio.Event()
-    task = asyncio.create_task(listen_for_expiries(engine, redis, stop))
+    task = asyncio.create_task(listen_for_expiries(engine, engine.transport, stop))
     await redis.set("unrelated", "1", px=50)
     await engine.hold(S, ALICE, [2])
     async with tap(redis, S) as events:
@@ -108,13 +112,13 @@ async def test_listener_ignores_other_keys_and_stops(redis: Redis, engine: SeatE
     assert event["seats"][0]["seat_id"] == 2
     stop.set()
     await asyncio.wait_for(task, 2)
-    assert await redis.ping()  # the caller's client is not closed by the listener
+    assert (await engine.hold(S, ALICE, [3]))[0].seat_id == 3  # the transport still works
 
 
 async def test_listener_resubscribes_after_losing_its_connection(
     redis: Redis, engine: SeatEngine, listener: asyncio.Event
 ) -> None:
-    assert await enable_keyspace_events(redis)
+    assert await enable_keyspace_events(engine.transport)
     assert await redis.client_kill_filter(_type="pubsub") >= 1
     await asyncio.sleep(0.3)  # reconnected (first retry after 0.1 s)
     await engine.hold(S, ALICE, [3])

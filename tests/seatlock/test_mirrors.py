@@ -22,7 +22,8 @@ from seatlock.engine.mirrors import MARGIN_MS, TRUST_MS, SeatMirrors
 from seatlock.engine.model import Hold, new_grant
 from seatlock.engine.scripts import Status
 from seatlock.engine.seats import SeatEngine
-from tests.lua.support import DictSource, make_engine, now_ms, wait_until
+from seatlock.engine.transport import Transport
+from tests.lua.support import DictSource, Transports, make_engine, now_ms, wait_until
 
 S = 621
 ALICE, BOB, CAROL = 7, 8, 9
@@ -37,13 +38,13 @@ def source() -> DictSource:
 
 
 @pytest.fixture
-def engine(redis: Redis, source: DictSource) -> SeatEngine:
-    return make_engine(redis, source)
+def engine(transport: Transport, source: DictSource) -> SeatEngine:
+    return make_engine(transport, source)
 
 
 @pytest.fixture
-def other(redis: Redis, source: DictSource) -> SeatEngine:
-    return make_engine(redis, source)
+def other(transports: Transports, source: DictSource) -> SeatEngine:
+    return make_engine(transports(), source)  # another process
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +52,7 @@ async def mirrored(
     redis: Redis, engine: SeatEngine, trust_ms: int = TRUST_MS
 ) -> AsyncIterator[tuple[Hub, SeatMirrors]]:
     """``engine`` wired like a server process: a hub feeding its mirrors."""
-    hub = Hub(redis)
+    hub = Hub(engine.transport)
     mirrors = SeatMirrors(engine.snapshot, hub, trust_ms=trust_ms)
     engine.mirrors = mirrors
     hub.event_listeners.append(mirrors.on_event)
@@ -92,10 +93,10 @@ async def test_a_contended_screening_refuses_without_a_script(
     async with mirrored(redis, engine) as (_, mirrors):
         from_redis = await refused(engine, BOB, [1, 2, 3])
         await wait_until(lambda: S in mirrors)
-        writes = engine._scripts.calls
+        writes = engine.transport.calls
         assert await refused(engine, BOB, [1, 2, 3]) == from_redis
         assert await refused(engine, BOB, [20, 2]) == "Seats [20] are already booked"
-        assert engine._scripts.calls == writes
+        assert engine.transport.calls == writes
         assert mirrors.refusals == 2
 
 
@@ -111,12 +112,12 @@ async def test_the_mirror_follows_changes_made_elsewhere(
         await other.sell(S, {6: ALICE})
         await other.hold(S, CAROL, [7])
         await settled(redis, mirrors)
-        writes = engine._scripts.calls
+        writes = engine.transport.calls
         assert await refused(engine, ALICE, [6, 7]) == "Seats [6] are already booked"
         assert await refused(engine, ALICE, [5, 7]) == (
             "Seats [5, 7] are currently reserved by other users"
         )
-        assert engine._scripts.calls == writes
+        assert engine.transport.calls == writes
 
 
 async def test_every_refusal_is_the_scripts_own(
@@ -152,7 +153,7 @@ async def test_every_refusal_is_the_scripts_own(
             local = mirrors.refusal(S, asker, wanted, now)
             if local:
                 args = [S, now, asker, 300_000, 10, new_grant(), *wanted]
-                reply = await engine._scripts.run("hold", keys.script_keys(S, wanted), args)
+                reply = await engine.transport.run("hold", keys.script_keys(S, wanted), args)
                 assert [int(v) for v in reply] == local
                 checked += 1
         assert checked > 30
@@ -242,11 +243,11 @@ async def test_a_hold_granted_here_refuses_others_before_its_event_arrives(
         hub.event_listeners.remove(mirrors.on_event)  # events reach the mirror when we say so
         hub.event_listeners.append(lambda sid, event: held_back.append((sid, event)))
         await engine.hold(S, BOB, [2, 3])  # granted by Redis, its event held back
-        calls = engine._scripts.calls
+        calls = engine.transport.calls
         assert await refused(engine, CAROL, [3, 4]) == (
             "Seats [3] are currently reserved by other users"
         )
-        assert engine._scripts.calls == calls  # known from the grant, not from Redis
+        assert engine.transport.calls == calls  # known from the grant, not from Redis
         assert [h.seat_id for h in await engine.hold(S, BOB, [3])] == [3]  # his own: Redis
         await other.release(S, BOB, [2, 3])
         await wait_until(lambda: len(held_back) == 2)
@@ -284,21 +285,21 @@ async def test_an_attempt_waits_for_a_hold_of_its_seats_under_way_instead_of_rac
     await other.hold(S, ALICE, [1])
     async with mirrored(redis, engine) as (hub, mirrors):
         await contend(engine, mirrors, BOB, [1])
-        calls = engine._scripts.calls
+        calls = engine.transport.calls
         first = asyncio.create_task(engine.hold(S, BOB, [2, 3]))
         second = asyncio.create_task(engine.hold(S, CAROL, [3, 4]))  # sent at the same moment
         assert [h.seat_id for h in await first] == [2, 3]
         with pytest.raises(SeatsUnavailable, match=r"Seats \[3\] are currently reserved"):
             await second
-        assert engine._scripts.calls == calls + 1  # the loser never reached Redis
+        assert engine.transport.calls == calls + 1  # the loser never reached Redis
         # When the hold under way is refused, the attempt waiting for it goes on to Redis.
         hub.event_listeners.remove(mirrors.on_event)  # the mirror misses what follows
         await other.hold(S, ALICE, [6])
-        calls = engine._scripts.calls
+        calls = engine.transport.calls
         refused_there = asyncio.create_task(engine.hold(S, BOB, [6, 7]))
         waiting = asyncio.create_task(engine.hold(S, CAROL, [7, 8]))
         with pytest.raises(SeatsUnavailable):
             await refused_there
         assert [h.seat_id for h in await waiting] == [7, 8]
-        assert engine._scripts.calls == calls + 2
+        assert engine.transport.calls == calls + 2
         assert mirrors._mirrors[S].in_flight == {}

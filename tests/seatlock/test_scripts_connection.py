@@ -1,4 +1,4 @@
-"""The script dispatcher's own connection: replies in order, errors apart, outages survived."""
+"""The transports' own connections: replies in order, errors apart, outages survived."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from redis.exceptions import ResponseError
 
 from seatlock import keys
 from seatlock.engine.errors import SeatsUnavailable
-from seatlock.engine.scripts import MAX_BATCH, Scripts, Status
+from seatlock.engine.scripts import Status
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import Transport, open_transport
+from seatlock.engine.wire import MAX_BATCH, FastTransport
 from seatlock.errors import Unavailable
 from seatlock.server.embedded import EmbeddedRedis
-from tests.lua.support import DictSource, engine_url, make_engine
+from tests.lua.support import DictSource, Transports, engine_url, make_engine
 
 S = 901
 SEATS = list(range(1, 2001))
@@ -34,8 +36,14 @@ def source() -> DictSource:
 
 
 @pytest.fixture
-def engine(redis: Redis, source: DictSource) -> SeatEngine:
-    return make_engine(redis, source, max_seats_per_user=len(SEATS))
+def engine(transport: Transport, source: DictSource) -> SeatEngine:
+    return make_engine(transport, source, max_seats_per_user=len(SEATS))
+
+
+def pipelines(engine: SeatEngine) -> int:
+    """Writes (fast) or pipelines (redis-py) sent so far: round trips."""
+    sent: int = getattr(engine.transport, "pipelines")  # noqa: B009  (not in the interface)
+    return sent
 
 
 async def hold_or_taken(engine: SeatEngine, user: int, seat: int) -> int | str:
@@ -58,19 +66,19 @@ async def test_replies_reach_their_callers_under_many_concurrent_calls(
     taken = set(range(2, 2001, 3))
     await engine.hold(S, 1, sorted(taken))
     seats = range(1, 2001)
-    before = engine._scripts.pipelines
+    before = pipelines(engine)
     got = await asyncio.gather(*(hold_or_taken(engine, 10 + s, s) for s in seats))
     assert got == expected(seats, taken)
-    assert engine._scripts.pipelines - before <= len(seats) // MAX_BATCH + 2
+    assert pipelines(engine) - before <= len(seats) // MAX_BATCH + 2
 
 
 async def test_a_redis_error_fails_only_its_own_call(redis: Redis, engine: SeatEngine) -> None:
     await engine.seat_map(S)
     await redis.set("sl:test:not-a-hash", "x")  # HGET on it inside the script: WRONGTYPE
-    broken = engine._scripts.run("hold", ["sl:test:not-a-hash"], [S, 0])
+    broken = engine.transport.run("hold", ["sl:test:not-a-hash"], [S, 0])
     calls: list[Any] = [hold_or_taken(engine, 10 + s, s) for s in range(1, 301)]
     calls[100:100] = [broken]
-    calls[200:200] = [engine._scripts.run("no-such-script", [], [])]
+    calls[200:200] = [engine.transport.run("no-such-script", [], [])]
     got = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(got[100], ResponseError)
     assert isinstance(got[200], ValueError)
@@ -80,18 +88,21 @@ async def test_a_redis_error_fails_only_its_own_call(redis: Redis, engine: SeatE
 async def test_calls_run_after_a_script_flush_on_the_open_connection(
     redis: Redis, engine: SeatEngine
 ) -> None:
-    await engine.hold(S, 1, [1])  # hold is loaded on the dispatcher's connection
-    evals = await _eval_calls(redis)
+    await engine.hold(S, 1, [1])  # hold is loaded on the transport's connection
+    reloads = await _reload_calls(redis, engine.transport)
     await redis.script_flush()
     got = await asyncio.gather(*(hold_or_taken(engine, 10 + s, s) for s in range(1, 101)))
     assert got == expected(range(1, 101), {1})
-    assert await _eval_calls(redis) > evals  # NOSCRIPT was answered: the calls went as EVAL
+    assert await _reload_calls(redis, engine.transport) > reloads  # NOSCRIPT was answered
     assert await hold_or_taken(engine, 9, 200) == 200  # and the script is loaded again
 
 
-async def _eval_calls(redis: Redis) -> int:
+async def _reload_calls(redis: Redis, transport: Transport) -> int:
+    """How the transport answers NOSCRIPT: the fast one sends EVAL, redis-py loads the script."""
+    fast = isinstance(transport, FastTransport)
+    names = {"cmdstat_eval"} if fast else {"cmdstat_script", "cmdstat_script|load"}  # Redis 7
     stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+    return sum(int(v["calls"]) for k, v in stats.items() if k in names)
 
 
 @pytest.mark.parametrize("turns", [1, 2], ids=["cancelled-queued", "cancelled-on-the-wire"])
@@ -121,11 +132,11 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture
-async def own_engine(own_redis: EmbeddedRedis, source: DictSource) -> AsyncIterator[SeatEngine]:
+async def own_engine(
+    own_redis: EmbeddedRedis, source: DictSource, transports: Transports
+) -> AsyncIterator[SeatEngine]:
     client = Redis.from_url(own_redis.url)
-    engine = make_engine(client, source, max_seats_per_user=len(SEATS))
-    yield engine
-    await engine._scripts.aclose()
+    yield make_engine(transports(client), source, max_seats_per_user=len(SEATS))
     await client.aclose()
 
 
@@ -146,17 +157,16 @@ async def test_redis_killed_mid_run_fails_pending_calls_then_later_calls_reconne
     with pytest.raises(Unavailable):  # refused while down
         await own_engine.hold(S, 9, [60])
     await asyncio.to_thread(own_redis.start)  # same port, empty: the screening is reloaded
-    await own_engine._redis.connection_pool.disconnect()  # redis-py's own pooled sockets died too
     got = await asyncio.gather(*(hold_or_taken(own_engine, 10 + s, s) for s in range(2, 50)))
     assert got == list(range(2, 50))
 
 
 async def test_a_hung_redis_fails_the_waiting_calls_after_the_socket_timeout(
-    own_redis: EmbeddedRedis, source: DictSource
+    own_redis: EmbeddedRedis, source: DictSource, transports: Transports
 ) -> None:
     assert own_redis.proc is not None
     client = Redis.from_url(own_redis.url, socket_timeout=0.3)
-    engine = make_engine(client, source, max_seats_per_user=len(SEATS))
+    engine = make_engine(transports(client), source, max_seats_per_user=len(SEATS))
     try:
         assert await hold_or_taken(engine, 9, 1) == 1
         os.kill(own_redis.proc.pid, signal.SIGSTOP)
@@ -167,43 +177,45 @@ async def test_a_hung_redis_fails_the_waiting_calls_after_the_socket_timeout(
         os.kill(own_redis.proc.pid, signal.SIGCONT)
         assert await hold_or_taken(engine, 10, 20) == 20  # a new connection
     finally:
-        await engine._scripts.aclose()
         await client.aclose()
 
 
-async def test_a_closed_dispatcher_connects_again_on_the_next_call(engine: SeatEngine) -> None:
+async def test_a_closed_transport_connects_again_on_the_next_call(engine: SeatEngine) -> None:
     assert await hold_or_taken(engine, 9, 1) == 1
-    await engine._scripts.aclose()
+    await engine.transport.aclose()
     assert await hold_or_taken(engine, 9, 2) == 2
 
 
 async def test_auth_and_select_come_from_the_client(
-    redis: Redis, backend_urls: tuple[str, str]
+    redis: Redis, backend_urls: tuple[str, str], transport_kind: str
 ) -> None:
     user = {"enabled": True, "passwords": ["+s3cret"], "keys": "*", "commands": ["+@all"]}
     await redis.acl_setuser("scripts-test", **user)
     url = engine_url(backend_urls[0]).replace("redis://", "redis://scripts-test:s3cret@")
     try:
-        assert (await run_load(url))[0] == Status.OK
+        assert (await run_load(url, transport_kind))[0] == Status.OK
         assert await redis.hget(keys.screening_meta(S), "ready")  # in ENGINE_DB: SELECT ran
-        with pytest.raises(RedisConnectionError, match="AUTH"):
-            await run_load(url.replace("s3cret", "wrong"))
+        with pytest.raises(RedisConnectionError, match=r"AUTH|password"):
+            await run_load(url.replace("s3cret", "wrong"), transport_kind)
     finally:
         await redis.acl_deluser("scripts-test")
 
 
-async def run_load(url: str) -> list[Any]:
-    """The load script for one seat, through a dispatcher of a client made from ``url``."""
+async def run_load(url: str, kind: str) -> list[Any]:
+    """The load script for one seat, through a transport like a client made from ``url``."""
     client = Redis.from_url(url)
-    scripts = Scripts(client)
+    transport = open_transport(kind, client)
     try:
-        return await scripts.run("load", keys.script_keys(S), [S, 0, 0, 1, 1])
+        return await transport.run("load", keys.script_keys(S), [S, 0, 0, 1, 1])
     finally:
-        await scripts.aclose()
+        await transport.aclose()
         await client.aclose()
 
 
 async def test_a_silent_server_times_out_the_connect() -> None:
+    """The fast transport bounds connect and handshake together (redis-py bounds the connect
+    alone: its handshake waits as long as ``socket_timeout``)."""
+
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # never answers
         writer.close()
@@ -213,7 +225,7 @@ async def test_a_silent_server_times_out_the_connect() -> None:
     try:
         async with asyncio.timeout(2):
             with pytest.raises(RedisConnectionError):
-                await run_load(f"redis://127.0.0.1:{port}/3?socket_connect_timeout=0.2")
+                await run_load(f"redis://127.0.0.1:{port}/3?socket_connect_timeout=0.2", "fast")
     finally:
         server.close()
         await server.wait_closed()

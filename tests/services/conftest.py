@@ -1,6 +1,7 @@
 """Services built directly, without HTTP, on the suite's real Redis and PostgreSQL.
 
-``redis`` is a client of the engine tests' own database (tests/lua/support.py): a live test
+``redis`` is a client of the engine tests' own database and the engine runs on every transport
+(tests/lua/support.py): a live test
 server of the session runs its expiry listener and sweep on the default one. The writers run as
 tasks, as the composition root runs them (seatlock/server/wiring.py).
 """
@@ -21,9 +22,15 @@ from db.layouts import Layouts
 from db.reservations import HistoryWriter, ReservationIds
 from db.tickets import BookingWriter
 from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import Transport
 from seatlock.services.bookings import BookingService
 from seatlock.services.holds import HoldService
-from tests.lua.support import engine_db_redis  # noqa: F401  (registers the ``redis`` fixture)
+from tests.lua.support import (  # noqa: F401  (registers the fixtures)
+    engine_db_redis,
+    transport,
+    transport_kind,
+    transports,
+)
 
 HOLD_MS = 300_000
 
@@ -54,9 +61,9 @@ async def dead_pool(backend_urls: tuple[str, str]) -> asyncpg.Pool:
 
 
 @pytest.fixture
-def engine(redis: Redis, pool: asyncpg.Pool) -> SeatEngine:
+def engine(transport: Transport, pool: asyncpg.Pool) -> SeatEngine:  # noqa: F811
     return SeatEngine(
-        redis, Layouts(pool), hold_ms=HOLD_MS, max_hold_ms=1_800_000, max_seats_per_user=10
+        transport, Layouts(pool), hold_ms=HOLD_MS, max_hold_ms=1_800_000, max_seats_per_user=10
     )
 
 

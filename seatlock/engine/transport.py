@@ -1,0 +1,96 @@
+"""How the engine reaches Redis: one small interface, two implementations chosen by a setting.
+
+``Transport`` is everything the engine, the event hub, the mirrors and the expiry listener ask of
+Redis: run a script of ``lua/`` by name, run a plain command, subscribe to a channel or pattern,
+close. ``open_transport`` picks the implementation (``SEATLOCK_REDIS_TRANSPORT``):
+
+- ``fast`` (``seatlock.engine.wire``): our own auto-pipelining RESP connection, fed to hiredis.
+- ``redis-py`` (``seatlock.engine.redispy``): redis-py's public API only (registered scripts,
+  non-transactional pipelines, PubSub); the plain baseline the fast one is measured against.
+
+Both keep the order of one process's calls: a call (script or command) reaches Redis after every
+call this process made before it, so events of one screening are published in the order made.
+Replies come as Redis sends them (RESP2, bulk strings as bytes), with no per-command parsing; an
+error reply raises redis-py's exception for it (``redis.exceptions``), a lost or refused
+connection ``redis.exceptions.ConnectionError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+KINDS = ("fast", "redis-py")
+HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
+
+Arg = str | int | bytes
+OnMessage = Callable[[bytes], None]  # one published payload, in publish order
+
+
+class Feed(Protocol):
+    """One subscription on a connection of its own (``Transport.subscribe``)."""
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Done once the connection is gone: no message is delivered after it."""
+
+    @property
+    def trouble(self) -> str:
+        """Why the subscription ended, when we ended it (silence, protocol, a lost connection)."""
+
+    def close(self) -> None:
+        """End the subscription; ``closed`` follows."""
+
+
+class Transport(Protocol):
+    """The engine's way to Redis (see the module docstring for the guarantees)."""
+
+    @property
+    def db(self) -> int:
+        """The database number (keyspace event channels name it)."""
+
+    @property
+    def calls(self) -> int:
+        """Commands sent so far (scripts, their loading and plain commands): stats and tests."""
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> list[Any]:
+        """Run the script ``lua/<name>.lua`` with KEYS and ARGV; its reply."""
+
+    async def command(self, *args: Arg) -> Any:
+        """Run one plain command (``"ZADD", key, score, member``); its reply."""
+
+    async def subscribe(
+        self,
+        channel: str,
+        on_message: OnMessage,
+        *,
+        pattern: bool = False,
+        on_live: Callable[[], None] | None = None,
+        health_s: float = HEALTH_S,
+    ) -> Feed:
+        """Subscribe on a new connection; ``on_live`` runs once Redis confirms the subscription
+        (every message published from then on is delivered). A connection silent for
+        ``health_s`` is pinged, and dropped after another ``health_s`` without an answer. The
+        feed never resubscribes by itself: a new subscription may have missed messages, so the
+        caller decides (resubscribe, resync)."""
+
+    async def aclose(self) -> None:
+        """Close the connections; pending calls fail, a later call connects again."""
+
+
+def open_transport(kind: str, redis: Redis) -> Transport:
+    """The transport named by ``kind`` (``Settings.redis_transport``), connecting like ``redis``
+    (address, TLS, credentials, database, timeouts) on connections of its own."""
+    # Imported here: the implementations import this module's types and constants.
+    if kind == "fast":
+        from seatlock.engine.wire import FastTransport
+
+        return FastTransport.like(redis)
+    if kind == "redis-py":
+        from seatlock.engine.redispy import RedisPyTransport
+
+        return RedisPyTransport.like(redis)
+    raise ValueError(f"unknown Redis transport {kind!r}: expected one of {', '.join(KINDS)}")
