@@ -38,11 +38,13 @@ STAMP = "x-stamped"
 
 
 class Stamp:
-    """Counts the connections it sees by type and path; stamps a header on HTTP responses."""
+    """Counts the connections it sees by type and path, and notes the route template the router
+    matched (as a metrics middleware labels requests); stamps a header on HTTP responses."""
 
-    def __init__(self, app: ASGIApp, seen: list[tuple[str, str]]) -> None:
+    def __init__(self, app: ASGIApp, seen: list[tuple[str, str]], routes: list[str]) -> None:
         self.app = app
         self.seen = seen
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -57,6 +59,8 @@ class Stamp:
             await send(message)
 
         await self.app(scope, receive, stamped)
+        route = scope.get("route")
+        self.routes.append(route.path if route is not None else "")
 
 
 class WatchFrames:
@@ -97,13 +101,20 @@ def seen() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def stamped(base_settings: Settings, seen: list[tuple[str, str]]) -> Iterator[LiveServer]:
+def routes() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def stamped(
+    base_settings: Settings, seen: list[tuple[str, str]], routes: list[str]
+) -> Iterator[LiveServer]:
     def add(app: Any) -> None:
         app.add_middleware(GZipMiddleware, minimum_size=1)  # every body, however small
         app.add_middleware(
             CORSMiddleware, allow_origins=[ORIGIN], allow_methods=["*"], allow_headers=["*"]
         )
-        app.add_middleware(Stamp, seen=seen)
+        app.add_middleware(Stamp, seen=seen, routes=routes)
 
     live = served(base_settings, add)
     yield live
@@ -147,6 +158,18 @@ async def test_hot_catalog_and_error_replies_pass_through_every_middleware(
     assert_through_all(await browser.get("/api/v1/no-such-thing"), 404)
     assert seen.count(("http", RESERVE)) == 4
     assert ("http", availability) in seen and ("http", "/api/v1/movies/") in seen
+
+
+async def test_a_middleware_sees_the_route_template_on_the_fast_and_the_scanned_path(
+    browser: httpx.AsyncClient, routes: list[str]
+) -> None:
+    routes.clear()
+    await browser.get("/health/live")  # found by the exact lookup
+    await browser.get("/api/v1/screenings/1")  # found by the scan, then from its cache
+    await browser.get("/api/v1/screenings/1")
+    await browser.get("/openapi.json")  # Starlette's own router
+    screening = "/api/v1/screenings/{screening_id:int}"
+    assert routes == ["/health/live", screening, screening, "/openapi.json"]
 
 
 async def test_a_cors_preflight_of_a_hot_route_is_answered(browser: httpx.AsyncClient) -> None:
