@@ -3,8 +3,9 @@
 The same declarations build the Starlette routes and ``/openapi.json``, so the documentation
 cannot drift from what is served. An endpoint is a plain ASGI app: it reads what it needs straight
 from the ASGI scope (bearer token, query string, JSON body), maps errors to responses itself and
-sends JSON without building a Request or a Response. ``App`` hands a request to its endpoint before
-Starlette's middleware and router when the route is certain (see ``App.__call__``).
+sends JSON without building a Request or a Response. ``App``'s router (``FastRouter``) finds the
+endpoint of a known route without Starlette's scan, inside the same middleware stack as every
+other request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
-from starlette.types import Message, Receive, Scope, Send
+from starlette.routing import Router as StarletteRouter
+from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from api.auth import authenticate, bearer_token
 from api.errors import error_reply, error_response
@@ -259,45 +261,50 @@ class Methods:
         await self.by_method[scope["method"]](scope, receive, send)
 
 
-class App(Starlette):
-    """Starlette, with a direct path to our endpoints when the route is certain.
+class FastRouter(StarletteRouter):
+    """Starlette's router, finding our endpoints without its scan when the route is certain.
 
-    Starlette sends every request through its error middleware, its router's in-order scan and a
-    request/response wrapper. An ``Endpoint`` handles its own errors and needs none of that, so a
-    request whose route is certain goes straight to it: a path without parameters is found in one
-    lookup when no earlier route could match it (``exact_routes``); other paths take the same
-    in-order scan as Starlette and the first full match, kept per method and path, since the
-    same few (a hot screening's cancel, seat map and availability) come again and again and the
-    scan tries a dozen patterns before them. Anything else (405s, websockets, mounts,
-    other apps' routes, a root_path) goes through Starlette as usual.
+    It is the innermost app of Starlette's middleware stack (``build_middleware_stack`` wraps
+    ``App.router``), so ServerErrorMiddleware, every middleware added with ``add_middleware`` and
+    ExceptionMiddleware see every request, hot ones included. Only the route lookup is faster: a
+    path without parameters is found in one lookup when no earlier route could match it
+    (``exact_routes``); other paths take the same in-order scan as Starlette and the first full
+    match, kept per method and path, since the same few (a hot screening's cancel, seat map and
+    availability) come again and again and the scan tries a dozen patterns before them. The
+    scope gets what Starlette's router puts in it (``router``, ``route``, ``endpoint``,
+    ``path_params``), so a middleware reading the matched route works on both paths. Anything
+    else (405s, redirects, websockets, mounts, other apps' routes, a root_path) is Starlette's.
     """
 
-    def __init__(self, *, routes: list[BaseRoute], **kw: Any) -> None:
-        super().__init__(routes=routes, **kw)
+    def __init__(self, routes: list[BaseRoute], lifespan: Lifespan[Any] | None = None) -> None:
+        super().__init__(routes, lifespan=lifespan)
         self.exact = exact_routes(routes)
         self.scanned = [r for r in routes if not isinstance(r, WebSocketRoute)]
         # (method, path) -> the route the scan found and its path parameters.
         self.found: dict[tuple[str, str], tuple[Route, dict[str, Any]]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             endpoint = self.direct(scope)
             if endpoint is not None:
-                scope["app"] = self
+                scope.setdefault("router", self)
                 await endpoint(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        await super().app(scope, receive, send)
 
     def direct(self, scope: Scope) -> Endpoint | None:
-        """The endpoint Starlette would run for this request, when that is certain."""
+        """The endpoint Starlette's scan would run for this request, when that is certain."""
         route = self.exact.get(scope["path"])
         if route is not None:
-            scope["path_params"] = {}
+            scope["endpoint"], scope["path_params"] = route.endpoint, {}
         else:
             route = self._scan(scope)
         if route is None or not isinstance(route.app, Methods):
             return None
-        return route.app.by_method.get(scope["method"])
+        endpoint = route.app.by_method.get(scope["method"])
+        if endpoint is not None:
+            scope["route"] = route
+        return endpoint
 
     def _scan(self, scope: Scope) -> Route | None:
         key = (scope["method"], scope["path"])
@@ -317,6 +324,18 @@ class App(Starlette):
                 self.found[key] = (route, dict(child["path_params"]))
                 return route
         return None
+
+
+class App(Starlette):
+    """Starlette with ``FastRouter`` as its router: the same middleware stack for every route."""
+
+    router: FastRouter
+
+    def __init__(
+        self, *, routes: list[BaseRoute], lifespan: Lifespan[Any] | None = None, **kw: Any
+    ) -> None:
+        super().__init__(routes=routes, lifespan=lifespan, **kw)
+        self.router = FastRouter(routes, lifespan=lifespan)
 
 
 def exact_routes(routes: list[BaseRoute]) -> dict[str, Route]:

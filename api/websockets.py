@@ -1,16 +1,18 @@
 """WebSocket seat updates: ``/ws/screenings/{id}?token=...`` and the guide's ``/ws/stats``.
 
 A client joins the process's hub before ``connection_confirmed`` is sent, so no change published
-after the confirmation is missed. Under uvicorn's websockets protocol the hub writes seat updates
-as ready-made frames straight to the client's transport (see ``direct_writer``); otherwise, and
-for pongs and heartbeats, a sender task drains the client's bounded queue (with a ping when
-idle); the receiving side only watches for the close and answers pings.
+after the confirmation is missed. Under uvicorn's websockets protocol, when no middleware wraps
+the connection's ``send``, the hub writes seat updates as ready-made frames straight to the
+client's transport (see ``direct_writer``); otherwise, and for pongs and heartbeats, a sender task
+drains the client's bounded queue (with a ping when idle); the receiving side only watches for
+the close and answers pings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 router = Router("WebSockets")
 HEARTBEAT_S = 20.0
-SANSIO_PROTOCOL = "WebSocketsSansIOProtocol"  # uvicorn's default with websockets installed
+MAX_WRAPPERS = 8  # Starlette wrappers looked through for the server's send
 
 
 class StatsOut(msgspec.Struct):
@@ -90,14 +92,17 @@ def _confirmation(screening_id: int) -> str:
 
 
 def direct_writer(websocket: WebSocket) -> FrameWriter | None:
-    """A function writing frames straight to the client's socket, or None if unavailable.
+    """A function writing frames straight to the client's socket, or None: the queued path.
 
-    Found under Starlette's send wrappers when the server is uvicorn's websockets (sans-I/O)
-    protocol. A frame is refused once the close handshake began or the client is gone (nothing
-    may follow a close frame), or when the socket has MAX_BUFFERED bytes unsent: a slow reader.
+    The one place that relies on server internals for WebSockets (uvicorn's sans-I/O protocol
+    object and its ``transport``, ``close_sent`` and ``disconnected``; Starlette's send wrappers,
+    see ``server_protocol``); anything else falls back to ``websocket.send_text`` through the
+    queue. tests/api/test_middleware.py fails when the installed versions no longer give a
+    writer. A frame is refused once the close handshake began or the client is gone (nothing may
+    follow a close frame), or when the socket has MAX_BUFFERED bytes unsent: a slow reader.
     Frames are whole ``transport.write`` calls, so they never interleave with uvicorn's own.
     """
-    protocol = _server_protocol(websocket._send)
+    protocol = server_protocol(websocket._send)
     if protocol is None:
         return None
     transport = protocol.transport
@@ -116,24 +121,47 @@ def direct_writer(websocket: WebSocket) -> FrameWriter | None:
     return write
 
 
-def _server_protocol(send: Any, depth: int = 0) -> Any:
-    """uvicorn's sans-I/O websockets protocol behind ``send`` (a bound method of it, possibly
-    wrapped in closures by Starlette), or None: other servers keep the queued path."""
-    owner = getattr(send, "__self__", None)
-    if type(owner).__name__ == SANSIO_PROTOCOL and all(
-        hasattr(owner, a) for a in ("transport", "close_sent", "disconnected")
-    ):
-        return owner
-    for cell in getattr(send, "__closure__", None) or ():
-        try:
-            inner = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if depth < 4 and callable(inner):
-            found = _server_protocol(inner, depth + 1)
-            if found is not None:
-                return found
+def server_protocol(send: Any) -> Any:
+    """uvicorn's sans-I/O websockets protocol whose ``send`` is under ``send``, or None.
+
+    Only Starlette's own wrappers may lie between (its exception handling, which passes every
+    WebSocket message through unchanged): a middleware that wraps ``send`` wants to see each
+    message, so a chain with one keeps the queued path and the middleware sees every frame.
+    Middleware that passes ``send`` on untouched (CORS, GZip) keeps the direct path.
+    """
+    known = _sansio_protocol()
+    for _ in range(MAX_WRAPPERS):
+        owner = getattr(send, "__self__", None)
+        if owner is not None:
+            fields = ("transport", "close_sent", "disconnected")
+            ok = type(owner) is known and all(hasattr(owner, f) for f in fields)
+            return owner if ok else None
+        if not getattr(send, "__module__", "").startswith("starlette."):
+            return None
+        send = _closed_over_send(send)
     return None
+
+
+def _closed_over_send(wrapper: Any) -> Any:
+    """The ``send`` a Starlette wrapper function closes over, or None."""
+    code, cells = getattr(wrapper, "__code__", None), getattr(wrapper, "__closure__", None)
+    if code is None or not cells or "send" not in code.co_freevars:
+        return None
+    try:
+        return cells[code.co_freevars.index("send")].cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+@functools.cache
+def _sansio_protocol() -> type | None:
+    """uvicorn's sans-I/O websockets protocol class, or None when uvicorn no longer has it."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:
+        logger.warning("uvicorn has no WebSocketsSansIOProtocol: seat updates take the queue")
+        return None
+    return WebSocketsSansIOProtocol
 
 
 async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | None]:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from seatlock import keys
 from seatlock.server.embedded import free_port
-from seatlock.server.serving import HttpProtocol
+from seatlock.server.serving import http_protocol
 from seatlock.server.wiring import create_app
 from seatlock.settings import Settings
 from tests.factories import Show
@@ -43,7 +43,7 @@ class LiveServer:
             log_level="warning",
             lifespan="on",
             ws_ping_interval=None,
-            http=HttpProtocol,  # as seatlock serve runs it
+            http=http_protocol(),  # as seatlock serve runs it
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -77,7 +77,7 @@ def serve(settings: Settings) -> None:
 
     from seatlock.accounts.tokens import load_or_create_secret
     from seatlock.server import workers as worker_processes
-    from seatlock.server.serving import HttpProtocol
+    from seatlock.server.serving import http_protocol
 
     embedded = not (settings.redis_url and settings.database_url)
     load_or_create_secret(settings)  # before the workers start, so they share one secret
@@ -91,7 +91,7 @@ def serve(settings: Settings) -> None:
             "host": live.host,
             "port": live.port,
             "loop": "uvloop",
-            "http": HttpProtocol,
+            "http": http_protocol(),
             "log_level": live.log_level,
             "access_log": False,
             "timeout_graceful_shutdown": 10,

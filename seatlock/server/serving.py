@@ -6,18 +6,62 @@ segments, and a second read for the client, for every small JSON response. Our e
 both messages in the same event-loop iteration, so holding the head back until the body comes
 (or until the end of the iteration, whichever is first) puts them in one send without delaying
 anything. Only writes that are a whole response head are held; every other write, WebSocket
-frames included, goes out at once, after a held head.
+frames included, goes out at once, after a held head. ``http_protocol`` chooses between this and
+uvicorn's own protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import uvicorn
+
+try:  # uvicorn's private module: the one internal this module relies on (see http_protocol)
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    IMPORTED = True
+except ImportError:  # pragma: no cover - httptools missing, or uvicorn moved its protocol
+    HttpToolsProtocol = asyncio.Protocol  # type: ignore[assignment, misc]
+    IMPORTED = False
+
+logger = logging.getLogger(__name__)
 
 HEAD_START = b"HTTP/1.1 "
 HEAD_END = b"\r\n\r\n"
+FALLBACK = "auto"  # uvicorn's own choice (httptools when installed): head and body in two sends
+
+
+def http_protocol() -> type[asyncio.Protocol] | str:
+    """uvicorn's ``http`` option: ``HttpProtocol`` when uvicorn's httptools protocol is the one
+    it was written against, else uvicorn's own (with a warning: one send more per response).
+
+    What ``HttpProtocol`` relies on: ``HttpToolsProtocol`` in
+    ``uvicorn.protocols.http.httptools_impl``, whose ``connection_made(transport)`` keeps the
+    transport it is given for every write, and which writes a response head in one
+    ``transport.write``. pyproject.toml bounds uvicorn below its next minor version and
+    tests/api/test_serving.py fails if the installed one no longer does any of this.
+    """
+    if not _httptools_as_known():
+        logger.warning(
+            "uvicorn %s is not the one seatlock.server.serving knows: HTTP is served by"
+            " uvicorn's own protocol (a response's head and body in two sends)",
+            uvicorn.__version__,
+        )
+        return FALLBACK
+    return HttpProtocol
+
+
+def _httptools_as_known() -> bool:
+    if not IMPORTED:
+        return False
+    try:
+        names = list(inspect.signature(HttpToolsProtocol.connection_made).parameters)
+    except (TypeError, ValueError):  # pragma: no cover - not a Python function any more
+        return False
+    return names == ["self", "transport"]
 
 
 class HttpProtocol(HttpToolsProtocol):

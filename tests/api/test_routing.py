@@ -1,5 +1,5 @@
-"""Route dispatch: hot routes first, exact paths looked up, endpoints served directly, with
-Starlette's behaviour kept."""
+"""Route dispatch: hot routes first, exact paths looked up, endpoints found without Starlette's
+scan, inside its middleware stack, with Starlette's behaviour kept."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def sample(path: str) -> str:
 
 def direct(app: App, method: str, path: str) -> Endpoint | None:
     scope = {"type": "http", "method": method, "path": path, "root_path": ""}
-    return app.direct(scope)
+    return app.router.direct(scope)
 
 
 def test_every_endpoint_is_reached_by_its_own_path(base_settings: Settings) -> None:
@@ -50,8 +50,8 @@ def test_every_endpoint_is_reached_by_its_own_path(base_settings: Settings) -> N
         for path in {sample(ep.path), sample(ep.path).rstrip("/") or "/"}:
             route = scan(routes, ep.method, path)
             assert route is not None and route.path.rstrip("/") == ep.path.rstrip("/"), path
-            if path in app.exact:
-                assert app.exact[path] is route
+            if path in app.router.exact:
+                assert app.router.exact[path] is route
             # The direct path serves exactly the endpoint Starlette's scan would run.
             assert direct(app, ep.method, path) is ep, (ep.method, path)
 
@@ -59,7 +59,7 @@ def test_every_endpoint_is_reached_by_its_own_path(base_settings: Settings) -> N
 def test_exact_lookup_covers_the_hot_parameterless_paths(base_settings: Settings) -> None:
     app = create_app(base_settings)
     hot = ["/api/v1/seat-reservations/reserve", "/api/v1/auth/me", "/health/live"]
-    assert all(path in app.exact for path in hot)
+    assert all(path in app.router.exact for path in hot)
 
 
 def test_what_the_direct_path_leaves_to_starlette(base_settings: Settings) -> None:
@@ -68,7 +68,7 @@ def test_what_the_direct_path_leaves_to_starlette(base_settings: Settings) -> No
     assert direct(app, "GET", "/api/v1/no-such-thing") is None  # 404
     assert direct(app, "GET", "/openapi.json") is None  # not an endpoint
     scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/api/v1/screenings/7"}
-    ep = app.direct(scope)
+    ep = app.router.direct(scope)
     assert ep is not None and ep.path == "/api/v1/screenings/{screening_id:int}"
     assert scope["path_params"] == {"screening_id": 7}
     head = direct(app, "HEAD", "/health/live")
@@ -129,13 +129,13 @@ def test_a_scanned_path_is_found_again_with_its_own_parameters(base_settings: Se
     for sid in (7, 8, 7):
         scope: dict[str, Any] = {"type": "http", "method": "DELETE", "root_path": ""}
         scope["path"] = f"/api/v1/seat-reservations/cancel/{sid}"
-        ep = app.direct(scope)
+        ep = app.router.direct(scope)
         assert ep is not None and ep.path == cancel
         assert scope["path_params"] == {"screening_id": sid}
         scope["path_params"]["screening_id"] = 0  # a handler's change stays its own
-    assert ("DELETE", "/api/v1/seat-reservations/cancel/7") in app.found
+    assert ("DELETE", "/api/v1/seat-reservations/cancel/7") in app.router.found
     assert direct(app, "GET", "/api/v1/seat-reservations/cancel/7") is None  # 405: not kept
-    assert ("GET", "/api/v1/seat-reservations/cancel/7") not in app.found
+    assert ("GET", "/api/v1/seat-reservations/cancel/7") not in app.router.found
     for n in range(MAX_SCANNED + 10):
         direct(app, "GET", f"/api/v1/screenings/{n}")
-    assert len(app.found) <= MAX_SCANNED
+    assert len(app.router.found) <= MAX_SCANNED

@@ -1,10 +1,20 @@
-"""The server's transport: a response's head leaves with its body, every byte in order."""
+"""The server's transport: a response's head leaves with its body, every byte in order; and the
+uvicorn internals it relies on are still there (these tests fail, loudly, on a uvicorn that
+changed them, where ``seatlock serve`` would fall back to uvicorn's own protocol)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from seatlock.server.serving import HeadWithBody
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from seatlock.server import serving
+from seatlock.server.serving import HeadWithBody, HttpProtocol, http_protocol
 from tests.support import LiveServer
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
@@ -76,3 +86,57 @@ async def test_keep_alive_responses_arrive_whole_and_in_order(server: LiveServer
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+class Socket(Recorder):
+    """A stand-in for a connection's transport, as uvicorn's protocol asks it."""
+
+    def get_extra_info(self, name: str) -> object:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class SmallJson:
+    """An ASGI app answering ``{}``, as our endpoints do: head and body in one iteration."""
+
+    def __init__(self) -> None:
+        self.answered = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+        self.answered.set()
+
+
+def test_the_installed_uvicorn_gets_our_protocol() -> None:
+    assert http_protocol() is HttpProtocol
+    assert issubclass(HttpProtocol, HttpToolsProtocol)
+
+
+async def test_uvicorns_protocol_sends_a_whole_response_in_one_write() -> None:
+    app = SmallJson()
+    config = uvicorn.Config(app, lifespan="off", log_level="warning")
+    protocol = HttpProtocol(config=config, server_state=ServerState(), app_state={})
+    socket = Socket()
+    protocol.connection_made(socket)  # type: ignore[arg-type]
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    await asyncio.wait_for(app.answered.wait(), 5)
+    await asyncio.sleep(0.01)  # every write of the response is done by now
+    (response,) = socket.sent
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n") and response.endswith(b"\r\n\r\n{}")
+    protocol.connection_lost(None)
+
+
+def test_a_changed_uvicorn_falls_back_to_its_own_protocol(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(serving, "IMPORTED", False)
+    with caplog.at_level(logging.WARNING, logger=serving.__name__):
+        assert http_protocol() == "auto"
+    assert "uvicorn's own protocol" in caplog.text
