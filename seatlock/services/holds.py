@@ -4,8 +4,9 @@ A hold never waits for PostgreSQL (except once per thousand reservation ids): it
 through the background writer of ``db/reservations.py``. Re-holding a seat the user already holds
 keeps its row (``LiveRows`` of this process, else PostgreSQL's active rows), so the history has no
 duplicates. Reservation ids are taken after the hold, so a refused attempt (most of them on
-release day) costs none; when none can be had, the new holds are let go again
-(``_release_new_holds``): no hold stays without the row its answer names.
+release day) costs none; when none can be had, what this request's grant took is let go again
+(``_release_grant``), and only that: no hold stays without the row its answer names, and no hold
+of an earlier request is lost.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.asyncio import Redis
 from db import reservations as history
 from db.reservations import HistoryWriter, ReservationIds
 from seatlock import keys
-from seatlock.engine.model import Hold
+from seatlock.engine.model import Hold, new_grant
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import TooManyRequests, Unavailable, ValidationFailed
 
@@ -104,44 +105,43 @@ class HoldService:
     ) -> Held:
         """Hold every seat or none (seats the user holds already are kept, with their rows)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms)
+        grant = new_grant()
+        holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
         holds.sort(key=_seat_of)
         new_ms = now_ms + self.engine.hold_ms
         # A seat the user already held keeps its hold, so its expiry is not now + hold time.
         kept = [h for h in holds if h.expires_at_ms != new_ms]
         reused = await self._live_rows(screening_id, user_id, kept) if kept else {}
         fresh_seats = [h.seat_id for h in holds if h.seat_id not in reused]
-        ids = await self._ids_for(screening_id, user_id, fresh_seats) if fresh_seats else []
+        ids = await self._ids_for(screening_id, grant, fresh_seats) if fresh_seats else []
         rows, new_rows = _rows(screening_id, user_id, holds, reused, ids, now_ms, new_ms)
         if new_rows:
             self.writer.submit(history.Inserted(new_rows))
         minutes = round((max(h.expires_at_ms for h in holds) - now_ms) / 60_000)
         return Held(rows, minutes)
 
-    async def _ids_for(self, screening_id: int, user_id: int, seat_ids: list[int]) -> list[int]:
-        """Reservation ids for the seats just held; when none can be had (PostgreSQL down while
-        a new block is due) the new holds are let go and the caller is told to retry (503)."""
+    async def _ids_for(self, screening_id: int, grant: str, seat_ids: list[int]) -> list[int]:
+        """Reservation ids for the seats without a row; when none can be had (PostgreSQL down
+        while a new block is due) this request's holds are let go and the caller is told to
+        retry (503)."""
         try:
             return await self.ids.take(len(seat_ids))
         except BaseException as exc:
-            await self._release_new_holds(screening_id, user_id, seat_ids)
+            await self._release_grant(screening_id, grant, seat_ids)
             if isinstance(exc, POSTGRES_DOWN):
                 logger.warning("no reservation ids, new holds let go: %r", exc)
                 raise Unavailable(NO_IDS) from exc
             raise
 
-    async def _release_new_holds(
-        self, screening_id: int, user_id: int, seat_ids: list[int]
-    ) -> None:
-        """Undo this call's new holds (the compensation when they cannot get their ids).
+    async def _release_grant(self, screening_id: int, grant: str, seat_ids: list[int]) -> None:
+        """Undo what this request's grant took (the compensation when its seats get no ids).
 
-        Best effort: if Redis fails too, the leases expire on their own. Leases are owned by the
-        user, not yet by the grant that made them, so this releases by user and seat: a seat the
-        user held from an earlier request whose row was not found is among ``seat_ids`` and is
-        let go as well (issue 12 plugs the grant token in here).
+        Only seats the grant holds are freed: a seat among ``seat_ids`` that the user held from
+        an earlier request (kept, under that request's grant, but with no row found now) stays
+        held. Best effort: if Redis fails too, the leases expire on their own.
         """
         with contextlib.suppress(Exception):
-            await self.engine.release(screening_id, user_id, seat_ids)
+            await self.engine.release_grant(screening_id, grant, seat_ids)
 
     async def _live_rows(
         self, screening_id: int, user_id: int, kept: list[Hold]

@@ -11,7 +11,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from db.layouts import Layouts
 from db.reservations import Closed, HistoryWriter, ReservationIds
+from seatlock.engine.seats import SeatEngine
+from seatlock.engine.transport import open_transport
 from tests import factories as make
 from tests.support import (
     RESERVE,
@@ -432,6 +435,41 @@ async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go
     assert r.status_code == 503, r.text
     assert show.seat_ids[3] not in await held_in_redis(redis, show)
     assert (await reserve(client, other_user, show, [show.seat_ids[3]])).status_code == 201
+
+
+async def test_a_failed_request_never_lets_go_of_an_earlier_hold(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    redis: Redis,
+    user: Account,
+) -> None:
+    # Seat A is the user's from an earlier request that has no history row here (another
+    # process's, not yet written), so a request for A+B needs ids for both. No id can be had:
+    # the request is refused and only B, which its own grant took, is let go.
+    show = await make.show(db, 2)
+    a, b = show.seat_ids
+    pool = await asyncpg.create_pool(server.settings.database_url, min_size=1, max_size=1)
+    transport = open_transport("fast", redis)
+    try:
+        elsewhere = SeatEngine(
+            transport, Layouts(pool), hold_ms=300_000, max_hold_ms=1_800_000, max_seats_per_user=10
+        )
+        await elsewhere.hold(show.id, user.id, [a])
+    finally:
+        await transport.aclose()
+        await pool.close()
+    services = server._server.config.app.state.services  # type: ignore[attr-defined]
+    ids = services.holds.ids
+    dead = await asyncpg.create_pool(server.settings.database_url, min_size=0, max_size=1)
+    await dead.close()
+    services.holds.ids = ReservationIds(dead)
+    try:
+        r = await reserve(client, user, show, [a, b])
+    finally:
+        services.holds.ids = ids
+    assert r.status_code == 503, r.text
+    assert await held_in_redis(redis, show) == {a: user.id}
 
 
 async def test_without_seat_mirrors_every_attempt_runs_the_script(

@@ -100,6 +100,31 @@ async def test_no_ids_to_be_had_lets_the_new_holds_go_and_answers_unavailable(
     assert [r.seat_id for r in held.reservations] == [b, c]
 
 
+async def test_the_compensation_frees_only_what_its_grant_took(
+    holds: HoldService,
+    engine: SeatEngine,
+    dead_pool: asyncpg.Pool,
+    db: asyncpg.Connection,
+    user: int,
+) -> None:
+    # Seat A is the user's from an earlier request whose row this process cannot find (held by
+    # another process whose history is not written yet), so the new request counts A among the
+    # seats that need an id. When no id can be had, only B (this request's grant) is let go.
+    show = await make.show(db, 2)
+    a, b = show.seat_ids
+    now = now_ms()
+    await engine.hold(show.id, user, [a], now)
+    working = holds.ids
+    holds.ids = ReservationIds(dead_pool)
+    try:
+        with pytest.raises(Unavailable):
+            await holds.hold(show.id, user, [a, b], now + 1_000)
+    finally:
+        holds.ids = working
+    assert await holders(engine, show.id) == {a: user}
+    await engine.claim(show.id, user, [a], now + 2_000)  # still the user's, and bookable
+
+
 async def test_a_refused_hold_takes_no_id(
     holds: HoldService, db: asyncpg.Connection, user: int, other: int
 ) -> None:
