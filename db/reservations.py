@@ -1,9 +1,10 @@
 """Hold history in PostgreSQL: reservation ids handed out in blocks, rows written in the background.
 
 Redis is the truth about live holds; this table only remembers them for my-reservations. So a hold
-never waits for PostgreSQL: the route puts a history change on a bounded in-process queue and a
-writer task applies the changes in order, batched (a batch nets out in memory and is written in a
-constant number of statements, however its changes interleave). Under load the writer starts a
+never waits for PostgreSQL: the hold service (seatlock/services/holds.py) puts a history change
+on a bounded in-process queue and a writer task applies the changes in order, batched (a batch
+nets out in memory and is written in a constant number of statements, however its changes
+interleave). Under load the writer starts a
 batch at most every BATCH_INTERVAL_S, so a busy server writes ten large batches a second
 instead of hundreds of small ones; an idle writer writes a change at once. When PostgreSQL is down
 or a lock is contended the writer retries with backoff; only when the queue is full are changes
