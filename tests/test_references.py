@@ -24,12 +24,6 @@ INVARIANTS = ROOT / "docs" / "invariants.md"
 CITED = re.compile(r"\b[Ii]nvariants? (\d+(?:(?:, | and | or )\d+)*)")
 TEST_ID = re.compile(r"(tests/[\w/]+\.py)::(test_\w+)")
 TEST_NAME = re.compile(r"`(test_\w+)`")
-# Stale names in files this branch must not edit, each waiting for its owner (file, path named).
-# Once one is fixed, test_pending_names_are_still_stale fails: remove its entry then.
-PENDING = {
-    ("README.md", "seatlock/mirrors.py"),  # now seatlock/engine/mirrors.py
-    ("README.md", "api/workers.py"),  # now seatlock/server/workers.py
-}
 
 
 def documents() -> Iterator[Path]:
@@ -84,7 +78,7 @@ def test_every_path_named_in_prose_exists() -> None:
     missing = [
         f"{where}:{line}: {named} does not exist"
         for where, line, named in named_paths()
-        if not (ROOT / named).exists() and (where, named) not in PENDING
+        if not (ROOT / named).exists()
     ]
     assert not missing, "stale paths in comments, docstrings or Markdown:\n  " + "\n  ".join(
         missing
@@ -121,12 +115,6 @@ def test_the_tests_the_docs_name_exist() -> None:
             f"{doc.name}: {name}" for name in TEST_NAME.findall(text) if name not in defined
         ]
     assert not missing, "tests named in the docs that do not exist:\n  " + "\n  ".join(missing)
-
-
-def test_pending_names_are_still_stale() -> None:
-    named = {(where, path) for where, _, path in named_paths()}
-    fixed = [entry for entry in PENDING if entry not in named or (ROOT / entry[1]).exists()]
-    assert not fixed, f"fixed meanwhile, remove from PENDING in tests/test_references.py: {fixed}"
 
 
 def test_the_scan_reads_comments_docstrings_and_markdown() -> None:
