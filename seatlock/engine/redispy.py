@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from seatlock.engine.scripts import NAMES, source
-from seatlock.engine.transport import HEALTH_S, Arg, OnMessage
+from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, settle
 
 MAX_BATCH = 512  # calls per pipeline
 MAX_QUEUE = 20_000  # calls waiting (queued or in a pipeline); beyond this, callers get an error
@@ -75,12 +75,7 @@ class _Call:
         self.future = future
 
     def settle(self, reply: Any) -> None:
-        if self.future.done():  # the caller was cancelled: its reply is dropped
-            return
-        if isinstance(reply, BaseException):
-            self.future.set_exception(reply)
-        else:
-            self.future.set_result(reply)
+        settle(self.future, reply)
 
 
 class RedisPyTransport:

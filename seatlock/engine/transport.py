@@ -81,6 +81,17 @@ class Transport(Protocol):
         """Close the connections; pending calls fail, a later call connects again."""
 
 
+def settle(future: asyncio.Future[Any], reply: Any) -> None:
+    """Hand a call its reply (an exception is raised in the caller); a cancelled caller's is
+    dropped."""
+    if future.done():
+        return
+    if isinstance(reply, BaseException):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)
+
+
 def open_transport(kind: str, redis: Redis) -> Transport:
     """The transport named by ``kind`` (``Settings.redis_transport``), connecting like ``redis``
     (address, TLS, credentials, database, timeouts) on connections of its own."""

@@ -42,7 +42,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seatlock.engine.scripts import NAMES, sha, source
-from seatlock.engine.transport import HEALTH_S, Arg, OnMessage
+from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, settle
 
 _NAMES = frozenset(NAMES)
 MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
@@ -128,12 +128,7 @@ class _Call:
         self.settle(error)
 
     def settle(self, reply: Any) -> None:
-        if self.future.done():  # the caller was cancelled: its reply is dropped
-            return
-        if isinstance(reply, BaseException):
-            self.future.set_exception(reply)
-        else:
-            self.future.set_result(reply)
+        settle(self.future, reply)
 
 
 class _Load:
