@@ -74,7 +74,7 @@ class ResetPasswordIn(msgspec.Struct):
     new_password: Password
 
 
-@router.post("/api/v1/auth/register", body=RegisterIn, status=201, response=UserOut)
+@router.post("/api/v1/auth/register", errors=(409,), body=RegisterIn, status=201, response=UserOut)
 async def register(call: Call) -> UserOut:
     """Register a new user account."""
     body: RegisterIn = call.body
@@ -86,7 +86,7 @@ async def register(call: Call) -> UserOut:
     return user_out(row)
 
 
-@router.post("/api/v1/auth/login", body=LoginIn, form=True, response=TokenOut)
+@router.post("/api/v1/auth/login", errors=(401, 429), body=LoginIn, form=True, response=TokenOut)
 async def login(call: Call) -> TokenOut:
     """Log in with email and password; returns an access and a refresh token."""
     body: LoginIn = call.body
@@ -149,7 +149,7 @@ async def change_password(call: Call) -> Message:
     return Message("Password changed successfully")
 
 
-@router.post("/api/v1/auth/refresh-token", body=RefreshIn, response=TokenOut)
+@router.post("/api/v1/auth/refresh-token", errors=(401,), body=RefreshIn, response=TokenOut)
 async def refresh_token(call: Call) -> TokenOut:
     """Trade a refresh token for a new access and refresh token (the old one is spent).
 

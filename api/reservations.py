@@ -96,6 +96,7 @@ class CleanupOut(msgspec.Struct):
 
 @router.post(
     "/api/v1/seat-reservations/reserve",
+    errors=(404, 409),
     access="user",
     body=SeatsIn,
     status=201,
@@ -121,6 +122,7 @@ def _reservation_out(r: Reservation) -> ReservationOut:
 
 @router.post(
     "/api/v1/seat-reservations/extend",
+    errors=(404, 409),
     access="user",
     body=SeatsIn,
     query=ExtendQuery,
@@ -143,6 +145,7 @@ async def extend(call: Call) -> ExtendOut:
 
 @router.delete(
     "/api/v1/seat-reservations/cancel/{screening_id:int}",
+    errors=(409,),
     access="user",
     query=CancelQuery,
     status=204,
@@ -182,7 +185,7 @@ async def my_reservations(call: Call) -> list[MyReservationOut]:
     ]
 
 
-@router.post("/api/v1/seat-reservations/cleanup", response=CleanupOut)
+@router.post("/api/v1/seat-reservations/cleanup", errors=(429,), response=CleanupOut)
 async def cleanup(call: Call) -> CleanupOut:
     """Free every hold that already expired (the sweeper does this every second anyway)."""
     done = await call.services.holds.cleanup()
