@@ -24,7 +24,13 @@ from seatlock.services.bookings import Ticket, TicketStatus
 router = Router("Tickets")
 
 PaymentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-SeatIds = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_SEATS_PER_REQUEST)]
+# Duplicates are refused by the handler (422); the schema says so.
+SeatIds = Annotated[
+    list[Id],
+    msgspec.Meta(
+        min_length=1, max_length=MAX_SEATS_PER_REQUEST, extra_json_schema={"uniqueItems": True}
+    ),
+]
 Status = TicketStatus
 
 
