@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from starlette.background import BackgroundTask
@@ -11,7 +11,7 @@ from starlette.background import BackgroundTask
 from api.auth import client_address, remember_session, remember_sessions, session_opened
 from api.rendering import JSON
 from api.routing import Call, Router
-from api.schemas import Message, Password, UserOut, user_out
+from api.schemas import Message, NewPassword, Password, UserOut, user_out
 from db import users
 from seatlock.accounts import throttle
 from seatlock.accounts.mail import Mail
@@ -37,7 +37,7 @@ FORGOT_ANSWER = "If that email is registered, a password reset link has been sen
 
 class RegisterIn(msgspec.Struct):
     email: Email
-    password: Password
+    password: NewPassword
     full_name: FullName
 
 
@@ -49,6 +49,16 @@ class LoginIn(msgspec.Struct):
     username: Text | None = None
 
 
+def _named_by(field: str) -> dict[str, Any]:
+    return {"required": [field], "properties": {field: {"type": "string", "pattern": r"\S"}}}
+
+
+# The email or the username names the account (a body with neither is refused, 422).
+LoginBody = Annotated[
+    LoginIn, msgspec.Meta(extra_json_schema={"anyOf": [_named_by("email"), _named_by("username")]})
+]
+
+
 class TokenOut(msgspec.Struct):
     access_token: str
     refresh_token: str
@@ -58,7 +68,7 @@ class TokenOut(msgspec.Struct):
 
 class ChangePasswordIn(msgspec.Struct):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class RefreshIn(msgspec.Struct):
@@ -71,10 +81,10 @@ class ForgotPasswordIn(msgspec.Struct):
 
 class ResetPasswordIn(msgspec.Struct):
     token: OpaqueToken
-    new_password: Password
+    new_password: NewPassword
 
 
-@router.post("/api/v1/auth/register", body=RegisterIn, status=201, response=UserOut)
+@router.post("/api/v1/auth/register", errors=(409,), body=RegisterIn, status=201, response=UserOut)
 async def register(call: Call) -> UserOut:
     """Register a new user account."""
     body: RegisterIn = call.body
@@ -86,7 +96,7 @@ async def register(call: Call) -> UserOut:
     return user_out(row)
 
 
-@router.post("/api/v1/auth/login", body=LoginIn, form=True, response=TokenOut)
+@router.post("/api/v1/auth/login", errors=(401, 429), body=LoginBody, form=True, response=TokenOut)
 async def login(call: Call) -> TokenOut:
     """Log in with email and password; returns an access and a refresh token."""
     body: LoginIn = call.body
@@ -149,7 +159,7 @@ async def change_password(call: Call) -> Message:
     return Message("Password changed successfully")
 
 
-@router.post("/api/v1/auth/refresh-token", body=RefreshIn, response=TokenOut)
+@router.post("/api/v1/auth/refresh-token", errors=(401,), body=RefreshIn, response=TokenOut)
 async def refresh_token(call: Call) -> TokenOut:
     """Trade a refresh token for a new access and refresh token (the old one is spent).
 

@@ -26,9 +26,15 @@ class LimitQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
 
 
+# The handler refuses dates outside 1970-01-01..2999-12-31 (422); the schema says so by the year.
+StatsDate = Annotated[
+    date, msgspec.Meta(extra_json_schema={"pattern": "^(19[7-9][0-9]|2[0-9]{3})-"})
+]
+
+
 class PeriodQuery(msgspec.Struct, forbid_unknown_fields=True):
-    start_date: date
-    end_date: date
+    start_date: StatsDate
+    end_date: StatsDate
     period: stats.Period = "day"
 
 

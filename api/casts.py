@@ -84,7 +84,9 @@ def cast_out(row: Any) -> CastOut:
     return msgspec.convert(dict(row), CastOut)
 
 
-@router.post("/api/v1/casts/", access="admin", body=CastIn, status=201, response=CastOut)
+@router.post(
+    "/api/v1/casts/", errors=(404,), access="admin", body=CastIn, status=201, response=CastOut
+)
 async def create_cast_member(call: Call) -> CastOut:
     """Create Cast Member."""
     return cast_out(await casts.create_member(call.services.db, sent(call.body)))

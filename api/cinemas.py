@@ -97,7 +97,7 @@ async def update_cinema(call: Call) -> CinemaOut:
     return CinemaOut(**await catalog.update_cinema(call.services.db, cinema_id, changes))
 
 
-@router.delete("/api/v1/cinemas/{cinema_id:int}", access="admin", status=204)
+@router.delete("/api/v1/cinemas/{cinema_id:int}", errors=(409,), access="admin", status=204)
 async def delete_cinema(call: Call) -> None:
     """Delete a cinema with its rooms and screenings; refused (409) once tickets were sold."""
     await catalog.delete_cinema(call.services.db, call.params["cinema_id"])

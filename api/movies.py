@@ -111,7 +111,7 @@ async def update_movie(call: Call) -> MovieOut:
     return movie_out(await catalog.update_movie(call.services.db, movie_id, changes))
 
 
-@router.delete("/api/v1/movies/{movie_id:int}", access="admin", status=204)
+@router.delete("/api/v1/movies/{movie_id:int}", errors=(409,), access="admin", status=204)
 async def delete_movie(call: Call) -> None:
     """Delete a movie with its screenings; refused (409) once tickets were sold."""
     await catalog.delete_movie(call.services.db, call.params["movie_id"])

@@ -15,6 +15,18 @@ ERROR_SCHEMA = {
     "properties": {"detail": {"type": "string"}},
     "required": ["detail"],
 }
+ERROR_TEXT = {
+    400: "Malformed or refused input",
+    401: "Not authenticated",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests (see Retry-After)",
+    503: "Service temporarily unavailable (see Retry-After)",
+}
 ACCESS_TEXT = {
     "public": "Public.",
     "optional": "Public; a bearer token, when given, identifies the caller.",
@@ -28,6 +40,7 @@ def openapi_document(endpoints: list[Endpoint], title: str, version: str) -> dic
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
+    schemas, components = _decimals_as_sent(schemas), _decimals_as_sent(components)
     schema_of = dict(zip(types, schemas, strict=True))
     paths: dict[str, Any] = {}
     for ep in endpoints:
@@ -45,6 +58,18 @@ def openapi_document(endpoints: list[Endpoint], title: str, version: str) -> dic
             },
         },
     }
+
+
+def _decimals_as_sent(node: Any) -> Any:
+    """msgspec describes a Decimal as a string, but the one encoder (api/rendering.py) sends it
+    as a JSON number, and the decoder takes a number too: document what is sent."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and node.get("format") == "decimal":
+            return {k: v for k, v in node.items() if k != "format"} | {"type": "number"}
+        return {key: _decimals_as_sent(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_decimals_as_sent(item) for item in node]
+    return node
 
 
 def _collect_types(endpoints: list[Endpoint]) -> list[Any]:
@@ -111,13 +136,25 @@ def _responses(ep: Endpoint, schema_of: dict[Any, Any]) -> dict[str, Any]:
     if ep.response is not None:
         ok["content"] = {"application/json": {"schema": schema_of[ep.response]}}
     responses: dict[str, Any] = {str(ep.status): ok}
-    if ep.body is not None or ep.query is not None:
-        responses["422"] = {"description": "Invalid input", **error}
-    if ep.access in ("user", "admin"):
-        responses["401"] = {"description": "Not authenticated", **error}
-    if ep.access == "admin":
-        responses["403"] = {"description": "Not an admin", **error}
+    for status in error_statuses(ep):
+        responses[str(status)] = {"description": ERROR_TEXT[status], **error}
     return responses
+
+
+def error_statuses(ep: Endpoint) -> list[int]:
+    """Every error status the endpoint can answer: its kind's, then those it declares."""
+    statuses = {503, *ep.errors}  # a dependency down (Redis, PostgreSQL): everywhere
+    if ep.access in ("user", "admin", "optional"):
+        statuses.add(401)  # "optional": a token given but not valid is refused, not ignored
+    if ep.access == "admin":
+        statuses.add(403)
+    if _PARAM.search(ep.path):
+        statuses.add(404)  # an id that names no row (or another user's: invariant 9)
+    if ep.body is not None:
+        statuses |= {400, 413, 422}  # malformed, too large, not the declared shape
+    if ep.query is not None:
+        statuses.add(422)
+    return sorted(statuses)
 
 
 DOCS_HTML = """<!doctype html>

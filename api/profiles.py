@@ -170,6 +170,7 @@ async def update_picture_url(call: Call) -> UserOut:
 
 @router.put(
     "/api/v1/users/me/profile-picture",
+    errors=(400, 413, 415),
     access="user",
     body=PictureUpload,
     upload=True,

@@ -20,7 +20,13 @@ router = Router("Seat reservations")
 
 MAX_SEATS_PER_REQUEST = 50
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
-SeatIds = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_SEATS_PER_REQUEST)]
+# Duplicates are refused by the handler (422); the schema says so.
+SeatIds = Annotated[
+    list[Id],
+    msgspec.Meta(
+        min_length=1, max_length=MAX_SEATS_PER_REQUEST, extra_json_schema={"uniqueItems": True}
+    ),
+]
 
 
 class SeatsIn(msgspec.Struct):
@@ -29,11 +35,16 @@ class SeatsIn(msgspec.Struct):
 
 
 class ExtendQuery(msgspec.Struct):
-    additional_minutes: int = 5
+    # Checked by the hold service against SEATLOCK_MAX_EXTEND_MINUTES; documented at its default.
+    additional_minutes: Annotated[
+        int, msgspec.Meta(extra_json_schema={"minimum": 1, "maximum": 15})
+    ] = 5
 
 
 class CancelQuery(msgspec.Struct):
-    seat_ids: str | None = None
+    seat_ids: (
+        Annotated[str, msgspec.Meta(extra_json_schema={"pattern": r"^\d+(,\d+)*$"})] | None
+    ) = None  # comma-separated seat ids, parsed by the handler
 
 
 class MineQuery(msgspec.Struct):
@@ -96,6 +107,7 @@ class CleanupOut(msgspec.Struct):
 
 @router.post(
     "/api/v1/seat-reservations/reserve",
+    errors=(404, 409),
     access="user",
     body=SeatsIn,
     status=201,
@@ -121,6 +133,7 @@ def _reservation_out(r: Reservation) -> ReservationOut:
 
 @router.post(
     "/api/v1/seat-reservations/extend",
+    errors=(404, 409),
     access="user",
     body=SeatsIn,
     query=ExtendQuery,
@@ -143,6 +156,7 @@ async def extend(call: Call) -> ExtendOut:
 
 @router.delete(
     "/api/v1/seat-reservations/cancel/{screening_id:int}",
+    errors=(409,),
     access="user",
     query=CancelQuery,
     status=204,
@@ -182,7 +196,7 @@ async def my_reservations(call: Call) -> list[MyReservationOut]:
     ]
 
 
-@router.post("/api/v1/seat-reservations/cleanup", response=CleanupOut)
+@router.post("/api/v1/seat-reservations/cleanup", errors=(429,), response=CleanupOut)
 async def cleanup(call: Call) -> CleanupOut:
     """Free every hold that already expired (the sweeper does this every second anyway)."""
     done = await call.services.holds.cleanup()

@@ -104,6 +104,7 @@ async def _found(call: Call, review_id: int) -> ReviewOut:
 
 @router.post(
     "/api/v1/movies/{movie_id:int}/reviews",
+    errors=(409,),
     access="user",
     body=ReviewIn,
     status=201,

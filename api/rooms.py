@@ -84,6 +84,7 @@ class SeatOut(msgspec.Struct):
 
 @router.post(
     "/api/v1/cinemas/{cinema_id:int}/rooms/",
+    errors=(409,),
     access="admin",
     body=RoomIn,
     status=201,
@@ -116,6 +117,7 @@ async def get_room(call: Call) -> RoomOut:
 
 @router.post(
     "/api/v1/rooms/{room_id:int}/seats/bulk",
+    errors=(409,),
     access="admin",
     body=SeatsBulkIn,
     status=201,

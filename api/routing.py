@@ -84,6 +84,9 @@ class Endpoint:
     response: Any = None
     form: bool = False  # body may also come form-encoded (OAuth2 password flow)
     upload: bool = False  # body is multipart, parsed by the handler
+    # Refusals beyond those every endpoint of its kind can give (api/openapi.py error_statuses:
+    # 401, 403, 404 on a path id, 400/413/422 on a body, 422 on a query, 503): documentation only.
+    errors: tuple[int, ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         result: Response | bytes | None  # None: the 204 of a handler with nothing to send

@@ -9,6 +9,19 @@ import msgspec
 
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# A password being set: seatlock/accounts/passwords.py check_strength is the rule (8 characters to
+# 72 bytes, what bcrypt reads; not all letters nor all digits) and its messages; the schema states
+# the lengths, the decoder leaves them to it.
+NewPassword = Annotated[
+    str,
+    msgspec.Meta(
+        extra_json_schema={
+            "minLength": 8,
+            "maxLength": 72,
+            "description": "8 characters to 72 bytes (UTF-8), not all letters nor all digits",
+        }
+    ),
+]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 

@@ -75,7 +75,12 @@ def screening_out(row: asyncpg.Record) -> ScreeningOut:
 
 
 @router.post(
-    "/api/v1/screenings/", access="admin", body=ScreeningIn, status=201, response=ScreeningOut
+    "/api/v1/screenings/",
+    errors=(404, 409),
+    access="admin",
+    body=ScreeningIn,
+    status=201,
+    response=ScreeningOut,
 )
 async def create_screening(call: Call) -> ScreeningOut:
     """Schedule a movie in a room."""
@@ -119,6 +124,7 @@ async def get_screening(call: Call) -> ScreeningOut:
 
 @router.put(
     "/api/v1/screenings/{screening_id:int}",
+    errors=(409,),
     access="admin",
     body=ScreeningIn,
     response=ScreeningOut,
@@ -140,7 +146,7 @@ async def replace_screening(call: Call) -> ScreeningOut:
     return screening_out(row)
 
 
-@router.delete("/api/v1/screenings/{screening_id:int}", access="admin", status=204)
+@router.delete("/api/v1/screenings/{screening_id:int}", errors=(409,), access="admin", status=204)
 async def delete_screening(call: Call) -> None:
     """Delete a screening; refused (409) once tickets were sold."""
     await catalog.delete_screening(call.services.db, call.params["screening_id"])

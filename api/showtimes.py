@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -59,13 +59,17 @@ class DateQuery(Page):
     date: dt.date | None = None
 
 
+# Query values arrive as text: say which text (an ISO 8601 date-time).
+Instant = Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+
+
 class ShowtimeQuery(DateQuery):
     """``from``/``to``: ISO 8601 datetimes (UTC when no offset is given), start in [from, to)."""
 
     movie_id: Id | None = None
     cinema_id: Id | None = None
-    starts_from: dt.datetime | None = msgspec.field(default=None, name="from")
-    starts_to: dt.datetime | None = msgspec.field(default=None, name="to")
+    starts_from: Instant | None = msgspec.field(default=None, name="from")
+    starts_to: Instant | None = msgspec.field(default=None, name="to")
 
 
 def showtime_out(row: Any) -> ShowtimeOut:

@@ -24,7 +24,13 @@ from seatlock.services.bookings import Ticket, TicketStatus
 router = Router("Tickets")
 
 PaymentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-SeatIds = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_SEATS_PER_REQUEST)]
+# Duplicates are refused by the handler (422); the schema says so.
+SeatIds = Annotated[
+    list[Id],
+    msgspec.Meta(
+        min_length=1, max_length=MAX_SEATS_PER_REQUEST, extra_json_schema={"uniqueItems": True}
+    ),
+]
 Status = TicketStatus
 
 
@@ -86,7 +92,12 @@ def ticket_out(t: Ticket) -> TicketOut:
 
 
 @router.post(
-    "/api/v1/tickets/book", access="user", body=BookIn, status=201, response=list[TicketOut]
+    "/api/v1/tickets/book",
+    errors=(404, 409),
+    access="user",
+    body=BookIn,
+    status=201,
+    response=list[TicketOut],
 )
 async def book(call: Call) -> list[TicketOut]:
     """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
@@ -100,6 +111,7 @@ async def book(call: Call) -> list[TicketOut]:
 
 @router.post(
     "/api/v1/tickets/book-from-reservation",
+    errors=(404, 409),
     access="user",
     body=PaidBookIn,
     status=201,
@@ -151,14 +163,19 @@ async def get_ticket(call: Call) -> TicketOut:
     return ticket_out(await _own_ticket(call))
 
 
-@router.delete("/api/v1/tickets/{ticket_id:int}", access="user", response=TicketOut)
+@router.delete("/api/v1/tickets/{ticket_id:int}", errors=(409,), access="user", response=TicketOut)
 async def cancel_ticket(call: Call) -> TicketOut:
     """Cancel one of your tickets before the screening starts; the seat is free again."""
     ticket = await _own_ticket(call, admin_too=False)
     return ticket_out(await call.services.bookings.cancel_ticket(ticket))
 
 
-@router.post("/api/v1/tickets/{ticket_id:int}/confirm-payment", access="user", response=TicketOut)
+@router.post(
+    "/api/v1/tickets/{ticket_id:int}/confirm-payment",
+    errors=(400, 409, 413, 422),
+    access="user",
+    response=TicketOut,
+)
 async def confirm_payment(call: Call) -> TicketOut:
     """Mark a pending ticket paid (body ``{"payment_id": ...}`` optional)."""
     raw = await call.request.body()
@@ -168,7 +185,11 @@ async def confirm_payment(call: Call) -> TicketOut:
 
 
 @router.put(
-    "/api/v1/tickets/{ticket_id:int}/status", access="admin", body=StatusIn, response=TicketOut
+    "/api/v1/tickets/{ticket_id:int}/status",
+    errors=(409,),
+    access="admin",
+    body=StatusIn,
+    response=TicketOut,
 )
 async def update_status(call: Call) -> TicketOut:
     """Move a ticket to another status (admin); cancelling or refunding frees the seat."""
@@ -179,7 +200,9 @@ async def update_status(call: Call) -> TicketOut:
     return ticket_out(updated)
 
 
-@router.post("/api/v1/tickets/{ticket_id:int}/resend", access="user", response=Message)
+@router.post(
+    "/api/v1/tickets/{ticket_id:int}/resend", errors=(400,), access="user", response=Message
+)
 async def resend(call: Call) -> Message:
     """Send the ticket confirmation mail again."""
     ticket = await _own_ticket(call)
