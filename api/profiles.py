@@ -33,7 +33,15 @@ Phone = Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9][0-9 ()./-]{2,31}$")]
 Bio = Annotated[str, msgspec.Meta(max_length=1000)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]+$")]
 PositiveId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
-Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+# An absolute http(s) URL with a host (documented; checked by the handler, which strips it first).
+Url = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        extra_json_schema={"pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#@:\s]"},
+    ),
+]
 Query = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 

@@ -163,7 +163,9 @@ async def get_ticket(call: Call) -> TicketOut:
     return ticket_out(await _own_ticket(call))
 
 
-@router.delete("/api/v1/tickets/{ticket_id:int}", errors=(409,), access="user", response=TicketOut)
+@router.delete(
+    "/api/v1/tickets/{ticket_id:int}", errors=(400, 409), access="user", response=TicketOut
+)
 async def cancel_ticket(call: Call) -> TicketOut:
     """Cancel one of your tickets before the screening starts; the seat is free again."""
     ticket = await _own_ticket(call, admin_too=False)
