@@ -7,15 +7,18 @@ from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 from redis.asyncio import Redis
 
 from api.rendering import MAX_DEPTH, nested_deeper
 from seatlock import keys
 from tests import factories as make
+from tests.conftest import TEST_SECRET
 from tests.support import FROM_HOLD, RESERVE, Account, held_in_redis, reserve
 
 BOOK = "/api/v1/tickets/book"
+ME = "/api/v1/auth/me"
 NUL = "\x00"
 
 
@@ -120,3 +123,34 @@ def test_the_nesting_check_reads_json_not_brackets() -> None:
     assert not nested_deeper(text, 2)
     # An unterminated string runs to the end (one linear scan); the decoder refuses the text.
     assert not nested_deeper(b'"unterminated \\"' + b"[" * 40, MAX_DEPTH)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"sub": str(2**70)},
+        {"sub": 2**70},
+        {"sub": "-1"},
+        {"sub": -1},
+        {"sub": "0"},
+        {"sub": 1.5},
+        {"sub": True},
+        {"sub": "\uff11\uff12"},  # full-width digits: isdigit() says yes, int() reads 12
+        {"sid": f"a{NUL}b"},
+        {"sid": 12},
+        {"sid": "s" * 65},
+    ],
+)
+async def test_signed_claims_out_of_range_are_401(
+    client: httpx.AsyncClient, user: Account, changes: dict[str, Any]
+) -> None:
+    claims = jwt.decode(user.token, options={"verify_signature": False}) | changes
+    token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    for r in (
+        await client.get(ME, headers=headers),
+        await client.get("/api/v1/tickets/my-tickets", headers=headers),
+        await client.post(RESERVE, json={"screening_id": 1, "seat_ids": [1]}, headers=headers),
+    ):
+        assert r.status_code == 401, (changes, r.status_code, r.text)
+        assert set(r.json()) == {"detail"}
