@@ -103,12 +103,12 @@ class TokenCodec:
 
 def user_id_of(sub: object) -> int:
     """The user id a ``sub`` claim names: decimal digits (as ``issue`` writes it) of an id in
-    the database's range. Anything else (a float, a bool, 2**70, a negative) is not ours, even
+    a bigint. Anything else (a float, a bool, 2**70, a negative, other digits) is not ours, even
     correctly signed (a leaked or reused secret): ValueError, a 401, never a failed query."""
     if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit() or len(sub) > 19:
         raise ValueError("sub is not a user id")
     user_id = int(sub)
-    if not 0 < user_id <= MAX_USER_ID:
+    if user_id > MAX_USER_ID:
         raise ValueError("sub is not a user id")
     return user_id
 
