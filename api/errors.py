@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 
-import asyncpg
-import redis.exceptions
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.rendering import JSON, dumps
+from db.pool import DATABASE_DOWN
 from seatlock import errors
+from seatlock.engine.transport import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
+
+# A backing service cannot answer (PostgreSQL or Redis down, restarting, failing over): 503 with
+# Retry-After, as for Unavailable; WebSockets close with 1013 (try again later).
+BACKEND_DOWN: tuple[type[Exception], ...] = (*REDIS_DOWN, *DATABASE_DOWN)
+RETRY_AFTER_S = 1
+RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_S).encode())
+UNAVAILABLE = "Service temporarily unavailable"
 
 STATUS: dict[type[errors.SeatLockError], int] = {
     errors.InvalidInput: 400,
@@ -70,6 +77,8 @@ def error_reply(exc: errors.SeatLockError) -> tuple[int, list[tuple[bytes, bytes
     headers = [(b"www-authenticate", b"Bearer")] if status == 401 else []
     if isinstance(exc, errors.TooManyRequests):
         headers.append((b"retry-after", str(exc.retry_after).encode()))
+    elif isinstance(exc, errors.Unavailable):
+        headers.append(RETRY_AFTER)
     return status, headers, detail_body(exc.detail)
 
 
@@ -110,8 +119,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def backend_unavailable(request: Request, exc: Exception) -> Response:
+    """A BACKEND_DOWN error, answered as the Unavailable refusal it means."""
     logger.warning("backend unavailable on %s %s: %r", request.method, request.url.path, exc)
-    return JSON({"detail": "Service temporarily unavailable"}, status_code=503)
+    return await seatlock_error(request, errors.Unavailable(UNAVAILABLE))
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
@@ -119,22 +129,10 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     return JSON({"detail": "Internal server error"}, status_code=500)
 
 
-BACKEND_ERRORS: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.InterfaceError,
-    ConnectionError,
-    OSError,
-)
-
 HANDLERS = {
     errors.SeatLockError: seatlock_error,
     HTTPException: http_error,
-    **{kind: backend_unavailable for kind in BACKEND_ERRORS},
+    **{kind: backend_unavailable for kind in BACKEND_DOWN},
     Exception: unexpected,
 }
 

@@ -21,7 +21,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import principal_from_token
-from api.errors import BACKEND_ERRORS, WS_TRY_AGAIN_LATER, ws_close_code
+from api.errors import BACKEND_DOWN, WS_TRY_AGAIN_LATER, ws_close_code
 from api.routing import MAX_ID, Call, Router
 from seatlock.engine.events import (
     CLOSE,
@@ -62,7 +62,7 @@ async def screening_updates(websocket: WebSocket) -> None:
     except SeatLockError as exc:
         await websocket.close(code=ws_close_code(exc), reason=exc.detail[:120])
         return
-    except BACKEND_ERRORS as exc:
+    except BACKEND_DOWN as exc:
         logger.warning("websocket refused, backend unavailable: %r", exc)
         await websocket.close(code=WS_TRY_AGAIN_LATER)
         return

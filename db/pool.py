@@ -10,6 +10,23 @@ import orjson
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
+# PostgreSQL cannot answer now: down, restarting, in recovery, out of connections or resources,
+# or the connection broke (also while a pool releases it, after the work was done). The api
+# answers these with 503 and Retry-After (api/errors.py); anything else from asyncpg is a bug or
+# a refusal the caller names (UniqueViolationError ...). TimeoutError (command_timeout) and
+# ConnectionRefusedError are OSErrors.
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,  # 08*: lost, refused, failed, does not exist
+    # 57*: admin or crash shutdown, "the database system is starting up / in recovery"
+    # (CannotConnectNowError), a cancelled query
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,  # 53*: too many connections, disk, memory
+    asyncpg.exceptions.PostgresSystemError,  # 58*: I/O error on the server
+    asyncpg.exceptions.InterfaceError,  # "connection is closed", pool closing
+    asyncpg.exceptions.InternalClientError,  # e.g. a protocol error releasing a broken connection
+    OSError,
+)
+
 # Anything queries can run on: a connection, or a connection borrowed from a pool; or a pool.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 Executor: TypeAlias = "asyncpg.Pool[Any] | Conn"

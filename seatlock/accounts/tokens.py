@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -20,6 +21,8 @@ from seatlock.settings import Settings
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
 VERIFIED_TOKENS = 10_000  # per process; a token string with its claims is well under 1 kB
+MAX_USER_ID = 2**63 - 1  # a PostgreSQL bigint: a larger id would fail the query, not the token
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what secrets.token_urlsafe gives
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +89,9 @@ class TokenCodec:
             if claims.get("typ") != "access":
                 raise NotAuthenticated("Invalid token type")
             return Principal(
-                user_id=int(claims["sub"]),
+                user_id=user_id_of(claims["sub"]),
                 role=str(claims.get("role", "user")),
-                session_id=str(claims["sid"]),
+                session_id=session_id_of(claims["sid"]),
                 token_id=str(claims.get("jti", "")),
                 expires_at=int(claims["exp"]),
             )
@@ -96,6 +99,26 @@ class TokenCodec:
             raise NotAuthenticated("Token has expired") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise NotAuthenticated("Could not validate credentials") from None
+
+
+def user_id_of(sub: object) -> int:
+    """The user id a ``sub`` claim names: decimal digits (as ``issue`` writes it) of an id in
+    a bigint. Anything else (a float, a bool, 2**70, a negative, other digits) is not ours, even
+    correctly signed (a leaked or reused secret): ValueError, a 401, never a failed query."""
+    if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit() or len(sub) > 19:
+        raise ValueError("sub is not a user id")
+    user_id = int(sub)
+    if user_id > MAX_USER_ID:
+        raise ValueError("sub is not a user id")
+    return user_id
+
+
+def session_id_of(sid: object) -> str:
+    """The session a ``sid`` claim names (a URL-safe token); ValueError for anything else, so
+    no odd text (a NUL, megabytes) reaches the session lookup."""
+    if not isinstance(sid, str) or SESSION_ID.fullmatch(sid) is None:
+        raise ValueError("sid is not a session id")
+    return sid
 
 
 def digest(token: str) -> str:

@@ -19,16 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from seatlock import keys
 from seatlock.engine.errors import ScreeningNotFound, TooManySeats, UnknownSeats, raise_for
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
 from seatlock.engine.scripts import Status
-from seatlock.engine.transport import Transport
+from seatlock.engine.transport import REDIS_DOWN, Transport
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -39,8 +35,6 @@ SWEEP_AFTER_START_MS = 3_600_000
 MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
 # A grant ends its leases' values "user:grant": no ':' in it, so a release by grant matches whole.
 GRANT = re.compile(r"[0-9A-Za-z_-]{1,64}")
-# Redis cannot answer now (down, loading its data, a replica during failover): retry later.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 
 class SeatEngine:

@@ -21,9 +21,25 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from redis import exceptions as rx
 from redis.asyncio import Redis
 
 KINDS = ("fast", "redis-py")
+
+# Redis cannot answer now: down or unreachable, loading its data (BusyLoadingError is a
+# ConnectionError), a replica during failover (ReadOnlyError), a cluster moving slots or without
+# a primary (TryAgainError, ClusterDownError), out of memory. The engine turns these into
+# Unavailable and the api into 503 with Retry-After; other Redis errors are bugs (500).
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.BusyLoadingError,
+    rx.ReadOnlyError,
+    rx.TryAgainError,
+    rx.ClusterDownError,
+    rx.RedisClusterUnreachableError,
+    rx.OutOfMemoryError,
+)
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
 
 Arg = str | int | bytes

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from db import reservations as history
 from db import tickets as repo
+from db.pool import DATABASE_DOWN
 from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
 from seatlock.engine.seats import SeatEngine
@@ -26,7 +27,8 @@ from seatlock.errors import Conflict, InvalidInput, SeatLockError, Unavailable
 
 logger = logging.getLogger(__name__)
 
-DB_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# Not committed: PostgreSQL cannot answer (db/pool.py), or refused the transaction.
+DB_DOWN: tuple[type[Exception], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
 # How long a claim pins the holds past now. Long enough for a batch to commit; when the commit
 # fails the holds are left as they are (the user retries the payment), so a failed commit only
 # keeps a hold this much longer than its own deadline, never indefinitely.

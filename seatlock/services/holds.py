@@ -21,6 +21,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from db import reservations as history
+from db.pool import DATABASE_DOWN
 from db.reservations import HistoryWriter, ReservationIds
 from seatlock import keys
 from seatlock.engine.model import Hold, new_grant
@@ -29,15 +30,6 @@ from seatlock.errors import TooManyRequests, Unavailable, ValidationFailed
 
 logger = logging.getLogger(__name__)
 
-# What the api maps to a 503 "Service temporarily unavailable" when PostgreSQL cannot answer
-# (api/errors.py BACKEND_ERRORS); the same refusal when no reservation id can be had.
-POSTGRES_DOWN = (
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.TooManyConnectionsError,
-    OSError,
-)
 NO_IDS = "Service temporarily unavailable"
 
 
@@ -128,7 +120,7 @@ class HoldService:
             return await self.ids.take(len(seat_ids))
         except BaseException as exc:
             await self._release_grant(screening_id, grant, seat_ids)
-            if isinstance(exc, POSTGRES_DOWN):
+            if isinstance(exc, DATABASE_DOWN):
                 logger.warning("no reservation ids, new holds let go: %r", exc)
                 raise Unavailable(NO_IDS) from exc
             raise

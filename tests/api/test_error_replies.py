@@ -39,7 +39,7 @@ class Unmapped(errors.SeatLockError):
         (errors.NotAuthenticated("Not authenticated"), 401, [(b"www-authenticate", b"Bearer")]),
         (errors.Forbidden("Admin privileges required"), 403, []),
         (errors.TooManyRequests("Slow down", retry_after=7), 429, [(b"retry-after", b"7")]),
-        (errors.Unavailable("Later"), 503, []),
+        (errors.Unavailable("Later"), 503, [(b"retry-after", b"1")]),
     ],
 )
 def test_error_reply(exc: errors.SeatLockError, status: int, headers: list[Any]) -> None:

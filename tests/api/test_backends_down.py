@@ -1,0 +1,176 @@
+"""A backing service that cannot answer is a 503 with Retry-After on every route, never a 500.
+
+The server under test reaches PostgreSQL or Redis through a ``Gate``: a TCP relay that can be
+shut like a host that died (every open connection cut, new ones refused) while the real servers
+stay up for the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import redis.exceptions
+
+from db.pool import DATABASE_DOWN
+from seatlock.engine.transport import REDIS_DOWN
+from seatlock.settings import Settings
+from tests import factories as make
+from tests.support import RESERVE, LiveServer, make_account
+
+BOOK = "/api/v1/tickets/book"
+T = TypeVar("T")
+
+
+class Gate:
+    """A loopback TCP relay to ``target`` on a loop of its own (the live server blocks the
+    test's loop while it starts); ``shut()`` cuts every connection and refuses new ones."""
+
+    def __init__(self, target_url: str) -> None:
+        parts = urlsplit(target_url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 0)
+        self._parts = parts
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server = self._call(asyncio.start_server(self._relay, "127.0.0.1", 0))
+        self.port: int = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """The target's URL with the gate's address in place of the target's."""
+        netloc = self._parts.netloc.rsplit("@", 1)
+        address = f"127.0.0.1:{self.port}"
+        host = f"{netloc[0]}@{address}" if len(netloc) == 2 else address
+        return urlunsplit(self._parts._replace(netloc=host))
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    def shut(self) -> None:
+        async def close() -> None:
+            self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()
+
+        self._call(close())
+
+    def stop(self) -> None:
+        self.shut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.transport.abort()
+
+
+def _expect_503(r: httpx.Response) -> None:
+    assert r.status_code == 503, (r.request.method, r.request.url.path, r.status_code, r.text)
+    assert r.headers["retry-after"] == "1"
+    assert "detail" in r.json()
+
+
+@pytest.fixture
+def gated(
+    make_server: Callable[..., LiveServer], base_settings: Settings
+) -> Iterator[Callable[[str], tuple[LiveServer, Gate]]]:
+    """A server whose PostgreSQL (``"database_url"``) or Redis (``"redis_url"``) is behind a
+    gate, which the test shuts."""
+    gates: list[Gate] = []
+
+    def start(setting: str) -> tuple[LiveServer, Gate]:
+        gate = Gate(getattr(base_settings, setting))
+        gates.append(gate)
+        return make_server(**{setting: gate.url}), gate
+
+    yield start
+    for gate in gates:
+        gate.stop()
+
+
+async def test_postgres_down_is_503_with_retry_after(
+    gated: Callable[[str], tuple[LiveServer, Gate]], db: asyncpg.Connection
+) -> None:
+    live, gate = gated("database_url")
+    show = await make.show(db, 4)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        user = await make_account(client, "down@example.com", "Down")
+        assert (await client.get("/api/v1/movies/")).status_code == 200
+        gate.shut()
+        login = {"email": user.email, "password": user.password}
+        replies = [
+            await client.get("/api/v1/movies/"),
+            await client.get(f"/api/v1/screenings/{show.id}"),
+            await client.post("/api/v1/auth/login", json=login),
+            await client.get("/api/v1/tickets/my-tickets", headers=user.headers),
+            await client.get("/api/v1/auth/me", headers=user.headers),
+            await client.post(
+                BOOK,
+                json={"screening_id": show.id, "seat_ids": show.seat_ids[:1], "payment_id": "p1"},
+                headers=user.headers,
+            ),
+        ]
+    for r in replies:
+        _expect_503(r)
+
+
+async def test_redis_down_is_503_with_retry_after(
+    gated: Callable[[str], tuple[LiveServer, Gate]], db: asyncpg.Connection
+) -> None:
+    live, gate = gated("redis_url")
+    show = await make.show(db, 4)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        user = await make_account(client, "gone@example.com", "Gone")
+        availability = f"/api/v1/seat-reservations/screening/{show.id}/availability"
+        assert (await client.get(availability)).status_code == 200
+        gate.shut()
+        hold = {"screening_id": show.id, "seat_ids": show.seat_ids[:2]}
+        replies = [
+            await client.post(RESERVE, json=hold, headers=user.headers),
+            await client.get(availability),
+            await client.get(f"/api/v1/seat-reservations/screening/{show.id + 1}/availability"),
+        ]
+    for r in replies:
+        _expect_503(r)
+
+
+def test_the_down_sets_name_what_a_dead_backend_raises() -> None:
+    """The errors of a server shutting down, in recovery or out of connections, of a connection
+    broken while a pool releases it, and of Redis loading or failing over are all "down"."""
+    for kind in (
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.CrashShutdownError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.ConnectionFailureError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
+        ConnectionRefusedError,
+        TimeoutError,
+    ):
+        assert issubclass(kind, DATABASE_DOWN), kind
+    assert not issubclass(asyncpg.exceptions.UniqueViolationError, DATABASE_DOWN)
+    for name in ("ConnectionError", "TimeoutError", "BusyLoadingError", "ReadOnlyError"):
+        assert issubclass(getattr(redis.exceptions, name), REDIS_DOWN), name
+    assert issubclass(redis.exceptions.TryAgainError, REDIS_DOWN)
+    assert issubclass(redis.exceptions.ClusterDownError, REDIS_DOWN)
+    assert not issubclass(redis.exceptions.NoScriptError, REDIS_DOWN)

@@ -1,0 +1,155 @@
+"""Bad input is a 4xx ``{"detail": ...}`` that changes nothing (invariant 10): NUL characters in
+any text, JSON nested past any use, signed tokens whose claims are not ours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+from redis.asyncio import Redis
+
+from api.rendering import MAX_DEPTH, nested_deeper
+from seatlock import keys
+from tests import factories as make
+from tests.conftest import TEST_SECRET
+from tests.support import FROM_HOLD, RESERVE, Account, held_in_redis, reserve
+
+BOOK = "/api/v1/tickets/book"
+ME = "/api/v1/auth/me"
+NUL = "\x00"
+
+
+async def seat_state(redis: Redis, screening_id: int) -> tuple[Any, ...]:
+    """What a hold, a claim or a sale would change: the version and every deadline."""
+    return (
+        await redis.get(keys.screening_version(screening_id)),
+        await redis.zrange(keys.screening_deadlines(screening_id), 0, -1, withscores=True),
+        await redis.hgetall(keys.screening_holds(screening_id)),
+    )
+
+
+def assert_nul_refused(r: httpx.Response, field: str) -> None:
+    assert r.status_code == 422, r.text
+    assert r.json() == {"detail": f"Text must not contain NUL characters - at `{field}`"}
+
+
+async def test_nul_in_payment_id_pins_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    show = await make.show(db, 4)
+    seats = show.seat_ids[:2]
+    assert (await reserve(client, user, show, seats)).status_code == 201
+    before = await seat_state(redis, show.id)
+    for path in (FROM_HOLD, BOOK):
+        body = {"screening_id": show.id, "seat_ids": seats, "payment_id": f"pay{NUL}1"}
+        assert_nul_refused(await client.post(path, json=body, headers=user.headers), "$.payment_id")
+    assert await seat_state(redis, show.id) == before
+    assert await held_in_redis(redis, show) == dict.fromkeys(seats, user.id)
+    assert await db.fetchval("SELECT count(*) FROM tickets") == 0
+    # The same hold books at once with a proper payment id: nothing was pinned.
+    body = {"screening_id": show.id, "seat_ids": seats, "payment_id": "pay_1"}
+    assert (await client.post(FROM_HOLD, json=body, headers=user.headers)).status_code == 201
+
+
+async def test_nul_is_refused_in_every_kind_of_text(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    register = {"email": "nul@example.com", "password": "Sup3r-secret!", "full_name": f"A{NUL}"}
+    assert_nul_refused(await client.post("/api/v1/auth/register", json=register), "$.full_name")
+    login = {"email": f"{user.email}{NUL}", "password": user.password}
+    assert_nul_refused(await client.post("/api/v1/auth/login", json=login), "$.email")
+    form = {"username": user.email, "password": f"{user.password}{NUL}"}
+    assert_nul_refused(await client.post("/api/v1/auth/login", data=form), "$.password")
+    prefs = {"genres": ["drama", f"no{NUL}ir"]}
+    r = await client.put("/api/v1/users/me/preferences", json=prefs, headers=user.headers)
+    assert_nul_refused(r, "$.genres[1]")
+    r = await client.put("/api/v1/users/me/preferences", json={f"k{NUL}": 1}, headers=user.headers)
+    assert_nul_refused(r, "$.k\\0")
+    r = await client.get("/api/v1/movies/search", params={"q": f"he{NUL}at"})
+    assert_nul_refused(r, "$.q")
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+
+
+async def test_an_escaped_backslash_before_u0000_is_not_a_nul(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    r = await client.put(
+        "/api/v1/users/me/preferences",
+        content=b'{"genres": ["a\\\\u0000"]}',
+        headers=user.headers | {"content-type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["preferences"] == {"genres": ["a\\u0000"]}
+
+
+@pytest.mark.parametrize("levels", [50_000, 2 * MAX_DEPTH + 1])
+@pytest.mark.parametrize("open_close", [("[", "]"), ('{"a":', "}")])
+async def test_deeply_nested_json_is_400(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    user: Account,
+    levels: int,
+    open_close: tuple[str, str],
+) -> None:
+    show = await make.show(db, 2)
+    opening, closing = open_close
+    nested = opening * levels + "1" + closing * levels
+    bodies = [
+        (RESERVE, f'{{"screening_id": {show.id}, "seat_ids": {nested}}}'),
+        ("/api/v1/users/me/preferences", f'{{"genres": {nested}}}'),
+        ("/api/v1/auth/register", nested),
+    ]
+    for path, body in bodies:
+        method = "PUT" if path.endswith("preferences") else "POST"
+        r = await client.request(
+            method,
+            path,
+            content=body.encode(),
+            headers=user.headers | {"content-type": "application/json"},
+        )
+        assert r.status_code == 400, (path, r.status_code, r.text[:200])
+        assert r.json() == {"detail": "JSON body is nested too deeply"}
+    assert await held_in_redis(redis, show) == {}
+
+
+def test_the_nesting_check_reads_json_not_brackets() -> None:
+    assert not nested_deeper(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH, MAX_DEPTH)
+    assert nested_deeper(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), MAX_DEPTH)
+    text = b'{"a": "' + b"[" * 100 + b'", "b\\"[[": [1, {"c": []}]}'
+    assert not nested_deeper(text, 2)
+    # An unterminated string runs to the end (one linear scan); the decoder refuses the text.
+    assert not nested_deeper(b'"unterminated \\"' + b"[" * 40, MAX_DEPTH)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"sub": str(2**70)},
+        {"sub": 2**70},
+        {"sub": "-1"},
+        {"sub": -1},
+        {"sub": 1.5},
+        {"sub": True},
+        {"sub": "\uff11\uff12"},  # full-width digits: isdigit() says yes, int() reads 12
+        {"sid": f"a{NUL}b"},
+        {"sid": 12},
+        {"sid": "s" * 65},
+    ],
+)
+async def test_signed_claims_out_of_range_are_401(
+    client: httpx.AsyncClient, user: Account, changes: dict[str, Any]
+) -> None:
+    claims = jwt.decode(user.token, options={"verify_signature": False}) | changes
+    token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    for r in (
+        await client.get(ME, headers=headers),
+        await client.get("/api/v1/tickets/my-tickets", headers=headers),
+        await client.post(RESERVE, json={"screening_id": 1, "seat_ids": [1]}, headers=headers),
+    ):
+        assert r.status_code == 401, (changes, r.status_code, r.text)
+        assert set(r.json()) == {"detail"}
