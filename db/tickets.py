@@ -5,6 +5,8 @@ second active ticket for a seat, ``bookings.payment_id`` refuses a second bookin
 
 ``BookingWriter`` commits concurrent bookings together (group commit): one transaction per batch,
 each booking in its own savepoint, every caller answered only after the COMMIT (invariant 5).
+When the COMMIT was sent but its answer is lost (the connection dies, releasing it fails), the
+writer looks the batch's bookings up before answering: an outcome is known, never guessed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -80,6 +83,21 @@ class SeatsNotInScreening(NotFound):
         super().__init__("Seat not found in this screening")
 
 
+class BookingNotSaved(Unavailable):
+    """The COMMIT was sent, its answer lost, and the lookup found the booking not committed."""
+
+    def __init__(self) -> None:
+        super().__init__("Booking could not be saved right now; please try again")
+
+
+class BookingOutcomeUnknown(Unavailable):
+    """The COMMIT was sent, its answer lost, and PostgreSQL could not be asked whether it
+    committed: a replay with the same payment_id answers the booking if it did."""
+
+    def __init__(self) -> None:
+        super().__init__("Booking outcome not known yet; retry with the same payment_id")
+
+
 SEAT_CONSTRAINT = "tickets_one_active_per_seat"
 _MULTIPLIER_SQL = " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEAT_TYPE_MULTIPLIERS.items())
 # One round trip per booking: price the seats (as ticket_price does: round() on numeric is
@@ -124,6 +142,13 @@ BATCH_SQL = (
     f" ORDER BY p.i, p.seat_id RETURNING {TICKET_COLUMNS})"
     " SELECT r.i, t.* FROM t JOIN r ON r.booking_id = t.booking_id"
 )
+# Waits before each lookup of a batch whose COMMIT went unanswered (PostgreSQL may be restarting).
+OUTCOME_LOOKUP_DELAYS = (0.0, 0.2, 0.5, 1.0)
+OUTCOME_LOOKUP_TIMEOUT = 2.0  # seconds per lookup
+# Test-only: False makes the writer guess "not committed" when a COMMIT goes unanswered, as it
+# once did. It exists for the fault suite's sabotaged control run, which must show the checker
+# catching the 500s and lost acknowledgements that guessing causes. Never False in production.
+LOOK_UP_OUTCOME = True
 MAX_BATCH = 256  # bookings per transaction
 MAX_QUEUE = 4096  # bookings waiting; a burst beyond waits to enqueue (back-pressure)
 
@@ -154,6 +179,10 @@ class BookingWriter:
         self._running = False
         self.batches = 0  # transactions committed or tried, for tests and stats
         self.retried = 0  # batches retried one savepoint per booking
+        self.looked_up = 0  # batches whose COMMIT went unanswered, resolved by a lookup
+        # Test seam: awaited with "commit" just before COMMIT is sent and "committed" right
+        # after it succeeded, on the batch's connection; fault tests break the connection here.
+        self.commit_hook: Callable[[str, Conn], Awaitable[None]] | None = None
 
     async def book(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
@@ -201,25 +230,107 @@ class BookingWriter:
             _answer(self._queue.get_nowait().done, Unavailable("Server is shutting down"))
 
     async def _flush(self, batch: list[_Request]) -> None:
-        outcomes: list[list[Any]] | list[list[Any] | Exception] | None = None
+        attempt = _Attempt()
         self.batches += 1
         try:
-            async with self._db.acquire() as conn, conn.transaction():
-                if len(batch) > 1:
-                    outcomes = await _book_all_at_once(conn, batch)
-                    self.retried += outcomes is None
-                if outcomes is None:
-                    outcomes = [
-                        await _book_in_savepoint(conn, request, first=index == 0)
-                        for index, request in enumerate(batch)
-                    ]
-        except Exception as exc:  # not committed: every booking of the batch failed
-            logger.warning("booking batch of %d not committed: %r", len(batch), exc)
-            for request in batch:
-                _answer(request.done, exc)
+            async with self._db.acquire() as conn:
+                await self._write(conn, batch, attempt)
+        except Exception as exc:
+            if not attempt.commit_sent or not LOOK_UP_OUTCOME:
+                # Never reached COMMIT: rolled back, every booking of the batch failed.
+                logger.warning("booking batch of %d not committed: %r", len(batch), exc)
+                for request in batch:
+                    _answer(request.done, exc)
+                return
+            await self._resolve(batch, attempt.outcomes, exc)
             return
-        for request, outcome in zip(batch, outcomes, strict=True):
+        for request, outcome in zip(batch, attempt.outcomes, strict=True):
             _answer(request.done, outcome)
+
+    async def _write(self, conn: Conn, batch: list[_Request], attempt: _Attempt) -> None:
+        """The batch in one transaction; ``attempt`` records the outcomes and the COMMIT."""
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            outcomes: list[list[Any]] | list[list[Any] | Exception] | None = None
+            if len(batch) > 1:
+                outcomes = await _book_all_at_once(conn, batch)
+            self.retried += len(batch) > 1 and outcomes is None
+            if outcomes is None:
+                outcomes = [
+                    await _book_in_savepoint(conn, request, first=index == 0)
+                    for index, request in enumerate(batch)
+                ]
+            await self._hook("commit", conn)
+        except BaseException:
+            with contextlib.suppress(Exception):  # a dead connection rolls back on its own
+                await transaction.rollback()
+            raise
+        attempt.outcomes = list(outcomes)
+        # From here a failure leaves the outcome unknown: PostgreSQL may have committed.
+        attempt.commit_sent = True
+        await transaction.commit()
+        await self._hook("committed", conn)
+
+    async def _hook(self, stage: str, conn: Conn) -> None:
+        if self.commit_hook is not None:
+            await self.commit_hook(stage, conn)
+
+    async def _resolve(
+        self, batch: list[_Request], outcomes: list[list[Any] | Exception], exc: Exception
+    ) -> None:
+        """Answer a batch whose COMMIT went unanswered from what PostgreSQL has (invariant 5).
+
+        A booking is answered with its tickets only if its booking row is there; a booking that
+        failed inside the batch keeps its own error; the rest are not committed, or unknown.
+        """
+        self.looked_up += 1
+        ids = {rows[0]["booking_id"] for rows in outcomes if isinstance(rows, list) and rows}
+        committed = await self._committed_bookings(ids)
+        logger.warning(
+            "booking batch of %d: COMMIT unanswered (%r); looked up: %s",
+            len(batch),
+            exc,
+            "unknown" if committed is None else f"{len(committed)} of {len(ids)} committed",
+        )
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if not isinstance(outcome, list) or not outcome:
+                _answer(request.done, outcome)
+            elif committed is None:
+                _answer(request.done, _chained(BookingOutcomeUnknown(), exc))
+            elif outcome[0]["booking_id"] in committed:
+                _answer(request.done, outcome)
+            else:
+                _answer(request.done, _chained(BookingNotSaved(), exc))
+
+    async def _committed_bookings(self, ids: set[int]) -> set[int] | None:
+        """Which of these bookings PostgreSQL has; None when it cannot be asked (a few tries)."""
+        if not ids:
+            return set()
+        for delay in OUTCOME_LOOKUP_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(OUTCOME_LOOKUP_TIMEOUT):
+                    rows = await self._db.fetch(
+                        "SELECT id FROM bookings WHERE id = ANY($1::bigint[])", sorted(ids)
+                    )
+                return {int(row["id"]) for row in rows}
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                logger.warning("booking outcome lookup failed: %r", exc)
+        return None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How far a batch's transaction got."""
+
+    outcomes: list[list[Any] | Exception] = field(default_factory=list)
+    commit_sent: bool = False
+
+
+def _chained(error: Exception, cause: Exception) -> Exception:
+    error.__cause__ = cause
+    return error
 
 
 async def _book_all_at_once(conn: Conn, batch: list[_Request]) -> list[list[Any]] | None:
@@ -291,6 +402,23 @@ async def booking_by_payment(db: Executor, payment_id: str) -> Booking | None:
     return Booking(
         row["id"], row["user_id"], row["screening_id"], row["payment_id"], row["seat_ids"]
     )
+
+
+async def active_sales(db: Executor, screening_ids: list[int]) -> dict[int, dict[int, int]]:
+    """Per screening, seat id -> user id of every active ticket: what Redis must show as sold.
+
+    One query for the whole batch of screenings (the partial unique index on active tickets
+    serves it); a screening without active tickets is absent.
+    """
+    rows = await db.fetch(
+        "SELECT screening_id, seat_id, user_id FROM tickets"
+        " WHERE screening_id = ANY($1::bigint[]) AND status IN ('pending', 'confirmed')",
+        screening_ids,
+    )
+    sales: dict[int, dict[int, int]] = {}
+    for row in rows:
+        sales.setdefault(int(row["screening_id"]), {})[int(row["seat_id"])] = int(row["user_id"])
+    return sales
 
 
 async def tickets_of_booking(db: Executor, booking_id: int) -> list[Any]:

@@ -50,6 +50,9 @@ class Settings:
     max_seats_per_user: int = 10  # seats one user may hold in one screening
     sweep_interval_seconds: float = 1.0
     cleanup_min_interval_seconds: float = 1.0
+    # Period of the pass that repairs Redis's sold seats from PostgreSQL's active tickets
+    # (seatlock/services/reconciler.py); 0 turns the periodic pass off.
+    reconcile_interval_seconds: float = 30.0
     # Refuse holds of seats known taken from a per-process mirror of contended screenings
     # (seatlock/engine/mirrors.py) instead of asking Redis; off: every hold attempt runs the script.
     seat_mirrors: bool = True

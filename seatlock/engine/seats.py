@@ -263,6 +263,28 @@ class SeatEngine:
         await asyncio.gather(*(self.refresh(screening_id) for screening_id in loaded))
         return loaded
 
+    async def loaded_screenings(self) -> list[int]:
+        """Every screening Redis lists as loaded (the sweep's list), in id order."""
+        members: list[Any] = await self.transport.command("ZRANGE", keys.LOADED_SCREENINGS, 0, -1)
+        return sorted(int(m) for m in members)
+
+    async def sold_seats(self, screening_ids: Sequence[int]) -> list[dict[int, int] | None]:
+        """Per screening, seat id -> user id of its sold seats in Redis; None when Redis does not
+        have it loaded. One round trip for all (the transport sends calls made together at once).
+        """
+        replies = await asyncio.gather(*(self._sold_in(sid) for sid in screening_ids))
+        return list(replies)
+
+    async def _sold_in(self, screening_id: int) -> dict[int, int] | None:
+        ready, sold = await asyncio.gather(
+            self.transport.command("HGET", keys.screening_meta(screening_id), "ready"),
+            self.transport.command("HGETALL", keys.screening_sold(screening_id)),
+        )
+        if not ready:
+            return None
+        pairs = sold.items() if isinstance(sold, dict) else zip(sold[::2], sold[1::2], strict=True)
+        return {int(seat): int(user) for seat, user in pairs}
+
     async def forget(self, screening_id: int, now_ms: int | None = None) -> None:
         """The screening was deleted: drop every key of it (holds included); mirrors are reset."""
         lock = self._loading.setdefault(screening_id, asyncio.Lock())

@@ -2,8 +2,8 @@
 
 This is the one module that knows how the parts fit together. It builds every long-lived object
 of a process once, in the app's lifespan, runs the background loops (seat events, expiry, the
-sweep, the history and booking writers, the session revocation feed) while the app serves, and
-closes everything in reverse order on the way out.
+sweep, the history and booking writers, the reconciler, the session revocation feed) while the
+app serves, and closes everything in reverse order on the way out.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from seatlock.process import settle_garbage_collector
 from seatlock.services.bookings import BookingService
 from seatlock.services.container import Services
 from seatlock.services.holds import HoldService
+from seatlock.services.reconciler import Reconciler
 from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings
 
@@ -132,6 +133,7 @@ def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
         booking_writer=booking_writer,
         holds=holds,
         bookings=BookingService(engine, booking_writer, history_writer, db),
+        reconciler=Reconciler(engine, db, interval_s=settings.reconcile_interval_seconds),
         seatmaps=seatmaps,
     )
 
@@ -150,6 +152,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
         sweep_forever(s.engine, s.settings.sweep_interval_seconds, stop),
         s.history_writer.run(stop),
         s.booking_writer.run(stop),
+        s.reconciler.run(stop),
     ]
     tasks = [asyncio.create_task(loop) for loop in loops]
     try:
@@ -163,6 +166,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await s.bookings.aclose()
         if s.engine.mirrors is not None:
             await s.engine.mirrors.aclose()
         await transport.aclose()

@@ -3,11 +3,14 @@
 A booking is: the engine pins the caller's holds (claim), PostgreSQL commits the booking and its
 tickets (group commit, ``db.tickets.BookingWriter``), then the engine marks the seats sold. A
 successful return therefore means the tickets are committed (invariant 5), whatever Redis does
-afterwards. A cancelled or refunded ticket frees its seat in Redis after PostgreSQL changed it.
+afterwards: marking the seats sold is retried in the background until Redis takes it, also when
+an idempotent replay finds the booking already made. A cancelled or refunded ticket frees its seat
+in Redis after PostgreSQL changed it. The reconciler (``reconciler.py``) repairs what is left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +36,11 @@ DB_DOWN: tuple[type[Exception], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
 # fails the holds are left as they are (the user retries the payment), so a failed commit only
 # keeps a hold this much longer than its own deadline, never indefinitely.
 COMMIT_PIN_MS = 15_000
+# Marking seats sold after a commit: how long a request waits for it before answering (the rest
+# runs in the background), and the backoff of its retries while Redis refuses.
+SELL_WAIT_S = 0.5
+SELL_RETRY_FIRST_S = 0.1
+SELL_RETRY_MAX_S = 5.0
 PAYMENT_REUSED = "This payment_id was already used for another booking"
 TicketStatus = Literal["pending", "confirmed", "cancelled", "refunded"]
 
@@ -75,6 +83,15 @@ class BookingService:
         self.writer = writer
         self.history = history
         self.db = db
+        self._selling: set[asyncio.Task[None]] = set()  # seats being marked sold in Redis
+        self.sell_retries = 0  # failed attempts to mark seats sold, for tests and metrics
+
+    async def aclose(self) -> None:
+        """Stop marking seats sold in the background: PostgreSQL has them, and the reconciler
+        of a running process (or the next load of the screening) puts them into Redis."""
+        for task in self._selling:
+            task.cancel()
+        await asyncio.gather(*self._selling, return_exceptions=True)
 
     async def book(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
@@ -86,7 +103,7 @@ class BookingService:
             await self.engine.hold(screening_id, user_id, seat_ids)
         except SeatLockError:
             if payment_id is not None:
-                found = await self._existing(payment_id, user_id, screening_id, seat_ids)
+                found = await self._replay(payment_id, user_id, screening_id, seat_ids)
                 if found is not None:
                     return found
             raise
@@ -105,15 +122,26 @@ class BookingService:
         except SeatLockError:
             # A duplicate call may have sold these seats a moment ago: answer with its tickets.
             if payment_id is not None:
-                found = await self._existing(payment_id, user_id, screening_id, seat_ids)
+                found = await self._replay(payment_id, user_id, screening_id, seat_ids)
                 if found is not None:
                     return found
             raise
         tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
+        # Also when a duplicate call committed them: its own marking may have failed.
+        await self._mark_sold(screening_id, tickets)
         if fresh:
-            await self._mark_sold(user_id, screening_id, seat_ids)
             self.history.submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
         return tickets
+
+    async def _replay(
+        self, payment_id: str, user_id: int, screening_id: int, seat_ids: list[int]
+    ) -> list[Ticket] | None:
+        """The tickets of an earlier call with this payment id, their seats marked sold again
+        (the first call's answer or marking may have been lost: a replay repairs Redis)."""
+        found = await self._existing(payment_id, user_id, screening_id, seat_ids)
+        if found is not None:
+            await self._mark_sold(screening_id, found)
+        return found
 
     async def _existing(
         self, payment_id: str, user_id: int, screening_id: int, seat_ids: list[int]
@@ -152,16 +180,56 @@ class BookingService:
             logger.warning("booking not saved, holds kept: %r", exc)
             raise Unavailable("Booking could not be saved right now; please try again") from None
 
-    async def _mark_sold(self, user_id: int, screening_id: int, seat_ids: list[int]) -> None:
-        try:
-            await self.engine.sell(screening_id, dict.fromkeys(seat_ids, user_id))
-        except Exception as exc:
-            # Committed in PostgreSQL, so sold and the answer is a success (invariant 5) whatever
-            # failed here: Redis rebuilds sold seats from PostgreSQL on its next load (invariant
-            # 7), and the unique index refuses a second ticket for these seats meanwhile.
+    async def _mark_sold(self, screening_id: int, tickets: list[Ticket]) -> None:
+        """Mark the active tickets' seats sold in Redis, waiting SELL_WAIT_S at most.
+
+        Committed in PostgreSQL, so sold and the answer is a success (invariant 5) whatever
+        Redis does: the marking goes on in the background until Redis takes it, and the unique
+        index refuses a second ticket for these seats meanwhile.
+        """
+        sold = {t.seat_id: t.user_id for t in tickets if t.status in repo.ACTIVE}
+        if not sold:
+            return
+        task = asyncio.create_task(self._sell_until_marked(screening_id, sold))
+        await asyncio.wait({task}, timeout=SELL_WAIT_S)
+        if not task.done():
+            self._selling.add(task)
+            task.add_done_callback(self._selling.discard)
+
+    async def _sell_until_marked(self, screening_id: int, sold: dict[int, int]) -> None:
+        """Sell in Redis, retried with a capped backoff until it works; a retry sells what
+        PostgreSQL still has active (a cancellation meanwhile must not be undone)."""
+        delay = SELL_RETRY_FIRST_S
+        while True:
+            try:
+                await self.engine.sell(screening_id, sold)
+                return
+            except Unavailable as exc:
+                failure: Exception = exc
+            except SeatLockError as exc:  # the screening is gone: nothing to mark
+                logger.warning("seats of screening %s not marked sold: %r", screening_id, exc)
+                return
+            except Exception as exc:
+                failure = exc
+            self.sell_retries += 1
             logger.warning(
-                "seats of screening %s sold but not marked in Redis: %r", screening_id, exc
+                "seats of screening %s sold but not marked in Redis, retrying in %.1f s: %r",
+                screening_id,
+                delay,
+                failure,
             )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SELL_RETRY_MAX_S)
+            sold = await self._still_sold(screening_id, sold)
+
+    async def _still_sold(self, screening_id: int, sold: dict[int, int]) -> dict[int, int]:
+        """Of these seats, those PostgreSQL still has active tickets for (all, if it can't say)."""
+        try:
+            sales = await repo.active_sales(self.db, [screening_id])
+        except DB_DOWN:
+            return sold
+        active = sales.get(screening_id, {})
+        return {seat: active[seat] for seat in sold if seat in active}
 
     async def _release(self, screening_id: int, user_id: int, seats: list[int]) -> None:
         try:

@@ -20,6 +20,7 @@ from seatlock.engine.events import Hub
 from seatlock.engine.seats import SeatEngine
 from seatlock.services.bookings import BookingService
 from seatlock.services.holds import HoldService
+from seatlock.services.reconciler import Reconciler
 from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings
 
@@ -40,4 +41,5 @@ class Services:
     booking_writer: BookingWriter  # group commit of bookings
     holds: HoldService  # hold, extend, cancel, list holds
     bookings: BookingService  # book, replay by payment id, cancel and change tickets
+    reconciler: Reconciler  # repairs Redis's sold seats from PostgreSQL; counts its repairs
     seatmaps: SeatMapCache[Any]  # rendered seat maps (api/seatmaps.py), invalidated on change

@@ -4,7 +4,7 @@ the group-commit writer (savepoints per booking, answers after COMMIT), document
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -116,6 +116,102 @@ async def test_failed_commit_keeps_the_holds_for_a_retry(
         r = await book_held(short, user, show, seats, "pay_retry")
         assert r.status_code == 201, r.text
     assert [t["seat_id"] for t in await active_tickets(db, show)] == seats
+
+
+def kill_connection_at(stage: str, database_url: str) -> Callable[[str, Any], Awaitable[None]]:
+    """A commit hook that terminates the batch's PostgreSQL backend at ``stage``: "commit" (the
+    COMMIT then goes out on a dead connection: not committed) or "committed" (after COMMIT: the
+    answer and the release fail, the tickets are committed)."""
+
+    async def hook(at: str, conn: Any) -> None:
+        if at != stage:
+            return
+        killer = await asyncpg.connect(database_url)
+        try:
+            await killer.execute("SELECT pg_terminate_backend($1, 5000)", conn.get_server_pid())
+        finally:
+            await killer.close()
+        if at == "committed":
+            await conn.fetchval("SELECT 1")  # the writer learns of it here, as on release
+
+    return hook
+
+
+async def test_a_commit_whose_answer_is_lost_is_looked_up_and_answers_201(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    server: LiveServer,
+    user: Account,
+) -> None:
+    show = await make.show(db, 3)
+    seats = show.seat_ids[:2]
+    assert (await reserve(client, user, show, seats)).status_code == 201
+    writer = services_of(server).booking_writer
+    looked_up = writer.looked_up
+    writer.commit_hook = kill_connection_at("committed", server.settings.database_url)
+    try:
+        r = await book_held(client, user, show, seats, "pay_lost_answer")
+    finally:
+        writer.commit_hook = None
+    assert r.status_code == 201, r.text
+    assert writer.looked_up == looked_up + 1
+    rows = await active_tickets(db, show)
+    assert [t["id"] for t in r.json()] == [t["id"] for t in rows]
+    assert [t["seat_id"] for t in rows] == seats
+    sold = await redis.hgetall(keys.screening_sold(show.id))
+    assert {int(seat): int(u) for seat, u in sold.items()} == dict.fromkeys(seats, user.id)
+    seen = await availability(client, show)
+    assert [seen[seat]["status"] for seat in show.seat_ids] == ["booked", "booked", "available"]
+
+
+async def test_a_commit_that_went_out_on_a_dead_connection_is_503_and_keeps_the_holds(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    server: LiveServer,
+    user: Account,
+) -> None:
+    show = await make.show(db, 2)
+    seats = show.seat_ids
+    assert (await reserve(client, user, show, seats)).status_code == 201
+    writer = services_of(server).booking_writer
+    writer.commit_hook = kill_connection_at("commit", server.settings.database_url)
+    try:
+        r = await book_held(client, user, show, seats, "pay_dead_commit")
+    finally:
+        writer.commit_hook = None
+    assert r.status_code == 503, r.text
+    assert r.json() == {"detail": "Booking could not be saved right now; please try again"}
+    assert await db.fetchval("SELECT count(*) FROM bookings") == 0
+    assert await held_in_redis(redis, show) == dict.fromkeys(seats, user.id)
+    r = await book_held(client, user, show, seats, "pay_dead_commit")
+    assert r.status_code == 201, r.text
+
+
+async def test_the_sabotage_switch_brings_back_the_guess(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    redis: Redis,
+    server: LiveServer,
+    user: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LOOK_UP_OUTCOME = False (the fault suite's control run) answers a committed booking with
+    an error, as before the lookup: what the fault suite's checker must catch."""
+    show = await make.show(db, 1)
+    assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
+    writer = services_of(server).booking_writer
+    monkeypatch.setattr(repo, "LOOK_UP_OUTCOME", False)
+    writer.commit_hook = kill_connection_at("committed", server.settings.database_url)
+    try:
+        r = await book_held(client, user, show, show.seat_ids, "pay_guessed")
+    finally:
+        writer.commit_hook = None
+    # An error (503 for a lost connection, 500 for asyncpg's InternalClientError), although ...
+    assert r.status_code >= 500, r.text
+    assert len(await active_tickets(db, show)) == 1  # ... the ticket is committed, and ...
+    assert await redis.hgetall(keys.screening_sold(show.id)) == {}  # ... Redis never learns
 
 
 @pytest.fixture
@@ -237,7 +333,9 @@ async def test_a_failed_batch_fails_every_booking_in_it(
         )
     finally:
         await allow_ticket_inserts(db)
-    assert all(isinstance(r, asyncpg.PostgresError) for r in results), results
+    # The COMMIT was sent and refused: looked up, not committed, a 503 for every booking.
+    assert all(isinstance(r, repo.BookingNotSaved) for r in results), results
+    assert all(isinstance(r.__cause__, asyncpg.PostgresError) for r in results), results
     assert await db.fetchval("SELECT count(*) FROM tickets") == 0
     assert await db.fetchval("SELECT count(*) FROM bookings") == 0
     ok = await writer.book(user.id, show.id, show.seat_ids, None)

@@ -5,16 +5,18 @@ refunded tickets free their seats in Redis."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Conflict, InvalidInput, Unavailable
-from seatlock.services.bookings import BookingService, Ticket
+from seatlock.services.bookings import SELL_WAIT_S, BookingService, Ticket
 from tests import factories as make
 
 
@@ -184,3 +186,68 @@ async def test_confirm_payment_confirms_a_pending_ticket_once(
         await bookings.confirm_payment(confirmed, None)
     with pytest.raises(InvalidInput, match="Only pending tickets can be confirmed"):
         await bookings.confirm_payment(ticket, None)  # a stale copy: confirmed meanwhile
+
+
+async def test_a_replay_marks_the_seats_sold_again(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 2)
+    await engine.hold(show.id, user, show.seat_ids)
+    first = await bookings.book_from_reservation(user, show.id, show.seat_ids, "pay-11")
+    # Redis lost the sale (say the first call's marking failed): the seats look available.
+    await engine.unsell(show.id, show.seat_ids)
+    again = await bookings.book_from_reservation(user, show.id, show.seat_ids, "pay-11")
+    assert again == first
+    assert set((await states(engine, show.id)).values()) == {"booked"}
+    # The quick-book replay: its hold now succeeds, the commit finds the payment id taken.
+    await engine.unsell(show.id, show.seat_ids)
+    assert await bookings.book(user, show.id, show.seat_ids, "pay-11") == first
+    assert set((await states(engine, show.id)).values()) == {"booked"}
+    assert await bookings_count(db) == 1
+
+
+async def test_marking_sold_goes_on_in_the_background_until_redis_takes_it(
+    bookings: BookingService,
+    booking_writer: BookingWriter,
+    engine: SeatEngine,
+    db: asyncpg.Connection,
+    redis: Redis,
+    user: int,
+) -> None:
+    show = await make.show(db, 2)
+    await engine.hold(show.id, user, show.seat_ids)
+
+    async def refuse_writes(stage: str, conn: object) -> None:
+        # Right after the COMMIT, Redis starts refusing every write (NOREPLICAS), for real.
+        if stage == "committed":
+            await redis.config_set("min-replicas-to-write", 1)
+
+    booking_writer.commit_hook = refuse_writes
+    try:
+        started = time.monotonic()
+        tickets = await bookings.book_from_reservation(user, show.id, show.seat_ids, "pay-12")
+        assert time.monotonic() - started < SELL_WAIT_S + 0.5  # not held up by Redis
+        assert [t.seat_id for t in tickets] == show.seat_ids
+        assert set((await states(engine, show.id)).values()) == {"reserved"}
+        await asyncio.sleep(0.3)
+        assert bookings.sell_retries >= 2
+    finally:
+        await redis.config_set("min-replicas-to-write", 0)
+    for _ in range(300):
+        if set((await states(engine, show.id)).values()) == {"booked"}:
+            break
+        await asyncio.sleep(0.01)
+    assert set((await states(engine, show.id)).values()) == {"booked"}
+    await bookings.aclose()
+
+
+async def test_a_retry_does_not_sell_a_seat_cancelled_meanwhile(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int
+) -> None:
+    show = await make.show(db, 2)
+    a, b = show.seat_ids
+    await engine.seat_map(show.id)
+    ticket = await make.ticket(db, user, show.id, a)
+    await make.ticket(db, user, show.id, b)
+    await db.execute("UPDATE tickets SET status = 'cancelled' WHERE id = $1", ticket)
+    assert await bookings._still_sold(show.id, {a: user, b: user}) == {b: user}

@@ -1,0 +1,118 @@
+"""The reconciler: Redis's sold seats of every loaded screening brought back to PostgreSQL's.
+
+PostgreSQL is the final judge (invariant 5); Redis's sold seats are a copy that a lost answer, a
+Redis outage during a booking's marking, or a cancellation whose unsell failed can leave wrong.
+Each pass reads, per batch of loaded screenings, Redis's sold seats (one round trip) and then
+PostgreSQL's active tickets (one query), and repairs Redis with the idempotent sell and unsell
+scripts, which publish the corrected seats to watchers (invariant 8).
+
+Order matters: Redis is read before PostgreSQL. A booking marks its seats sold only after its
+COMMIT, so a seat sold in Redis at the first read is committed by the second, unless cancelled
+since: a pass never frees a seat that is sold. The reverse race (a ticket cancelled between the
+query and the sell) leaves a seat sold too many, which is safe, until the next pass.
+Every API process runs one; passes of several processes at once only repeat idempotent scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from db import tickets as repo
+from seatlock.engine.seats import SeatEngine
+from seatlock.errors import SeatLockError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500  # screenings per round trip and per query
+RETRY_S = 1.0  # after a failed pass, try again this soon: the first that works runs at once
+# What makes a pass fail and retried soon: PostgreSQL or Redis cannot answer.
+BACKEND_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError, Unavailable)
+
+
+class Reconciler:
+    """Repairs Redis's sold seats from PostgreSQL, periodically; one per process."""
+
+    def __init__(self, engine: SeatEngine, db: asyncpg.Pool, *, interval_s: float) -> None:
+        self.engine = engine
+        self.db = db
+        self.interval_s = interval_s  # 0: never on its own (``reconcile`` still works)
+        self.repairs = 0  # screenings repaired so far (one log line each), for metrics
+        self.seats_repaired = 0  # seats sold or freed by those repairs
+        self.passes = 0  # passes completed
+        self.failing = False  # the last pass failed: a backend was down
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A pass at once, then every ``interval_s`` (with jitter, so processes spread out), and
+        RETRY_S after a failed one: after an outage, the first pass that works repairs Redis."""
+        if self.interval_s <= 0:
+            return
+        while not stop.is_set():
+            wait = self._jittered() if await self._pass() else min(RETRY_S, self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+    async def _pass(self) -> bool:
+        try:
+            await self.reconcile()
+        except BACKEND_DOWN as exc:
+            if not self.failing:
+                logger.warning("reconcile pass failed, retrying every %.0f s: %r", RETRY_S, exc)
+            self.failing = True
+            return False
+        if self.failing:
+            logger.warning("reconcile pass works again after an outage")
+        self.failing = False
+        return True
+
+    def _jittered(self) -> float:
+        return self.interval_s * random.uniform(0.9, 1.1)
+
+    async def reconcile(self) -> int:
+        """One pass over every loaded screening; returns how many were repaired."""
+        loaded = await self.engine.loaded_screenings()
+        repaired = 0
+        for start in range(0, len(loaded), BATCH):
+            repaired += await self._reconcile_batch(loaded[start : start + BATCH])
+        self.passes += 1
+        return repaired
+
+    async def _reconcile_batch(self, screening_ids: list[int]) -> int:
+        in_redis = await self.engine.sold_seats(screening_ids)  # first: see the module's note
+        in_postgres = await repo.active_sales(self.db, screening_ids)
+        repaired = 0
+        for screening_id, sold in zip(screening_ids, in_redis, strict=True):
+            if sold is None:  # not loaded: its next load reads PostgreSQL anyway
+                continue
+            try:
+                repaired += await self._repair(
+                    screening_id, sold, in_postgres.get(screening_id, {})
+                )
+            except Unavailable:
+                raise
+            except SeatLockError as exc:  # e.g. deleted meanwhile: nothing left to repair
+                logger.warning("screening %s not reconciled: %r", screening_id, exc)
+        return repaired
+
+    async def _repair(self, screening_id: int, sold: dict[int, int], truth: dict[int, int]) -> int:
+        """Make Redis's sold seats of one screening PostgreSQL's; 1 if anything changed."""
+        missing = {seat: user for seat, user in truth.items() if sold.get(seat) != user}
+        extra = sorted(seat for seat in sold if seat not in truth)
+        if not missing and not extra:
+            return 0
+        await self.engine.sell(screening_id, missing)
+        await self.engine.unsell(screening_id, extra)
+        self.repairs += 1
+        self.seats_repaired += len(missing) + len(extra)
+        logger.warning(
+            "reconciled screening %s with PostgreSQL: marked sold %s, freed %s",
+            screening_id,
+            sorted(missing),
+            extra,
+        )
+        return 1

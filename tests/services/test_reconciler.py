@@ -1,0 +1,106 @@
+"""The reconciler against real Redis and PostgreSQL: a ticket sold behind Redis's back is marked
+sold, a seat Redis calls sold without an active ticket is freed, watchers see both, a second pass
+changes nothing, and a pass that failed is retried soon."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from seatlock.engine.seats import SeatEngine
+from seatlock.services import reconciler as module
+from seatlock.services.reconciler import Reconciler
+from tests import factories as make
+from tests.lua.support import tap, wait_until
+
+
+async def states(engine: SeatEngine, screening_id: int) -> dict[int, tuple[str, int | None]]:
+    return {s.seat_id: (s.status, s.user_id) for s in await engine.seat_map(screening_id)}
+
+
+async def test_a_pass_repairs_redis_from_postgres_and_tells_watchers(
+    engine: SeatEngine,
+    pool: asyncpg.Pool,
+    db: asyncpg.Connection,
+    redis: Redis,
+    user: int,
+    other: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    show = await make.show(db, 4)
+    a, b, c, d = show.seat_ids
+    clean = await make.show(db, 2)
+    await engine.seat_map(clean.id)  # loaded, and in agreement: left alone
+    await make.ticket(db, other, show.id, d)
+    await engine.seat_map(show.id)  # loaded with d sold
+    await engine.hold(show.id, user, [c])
+    # Behind Redis's back: a ticket committed whose seat was never marked sold ...
+    await make.ticket(db, user, show.id, a)
+    # ... and a seat Redis calls sold that PostgreSQL has no active ticket for.
+    await engine.sell(show.id, {b: other})
+    reconciler = Reconciler(engine, pool, interval_s=30)
+    caplog.set_level(logging.WARNING, logger=module.__name__)
+    async with tap(redis, show.id) as events:
+        assert await reconciler.reconcile() == 1
+        first, second = await events.next(), await events.next()
+    assert [(s["seat_id"], s["status"], s["user_id"]) for s in first["seats"]] == [
+        (a, "booked", user)
+    ]
+    assert [(s["seat_id"], s["status"]) for s in second["seats"]] == [(b, "available")]
+    assert await states(engine, show.id) == {
+        a: ("booked", user),
+        b: ("available", None),
+        c: ("reserved", user),
+        d: ("booked", other),
+    }
+    assert (reconciler.repairs, reconciler.seats_repaired, reconciler.passes) == (1, 2, 1)
+    [line] = [r for r in caplog.records if "reconciled" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert f"screening {show.id}" in line.getMessage()
+    assert f"[{a}]" in line.getMessage() and f"[{b}]" in line.getMessage()
+    # Idempotent: a second pass (or another process's at the same time) changes nothing.
+    assert await reconciler.reconcile() == 0
+    assert reconciler.repairs == 1
+
+
+async def test_a_screening_redis_does_not_have_is_left_to_its_next_load(
+    engine: SeatEngine, pool: asyncpg.Pool, db: asyncpg.Connection, redis: Redis, user: int
+) -> None:
+    show = await make.show(db, 2)
+    await make.ticket(db, user, show.id, show.seat_ids[0])
+    reconciler = Reconciler(engine, pool, interval_s=30)
+    assert await reconciler.reconcile() == 0
+    assert await engine.loaded_screenings() == []  # the pass loaded nothing
+    assert (await states(engine, show.id))[show.seat_ids[0]] == ("booked", user)
+
+
+async def test_the_loop_passes_at_once_and_retries_a_failed_pass_soon(
+    engine: SeatEngine,
+    pool: asyncpg.Pool,
+    dead_pool: asyncpg.Pool,
+    db: asyncpg.Connection,
+    user: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    show = await make.show(db, 2)
+    await engine.seat_map(show.id)
+    await make.ticket(db, user, show.id, show.seat_ids[0])
+    monkeypatch.setattr(module, "RETRY_S", 0.05)
+    # PostgreSQL unreachable at first (a closed pool), then back: no wait for the period.
+    reconciler = Reconciler(engine, dead_pool, interval_s=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reconciler.run(stop))
+    try:
+        await wait_until(lambda: reconciler.failing)
+        assert reconciler.passes == 0
+        reconciler.db = pool
+        await wait_until(lambda: reconciler.repairs == 1)
+        assert not reconciler.failing
+    finally:
+        stop.set()
+        await task
+    assert (await states(engine, show.id))[show.seat_ids[0]] == ("booked", user)
