@@ -39,6 +39,7 @@ from seatlock.process import settle_garbage_collector
 from seatlock.services.bookings import BookingService
 from seatlock.services.container import Services
 from seatlock.services.holds import HoldService
+from seatlock.services.payments import verifier as payment_verifier
 from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings
 
@@ -131,7 +132,13 @@ def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
         history_writer=history_writer,
         booking_writer=booking_writer,
         holds=holds,
-        bookings=BookingService(engine, booking_writer, history_writer, db),
+        bookings=BookingService(
+            engine,
+            booking_writer,
+            history_writer,
+            db,
+            payments=payment_verifier(settings.payment_verifier, settings.payment_secret),
+        ),
         seatmaps=seatmaps,
     )
 

@@ -23,6 +23,7 @@ from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Conflict, InvalidInput, SeatLockError, Unavailable
+from seatlock.services.payments import AcceptAny, PaymentVerifier, booking_scope, ticket_scope
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +68,32 @@ class BookingService:
     """Book seats and manage tickets; one instance per process."""
 
     def __init__(
-        self, engine: SeatEngine, writer: BookingWriter, history: HistoryWriter, db: asyncpg.Pool
+        self,
+        engine: SeatEngine,
+        writer: BookingWriter,
+        history: HistoryWriter,
+        db: asyncpg.Pool,
+        *,
+        payments: PaymentVerifier | None = None,
     ) -> None:
         self.engine = engine
         self.writer = writer
         self.history = history
         self.db = db
+        self.payments: PaymentVerifier = payments or AcceptAny()
+
+    def _verify_booking(
+        self, payment_id: str | None, user_id: int, screening_id: int, seat_ids: list[int]
+    ) -> None:
+        # Before any seat is held or claimed: a refused payment changes nothing.
+        if payment_id is not None:
+            self.payments.verify(payment_id, booking_scope(user_id, screening_id, seat_ids))
 
     async def book(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
     ) -> list[Ticket]:
         """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
+        self._verify_booking(payment_id, user_id, screening_id, seat_ids)
         # No lookup of the payment id up front (a query per booking): a replay finds its seats
         # sold (hold refused) or its payment id taken (unique violation), and answers from there.
         try:
@@ -98,6 +114,7 @@ class BookingService:
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
     ) -> list[Ticket]:
         """Buy the seats the user holds; idempotent on payment_id (invariant 6)."""
+        self._verify_booking(payment_id, user_id, screening_id, seat_ids)
         try:
             await self.engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
         except SeatLockError:
@@ -196,7 +213,8 @@ class BookingService:
         return Ticket.of(updated)
 
     async def confirm_payment(self, ticket: Ticket, payment_id: str | None) -> Ticket:
-        """Mark a pending ticket paid."""
+        """Mark a pending ticket paid, if the payment verifier takes the payment_id."""
+        self.payments.verify(payment_id, ticket_scope(ticket.id))
         if ticket.status != "pending":
             raise InvalidInput(
                 f"Only pending tickets can be confirmed (this one is {ticket.status})"

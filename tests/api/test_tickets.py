@@ -10,14 +10,17 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from seatlock.services.payments import booking_scope, sign, ticket_scope
 from tests import factories as make
 from tests.support import (
     FROM_HOLD,
     Account,
+    LiveServer,
     active_tickets,
     availability,
     book_held,
     held_in_redis,
+    make_account,
     reserve,
 )
 
@@ -284,3 +287,34 @@ async def test_bad_booking_input_changes_nothing(
     assert await db.fetchval("SELECT count(*) FROM tickets") == 0
     assert await db.fetchval("SELECT count(*) FROM bookings") == 0
     assert await held_in_redis(redis, show) == {}
+
+
+async def test_hmac_payments_refuse_made_up_payment_ids_with_402(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    secret = "p" * 40
+    server: LiveServer = make_server(payment_verifier="hmac", payment_secret=secret)
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        user = await make_account(client, "payer@example.com", "Payer")
+        show = await make.show(db, 3)
+        seats = show.seat_ids[:2]
+        assert (await reserve(client, user, show, seats)).status_code == 201
+        r = await book_held(client, user, show, seats, "pay_made_up")
+        assert r.status_code == 402
+        assert r.json() == {"detail": "payment_id is not a signed payment"}
+        paid = sign(secret, "pay_1", booking_scope(user.id, show.id, seats))
+        assert (await book_held(client, user, show, seats, paid)).status_code == 201
+        quick = {"screening_id": show.id, "seat_ids": show.seat_ids[2:]}
+        r = await client.post(BOOK, json={**quick, "payment_id": paid}, headers=user.headers)
+        assert r.status_code == 402  # signed for other seats
+        r = await client.post(BOOK, json=quick, headers=user.headers)
+        assert r.status_code == 201  # unpaid: pending
+        url = f"/api/v1/tickets/{r.json()[0]['id']}/confirm-payment"
+        r = await client.post(url, json={"payment_id": "pay_late"}, headers=user.headers)
+        assert r.status_code == 402
+        assert (await client.post(url, headers=user.headers)).status_code == 402
+        assert len(await active_tickets(db, show)) == 3
+        ticket_paid = sign(secret, "pay_late", ticket_scope(int(url.split("/")[4])))
+        r = await client.post(url, json={"payment_id": ticket_paid}, headers=user.headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "confirmed"
