@@ -75,12 +75,14 @@ class BookingService:
         db: asyncpg.Pool,
         *,
         payments: PaymentVerifier | None = None,
+        payment_seconds: float = 300,
     ) -> None:
         self.engine = engine
         self.writer = writer
         self.history = history
         self.db = db
         self.payments: PaymentVerifier = payments or AcceptAny()
+        self.payment_seconds = payment_seconds  # how long a pending ticket may stay unpaid
 
     def _verify_booking(
         self, payment_id: str | None, user_id: int, screening_id: int, seat_ids: list[int]
@@ -126,6 +128,8 @@ class BookingService:
             raise
         tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
         if fresh:
+            if payment_id is None:
+                await self._record_unpaid(tickets)
             await self._mark_sold(user_id, screening_id, seat_ids)
             self.history.submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
         return tickets
@@ -166,6 +170,13 @@ class BookingService:
             # so the user can retry the payment; releasing them would give the seats away.
             logger.warning("booking not saved, holds kept: %r", exc)
             raise Unavailable("Booking could not be saved right now; please try again") from None
+
+    async def _record_unpaid(self, tickets: list[Ticket]) -> None:
+        """Record the payment deadline of fresh pending tickets (committed: never fails them)."""
+        try:
+            await repo.record_payment_due(self.db, [t.id for t in tickets], self.payment_seconds)
+        except DB_DOWN as exc:  # unrecorded, the deadline is booked_at + the setting anyway
+            logger.warning("payment deadline not recorded: %r", exc)
 
     async def _mark_sold(self, user_id: int, screening_id: int, seat_ids: list[int]) -> None:
         try:
@@ -212,17 +223,25 @@ class BookingService:
             await self._unsell(ticket.screening_id, ticket.seat_id)
         return Ticket.of(updated)
 
-    async def confirm_payment(self, ticket: Ticket, payment_id: str | None) -> Ticket:
+    async def confirm_payment(
+        self, ticket: Ticket, payment_id: str | None, at: datetime | None = None
+    ) -> Ticket:
         """Mark a pending ticket paid, if the payment verifier takes the payment_id."""
         self.payments.verify(payment_id, ticket_scope(ticket.id))
         if ticket.status != "pending":
             raise InvalidInput(
                 f"Only pending tickets can be confirmed (this one is {ticket.status})"
             )
-        updated = await repo.change_status(self.db, ticket.id, ["pending"], "confirmed", payment_id)
-        if updated is None:
-            raise InvalidInput("Only pending tickets can be confirmed")
-        return Ticket.of(updated)
+        updated = await repo.confirm_pending(
+            self.db, ticket.id, payment_id, self.payment_seconds, at
+        )
+        if updated is not None:
+            return Ticket.of(updated)
+        current = await repo.get(self.db, ticket.id)
+        if current is not None and current["status"] == "pending":
+            # The deadline loop cancels it soon: its seat is going back on sale (invariant 1).
+            raise Conflict("The payment deadline of this ticket has passed")
+        raise InvalidInput("Only pending tickets can be confirmed")
 
     async def _unsell(self, screening_id: int, seat_id: int) -> None:
         try:

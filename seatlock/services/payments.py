@@ -1,4 +1,5 @@
-"""Payment verification: which ``payment_id`` may pay for a booking or a pending ticket.
+"""Payments: which ``payment_id`` may pay for a booking or a pending ticket, and the payment
+deadline of unpaid (pending) tickets.
 
 ``SEATLOCK_PAYMENT_VERIFIER`` picks the verifier. ``accept`` (development) takes any id.
 ``hmac`` takes only ids the payment provider signed with the shared secret
@@ -12,19 +13,36 @@ book-from-reservation, ``ticket:<ticket_id>`` for confirm-payment. ``reference``
 provider's own id of the payment (any text without NUL; it may contain dots: the signature is
 after the last one). A booking's payment id is unique in PostgreSQL (invariant 6), a ticket is
 confirmed once, so a signed id pays exactly once.
+
+Unpaid tickets behave like holds: a pending ticket must be paid by its deadline
+(``SEATLOCK_PAYMENT_SECONDS`` after booking, default the hold time); ``UnpaidExpiry`` cancels it
+in PostgreSQL after that and frees its seat in Redis, which announces it to watchers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
-from seatlock.errors import PaymentRefused
+import asyncpg
+from redis.exceptions import RedisError
+
+from db import tickets as repo
+from seatlock.engine.seats import SeatEngine
+from seatlock.errors import PaymentRefused, SeatLockError
 from seatlock.settings import MIN_PAYMENT_SECRET_CHARS, PAYMENT_VERIFIERS
 
 _HEX_DIGEST_CHARS = 64
+EXPIRE_BATCH = 500  # tickets cancelled per statement
+_DB_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+logger = logging.getLogger(__name__)
 
 
 class PaymentVerifier(Protocol):
@@ -92,3 +110,50 @@ def verifier(kind: str, secret: str) -> PaymentVerifier:
     if kind == "accept":
         return AcceptAny()
     raise ValueError(f"unknown payment verifier {kind!r}: one of {', '.join(PAYMENT_VERIFIERS)}")
+
+
+class UnpaidExpiry:
+    """Cancel pending tickets past their payment deadline and free their seats."""
+
+    def __init__(self, engine: SeatEngine, db: asyncpg.Pool, payment_seconds: float) -> None:
+        self.engine = engine
+        self.db = db
+        self.seconds = payment_seconds
+
+    async def expire_once(self, at: datetime | None = None) -> int:
+        """Cancel every pending ticket past its deadline (at ``at``, default now); how many."""
+        total = 0
+        while True:
+            rows = await repo.expire_unpaid(self.db, self.seconds, EXPIRE_BATCH, at)
+            await self._free(rows)
+            total += len(rows)
+            if len(rows) < EXPIRE_BATCH:
+                return total
+
+    async def _free(self, rows: list[Any]) -> None:
+        by_screening: dict[int, list[int]] = {}
+        for row in rows:
+            by_screening.setdefault(row["screening_id"], []).append(row["seat_id"])
+        for screening_id, seats in by_screening.items():
+            try:
+                await self.engine.unsell(screening_id, seats)
+            except (SeatLockError, RedisError, OSError) as exc:
+                # Cancelled in PostgreSQL: the seats stay "booked" in Redis (never sold twice)
+                # until the screening is reloaded or reconciled from PostgreSQL (invariant 7).
+                logger.warning(
+                    "unpaid seats %s of screening %s not freed in Redis: %r",
+                    seats,
+                    screening_id,
+                    exc,
+                )
+
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Expire unpaid tickets every ``interval_s`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if cancelled := await self.expire_once():
+                    logger.info("cancelled %d unpaid tickets past their deadline", cancelled)
+            except _DB_DOWN as exc:
+                logger.warning("unpaid tickets not expired: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)

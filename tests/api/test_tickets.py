@@ -318,3 +318,26 @@ async def test_hmac_payments_refuse_made_up_payment_ids_with_402(
         r = await client.post(url, json={"payment_id": ticket_paid}, headers=user.headers)
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "confirmed"
+
+
+async def test_an_unpaid_ticket_is_cancelled_at_its_deadline_and_its_seat_announced(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    server: LiveServer = make_server(payment_seconds=1, sweep_interval_seconds=0.2)
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        user = await make_account(client, "late@example.com", "Late Payer")
+        show = await make.show(db, 2)
+        body = {"screening_id": show.id, "seat_ids": show.seat_ids[:1]}
+        r = await client.post(BOOK, json=body, headers=user.headers)
+        assert r.status_code == 201
+        ticket = r.json()[0]["id"]
+        assert (await availability(client, show))[show.seat_ids[0]]["status"] == "booked"
+        for _ in range(50):  # the deadline loop runs every 0.2 s; the deadline is 1 s
+            if (await availability(client, show))[show.seat_ids[0]]["status"] == "available":
+                break
+            await asyncio.sleep(0.1)
+        assert (await availability(client, show))[show.seat_ids[0]]["status"] == "available"
+        assert await db.fetchval("SELECT status FROM tickets WHERE id = $1", ticket) == "cancelled"
+        url = f"/api/v1/tickets/{ticket}/confirm-payment"
+        r = await client.post(url, json={"payment_id": "pay_too_late"}, headers=user.headers)
+        assert r.status_code == 400
