@@ -9,6 +9,7 @@ afterwards. A cancelled or refunded ticket frees its seat in Redis after Postgre
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -129,7 +130,7 @@ class BookingService:
         tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
         if fresh:
             if payment_id is None:
-                await self._record_unpaid(tickets)
+                await self._record_unpaid(user_id, screening_id, tickets)
             await self._mark_sold(user_id, screening_id, seat_ids)
             self.history.submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
         return tickets
@@ -171,12 +172,24 @@ class BookingService:
             logger.warning("booking not saved, holds kept: %r", exc)
             raise Unavailable("Booking could not be saved right now; please try again") from None
 
-    async def _record_unpaid(self, tickets: list[Ticket]) -> None:
-        """Record the payment deadline of fresh pending tickets (committed: never fails them)."""
+    async def _record_unpaid(self, user_id: int, screening_id: int, tickets: list[Ticket]) -> None:
+        """Fresh pending tickets: their seats count toward the user's cap in Redis until their
+        payment deadline (recorded before the seats are marked sold: lua/owe.lua)."""
+        due_ms = await self._record_due([t.id for t in tickets])
         try:
-            await repo.record_payment_due(self.db, [t.id for t in tickets], self.payment_seconds)
+            await self.engine.owe(screening_id, user_id, [t.seat_id for t in tickets], due_ms)
+        except (SeatLockError, RedisError, OSError) as exc:  # committed: the booking stands
+            logger.warning("unpaid seats of screening %s not counted: %r", screening_id, exc)
+
+    async def _record_due(self, ticket_ids: list[int]) -> int:
+        """Record fresh pending tickets' payment deadline in PostgreSQL; the deadline (ms)."""
+        try:
+            due = await repo.record_payment_due(self.db, ticket_ids, self.payment_seconds)
+            if due is not None:
+                return int(due.timestamp() * 1000)
         except DB_DOWN as exc:  # unrecorded, the deadline is booked_at + the setting anyway
             logger.warning("payment deadline not recorded: %r", exc)
+        return int((time.time() + self.payment_seconds) * 1000)
 
     async def _mark_sold(self, user_id: int, screening_id: int, seat_ids: list[int]) -> None:
         try:
@@ -236,12 +249,19 @@ class BookingService:
             self.db, ticket.id, payment_id, self.payment_seconds, at
         )
         if updated is not None:
+            await self._settle(ticket)
             return Ticket.of(updated)
         current = await repo.get(self.db, ticket.id)
         if current is not None and current["status"] == "pending":
             # The deadline loop cancels it soon: its seat is going back on sale (invariant 1).
             raise Conflict("The payment deadline of this ticket has passed")
         raise InvalidInput("Only pending tickets can be confirmed")
+
+    async def _settle(self, ticket: Ticket) -> None:
+        try:
+            await self.engine.settle(ticket.screening_id, ticket.user_id, [ticket.seat_id])
+        except (SeatLockError, RedisError, OSError) as exc:  # counts until its deadline at most
+            logger.warning("paid seat %s still counted toward the cap: %r", ticket.seat_id, exc)
 
     async def _unsell(self, screening_id: int, seat_id: int) -> None:
         try:

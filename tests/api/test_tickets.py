@@ -341,3 +341,26 @@ async def test_an_unpaid_ticket_is_cancelled_at_its_deadline_and_its_seat_announ
         url = f"/api/v1/tickets/{ticket}/confirm-payment"
         r = await client.post(url, json={"payment_id": "pay_too_late"}, headers=user.headers)
         assert r.status_code == 400
+
+
+async def test_unpaid_tickets_count_toward_the_per_user_cap(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make.show(db, 100)
+    answers = []
+    for call in range(10):  # the attack: 10 calls of 10 seats, never paying
+        seats = show.seat_ids[call * 10 : call * 10 + 10]
+        body = {"screening_id": show.id, "seat_ids": seats}
+        answers.append(await client.post(BOOK, json=body, headers=user.headers))
+    assert [r.status_code for r in answers] == [201] + [409] * 9
+    assert "at most 10 seats" in answers[1].json()["detail"]
+    assert len(await active_tickets(db, show)) == 10
+    r = await reserve(client, user, show, show.seat_ids[10:11])
+    assert r.status_code == 409  # holds and unpaid tickets share the cap
+    first = answers[0].json()[0]["id"]
+    url = f"/api/v1/tickets/{first}/confirm-payment"
+    assert (await client.post(url, json={"payment_id": "pay_1"}, headers=user.headers)).is_success
+    assert (await reserve(client, user, show, show.seat_ids[10:11])).status_code == 201
+    r = await client.delete(f"/api/v1/tickets/{answers[0].json()[1]['id']}", headers=user.headers)
+    assert r.status_code == 200
+    assert (await reserve(client, user, show, show.seat_ids[11:12])).status_code == 201
