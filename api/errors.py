@@ -25,6 +25,7 @@ UNAVAILABLE = "Service temporarily unavailable"
 STATUS: dict[type[errors.SeatLockError], int] = {
     errors.InvalidInput: 400,
     errors.NotAuthenticated: 401,
+    errors.PaymentRefused: 402,
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -555,3 +556,64 @@ async def screening_start(db: Executor, screening_id: int) -> Any:
 async def owner_email(db: Executor, user_id: int) -> str | None:
     value = await db.fetchval("SELECT email FROM users WHERE id = $1", user_id)
     return None if value is None else str(value)
+
+
+# A pending ticket's deadline: the one recorded, else booked_at plus the setting ($1 seconds).
+_DUE_SQL = "coalesce(payment_due, booked_at + make_interval(secs => $1::float8))"
+
+
+async def record_payment_due(db: Executor, ticket_ids: list[int], seconds: float) -> Any:
+    """Record the payment deadline of fresh pending tickets; the deadline (None: none pending)."""
+    return await db.fetchval(
+        "UPDATE tickets SET payment_due = booked_at + make_interval(secs => $1::float8)"
+        " WHERE id = ANY($2::bigint[]) AND status = 'pending' AND payment_due IS NULL"
+        " RETURNING payment_due",
+        seconds,
+        ticket_ids,
+    )
+
+
+async def confirm_pending(
+    db: Executor,
+    ticket_id: int,
+    payment_id: str | None,
+    seconds: float,
+    at: datetime | None = None,
+) -> Any:
+    """Confirm a pending ticket whose deadline has not passed (at ``at``, default PostgreSQL's
+    now); None if it is not one."""
+    return await db.fetchrow(
+        "UPDATE tickets SET status = 'confirmed', confirmed_at = now(),"
+        " payment_id = coalesce($3, payment_id)"
+        f" WHERE id = $2 AND status = 'pending' AND {_DUE_SQL} > coalesce($4, now())"
+        f" RETURNING {TICKET_COLUMNS}",
+        seconds,
+        ticket_id,
+        payment_id,
+        at,
+    )
+
+
+async def expire_unpaid(
+    db: Executor, seconds: float, limit: int, at: datetime | None = None
+) -> list[Any]:
+    """Cancel up to ``limit`` pending tickets past their deadline at ``at`` (default
+    PostgreSQL's now: no outcome depends on one host's clock); the tickets cancelled.
+
+    Safe with any number of processes: SKIP LOCKED hands each row to one of them, and the
+    outer ``status = 'pending'`` re-checked on the locked row leaves a ticket confirmed or
+    cancelled meanwhile alone, so each ticket is expired once, and never after it was paid.
+    """
+    return list(
+        await db.fetch(
+            "UPDATE tickets SET status = 'cancelled', cancelled_at = now()"
+            " WHERE id IN (SELECT id FROM tickets"
+            f" WHERE status = 'pending' AND {_DUE_SQL} <= coalesce($3, now())"
+            " ORDER BY booked_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            " AND status = 'pending'"
+            " RETURNING id, user_id, screening_id, seat_id",
+            seconds,
+            limit,
+            at,
+        )
+    )

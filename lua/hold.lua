@@ -8,7 +8,8 @@
 -- lease value "user:grant", or the bare user id of a lease older than grants; version: the
 -- screening's version this hold made, 0 when every seat was already the user's), or
 -- {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} | {TAKEN, seat...} |
--- {TOO_MANY, max_seats_per_user}. Refusals change nothing.
+-- {TOO_MANY, max_seats_per_user} (the user's live holds and unpaid tickets' seats, owe.lua,
+-- would pass the cap). Refusals change nothing.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at')
 if meta[1] ~= '1' then
   return {NOT_LOADED}
@@ -43,10 +44,22 @@ local function hold_times(raw)
   return user, exp, math.max(exp, tonumber(pin))
 end
 
--- Holds of user (as text) in this screening that still block their seats (for the per-user
--- cap). The owners zset keeps this O(log n + the user's holds) in a room full of holds.
+-- Seats of user (as text) in this screening that count toward the per-user cap: holds that still
+-- block their seats, and seats of the user's pending (unpaid) tickets before their payment
+-- deadline (owe.lua's markers "p:seat:due_ms", counted only while the seat is sold to the user).
+-- The owners zset keeps this O(log n + the user's seats) in a room full of holds.
 local function count_live_holds(user, now)
-  local seats = redis.call('ZRANGEBYSCORE', OWNERS, user, user)
+  local members, seats, owed = redis.call('ZRANGEBYSCORE', OWNERS, user, user), {}, {}
+  for j = 1, #members do
+    if string.byte(members[j]) == 112 then -- 'p': a pending ticket's seat
+      local seat, due = string.match(members[j], '^p:(%d+):(%d+)$')
+      if seat and tonumber(due) > now then
+        owed[#owed + 1] = seat
+      end
+    else
+      seats[#seats + 1] = members[j]
+    end
+  end
   local records, count = call_list('HMGET', HOLDS, seats), 0
   for j = 1, #seats do
     if records[j] then
@@ -54,6 +67,12 @@ local function count_live_holds(user, now)
       if holder == user and until_ms > now then
         count = count + 1
       end
+    end
+  end
+  local buyers = call_list('HMGET', SOLD, owed)
+  for j = 1, #owed do
+    if buyers[j] == user then
+      count = count + 1
     end
   end
   return count

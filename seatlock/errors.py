@@ -37,6 +37,10 @@ class Conflict(SeatLockError):
     """The state does not allow it: seat taken, duplicate, payment id reused (409)."""
 
 
+class PaymentRefused(SeatLockError):
+    """The payment_id does not prove a payment for what it is asked to pay (402)."""
+
+
 class PayloadTooLarge(SeatLockError):
     """An upload over the size limit (413)."""
 

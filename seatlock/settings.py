@@ -11,6 +11,8 @@ from typing import Any
 
 PREFIX = "SEATLOCK_"
 REDIS_TRANSPORTS = ("fast", "redis-py")  # seatlock/engine/transport.py
+PAYMENT_VERIFIERS = ("accept", "hmac")  # seatlock/services/payments.py
+MIN_PAYMENT_SECRET_CHARS = 32
 
 
 def _default_data_dir() -> Path:
@@ -57,6 +59,13 @@ class Settings:
     # (seatlock/engine/mirrors.py) instead of asking Redis; off: every hold attempt runs the script.
     seat_mirrors: bool = True
 
+    # Payments. "accept": any payment_id (development); "hmac": only payment_ids signed with
+    # payment_secret by the payment provider (seatlock/services/payments.py).
+    payment_verifier: str = "accept"
+    payment_secret: str = field(default="", repr=False)  # never in a log line
+    # How long a pending (unpaid) ticket keeps its seat; 0: hold_seconds.
+    payment_seconds: int = 0
+
     # Pools.
     db_pool_min: int = 2
     db_pool_max: int = 10
@@ -83,6 +92,21 @@ class Settings:
                 f"{PREFIX}REDIS_TRANSPORT: {self.redis_transport!r} is not one of"
                 f" {', '.join(REDIS_TRANSPORTS)}"
             )
+        self._check_payments()
+
+    def _check_payments(self) -> None:
+        if self.payment_verifier not in PAYMENT_VERIFIERS:
+            raise ValueError(
+                f"{PREFIX}PAYMENT_VERIFIER: {self.payment_verifier!r} is not one of"
+                f" {', '.join(PAYMENT_VERIFIERS)}"
+            )
+        if self.payment_verifier == "hmac" and len(self.payment_secret) < MIN_PAYMENT_SECRET_CHARS:
+            raise ValueError(
+                f"{PREFIX}PAYMENT_SECRET: the hmac verifier needs a secret of at least"
+                f" {MIN_PAYMENT_SECRET_CHARS} characters"
+            )
+        if self.payment_seconds < 0:
+            raise ValueError(f"{PREFIX}PAYMENT_SECONDS: must be 0 (the hold time) or more")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -98,6 +122,11 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def payment_deadline_seconds(self) -> int:
+        """How long a pending ticket may stay unpaid before it is cancelled."""
+        return self.payment_seconds or self.hold_seconds
 
     @property
     def outbox_dir(self) -> Path:

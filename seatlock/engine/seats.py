@@ -184,6 +184,30 @@ class SeatEngine:
         args = [value for seat in seats for value in (seat, sold[seat])]
         await self._run_loaded("sell", screening_id, seats, _now(now_ms), args)
 
+    async def owe(
+        self,
+        screening_id: int,
+        user_id: int,
+        seat_ids: list[int],
+        due_ms: int,
+        now_ms: int | None = None,
+    ) -> None:
+        """Pending tickets were committed: their seats count toward the user's cap until paid,
+        cancelled or ``due_ms``. Call it before ``sell`` (lua/owe.lua says why)."""
+        _check_user(user_id)
+        seats = _seat_list(seat_ids)
+        with contextlib.suppress(ScreeningNotFound):
+            await self._run_loaded("owe", screening_id, [], _now(now_ms), [user_id, due_ms, *seats])
+
+    async def settle(
+        self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
+    ) -> None:
+        """Pending tickets were paid: their seats no longer count toward the user's cap."""
+        _check_user(user_id)
+        seats = _seat_list(seat_ids)
+        # NOT_LOADED needs nothing: a screening loaded later has no markers.
+        await self._run("settle", screening_id, [], _now(now_ms), [user_id, *seats])
+
     async def unsell(
         self, screening_id: int, seat_ids: list[int], now_ms: int | None = None
     ) -> None:
@@ -335,7 +359,8 @@ class SeatEngine:
     async def _seats_held_by(self, screening_id: int, user_id: int) -> list[int]:
         owners = keys.screening_owners(screening_id)
         seats: list[Any] = await self.transport.command("ZRANGEBYSCORE", owners, user_id, user_id)
-        return sorted(int(seat) for seat in seats)
+        # Members "p:seat:due" are pending tickets' seats (lua/owe.lua), not holds.
+        return sorted(int(seat) for seat in seats if _text(seat).isdigit())
 
     async def _run_loaded(
         self, name: str, screening_id: int, seats: list[int], now: int, args: Sequence[int | str]
@@ -435,6 +460,10 @@ def _seat_list(seat_ids: list[int]) -> list[int]:
     if not 0 < seats[0] <= seats[-1] < MAX_ID:  # sorted: the ends decide
         raise UnknownSeats([seat for seat in seats if not 0 < seat < MAX_ID])
     return seats
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _check_user(user_id: int) -> None:

@@ -39,6 +39,8 @@ from seatlock.process import settle_garbage_collector
 from seatlock.services.bookings import BookingService
 from seatlock.services.container import Services
 from seatlock.services.holds import HoldService
+from seatlock.services.payments import UnpaidExpiry
+from seatlock.services.payments import verifier as payment_verifier
 from seatlock.services.reconciler import Reconciler
 from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings
@@ -132,7 +134,14 @@ def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
         history_writer=history_writer,
         booking_writer=booking_writer,
         holds=holds,
-        bookings=BookingService(engine, booking_writer, history_writer, db),
+        bookings=BookingService(
+            engine,
+            booking_writer,
+            history_writer,
+            db,
+            payments=payment_verifier(settings.payment_verifier, settings.payment_secret),
+            payment_seconds=settings.payment_deadline_seconds,
+        ),
         reconciler=Reconciler(engine, db, interval_s=settings.reconcile_interval_seconds),
         seatmaps=seatmaps,
     )
@@ -153,6 +162,10 @@ async def running(services: Services) -> AsyncIterator[Services]:
         s.history_writer.run(stop),
         s.booking_writer.run(stop),
         s.reconciler.run(stop),
+        # Every process runs it; each unpaid ticket is expired by exactly one (db/tickets.py).
+        UnpaidExpiry(s.engine, s.db, s.settings.payment_deadline_seconds).run(
+            s.settings.sweep_interval_seconds, stop
+        ),
     ]
     tasks = [asyncio.create_task(loop) for loop in loops]
     try:

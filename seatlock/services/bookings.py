@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -25,8 +26,10 @@ from db import tickets as repo
 from db.pool import DATABASE_DOWN
 from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
+from seatlock.engine.model import new_grant
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Conflict, InvalidInput, SeatLockError, Unavailable
+from seatlock.services.payments import AcceptAny, PaymentVerifier, booking_scope, ticket_scope
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,14 @@ class BookingService:
     """Book seats and manage tickets; one instance per process."""
 
     def __init__(
-        self, engine: SeatEngine, writer: BookingWriter, history: HistoryWriter, db: asyncpg.Pool
+        self,
+        engine: SeatEngine,
+        writer: BookingWriter,
+        history: HistoryWriter,
+        db: asyncpg.Pool,
+        *,
+        payments: PaymentVerifier | None = None,
+        payment_seconds: float = 300,
     ) -> None:
         self.engine = engine
         self.writer = writer
@@ -85,6 +95,8 @@ class BookingService:
         self.db = db
         self._selling: set[asyncio.Task[None]] = set()  # seats being marked sold in Redis
         self.sell_retries = 0  # failed attempts to mark seats sold, for tests and metrics
+        self.payments: PaymentVerifier = payments or AcceptAny()
+        self.payment_seconds = payment_seconds  # how long a pending ticket may stay unpaid
 
     async def aclose(self) -> None:
         """Stop marking seats sold in the background: PostgreSQL has them, and the reconciler
@@ -93,14 +105,23 @@ class BookingService:
             task.cancel()
         await asyncio.gather(*self._selling, return_exceptions=True)
 
+    def _verify_booking(
+        self, payment_id: str | None, user_id: int, screening_id: int, seat_ids: list[int]
+    ) -> None:
+        # Before any seat is held or claimed: a refused payment changes nothing.
+        if payment_id is not None:
+            self.payments.verify(payment_id, booking_scope(user_id, screening_id, seat_ids))
+
     async def book(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
     ) -> list[Ticket]:
         """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
+        self._verify_booking(payment_id, user_id, screening_id, seat_ids)
         # No lookup of the payment id up front (a query per booking): a replay finds its seats
         # sold (hold refused) or its payment id taken (unique violation), and answers from there.
+        grant = new_grant()
         try:
-            await self.engine.hold(screening_id, user_id, seat_ids)
+            await self.engine.hold(screening_id, user_id, seat_ids, grant=grant)
         except SeatLockError:
             if payment_id is not None:
                 found = await self._replay(payment_id, user_id, screening_id, seat_ids)
@@ -110,13 +131,14 @@ class BookingService:
         try:
             return await self.book_from_reservation(user_id, screening_id, seat_ids, payment_id)
         except Conflict:  # e.g. a payment id already used for other seats: no hold left behind
-            await self._release(screening_id, user_id, seat_ids)
+            await self._release_grant(screening_id, grant, seat_ids)
             raise
 
     async def book_from_reservation(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
     ) -> list[Ticket]:
         """Buy the seats the user holds; idempotent on payment_id (invariant 6)."""
+        self._verify_booking(payment_id, user_id, screening_id, seat_ids)
         try:
             await self.engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
         except SeatLockError:
@@ -127,6 +149,9 @@ class BookingService:
                     return found
             raise
         tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
+        if fresh and payment_id is None:
+            # Before the seats are marked sold (lua/owe.lua): they count toward the user's cap.
+            await self._record_unpaid(user_id, screening_id, tickets)
         # Also when a duplicate call committed them: its own marking may have failed.
         await self._mark_sold(screening_id, tickets)
         if fresh:
@@ -179,6 +204,25 @@ class BookingService:
             # so the user can retry the payment; releasing them would give the seats away.
             logger.warning("booking not saved, holds kept: %r", exc)
             raise Unavailable("Booking could not be saved right now; please try again") from None
+
+    async def _record_unpaid(self, user_id: int, screening_id: int, tickets: list[Ticket]) -> None:
+        """Fresh pending tickets: their seats count toward the user's cap in Redis until their
+        payment deadline (recorded before the seats are marked sold: lua/owe.lua)."""
+        due_ms = await self._record_due([t.id for t in tickets])
+        try:
+            await self.engine.owe(screening_id, user_id, [t.seat_id for t in tickets], due_ms)
+        except (SeatLockError, RedisError, OSError) as exc:  # committed: the booking stands
+            logger.warning("unpaid seats of screening %s not counted: %r", screening_id, exc)
+
+    async def _record_due(self, ticket_ids: list[int]) -> int:
+        """Record fresh pending tickets' payment deadline in PostgreSQL; the deadline (ms)."""
+        try:
+            due = await repo.record_payment_due(self.db, ticket_ids, self.payment_seconds)
+            if due is not None:
+                return int(due.timestamp() * 1000)
+        except DB_DOWN as exc:  # unrecorded, the deadline is booked_at + the setting anyway
+            logger.warning("payment deadline not recorded: %r", exc)
+        return int((time.time() + self.payment_seconds) * 1000)
 
     async def _mark_sold(self, screening_id: int, tickets: list[Ticket]) -> None:
         """Mark the active tickets' seats sold in Redis, waiting SELL_WAIT_S at most.
@@ -237,6 +281,13 @@ class BookingService:
         except (RedisError, OSError) as exc:  # the leases still expire on their own
             logger.warning("could not release holds after a failed booking: %r", exc)
 
+    async def _release_grant(self, screening_id: int, grant: str, seats: list[int]) -> None:
+        """Let go of what this call's hold took; seats the user held before stay held."""
+        try:
+            await self.engine.release_grant(screening_id, grant, seats)
+        except (RedisError, OSError, SeatLockError) as exc:  # the leases expire on their own
+            logger.warning("could not release holds after a failed booking: %r", exc)
+
     async def cancel_ticket(self, ticket: Ticket) -> Ticket:
         """Cancel a ticket before its screening starts; the seat is free again."""
         if ticket.status not in repo.ACTIVE:
@@ -265,16 +316,32 @@ class BookingService:
             await self._unsell(ticket.screening_id, ticket.seat_id)
         return Ticket.of(updated)
 
-    async def confirm_payment(self, ticket: Ticket, payment_id: str | None) -> Ticket:
-        """Mark a pending ticket paid."""
+    async def confirm_payment(
+        self, ticket: Ticket, payment_id: str | None, at: datetime | None = None
+    ) -> Ticket:
+        """Mark a pending ticket paid, if the payment verifier takes the payment_id."""
+        self.payments.verify(payment_id, ticket_scope(ticket.id))
         if ticket.status != "pending":
             raise InvalidInput(
                 f"Only pending tickets can be confirmed (this one is {ticket.status})"
             )
-        updated = await repo.change_status(self.db, ticket.id, ["pending"], "confirmed", payment_id)
-        if updated is None:
-            raise InvalidInput("Only pending tickets can be confirmed")
-        return Ticket.of(updated)
+        updated = await repo.confirm_pending(
+            self.db, ticket.id, payment_id, self.payment_seconds, at
+        )
+        if updated is not None:
+            await self._settle(ticket)
+            return Ticket.of(updated)
+        current = await repo.get(self.db, ticket.id)
+        if current is not None and current["status"] == "pending":
+            # The deadline loop cancels it soon: its seat is going back on sale (invariant 1).
+            raise Conflict("The payment deadline of this ticket has passed")
+        raise InvalidInput("Only pending tickets can be confirmed")
+
+    async def _settle(self, ticket: Ticket) -> None:
+        try:
+            await self.engine.settle(ticket.screening_id, ticket.user_id, [ticket.seat_id])
+        except (SeatLockError, RedisError, OSError) as exc:  # counts until its deadline at most
+            logger.warning("paid seat %s still counted toward the cap: %r", ticket.seat_id, exc)
 
     async def _unsell(self, screening_id: int, seat_id: int) -> None:
         try:

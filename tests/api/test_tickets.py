@@ -10,14 +10,17 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from seatlock.services.payments import booking_scope, sign, ticket_scope
 from tests import factories as make
 from tests.support import (
     FROM_HOLD,
     Account,
+    LiveServer,
     active_tickets,
     availability,
     book_held,
     held_in_redis,
+    make_account,
     reserve,
 )
 
@@ -284,3 +287,80 @@ async def test_bad_booking_input_changes_nothing(
     assert await db.fetchval("SELECT count(*) FROM tickets") == 0
     assert await db.fetchval("SELECT count(*) FROM bookings") == 0
     assert await held_in_redis(redis, show) == {}
+
+
+async def test_hmac_payments_refuse_made_up_payment_ids_with_402(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    secret = "p" * 40
+    server: LiveServer = make_server(payment_verifier="hmac", payment_secret=secret)
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        user = await make_account(client, "payer@example.com", "Payer")
+        show = await make.show(db, 3)
+        seats = show.seat_ids[:2]
+        assert (await reserve(client, user, show, seats)).status_code == 201
+        r = await book_held(client, user, show, seats, "pay_made_up")
+        assert r.status_code == 402
+        assert r.json() == {"detail": "payment_id is not a signed payment"}
+        paid = sign(secret, "pay_1", booking_scope(user.id, show.id, seats))
+        assert (await book_held(client, user, show, seats, paid)).status_code == 201
+        quick = {"screening_id": show.id, "seat_ids": show.seat_ids[2:]}
+        r = await client.post(BOOK, json={**quick, "payment_id": paid}, headers=user.headers)
+        assert r.status_code == 402  # signed for other seats
+        r = await client.post(BOOK, json=quick, headers=user.headers)
+        assert r.status_code == 201  # unpaid: pending
+        url = f"/api/v1/tickets/{r.json()[0]['id']}/confirm-payment"
+        r = await client.post(url, json={"payment_id": "pay_late"}, headers=user.headers)
+        assert r.status_code == 402
+        assert (await client.post(url, headers=user.headers)).status_code == 402
+        assert len(await active_tickets(db, show)) == 3
+        ticket_paid = sign(secret, "pay_late", ticket_scope(int(url.split("/")[4])))
+        r = await client.post(url, json={"payment_id": ticket_paid}, headers=user.headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "confirmed"
+
+
+async def test_an_unpaid_ticket_is_cancelled_at_its_deadline_and_its_seat_announced(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    server: LiveServer = make_server(payment_seconds=1, sweep_interval_seconds=0.2)
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        user = await make_account(client, "late@example.com", "Late Payer")
+        show = await make.show(db, 2)
+        body = {"screening_id": show.id, "seat_ids": show.seat_ids[:1]}
+        r = await client.post(BOOK, json=body, headers=user.headers)
+        assert r.status_code == 201
+        ticket = r.json()[0]["id"]
+        assert (await availability(client, show))[show.seat_ids[0]]["status"] == "booked"
+        for _ in range(50):  # the deadline loop runs every 0.2 s; the deadline is 1 s
+            if (await availability(client, show))[show.seat_ids[0]]["status"] == "available":
+                break
+            await asyncio.sleep(0.1)
+        assert (await availability(client, show))[show.seat_ids[0]]["status"] == "available"
+        assert await db.fetchval("SELECT status FROM tickets WHERE id = $1", ticket) == "cancelled"
+        url = f"/api/v1/tickets/{ticket}/confirm-payment"
+        r = await client.post(url, json={"payment_id": "pay_too_late"}, headers=user.headers)
+        assert r.status_code == 400
+
+
+async def test_unpaid_tickets_count_toward_the_per_user_cap(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    show = await make.show(db, 100)
+    answers = []
+    for call in range(10):  # the attack: 10 calls of 10 seats, never paying
+        seats = show.seat_ids[call * 10 : call * 10 + 10]
+        body = {"screening_id": show.id, "seat_ids": seats}
+        answers.append(await client.post(BOOK, json=body, headers=user.headers))
+    assert [r.status_code for r in answers] == [201] + [409] * 9
+    assert "at most 10 seats" in answers[1].json()["detail"]
+    assert len(await active_tickets(db, show)) == 10
+    r = await reserve(client, user, show, show.seat_ids[10:11])
+    assert r.status_code == 409  # holds and unpaid tickets share the cap
+    first = answers[0].json()[0]["id"]
+    url = f"/api/v1/tickets/{first}/confirm-payment"
+    assert (await client.post(url, json={"payment_id": "pay_1"}, headers=user.headers)).is_success
+    assert (await reserve(client, user, show, show.seat_ids[10:11])).status_code == 201
+    r = await client.delete(f"/api/v1/tickets/{answers[0].json()[1]['id']}", headers=user.headers)
+    assert r.status_code == 200
+    assert (await reserve(client, user, show, show.seat_ids[11:12])).status_code == 201

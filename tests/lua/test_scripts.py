@@ -514,3 +514,47 @@ async def test_every_script_refuses_an_unloaded_screening(
     reply = await engine.transport.run(name, keys.script_keys(S, [1]), args)
     assert reply == [Status.NOT_LOADED]
     assert await dump(redis, S) == {}
+
+
+async def test_unpaid_seats_count_toward_the_cap_until_paid_or_due(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2, 3], now)
+    await engine.owe(S, ALICE, [1, 2, 3], now + 5 * MIN, now)  # before sell: counted as holds
+    await refused(redis, engine.hold(S, ALICE, [4, 5], now), TooManySeats)
+    await engine.sell(S, {1: ALICE, 2: ALICE, 3: ALICE}, now)  # now counted as unpaid
+    too_many = await refused(redis, engine.hold(S, ALICE, [4, 5], now), TooManySeats)
+    assert "at most 4 seats" in too_many.detail
+    await engine.hold(S, ALICE, [4], now)
+    assert await engine.release(S, ALICE, None, now) == [4]  # markers are not holds
+    assert len(await engine.hold(S, ALICE, [4, 5, 6, 7], now + 5 * MIN)) == 4  # past the due
+
+
+async def test_settle_and_unsell_stop_counting_unpaid_seats(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2, 3, 4], now)
+    await engine.owe(S, ALICE, [1, 2, 3, 4], now + 5 * MIN, now)
+    await engine.sell(S, {1: ALICE, 2: ALICE, 3: ALICE, 4: ALICE}, now)
+    await refused(redis, engine.hold(S, ALICE, [5], now), TooManySeats)
+    await engine.settle(S, ALICE, [1, 2], now)  # paid
+    async with tap(redis, S) as events:
+        await engine.unsell(S, [3], now)  # cancelled or expired
+        assert (await events.next())["seats"] == [
+            {"seat_id": 3, "status": "available", "user_id": None, "expires_at": None}
+        ]
+    owners = await redis.zrange(keys.screening_owners(S), 0, -1)
+    assert owners == [f"p:4:{now + 5 * MIN}".encode()]
+    assert len(await engine.hold(S, ALICE, [5, 6, 7], now)) == 3
+    await refused(redis, engine.hold(S, ALICE, [8], now), TooManySeats)
+
+
+async def test_a_marker_counts_only_while_its_seat_is_sold_to_the_user(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    now = now_ms()
+    await engine.owe(S, ALICE, [1, 2, 3, 4], now + 5 * MIN, now)  # the sale never reached Redis
+    await engine.sell(S, {1: BOB}, now)
+    assert len(await engine.hold(S, ALICE, [5, 6, 7, 8], now)) == 4
