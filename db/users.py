@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from db.pool import Conn, Executor
+from seatlock.accounts import emails
 from seatlock.accounts.passwords import hash_password
 from seatlock.accounts.tokens import digest
 from seatlock.errors import Conflict, InvalidInput
@@ -29,6 +30,8 @@ async def create_user(
     full_name: str,
     role: str = "user",
 ) -> asyncpg.Record:
+    """A new account under the NFKC spelling of ``email`` (seatlock/accounts/emails.py)."""
+    email = emails.canonical(email)
     try:
         row: asyncpg.Record | None = await db.fetchrow(
             f"INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4)"
@@ -48,7 +51,7 @@ async def get_by_email(db: Executor, email: str) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {USER_COLUMNS}, password_hash FROM users"
         " WHERE lower(email) = lower($1) AND deleted_at IS NULL",
-        email,
+        emails.normalise(email),
     )
 
 
@@ -64,7 +67,7 @@ async def ensure_admin(db: Executor, email: str, password: str, rounds: int) -> 
     row = await db.fetchrow(
         "UPDATE users SET role = 'admin', password_hash = $2, updated_at = now()"
         " WHERE lower(email) = lower($1) AND deleted_at IS NULL RETURNING id",
-        email,
+        emails.normalise(email),
         hashed,
     )
     if row is None:
@@ -75,7 +78,8 @@ async def ensure_admin(db: Executor, email: str, password: str, rounds: int) -> 
 async def ensure_configured_admin(db: asyncpg.Pool, email: str, password: str, rounds: int) -> None:
     """The admin named by the settings exists (created at start-up when missing)."""
     exists = await db.fetchval(
-        "SELECT true FROM users WHERE lower(email) = lower($1) AND role = 'admin'", email
+        "SELECT true FROM users WHERE lower(email) = lower($1) AND role = 'admin'",
+        emails.normalise(email),
     )
     if not exists:
         await ensure_admin(db, email, password, rounds)
