@@ -93,7 +93,8 @@ async def login(call: Call) -> TokenOut:
     email = (body.email or body.username or "").strip()
     if not email:
         raise ValidationFailed("Object missing required field `email`")
-    services, address = call.services, client_address(call.request)
+    services = call.services
+    address = client_address(call.request, services.settings.trusted_networks)
     await throttle.admit_login(services.redis, services.settings, email, address)
     row = await users.get_by_email(services.db, email)
     hashed = row["password_hash"] if row else None
@@ -104,9 +105,9 @@ async def login(call: Call) -> TokenOut:
             services.db, row["id"], hashed, services.settings.refresh_token_days
         )
     if opened is None:
-        await throttle.login_failed(services.redis, services.settings, address)
+        await throttle.login_failed(services.redis, services.settings, email, address)
         raise NotAuthenticated(INVALID_LOGIN)
-    await throttle.login_succeeded(services.redis, email)
+    await throttle.login_succeeded(services.redis, email, address)
     await session_opened(services, opened[0])
     assert row is not None
     return await _tokens(services, row["id"], row["role"], *opened)
