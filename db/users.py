@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -105,7 +106,12 @@ class Refreshed:
     session_id: str
     user_id: int
     role: str
-    refresh_token: str | None  # None: the token had been used before, the session is revoked
+    refresh_token: str | None  # None: the token had been used before
+    in_grace: bool = False  # used before, within the grace window: nothing was revoked
+
+
+# Called with the rotation inside its transaction, before COMMIT (see rotate_refresh_token).
+BeforeCommit = Callable[[Refreshed], Awaitable[None]]
 
 
 async def start_session(
@@ -132,29 +138,45 @@ async def start_session(
     return session_id, refresh
 
 
-async def rotate_refresh_token(db: asyncpg.Pool, token: str, days: int) -> Refreshed | None:
+async def rotate_refresh_token(
+    db: asyncpg.Pool,
+    token: str,
+    days: int,
+    grace_seconds: int = 0,
+    before_commit: BeforeCommit | None = None,
+) -> Refreshed | None:
     """Spend a refresh token for a new one in the same session; None if it is not valid.
 
-    A token that was already spent means two parties hold it (a stolen copy or a replay), so the
-    whole session is revoked. Row locks make concurrent presentations of one token take turns:
-    exactly one rotates it, the others count as reuse.
+    A token spent more than ``grace_seconds`` ago means two parties hold it (a stolen copy or a
+    replay), so the whole session is revoked. Within the window it is a concurrent duplicate:
+    ``in_grace`` is set, nothing is revoked, and the caller hands out the pair that
+    ``before_commit`` kept (seatlock/accounts/grace.py). Row locks make concurrent
+    presentations of one token take turns: exactly one rotates it; ``before_commit`` runs
+    before its COMMIT, so a duplicate that waited on the lock finds the pair already kept.
     """
     async with db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT rt.session_id, rt.used_at IS NOT NULL AS used, rt.expires_at > now() AS fresh,"
+            " rt.used_at > clock_timestamp() - make_interval(secs => $2) AS in_grace,"
             " s.revoked_at IS NULL AND s.expires_at > now() AS live, u.id AS user_id, u.role,"
             " u.is_active AND u.deleted_at IS NULL AS active"
             " FROM refresh_tokens rt JOIN auth_sessions s ON s.id = rt.session_id"
             " JOIN users u ON u.id = s.user_id WHERE rt.token_hash = $1 FOR UPDATE OF rt, s",
             digest(token),
+            float(grace_seconds),
         )
         if row is None:
             return None
         session_id: str = row["session_id"]
+        usable = row["fresh"] and row["live"] and row["active"]
+        if row["used"] and row["in_grace"]:
+            return (
+                Refreshed(session_id, row["user_id"], row["role"], None, True) if usable else None
+            )
         if row["used"]:
             await _revoke(conn, session_id)
             return Refreshed(session_id, row["user_id"], row["role"], None)
-        if not (row["fresh"] and row["live"] and row["active"]):
+        if not usable:
             return None
         await conn.execute(
             "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", digest(token)
@@ -165,7 +187,10 @@ async def rotate_refresh_token(db: asyncpg.Pool, token: str, days: int) -> Refre
             _days_from_now(days),
         )
         refresh = await _add_refresh_token(conn, session_id, days)
-    return Refreshed(session_id, row["user_id"], row["role"], refresh)
+        done = Refreshed(session_id, row["user_id"], row["role"], refresh)
+        if before_commit is not None:
+            await before_commit(done)
+    return done
 
 
 async def revoke_session(db: asyncpg.Pool, session_id: str) -> None:
