@@ -6,6 +6,7 @@ import logging
 from typing import Annotated, Any
 
 import msgspec
+from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 
 from api.auth import client_address, remember_session, remember_sessions, session_opened
@@ -13,7 +14,7 @@ from api.rendering import JSON
 from api.routing import Call, Router
 from api.schemas import Message, NewPassword, Password, UserOut, user_out
 from db import users
-from seatlock.accounts import throttle
+from seatlock.accounts import grace, throttle
 from seatlock.accounts.mail import Mail
 from seatlock.accounts.passwords import hash_password, verify_password
 from seatlock.errors import InvalidInput, NotAuthenticated, NotFound, ValidationFailed
@@ -103,7 +104,8 @@ async def login(call: Call) -> TokenOut:
     email = (body.email or body.username or "").strip()
     if not email:
         raise ValidationFailed("Object missing required field `email`")
-    services, address = call.services, client_address(call.request)
+    services = call.services
+    address = client_address(call.request, services.settings.trusted_networks)
     await throttle.admit_login(services.redis, services.settings, email, address)
     row = await users.get_by_email(services.db, email)
     hashed = row["password_hash"] if row else None
@@ -114,9 +116,9 @@ async def login(call: Call) -> TokenOut:
             services.db, row["id"], hashed, services.settings.refresh_token_days
         )
     if opened is None:
-        await throttle.login_failed(services.redis, services.settings, address)
+        await throttle.login_failed(services.redis, services.settings, email, address)
         raise NotAuthenticated(INVALID_LOGIN)
-    await throttle.login_succeeded(services.redis, email)
+    await throttle.login_succeeded(services.redis, email, address)
     await session_opened(services, opened[0])
     assert row is not None
     return await _tokens(services, row["id"], row["role"], *opened)
@@ -164,17 +166,43 @@ async def refresh_token(call: Call) -> TokenOut:
     """Trade a refresh token for a new access and refresh token (the old one is spent).
 
     Public on purpose: the bearer header, if sent, usually carries an expired access token.
+    The same token sent again within a few seconds gets the same pair (two tabs refreshing at
+    once); sent again later, it revokes the session.
     """
-    services = call.services
-    days = services.settings.refresh_token_days
-    done = await users.rotate_refresh_token(services.db, call.body.refresh_token, days)
+    services, spent = call.services, call.body.refresh_token
+    issued: list[TokenOut] = []
+
+    async def keep(done: users.Refreshed) -> None:
+        assert done.refresh_token is not None
+        pair = await _tokens(services, done.user_id, done.role, done.session_id, done.refresh_token)
+        issued.append(pair)
+        await _keep_for_grace(services, spent, pair)
+
+    settings = services.settings
+    done = await users.rotate_refresh_token(
+        services.db, spent, settings.refresh_token_days, settings.refresh_grace_seconds, keep
+    )
     if done is None:
         raise NotAuthenticated(INVALID_REFRESH)
-    if done.refresh_token is None:
-        await remember_session(services, done.session_id, False)
-        logger.warning("refresh token reuse: session %s revoked", done.session_id)
-        raise NotAuthenticated("Refresh token already used; the session has been revoked")
-    return await _tokens(services, done.user_id, done.role, done.session_id, done.refresh_token)
+    if done.refresh_token is not None:
+        return issued[0]
+    if done.in_grace and (pair := await grace.recall(services.redis, spent)) is not None:
+        return TokenOut(*pair, "bearer", services.tokens.access_seconds)
+    if done.in_grace:  # the kept pair is lost (Redis failed or was flushed): reuse after all
+        await users.revoke_session(services.db, done.session_id)
+    await remember_session(services, done.session_id, False)
+    logger.warning("refresh token reuse: session %s revoked", done.session_id)
+    raise NotAuthenticated("Refresh token already used; the session has been revoked")
+
+
+async def _keep_for_grace(services: Services, spent: str, pair: TokenOut) -> None:
+    seconds = services.settings.refresh_grace_seconds
+    if seconds <= 0:
+        return
+    try:
+        await grace.keep(services.redis, spent, pair.access_token, pair.refresh_token, seconds)
+    except RedisError as exc:  # the rotation stands; a duplicate then counts as reuse
+        logger.warning("refresh grace pair not kept: %r", type(exc).__name__)
 
 
 @router.post("/api/v1/auth/forgot-password", body=ForgotPasswordIn, response=Message)

@@ -12,14 +12,16 @@ publishes it to every process (``publish_revocations``).
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from seatlock import keys
 from seatlock.accounts.sessions import CHANNEL
 from seatlock.accounts.tokens import Principal
 from seatlock.errors import Forbidden, NotAuthenticated
+from seatlock.settings import IPNetwork
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -135,6 +137,40 @@ async def publish_revocations(services: Services, session_ids: list[str]) -> Non
         await pipe.execute()
 
 
-def client_address(conn: HTTPConnection) -> str:
-    """The peer address (uvicorn resolves X-Forwarded-For from its trusted proxies)."""
-    return conn.client.host if conn.client else "unknown"
+def client_address(conn: HTTPConnection, trusted: Sequence[IPNetwork]) -> str:
+    """The client's address: the peer's, unless the peer is a trusted proxy.
+
+    Behind trusted proxies (``SEATLOCK_TRUSTED_PROXIES``) the right-most X-Forwarded-For entry
+    that is not itself a trusted proxy is the client: entries to its left were written by the
+    client and prove nothing, so a client cannot pick its address by header (the login
+    throttle counts by this address). uvicorn's own proxy-headers handling is off
+    (seatlock/server/cli.py), so this setting alone decides.
+    """
+    address = conn.client.host if conn.client else "unknown"
+    if not _is_trusted(address, trusted):
+        return address
+    for hop in reversed(_forwarded_for(conn)):
+        try:
+            hop = str(ipaddress.ip_address(hop))
+        except ValueError:
+            return address  # garbage from a proxy: the last sound hop speaks for the client
+        if not _is_trusted(hop, trusted):
+            return hop
+        address = hop
+    return address
+
+
+def _forwarded_for(conn: HTTPConnection) -> list[str]:
+    # Several X-Forwarded-For headers are one list, in order (RFC 9110 field lines).
+    values = conn.headers.getlist("x-forwarded-for")
+    return [hop.strip() for value in values for hop in value.split(",") if hop.strip()]
+
+
+def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    if not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)

@@ -19,7 +19,7 @@ from api.auth import remember_session
 from api.routing import Call, Router
 from api.schemas import Name, Page, UserOut, user_out
 from db import profiles, users
-from seatlock.accounts.media import media_type, sniff_image
+from seatlock.accounts.media import media_type, owner_of, sniff_image
 from seatlock.accounts.passwords import hash_password
 from seatlock.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
 from seatlock.services.container import Services
@@ -142,7 +142,7 @@ async def delete_me(call: Call) -> None:
     sessions, old_picture = _found(result)
     for session_id in sessions:
         await remember_session(services, session_id, False)
-    await _forget_picture(services, old_picture)
+    await _forget_picture(services, call.user.user_id, old_picture)
 
 
 @router.put("/api/v1/users/me/preferences", access="user", body=PreferencesIn, response=UserOut)
@@ -168,11 +168,15 @@ async def update_preferences(call: Call) -> UserOut:
 async def update_picture_url(call: Call) -> UserOut:
     """Update Profile Picture URL.
 
-    Absolute http(s) URLs only.
+    An absolute http(s) URL elsewhere, or one of the caller's own uploaded pictures.
     """
     url = _no_nul(call.body.url.strip(), "url")
     if not _is_web_url(url):
         raise ValidationFailed("url must be an absolute http(s) URL")
+    name = _stored_name(call.services, url)
+    if name is not None and owner_of(name) != call.user.user_id:
+        # Another user's file: pointing at it would make this user's next change delete it.
+        raise ValidationFailed("url must be an external URL or a picture you uploaded")
     return await _set_picture(call.services, call.user.user_id, url)
 
 
@@ -194,7 +198,7 @@ async def upload_picture(call: Call) -> UserOut:
     suffix = sniff_image(data)
     if suffix is None:
         raise UnsupportedMedia("Only PNG, JPEG, WebP or GIF images are accepted")
-    name = await services.media.save(data, suffix)
+    name = await services.media.save(data, suffix, call.user.user_id)
     url = services.settings.public_url.rstrip("/") + MEDIA_PREFIX + name
     try:
         return await _set_picture(services, call.user.user_id, url)
@@ -245,15 +249,40 @@ async def _set_picture(services: Services, user_id: int, url: str) -> UserOut:
     result = await profiles.replace_picture_url(services.db, user_id, url)
     row, old = _found(result)
     if old != url:
-        await _forget_picture(services, old)
+        await _forget_picture(services, user_id, old)
     return user_out(row)
 
 
-async def _forget_picture(services: Services, url: str | None) -> None:
-    """Delete a stored picture once nothing points at it any more (external URLs are left)."""
-    prefix = services.settings.public_url.rstrip("/") + MEDIA_PREFIX
-    if url and url.startswith(prefix):
-        await services.media.delete(url.removeprefix(prefix))
+async def _forget_picture(services: Services, user_id: int, url: str | None) -> None:
+    """Delete the user's own stored picture once their profile no longer points at it.
+
+    Only a file whose name carries this user's id goes: external URLs, other users' files and
+    files from before owners were recorded are left alone.
+    """
+    name = _stored_name(services, url) if url else None
+    if name is not None and owner_of(name) == user_id:
+        await services.media.delete(name)
+
+
+def _stored_name(services: Services, url: str) -> str | None:
+    """The stored file's name if ``url`` points into this server's picture store, else None.
+
+    Compared part by part (scheme, host, port, path), so another spelling of the same address
+    (upper case, a query string) is still recognised as ours.
+    """
+    base = urlsplit(services.settings.public_url.rstrip("/") + MEDIA_PREFIX)
+    try:
+        parts = urlsplit(url)
+        same_origin = (parts.scheme.lower(), parts.hostname, parts.port) == (
+            base.scheme.lower(),
+            base.hostname,
+            base.port,
+        )
+    except ValueError:  # e.g. a port out of range: not ours
+        return None
+    if not same_origin or not parts.path.startswith(base.path):
+        return None
+    return parts.path.removeprefix(base.path)
 
 
 async def _read_upload(request: Request, limit: int) -> bytes:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from db.pool import Conn, Executor
+from seatlock.accounts import emails
 from seatlock.accounts.passwords import hash_password
 from seatlock.accounts.tokens import digest
 from seatlock.errors import Conflict, InvalidInput
@@ -29,6 +31,8 @@ async def create_user(
     full_name: str,
     role: str = "user",
 ) -> asyncpg.Record:
+    """A new account under the NFKC spelling of ``email`` (seatlock/accounts/emails.py)."""
+    email = emails.canonical(email)
     try:
         row: asyncpg.Record | None = await db.fetchrow(
             f"INSERT INTO users (email, password_hash, full_name, role) VALUES ($1, $2, $3, $4)"
@@ -48,7 +52,7 @@ async def get_by_email(db: Executor, email: str) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {USER_COLUMNS}, password_hash FROM users"
         " WHERE lower(email) = lower($1) AND deleted_at IS NULL",
-        email,
+        emails.normalise(email),
     )
 
 
@@ -64,7 +68,7 @@ async def ensure_admin(db: Executor, email: str, password: str, rounds: int) -> 
     row = await db.fetchrow(
         "UPDATE users SET role = 'admin', password_hash = $2, updated_at = now()"
         " WHERE lower(email) = lower($1) AND deleted_at IS NULL RETURNING id",
-        email,
+        emails.normalise(email),
         hashed,
     )
     if row is None:
@@ -75,7 +79,8 @@ async def ensure_admin(db: Executor, email: str, password: str, rounds: int) -> 
 async def ensure_configured_admin(db: asyncpg.Pool, email: str, password: str, rounds: int) -> None:
     """The admin named by the settings exists (created at start-up when missing)."""
     exists = await db.fetchval(
-        "SELECT true FROM users WHERE lower(email) = lower($1) AND role = 'admin'", email
+        "SELECT true FROM users WHERE lower(email) = lower($1) AND role = 'admin'",
+        emails.normalise(email),
     )
     if not exists:
         await ensure_admin(db, email, password, rounds)
@@ -101,7 +106,12 @@ class Refreshed:
     session_id: str
     user_id: int
     role: str
-    refresh_token: str | None  # None: the token had been used before, the session is revoked
+    refresh_token: str | None  # None: the token had been used before
+    in_grace: bool = False  # used before, within the grace window: nothing was revoked
+
+
+# Called with the rotation inside its transaction, before COMMIT (see rotate_refresh_token).
+BeforeCommit = Callable[[Refreshed], Awaitable[None]]
 
 
 async def start_session(
@@ -128,29 +138,45 @@ async def start_session(
     return session_id, refresh
 
 
-async def rotate_refresh_token(db: asyncpg.Pool, token: str, days: int) -> Refreshed | None:
+async def rotate_refresh_token(
+    db: asyncpg.Pool,
+    token: str,
+    days: int,
+    grace_seconds: int = 0,
+    before_commit: BeforeCommit | None = None,
+) -> Refreshed | None:
     """Spend a refresh token for a new one in the same session; None if it is not valid.
 
-    A token that was already spent means two parties hold it (a stolen copy or a replay), so the
-    whole session is revoked. Row locks make concurrent presentations of one token take turns:
-    exactly one rotates it, the others count as reuse.
+    A token spent more than ``grace_seconds`` ago means two parties hold it (a stolen copy or a
+    replay), so the whole session is revoked. Within the window it is a concurrent duplicate:
+    ``in_grace`` is set, nothing is revoked, and the caller hands out the pair that
+    ``before_commit`` kept (seatlock/accounts/grace.py). Row locks make concurrent
+    presentations of one token take turns: exactly one rotates it; ``before_commit`` runs
+    before its COMMIT, so a duplicate that waited on the lock finds the pair already kept.
     """
     async with db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT rt.session_id, rt.used_at IS NOT NULL AS used, rt.expires_at > now() AS fresh,"
+            " rt.used_at > clock_timestamp() - make_interval(secs => $2) AS in_grace,"
             " s.revoked_at IS NULL AND s.expires_at > now() AS live, u.id AS user_id, u.role,"
             " u.is_active AND u.deleted_at IS NULL AS active"
             " FROM refresh_tokens rt JOIN auth_sessions s ON s.id = rt.session_id"
             " JOIN users u ON u.id = s.user_id WHERE rt.token_hash = $1 FOR UPDATE OF rt, s",
             digest(token),
+            float(grace_seconds),
         )
         if row is None:
             return None
         session_id: str = row["session_id"]
+        usable = row["fresh"] and row["live"] and row["active"]
+        if row["used"] and row["in_grace"]:
+            return (
+                Refreshed(session_id, row["user_id"], row["role"], None, True) if usable else None
+            )
         if row["used"]:
             await _revoke(conn, session_id)
             return Refreshed(session_id, row["user_id"], row["role"], None)
-        if not (row["fresh"] and row["live"] and row["active"]):
+        if not usable:
             return None
         await conn.execute(
             "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", digest(token)
@@ -161,7 +187,10 @@ async def rotate_refresh_token(db: asyncpg.Pool, token: str, days: int) -> Refre
             _days_from_now(days),
         )
         refresh = await _add_refresh_token(conn, session_id, days)
-    return Refreshed(session_id, row["user_id"], row["role"], refresh)
+        done = Refreshed(session_id, row["user_id"], row["role"], refresh)
+        if before_commit is not None:
+            await before_commit(done)
+    return done
 
 
 async def revoke_session(db: asyncpg.Pool, session_id: str) -> None:

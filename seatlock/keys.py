@@ -25,6 +25,16 @@ def login_failures_address(address: str) -> str:
     return f"{PREFIX}login-fail:ip:{address}"
 
 
+def login_failures_pair(email: str, address: str) -> str:
+    """Failed logins of one account from one client address."""
+    return f"{PREFIX}login-fail:pair:{address}:{email.lower()}"
+
+
+def refresh_grace(token_digest: str) -> str:
+    """The sealed token pair a just-spent refresh token was rotated to (its grace window)."""
+    return f"{PREFIX}refresh-grace:{token_digest}"
+
+
 def rate_limit(name: str) -> str:
     return f"{PREFIX}rate:{name}"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ PREFIX = "SEATLOCK_"
 REDIS_TRANSPORTS = ("fast", "redis-py")  # seatlock/engine/transport.py
 PAYMENT_VERIFIERS = ("accept", "hmac")  # seatlock/services/payments.py
 MIN_PAYMENT_SECRET_CHARS = 32
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _default_data_dir() -> Path:
@@ -39,9 +42,17 @@ class Settings:
     refresh_token_days: int = 14
     reset_token_minutes: int = 30
     bcrypt_rounds: int = 12
-    login_max_failures: int = 5  # per account, per window
+    # Failed logins per window (seatlock/accounts/throttle.py): per account and client address,
+    # per client address, and per account from anywhere (only a backstop for very high counts:
+    # it is the one limit that strangers can run down for the owner).
+    login_max_failures: int = 5
     login_max_failures_per_ip: int = 30
+    login_max_failures_per_account: int = 100
     login_window_seconds: int = 900
+    # Peers (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client; none by default.
+    trusted_proxies: str = ""
+    # How long a just-spent refresh token, presented again, gets the pair it was spent for.
+    refresh_grace_seconds: int = 10
     admin_email: str = ""
     admin_password: str = ""
 
@@ -93,6 +104,7 @@ class Settings:
                 f" {', '.join(REDIS_TRANSPORTS)}"
             )
         self._check_payments()
+        proxy_networks(self.trusted_proxies)  # a typo is refused at start-up, not per request
 
     def _check_payments(self) -> None:
         if self.payment_verifier not in PAYMENT_VERIFIERS:
@@ -107,6 +119,10 @@ class Settings:
             )
         if self.payment_seconds < 0:
             raise ValueError(f"{PREFIX}PAYMENT_SECONDS: must be 0 (the hold time) or more")
+
+    @property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        return proxy_networks(self.trusted_proxies)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -135,6 +151,19 @@ class Settings:
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+
+@functools.lru_cache(maxsize=8)
+def proxy_networks(spec: str) -> tuple[IPNetwork, ...]:
+    """The networks of a comma-separated list of IPs and CIDRs (``SEATLOCK_TRUSTED_PROXIES``)."""
+    try:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in spec.split(",") if p.strip()
+        )
+    except ValueError:
+        raise ValueError(
+            f"{PREFIX}TRUSTED_PROXIES: {spec!r} is not a list of IPs or CIDRs"
+        ) from None
 
 
 def _parse(kind: Any, raw: str, name: str) -> Any:

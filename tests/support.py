@@ -44,6 +44,7 @@ class LiveServer:
             lifespan="on",
             ws_ping_interval=None,
             http=http_protocol(),  # as seatlock serve runs it
+            proxy_headers=False,  # as seatlock serve runs it: SEATLOCK_TRUSTED_PROXIES decides
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

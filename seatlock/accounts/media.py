@@ -1,7 +1,10 @@
 """Where uploaded files live: a small backend interface and the local-directory default.
 
 Names are random and chosen here, never by the client, so a name can not climb out of the
-directory and two uploads never overwrite each other.
+directory and two uploads never overwrite each other. A name starts with its owner's user id
+(``42.<random>.png``): only the owner's own picture changes may delete it (``owner_of``), and a
+user may point their profile at no one else's file. Names from before owners were recorded
+have no prefix and no owner: they are never deleted by a profile change.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ MEDIA_TYPES = {
     ".gif": "image/gif",
     ".webp": "image/webp",
 }
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}\.(png|jpg|gif|webp)$")
+NAME_PATTERN = re.compile(r"^(?:([1-9][0-9]{0,18})\.)?[A-Za-z0-9_-]{16,64}\.(png|jpg|gif|webp)$")
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -48,11 +51,17 @@ def valid_name(name: str) -> bool:
     return NAME_PATTERN.fullmatch(name) is not None
 
 
+def owner_of(name: str) -> int | None:
+    """The user id a stored name belongs to; None for a name without one (or not ours)."""
+    match = NAME_PATTERN.fullmatch(name)
+    return int(match[1]) if match and match[1] else None
+
+
 class Storage(Protocol):
     """A flat namespace of immutable blobs."""
 
-    async def save(self, data: bytes, suffix: str) -> str:
-        """Store ``data`` under a new random name ending in ``suffix``; return the name."""
+    async def save(self, data: bytes, suffix: str, owner: int) -> str:
+        """Store ``data`` under a new random name of ``owner`` ending in ``suffix``; return it."""
         ...
 
     async def load(self, name: str) -> bytes | None:
@@ -71,8 +80,8 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    async def save(self, data: bytes, suffix: str) -> str:
-        name = secrets.token_urlsafe(24) + suffix
+    async def save(self, data: bytes, suffix: str, owner: int) -> str:
+        name = f"{owner}.{secrets.token_urlsafe(24)}{suffix}"
         await asyncio.to_thread(self._write, name, data)
         return name
 

@@ -1,6 +1,14 @@
-"""Failed-login throttling: fixed windows counted in Redis, per account and per client address.
+"""Failed-login throttling: fixed windows counted in Redis, shared by every API process.
 
-Every process shares the counters, so the limits hold across any number of API workers.
+Three counters, so that a stranger cannot turn the limits against an account's owner:
+- per account and client address (``login_max_failures``): the guesser's own lock; the owner,
+  signing in from elsewhere, never meets it;
+- per client address, whatever the account (``login_max_failures_per_ip``): one address cannot
+  spray guesses over many accounts;
+- per account from anywhere (``login_max_failures_per_account``): a backstop against guesses
+  spread over many addresses, set high, since anyone can run it down for the owner.
+Client addresses come from api/auth.py ``client_address`` (forwarding headers only from
+``SEATLOCK_TRUSTED_PROXIES``), so a client cannot rotate its address by header.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from seatlock import keys
+from seatlock.accounts import emails
 from seatlock.errors import TooManyRequests
 from seatlock.settings import Settings
 
@@ -17,42 +26,57 @@ RESET_MAILS_PER_WINDOW = 3  # per email, per reset_token_minutes: no mail-bombin
 
 
 async def admit_login(redis: Redis, settings: Settings, email: str, address: str) -> None:
-    """Count this attempt against the account before the password is checked, or raise 429.
+    """Count this attempt against the (account, address) pair before the password is checked,
+    or raise 429.
 
-    The attempt is counted up front so that parallel guesses cannot all pass the check before
-    any of them is recorded; a successful login clears the account's counter again.
+    The pair is counted up front so that parallel guesses cannot all pass the check before any
+    of them is recorded; a successful login clears it again. The address and account counters
+    count failures only (``login_failed``), so attempts refused here never add to the counter
+    that would lock the owner out from everywhere.
     """
     window = settings.login_window_seconds
     address_key = keys.login_failures_address(address)
-    account_key = keys.login_failures_account(email)
+    account_key = keys.login_failures_account(emails.key(email))
+    pair_key = keys.login_failures_pair(emails.key(email), address)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(address_key)
         pipe.ttl(address_key)
-        _count(pipe, account_key, window)
+        pipe.get(account_key)
         pipe.ttl(account_key)
-        address_count, address_ttl, _, account_count, account_ttl = await pipe.execute()
+        _count(pipe, pair_key, window)
+        pipe.ttl(pair_key)
+        counts = await pipe.execute()
+    address_count, address_ttl, account_count, account_ttl, _, pair_count, pair_ttl = counts
     if int(address_count or 0) >= settings.login_max_failures_per_ip:
         raise TooManyRequests(TOO_MANY, retry_after=_retry_after(address_ttl, window))
-    if int(account_count) > settings.login_max_failures:
+    if int(pair_count) > settings.login_max_failures:
+        raise TooManyRequests(TOO_MANY, retry_after=_retry_after(pair_ttl, window))
+    if int(account_count or 0) >= settings.login_max_failures_per_account:
         raise TooManyRequests(TOO_MANY, retry_after=_retry_after(account_ttl, window))
 
 
-async def login_failed(redis: Redis, settings: Settings, address: str) -> None:
-    """Record a failure against the client address (the account's was counted on admission)."""
+async def login_failed(redis: Redis, settings: Settings, email: str, address: str) -> None:
+    """Record a failure against the address and the account (the pair's was counted up front)."""
+    window = settings.login_window_seconds
     async with redis.pipeline(transaction=True) as pipe:
-        _count(pipe, keys.login_failures_address(address), settings.login_window_seconds)
+        _count(pipe, keys.login_failures_address(address), window)
+        _count(pipe, keys.login_failures_account(emails.key(email)), window)
         await pipe.execute()
 
 
-async def login_succeeded(redis: Redis, email: str) -> None:
-    await redis.delete(keys.login_failures_account(email))
+async def login_succeeded(redis: Redis, email: str, address: str) -> None:
+    """Clear the pair's counter. The account's stays: a success from one address does not
+    forgive guesses spread over others."""
+    await redis.delete(keys.login_failures_pair(emails.key(email), address))
 
 
 async def admit_reset_mail(redis: Redis, settings: Settings, email: str) -> bool:
     """Whether another password reset mail may go to this address now."""
     async with redis.pipeline(transaction=True) as pipe:
         _count(
-            pipe, keys.rate_limit(f"reset-mail:{email.lower()}"), settings.reset_token_minutes * 60
+            pipe,
+            keys.rate_limit(f"reset-mail:{emails.key(email)}"),
+            settings.reset_token_minutes * 60,
         )
         _, sent = await pipe.execute()
     return int(sent) <= RESET_MAILS_PER_WINDOW

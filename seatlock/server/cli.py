@@ -92,6 +92,8 @@ def serve(settings: Settings) -> None:
             "port": live.port,
             "loop": "uvloop",
             "http": http_protocol(),
+            # Forwarding headers are trusted by SEATLOCK_TRUSTED_PROXIES only (api/auth.py).
+            "proxy_headers": False,
             "log_level": live.log_level,
             "access_log": False,
             "timeout_graceful_shutdown": 10,

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from api.auth import session_opened
 from seatlock import keys
 from seatlock.accounts.tokens import digest
-from tests.support import PASSWORD, Account, login
+from tests.support import PASSWORD, Account, login, make_account
 
 ME = "/api/v1/auth/me"
 LOGOUT = "/api/v1/auth/logout"
@@ -119,11 +119,20 @@ async def test_refresh_accepts_an_expired_bearer_header(
     assert r.status_code == 200
 
 
+async def past_the_grace_window(db: asyncpg.Connection) -> None:
+    """What waiting out SEATLOCK_REFRESH_GRACE_SECONDS does to the spent tokens."""
+    await db.execute(
+        "UPDATE refresh_tokens SET used_at = used_at - interval '1 minute'"
+        " WHERE used_at IS NOT NULL"
+    )
+
+
 async def test_reusing_a_refresh_token_revokes_the_family(
-    client: httpx.AsyncClient, user: Account, other_user: Account
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:
     latest = (await refresh(client, user.refresh_token)).json()
     assert await me_status(client, latest["access_token"]) == 200  # Redis now caches "1"
+    await past_the_grace_window(db)
     r = await refresh(client, user.refresh_token)  # replayed: someone else holds a copy
     assert r.status_code == 401
     assert "revoked" in r.json()["detail"]
@@ -133,12 +142,68 @@ async def test_reusing_a_refresh_token_revokes_the_family(
     assert await me_status(client, other_user.token) == 200
 
 
-async def test_concurrent_refreshes_rotate_once(client: httpx.AsyncClient, user: Account) -> None:
+async def test_concurrent_refreshes_rotate_once_and_share_the_pair(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
     results = await asyncio.gather(*(refresh(client, user.refresh_token) for _ in range(5)))
-    assert sorted(r.status_code for r in results) == [200, 401, 401, 401, 401]
-    # The losers were reuse: the session is gone, so the winner's tokens die with it.
-    winner = next(r.json() for r in results if r.status_code == 200)
-    assert await me_status(client, winner["access_token"]) == 401
+    assert [r.status_code for r in results] == [200] * 5, [r.text for r in results]
+    # One rotation; the duplicates, inside the grace window, got the winner's pair.
+    assert len({(r.json()["access_token"], r.json()["refresh_token"]) for r in results}) == 1
+    assert await db.fetchval("SELECT count(*) FROM refresh_tokens") == 2
+    winner = results[0].json()
+    assert await me_status(client, winner["access_token"]) == 200
+    assert (await refresh(client, winner["refresh_token"])).status_code == 200
+
+
+async def test_a_duplicate_after_the_grace_window_still_revokes(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
+) -> None:
+    first = (await refresh(client, user.refresh_token)).json()
+    assert (await refresh(client, user.refresh_token)).json() == first  # within the window
+    await past_the_grace_window(db)
+    r = await refresh(client, user.refresh_token)
+    assert r.status_code == 401
+    assert "revoked" in r.json()["detail"]
+    assert await me_status(client, first["access_token"]) == 401
+
+
+async def test_no_grace_after_logout(client: httpx.AsyncClient, user: Account) -> None:
+    first = (await refresh(client, user.refresh_token)).json()
+    await client.post(LOGOUT, headers=bearer(first["access_token"]))
+    assert (await refresh(client, user.refresh_token)).status_code == 401
+
+
+async def test_a_lost_grace_pair_counts_as_reuse(
+    client: httpx.AsyncClient, redis: Redis, user: Account
+) -> None:
+    first = (await refresh(client, user.refresh_token)).json()
+    await redis.delete(keys.refresh_grace(digest(user.refresh_token)))
+    assert (await refresh(client, user.refresh_token)).status_code == 401
+    assert await me_status(client, first["access_token"]) == 401
+
+
+async def test_the_grace_pair_is_sealed_in_redis(
+    client: httpx.AsyncClient, redis: Redis, user: Account
+) -> None:
+    first = (await refresh(client, user.refresh_token)).json()
+    sealed = await redis.get(keys.refresh_grace(digest(user.refresh_token)))
+    assert (
+        sealed is not None
+        and 0 < await redis.ttl(keys.refresh_grace(digest(user.refresh_token))) <= 10
+    )
+    for secret in (first["access_token"], first["refresh_token"], user.refresh_token):
+        assert secret.encode() not in sealed
+        assert secret.encode()[:12] not in sealed
+
+
+async def test_grace_zero_revokes_at_once(make_server: Any) -> None:
+    server = make_server(refresh_grace_seconds=0)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        tokens = await login(client, (await make_account(client, "z@example.com", "Z")).email)
+        results = await asyncio.gather(
+            *(refresh(client, tokens["refresh_token"]) for _ in range(3))
+        )
+        assert sorted(r.status_code for r in results) == [200, 401, 401]
 
 
 async def test_refresh_tokens_are_stored_hashed(

@@ -334,3 +334,62 @@ async def test_search_history_delete_own_entries_only(
     assert (await client.get(HISTORY, headers=user.headers)).json() == []
     assert len((await client.get(HISTORY, headers=other_user.headers)).json()) == 1
     assert (await client.delete(HISTORY)).status_code == 401
+
+
+# Media ownership -------------------------------------------------------------------------------
+
+
+async def test_pointing_at_another_users_picture_is_refused(
+    client: httpx.AsyncClient, user: Account, other_user: Account
+) -> None:
+    theirs = (await upload(client, other_user, PNG)).json()["profile_picture_url"]
+    for url in (theirs, theirs + "?v=2", theirs.replace("http://localhost", "HTTP://LocalHost")):
+        r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
+        assert r.status_code == 422, url
+        assert r.json() == {"detail": "url must be an external URL or a picture you uploaded"}
+    # The attack this stops: point at their file, then change away, deleting it.
+    await upload(client, user, PNG)
+    assert (await client.get(httpx.URL(theirs).path)).status_code == 200
+
+
+async def test_a_change_deletes_only_the_changers_own_file(
+    client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    theirs = (await upload(client, other_user, PNG)).json()["profile_picture_url"]
+    # A row written before the setter checked owners (or by hand) points at their file.
+    await db.execute("UPDATE users SET profile_picture_url = $2 WHERE id = $1", user.id, theirs)
+    url = "https://cdn.example.com/mine.png"
+    r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
+    assert r.status_code == 200
+    assert (await client.get(httpx.URL(theirs).path)).status_code == 200
+    await db.execute("UPDATE users SET profile_picture_url = $2 WHERE id = $1", user.id, theirs)
+    assert (await client.delete(ME, headers=user.headers)).status_code == 204
+    assert (await client.get(httpx.URL(theirs).path)).status_code == 200
+
+
+async def test_own_uploads_may_be_set_again_and_are_named_for_their_owner(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    first = (await upload(client, user, PNG)).json()["profile_picture_url"]
+    assert httpx.URL(first).path.rsplit("/", 1)[-1].startswith(f"{user.id}.")
+    r = await client.put(f"{ME}/profile-picture-url", json={"url": first}, headers=user.headers)
+    assert r.status_code == 200
+    url = "https://cdn.example.com/mine.png"
+    r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
+    assert r.status_code == 200
+    assert (await client.get(httpx.URL(first).path)).status_code == 404  # own file: deleted
+
+
+async def test_files_without_an_owner_are_never_deleted_by_a_change(
+    client: httpx.AsyncClient, db: asyncpg.Connection, server: Any, user: Account
+) -> None:
+    folder = server.settings.media_dir / "profile-pictures"
+    folder.mkdir(parents=True, exist_ok=True)
+    legacy = "LegacyNameWithoutOwner01.png"  # as stored before names carried their owner
+    (folder / legacy).write_bytes(PNG)
+    url = server.settings.public_url.rstrip("/") + "/media/profile-pictures/" + legacy
+    await db.execute("UPDATE users SET profile_picture_url = $2 WHERE id = $1", user.id, url)
+    await upload(client, user, PNG)
+    assert (folder / legacy).exists()
+    r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
+    assert r.status_code == 422  # whose it is cannot be told: nobody may claim it
