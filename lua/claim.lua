@@ -3,12 +3,17 @@
 -- pass (an idempotent retry of a booking that committed). Each hold keeps its grant.
 -- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, pin_ms, seat_id...
--- Returns {OK}, or {NOT_LOADED} | {EXPIRED, seat...} (not held by the user or lapsed: nothing
--- changed). Pinning changes no seat's status, so nothing is published.
-if not is_ready() then
+-- Returns {OK}, or {NOT_LOADED} | {STARTED} (the screening has started: its holds can no longer
+-- be booked) | {EXPIRED, seat...} (not held by the user or lapsed). Refusals change nothing.
+-- Pinning changes no seat's status, so nothing is published.
+local meta = redis.call('HMGET', META, 'ready', 'starts_at')
+if meta[1] ~= '1' then
   return {NOT_LOADED}
 end
 local now, user, pin_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if now >= tonumber(meta[2]) then
+  return {STARTED}
+end
 
 local holds, lapsed = {}, {}
 for i = 5, #ARGV do

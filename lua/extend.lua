@@ -4,12 +4,16 @@
 -- A hold never lives longer than max_hold_ms after it was first taken.
 -- Each hold keeps its grant (its lease's value is written back as it was).
 -- Returns {OK, seat, expires_at, lease, ...} for every seat asked (lease: its value, as hold.lua
--- returns it), or {NOT_LOADED} | {NOT_HELD, seat...} (not held by the user, or already expired:
--- nothing changed).
-if not is_ready() then
+-- returns it), or {NOT_LOADED} | {STARTED} (the screening has started: its holds end with it) |
+-- {NOT_HELD, seat...} (not held by the user, or already expired). Refusals change nothing.
+local meta = redis.call('HMGET', META, 'ready', 'starts_at')
+if meta[1] ~= '1' then
   return {NOT_LOADED}
 end
 local now, user = tonumber(ARGV[2]), tonumber(ARGV[3])
+if now >= tonumber(meta[2]) then
+  return {STARTED}
+end
 local extra_ms, max_hold_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local holds, missing = {}, {}

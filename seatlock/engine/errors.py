@@ -36,8 +36,8 @@ class TooManySeats(Conflict):
 
 
 class ScreeningStarted(InvalidInput):
-    def __init__(self) -> None:
-        super().__init__("Cannot reserve seats for past screenings")
+    def __init__(self, detail: str = "Cannot reserve seats for past screenings") -> None:
+        super().__init__(detail)
 
 
 class ScreeningNotFound(NotFound):

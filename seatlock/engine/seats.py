@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from seatlock import keys
-from seatlock.engine.errors import ScreeningNotFound, TooManySeats, UnknownSeats, raise_for
+from seatlock.engine.errors import (
+    ScreeningNotFound,
+    ScreeningStarted,
+    TooManySeats,
+    UnknownSeats,
+    raise_for,
+)
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
 from seatlock.engine.scripts import Status
@@ -125,7 +131,10 @@ class SeatEngine:
         if extra_ms <= 0:
             raise InvalidInput("The extension must be positive")
         args = [user_id, extra_ms, self.max_hold_ms, *seats]
-        reply = await self._run_loaded("extend", screening_id, seats, _now(now_ms), args)
+        try:
+            reply = await self._run_loaded("extend", screening_id, seats, _now(now_ms), args)
+        except ScreeningStarted:
+            raise ScreeningStarted("Cannot extend reservations for past screenings") from None
         return _holds(user_id, reply[1:])
 
     async def release(
@@ -170,7 +179,10 @@ class SeatEngine:
         _check_user(user_id)
         seats = _seat_list(seat_ids)
         args = [user_id, pin_ms, *seats]
-        await self._run_loaded("claim", screening_id, seats, _now(now_ms), args)
+        try:
+            await self._run_loaded("claim", screening_id, seats, _now(now_ms), args)
+        except ScreeningStarted:
+            raise ScreeningStarted("Cannot book seats for past screenings") from None
 
     async def sell(
         self, screening_id: int, sold: dict[int, int], now_ms: int | None = None

@@ -59,6 +59,16 @@ async def test_a_screening_moved_into_the_past_refuses_holds(
     r = await reserve(client, user, show, show.seat_ids[1:2])
     assert r.status_code == 400, r.text
     assert r.json() == {"detail": "Cannot reserve seats for past screenings"}
+    # The hold taken before the move can be neither extended nor booked any more.
+    held = {"screening_id": show.id, "seat_ids": show.seat_ids[:1]}
+    r = await client.post("/api/v1/seat-reservations/extend", json=held, headers=user.headers)
+    assert (r.status_code, r.json()) == (
+        400,
+        {"detail": "Cannot extend reservations for past screenings"},
+    ), r.text
+    paid = {**held, "payment_id": "pay-after-start"}
+    r = await client.post("/api/v1/tickets/book-from-reservation", json=paid, headers=user.headers)
+    assert (r.status_code, r.json()) == (400, {"detail": "Cannot book seats for past screenings"})
 
 
 async def test_a_deleted_screening_leaves_no_keys(

@@ -101,8 +101,8 @@ async def test_one_load_per_screening_per_process(
 
 
 async def test_a_grant_releases_only_what_it_took(redis: Redis, engine: SeatEngine) -> None:
-    """Issue 12: a user holds seat 1, then a second request for seats 1 and 2 succeeds but its
-    reservation id cannot be had; compensating by the second grant must not release seat 1."""
+    """A user holds seat 1, then a second request for seats 1 and 2 succeeds but its reservation
+    id cannot be had: compensating by the second grant must not release seat 1."""
     now = now_ms()
     first = await engine.hold(S, ALICE, [1], now)
     second = await engine.hold(S, ALICE, [1, 2], now + 1000, grant=new_grant())
@@ -118,6 +118,23 @@ async def test_a_grant_releases_only_what_it_took(redis: Redis, engine: SeatEngi
     with pytest.raises(HoldExpired):
         await engine.claim(S, ALICE, [2], now + 2000)
     assert await engine.release_grant(S, first[0].grant, [1], now + 3000) == [1]
+
+
+async def test_holds_of_a_started_screening_can_no_longer_be_extended_or_booked(
+    redis: Redis, engine: SeatEngine, source: DictSource
+) -> None:
+    # The screening was moved to start in a minute (an admin's change reaches Redis by refresh).
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2], now)
+    source.add(S, [1, 2, 3, 4], {4: BOB}, starts_at_ms=now + 60_000)
+    await engine.refresh(S, now)
+    before = await dump(redis, S)
+    with pytest.raises(ScreeningStarted, match="Cannot extend reservations for past screenings"):
+        await engine.extend(S, ALICE, [1], 60_000, now + 60_000)
+    with pytest.raises(ScreeningStarted, match="Cannot book seats for past screenings"):
+        await engine.claim(S, ALICE, [1, 2], now + 60_000)
+    assert await dump(redis, S) == before  # refusals change nothing
+    await engine.claim(S, ALICE, [1, 2], now + 59_999)  # a moment before, still bookable
 
 
 async def test_calls_that_need_no_layout_do_not_load(
