@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,12 @@ class Backends:
 
     redis: EmbeddedRedis
     postgres: RestartablePostgres
+    # Restarts run on this one long-lived thread: a child's parent-death signal fires when the
+    # thread that started it ends, so a restart from a short-lived thread (asyncio.to_thread's,
+    # gone with the test's loop) would take the restarted server down with it.
+    keeper: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="fault-backends")
+    )
 
     @classmethod
     def start(cls, root: Path) -> Backends:
@@ -74,6 +82,11 @@ class Backends:
     def stop(self) -> None:
         self.postgres.stop()
         self.redis.stop()
+        self.keeper.shutdown()
+
+    async def inject(self, fault: Callable[[], None]) -> None:
+        """Run a fault (killing and restarting block) on the keeper thread."""
+        await asyncio.get_running_loop().run_in_executor(self.keeper, fault)
 
     def kill_redis(self) -> None:
         _kill9(self.redis.proc)

@@ -56,7 +56,7 @@ async def run_with_fault(
     tmp_path: Path,
     fault: Callable[[], None],
 ) -> Report:
-    """The stream, the fault in its middle (in a thread: killing and restarting block), the
+    """The stream, the fault in its middle (on the backends' thread: restarting blocks), the
     settled state, the checker; the log goes to the test's tmp dir when the check fails."""
     url = backends.postgres.url
     shows = await harness.shows(url, SHOWS, SEATS)
@@ -65,7 +65,7 @@ async def run_with_fault(
 
     async def inject() -> None:
         await asyncio.sleep(FAULT_AT_S)
-        await asyncio.to_thread(fault)
+        await backends.inject(fault)
 
     await asyncio.gather(harness.stream(log, client, users, shows, STREAM_S), inject())
     tickets, maps = await harness.settled(client, url, shows, SETTLE_S)
