@@ -190,24 +190,26 @@ async def test_a_commit_that_went_out_on_a_dead_connection_is_503_and_keeps_the_
 
 
 async def test_the_sabotage_switch_brings_back_the_guess(
-    client: httpx.AsyncClient,
     db: asyncpg.Connection,
     redis: Redis,
-    server: LiveServer,
+    make_server: Any,
     user: Account,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """LOOK_UP_OUTCOME = False (the fault suite's control run) answers a committed booking with
-    an error, as before the lookup: what the fault suite's checker must catch."""
+    an error, as before the lookup: what the fault suite's checker must catch. The server runs no
+    reconciler, which would repair Redis within its period and hide the guess."""
+    live: LiveServer = make_server(reconcile_interval_seconds=0)
     show = await make.show(db, 1)
-    assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
-    writer = services_of(server).booking_writer
+    writer = services_of(live).booking_writer
     monkeypatch.setattr(repo, "LOOK_UP_OUTCOME", False)
-    writer.commit_hook = kill_connection_at("committed", server.settings.database_url)
-    try:
-        r = await book_held(client, user, show, show.seat_ids, "pay_guessed")
-    finally:
-        writer.commit_hook = None
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
+        writer.commit_hook = kill_connection_at("committed", live.settings.database_url)
+        try:
+            r = await book_held(client, user, show, show.seat_ids, "pay_guessed")
+        finally:
+            writer.commit_hook = None
     # An error (503 for a lost connection, 500 for asyncpg's InternalClientError), although ...
     assert r.status_code >= 500, r.text
     assert len(await active_tickets(db, show)) == 1  # ... the ticket is committed, and ...
