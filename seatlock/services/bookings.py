@@ -123,11 +123,9 @@ class BookingService:
         try:
             await self.engine.hold(screening_id, user_id, seat_ids, grant=grant)
         except SeatLockError:
-            if payment_id is not None:
-                found = await self._replay(payment_id, user_id, screening_id, seat_ids)
-                if found is not None:
-                    return found
-            raise
+            if (found := await self._replay(payment_id, user_id, screening_id, seat_ids)) is None:
+                raise
+            return found
         try:
             return await self.book_from_reservation(user_id, screening_id, seat_ids, payment_id)
         except Conflict:  # e.g. a payment id already used for other seats: no hold left behind
@@ -143,11 +141,9 @@ class BookingService:
             await self.engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
         except SeatLockError:
             # A duplicate call may have sold these seats a moment ago: answer with its tickets.
-            if payment_id is not None:
-                found = await self._replay(payment_id, user_id, screening_id, seat_ids)
-                if found is not None:
-                    return found
-            raise
+            if (found := await self._replay(payment_id, user_id, screening_id, seat_ids)) is None:
+                raise
+            return found
         tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
         if fresh and payment_id is None:
             # Before the seats are marked sold (lua/owe.lua): they count toward the user's cap.
@@ -159,10 +155,13 @@ class BookingService:
         return tickets
 
     async def _replay(
-        self, payment_id: str, user_id: int, screening_id: int, seat_ids: list[int]
+        self, payment_id: str | None, user_id: int, screening_id: int, seat_ids: list[int]
     ) -> list[Ticket] | None:
         """The tickets of an earlier call with this payment id, their seats marked sold again
-        (the first call's answer or marking may have been lost: a replay repairs Redis)."""
+        (the first call's answer or marking may have been lost: a replay repairs Redis); None
+        without a payment id or such a call."""
+        if payment_id is None:
+            return None
         found = await self._existing(payment_id, user_id, screening_id, seat_ids)
         if found is not None:
             await self._mark_sold(screening_id, found)
