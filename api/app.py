@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
@@ -71,9 +74,26 @@ def dispatch_order(endpoints: list[Endpoint]) -> list[Endpoint]:
     return first + [ep for ep in endpoints if id(ep) not in seen]
 
 
-def build_app(lifespan: Lifespan[Starlette]) -> App:
-    """The routes, the error handlers and ``/openapi.json``; ``lifespan`` provides the services
-    (``seatlock/server/wiring.py``: the composition root)."""
+def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
+    """The stack every request passes through, hot routes included (api/routing.py FastRouter).
+
+    CORS: browsers on ``cors_origins`` (``*``: any) may call every route. Auth is a bearer
+    header, never a cookie, so no credentials mode is needed and ``*`` is safe as a default.
+    """
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=list(cors_origins),
+        allow_methods=["*"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        expose_headers=["Retry-After", "X-Request-ID"],
+        max_age=600,
+    )
+    return [cors]
+
+
+def build_app(lifespan: Lifespan[Starlette], cors_origins: Sequence[str] = ("*",)) -> App:
+    """The routes, the middleware, the error handlers and ``/openapi.json``; ``lifespan``
+    provides the services (``seatlock/server/wiring.py``: the composition root)."""
     endpoints = all_endpoints()
     document = openapi_document(endpoints, "seatlock", __version__)
 
@@ -86,4 +106,9 @@ def build_app(lifespan: Lifespan[Starlette]) -> App:
         Route("/openapi.json", openapi, include_in_schema=False),
     ]
     handlers: Any = HANDLERS
-    return App(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    return App(
+        routes=routes,
+        middleware=middleware(cors_origins),
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )

@@ -32,6 +32,9 @@ class Settings:
     port: int = 8000
     workers: int = 0  # 0: one per core
     log_level: str = "info"
+    # Browser origins allowed to call the API (comma-separated; "*": any). Auth is a bearer
+    # header, never a cookie, so any origin is safe by default.
+    cors_origins: str = "*"
     # How the engine talks to Redis: "fast" (our auto-pipelining connection) or "redis-py"
     # (redis-py's public API: registered scripts, pipelines, PubSub).
     redis_transport: str = "fast"
@@ -119,6 +122,10 @@ class Settings:
             )
         if self.payment_seconds < 0:
             raise ValueError(f"{PREFIX}PAYMENT_SECONDS: must be 0 (the hold time) or more")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def trusted_networks(self) -> tuple[IPNetwork, ...]:

@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> App:
             settle_garbage_collector()
             yield
 
-    return build_app(lifespan)
+    return build_app(lifespan, settings.cors_origin_list)
 
 
 @contextlib.asynccontextmanager
