@@ -2,7 +2,7 @@
 also those inside functions and under ``TYPE_CHECKING``, points down the layers, and the
 module-level imports of the project form no cycle.
 
-    kernel    seatlock (package), seatlock.errors, .settings, .keys, .process: nothing else
+    kernel    seatlock (package), seatlock.errors, .settings, .keys, .process, .metrics: only kernel
     engine    seatlock.engine.*: kernel, engine          (engine and accounts never meet)
     accounts  seatlock.accounts.*: kernel, accounts
     db        db.*: kernel, engine, accounts, db
@@ -24,7 +24,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("seatlock", "api", "db", "loadtests")
 KERNEL = frozenset(
-    {"seatlock", "seatlock.errors", "seatlock.settings", "seatlock.keys", "seatlock.process"}
+    {
+        "seatlock",
+        "seatlock.errors",
+        "seatlock.settings",
+        "seatlock.keys",
+        "seatlock.process",
+        "seatlock.metrics",
+    }
 )
 LAYERS = ("engine", "accounts", "services", "server")  # the sub-packages of seatlock
 ALLOWED = {
