@@ -80,6 +80,8 @@ def error_reply(exc: errors.SeatLockError) -> tuple[int, list[tuple[bytes, bytes
         headers.append((b"retry-after", str(exc.retry_after).encode()))
     elif isinstance(exc, errors.Unavailable):
         headers.append(RETRY_AFTER)
+    if isinstance(exc, errors.RequestInvalid):  # FastAPI's list of every problem
+        return status, headers, dumps({"detail": exc.errors})
     return status, headers, detail_body(exc.detail)
 
 

@@ -84,6 +84,7 @@ class Endpoint:
     response: Any = None
     form: bool = False  # body may also come form-encoded (OAuth2 password flow)
     upload: bool = False  # body is multipart, parsed by the handler
+    optional_body: bool = False  # an empty body is no body (call.body None), not a 422
     # Refusals beyond those every endpoint of its kind can give (api/openapi.py error_statuses:
     # 401, 403, 404 on a path id, 400/413/422 on a body, 422 on a query, 503): documentation only.
     errors: tuple[int, ...] = ()
@@ -126,7 +127,10 @@ class Endpoint:
             if self.form:
                 call.body = await _read_form_or_json(call, self.body)
             else:  # JSON, read here: one coroutine less for every hold attempt
-                call.body = decode_body(await read_body(receive), self.body)
+                raw = await read_body(receive)
+                if self.optional_body and (not raw or raw.isspace()):
+                    return call
+                call.body = decode_body(raw, self.body)
         return call
 
 
@@ -169,7 +173,8 @@ async def _read_form_or_json(call: Call, kind: Any) -> Any:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
         async with request.form() as data:
-            return convert({k: v for k, v in data.items() if isinstance(v, str)}, kind)
+            fields = {k: v for k, v in data.items() if isinstance(v, str)}
+            return convert(fields, kind, ("body",))
     return decode_body(await read_body(call.receive), kind)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SeatLockError(Exception):
     """Base of every error seatlock raises on purpose; ``detail`` is shown to the client."""
@@ -19,6 +21,19 @@ class InvalidInput(SeatLockError):
 
 class ValidationFailed(SeatLockError):
     """The request body or parameters do not have the right shape (422)."""
+
+
+class RequestInvalid(ValidationFailed):
+    """The request does not have its declared shape (422); ``errors`` lists every problem.
+
+    Each problem is a dict in FastAPI's form (``type``, ``loc``, ``msg``, ``input``, maybe
+    ``ctx``), sent as the ``detail`` list. Refusals of a rule beyond the shape stay a
+    ValidationFailed with a text detail, as a FastAPI route's ``HTTPException(422, text)``.
+    """
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(str(errors[0]["msg"]) if errors else "Invalid request")
+        self.errors = errors
 
 
 class NotAuthenticated(SeatLockError):

@@ -145,11 +145,14 @@ async def test_read_body_refuses_too_large_bodies() -> None:
 
 @pytest.mark.parametrize("raw", [b"", b" ", b"\r\n\t\x0b\x0c "])
 def test_blank_body_is_required(raw: bytes) -> None:
-    with pytest.raises(errors.ValidationFailed, match="Request body is required"):
+    with pytest.raises(errors.RequestInvalid) as refused:
         decode_body(raw, Shape)
+    assert refused.value.errors == [
+        {"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}
+    ]
 
 
 def test_body_with_surrounding_whitespace() -> None:
     assert decode_body(b' \n{"a": 1}\n ', Shape) == Shape(1)
-    with pytest.raises(errors.InvalidInput):
+    with pytest.raises(errors.RequestInvalid, match="JSON decode error"):
         decode_body(b"\xa0", Shape)

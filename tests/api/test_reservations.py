@@ -132,8 +132,18 @@ async def test_bad_input_changes_nothing(
         content=b'{"screening_id": 1,',
         headers={**user.headers, "content-type": "application/json"},
     )
-    assert r.status_code == 400
-    assert r.json() == {"detail": "Malformed JSON body"}
+    assert r.status_code == 422
+    assert r.json() == {
+        "detail": [
+            {
+                "type": "json_invalid",
+                "loc": ["body", 19],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": "Input data was truncated"},
+            }
+        ]
+    }
     assert await held_in_redis(redis, show) == {}
     assert (await availability(client, show))[a]["status"] == "available"
     assert (await client.post(RESERVE, json=cases[0][0])).status_code == 401
