@@ -9,15 +9,29 @@ import msgspec
 from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 
-from api.auth import client_address, remember_session, remember_sessions, session_opened
+from api.auth import (
+    bearer_token,
+    client_address,
+    principal_from_token,
+    remember_session,
+    remember_sessions,
+    session_opened,
+)
 from api.rendering import JSON
 from api.routing import Call, Router
 from api.schemas import Message, NewPassword, Password, UserOut, user_out
+from api.validation import problem
 from db import users
 from seatlock.accounts import grace, throttle
 from seatlock.accounts.mail import Mail
 from seatlock.accounts.passwords import hash_password, verify_password
-from seatlock.errors import InvalidInput, NotAuthenticated, NotFound, ValidationFailed
+from seatlock.errors import (
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    RequestInvalid,
+    ValidationFailed,
+)
 from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -67,6 +81,16 @@ class TokenOut(msgspec.Struct):
     expires_in: int
 
 
+class RefreshOut(msgspec.Struct, omit_defaults=True):
+    """A refresh's answer: with a refresh token in the body, a new pair (TokenOut); with none,
+    a new access token for the bearer's session, and no refresh token."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str | None = None
+
+
 class ChangePasswordIn(msgspec.Struct):
     current_password: Password
     new_password: NewPassword
@@ -102,8 +126,8 @@ async def login(call: Call) -> TokenOut:
     """Log in with email and password; returns an access and a refresh token."""
     body: LoginIn = call.body
     email = (body.email or body.username or "").strip()
-    if not email:
-        raise ValidationFailed("Object missing required field `email`")
+    if not email:  # FastAPI's answer to the password form without its username
+        raise RequestInvalid([problem("missing", ("body", "email"), "Field required", None)])
     services = call.services
     address = client_address(call.request, services.settings.trusted_networks)
     await throttle.admit_login(services.redis, services.settings, email, address)
@@ -161,14 +185,23 @@ async def change_password(call: Call) -> Message:
     return Message("Password changed successfully")
 
 
-@router.post("/api/v1/auth/refresh-token", errors=(401,), body=RefreshIn, response=TokenOut)
-async def refresh_token(call: Call) -> TokenOut:
-    """Trade a refresh token for a new access and refresh token (the old one is spent).
+@router.post(
+    "/api/v1/auth/refresh-token",
+    errors=(401,),
+    body=RefreshIn,
+    optional_body=True,
+    response=RefreshOut,
+)
+async def refresh_token(call: Call) -> TokenOut | RefreshOut:
+    """Trade a refresh token for a new access and refresh token (the old one is spent); with
+    no body, a live bearer access token for a new access token of its session.
 
-    Public on purpose: the bearer header, if sent, usually carries an expired access token.
-    The same token sent again within a few seconds gets the same pair (two tabs refreshing at
-    once); sent again later, it revokes the session.
+    Public on purpose: with a body, the bearer header, if sent, usually carries an expired
+    access token. The same refresh token sent again within a few seconds gets the same pair
+    (two tabs refreshing at once); sent again later, it revokes the session.
     """
+    if call.body is None:
+        return await _renew_access(call)
     services, spent = call.services, call.body.refresh_token
     issued: list[TokenOut] = []
 
@@ -193,6 +226,25 @@ async def refresh_token(call: Call) -> TokenOut:
     await remember_session(services, done.session_id, False)
     logger.warning("refresh token reuse: session %s revoked", done.session_id)
     raise NotAuthenticated("Refresh token already used; the session has been revoked")
+
+
+async def _renew_access(call: Call) -> RefreshOut:
+    """A new access token for the session of a live bearer token (the origin project's refresh).
+
+    The session must be active (not revoked nor expired: the same check as every route's) and
+    its user still active; the role is read again, so a change of role shows in the new token.
+    The refresh token of the session is neither needed nor spent.
+    """
+    token = bearer_token(call.scope["headers"])
+    if token is None:
+        raise NotAuthenticated("Not authenticated")
+    services = call.services
+    principal = await principal_from_token(token, services)
+    row = await users.get_by_id(services.db, principal.user_id)
+    if row is None or not row["is_active"]:
+        raise NotAuthenticated("User not found or inactive")
+    access = services.tokens.issue(row["id"], row["role"], principal.session_id)
+    return RefreshOut(access, "bearer", services.tokens.access_seconds)
 
 
 async def _keep_for_grace(services: Services, spent: str, pair: TokenOut) -> None:

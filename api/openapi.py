@@ -15,6 +15,40 @@ ERROR_SCHEMA = {
     "properties": {"detail": {"type": "string"}},
     "required": ["detail"],
 }
+# 422: FastAPI's components. The detail lists every problem of the request's shape, or is a
+# text for a rule beyond it (a route's own refusal, as FastAPI's HTTPException(422, text)).
+VALIDATION_SCHEMAS = {
+    "ValidationError": {
+        "title": "ValidationError",
+        "type": "object",
+        "properties": {
+            "loc": {
+                "title": "Location",
+                "type": "array",
+                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            },
+            "msg": {"title": "Message", "type": "string"},
+            "type": {"title": "Error Type", "type": "string"},
+            "input": {"title": "Input"},
+            "ctx": {"title": "Context", "type": "object"},
+        },
+        "required": ["loc", "msg", "type"],
+    },
+    "HTTPValidationError": {
+        "title": "HTTPValidationError",
+        "type": "object",
+        "properties": {
+            "detail": {
+                "title": "Detail",
+                "anyOf": [
+                    {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                    {"type": "string"},
+                ],
+            }
+        },
+        "required": ["detail"],
+    },
+}
 ERROR_TEXT = {
     400: "Malformed or refused input",
     401: "Not authenticated",
@@ -47,6 +81,7 @@ def openapi_document(endpoints: list[Endpoint], title: str, version: str) -> dic
         path = _PARAM.sub(r"{\1}", ep.path)
         paths.setdefault(path, {})[ep.method.lower()] = _operation(ep, schema_of, components)
     components["Error"] = ERROR_SCHEMA
+    components.update(VALIDATION_SCHEMAS)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
@@ -102,7 +137,7 @@ def _operation(
             content["application/x-www-form-urlencoded"] = {"schema": schema_of[ep.body]}
         if ep.upload:
             content = {"multipart/form-data": {"schema": schema_of[ep.body]}}
-        op["requestBody"] = {"required": True, "content": content}
+        op["requestBody"] = {"required": not ep.optional_body, "content": content}
     return op
 
 
@@ -136,8 +171,10 @@ def _responses(ep: Endpoint, schema_of: dict[Any, Any]) -> dict[str, Any]:
     if ep.response is not None:
         ok["content"] = {"application/json": {"schema": schema_of[ep.response]}}
     responses: dict[str, Any] = {str(ep.status): ok}
+    invalid = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}
     for status in error_statuses(ep):
-        responses[str(status)] = {"description": ERROR_TEXT[status], **error}
+        content = invalid if status == 422 else error["content"]
+        responses[str(status)] = {"description": ERROR_TEXT[status], "content": content}
     return responses
 
 
