@@ -79,7 +79,29 @@ def from_msgspec(message: str, data: Any, root: Loc) -> Problem:
     match = _AT.search(message)
     text = message[: match.start()] if match else message
     loc = root + (_path(match.group(1)) if match else ())
-    return problem("value_error", loc, f"Value error, {text}", _at(data, loc[len(root) :]))
+    kind, msg = _KNOWN.get(text, ("value_error", f"Value error, {text}"))
+    return problem(kind, loc, msg, _at(data, loc[len(root) :]))
+
+
+# msgspec's refusals that pydantic names (the rest are value_error).
+_KNOWN = {
+    "Expected `datetime` with a timezone component": (
+        "timezone_aware",
+        "Input should have timezone info",
+    ),
+    "Expected `datetime` with no timezone component": (
+        "timezone_naive",
+        "Input should not have timezone info",
+    ),
+    "Expected `time` with a timezone component": (
+        "timezone_aware",
+        "Input should have timezone info",
+    ),
+    "Expected `time` with no timezone component": (
+        "timezone_naive",
+        "Input should not have timezone info",
+    ),
+}
 
 
 def _path(text: str) -> Loc:

@@ -4,14 +4,19 @@ refresh route's second form (a live bearer access token and no body)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import httpx
 import jwt
+import msgspec
+import pytest
 from redis.asyncio import Redis
 
+from api.rendering import decode_body
+from seatlock.errors import RequestInvalid
 from tests import factories as make
 from tests.conftest import TEST_SECRET
 from tests.support import RESERVE, Account, held_in_redis
@@ -249,3 +254,35 @@ async def test_refresh_without_a_live_bearer_is_401(
     r = await client.post(REFRESH, headers=user.headers)
     assert r.status_code == 401
     assert r.json() == {"detail": "Session has been revoked"}
+
+
+class Shape(msgspec.Struct, forbid_unknown_fields=True):
+    at: Annotated[dt.datetime, msgspec.Meta(tz=True)]
+    flag: bool = False
+    ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    name: Annotated[str, msgspec.Meta(pattern="^[a-z]+$", max_length=3)] | None = None
+    kind: Literal["a", "b", "c"] = "a"
+
+
+def test_the_walk_names_what_msgspec_alone_would_not() -> None:
+    raw = b'{"at": "2026-01-01T00:00:00", "flag": "maybe", "ratio": "0", "name": "ABCD", "kind": 1}'
+    with pytest.raises(RequestInvalid) as refused:
+        decode_body(raw, Shape)
+    found = [(p["type"], p["loc"][1]) for p in refused.value.errors]
+    assert found == [
+        ("bool_parsing", "flag"),
+        ("greater_than", "ratio"),
+        ("string_too_long", "name"),
+        ("string_pattern_mismatch", "name"),
+        ("literal_error", "kind"),
+        # Only once every other field passes does msgspec judge the time zone (no walk rule).
+    ]
+    assert refused.value.errors[-1]["msg"] == "Input should be 'a', 'b' or 'c'"
+    with pytest.raises(RequestInvalid) as refused:
+        decode_body(b'{"at": "2026-01-01T00:00:00", "flag": "on"}', Shape)
+    assert [(p["type"], p["loc"]) for p in refused.value.errors] == [
+        ("timezone_aware", ["body", "at"])
+    ]
+    assert decode_body(b'{"at": "2026-01-01T00:00:00Z", "flag": " YES ", "ratio": 1}', Shape) == (
+        Shape(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), True, 1.0)
+    )
