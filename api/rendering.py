@@ -4,6 +4,8 @@ Every request body and query string is checked here before a route sees it (inva
 text with a NUL character (PostgreSQL refuses it in text and jsonb, Redis keys and mail headers
 would carry it) and no JSON nested deeper than MAX_DEPTH (deep nesting exhausts the decoder's
 recursion and later the jsonb encoder's), both refused before any Redis or PostgreSQL call.
+Every refusal of a request's shape is a 422 in FastAPI's form (api/validation.py lists the
+problems), malformed JSON included.
 """
 
 from __future__ import annotations
