@@ -50,8 +50,13 @@ class StatsOut(msgspec.Struct):
 
 @router.get("/ws/stats", response=StatsOut)
 async def stats(call: Call) -> dict[str, Any]:
-    """WebSocket connections of this process, per screening."""
-    return call.services.hub.stats()
+    """WebSocket connections of every server process, per screening.
+
+    Summed over the entries the processes sharing the Redis keep there (``Hub.service_stats``):
+    another process's figures are up to a second old, a dead one's gone within three. Redis down
+    answers 503 with Retry-After, as every route does, rather than this process's figures alone
+    passed off as the service's (the guide's reply has no field to say it is partial)."""
+    return await call.services.hub.service_stats()
 
 
 async def screening_updates(websocket: WebSocket) -> None:

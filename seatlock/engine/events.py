@@ -12,13 +12,24 @@ A watcher with a ``write`` function (the server's socket, see api/websockets.py)
 as a WebSocket frame built once per audience and written in the dispatch loop itself: no task
 wakes per watcher. Its bound is the socket's write buffer: a write refused (client gone, or more
 than MAX_BUFFERED bytes unsent) drops it the same way as a full queue.
+
+``/ws/stats`` answers for every process sharing the Redis: each hub keeps its watchers per
+screening in an entry of its own (``keys.ws_stats_entry``) with a TTL of STATS_TTL_MS, rewritten
+every STATS_INTERVAL_S (``publish_stats``); ``service_stats`` sums the live entries. Another
+process's figures are at most STATS_INTERVAL_S old; a process that dies drops out within
+STATS_TTL_MS (Redis expires the entry: no host's clock decides), one that stops removes its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +52,8 @@ QUEUE_SIZE = 256
 MAX_BUFFERED = 1 << 20  # bytes unsent to a directly written client before it is dropped
 CLOSE = ""  # queued to tell the sender its client was dropped
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
+STATS_INTERVAL_S = 1.0  # a process rewrites its /ws/stats entry this often
+STATS_TTL_MS = 3000  # an entry not rewritten for this long (its process died) expires
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
 FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
@@ -176,6 +189,8 @@ class Hub:
         # epoch changes whenever live does, so trust built on one subscription ends with it.
         self.live = False
         self.epoch = 0
+        # Names this hub's /ws/stats entry: unique across hosts, processes and servers in one.
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def join(
         self, screening_id: int, user_id: int | None, write: FrameWriter | None = None
@@ -192,12 +207,61 @@ class Hub:
                 del self._rooms[watcher.screening_id]
 
     def stats(self) -> dict[str, Any]:
-        details = {str(sid): len(room) for sid, room in sorted(self._rooms.items())}
-        return {
-            "total_connections": sum(details.values()),
-            "active_screenings": sorted(self._rooms),
-            "screening_details": details,
-        }
+        """This process's watchers (``service_stats``: every process's)."""
+        return stats_of(Counter({sid: len(room) for sid, room in self._rooms.items()}))
+
+    async def service_stats(self) -> dict[str, Any]:
+        """The watchers of every process sharing the Redis; this one's counted live, the others'
+        as last published. Raises when Redis cannot answer (a partial sum would be wrong)."""
+        counts = Counter({sid: len(room) for sid, room in self._rooms.items()})
+        members = await self._transport.command("SMEMBERS", keys.WS_STATS_PROCESSES)
+        others = [m for m in members or () if m != self.process_id.encode()]
+        if not others:
+            return stats_of(counts)
+        entries = await self._transport.command("MGET", *map(_entry_key, others))
+        gone = [member for member, entry in zip(others, entries, strict=True) if entry is None]
+        if gone:
+            # Their processes died. A process that was only late puts itself back with its
+            # next write (SADD each time), so this prune costs it one interval at most.
+            await self._transport.command("SREM", keys.WS_STATS_PROCESSES, *gone)
+        for entry in entries:
+            counts.update(_entry_counts(entry))
+        return stats_of(counts)
+
+    async def publish_stats(self, stop: asyncio.Event) -> None:
+        """Keep this process's entry for /ws/stats until ``stop`` is set, then remove it."""
+        failing = False
+        try:
+            while not stop.is_set():
+                try:
+                    await self._write_stats()
+                    failing = False
+                except (RedisError, OSError) as exc:
+                    if not failing:  # one line per outage, not one a second
+                        logger.warning("cannot publish WebSocket stats: %r", exc)
+                    failing = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
+        finally:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._remove_stats(), 1)
+
+    async def _write_stats(self) -> None:
+        counts = {str(sid): len(room) for sid, room in self._rooms.items()}
+        key = keys.ws_stats_entry(self.process_id)
+        # Sent together (one write on the fast transport). The set's TTL goes with the last
+        # process: a Redis no server uses keeps nothing of the stats.
+        await asyncio.gather(
+            self._transport.command("SET", key, orjson.dumps(counts), "PX", STATS_TTL_MS),
+            self._transport.command("SADD", keys.WS_STATS_PROCESSES, self.process_id),
+            self._transport.command("PEXPIRE", keys.WS_STATS_PROCESSES, STATS_TTL_MS),
+        )
+
+    async def _remove_stats(self) -> None:
+        await asyncio.gather(
+            self._transport.command("DEL", keys.ws_stats_entry(self.process_id)),
+            self._transport.command("SREM", keys.WS_STATS_PROCESSES, self.process_id),
+        )
 
     def dispatch(self, data: bytes | str) -> None:
         """Hand one published event to the listeners and to the watchers of its screening."""
@@ -279,6 +343,31 @@ class Hub:
                 logger.warning("no seat map to resync screening %s: %r", screening_id, exc)
                 continue
             self._deliver(screening_id, snapshot_event(screening_id, states))
+
+
+def stats_of(counts: Counter[int]) -> dict[str, Any]:
+    """The /ws/stats reply for watchers per screening id (screenings with none left out)."""
+    active = sorted(sid for sid, n in counts.items() if n > 0)
+    return {
+        "total_connections": sum(counts[sid] for sid in active),
+        "active_screenings": active,
+        "screening_details": {str(sid): counts[sid] for sid in active},
+    }
+
+
+def _entry_key(member: bytes) -> str:
+    return keys.ws_stats_entry(member.decode())
+
+
+def _entry_counts(entry: bytes | None) -> Counter[int]:
+    """Watchers per screening of one published entry; nothing for a gone or unreadable one."""
+    if entry is None:
+        return Counter()
+    try:
+        return Counter({int(sid): int(n) for sid, n in orjson.loads(entry).items()})
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        logger.warning("ignoring malformed WebSocket stats entry %r", entry[:200])
+        return Counter()
 
 
 def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]:
