@@ -42,6 +42,27 @@ HEARTBEAT_S = 20.0
 MAX_WRAPPERS = 8  # Starlette wrappers looked through for the server's send
 
 
+# The messages this module sends (the seat updates are seatlock/engine/events.py's); their types
+# are also the JSON Schema of /asyncapi.json (api/asyncapi.py).
+class ConnectionConfirmed(msgspec.Struct, tag_field="type", tag="connection_confirmed"):
+    """The first message: the client is watching; every change from now on is sent."""
+
+    screening_id: int
+    message: str
+
+
+class Ping(msgspec.Struct, tag_field="type", tag="ping"):
+    """The server's heartbeat, after HEARTBEAT_S seconds with nothing sent. No answer needed."""
+
+    timestamp: str
+
+
+class Pong(msgspec.Struct, tag_field="type", tag="pong"):
+    """The answer to a client's ``ping`` (plain text or JSON ``{"type": "ping"}``)."""
+
+    timestamp: str
+
+
 class StatsOut(msgspec.Struct):
     total_connections: int
     active_screenings: list[int]
@@ -87,13 +108,7 @@ async def screening_updates(websocket: WebSocket) -> None:
 
 
 def _confirmation(screening_id: int) -> str:
-    return encode(
-        {
-            "type": "connection_confirmed",
-            "screening_id": screening_id,
-            "message": "Connected to real-time seat updates",
-        }
-    )
+    return encode(ConnectionConfirmed(screening_id, "Connected to real-time seat updates"))
 
 
 def direct_writer(websocket: WebSocket) -> FrameWriter | None:
@@ -203,7 +218,7 @@ async def _send(websocket: WebSocket, watcher: Watcher) -> None:
         except TimeoutError:
             if loop.time() - watcher.last_sent < HEARTBEAT_S:
                 continue  # seat updates went straight to the socket: not idle
-            text = encode({"type": "ping", "timestamp": now_iso()})
+            text = encode(Ping(now_iso()))
         if text == CLOSE:
             return
         await websocket.send_text(text)
@@ -217,7 +232,7 @@ async def _receive(websocket: WebSocket, watcher: Watcher) -> None:
             return
         text = message.get("text") or ""
         if text.strip() == "ping" or '"ping"' in text:
-            watcher.offer(encode({"type": "pong", "timestamp": now_iso()}))
+            watcher.offer(encode(Pong(now_iso())))
 
 
 ROUTES = [WebSocketRoute("/ws/screenings/{screening_id:int}", screening_updates)]

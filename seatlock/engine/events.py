@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import orjson
@@ -70,7 +70,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def encode(message: dict[str, Any]) -> str:
+def encode(message: dict[str, Any] | msgspec.Struct) -> str:
     return msgspec.json.encode(message).decode()
 
 
@@ -137,30 +137,60 @@ class Watcher:
         self.queue.put_nowait(CLOSE)
 
 
+SeatStatus = Literal["available", "reserved", "booked"]
+
+
+class SeatUpdate(msgspec.Struct, tag_field="type", tag="seat_update"):
+    """One seat changed (hold, extend, cancel, expiry, booking, ticket cancel)."""
+
+    seat_id: int
+    status: SeatStatus
+    reserved_by: int | None  # the holder or buyer, only when that is the viewer (invariant 9)
+    expires_at: str | None  # the hold's end, ISO 8601 UTC; null when not held
+    timestamp: str  # when the change was made
+
+
+class BulkItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One seat of a bulk update; the owner's field is present only for the owner."""
+
+    seat_id: int
+    status: SeatStatus
+    reserved_by: int | None = None  # the viewer's own hold
+    booked_by: int | None = None  # the viewer's own ticket
+    expires_at: str | None  # the hold's end, ISO 8601 UTC; null when not held
+
+
+class BulkSeatUpdate(msgspec.Struct, tag_field="type", tag="bulk_seat_update"):
+    """Several seats changed in one step (a multi-seat hold, a booking, a resync's whole map)."""
+
+    updates: list[BulkItem]
+    timestamp: str
+
+
 def _owner_for(seat: dict[str, Any], viewer: int | None) -> int | None:
     """The seat's holder or buyer if that is the viewer; None otherwise (invariant 9)."""
     owner = seat.get("user_id")
     return owner if owner is not None and owner == viewer else None
 
 
-def seat_update(seat: dict[str, Any], viewer: int | None, ts: str) -> dict[str, Any]:
-    return {
-        "type": "seat_update",
-        "seat_id": seat["seat_id"],
-        "status": seat["status"],
-        "reserved_by": _owner_for(seat, viewer),
-        "expires_at": iso(seat.get("expires_at")),
-        "timestamp": ts,
-    }
+def seat_update(seat: dict[str, Any], viewer: int | None, ts: str) -> SeatUpdate:
+    return SeatUpdate(
+        seat["seat_id"],
+        seat["status"],
+        _owner_for(seat, viewer),
+        iso(seat.get("expires_at")),
+        ts,
+    )
 
 
-def bulk_item(seat: dict[str, Any], viewer: int | None) -> dict[str, Any]:
-    item: dict[str, Any] = {"seat_id": seat["seat_id"], "status": seat["status"]}
+def bulk_item(seat: dict[str, Any], viewer: int | None) -> BulkItem:
     owner = _owner_for(seat, viewer)
-    if owner is not None:
-        item["booked_by" if seat["status"] == "booked" else "reserved_by"] = owner
-    item["expires_at"] = iso(seat.get("expires_at"))
-    return item
+    if seat["status"] == "booked":
+        return BulkItem(seat_id=seat["seat_id"], status="booked", booked_by=owner, expires_at=None)
+    expires_at = iso(seat.get("expires_at"))
+    return BulkItem(
+        seat_id=seat["seat_id"], status=seat["status"], reserved_by=owner, expires_at=expires_at
+    )
 
 
 def render(event: dict[str, Any], viewer: int | None) -> str:
@@ -169,8 +199,7 @@ def render(event: dict[str, Any], viewer: int | None) -> str:
     ts = iso(event.get("ts")) or now_iso()
     if len(seats) == 1:
         return encode(seat_update(seats[0], viewer, ts))
-    updates = [bulk_item(s, viewer) for s in seats]
-    return encode({"type": "bulk_seat_update", "updates": updates, "timestamp": ts})
+    return encode(BulkSeatUpdate([bulk_item(s, viewer) for s in seats], ts))
 
 
 class Hub:
