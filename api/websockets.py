@@ -27,6 +27,7 @@ from seatlock.engine.events import (
     CLOSE,
     MAX_BUFFERED,
     FrameWriter,
+    Timestamp,
     Watcher,
     encode,
     now_iso,
@@ -52,15 +53,15 @@ class ConnectionConfirmed(msgspec.Struct, tag_field="type", tag="connection_conf
 
 
 class Ping(msgspec.Struct, tag_field="type", tag="ping"):
-    """The server's heartbeat, after HEARTBEAT_S seconds with nothing sent. No answer needed."""
+    """The server's heartbeat, sent after 20 s (HEARTBEAT_S) with nothing sent; needs no answer."""
 
-    timestamp: str
+    timestamp: Timestamp
 
 
 class Pong(msgspec.Struct, tag_field="type", tag="pong"):
     """The answer to a client's ``ping`` (plain text or JSON ``{"type": "ping"}``)."""
 
-    timestamp: str
+    timestamp: Timestamp
 
 
 class StatsOut(msgspec.Struct):

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -138,6 +138,8 @@ class Watcher:
 
 
 SeatStatus = Literal["available", "reserved", "booked"]
+# ISO 8601 UTC with milliseconds and a Z (``iso``); the Meta only documents it (JSON Schema).
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
 class SeatUpdate(msgspec.Struct, tag_field="type", tag="seat_update"):
@@ -146,8 +148,8 @@ class SeatUpdate(msgspec.Struct, tag_field="type", tag="seat_update"):
     seat_id: int
     status: SeatStatus
     reserved_by: int | None  # the holder or buyer, only when that is the viewer (invariant 9)
-    expires_at: str | None  # the hold's end, ISO 8601 UTC; null when not held
-    timestamp: str  # when the change was made
+    expires_at: Timestamp | None  # the hold's end; null when not held
+    timestamp: Timestamp  # when the change was made
 
 
 class BulkItem(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -157,14 +159,14 @@ class BulkItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: SeatStatus
     reserved_by: int | None = None  # the viewer's own hold
     booked_by: int | None = None  # the viewer's own ticket
-    expires_at: str | None  # the hold's end, ISO 8601 UTC; null when not held
+    expires_at: Timestamp | None  # the hold's end; null when not held
 
 
 class BulkSeatUpdate(msgspec.Struct, tag_field="type", tag="bulk_seat_update"):
     """Several seats changed in one step (a multi-seat hold, a booking, a resync's whole map)."""
 
     updates: list[BulkItem]
-    timestamp: str
+    timestamp: Timestamp
 
 
 def _owner_for(seat: dict[str, Any], viewer: int | None) -> int | None:

@@ -123,7 +123,9 @@ async def test_every_message_of_a_live_session_is_documented_and_valid(
 
     assert {m["type"] for m in seen} == set(documented)  # nothing undocumented, nothing unused
     validators = {
-        tag: jsonschema_rs.Draft202012Validator({**schema, "components": doc["components"]})
+        tag: jsonschema_rs.Draft202012Validator(
+            {**schema, "components": doc["components"]}, validate_formats=True
+        )
         for tag, schema in documented.items()
     }
     for message in seen:
