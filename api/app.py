@@ -31,6 +31,7 @@ from api import (
     tickets,
     websockets,
 )
+from api.asyncapi import asyncapi_document
 from api.errors import HANDLERS
 from api.openapi import openapi_document
 from api.rendering import JSON
@@ -119,14 +120,19 @@ def build_app(lifespan: Lifespan[Starlette], cors_origins: Sequence[str] = ("*",
     provides the services (``seatlock/server/wiring.py``: the composition root)."""
     endpoints = all_endpoints()
     document = openapi_document(endpoints, "seatlock", __version__)
+    ws_document = asyncapi_document(__version__)
 
     async def openapi(request: Request) -> JSON:
         return JSON(document)
+
+    async def asyncapi(request: Request) -> JSON:
+        return JSON(ws_document)
 
     routes: list[BaseRoute] = [
         *websockets.ROUTES,
         *starlette_routes(dispatch_order(endpoints)),
         Route("/openapi.json", openapi, include_in_schema=False),
+        Route("/asyncapi.json", asyncapi, include_in_schema=False),
     ]
     handlers: Any = HANDLERS
     return App(

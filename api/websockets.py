@@ -27,6 +27,7 @@ from seatlock.engine.events import (
     CLOSE,
     MAX_BUFFERED,
     FrameWriter,
+    Timestamp,
     Watcher,
     encode,
     now_iso,
@@ -42,6 +43,27 @@ HEARTBEAT_S = 20.0
 MAX_WRAPPERS = 8  # Starlette wrappers looked through for the server's send
 
 
+# The messages this module sends (the seat updates are seatlock/engine/events.py's); their types
+# are also the JSON Schema of /asyncapi.json (api/asyncapi.py).
+class ConnectionConfirmed(msgspec.Struct, tag_field="type", tag="connection_confirmed"):
+    """The first message: the client is watching; every change from now on is sent."""
+
+    screening_id: int
+    message: str
+
+
+class Ping(msgspec.Struct, tag_field="type", tag="ping"):
+    """The server's heartbeat, sent after 20 s (HEARTBEAT_S) with nothing sent; needs no answer."""
+
+    timestamp: Timestamp
+
+
+class Pong(msgspec.Struct, tag_field="type", tag="pong"):
+    """The answer to a client's ``ping`` (plain text or JSON ``{"type": "ping"}``)."""
+
+    timestamp: Timestamp
+
+
 class StatsOut(msgspec.Struct):
     total_connections: int
     active_screenings: list[int]
@@ -50,8 +72,13 @@ class StatsOut(msgspec.Struct):
 
 @router.get("/ws/stats", response=StatsOut)
 async def stats(call: Call) -> dict[str, Any]:
-    """WebSocket connections of this process, per screening."""
-    return call.services.hub.stats()
+    """WebSocket connections of every server process, per screening.
+
+    Summed over the entries the processes sharing the Redis keep there (``Hub.service_stats``):
+    another process's figures are up to a second old, a dead one's gone within three. Redis down
+    answers 503 with Retry-After, as every route does, rather than this process's figures alone
+    passed off as the service's (the guide's reply has no field to say it is partial)."""
+    return await call.services.hub.service_stats()
 
 
 async def screening_updates(websocket: WebSocket) -> None:
@@ -82,13 +109,7 @@ async def screening_updates(websocket: WebSocket) -> None:
 
 
 def _confirmation(screening_id: int) -> str:
-    return encode(
-        {
-            "type": "connection_confirmed",
-            "screening_id": screening_id,
-            "message": "Connected to real-time seat updates",
-        }
-    )
+    return encode(ConnectionConfirmed(screening_id, "Connected to real-time seat updates"))
 
 
 def direct_writer(websocket: WebSocket) -> FrameWriter | None:
@@ -198,7 +219,7 @@ async def _send(websocket: WebSocket, watcher: Watcher) -> None:
         except TimeoutError:
             if loop.time() - watcher.last_sent < HEARTBEAT_S:
                 continue  # seat updates went straight to the socket: not idle
-            text = encode({"type": "ping", "timestamp": now_iso()})
+            text = encode(Ping(now_iso()))
         if text == CLOSE:
             return
         await websocket.send_text(text)
@@ -212,7 +233,7 @@ async def _receive(websocket: WebSocket, watcher: Watcher) -> None:
             return
         text = message.get("text") or ""
         if text.strip() == "ping" or '"ping"' in text:
-            watcher.offer(encode({"type": "pong", "timestamp": now_iso()}))
+            watcher.offer(encode(Pong(now_iso())))
 
 
 ROUTES = [WebSocketRoute("/ws/screenings/{screening_id:int}", screening_updates)]

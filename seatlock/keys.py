@@ -1,7 +1,8 @@
 """Every Redis key and channel name seatlock uses, in one place.
 
 Keys of one screening share the hash tag ``{scr:ID}`` so every script touching them runs on one
-Redis Cluster slot. Lua scripts never build key names: they receive them in KEYS.
+Redis Cluster slot. Lua scripts never build key names: they receive them in KEYS. Keys read
+together by one command share a hash tag too (``{ws}``: the WebSocket statistics).
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def refresh_grace(token_digest: str) -> str:
 
 def rate_limit(name: str) -> str:
     return f"{PREFIX}rate:{name}"
+
+
+# --- WebSocket statistics (/ws/stats). Every process keeps its own entry, with a TTL it refreshes;
+# a reader lists the set and fetches every entry with one MGET. The hash tag {ws} puts the set and
+# the entries on one Redis Cluster slot, so that MGET is legal there (a few small keys, one write
+# per process a second: no hot slot).
+WS_STATS_PROCESSES = f"{PREFIX}{{ws}}:procs"  # set of the ids of processes that have an entry
+
+
+def ws_stats_entry(process_id: str) -> str:
+    """JSON ``{"screening id": watchers}`` of one process (``Hub.publish_stats``), with a TTL."""
+    return f"{PREFIX}{{ws}}:proc:{process_id}"
 
 
 # --- Screenings: the seat-hold engine. Every key of screening N carries the hash tag {scr:N}. ---

@@ -12,17 +12,28 @@ A watcher with a ``write`` function (the server's socket, see api/websockets.py)
 as a WebSocket frame built once per audience and written in the dispatch loop itself: no task
 wakes per watcher. Its bound is the socket's write buffer: a write refused (client gone, or more
 than MAX_BUFFERED bytes unsent) drops it the same way as a full queue.
+
+``/ws/stats`` answers for every process sharing the Redis: each hub keeps its watchers per
+screening in an entry of its own (``keys.ws_stats_entry``) with a TTL of STATS_TTL_MS, rewritten
+every STATS_INTERVAL_S (``publish_stats``); ``service_stats`` sums the live entries. Another
+process's figures are at most STATS_INTERVAL_S old; a process that dies drops out within
+STATS_TTL_MS (Redis expires the entry: no host's clock decides), one that stops removes its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -41,6 +52,8 @@ QUEUE_SIZE = 256
 MAX_BUFFERED = 1 << 20  # bytes unsent to a directly written client before it is dropped
 CLOSE = ""  # queued to tell the sender its client was dropped
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
+STATS_INTERVAL_S = 1.0  # a process rewrites its /ws/stats entry this often
+STATS_TTL_MS = 3000  # an entry not rewritten for this long (its process died) expires
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
 FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
@@ -57,7 +70,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def encode(message: dict[str, Any]) -> str:
+def encode(message: dict[str, Any] | msgspec.Struct) -> str:
     return msgspec.json.encode(message).decode()
 
 
@@ -124,30 +137,62 @@ class Watcher:
         self.queue.put_nowait(CLOSE)
 
 
+SeatStatus = Literal["available", "reserved", "booked"]
+# ISO 8601 UTC with milliseconds and a Z (``iso``); the Meta only documents it (JSON Schema).
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+
+
+class SeatUpdate(msgspec.Struct, tag_field="type", tag="seat_update"):
+    """One seat changed (hold, extend, cancel, expiry, booking, ticket cancel)."""
+
+    seat_id: int
+    status: SeatStatus
+    reserved_by: int | None  # the holder or buyer, only when that is the viewer (invariant 9)
+    expires_at: Timestamp | None  # the hold's end; null when not held
+    timestamp: Timestamp  # when the change was made
+
+
+class BulkItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One seat of a bulk update; the owner's field is present only for the owner."""
+
+    seat_id: int
+    status: SeatStatus
+    reserved_by: int | None = None  # the viewer's own hold
+    booked_by: int | None = None  # the viewer's own ticket
+    expires_at: Timestamp | None  # the hold's end; null when not held
+
+
+class BulkSeatUpdate(msgspec.Struct, tag_field="type", tag="bulk_seat_update"):
+    """Several seats changed in one step (a multi-seat hold, a booking, a resync's whole map)."""
+
+    updates: list[BulkItem]
+    timestamp: Timestamp
+
+
 def _owner_for(seat: dict[str, Any], viewer: int | None) -> int | None:
     """The seat's holder or buyer if that is the viewer; None otherwise (invariant 9)."""
     owner = seat.get("user_id")
     return owner if owner is not None and owner == viewer else None
 
 
-def seat_update(seat: dict[str, Any], viewer: int | None, ts: str) -> dict[str, Any]:
-    return {
-        "type": "seat_update",
-        "seat_id": seat["seat_id"],
-        "status": seat["status"],
-        "reserved_by": _owner_for(seat, viewer),
-        "expires_at": iso(seat.get("expires_at")),
-        "timestamp": ts,
-    }
+def seat_update(seat: dict[str, Any], viewer: int | None, ts: str) -> SeatUpdate:
+    return SeatUpdate(
+        seat["seat_id"],
+        seat["status"],
+        _owner_for(seat, viewer),
+        iso(seat.get("expires_at")),
+        ts,
+    )
 
 
-def bulk_item(seat: dict[str, Any], viewer: int | None) -> dict[str, Any]:
-    item: dict[str, Any] = {"seat_id": seat["seat_id"], "status": seat["status"]}
+def bulk_item(seat: dict[str, Any], viewer: int | None) -> BulkItem:
     owner = _owner_for(seat, viewer)
-    if owner is not None:
-        item["booked_by" if seat["status"] == "booked" else "reserved_by"] = owner
-    item["expires_at"] = iso(seat.get("expires_at"))
-    return item
+    if seat["status"] == "booked":
+        return BulkItem(seat_id=seat["seat_id"], status="booked", booked_by=owner, expires_at=None)
+    expires_at = iso(seat.get("expires_at"))
+    return BulkItem(
+        seat_id=seat["seat_id"], status=seat["status"], reserved_by=owner, expires_at=expires_at
+    )
 
 
 def render(event: dict[str, Any], viewer: int | None) -> str:
@@ -156,8 +201,7 @@ def render(event: dict[str, Any], viewer: int | None) -> str:
     ts = iso(event.get("ts")) or now_iso()
     if len(seats) == 1:
         return encode(seat_update(seats[0], viewer, ts))
-    updates = [bulk_item(s, viewer) for s in seats]
-    return encode({"type": "bulk_seat_update", "updates": updates, "timestamp": ts})
+    return encode(BulkSeatUpdate([bulk_item(s, viewer) for s in seats], ts))
 
 
 class Hub:
@@ -176,6 +220,8 @@ class Hub:
         # epoch changes whenever live does, so trust built on one subscription ends with it.
         self.live = False
         self.epoch = 0
+        # Names this hub's /ws/stats entry: unique across hosts, processes and servers in one.
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def join(
         self, screening_id: int, user_id: int | None, write: FrameWriter | None = None
@@ -192,12 +238,61 @@ class Hub:
                 del self._rooms[watcher.screening_id]
 
     def stats(self) -> dict[str, Any]:
-        details = {str(sid): len(room) for sid, room in sorted(self._rooms.items())}
-        return {
-            "total_connections": sum(details.values()),
-            "active_screenings": sorted(self._rooms),
-            "screening_details": details,
-        }
+        """This process's watchers (``service_stats``: every process's)."""
+        return stats_of(Counter({sid: len(room) for sid, room in self._rooms.items()}))
+
+    async def service_stats(self) -> dict[str, Any]:
+        """The watchers of every process sharing the Redis; this one's counted live, the others'
+        as last published. Raises when Redis cannot answer (a partial sum would be wrong)."""
+        counts = Counter({sid: len(room) for sid, room in self._rooms.items()})
+        members = await self._transport.command("SMEMBERS", keys.WS_STATS_PROCESSES)
+        others = [m for m in members or () if m != self.process_id.encode()]
+        if not others:
+            return stats_of(counts)
+        entries = await self._transport.command("MGET", *map(_entry_key, others))
+        gone = [member for member, entry in zip(others, entries, strict=True) if entry is None]
+        if gone:
+            # Their processes died. A process that was only late puts itself back with its
+            # next write (SADD each time), so this prune costs it one interval at most.
+            await self._transport.command("SREM", keys.WS_STATS_PROCESSES, *gone)
+        for entry in entries:
+            counts.update(_entry_counts(entry))
+        return stats_of(counts)
+
+    async def publish_stats(self, stop: asyncio.Event) -> None:
+        """Keep this process's entry for /ws/stats until ``stop`` is set, then remove it."""
+        failing = False
+        try:
+            while not stop.is_set():
+                try:
+                    await self._write_stats()
+                    failing = False
+                except (RedisError, OSError) as exc:
+                    if not failing:  # one line per outage, not one a second
+                        logger.warning("cannot publish WebSocket stats: %r", exc)
+                    failing = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
+        finally:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._remove_stats(), 1)
+
+    async def _write_stats(self) -> None:
+        counts = {str(sid): len(room) for sid, room in self._rooms.items()}
+        key = keys.ws_stats_entry(self.process_id)
+        # Sent together (one write on the fast transport). The set's TTL goes with the last
+        # process: a Redis no server uses keeps nothing of the stats.
+        await asyncio.gather(
+            self._transport.command("SET", key, orjson.dumps(counts), "PX", STATS_TTL_MS),
+            self._transport.command("SADD", keys.WS_STATS_PROCESSES, self.process_id),
+            self._transport.command("PEXPIRE", keys.WS_STATS_PROCESSES, STATS_TTL_MS),
+        )
+
+    async def _remove_stats(self) -> None:
+        await asyncio.gather(
+            self._transport.command("DEL", keys.ws_stats_entry(self.process_id)),
+            self._transport.command("SREM", keys.WS_STATS_PROCESSES, self.process_id),
+        )
 
     def dispatch(self, data: bytes | str) -> None:
         """Hand one published event to the listeners and to the watchers of its screening."""
@@ -279,6 +374,31 @@ class Hub:
                 logger.warning("no seat map to resync screening %s: %r", screening_id, exc)
                 continue
             self._deliver(screening_id, snapshot_event(screening_id, states))
+
+
+def stats_of(counts: Counter[int]) -> dict[str, Any]:
+    """The /ws/stats reply for watchers per screening id (screenings with none left out)."""
+    active = sorted(sid for sid, n in counts.items() if n > 0)
+    return {
+        "total_connections": sum(counts[sid] for sid in active),
+        "active_screenings": active,
+        "screening_details": {str(sid): counts[sid] for sid in active},
+    }
+
+
+def _entry_key(member: bytes) -> str:
+    return keys.ws_stats_entry(member.decode())
+
+
+def _entry_counts(entry: bytes | None) -> Counter[int]:
+    """Watchers per screening of one published entry; nothing for a gone or unreadable one."""
+    if entry is None:
+        return Counter()
+    try:
+        return Counter({int(sid): int(n) for sid, n in orjson.loads(entry).items()})
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        logger.warning("ignoring malformed WebSocket stats entry %r", entry[:200])
+        return Counter()
 
 
 def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]:

@@ -157,6 +157,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
     stop = asyncio.Event()
     loops: list[Coroutine[Any, Any, None]] = [
         s.hub.run(stop),
+        s.hub.publish_stats(stop),  # this process's share of /ws/stats, kept in Redis
         listen_for_expiries(s.engine, transport, stop),
         sweep_forever(s.engine, s.settings.sweep_interval_seconds, stop),
         s.history_writer.run(stop),
