@@ -14,14 +14,26 @@
 
 -- pg_trgm's trigrams of a string, in order and with repeats (generate_trgm_only): every run of
 -- alphanumerics is a word, lower-cased, padded with two spaces before and one after; each three
--- consecutive characters of a padded word are a trigram.
+-- consecutive characters of a padded word are a trigram. Plain loops over simple expressions:
+-- no query runs per call, since the search calls this for every title.
 CREATE FUNCTION seatlock_trigrams(p_text text) RETURNS text[]
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT coalesce(array_agg(substr(w.padded, i, 3) ORDER BY w.n, i), '{}')
-    FROM (SELECT s.n, '  ' || lower(s.word) || ' ' AS padded
-          FROM regexp_split_to_table(p_text, '[^[:alnum:]]+') WITH ORDINALITY AS s (word, n)
-          WHERE s.word <> '') AS w,
-         generate_series(1, length(w.padded) - 2) AS i
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    result text[] := '{}';
+    n      int := 0;
+    word   text;
+    padded text;
+BEGIN
+    FOREACH word IN ARRAY regexp_split_to_array(p_text, '[^[:alnum:]]+') LOOP
+        CONTINUE WHEN word = '';
+        padded := '  ' || lower(word) || ' ';
+        FOR i IN 1 .. length(padded) - 2 LOOP
+            n := n + 1;
+            result[n] := substr(padded, i, 3);
+        END LOOP;
+    END LOOP;
+    RETURN result;
+END
 $$;
 
 -- The greatest similarity between the query's trigram set and a continuous extent of the text's
@@ -30,14 +42,15 @@ $$;
 CREATE FUNCTION seatlock_word_similarity(p_query text, p_text text) RETURNS real
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
-    wanted     text[] := ARRAY(SELECT DISTINCT t FROM unnest(seatlock_trigrams(p_query)) t);
-    ulen1      int := cardinality(wanted);
+    trg1       text[] := seatlock_trigrams(p_query);
     trg2       text[] := seatlock_trigrams(p_text);
     len2       int := cardinality(trg2);
-    distinct2  text[];
+    ulen1      int := 0;
+    wanted     text[] := '{}';     -- the query's trigram set
+    distinct2  text[] := '{}';     -- the text's trigram set, numbered in order of appearance
     ids        int[] := '{}';      -- per trigram of the text: its number in distinct2
     found      boolean[] := '{}';  -- per number: is that trigram one of the query's?
-    lastpos    int[];              -- per number: its last position in the current extent
+    lastpos    int[] := '{}';      -- per number: its last position in the current extent
     lower_pos  int := -1;
     upper_pos  int := -1;
     ulen2      int := 0;
@@ -49,18 +62,27 @@ DECLARE
     smlr_cur   real;
     smlr_tmp   real;
     smlr_max   real := 0;
+    t_text     text;
 BEGIN
-    IF ulen1 = 0 OR NOT trg2 && wanted THEN
-        RETURN 0;
+    IF NOT trg2 && trg1 THEN
+        RETURN 0;  -- no trigram in common (this is most titles)
     END IF;
-    distinct2 := ARRAY(SELECT DISTINCT x FROM unnest(trg2) x);
-    FOR j IN 1 .. cardinality(distinct2) LOOP
-        found[j] := distinct2[j] = ANY (wanted);
+    FOREACH t_text IN ARRAY trg1 LOOP
+        IF NOT t_text = ANY (wanted) THEN
+            ulen1 := ulen1 + 1;
+            wanted[ulen1] := t_text;
+        END IF;
     END LOOP;
     FOR i IN 1 .. len2 LOOP
-        ids[i] := array_position(distinct2, trg2[i]);
+        t := array_position(distinct2, trg2[i]);
+        IF t IS NULL THEN
+            t := cardinality(distinct2) + 1;
+            distinct2[t] := trg2[i];
+            found[t] := trg2[i] = ANY (wanted);
+            lastpos[t] := -1;
+        END IF;
+        ids[i] := t;
     END LOOP;
-    lastpos := array_fill(-1, ARRAY[cardinality(distinct2)]);
     FOR i IN 0 .. len2 - 1 LOOP
         t := ids[i + 1];
         IF lower_pos >= 0 OR found[t] THEN
