@@ -258,11 +258,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         bindir = self.bindir or find_postgres_bin()
+        self.port = claim_port(self.port, "embedded PostgreSQL")
         account = _service_account()
         self._prepare_dirs(account)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, account)
-        self.port = claim_port(self.port, "embedded PostgreSQL")
         tuning = [] if self.persistent else ["-c", "fsync=off", "-c", "full_page_writes=off"]
         args = [
             str(bindir / "postgres"),
