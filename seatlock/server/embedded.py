@@ -342,10 +342,17 @@ class EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def embedded_services(data_dir: Path, *, persistent: bool = True) -> Iterator[tuple[str, str]]:
-    """Start redis-server and PostgreSQL under ``data_dir``; yield their URLs; stop both."""
+def embedded_services(
+    data_dir: Path, *, persistent: bool = True, postgres_bin: Path | None = None
+) -> Iterator[tuple[str, str]]:
+    """Start redis-server and PostgreSQL under ``data_dir``; yield their URLs; stop both.
+
+    ``postgres_bin``: the PostgreSQL binaries' directory (e.g. ``pgserver_bin()``); None: found.
+    """
     redis = EmbeddedRedis(data_dir / "redis", persistent=persistent)
-    postgres = EmbeddedPostgres(data_dir / "postgres" / "data", persistent=persistent)
+    postgres = EmbeddedPostgres(
+        data_dir / "postgres" / "data", persistent=persistent, bindir=postgres_bin
+    )
     try:
         redis_url = redis.start()
         database_url = postgres.start()
