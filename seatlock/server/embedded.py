@@ -258,6 +258,8 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         bindir = self.bindir or find_postgres_bin()
+        if not (bindir / "postgres").exists() or not (bindir / "initdb").exists():
+            raise EmbeddedError(f"no postgres and initdb in {bindir}")
         self.port = claim_port(self.port, "embedded PostgreSQL")
         account = _service_account()
         self._prepare_dirs(account)

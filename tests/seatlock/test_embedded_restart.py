@@ -62,6 +62,9 @@ def test_a_fixed_port_is_used_and_a_taken_one_is_refused(data_dir: Path) -> None
         with pytest.raises(EmbeddedError, match=f"embedded PostgreSQL: port 127.0.0.1:{port}"):
             postgres.start()  # refused before initdb runs
         assert not (data_dir / "pg" / "data" / "PG_VERSION").exists()
+        nowhere = EmbeddedPostgres(data_dir / "pg" / "data", bindir=data_dir / "nowhere")
+        with pytest.raises(EmbeddedError, match="no postgres and initdb in"):
+            nowhere.start()
     finally:
         first.stop()
 
