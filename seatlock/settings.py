@@ -100,6 +100,12 @@ class Settings:
     # Demo data on an empty database when the embedded default is used.
     seed_demo: bool = True
 
+    # Embedded servers (no URL set): fixed loopback ports (0: any free port), and the directory
+    # of the PostgreSQL binaries (empty: PATH, then /usr/lib/postgresql, then pgserver's).
+    embedded_redis_port: int = 0
+    embedded_postgres_port: int = 0
+    embedded_postgres_bin: str = ""
+
     def __post_init__(self) -> None:
         if self.redis_transport not in REDIS_TRANSPORTS:
             raise ValueError(

@@ -3,8 +3,18 @@
 -- Search is full-text first (a weighted tsvector: title A, director and cast B, genre C,
 -- description D, behind a GIN index) and typo-tolerant second (pg_trgm word similarity on
 -- lower(title), behind a GIN trigram index), so neither path reads every row.
+--
+-- pg_trgm is optional: a PostgreSQL built without it (the pgserver package's, the embedded
+-- fallback) gets no trigram indexes here and 0009 supplies word_similarity and %> in SQL, with
+-- the same results from a scan of movies. Databases that ran this file with pg_trgm keep it.
 
-CREATE EXTENSION IF NOT EXISTS pg_trgm;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm') THEN
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    END IF;
+END
+$$;
 
 CREATE TABLE cast_members (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -29,7 +39,13 @@ CREATE TABLE favorite_cinemas (
 );
 CREATE INDEX favorite_cinemas_cinema_idx ON favorite_cinemas (cinema_id);
 
-CREATE INDEX cinemas_name_trgm_idx ON cinemas USING gin (lower(name) gin_trgm_ops);
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        CREATE INDEX cinemas_name_trgm_idx ON cinemas USING gin (lower(name) gin_trgm_ops);
+    END IF;
+END
+$$;
 CREATE INDEX cinemas_city_idx ON cinemas (lower(city));
 CREATE INDEX screenings_room_starts_idx ON screenings (room_id, starts_at);
 
@@ -91,8 +107,14 @@ UPDATE movies SET search_vector = movie_search_document(id, title, director, gen
 -- fastupdate off: catalog writes are rare, and a search must never wade through a GIN pending
 -- list (after a bulk load it makes the planner fall back to reading every row).
 CREATE INDEX movies_search_idx ON movies USING gin (search_vector) WITH (fastupdate = off);
-CREATE INDEX movies_title_trgm_idx ON movies USING gin (lower(title) gin_trgm_ops)
-    WITH (fastupdate = off);
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        CREATE INDEX movies_title_trgm_idx ON movies USING gin (lower(title) gin_trgm_ops)
+            WITH (fastupdate = off);
+    END IF;
+END
+$$;
 CREATE INDEX movies_rating_idx ON movies (rating DESC NULLS LAST, id);
 
 -- 'Drama, Crime' -> {drama,crime}: how genre filters and recommendations read movies.genre.

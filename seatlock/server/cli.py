@@ -10,11 +10,13 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from seatlock.server.embedded import EmbeddedPostgres, EmbeddedRedis
+from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
+from seatlock.server.watchdog import OnRestart, Server, Watchdog
 from seatlock.settings import PREFIX, Settings
 
 logger = logging.getLogger("seatlock")
@@ -28,24 +30,53 @@ def configure_logging(level: str) -> None:
 
 
 @contextlib.contextmanager
-def backing_services(settings: Settings) -> Iterator[Settings]:
+def backing_services(settings: Settings, on_restart: OnRestart | None = None) -> Iterator[Settings]:
     """Start embedded servers for whatever URL is not configured; yield settings with both URLs.
 
-    The URLs also go into the environment, so uvicorn's worker processes find them.
+    The URLs also go into the environment, so uvicorn's worker processes find them. While the
+    block runs, a watchdog thread restarts an embedded server that dies (``on_restart(name)``
+    after each restart); it is stopped before the servers are, so none restarts while stopping.
     """
     with contextlib.ExitStack() as stack:
+        try:
+            servers = _start_embedded(settings, stack)
+        except EmbeddedError as exc:  # a taken port, no binaries, a server that would not start
+            raise SystemExit(f"seatlock: {exc}") from None
+        watchdog = Watchdog(servers, on_restart)
+        watchdog.start()
+        stack.callback(watchdog.stop)
         redis_url, database_url = settings.redis_url, settings.database_url
-        if not redis_url:
-            redis = EmbeddedRedis(settings.data_dir / "redis")
-            redis_url = redis.start()
-            stack.callback(redis.stop)
-        if not database_url:
-            postgres = EmbeddedPostgres(settings.data_dir / "postgres" / "data")
-            database_url = postgres.start()
-            stack.callback(postgres.stop)
+        for server in servers:
+            if isinstance(server, EmbeddedRedis):
+                redis_url = server.url
+            elif isinstance(server, EmbeddedPostgres):
+                database_url = server.url
         os.environ[PREFIX + "REDIS_URL"] = redis_url
         os.environ[PREFIX + "DATABASE_URL"] = database_url
         yield settings.replace(redis_url=redis_url, database_url=database_url)
+
+
+def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> list[Server]:
+    """Start the servers whose URL is empty (stopped by ``stack``); log where they are."""
+    servers: list[Server] = []
+    if not settings.redis_url:
+        redis = EmbeddedRedis(settings.data_dir / "redis", port=settings.embedded_redis_port)
+        stack.callback(redis.stop)
+        redis.start()
+        logger.info("embedded Redis at %s (data in %s)", redis.url, redis.data_dir)
+        servers.append(redis)
+    if not settings.database_url:
+        bindir = Path(settings.embedded_postgres_bin) if settings.embedded_postgres_bin else None
+        postgres = EmbeddedPostgres(
+            settings.data_dir / "postgres" / "data",
+            port=settings.embedded_postgres_port,
+            bindir=bindir,
+        )
+        stack.callback(postgres.stop)
+        postgres.start()
+        logger.info("embedded PostgreSQL at %s (data in %s)", postgres.url, postgres.data_dir)
+        servers.append(postgres)
+    return servers
 
 
 async def prepare(settings: Settings, seed: bool) -> None:

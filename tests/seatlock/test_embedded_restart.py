@@ -1,0 +1,218 @@
+"""Embedded servers on fixed ports, and restarted by the supervisor when they die (kill -9)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from db.demo import DEMO_EMAIL, DEMO_PASSWORD
+from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
+from seatlock.server.watchdog import FIRST_DELAY, MAX_DELAY, STABLE_SECONDS, Backoff, Watchdog
+from tests.seatlock.test_cli import REPO, SERVE, Served, wait_for_welcome
+from tests.support import processes_mentioning, wait_until_gone
+
+RECOVERY_S = 20.0
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="seatlock-restart-"))  # outside pytest's 0700 tmp root
+    yield path
+    wait_until_gone(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def eventually(check: Callable[[], bool], seconds: float = RECOVERY_S) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_fixed_port_is_used_and_a_taken_one_is_refused(data_dir: Path) -> None:
+    port = free_port()
+    first = EmbeddedRedis(data_dir / "one", persistent=False, port=port)
+    try:
+        assert first.start() == f"redis://127.0.0.1:{port}/0"
+        with pytest.raises(EmbeddedError, match=f"port 127.0.0.1:{port} is taken"):
+            EmbeddedRedis(data_dir / "two", persistent=False, port=port).start()
+        postgres = EmbeddedPostgres(data_dir / "pg" / "data", persistent=False, port=port)
+        with pytest.raises(EmbeddedError, match=f"embedded PostgreSQL: port 127.0.0.1:{port}"):
+            postgres.start()  # refused before initdb runs
+        assert not (data_dir / "pg" / "data" / "PG_VERSION").exists()
+        nowhere = EmbeddedPostgres(data_dir / "pg" / "data", bindir=data_dir / "nowhere")
+        with pytest.raises(EmbeddedError, match="no postgres and initdb in"):
+            nowhere.start()
+    finally:
+        first.stop()
+
+
+def test_backoff_grows_while_a_server_keeps_dying() -> None:
+    backoff = Backoff()
+    assert backoff.next_delay() == 0  # the first death: at once
+    backoff.started_at = time.monotonic()
+    delays = [backoff.next_delay() for _ in range(10)]
+    assert delays[:3] == [FIRST_DELAY, FIRST_DELAY * 2, FIRST_DELAY * 4]
+    assert delays[-1] == MAX_DELAY
+    backoff.started_at = time.monotonic() - STABLE_SECONDS  # it stayed up a while
+    assert backoff.next_delay() == 0
+
+
+def test_the_watchdog_restarts_a_killed_redis_until_stopped(data_dir: Path) -> None:
+    redis = EmbeddedRedis(data_dir / "redis", persistent=True)
+    restarts: list[str] = []
+    redis.start()
+    watchdog = Watchdog([redis], restarts.append, poll_seconds=0.05)
+    watchdog.start()
+    try:
+        port, first = redis.port, redis.proc
+        assert first is not None
+        first.kill()
+        assert eventually(lambda: restarts == ["redis"] and pings(port)), restarts
+        assert redis.port == port and redis.proc is not first
+        watchdog.stop()
+        assert redis.proc is not None
+        redis.proc.kill()
+        redis.proc.wait()
+        time.sleep(0.3)
+        assert restarts == ["redis"]  # stopped: no restart
+    finally:
+        watchdog.stop()
+        redis.stop()
+    assert processes_mentioning(data_dir) == []
+
+
+@dataclass
+class ServedOn(Served):
+    redis_port: int
+    postgres_port: int
+
+
+@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+def served(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[ServedOn]:
+    port, redis_port, postgres_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
+    env |= {
+        "SEATLOCK_DATA_DIR": str(data_dir),
+        "SEATLOCK_PORT": str(port),
+        "SEATLOCK_WORKERS": str(request.param),
+        "SEATLOCK_BCRYPT_ROUNDS": "4",
+        "SEATLOCK_LOG_LEVEL": "info",
+        "SEATLOCK_EMBEDDED_REDIS_PORT": str(redis_port),
+        "SEATLOCK_EMBEDDED_POSTGRES_PORT": str(postgres_port),
+    }
+    log = data_dir / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    served = ServedOn(proc, data_dir, f"http://127.0.0.1:{port}", log, redis_port, postgres_port)
+    try:
+        wait_for_welcome(served, seconds=40)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def child(served: Served, marker: str) -> int:
+    for pid in served.children():
+        if marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+            return pid
+    raise AssertionError(f"no child {marker!r} of the server")
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def hold_and_book(url: str, screening: int) -> bool:
+    """Hold two free seats and book them; False on any refusal (the caller retries)."""
+    with httpx.Client(base_url=url, timeout=5) as client:
+        r = client.post("/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
+        if r.status_code != 200:
+            return False
+        auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        seats = client.get(f"/api/v1/seat-reservations/screening/{screening}/availability")
+        if seats.status_code != 200:
+            return False
+        free = [s["seat"]["id"] for s in seats.json() if s["status"] == "available"][:2]
+        body = {"screening_id": screening, "seat_ids": free}
+        if client.post("/api/v1/seat-reservations/reserve", json=body, headers=auth).is_error:
+            return False
+        body["payment_id"] = f"pay-{time.monotonic_ns()}"
+        r = client.post("/api/v1/tickets/book-from-reservation", json=body, headers=auth)
+        return r.status_code == 201
+
+
+def test_killed_servers_come_back_and_bookings_recover(served: ServedOn) -> None:
+    log = served.log.read_text()
+    redis_at = f"embedded Redis at redis://127.0.0.1:{served.redis_port}/0"
+    assert f"{redis_at} (data in {served.data_dir / 'redis'})" in log
+    postgres_at = f"embedded PostgreSQL at postgresql://postgres@127.0.0.1:{served.postgres_port}"
+    assert f"{postgres_at}/seatlock (data in {served.data_dir / 'postgres' / 'data'})" in log
+    screenings = httpx.get(served.url + "/api/v1/screenings/").json()
+    assert hold_and_book(served.url, screenings[0]["id"])
+    redis_pid, postmaster = child(served, "redis-server"), child(served, "postgres -D")
+
+    os.kill(postmaster, signal.SIGKILL)
+    os.kill(redis_pid, signal.SIGKILL)
+    started = time.monotonic()
+    assert eventually(lambda: ready(served.url)), served.log.read_text()[-3000:]
+    assert eventually(lambda: hold_and_book(served.url, screenings[1]["id"]))
+    recovered = time.monotonic() - started
+    assert recovered < RECOVERY_S
+
+    log = served.log.read_text()
+    assert f"embedded postgres (pid {postmaster}) exited with -9" in log
+    assert f"embedded redis (pid {redis_pid}) exited with -9" in log
+    assert "WARNING seatlock.server.watchdog: embedded postgres restarted" in log
+    assert "WARNING seatlock.server.watchdog: embedded redis restarted" in log
+    assert child(served, "redis-server") != redis_pid
+    assert child(served, "postgres -D") != postmaster
+
+    served.proc.send_signal(signal.SIGINT)  # a clean stop: nothing restarted while stopping
+    assert served.proc.wait(timeout=30) == 0, served.log.read_text()[-3000:]
+    assert wait_until_gone(served.data_dir) == []
+    assert served.log.read_text().count("restarted (pid") == 2
+
+
+def test_serve_refuses_a_taken_port_in_one_line(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
+        env |= {"SEATLOCK_DATA_DIR": str(data_dir), "SEATLOCK_EMBEDDED_POSTGRES_PORT": str(port)}
+        result = subprocess.run(
+            SERVE, cwd=REPO, env=env, capture_output=True, timeout=60, check=False
+        )
+    assert result.returncode == 1
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith(f"seatlock: embedded PostgreSQL: port 127.0.0.1:{port} is taken"), last
+    assert "Traceback" not in result.stderr.decode()
+    assert processes_mentioning(data_dir) == []  # the Redis it had started was stopped
