@@ -84,6 +84,8 @@ class Endpoint:
     response: Any = None
     form: bool = False  # body may also come form-encoded (OAuth2 password flow)
     upload: bool = False  # body is multipart, parsed by the handler
+    # A JSON body the handler reads itself and that may be absent: documentation only.
+    optional_body: Any = None
     # Refusals beyond those every endpoint of its kind can give (api/openapi.py error_statuses:
     # 401, 403, 404 on a path id, 400/413/422 on a body, 422 on a query, 503): documentation only.
     errors: tuple[int, ...] = ()

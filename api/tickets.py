@@ -93,7 +93,7 @@ def ticket_out(t: Ticket) -> TicketOut:
 
 @router.post(
     "/api/v1/tickets/book",
-    errors=(404, 409),
+    errors=(402, 404, 409),
     access="user",
     body=BookIn,
     status=201,
@@ -111,7 +111,7 @@ async def book(call: Call) -> list[TicketOut]:
 
 @router.post(
     "/api/v1/tickets/book-from-reservation",
-    errors=(404, 409),
+    errors=(402, 404, 409),
     access="user",
     body=PaidBookIn,
     status=201,
@@ -174,8 +174,9 @@ async def cancel_ticket(call: Call) -> TicketOut:
 
 @router.post(
     "/api/v1/tickets/{ticket_id:int}/confirm-payment",
-    errors=(400, 409, 413, 422),
+    errors=(400, 402, 409),
     access="user",
+    optional_body=PaymentIn,
     response=TicketOut,
 )
 async def confirm_payment(call: Call) -> TicketOut:
