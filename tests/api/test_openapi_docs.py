@@ -23,6 +23,8 @@ async def test_docs_pages_load_nothing_from_another_host(
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
     assert "cache-control" not in r.headers  # the page names the versions: never stale
+    policy = r.headers["content-security-policy"]  # the browser refuses other hosts too
+    assert "default-src 'self'" in policy and "http" not in policy
     linked = _LINKED.findall(r.text)
     assert linked and all(url.startswith(("static/", "openapi.json")) for url in linked), linked
     assert "//" not in r.text.replace("<!doctype", "")  # no URL with a host, scripts included
