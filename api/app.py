@@ -18,6 +18,7 @@ from api import (
     casts,
     cinemas,
     discovery,
+    docs,
     favorites,
     health,
     movies,
@@ -133,6 +134,7 @@ def build_app(lifespan: Lifespan[Starlette], cors_origins: Sequence[str] = ("*",
         *starlette_routes(dispatch_order(endpoints)),
         Route("/openapi.json", openapi, include_in_schema=False),
         Route("/asyncapi.json", asyncapi, include_in_schema=False),
+        *docs.ROUTES,  # /docs, /redoc and their assets, after the API: never on a hot path
     ]
     handlers: Any = HANDLERS
     return App(

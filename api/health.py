@@ -6,9 +6,7 @@ import asyncio
 from typing import Any
 
 import msgspec
-from starlette.responses import HTMLResponse
 
-from api.openapi import DOCS_HTML
 from api.rendering import JSON
 from api.routing import Call, Router
 from seatlock import __version__
@@ -74,9 +72,3 @@ async def _db_ok(call: Call) -> bool:
         return await asyncio.wait_for(call.services.db.fetchval("SELECT true"), 2) is True
     except Exception:
         return False
-
-
-@router.get("/docs")
-async def docs(call: Call) -> HTMLResponse:
-    """Interactive API documentation."""
-    return HTMLResponse(DOCS_HTML)

@@ -1,4 +1,4 @@
-"""``/openapi.json`` built from the route declarations, and ``/docs`` to try it out."""
+"""``/openapi.json`` built from the route declarations (``api/docs.py`` renders it)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ VALIDATION_SCHEMAS = {
 ERROR_TEXT = {
     400: "Malformed or refused input",
     401: "Not authenticated",
+    402: "Payment refused (SEATLOCK_PAYMENT_VERIFIER=hmac: not a signed payment_id for this)",
     403: "Not allowed",
     404: "Not found",
     409: "Conflicts with the current state",
@@ -61,6 +62,18 @@ ERROR_TEXT = {
     429: "Too many requests (see Retry-After)",
     503: "Service temporarily unavailable (see Retry-After)",
 }
+# The two ways to sign in that the documentation offers: a pasted access token, or the OAuth2
+# password flow, in which Swagger UI's "Authorize" posts the form (username, password) to the login
+# route, which takes it as well as JSON, and sends the access token it gets as a bearer header.
+TOKEN_URL = "/api/v1/auth/login"
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    "OAuth2PasswordBearer": {
+        "type": "oauth2",
+        "flows": {"password": {"tokenUrl": TOKEN_URL, "scopes": {}}},
+    },
+}
+SIGNED_IN: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
 ACCESS_TEXT = {
     "public": "Public.",
     "optional": "Public; a bearer token, when given, identifies the caller.",
@@ -88,9 +101,7 @@ def openapi_document(endpoints: list[Endpoint], title: str, version: str) -> dic
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            },
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 
@@ -110,7 +121,7 @@ def _decimals_as_sent(node: Any) -> Any:
 def _collect_types(endpoints: list[Endpoint]) -> list[Any]:
     seen: list[Any] = []
     for ep in endpoints:
-        for kind in (ep.body, ep.query, ep.response):
+        for kind in (ep.body, ep.optional_body, ep.query, ep.response):
             if kind is not None and kind not in seen:
                 seen.append(kind)
     return seen
@@ -128,9 +139,9 @@ def _operation(
         "responses": _responses(ep, schema_of),
     }
     if ep.access in ("user", "admin"):
-        op["security"] = [{"bearer": []}]
+        op["security"] = [*SIGNED_IN]
     elif ep.access == "optional":
-        op["security"] = [{}, {"bearer": []}]
+        op["security"] = [{}, *SIGNED_IN]
     if ep.body is not None:
         content: dict[str, Any] = {"application/json": {"schema": schema_of[ep.body]}}
         if ep.form:
@@ -187,18 +198,8 @@ def error_statuses(ep: Endpoint) -> list[int]:
         statuses.add(403)
     if _PARAM.search(ep.path):
         statuses.add(404)  # an id that names no row (or another user's: invariant 9)
-    if ep.body is not None:
+    if ep.body is not None or ep.optional_body is not None:
         statuses |= {400, 413, 422}  # malformed, too large, not the declared shape
     if ep.query is not None:
         statuses.add(422)
     return sorted(statuses)
-
-
-DOCS_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>seatlock API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", persistAuthorization: true});</script>
-<noscript>The description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-</body></html>"""

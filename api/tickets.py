@@ -12,7 +12,6 @@ from typing import Annotated
 
 import msgspec
 
-from api.rendering import decode_body
 from api.reservations import MAX_SEATS_PER_REQUEST, Id, unique_seats
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Message
@@ -93,7 +92,7 @@ def ticket_out(t: Ticket) -> TicketOut:
 
 @router.post(
     "/api/v1/tickets/book",
-    errors=(404, 409),
+    errors=(402, 404, 409),
     access="user",
     body=BookIn,
     status=201,
@@ -111,7 +110,7 @@ async def book(call: Call) -> list[TicketOut]:
 
 @router.post(
     "/api/v1/tickets/book-from-reservation",
-    errors=(404, 409),
+    errors=(402, 404, 409),
     access="user",
     body=PaidBookIn,
     status=201,
@@ -174,14 +173,15 @@ async def cancel_ticket(call: Call) -> TicketOut:
 
 @router.post(
     "/api/v1/tickets/{ticket_id:int}/confirm-payment",
-    errors=(400, 409, 413, 422),
+    errors=(400, 402, 409),
     access="user",
+    body=PaymentIn,
+    optional_body=True,
     response=TicketOut,
 )
 async def confirm_payment(call: Call) -> TicketOut:
     """Mark a pending ticket paid (body ``{"payment_id": ...}`` optional)."""
-    raw = await call.request.body()
-    body: PaymentIn = decode_body(raw, PaymentIn) if raw.strip() else PaymentIn()
+    body: PaymentIn = call.body or PaymentIn()
     ticket = await _own_ticket(call)
     return ticket_out(await call.services.bookings.confirm_payment(ticket, body.payment_id))
 

@@ -73,7 +73,7 @@ async def test_openapi_documents_the_catalog(client: httpx.AsyncClient) -> None:
         for candidate, ops in doc["paths"].items():
             if _same_shape(candidate, documented) and method.lower() in ops:
                 op = ops[method.lower()]
-                assert op["security"] == [{"bearer": []}]
+                assert op["security"] == [{"bearer": []}, {"OAuth2PasswordBearer": []}]
                 assert {"401", "403"} <= set(op["responses"])
                 break
         else:

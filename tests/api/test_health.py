@@ -23,7 +23,8 @@ async def test_ready_reports_both_backends(client: httpx.AsyncClient) -> None:
 async def test_openapi_lists_routes(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     assert "/api/v1/auth/login" in doc["paths"]
-    assert doc["paths"]["/api/v1/auth/me"]["get"]["security"] == [{"bearer": []}]
+    signed_in = [{"bearer": []}, {"OAuth2PasswordBearer": []}]
+    assert doc["paths"]["/api/v1/auth/me"]["get"]["security"] == signed_in
 
 
 async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:
