@@ -121,7 +121,7 @@ def _decimals_as_sent(node: Any) -> Any:
 def _collect_types(endpoints: list[Endpoint]) -> list[Any]:
     seen: list[Any] = []
     for ep in endpoints:
-        for kind in (ep.body, ep.optional_body, ep.query, ep.response):
+        for kind in (ep.body, ep.query, ep.response):
             if kind is not None and kind not in seen:
                 seen.append(kind)
     return seen
@@ -198,8 +198,8 @@ def error_statuses(ep: Endpoint) -> list[int]:
         statuses.add(403)
     if _PARAM.search(ep.path):
         statuses.add(404)  # an id that names no row (or another user's: invariant 9)
-    if ep.body is not None or ep.optional_body is not None:
-        statuses |= {400, 413, 422}  # malformed, too large, not the declared shape
+    if ep.body is not None:
+        statuses |= {400, 413, 422}  # refused by a route rule, too large, not the declared shape
     if ep.query is not None:
         statuses.add(422)
     return sorted(statuses)
