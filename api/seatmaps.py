@@ -8,6 +8,14 @@ object, and no hold in it has reached its deadline (a lapsed hold must not stay 
 the sweep bumps the version). A signed-in viewer who holds seats in the screening gets the map
 built from the cached entries with their own seats patched.
 
+Validators and codings (api/caching.py): a map's ETag is made of the screening id, its version,
+the earliest hold deadline (a lapsed hold changes the map, not the version), a digest of the
+seats' fixed JSON and, for a holder's own view, the holder; so an ``If-None-Match`` hit is a 304
+without serialising anything, and it is exactly as fresh as the cached map it stands for. The
+public variants' br/gzip bodies are compressed once per rendered map and kept with it (one
+compression per change of the screening, not one per read); a holder's own view, rarer and
+different per holder, is compressed on the fly.
+
 Checking the version costs one Redis GET. It is skipped while the entry is trusted: the hub's
 subscription is live and has been since the entry's last check, no event of the screening
 arrived and no script of it ran in this process since, and that check is under TRUST_MS old.
@@ -20,13 +28,17 @@ after the last version check, which also bounds what no event announces (a Redis
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import blake2b
 from typing import NamedTuple
 
 import msgspec
+from starlette.types import Scope
 
-from api.rendering import Encoded, dumps
+from api import caching
+from api.caching import MIN_SIZE, REVALIDATE, VARY_ALL, VARY_PUBLIC, Reply
+from api.rendering import dumps
 from api.reservations import utc
 from api.rooms import SeatOut
 from api.routing import Call, Router
@@ -40,6 +52,10 @@ router = Router("Seat availability")
 
 NEVER = 2**63
 NULL = b"null"
+ALL, AVAILABLE = b"m", b"a"  # the two lists a map answers, as their ETags name them
+# The stored public bodies: one compression per rendered map, so a little more effort pays
+# (gzip 6: ~0.4 ms for a 500-seat map, 20x smaller; br 5: ~0.3 ms, 30x smaller).
+STORED_LEVEL = {"gzip": 6, "br": 5}
 _STATUS = {s: dumps(s) for s in ("available", "reserved", "booked")}
 
 
@@ -72,6 +88,8 @@ class Rendered:
     checked_ms: int = 0  # when the version was last confirmed current
     seen: int = -1  # the cache's change count then (-1: never trusted)
     epoch: int = -1  # the hub's subscription epoch then
+    layout: bytes = b""  # a digest of the seats' fixed JSON: part of the ETags
+    stored: dict[tuple[bytes, str], bytes] = field(default_factory=dict)  # compressed bodies
 
     def usable(self, version: int, details: ScreeningSeats | None, now_ms: int) -> bool:
         return version == self.version and details is self.details and now_ms < self.valid_until_ms
@@ -81,6 +99,27 @@ class Rendered:
             free = zip(self.parts, self.statuses, strict=True)
             self.available_json = _array([part for part, st in free if st == "available"])
         return self.available_json
+
+    def etag(self, screening_id: int, kind: bytes, holder: int | None, coding: str | None) -> bytes:
+        """The strong ETag of one answer: its coding included (RFC 9110 8.8.3.3)."""
+        tag = b'"%s%d.%d.%d.%s' % (
+            kind,
+            screening_id,
+            self.version,
+            self.valid_until_ms,
+            self.layout,
+        )
+        if holder is not None:
+            tag += b".u%d" % holder
+        return tag + (b"." + coding.encode() + b'"' if coding else b'"')
+
+    def compressed(self, kind: bytes, coding: str) -> bytes:
+        """A public list in ``coding``, compressed on first use and kept with the map."""
+        body = self.stored.get((kind, coding))
+        if body is None:
+            plain = self.all_json if kind == ALL else self.available()
+            body = self.stored[kind, coding] = caching.compress(plain, coding, STORED_LEVEL[coding])
+        return body
 
     def for_viewer(self, viewer: int | None) -> bytes:
         """The full map as ``viewer`` may see it: their own holds name them (invariant 9)."""
@@ -156,9 +195,24 @@ async def _build(services: Services, screening_id: int, version: int) -> Rendere
         for fixed, status, expiry in zip(seats.values(), statuses, expiries, strict=True)
     ]
     valid_until = min((ms for ms in deadlines if ms is not None), default=NEVER)
-    return Rendered(
+    rendered = Rendered(
         version, details, valid_until, seats, statuses, holders, expiries, parts, _array(parts)
     )
+    reused = cache_of(services).peek(screening_id)
+    if reused is not None and reused.seats is seats:
+        rendered.layout = reused.layout
+    else:
+        rendered.layout = layout_digest(seats)
+    return rendered
+
+
+def layout_digest(seats: dict[int, SeatJson]) -> bytes:
+    """What the seats' fixed JSON (ids, rows, numbers, types) is, in 16 hex digits: a layout
+    edited under the same version still changes the ETags, in every process alike."""
+    digest = blake2b(digest_size=8)
+    for fixed in seats.values():
+        digest.update(fixed.prefix)
+    return digest.hexdigest().encode()
 
 
 def seat_json(
@@ -218,15 +272,61 @@ def _viewer(call: Call) -> int | None:
     return call.principal.user_id if call.principal is not None else None
 
 
+def map_reply(scope: Scope, screening_id: int, rendered: Rendered, viewer: int | None) -> Reply:
+    """Every seat as ``viewer`` may see it, or a 304 when the client has that answer."""
+    holder = viewer if viewer is not None and viewer in rendered.holders else None
+    coding = caching.accepted_coding(scope) if len(rendered.all_json) >= MIN_SIZE else None
+    headers = _headers(rendered, rendered.etag(screening_id, ALL, holder, coding), VARY_ALL)
+    if _not_modified(scope, headers):
+        return Reply(b"", headers, 304)
+    if holder is None:
+        body = rendered.all_json if coding is None else rendered.compressed(ALL, coding)
+    else:  # a holder's own view: rare next to the public one, compressed on the fly
+        body = rendered.for_viewer(holder)
+        body = body if coding is None else caching.compress(body, coding)
+    return _encoded(body, headers, coding)
+
+
+def free_reply(scope: Scope, screening_id: int, rendered: Rendered) -> Reply:
+    """The free seats (the same for every viewer), or a 304 when the client has them."""
+    plain = rendered.available()
+    coding = caching.accepted_coding(scope) if len(plain) >= MIN_SIZE else None
+    headers = _headers(rendered, rendered.etag(screening_id, AVAILABLE, None, coding), VARY_PUBLIC)
+    if _not_modified(scope, headers):
+        return Reply(b"", headers, 304)
+    body = plain if coding is None else rendered.compressed(AVAILABLE, coding)
+    return _encoded(body, headers, coding)
+
+
+def _headers(rendered: Rendered, etag: bytes, vary: bytes) -> list[tuple[bytes, bytes]]:
+    # Clients revalidate every time (no-cache): a seat map is live. Vary: Origin because an
+    # answer with Cache-Control may be stored (api/app.py BrowserCors).
+    headers = [(b"cache-control", REVALIDATE), (b"vary", vary)]
+    if rendered.version:  # version 0: Redis lacks the screening, the map is not cached either
+        headers.append((b"etag", etag))
+    return headers
+
+
+def _not_modified(scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
+    return len(headers) == 3 and caching.matches(caching.if_none_match(scope), headers[2][1])
+
+
+def _encoded(body: bytes, headers: list[tuple[bytes, bytes]], coding: str | None) -> Reply:
+    if coding is not None:
+        headers.append((b"content-encoding", coding.encode()))
+    return Reply(body, headers)
+
+
 @router.get(
     "/api/v1/seat-reservations/screening/{screening_id:int}/availability",
     access="optional",
     response=list[SeatStatusOut],
 )
-async def availability(call: Call) -> Encoded:
+async def availability(call: Call) -> Reply:
     """Every seat of a screening with its live status."""
-    rendered = await rendered_map(call.services, call.params["screening_id"])
-    return Encoded(rendered.for_viewer(_viewer(call)))
+    screening_id = call.params["screening_id"]
+    rendered = await rendered_map(call.services, screening_id)
+    return map_reply(call.scope, screening_id, rendered, _viewer(call))
 
 
 @router.get(
@@ -234,17 +334,18 @@ async def availability(call: Call) -> Encoded:
     access="optional",
     response=list[SeatStatusOut],
 )
-async def available_seats(call: Call) -> Encoded:
+async def available_seats(call: Call) -> Reply:
     """The seats of a screening that are free right now."""
     # Free seats have no holder, so this list is the same for every viewer.
-    rendered = await rendered_map(call.services, call.params["screening_id"])
-    return Encoded(rendered.available())
+    screening_id = call.params["screening_id"]
+    return free_reply(call.scope, screening_id, await rendered_map(call.services, screening_id))
 
 
 @router.get(
     "/api/v1/showtimes/{showtime_id:int}/seats", access="optional", response=list[SeatStatusOut]
 )
-async def showtime_seats(call: Call) -> Encoded:
+async def showtime_seats(call: Call) -> Reply:
     """Every seat of a showtime (a screening) with its live status."""
-    rendered = await rendered_map(call.services, call.params["showtime_id"])
-    return Encoded(rendered.for_viewer(_viewer(call)))
+    showtime_id = call.params["showtime_id"]
+    rendered = await rendered_map(call.services, showtime_id)
+    return map_reply(call.scope, showtime_id, rendered, _viewer(call))
