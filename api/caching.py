@@ -47,16 +47,37 @@ def compress(body: bytes, coding: str, level: int | None = None) -> bytes:
     return packer.compress(body) + packer.flush()
 
 
-def accepted_coding(scope: Scope) -> str | None:
-    """The coding to answer this request in: br, else gzip, else None (identity)."""
+def negotiate(scope: Scope) -> tuple[str | None, bytes | None]:
+    """The coding to answer in (br, gzip or None: identity) and the If-None-Match header, in
+    one pass over the request headers."""
+    coding: str | None = None
+    tags: bytes | None = None
+    value: bytes
     for name, value in scope["headers"]:  # ASGI header names are lower-case
         if name == b"accept-encoding":
-            return choose_coding(value)
-    return None
+            coding = choose_coding(value)
+        elif name == b"if-none-match":
+            tags = value
+    return coding, tags
+
+
+_chosen: dict[bytes, str | None] = {}  # Accept-Encoding value -> its coding
+CHOSEN_SIZE = 256  # distinct values kept; browsers send a handful
 
 
 def choose_coding(header: bytes) -> str | None:
     """The preferred coding that ``Accept-Encoding: header`` allows (``q=0`` refuses one)."""
+    try:
+        return _chosen[header]  # ~50 ns instead of ~3 µs of parsing
+    except KeyError:
+        pass
+    if len(_chosen) >= CHOSEN_SIZE:
+        _chosen.clear()
+    coding = _chosen[header] = parse_accept_encoding(header)
+    return coding
+
+
+def parse_accept_encoding(header: bytes) -> str | None:
     allowed: dict[str, bool] = {}
     for item in header.decode("latin-1").lower().split(","):
         coding, _, params = item.partition(";")
@@ -81,17 +102,11 @@ def _refused(params: str) -> bool:
 # -- validators -----------------------------------------------------------------------------------
 
 
-def etag_of(body: bytes) -> bytes:
-    """A strong ETag over the bytes of a representation (128-bit BLAKE2b)."""
-    return b'"' + blake2b(body, digest_size=16).hexdigest().encode() + b'"'
-
-
-def if_none_match(scope: Scope) -> bytes | None:
-    value: bytes
-    for name, value in scope["headers"]:
-        if name == b"if-none-match":
-            return value
-    return None
+def etag_of(body: bytes, coding: str | None = None) -> bytes:
+    """A strong ETag over ``body`` (128-bit BLAKE2b), sent in ``coding``: each content coding
+    is a representation of its own, with its own strong ETag (RFC 9110 8.8.3.3)."""
+    digest = blake2b(body, digest_size=16).hexdigest().encode()
+    return b'"%s.%s"' % (digest, coding.encode()) if coding else b'"%s"' % digest
 
 
 def matches(header: bytes | None, etag: bytes) -> bool:
@@ -99,6 +114,8 @@ def matches(header: bytes | None, etag: bytes) -> bool:
     weakly as RFC 9110 13.1.2 says (``W/"x"`` matches ``"x"``)."""
     if header is None:
         return False
+    if header == etag:  # the usual revalidation: the one tag the client was given
+        return True
     if header.strip() == b"*":
         return True
     return any(tag.strip().removeprefix(b"W/") == etag for tag in header.split(b","))
@@ -106,12 +123,12 @@ def matches(header: bytes | None, etag: bytes) -> bool:
 
 class Reply(Encoded):
     """Encoded JSON that brings its own headers (ETag, Content-Encoding...) and status: a 200,
-    or a 304 (its body is not sent)."""
+    or a 304 (its body is not sent). ``headers`` may be shared between replies: never changed."""
 
     __slots__ = ("headers", "status")
 
     def __init__(self, body: bytes, headers: Headers, status: int = 200) -> None:
-        super().__init__(body)
+        self.body = body  # Encoded's one field, set here: a seat map read saves a call
         self.headers = headers
         self.status = status
 
@@ -145,16 +162,24 @@ def cache_headers(scope: Scope, caching: Caching, by_caller: bool) -> Headers:
 async def send_validated(
     scope: Scope, send: Send, status: int, body: bytes, headers: Headers
 ) -> None:
-    """A 200 with a strong ETag over ``body``, or a 304 when the client already has it.
+    """A 200 with a strong ETag over ``body``, compressed when the client asks, or a 304 when
+    the client already has it (nothing compressed then).
 
-    ``headers``: the answer's own (content-type and length first); a Cache-Control or Vary
-    there wins over none, so a route that decides its caching itself keeps its decision.
+    ``headers``: the answer's own but Content-Length. Compressing here rather than in the
+    middleware gives each coding its own ETag, and a 304 the tag the client has.
     """
-    etag = etag_of(body)
+    coding, tags = negotiate(scope)
+    if len(body) < MIN_SIZE:
+        coding = None
+    etag = etag_of(body, coding)
     headers = [*headers, (b"etag", etag)]
-    if matches(if_none_match(scope), etag):
+    if matches(tags, etag):
         await send_not_modified(send, headers)
         return
+    if coding is not None:
+        body = await _in_thread_if_large(compress, body, coding)
+        headers.append((b"content-encoding", coding.encode()))
+    headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -280,12 +305,16 @@ def compressible(start: Message) -> bool:
 
 
 def _mark_encoded(start: Message, coding: str, length: int | None) -> None:
-    """Content-Encoding, the new Content-Length (dropped while streaming), Vary."""
+    """Content-Encoding, the new Content-Length (dropped while streaming), Vary; a strong ETag
+    made weak."""
     headers: Headers = []
     vary: bytes | None = None
     for name, value in start.get("headers", ()):
         if name == b"vary":
             vary = value
+        elif name == b"etag" and not value.startswith(b"W/"):
+            # The tag was made for the identity bytes: equivalent, no longer the same bytes.
+            headers.append((name, b"W/" + value))
         elif name != b"content-length":
             headers.append((name, value))
     headers.append((b"content-encoding", coding.encode()))

@@ -133,12 +133,11 @@ class Endpoint:
         assert self.cache is not None
         caching = cache_headers(scope, self.cache, by_caller=self.access != "public")
         if isinstance(result, bytes):
-            headers = [JSON_HEADERS, (b"content-length", b"%d" % len(result)), *caching]
-            await send_validated(scope, send, self.status, result, headers)
+            await send_validated(scope, send, self.status, result, [JSON_HEADERS, *caching])
         elif result.status_code == 200 and result.background is None:
             # A route's own Cache-Control (a signed-in search: no-store) wins over the default.
-            headers = merged(list(result.raw_headers), caching)
-            await send_validated(scope, send, 200, bytes(result.body), headers)
+            own = [h for h in result.raw_headers if h[0] != b"content-length"]
+            await send_validated(scope, send, 200, bytes(result.body), merged(own, caching))
         else:
             await result(scope, receive, send)
 

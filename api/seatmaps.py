@@ -37,7 +37,7 @@ import msgspec
 from starlette.types import Scope
 
 from api import caching
-from api.caching import MIN_SIZE, REVALIDATE, VARY_ALL, VARY_PUBLIC, Reply
+from api.caching import MIN_SIZE, REVALIDATE, VARY_ALL, VARY_PUBLIC, Headers, Reply
 from api.rendering import dumps
 from api.reservations import utc
 from api.rooms import SeatOut
@@ -90,6 +90,7 @@ class Rendered:
     epoch: int = -1  # the hub's subscription epoch then
     layout: bytes = b""  # a digest of the seats' fixed JSON: part of the ETags
     stored: dict[tuple[bytes, str], bytes] = field(default_factory=dict)  # compressed bodies
+    public: dict[tuple[bytes, str | None], Headers] = field(default_factory=dict)  # their headers
 
     def usable(self, version: int, details: ScreeningSeats | None, now_ms: int) -> bool:
         return version == self.version and details is self.details and now_ms < self.valid_until_ms
@@ -112,6 +113,18 @@ class Rendered:
         if holder is not None:
             tag += b".u%d" % holder
         return tag + (b"." + coding.encode() + b'"' if coding else b'"')
+
+    def headers(
+        self, screening_id: int, kind: bytes, holder: int | None, coding: str | None
+    ) -> Headers:
+        """The headers of one answer; the public ones made once per map (never changed)."""
+        if holder is not None:
+            return reply_headers(self, self.etag(screening_id, kind, holder, coding), kind, coding)
+        headers = self.public.get((kind, coding))
+        if headers is None:
+            etag = self.etag(screening_id, kind, None, coding)
+            headers = self.public[kind, coding] = reply_headers(self, etag, kind, coding)
+        return headers
 
     def compressed(self, kind: bytes, coding: str) -> bytes:
         """A public list in ``coding``, compressed on first use and kept with the map."""
@@ -274,47 +287,50 @@ def _viewer(call: Call) -> int | None:
 
 def map_reply(scope: Scope, screening_id: int, rendered: Rendered, viewer: int | None) -> Reply:
     """Every seat as ``viewer`` may see it, or a 304 when the client has that answer."""
+    coding, tags = caching.negotiate(scope)
+    if len(rendered.all_json) < MIN_SIZE:
+        coding = None
     holder = viewer if viewer is not None and viewer in rendered.holders else None
-    coding = caching.accepted_coding(scope) if len(rendered.all_json) >= MIN_SIZE else None
-    headers = _headers(rendered, rendered.etag(screening_id, ALL, holder, coding), VARY_ALL)
-    if _not_modified(scope, headers):
+    headers = rendered.headers(screening_id, ALL, holder, coding)
+    if tags is not None and rendered.version and caching.matches(tags, headers[2][1]):
         return Reply(b"", headers, 304)
     if holder is None:
         body = rendered.all_json if coding is None else rendered.compressed(ALL, coding)
     else:  # a holder's own view: rare next to the public one, compressed on the fly
         body = rendered.for_viewer(holder)
         body = body if coding is None else caching.compress(body, coding)
-    return _encoded(body, headers, coding)
+    return Reply(body, headers)
 
 
 def free_reply(scope: Scope, screening_id: int, rendered: Rendered) -> Reply:
     """The free seats (the same for every viewer), or a 304 when the client has them."""
+    coding, tags = caching.negotiate(scope)
     plain = rendered.available()
-    coding = caching.accepted_coding(scope) if len(plain) >= MIN_SIZE else None
-    headers = _headers(rendered, rendered.etag(screening_id, AVAILABLE, None, coding), VARY_PUBLIC)
-    if _not_modified(scope, headers):
+    if len(plain) < MIN_SIZE:
+        coding = None
+    headers = rendered.headers(screening_id, AVAILABLE, None, coding)
+    if tags is not None and rendered.version and caching.matches(tags, headers[2][1]):
         return Reply(b"", headers, 304)
     body = plain if coding is None else rendered.compressed(AVAILABLE, coding)
-    return _encoded(body, headers, coding)
+    return Reply(body, headers)
 
 
-def _headers(rendered: Rendered, etag: bytes, vary: bytes) -> list[tuple[bytes, bytes]]:
-    # Clients revalidate every time (no-cache): a seat map is live. Vary: Origin because an
-    # answer with Cache-Control may be stored (api/app.py BrowserCors).
+def reply_headers(rendered: Rendered, etag: bytes, kind: bytes, coding: str | None) -> Headers:
+    """Cache-Control, Vary, ETag (in that order) and Content-Encoding of one answer.
+
+    Clients revalidate every time (no-cache): a seat map is live. Vary: Origin because an answer
+    with Cache-Control may be stored (api/app.py BrowserCors); Authorization for the full map,
+    whose holder's view differs. Version 0 (Redis lacks the screening, this read loads it): the
+    map is not cached and the ETag would not identify it, so none is sent (the callers test the
+    version before they read ``headers[2]``).
+    """
+    vary = VARY_ALL if kind == ALL else VARY_PUBLIC
     headers = [(b"cache-control", REVALIDATE), (b"vary", vary)]
-    if rendered.version:  # version 0: Redis lacks the screening, the map is not cached either
+    if rendered.version:
         headers.append((b"etag", etag))
-    return headers
-
-
-def _not_modified(scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
-    return len(headers) == 3 and caching.matches(caching.if_none_match(scope), headers[2][1])
-
-
-def _encoded(body: bytes, headers: list[tuple[bytes, bytes]], coding: str | None) -> Reply:
     if coding is not None:
         headers.append((b"content-encoding", coding.encode()))
-    return Reply(body, headers)
+    return headers
 
 
 @router.get(

@@ -110,6 +110,12 @@ async def test_catalog_answers_are_compressed_above_the_threshold_only(
         assert "accept-encoding" in vary(r)
         unpack = gzip.decompress if coding == "gzip" else brotli.decompress
         assert orjson.loads(unpack(wire)) == bare.json()
+        assert r.headers["etag"] != bare.headers["etag"]  # one strong ETag per coding
+        again = await plain.get(
+            "/api/v1/movies/?limit=100",
+            headers={"Accept-Encoding": coding, "If-None-Match": r.headers["etag"]},
+        )
+        assert (again.status_code, again.headers["etag"]) == (304, r.headers["etag"])
 
 
 async def test_refusals_and_writes_are_sent_as_they_are(
@@ -371,6 +377,18 @@ async def test_websockets_and_encoded_answers_pass_untouched() -> None:
     async def collect(message: dict[str, Any]) -> None:
         sent.append(message)
 
+    async def tagged(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/css"), (b"etag", b'"abc"')]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"a {}" * 1000})
+
+    br = {"type": "http", "headers": [(b"accept-encoding", b"br")]}
+    await Compression(tagged)(br, None, collect)  # type: ignore[arg-type]
+    headers = dict(sent[0]["headers"])
+    # The tag was made for other bytes: equivalent content, so weak (RFC 9110 8.8.1).
+    assert (headers[b"etag"], headers[b"content-encoding"]) == (b'W/"abc"', b"br")
+    assert brotli.decompress(sent[1]["body"]) == b"a {}" * 1000
+    sent.clear()
     ws = {"type": "websocket", "headers": [(b"accept-encoding", b"gzip")]}
     await Compression(app)(ws, None, collect)  # type: ignore[arg-type]
     assert seen == [collect]
