@@ -18,7 +18,7 @@ import asyncio
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from hashlib import blake2b
+from hashlib import sha256
 from typing import Any
 
 import brotli
@@ -30,20 +30,23 @@ Headers = list[tuple[bytes, bytes]]
 
 MIN_SIZE = 1024  # bytes: below this a compressed answer saves less than its headers cost
 THREAD_SIZE = 128 * 1024  # bytes: larger bodies are compressed off the event loop
-GZIP_LEVEL = 5  # on the fly: ~4x faster than level 9 for a few % more bytes
-BROTLI_QUALITY = 4  # on the fly: faster than gzip 5 and smaller
+# Fast levels: a 500-seat map (73 KB) takes gzip 1 ~3x less CPU than gzip 6 for 14% more
+# bytes (4.0 KB against 3.5 KB), br 3 less than br 5 for 2.7 KB against 2.4 KB. A hot screening
+# changes with every hold, so even the stored seat maps are compressed again and again.
+GZIP_LEVEL = 1
+BROTLI_QUALITY = 3
 CODINGS = ("br", "gzip")  # in order of preference when the client accepts both
 # Content types worth compressing (text); images, archives and uploads are left alone.
 COMPRESSIBLE = (b"application/json", b"text/", b"application/javascript", b"image/svg+xml")
 VARY_ENCODING = b"Accept-Encoding"
 
 
-def compress(body: bytes, coding: str, level: int | None = None) -> bytes:
+def compress(body: bytes, coding: str) -> bytes:
     """``body`` in the content coding ``coding`` ("br" or "gzip"), in one piece."""
     if coding == "br":
-        packed: bytes = brotli.compress(body, quality=BROTLI_QUALITY if level is None else level)
+        packed: bytes = brotli.compress(body, quality=BROTLI_QUALITY)
         return packed
-    packer = zlib.compressobj(GZIP_LEVEL if level is None else level, zlib.DEFLATED, 31)
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: the gzip format
     return packer.compress(body) + packer.flush()
 
 
@@ -103,9 +106,11 @@ def _refused(params: str) -> bool:
 
 
 def etag_of(body: bytes, coding: str | None = None) -> bytes:
-    """A strong ETag over ``body`` (128-bit BLAKE2b), sent in ``coding``: each content coding
-    is a representation of its own, with its own strong ETag (RFC 9110 8.8.3.3)."""
-    digest = blake2b(body, digest_size=16).hexdigest().encode()
+    """A strong ETag over ``body`` (SHA-256 cut to 128 bits: about twice as fast as BLAKE2b
+    where the CPU has SHA instructions, ~1 µs per KB at worst), sent in ``coding``: each
+    content coding is a representation of its own, with its own strong ETag (RFC 9110 8.8.3.3).
+    """
+    digest = sha256(body).hexdigest()[:32].encode()
     return b'"%s.%s"' % (digest, coding.encode()) if coding else b'"%s"' % digest
 
 
