@@ -6,10 +6,11 @@ the load generator and the servers that call the hot routes send no Accept-Encod
 refused hold (a tiny 409) pays one scan of the request headers, not a wrapped ``send``.
 
 An endpoint declared with ``cache=Caching(...)`` (``api/routing.py``) sends its 200 answers with
-a strong ETag over the body and answers a matching ``If-None-Match`` with a 304 and no body.
-The seat maps (``api/seatmaps.py``) build their ETag from the screening's version instead of the
-body, and keep their compressed bodies next to the rendered map: they set ``Content-Encoding``
-themselves, and ``Compression`` passes any answer that has one as it is.
+a strong ETag over the body and answers a matching ``If-None-Match`` with a 304 and no body. It
+compresses them itself, so that each coding has its own strong ETag and a 304 repeats the tag
+the client holds. The seat maps (``api/seatmaps.py``) build their ETag from the screening's
+version instead of the body, and keep their compressed bodies next to the rendered map. Both
+set ``Content-Encoding`` themselves, and ``Compression`` passes any answer that has one as it is.
 """
 
 from __future__ import annotations
