@@ -86,6 +86,7 @@ class Rendered:
     seen: int = -1  # the cache's change count then (-1: never trusted)
     epoch: int = -1  # the hub's subscription epoch then
     layout: bytes = b""  # a digest of the seats' fixed JSON: part of the ETags
+    exact: bool = True  # the map is the state of ``version``: nothing changed while it was read
     stored: dict[tuple[bytes, str], bytes] = field(default_factory=dict)  # compressed bodies
     public: dict[tuple[bytes, str | None], Headers] = field(default_factory=dict)  # their headers
 
@@ -97,6 +98,10 @@ class Rendered:
             free = zip(self.parts, self.statuses, strict=True)
             self.available_json = _array([part for part, st in free if st == "available"])
         return self.available_json
+
+    def tagged(self) -> bool:
+        """Whether the answers carry ETags: only a map known to be the state of its version."""
+        return self.exact and self.version > 0
 
     def etag(self, screening_id: int, kind: bytes, holder: int | None, coding: str | None) -> bytes:
         """The strong ETag of one answer: its coding included (RFC 9110 8.8.3.3)."""
@@ -190,6 +195,11 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
 
 async def _build(services: Services, screening_id: int, version: int) -> Rendered:
     states = await services.engine.seat_map(screening_id)
+    # A change between the version read and the map read leaves a map newer than ``version``:
+    # fine for the cache (the next check sees a newer version and renders again), not for an
+    # ETag, which would name two different maps (another process renders the older state under
+    # the same version). Read once more, and send no ETag unless nothing changed.
+    exact = bool(version) and await services.engine.version(screening_id) == version
     details = await services.layouts.seats(screening_id, [s.seat_id for s in states])
     if details is None:
         raise ScreeningNotFound(screening_id)
@@ -208,6 +218,7 @@ async def _build(services: Services, screening_id: int, version: int) -> Rendere
     rendered = Rendered(
         version, details, valid_until, seats, statuses, holders, expiries, parts, _array(parts)
     )
+    rendered.exact = exact
     reused = cache_of(services).peek(screening_id)
     if reused is not None and reused.seats is seats:
         rendered.layout = reused.layout
@@ -289,7 +300,7 @@ def map_reply(scope: Scope, screening_id: int, rendered: Rendered, viewer: int |
         coding = None
     holder = viewer if viewer is not None and viewer in rendered.holders else None
     headers = rendered.headers(screening_id, ALL, holder, coding)
-    if tags is not None and rendered.version and caching.matches(tags, headers[2][1]):
+    if tags is not None and rendered.tagged() and caching.matches(tags, headers[2][1]):
         return Reply(b"", headers, 304)
     if holder is None:
         body = rendered.all_json if coding is None else rendered.compressed(ALL, coding)
@@ -306,7 +317,7 @@ def free_reply(scope: Scope, screening_id: int, rendered: Rendered) -> Reply:
     if len(plain) < MIN_SIZE:
         coding = None
     headers = rendered.headers(screening_id, AVAILABLE, None, coding)
-    if tags is not None and rendered.version and caching.matches(tags, headers[2][1]):
+    if tags is not None and rendered.tagged() and caching.matches(tags, headers[2][1]):
         return Reply(b"", headers, 304)
     body = plain if coding is None else rendered.compressed(AVAILABLE, coding)
     return Reply(body, headers)
@@ -317,13 +328,13 @@ def reply_headers(rendered: Rendered, etag: bytes, kind: bytes, coding: str | No
 
     Clients revalidate every time (no-cache): a seat map is live. Vary: Origin because an answer
     with Cache-Control may be stored (api/app.py BrowserCors); Authorization for the full map,
-    whose holder's view differs. Version 0 (Redis lacks the screening, this read loads it): the
-    map is not cached and the ETag would not identify it, so none is sent (the callers test the
-    version before they read ``headers[2]``).
+    whose holder's view differs. No ETag when the map is not known to be its version's state
+    (version 0: Redis lacked the screening and this read loaded it; or a change landed while
+    the map was read): the callers test ``tagged()`` before they read ``headers[2]``.
     """
     vary = VARY_ALL if kind == ALL else VARY_PUBLIC
     headers = [(b"cache-control", REVALIDATE), (b"vary", vary)]
-    if rendered.version:
+    if rendered.tagged():
         headers.append((b"etag", etag))
     if coding is not None:
         headers.append((b"content-encoding", coding.encode()))

@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from api.caching import MIN_SIZE, Compression, choose_coding, matches
+from api.seatmaps import NEVER, Rendered, SeatJson, free_reply, map_reply
 from tests import factories as make
 from tests.support import RESERVE, Account, LiveServer, make_account, reserve
 
@@ -396,3 +397,21 @@ async def test_websockets_and_encoded_answers_pass_untouched() -> None:
     await Compression(app)(http, None, collect)  # type: ignore[arg-type]
     assert sent[1]["body"] == b"\x00" * 5000
     assert dict(sent[0]["headers"])[b"content-encoding"] == b"br"
+
+
+def test_a_map_read_across_a_change_sends_no_etag_and_no_304() -> None:
+    """A change between the version read and the map read: the map is newer than its version,
+    so the version cannot name it (another process may render the older state under it)."""
+    rendered = one_seat_map()
+    rendered.exact = False
+    scope = {"headers": [(b"if-none-match", b"*")]}
+    reply = map_reply(scope, 5, rendered, None)
+    assert reply.status == 200 and b"etag" not in dict(reply.headers)
+    assert free_reply(scope, 5, rendered).status == 200
+    assert map_reply(scope, 5, one_seat_map(), None).status == 304
+
+
+def one_seat_map() -> Rendered:
+    seats = {1: SeatJson(b'{"seat":{"id":1},"status":', b"")}
+    details: Any = None
+    return Rendered(7, details, NEVER, seats, ["available"], [None], [b"null"], [b"{}"], b"[{}]")
