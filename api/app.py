@@ -33,6 +33,7 @@ from api import (
     websockets,
 )
 from api.asyncapi import asyncapi_document
+from api.caching import Compression
 from api.errors import HANDLERS
 from api.openapi import openapi_document
 from api.rendering import JSON
@@ -104,16 +105,21 @@ def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
 
     CORS: browsers on ``cors_origins`` (``*``: any) may call every route. Auth is a bearer
     header, never a cookie, so no credentials mode is needed and ``*`` is safe as a default.
+    Compression: br or gzip when the request's Accept-Encoding asks (api/caching.py).
     """
     cors = Middleware(
         BrowserCors,
         allow_origins=list(cors_origins),
         allow_methods=["*"],
-        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
-        expose_headers=["Retry-After", "X-Request-ID"],
+        # If-None-Match and ETag: a frontend revalidates seat maps and catalog reads itself.
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID", "If-None-Match"],
+        expose_headers=["Retry-After", "X-Request-ID", "ETag"],
         max_age=600,
     )
-    return [cors]
+    # br/gzip for clients that ask, above api/caching.py MIN_SIZE; inside CORS, so a preflight
+    # never reaches it and the CORS headers are added to what it sends.
+    compression = Middleware(Compression)
+    return [cors, compression]
 
 
 def build_app(lifespan: Lifespan[Starlette], cors_origins: Sequence[str] = ("*",)) -> App:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from api.caching import CATALOG
 from api.discovery import Id, public, rows_to
 from api.rendering import JSON
 from api.routing import Call, Router
@@ -92,7 +93,7 @@ async def create_cast_member(call: Call) -> CastOut:
     return cast_out(await casts.create_member(call.services.db, sent(call.body)))
 
 
-@router.get("/api/v1/casts/", query=CastQuery, response=list[CastOut])
+@router.get("/api/v1/casts/", query=CastQuery, response=list[CastOut], cache=CATALOG)
 async def list_cast_members(call: Call) -> JSON:
     """List Cast Members, optionally of one movie or one role."""
     q: CastQuery = call.query
@@ -100,7 +101,7 @@ async def list_cast_members(call: Call) -> JSON:
     return public(rows_to(rows, CastOut))
 
 
-@router.get("/api/v1/casts/{cast_id:int}", response=CastOut)
+@router.get("/api/v1/casts/{cast_id:int}", response=CastOut, cache=CATALOG)
 async def get_cast_member(call: Call) -> JSON:
     """Get Cast Member."""
     row = await casts.get_member(call.services.db, call.params["cast_id"])
@@ -124,14 +125,14 @@ async def delete_cast_member(call: Call) -> None:
     await casts.delete_member(call.services.db, call.params["cast_id"])
 
 
-@router.get("/api/v1/casts/movie/{movie_id:int}", response=list[CastOut])
+@router.get("/api/v1/casts/movie/{movie_id:int}", response=list[CastOut], cache=CATALOG)
 async def movie_cast_members(call: Call) -> JSON:
     """Get Movie Cast Members, in billing order."""
     _, members = await casts.movie_cast(call.services.db, call.params["movie_id"])
     return public([cast_out(m) for m in members])
 
 
-@router.get("/api/v1/movies/{movie_id:int}/cast", response=MovieCastOut)
+@router.get("/api/v1/movies/{movie_id:int}/cast", response=MovieCastOut, cache=CATALOG)
 async def movie_cast_detailed(call: Call) -> JSON:
     """Get Movie Cast (Detailed): the actors and the crew, each in billing order."""
     movie, members = await casts.movie_cast(call.services.db, call.params["movie_id"])

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from api.caching import CATALOG
 from api.routing import Call, Router
 from api.schemas import Page
 from db import catalog
@@ -72,7 +73,7 @@ async def create_cinema(call: Call) -> CinemaOut:
     return CinemaOut(**await catalog.create_cinema(call.services.db, present(call.body)))
 
 
-@router.get("/api/v1/cinemas/", query=Page, response=list[CinemaOut])
+@router.get("/api/v1/cinemas/", query=Page, response=list[CinemaOut], cache=CATALOG)
 async def list_cinemas(call: Call) -> list[CinemaOut]:
     """List cinemas, oldest first."""
     page: Page = call.query
@@ -80,7 +81,7 @@ async def list_cinemas(call: Call) -> list[CinemaOut]:
     return [CinemaOut(**row) for row in rows]
 
 
-@router.get("/api/v1/cinemas/{cinema_id:int}", response=CinemaOut)
+@router.get("/api/v1/cinemas/{cinema_id:int}", response=CinemaOut, cache=CATALOG)
 async def get_cinema(call: Call) -> CinemaOut:
     """Get a cinema."""
     return CinemaOut(**await catalog.get_cinema(call.services.db, call.params["cinema_id"]))

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from api.caching import CATALOG
 from api.cinemas import CinemaOut
 from api.movies import MovieOut
 from api.rendering import JSON
@@ -140,7 +141,7 @@ async def run_search(
 # -- movies ---------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/movies/coming-soon", query=Page, response=list[MovieOut])
+@router.get("/api/v1/movies/coming-soon", query=Page, response=list[MovieOut], cache=CATALOG)
 async def coming_soon(call: Call) -> JSON:
     """Get Coming Soon Movies: release date in the future, soonest first."""
     page: Page = call.query
@@ -148,7 +149,7 @@ async def coming_soon(call: Call) -> JSON:
     return public(rows_to(rows, MovieOut))
 
 
-@router.get("/api/v1/movies/trending", query=Page, response=list[TrendingMovie])
+@router.get("/api/v1/movies/trending", query=Page, response=list[TrendingMovie], cache=CATALOG)
 async def trending(call: Call) -> JSON:
     """Get Trending Movies: most tickets sold in the last 7 days, ties by rating."""
     page: Page = call.query
@@ -160,7 +161,11 @@ REASONS = ("favorite_cinema", "preferred_genre", "liked_genre", "searched")
 
 
 @router.get(
-    "/api/v1/movies/recommended", access="user", query=Page, response=list[RecommendedMovie]
+    "/api/v1/movies/recommended",
+    access="user",
+    query=Page,
+    response=list[RecommendedMovie],
+    cache=CATALOG,
 )
 async def recommended(call: Call) -> list[RecommendedMovie]:
     """Get Recommended Movies: from favorites, tickets, reviews, preferences and searches."""
@@ -172,7 +177,13 @@ async def recommended(call: Call) -> list[RecommendedMovie]:
     return movies
 
 
-@router.get("/api/v1/movies/search", access="optional", query=SearchQuery, response=list[SearchHit])
+@router.get(
+    "/api/v1/movies/search",
+    access="optional",
+    query=SearchQuery,
+    response=list[SearchHit],
+    cache=CATALOG,
+)
 async def search(call: Call) -> JSON:
     """Search Movies: full-text over title, cast, genre and description, tolerant of typos."""
     query: SearchQuery = call.query
@@ -182,7 +193,7 @@ async def search(call: Call) -> JSON:
     )
 
 
-@router.get("/api/v1/movies/filter", query=FilterQuery, response=list[MovieOut])
+@router.get("/api/v1/movies/filter", query=FilterQuery, response=list[MovieOut], cache=CATALOG)
 async def filter_movies(call: Call) -> JSON:
     """Filter Movies by Criteria: genre, language, rating, duration, release dates, age rating."""
     query: FilterQuery = call.query
@@ -197,6 +208,7 @@ async def filter_movies(call: Call) -> JSON:
     access="optional",
     query=AdvancedQuery,
     response=list[SearchHit],
+    cache=CATALOG,
 )
 async def advanced_search(call: Call) -> JSON:
     """Advanced Search Movies: a query, the filters, and a sort order."""
@@ -208,7 +220,9 @@ async def advanced_search(call: Call) -> JSON:
 # -- cinemas --------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/cinemas/search", query=CinemaSearchQuery, response=list[CinemaOut])
+@router.get(
+    "/api/v1/cinemas/search", query=CinemaSearchQuery, response=list[CinemaOut], cache=CATALOG
+)
 async def search_cinemas(call: Call) -> JSON:
     """Search Cinemas by name (part of it), city and amenity."""
     query: CinemaSearchQuery = call.query
@@ -218,7 +232,7 @@ async def search_cinemas(call: Call) -> JSON:
     return public(rows_to(rows, CinemaOut))
 
 
-@router.get("/api/v1/cinemas/{cinema_id:int}/amenities", response=AmenitiesOut)
+@router.get("/api/v1/cinemas/{cinema_id:int}/amenities", response=AmenitiesOut, cache=CATALOG)
 async def cinema_amenities(call: Call) -> JSON:
     """Get Cinema Amenities."""
     cinema_id: int = call.params["cinema_id"]
@@ -228,7 +242,9 @@ async def cinema_amenities(call: Call) -> JSON:
     return public(AmenitiesOut(cinema_id, amenities))
 
 
-@router.get("/api/v1/cinemas/{cinema_id:int}/movies", query=Page, response=list[CinemaMovie])
+@router.get(
+    "/api/v1/cinemas/{cinema_id:int}/movies", query=Page, response=list[CinemaMovie], cache=CATALOG
+)
 async def cinema_movies(call: Call) -> JSON:
     """Get Cinema Movies: movies with upcoming screenings there, soonest first."""
     page: Page = call.query

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from api.caching import CATALOG
 from api.cinemas import Text, Title, present
 from api.routing import Call, Router
 from api.schemas import Page
@@ -88,7 +89,7 @@ async def create_movie(call: Call) -> MovieOut:
     return movie_out(await catalog.create_movie(call.services.db, movie_columns(call.body)))
 
 
-@router.get("/api/v1/movies/", query=Page, response=list[MovieOut])
+@router.get("/api/v1/movies/", query=Page, response=list[MovieOut], cache=CATALOG)
 async def list_movies(call: Call) -> list[MovieOut]:
     """List movies, oldest first."""
     page: Page = call.query
@@ -96,7 +97,7 @@ async def list_movies(call: Call) -> list[MovieOut]:
     return [movie_out(row) for row in rows]
 
 
-@router.get("/api/v1/movies/{movie_id:int}", response=MovieOut)
+@router.get("/api/v1/movies/{movie_id:int}", response=MovieOut, cache=CATALOG)
 async def get_movie(call: Call) -> MovieOut:
     """Get a movie."""
     return movie_out(await catalog.get_movie(call.services.db, call.params["movie_id"]))

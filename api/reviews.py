@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from api.caching import CATALOG
 from api.routing import Call, Router
 from api.schemas import Page
 from db import reviews
@@ -128,6 +129,7 @@ async def create_review(call: Call) -> ReviewOut:
     access="optional",
     query=ReviewsQuery,
     response=list[ReviewOut],
+    cache=CATALOG,
 )
 async def list_reviews(call: Call) -> list[ReviewOut]:
     """Get Movie Reviews."""
@@ -147,7 +149,7 @@ async def list_reviews(call: Call) -> list[ReviewOut]:
     return [review_out(r) for r in rows]
 
 
-@router.get("/api/v1/movies/{movie_id:int}/reviews/summary", response=ReviewSummary)
+@router.get("/api/v1/movies/{movie_id:int}/reviews/summary", response=ReviewSummary, cache=CATALOG)
 async def reviews_summary(call: Call) -> ReviewSummary:
     """Get Movie Reviews Summary.
 
@@ -161,7 +163,9 @@ async def reviews_summary(call: Call) -> ReviewSummary:
     return ReviewSummary(movie_id, row["count"], row["average"], distribution)
 
 
-@router.get("/api/v1/movies/reviews/{review_id:int}", access="optional", response=ReviewOut)
+@router.get(
+    "/api/v1/movies/reviews/{review_id:int}", access="optional", response=ReviewOut, cache=CATALOG
+)
 async def get_review(call: Call) -> ReviewOut:
     """Get Review."""
     return await _found(call, call.params["review_id"])

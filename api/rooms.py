@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from api.caching import CATALOG
 from api.cinemas import Title
 from api.routing import Call, Router
 from api.schemas import Page
@@ -99,7 +100,9 @@ async def create_room(call: Call) -> RoomOut:
     return RoomOut(**row)
 
 
-@router.get("/api/v1/cinemas/{cinema_id:int}/rooms/", query=Page, response=list[RoomOut])
+@router.get(
+    "/api/v1/cinemas/{cinema_id:int}/rooms/", query=Page, response=list[RoomOut], cache=CATALOG
+)
 async def list_rooms(call: Call) -> list[RoomOut]:
     """List the rooms of a cinema, with their capacity."""
     page: Page = call.query
@@ -109,7 +112,7 @@ async def list_rooms(call: Call) -> list[RoomOut]:
     return [RoomOut(**row) for row in rows]
 
 
-@router.get("/api/v1/rooms/{room_id:int}", response=RoomOut)
+@router.get("/api/v1/rooms/{room_id:int}", response=RoomOut, cache=CATALOG)
 async def get_room(call: Call) -> RoomOut:
     """Get a room, with its capacity."""
     return RoomOut(**await catalog.get_room(call.services.db, call.params["room_id"]))
@@ -134,7 +137,7 @@ async def create_seats(call: Call) -> list[SeatOut]:
     return [SeatOut(**row) for row in rows]
 
 
-@router.get("/api/v1/rooms/{room_id:int}/seats/", response=list[SeatOut])
+@router.get("/api/v1/rooms/{room_id:int}/seats/", response=list[SeatOut], cache=CATALOG)
 async def list_seats(call: Call) -> list[SeatOut]:
     """List all the seats of a room, row by row, then by number (a layout: not paginated)."""
     rows = await catalog.list_seats(call.services.db, call.params["room_id"])

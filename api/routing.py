@@ -24,6 +24,14 @@ from starlette.routing import Router as StarletteRouter
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from api.auth import authenticate, bearer_token
+from api.caching import (
+    Caching,
+    Reply,
+    cache_headers,
+    merged,
+    send_not_modified,
+    send_validated,
+)
 from api.errors import error_reply, error_response
 from api.rendering import MAX_BODY_BYTES, Encoded, convert, decode_body, dumps
 from seatlock.accounts.tokens import Principal
@@ -88,6 +96,8 @@ class Endpoint:
     # Refusals beyond those every endpoint of its kind can give (api/openapi.py error_statuses:
     # 401, 403, 404 on a path id, 400/413/422 on a body, 422 on a query, 503): documentation only.
     errors: tuple[int, ...] = ()
+    # GET only: 200s carry a strong ETag, If-None-Match gets a 304, Cache-Control as declared.
+    cache: Caching | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         result: Response | bytes | None  # None: the 204 of a handler with nothing to send
@@ -96,6 +106,9 @@ class Endpoint:
             # seat, the common answer on release day) unwinds one frame less.
             result = await self.handler(await self._call(scope, receive))
             if isinstance(result, Encoded):
+                if isinstance(result, Reply):
+                    await send_reply(send, result)
+                    return
                 result = result.body
             elif not isinstance(result, Response):
                 result = None if self.status == 204 else dumps(result)
@@ -105,10 +118,27 @@ class Endpoint:
             return
         except Exception as exc:
             result = await error_response(Request(scope, receive), exc)
-        if isinstance(result, bytes):
+        if self.cache is not None and result is not None:
+            await self._send_cached(scope, receive, send, result)
+        elif isinstance(result, bytes):
             await send_json(send, self.status, result)
         elif result is None:
             await send_no_content(send)
+        else:
+            await result(scope, receive, send)
+
+    async def _send_cached(
+        self, scope: Scope, receive: Receive, send: Send, result: Response | bytes
+    ) -> None:
+        """A 200 with its ETag and caching headers, or a 304; anything else as it is."""
+        assert self.cache is not None
+        caching = cache_headers(scope, self.cache, by_caller=self.access != "public")
+        if isinstance(result, bytes):
+            await send_validated(scope, send, self.status, result, [JSON_HEADERS, *caching])
+        elif result.status_code == 200 and result.background is None:
+            # A route's own Cache-Control (a signed-in search: no-store) wins over the default.
+            own = [h for h in result.raw_headers if h[0] != b"content-length"]
+            await send_validated(scope, send, 200, bytes(result.body), merged(own, caching))
         else:
             await result(scope, receive, send)
 
@@ -142,6 +172,17 @@ async def send_json(
         headers += extra
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_reply(send: Send, reply: Reply) -> None:
+    """A reply that brings its own headers (a seat map: ETag, coding), or its 304."""
+    headers = reply.headers
+    if reply.status == 304:
+        await send_not_modified(send, headers)
+        return
+    start = [JSON_HEADERS, (b"content-length", b"%d" % len(reply.body)), *headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": start})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 async def send_no_content(send: Send) -> None:
@@ -216,6 +257,9 @@ class Router:
     def route(
         self, method: str, path: str, *, access: Access = "public", summary: str = "", **extra: Any
     ) -> Callable[[Handler], Handler]:
+        if extra.get("cache") is not None and method != "GET":
+            raise ValueError(f"{method} {path}: only reads are cached")
+
         def register(handler: Handler) -> Handler:
             text = summary or (handler.__doc__ or handler.__name__).strip().splitlines()[0]
             self.endpoints.append(Endpoint(method, path, handler, access, text, self.tag, **extra))

@@ -9,6 +9,7 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
+from api.caching import CATALOG
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Page
 from db import catalog
@@ -97,7 +98,7 @@ async def create_screening(call: Call) -> ScreeningOut:
     return screening_out(row)
 
 
-@router.get("/api/v1/screenings/", query=ScreeningQuery, response=list[ScreeningOut])
+@router.get("/api/v1/screenings/", query=ScreeningQuery, response=list[ScreeningOut], cache=CATALOG)
 async def list_screenings(call: Call) -> list[ScreeningOut]:
     """List screenings by start time, upcoming ones only unless ``upcoming=false``."""
     q: ScreeningQuery = call.query
@@ -115,7 +116,7 @@ async def list_screenings(call: Call) -> list[ScreeningOut]:
     return [screening_out(row) for row in rows]
 
 
-@router.get("/api/v1/screenings/{screening_id:int}", response=ScreeningOut)
+@router.get("/api/v1/screenings/{screening_id:int}", response=ScreeningOut, cache=CATALOG)
 async def get_screening(call: Call) -> ScreeningOut:
     """Get a screening with its movie, room and cinema."""
     row = await catalog.get_screening(call.services.db, call.params["screening_id"])

@@ -8,6 +8,14 @@ object, and no hold in it has reached its deadline (a lapsed hold must not stay 
 the sweep bumps the version). A signed-in viewer who holds seats in the screening gets the map
 built from the cached entries with their own seats patched.
 
+Validators and codings (api/caching.py): a map's ETag is made of the screening id, its version,
+the earliest hold deadline (a lapsed hold changes the map, not the version), a digest of the
+seats' fixed JSON and, for a holder's own view, the holder; so an ``If-None-Match`` hit is a 304
+without serialising anything, and it is exactly as fresh as the cached map it stands for. The
+public variants' br/gzip bodies are compressed once per rendered map and kept with it (one
+compression per change of the screening, not one per read); a holder's own view, rarer and
+different per holder, is compressed on the fly.
+
 Checking the version costs one Redis GET. It is skipped while the entry is trusted: the hub's
 subscription is live and has been since the entry's last check, no event of the screening
 arrived and no script of it ran in this process since, and that check is under TRUST_MS old.
@@ -20,13 +28,17 @@ after the last version check, which also bounds what no event announces (a Redis
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import blake2b
 from typing import NamedTuple
 
 import msgspec
+from starlette.types import Scope
 
-from api.rendering import Encoded, dumps
+from api import caching
+from api.caching import MIN_SIZE, REVALIDATE, VARY_ALL, VARY_PUBLIC, Headers, Reply
+from api.rendering import dumps
 from api.reservations import utc
 from api.rooms import SeatOut
 from api.routing import Call, Router
@@ -40,6 +52,7 @@ router = Router("Seat availability")
 
 NEVER = 2**63
 NULL = b"null"
+ALL, AVAILABLE = b"m", b"a"  # the two lists a map answers, as their ETags name them
 _STATUS = {s: dumps(s) for s in ("available", "reserved", "booked")}
 
 
@@ -72,6 +85,10 @@ class Rendered:
     checked_ms: int = 0  # when the version was last confirmed current
     seen: int = -1  # the cache's change count then (-1: never trusted)
     epoch: int = -1  # the hub's subscription epoch then
+    layout: bytes = b""  # a digest of the seats' fixed JSON: part of the ETags
+    exact: bool = True  # the map is the state of ``version``: nothing changed while it was read
+    stored: dict[tuple[bytes, str], bytes] = field(default_factory=dict)  # compressed bodies
+    public: dict[tuple[bytes, str | None], Headers] = field(default_factory=dict)  # their headers
 
     def usable(self, version: int, details: ScreeningSeats | None, now_ms: int) -> bool:
         return version == self.version and details is self.details and now_ms < self.valid_until_ms
@@ -81,6 +98,43 @@ class Rendered:
             free = zip(self.parts, self.statuses, strict=True)
             self.available_json = _array([part for part, st in free if st == "available"])
         return self.available_json
+
+    def tagged(self) -> bool:
+        """Whether the answers carry ETags: only a map known to be the state of its version."""
+        return self.exact and self.version > 0
+
+    def etag(self, screening_id: int, kind: bytes, holder: int | None, coding: str | None) -> bytes:
+        """The strong ETag of one answer: its coding included (RFC 9110 8.8.3.3)."""
+        tag = b'"%s%d.%d.%d.%s' % (
+            kind,
+            screening_id,
+            self.version,
+            self.valid_until_ms,
+            self.layout,
+        )
+        if holder is not None:
+            tag += b".u%d" % holder
+        return tag + (b"." + coding.encode() + b'"' if coding else b'"')
+
+    def headers(
+        self, screening_id: int, kind: bytes, holder: int | None, coding: str | None
+    ) -> Headers:
+        """The headers of one answer; the public ones made once per map (never changed)."""
+        if holder is not None:
+            return reply_headers(self, self.etag(screening_id, kind, holder, coding), kind, coding)
+        headers = self.public.get((kind, coding))
+        if headers is None:
+            etag = self.etag(screening_id, kind, None, coding)
+            headers = self.public[kind, coding] = reply_headers(self, etag, kind, coding)
+        return headers
+
+    def compressed(self, kind: bytes, coding: str) -> bytes:
+        """A public list in ``coding``, compressed on first use and kept with the map."""
+        body = self.stored.get((kind, coding))
+        if body is None:
+            plain = self.all_json if kind == ALL else self.available()
+            body = self.stored[kind, coding] = caching.compress(plain, coding)
+        return body
 
     def for_viewer(self, viewer: int | None) -> bytes:
         """The full map as ``viewer`` may see it: their own holds name them (invariant 9)."""
@@ -141,6 +195,11 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
 
 async def _build(services: Services, screening_id: int, version: int) -> Rendered:
     states = await services.engine.seat_map(screening_id)
+    # A change between the version read and the map read leaves a map newer than ``version``:
+    # fine for the cache (the next check sees a newer version and renders again), not for an
+    # ETag, which would name two different maps (another process renders the older state under
+    # the same version). Read once more, and send no ETag unless nothing changed.
+    exact = bool(version) and await services.engine.version(screening_id) == version
     details = await services.layouts.seats(screening_id, [s.seat_id for s in states])
     if details is None:
         raise ScreeningNotFound(screening_id)
@@ -156,9 +215,25 @@ async def _build(services: Services, screening_id: int, version: int) -> Rendere
         for fixed, status, expiry in zip(seats.values(), statuses, expiries, strict=True)
     ]
     valid_until = min((ms for ms in deadlines if ms is not None), default=NEVER)
-    return Rendered(
+    rendered = Rendered(
         version, details, valid_until, seats, statuses, holders, expiries, parts, _array(parts)
     )
+    rendered.exact = exact
+    reused = cache_of(services).peek(screening_id)
+    if reused is not None and reused.seats is seats:
+        rendered.layout = reused.layout
+    else:
+        rendered.layout = layout_digest(seats)
+    return rendered
+
+
+def layout_digest(seats: dict[int, SeatJson]) -> bytes:
+    """What the seats' fixed JSON (ids, rows, numbers, types) is, in 16 hex digits: a layout
+    edited under the same version still changes the ETags, in every process alike."""
+    digest = blake2b(digest_size=8)
+    for fixed in seats.values():
+        digest.update(fixed.prefix)
+    return digest.hexdigest().encode()
 
 
 def seat_json(
@@ -218,15 +293,64 @@ def _viewer(call: Call) -> int | None:
     return call.principal.user_id if call.principal is not None else None
 
 
+def map_reply(scope: Scope, screening_id: int, rendered: Rendered, viewer: int | None) -> Reply:
+    """Every seat as ``viewer`` may see it, or a 304 when the client has that answer."""
+    coding, tags = caching.negotiate(scope)
+    if len(rendered.all_json) < MIN_SIZE:
+        coding = None
+    holder = viewer if viewer is not None and viewer in rendered.holders else None
+    headers = rendered.headers(screening_id, ALL, holder, coding)
+    if tags is not None and rendered.tagged() and caching.matches(tags, headers[2][1]):
+        return Reply(b"", headers, 304)
+    if holder is None:
+        body = rendered.all_json if coding is None else rendered.compressed(ALL, coding)
+    else:  # a holder's own view: rare next to the public one, compressed on the fly
+        body = rendered.for_viewer(holder)
+        body = body if coding is None else caching.compress(body, coding)
+    return Reply(body, headers)
+
+
+def free_reply(scope: Scope, screening_id: int, rendered: Rendered) -> Reply:
+    """The free seats (the same for every viewer), or a 304 when the client has them."""
+    coding, tags = caching.negotiate(scope)
+    plain = rendered.available()
+    if len(plain) < MIN_SIZE:
+        coding = None
+    headers = rendered.headers(screening_id, AVAILABLE, None, coding)
+    if tags is not None and rendered.tagged() and caching.matches(tags, headers[2][1]):
+        return Reply(b"", headers, 304)
+    body = plain if coding is None else rendered.compressed(AVAILABLE, coding)
+    return Reply(body, headers)
+
+
+def reply_headers(rendered: Rendered, etag: bytes, kind: bytes, coding: str | None) -> Headers:
+    """Cache-Control, Vary, ETag (in that order) and Content-Encoding of one answer.
+
+    Clients revalidate every time (no-cache): a seat map is live. Vary: Origin because an answer
+    with Cache-Control may be stored (api/app.py BrowserCors); Authorization for the full map,
+    whose holder's view differs. No ETag when the map is not known to be its version's state
+    (version 0: Redis lacked the screening and this read loaded it; or a change landed while
+    the map was read): the callers test ``tagged()`` before they read ``headers[2]``.
+    """
+    vary = VARY_ALL if kind == ALL else VARY_PUBLIC
+    headers = [(b"cache-control", REVALIDATE), (b"vary", vary)]
+    if rendered.tagged():
+        headers.append((b"etag", etag))
+    if coding is not None:
+        headers.append((b"content-encoding", coding.encode()))
+    return headers
+
+
 @router.get(
     "/api/v1/seat-reservations/screening/{screening_id:int}/availability",
     access="optional",
     response=list[SeatStatusOut],
 )
-async def availability(call: Call) -> Encoded:
+async def availability(call: Call) -> Reply:
     """Every seat of a screening with its live status."""
-    rendered = await rendered_map(call.services, call.params["screening_id"])
-    return Encoded(rendered.for_viewer(_viewer(call)))
+    screening_id = call.params["screening_id"]
+    rendered = await rendered_map(call.services, screening_id)
+    return map_reply(call.scope, screening_id, rendered, _viewer(call))
 
 
 @router.get(
@@ -234,17 +358,18 @@ async def availability(call: Call) -> Encoded:
     access="optional",
     response=list[SeatStatusOut],
 )
-async def available_seats(call: Call) -> Encoded:
+async def available_seats(call: Call) -> Reply:
     """The seats of a screening that are free right now."""
     # Free seats have no holder, so this list is the same for every viewer.
-    rendered = await rendered_map(call.services, call.params["screening_id"])
-    return Encoded(rendered.available())
+    screening_id = call.params["screening_id"]
+    return free_reply(call.scope, screening_id, await rendered_map(call.services, screening_id))
 
 
 @router.get(
     "/api/v1/showtimes/{showtime_id:int}/seats", access="optional", response=list[SeatStatusOut]
 )
-async def showtime_seats(call: Call) -> Encoded:
+async def showtime_seats(call: Call) -> Reply:
     """Every seat of a showtime (a screening) with its live status."""
-    rendered = await rendered_map(call.services, call.params["showtime_id"])
-    return Encoded(rendered.for_viewer(_viewer(call)))
+    showtime_id = call.params["showtime_id"]
+    rendered = await rendered_map(call.services, showtime_id)
+    return map_reply(call.scope, showtime_id, rendered, _viewer(call))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from api.caching import CATALOG
 from api.discovery import Id, public
 from api.rendering import JSON
 from api.routing import Call, Router
@@ -140,14 +141,14 @@ async def respond(call: Call, f: ShowtimeFilters, page: Page) -> list[ShowtimeOu
     return [showtime_out(r) for r in rows]
 
 
-@router.get("/api/v1/showtimes/", query=ShowtimeQuery, response=list[ShowtimeOut])
+@router.get("/api/v1/showtimes/", query=ShowtimeQuery, response=list[ShowtimeOut], cache=CATALOG)
 async def list_showtimes(call: Call) -> JSON:
     """List Showtimes by movie, cinema, date and a from/to window (default: upcoming)."""
     query: ShowtimeQuery = call.query
     return public(await respond(call, showtime_filters(query), query))
 
 
-@router.get("/api/v1/showtimes/{showtime_id:int}", response=ShowtimeOut)
+@router.get("/api/v1/showtimes/{showtime_id:int}", response=ShowtimeOut, cache=CATALOG)
 async def get_showtime(call: Call) -> JSON:
     """Get Showtime, with its movie, cinema and room."""
     row = await discovery.get_showtime(call.services.db, call.params["showtime_id"])
@@ -156,7 +157,9 @@ async def get_showtime(call: Call) -> JSON:
     return public(showtime_out(row))
 
 
-@router.get("/api/v1/movies/{movie_id:int}/showtimes", query=Page, response=list[ShowtimeOut])
+@router.get(
+    "/api/v1/movies/{movie_id:int}/showtimes", query=Page, response=list[ShowtimeOut], cache=CATALOG
+)
 async def movie_showtimes(call: Call) -> JSON:
     """Get Movie Showtimes: upcoming screenings with cinema and room."""
     page: Page = call.query
@@ -169,7 +172,10 @@ async def movie_showtimes(call: Call) -> JSON:
 
 
 @router.get(
-    "/api/v1/cinemas/{cinema_id:int}/showtimes", query=DateQuery, response=list[ShowtimeOut]
+    "/api/v1/cinemas/{cinema_id:int}/showtimes",
+    query=DateQuery,
+    response=list[ShowtimeOut],
+    cache=CATALOG,
 )
 async def cinema_showtimes(call: Call) -> JSON:
     """Get Cinema Showtimes: upcoming, or those of one day (date=YYYY-MM-DD, UTC)."""
