@@ -32,6 +32,7 @@ from api import (
     websockets,
 )
 from api.errors import HANDLERS
+from api.observe import Observe
 from api.openapi import openapi_document
 from api.rendering import JSON
 from api.routing import App, Endpoint, starlette_routes
@@ -100,8 +101,10 @@ class BrowserCors:
 def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
     """The stack every request passes through, hot routes included (api/routing.py FastRouter).
 
-    CORS: browsers on ``cors_origins`` (``*``: any) may call every route. Auth is a bearer
-    header, never a cookie, so no credentials mode is needed and ``*`` is safe as a default.
+    Observe first (outermost): request ids, request metrics and the access log see every
+    answer, CORS preflights included. CORS: browsers on ``cors_origins`` (``*``: any) may call
+    every route. Auth is a bearer header, never a cookie, so no credentials mode is needed and
+    ``*`` is safe as a default.
     """
     cors = Middleware(
         BrowserCors,
@@ -111,7 +114,7 @@ def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
         expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )
-    return [cors]
+    return [Middleware(Observe), cors]
 
 
 def build_app(lifespan: Lifespan[Starlette], cors_origins: Sequence[str] = ("*",)) -> App:
