@@ -52,6 +52,7 @@ _PATTERNS = (
     ),
     (re.compile(r"(?i)\b(bearer\s+)[^\s\"',)]+"), rf"\1{REDACTED}"),
     (re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"), REDACTED),  # a JWT wherever it appears
+    (re.compile(r"(\b[a-z][\w+.-]*://[^:/@\s]+:)[^@\s]+@"), rf"\1{REDACTED}@"),  # URL password
 )
 
 
