@@ -9,6 +9,7 @@ that every worker has written what it queued; the tests read its captured output
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from select import PIPE_BUF
 from typing import Any
 
 import httpx
@@ -300,3 +302,25 @@ def test_the_background_handler_writes_from_a_thread_and_drains_on_close(
         handler.close()
     written = [orjson.loads(x) for x in capfd.readouterr().err.splitlines()]
     assert [x["message"] for x in written] == [f"line {n} token=[redacted]" for n in range(100)]
+
+
+class Writes(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def test_lines_are_written_whole_in_writes_a_pipe_keeps_atomic() -> None:
+    stream = Writes()
+    writer = logs.LineWriter(stream)
+    writer.setFormatter(logging.Formatter("%(message)s"))
+    for n in range(200):
+        writer.handle(record("%03d %s", n, "x" * 96))
+    writer.flush()
+    assert 1 < len(stream.writes) < 200
+    assert all(len(w) <= PIPE_BUF and w.endswith("\n") for w in stream.writes)
+    assert "".join(stream.writes).splitlines() == [f"{n:03d} {'x' * 96}" for n in range(200)]
