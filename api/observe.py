@@ -109,9 +109,10 @@ class Observe:
 
         try:
             await self.app(scope, receive, answer)
-        except BaseException:
+        except Exception:
             # Starlette's ServerErrorMiddleware (around us) answers 500 and logs the error: the
-            # request id stays set for that line (this task serves only this request).
+            # request id stays set for that line (this task serves only this request). A
+            # cancelled request (the server stopping) is neither counted nor logged.
             self._done(scope, status or 500, started)
             raise
         self._done(scope, status, started)
