@@ -16,9 +16,14 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from api import errors as api_errors
-from api.observe import ACCESS, MAX_ID_CHARS
+from api.observe import ACCESS, MAX_ID_CHARS, Observe
 from seatlock.errors import Unavailable
 from seatlock.server import logs
 from tests import factories as make
@@ -187,3 +192,25 @@ def test_503s_of_a_dependency_down_are_logged_once_per_interval(
     assert len(lines) == 2
     assert all(r.levelno == logging.WARNING and r.dependency == "redis" for r in lines)
     assert "49 more" in lines[1].getMessage()
+
+
+async def test_a_500_is_counted_and_logged_with_its_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("bug")
+
+    app = Starlette(
+        routes=[Route("/broken", broken)],
+        middleware=[Middleware(Observe)],
+        exception_handlers={Exception: api_errors.unexpected},
+    )
+    before = requests_counted("/broken", "GET", 500)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        r = await client.get("/broken", headers={"X-Request-ID": "boom-1"})
+    assert r.status_code == 500 and r.json() == {"detail": "Internal server error"}
+    assert requests_counted("/broken", "GET", 500) == before + 1
+    [line] = [x for x in caplog.records if x.name == "api.errors"]
+    assert line.levelno >= logging.WARNING and line.request_id == "boom-1"
+    assert line.exc_info is not None
