@@ -35,6 +35,7 @@ from api import (
 from api.asyncapi import asyncapi_document
 from api.caching import Compression
 from api.errors import HANDLERS
+from api.observe import Observe
 from api.openapi import openapi_document
 from api.rendering import JSON
 from api.routing import App, Endpoint, starlette_routes
@@ -103,9 +104,11 @@ class BrowserCors:
 def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
     """The stack every request passes through, hot routes included (api/routing.py FastRouter).
 
-    CORS: browsers on ``cors_origins`` (``*``: any) may call every route. Auth is a bearer
-    header, never a cookie, so no credentials mode is needed and ``*`` is safe as a default.
-    Compression: br or gzip when the request's Accept-Encoding asks (api/caching.py).
+    Observe first (outermost): request ids, request metrics and the access log see every
+    answer, CORS preflights included. CORS: browsers on ``cors_origins`` (``*``: any) may call
+    every route. Auth is a bearer header, never a cookie, so no credentials mode is needed and
+    ``*`` is safe as a default. Compression: br or gzip when the request's Accept-Encoding asks
+    (api/caching.py).
     """
     cors = Middleware(
         BrowserCors,
@@ -119,7 +122,7 @@ def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
     # br/gzip for clients that ask, above api/caching.py MIN_SIZE; inside CORS, so a preflight
     # never reaches it and the CORS headers are added to what it sends.
     compression = Middleware(Compression)
-    return [cors, compression]
+    return [Middleware(Observe), cors, compression]
 
 
 def build_app(lifespan: Lifespan[Starlette], cors_origins: Sequence[str] = ("*",)) -> App:

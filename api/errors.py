@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -75,6 +76,8 @@ def ws_close_code(exc: errors.SeatLockError) -> int:
 def error_reply(exc: errors.SeatLockError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, extra headers and JSON body of a refusal."""
     status = status_of(exc)
+    if status >= 500:
+        warn_unavailable(exc)
     headers = [(b"www-authenticate", b"Bearer")] if status == 401 else []
     if isinstance(exc, errors.TooManyRequests):
         headers.append((b"retry-after", str(exc.retry_after).encode()))
@@ -106,6 +109,48 @@ MAX_KEPT_DETAIL = 200
 _BODIES: dict[str, bytes] = {}
 
 
+# A dependency that is down turns every request into a 503: one line per dependency (or per
+# reason, when no dependency is named) every WARN_EVERY_S, with the count of those not logged.
+WARN_EVERY_S = 5.0
+_WARNED: dict[str, tuple[float, int]] = {}  # key -> (when last logged, 503s since)
+
+
+def warn_unavailable(exc: errors.SeatLockError) -> None:
+    """Log a 503 at WARNING, rate-limited per dependency (redis, postgresql) or reason."""
+    dependency = dependency_of(exc)
+    key = dependency or exc.detail
+    now = time.monotonic()
+    last, since = _WARNED.get(key, (-WARN_EVERY_S, 0))
+    if now - last < WARN_EVERY_S:
+        _WARNED[key] = (last, since + 1)
+        return
+    _WARNED[key] = (now, 0)
+    cause = exc.__cause__ or exc.__context__
+    logger.warning(
+        "503 %s: %s (%r); %d more in the last %.0fs",
+        dependency or "unavailable",
+        exc.detail,
+        cause,
+        since,
+        WARN_EVERY_S,
+        extra={"dependency": dependency},
+    )
+
+
+def dependency_of(exc: BaseException) -> str | None:
+    """``redis`` or ``postgresql`` when a BACKEND_DOWN error of one caused ``exc``."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, REDIS_DOWN):
+            return "redis"
+        if isinstance(seen, DATABASE_DOWN):
+            return "postgresql"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 async def seatlock_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.SeatLockError)
     status, headers, body = error_reply(exc)
@@ -122,13 +167,21 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def backend_unavailable(request: Request, exc: Exception) -> Response:
-    """A BACKEND_DOWN error, answered as the Unavailable refusal it means."""
-    logger.warning("backend unavailable on %s %s: %r", request.method, request.url.path, exc)
-    return await seatlock_error(request, errors.Unavailable(UNAVAILABLE))
+    """A BACKEND_DOWN error, answered as the Unavailable refusal it means (logged, rate-limited,
+    by ``error_reply``)."""
+    unavailable = errors.Unavailable(UNAVAILABLE)
+    unavailable.__cause__ = exc
+    return await seatlock_error(request, unavailable)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    """A 500: a bug. Every one is logged with its traceback and the request id."""
+    logger.exception(
+        "500 on %s %s",
+        request.method,
+        request.url.path,
+        extra={"request_id": request.scope.get("request_id")},
+    )
     return JSON({"detail": "Internal server error"}, status_code=500)
 
 

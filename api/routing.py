@@ -146,6 +146,7 @@ class Endpoint:
         """The request, authenticated and parsed as the handler receives it."""
         services: Services = scope["app"].state.services
         principal = await authenticate(bearer_token(scope["headers"]), services, self.access)
+        scope["user_id"] = None if principal is None else principal.user_id  # the access log
         params: dict[str, Any] = scope.get("path_params") or {}
         for name, value in params.items():
             if isinstance(value, int) and value > MAX_ID:

@@ -93,6 +93,7 @@ async def screening_updates(websocket: WebSocket) -> None:
         logger.warning("websocket refused, backend unavailable: %r", exc)
         await websocket.close(code=WS_TRY_AGAIN_LATER)
         return
+    websocket.scope["user_id"] = user_id  # for the access log (api/observe.py)
     hub = services.hub
     write = direct_writer(websocket)
     watcher = hub.join(screening_id, user_id, write)

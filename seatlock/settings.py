@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "SEATLOCK_"
-REDIS_TRANSPORTS = ("fast", "redis-py")  # seatlock/engine/transport.py
+REDIS_TRANSPORTS = ("fast", "redis-py")
+LOG_FORMATS = ("text", "json")  # seatlock/server/logs.py  # seatlock/engine/transport.py
 PAYMENT_VERIFIERS = ("accept", "hmac")  # seatlock/services/payments.py
 MIN_PAYMENT_SECRET_CHARS = 32
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,6 +33,10 @@ class Settings:
     port: int = 8000
     workers: int = 0  # 0: one per core
     log_level: str = "info"
+    # Log lines (seatlock/server/logs.py): "text", or "json" (one object per line); one access
+    # line per request and WebSocket (logger seatlock.access) unless access_log is off.
+    log_format: str = "text"
+    access_log: bool = True
     # Browser origins allowed to call the API (comma-separated; "*": any). Auth is a bearer
     # header, never a cookie, so any origin is safe by default.
     cors_origins: str = "*"
@@ -113,6 +118,10 @@ class Settings:
                 f" {', '.join(REDIS_TRANSPORTS)}"
             )
         self._check_payments()
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"{PREFIX}LOG_FORMAT: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
+            )
         proxy_networks(self.trusted_proxies)  # a typo is refused at start-up, not per request
 
     def _check_payments(self) -> None:

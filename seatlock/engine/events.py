@@ -342,6 +342,9 @@ class Hub:
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
             if self.ready.is_set():
+                logger.warning(
+                    "seat event subscription restored; resyncing %d screening(s)", len(self._rooms)
+                )
                 await self._resync()
             self.ready.set()
             await asyncio.wait([stopping, feed.closed], return_when=asyncio.FIRST_COMPLETED)

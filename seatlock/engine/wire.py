@@ -15,8 +15,10 @@ Error replies become redis-py's public exceptions (``reply_error``); no redis-py
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast
@@ -43,6 +45,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seatlock.engine.scripts import NAMES, sha, source
 from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, settle
+
+logger = logging.getLogger(__name__)
 
 _NAMES = frozenset(NAMES)
 MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
@@ -218,6 +222,7 @@ class _Wire(Sender):
         self.known: set[str] = set()  # scripts loaded (or being loaded) on this connection
         self.writable = True
         self.reads = 0  # data_received calls: progress, for the stall watchdog
+        self.lost_reason = ""
         self._watchdog: asyncio.TimerHandle | None = None
 
     def watch(self, timeout: float, reads: int = -1, owed: bool = False) -> None:
@@ -254,6 +259,7 @@ class _Wire(Sender):
             self._watchdog.cancel()
         self.owner._lost(self)
         reason = self.trouble or f"Lost the connection to Redis ({exc or 'closed'})"
+        self.lost_reason = reason
         self.ended(RedisConnectionError(reason))
 
     def pause_writing(self) -> None:
@@ -340,6 +346,7 @@ class FastTransport:
         self._opening = False
         self._flush_soon = False
         self._life: asyncio.Task[None] | None = None  # the current connection's lifetime
+        self._lost_at: float | None = None  # when the last connection was lost (monotonic)
         self.db = int(options.get("db") or 0)
         self.pipelines = 0  # socket writes so far (tests and stats)
         self.calls = 0  # commands written so far
@@ -455,6 +462,9 @@ class FastTransport:
             wire = await self._open()
         except Exception as exc:
             self._opening = False
+            if self._lost_at is None:  # the first failed attempt of an outage is logged
+                self._lost_at = time.monotonic()
+                logger.warning("cannot connect to Redis: %r", exc)
             self._fail_queue(_refused(exc))
             return
         except BaseException:  # cancelled (loop shutting down)
@@ -463,6 +473,9 @@ class FastTransport:
             raise
         self._opening = False
         self._wire = wire
+        if self._lost_at is not None:
+            down_s, self._lost_at = time.monotonic() - self._lost_at, None
+            logger.warning("connection to Redis restored after %.1f s", down_s)
         if timeout := self._options.get("socket_timeout"):
             wire.watch(timeout)
         try:
@@ -474,6 +487,10 @@ class FastTransport:
         finally:
             self._lost(wire)
             wire.close()  # never leave the socket open
+        # Lost, not closed by us: calls fail (503) until a call connects again. One line per
+        # lost connection; the attempts in between are not logged (api/errors.py logs the 503s).
+        self._lost_at = time.monotonic()
+        logger.warning("lost the connection to Redis: %s", wire.lost_reason or "closed")
 
     def _fail_queue(self, error: Exception) -> None:
         while self._queue:

@@ -15,18 +15,12 @@ from typing import Any
 
 import asyncpg
 
+from seatlock.server import logs
 from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
 from seatlock.server.watchdog import OnRestart, Server, Watchdog
 from seatlock.settings import PREFIX, Settings
 
 logger = logging.getLogger("seatlock")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 @contextlib.contextmanager
@@ -125,6 +119,9 @@ def serve(settings: Settings) -> None:
             "http": http_protocol(),
             # Forwarding headers are trusted by SEATLOCK_TRUSTED_PROXIES only (api/auth.py).
             "proxy_headers": False,
+            # Every worker logs as the supervisor does (seatlock/server/logs.py), its records
+            # written by a thread; our access log (api/observe.py) replaces uvicorn's.
+            "log_config": logs.log_config(live, background=True),
             "log_level": live.log_level,
             "access_log": False,
             "timeout_graceful_shutdown": 10,
@@ -203,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env()
     except ValueError as exc:  # a setting that cannot be used: say which, before anything starts
         parser.error(str(exc))
-    configure_logging(settings.log_level)
+    logs.configure(settings)
     if args.command == "serve":
         serve(settings)
     elif args.command == "migrate":

@@ -26,7 +26,7 @@ from db.reservations import HistoryWriter, ReservationIds
 from seatlock import keys
 from seatlock.engine.model import Hold, new_grant
 from seatlock.engine.seats import SeatEngine
-from seatlock.errors import TooManyRequests, Unavailable, ValidationFailed
+from seatlock.errors import SeatLockError, TooManyRequests, Unavailable, ValidationFailed
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,18 @@ class HoldService:
         """Hold every seat or none (seats the user holds already are kept, with their rows)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         grant = new_grant()
-        holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
+        try:
+            holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
+        except SeatLockError as exc:  # a refusal: no seat changed (invariant 2)
+            logger.debug(
+                "hold refused (%s): screening %s, user %s, seats %s: %s",
+                type(exc).__name__,
+                screening_id,
+                user_id,
+                seat_ids,
+                exc.detail,
+            )
+            raise
         holds.sort(key=_seat_of)
         new_ms = now_ms + self.engine.hold_ms
         # A seat the user already held keeps its hold, so its expiry is not now + hold time.

@@ -1,0 +1,238 @@
+"""The request middleware: request ids, the request metrics and the access log.
+
+Outermost of our middleware (api/app.py ``middleware``), so it sees every answer: CORS
+preflights, 404s and 405s included. For each HTTP request it
+
+- takes the client's ``X-Request-ID`` (printable ASCII, at most 128 characters) or makes one,
+  echoes it on the response, and keeps it in the scope (``request_id``) and in ``REQUEST_ID``,
+  so every log line written while the request is served carries it (``RequestContext``);
+- counts the request in ``seatlock_http_requests`` and times it in
+  ``seatlock_http_request_duration_seconds``, labelled with the route's template (never the raw
+  path: a client cannot grow the label set) or ``unmatched``;
+- writes one INFO line on the ``seatlock.access`` logger: method, route, path (secret query
+  parameters redacted), status, duration, user id (the endpoint puts it in the scope), request
+  id, client. Nothing is formatted when that logger is off (``SEATLOCK_ACCESS_LOG``).
+
+A WebSocket gets a line when it is accepted and one when it ends. Its ``send`` is never wrapped:
+the hub writes seat updates straight to the socket only when no middleware wraps it
+(api/websockets.py ``server_protocol``), and the fan-out is the hottest path of all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from seatlock.metrics import REQUEST_SECONDS, REQUESTS
+
+ACCESS = logging.getLogger("seatlock.access")
+INFO = logging.INFO
+HEADER = b"x-request-id"
+MAX_ID_CHARS = 128
+UNMATCHED = "unmatched"  # the route label of a request no route matched (404)
+# Other methods are counted as "other": a client cannot grow the label set with made-up ones.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+SECRET_PARAMETERS = ("token", "password", "secret", "key")  # names ending so: values redacted
+
+# The request id of the request this task serves (None outside one).
+REQUEST_ID: ContextVar[str | None] = ContextVar("seatlock_request_id", default=None)
+
+# Request ids made here: this process's random prefix, then a counter. Unique across processes
+# and restarts (48 random bits per process), and a tenth of uuid4's cost.
+_PREFIX = os.urandom(6).hex()
+_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_PREFIX}-{next(_COUNTER):x}"
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` when it is usable, else a new one."""
+    for name, value in headers:  # ASGI header names are lower-case
+        if name == HEADER:
+            if 0 < len(value) <= MAX_ID_CHARS and value.isascii():
+                text = value.decode()
+                if text.isprintable():
+                    return text
+            break
+    return new_request_id()
+
+
+class RequestContext(logging.Filter):
+    """Puts the request id of the request being served into every record (``request_id``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = REQUEST_ID.get()
+        if rid is not None and not hasattr(record, "request_id"):
+            record.request_id = rid
+        return True
+
+
+class Observe:
+    """The request middleware (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # Label children by key: prometheus-client's ``labels()`` costs more than the count.
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._timings: dict[tuple[str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        rid = scope["request_id"] = request_id(scope["headers"])
+        echo = (HEADER, rid.encode())
+        context = REQUEST_ID.set(rid)
+        status = 0
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echo]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, answer)
+        except Exception:
+            # Starlette's ServerErrorMiddleware (around us) answers 500 and logs the error: the
+            # request id stays set for that line (this task serves only this request). A
+            # cancelled request (the server stopping) is neither counted nor logged.
+            self._done(scope, status or 500, started)
+            raise
+        self._done(scope, status, started)
+        REQUEST_ID.reset(context)
+
+    def _done(self, scope: Scope, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        route = scope.get("route")
+        template: str = UNMATCHED if route is None else getattr(route, "path", UNMATCHED)
+        method = scope["method"]
+        if method not in METHODS:
+            method = "other"
+        self._count(template, method, status, seconds)
+        if ACCESS.isEnabledFor(INFO):
+            access_line(scope, method, template, status, seconds)
+
+    def _count(self, template: str, method: str, status: int, seconds: float) -> None:
+        count = self._counts.get((template, method, status))
+        if count is None:
+            count = REQUESTS.labels(template, method, str(status))
+            self._counts[(template, method, status)] = count
+        count.inc()
+        timing = self._timings.get((template, method))
+        if timing is None:
+            timing = self._timings[(template, method)] = REQUEST_SECONDS.labels(template, method)
+        timing.observe(seconds)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        scope["request_id"] = rid = request_id(scope["headers"])
+        REQUEST_ID.set(rid)  # the connection's task serves only it: never reset
+        close_code: int | None = None
+
+        async def listen() -> Message:
+            nonlocal close_code
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.connect" and ACCESS.isEnabledFor(INFO):
+                websocket_line(scope, "accepted", 101, started)
+            elif kind == "websocket.disconnect":
+                close_code = message.get("code", 1005)
+            return message
+
+        try:
+            await self.app(scope, listen, send)
+        finally:
+            if ACCESS.isEnabledFor(INFO):
+                websocket_line(scope, "closed", close_code, started)
+
+
+def access_line(scope: Scope, method: str, template: str, status: int, seconds: float) -> None:
+    """The access log line of an HTTP request."""
+    path, client, user_id = target(scope), peer(scope), scope.get("user_id")
+    duration_ms = round(seconds * 1000, 3)
+    fields = {
+        "method": method,
+        "route": template,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
+        "user_id": user_id,
+        "request_id": scope.get("request_id"),
+        "client": client,
+    }
+    user = "-" if user_id is None else user_id
+    args = (client, method, path, status, duration_ms, user)
+    write('%s "%s %s" %d %.1fms user %s', args, fields)
+
+
+def write(message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
+    """An access line, made as ``ACCESS.info(message, *args, extra=fields)`` makes it, minus its
+    search of the call stack for the caller's file and line and its checks of ``extra``'s names
+    (ours are fixed): at a line per request those cost more than the rest."""
+    record = ACCESS.makeRecord(ACCESS.name, INFO, __file__, 0, message, args, None)
+    record.__dict__.update(fields)
+    ACCESS.handle(record)
+
+
+def websocket_line(scope: Scope, event: str, status: int | None, started: float) -> None:
+    """A WebSocket's access line: when it is accepted (status 101) and when it ends (the close
+    code the client sent, None when the server closed first)."""
+    route = scope.get("route")
+    template = UNMATCHED if route is None else getattr(route, "path", UNMATCHED)
+    path, client, user_id = target(scope), peer(scope), scope.get("user_id")
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    fields = {
+        "method": "WEBSOCKET",
+        "route": template,
+        "path": path,
+        "event": event,
+        "status": status,
+        "duration_ms": duration_ms,
+        "user_id": user_id,
+        "request_id": scope.get("request_id"),
+        "client": client,
+    }
+    code = "-" if status is None else status
+    user = "-" if user_id is None else user_id
+    args = (client, path, event, code, duration_ms, user)
+    write('%s "WEBSOCKET %s" %s %s %.1fms user %s', args, fields)
+
+
+def target(scope: Scope) -> str:
+    """The path and query of a request, values of secret parameters (``token=``) redacted."""
+    path: str = scope["path"]
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return path
+    return f"{path}?{redact_query(query.decode('latin-1'))}"
+
+
+def redact_query(query: str) -> str:
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, _ = part.partition("=")
+        if equals and name.lower().endswith(SECRET_PARAMETERS):
+            parts[index] = f"{name}=[redacted]"
+    return "&".join(parts)
+
+
+def peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return None if not client else f"{client[0]}:{client[1]}"

@@ -1,0 +1,326 @@
+"""``seatlock serve``'s log output, read from a real run: two worker processes, JSON lines,
+everything logged (debug), and not one secret in it.
+
+One server runs for the module: it is driven through the flows that handle secrets (login,
+refresh, a password reset, a WebSocket with ``?token=``, holds, a refused hold), then stopped so
+that every worker has written what it queued; the tests read its captured output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from select import PIPE_BUF
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from db.demo import DEMO_EMAIL, DEMO_PASSWORD
+from seatlock.server import logs
+from seatlock.server.embedded import free_port
+from seatlock.settings import Settings
+from tests.support import wait_until_gone
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
+NEW_PASSWORD = "Brand-new-pass-9"
+OTHER_PASSWORD = "Other-user-pass-7"
+
+
+@dataclass
+class Run:
+    """What one ``seatlock serve`` run wrote, and the secrets it was given or handed out."""
+
+    pid: int
+    output: str
+    secrets: list[str] = field(default_factory=list)
+    users: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.output.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    data_dir = Path(tempfile.mkdtemp(prefix="seatlock-logs-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
+    env |= {
+        "SEATLOCK_DATA_DIR": str(data_dir),
+        "SEATLOCK_PORT": str(port),
+        "SEATLOCK_WORKERS": "2",
+        "SEATLOCK_BCRYPT_ROUNDS": "4",
+        "SEATLOCK_LOG_LEVEL": "debug",
+        "SEATLOCK_LOG_FORMAT": "json",
+    }
+    log = data_dir / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_both_workers(proc, url, log)
+        secrets, users = asyncio.run(drive(url, data_dir / "outbox"))
+        time.sleep(0.5)  # the reset mail's background task, the WebSocket's close line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+        yield Run(proc.pid, log.read_text(), secrets, users)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        wait_until_gone(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def wait_for_both_workers(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()}")
+        if log.read_text().count("Application startup complete.") >= 2:
+            try:
+                if httpx.get(url + "/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+        time.sleep(0.1)
+    pytest.fail(f"serve did not start two workers:\n{log.read_text()}")
+
+
+async def drive(url: str, outbox: Path) -> tuple[list[str], dict[str, int]]:
+    """Every flow that carries a secret; returns the secrets and the users' ids."""
+    secrets = [DEMO_PASSWORD, NEW_PASSWORD, OTHER_PASSWORD]
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        login = await client.post(
+            "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        tokens = login.json()
+        secrets += [tokens["access_token"], tokens["refresh_token"]]
+        refreshed = await client.post(
+            "/api/v1/auth/refresh-token", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        access = refreshed.json()["access_token"]
+        secrets += [access, refreshed.json()["refresh_token"]]
+        demo = {"Authorization": f"Bearer {access}"}
+        me = (await client.get("/api/v1/auth/me", headers=demo)).json()["id"]
+        other = await register_and_login(client, secrets)
+
+        screening = (await client.get("/api/v1/screenings/")).json()[0]["id"]
+        path = f"/ws/screenings/{screening}?token={access}"
+        ws_url = url.replace("http://", "ws://") + path
+        async with websockets.connect(ws_url) as ws:
+            await asyncio.wait_for(ws.recv(), 5)  # connection_confirmed
+            seats = await client.get(
+                f"/api/v1/seat-reservations/screening/{screening}/availability"
+            )
+            seat = seats.json()[0]["seat"]["id"]
+            body = {"screening_id": screening, "seat_ids": [seat]}
+            held = await client.post("/api/v1/seat-reservations/reserve", json=body, headers=demo)
+            assert held.status_code == 201, held.text
+            refused = await client.post(
+                "/api/v1/seat-reservations/reserve", json=body, headers=other
+            )
+            assert refused.status_code == 409, refused.text
+            await asyncio.wait_for(ws.recv(), 5)  # the hold's seat update
+
+        forgot = await client.post("/api/v1/auth/forgot-password", json={"email": DEMO_EMAIL})
+        assert forgot.status_code == 200, forgot.text
+        reset_token = reset_token_from(outbox)
+        secrets.append(reset_token)
+        reset = await client.post(
+            "/api/v1/auth/reset-password",
+            json={"token": reset_token, "new_password": NEW_PASSWORD},
+        )
+        assert reset.status_code == 200, reset.text
+    return secrets, {"demo": me}
+
+
+async def register_and_login(client: httpx.AsyncClient, secrets: list[str]) -> dict[str, str]:
+    email = "other@example.com"
+    body = {"email": email, "password": OTHER_PASSWORD, "full_name": "Other Person"}
+    assert (await client.post("/api/v1/auth/register", json=body)).status_code == 201
+    r = await client.post(
+        "/api/v1/auth/login", data={"username": email, "password": OTHER_PASSWORD}
+    )
+    assert r.status_code == 200, r.text
+    secrets += [r.json()["access_token"], r.json()["refresh_token"]]
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def reset_token_from(outbox: Path) -> str:
+    """The token of the newest mail in the outbox (sent after the response: waited for)."""
+    for _ in range(100):
+        mails = sorted(outbox.glob("*.json")) if outbox.exists() else []
+        if mails:
+            text = orjson.loads(mails[-1].read_bytes())["body"]
+            return str(text.split("token=", 1)[1].split()[0])
+        time.sleep(0.05)
+    raise AssertionError("no password reset mail")
+
+
+def test_no_token_or_password_reaches_the_log(run: Run) -> None:
+    assert len(run.secrets) == 10
+    for secret in run.secrets:
+        assert secret not in run.output, f"a secret ({secret[:6]}...) was logged"
+    # The lines that carried them are there, redacted: uvicorn's WebSocket line among them.
+    assert '"WebSocket /ws/screenings/' in run.output
+    assert "token=[redacted]" in run.output
+
+
+def test_every_line_is_a_json_object_with_the_common_fields(run: Run) -> None:
+    lines = run.lines
+    assert len(lines) > 50
+    for line in lines:
+        assert {"time", "level", "logger", "message", "pid"} <= line.keys(), line
+        assert line["time"].endswith("Z") and "T" in line["time"]
+
+
+def test_the_workers_lines_reach_the_output(run: Run) -> None:
+    lines = run.lines
+    workers = {x["pid"] for x in lines if x["message"] == "Application startup complete."}
+    assert len(workers) == 2 and run.pid not in workers
+    supervisor = [x for x in lines if x["pid"] == run.pid]
+    assert any(x["message"].startswith("seatlock on http://") for x in supervisor)
+    # INFO and DEBUG lines of our own loggers, from the workers
+    by_workers = [x for x in lines if x["pid"] in workers]
+    assert any(x["logger"] == "seatlock.access" for x in by_workers)
+    assert any(x["logger"] == "uvicorn.error" and x["level"] == "INFO" for x in by_workers)
+
+
+def test_access_lines_carry_route_status_duration_user_and_request_id(run: Run) -> None:
+    access = [x for x in run.lines if x["logger"] == "seatlock.access"]
+    held = [
+        x for x in access if x["method"] == "POST" and x["status"] == 201 and "reserve" in x["path"]
+    ]
+    assert len(held) == 1
+    line = held[0]
+    assert line["route"] == "/api/v1/seat-reservations/reserve"
+    assert line["user_id"] == run.users["demo"]
+    assert line["duration_ms"] > 0
+    assert line["client"].startswith("127.0.0.1:")
+    assert line["request_id"]
+    sockets = [x for x in access if x["method"] == "WEBSOCKET"]
+    assert [x["event"] for x in sockets] == ["accepted", "closed"]
+    assert sockets[0]["route"] == "/ws/screenings/{screening_id:int}"
+    assert sockets[1]["user_id"] == run.users["demo"]
+    assert sockets[0]["path"].endswith("?token=[redacted]")
+    assert sockets[0]["request_id"] == sockets[1]["request_id"]
+
+
+def test_a_refused_hold_is_logged_at_debug_with_its_reason(run: Run) -> None:
+    refused = [x for x in run.lines if x["message"].startswith("hold refused (SeatsUnavailable)")]
+    assert len(refused) == 1
+    assert refused[0]["level"] == "DEBUG" and refused[0]["request_id"]
+
+
+# -- the configuration itself ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /ws/screenings/1?token=abc.def&x=1", "GET /ws/screenings/1?token=[redacted]&x=1"),
+        (
+            '{"access_token": "a1", "token_type": "bearer"}',
+            '{"access_token": "[redacted]", "token_type": "bearer"}',
+        ),
+        (
+            "{'refresh_token': 'r1', 'password': 'p1'}",
+            "{'refresh_token': '[redacted]', 'password': '[redacted]'}",
+        ),
+        ("Login(email='a@b.c', password='p1')", "Login(email='a@b.c', password='[redacted]')"),
+        ("(b'authorization', b'Bearer eyJa.b.c')", "(b'authorization', b'Bearer [redacted]')"),
+        ("link http://x/reset-password?token=Zq9", "link http://x/reset-password?token=[redacted]"),
+        ("new_password=hunter22&next=/", "new_password=[redacted]&next=/"),
+        ("postgresql://app:pw@db:5432/seatlock", "postgresql://app:[redacted]@db:5432/seatlock"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig in text", "jwt [redacted] in text"),
+        ("seats [1, 2] are taken", "seats [1, 2] are taken"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert logs.redact(text) == expected
+
+
+def record(msg: str, *args: Any, **extra: Any) -> logging.LogRecord:
+    made = logging.LogRecord("seatlock.test", logging.WARNING, __file__, 1, msg, args, None)
+    made.__dict__.update(extra)
+    return made
+
+
+def test_the_filter_redacts_message_arguments_and_extra_fields() -> None:
+    line = record("url %s", "/ws/1?token=abc", path="/x?refresh_token=r", user_id=7)
+    assert logs.Redact().filter(line)
+    formatted = orjson.loads(logs.JsonFormatter().format(line))
+    assert formatted["message"] == "url /ws/1?token=[redacted]"
+    assert formatted["path"] == "/x?refresh_token=[redacted]"
+    assert formatted["user_id"] == 7
+    assert formatted["level"] == "WARNING" and formatted["logger"] == "seatlock.test"
+
+
+def test_text_lines_name_the_process_and_the_request() -> None:
+    line = logs.TextFormatter().format(record("hello %s", "there", request_id="r-1"))
+    assert line.endswith(f" WARNING [{os.getpid()}] seatlock.test: hello there request_id=r-1")
+
+
+def test_the_access_log_can_be_turned_off() -> None:
+    on = logs.log_config(Settings(), background=False)["loggers"][logs.ACCESS_LOGGER]
+    off = logs.log_config(Settings(access_log=False), background=False)
+    assert on["level"] == "NOTSET"
+    assert off["loggers"][logs.ACCESS_LOGGER]["level"] > logging.CRITICAL
+
+
+def test_an_unknown_log_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="SEATLOCK_LOG_FORMAT"):
+        Settings.from_env({"SEATLOCK_LOG_FORMAT": "xml"})
+
+
+def test_the_background_handler_writes_from_a_thread_and_drains_on_close(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    handler = logs.BackgroundHandler("json")
+    try:
+        for n in range(100):
+            handler.handle(record("line %d token=%s", n, "s3cret"))
+    finally:
+        handler.close()
+    written = [orjson.loads(x) for x in capfd.readouterr().err.splitlines()]
+    assert [x["message"] for x in written] == [f"line {n} token=[redacted]" for n in range(100)]
+
+
+class Writes(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def test_lines_are_written_whole_in_writes_a_pipe_keeps_atomic() -> None:
+    stream = Writes()
+    writer = logs.LineWriter(stream)
+    writer.setFormatter(logging.Formatter("%(message)s"))
+    for n in range(200):
+        writer.handle(record("%03d %s", n, "x" * 96))
+    writer.flush()
+    assert 1 < len(stream.writes) < 200
+    assert all(len(w) <= PIPE_BUF and w.endswith("\n") for w in stream.writes)
+    assert "".join(stream.writes).splitlines() == [f"{n:03d} {'x' * 96}" for n in range(200)]
