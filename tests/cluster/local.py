@@ -50,6 +50,7 @@ class LocalCluster:
     root: Path
     primaries: int = 3
     replicas_each: int = 1
+    options: list[str] = field(default_factory=list)  # more redis-server options, for every node
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -98,6 +99,7 @@ class LocalCluster:
             "--notify-keyspace-events", "Ex",
             "--hz", "100",
             "--logfile", str(data / "redis.log"),
+            *self.options,
         ]  # fmt: skip
         return subprocess.Popen(
             args,
@@ -162,6 +164,10 @@ class LocalCluster:
         for port in self.primary_ports:
             with self.client(port) as node:
                 node.flushall()
+
+    def kill(self, port: int) -> None:
+        """kill -9 one node."""
+        self.procs[self.ports.index(port)].send_signal(signal.SIGKILL)
 
     def stop(self) -> None:
         for proc in self.procs:
