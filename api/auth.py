@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from redis.asyncio.cluster import RedisCluster
+
 from seatlock import keys
 from seatlock.accounts.sessions import CHANNEL
 from seatlock.accounts.tokens import Principal
@@ -130,11 +132,15 @@ async def publish_revocations(services: Services, session_ids: list[str]) -> Non
     if not session_ids:
         return
     services.sessions.revoke(session_ids)
+    cluster = isinstance(services.redis, RedisCluster)
     async with services.redis.pipeline(transaction=False) as pipe:
         for session_id in session_ids:
             pipe.set(keys.session(session_id), b"0", ex=SESSION_CACHE_SECONDS)
-        pipe.publish(CHANNEL, " ".join(session_ids))
+        if not cluster:
+            pipe.publish(CHANNEL, " ".join(session_ids))
         await pipe.execute()
+    if cluster:  # a cluster pipeline refuses PUBLISH: it follows the writes, one round trip later
+        await services.redis.publish(CHANNEL, " ".join(session_ids))
 
 
 def client_address(conn: HTTPConnection, trusted: Sequence[IPNetwork]) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 PREFIX = "SEATLOCK_"
 REDIS_TRANSPORTS = ("fast", "redis-py")
@@ -112,6 +113,7 @@ class Settings:
     embedded_postgres_bin: str = ""
 
     def __post_init__(self) -> None:
+        redis_cluster_nodes(self.redis_url)  # a bad URL is refused at start-up
         if self.redis_transport not in REDIS_TRANSPORTS:
             raise ValueError(
                 f"{PREFIX}REDIS_TRANSPORT: {self.redis_transport!r} is not one of"
@@ -186,6 +188,55 @@ def proxy_networks(spec: str) -> tuple[IPNetwork, ...]:
         raise ValueError(
             f"{PREFIX}TRUSTED_PROXIES: {spec!r} is not a list of IPs or CIDRs"
         ) from None
+
+
+# --- Redis Cluster: SEATLOCK_REDIS_URL=redis+cluster://[user:password@]host:port[,host:port...]
+# (TLS: rediss+cluster://), the seed nodes, as the `limits` library spells it. Parsed here only.
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterURL:
+    """A ``redis+cluster://`` URL: its seed nodes, credentials and whether it uses TLS."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
+    tls: bool = False
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+@functools.lru_cache(maxsize=8)
+def redis_cluster_nodes(url: str) -> ClusterURL | None:
+    """The cluster a ``redis+cluster://`` URL names; None for a single-node URL (or none)."""
+    scheme, sep, rest = url.partition("://")
+    if url and (not sep or scheme.lower() not in REDIS_SCHEMES):
+        raise ValueError(f"{PREFIX}REDIS_URL: the scheme must be one of {', '.join(REDIS_SCHEMES)}")
+    if not is_cluster_url(url):
+        return None
+    userinfo, _, hosts = rest.rpartition("@")
+    hosts, _, database = hosts.partition("/")
+    if database.strip("/") not in ("", "0"):
+        raise ValueError(f"{PREFIX}REDIS_URL: a Redis Cluster has database 0 only")
+    user, _, password = userinfo.partition(":")
+    return ClusterURL(
+        nodes=tuple(_host_port(node) for node in hosts.split(",")),
+        username=unquote(user) or None,
+        password=unquote(password) or None,
+        tls=CLUSTER_SCHEMES[scheme.lower()],
+    )
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    host, _, port = node.strip().rpartition(":")
+    host = host.strip("[]")  # an IPv6 address: [::1]:7000
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{PREFIX}REDIS_URL: {node!r} is not a cluster seed host:port")
+    return host, int(port)
 
 
 def _parse(kind: Any, raw: str, name: str) -> Any:

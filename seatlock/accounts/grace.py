@@ -14,6 +14,7 @@ import hashlib
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from seatlock import keys
 from seatlock.accounts.tokens import digest
@@ -21,13 +22,15 @@ from seatlock.accounts.tokens import digest
 DOMAIN = b"seatlock refresh grace\x00"  # keeps the key stream apart from the stored digest
 
 
-async def keep(redis: Redis, spent: str, access: str, refresh: str, seconds: int) -> None:
+async def keep(
+    redis: Redis | RedisCluster, spent: str, access: str, refresh: str, seconds: int
+) -> None:
     """Keep the pair ``spent`` was rotated to for ``seconds``."""
     sealed = _seal(spent, msgspec.json.encode([access, refresh]))
     await redis.set(keys.refresh_grace(digest(spent)), sealed, ex=seconds)
 
 
-async def recall(redis: Redis, spent: str) -> tuple[str, str] | None:
+async def recall(redis: Redis | RedisCluster, spent: str) -> tuple[str, str] | None:
     """The pair ``spent`` was rotated to, while its grace window lasts."""
     sealed = await redis.get(keys.refresh_grace(digest(spent)))
     if not isinstance(sealed, bytes):

@@ -31,8 +31,9 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from seatlock import keys
@@ -47,6 +48,12 @@ CONFIRM_SECONDS = 30.0
 MAX_CONFIRMED = 100_000
 INVALIDATIONS = "__redis__:invalidate"  # where RESP2 delivers client-tracking notices
 RETRY_SECONDS = 1.0
+# How the feed connects to the canary's node of a Redis Cluster (with the ssl_* options). Only
+# that node's flush is noticed: a flush (or a failover losing writes) of another primary erases
+# the "0"s stored there and leaves ``confirmed`` as it is.
+NODE_OPTIONS = frozenset(
+    ("host", "port", "username", "password", "socket_timeout", "socket_connect_timeout")
+)
 
 
 class SessionTrust:
@@ -95,7 +102,7 @@ class SessionTrust:
 
 
 @contextlib.asynccontextmanager
-async def listening(redis: Redis, trust: SessionTrust) -> AsyncIterator[None]:
+async def listening(redis: Redis | RedisCluster, trust: SessionTrust) -> AsyncIterator[None]:
     """Follow revocations and flushes for as long as the block runs."""
     stop = asyncio.Event()
     task = asyncio.create_task(follow(redis, trust, stop))
@@ -108,7 +115,7 @@ async def listening(redis: Redis, trust: SessionTrust) -> AsyncIterator[None]:
         trust.live = False
 
 
-async def follow(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
+async def follow(redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await _follow_once(redis, trust, stop)
@@ -121,7 +128,26 @@ async def follow(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None
             await asyncio.wait_for(stop.wait(), RETRY_SECONDS)
 
 
-async def _follow_once(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
+async def _follow_once(
+    redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event
+) -> None:
+    if not isinstance(redis, RedisCluster):
+        await _follow_node(redis, trust, stop)
+        return
+    # A cluster forwards PUBLISH to every node, so one node's subscription hears every
+    # revocation; the canary's own node is the one whose flush is noticed (see NODE_OPTIONS).
+    await redis.initialize()
+    node = redis.get_node_from_key(FLUSH_CANARY)
+    if node is None:
+        raise RedisError("no cluster node serves the flush canary's slot")
+    given = node.connection_kwargs
+    options = {k: v for k, v in given.items() if k in NODE_OPTIONS or k.startswith("ssl_")}
+    tls = issubclass(given.get("connection_class", Connection), SSLConnection)
+    async with Redis(ssl=tls, **options) as client:
+        await _follow_node(client, trust, stop)
+
+
+async def _follow_node(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
     pubsub = redis.pubsub()
     tracker = _FlushTracker(trust)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 from seatlock import keys
 from seatlock.accounts import emails
@@ -25,7 +26,9 @@ TOO_MANY = "Too many failed login attempts; try again later"
 RESET_MAILS_PER_WINDOW = 3  # per email, per reset_token_minutes: no mail-bombing an inbox
 
 
-async def admit_login(redis: Redis, settings: Settings, email: str, address: str) -> None:
+async def admit_login(
+    redis: Redis | RedisCluster, settings: Settings, email: str, address: str
+) -> None:
     """Count this attempt against the (account, address) pair before the password is checked,
     or raise 429.
 
@@ -38,7 +41,7 @@ async def admit_login(redis: Redis, settings: Settings, email: str, address: str
     address_key = keys.login_failures_address(address)
     account_key = keys.login_failures_account(emails.key(email))
     pair_key = keys.login_failures_pair(emails.key(email), address)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with _pipeline(redis) as pipe:
         pipe.get(address_key)
         pipe.ttl(address_key)
         pipe.get(account_key)
@@ -55,24 +58,26 @@ async def admit_login(redis: Redis, settings: Settings, email: str, address: str
         raise TooManyRequests(TOO_MANY, retry_after=_retry_after(account_ttl, window))
 
 
-async def login_failed(redis: Redis, settings: Settings, email: str, address: str) -> None:
+async def login_failed(
+    redis: Redis | RedisCluster, settings: Settings, email: str, address: str
+) -> None:
     """Record a failure against the address and the account (the pair's was counted up front)."""
     window = settings.login_window_seconds
-    async with redis.pipeline(transaction=True) as pipe:
+    async with _pipeline(redis) as pipe:
         _count(pipe, keys.login_failures_address(address), window)
         _count(pipe, keys.login_failures_account(emails.key(email)), window)
         await pipe.execute()
 
 
-async def login_succeeded(redis: Redis, email: str, address: str) -> None:
+async def login_succeeded(redis: Redis | RedisCluster, email: str, address: str) -> None:
     """Clear the pair's counter. The account's stays: a success from one address does not
     forgive guesses spread over others."""
     await redis.delete(keys.login_failures_pair(emails.key(email), address))
 
 
-async def admit_reset_mail(redis: Redis, settings: Settings, email: str) -> bool:
+async def admit_reset_mail(redis: Redis | RedisCluster, settings: Settings, email: str) -> bool:
     """Whether another password reset mail may go to this address now."""
-    async with redis.pipeline(transaction=True) as pipe:
+    async with _pipeline(redis) as pipe:
         _count(
             pipe,
             keys.rate_limit(f"reset-mail:{emails.key(email)}"),
@@ -82,7 +87,18 @@ async def admit_reset_mail(redis: Redis, settings: Settings, email: str) -> bool
     return int(sent) <= RESET_MAILS_PER_WINDOW
 
 
-def _count(pipe: Pipeline, key: str, window: int) -> None:
+def _pipeline(redis: Redis | RedisCluster) -> Pipeline | ClusterPipeline:
+    """MULTI on one node. A cluster cannot run MULTI across slots (the counters' keys hash
+    apart): there the commands are pipelined per node, and a counter whose window ends exactly
+    between its SET NX and INCR is left without a TTL (INCR recreates it), which the window's
+    next start never repairs: a lockout until the key is deleted. Rare; counters under one tag
+    per account would close it."""
+    if isinstance(redis, RedisCluster):
+        return redis.pipeline()
+    return redis.pipeline(transaction=True)
+
+
+def _count(pipe: Pipeline | ClusterPipeline, key: str, window: int) -> None:
     # SET NX EX starts the window on the first failure; INCR keeps the TTL, so the window is
     # fixed and a key can never be left without one.
     pipe.set(key, 0, ex=window, nx=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from seatlock import keys
+from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Transport
 from seatlock.errors import SeatLockError
@@ -20,17 +23,27 @@ FLAGS = "notify-keyspace-events"
 
 
 async def enable_keyspace_events(transport: Transport) -> bool:
-    """Make Redis publish key expiries ("Ex"); False when CONFIG is refused."""
+    """Make Redis publish key expiries ("Ex"), on every primary of a cluster (notifications are
+    per node); False when CONFIG is refused."""
     try:
-        reply = await transport.command("CONFIG", "GET", FLAGS)  # [name, flags], or [] if unknown
-        current = _text(reply[1]) if len(reply) > 1 else ""
-        wanted = _with_expired_events(current)
-        if wanted != current:
-            await transport.command("CONFIG", "SET", FLAGS, wanted)
+        if isinstance(transport, ClusterTransport):
+            for node in await transport.primaries():
+                async with transport.node_client(node) as client:
+                    await _enable_on(client.execute_command)
+        else:
+            await _enable_on(transport.command)
     except ResponseError as exc:
         logger.warning("cannot enable keyspace events (%s); relying on the sweep", exc)
         return False
     return True
+
+
+async def _enable_on(command: Callable[..., Awaitable[Any]]) -> None:
+    reply = await command("CONFIG", "GET", FLAGS)  # [name, flags], or [] if unknown
+    current = _text(reply[1]) if len(reply) > 1 else ""
+    wanted = _with_expired_events(current)
+    if wanted != current:
+        await command("CONFIG", "SET", FLAGS, wanted)
 
 
 def _with_expired_events(flags: str) -> str:

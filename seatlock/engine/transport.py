@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 KINDS = ("fast", "redis-py")
 
@@ -108,10 +109,16 @@ def settle(future: asyncio.Future[Any], reply: Any) -> None:
         future.set_result(reply)
 
 
-def open_transport(kind: str, redis: Redis) -> Transport:
+def open_transport(kind: str, redis: Redis | RedisCluster) -> Transport:
     """The transport named by ``kind`` (``Settings.redis_transport``), connecting like ``redis``
-    (address, TLS, credentials, database, timeouts) on connections of its own."""
+    (address, TLS, credentials, database, timeouts) on connections of its own. A cluster client
+    (``redis+cluster://``) always gets the cluster transport: ``kind`` names the single-node one.
+    """
     # Imported here: the implementations import this module's types and constants.
+    if isinstance(redis, RedisCluster):
+        from seatlock.engine.cluster import ClusterTransport
+
+        return ClusterTransport.like(redis)
     if kind == "fast":
         from seatlock.engine.wire import FastTransport
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from starlette.applications import Starlette
 
 from api.app import build_app
@@ -43,7 +44,7 @@ from seatlock.services.payments import UnpaidExpiry
 from seatlock.services.payments import verifier as payment_verifier
 from seatlock.services.reconciler import Reconciler
 from seatlock.services.seatmaps import SeatMapCache
-from seatlock.settings import Settings
+from seatlock.settings import Settings, redis_cluster_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +64,12 @@ def create_app(settings: Settings | None = None) -> App:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Pool]]:
-    """Connect to Redis and PostgreSQL and migrate; close both on the way out."""
-    # A bounded pool that makes a burst wait for a free connection instead of failing it.
-    redis = Redis.from_pool(
-        BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_max,
-            timeout=10,
-            health_check_interval=30,
-        )
-    )
+async def open_clients(
+    settings: Settings,
+) -> AsyncIterator[tuple[Redis | RedisCluster, asyncpg.Pool]]:
+    """Connect to Redis (one node, or a cluster by ``redis+cluster://``) and PostgreSQL and
+    migrate; close both on the way out."""
+    redis = redis_client(settings)
     db = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
@@ -90,7 +86,31 @@ async def open_clients(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg
         await redis.aclose()
 
 
-def build(settings: Settings, redis: Redis, db: asyncpg.Pool) -> Services:
+def redis_client(settings: Settings) -> Redis | RedisCluster:
+    """The app's Redis client: a ``RedisCluster`` for a cluster URL (redis-py follows the slot
+    map), otherwise one node through a bounded pool that makes a burst wait for a free
+    connection instead of failing it."""
+    cluster = redis_cluster_nodes(settings.redis_url)
+    if cluster is None:
+        return Redis.from_pool(
+            BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=settings.redis_pool_max,
+                timeout=10,
+                health_check_interval=30,
+            )
+        )
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+        username=cluster.username,
+        password=cluster.password,
+        ssl=cluster.tls,
+        max_connections=settings.redis_pool_max,
+        health_check_interval=30,
+    )
+
+
+def build(settings: Settings, redis: Redis | RedisCluster, db: asyncpg.Pool) -> Services:
     """Every service of a process, wired; nothing runs until ``running``."""
     tokens = TokenCodec(load_or_create_secret(settings), settings.access_token_minutes)
     layouts = Layouts(db)

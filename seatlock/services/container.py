@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from db.layouts import Layouts
 from db.reservations import HistoryWriter
@@ -28,7 +29,7 @@ from seatlock.settings import Settings
 @dataclass
 class Services:
     settings: Settings
-    redis: Redis
+    redis: Redis | RedisCluster
     db: asyncpg.Pool
     tokens: TokenCodec
     mailer: Mailer

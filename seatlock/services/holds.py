@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from db import reservations as history
 from db.pool import DATABASE_DOWN
@@ -79,7 +80,7 @@ class HoldService:
         writer: HistoryWriter,
         ids: ReservationIds,
         db: asyncpg.Pool,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         max_extend_minutes: int,
         cleanup_interval_s: float,

@@ -1,0 +1,198 @@
+"""A throw-away Redis Cluster on loopback: 3 primaries and 3 replicas from the suite's redis-server.
+
+Slots are assigned and nodes introduced by hand (CLUSTER ADDSLOTS, MEET, REPLICATE) rather than
+with ``redis-cli --cluster create``, which sleeps a second per step: the cluster is ready in
+about a second. Redis 6.2 has no ``--cluster-port``: the bus listens on port + 10000, so ports
+are picked below 55536 with both free.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+
+from seatlock.server.embedded import find_redis_server
+
+SLOTS = 16384
+BUS_OFFSET = 10_000
+
+
+def free_pair() -> int:
+    """A port free on loopback whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20_000, 50_000)
+        if _free(port) and _free(port + BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class LocalCluster:
+    """``primaries`` primaries, each with ``replicas_each`` replicas, in ``root``."""
+
+    root: Path
+    primaries: int = 3
+    replicas_each: int = 1
+    options: list[str] = field(default_factory=list)  # more redis-server options, for every node
+    ports: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def primary_ports(self) -> list[int]:
+        return self.ports[: self.primaries]
+
+    @property
+    def url(self) -> str:
+        """The seatlock URL of the cluster (every primary as a seed)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.primary_ports)
+
+    def client(self, port: int) -> Redis:
+        """A plain client of one node, replies unparsed (CLUSTER NODES as text)."""
+        node = Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        node.response_callbacks.clear()
+        return node
+
+    def start(self) -> LocalCluster:
+        count = self.primaries * (1 + self.replicas_each)
+        self.ports = [free_pair() for _ in range(count)]
+        for port in self.ports:
+            self.procs.append(self._spawn(port))
+        for port in self.ports:
+            self._wait(lambda p=port: self._pings(p), f"node {port}")
+        self._assign_slots()
+        self._meet()
+        self._wait(self._all_known, "nodes to meet")
+        self._replicate()
+        self._wait(self._state_ok, "cluster_state:ok")
+        return self
+
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        data = self.root / str(port)
+        data.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(find_redis_server()),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(data),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000",
+            "--appendonly", "no",
+            "--save", "",
+            "--notify-keyspace-events", "Ex",
+            "--hz", "100",
+            "--logfile", str(data / "redis.log"),
+            *self.options,
+        ]  # fmt: skip
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _assign_slots(self) -> None:
+        share = SLOTS // self.primaries
+        for i, port in enumerate(self.primary_ports):
+            last = SLOTS - 1 if i == self.primaries - 1 else (i + 1) * share - 1
+            with self.client(port) as node:
+                node.execute_command("CLUSTER ADDSLOTS", *range(i * share, last + 1))
+
+    def _meet(self) -> None:
+        with self.client(self.ports[0]) as first:
+            for port in self.ports[1:]:
+                first.execute_command("CLUSTER MEET", "127.0.0.1", port)
+
+    def _all_known(self) -> bool:
+        for port in self.ports:
+            with self.client(port) as node:
+                lines = _text(node.execute_command("CLUSTER NODES")).splitlines()
+            if len(lines) < len(self.ports) or any("handshake" in line for line in lines):
+                return False
+        return True
+
+    def _replicate(self) -> None:
+        ids = [self.node_id(port) for port in self.primary_ports]
+        replicas = self.ports[self.primaries :]
+        for j, port in enumerate(replicas):
+            with self.client(port) as node:
+                node.execute_command("CLUSTER REPLICATE", ids[j % self.primaries])
+
+    def node_id(self, port: int) -> str:
+        with self.client(port) as node:
+            return _text(node.execute_command("CLUSTER MYID"))
+
+    def _state_ok(self) -> bool:
+        for port in self.ports:
+            with self.client(port) as node:
+                info = _text(node.execute_command("CLUSTER INFO"))
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def port_of_slot(self, slot: int) -> int:
+        """The port of the primary serving ``slot``."""
+        with self.client(self.ports[0]) as node:
+            for start, end, primary, *_ in node.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    return int(primary[1])
+        raise LookupError(slot)
+
+    def keyslot(self, key: str) -> int:
+        with self.client(self.ports[0]) as node:
+            return int(node.execute_command("CLUSTER KEYSLOT", key))
+
+    def flush(self) -> None:
+        for port in self.primary_ports:
+            with self.client(port) as node:
+                node.flushall()
+
+    def kill(self, port: int) -> None:
+        """kill -9 one node."""
+        self.procs[self.ports.index(port)].send_signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _pings(self, port: int) -> bool:
+        try:
+            with self.client(port) as node:
+                return node.ping() in (b"PONG", True)
+        except Exception:
+            return False
+
+    def _wait(self, check: object, what: str, seconds: float = 20.0) -> None:
+        assert callable(check)
+        deadline = time.monotonic() + seconds
+        while not check():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"local cluster: timed out waiting for {what}")
+            time.sleep(0.05)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,59 @@
+"""A primary lost without a replica to take over: its screenings answer 503 with Retry-After,
+the screenings of the other primaries keep working (the nodes run with
+cluster-require-full-coverage no, as a deployment that wants that isolation must)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from seatlock.settings import Settings
+from tests.cluster.local import LocalCluster
+from tests.cluster.test_cluster_api import shows_on_every_primary
+from tests.support import LiveServer, make_account, reserve
+
+
+@pytest.fixture(scope="module")
+def lone_primaries() -> Iterator[LocalCluster]:
+    """Three primaries and no replica, kept serving the slots they have when one is lost."""
+    root = Path(tempfile.mkdtemp(prefix="seatlock-cluster-outage-"))
+    options = ["--cluster-require-full-coverage", "no"]
+    cluster = LocalCluster(root, replicas_each=0, options=options).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_lost_primary_fails_only_its_screenings(
+    base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
+) -> None:
+    live = LiveServer(base_settings.replace(redis_url=lone_primaries.url))
+    live.start()
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            alice = await make_account(client, "alice@example.com", "Alice Example")
+            shows = await shows_on_every_primary(db, lone_primaries)
+            for show in shows:
+                assert (await reserve(client, alice, show, show.seat_ids[:1])).status_code == 201
+            lost = lone_primaries.primary_ports[1]
+            lone_primaries.kill(lost)
+            started = time.monotonic()
+            down = await reserve(client, alice, shows[1], shows[1].seat_ids[1:2])
+            assert time.monotonic() - started < 10  # redis-py's retries, then 503
+            assert down.status_code == 503, down.text
+            assert down.headers["Retry-After"]
+            assert down.json() == {"detail": "Seat service temporarily unavailable"}
+            for show in (shows[0], shows[2]):
+                r = await reserve(client, alice, show, show.seat_ids[1:2])
+                assert r.status_code == 201, r.text
+    finally:
+        live.stop()
