@@ -20,6 +20,7 @@ from api import (
     discovery,
     favorites,
     health,
+    metrics,
     movies,
     profiles,
     reservations,
@@ -55,6 +56,7 @@ ROUTERS = [
     websockets.router,
     profiles.router,
     admin_stats.router,
+    metrics.router,
 ]
 
 

@@ -100,6 +100,12 @@ class Settings:
     # Demo data on an empty database when the embedded default is used.
     seed_demo: bool = True
 
+    # Metrics and readiness. /metrics is public unless metrics_token is set (then it wants
+    # "Authorization: Bearer <token>"); /health/ready fails when a background loop has not
+    # beaten for loop_silence_seconds (seatlock/heartbeats.py).
+    metrics_token: str = field(default="", repr=False)  # never in a log line
+    loop_silence_seconds: float = 15.0
+
     def __post_init__(self) -> None:
         if self.redis_transport not in REDIS_TRANSPORTS:
             raise ValueError(

@@ -36,6 +36,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from seatlock import keys
+from seatlock.heartbeats import Beat, no_beat, pause
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +96,14 @@ class SessionTrust:
 
 
 @contextlib.asynccontextmanager
-async def listening(redis: Redis, trust: SessionTrust) -> AsyncIterator[None]:
-    """Follow revocations and flushes for as long as the block runs."""
+async def listening(
+    redis: Redis, trust: SessionTrust, beat: Beat = no_beat
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Follow revocations and flushes for as long as the block runs (the task that does)."""
     stop = asyncio.Event()
-    task = asyncio.create_task(follow(redis, trust, stop))
+    task = asyncio.create_task(follow(redis, trust, stop, beat))
     try:
-        yield
+        yield task
     finally:
         stop.set()
         task.cancel()  # it may be waiting a second for a message
@@ -108,20 +111,21 @@ async def listening(redis: Redis, trust: SessionTrust) -> AsyncIterator[None]:
         trust.live = False
 
 
-async def follow(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
+async def follow(
+    redis: Redis, trust: SessionTrust, stop: asyncio.Event, beat: Beat = no_beat
+) -> None:
     while not stop.is_set():
         try:
-            await _follow_once(redis, trust, stop)
+            await _follow_once(redis, trust, stop, beat)
         except (RedisError, OSError) as exc:
             logger.warning("session revocation feed lost (%s); retrying", exc)
         finally:
             trust.live = False
             trust.forget_all()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RETRY_SECONDS)
+        await pause(stop, RETRY_SECONDS, beat)
 
 
-async def _follow_once(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
+async def _follow_once(redis: Redis, trust: SessionTrust, stop: asyncio.Event, beat: Beat) -> None:
     pubsub = redis.pubsub()
     tracker = _FlushTracker(trust)
     try:
@@ -133,6 +137,7 @@ async def _follow_once(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -
         trust.live = True
         while not stop.is_set():
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            beat()
             if tracker.broken:
                 raise RedisError("the subscription reconnected without flush tracking")
             if message is not None:

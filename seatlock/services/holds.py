@@ -24,13 +24,36 @@ from db import reservations as history
 from db.pool import DATABASE_DOWN
 from db.reservations import HistoryWriter, ReservationIds
 from seatlock import keys
+from seatlock.engine.errors import (
+    ScreeningNotFound,
+    ScreeningStarted,
+    SeatsUnavailable,
+    TooManySeats,
+    UnknownSeats,
+)
 from seatlock.engine.model import Hold, new_grant
 from seatlock.engine.seats import SeatEngine
-from seatlock.errors import TooManyRequests, Unavailable, ValidationFailed
+from seatlock.errors import SeatLockError, TooManyRequests, Unavailable, ValidationFailed
+from seatlock.metrics import HOLDS
 
 logger = logging.getLogger(__name__)
 
 NO_IDS = "Service temporarily unavailable"
+# Counters bound once: a hold attempt pays an increment (~1 µs multi-process), not a lookup.
+GRANTED = HOLDS.labels("granted")
+REFUSED = {
+    reason: HOLDS.labels(reason)
+    for reason in (
+        "taken",
+        "booked",
+        "too_many",
+        "started",
+        "unknown_seats",
+        "not_found",
+        "unavailable",
+        "invalid",
+    )
+}
 
 
 def utc(ms: int) -> datetime:
@@ -98,7 +121,12 @@ class HoldService:
         """Hold every seat or none (seats the user holds already are kept, with their rows)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         grant = new_grant()
-        holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
+        try:
+            holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
+        except SeatLockError as exc:
+            REFUSED[refusal(exc)].inc()
+            raise
+        GRANTED.inc()
         holds.sort(key=_seat_of)
         new_ms = now_ms + self.engine.hold_ms
         # A seat the user already held keeps its hold, so its expiry is not now + hold time.
@@ -219,6 +247,20 @@ class HoldService:
         started = time.perf_counter()
         count = await self.engine.sweep()
         return Cleanup(count, round(time.perf_counter() - started, 3), datetime.now(UTC))
+
+
+def refusal(exc: SeatLockError) -> str:
+    """The reason label of a refused hold (``seatlock_holds_total``): a few fixed values."""
+    if isinstance(exc, SeatsUnavailable):
+        return "booked" if exc.booked else "taken"
+    kinds: list[tuple[type[SeatLockError], str]] = [
+        (TooManySeats, "too_many"),
+        (ScreeningStarted, "started"),
+        (UnknownSeats, "unknown_seats"),
+        (ScreeningNotFound, "not_found"),
+        (Unavailable, "unavailable"),
+    ]
+    return next((name for kind, name in kinds if isinstance(exc, kind)), "invalid")
 
 
 def _seat_of(hold: Hold) -> int:
