@@ -249,18 +249,23 @@ class HoldService:
         return Cleanup(count, round(time.perf_counter() - started, 3), datetime.now(UTC))
 
 
+REFUSAL_KINDS: tuple[tuple[type[SeatLockError], str], ...] = (
+    (TooManySeats, "too_many"),
+    (ScreeningStarted, "started"),
+    (UnknownSeats, "unknown_seats"),
+    (ScreeningNotFound, "not_found"),
+    (Unavailable, "unavailable"),
+)
+
+
 def refusal(exc: SeatLockError) -> str:
     """The reason label of a refused hold (``seatlock_holds_total``): a few fixed values."""
-    if isinstance(exc, SeatsUnavailable):
+    if isinstance(exc, SeatsUnavailable):  # nearly every refusal on release day
         return "booked" if exc.booked else "taken"
-    kinds: list[tuple[type[SeatLockError], str]] = [
-        (TooManySeats, "too_many"),
-        (ScreeningStarted, "started"),
-        (UnknownSeats, "unknown_seats"),
-        (ScreeningNotFound, "not_found"),
-        (Unavailable, "unavailable"),
-    ]
-    return next((name for kind, name in kinds if isinstance(exc, kind)), "invalid")
+    for kind, name in REFUSAL_KINDS:
+        if isinstance(exc, kind):
+            return name
+    return "invalid"
 
 
 def _seat_of(hold: Hold) -> int:

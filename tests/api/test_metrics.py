@@ -24,10 +24,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from seatlock.engine.errors import SeatsUnavailable, TooManySeats
+from seatlock.errors import Unavailable, ValidationFailed
 from seatlock.heartbeats import Heartbeats
 from seatlock.server.cli import METRICS_DIR_VARIABLE, metrics_dir
 from seatlock.server.workers import can_share_port
 from seatlock.services.container import Services
+from seatlock.services.holds import refusal
 from seatlock.settings import Settings
 from tests import factories as make
 from tests.api.test_processes import Process, start, wait_ready
@@ -305,3 +308,30 @@ def test_metrics_dir_is_fresh_and_keeps_running_servers_dirs(
     assert list(path.iterdir()) == []
     assert not stale.exists()  # a server that is gone: its counters would add up
     assert (running / "counter_1.db").exists()  # another server sharing the data_dir
+
+
+async def test_expired_holds_are_counted_once_by_listener_or_sweep(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    live: LiveServer = make_server(hold_seconds=1)
+    show = await make.show(db, 3)
+    async with httpx.AsyncClient(base_url=live.url) as client:
+        holder = await _account(client, "expiring@example.com")
+        before = value(await scrape(client), "seatlock_hold_expiries_total")
+        assert (await reserve(client, holder, show, show.seat_ids[:2])).status_code == 201
+        async with asyncio.timeout(10):
+            while True:
+                freed = value(await scrape(client), "seatlock_hold_expiries_total") - before
+                if freed >= 2:
+                    break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # a second pass of the sweep counts nothing more
+        assert value(await scrape(client), "seatlock_hold_expiries_total") - before == 2
+
+
+def test_refusal_reasons_are_a_few_fixed_labels() -> None:
+    assert refusal(SeatsUnavailable([1], booked=False)) == "taken"
+    assert refusal(SeatsUnavailable([1], booked=True)) == "booked"
+    assert refusal(TooManySeats(10)) == "too_many"
+    assert refusal(Unavailable("down")) == "unavailable"
+    assert refusal(ValidationFailed("bad")) == "invalid"
