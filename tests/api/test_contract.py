@@ -215,4 +215,4 @@ def test_schema_names_are_unique(documented: dict[tuple[str, str], dict[str, obj
     assert [n for n in names if "." in n] == []  # twin classes get module-qualified names
 
 
-NOT_JSON = {"/docs", "/media/profile-pictures/{name}"}  # HTML page and image bytes
+NOT_JSON = {"/docs", "/media/profile-pictures/{name}", "/metrics"}  # HTML, image, Prometheus
