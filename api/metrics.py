@@ -27,6 +27,7 @@ router = Router("Metrics")
 async def metrics(call: Call) -> Response:
     """Prometheus metrics (text format; a bearer token when SEATLOCK_METRICS_TOKEN is set)."""
     _check_token(call)
+    call.services.holds.outcomes.flush()  # this worker's counts are current; others' <= 1 s old
     # Reading every worker's files takes a few ms: off the event loop.
     body = await asyncio.to_thread(exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

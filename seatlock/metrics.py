@@ -13,6 +13,8 @@ cannot grow the label set.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Latency buckets for answers that take from a few hundred microseconds to seconds.
@@ -128,3 +130,25 @@ EMBEDDED_RESTARTS = Counter(
     "Embedded servers restarted by the supervisor after they died",
     ["server"],
 )
+
+
+class Tally:
+    """Counts of a labelled counter kept in plain ints and added to it by ``flush``.
+
+    For the hottest paths: an increment is a dict update (~0.1 µs) where the counter's own, in
+    multi-process mode, writes its file under a lock (~1 µs). Each app keeps its own (no thread
+    shares one) and flushes it every second (seatlock/server/wiring.py), before each scrape and
+    on shutdown, so /metrics lags the other workers by a second at most.
+    """
+
+    __slots__ = ("_children", "counts")
+
+    def __init__(self, counter: Counter, labels: Iterable[str]) -> None:
+        self._children = {label: counter.labels(label) for label in labels}
+        self.counts = dict.fromkeys(self._children, 0)
+
+    def flush(self) -> None:
+        for label, count in self.counts.items():
+            if count:
+                self.counts[label] = 0
+                self._children[label].inc(count)

@@ -194,6 +194,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        s.holds.outcomes.flush()  # the counts of the last second: a counter outlives its worker
         await s.bookings.aclose()
         if s.engine.mirrors is not None:
             await s.engine.mirrors.aclose()
@@ -213,7 +214,8 @@ SAMPLE_S = 1.0  # how often a process writes its gauges of queues and pools
 
 async def sample_gauges(s: Services, stop: asyncio.Event) -> None:
     """Write this process's gauges of state that changes too often to record at each change
-    (queues, the pool); in multi-process mode every worker writes its own (livesum)."""
+    (queues, the pool) and add the hold tallies to their counter, every SAMPLE_S; in
+    multi-process mode every worker writes its own (livesum)."""
     while not stop.is_set():
         size = s.db.get_size()
         DB_POOL_SIZE.set(size)
@@ -221,4 +223,5 @@ async def sample_gauges(s: Services, stop: asyncio.Event) -> None:
         HISTORY_BACKLOG.set(s.history_writer.backlog)
         BOOKING_BACKLOG.set(s.booking_writer.backlog)
         SEATS_UNMARKED.set(s.bookings.unmarked)
+        s.holds.outcomes.flush()
         await pause(stop, SAMPLE_S, no_beat)

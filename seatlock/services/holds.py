@@ -34,26 +34,23 @@ from seatlock.engine.errors import (
 from seatlock.engine.model import Hold, new_grant
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import SeatLockError, TooManyRequests, Unavailable, ValidationFailed
-from seatlock.metrics import HOLDS
+from seatlock.metrics import HOLDS, Tally
 
 logger = logging.getLogger(__name__)
 
 NO_IDS = "Service temporarily unavailable"
-# Counters bound once: a hold attempt pays an increment (~1 µs multi-process), not a lookup.
-GRANTED = HOLDS.labels("granted")
-REFUSED = {
-    reason: HOLDS.labels(reason)
-    for reason in (
-        "taken",
-        "booked",
-        "too_many",
-        "started",
-        "unknown_seats",
-        "not_found",
-        "unavailable",
-        "invalid",
-    )
-}
+# The labels of seatlock_holds_total: granted, or the reason of the refusal (``refusal``).
+HOLD_OUTCOMES = (
+    "granted",
+    "taken",
+    "booked",
+    "too_many",
+    "started",
+    "unknown_seats",
+    "not_found",
+    "unavailable",
+    "invalid",
+)
 
 
 def utc(ms: int) -> datetime:
@@ -114,6 +111,8 @@ class HoldService:
         self.redis = redis
         self.max_extend_minutes = max_extend_minutes
         self.cleanup_interval_s = cleanup_interval_s
+        # Every hold attempt counts: a Tally, not the counter itself (seatlock/metrics.py).
+        self.outcomes = Tally(HOLDS, HOLD_OUTCOMES)
 
     async def hold(
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
@@ -124,9 +123,9 @@ class HoldService:
         try:
             holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
         except SeatLockError as exc:
-            REFUSED[refusal(exc)].inc()
+            self.outcomes.counts[refusal(exc)] += 1
             raise
-        GRANTED.inc()
+        self.outcomes.counts["granted"] += 1
         holds.sort(key=_seat_of)
         new_ms = now_ms + self.engine.hold_ms
         # A seat the user already held keeps its hold, so its expiry is not now + hold time.

@@ -22,11 +22,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from seatlock.engine.errors import SeatsUnavailable, TooManySeats
 from seatlock.errors import Unavailable, ValidationFailed
 from seatlock.heartbeats import Heartbeats
+from seatlock.metrics import Tally
 from seatlock.server.cli import METRICS_DIR_VARIABLE, metrics_dir
 from seatlock.server.workers import can_share_port
 from seatlock.services.container import Services
@@ -215,7 +217,7 @@ def two_workers(base_settings: Settings) -> Iterator[tuple[Process, Path]]:
 
 def per_worker(directory: Path, scratch: Path, name: str, labels: Labels) -> dict[int, float]:
     """Each process's own value of a counter, read from its file alone (public API only)."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
     found: dict[int, float] = {}
@@ -248,8 +250,12 @@ async def test_metrics_are_summed_over_two_workers(
 
     for _ in range(attempts // 10):
         await asyncio.gather(*(refused_on_a_new_connection() for _ in range(10)))
-    async with httpx.AsyncClient(base_url=process.url) as client:
-        text = await scrape(client)
+    async with httpx.AsyncClient(base_url=process.url) as client, asyncio.timeout(10):
+        while True:  # the other worker adds its tally within a second (seatlock/metrics.py)
+            text = await scrape(client)
+            if holds(text, "taken") >= attempts:
+                break
+            await asyncio.sleep(0.2)
     assert holds(text, "taken") == attempts
     assert holds(text, "granted") == 1
     by_worker = per_worker(directory, tmp_path, "seatlock_holds_total", {"outcome": "taken"})
@@ -335,3 +341,15 @@ def test_refusal_reasons_are_a_few_fixed_labels() -> None:
     assert refusal(TooManySeats(10)) == "too_many"
     assert refusal(Unavailable("down")) == "unavailable"
     assert refusal(ValidationFailed("bad")) == "invalid"
+
+
+def test_a_tally_adds_its_counts_to_the_counter_once() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("tally_test", "a test counter", ["outcome"], registry=registry)
+    tally = Tally(counter, ("yes", "no"))
+    tally.counts["yes"] += 2
+    assert registry.get_sample_value("tally_test_total", {"outcome": "yes"}) == 0
+    tally.flush()
+    tally.flush()
+    assert registry.get_sample_value("tally_test_total", {"outcome": "yes"}) == 2
+    assert registry.get_sample_value("tally_test_total", {"outcome": "no"}) == 0
