@@ -21,6 +21,7 @@ from api import (
     docs,
     favorites,
     health,
+    metrics,
     movies,
     profiles,
     reservations,
@@ -59,6 +60,7 @@ ROUTERS = [
     websockets.router,
     profiles.router,
     admin_stats.router,
+    metrics.router,
 ]
 
 

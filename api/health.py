@@ -12,6 +12,7 @@ from api.routing import Call, Router
 from seatlock import __version__
 
 router = Router("Health")
+RETRY_AFTER_S = "5"  # what a load balancer is told to wait before asking readiness again
 
 
 class WelcomeOut(msgspec.Struct):
@@ -29,6 +30,9 @@ class ReadyOut(msgspec.Struct):
     status: str  # "ready" | "unavailable" (503)
     redis: str  # "ok" | "down"
     postgres: str
+    # Each background loop: "ok", "stopped" or "silent for N s" (seatlock/heartbeats.py).
+    loops: dict[str, str]
+    stalled: list[str]  # the loops that are not "ok"
 
 
 @router.get("/", response=WelcomeOut)
@@ -50,14 +54,22 @@ async def live(call: Call) -> dict[str, str]:
 
 @router.get("/health/ready", response=ReadyOut)
 async def ready(call: Call) -> JSON:
-    """Readiness: Redis and PostgreSQL both answer (503 otherwise)."""
+    """Readiness: Redis and PostgreSQL answer and every background loop beats (503
+    otherwise, with Retry-After and what is wrong)."""
     redis_ok, db_ok = await asyncio.gather(_redis_ok(call), _db_ok(call))
+    loops = call.services.heartbeats.stalled()
+    stalled = [name for name, state in loops.items() if state != "ok"]
+    is_ready = redis_ok and db_ok and not stalled
     body = {
-        "status": "ready" if redis_ok and db_ok else "unavailable",
+        "status": "ready" if is_ready else "unavailable",
         "redis": "ok" if redis_ok else "down",
         "postgres": "ok" if db_ok else "down",
+        "loops": loops,
+        "stalled": stalled,
     }
-    return JSON(body, status_code=200 if redis_ok and db_ok else 503)
+    if is_ready:
+        return JSON(body)
+    return JSON(body, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
 
 
 async def _redis_ok(call: Call) -> bool:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from db.pool import Conn, Executor
+from seatlock.heartbeats import Beat, no_beat
+from seatlock.metrics import HISTORY_DROPPED, HISTORY_REJECTED
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -236,6 +238,12 @@ class HistoryWriter:
         # Kept from one batch to the next while changes keep coming: returning a connection to
         # the pool costs a round trip (its reset) and PostgreSQL's work, once per batch.
         self._conn: PoolConnectionProxy[Any] | None = None
+        self._beat: Beat = no_beat
+
+    @property
+    def backlog(self) -> int:
+        """Changes queued, not yet written."""
+        return self._queue.qsize()
 
     def submit(self, change: Change) -> None:
         self.live.apply(change)
@@ -243,6 +251,7 @@ class HistoryWriter:
             self._queue.put_nowait(change)
         except asyncio.QueueFull:
             self.dropped += 1
+            HISTORY_DROPPED.inc()
             self._log_drops()
             return
         if self._queue.qsize() >= BATCH_SIZE - 1:  # with the writer's first: a full batch
@@ -273,8 +282,9 @@ class HistoryWriter:
         finally:
             self._flushing -= 1
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Write changes until ``stop`` is set and the queue is empty."""
+        self._beat = beat
         waker = asyncio.create_task(self._wake_on(stop))
         try:
             await self._write_until(stop)
@@ -288,6 +298,7 @@ class HistoryWriter:
 
     async def _write_until(self, stop: asyncio.Event) -> None:
         while not (stop.is_set() and self._queue.empty()):
+            self._beat()
             self._log_drops()
             try:
                 async with asyncio.timeout(0.5):
@@ -325,6 +336,7 @@ class HistoryWriter:
         for change in batch:
             if not await self._apply_with_retry([change], stop):
                 self.rejected += 1
+                HISTORY_REJECTED.inc()
                 logger.warning("reservation history change refused: %r", change)
 
     async def _apply_with_retry(self, batch: list[Change], stop: asyncio.Event) -> bool:
@@ -343,10 +355,12 @@ class HistoryWriter:
                     attempts_after_stop += 1
                     if attempts_after_stop >= RETRIES_AT_SHUTDOWN:
                         self.dropped += len(batch)
+                        HISTORY_DROPPED.inc(len(batch))
                         logger.error("reservation history: shutting down, lost %d", len(batch))
                         return True
                 logger.warning("reservation history write failed, retrying: %r", exc)
                 await asyncio.sleep(delay * (0.5 + random.random()))
+                self._beat()  # retrying while PostgreSQL is away is not a stalled loop
                 delay = min(delay * 2, RETRY_MAX_S)
             except asyncpg.PostgresError:
                 return False

@@ -24,6 +24,7 @@ import asyncpg
 
 from db.pool import Conn, Executor
 from seatlock.errors import Conflict, NotFound, Unavailable
+from seatlock.heartbeats import BEAT_S, Beat, no_beat
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,12 @@ class BookingWriter:
         # Test seam: awaited with "commit" just before COMMIT is sent and "committed" right
         # after it succeeded, on the batch's connection; fault tests break the connection here.
         self.commit_hook: Callable[[str, Conn], Awaitable[None]] | None = None
+        self._beat: Beat = no_beat
+
+    @property
+    def backlog(self) -> int:
+        """Bookings queued for the next batch."""
+        return self._queue.qsize()
 
     async def book(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
@@ -196,12 +203,14 @@ class BookingWriter:
             raise Unavailable("Booking could not be saved right now; please try again")
         return await done
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Flush batches until ``stop`` is set; what is queued by then is still written."""
         self._running = True
+        self._beat = beat
         stopped = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set() or not self._queue.empty():
+                beat()
                 first = await self._next(stopped)
                 if first is None:
                     continue
@@ -218,7 +227,8 @@ class BookingWriter:
         if not self._queue.empty():
             return self._queue.get_nowait()
         getter = asyncio.ensure_future(self._queue.get())
-        await asyncio.wait({getter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        # A timeout, so that an idle writer still beats (seatlock/heartbeats.py).
+        await asyncio.wait({getter, stopped}, timeout=BEAT_S, return_when=asyncio.FIRST_COMPLETED)
         if getter.done():
             return getter.result()
         getter.cancel()

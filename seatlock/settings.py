@@ -112,6 +112,12 @@ class Settings:
     embedded_postgres_port: int = 0
     embedded_postgres_bin: str = ""
 
+    # Metrics and readiness. /metrics is public unless metrics_token is set (then it wants
+    # "Authorization: Bearer <token>"); /health/ready fails when a background loop has not
+    # beaten for loop_silence_seconds (seatlock/heartbeats.py).
+    metrics_token: str = field(default="", repr=False)  # never in a log line
+    loop_silence_seconds: float = 15.0
+
     def __post_init__(self) -> None:
         redis_cluster_nodes(self.redis_url)  # a bad URL is refused at start-up
         if self.redis_transport not in REDIS_TRANSPORTS:

@@ -2,7 +2,7 @@
 also those inside functions and under ``TYPE_CHECKING``, points down the layers, and the
 module-level imports of the project form no cycle.
 
-    kernel    seatlock (package), seatlock.errors, .settings, .keys, .process, .metrics: only kernel
+    kernel    seatlock (package) and the modules of KERNEL (.errors, .metrics, ...): only kernel
     engine    seatlock.engine.*: kernel, engine          (engine and accounts never meet)
     accounts  seatlock.accounts.*: kernel, accounts
     db        db.*: kernel, engine, accounts, db
@@ -31,6 +31,7 @@ KERNEL = frozenset(
         "seatlock.keys",
         "seatlock.process",
         "seatlock.metrics",
+        "seatlock.heartbeats",
     }
 )
 LAYERS = ("engine", "accounts", "services", "server")  # the sub-packages of seatlock

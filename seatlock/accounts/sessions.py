@@ -37,6 +37,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from seatlock import keys
+from seatlock.heartbeats import Beat, no_beat, pause
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +103,14 @@ class SessionTrust:
 
 
 @contextlib.asynccontextmanager
-async def listening(redis: Redis | RedisCluster, trust: SessionTrust) -> AsyncIterator[None]:
-    """Follow revocations and flushes for as long as the block runs."""
+async def listening(
+    redis: Redis | RedisCluster, trust: SessionTrust, beat: Beat = no_beat
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Follow revocations and flushes for as long as the block runs (the task that does)."""
     stop = asyncio.Event()
-    task = asyncio.create_task(follow(redis, trust, stop))
+    task = asyncio.create_task(follow(redis, trust, stop, beat))
     try:
-        yield
+        yield task
     finally:
         stop.set()
         task.cancel()  # it may be waiting a second for a message
@@ -115,24 +118,25 @@ async def listening(redis: Redis | RedisCluster, trust: SessionTrust) -> AsyncIt
         trust.live = False
 
 
-async def follow(redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event) -> None:
+async def follow(
+    redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event, beat: Beat = no_beat
+) -> None:
     while not stop.is_set():
         try:
-            await _follow_once(redis, trust, stop)
+            await _follow_once(redis, trust, stop, beat)
         except (RedisError, OSError) as exc:
             logger.warning("session revocation feed lost (%s); retrying", exc)
         finally:
             trust.live = False
             trust.forget_all()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RETRY_SECONDS)
+        await pause(stop, RETRY_SECONDS, beat)
 
 
 async def _follow_once(
-    redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event
+    redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event, beat: Beat
 ) -> None:
     if not isinstance(redis, RedisCluster):
-        await _follow_node(redis, trust, stop)
+        await _follow_node(redis, trust, stop, beat)
         return
     # A cluster forwards PUBLISH to every node, so one node's subscription hears every
     # revocation; the canary's own node is the one whose flush is noticed (see NODE_OPTIONS).
@@ -144,10 +148,10 @@ async def _follow_once(
     options = {k: v for k, v in given.items() if k in NODE_OPTIONS or k.startswith("ssl_")}
     tls = issubclass(given.get("connection_class", Connection), SSLConnection)
     async with Redis(ssl=tls, **options) as client:
-        await _follow_node(client, trust, stop)
+        await _follow_node(client, trust, stop, beat)
 
 
-async def _follow_node(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -> None:
+async def _follow_node(redis: Redis, trust: SessionTrust, stop: asyncio.Event, beat: Beat) -> None:
     pubsub = redis.pubsub()
     tracker = _FlushTracker(trust)
     try:
@@ -159,6 +163,7 @@ async def _follow_node(redis: Redis, trust: SessionTrust, stop: asyncio.Event) -
         trust.live = True
         while not stop.is_set():
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            beat()
             if tracker.broken:
                 raise RedisError("the subscription reconnected without flush tracking")
             if message is not None:

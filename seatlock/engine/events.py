@@ -44,6 +44,13 @@ from seatlock import keys
 from seatlock.engine.model import SeatState
 from seatlock.engine.transport import Transport
 from seatlock.errors import SeatLockError
+from seatlock.heartbeats import BEAT_S, Beat, no_beat
+from seatlock.metrics import (
+    WS_CLIENTS_DROPPED,
+    WS_CONNECTIONS,
+    WS_EVENTS_DROPPED,
+    WS_EVENTS_SENT,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +139,8 @@ class Watcher:
 
     def drop(self) -> None:
         self.dropped = True
+        WS_CLIENTS_DROPPED.inc()
+        WS_EVENTS_DROPPED.inc(self.queue.qsize() + 1)  # those queued, and the one refused
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queue.put_nowait(CLOSE)
@@ -222,18 +231,21 @@ class Hub:
         self.epoch = 0
         # Names this hub's /ws/stats entry: unique across hosts, processes and servers in one.
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._beat: Beat = no_beat
 
     def join(
         self, screening_id: int, user_id: int | None, write: FrameWriter | None = None
     ) -> Watcher:
         watcher = Watcher(screening_id, user_id, write=write)
         self._rooms.setdefault(screening_id, set()).add(watcher)
+        WS_CONNECTIONS.inc()
         return watcher
 
     def leave(self, watcher: Watcher) -> None:
         room = self._rooms.get(watcher.screening_id)
-        if room is not None:
+        if room is not None and watcher in room:
             room.discard(watcher)
+            WS_CONNECTIONS.dec()
             if not room:
                 del self._rooms[watcher.screening_id]
 
@@ -259,7 +271,7 @@ class Hub:
             counts.update(_entry_counts(entry))
         return stats_of(counts)
 
-    async def publish_stats(self, stop: asyncio.Event) -> None:
+    async def publish_stats(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Keep this process's entry for /ws/stats until ``stop`` is set, then remove it."""
         failing = False
         try:
@@ -271,6 +283,7 @@ class Hub:
                     if not failing:  # one line per outage, not one a second
                         logger.warning("cannot publish WebSocket stats: %r", exc)
                     failing = True
+                beat()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
         finally:
@@ -316,11 +329,13 @@ class Hub:
         public = Message(render(event, None))
         private = {user: Message(render(event, user)) for user in owners}
         now = asyncio.get_running_loop().time()
+        WS_EVENTS_SENT.inc(len(room))  # once per event: an increment per client costs ~1 µs
         for watcher in list(room):
             watcher.deliver(private.get(watcher.user_id, public), now)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Receive events until ``stop`` is set; resubscribes after a lost connection."""
+        self._beat = beat
         delay = 0.1
         while not stop.is_set():
             try:
@@ -329,6 +344,7 @@ class Hub:
             except (RedisError, OSError) as exc:
                 logger.warning("seat event subscription lost, retrying: %r", exc)
                 await asyncio.sleep(delay)
+                beat()
                 delay = min(delay * 2, 5.0)
 
     async def _listen(self, stop: asyncio.Event) -> None:
@@ -347,7 +363,11 @@ class Hub:
                 )
                 await self._resync()
             self.ready.set()
-            await asyncio.wait([stopping, feed.closed], return_when=asyncio.FIRST_COMPLETED)
+            while not (stopping.done() or feed.closed.done()):
+                await asyncio.wait(
+                    [stopping, feed.closed], timeout=BEAT_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                self._beat()
             if not stop.is_set():
                 raise RedisConnectionError(f"seat event subscription closed: {feed.trouble}")
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,9 +15,12 @@ from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Transport
 from seatlock.errors import SeatLockError
+from seatlock.heartbeats import Beat, no_beat, pause
+from seatlock.metrics import EXPIRIES
 
 logger = logging.getLogger(__name__)
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 5.0
+EXPIRED_BY_LISTENER, EXPIRED_BY_SWEEP = EXPIRIES.labels("listener"), EXPIRIES.labels("sweep")
 FLAGS = "notify-keyspace-events"
 
 
@@ -56,23 +58,23 @@ def _with_expired_events(flags: str) -> str:
 
 
 async def listen_for_expiries(
-    engine: SeatEngine, transport: Transport, stop: asyncio.Event
+    engine: SeatEngine, transport: Transport, stop: asyncio.Event, beat: Beat = no_beat
 ) -> None:
     """Turn expired lease keys into seat changes until ``stop`` is set; resubscribes on errors."""
     channel = f"__keyevent@{transport.db}__:expired"
     delay = RECONNECT_MIN_S
     while not stop.is_set():
         try:
-            await _listen(engine, transport, channel, stop)
+            await _listen(engine, transport, channel, stop, beat)
             delay = RECONNECT_MIN_S
         except (RedisError, OSError) as exc:
             logger.warning("expiry listener lost Redis (%r); retrying in %.1fs", exc, delay)
-            await _wait(stop, delay)
+            await pause(stop, delay, beat)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
 
 async def _listen(
-    engine: SeatEngine, transport: Transport, channel: str, stop: asyncio.Event
+    engine: SeatEngine, transport: Transport, channel: str, stop: asyncio.Event, beat: Beat
 ) -> None:
     """One subscription: expired keys queue up as they arrive and are handled in order."""
     expired: asyncio.Queue[bytes] = asyncio.Queue()
@@ -82,6 +84,7 @@ async def _listen(
         await _sweep_once(engine)
         while not stop.is_set() and not feed.closed.done():
             await _handle_next(engine, expired)
+            beat()
         if not stop.is_set():
             raise RedisConnectionError(f"expiry subscription closed: {feed.trouble}")
     finally:
@@ -96,16 +99,20 @@ async def _handle_next(engine: SeatEngine, expired: asyncio.Queue[bytes]) -> Non
     if keys.parse_seat_hold(key) is None:
         return
     try:
-        await engine.expire_lease(key)
+        if await engine.expire_lease(key):
+            EXPIRED_BY_LISTENER.inc()
     except SeatLockError as exc:
         logger.warning("could not expire %r: %s", key, exc.detail)
 
 
-async def sweep_forever(engine: SeatEngine, interval_s: float, stop: asyncio.Event) -> None:
+async def sweep_forever(
+    engine: SeatEngine, interval_s: float, stop: asyncio.Event, beat: Beat = no_beat
+) -> None:
     """Run ``engine.sweep()`` every ``interval_s`` seconds until ``stop`` is set."""
     while not stop.is_set():
         await _sweep_once(engine)
-        await _wait(stop, interval_s)
+        beat()
+        await pause(stop, interval_s, beat)
 
 
 async def _sweep_once(engine: SeatEngine) -> None:
@@ -115,12 +122,8 @@ async def _sweep_once(engine: SeatEngine) -> None:
         logger.warning("sweep failed: %r", exc)
         return
     if freed:
+        EXPIRED_BY_SWEEP.inc(freed)
         logger.info("sweep freed %d expired holds", freed)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def _text(value: bytes | str) -> str:

@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from seatlock.engine.scripts import NAMES, source
-from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, settle
+from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, ScriptTimer, settle
 
 MAX_BATCH = 512  # calls per pipeline
 MAX_QUEUE = 20_000  # calls waiting (queued or in a pipeline); beyond this, callers get an error
@@ -86,6 +86,7 @@ class RedisPyTransport:
         self._scripts = {name: client.register_script(source(name)) for name in NAMES}
         self._known: set[AsyncScript] = set()  # loaded by this transport since the last NOSCRIPT
         self._queue: deque[_Call] = deque()  # made, not yet sent
+        self._timer = ScriptTimer()
         self._in_flight = 0
         self._sender: asyncio.Task[None] | None = None
         self.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
@@ -109,6 +110,8 @@ class RedisPyTransport:
         script = self._scripts.get(name)
         if script is None:
             raise ValueError(f"no script {name!r}")
+        if self._timer.due():
+            return list(await self._timer.time(name, self._call(script, keys, args)))
         return list(await self._call(script, keys, args))
 
     async def command(self, *args: Arg) -> Any:

@@ -18,12 +18,15 @@ connection ``redis.exceptions.ConnectionError``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+
+from seatlock.metrics import SCRIPT_SAMPLE, SCRIPT_SECONDS
 
 KINDS = ("fast", "redis-py")
 
@@ -44,6 +47,7 @@ REDIS_DOWN: tuple[type[Exception], ...] = (
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
 
 Arg = str | int | bytes
+T = TypeVar("T")
 OnMessage = Callable[[bytes], None]  # one published payload, in publish order
 
 
@@ -96,6 +100,30 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Close the connections; pending calls fail, a later call connects again."""
+
+
+class ScriptTimer:
+    """Times every SCRIPT_SAMPLE-th script call of a transport (seatlock/metrics.py says why
+    not every one): ``if timer.due(): reply = await timer.time(name, reply)``."""
+
+    __slots__ = ("_calls", "_children")
+
+    def __init__(self) -> None:
+        self._calls = 0
+        self._children: dict[str, Any] = {}
+
+    def due(self) -> bool:
+        self._calls += 1
+        return self._calls % SCRIPT_SAMPLE == 0
+
+    async def time(self, name: str, reply: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        result = await reply
+        child = self._children.get(name)
+        if child is None:
+            child = self._children[name] = SCRIPT_SECONDS.labels(name)
+        child.observe(time.perf_counter() - started)
+        return result
 
 
 def settle(future: asyncio.Future[Any], reply: Any) -> None:

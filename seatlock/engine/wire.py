@@ -44,7 +44,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seatlock.engine.scripts import NAMES, sha, source
-from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, settle
+from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, ScriptTimer, settle
 
 logger = logging.getLogger(__name__)
 
@@ -342,6 +342,7 @@ class FastTransport:
     def __init__(self, options: Mapping[str, Any], tls: bool) -> None:
         self._options, self._tls = options, tls
         self._queue: deque[_Call] = deque()  # made, not yet written
+        self._timer = ScriptTimer()
         self._wire: _Wire | None = None
         self._opening = False
         self._flush_soon = False
@@ -358,6 +359,8 @@ class FastTransport:
     async def run(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> list[Any]:
         if name not in _NAMES:
             raise ValueError(f"no script {name!r}")
+        if self._timer.due():
+            return list(await self._timer.time(name, self._call(name, keys, args)))
         return list(await self._call(name, keys, args))
 
     async def command(self, *args: Arg) -> Any:

@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,7 +98,50 @@ async def prepare(settings: Settings, seed: bool) -> None:
         await seed_demo(settings, only_if_empty=True)
 
 
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Point prometheus-client's multi-process mode at an empty ``data_dir/metrics/<pid>``.
+
+    It must run before prometheus-client is first imported in this process (the variable is
+    read then), so the supervisor's own metrics (embedded restarts) land there too; workers are
+    spawned and inherit it. One directory per supervisor, since servers may share a data_dir;
+    those of supervisors no longer running are wiped (their counters would add up).
+    """
+    if "prometheus_client" in sys.modules:
+        logger.warning("prometheus_client imported before the metrics directory was set")
+    root = settings.data_dir / "metrics"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if not (old.name.isdigit() and _running(int(old.name))) or old.name == str(os.getpid()):
+            shutil.rmtree(old, ignore_errors=True)
+    path = root / str(os.getpid())
+    path.mkdir()
+    os.environ[METRICS_DIR_VARIABLE] = str(path)
+    return path
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def count_restart(server: str) -> None:
+    """``seatlock_embedded_restarts_total{server}``: imported here, after ``metrics_dir`` set the
+    multi-process directory, so the supervisor's count reaches /metrics with the workers'."""
+    from seatlock.metrics import EMBEDDED_RESTARTS
+
+    EMBEDDED_RESTARTS.labels(server=server).inc()
+
+
 def serve(settings: Settings) -> None:
+    metrics_dir(settings)  # first: see metrics_dir
     import uvicorn
 
     from seatlock.accounts.tokens import load_or_create_secret
@@ -106,7 +150,7 @@ def serve(settings: Settings) -> None:
 
     embedded = not (settings.redis_url and settings.database_url)
     load_or_create_secret(settings)  # before the workers start, so they share one secret
-    with backing_services(settings) as live:
+    with backing_services(settings, on_restart=count_restart) as live:
         asyncio.run(prepare(live, seed=embedded and live.seed_demo))
         workers = live.workers or os.cpu_count() or 1
         logger.info("seatlock on http://%s:%d with %d worker(s)", live.host, live.port, workers)

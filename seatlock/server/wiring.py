@@ -36,6 +36,14 @@ from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, 
 from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import open_transport
+from seatlock.heartbeats import Heartbeats, no_beat, pause
+from seatlock.metrics import (
+    BOOKING_BACKLOG,
+    DB_POOL_IN_USE,
+    DB_POOL_SIZE,
+    HISTORY_BACKLOG,
+    SEATS_UNMARKED,
+)
 from seatlock.process import settle_garbage_collector
 from seatlock.services.bookings import BookingService
 from seatlock.services.container import Services
@@ -164,6 +172,7 @@ def build(settings: Settings, redis: Redis | RedisCluster, db: asyncpg.Pool) -> 
         ),
         reconciler=Reconciler(engine, db, interval_s=settings.reconcile_interval_seconds),
         seatmaps=seatmaps,
+        heartbeats=Heartbeats(settings.loop_silence_seconds),
     )
 
 
@@ -175,24 +184,31 @@ async def running(services: Services) -> AsyncIterator[Services]:
     if not await enable_keyspace_events(transport):
         logger.warning("keyspace events refused by Redis; expiries rely on the sweep")
     stop = asyncio.Event()
-    loops: list[Coroutine[Any, Any, None]] = [
-        s.hub.run(stop),
-        s.hub.publish_stats(stop),  # this process's share of /ws/stats, kept in Redis
-        listen_for_expiries(s.engine, transport, stop),
-        sweep_forever(s.engine, s.settings.sweep_interval_seconds, stop),
-        s.history_writer.run(stop),
-        s.booking_writer.run(stop),
-        s.reconciler.run(stop),
-        # Every process runs it; each unpaid ticket is expired by exactly one (db/tickets.py).
-        UnpaidExpiry(s.engine, s.db, s.settings.payment_deadline_seconds).run(
-            s.settings.sweep_interval_seconds, stop
+    beat = s.heartbeats.beater
+    loops: dict[str, Coroutine[Any, Any, None]] = {
+        "seat_events": s.hub.run(stop, beat("seat_events")),
+        # This process's share of /ws/stats, kept in Redis.
+        "ws_stats": s.hub.publish_stats(stop, beat("ws_stats")),
+        "expiry_listener": listen_for_expiries(s.engine, transport, stop, beat("expiry_listener")),
+        "expiry_sweep": sweep_forever(
+            s.engine, s.settings.sweep_interval_seconds, stop, beat("expiry_sweep")
         ),
-    ]
-    tasks = [asyncio.create_task(loop) for loop in loops]
+        "history_writer": s.history_writer.run(stop, beat("history_writer")),
+        "booking_writer": s.booking_writer.run(stop, beat("booking_writer")),
+        # Every process runs it; each unpaid ticket is expired by exactly one (db/tickets.py).
+        "unpaid_expiry": UnpaidExpiry(s.engine, s.db, s.settings.payment_deadline_seconds).run(
+            s.settings.sweep_interval_seconds, stop, beat("unpaid_expiry")
+        ),
+    }
+    if s.reconciler.interval_s > 0:  # off: its run() returns at once, and must not look stalled
+        loops["reconciler"] = s.reconciler.run(stop, beat("reconciler"))
+    tasks = [_watched(s.heartbeats, name, loop) for name, loop in loops.items()]
+    tasks.append(asyncio.create_task(sample_gauges(s, stop)))
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(s.hub.ready.wait(), 5)
-        async with listening(s.redis, s.sessions):
+        async with listening(s.redis, s.sessions, beat("session_feed")) as feed:
+            s.heartbeats.watch("session_feed", feed)
             yield s
     finally:
         stop.set()
@@ -200,7 +216,34 @@ async def running(services: Services) -> AsyncIterator[Services]:
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        s.holds.outcomes.flush()  # the counts of the last second: a counter outlives its worker
         await s.bookings.aclose()
         if s.engine.mirrors is not None:
             await s.engine.mirrors.aclose()
         await transport.aclose()
+
+
+def _watched(
+    heartbeats: Heartbeats, name: str, loop: Coroutine[Any, Any, None]
+) -> asyncio.Task[None]:
+    task = asyncio.create_task(loop, name=name)
+    heartbeats.watch(name, task)
+    return task
+
+
+SAMPLE_S = 1.0  # how often a process writes its gauges of queues and pools
+
+
+async def sample_gauges(s: Services, stop: asyncio.Event) -> None:
+    """Write this process's gauges of state that changes too often to record at each change
+    (queues, the pool) and add the hold tallies to their counter, every SAMPLE_S; in
+    multi-process mode every worker writes its own (livesum)."""
+    while not stop.is_set():
+        size = s.db.get_size()
+        DB_POOL_SIZE.set(size)
+        DB_POOL_IN_USE.set(size - s.db.get_idle_size())
+        HISTORY_BACKLOG.set(s.history_writer.backlog)
+        BOOKING_BACKLOG.set(s.booking_writer.backlog)
+        SEATS_UNMARKED.set(s.bookings.unmarked)
+        s.holds.outcomes.flush()
+        await pause(stop, SAMPLE_S, no_beat)

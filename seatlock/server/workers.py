@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
 
 logger = logging.getLogger(__name__)
@@ -92,12 +93,19 @@ def serve(options: dict[str, Any], workers: int) -> int:
                     stopping.append(signal.SIGTERM)
                     break
                 logger.warning("worker %s exited (%s); starting one", process.pid, process.exitcode)
+                forget_metrics(process)
                 processes[index] = start()
     finally:
         _stop_all(processes, (options.get("timeout_graceful_shutdown") or 10) + STOP_MARGIN_S)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status
+
+
+def forget_metrics(process: BaseProcess) -> None:
+    """Drop a dead worker's live gauges (livesum, livemin) from /metrics; its counters stay."""
+    if process.pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
 
 
 def _stop_all(processes: list[BaseProcess], seconds: float) -> None:

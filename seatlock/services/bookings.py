@@ -11,8 +11,10 @@ in Redis after PostgreSQL changed it. The reconciler (``reconciler.py``) repairs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +31,7 @@ from db.tickets import BookingWriter
 from seatlock.engine.model import new_grant
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Conflict, InvalidInput, SeatLockError, Unavailable
+from seatlock.metrics import BOOKINGS
 from seatlock.services.payments import AcceptAny, PaymentVerifier, booking_scope, ticket_scope
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,10 @@ SELL_RETRY_FIRST_S = 0.1
 SELL_RETRY_MAX_S = 5.0
 PAYMENT_REUSED = "This payment_id was already used for another booking"
 TicketStatus = Literal["pending", "confirmed", "cancelled", "refunded"]
+BOOKED, REPLAYED, REFUSED, UNAVAILABLE, CANCELLED = (
+    BOOKINGS.labels(outcome)
+    for outcome in ("booked", "replayed", "refused", "unavailable", "cancelled")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,11 @@ class BookingService:
         self.payments: PaymentVerifier = payments or AcceptAny()
         self.payment_seconds = payment_seconds  # how long a pending ticket may stay unpaid
 
+    @property
+    def unmarked(self) -> int:
+        """Committed bookings whose seats are still being marked sold in the background."""
+        return len(self._selling)
+
     async def aclose(self) -> None:
         """Stop marking seats sold in the background: PostgreSQL has them, and the reconciler
         of a running process (or the next load of the screening) puts them into Redis."""
@@ -116,6 +128,19 @@ class BookingService:
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
     ) -> list[Ticket]:
         """Hold and buy seats in one call (confirmed with a payment_id, pending without)."""
+        with _counting_refusals():
+            return await self._book(user_id, screening_id, seat_ids, payment_id)
+
+    async def book_from_reservation(
+        self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+    ) -> list[Ticket]:
+        """Buy the seats the user holds; idempotent on payment_id (invariant 6)."""
+        with _counting_refusals():
+            return await self._book_from_reservation(user_id, screening_id, seat_ids, payment_id)
+
+    async def _book(
+        self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+    ) -> list[Ticket]:
         self._verify_booking(payment_id, user_id, screening_id, seat_ids)
         # No lookup of the payment id up front (a query per booking): a replay finds its seats
         # sold (hold refused) or its payment id taken (unique violation), and answers from there.
@@ -127,15 +152,14 @@ class BookingService:
                 raise
             return found
         try:
-            return await self.book_from_reservation(user_id, screening_id, seat_ids, payment_id)
+            return await self._book_from_reservation(user_id, screening_id, seat_ids, payment_id)
         except Conflict:  # e.g. a payment id already used for other seats: no hold left behind
             await self._release_grant(screening_id, grant, seat_ids)
             raise
 
-    async def book_from_reservation(
+    async def _book_from_reservation(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
     ) -> list[Ticket]:
-        """Buy the seats the user holds; idempotent on payment_id (invariant 6)."""
         self._verify_booking(payment_id, user_id, screening_id, seat_ids)
         try:
             await self.engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
@@ -145,6 +169,7 @@ class BookingService:
                 raise
             return found
         tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
+        (BOOKED if fresh else REPLAYED).inc()
         if fresh and payment_id is None:
             # Before the seats are marked sold (lua/owe.lua): they count toward the user's cap.
             await self._record_unpaid(user_id, screening_id, tickets)
@@ -164,6 +189,7 @@ class BookingService:
             return None
         found = await self._existing(payment_id, user_id, screening_id, seat_ids)
         if found is not None:
+            REPLAYED.inc()
             await self._mark_sold(screening_id, found)
         return found
 
@@ -297,6 +323,7 @@ class BookingService:
         updated = await repo.change_status(self.db, ticket.id, list(repo.ACTIVE), "cancelled")
         if updated is None:
             raise InvalidInput("Ticket is already cancelled")
+        CANCELLED.inc()
         await self._unsell(ticket.screening_id, ticket.seat_id)
         return Ticket.of(updated)
 
@@ -312,6 +339,7 @@ class BookingService:
         if updated is None:
             raise Conflict("The ticket changed meanwhile; try again")
         if to in ("cancelled", "refunded"):
+            CANCELLED.inc()
             await self._unsell(ticket.screening_id, ticket.seat_id)
         return Ticket.of(updated)
 
@@ -349,3 +377,16 @@ class BookingService:
             logger.warning(
                 "seat %s of screening %s not freed in Redis: %r", seat_id, screening_id, exc
             )
+
+
+@contextlib.contextmanager
+def _counting_refusals() -> Iterator[None]:
+    """Count a booking refused (4xx) or not saved (503) once, at the public call."""
+    try:
+        yield
+    except Unavailable:
+        UNAVAILABLE.inc()
+        raise
+    except SeatLockError:
+        REFUSED.inc()
+        raise

@@ -19,6 +19,7 @@ from seatlock.accounts.sessions import SessionTrust
 from seatlock.accounts.tokens import TokenCodec
 from seatlock.engine.events import Hub
 from seatlock.engine.seats import SeatEngine
+from seatlock.heartbeats import Heartbeats
 from seatlock.services.bookings import BookingService
 from seatlock.services.holds import HoldService
 from seatlock.services.reconciler import Reconciler
@@ -44,3 +45,4 @@ class Services:
     bookings: BookingService  # book, replay by payment id, cancel and change tickets
     reconciler: Reconciler  # repairs Redis's sold seats from PostgreSQL; counts its repairs
     seatmaps: SeatMapCache[Any]  # rendered seat maps (api/seatmaps.py), invalidated on change
+    heartbeats: Heartbeats  # the background loops' last beats (readiness, /metrics)

@@ -25,13 +25,33 @@ from db import reservations as history
 from db.pool import DATABASE_DOWN
 from db.reservations import HistoryWriter, ReservationIds
 from seatlock import keys
+from seatlock.engine.errors import (
+    ScreeningNotFound,
+    ScreeningStarted,
+    SeatsUnavailable,
+    TooManySeats,
+    UnknownSeats,
+)
 from seatlock.engine.model import Hold, new_grant
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import SeatLockError, TooManyRequests, Unavailable, ValidationFailed
+from seatlock.metrics import HOLDS, Tally
 
 logger = logging.getLogger(__name__)
 
 NO_IDS = "Service temporarily unavailable"
+# The labels of seatlock_holds_total: granted, or the reason of the refusal (``refusal``).
+HOLD_OUTCOMES = (
+    "granted",
+    "taken",
+    "booked",
+    "too_many",
+    "started",
+    "unknown_seats",
+    "not_found",
+    "unavailable",
+    "invalid",
+)
 
 
 def utc(ms: int) -> datetime:
@@ -92,6 +112,8 @@ class HoldService:
         self.redis = redis
         self.max_extend_minutes = max_extend_minutes
         self.cleanup_interval_s = cleanup_interval_s
+        # Every hold attempt counts: a Tally, not the counter itself (seatlock/metrics.py).
+        self.outcomes = Tally(HOLDS, HOLD_OUTCOMES)
 
     async def hold(
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
@@ -102,6 +124,7 @@ class HoldService:
         try:
             holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
         except SeatLockError as exc:  # a refusal: no seat changed (invariant 2)
+            self.outcomes.counts[refusal(exc)] += 1
             logger.debug(
                 "hold refused (%s): screening %s, user %s, seats %s: %s",
                 type(exc).__name__,
@@ -111,6 +134,7 @@ class HoldService:
                 exc.detail,
             )
             raise
+        self.outcomes.counts["granted"] += 1
         holds.sort(key=_seat_of)
         new_ms = now_ms + self.engine.hold_ms
         # A seat the user already held keeps its hold, so its expiry is not now + hold time.
@@ -231,6 +255,25 @@ class HoldService:
         started = time.perf_counter()
         count = await self.engine.sweep()
         return Cleanup(count, round(time.perf_counter() - started, 3), datetime.now(UTC))
+
+
+REFUSAL_KINDS: tuple[tuple[type[SeatLockError], str], ...] = (
+    (TooManySeats, "too_many"),
+    (ScreeningStarted, "started"),
+    (UnknownSeats, "unknown_seats"),
+    (ScreeningNotFound, "not_found"),
+    (Unavailable, "unavailable"),
+)
+
+
+def refusal(exc: SeatLockError) -> str:
+    """The reason label of a refused hold (``seatlock_holds_total``): a few fixed values."""
+    if isinstance(exc, SeatsUnavailable):  # nearly every refusal on release day
+        return "booked" if exc.booked else "taken"
+    for kind, name in REFUSAL_KINDS:
+        if isinstance(exc, kind):
+            return name
+    return "invalid"
 
 
 def _seat_of(hold: Hold) -> int:

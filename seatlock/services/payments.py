@@ -22,7 +22,6 @@ in PostgreSQL after that and frees its seat in Redis, which announces it to watc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -36,6 +35,8 @@ from redis.exceptions import RedisError
 from db import tickets as repo
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import PaymentRefused, SeatLockError
+from seatlock.heartbeats import Beat, no_beat, pause
+from seatlock.metrics import UNPAID_EXPIRED
 from seatlock.settings import MIN_PAYMENT_SECRET_CHARS, PAYMENT_VERIFIERS
 
 _HEX_DIGEST_CHARS = 64
@@ -147,13 +148,14 @@ class UnpaidExpiry:
                     exc,
                 )
 
-    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+    async def run(self, interval_s: float, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Expire unpaid tickets every ``interval_s`` seconds until ``stop`` is set."""
         while not stop.is_set():
             try:
                 if cancelled := await self.expire_once():
+                    UNPAID_EXPIRED.inc(cancelled)
                     logger.info("cancelled %d unpaid tickets past their deadline", cancelled)
             except _DB_DOWN as exc:
                 logger.warning("unpaid tickets not expired: %r", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
+            beat()
+            await pause(stop, interval_s, beat)

@@ -16,7 +16,6 @@ Every API process runs one; passes of several processes at once only repeat idem
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 
@@ -26,6 +25,8 @@ from redis.exceptions import RedisError
 from db import tickets as repo
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import SeatLockError, Unavailable
+from seatlock.heartbeats import Beat, no_beat, pause
+from seatlock.metrics import RECONCILE_PASSES, RECONCILE_REPAIRS
 
 logger = logging.getLogger(__name__)
 
@@ -47,24 +48,26 @@ class Reconciler:
         self.passes = 0  # passes completed
         self.failing = False  # the last pass failed: a backend was down
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """A pass at once, then every ``interval_s`` (with jitter, so processes spread out), and
         RETRY_S after a failed one: after an outage, the first pass that works repairs Redis."""
         if self.interval_s <= 0:
             return
         while not stop.is_set():
             wait = self._jittered() if await self._pass() else min(RETRY_S, self.interval_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+            beat()
+            await pause(stop, wait, beat)
 
     async def _pass(self) -> bool:
         try:
             await self.reconcile()
         except BACKEND_DOWN as exc:
+            RECONCILE_PASSES.labels("failed").inc()
             if not self.failing:
                 logger.warning("reconcile pass failed, retrying every %.0f s: %r", RETRY_S, exc)
             self.failing = True
             return False
+        RECONCILE_PASSES.labels("ok").inc()
         if self.failing:
             logger.warning("reconcile pass works again after an outage")
         self.failing = False
@@ -108,6 +111,7 @@ class Reconciler:
         await self.engine.sell(screening_id, missing)
         await self.engine.unsell(screening_id, extra)
         self.repairs += 1
+        RECONCILE_REPAIRS.inc()
         self.seats_repaired += len(missing) + len(extra)
         logger.warning(
             "reconciled screening %s with PostgreSQL: marked sold %s, freed %s",

@@ -218,4 +218,4 @@ def test_schema_names_are_unique(documented: dict[tuple[str, str], dict[str, obj
     assert [n for n in names if "." in n] == []  # twin classes get module-qualified names
 
 
-NOT_JSON = {"/media/profile-pictures/{name}"}  # image bytes
+NOT_JSON = {"/media/profile-pictures/{name}", "/metrics"}  # image bytes, Prometheus text

@@ -17,7 +17,10 @@ async def test_welcome(client: httpx.AsyncClient) -> None:
 async def test_ready_reports_both_backends(client: httpx.AsyncClient) -> None:
     r = await client.get("/health/ready")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "redis": "ok", "postgres": "ok"}
+    body = r.json()
+    assert (body["status"], body["redis"], body["postgres"]) == ("ready", "ok", "ok")
+    assert body["stalled"] == []
+    assert set(body["loops"].values()) == {"ok"}
 
 
 async def test_openapi_lists_routes(client: httpx.AsyncClient) -> None:

@@ -43,7 +43,7 @@ class Process:
         return f"ws://127.0.0.1:{self.port}"
 
 
-def start(settings: Settings, data_dir: Path) -> Process:
+def start(settings: Settings, data_dir: Path, workers: int = 1) -> Process:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
     env |= {
@@ -52,7 +52,7 @@ def start(settings: Settings, data_dir: Path) -> Process:
         "SEATLOCK_JWT_SECRET": TEST_SECRET,
         "SEATLOCK_DATA_DIR": str(data_dir),
         "SEATLOCK_PORT": str(port),
-        "SEATLOCK_WORKERS": "1",
+        "SEATLOCK_WORKERS": str(workers),
         "SEATLOCK_BCRYPT_ROUNDS": "4",
         "SEATLOCK_LOG_LEVEL": "warning",
     }

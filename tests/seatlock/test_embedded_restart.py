@@ -196,6 +196,10 @@ def test_killed_servers_come_back_and_bookings_recover(served: ServedOn) -> None
         assert re.search(line, log)
     assert child(served, "redis-server") != redis_pid
     assert child(served, "postgres -D") != postmaster
+    # The supervisor's count reaches /metrics, summed with the workers' files.
+    metrics = httpx.get(served.url + "/metrics").text
+    for name in ("postgres", "redis"):
+        assert f'seatlock_embedded_restarts_total{{server="{name}"}} 1.0' in metrics
 
     served.proc.send_signal(signal.SIGINT)  # a clean stop: nothing restarted while stopping
     assert served.proc.wait(timeout=30) == 0, served.log.read_text()[-3000:]

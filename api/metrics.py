@@ -1,0 +1,53 @@
+"""``GET /metrics``: Prometheus's text format, summed over every worker of the server.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``seatlock serve``: seatlock/server/cli.py) the answer sums
+the files every worker writes (MultiProcessCollector); without it (one process, tests) it is this
+process's default registry. Public by default, as Prometheus scrapes; ``SEATLOCK_METRICS_TOKEN``
+makes it want ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.responses import Response
+
+from api.auth import bearer_token
+from api.routing import Call, Router
+from seatlock.errors import NotAuthenticated
+
+router = Router("Metrics")
+
+
+@router.get("/metrics", errors=(401,))
+async def metrics(call: Call) -> Response:
+    """Prometheus metrics (text format; a bearer token when SEATLOCK_METRICS_TOKEN is set)."""
+    _check_token(call)
+    call.services.holds.outcomes.flush()  # this worker's counts are current; others' <= 1 s old
+    # Reading every worker's files takes a few ms: off the event loop.
+    body = await asyncio.to_thread(exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def exposition() -> bytes:
+    """The metrics in the text format: every worker's when the multi-process directory is set."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def _check_token(call: Call) -> None:
+    wanted = call.services.settings.metrics_token
+    if not wanted:
+        return
+    given = bearer_token(call.scope["headers"]) or ""
+    # Constant time: a timing difference must not reveal how much of a guess was right.
+    if not hmac.compare_digest(given.encode(), wanted.encode()):
+        raise NotAuthenticated("A valid metrics token is required")

@@ -1,0 +1,80 @@
+"""Heartbeats of a process's background loops: readiness fails when one stops beating.
+
+A loop beats whenever it goes round, and at least every BEAT_S while idle (its waits are cut into
+slices, ``pause``), so a silence longer than its allowed one means it is stuck (an await that
+never returns, a busy loop) or gone. Each app has its own registry (tests run several in one
+process); the beat also goes to the ``seatlock_loop_last_beat_timestamp_seconds`` gauge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from seatlock.metrics import LOOP_BEAT
+
+BEAT_S = 1.0  # the longest an idle loop stays silent
+Beat = Callable[[], None]
+
+
+def no_beat() -> None:
+    """The beat of a loop that nobody watches (tests that run one loop alone)."""
+
+
+class Heartbeats:
+    """The last beat of each background loop of this process, and the tasks running them."""
+
+    def __init__(self, silence_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.silence_s = silence_s  # allowed silence before a loop counts as stalled
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def beater(self, name: str) -> Beat:
+        """The beat of loop ``name``; the loop counts as beating from now."""
+        gauge = LOOP_BEAT.labels(name)
+        last, clock = self._last, self._clock
+
+        def beat() -> None:
+            last[name] = clock()
+            gauge.set(time.time())
+
+        beat()
+        return beat
+
+    def watch(self, name: str, task: asyncio.Task[None]) -> None:
+        """``task`` runs loop ``name``: once it ends, the loop is stalled whatever it beat."""
+        self._tasks[name] = task
+
+    def forget(self, name: str) -> None:
+        self._last.pop(name, None)
+        self._tasks.pop(name, None)
+
+    def stalled(self) -> dict[str, str]:
+        """Each loop's state: "ok", "stopped" (its task ended) or "silent for N s"."""
+        now = self._clock()
+        states: dict[str, str] = {}
+        for name, last in sorted(self._last.items()):
+            task = self._tasks.get(name)
+            if task is not None and task.done():
+                states[name] = "stopped"
+            elif now - last > self.silence_s:
+                states[name] = f"silent for {now - last:.0f} s"
+            else:
+                states[name] = "ok"
+        return states
+
+
+async def pause(stop: asyncio.Event, seconds: float, beat: Beat) -> None:
+    """Wait ``seconds`` or until ``stop`` is set, beating every BEAT_S meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stop.is_set():
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(left, BEAT_S))
+        beat()
