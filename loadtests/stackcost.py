@@ -1,6 +1,6 @@
 """What Starlette's middleware stack costs a request: CPU per request, in process, no sockets.
 
-    .venv/bin/python -m loadtests.stackcost [--requests 20000] [--rounds 5]
+    .venv/bin/python -m loadtests.stackcost [--requests 20000] [--rounds 5] [--access-log]
 
 Starts throw-away embedded Redis and PostgreSQL, builds the app (``create_app``) and drives its
 ASGI callable directly with N requests of each workload, in three ways that share one set of
@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +37,7 @@ from starlette.applications import Starlette
 
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
 from seatlock.process import settle_garbage_collector
+from seatlock.server import logs
 from seatlock.server.embedded import embedded_services
 from seatlock.server.wiring import create_app
 from seatlock.settings import Settings
@@ -187,6 +190,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtests.stackcost", description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000, help="per workload, way and round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log as a worker of seatlock serve does, access log on (lines to /dev/null): what"
+        " a request's access line costs, its writer thread's CPU included",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="seatlock-stackcost-"))
     try:
@@ -198,8 +207,11 @@ def main() -> None:
                 jwt_secret="stackcost-" + "s" * 40,
                 bcrypt_rounds=4,
                 seed_demo=False,
-                log_level="warning",
+                log_level="info" if args.access_log else "warning",
             )
+            if args.access_log:
+                sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the lines' sink until exit
+                logs.configure(settings, background=True)
             run(settings, args.requests, args.rounds)
     finally:
         shutil.rmtree(root, ignore_errors=True)

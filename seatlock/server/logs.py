@@ -78,7 +78,15 @@ def redact(text: str) -> str:
 
 # A LogRecord's own attributes; any other attribute is an extra field (``extra=``).
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-_NOT_EXTRA = _STANDARD | {"color_message"}  # uvicorn's coloured copy of the message
+# uvicorn's coloured copy of the message; the mark of an access line's record (api/observe.py)
+_NOT_EXTRA = _STANDARD | {"color_message", "access"}
+# The free-text fields of an access line (its message is made from its fields); the others are
+# the route's template, a method, numbers and the client's address.
+_ACCESS_TEXT = ("path", "request_id")
+ACCESS_FIELDS = (
+    *("method", "route", "path", "event", "status"),
+    *("duration_ms", "user_id", "request_id", "client"),
+)
 
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -89,9 +97,15 @@ class Redact(logging.Filter):
     """Rewrites a record so that no secret is in its message, extra fields or traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        fields = record.__dict__
+        if fields.get("access"):  # its message is made from its fields
+            for name in _ACCESS_TEXT:
+                value = fields[name]
+                if isinstance(value, str):
+                    fields[name] = redact(value)
+            return True
         record.msg = redact(record.getMessage())
         record.args = None
-        fields = record.__dict__
         for name in fields.keys() - _NOT_EXTRA:
             value = fields[name]
             if isinstance(value, str):
@@ -109,8 +123,19 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``2026-12-05 10:09:28,859`` (local time), as logging writes it, with the part before
+        the milliseconds made once per second rather than once per line."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        return f"{_local_second(int(record.created))},{int(record.msecs):03d}"
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        if record.__dict__.get("access"):  # a line per request: the same text, made directly
+            line = f"{self.formatTime(record)} INFO [{record.process}] {record.name}: "
+            line += record.getMessage()
+        else:
+            line = super().format(record)
         request_id = getattr(record, "request_id", None)
         return line if request_id is None else f"{line} request_id={request_id}"
 
@@ -126,6 +151,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
+        if record.__dict__.get("access"):  # no traceback nor stack: its fields, as they are
+            fields = record.__dict__
+            line.update((name, fields[name]) for name in ACCESS_FIELDS if name in fields)
+            return orjson.dumps(line, default=str).decode()
         line.update(extras(record))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -145,6 +174,11 @@ def iso_utc(created: float) -> str:
 @functools.lru_cache(maxsize=4)
 def _utc_second(whole: int) -> str:  # the lines of one second share it
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
+@functools.lru_cache(maxsize=4)
+def _local_second(whole: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(whole))
 
 
 def formatter(kind: str) -> logging.Formatter:

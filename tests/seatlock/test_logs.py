@@ -29,6 +29,7 @@ import orjson
 import pytest
 import websockets
 
+from api.observe import AccessRecord
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
 from seatlock.server import logs
 from seatlock.server.embedded import free_port
@@ -324,3 +325,34 @@ def test_lines_are_written_whole_in_writes_a_pipe_keeps_atomic() -> None:
     assert 1 < len(stream.writes) < 200
     assert all(len(w) <= PIPE_BUF and w.endswith("\n") for w in stream.writes)
     assert "".join(stream.writes).splitlines() == [f"{n:03d} {'x' * 96}" for n in range(200)]
+
+
+def test_an_access_record_is_formatted_from_its_fields_with_free_text_redacted() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2lnbmF0dXJl"
+    fields = {
+        "method": "GET",
+        "route": "/api/v1/movies/",
+        "path": f"/api/v1/movies/?q={jwt}",
+        "status": 200,
+        "duration_ms": 1.34,
+        "user_id": None,
+        "request_id": f"Bearer {jwt}",
+        "client": "127.0.0.1:5000",
+    }
+    record = AccessRecord.of(dict(fields))
+    assert logs.Redact().filter(record)
+    text = logs.TextFormatter().format(record)
+    assert text.endswith(
+        '127.0.0.1:5000 "GET /api/v1/movies/?q=[redacted]" 200 1.3ms user - '
+        "request_id=Bearer [redacted]"
+    )
+    assert " INFO [" in text and "] seatlock.access: " in text
+    line = orjson.loads(logs.JsonFormatter().format(record))
+    assert line["path"] == "/api/v1/movies/?q=[redacted]"
+    assert line["request_id"] == "Bearer [redacted]" and "access" not in line
+    assert line["message"] == text.split("seatlock.access: ")[1].split(" request_id=")[0]
+    assert jwt not in text and jwt not in orjson.dumps(line).decode()
+
+    closed = AccessRecord.of({**fields, "method": "WEBSOCKET", "event": "closed", "status": None})
+    assert '"WEBSOCKET /api/v1/movies/?q=' in closed.getMessage()
+    assert closed.getMessage().endswith(" closed - 1.3ms user -")
