@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from db.discovery import MovieFilters, search_movies
@@ -199,3 +200,30 @@ async def test_search_finds_the_same_as_with_pg_trgm(
         fuzzy += sum(1 for _, tier, _ in want if tier == 1)
     assert fuzzy > 20  # the typo-tolerant tier was exercised, not only full text
     print(f"slowest search without pg_trgm among {await bare.fetchval(COUNT)}: {slowest:.3f} s")
+
+
+async def test_the_whole_app_runs_on_pgserver(
+    pgserver_url: str, bare: asyncpg.Connection, make_server: Any
+) -> None:
+    """The embedded fallback on a machine with no system PostgreSQL: holds, bookings, tickets
+    and typo-tolerant search through real HTTP, on pgserver's PostgreSQL."""
+    server = make_server(database_url=pgserver_url)
+    show = await make.show(bare, 4)
+    await make.movie(bare, "The Shawshank Redemption")
+    [headers] = await make.sessions(bare, server.settings.jwt_secret, 1)
+    seats = show.seat_ids[:2]
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        body = {"screening_id": show.id, "seat_ids": seats}
+        held = await client.post("/api/v1/seat-reservations/reserve", json=body, headers=headers)
+        assert held.status_code == 201, held.text
+        booked = await client.post(
+            "/api/v1/tickets/book-from-reservation",
+            json={**body, "payment_id": "pay-pgserver-1"},
+            headers=headers,
+        )
+        assert booked.status_code == 201, booked.text
+        mine = await client.get("/api/v1/tickets/my-tickets", headers=headers)
+        assert mine.status_code == 200 and len(mine.json()) == 2
+        found = await client.get("/api/v1/movies/search", params={"q": "shawshenk"})
+        assert found.status_code == 200, found.text
+        assert "The Shawshank Redemption" in found.text
