@@ -240,17 +240,17 @@ class ClusterTransport:
     async def _waits(self, batch: list[_Call]) -> Waits:
         """The primaries the batch's calls run with replicas go to, each with its calls."""
         waits: Waits = {}
-        for call in batch:
-            if call.replicas is None:
-                continue
-            node = await self._node_of(call)
-            if node is not None:
+        durable = [c for c in batch if c.replicas is not None]
+        if durable:
+            await self._client.initialize()  # at once unless the first map or a refresh is due
+        for call in durable:
+            node = self._node_of(call)
+            if node is not None:  # else its slot is not covered: its script fails anyway
                 waits.setdefault(node.name, (node, []))[1].append(call)
         return waits
 
-    async def _node_of(self, call: _Call) -> ClusterNode | None:
+    def _node_of(self, call: _Call) -> ClusterNode | None:
         """The primary of the call's slot as the slot map has it now (None: not covered)."""
-        await self._client.initialize()  # at once unless the first map or a refresh is due
         try:
             return self._client.get_node_from_key(call.keys[0]) if call.keys else None
         except RedisClusterException:
@@ -270,10 +270,7 @@ class ClusterTransport:
 
     def _still_on(self, call: _Call, name: str) -> bool:
         """Whether the call's slot is still on node ``name``: a MOVED call ran elsewhere."""
-        try:
-            node = self._client.get_node_from_key(call.keys[0])
-        except RedisClusterException:
-            return False
+        node = self._node_of(call)
         return node is not None and node.name == name
 
     async def subscribe(
