@@ -78,6 +78,11 @@ class Settings:
     # Refuse holds of seats known taken from a per-process mirror of contended screenings
     # (seatlock/engine/mirrors.py) instead of asking Redis; off: every hold attempt runs the script.
     seat_mirrors: bool = True
+    # Holds that survive a Redis failover: a hold, an extension or a sale is answered only once
+    # Redis WAIT confirmed that many replicas have it (0: don't wait); WAIT gives up after
+    # hold_replicas_timeout_ms, and the request is answered 503 (a hold is let go again).
+    hold_replicas: int = 0
+    hold_replicas_timeout_ms: int = 200
 
     # Payments. "accept": any payment_id (development); "hmac": only payment_ids signed with
     # payment_secret by the payment provider (seatlock/services/payments.py).
@@ -131,6 +136,13 @@ class Settings:
                 f"{PREFIX}LOG_FORMAT: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
             )
         proxy_networks(self.trusted_proxies)  # a typo is refused at start-up, not per request
+        self._check_replicas()
+
+    def _check_replicas(self) -> None:
+        if self.hold_replicas < 0:
+            raise ValueError(f"{PREFIX}HOLD_REPLICAS: must be 0 (don't wait) or more")
+        if self.hold_replicas_timeout_ms < 1:  # WAIT with timeout 0 would block forever
+            raise ValueError(f"{PREFIX}HOLD_REPLICAS_TIMEOUT_MS: must be 1 or more")
 
     def _check_payments(self) -> None:
         if self.payment_verifier not in PAYMENT_VERIFIERS:

@@ -14,6 +14,13 @@ Scripts are loaded on every primary (SCRIPT LOAD goes to all of them) before the
 then sent as EVALSHA; a NOSCRIPT (a promoted replica that never loaded them, SCRIPT FLUSH) loads
 them again and resends only those calls.
 
+Calls run with replicas (``SEATLOCK_HOLD_REPLICAS``): WAIT has no key, so the pipeline cannot
+route it by slot; it is added once per node after that node's scripts with ``target_nodes`` (the
+node of the call's key, as the slot map had it), so it travels in the node's share of the
+pipeline, on the connection that carried the scripts, and counts their writes. A call redirected
+meanwhile (MOVED: its key's node changed) ran elsewhere, so that WAIT does not count it: it is
+not confirmed.
+
 Pub/sub: a classic PUBLISH, also from inside a script, is forwarded over the cluster bus to
 every node, so a subscription on any one node receives every screening's events. Keyspace
 notifications are not forwarded: a ``__keyevent@`` channel is subscribed on every primary and
@@ -32,11 +39,20 @@ from typing import Any
 from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from seatlock.engine.redispy import CONNECTION_OPTIONS, MAX_BATCH, MAX_QUEUE, PubSubFeed
 from seatlock.engine.scripts import NAMES, source
-from seatlock.engine.transport import HEALTH_S, Arg, Feed, OnMessage, settle
+from seatlock.engine.transport import (
+    HEALTH_S,
+    Arg,
+    Feed,
+    OnMessage,
+    Replicas,
+    replicated,
+    settle,
+    wait_command,
+)
 
 NODE_LOCAL_CHANNELS = "__key"  # keyspace and keyevent notifications stay on their node
 INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through the callbacks
@@ -45,15 +61,25 @@ INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through
 class _Call:
     """A script call (``script`` its name) or a plain command (``script`` None)."""
 
-    __slots__ = ("args", "future", "keys", "script")
+    __slots__ = ("args", "future", "keys", "replicas", "script")
 
     def __init__(
-        self, script: str | None, keys: Sequence[str], args: Sequence[Arg], future: Any
+        self,
+        script: str | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        future: Any,
+        replicas: Replicas | None = None,
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
         self.future: asyncio.Future[Any] = future
+        self.replicas = replicas  # set: answered after a WAIT on its node
+
+
+# Per node name: the node and the calls of a batch that wait for its replicas.
+Waits = dict[str, tuple[ClusterNode, list[_Call]]]
 
 
 class ClusterTransport:
@@ -94,10 +120,16 @@ class ClusterTransport:
     def client(self) -> RedisCluster:
         return self._client
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> list[Any]:
+    async def run(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[int | str],
+        replicas: Replicas | None = None,
+    ) -> list[Any]:
         if name not in self._scripts:
             raise ValueError(f"no script {name!r}")
-        return list(await self._call(name, keys, args))
+        return list(await self._call(name, keys, args, replicas))
 
     async def command(self, *args: Arg) -> Any:
         return await self._call(None, (), args)
@@ -124,11 +156,17 @@ class ClusterTransport:
         client.response_callbacks.clear()
         return client
 
-    def _call(self, script: str | None, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    def _call(
+        self,
+        script: str | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None = None,
+    ) -> Any:
         if len(self._queue) + self._in_flight >= MAX_QUEUE:
             raise RedisConnectionError("Too many calls waiting for Redis")
         loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, loop.create_future())
+        call = _Call(script, keys, args, loop.create_future(), replicas)
         self._queue.append(call)
         if self._sender is None:
             # Runs after every callback already ready: this iteration's calls share a batch.
@@ -182,6 +220,7 @@ class ClusterTransport:
         for name in sorted(fresh):  # SCRIPT LOAD reaches every primary
             await self._client.script_load(self._scripts[name].script)
         self.calls += len(fresh)
+        waits = await self._waits(batch)
         async with self._client.pipeline() as pipe:
             for call in batch:
                 if call.script is None:
@@ -189,11 +228,50 @@ class ClusterTransport:
                 else:
                     sha = self._scripts[call.script].sha
                     pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+            for node, calls in waits.values():  # after the node's scripts, in its share
+                wanted = [c.replicas for c in calls if c.replicas is not None]
+                pipe.execute_command(*wait_command(wanted), target_nodes=node)
             self.pipelines += 1
-            self.calls += len(batch)
+            self.calls += len(batch) + len(waits)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         self._known.update(n for n in fresh if n is not None)
-        return replies
+        return self._replicated(batch, replies, waits) if waits else replies
+
+    async def _waits(self, batch: list[_Call]) -> Waits:
+        """The primaries the batch's calls run with replicas go to, each with its calls."""
+        waits: Waits = {}
+        durable = [c for c in batch if c.replicas is not None]
+        if durable:
+            await self._client.initialize()  # at once unless the first map or a refresh is due
+        for call in durable:
+            node = self._node_of(call)
+            if node is not None:  # else its slot is not covered: its script fails anyway
+                waits.setdefault(node.name, (node, []))[1].append(call)
+        return waits
+
+    def _node_of(self, call: _Call) -> ClusterNode | None:
+        """The primary of the call's slot as the slot map has it now (None: not covered)."""
+        try:
+            return self._client.get_node_from_key(call.keys[0]) if call.keys else None
+        except RedisClusterException:
+            return None
+
+    def _replicated(self, batch: list[_Call], replies: list[Any], waits: Waits) -> list[Any]:
+        """The batch's replies, those of calls run with replicas as their node's WAIT allows."""
+        acked = dict(zip(waits, replies[len(batch) :], strict=True))
+        nodes = {id(c): name for name, (_, calls) in waits.items() for c in calls}
+        out = replies[: len(batch)]
+        for i, call in enumerate(batch):
+            if call.replicas is not None:
+                name = nodes.get(id(call))
+                count = acked[name] if name is not None and self._still_on(call, name) else 0
+                out[i] = replicated(out[i], count, call.replicas)
+        return out
+
+    def _still_on(self, call: _Call, name: str) -> bool:
+        """Whether the call's slot is still on node ``name``: a MOVED call ran elsewhere."""
+        node = self._node_of(call)
+        return node is not None and node.name == name
 
     async def subscribe(
         self,

@@ -32,7 +32,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from seatlock.engine.scripts import NAMES, source
-from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, ScriptTimer, settle
+from seatlock.engine.transport import (
+    HEALTH_S,
+    Arg,
+    OnMessage,
+    Replicas,
+    ScriptTimer,
+    replicated,
+    settle,
+    wait_command,
+)
 
 MAX_BATCH = 512  # calls per pipeline
 MAX_QUEUE = 20_000  # calls waiting (queued or in a pipeline); beyond this, callers get an error
@@ -60,7 +69,7 @@ CONNECTION_OPTIONS = frozenset(
 class _Call:
     """A script call (``script``), or a plain command (``script`` None, ``args`` the command)."""
 
-    __slots__ = ("args", "future", "keys", "script")
+    __slots__ = ("args", "future", "keys", "replicas", "script")
 
     def __init__(
         self,
@@ -68,11 +77,13 @@ class _Call:
         keys: Sequence[str],
         args: Sequence[Arg],
         future: asyncio.Future[Any],
+        replicas: Replicas | None = None,
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
         self.future = future
+        self.replicas = replicas  # set: answered after the WAIT at the end of its pipeline
 
     def settle(self, reply: Any) -> None:
         settle(self.future, reply)
@@ -106,24 +117,34 @@ class RedisPyTransport:
         client.response_callbacks.clear()
         return cls(client)
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> list[Any]:
+    async def run(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[int | str],
+        replicas: Replicas | None = None,
+    ) -> list[Any]:
         script = self._scripts.get(name)
         if script is None:
             raise ValueError(f"no script {name!r}")
         if self._timer.due():
-            return list(await self._timer.time(name, self._call(script, keys, args)))
-        return list(await self._call(script, keys, args))
+            return list(await self._timer.time(name, self._call(script, keys, args, replicas)))
+        return list(await self._call(script, keys, args, replicas))
 
     async def command(self, *args: Arg) -> Any:
         return await self._call(None, (), args)
 
     def _call(
-        self, script: AsyncScript | None, keys: Sequence[str], args: Sequence[Arg]
+        self,
+        script: AsyncScript | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None = None,
     ) -> asyncio.Future[Any]:
         if len(self._queue) + self._in_flight >= MAX_QUEUE:
             raise RedisConnectionError("Too many calls waiting for Redis")
         loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, loop.create_future())
+        call = _Call(script, keys, args, loop.create_future(), replicas)
         self._queue.append(call)
         if self._sender is None:
             # Its first step runs after every callback already ready: the calls made in this
@@ -184,11 +205,15 @@ class RedisPyTransport:
                     await script(call.keys, call.args, client=pipe)  # loaded before the pipeline
                 else:
                     pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            # A pipeline runs on one pooled connection: a WAIT at its end counts its scripts.
+            wanted = [c.replicas for c in batch if c.replicas is not None]
+            if wanted:
+                pipe.execute_command(*wait_command(wanted))
             self.pipelines += 1
-            self.calls += len(batch) + len(fresh)
+            self.calls += len(batch) + len(fresh) + bool(wanted)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         self._known.update(fresh)
-        return replies
+        return _replicated(batch, replies) if wanted else replies
 
     async def subscribe(
         self,
@@ -280,6 +305,15 @@ class PubSubFeed:
             if self._on_live is not None:
                 self._on_live()
         return True
+
+
+def _replicated(batch: Sequence[_Call], replies: list[Any]) -> list[Any]:
+    """The batch's replies, those of calls run with replicas as the WAIT after them allows."""
+    acked = replies.pop()
+    return [
+        reply if call.replicas is None else replicated(reply, acked, call.replicas)
+        for call, reply in zip(batch, replies, strict=True)
+    ]
 
 
 def _refused(exc: Exception) -> Exception:

@@ -7,6 +7,12 @@ Catalog changes reach Redis through ``refresh`` (start, room or seats changed: l
 seats gone from the layout stay listed while held or sold) and ``forget`` (screening deleted).
 Scripts and the few plain commands reach Redis through a ``Transport``
 (seatlock/engine/transport.py), which pipelines the calls of the whole process in order.
+
+With ``replicas`` (``SEATLOCK_HOLD_REPLICAS``), a hold, an extension and a sale are answered only
+once WAIT confirmed that many replicas have them, so a failover right after the answer does not
+lose them. When WAIT times out the change did happen on the primary, but the caller is told 503
+(``ReplicasBehind``): a hold's grant is let go again first, an extension stands (it only ever
+gives more time), a sale is retried by the booking flow (seatlock/services/bookings.py).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from seatlock.engine.errors import (
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
 from seatlock.engine.scripts import Status
-from seatlock.engine.transport import REDIS_DOWN, Transport
+from seatlock.engine.transport import REDIS_DOWN, NotReplicated, Replicas, Transport
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,11 @@ SWEEP_AFTER_START_MS = 3_600_000
 MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
 # A grant ends its leases' values "user:grant": no ':' in it, so a release by grant matches whole.
 GRANT = re.compile(r"[0-9A-Za-z_-]{1,64}")
+REPLICAS_BEHIND = "Seat change not yet confirmed by the Redis replicas; please try again"
+
+
+class ReplicasBehind(Unavailable):
+    """A change ran on the Redis primary, but too few replicas confirmed it in time (503)."""
 
 
 class SeatEngine:
@@ -54,8 +65,11 @@ class SeatEngine:
         hold_ms: int,
         max_hold_ms: int,
         max_seats_per_user: int,
+        replicas: Replicas | None = None,
     ) -> None:
         self.transport = transport  # the way to Redis; the owner closes it
+        # Holds, extensions and sales wait for this many replicas (None: for none).
+        self.replicas = replicas
         self._source = source
         self.hold_ms = hold_ms
         self.max_hold_ms = max_hold_ms
@@ -108,14 +122,26 @@ class SeatEngine:
         mirrors = self.mirrors
         sent = mirrors.sending(screening_id, seats) if mirrors is not None else None
         try:
-            reply = await self._run_loaded("hold", screening_id, seats, now, args)
+            reply = await self._run_loaded("hold", screening_id, seats, now, args, self.replicas)
             holds = _holds(user_id, reply[2:])
             if mirrors is not None and reply[1]:
                 mirrors.granted(screening_id, user_id, holds, int(reply[1]))
+        except ReplicasBehind:
+            await self._let_go(screening_id, grant, seats)
+            raise
         finally:
             if mirrors is not None and sent is not None:
                 mirrors.answered(screening_id, seats, sent)
         return holds
+
+    async def _let_go(self, screening_id: int, grant: str, seats: list[int]) -> None:
+        """Drop what a hold's grant took after too few replicas confirmed it: answered 503, the
+        hold must not stay (seats the caller held before keep their own grant). Replicas get
+        the release after the hold, in order; if the primary fails first, the leases expire."""
+        try:
+            await self.release_grant(screening_id, grant, seats)
+        except SeatLockError as exc:
+            logger.warning("unconfirmed hold not let go, its leases will expire: %r", exc)
 
     async def extend(
         self,
@@ -131,8 +157,10 @@ class SeatEngine:
         if extra_ms <= 0:
             raise InvalidInput("The extension must be positive")
         args = [user_id, extra_ms, self.max_hold_ms, *seats]
+        now = _now(now_ms)
         try:
-            reply = await self._run_loaded("extend", screening_id, seats, _now(now_ms), args)
+            # Unconfirmed by the replicas, it stands all the same: more time never hurts a seat.
+            reply = await self._run_loaded("extend", screening_id, seats, now, args, self.replicas)
         except ScreeningStarted:
             raise ScreeningStarted("Cannot extend reservations for past screenings") from None
         return _holds(user_id, reply[1:])
@@ -194,7 +222,8 @@ class SeatEngine:
         for user_id in sold.values():
             _check_user(user_id)
         args = [value for seat in seats for value in (seat, sold[seat])]
-        await self._run_loaded("sell", screening_id, seats, _now(now_ms), args)
+        # ReplicasBehind (an Unavailable) makes the booking flow sell again until confirmed.
+        await self._run_loaded("sell", screening_id, seats, _now(now_ms), args, self.replicas)
 
     async def owe(
         self,
@@ -375,13 +404,19 @@ class SeatEngine:
         return sorted(int(seat) for seat in seats if _text(seat).isdigit())
 
     async def _run_loaded(
-        self, name: str, screening_id: int, seats: list[int], now: int, args: Sequence[int | str]
+        self,
+        name: str,
+        screening_id: int,
+        seats: list[int],
+        now: int,
+        args: Sequence[int | str],
+        replicas: Replicas | None = None,
     ) -> list[Any]:
         """Run a script; load the screening first if Redis does not have it (invariant 7)."""
-        reply = await self._run(name, screening_id, seats, now, args)
+        reply = await self._run(name, screening_id, seats, now, args, replicas)
         if reply[0] == Status.NOT_LOADED:
             await self._load(screening_id, now)
-            reply = await self._run(name, screening_id, seats, now, args)
+            reply = await self._run(name, screening_id, seats, now, args, replicas)
         raise_for(reply)
         return reply
 
@@ -392,19 +427,28 @@ class SeatEngine:
         seats: Sequence[int],
         now: int,
         args: Sequence[int | str],
+        replicas: Replicas | None = None,
     ) -> list[Any]:
+        """Run a script; with ``replicas``, ReplicasBehind when it changed something that too
+        few replicas confirmed (a refusal changed nothing: it is answered as it is)."""
         script_keys = keys.script_keys(screening_id, seats)
+        behind = False
         try:
             reply: list[Any] = await self.transport.run(
-                name, script_keys, [screening_id, now, *args]
+                name, script_keys, [screening_id, now, *args], replicas
             )
         except REDIS_DOWN as exc:
             raise Unavailable("Seat service temporarily unavailable") from exc
+        except NotReplicated as exc:
+            reply = exc.reply
+            behind = reply[0] == Status.OK
         finally:
             for listener in self.change_listeners:
                 listener(screening_id)
         if self.mirrors is not None:
             _tell_mirrors(self.mirrors, name, screening_id, reply[0], now)
+        if behind:
+            raise ReplicasBehind(REPLICAS_BEHIND)
         return reply
 
     async def _load(self, screening_id: int, now: int) -> None:

@@ -13,6 +13,11 @@ call this process made before it, so events of one screening are published in th
 Replies come as Redis sends them (RESP2, bulk strings as bytes), with no per-command parsing; an
 error reply raises redis-py's exception for it (``redis.exceptions``), a lost or refused
 connection ``redis.exceptions.ConnectionError``.
+
+A script run with ``replicas`` (``SEATLOCK_HOLD_REPLICAS``) is answered only after ``WAIT``
+confirmed that many replicas have its writes, or raises ``NotReplicated`` carrying its reply.
+WAIT counts the writes of the connection it is sent on, so each transport sends it right after
+the scripts, on their connection; one WAIT covers every script of a batch.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as rx
@@ -51,6 +57,40 @@ T = TypeVar("T")
 OnMessage = Callable[[bytes], None]  # one published payload, in publish order
 
 
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    """How many replicas must have a script's writes before its reply is handed out, and how
+    long ``WAIT`` may take to confirm it (``SEATLOCK_HOLD_REPLICAS[_TIMEOUT_MS]``)."""
+
+    count: int
+    timeout_ms: int
+
+
+class NotReplicated(Exception):
+    """A script ran on the primary, but WAIT did not see its writes on enough replicas in time:
+    a failover now could lose them. ``reply`` is the script's own reply."""
+
+    def __init__(self, reply: Any, acked: int, wanted: int) -> None:
+        super().__init__(f"{acked} of {wanted} replicas confirmed the write")
+        self.reply = reply
+        self.acked = acked
+        self.wanted = wanted
+
+
+def replicated(reply: Any, acked: Any, wanted: Replicas) -> Any:
+    """What a script call run with ``wanted`` gets once its batch's WAIT answered ``acked``: its
+    reply, or NotReplicated (also when WAIT itself was refused); an error reply stays one."""
+    if isinstance(reply, BaseException):
+        return reply
+    count = 0 if isinstance(acked, BaseException) else int(acked)  # WAIT refused: none known
+    return reply if count >= wanted.count else NotReplicated(reply, count, wanted.count)
+
+
+def wait_command(wanted: Sequence[Replicas]) -> tuple[str, int, int]:
+    """The one WAIT sent after a batch for its calls run with replicas (the most any asks)."""
+    return ("WAIT", max(r.count for r in wanted), max(r.timeout_ms for r in wanted))
+
+
 class Feed(Protocol):
     """One subscription on a connection of its own (``Transport.subscribe``)."""
 
@@ -77,8 +117,16 @@ class Transport(Protocol):
     def calls(self) -> int:
         """Commands sent so far (scripts, their loading and plain commands): stats and tests."""
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> list[Any]:
-        """Run the script ``lua/<name>.lua`` with KEYS and ARGV; its reply."""
+    async def run(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[int | str],
+        replicas: Replicas | None = None,
+    ) -> list[Any]:
+        """Run the script ``lua/<name>.lua`` with KEYS and ARGV; its reply. With ``replicas``,
+        the reply comes once WAIT confirmed that many replicas have the writes, else
+        ``NotReplicated`` is raised (the script did run)."""
 
     async def command(self, *args: Arg) -> Any:
         """Run one plain command (``"ZADD", key, score, member``); its reply."""

@@ -44,7 +44,16 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seatlock.engine.scripts import NAMES, sha, source
-from seatlock.engine.transport import HEALTH_S, Arg, OnMessage, ScriptTimer, settle
+from seatlock.engine.transport import (
+    HEALTH_S,
+    Arg,
+    OnMessage,
+    Replicas,
+    ScriptTimer,
+    replicated,
+    settle,
+    wait_command,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +62,7 @@ MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
 MAX_QUEUE = 20_000  # calls waiting (queued or on the wire); beyond this, callers get an error
 CONNECT_TIMEOUT = 5.0  # seconds for connect + AUTH/SELECT when the client names none
 MORE = object()  # hiredis: no complete reply buffered yet
+UNANSWERED = object()  # a call run with replicas, its reply not yet come
 # Arguments seen lately (key names, SHAs, ids) and their RESP bulk strings. A key equal to
 # another (1, 1.0, True) packs the same: every argument goes through int() or is a str/bytes.
 _BULKS: dict[Any, bytes] = {}
@@ -98,7 +108,7 @@ class _Waiter(Protocol):
 class _Call:
     """A script call (``name``), or a plain command (``name`` None, ``args`` the command)."""
 
-    __slots__ = ("args", "future", "keys", "name", "retried")
+    __slots__ = ("args", "future", "held", "keys", "name", "replicas", "retried")
 
     def __init__(
         self,
@@ -106,12 +116,15 @@ class _Call:
         keys: Sequence[str],
         args: Sequence[Arg],
         future: asyncio.Future[Any],
+        replicas: Replicas | None = None,
     ) -> None:
         self.name = name
         self.keys = keys
         self.args = args
         self.future = future
         self.retried = False
+        self.replicas = replicas  # set: the reply waits for the WAIT written after the call
+        self.held: Any = UNANSWERED
 
     def command(self, verb: str) -> tuple[Any, ...]:
         """The command to write: EVALSHA or EVAL for a script, else the command itself."""
@@ -125,7 +138,10 @@ class _Call:
         if isinstance(reply, NoScriptError) and self.name is not None and not self.retried:
             self.retried = True
             return self
-        self.settle(reply)
+        if self.replicas is not None:
+            self.held = reply  # handed out by the _Wait after it
+        else:
+            self.settle(reply)
         return None
 
     def fail(self, error: Exception) -> None:
@@ -133,6 +149,27 @@ class _Call:
 
     def settle(self, reply: Any) -> None:
         settle(self.future, reply)
+
+
+class _Wait:
+    """The reply to the WAIT written after the calls run with replicas: it hands them their
+    replies. A call sent again as EVAL (NOSCRIPT) has none yet: the WAIT after the EVAL covers it.
+    """
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: list[_Call]) -> None:
+        self.calls = calls
+
+    def answer(self, reply: Any) -> None:
+        for call in self.calls:
+            if call.held is not UNANSWERED:
+                assert call.replicas is not None
+                call.settle(replicated(call.held, reply, call.replicas))
+
+    def fail(self, error: Exception) -> None:
+        for call in self.calls:
+            call.settle(error)
 
 
 class _Load:
@@ -356,24 +393,34 @@ class FastTransport:
     def like(cls, redis: Redis) -> FastTransport:
         return cls(*client_options(redis))
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> list[Any]:
+    async def run(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[int | str],
+        replicas: Replicas | None = None,
+    ) -> list[Any]:
         if name not in _NAMES:
             raise ValueError(f"no script {name!r}")
         if self._timer.due():
-            return list(await self._timer.time(name, self._call(name, keys, args)))
-        return list(await self._call(name, keys, args))
+            return list(await self._timer.time(name, self._call(name, keys, args, replicas)))
+        return list(await self._call(name, keys, args, replicas))
 
     async def command(self, *args: Arg) -> Any:
         return await self._call(None, (), args)
 
     def _call(
-        self, name: str | None, keys: Sequence[str], args: Sequence[Arg]
+        self,
+        name: str | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None = None,
     ) -> asyncio.Future[Any]:
         wire = self._wire
         if len(self._queue) + (len(wire.waiting) if wire else 0) >= MAX_QUEUE:
             raise RedisConnectionError("Too many calls waiting for Redis")
         loop = asyncio.get_running_loop()
-        call = _Call(name, keys, args, loop.create_future())
+        call = _Call(name, keys, args, loop.create_future(), replicas)
         self._queue.append(call)
         if not self._flush_soon:
             self._schedule_flush(loop)
@@ -438,13 +485,17 @@ class FastTransport:
         waiters: list[_Waiter] = [_Load(name, known) for name in fresh]
         waiters += batch
         known.update(fresh)  # loads in flight precede every later command on this connection
+        _add_wait(batch, commands, waiters)
         self._write(wire, commands, waiters)
 
     def _resend(self, wire: _Wire, calls: list[_Call]) -> None:
         # NOSCRIPT: SCRIPT FLUSH while connected (a restart drops the connection, and a new
         # connection knows no script). EVAL sends the text again; only these calls run late.
         wire.known.clear()
-        self._write(wire, [c.command("EVAL") for c in calls], calls)
+        commands = [c.command("EVAL") for c in calls]
+        waiters: list[_Waiter] = list(calls)
+        _add_wait(calls, commands, waiters)
+        self._write(wire, commands, waiters)
 
     def _write(
         self, wire: _Wire, commands: list[tuple[Any, ...]], waiters: Sequence[_Waiter]
@@ -501,6 +552,16 @@ class FastTransport:
 
     async def _open(self) -> _Wire:
         return await open_connection(self._options, self._tls, lambda: _Wire(self))
+
+
+def _add_wait(batch: list[_Call], commands: list[tuple[Any, ...]], waiters: list[_Waiter]) -> None:
+    """One WAIT after the batch when some of its calls were run with replicas. This connection
+    carries every call of the process, so the WAIT counts each write of the batch (and of the
+    batches before it, already answered)."""
+    wanted = [c.replicas for c in batch if c.replicas is not None]
+    if wanted:
+        commands.append(wait_command(wanted))
+        waiters.append(_Wait([c for c in batch if c.replicas is not None]))
 
 
 SenderT = TypeVar("SenderT", bound=Sender)

@@ -35,7 +35,7 @@ from seatlock.engine.events import Hub
 from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
 from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
-from seatlock.engine.transport import open_transport
+from seatlock.engine.transport import Replicas, open_transport
 from seatlock.heartbeats import Heartbeats, no_beat, pause
 from seatlock.metrics import (
     BOOKING_BACKLOG,
@@ -129,6 +129,7 @@ def build(settings: Settings, redis: Redis | RedisCluster, db: asyncpg.Pool) -> 
         hold_ms=settings.hold_seconds * 1000,
         max_hold_ms=settings.max_hold_seconds * 1000,
         max_seats_per_user=settings.max_seats_per_user,
+        replicas=hold_replicas(settings),
     )
     hub = Hub(transport, engine.seat_map)
     if settings.seat_mirrors:
@@ -174,6 +175,13 @@ def build(settings: Settings, redis: Redis | RedisCluster, db: asyncpg.Pool) -> 
         seatmaps=seatmaps,
         heartbeats=Heartbeats(settings.loop_silence_seconds),
     )
+
+
+def hold_replicas(settings: Settings) -> Replicas | None:
+    """What holds, extensions and sales wait for (``SEATLOCK_HOLD_REPLICAS``); None: nothing."""
+    if settings.hold_replicas == 0:
+        return None
+    return Replicas(settings.hold_replicas, settings.hold_replicas_timeout_ms)
 
 
 @contextlib.asynccontextmanager

@@ -6,6 +6,16 @@ successful return therefore means the tickets are committed (invariant 5), whate
 afterwards: marking the seats sold is retried in the background until Redis takes it, also when
 an idempotent replay finds the booking already made. A cancelled or refunded ticket frees its seat
 in Redis after PostgreSQL changed it. The reconciler (``reconciler.py``) repairs what is left.
+
+With ``SEATLOCK_HOLD_REPLICAS`` the sale in Redis counts as marked only once the replicas confirmed
+it: until then the engine raises ``ReplicasBehind`` (an Unavailable) and the marking is retried
+like a Redis outage. The booking's answer does not change: PostgreSQL committed the tickets, and
+they are the booking's truth (invariant 5). A 503 there would lose or double a ticket from the
+client's side: a retry without payment_id would hold seats already sold (409 on its own purchase)
+or, after a cancellation meanwhile, book again; a retry with one replays (invariant 6), so it
+gains nothing. A failover that loses the unconfirmed "sold" mark cannot sell the seat twice: the
+unique index refuses a second ticket (invariant 1), and this retry or the reconciler marks it
+again.
 """
 
 from __future__ import annotations
@@ -253,8 +263,9 @@ class BookingService:
         """Mark the active tickets' seats sold in Redis, waiting SELL_WAIT_S at most.
 
         Committed in PostgreSQL, so sold and the answer is a success (invariant 5) whatever
-        Redis does: the marking goes on in the background until Redis takes it, and the unique
-        index refuses a second ticket for these seats meanwhile.
+        Redis does: the marking goes on in the background until Redis takes it (and, with
+        replicas to wait for, until they confirmed it), and the unique index refuses a second
+        ticket for these seats meanwhile.
         """
         sold = {t.seat_id: t.user_id for t in tickets if t.status in repo.ACTIVE}
         if not sold:

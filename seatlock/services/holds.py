@@ -6,7 +6,10 @@ keeps its row (``LiveRows`` of this process, else PostgreSQL's active rows), so 
 duplicates. Reservation ids are taken after the hold, so a refused attempt (most of them on
 release day) costs none; when none can be had, what this request's grant took is let go again
 (``_release_grant``), and only that: no hold stays without the row its answer names, and no hold
-of an earlier request is lost.
+of an earlier request is lost. The same holds when too few Redis replicas confirmed a hold in time
+(``SEATLOCK_HOLD_REPLICAS``): the engine lets its grant go before the 503 (``ReplicasBehind``), so
+the history gets no row for it. An extension they did not confirm is a 503 as well, but stands on
+the primary (it only gives more time): its history row keeps the expiry it had.
 """
 
 from __future__ import annotations

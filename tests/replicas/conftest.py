@@ -1,0 +1,64 @@
+"""A Redis primary with one replica for the tests of ``SEATLOCK_HOLD_REPLICAS``, started once per
+session and only when one of them runs; every test starts from an empty pair, replica running."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from seatlock.settings import Settings
+from tests.replicas.local import ReplicatedRedis
+from tests.support import LiveServer
+
+TIMEOUT_MS = 200  # SEATLOCK_HOLD_REPLICAS_TIMEOUT_MS of the servers here
+
+
+@pytest.fixture(scope="session")
+def replicated() -> Iterator[ReplicatedRedis]:
+    root = Path(tempfile.mkdtemp(prefix="seatlock-replicas-"))
+    pair = ReplicatedRedis(root).start()
+    try:
+        yield pair
+    finally:
+        pair.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pair(replicated: ReplicatedRedis) -> Iterator[ReplicatedRedis]:
+    replicated.flush()
+    try:
+        yield replicated
+    finally:
+        if replicated.paused:
+            replicated.resume()
+
+
+@pytest.fixture(scope="session", params=["fast", "redis-py"])
+def replica_server(
+    request: pytest.FixtureRequest, base_settings: Settings, replicated: ReplicatedRedis
+) -> Iterator[LiveServer]:
+    """The app on the primary, waiting for one replica, with either single-node transport."""
+    settings = base_settings.replace(
+        redis_url=replicated.url,
+        redis_transport=request.param,
+        hold_replicas=1,
+        hold_replicas_timeout_ms=TIMEOUT_MS,
+    )
+    live = LiveServer(settings)
+    live.start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+async def rclient(
+    replica_server: LiveServer, pair: ReplicatedRedis
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=replica_server.url, timeout=15) as c:
+        yield c
