@@ -91,6 +91,8 @@ CONNECT_TIMEOUT_S = 2.0  # a replica that does not accept a connection this fast
 SAMPLE_S = 2.0  # how often the replica's lag is measured
 SAMPLE_TIMEOUT_S = 2.0  # a measurement that takes longer counts as "replica down"
 WARN_EVERY_S = 60.0  # while reads stay on the primary, its WARNING line repeats at most this often
+# The measurement failed: down, or any refusal (a read URL that is no PostgreSQL we can ask).
+UNMEASURED: tuple[type[Exception], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
 
 # How far the replica is behind, in seconds (NULL: it cannot tell). Caught up (0) when it has
 # replayed all the primary had written just before ($1, NULL when the primary did not answer: then
@@ -101,7 +103,7 @@ WARN_EVERY_S = 60.0  # while reads stay on the primary, its WARNING line repeats
 LAG_SQL = """
 SELECT CASE
     WHEN NOT pg_is_in_recovery() THEN 0
-    WHEN pg_last_wal_replay_lsn() >= coalesce($1::pg_lsn, pg_last_wal_receive_lsn()) THEN 0
+    WHEN pg_last_wal_replay_lsn() >= coalesce($1::text::pg_lsn, pg_last_wal_receive_lsn()) THEN 0
     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
 END
 """
@@ -124,12 +126,7 @@ class ReplicaReads:
         self.on_replica = False
         self.lag_s: float | None = None  # the last measurement; None: the replica did not answer
         self._warned_at = -WARN_EVERY_S
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """The pool lag-tolerant reads use now."""
-        replica = self.replica
-        return replica if replica is not None and self.on_replica else self.primary
+        self._warned = False  # a WARNING went out since reads last moved to the replica
 
     async def read(
         self,
@@ -160,7 +157,7 @@ class ReplicaReads:
         try:
             async with asyncio.timeout(SAMPLE_TIMEOUT_S):
                 lag: float | None = await self.replica.fetchval(LAG_SQL, position)
-        except DATABASE_DOWN as exc:
+        except UNMEASURED as exc:
             self.lag_s = None
             self._fall_back(f"the replica does not answer ({type(exc).__name__})")
             return
@@ -172,7 +169,9 @@ class ReplicaReads:
             )
         elif not self.on_replica:
             self.on_replica = True
-            logger.info("lag-tolerant reads on the replica (%.1f s behind)", lag)
+            if self._warned:  # one line back for each warning: a flapping replica stays quiet
+                self._warned = False
+                logger.info("lag-tolerant reads on the replica again (%.1f s behind)", lag)
 
     async def _primary_position(self) -> str | None:
         """The primary's WAL position now; None when it does not answer (the replica then
@@ -185,12 +184,13 @@ class ReplicaReads:
         return position
 
     def _fall_back(self, reason: str) -> None:
-        """Send reads to the primary; one WARNING line, repeated at most every WARN_EVERY_S."""
-        now = time.monotonic()
-        if self.on_replica or now - self._warned_at >= WARN_EVERY_S:
-            self._warned_at = now
-            logger.warning("lag-tolerant reads on the primary: %s", reason)
+        """Send reads to the primary, with a WARNING line at most every WARN_EVERY_S (a replica
+        that flaps, or a burst of reads failing at once, does not flood the log)."""
         self.on_replica = False
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at, self._warned = now, True
+            logger.warning("lag-tolerant reads on the primary: %s", reason)
 
     async def run(self, stop: asyncio.Event, beat: Beat) -> None:
         """Measure the lag every SAMPLE_S until ``stop``."""
