@@ -147,8 +147,9 @@ def start_app(
 
 @pytest.fixture
 async def app_on_replica(start_app: Callable[..., LiveServer]) -> LiveServer:
-    """The app on the replicated pair (default settings), once it reads from the replica."""
-    live = start_app()
+    """The app on the replicated pair, once it reads from the replica. A generous lag limit: a
+    test that pauses replay must not see its reads move to the primary on a loaded machine."""
+    live = start_app(database_read_max_lag_seconds=60)
     await on_replica(live, True)
     return live
 
