@@ -10,6 +10,7 @@ from msgspec import UNSET, UnsetType
 
 from api.caching import CATALOG
 from api.discovery import Id, public, rows_to
+from api.reads import catalog_read
 from api.rendering import JSON
 from api.routing import Call, Router
 from api.schemas import Page
@@ -97,14 +98,14 @@ async def create_cast_member(call: Call) -> CastOut:
 async def list_cast_members(call: Call) -> JSON:
     """List Cast Members, optionally of one movie or one role."""
     q: CastQuery = call.query
-    rows = await casts.list_members(call.services.db, q.movie_id, q.role, q.skip, q.limit)
+    rows = await catalog_read(call, casts.list_members, q.movie_id, q.role, q.skip, q.limit)
     return public(rows_to(rows, CastOut))
 
 
 @router.get("/api/v1/casts/{cast_id:int}", response=CastOut, cache=CATALOG)
 async def get_cast_member(call: Call) -> JSON:
     """Get Cast Member."""
-    row = await casts.get_member(call.services.db, call.params["cast_id"])
+    row = await catalog_read(call, casts.get_member, call.params["cast_id"])
     if row is None:
         raise NotFound("Cast member not found")
     return public(cast_out(row))
@@ -128,14 +129,14 @@ async def delete_cast_member(call: Call) -> None:
 @router.get("/api/v1/casts/movie/{movie_id:int}", response=list[CastOut], cache=CATALOG)
 async def movie_cast_members(call: Call) -> JSON:
     """Get Movie Cast Members, in billing order."""
-    _, members = await casts.movie_cast(call.services.db, call.params["movie_id"])
+    _, members = await catalog_read(call, casts.movie_cast, call.params["movie_id"])
     return public([cast_out(m) for m in members])
 
 
 @router.get("/api/v1/movies/{movie_id:int}/cast", response=MovieCastOut, cache=CATALOG)
 async def movie_cast_detailed(call: Call) -> JSON:
     """Get Movie Cast (Detailed): the actors and the crew, each in billing order."""
-    movie, members = await casts.movie_cast(call.services.db, call.params["movie_id"])
+    movie, members = await catalog_read(call, casts.movie_cast, call.params["movie_id"])
     people = [cast_out(m) for m in members]
     return public(
         MovieCastOut(

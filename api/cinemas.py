@@ -9,6 +9,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from api.caching import CATALOG
+from api.reads import catalog_read
 from api.routing import Call, Router
 from api.schemas import Page
 from db import catalog
@@ -77,14 +78,14 @@ async def create_cinema(call: Call) -> CinemaOut:
 async def list_cinemas(call: Call) -> list[CinemaOut]:
     """List cinemas, oldest first."""
     page: Page = call.query
-    rows = await catalog.list_cinemas(call.services.db, page.skip, page.limit)
+    rows = await catalog_read(call, catalog.list_cinemas, page.skip, page.limit)
     return [CinemaOut(**row) for row in rows]
 
 
 @router.get("/api/v1/cinemas/{cinema_id:int}", response=CinemaOut, cache=CATALOG)
 async def get_cinema(call: Call) -> CinemaOut:
     """Get a cinema."""
-    return CinemaOut(**await catalog.get_cinema(call.services.db, call.params["cinema_id"]))
+    return CinemaOut(**await catalog_read(call, catalog.get_cinema, call.params["cinema_id"]))
 
 
 @router.patch(

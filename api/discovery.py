@@ -10,6 +10,7 @@ import msgspec
 from api.caching import CATALOG
 from api.cinemas import CinemaOut
 from api.movies import MovieOut
+from api.reads import catalog_read
 from api.rendering import JSON
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Page
@@ -127,8 +128,8 @@ def search_hits(rows: list[Any]) -> list[SearchHit]:
 async def run_search(
     call: Call, q: str | None, query: FilterQuery, sort: SortBy, order: str | None
 ) -> JSON:
-    rows = await discovery.search_movies(
-        call.services.db, q, filters_of(query), sort, order, query.skip, query.limit
+    rows = await catalog_read(
+        call, discovery.search_movies, q, filters_of(query), sort, order, query.skip, query.limit
     )
     hits = search_hits(rows)
     if call.principal is None:
@@ -145,7 +146,7 @@ async def run_search(
 async def coming_soon(call: Call) -> JSON:
     """Get Coming Soon Movies: release date in the future, soonest first."""
     page: Page = call.query
-    rows = await discovery.coming_soon(call.services.db, page.skip, page.limit)
+    rows = await catalog_read(call, discovery.coming_soon, page.skip, page.limit)
     return public(rows_to(rows, MovieOut))
 
 
@@ -153,7 +154,7 @@ async def coming_soon(call: Call) -> JSON:
 async def trending(call: Call) -> JSON:
     """Get Trending Movies: most tickets sold in the last 7 days, ties by rating."""
     page: Page = call.query
-    rows = await discovery.trending(call.services.db, page.skip, page.limit)
+    rows = await catalog_read(call, discovery.trending, page.skip, page.limit)
     return public(rows_to(rows, TrendingMovie))
 
 
@@ -197,8 +198,15 @@ async def search(call: Call) -> JSON:
 async def filter_movies(call: Call) -> JSON:
     """Filter Movies by Criteria: genre, language, rating, duration, release dates, age rating."""
     query: FilterQuery = call.query
-    rows = await discovery.search_movies(
-        call.services.db, None, filters_of(query), "relevance", None, query.skip, query.limit
+    rows = await catalog_read(
+        call,
+        discovery.search_movies,
+        None,
+        filters_of(query),
+        "relevance",
+        None,
+        query.skip,
+        query.limit,
     )
     return public(rows_to(rows, MovieOut))
 
@@ -226,8 +234,14 @@ async def advanced_search(call: Call) -> JSON:
 async def search_cinemas(call: Call) -> JSON:
     """Search Cinemas by name (part of it), city and amenity."""
     query: CinemaSearchQuery = call.query
-    rows = await discovery.search_cinemas(
-        call.services.db, query.name, query.city, query.amenity, query.skip, query.limit
+    rows = await catalog_read(
+        call,
+        discovery.search_cinemas,
+        query.name,
+        query.city,
+        query.amenity,
+        query.skip,
+        query.limit,
     )
     return public(rows_to(rows, CinemaOut))
 
@@ -236,7 +250,7 @@ async def search_cinemas(call: Call) -> JSON:
 async def cinema_amenities(call: Call) -> JSON:
     """Get Cinema Amenities."""
     cinema_id: int = call.params["cinema_id"]
-    amenities = await discovery.cinema_amenities(call.services.db, cinema_id)
+    amenities = await catalog_read(call, discovery.cinema_amenities, cinema_id)
     if amenities is None:
         raise NotFound("Cinema not found")
     return public(AmenitiesOut(cinema_id, amenities))
@@ -249,8 +263,7 @@ async def cinema_movies(call: Call) -> JSON:
     """Get Cinema Movies: movies with upcoming screenings there, soonest first."""
     page: Page = call.query
     cinema_id: int = call.params["cinema_id"]
-    db = call.services.db
-    rows = await discovery.cinema_movies(db, cinema_id, page.skip, page.limit)
-    if not rows and not await discovery.cinema_exists(db, cinema_id):
+    rows = await catalog_read(call, discovery.cinema_movies, cinema_id, page.skip, page.limit)
+    if not rows and not await catalog_read(call, discovery.cinema_exists, cinema_id):
         raise NotFound("Cinema not found")
     return public(rows_to(rows, CinemaMovie))

@@ -12,6 +12,7 @@ from msgspec import UNSET, UnsetType
 
 from api.caching import CATALOG
 from api.cinemas import Text, Title, present
+from api.reads import catalog_read
 from api.routing import Call, Router
 from api.schemas import Page
 from db import catalog
@@ -93,14 +94,14 @@ async def create_movie(call: Call) -> MovieOut:
 async def list_movies(call: Call) -> list[MovieOut]:
     """List movies, oldest first."""
     page: Page = call.query
-    rows = await catalog.list_movies(call.services.db, page.skip, page.limit)
+    rows = await catalog_read(call, catalog.list_movies, page.skip, page.limit)
     return [movie_out(row) for row in rows]
 
 
 @router.get("/api/v1/movies/{movie_id:int}", response=MovieOut, cache=CATALOG)
 async def get_movie(call: Call) -> MovieOut:
     """Get a movie."""
-    return movie_out(await catalog.get_movie(call.services.db, call.params["movie_id"]))
+    return movie_out(await catalog_read(call, catalog.get_movie, call.params["movie_id"]))
 
 
 @router.patch("/api/v1/movies/{movie_id:int}", access="admin", body=MoviePatch, response=MovieOut)

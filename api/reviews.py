@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from api.caching import CATALOG
+from api.reads import catalog_read
 from api.routing import Call, Router
 from api.schemas import Page
 from db import reviews
@@ -97,7 +98,8 @@ def _viewer(call: Call) -> int | None:
 
 
 async def _found(call: Call, review_id: int) -> ReviewOut:
-    row = await reviews.get_review(call.services.db, review_id, _viewer(call))
+    # Right after the caller wrote it (create, update): catalog_read keeps them on the primary.
+    row = await catalog_read(call, reviews.get_review, review_id, _viewer(call))
     if row is None:
         raise NotFound("Review not found")
     return review_out(row)
@@ -135,10 +137,11 @@ async def list_reviews(call: Call) -> list[ReviewOut]:
     """Get Movie Reviews."""
     q: ReviewsQuery = call.query
     movie_id = call.params["movie_id"]
-    if not await reviews.movie_exists(call.services.db, movie_id):
+    if not await catalog_read(call, reviews.movie_exists, movie_id):
         raise NotFound("Movie not found")
-    rows = await reviews.list_reviews(
-        call.services.db,
+    rows = await catalog_read(
+        call,
+        reviews.list_reviews,
         movie_id,
         _viewer(call),
         skip=q.skip,
@@ -156,7 +159,7 @@ async def reviews_summary(call: Call) -> ReviewSummary:
     Count, average rating and how many of each star.
     """
     movie_id = call.params["movie_id"]
-    row = await reviews.summary(call.services.db, movie_id)
+    row = await catalog_read(call, reviews.summary, movie_id)
     if row is None:
         raise NotFound("Movie not found")
     distribution = {str(star): row[f"r{star}"] for star in range(1, 6)}

@@ -9,6 +9,7 @@ import msgspec
 
 from api.caching import CATALOG
 from api.cinemas import Title
+from api.reads import catalog_read
 from api.routing import Call, Router
 from api.schemas import Page
 from api.screenings import seat_engine
@@ -106,8 +107,8 @@ async def create_room(call: Call) -> RoomOut:
 async def list_rooms(call: Call) -> list[RoomOut]:
     """List the rooms of a cinema, with their capacity."""
     page: Page = call.query
-    rows = await catalog.list_rooms(
-        call.services.db, call.params["cinema_id"], page.skip, page.limit
+    rows = await catalog_read(
+        call, catalog.list_rooms, call.params["cinema_id"], page.skip, page.limit
     )
     return [RoomOut(**row) for row in rows]
 
@@ -115,7 +116,7 @@ async def list_rooms(call: Call) -> list[RoomOut]:
 @router.get("/api/v1/rooms/{room_id:int}", response=RoomOut, cache=CATALOG)
 async def get_room(call: Call) -> RoomOut:
     """Get a room, with its capacity."""
-    return RoomOut(**await catalog.get_room(call.services.db, call.params["room_id"]))
+    return RoomOut(**await catalog_read(call, catalog.get_room, call.params["room_id"]))
 
 
 @router.post(
@@ -140,5 +141,5 @@ async def create_seats(call: Call) -> list[SeatOut]:
 @router.get("/api/v1/rooms/{room_id:int}/seats/", response=list[SeatOut], cache=CATALOG)
 async def list_seats(call: Call) -> list[SeatOut]:
     """List all the seats of a room, row by row, then by number (a layout: not paginated)."""
-    rows = await catalog.list_seats(call.services.db, call.params["room_id"])
+    rows = await catalog_read(call, catalog.list_seats, call.params["room_id"])
     return [SeatOut(**row) for row in rows]

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from api.caching import CATALOG
+from api.reads import catalog_read
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Page
 from db import catalog
@@ -104,8 +105,9 @@ async def list_screenings(call: Call) -> list[ScreeningOut]:
     q: ScreeningQuery = call.query
     if q.date is not None and not EARLIEST.year <= q.date.year < LATEST.year:
         return []
-    rows = await catalog.list_screenings(
-        call.services.db,
+    rows = await catalog_read(
+        call,
+        catalog.list_screenings,
         skip=q.skip,
         limit=q.limit,
         movie_id=q.movie_id,
@@ -119,7 +121,7 @@ async def list_screenings(call: Call) -> list[ScreeningOut]:
 @router.get("/api/v1/screenings/{screening_id:int}", response=ScreeningOut, cache=CATALOG)
 async def get_screening(call: Call) -> ScreeningOut:
     """Get a screening with its movie, room and cinema."""
-    row = await catalog.get_screening(call.services.db, call.params["screening_id"])
+    row = await catalog_read(call, catalog.get_screening, call.params["screening_id"])
     return screening_out(row)
 
 

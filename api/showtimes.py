@@ -10,6 +10,7 @@ import msgspec
 
 from api.caching import CATALOG
 from api.discovery import Id, public
+from api.reads import catalog_read
 from api.rendering import JSON
 from api.routing import Call, Router
 from api.schemas import Page
@@ -137,7 +138,7 @@ def showtime_filters(query: ShowtimeQuery) -> ShowtimeFilters:
 
 
 async def respond(call: Call, f: ShowtimeFilters, page: Page) -> list[ShowtimeOut]:
-    rows = await discovery.list_showtimes(call.services.db, f, page.skip, page.limit)
+    rows = await catalog_read(call, discovery.list_showtimes, f, page.skip, page.limit)
     return [showtime_out(r) for r in rows]
 
 
@@ -151,7 +152,7 @@ async def list_showtimes(call: Call) -> JSON:
 @router.get("/api/v1/showtimes/{showtime_id:int}", response=ShowtimeOut, cache=CATALOG)
 async def get_showtime(call: Call) -> JSON:
     """Get Showtime, with its movie, cinema and room."""
-    row = await discovery.get_showtime(call.services.db, call.params["showtime_id"])
+    row = await catalog_read(call, discovery.get_showtime, call.params["showtime_id"])
     if row is None:
         raise NotFound("Showtime not found")
     return public(showtime_out(row))
@@ -166,7 +167,7 @@ async def movie_showtimes(call: Call) -> JSON:
     movie_id: int = call.params["movie_id"]
     f = ShowtimeFilters(movie_id=movie_id, starts_from=dt.datetime.now(dt.UTC))
     showtimes = await respond(call, f, page)
-    if not showtimes and not await discovery.movie_exists(call.services.db, movie_id):
+    if not showtimes and not await catalog_read(call, discovery.movie_exists, movie_id):
         raise NotFound("Movie not found")
     return public(showtimes)
 
@@ -184,6 +185,6 @@ async def cinema_showtimes(call: Call) -> JSON:
     start, end = window(query)
     f = ShowtimeFilters(cinema_id=cinema_id, starts_from=start, starts_before=end)
     showtimes = await respond(call, f, query)
-    if not showtimes and not await discovery.cinema_exists(call.services.db, cinema_id):
+    if not showtimes and not await catalog_read(call, discovery.cinema_exists, cinema_id):
         raise NotFound("Cinema not found")
     return public(showtimes)

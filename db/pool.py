@@ -1,14 +1,23 @@
-"""The asyncpg pool: bounded, with JSON codecs, created once per process."""
+"""The asyncpg pools: bounded, with JSON codecs, created once per process; and where the reads
+that tolerate lag go (a streaming replica while it keeps up, else the primary)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
 import orjson
 
+from seatlock.heartbeats import Beat, pause
+
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
+
+logger = logging.getLogger(__name__)
 
 # PostgreSQL cannot answer now: down, restarting, in recovery, out of connections or resources,
 # or the connection broke (also while a pool releases it, after the work was done). The api
@@ -54,3 +63,138 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+async def create_replica_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """A pool of a streaming replica. It opens no connection until a read wants one, so a replica
+    that is down at start-up delays nothing (reads go to the primary until it answers), and a
+    connection attempt gives up after CONNECT_TIMEOUT_S instead of asyncpg's 60 s."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        max_inactive_connection_lifetime=300,
+        timeout=CONNECT_TIMEOUT_S,
+    )
+    assert pool is not None
+    return pool
+
+
+# --- Lag-tolerant reads on a streaming replica ----------------------------------------------------
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 2.0  # a replica that does not accept a connection this fast counts as down
+SAMPLE_S = 2.0  # how often the replica's lag is measured
+SAMPLE_TIMEOUT_S = 2.0  # a measurement that takes longer counts as "replica down"
+WARN_EVERY_S = 60.0  # while reads stay on the primary, its WARNING line repeats at most this often
+# The measurement failed: down, or any refusal (a read URL that is no PostgreSQL we can ask).
+UNMEASURED: tuple[type[Exception], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
+
+# How far the replica is behind, in seconds (NULL: it cannot tell). Caught up (0) when it has
+# replayed all the primary had written just before ($1, NULL when the primary did not answer: then
+# all the replica received); otherwise the age of the last transaction it replayed. That age
+# overstates the lag of a replica whose primary was idle until just before the sample, which only
+# sends reads to the primary for one sample. A server out of recovery (the read URL names a
+# primary) is never behind.
+LAG_SQL = """
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN 0
+    WHEN pg_last_wal_replay_lsn() >= coalesce($1::text::pg_lsn, pg_last_wal_receive_lsn()) THEN 0
+    ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+END
+"""
+
+
+class ReplicaReads:
+    """Where lag-tolerant reads go: the replica while it answers and keeps within ``max_lag_s``
+    of the primary, the primary otherwise (or when there is no replica). A background loop
+    (``run``) measures the lag every SAMPLE_S; a read the replica fails is answered by the
+    primary at once, so a replica going down never costs a 503 while the primary answers."""
+
+    def __init__(
+        self, primary: asyncpg.Pool, replica: asyncpg.Pool | None, max_lag_s: float = 10.0
+    ) -> None:
+        self.primary = primary
+        self.replica = replica
+        self.max_lag_s = max_lag_s
+        # Off until the first measurement says the replica keeps up: a replica that is far
+        # behind after a restart must not answer the first requests.
+        self.on_replica = False
+        self.lag_s: float | None = None  # the last measurement; None: the replica did not answer
+        self._warned_at = -WARN_EVERY_S
+        self._warned = False  # a WARNING went out since reads last moved to the replica
+
+    async def read(
+        self,
+        query: Callable[Concatenate[asyncpg.Pool, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``query(pool, *args, **kwargs)`` on the replica, or on the primary when the replica is
+        off or fails it. Only for reads: a query the replica failed runs again on the primary."""
+        replica = self.replica
+        if replica is None or not self.on_replica:
+            return await query(self.primary, *args, **kwargs)
+        try:
+            return await query(replica, *args, **kwargs)
+        except DATABASE_DOWN as exc:
+            self._fall_back(f"the replica failed a read ({type(exc).__name__})")
+        except asyncpg.exceptions.SerializationError:
+            # "canceling statement due to conflict with recovery": replay needed what the read
+            # held. The replica is fine; only this read moves to the primary.
+            pass
+        return await query(self.primary, *args, **kwargs)
+
+    async def sample(self) -> None:
+        """Measure the replica's lag once and decide where reads go until the next sample."""
+        if self.replica is None:
+            return
+        position = await self._primary_position()
+        try:
+            async with asyncio.timeout(SAMPLE_TIMEOUT_S):
+                lag: float | None = await self.replica.fetchval(LAG_SQL, position)
+        except UNMEASURED as exc:
+            self.lag_s = None
+            self._fall_back(f"the replica does not answer ({type(exc).__name__})")
+            return
+        self.lag_s = lag
+        if lag is None or lag > self.max_lag_s:
+            shown = "unknown" if lag is None else f"{lag:.1f} s"
+            self._fall_back(
+                f"the replica is behind the primary by {shown} (max {self.max_lag_s} s)"
+            )
+        elif not self.on_replica:
+            self.on_replica = True
+            if self._warned:  # one line back for each warning: a flapping replica stays quiet
+                self._warned = False
+                logger.info("lag-tolerant reads on the replica again (%.1f s behind)", lag)
+
+    async def _primary_position(self) -> str | None:
+        """The primary's WAL position now; None when it does not answer (the replica then
+        measures against what it received: catalog reads outlive a primary outage)."""
+        try:
+            async with asyncio.timeout(SAMPLE_TIMEOUT_S):
+                position: str = await self.primary.fetchval("SELECT pg_current_wal_lsn()::text")
+        except DATABASE_DOWN:
+            return None
+        return position
+
+    def _fall_back(self, reason: str) -> None:
+        """Send reads to the primary, with a WARNING line at most every WARN_EVERY_S (a replica
+        that flaps, or a burst of reads failing at once, does not flood the log)."""
+        self.on_replica = False
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at, self._warned = now, True
+            logger.warning("lag-tolerant reads on the primary: %s", reason)
+
+    async def run(self, stop: asyncio.Event, beat: Beat) -> None:
+        """Measure the lag every SAMPLE_S until ``stop``."""
+        while not stop.is_set():
+            await self.sample()
+            beat()
+            await pause(stop, SAMPLE_S, beat)

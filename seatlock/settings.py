@@ -96,6 +96,13 @@ class Settings:
     db_pool_max: int = 10
     redis_pool_max: int = 64
 
+    # Lag-tolerant reads (db/pool.py ReplicaReads): catalog browsing, search and admin statistics
+    # of anonymous callers (statistics: of admins) go to this streaming replica of database_url;
+    # empty: everything reads the primary. Reads fall back to the primary while the replica is
+    # unreachable or replays more than database_read_max_lag_seconds behind it.
+    database_read_url: str = field(default="", repr=False)  # may hold a password
+    database_read_max_lag_seconds: float = 10.0
+
     # Mail: SMTP when smtp_host is set, otherwise the local outbox under data_dir.
     smtp_host: str = ""
     smtp_port: int = 587
@@ -137,6 +144,8 @@ class Settings:
             )
         proxy_networks(self.trusted_proxies)  # a typo is refused at start-up, not per request
         self._check_replicas()
+        if self.database_read_max_lag_seconds <= 0:
+            raise ValueError(f"{PREFIX}DATABASE_READ_MAX_LAG_SECONDS: must be more than 0")
 
     def _check_replicas(self) -> None:
         if self.hold_replicas < 0:

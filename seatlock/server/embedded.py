@@ -337,7 +337,22 @@ class EmbeddedPostgres:
             return False
         # A postmaster killed with -9 leaves its pid file saying "ready": only ours counts.
         ours = self.proc is not None and lines[:1] == [str(self.proc.pid)]
-        return ours and len(lines) >= 8 and lines[7].strip() == "ready"
+        # A hot standby (see ``standby``) says "standby" once it accepts read-only connections.
+        return ours and len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
+
+    def standby(self, data_dir: Path, port: int = 0) -> EmbeddedPostgres:
+        """A streaming replica of this running server, not started yet: a base backup into
+        ``data_dir`` whose ``-R`` settings make it follow this server once started. initdb's
+        default pg_hba.conf already trusts replication connections from 127.0.0.1 (``--auth``)."""
+        bindir = self.bindir or find_postgres_bin()
+        replica = EmbeddedPostgres(data_dir, self.persistent, port, self.database, bindir)
+        account = _service_account()
+        replica._prepare_dirs(account)
+        if not (data_dir / "PG_VERSION").exists():
+            self._run(account, bindir / "pg_basebackup", "-D", str(data_dir), "-R",
+                      "--checkpoint=fast", "-h", "127.0.0.1", "-p", str(self.port),
+                      "-U", "postgres")  # fmt: skip
+        return replica
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGINT, "postgres")  # SIGINT: fast shutdown

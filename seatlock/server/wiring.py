@@ -24,7 +24,7 @@ from api.routing import App
 from db import users
 from db.layouts import Layouts
 from db.migrate import migrate
-from db.pool import create_pool
+from db.pool import ReplicaReads, create_pool, create_replica_pool
 from db.reservations import HistoryWriter, ReservationIds
 from db.tickets import BookingWriter
 from seatlock.accounts.mail import Mailer
@@ -63,7 +63,10 @@ def create_app(settings: Settings | None = None) -> App:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_clients(settings) as (redis, db), running(build(settings, redis, db)) as s:
+        async with (
+            open_clients(settings) as (redis, db, replica),
+            running(build(settings, redis, db, replica)) as s,
+        ):
             app.state.services = s
             settle_garbage_collector()
             yield
@@ -74,22 +77,30 @@ def create_app(settings: Settings | None = None) -> App:
 @contextlib.asynccontextmanager
 async def open_clients(
     settings: Settings,
-) -> AsyncIterator[tuple[Redis | RedisCluster, asyncpg.Pool]]:
+) -> AsyncIterator[tuple[Redis | RedisCluster, asyncpg.Pool, asyncpg.Pool | None]]:
     """Connect to Redis (one node, or a cluster by ``redis+cluster://``) and PostgreSQL and
-    migrate; close both on the way out."""
+    migrate; the pool of the read replica when one is set (it connects on first use, so a
+    replica that is down does not stop the start); close them all on the way out."""
     redis = redis_client(settings)
     db = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
+    replica = None
     try:
+        if settings.database_read_url:
+            replica = await create_replica_pool(
+                settings.database_read_url, max_size=settings.db_pool_max
+            )
         async with db.acquire() as conn:
             await migrate(conn)
         if settings.admin_email and settings.admin_password:
             await users.ensure_configured_admin(
                 db, settings.admin_email, settings.admin_password, settings.bcrypt_rounds
             )
-        yield redis, db
+        yield redis, db, replica
     finally:
+        if replica is not None:
+            await replica.close()
         await db.close()
         await redis.aclose()
 
@@ -118,7 +129,12 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     )
 
 
-def build(settings: Settings, redis: Redis | RedisCluster, db: asyncpg.Pool) -> Services:
+def build(
+    settings: Settings,
+    redis: Redis | RedisCluster,
+    db: asyncpg.Pool,
+    replica: asyncpg.Pool | None = None,
+) -> Services:
     """Every service of a process, wired; nothing runs until ``running``."""
     tokens = TokenCodec(load_or_create_secret(settings), settings.access_token_minutes)
     layouts = Layouts(db)
@@ -153,6 +169,7 @@ def build(settings: Settings, redis: Redis | RedisCluster, db: asyncpg.Pool) -> 
         settings=settings,
         redis=redis,
         db=db,
+        read_db=ReplicaReads(db, replica, settings.database_read_max_lag_seconds),
         tokens=tokens,
         mailer=Mailer(settings),
         media=LocalStorage(settings.media_dir / "profile-pictures"),
@@ -210,6 +227,8 @@ async def running(services: Services) -> AsyncIterator[Services]:
     }
     if s.reconciler.interval_s > 0:  # off: its run() returns at once, and must not look stalled
         loops["reconciler"] = s.reconciler.run(stop, beat("reconciler"))
+    if s.read_db.replica is not None:  # where lag-tolerant reads go, by the replica's lag
+        loops["replica_lag"] = s.read_db.run(stop, beat("replica_lag"))
     tasks = [_watched(s.heartbeats, name, loop) for name, loop in loops.items()]
     tasks.append(asyncio.create_task(sample_gauges(s, stop)))
     try:

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from db.layouts import Layouts
+from db.pool import ReplicaReads
 from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
 from seatlock.accounts.mail import Mailer
@@ -31,7 +32,10 @@ from seatlock.settings import Settings
 class Services:
     settings: Settings
     redis: Redis | RedisCluster
-    db: asyncpg.Pool
+    db: asyncpg.Pool  # the primary: writes, and every read a user must find their writes in
+    # Reads that tolerate seconds of lag (anonymous catalog browsing, admin statistics): on the
+    # replica of SEATLOCK_DATABASE_READ_URL while it keeps up, on ``db`` otherwise.
+    read_db: ReplicaReads
     tokens: TokenCodec
     mailer: Mailer
     media: Storage  # uploaded profile pictures
