@@ -3,6 +3,7 @@
 
 const KEY = "seatlock.session";
 const REFRESH_MARGIN_S = 60; // refresh this long before the access token expires
+const RETRY_REFRESH_MS = 10000;
 const listeners = new Set();
 let session = load();
 let refreshTimer = null;
@@ -43,7 +44,15 @@ function schedule() {
   if (!session) return;
   const left = session.expires_at - Date.now();
   const lead = Math.min(REFRESH_MARGIN_S * 1000, (session.expires_in * 1000) / 2);
-  refreshTimer = setTimeout(() => refresh().catch(() => {}), Math.max(1000, left - lead));
+  refreshTimer = setTimeout(() => refresh().catch(retryLater), Math.max(1000, left - lead));
+}
+
+// A refresh that failed for a passing reason (503, no network) is tried again shortly; a
+// refused one (401) has ended the session already.
+function retryLater(error) {
+  if (error.status !== 401 && session) {
+    refreshTimer = setTimeout(() => refresh().catch(retryLater), RETRY_REFRESH_MS);
+  }
 }
 
 function tokens(body, previous) {
