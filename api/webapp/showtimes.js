@@ -34,7 +34,9 @@ function movieCard(showtimes) {
 
 function render(list, query, results) {
   const needle = query.trim().toLowerCase();
-  const hit = (s) => !needle || s.movie.title.toLowerCase().includes(needle) || s.cinema.name.toLowerCase().includes(needle);
+  const now = Date.now(); // a screening that has started takes no more holds
+  const hit = (s) => Date.parse(s.starts_at) > now && (!needle
+    || s.movie.title.toLowerCase().includes(needle) || s.cinema.name.toLowerCase().includes(needle));
   const byMovie = new Map();
   for (const s of list.filter(hit)) {
     const key = `${s.movie_id}:${s.cinema_id}`;

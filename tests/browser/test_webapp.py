@@ -248,6 +248,27 @@ async def test_a_seat_is_selected_and_held_with_the_keyboard_alone(
     await expect(ann.page.locator("#countdown")).to_contain_text("B3 are held for")
 
 
+async def test_showtimes_by_day_and_search_lead_to_the_map(
+    server: LiveServer,
+    screening: Screening,
+    people: tuple[Account, Account],
+    open_app: Opener,
+) -> None:
+    ann = await open_app(server)
+    await ann.sign_in(people[0].email, "#/")
+    page = ann.page
+    await page.get_by_role("button", name="Tomorrow").click()
+    await expect(page.get_by_role("heading", name="Orbit of Ash")).to_be_visible()
+    await page.get_by_label("Search").fill("no such film")
+    await expect(page.get_by_text("No showtimes match on this day.")).to_be_visible()
+    await page.get_by_label("Search").fill("orbit")
+    await page.get_by_role("link", name="Orbit of Ash").click()
+    await page.wait_for_url(f"**/app#/screenings/{screening.id}")  # the shareable address
+    await expect(ann.seat("C", 1)).to_have_attribute(
+        "aria-label", "Row C, seat 1, available, premium"
+    )
+
+
 async def book(server: LiveServer, account: Account, screening_id: int, seats: list[int]) -> None:
     """Holds and books ``seats`` for ``account`` through the API."""
     body = {"screening_id": screening_id, "seat_ids": seats}
