@@ -31,6 +31,7 @@ from api import (
     seatmaps,
     showtimes,
     tickets,
+    webapp,
     websockets,
 )
 from api.asyncapi import asyncapi_document
@@ -146,6 +147,7 @@ def build_app(lifespan: Lifespan[Starlette], cors_origins: Sequence[str] = ("*",
         Route("/openapi.json", openapi, include_in_schema=False),
         Route("/asyncapi.json", asyncapi, include_in_schema=False),
         *docs.ROUTES,  # /docs, /redoc and their assets, after the API: never on a hot path
+        *webapp.ROUTES,  # /app: the seat-map web app and its assets, last
     ]
     handlers: Any = HANDLERS
     return App(

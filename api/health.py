@@ -6,12 +6,15 @@ import asyncio
 from typing import Any
 
 import msgspec
+from starlette.responses import RedirectResponse
+from starlette.types import Scope
 
 from api.rendering import JSON
 from api.routing import Call, Router
 from seatlock import __version__
 
 router = Router("Health")
+APP_PATH = "/app"  # api/webapp.py
 RETRY_AFTER_S = "5"  # what a load balancer is told to wait before asking readiness again
 
 
@@ -20,6 +23,7 @@ class WelcomeOut(msgspec.Struct):
     status: str
     version: str
     docs: str
+    app: str  # the seat-map web app (browsers asking for HTML at / are sent there)
 
 
 class LiveOut(msgspec.Struct):
@@ -36,14 +40,30 @@ class ReadyOut(msgspec.Struct):
 
 
 @router.get("/", response=WelcomeOut)
-async def welcome(call: Call) -> dict[str, Any]:
+async def welcome(call: Call) -> dict[str, Any] | RedirectResponse:
     """API health check and welcome message."""
+    if wants_html(call.scope):
+        return RedirectResponse(call.scope.get("root_path", "") + APP_PATH, 303)
     return {
         "message": "Welcome to the Cinema Seat Selection API (seatlock)",
         "status": "healthy",
         "version": __version__,
         "docs": "/docs",
+        "app": APP_PATH,
     }
+
+
+def wants_html(scope: Scope) -> bool:
+    """Whether the client is a browser opening the page: its Accept names text/html first.
+
+    API clients, health checks and scripts send no Accept, ``*/*`` or application/json, and get
+    the JSON welcome as the frontend guide describes it.
+    """
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == b"accept":
+            return value.startswith(b"text/html")
+    return False
 
 
 @router.get("/health/live", response=LiveOut)

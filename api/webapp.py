@@ -1,0 +1,61 @@
+"""``/app``: the seat-map web app, plain HTML, CSS and ES modules from ``api/webapp``.
+
+No build step and nothing from another host: the page is ``api/webapp/index.html``, its modules
+and stylesheet are served from ``/app/assets/``. The app talks to the same API and WebSockets as
+any frontend (the contract of the frontend guide); this module only serves files. Assets are
+not versioned, so they are revalidated on every load (``no-cache``: StaticFiles' ETag and
+Last-Modified make that a 304), which keeps a deploy from mixing old and new modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+WEBAPP_DIR = Path(__file__).parent / "webapp"
+PAGE = (WEBAPP_DIR / "index.html").read_text(encoding="utf-8")
+# The browser itself refuses anything from another host and any inline script: the app's
+# requests and its WebSocket go to this server only ('self' covers ws:/wss: of the same host).
+CONTENT_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
+PAGE_HEADERS = {"content-security-policy": CONTENT_POLICY, "cache-control": "no-cache"}
+REVALIDATE = (b"cache-control", b"no-cache")
+
+
+async def page(request: Request) -> HTMLResponse:
+    """The app's one page; the views are chosen by the URL's fragment (``#/screenings/7``)."""
+    return HTMLResponse(PAGE, headers=PAGE_HEADERS)
+
+
+async def to_page(request: Request) -> RedirectResponse:
+    """``/app/`` -> ``/app``: the page's asset URLs are relative to ``/app``."""
+    return RedirectResponse(request.url.replace(path=request.url.path.rstrip("/")), 308)
+
+
+class Revalidated:
+    """Adds ``Cache-Control: no-cache`` to what ``app`` sends (assets that are not versioned)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_revalidated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), REVALIDATE]
+            await send(message)
+
+        await self.app(scope, receive, send_revalidated)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/app", page, methods=["GET"], include_in_schema=False),
+    Route("/app/", to_page, methods=["GET"], include_in_schema=False),
+    Mount("/app/assets", Revalidated(StaticFiles(directory=WEBAPP_DIR))),
+]

@@ -1,0 +1,161 @@
+// A screening's seats kept in step with the server: the availability read once the WebSocket is
+// confirmed, then every seat_update / bulk_seat_update applied on top (docs/websockets.md).
+//
+// Order matters: the socket is opened first and the availability read after its
+// connection_confirmed, so no change falls between the two. Updates that arrive during the read
+// are queued and replayed after it (applying one the read already shows changes nothing). After
+// any reconnect the availability is read again, with If-None-Match: an unchanged map is a 304.
+
+import { refresh, request, token } from "./api.js";
+
+const BACKOFF_MS = 500;
+const BACKOFF_MAX_MS = 30000;
+
+export function stateOf(update) {
+  if (update.status === "available") return "available";
+  if (update.status === "booked") return "booked";
+  // reserved_by is sent only to the holder: any id there is ours (invariant 9).
+  return update.reserved_by != null ? "mine" : "held";
+}
+
+export class LiveSeats {
+  constructor(screeningId, { onChange, onLink, onGone }) {
+    this.screeningId = screeningId;
+    this.seats = new Map(); // seat id -> {id, row, number, type, state, expiresAt}
+    this.rows = []; // [{label, seats: [seat...]}] in display order
+    this.onChange = onChange; // (changedIds | null for "everything") => void
+    this.onLink = onLink; // ("live" | "connecting" | "offline", seconds?) => void
+    this.onGone = onGone; // (reason) => void: the screening does not exist, or sign-in is needed
+    this.etag = null;
+    this.attempt = 0;
+    this.socket = null;
+    this.stopped = false;
+    this.retryTimer = null;
+  }
+
+  start() {
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.socket?.close(1000);
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = token() ? `?token=${encodeURIComponent(token())}` : "";
+    const url = `${scheme}//${location.host}/ws/screenings/${this.screeningId}${query}`;
+    const ws = new WebSocket(url);
+    this.socket = ws;
+    this.onLink("connecting");
+    let early = []; // updates received while the availability is being read; null once read
+    ws.onmessage = async (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "connection_confirmed") {
+        try {
+          await this.load();
+        } catch (error) {
+          if (error.status === 404) return this.gone("This screening does not exist.");
+          if (error.status === 401) return this.gone("signin");
+          ws.close(4000); // onclose reconnects with back-off
+          return;
+        }
+        if (ws !== this.socket) return;
+        this.attempt = 0;
+        const queued = early;
+        early = null;
+        this.apply(queued);
+        this.onChange(null);
+        this.onLink("live");
+      } else if (message.type === "seat_update" || message.type === "bulk_seat_update") {
+        const updates = message.type === "seat_update" ? [message] : message.updates;
+        if (early) early.push(...updates);
+        else this.onChange(this.apply(updates));
+      }
+    };
+    ws.onclose = (event) => this.closed(ws, event.code);
+  }
+
+  async closed(ws, code) {
+    if (this.stopped || ws !== this.socket) return;
+    if (code === 4404) return this.gone("This screening does not exist.");
+    if (code === 1008 && token()) {
+      // The token was refused (expired or revoked): a fresh one, or sign in again.
+      try {
+        await refresh();
+      } catch {
+        return this.gone("signin");
+      }
+    }
+    // Back-off with jitter, so a restarted server is not met by every client at once.
+    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** this.attempt++);
+    const wait = delay * (0.5 + Math.random() / 2);
+    this.onLink("offline", Math.ceil(wait / 1000));
+    this.retryTimer = setTimeout(() => this.connect(), wait);
+  }
+
+  gone(reason) {
+    this.stop();
+    this.onGone(reason);
+  }
+
+  // The availability, revalidated: a 304 means the map is exactly what was read last.
+  async load() {
+    const path = `/api/v1/seat-reservations/screening/${this.screeningId}/availability`;
+    const answer = await request("GET", path, { etag: this.etag });
+    if (answer.notModified) return;
+    this.etag = answer.etag;
+    if (this.rows.length === 0) this.layout(answer.data);
+    this.apply(answer.data.map((s) => ({ ...s, seat_id: s.seat.id })));
+  }
+
+  // Re-read now (a lapsed hold of ours that no event has announced yet).
+  reload() {
+    return this.load().then(() => this.onChange(null), () => {});
+  }
+
+  layout(list) {
+    const rows = new Map();
+    for (const { seat } of list) {
+      const entry = { id: seat.id, row: seat.row_label, number: seat.seat_number };
+      Object.assign(entry, { type: seat.seat_type, state: "available", expiresAt: null });
+      this.seats.set(seat.id, entry);
+      if (!rows.has(seat.row_label)) rows.set(seat.row_label, []);
+      rows.get(seat.row_label).push(entry);
+    }
+    const byLabel = (a, b) => a.length - b.length || a.localeCompare(b);
+    this.rows = [...rows.keys()].sort(byLabel).map((label) => ({
+      label,
+      seats: rows.get(label).sort((a, b) => a.number - b.number),
+    }));
+  }
+
+  // Applies updates in the order given; returns the ids of the seats that changed.
+  apply(updates) {
+    const changed = new Set();
+    for (const update of updates) {
+      const seat = this.seats.get(update.seat_id);
+      if (!seat) continue;
+      const state = stateOf(update);
+      const expiresAt = update.expires_at ? Date.parse(update.expires_at) : null;
+      if (seat.state !== state || seat.expiresAt !== expiresAt) changed.add(seat.id);
+      seat.state = state;
+      seat.expiresAt = expiresAt;
+    }
+    return changed;
+  }
+
+  mine() {
+    return [...this.seats.values()].filter((s) => s.state === "mine");
+  }
+
+  counts() {
+    const counts = { available: 0, held: 0, booked: 0 };
+    for (const seat of this.seats.values()) {
+      counts[seat.state === "mine" ? "held" : seat.state] += 1;
+    }
+    return counts;
+  }
+}

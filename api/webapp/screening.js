@@ -1,0 +1,198 @@
+// One screening's live seat map: select seats, hold them, watch the hold's countdown, extend,
+// book with a test payment, or release them. The map follows the server (live.js); the app
+// never marks a seat held or booked before the server said so.
+
+import { request } from "./api.js";
+import { announce, fail, formatMoney, formatTime, h, notify } from "./dom.js";
+import { LiveSeats } from "./live.js";
+import { SeatMap, legend } from "./seatmap.js";
+
+const EXTEND_MINUTES = 5;
+const RECHECK_MS = 1500; // after our hold's deadline: re-read if no event has freed the seats
+
+const name = (seat) => `Row ${seat.row}, seat ${seat.number}`;
+
+function paymentId() {
+  // A test payment id, as a payment provider would hand one back. It is kept until the booking
+  // succeeds, so a retry after a lost answer books the same tickets (invariant 6), not new ones.
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return `test_${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+function clock(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+export function linkText(state, seconds) {
+  if (state === "live") return "Live";
+  if (state === "connecting") return "Connecting…";
+  return `Connection lost: reconnecting in ${seconds} s…`;
+}
+
+export function screeningHeader(id, heading) {
+  const meta = h("p", { class: "meta" });
+  request("GET", `/api/v1/screenings/${id}`).then((s) => {
+    heading.textContent = s.movie_title;
+    meta.textContent = `${formatTime(s.starts_at)} · ${s.cinema_name}, ${s.room_name} · ${formatMoney(s.price)} a seat`;
+  }, fail);
+  return meta;
+}
+
+export function linkBadge() {
+  return h("p", { class: "link", "data-link": "connecting", "aria-live": "polite" }, "Connecting…");
+}
+
+export function screeningView(id, ctx) {
+  const selected = new Set();
+  const heading = h("h1", { id: "page-title" }, `Screening ${id}`);
+  const badge = linkBadge();
+  let payment = null; // {id, key}: the test payment of the seats now held
+  let recheckAt = 0;
+
+  const summary = h("p", { id: "selection" });
+  const holdButton = h("button", { type: "button", id: "hold", class: "primary" }, "Hold selected seats");
+  const countdown = h("p", { id: "countdown", class: "countdown" });
+  const extend = h("button", { type: "button", id: "extend" }, `Extend by ${EXTEND_MINUTES} minutes`);
+  const book = h("button", { type: "button", id: "book", class: "primary" }, "Book (test payment)");
+  const release = h("button", { type: "button", id: "release" }, "Release seats");
+  const holdPanel = h("div", { class: "hold card", hidden: true, "aria-label": "Your hold", role: "region" },
+    countdown, h("p", { class: "actions" }, book, extend, release));
+
+  const live = new LiveSeats(id, {
+    onChange: (changed) => changedSeats(changed),
+    onLink: (state, seconds) => {
+      badge.dataset.link = state;
+      badge.textContent = linkText(state, seconds);
+    },
+    onGone: (reason) => {
+      if (reason === "signin") return fail({ status: 401, message: "Your session has expired. Please sign in again." });
+      notify(reason);
+    },
+  });
+  const map = new SeatMap(live, { selected, onToggle: toggle });
+
+  function changedSeats(changed) {
+    for (const seatId of [...selected]) {
+      const seat = live.seats.get(seatId);
+      if (seat.state !== "available") {
+        selected.delete(seatId);
+        announce(`${name(seat)} was just taken by someone else.`);
+      }
+    }
+    map.update(changed);
+    refresh();
+  }
+
+  function toggle(seat) {
+    if (seat.state === "available") {
+      if (selected.has(seat.id)) selected.delete(seat.id);
+      else selected.add(seat.id);
+      map.update([seat.id]);
+      refresh();
+      announce(`${name(seat)} ${selected.has(seat.id) ? "selected" : "unselected"}.`);
+    } else {
+      const said = { mine: "is held by you", held: "is held by someone else", booked: "is booked" };
+      announce(`${name(seat)} ${said[seat.state]}.`);
+    }
+  }
+
+  function refresh() {
+    const chosen = [...selected].map((seatId) => live.seats.get(seatId));
+    summary.textContent = chosen.length
+      ? `Selected: ${chosen.map((s) => `${s.row}${s.number}`).join(", ")}`
+      : "Select seats on the map (arrow keys move, Space selects).";
+    holdButton.disabled = chosen.length === 0;
+    holdPanel.hidden = live.mine().length === 0;
+    tick();
+  }
+
+  function tick() {
+    const mine = live.mine();
+    if (mine.length === 0) return;
+    const ends = Math.min(...mine.map((s) => s.expiresAt ?? Infinity));
+    const left = ends - Date.now();
+    const seats = mine.map((s) => `${s.row}${s.number}`).join(", ");
+    countdown.textContent = left > 0
+      ? `Your seats ${seats} are held for ${clock(left)}`
+      : `Your hold on ${seats} has expired.`;
+    countdown.dataset.expired = String(left <= 0);
+    if (left <= -RECHECK_MS && recheckAt !== ends) {
+      recheckAt = ends; // once per deadline: the event that frees the seats may be delayed
+      live.reload();
+    }
+  }
+
+  function applyHeld(reservations) {
+    const updates = reservations.map((r) => ({
+      seat_id: r.seat_id, status: "reserved", reserved_by: r.user_id ?? 0, expires_at: r.expires_at,
+    }));
+    map.update(live.apply(updates));
+  }
+
+  async function act(button, work) {
+    button.disabled = true;
+    try {
+      await work();
+    } catch (error) {
+      fail(error);
+      if (error.status === 409) live.reload();
+    } finally {
+      button.disabled = false;
+      refresh();
+    }
+  }
+
+  holdButton.addEventListener("click", () => act(holdButton, async () => {
+    const seatIds = [...selected];
+    const body = { screening_id: id, seat_ids: seatIds };
+    const answer = await request("POST", "/api/v1/seat-reservations/reserve", { body });
+    seatIds.forEach((seatId) => selected.delete(seatId));
+    applyHeld(answer.reservations);
+    notify(answer.message, "success");
+    countdown.focus();
+  }));
+
+  extend.addEventListener("click", () => act(extend, async () => {
+    const body = { screening_id: id, seat_ids: live.mine().map((s) => s.id) };
+    const path = `/api/v1/seat-reservations/extend?additional_minutes=${EXTEND_MINUTES}`;
+    const answer = await request("POST", path, { body });
+    applyHeld(answer.reservations);
+    notify(answer.message, "success");
+  }));
+
+  book.addEventListener("click", () => act(book, async () => {
+    const seatIds = live.mine().map((s) => s.id);
+    const key = seatIds.join(",");
+    if (payment?.key !== key) payment = { id: paymentId(), key };
+    const body = { screening_id: id, seat_ids: seatIds, payment_id: payment.id };
+    const tickets = await request("POST", "/api/v1/tickets/book-from-reservation", { body });
+    payment = null;
+    map.update(live.apply(tickets.map((t) => ({ seat_id: t.seat_id, status: "booked" }))));
+    notify(`Booked: ${tickets.length} ticket${tickets.length === 1 ? "" : "s"}. They are in My tickets.`, "success");
+  }));
+
+  release.addEventListener("click", () => act(release, async () => {
+    const seatIds = live.mine().map((s) => s.id);
+    await request("DELETE", `/api/v1/seat-reservations/cancel/${id}?seat_ids=${seatIds.join(",")}`);
+    map.update(live.apply(seatIds.map((seatId) => ({ seat_id: seatId, status: "available" }))));
+    notify("Your seats are released.", "success");
+  }));
+
+  countdown.tabIndex = -1;
+  const timer = setInterval(tick, 250);
+  ctx.onLeave(() => {
+    clearInterval(timer);
+    live.stop();
+  });
+  live.start();
+  refresh();
+
+  const zoom = h("p", { class: "zoom" },
+    h("button", { type: "button", "aria-label": "Zoom out", onclick: () => map.zoomBy(-0.25) }, "−"),
+    h("button", { type: "button", "aria-label": "Zoom in", onclick: () => map.zoomBy(0.25) }, "+"));
+  return h("section", { class: "screening", "aria-labelledby": "page-title" },
+    heading, screeningHeader(id, heading), badge, legend(), zoom, map.element,
+    h("div", { class: "choose card" }, summary, h("p", { class: "actions" }, holdButton)),
+    holdPanel);
+}

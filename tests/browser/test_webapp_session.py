@@ -1,0 +1,166 @@
+"""The web app's session and its resilience: the access token is refreshed before it expires, a
+revoked session leads to the sign-in page, a lost WebSocket is reconnected and the map re-read
+(with If-None-Match), and every error status the API gives is said in words."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Response, Route, WebSocketRoute, expect
+
+from tests.browser.test_webapp import Opener, Screening, open_app, people, screening  # noqa: F401
+from tests.support import Account, LiveServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SESSION = "seatlock.session"
+AVAILABILITY = re.compile(r"/seat-reservations/screening/\d+/availability$")
+
+
+async def test_the_token_is_refreshed_before_it_expires(
+    server: LiveServer,
+    screening: Screening,  # noqa: F811
+    people: tuple[Account, Account],  # noqa: F811
+    open_app: Opener,  # noqa: F811
+) -> None:
+    ann = await open_app(server)
+    await ann.open_map(people[0].email, screening.id)
+    page = ann.page
+    before = json.loads(await page.evaluate(f"sessionStorage.getItem('{SESSION}')"))
+    # As if the access token had 61 s left: the refresh is due 60 s before expiry, at once.
+    soon = {
+        **before,
+        "expires_at": int(before["expires_at"]) - before["expires_in"] * 1000 + 61_000,
+    }
+    await page.evaluate(f"sessionStorage.setItem('{SESSION}', {json.dumps(json.dumps(soon))})")
+    async with page.expect_response(lambda r: r.url.endswith("/auth/refresh-token")) as waited:
+        await page.reload()
+    refreshed = await waited.value
+    assert refreshed.status == 200
+    assert "authorization" not in refreshed.request.headers  # the refresh token is the proof
+    await expect(ann.seat("A", 2)).to_have_attribute("data-state", "available")
+    after = json.loads(await page.evaluate(f"sessionStorage.getItem('{SESSION}')"))
+    assert after["access_token"] != before["access_token"]
+    assert after["refresh_token"] != before["refresh_token"]  # rotated
+    await ann.hold(("A", 2))  # and the new token works
+
+
+async def test_a_revoked_session_leads_to_sign_in_and_back(
+    server: LiveServer,
+    screening: Screening,  # noqa: F811
+    people: tuple[Account, Account],  # noqa: F811
+    open_app: Opener,  # noqa: F811
+) -> None:
+    ann = await open_app(server)
+    await ann.open_map(people[0].email, screening.id)
+    stored = json.loads(await ann.page.evaluate(f"sessionStorage.getItem('{SESSION}')"))
+    headers = {"Authorization": f"Bearer {stored['access_token']}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
+        assert (await client.post("/api/v1/auth/logout")).status_code == 200  # elsewhere
+    await ann.select("A", 6)
+    await ann.page.get_by_role("button", name="Hold selected seats").click()
+    await expect(ann.page.get_by_role("alert")).to_have_text(
+        "Your session has expired. Please sign in again."
+    )
+    await expect(ann.page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await ann.page.get_by_label("Email").fill(people[0].email)
+    await ann.page.get_by_label("Password").fill(people[0].password)
+    await ann.page.get_by_role("button", name="Sign in").click()
+    await ann.page.wait_for_url(f"**/app#/screenings/{screening.id}")  # back to the map
+    await ann.hold(("A", 6))
+
+
+async def test_a_lost_socket_is_reconnected_and_the_map_read_again(
+    server: LiveServer,
+    screening: Screening,  # noqa: F811
+    people: tuple[Account, Account],  # noqa: F811
+    open_app: Opener,  # noqa: F811
+) -> None:
+    ann = await open_app(server)
+    sockets: list[WebSocketRoute] = []
+    reads: list[Response] = []
+
+    async def relay(socket: WebSocketRoute) -> None:
+        if len(sockets) == 2:
+            # The third connection: a seat is taken while the page has no socket, so no event
+            # will tell it; only reading the availability again shows it.
+            await hold(server, people[1], screening.id, [screening.seat_ids[4]])
+        sockets.append(socket)
+        socket.connect_to_server()
+
+    await hold(server, people[1], screening.id, [screening.seat_ids[7]])  # Redis has the map now
+    await ann.page.route_web_socket(re.compile(r"/ws/screenings/\d+"), relay)
+    ann.page.on("response", lambda r: reads.append(r) if AVAILABILITY.search(r.url) else None)
+    await ann.open_map(people[0].email, screening.id)
+    assert [r.status for r in reads] == [200] and reads[0].headers.get("etag")
+
+    await sockets[0].close(code=1013, reason="Too slow; reconnect")
+    await expect(ann.page.locator(".link")).to_have_text("Live")
+    await until(lambda: len(reads) == 2)
+    assert reads[1].request.headers["if-none-match"] == reads[0].headers["etag"]
+    assert reads[1].status == 304  # nothing changed: the map is kept as it is
+
+    await sockets[1].close(code=1006)
+    await expect(ann.seat("A", 5)).to_have_attribute("data-state", "held")
+    assert len(sockets) == 3 and [r.status for r in reads] == [200, 304, 200]
+
+
+async def until(done: Callable[[], bool], seconds: float = 5) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("not done in time")
+
+
+async def hold(server: LiveServer, account: Account, screening_id: int, seats: list[int]) -> None:
+    body = {"screening_id": screening_id, "seat_ids": seats}
+    async with httpx.AsyncClient(base_url=server.url, headers=account.headers) as client:
+        held = await client.post("/api/v1/seat-reservations/reserve", json=body)
+        assert held.status_code == 201, held.text
+
+
+def fulfil(status: int, headers: dict[str, str], body: Any) -> Callable[[Route], Awaitable[None]]:
+    async def answer(route: Route) -> None:
+        await route.fulfill(status=status, headers=headers, json=body)
+
+    return answer
+
+
+ANSWERS: list[tuple[int, dict[str, str], Any, str]] = [
+    (503, {"Retry-After": "5"}, {"detail": "Redis unavailable"}, "Please try again in a moment"),
+    (429, {"Retry-After": "7"}, {"detail": "Too many requests"}, "Please wait 7 s and try again"),
+    (
+        422,
+        {},
+        {"detail": [{"loc": ["body", "seat_ids"], "msg": "too many seats", "type": "x"}]},
+        "Please check what you entered: seat_ids: too many seats",
+    ),
+    (400, {}, {"detail": "Cannot reserve seats for past screenings"}, "past screenings"),
+]
+
+
+async def test_every_error_status_is_said_in_words(
+    server: LiveServer,
+    screening: Screening,  # noqa: F811
+    people: tuple[Account, Account],  # noqa: F811
+    open_app: Opener,  # noqa: F811
+) -> None:
+    """The answers are the API's documented error shapes, given by the test: the server's own
+    429 and 503 cannot be caused on demand here."""
+    ann = await open_app(server)
+    await ann.open_map(people[0].email, screening.id)
+    await ann.select("B", 5)
+    for status, headers, body, said in ANSWERS:
+        answer = fulfil(status, headers, body)
+        await ann.page.route("**/api/v1/seat-reservations/reserve", answer)
+        await ann.page.get_by_role("button", name="Hold selected seats").click()
+        await expect(ann.page.get_by_role("alert")).to_contain_text(said)
+        await ann.page.unroute("**/api/v1/seat-reservations/reserve")
+    await expect(ann.seat("B", 5)).to_have_attribute("data-state", "selected")  # kept
