@@ -11,16 +11,19 @@ sync API cannot share a thread with pytest-asyncio's loops). Screenshots go to
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
 
-from tests.support import LiveServer
+from tests import factories as make
+from tests.support import PASSWORD, Account, LiveServer, make_account
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE.parents[1] / "var" / "test-artifacts" / "browser"
@@ -100,3 +103,109 @@ async def offline(browser: Browser, server: LiveServer) -> AsyncIterator[Offline
     )
     yield offline
     await context.close()
+
+
+# -- the web app (/app): one person's tab, a small screening, two accounts ----------------------
+
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@dataclass
+class Screening:
+    id: int
+    seat_ids: list[int]
+
+
+@dataclass
+class AppPage:
+    """One person's tab: the page, and what it did that a test must not allow."""
+
+    page: Page
+    crashes: list[str] = field(default_factory=list)  # uncaught exceptions of the page
+    elsewhere: list[str] = field(default_factory=list)  # requests to another host (refused)
+
+    async def route(self, route: Route) -> None:
+        if urlsplit(route.request.url).hostname != LOCAL_HOST:
+            self.elsewhere.append(route.request.url)
+            await route.abort()
+        else:
+            await route.continue_()
+
+    def seat(self, row: str, number: int) -> Locator:
+        return self.page.locator(f'.seat[aria-label^="Row {row}, seat {number},"]')
+
+    async def sign_in(self, email: str, then: str) -> None:
+        await self.page.goto(f"/app#/signin?next={then}")
+        await self.page.get_by_label("Email").fill(email)
+        await self.page.get_by_label("Password").fill(PASSWORD)
+        await self.page.get_by_label("Password").press("Enter")
+        await self.page.wait_for_url(f"**/app{then}")
+
+    async def open_map(self, email: str, screening_id: int) -> None:
+        await self.sign_in(email, f"#/screenings/{screening_id}")
+        await expect(self.page.locator(".link")).to_have_text("Live")
+        await expect(self.seat("A", 1)).to_be_visible()
+
+    async def select(self, row: str, number: int) -> None:
+        await self.seat(row, number).click()
+        await expect(self.seat(row, number)).to_have_attribute("data-state", "selected")
+
+    async def hold(self, *seats: tuple[str, int]) -> None:
+        for row, number in seats:
+            await self.select(row, number)
+        await self.page.get_by_role("button", name="Hold selected seats").click()
+        for row, number in seats:
+            await expect(self.seat(row, number)).to_have_attribute("data-state", "mine")
+        await expect(self.page.locator("#countdown")).to_contain_text("are held for")
+
+
+Opener = Callable[..., Awaitable[AppPage]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def screening(server: LiveServer) -> AsyncIterator[Screening]:
+    """A screening tomorrow in a room of rows A-C, 8 seats each (A1 and A8 wheelchair spaces,
+    row C premium)."""
+    db = await asyncpg.connect(server.settings.database_url)
+    try:
+        room = await make.room(db, await make.cinema(db, "Rex"), "Hall 1")
+        front = ["wheelchair"] + ["standard"] * 6 + ["wheelchair"]
+        seat_ids = await make.seats(db, room, 8, row="A", seat_types=front)
+        seat_ids += await make.seats(db, room, 8, row="B")
+        seat_ids += await make.seats(db, room, 8, row="C", seat_types=["premium"] * 8)
+        movie = await make.movie(db, "Orbit of Ash", duration_minutes=110)
+        yield Screening(await make.screening(db, movie, room), seat_ids)
+    finally:
+        await db.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def people(server: LiveServer) -> tuple[Account, Account]:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        ann = await make_account(client, "ann@example.com", "Ann Example")
+        ben = await make_account(client, "ben@example.com", "Ben Example")
+    return ann, ben
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_app(browser: Browser) -> AsyncIterator[Opener]:
+    """Opens a tab of the app in a new browser context (a person of their own)."""
+    opened: list[AppPage] = []
+
+    async def open_tab(server: LiveServer, viewport: dict[str, int] = DESKTOP) -> AppPage:
+        mobile = viewport["width"] < 600
+        context = await browser.new_context(
+            base_url=server.url, viewport=viewport, is_mobile=mobile, has_touch=mobile
+        )
+        context.set_default_timeout(10_000)
+        tab = AppPage(await context.new_page())
+        await context.route("**/*", tab.route)
+        tab.page.on("pageerror", lambda error: tab.crashes.append(str(error)))
+        opened.append(tab)
+        return tab
+
+    yield open_tab
+    for tab in opened:
+        await tab.page.context.close()
+    for tab in opened:
+        assert tab.crashes == [] and tab.elsewhere == []

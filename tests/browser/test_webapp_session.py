@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Response, Route, WebSocketRoute, expect
 
-from tests.browser.test_webapp import Opener, Screening, open_app, people, screening  # noqa: F401
+from tests.browser.conftest import Opener, Screening
 from tests.support import Account, LiveServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -25,9 +25,9 @@ AVAILABILITY = re.compile(r"/seat-reservations/screening/\d+/availability$")
 
 async def test_the_token_is_refreshed_before_it_expires(
     server: LiveServer,
-    screening: Screening,  # noqa: F811
-    people: tuple[Account, Account],  # noqa: F811
-    open_app: Opener,  # noqa: F811
+    screening: Screening,
+    people: tuple[Account, Account],
+    open_app: Opener,
 ) -> None:
     ann = await open_app(server)
     await ann.open_map(people[0].email, screening.id)
@@ -53,9 +53,9 @@ async def test_the_token_is_refreshed_before_it_expires(
 
 async def test_a_revoked_session_leads_to_sign_in_and_back(
     server: LiveServer,
-    screening: Screening,  # noqa: F811
-    people: tuple[Account, Account],  # noqa: F811
-    open_app: Opener,  # noqa: F811
+    screening: Screening,
+    people: tuple[Account, Account],
+    open_app: Opener,
 ) -> None:
     ann = await open_app(server)
     await ann.open_map(people[0].email, screening.id)
@@ -78,9 +78,9 @@ async def test_a_revoked_session_leads_to_sign_in_and_back(
 
 async def test_a_lost_socket_is_reconnected_and_the_map_read_again(
     server: LiveServer,
-    screening: Screening,  # noqa: F811
-    people: tuple[Account, Account],  # noqa: F811
-    open_app: Opener,  # noqa: F811
+    screening: Screening,
+    people: tuple[Account, Account],
+    open_app: Opener,
 ) -> None:
     ann = await open_app(server)
     sockets: list[WebSocketRoute] = []
@@ -148,9 +148,9 @@ ANSWERS: list[tuple[int, dict[str, str], Any, str]] = [
 
 async def test_every_error_status_is_said_in_words(
     server: LiveServer,
-    screening: Screening,  # noqa: F811
-    people: tuple[Account, Account],  # noqa: F811
-    open_app: Opener,  # noqa: F811
+    screening: Screening,
+    people: tuple[Account, Account],
+    open_app: Opener,
 ) -> None:
     """The answers are the API's documented error shapes, given by the test: the server's own
     429 and 503 cannot be caused on demand here."""
