@@ -101,6 +101,23 @@ export async function signOut() {
   }
 }
 
+// The server's clock, from the Date header of its answers. Hold deadlines (expires_at) are the
+// server's times, so a countdown against a browser clock that is minutes off would be minutes
+// wrong; the header has a resolution of one second, so smaller differences are ignored.
+const CLOCK_RESOLUTION_MS = 1500;
+let clockOffset = 0;
+
+export function serverNow() {
+  return Date.now() + clockOffset;
+}
+
+function noteServerClock(response) {
+  const date = Date.parse(response.headers.get("Date") ?? "");
+  if (Number.isNaN(date)) return;
+  const offset = date + 500 - Date.now(); // the header's second, taken at its middle
+  clockOffset = Math.abs(offset) > CLOCK_RESOLUTION_MS ? offset : 0;
+}
+
 // A request with the session's token; a 401 is retried once after a refresh of the token.
 export async function request(method, path, options = {}) {
   try {
@@ -130,6 +147,7 @@ async function send(method, path, { body, auth = true, etag } = {}) {
   } catch {
     throw new ApiError(0, null, "Cannot reach the server. Check your connection and try again.");
   }
+  noteServerClock(response);
   if (response.status === 304) return { notModified: true };
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);

@@ -2,7 +2,7 @@
 // book with a test payment, or release them. The map follows the server (live.js); the app
 // never marks a seat held or booked before the server said so.
 
-import { request } from "./api.js";
+import { request, serverNow } from "./api.js";
 import { announce, fail, formatMoney, formatTime, h, notify } from "./dom.js";
 import { LiveSeats } from "./live.js";
 import { SeatMap, legend } from "./seatmap.js";
@@ -111,7 +111,7 @@ export function screeningView(id, ctx) {
     const mine = live.mine();
     if (mine.length === 0) return;
     const ends = Math.min(...mine.map((s) => s.expiresAt ?? Infinity));
-    const left = ends - Date.now();
+    const left = ends - serverNow();
     const seats = mine.map((s) => `${s.row}${s.number}`).join(", ");
     countdown.textContent = left > 0
       ? `Your seats ${seats} are held for ${clock(left)}`

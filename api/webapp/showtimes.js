@@ -1,6 +1,6 @@
 // Movies and showtimes: a day picker and a search over the day's films and cinemas.
 
-import { request } from "./api.js";
+import { request, serverNow } from "./api.js";
 import { formatMoney, h, isoDay, notify } from "./dom.js";
 
 const DAYS = 7;
@@ -34,7 +34,7 @@ function movieCard(showtimes) {
 
 function render(list, query, results) {
   const needle = query.trim().toLowerCase();
-  const now = Date.now(); // a screening that has started takes no more holds
+  const now = serverNow(); // a screening that has started takes no more holds
   const hit = (s) => Date.parse(s.starts_at) > now && (!needle
     || s.movie.title.toLowerCase().includes(needle) || s.cinema.name.toLowerCase().includes(needle));
   const byMovie = new Map();

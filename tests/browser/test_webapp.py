@@ -5,6 +5,7 @@ screenshots of the map at desktop and mobile sizes."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,21 @@ async def test_the_countdown_reaches_zero_and_both_maps_free_the_seats(
             seat = tab.seat("B", number)
             await expect(seat).to_have_attribute("data-state", "available", timeout=4_000)
     await expect(ann.page.locator(".hold")).to_be_hidden()
+
+
+async def test_the_countdown_counts_by_the_servers_clock(
+    server: LiveServer, screening: Screening, people: tuple[Account, Account], open_app: Opener
+) -> None:
+    """A browser whose clock is ten minutes fast still shows the time its hold really has left
+    (expires_at is the server's time; the app reads the server's clock from its Date header)."""
+    ann = await open_app(server)
+    await ann.page.clock.install(time=time.time() + 600)
+    await ann.open_map(people[0].email, screening.id)
+    await ann.hold(("C", 5))
+    held_for = re.compile(rf"held for {server.settings.hold_seconds // 60 - 1}:\d\d")
+    await expect(ann.page.locator("#countdown")).to_contain_text(held_for)
+    await ann.page.get_by_role("button", name="Release seats").click()
+    await expect(ann.seat("C", 5)).to_have_attribute("data-state", "available")
 
 
 async def test_a_booked_ticket_is_listed_and_cancelling_it_frees_the_seat(
