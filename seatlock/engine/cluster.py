@@ -1,12 +1,13 @@
 """The Redis Cluster transport (``SEATLOCK_REDIS_URL=redis+cluster://...``): redis-py's public
 ``RedisCluster`` API only.
 
-Calls are batched like the redis-py transport's: the calls made in one event-loop iteration go
-out together in one non-transactional ``ClusterPipeline``, which splits them by node (by the
-slot of their keys) and writes each node's share as one pipeline; a batch is sent only after
-the one before it was answered, so the calls of one process reach each node in the order they
-were made. Every key of a screening script shares the screening's hash tag (seatlock/keys.py),
-so a script runs on the primary of the screening's slot, and its events are published in order.
+Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``): the
+calls made in one event-loop iteration go out together in one non-transactional
+``ClusterPipeline``, which splits them by node (by the slot of their keys) and writes each node's
+share as one pipeline; a batch is sent only after the one before it was answered, so the calls of
+one process reach each node in the order they were made. Every key of a screening script shares
+the screening's hash tag (seatlock/keys.py), so a script runs on the primary of the screening's
+slot, and its events are published in order.
 redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
 connection it may send a call again (its outcome was unknown).
 
@@ -25,52 +26,31 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 
-from seatlock.engine.redispy import CONNECTION_OPTIONS, MAX_BATCH, MAX_QUEUE, PubSubFeed
+from seatlock.engine.batching import Batcher, Call
+from seatlock.engine.redispy import CONNECTION_OPTIONS, PubSubFeed
 from seatlock.engine.scripts import NAMES, source
-from seatlock.engine.transport import HEALTH_S, Arg, Feed, OnMessage, settle
+from seatlock.engine.transport import HEALTH_S, Arg, Feed, OnMessage
 
 NODE_LOCAL_CHANNELS = "__key"  # keyspace and keyevent notifications stay on their node
 INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through the callbacks
 
 
-class _Call:
-    """A script call (``script`` its name) or a plain command (``script`` None)."""
-
-    __slots__ = ("args", "future", "keys", "script")
-
-    def __init__(
-        self, script: str | None, keys: Sequence[str], args: Sequence[Arg], future: Any
-    ) -> None:
-        self.script = script
-        self.keys = keys
-        self.args = args
-        self.future: asyncio.Future[Any] = future
-
-
-class ClusterTransport:
+class ClusterTransport(Batcher[str]):
     """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch."""
 
     db = 0  # a cluster has database 0 only
 
     def __init__(self, client: RedisCluster, options: dict[str, Any] | None = None) -> None:
+        super().__init__()  # _known: the scripts loaded on every primary since the last NOSCRIPT
         self._client = client
         self._options = options or {}  # how to connect to one node (subscriptions)
         self._scripts = {name: client.register_script(source(name)) for name in NAMES}
-        self._known: set[str] = set()  # loaded on every primary since the last NOSCRIPT
-        self._queue: deque[_Call] = deque()
-        self._in_flight = 0
-        self._sender: asyncio.Task[None] | None = None
-        self.pipelines = 0
-        self.calls = 0
 
     @classmethod
     def like(cls, cluster: RedisCluster) -> ClusterTransport:
@@ -124,60 +104,7 @@ class ClusterTransport:
         client.response_callbacks.clear()
         return client
 
-    def _call(self, script: str | None, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        if len(self._queue) + self._in_flight >= MAX_QUEUE:
-            raise RedisConnectionError("Too many calls waiting for Redis")
-        loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, loop.create_future())
-        self._queue.append(call)
-        if self._sender is None:
-            # Runs after every callback already ready: this iteration's calls share a batch.
-            self._sender = loop.create_task(self._send_all())
-        return call.future
-
-    async def _send_all(self) -> None:
-        queue = self._queue
-        try:
-            while queue:
-                size = min(len(queue), MAX_BATCH)
-                batch = [c for c in (queue.popleft() for _ in range(size)) if not c.future.done()]
-                if batch:
-                    self._in_flight = len(batch)
-                    await self._send(batch)
-                    self._in_flight = 0
-        except BaseException:  # cancelled: the loop is shutting down, or aclose()
-            for call in queue:
-                settle(call.future, RedisConnectionError("Redis transport stopped"))
-            queue.clear()
-            raise
-        finally:
-            self._sender = None
-            self._in_flight = 0
-
-    async def _send(self, batch: list[_Call], retry: bool = True) -> None:
-        try:
-            replies = await self._pipeline(batch)
-        except asyncio.CancelledError:
-            for call in batch:
-                settle(call.future, RedisConnectionError("Redis transport stopped"))
-            raise
-        except Exception as exc:  # no reply of the batch can be trusted
-            failure = _refused(exc)
-            for call in batch:
-                settle(call.future, failure)
-            return
-        again = [
-            call
-            for call, reply in zip(batch, replies, strict=True)
-            if not _settled(call, reply, retry)
-        ]
-        if again:
-            # A primary without our scripts (promoted replica, SCRIPT FLUSH): load them on every
-            # primary again; only these calls run late.
-            self._known.clear()
-            await self._send(again, retry=False)
-
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+    async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
         fresh = {c.script for c in batch if c.script is not None} - self._known
         for name in sorted(fresh):  # SCRIPT LOAD reaches every primary
             await self._client.script_load(self._scripts[name].script)
@@ -235,10 +162,7 @@ class ClusterTransport:
         return PubSubFeed(pubsub, on_message, on_live, health_s)
 
     async def aclose(self) -> None:
-        sender = self._sender
-        if sender is not None:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+        await self._stop_sending()
         await self._client.aclose()
 
 
@@ -282,21 +206,7 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def _settled(call: _Call, reply: Any, retry: bool) -> bool:
-    """Hand ``call`` its reply; False when it must be sent again (NOSCRIPT, first time)."""
-    if retry and call.script is not None and isinstance(reply, NoScriptError):
-        return False
-    settle(call.future, reply)
-    return True
-
-
 def _taken_over(option: str) -> bool:
     return (option in CONNECTION_OPTIONS and option not in ("host", "port", "db", "path")) or (
         option.startswith("ssl")
     )
-
-
-def _refused(exc: Exception) -> Exception:
-    if isinstance(exc, OSError):
-        return RedisConnectionError(f"Lost the connection to Redis: {exc!r}")
-    return exc
