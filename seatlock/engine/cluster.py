@@ -25,18 +25,26 @@ when the caller resubscribes; the sweep covers the gap).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.cluster import PRIMARY
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from seatlock.engine.batching import Batcher, Call
 from seatlock.engine.redispy import CONNECTION_OPTIONS, PubSubFeed
 from seatlock.engine.scripts import NAMES, source
 from seatlock.engine.transport import HEALTH_S, Arg, Feed, OnMessage
 
+logger = logging.getLogger(__name__)
+ASK_S = 2.0  # a node asked for the slot map or a subscription answers within this, or is skipped
 NODE_LOCAL_CHANNELS = "__key"  # keyspace and keyevent notifications stay on their node
 INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through the callbacks
 
@@ -83,9 +91,21 @@ class ClusterTransport(Batcher[str]):
         return await self._call(None, (), args)
 
     async def primaries(self) -> list[ClusterNode]:
-        """The primaries of the slot map as redis-py knows it now."""
+        """The primaries serving slots now, as the first node to answer CLUSTER SLOTS says (not
+        redis-py's slot map, which is refreshed only after a command met a moved slot)."""
         await self._client.initialize()
-        return self._client.get_primaries()
+        for node in self._askable():
+            try:
+                slots = await asyncio.wait_for(self._on_node(node, ("CLUSTER", "SLOTS")), ASK_S)
+            except (RedisError, OSError, TimeoutError):
+                continue  # a node down or in the middle of a failover: ask another
+            return _primaries_of(slots, node.host)
+        raise RedisConnectionError("no node of the cluster answers")
+
+    def _askable(self) -> list[ClusterNode]:
+        """Every node redis-py knows of (replicas too: they know the slot map), primaries first."""
+        nodes = self._client.get_nodes()
+        return sorted(nodes, key=lambda node: node.server_type != PRIMARY)
 
     async def on_primaries(self, *args: Arg) -> list[Any]:
         """Run one command on every primary (CONFIG, FLUSHALL); the replies, one per node."""
@@ -133,16 +153,65 @@ class ClusterTransport(Batcher[str]):
     ) -> Feed:
         await self._client.initialize()
         if not channel.startswith(NODE_LOCAL_CHANNELS):
-            # Classic pub/sub crosses the cluster bus: one node hears every PUBLISH.
-            node = self._client.get_random_node()
-            return await self._subscribe_on(node, channel, on_message, pattern, on_live, health_s)
-        primaries = self._client.get_primaries()
-        live = _AllLive(len(primaries), on_live)
-        feeds = [
-            await self._subscribe_on(node, channel, on_message, pattern, live.one, health_s)
-            for node in primaries
-        ]
-        return MergedFeed(feeds)
+            return await self._subscribe_anywhere(channel, on_message, pattern, on_live, health_s)
+        primaries = await self.primaries()
+        live = _AllLive(on_live)
+        feeds: list[PubSubFeed] = []
+        missing: list[ClusterNode] = []
+        for node in primaries:
+            try:
+                feed = await self._subscribe_on(
+                    node, channel, on_message, pattern, live.one, health_s
+                )
+            except (RedisError, OSError) as exc:
+                # A primary lost and not replaced yet: the others' notifications keep coming,
+                # and the feed asks for a new subscription once it answers again or is replaced
+                # (``follows``); the sweep frees its expiries meanwhile.
+                logger.warning("no keyspace notifications from %s: %r", node.name, exc)
+                missing.append(node)
+                continue
+            feeds.append(feed)
+        if not feeds:
+            raise RedisConnectionError(f"no primary of the cluster answers on {channel}")
+        live.expect(len(feeds))
+        return MergedFeed(feeds, {node.name for node in primaries}, missing)
+
+    async def _subscribe_anywhere(
+        self,
+        channel: str,
+        on_message: OnMessage,
+        pattern: bool,
+        on_live: Callable[[], None] | None,
+        health_s: float,
+    ) -> PubSubFeed:
+        """Classic pub/sub crosses the cluster bus, so one node hears every PUBLISH: the first
+        node (in random order) that takes the subscription. A dead node redis-py still lists is
+        skipped: the caller's resubscription after a node died lands on one that answers."""
+        nodes = self._client.get_nodes()
+        random.shuffle(nodes)
+        for node in nodes[:-1]:
+            try:
+                return await self._subscribe_on(
+                    node, channel, on_message, pattern, on_live, health_s
+                )
+            except (RedisError, OSError) as exc:
+                logger.info("cannot subscribe on %s (%r), trying another node", node.name, exc)
+        return await self._subscribe_on(nodes[-1], channel, on_message, pattern, on_live, health_s)
+
+    async def follows(self, feed: Feed) -> bool:
+        """Whether a feed of a node-local channel still covers every primary: False after a
+        failover or resharding changed the primaries, or when a primary it missed answers again
+        (its owner then subscribes anew). A feed of another channel always follows."""
+        if not isinstance(feed, MergedFeed):
+            return True
+        now = {node.name for node in await self.primaries()}
+        if now != feed.primaries:
+            return False
+        for node in feed.missing:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._on_node(node, ("PING",)), ASK_S)
+                return False
+        return True
 
     async def _subscribe_on(
         self,
@@ -155,7 +224,8 @@ class ClusterTransport(Batcher[str]):
     ) -> PubSubFeed:
         pubsub = self.node_client(node).pubsub()
         try:
-            await (pubsub.psubscribe(channel) if pattern else pubsub.subscribe(channel))
+            async with asyncio.timeout(ASK_S):
+                await (pubsub.psubscribe(channel) if pattern else pubsub.subscribe(channel))
         except BaseException:
             await pubsub.aclose()
             raise
@@ -167,24 +237,41 @@ class ClusterTransport(Batcher[str]):
 
 
 class _AllLive:
-    """Calls ``on_live`` once every one of ``count`` subscriptions is confirmed."""
+    """Calls ``on_live`` once every subscription expected is confirmed (the count is known only
+    once every primary was tried: ``expect``)."""
 
-    def __init__(self, count: int, on_live: Callable[[], None] | None) -> None:
-        self._left = count
+    def __init__(self, on_live: Callable[[], None] | None) -> None:
+        self._confirmed = 0
+        self._expected: int | None = None
         self._on_live = on_live
 
     def one(self) -> None:
-        self._left -= 1
-        if self._left == 0 and self._on_live is not None:
+        self._confirmed += 1
+        self._check()
+
+    def expect(self, count: int) -> None:
+        self._expected = count
+        self._check()
+
+    def _check(self) -> None:
+        if self._confirmed == self._expected and self._on_live is not None:
             self._on_live()
+            self._on_live = None
 
 
 class MergedFeed:
     """Several subscriptions as one: it ends (and closes the others) when any one ends, since a
     node whose feed ended may have lost messages."""
 
-    def __init__(self, feeds: list[PubSubFeed]) -> None:
+    def __init__(
+        self,
+        feeds: list[PubSubFeed],
+        primaries: set[str] | None = None,
+        missing: list[ClusterNode] | None = None,
+    ) -> None:
         self._feeds = feeds
+        self.primaries = primaries or set()  # the primaries (host:port) when it subscribed
+        self.missing = missing or []  # those of them it could not subscribe on
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.trouble = "closed by Redis"
@@ -204,6 +291,21 @@ class MergedFeed:
 
 def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
+
+
+def _primaries_of(slots: list[Any], asked: str) -> list[ClusterNode]:
+    """The primaries of a CLUSTER SLOTS reply (``[start, end, [host, port, id], ...]``); an
+    empty host is the host of the node ``asked``."""
+    found: dict[str, ClusterNode] = {}
+    for entry in slots:
+        host = _text(entry[2][0]) or asked
+        node = ClusterNode(host, int(entry[2][1]), PRIMARY)
+        found.setdefault(node.name, node)
+    return sorted(found.values(), key=lambda node: node.name)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _taken_over(option: str) -> bool:
