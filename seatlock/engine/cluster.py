@@ -16,10 +16,13 @@ then sent as EVALSHA; a NOSCRIPT (a promoted replica that never loaded them, SCR
 them again and resends only those calls.
 
 Pub/sub: a classic PUBLISH, also from inside a script, is forwarded over the cluster bus to
-every node, so a subscription on any one node receives every screening's events. Keyspace
-notifications are not forwarded: a ``__keyevent@`` channel is subscribed on every primary and
-the feeds are merged (primaries that appear later, by failover or resharding, are picked up
-when the caller resubscribes; the sweep covers the gap).
+every node, so a subscription on any one node receives every screening's events: it goes to the
+first node, in random order, that takes it (a node that died is skipped when the caller
+resubscribes). Keyspace notifications are not forwarded: a ``__keyevent@`` channel is subscribed
+on every primary of the moment (CLUSTER SLOTS asked of a node, not redis-py's slot map, which
+lags until a command meets a moved slot) and the feeds are merged. ``follows`` tells the caller
+when such a feed no longer covers every primary (a failover, a new primary, a lost primary that
+answers again), so that it subscribes anew; the sweep covers the gap.
 """
 
 from __future__ import annotations
@@ -158,21 +161,26 @@ class ClusterTransport(Batcher[str]):
         live = _AllLive(on_live)
         feeds: list[PubSubFeed] = []
         missing: list[ClusterNode] = []
-        for node in primaries:
-            try:
-                feed = await self._subscribe_on(
-                    node, channel, on_message, pattern, live.one, health_s
-                )
-            except (RedisError, OSError) as exc:
-                # A primary lost and not replaced yet: the others' notifications keep coming,
-                # and the feed asks for a new subscription once it answers again or is replaced
-                # (``follows``); the sweep frees its expiries meanwhile.
-                logger.warning("no keyspace notifications from %s: %r", node.name, exc)
-                missing.append(node)
-                continue
-            feeds.append(feed)
-        if not feeds:
-            raise RedisConnectionError(f"no primary of the cluster answers on {channel}")
+        try:
+            for node in primaries:
+                try:
+                    feed = await self._subscribe_on(
+                        node, channel, on_message, pattern, live.one, health_s
+                    )
+                except (RedisError, OSError) as exc:
+                    # A primary lost and not replaced yet: the others' notifications keep
+                    # coming, and ``follows`` asks for a new subscription once it answers again
+                    # or is replaced; the sweep frees its expiries meanwhile.
+                    logger.warning("no keyspace notifications from %s: %r", node.name, exc)
+                    missing.append(node)
+                    continue
+                feeds.append(feed)
+            if not feeds:
+                raise RedisConnectionError(f"no primary of the cluster answers on {channel}")
+        except BaseException:
+            for feed in feeds:
+                feed.close()
+            raise
         live.expect(len(feeds))
         return MergedFeed(feeds, {node.name for node in primaries}, missing)
 
