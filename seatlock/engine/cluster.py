@@ -1,12 +1,13 @@
 """The Redis Cluster transport (``SEATLOCK_REDIS_URL=redis+cluster://...``): redis-py's public
 ``RedisCluster`` API only.
 
-Calls are batched like the redis-py transport's: the calls made in one event-loop iteration go
-out together in one non-transactional ``ClusterPipeline``, which splits them by node (by the
-slot of their keys) and writes each node's share as one pipeline; a batch is sent only after
-the one before it was answered, so the calls of one process reach each node in the order they
-were made. Every key of a screening script shares the screening's hash tag (seatlock/keys.py),
-so a script runs on the primary of the screening's slot, and its events are published in order.
+Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``): the
+calls made in one event-loop iteration go out together in one non-transactional
+``ClusterPipeline``, which splits them by node (by the slot of their keys) and writes each node's
+share as one pipeline; a batch is sent only after the one before it was answered, so the calls of
+one process reach each node in the order they were made. Every key of a screening script shares
+the screening's hash tag (seatlock/keys.py), so a script runs on the primary of the screening's
+slot, and its events are published in order.
 redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
 connection it may send a call again (its outcome was unknown).
 
@@ -22,26 +23,33 @@ meanwhile (MOVED: its key's node changed) ran elsewhere, so that WAIT does not c
 not confirmed.
 
 Pub/sub: a classic PUBLISH, also from inside a script, is forwarded over the cluster bus to
-every node, so a subscription on any one node receives every screening's events. Keyspace
-notifications are not forwarded: a ``__keyevent@`` channel is subscribed on every primary and
-the feeds are merged (primaries that appear later, by failover or resharding, are picked up
-when the caller resubscribes; the sweep covers the gap).
+every node, so a subscription on any one node receives every screening's events: it goes to the
+first node, in random order, that takes it (a node that died is skipped when the caller
+resubscribes). Keyspace notifications are not forwarded: a ``__keyevent@`` channel is subscribed
+on every primary of the moment (CLUSTER SLOTS asked of a node, not redis-py's slot map, which
+lags until a command meets a moved slot) and the feeds are merged. ``follows`` tells the caller
+when such a feed no longer covers every primary (a failover, a new primary, a lost primary that
+answers again), so that it subscribes anew; the sweep covers the gap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections import deque
+import logging
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.cluster import PRIMARY
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import RedisClusterException, RedisError
 
-from seatlock.engine.redispy import CONNECTION_OPTIONS, MAX_BATCH, MAX_QUEUE, PubSubFeed
+from seatlock.engine.batching import Batcher, Call
+from seatlock.engine.redispy import CONNECTION_OPTIONS, PubSubFeed
 from seatlock.engine.scripts import NAMES, source
 from seatlock.engine.transport import (
     HEALTH_S,
@@ -50,53 +58,29 @@ from seatlock.engine.transport import (
     OnMessage,
     Replicas,
     replicated,
-    settle,
     wait_command,
 )
 
+logger = logging.getLogger(__name__)
+ASK_S = 2.0  # a node asked for the slot map or a subscription answers within this, or is skipped
 NODE_LOCAL_CHANNELS = "__key"  # keyspace and keyevent notifications stay on their node
 INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through the callbacks
 
 
-class _Call:
-    """A script call (``script`` its name) or a plain command (``script`` None)."""
-
-    __slots__ = ("args", "future", "keys", "replicas", "script")
-
-    def __init__(
-        self,
-        script: str | None,
-        keys: Sequence[str],
-        args: Sequence[Arg],
-        future: Any,
-        replicas: Replicas | None = None,
-    ) -> None:
-        self.script = script
-        self.keys = keys
-        self.args = args
-        self.future: asyncio.Future[Any] = future
-        self.replicas = replicas  # set: answered after a WAIT on its node
-
-
 # Per node name: the node and the calls of a batch that wait for its replicas.
-Waits = dict[str, tuple[ClusterNode, list[_Call]]]
+Waits = dict[str, tuple[ClusterNode, list[Call[str]]]]
 
 
-class ClusterTransport:
+class ClusterTransport(Batcher[str]):
     """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch."""
 
     db = 0  # a cluster has database 0 only
 
     def __init__(self, client: RedisCluster, options: dict[str, Any] | None = None) -> None:
+        super().__init__()  # _known: the scripts loaded on every primary since the last NOSCRIPT
         self._client = client
         self._options = options or {}  # how to connect to one node (subscriptions)
         self._scripts = {name: client.register_script(source(name)) for name in NAMES}
-        self._known: set[str] = set()  # loaded on every primary since the last NOSCRIPT
-        self._queue: deque[_Call] = deque()
-        self._in_flight = 0
-        self._sender: asyncio.Task[None] | None = None
-        self.pipelines = 0
-        self.calls = 0
 
     @classmethod
     def like(cls, cluster: RedisCluster) -> ClusterTransport:
@@ -135,9 +119,21 @@ class ClusterTransport:
         return await self._call(None, (), args)
 
     async def primaries(self) -> list[ClusterNode]:
-        """The primaries of the slot map as redis-py knows it now."""
+        """The primaries serving slots now, as the first node to answer CLUSTER SLOTS says (not
+        redis-py's slot map, which is refreshed only after a command met a moved slot)."""
         await self._client.initialize()
-        return self._client.get_primaries()
+        for node in self._askable():
+            try:
+                slots = await asyncio.wait_for(self._on_node(node, ("CLUSTER", "SLOTS")), ASK_S)
+            except (RedisError, OSError, TimeoutError):
+                continue  # a node down or in the middle of a failover: ask another
+            return _primaries_of(slots, node.host)
+        raise RedisConnectionError("no node of the cluster answers")
+
+    def _askable(self) -> list[ClusterNode]:
+        """Every node redis-py knows of (replicas too: they know the slot map), primaries first."""
+        nodes = self._client.get_nodes()
+        return sorted(nodes, key=lambda node: node.server_type != PRIMARY)
 
     async def on_primaries(self, *args: Arg) -> list[Any]:
         """Run one command on every primary (CONFIG, FLUSHALL); the replies, one per node."""
@@ -156,66 +152,7 @@ class ClusterTransport:
         client.response_callbacks.clear()
         return client
 
-    def _call(
-        self,
-        script: str | None,
-        keys: Sequence[str],
-        args: Sequence[Arg],
-        replicas: Replicas | None = None,
-    ) -> Any:
-        if len(self._queue) + self._in_flight >= MAX_QUEUE:
-            raise RedisConnectionError("Too many calls waiting for Redis")
-        loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, loop.create_future(), replicas)
-        self._queue.append(call)
-        if self._sender is None:
-            # Runs after every callback already ready: this iteration's calls share a batch.
-            self._sender = loop.create_task(self._send_all())
-        return call.future
-
-    async def _send_all(self) -> None:
-        queue = self._queue
-        try:
-            while queue:
-                size = min(len(queue), MAX_BATCH)
-                batch = [c for c in (queue.popleft() for _ in range(size)) if not c.future.done()]
-                if batch:
-                    self._in_flight = len(batch)
-                    await self._send(batch)
-                    self._in_flight = 0
-        except BaseException:  # cancelled: the loop is shutting down, or aclose()
-            for call in queue:
-                settle(call.future, RedisConnectionError("Redis transport stopped"))
-            queue.clear()
-            raise
-        finally:
-            self._sender = None
-            self._in_flight = 0
-
-    async def _send(self, batch: list[_Call], retry: bool = True) -> None:
-        try:
-            replies = await self._pipeline(batch)
-        except asyncio.CancelledError:
-            for call in batch:
-                settle(call.future, RedisConnectionError("Redis transport stopped"))
-            raise
-        except Exception as exc:  # no reply of the batch can be trusted
-            failure = _refused(exc)
-            for call in batch:
-                settle(call.future, failure)
-            return
-        again = [
-            call
-            for call, reply in zip(batch, replies, strict=True)
-            if not _settled(call, reply, retry)
-        ]
-        if again:
-            # A primary without our scripts (promoted replica, SCRIPT FLUSH): load them on every
-            # primary again; only these calls run late.
-            self._known.clear()
-            await self._send(again, retry=False)
-
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+    async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
         fresh = {c.script for c in batch if c.script is not None} - self._known
         for name in sorted(fresh):  # SCRIPT LOAD reaches every primary
             await self._client.script_load(self._scripts[name].script)
@@ -236,8 +173,7 @@ class ClusterTransport:
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         self._known.update(n for n in fresh if n is not None)
         return self._replicated(batch, replies, waits) if waits else replies
-
-    async def _waits(self, batch: list[_Call]) -> Waits:
+    async def _waits(self, batch: list[Call[str]]) -> Waits:
         """The primaries the batch's calls run with replicas go to, each with its calls."""
         waits: Waits = {}
         durable = [c for c in batch if c.replicas is not None]
@@ -249,14 +185,14 @@ class ClusterTransport:
                 waits.setdefault(node.name, (node, []))[1].append(call)
         return waits
 
-    def _node_of(self, call: _Call) -> ClusterNode | None:
+    def _node_of(self, call: Call[str]) -> ClusterNode | None:
         """The primary of the call's slot as the slot map has it now (None: not covered)."""
         try:
             return self._client.get_node_from_key(call.keys[0]) if call.keys else None
         except RedisClusterException:
             return None
 
-    def _replicated(self, batch: list[_Call], replies: list[Any], waits: Waits) -> list[Any]:
+    def _replicated(self, batch: list[Call[str]], replies: list[Any], waits: Waits) -> list[Any]:
         """The batch's replies, those of calls run with replicas as their node's WAIT allows."""
         acked = dict(zip(waits, replies[len(batch) :], strict=True))
         nodes = {id(c): name for name, (_, calls) in waits.items() for c in calls}
@@ -268,10 +204,11 @@ class ClusterTransport:
                 out[i] = replicated(out[i], count, call.replicas)
         return out
 
-    def _still_on(self, call: _Call, name: str) -> bool:
+    def _still_on(self, call: Call[str], name: str) -> bool:
         """Whether the call's slot is still on node ``name``: a MOVED call ran elsewhere."""
         node = self._node_of(call)
         return node is not None and node.name == name
+
 
     async def subscribe(
         self,
@@ -284,16 +221,70 @@ class ClusterTransport:
     ) -> Feed:
         await self._client.initialize()
         if not channel.startswith(NODE_LOCAL_CHANNELS):
-            # Classic pub/sub crosses the cluster bus: one node hears every PUBLISH.
-            node = self._client.get_random_node()
-            return await self._subscribe_on(node, channel, on_message, pattern, on_live, health_s)
-        primaries = self._client.get_primaries()
-        live = _AllLive(len(primaries), on_live)
-        feeds = [
-            await self._subscribe_on(node, channel, on_message, pattern, live.one, health_s)
-            for node in primaries
-        ]
-        return MergedFeed(feeds)
+            return await self._subscribe_anywhere(channel, on_message, pattern, on_live, health_s)
+        primaries = await self.primaries()
+        live = _AllLive(on_live)
+        feeds: list[PubSubFeed] = []
+        missing: list[ClusterNode] = []
+        try:
+            for node in primaries:
+                try:
+                    feed = await self._subscribe_on(
+                        node, channel, on_message, pattern, live.one, health_s
+                    )
+                except (RedisError, OSError) as exc:
+                    # A primary lost and not replaced yet: the others' notifications keep
+                    # coming, and ``follows`` asks for a new subscription once it answers again
+                    # or is replaced; the sweep frees its expiries meanwhile.
+                    logger.warning("no keyspace notifications from %s: %r", node.name, exc)
+                    missing.append(node)
+                    continue
+                feeds.append(feed)
+            if not feeds:
+                raise RedisConnectionError(f"no primary of the cluster answers on {channel}")
+        except BaseException:
+            for feed in feeds:
+                feed.close()
+            raise
+        live.expect(len(feeds))
+        return MergedFeed(feeds, {node.name for node in primaries}, missing)
+
+    async def _subscribe_anywhere(
+        self,
+        channel: str,
+        on_message: OnMessage,
+        pattern: bool,
+        on_live: Callable[[], None] | None,
+        health_s: float,
+    ) -> PubSubFeed:
+        """Classic pub/sub crosses the cluster bus, so one node hears every PUBLISH: the first
+        node (in random order) that takes the subscription. A dead node redis-py still lists is
+        skipped: the caller's resubscription after a node died lands on one that answers."""
+        nodes = self._client.get_nodes()
+        random.shuffle(nodes)
+        for node in nodes[:-1]:
+            try:
+                return await self._subscribe_on(
+                    node, channel, on_message, pattern, on_live, health_s
+                )
+            except (RedisError, OSError) as exc:
+                logger.info("cannot subscribe on %s (%r), trying another node", node.name, exc)
+        return await self._subscribe_on(nodes[-1], channel, on_message, pattern, on_live, health_s)
+
+    async def follows(self, feed: Feed) -> bool:
+        """Whether a feed of a node-local channel still covers every primary: False after a
+        failover or resharding changed the primaries, or when a primary it missed answers again
+        (its owner then subscribes anew). A feed of another channel always follows."""
+        if not isinstance(feed, MergedFeed):
+            return True
+        now = {node.name for node in await self.primaries()}
+        if now != feed.primaries:
+            return False
+        for node in feed.missing:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._on_node(node, ("PING",)), ASK_S)
+                return False
+        return True
 
     async def _subscribe_on(
         self,
@@ -306,39 +297,54 @@ class ClusterTransport:
     ) -> PubSubFeed:
         pubsub = self.node_client(node).pubsub()
         try:
-            await (pubsub.psubscribe(channel) if pattern else pubsub.subscribe(channel))
+            async with asyncio.timeout(ASK_S):
+                await (pubsub.psubscribe(channel) if pattern else pubsub.subscribe(channel))
         except BaseException:
             await pubsub.aclose()
             raise
         return PubSubFeed(pubsub, on_message, on_live, health_s)
 
     async def aclose(self) -> None:
-        sender = self._sender
-        if sender is not None:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+        await self._stop_sending()
         await self._client.aclose()
 
 
 class _AllLive:
-    """Calls ``on_live`` once every one of ``count`` subscriptions is confirmed."""
+    """Calls ``on_live`` once every subscription expected is confirmed (the count is known only
+    once every primary was tried: ``expect``)."""
 
-    def __init__(self, count: int, on_live: Callable[[], None] | None) -> None:
-        self._left = count
+    def __init__(self, on_live: Callable[[], None] | None) -> None:
+        self._confirmed = 0
+        self._expected: int | None = None
         self._on_live = on_live
 
     def one(self) -> None:
-        self._left -= 1
-        if self._left == 0 and self._on_live is not None:
+        self._confirmed += 1
+        self._check()
+
+    def expect(self, count: int) -> None:
+        self._expected = count
+        self._check()
+
+    def _check(self) -> None:
+        if self._confirmed == self._expected and self._on_live is not None:
             self._on_live()
+            self._on_live = None
 
 
 class MergedFeed:
     """Several subscriptions as one: it ends (and closes the others) when any one ends, since a
     node whose feed ended may have lost messages."""
 
-    def __init__(self, feeds: list[PubSubFeed]) -> None:
+    def __init__(
+        self,
+        feeds: list[PubSubFeed],
+        primaries: set[str] | None = None,
+        missing: list[ClusterNode] | None = None,
+    ) -> None:
         self._feeds = feeds
+        self.primaries = primaries or set()  # the primaries (host:port) when it subscribed
+        self.missing = missing or []  # those of them it could not subscribe on
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.trouble = "closed by Redis"
@@ -360,21 +366,22 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def _settled(call: _Call, reply: Any, retry: bool) -> bool:
-    """Hand ``call`` its reply; False when it must be sent again (NOSCRIPT, first time)."""
-    if retry and call.script is not None and isinstance(reply, NoScriptError):
-        return False
-    settle(call.future, reply)
-    return True
+def _primaries_of(slots: list[Any], asked: str) -> list[ClusterNode]:
+    """The primaries of a CLUSTER SLOTS reply (``[start, end, [host, port, id], ...]``); an
+    empty host is the host of the node ``asked``."""
+    found: dict[str, ClusterNode] = {}
+    for entry in slots:
+        host = _text(entry[2][0]) or asked
+        node = ClusterNode(host, int(entry[2][1]), PRIMARY)
+        found.setdefault(node.name, node)
+    return sorted(found.values(), key=lambda node: node.name)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _taken_over(option: str) -> bool:
     return (option in CONNECTION_OPTIONS and option not in ("host", "port", "db", "path")) or (
         option.startswith("ssl")
     )
-
-
-def _refused(exc: Exception) -> Exception:
-    if isinstance(exc, OSError):
-        return RedisConnectionError(f"Lost the connection to Redis: {exc!r}")
-    return exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,13 +14,14 @@ from redis.exceptions import RedisError, ResponseError
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.seats import SeatEngine
-from seatlock.engine.transport import Transport
+from seatlock.engine.transport import Feed, Transport
 from seatlock.errors import SeatLockError
 from seatlock.heartbeats import Beat, no_beat, pause
 from seatlock.metrics import EXPIRIES
 
 logger = logging.getLogger(__name__)
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 5.0
+TOPOLOGY_S = 2.0  # on a cluster, how often the listener checks that it hears every primary
 EXPIRED_BY_LISTENER, EXPIRED_BY_SWEEP = EXPIRIES.labels("listener"), EXPIRIES.labels("sweep")
 FLAGS = "notify-keyspace-events"
 
@@ -29,15 +31,26 @@ async def enable_keyspace_events(transport: Transport) -> bool:
     per node); False when CONFIG is refused."""
     try:
         if isinstance(transport, ClusterTransport):
-            for node in await transport.primaries():
-                async with transport.node_client(node) as client:
-                    await _enable_on(client.execute_command)
+            await _enable_on_primaries(transport)
         else:
             await _enable_on(transport.command)
     except ResponseError as exc:
         logger.warning("cannot enable keyspace events (%s); relying on the sweep", exc)
         return False
     return True
+
+
+async def _enable_on_primaries(transport: ClusterTransport) -> None:
+    for node in await transport.primaries():
+        try:
+            async with transport.node_client(node) as client:
+                await _enable_on(client.execute_command)
+        except ResponseError:
+            raise
+        except (RedisError, OSError) as exc:
+            # A primary down: the listener's subscription misses it too, and enables it when it
+            # answers again or its replica takes over (ClusterTransport.follows).
+            logger.warning("cannot enable keyspace events on %s: %r", node.name, exc)
 
 
 async def _enable_on(command: Callable[..., Awaitable[Any]]) -> None:
@@ -78,17 +91,50 @@ async def _listen(
 ) -> None:
     """One subscription: expired keys queue up as they arrive and are handled in order."""
     expired: asyncio.Queue[bytes] = asyncio.Queue()
+    if isinstance(transport, ClusterTransport):
+        # A promoted replica or a new primary may not publish expiries yet: CONFIG SET is not
+        # replicated, so each node needs its own (every subscription is made after a change).
+        await enable_keyspace_events(transport)
     feed = await transport.subscribe(channel, expired.put_nowait)
     try:
         # Expiries while we were not subscribed are lost: catch up on them once.
         await _sweep_once(engine)
+        following = _Following(transport, feed)
         while not stop.is_set() and not feed.closed.done():
             await _handle_next(engine, expired)
             beat()
+            if not await following.still():
+                raise RedisConnectionError("the cluster's primaries changed: subscribing anew")
         if not stop.is_set():
             raise RedisConnectionError(f"expiry subscription closed: {feed.trouble}")
     finally:
         feed.close()
+
+
+class _Following:
+    """Whether a cluster subscription still hears every primary, asked every TOPOLOGY_S.
+
+    Keyspace notifications stay on their node: after a failover (kill or CLUSTER FAILOVER, where
+    the old primary lives on as a replica and its feed stays up) or a resharding onto a new node,
+    the expiries of the moved slots are published where nobody listens. A changed set of
+    primaries ends the subscription; the next one enables the notifications and subscribes on
+    the primaries of the moment, and sweeps once for what was missed in between.
+    """
+
+    def __init__(self, transport: Transport, feed: Feed) -> None:
+        self._cluster = transport if isinstance(transport, ClusterTransport) else None
+        self._feed = feed
+        self._next = time.monotonic() + TOPOLOGY_S
+
+    async def still(self) -> bool:
+        if self._cluster is None or time.monotonic() < self._next:
+            return True
+        self._next = time.monotonic() + TOPOLOGY_S
+        try:
+            return await self._cluster.follows(self._feed)
+        except (RedisError, OSError) as exc:  # no node answers: the feed itself will end
+            logger.debug("cannot read the cluster's primaries: %r", exc)
+            return True
 
 
 async def _handle_next(engine: SeatEngine, expired: asyncio.Queue[bytes]) -> None:

@@ -5,7 +5,8 @@ to build on where ours cannot go. Scripts are registered with ``register_script`
 and plain commands) go out in non-transactional pipelines, one pipeline at a time: the calls made
 in one event-loop iteration share a round trip, calls made while a pipeline is answered wait and
 go out together in the next one, so the calls of one process reach Redis in the order they were
-made, as with the fast transport. A script goes as EVALSHA alone once this transport has loaded
+made, as with the fast transport (the queue and its NOSCRIPT retry: ``seatlock.engine.batching``,
+shared with the cluster transport). A script goes as EVALSHA alone once this transport has loaded
 it; before that (and after a NOSCRIPT) it is added to the pipeline through its ``AsyncScript``,
 so redis-py loads it (SCRIPT EXISTS, SCRIPT LOAD) before the pipeline is written: a NOSCRIPT
 retry would run the call after later ones. Subscriptions use redis-py's ``PubSub``.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,9 +28,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from seatlock.engine.batching import Batcher, Call
 from seatlock.engine.scripts import NAMES, source
 from seatlock.engine.transport import (
     HEALTH_S,
@@ -39,12 +39,9 @@ from seatlock.engine.transport import (
     Replicas,
     ScriptTimer,
     replicated,
-    settle,
     wait_command,
 )
 
-MAX_BATCH = 512  # calls per pipeline
-MAX_QUEUE = 20_000  # calls waiting (queued or in a pipeline); beyond this, callers get an error
 # What a transport takes over from the client it is made like (with the ``ssl_*`` options); the
 # rest of a pool's connection settings is the pool's own business.
 CONNECTION_OPTIONS = frozenset(
@@ -66,43 +63,15 @@ CONNECTION_OPTIONS = frozenset(
 )
 
 
-class _Call:
-    """A script call (``script``), or a plain command (``script`` None, ``args`` the command)."""
-
-    __slots__ = ("args", "future", "keys", "replicas", "script")
-
-    def __init__(
-        self,
-        script: AsyncScript | None,
-        keys: Sequence[str],
-        args: Sequence[Arg],
-        future: asyncio.Future[Any],
-        replicas: Replicas | None = None,
-    ) -> None:
-        self.script = script
-        self.keys = keys
-        self.args = args
-        self.future = future
-        self.replicas = replicas  # set: answered after the WAIT at the end of its pipeline
-
-    def settle(self, reply: Any) -> None:
-        settle(self.future, reply)
-
-
-class RedisPyTransport:
+class RedisPyTransport(Batcher[AsyncScript]):
     """Every call of the process through one redis-py client, a pipeline per batch."""
 
     def __init__(self, client: Redis) -> None:
+        super().__init__()
         self._client = client
         self._scripts = {name: client.register_script(source(name)) for name in NAMES}
-        self._known: set[AsyncScript] = set()  # loaded by this transport since the last NOSCRIPT
-        self._queue: deque[_Call] = deque()  # made, not yet sent
         self._timer = ScriptTimer()
-        self._in_flight = 0
-        self._sender: asyncio.Task[None] | None = None
         self.db = int(client.connection_pool.connection_kwargs.get("db") or 0)
-        self.pipelines = 0  # pipelines sent so far (tests and stats)
-        self.calls = 0  # commands sent so far
 
     @classmethod
     def like(cls, redis: Redis) -> RedisPyTransport:
@@ -134,67 +103,7 @@ class RedisPyTransport:
     async def command(self, *args: Arg) -> Any:
         return await self._call(None, (), args)
 
-    def _call(
-        self,
-        script: AsyncScript | None,
-        keys: Sequence[str],
-        args: Sequence[Arg],
-        replicas: Replicas | None = None,
-    ) -> asyncio.Future[Any]:
-        if len(self._queue) + self._in_flight >= MAX_QUEUE:
-            raise RedisConnectionError("Too many calls waiting for Redis")
-        loop = asyncio.get_running_loop()
-        call = _Call(script, keys, args, loop.create_future(), replicas)
-        self._queue.append(call)
-        if self._sender is None:
-            # Its first step runs after every callback already ready: the calls made in this
-            # iteration go out in one pipeline.
-            self._sender = loop.create_task(self._send_all())
-        return call.future
-
-    async def _send_all(self) -> None:
-        """Send the queue, a pipeline at a time, until it is empty."""
-        queue = self._queue
-        try:
-            while queue:
-                size = min(len(queue), MAX_BATCH)
-                batch = [c for c in (queue.popleft() for _ in range(size)) if not c.future.done()]
-                if batch:
-                    self._in_flight = len(batch)
-                    await self._send(batch)
-                    self._in_flight = 0
-        except BaseException:  # cancelled: the loop is shutting down, or aclose()
-            for call in queue:
-                call.settle(RedisConnectionError("Redis transport stopped"))
-            queue.clear()
-            raise
-        finally:
-            self._sender = None
-            self._in_flight = 0
-
-    async def _send(self, batch: list[_Call], retry: bool = True) -> None:
-        try:
-            replies = await self._pipeline(batch)
-        except asyncio.CancelledError:
-            for call in batch:
-                call.settle(RedisConnectionError("Redis transport stopped"))
-            raise
-        except Exception as exc:  # the connection failed: no reply of the batch can be trusted
-            for call in batch:
-                call.settle(_refused(exc))
-            return
-        again: list[_Call] = []
-        for call, reply in zip(batch, replies, strict=True):
-            if retry and call.script is not None and isinstance(reply, NoScriptError):
-                again.append(call)
-            else:
-                call.settle(reply)
-        if again:
-            # SCRIPT FLUSH while connected, or a restart: load again, only these calls run late.
-            self._known.clear()
-            await self._send(again, retry=False)
-
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+    async def _pipeline(self, batch: list[Call[AsyncScript]]) -> list[Any]:
         fresh = {c.script for c in batch if c.script is not None} - self._known
         async with self._client.pipeline(transaction=False) as pipe:
             for call in batch:
@@ -234,10 +143,7 @@ class RedisPyTransport:
 
     async def aclose(self) -> None:
         """Fail what waits and close the pool; a later call connects again."""
-        sender = self._sender
-        if sender is not None:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+        await self._stop_sending()
         await self._client.connection_pool.disconnect()
 
 
@@ -307,16 +213,10 @@ class PubSubFeed:
         return True
 
 
-def _replicated(batch: Sequence[_Call], replies: list[Any]) -> list[Any]:
+def _replicated(batch: Sequence[Call[AsyncScript]], replies: list[Any]) -> list[Any]:
     """The batch's replies, those of calls run with replicas as the WAIT after them allows."""
     acked = replies.pop()
     return [
         reply if call.replicas is None else replicated(reply, acked, call.replicas)
         for call, reply in zip(batch, replies, strict=True)
     ]
-
-
-def _refused(exc: Exception) -> Exception:
-    if isinstance(exc, OSError):
-        return RedisConnectionError(f"Lost the connection to Redis: {exc!r}")
-    return exc

@@ -51,6 +51,7 @@ class LocalCluster:
     primaries: int = 3
     replicas_each: int = 1
     options: list[str] = field(default_factory=list)  # more redis-server options, for every node
+    node_timeout_ms: int = 2000  # how long a node may be unreachable before it counts as failed
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -93,7 +94,7 @@ class LocalCluster:
             "--dir", str(data),
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", "2000",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
             "--appendonly", "no",
             "--save", "",
             "--notify-keyspace-events", "Ex",
@@ -156,12 +157,56 @@ class LocalCluster:
                     return int(primary[1])
         raise LookupError(slot)
 
+    def primary_of_slot(self, slot: int) -> int | None:
+        """The port of the primary serving ``slot`` as every live node sees it; None while they
+        disagree or a failed primary still has it."""
+        seen = set()
+        for port in self.live_ports():
+            with self.client(port) as node:
+                for start, end, primary, *_ in node.execute_command("CLUSTER SLOTS"):
+                    if start <= slot <= end:
+                        seen.add(int(primary[1]))
+        found = seen.pop() if len(seen) == 1 else None
+        return found if found in self.live_ports() else None
+
+    def live_ports(self) -> list[int]:
+        """The ports of the nodes not killed."""
+        return [
+            port for port, proc in zip(self.ports, self.procs, strict=True) if proc.poll() is None
+        ]
+
+    def current_primaries(self) -> list[int]:
+        """The ports of the live nodes that serve slots now (after failovers), in port order."""
+        found = set()
+        with self.client(self.live_ports()[0]) as node:
+            for _, _, primary, *_ in node.execute_command("CLUSTER SLOTS"):
+                found.add(int(primary[1]))
+        return sorted(found & set(self.live_ports()))
+
+    def replica_of(self, primary: int) -> int:
+        """The port of a live replica of the primary on port ``primary``."""
+        wanted = self.node_id(primary)
+        with self.client(primary) as node:
+            lines = _text(node.execute_command("CLUSTER NODES")).splitlines()
+        for fields in (line.split() for line in lines):
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            if "slave" in fields[2] and fields[3] == wanted and port in self.live_ports():
+                return port
+        raise LookupError(f"no replica of {primary}")
+
+    def wait_for_new_primary(self, slot: int, lost: int, seconds: float = 20.0) -> int:
+        """Wait until a node other than ``lost`` serves ``slot`` for every live node; its port."""
+        self._wait(lambda: self.primary_of_slot(slot) not in (None, lost), "a failover", seconds)
+        port = self.primary_of_slot(slot)
+        assert port is not None
+        return port
+
     def keyslot(self, key: str) -> int:
         with self.client(self.ports[0]) as node:
             return int(node.execute_command("CLUSTER KEYSLOT", key))
 
     def flush(self) -> None:
-        for port in self.primary_ports:
+        for port in self.current_primaries():
             with self.client(port) as node:
                 node.flushall()
 

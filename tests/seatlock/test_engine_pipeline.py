@@ -9,6 +9,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from seatlock.engine import batching
+from seatlock.engine.batching import Batcher
 from seatlock.engine.errors import SeatsUnavailable
 from seatlock.engine.scripts import source
 from seatlock.engine.seats import SeatEngine
@@ -111,7 +113,9 @@ async def test_a_cancelled_caller_does_not_break_the_others(engine: SeatEngine) 
 
 async def test_the_queue_is_bounded(engine: SeatEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     await engine.seat_map(S)
-    monkeypatch.setattr(sys.modules[type(engine.transport).__module__], "MAX_QUEUE", 10)
+    transport = engine.transport  # the queue of the redis-py transports is batching's
+    module = batching if isinstance(transport, Batcher) else sys.modules[type(transport).__module__]
+    monkeypatch.setattr(module, "MAX_QUEUE", 10)
     results = await asyncio.gather(
         *(engine.hold(S, user, [user]) for user in range(1, 31)), return_exceptions=True
     )

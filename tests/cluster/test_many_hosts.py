@@ -1,0 +1,247 @@
+"""Two API hosts as one service: two ``seatlock serve`` processes (the real CLI, one with two
+workers), each on a port of its own, against the same Redis Cluster and the same PostgreSQL.
+
+A client may hit either host for any step: watchers on one see holds made through the other,
+``/ws/stats`` counts both hosts' WebSockets, a logout on one is refused on the other, and a hold
+made on one is extended, cancelled and booked through the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import websockets
+
+from seatlock.server.embedded import free_port
+from tests import factories as make
+from tests.cluster.local import LocalCluster
+from tests.conftest import TEST_SECRET
+from tests.support import Account, availability, book_held, make_account, reserve, wait_for_status
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
+
+
+@dataclass
+class Host:
+    """One ``seatlock serve`` process and its workers."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def hosts(backend_urls: tuple[str, str], local_cluster: LocalCluster) -> Iterator[list[Host]]:
+    """Host A with two workers, host B with one, sharing the cluster, the database and the JWT
+    secret (as hosts behind one load balancer do); each has a data directory of its own."""
+    root = Path(tempfile.mkdtemp(prefix="seatlock-hosts-"))
+    started: list[Host] = []
+    try:
+        for name, workers in (("a", 2), ("b", 1)):
+            started.append(serve(root / name, workers, local_cluster.url, backend_urls[1]))
+        for host in started:
+            wait_ready(host)
+        yield started
+    finally:
+        for host in started:
+            host.proc.send_signal(signal.SIGINT)
+        for host in started:
+            try:
+                host.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                host.proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def serve(data_dir: Path, workers: int, redis_url: str, database_url: str) -> Host:
+    data_dir.mkdir(parents=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
+    env |= {
+        "SEATLOCK_DATA_DIR": str(data_dir),
+        "SEATLOCK_PORT": str(port),
+        "SEATLOCK_WORKERS": str(workers),
+        "SEATLOCK_REDIS_URL": redis_url,
+        "SEATLOCK_DATABASE_URL": database_url,
+        "SEATLOCK_JWT_SECRET": TEST_SECRET,
+        "SEATLOCK_BCRYPT_ROUNDS": "4",
+        "SEATLOCK_SEED_DEMO": "false",
+        "SEATLOCK_LOGIN_MAX_FAILURES_PER_IP": "1000",
+    }
+    log = data_dir / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return Host(proc, port, log)
+
+
+def wait_ready(host: Host) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if host.proc.poll() is not None:
+            pytest.fail(f"serve exited with {host.proc.returncode}:\n{host.log.read_text()}")
+        try:
+            if httpx.get(host.url + "/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"serve did not get ready:\n{host.log.read_text()}")
+
+
+async def watch(host: Host, screening_id: int, token: str | None = None) -> Any:
+    """A WebSocket on ``host`` watching a screening, past its connection_confirmed message."""
+    query = f"?token={token}" if token else ""
+    ws = await websockets.connect(f"{host.ws_url}/ws/screenings/{screening_id}{query}")
+    hello = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert hello["type"] == "connection_confirmed", hello
+    return ws
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def clients(hosts: list[Host]) -> Any:
+    async with (
+        httpx.AsyncClient(base_url=hosts[0].url, timeout=15) as a,
+        httpx.AsyncClient(base_url=hosts[1].url, timeout=15) as b,
+    ):
+        yield a, b
+
+
+async def test_watchers_on_one_host_see_holds_made_through_the_other(
+    hosts: list[Host], clients: Any, db: asyncpg.Connection
+) -> None:
+    a, b = clients
+    alice = await make_account(a, "alice@example.com", "Alice Example")
+    bob = await make_account(b, "bob@example.com", "Bob Example")
+    show = await make.show(db, 6)
+    on_a = [await watch(hosts[0], show.id, bob.token) for _ in range(3)]  # both workers of A
+    on_b = await watch(hosts[1], show.id)
+    try:
+        assert (await reserve(b, alice, show, show.seat_ids[:2])).status_code == 201
+        for ws in on_a:
+            await wait_for_status(ws, show.seat_ids[:2], "reserved")
+        assert (await reserve(a, bob, show, show.seat_ids[2:3])).status_code == 201
+        seen = await wait_for_status(on_b, show.seat_ids[2:3], "reserved")
+        assert seen[show.seat_ids[2]].get("reserved_by") is None  # bob's hold, not shown to all
+        # Either host refuses the seats the other granted.
+        assert (await reserve(a, bob, show, show.seat_ids[1:2])).status_code == 409
+        assert (await reserve(b, alice, show, show.seat_ids[2:3])).status_code == 409
+    finally:
+        for ws in [*on_a, on_b]:
+            await ws.close()
+
+
+async def test_ws_stats_on_either_host_counts_both_hosts(
+    hosts: list[Host], db: asyncpg.Connection
+) -> None:
+    show = await make.show(db, 2)
+    sockets = [await watch(hosts[0], show.id) for _ in range(3)]
+    sockets += [await watch(hosts[1], show.id) for _ in range(2)]
+    try:
+        for host in hosts:  # an entry is rewritten every second: both hosts' 5 within a few
+            await eventually(lambda h=host: watchers(h, show.id, 5))  # type: ignore[misc]
+    finally:
+        for ws in sockets:
+            await ws.close()
+    for host in hosts:
+        await eventually(lambda h=host: watchers(h, show.id, 0))  # type: ignore[misc]
+
+
+async def watchers(host: Host, screening_id: int, expected: int) -> bool:
+    async with httpx.AsyncClient(base_url=host.url, timeout=10) as client:
+        r = await client.get("/ws/stats")  # a new connection: either worker of A may answer
+    assert r.status_code == 200, r.text
+    return bool(r.json()["screening_details"].get(str(screening_id), 0) == expected)
+
+
+async def test_a_logout_on_one_host_is_refused_on_the_other(clients: Any) -> None:
+    a, b = clients
+    alice: Account = await make_account(a, "alice@example.com", "Alice Example")
+    assert (await b.get("/api/v1/auth/me", headers=alice.headers)).status_code == 200
+    assert (await a.post("/api/v1/auth/logout", headers=alice.headers)).status_code == 200
+
+    async def refused_on_b() -> bool:
+        return bool((await b.get("/api/v1/auth/me", headers=alice.headers)).status_code == 401)
+
+    await eventually(refused_on_b, 2.0)
+    for _ in range(5):  # by every worker, on every new connection
+        async with httpx.AsyncClient(base_url=a.base_url, timeout=10) as fresh:
+            assert (await fresh.get("/api/v1/auth/me", headers=alice.headers)).status_code == 401
+    r = await b.post("/api/v1/auth/refresh-token", json={"refresh_token": alice.refresh_token})
+    assert r.status_code == 401, r.text
+
+
+async def test_a_hold_made_on_one_host_is_extended_cancelled_and_booked_on_the_other(
+    clients: Any, db: asyncpg.Connection
+) -> None:
+    a, b = clients
+    alice = await make_account(a, "alice@example.com", "Alice Example")
+    show = await make.show(db, 4)
+    s1, s2, s3 = show.seat_ids[:3]
+    held = await reserve(a, alice, show, [s1, s2, s3])
+    assert held.status_code == 201, held.text
+    extended = await b.post(
+        "/api/v1/seat-reservations/extend",
+        params={"additional_minutes": 3},
+        json={"screening_id": show.id, "seat_ids": [s1, s2]},
+        headers=alice.headers,
+    )
+    assert extended.status_code == 200, extended.text
+    first = held.json()["reservations"]
+    assert [x["id"] for x in extended.json()["reservations"]] == [first[0]["id"], first[1]["id"]]
+    cancel = f"/api/v1/seat-reservations/cancel/{show.id}"
+    r = await b.delete(cancel, params={"seat_ids": str(s3)}, headers=alice.headers)
+    assert r.status_code == 204, r.text
+    assert await live_holds(b, alice) == [s1, s2]  # the host that cancelled: at once
+    # Another host reads the hold history from PostgreSQL, which each host's history writer
+    # fills behind its changes (every 0.1 s): it agrees within moments, not at once.
+    await eventually(lambda: has_live_holds(a, alice, [s1, s2]), 2.0)
+    booked = await book_held(b, alice, show, [s1, s2], f"pay-hosts-{show.id}")
+    assert booked.status_code == 201, booked.text
+    again = await book_held(a, alice, show, [s1, s2], f"pay-hosts-{show.id}")  # idempotent
+    assert again.status_code in (200, 201), again.text
+    assert sorted(t["id"] for t in again.json()) == sorted(t["id"] for t in booked.json())
+    for client in (a, b):
+        states = await availability(client, show)
+        got = tuple(states[s]["status"] for s in (s1, s2, s3))
+        assert got == ("booked", "booked", "available")
+
+
+async def live_holds(client: httpx.AsyncClient, account: Account) -> list[int]:
+    r = await client.get("/api/v1/seat-reservations/my-reservations", headers=account.headers)
+    assert r.status_code == 200, r.text
+    return sorted(x["seat_id"] for x in r.json() if x["status"] == "active")
+
+
+async def has_live_holds(client: httpx.AsyncClient, account: Account, seats: list[int]) -> bool:
+    return await live_holds(client, account) == seats
