@@ -86,6 +86,12 @@ class Settings:
     # How long a pending (unpaid) ticket keeps its seat; 0: hold_seconds.
     payment_seconds: int = 0
 
+    # Hold times are on Redis's clock (seatlock/engine/clock.py): each process measures its offset
+    # to Redis TIME every clock_sync_seconds. clock_offset_ms shifts this process's own clock, a
+    # test and diagnostic knob (a host whose clock is wrong); it changes no outcome once synced.
+    clock_sync_seconds: float = 5.0
+    clock_offset_ms: int = 0
+
     # Pools.
     db_pool_min: int = 2
     db_pool_max: int = 10
@@ -131,6 +137,8 @@ class Settings:
                 f"{PREFIX}LOG_FORMAT: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
             )
         proxy_networks(self.trusted_proxies)  # a typo is refused at start-up, not per request
+        if self.clock_sync_seconds <= 0:
+            raise ValueError(f"{PREFIX}CLOCK_SYNC_SECONDS: must be more than 0")
 
     def _check_payments(self) -> None:
         if self.payment_verifier not in PAYMENT_VERIFIERS:
