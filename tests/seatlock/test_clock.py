@@ -12,12 +12,13 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
-from seatlock.engine.clock import RedisClock
+from seatlock.engine.clock import DRIFT, RedisClock, Sample, preferred
 from seatlock.engine.errors import SeatsUnavailable
 from seatlock.engine.events import Hub
 from seatlock.engine.mirrors import TRUST_MS, SeatMirrors
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Transport
+from seatlock.settings import Settings
 from tests.lua.support import DictSource, Transports, make_engine, wait_until
 
 S = 431
@@ -69,6 +70,28 @@ async def test_sync_cancels_the_host_clock_skew(
     now = clock.now_ms()
     after = await redis_ms(redis)
     assert before - SLACK_MS <= now <= after + SLACK_MS
+
+
+def test_a_precise_sample_is_kept_while_a_busier_one_agrees() -> None:
+    kept = Sample(offset_ms=5000.0, error_ms=0.2, taken_ms=0.0)
+    busy = Sample(offset_ms=5004.0, error_ms=8.0, taken_ms=10_000.0)  # TIME behind a batch
+    assert preferred(kept, busy) == Sample(5000.0, 0.2 + DRIFT * 10_000, 10_000.0)
+    sharper = Sample(offset_ms=5000.1, error_ms=0.1, taken_ms=10_000.0)
+    assert preferred(kept, sharper) == sharper
+    stepped = Sample(offset_ms=3000.0, error_ms=8.0, taken_ms=10_000.0)  # the host clock jumped
+    assert preferred(kept, stepped) == stepped
+    old = Sample(offset_ms=5000.0, error_ms=0.2, taken_ms=-3_600_000.0)  # drift: an hour ago
+    assert preferred(old, busy) == busy
+    assert preferred(None, busy) == busy
+
+
+def test_the_clock_settings() -> None:
+    env = {"SEATLOCK_CLOCK_OFFSET_MS": "-5000", "SEATLOCK_CLOCK_SYNC_SECONDS": "2.5"}
+    settings = Settings.from_env(env)
+    assert (settings.clock_offset_ms, settings.clock_sync_seconds) == (-5000, 2.5)
+    assert Settings.from_env({}).clock_offset_ms == 0
+    with pytest.raises(ValueError, match="CLOCK_SYNC_SECONDS"):
+        Settings.from_env({}, clock_sync_seconds=0)
 
 
 async def test_the_sync_loop_keeps_syncing_and_stops(transport: Transport) -> None:
