@@ -27,7 +27,6 @@ after the last version check, which also bounds what no event announces (a Redis
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
@@ -165,7 +164,7 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
     """The screening's public map, from the cache when still current."""
     cache = cache_of(services)
     cached = cache.get(screening_id)
-    now_ms = int(time.time() * 1000)
+    now_ms = services.engine.now_ms()  # Redis's clock: that of valid_until_ms
     details = services.layouts.cached(screening_id)
     epoch = _epoch(services)
     if (
@@ -180,7 +179,7 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
     # The version is read before the map: a change in between only makes the entry look stale.
     version = await services.engine.version(screening_id)
     cached = cache.get(screening_id)
-    now_ms = int(time.time() * 1000)
+    now_ms = services.engine.now_ms()
     details = services.layouts.cached(screening_id)
     if cached is not None and cached.usable(version, details, now_ms):
         cache.mark_checked(cached, now_ms, seen, epoch)

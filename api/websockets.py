@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 router = Router("WebSockets")
 HEARTBEAT_S = 20.0
+Clock = Callable[[], int]  # the hub's: ms on Redis's clock, that of hold times
 MAX_WRAPPERS = 8  # Starlette wrappers looked through for the server's send
 
 
@@ -102,7 +104,7 @@ async def screening_updates(websocket: WebSocket) -> None:
         # Written before any await: no event can be dispatched ahead of it.
         if write is None or not write(text_frame(confirmation.encode())):
             await websocket.send_text(confirmation)
-        await _serve(websocket, watcher)
+        await _serve(websocket, watcher, hub.now_ms)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
@@ -198,9 +200,9 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | N
     return screening_id, user_id
 
 
-async def _serve(websocket: WebSocket, watcher: Watcher) -> None:
-    sender = asyncio.create_task(_send(websocket, watcher))
-    receiver = asyncio.create_task(_receive(websocket, watcher))
+async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
+    sender = asyncio.create_task(_send(websocket, watcher, clock))
+    receiver = asyncio.create_task(_receive(websocket, watcher, clock))
     done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
@@ -212,7 +214,7 @@ async def _serve(websocket: WebSocket, watcher: Watcher) -> None:
             await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
 
 
-async def _send(websocket: WebSocket, watcher: Watcher) -> None:
+async def _send(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -220,13 +222,13 @@ async def _send(websocket: WebSocket, watcher: Watcher) -> None:
         except TimeoutError:
             if loop.time() - watcher.last_sent < HEARTBEAT_S:
                 continue  # seat updates went straight to the socket: not idle
-            text = encode(Ping(now_iso()))
+            text = encode(Ping(now_iso(clock())))
         if text == CLOSE:
             return
         await websocket.send_text(text)
 
 
-async def _receive(websocket: WebSocket, watcher: Watcher) -> None:
+async def _receive(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
     """Read until the client goes; a ``ping`` (plain or JSON) gets a ``pong``."""
     while True:
         message = await websocket.receive()
@@ -234,7 +236,7 @@ async def _receive(websocket: WebSocket, watcher: Watcher) -> None:
             return
         text = message.get("text") or ""
         if text.strip() == "ping" or '"ping"' in text:
-            watcher.offer(encode(Pong(now_iso())))
+            watcher.offer(encode(Pong(now_iso(clock()))))
 
 
 ROUTES = [WebSocketRoute("/ws/screenings/{screening_id:int}", screening_updates)]

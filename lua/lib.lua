@@ -10,7 +10,9 @@
 --   KEYS[7] events: the pub/sub channel
 --   KEYS[8] owners: zset seat -> user, for the per-user cap
 --   KEYS[8 + i]: the lease of the i-th seat argument, when the script touches leases.
--- ARGV[1] is always the screening id and ARGV[2] the caller's clock, now in ms.
+-- ARGV[1] is always the screening id and ARGV[2] now in ms, on Redis's clock as the caller reads
+-- it (seatlock/engine/clock.py: the host's clock plus its measured offset to Redis TIME), so hosts
+-- whose own clocks differ write the same deadlines; passed in, so tests can move time.
 -- A hold's deadline is max(exp, pin): exp is what the user sees and may extend, pin keeps a
 -- claimed hold alive while PostgreSQL commits. Its lease key lives exactly until the deadline;
 -- its value is "user:grant": the holder and the token of the grant (one hold request) that took

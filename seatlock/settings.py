@@ -91,6 +91,12 @@ class Settings:
     # How long a pending (unpaid) ticket keeps its seat; 0: hold_seconds.
     payment_seconds: int = 0
 
+    # Hold times are on Redis's clock (seatlock/engine/clock.py): each process measures its offset
+    # to Redis TIME every clock_sync_seconds. clock_offset_ms shifts this process's own clock, a
+    # test and diagnostic knob (a host whose clock is wrong); it changes no outcome once synced.
+    clock_sync_seconds: float = 5.0
+    clock_offset_ms: int = 0
+
     # Pools.
     db_pool_min: int = 2
     db_pool_max: int = 10
@@ -146,6 +152,8 @@ class Settings:
         self._check_replicas()
         if self.database_read_max_lag_seconds <= 0:
             raise ValueError(f"{PREFIX}DATABASE_READ_MAX_LAG_SECONDS: must be more than 0")
+        if self.clock_sync_seconds <= 0:
+            raise ValueError(f"{PREFIX}CLOCK_SYNC_SECONDS: must be more than 0")
 
     def _check_replicas(self) -> None:
         if self.hold_replicas < 0:

@@ -73,8 +73,11 @@ def iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+def now_iso(ms: int | None = None) -> str:
+    """``ms`` (default: this host's clock now) as ISO 8601 UTC with a Z."""
+    if ms is None:
+        return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return iso(ms) or ""
 
 
 def encode(message: dict[str, Any] | msgspec.Struct) -> str:
@@ -216,9 +219,17 @@ def render(event: dict[str, Any], viewer: int | None) -> str:
 class Hub:
     """This process's watchers, fed by one pattern subscription on every screening's channel."""
 
-    def __init__(self, transport: Transport, snapshot: Snapshot | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        snapshot: Snapshot | None = None,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
         self._transport = transport
         self._snapshot = snapshot
+        # The clock of hold times (the engine's: Redis's), so the ts of snapshots and pings is
+        # on the clock of the events' ts and expires_at.
+        self.now_ms = now_ms or wall_ms
         self._rooms: dict[int, set[Watcher]] = {}
         self.ready = asyncio.Event()
         # Told every screening id an event arrives for (caches drop what it changed).
@@ -396,7 +407,7 @@ class Hub:
             except (SeatLockError, RedisError, OSError) as exc:
                 logger.warning("no seat map to resync screening %s: %r", screening_id, exc)
                 continue
-            self._deliver(screening_id, snapshot_event(screening_id, states))
+            self._deliver(screening_id, snapshot_event(screening_id, states, self.now_ms()))
 
 
 def stats_of(counts: Counter[int]) -> dict[str, Any]:
@@ -424,7 +435,11 @@ def _entry_counts(entry: bytes | None) -> Counter[int]:
         return Counter()
 
 
-def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]:
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def snapshot_event(screening_id: int, states: list[SeatState], now_ms: int) -> dict[str, Any]:
     seats = [
         {
             "seat_id": s.seat_id,
@@ -434,4 +449,4 @@ def snapshot_event(screening_id: int, states: list[SeatState]) -> dict[str, Any]
         }
         for s in states
     ]
-    return {"screening_id": screening_id, "ts": int(time.time() * 1000), "seats": seats}
+    return {"screening_id": screening_id, "ts": now_ms, "seats": seats}

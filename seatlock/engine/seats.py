@@ -13,6 +13,11 @@ once WAIT confirmed that many replicas have them, so a failover right after the 
 lose them. When WAIT times out the change did happen on the primary, but the caller is told 503
 (``ReplicasBehind``): a hold's grant is let go again first, an extension stands (it only ever
 gives more time), a sale is retried by the booking flow (seatlock/services/bookings.py).
+
+Every time a script gets (ARGV's now) and every deadline it answers is on Redis's clock, read
+through ``clock`` (seatlock/engine/clock.py: the host's clock plus an offset measured against
+Redis TIME), so API hosts whose clocks differ decide and show the same hold times. Callers that
+need the time of a hold (services, the seat-map cache) take it from ``now_ms()``.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from seatlock import keys
+from seatlock.engine.clock import RedisClock
 from seatlock.engine.errors import (
     ScreeningNotFound,
     ScreeningStarted,
@@ -66,10 +71,14 @@ class SeatEngine:
         max_hold_ms: int,
         max_seats_per_user: int,
         replicas: Replicas | None = None,
+        clock: RedisClock | None = None,
     ) -> None:
         self.transport = transport  # the way to Redis; the owner closes it
         # Holds, extensions and sales wait for this many replicas (None: for none).
         self.replicas = replicas
+        # Redis's clock, the one every hold time is on; synced by its owner's loop (unsynced:
+        # the local clock, as tests that pass time in need nothing else).
+        self.clock = RedisClock(transport.command) if clock is None else clock
         self._source = source
         self.hold_ms = hold_ms
         self.max_hold_ms = max_hold_ms
@@ -79,6 +88,10 @@ class SeatEngine:
         self.change_listeners: list[Callable[[int], None]] = []
         # Refuses hopeless holds without Redis (seatlock/engine/mirrors.py); set by its feeder.
         self.mirrors: SeatMirrors | None = None
+
+    def now_ms(self) -> int:
+        """Redis's clock now (ms since the epoch): the time every hold is decided and shown by."""
+        return self.clock.now_ms()
 
     async def hold(
         self,
@@ -97,7 +110,7 @@ class SeatEngine:
         seats = _seat_list(seat_ids)
         if len(seats) > self.max_seats_per_user:
             raise TooManySeats(self.max_seats_per_user)
-        now = _now(now_ms)
+        now = self._now(now_ms)
         mirrors = self.mirrors
         if mirrors is not None:
             if refused := mirrors.refusal(screening_id, user_id, seats, now):
@@ -108,7 +121,7 @@ class SeatEngine:
                 # grant is known the moment it returns, so wait for it rather than race it there
                 # (most such races are lost); wait once, so no attempt queues behind many.
                 await asyncio.shield(under_way)
-                now = _now(now_ms)
+                now = self._now(now_ms)
                 if refused := mirrors.refusal(screening_id, user_id, seats, now):
                     raise_for(refused)
         return await self._hold(screening_id, user_id, seats, now, grant)
@@ -157,7 +170,7 @@ class SeatEngine:
         if extra_ms <= 0:
             raise InvalidInput("The extension must be positive")
         args = [user_id, extra_ms, self.max_hold_ms, *seats]
-        now = _now(now_ms)
+        now = self._now(now_ms)
         try:
             # Unconfirmed by the replicas, it stands all the same: more time never hurts a seat.
             reply = await self._run_loaded("extend", screening_id, seats, now, args, self.replicas)
@@ -176,7 +189,8 @@ class SeatEngine:
             seats = sorted(set(seat_ids))
         if not seats:
             return []
-        reply = await self._run("release", screening_id, seats, _now(now_ms), [user_id, *seats])
+        now = self._now(now_ms)
+        reply = await self._run("release", screening_id, seats, now, [user_id, *seats])
         if reply[0] == Status.NOT_LOADED:
             return []  # nothing loaded, so nothing held
         return sorted(int(seat) for seat in reply[1:])
@@ -190,7 +204,8 @@ class SeatEngine:
         seats = sorted(set(seat_ids))
         if not seats:
             return []
-        reply = await self._run("release_grant", screening_id, seats, _now(now_ms), [grant, *seats])
+        now = self._now(now_ms)
+        reply = await self._run("release_grant", screening_id, seats, now, [grant, *seats])
         if reply[0] == Status.NOT_LOADED:
             return []  # nothing loaded, so nothing held
         return sorted(int(seat) for seat in reply[1:])
@@ -208,7 +223,7 @@ class SeatEngine:
         seats = _seat_list(seat_ids)
         args = [user_id, pin_ms, *seats]
         try:
-            await self._run_loaded("claim", screening_id, seats, _now(now_ms), args)
+            await self._run_loaded("claim", screening_id, seats, self._now(now_ms), args)
         except ScreeningStarted:
             raise ScreeningStarted("Cannot book seats for past screenings") from None
 
@@ -223,7 +238,7 @@ class SeatEngine:
             _check_user(user_id)
         args = [value for seat in seats for value in (seat, sold[seat])]
         # ReplicasBehind (an Unavailable) makes the booking flow sell again until confirmed.
-        await self._run_loaded("sell", screening_id, seats, _now(now_ms), args, self.replicas)
+        await self._run_loaded("sell", screening_id, seats, self._now(now_ms), args, self.replicas)
 
     async def owe(
         self,
@@ -237,8 +252,9 @@ class SeatEngine:
         cancelled or ``due_ms``. Call it before ``sell`` (lua/owe.lua says why)."""
         _check_user(user_id)
         seats = _seat_list(seat_ids)
+        now = self._now(now_ms)
         with contextlib.suppress(ScreeningNotFound):
-            await self._run_loaded("owe", screening_id, [], _now(now_ms), [user_id, due_ms, *seats])
+            await self._run_loaded("owe", screening_id, [], now, [user_id, due_ms, *seats])
 
     async def settle(
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
@@ -247,7 +263,7 @@ class SeatEngine:
         _check_user(user_id)
         seats = _seat_list(seat_ids)
         # NOT_LOADED needs nothing: a screening loaded later has no markers.
-        await self._run("settle", screening_id, [], _now(now_ms), [user_id, *seats])
+        await self._run("settle", screening_id, [], self._now(now_ms), [user_id, *seats])
 
     async def unsell(
         self, screening_id: int, seat_ids: list[int], now_ms: int | None = None
@@ -259,17 +275,17 @@ class SeatEngine:
         # Loading when Redis lacks the screening looks useless (the load reads the cancellation
         # from PostgreSQL), but it undoes a concurrent load that read PostgreSQL before it.
         with contextlib.suppress(ScreeningNotFound):
-            await self._run_loaded("unsell", screening_id, [], _now(now_ms), seats)
+            await self._run_loaded("unsell", screening_id, [], self._now(now_ms), seats)
 
     async def seat_map(self, screening_id: int, now_ms: int | None = None) -> list[SeatState]:
         """Every seat of the screening with its status, ordered by seat id."""
-        now = _now(now_ms)
+        now = self._now(now_ms)
         reply = await self._run_loaded("seatmap", screening_id, [], now, [])
         return _seat_states(reply, now)
 
     async def snapshot(self, screening_id: int) -> SeatSnapshot | None:
         """The screening as a mirror starts from; None when Redis does not have it loaded."""
-        reply = await self._run("seatmap", screening_id, [], _now(None), [])
+        reply = await self._run("seatmap", screening_id, [], self.now_ms(), [])
         if reply[0] != Status.OK:
             return None
         seats, sold, holds = ([int(v) for v in part] for part in reply[1:4])
@@ -287,12 +303,12 @@ class SeatEngine:
         if parsed is None:
             return False
         screening_id, seat_id = parsed
-        reply = await self._run("expire", screening_id, [seat_id], _now(now_ms), [seat_id])
+        reply = await self._run("expire", screening_id, [seat_id], self._now(now_ms), [seat_id])
         return reply[0] == Status.OK and int(reply[1]) == 1
 
     async def sweep(self, now_ms: int | None = None) -> int:
         """Free every expired hold of every loaded screening; returns how many."""
-        now = _now(now_ms)
+        now = self._now(now_ms)
         loaded = await self._sweepable(now)
         freed = 0
         for start in range(0, len(loaded), SWEEP_BATCH):
@@ -305,7 +321,7 @@ class SeatEngine:
     async def refresh(self, screening_id: int, now_ms: int | None = None) -> bool:
         """The catalog changed (start, room, seats): re-read the layout into Redis, keeping live
         holds (see ``lua/refresh.lua``). False when the screening no longer exists (forgotten)."""
-        now = _now(now_ms)
+        now = self._now(now_ms)
         lock = self._loading.setdefault(screening_id, asyncio.Lock())
         async with lock:  # after this process's loads, which may have read the old layout
             try:
@@ -354,7 +370,7 @@ class SeatEngine:
         """The screening was deleted: drop every key of it (holds included); mirrors are reset."""
         lock = self._loading.setdefault(screening_id, asyncio.Lock())
         async with lock:
-            await self._forget(screening_id, _now(now_ms))
+            await self._forget(screening_id, self._now(now_ms))
         self._loading.pop(screening_id, None)
 
     async def _forget(self, screening_id: int, now: int) -> None:
@@ -367,6 +383,9 @@ class SeatEngine:
         """A number that changes on every seat change of the screening."""
         value = await self.transport.command("GET", keys.screening_version(screening_id))
         return 0 if value is None else int(value)
+
+    def _now(self, now_ms: int | None) -> int:
+        return self.clock.now_ms() if now_ms is None else now_ms
 
     async def _sweepable(self, now: int) -> list[int]:
         """The loaded screenings that may still have holds; forgets those long over."""
@@ -503,10 +522,6 @@ def _layout_args(layout: Layout) -> list[int]:
     pairs = [value for seat, user in sorted(layout.sold.items()) for value in (seat, user)]
     seats = sorted(set(layout.seat_ids))
     return [layout.starts_at_ms, len(seats), *seats, *pairs]
-
-
-def _now(now_ms: int | None) -> int:
-    return int(time.time() * 1000) if now_ms is None else now_ms
 
 
 def _seat_list(seat_ids: list[int]) -> list[int]:

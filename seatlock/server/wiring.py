@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
 from api.app import build_app
@@ -31,11 +32,13 @@ from seatlock.accounts.mail import Mailer
 from seatlock.accounts.media import LocalStorage
 from seatlock.accounts.sessions import SessionTrust, listening
 from seatlock.accounts.tokens import TokenCodec, load_or_create_secret
+from seatlock.engine.clock import RedisClock
 from seatlock.engine.events import Hub
 from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
 from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Replicas, open_transport
+from seatlock.errors import SeatLockError
 from seatlock.heartbeats import Heartbeats, no_beat, pause
 from seatlock.metrics import (
     BOOKING_BACKLOG,
@@ -146,8 +149,9 @@ def build(
         max_hold_ms=settings.max_hold_seconds * 1000,
         max_seats_per_user=settings.max_seats_per_user,
         replicas=hold_replicas(settings),
+        clock=RedisClock(transport.command, skew_ms=settings.clock_offset_ms),
     )
-    hub = Hub(transport, engine.seat_map)
+    hub = Hub(transport, engine.seat_map, now_ms=engine.now_ms)
     if settings.seat_mirrors:
         engine.mirrors = SeatMirrors(engine.snapshot, hub)
         hub.event_listeners.append(engine.mirrors.on_event)
@@ -208,9 +212,12 @@ async def running(services: Services) -> AsyncIterator[Services]:
     transport = s.engine.transport
     if not await enable_keyspace_events(transport):
         logger.warning("keyspace events refused by Redis; expiries rely on the sweep")
+    await _sync_clock(s.engine.clock)
     stop = asyncio.Event()
     beat = s.heartbeats.beater
     loops: dict[str, Coroutine[Any, Any, None]] = {
+        # Redis's clock, which decides every hold time (seatlock/engine/clock.py).
+        "redis_clock": s.engine.clock.run(s.settings.clock_sync_seconds, stop, beat("redis_clock")),
         "seat_events": s.hub.run(stop, beat("seat_events")),
         # This process's share of /ws/stats, kept in Redis.
         "ws_stats": s.hub.publish_stats(stop, beat("ws_stats")),
@@ -248,6 +255,15 @@ async def running(services: Services) -> AsyncIterator[Services]:
         if s.engine.mirrors is not None:
             await s.engine.mirrors.aclose()
         await transport.aclose()
+
+
+async def _sync_clock(clock: RedisClock) -> None:
+    """Read Redis's clock before serving, so the first holds are on it; when Redis does not answer
+    yet, the local clock stands in until the clock loop gets through."""
+    try:
+        await asyncio.wait_for(clock.sync(), 5)
+    except (TimeoutError, RedisError, OSError, SeatLockError) as exc:
+        logger.warning("Redis's clock not read at start (%r); using this host's for now", exc)
 
 
 def _watched(

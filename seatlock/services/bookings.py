@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -257,7 +256,9 @@ class BookingService:
                 return int(due.timestamp() * 1000)
         except DB_DOWN as exc:  # unrecorded, the deadline is booked_at + the setting anyway
             logger.warning("payment deadline not recorded: %r", exc)
-        return int((time.time() + self.payment_seconds) * 1000)
+        # Unrecorded: PostgreSQL judges it at booked_at + the setting (its own clock); Redis's
+        # marker counts the seats toward the cap until about then, on Redis's clock.
+        return self.engine.now_ms() + int(self.payment_seconds * 1000)
 
     async def _mark_sold(self, screening_id: int, tickets: list[Ticket]) -> None:
         """Mark the active tickets' seats sold in Redis, waiting SELL_WAIT_S at most.

@@ -122,7 +122,9 @@ class HoldService:
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
     ) -> Held:
         """Hold every seat or none (seats the user holds already are kept, with their rows)."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        # Redis's clock (the engine's), like the deadlines the script returns: new_ms below must
+        # equal theirs to tell fresh holds from kept ones, on a host whose own clock is off too.
+        now_ms = self.engine.now_ms() if now_ms is None else now_ms
         grant = new_grant()
         try:
             holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
