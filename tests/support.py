@@ -353,10 +353,15 @@ def stop_all(served: list[Served], seconds: float = 30) -> None:
 
 @contextmanager
 def serving(
-    data_dir: Path, *, path: str = "/health/ready", seconds: float = 30, **settings: object
+    data_dir: Path,
+    *,
+    path: str = "/health/ready",
+    seconds: float = 30,
+    group: bool = False,
+    **settings: object,
 ) -> Iterator[Served]:
     """``start_serve``, waited for until ``path`` answers; stopped on the way out if running."""
-    served = start_serve(data_dir, **settings)
+    served = start_serve(data_dir, group=group, **settings)
     try:
         served.wait_for(path, seconds)
         yield served
