@@ -275,21 +275,22 @@ class Served:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def wait_for(self, path: str = "/health/ready", seconds: float = 30, workers: int = 0) -> None:
-        """Until GET ``path`` answers 200 and ``workers`` workers logged their startup; fails the
-        test with the log if serve exits first or takes longer than ``seconds``."""
+    def wait_for(self, path: str = "/health/ready", seconds: float = 30, started: int = 0) -> None:
+        """Until GET ``path`` answers 200 and ``started`` workers logged their startup (a log level
+        of info or lower); fails the test with the log if serve exits first or takes longer than
+        ``seconds``. One worker may answer while another is still starting."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            if self._started(workers) and self._answers(path):
+            if self._started(started) and self._answers(path):
                 return
             time.sleep(0.1)
         pytest.fail(f"serve did not answer {path} in {seconds} s:\n{self.log.read_text()}")
 
     def _started(self, workers: int) -> bool:
-        started = self.log.read_text().count("Application startup complete.")
-        return workers == 0 or started >= workers
+        logged = self.log.read_text().count("Application startup complete.")
+        return workers == 0 or logged >= workers
 
     def _answers(self, path: str) -> bool:
         try:
@@ -358,12 +359,14 @@ def serving(
     path: str = "/health/ready",
     seconds: float = 30,
     group: bool = False,
+    started: int = 0,
     **settings: object,
 ) -> Iterator[Served]:
-    """``start_serve``, waited for until ``path`` answers; stopped on the way out if running."""
+    """``start_serve``, waited for until ``path`` answers (and ``started`` workers are up:
+    ``Served.wait_for``); stopped on the way out if still running."""
     served = start_serve(data_dir, group=group, **settings)
     try:
-        served.wait_for(path, seconds)
+        served.wait_for(path, seconds, started)
         yield served
     finally:
         stop_all([served])

@@ -112,7 +112,9 @@ def test_the_watchdog_restarts_a_killed_redis_until_stopped(data_dir: Path) -> N
 def served(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Served]:
     ports = {"embedded_redis_port": free_port(), "embedded_postgres_port": free_port()}
     settings = {"workers": request.param, "bcrypt_rounds": 4, "log_level": "info", **ports}
-    with serving(data_dir, path="/", seconds=40, **settings) as served:
+    # Every worker up before the test kills Redis: a worker still starting then fails its
+    # startup, and a worker that cannot start stops the server (seatlock/server/workers.py).
+    with serving(data_dir, path="/", seconds=40, started=request.param, **settings) as served:
         yield served
 
 

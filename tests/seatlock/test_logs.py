@@ -54,7 +54,7 @@ def run() -> Iterator[Run]:
     with scratch_dir("seatlock-logs-") as data_dir:
         served = start_serve(data_dir, **settings)
         try:
-            served.wait_for("/health/live", seconds=60, workers=2)
+            served.wait_for("/health/live", seconds=60, started=2)
             secrets, users = asyncio.run(drive(served.url, data_dir / "outbox"))
             time.sleep(0.5)  # the reset mail's background task, the WebSocket's close line
             served.interrupt()
