@@ -1,11 +1,19 @@
-"""Helpers shared by the tests: a live server in a thread, accounts, and catalog builders."""
+"""Helpers shared by the tests: a live server in a thread, the real CLI in a subprocess, accounts,
+and catalog builders."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import pytest
 import uvicorn
 import websockets
 from redis.asyncio import Redis
@@ -223,3 +232,153 @@ def wait_until_gone(needle: Path, seconds: float = 10) -> list[tuple[int, str]]:
     while (left := processes_mentioning(needle)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+# -- the real CLI: ``seatlock serve`` in a subprocess ---------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
+
+
+def serve_env(**settings: object) -> dict[str, str]:
+    """This process's environment without its SEATLOCK_ variables, plus ``settings`` by their
+    field names (``workers=2`` is SEATLOCK_WORKERS=2): nothing leaks in from the shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
+    return env | {f"SEATLOCK_{name.upper()}": str(value) for name, value in settings.items()}
+
+
+def backends_of(settings: Settings) -> dict[str, str]:
+    """The settings that make a served process share the suite's Redis, PostgreSQL and tokens."""
+    return {
+        "redis_url": settings.redis_url,
+        "database_url": settings.database_url,
+        "jwt_secret": settings.jwt_secret,
+    }
+
+
+@dataclass
+class Served:
+    """One ``seatlock serve`` process (a supervisor and its workers), its output in ``log``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log: Path
+    env: dict[str, str]
+    group: bool  # in a process group of its own, as under a terminal: Ctrl-C reaches every worker
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def wait_for(self, path: str = "/health/ready", seconds: float = 30, started: int = 0) -> None:
+        """Until GET ``path`` answers 200 and ``started`` workers logged their startup (a log level
+        of info or lower); fails the test with the log if serve exits first or takes longer than
+        ``seconds``. One worker may answer while another is still starting."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if self._started(started) and self._answers(path):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"serve did not answer {path} in {seconds} s:\n{self.log.read_text()}")
+
+    def _started(self, workers: int) -> bool:
+        logged = self.log.read_text().count("Application startup complete.")
+        return workers == 0 or logged >= workers
+
+    def _answers(self, path: str) -> bool:
+        try:
+            return httpx.get(self.url + path, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to the server (and, in a group of its own, to every worker)."""
+        if self.group:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        else:
+            self.proc.send_signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        """kill -9 the server (and, in a group of its own, every worker) and reap it."""
+        if self.group:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        else:
+            self.proc.kill()
+        self.proc.wait()
+
+    def children(self) -> list[int]:
+        """Pids whose parent is the server: its workers, redis-server and postmaster."""
+        pids = []
+        for entry in Path("/proc").glob("[0-9]*/status"):
+            try:
+                status = entry.read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{self.proc.pid}\n" in status:
+                pids.append(int(entry.parent.name))
+        return pids
+
+
+def start_serve(data_dir: Path, *, group: bool = False, **settings: object) -> Served:
+    """``seatlock serve`` on a free port with its data in ``data_dir`` (which several servers may
+    share: each logs to a file named by its port); not waited for (``Served.wait_for``)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = serve_env(data_dir=data_dir, port=port, **settings)
+    log = data_dir / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=group
+        )
+    return Served(proc, port, data_dir, log, env, group)
+
+
+def stop_all(served: list[Served], seconds: float = 30) -> None:
+    """Ctrl-C every server still running, all at once; kill -9 those not gone in ``seconds``."""
+    running = [s for s in served if s.proc.poll() is None]
+    for s in running:
+        s.interrupt()
+    for s in running:
+        try:
+            s.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            s.kill()
+
+
+@contextmanager
+def serving(
+    data_dir: Path,
+    *,
+    path: str = "/health/ready",
+    seconds: float = 30,
+    group: bool = False,
+    started: int = 0,
+    **settings: object,
+) -> Iterator[Served]:
+    """``start_serve``, waited for until ``path`` answers (and ``started`` workers are up:
+    ``Served.wait_for``); stopped on the way out if still running."""
+    served = start_serve(data_dir, group=group, **settings)
+    try:
+        served.wait_for(path, seconds, started)
+        yield served
+    finally:
+        stop_all([served])
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A data directory outside pytest's 0700 tmp root, removed once no process left behind
+    works in it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        wait_until_gone(path)
+        shutil.rmtree(path, ignore_errors=True)

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,8 +34,18 @@ from seatlock.services.container import Services
 from seatlock.services.holds import refusal
 from seatlock.settings import Settings
 from tests import factories as make
-from tests.api.test_processes import Process, start, wait_ready
-from tests.support import PASSWORD, Account, LiveServer, book_held, reserve, watch
+from tests.support import (
+    PASSWORD,
+    Account,
+    LiveServer,
+    Served,
+    backends_of,
+    book_held,
+    reserve,
+    scratch_dir,
+    serving,
+    watch,
+)
 
 Labels = dict[str, str]
 
@@ -198,21 +207,16 @@ async def _account(client: httpx.AsyncClient, email: str) -> Account:
 
 
 @pytest.fixture
-def two_workers(base_settings: Settings) -> Iterator[tuple[Process, Path]]:
+def two_workers(base_settings: Settings) -> Iterator[tuple[Served, Path]]:
     if not can_share_port():
         pytest.skip("needs SO_REUSEPORT")
-    data_dir = Path(tempfile.mkdtemp(prefix="seatlock-metrics-"))
-    process = start(base_settings, data_dir, workers=2)
-    try:
-        wait_ready(process)
+    with (
+        scratch_dir("seatlock-metrics-") as data_dir,
+        serving(
+            data_dir, workers=2, bcrypt_rounds=4, log_level="warning", **backends_of(base_settings)
+        ) as process,
+    ):
         yield process, data_dir / "metrics" / str(process.proc.pid)
-    finally:
-        process.proc.terminate()
-        try:
-            process.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.proc.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def per_worker(directory: Path, scratch: Path, name: str, labels: Labels) -> dict[int, float]:
@@ -233,7 +237,7 @@ def per_worker(directory: Path, scratch: Path, name: str, labels: Labels) -> dic
 
 
 async def test_metrics_are_summed_over_two_workers(
-    two_workers: tuple[Process, Path], db: asyncpg.Connection, tmp_path: Path
+    two_workers: tuple[Served, Path], db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     process, directory = two_workers
     show = await make.show(db, 4)
@@ -265,7 +269,7 @@ async def test_metrics_are_summed_over_two_workers(
     assert process.proc.pid not in answered
 
 
-async def test_a_dead_worker_leaves_the_live_gauges(two_workers: tuple[Process, Path]) -> None:
+async def test_a_dead_worker_leaves_the_live_gauges(two_workers: tuple[Served, Path]) -> None:
     process, directory = two_workers
     workers = _worker_pids(directory, process.proc.pid)
     assert len(workers) == 2

@@ -4,99 +4,46 @@ lives in one process's memory (DESIGN.md, scale-out)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
-from seatlock.server.embedded import free_port
 from seatlock.settings import Settings
 from tests import factories as make
-from tests.conftest import TEST_SECRET
-from tests.support import PASSWORD, RESERVE, wait_for_status, watch
-
-REPO = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
-
-
-@dataclass
-class Process:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-
-def start(settings: Settings, data_dir: Path, workers: int = 1) -> Process:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-    env |= {
-        "SEATLOCK_REDIS_URL": settings.redis_url,
-        "SEATLOCK_DATABASE_URL": settings.database_url,
-        "SEATLOCK_JWT_SECRET": TEST_SECRET,
-        "SEATLOCK_DATA_DIR": str(data_dir),
-        "SEATLOCK_PORT": str(port),
-        "SEATLOCK_WORKERS": str(workers),
-        "SEATLOCK_BCRYPT_ROUNDS": "4",
-        "SEATLOCK_LOG_LEVEL": "warning",
-    }
-    log = data_dir / f"serve-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Process(proc, port, log)
-
-
-def wait_ready(process: Process, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.proc.poll() is not None:
-            pytest.fail(f"serve exited:\n{process.log.read_text()}")
-        try:
-            if httpx.get(process.url + "/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"serve did not become ready:\n{process.log.read_text()}")
+from tests.support import (
+    PASSWORD,
+    RESERVE,
+    Served,
+    backends_of,
+    scratch_dir,
+    start_serve,
+    stop_all,
+    wait_for_status,
+    watch,
+)
 
 
 @pytest.fixture
-def two_processes(base_settings: Settings) -> Iterator[tuple[Process, Process]]:
-    data_dir = Path(tempfile.mkdtemp(prefix="seatlock-procs-"))
-    processes = [start(base_settings, data_dir), start(base_settings, data_dir)]
-    try:
-        for p in processes:
-            wait_ready(p)
-        yield processes[0], processes[1]
-    finally:
-        for p in processes:
-            p.proc.terminate()
-        for p in processes:
-            try:
-                p.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.proc.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+def two_processes(base_settings: Settings) -> Iterator[tuple[Served, Served]]:
+    with scratch_dir("seatlock-procs-") as data_dir:  # one data directory for both
+        processes = [
+            start_serve(
+                data_dir, bcrypt_rounds=4, log_level="warning", **backends_of(base_settings)
+            )
+            for _ in range(2)
+        ]
+        try:
+            for p in processes:
+                p.wait_for()
+            yield processes[0], processes[1]
+        finally:
+            stop_all(processes, seconds=15)
 
 
 async def test_a_change_made_through_one_process_reaches_watchers_of_the_other(
-    two_processes: tuple[Process, Process], db: asyncpg.Connection
+    two_processes: tuple[Served, Served], db: asyncpg.Connection
 ) -> None:
     first, second = two_processes
     show = await make.show(db, 4)

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,14 +21,11 @@ from redis.asyncio import Redis
 from seatlock import keys
 from seatlock.engine.events import STATS_INTERVAL_S, STATS_TTL_MS, Hub
 from seatlock.engine.transport import open_transport
-from seatlock.server.embedded import free_port
 from seatlock.server.workers import can_share_port
 from seatlock.settings import Settings
 from tests import factories as make
 from tests.api.test_backends_down import Gate
-from tests.api.test_processes import REPO, SERVE, Process, wait_ready
-from tests.conftest import TEST_SECRET
-from tests.support import LiveServer
+from tests.support import LiveServer, Served, backends_of, scratch_dir, serving
 
 TTL_S = STATS_TTL_MS / 1000
 FOLLOWS_S = STATS_INTERVAL_S + 1.0  # a change shows within one refresh, with slack for a busy box
@@ -88,39 +81,20 @@ async def worker_entries(redis: Redis) -> dict[str, dict[str, int]]:
 
 
 @pytest.fixture
-def two_workers(base_settings: Settings) -> Iterator[Process]:
+def two_workers(base_settings: Settings) -> Iterator[Served]:
     """``seatlock serve`` with SEATLOCK_WORKERS=2, in a process group of its own."""
-    data_dir = Path(tempfile.mkdtemp(prefix="seatlock-ws-stats-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-    env |= {
-        "SEATLOCK_REDIS_URL": base_settings.redis_url,
-        "SEATLOCK_DATABASE_URL": base_settings.database_url,
-        "SEATLOCK_JWT_SECRET": TEST_SECRET,
-        "SEATLOCK_DATA_DIR": str(data_dir),
-        "SEATLOCK_PORT": str(port),
-        "SEATLOCK_WORKERS": "2",
-        "SEATLOCK_LOG_LEVEL": "warning",
-    }
-    log = data_dir / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    served = Process(proc, port, log)
-    try:
-        wait_ready(served)
+    with (
+        scratch_dir("seatlock-ws-stats-") as data_dir,
+        serving(
+            data_dir, group=True, workers=2, log_level="warning", **backends_of(base_settings)
+        ) as served,
+    ):
         yield served
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.mark.skipif(not can_share_port(), reason="needs SO_REUSEPORT")
 async def test_two_workers_report_every_connection_and_drop_a_dead_one(
-    two_workers: Process, db: asyncpg.Connection, redis: Redis
+    two_workers: Served, db: asyncpg.Connection, redis: Redis
 ) -> None:
     url, show = two_workers.url, await make.show(db, 1)
     await eventually(lambda: worker_entries(redis), lambda e: len(e) == 2, 30)

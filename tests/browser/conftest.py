@@ -14,6 +14,7 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -160,6 +161,7 @@ class AppPage:
 
 
 Opener = Callable[..., Awaitable[AppPage]]
+MapOpener = Callable[[LiveServer, Account], Awaitable[AppPage]]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -209,3 +211,26 @@ async def open_app(browser: Browser) -> AsyncIterator[Opener]:
         await tab.page.context.close()
     for tab in opened:
         assert tab.crashes == [] and tab.elsewhere == []
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def on_the_map(open_app: Opener, screening: Screening) -> MapOpener:
+    """Opens a tab (``open_app``) on the screening's live seat map, signed in as ``account``."""
+
+    async def open_as(server: LiveServer, account: Account) -> AppPage:
+        tab = await open_app(server)
+        await tab.open_map(account.email, screening.id)
+        return tab
+
+    return open_as
+
+
+async def hold_seats(
+    server: LiveServer, account: Account, screening_id: int, seats: list[int]
+) -> dict[str, Any]:
+    """Holds ``seats`` for ``account`` through the API (as another tab of theirs would)."""
+    body: dict[str, Any] = {"screening_id": screening_id, "seat_ids": seats}
+    async with httpx.AsyncClient(base_url=server.url, headers=account.headers) as client:
+        held = await client.post("/api/v1/seat-reservations/reserve", json=body)
+        assert held.status_code == 201, held.text
+    return body

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Route, expect
 
-from tests.browser.conftest import Opener, Screening
+from tests.browser.conftest import MapOpener, Opener, Screening, hold_seats
 from tests.support import Account, LiveServer, make_account
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -26,13 +26,10 @@ TAKEN = "someone else got there first"
 
 async def test_another_users_hold_shows_live_and_a_late_attempt_gets_409(
     server: LiveServer,
-    screening: Screening,
     people: tuple[Account, Account],
-    open_app: Opener,
+    on_the_map: MapOpener,
 ) -> None:
-    ann, ben = await open_app(server), await open_app(server)
-    await ann.open_map(people[0].email, screening.id)
-    await ben.open_map(people[1].email, screening.id)
+    ann, ben = await on_the_map(server, people[0]), await on_the_map(server, people[1])
     # Ben picks A3 and asks to hold it; his request is held back until Ann has taken A3 and A4,
     # so it reaches the server too late: the race the 409 message is for.
     ann_done = asyncio.Event()
@@ -64,14 +61,11 @@ async def test_another_users_hold_shows_live_and_a_late_attempt_gets_409(
 
 async def test_the_countdown_reaches_zero_and_both_maps_free_the_seats(
     make_server: Callable[..., LiveServer],
-    screening: Screening,
     people: tuple[Account, Account],
-    open_app: Opener,
+    on_the_map: MapOpener,
 ) -> None:
     short = make_server(hold_seconds=3)
-    ann, ben = await open_app(short), await open_app(short)
-    await ann.open_map(people[0].email, screening.id)
-    await ben.open_map(people[1].email, screening.id)
+    ann, ben = await on_the_map(short, people[0]), await on_the_map(short, people[1])
     await ann.hold(("B", 1), ("B", 2))
     countdown = ann.page.locator("#countdown")
     await expect(countdown).to_contain_text("held for 0:0")
@@ -101,13 +95,10 @@ async def test_the_countdown_counts_by_the_servers_clock(
 
 async def test_a_booked_ticket_is_listed_and_cancelling_it_frees_the_seat(
     server: LiveServer,
-    screening: Screening,
     people: tuple[Account, Account],
-    open_app: Opener,
+    on_the_map: MapOpener,
 ) -> None:
-    ann, ben = await open_app(server), await open_app(server)
-    await ann.open_map(people[0].email, screening.id)
-    await ben.open_map(people[1].email, screening.id)
+    ann, ben = await on_the_map(server, people[0]), await on_the_map(server, people[1])
     await ann.hold(("C", 5))
     await ann.page.get_by_role("button", name="Book (test payment)").click()
     await expect(ann.page.get_by_role("alert")).to_contain_text("Booked: 1 ticket")
@@ -128,12 +119,10 @@ async def test_a_booked_ticket_is_listed_and_cancelling_it_frees_the_seat(
 
 async def test_a_seat_is_selected_and_held_with_the_keyboard_alone(
     server: LiveServer,
-    screening: Screening,
     people: tuple[Account, Account],
-    open_app: Opener,
+    on_the_map: MapOpener,
 ) -> None:
-    ann = await open_app(server)
-    await ann.open_map(people[0].email, screening.id)
+    ann = await on_the_map(server, people[0])
     keyboard = ann.page.keyboard
     for _ in range(40):  # the map's one tab stop, after the navigation and the zoom buttons
         await keyboard.press("Tab")
@@ -180,10 +169,8 @@ async def test_showtimes_by_day_and_search_lead_to_the_map(
 
 async def book(server: LiveServer, account: Account, screening_id: int, seats: list[int]) -> None:
     """Holds and books ``seats`` for ``account`` through the API."""
-    body = {"screening_id": screening_id, "seat_ids": seats}
+    body = await hold_seats(server, account, screening_id, seats)
     async with httpx.AsyncClient(base_url=server.url, headers=account.headers) as client:
-        held = await client.post("/api/v1/seat-reservations/reserve", json=body)
-        assert held.status_code == 201, held.text
         paid = {**body, "payment_id": f"pay_{account.id}_{seats[0]}"}
         booked = await client.post("/api/v1/tickets/book-from-reservation", json=paid)
         assert booked.status_code == 201, booked.text
@@ -199,11 +186,7 @@ async def test_screenshots_of_the_seat_map_at_desktop_and_mobile_sizes(
     ann, ben = people
     seats = screening.seat_ids
     await book(server, ben, screening.id, [seats[10], seats[11], seats[23]])
-    async with httpx.AsyncClient(base_url=server.url, headers=ben.headers) as client:
-        body = {"screening_id": screening.id, "seat_ids": [seats[13], seats[14]]}
-        assert (
-            await client.post("/api/v1/seat-reservations/reserve", json=body)
-        ).status_code == 201
+    await hold_seats(server, ben, screening.id, [seats[13], seats[14]])
     desktop, mobile = await open_app(server), await open_app(server, MOBILE)
     await desktop.open_map(ann.email, screening.id)
     await desktop.hold(("C", 4), ("C", 5))
@@ -234,11 +217,7 @@ async def test_the_admin_view_counts_seats_and_watchers_live(
     await expect(counts.locator("#count-free")).to_have_text("24")
     await expect(counts.locator("#count-watchers")).to_have_text("1")
     await book(server, people[1], screening.id, screening.seat_ids[:2])
-    async with httpx.AsyncClient(base_url=server.url, headers=people[0].headers) as client:
-        body = {"screening_id": screening.id, "seat_ids": screening.seat_ids[5:8]}
-        assert (
-            await client.post("/api/v1/seat-reservations/reserve", json=body)
-        ).status_code == 201
+    await hold_seats(server, people[0], screening.id, screening.seat_ids[5:8])
     await expect(counts.locator("#count-booked")).to_have_text("2")
     await expect(counts.locator("#count-held")).to_have_text("3")
     await expect(counts.locator("#count-free")).to_have_text("19")

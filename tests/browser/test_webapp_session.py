@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Response, Route, WebSocketRoute, expect
 
-from tests.browser.conftest import Opener, Screening
+from tests.browser.conftest import MapOpener, Opener, Screening, hold_seats
 from tests.support import Account, LiveServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -25,12 +25,10 @@ AVAILABILITY = re.compile(r"/seat-reservations/screening/\d+/availability$")
 
 async def test_the_token_is_refreshed_before_it_expires(
     server: LiveServer,
-    screening: Screening,
     people: tuple[Account, Account],
-    open_app: Opener,
+    on_the_map: MapOpener,
 ) -> None:
-    ann = await open_app(server)
-    await ann.open_map(people[0].email, screening.id)
+    ann = await on_the_map(server, people[0])
     page = ann.page
     before = json.loads(await page.evaluate(f"sessionStorage.getItem('{SESSION}')"))
     # As if the access token had 61 s left: the refresh is due 60 s before expiry, at once.
@@ -55,10 +53,9 @@ async def test_a_revoked_session_leads_to_sign_in_and_back(
     server: LiveServer,
     screening: Screening,
     people: tuple[Account, Account],
-    open_app: Opener,
+    on_the_map: MapOpener,
 ) -> None:
-    ann = await open_app(server)
-    await ann.open_map(people[0].email, screening.id)
+    ann = await on_the_map(server, people[0])
     stored = json.loads(await ann.page.evaluate(f"sessionStorage.getItem('{SESSION}')"))
     headers = {"Authorization": f"Bearer {stored['access_token']}"}
     async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
@@ -90,11 +87,12 @@ async def test_a_lost_socket_is_reconnected_and_the_map_read_again(
         if len(sockets) == 2:
             # The third connection: a seat is taken while the page has no socket, so no event
             # will tell it; only reading the availability again shows it.
-            await hold(server, people[1], screening.id, [screening.seat_ids[4]])
+            await hold_seats(server, people[1], screening.id, [screening.seat_ids[4]])
         sockets.append(socket)
         socket.connect_to_server()
 
-    await hold(server, people[1], screening.id, [screening.seat_ids[7]])  # Redis has the map now
+    seven = [screening.seat_ids[7]]
+    await hold_seats(server, people[1], screening.id, seven)  # Redis has the map now
     await ann.page.route_web_socket(re.compile(r"/ws/screenings/\d+"), relay)
     ann.page.on("response", lambda r: reads.append(r) if AVAILABILITY.search(r.url) else None)
     await ann.open_map(people[0].email, screening.id)
@@ -119,13 +117,6 @@ async def until(done: Callable[[], bool], seconds: float = 5) -> None:
     raise AssertionError("not done in time")
 
 
-async def hold(server: LiveServer, account: Account, screening_id: int, seats: list[int]) -> None:
-    body = {"screening_id": screening_id, "seat_ids": seats}
-    async with httpx.AsyncClient(base_url=server.url, headers=account.headers) as client:
-        held = await client.post("/api/v1/seat-reservations/reserve", json=body)
-        assert held.status_code == 201, held.text
-
-
 def fulfil(status: int, headers: dict[str, str], body: Any) -> Callable[[Route], Awaitable[None]]:
     async def answer(route: Route) -> None:
         await route.fulfill(status=status, headers=headers, json=body)
@@ -148,14 +139,12 @@ ANSWERS: list[tuple[int, dict[str, str], Any, str]] = [
 
 async def test_every_error_status_is_said_in_words(
     server: LiveServer,
-    screening: Screening,
     people: tuple[Account, Account],
-    open_app: Opener,
+    on_the_map: MapOpener,
 ) -> None:
     """The answers are the API's documented error shapes, given by the test: the server's own
     429 and 503 cannot be caused on demand here."""
-    ann = await open_app(server)
-    await ann.open_map(people[0].email, screening.id)
+    ann = await on_the_map(server, people[0])
     await ann.select("B", 5)
     for status, headers, body, said in ANSWERS:
         answer = fulfil(status, headers, body)

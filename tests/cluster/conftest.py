@@ -3,10 +3,7 @@ and only when one of them runs; every test starts from an empty cluster."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -14,17 +11,13 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
 from tests.cluster.local import LocalCluster
+from tests.redis_nodes import scratch_root
 
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
-    root = Path(tempfile.mkdtemp(prefix="seatlock-cluster-"))
-    cluster = LocalCluster(root).start()
-    try:
+    with LocalCluster(scratch_root("seatlock-cluster-")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,17 +9,16 @@ are picked below 55536 with both free.
 from __future__ import annotations
 
 import random
-import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
+from typing import ClassVar, Self
 
 from redis import Redis
 
-from seatlock.server.embedded import find_redis_server
+from tests.redis_nodes import RedisNodes
 
 SLOTS = 16384
 BUS_OFFSET = 10_000
@@ -44,16 +43,15 @@ def _free(port: int) -> bool:
 
 
 @dataclass
-class LocalCluster:
+class LocalCluster(RedisNodes):
     """``primaries`` primaries, each with ``replicas_each`` replicas, in ``root``."""
 
-    root: Path
+    what: ClassVar[str] = "local cluster"
+
     primaries: int = 3
     replicas_each: int = 1
     options: list[str] = field(default_factory=list)  # more redis-server options, for every node
     node_timeout_ms: int = 2000  # how long a node may be unreachable before it counts as failed
-    ports: list[int] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def primary_ports(self) -> list[int]:
@@ -70,13 +68,13 @@ class LocalCluster:
         node.response_callbacks.clear()
         return node
 
-    def start(self) -> LocalCluster:
+    def start(self) -> Self:
         count = self.primaries * (1 + self.replicas_each)
         self.ports = [free_pair() for _ in range(count)]
         for port in self.ports:
             self.procs.append(self._spawn(port))
         for port in self.ports:
-            self._wait(lambda p=port: self._pings(p), f"node {port}")
+            self._wait(partial(self._pings, port), f"node {port}")
         self._assign_slots()
         self._meet()
         self._wait(self._all_known, "nodes to meet")
@@ -84,31 +82,15 @@ class LocalCluster:
         self._wait(self._state_ok, "cluster_state:ok")
         return self
 
-    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
-        data = self.root / str(port)
-        data.mkdir(parents=True, exist_ok=True)
-        args = [
-            str(find_redis_server()),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(data),
+    def _spawn(self, port: int, *options: str) -> subprocess.Popen[bytes]:
+        cluster = [
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(self.node_timeout_ms),
-            "--appendonly", "no",
-            "--save", "",
             "--notify-keyspace-events", "Ex",
             "--hz", "100",
-            "--logfile", str(data / "redis.log"),
-            *self.options,
         ]  # fmt: skip
-        return subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        return super()._spawn(port, *cluster, *self.options, *options)
 
     def _assign_slots(self) -> None:
         share = SLOTS // self.primaries
@@ -213,30 +195,6 @@ class LocalCluster:
     def kill(self, port: int) -> None:
         """kill -9 one node."""
         self.procs[self.ports.index(port)].send_signal(signal.SIGKILL)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-        for proc in self.procs:
-            proc.wait(timeout=10)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def _pings(self, port: int) -> bool:
-        try:
-            with self.client(port) as node:
-                return node.ping() in (b"PONG", True)
-        except Exception:
-            return False
-
-    def _wait(self, check: object, what: str, seconds: float = 20.0) -> None:
-        assert callable(check)
-        deadline = time.monotonic() + seconds
-        while not check():
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"local cluster: timed out waiting for {what}")
-            time.sleep(0.05)
 
 
 def _text(value: bytes | str) -> str:

@@ -12,11 +12,8 @@ on a promoted replica itself (CONFIG SET is not replicated).
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,6 +34,7 @@ from tests.cluster.conftest import one_per_primary
 from tests.cluster.local import LocalCluster
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.lua.support import DictSource, make_engine, wait_until
+from tests.redis_nodes import scratch_root
 from tests.support import LiveServer, make_account, reserve
 
 ALICE = 7
@@ -45,16 +43,11 @@ RECOVERY_S = 15.0  # a failover takes about 2 s here (node timeout 1 s); room fo
 
 @pytest.fixture
 def failing_cluster() -> Iterator[LocalCluster]:
-    root = Path(tempfile.mkdtemp(prefix="seatlock-cluster-failover-"))
-    cluster = LocalCluster(root, node_timeout_ms=1000).start()
-    for port in cluster.ports:  # as a server that was never configured for notifications
-        with cluster.client(port) as node:
-            node.config_set("notify-keyspace-events", "")
-    try:
+    with LocalCluster(scratch_root("seatlock-cluster-failover-"), node_timeout_ms=1000) as cluster:
+        for port in cluster.ports:  # as a server that was never configured for notifications
+            with cluster.client(port) as node:
+                node.config_set("notify-keyspace-events", "")
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

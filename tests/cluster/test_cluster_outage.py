@@ -4,11 +4,8 @@ cluster-require-full-coverage no, as a deployment that wants that isolation must
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -17,20 +14,17 @@ import pytest
 from seatlock.settings import Settings
 from tests.cluster.local import LocalCluster
 from tests.cluster.test_cluster_api import shows_on_every_primary
+from tests.redis_nodes import scratch_root
 from tests.support import LiveServer, make_account, reserve
 
 
 @pytest.fixture(scope="module")
 def lone_primaries() -> Iterator[LocalCluster]:
     """Three primaries and no replica, kept serving the slots they have when one is lost."""
-    root = Path(tempfile.mkdtemp(prefix="seatlock-cluster-outage-"))
+    root = scratch_root("seatlock-cluster-outage-")
     options = ["--cluster-require-full-coverage", "no"]
-    cluster = LocalCluster(root, replicas_each=0, options=options).start()
-    try:
+    with LocalCluster(root, replicas_each=0, options=options) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_a_lost_primary_fails_only_its_screenings(

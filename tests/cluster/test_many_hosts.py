@@ -9,16 +9,8 @@ made on one is extended, cancelled and booked through the other.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,92 +19,48 @@ import orjson
 import pytest
 import websockets
 
-from seatlock.server.embedded import free_port
 from tests import factories as make
 from tests.cluster.local import LocalCluster
 from tests.conftest import TEST_SECRET
-from tests.support import Account, availability, book_held, make_account, reserve, wait_for_status
+from tests.support import (
+    Account,
+    Served,
+    availability,
+    book_held,
+    make_account,
+    reserve,
+    scratch_dir,
+    start_serve,
+    stop_all,
+    wait_for_status,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
-
-
-@dataclass
-class Host:
-    """One ``seatlock serve`` process and its workers."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+HOSTS = (("a", 2), ("b", 1))  # a data directory and the workers of each
 
 
 @pytest.fixture(scope="module")
-def hosts(backend_urls: tuple[str, str], local_cluster: LocalCluster) -> Iterator[list[Host]]:
+def hosts(backend_urls: tuple[str, str], local_cluster: LocalCluster) -> Iterator[list[Served]]:
     """Host A with two workers, host B with one, sharing the cluster, the database and the JWT
     secret (as hosts behind one load balancer do); each has a data directory of its own."""
-    root = Path(tempfile.mkdtemp(prefix="seatlock-hosts-"))
-    started: list[Host] = []
-    try:
-        for name, workers in (("a", 2), ("b", 1)):
-            started.append(serve(root / name, workers, local_cluster.url, backend_urls[1]))
-        for host in started:
-            wait_ready(host)
-        yield started
-    finally:
-        for host in started:
-            host.proc.send_signal(signal.SIGINT)
-        for host in started:
-            try:
-                host.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                host.proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def serve(data_dir: Path, workers: int, redis_url: str, database_url: str) -> Host:
-    data_dir.mkdir(parents=True)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-    env |= {
-        "SEATLOCK_DATA_DIR": str(data_dir),
-        "SEATLOCK_PORT": str(port),
-        "SEATLOCK_WORKERS": str(workers),
-        "SEATLOCK_REDIS_URL": redis_url,
-        "SEATLOCK_DATABASE_URL": database_url,
-        "SEATLOCK_JWT_SECRET": TEST_SECRET,
-        "SEATLOCK_BCRYPT_ROUNDS": "4",
-        "SEATLOCK_SEED_DEMO": "false",
-        "SEATLOCK_LOGIN_MAX_FAILURES_PER_IP": "1000",
+    shared = {
+        "redis_url": local_cluster.url,
+        "database_url": backend_urls[1],
+        "jwt_secret": TEST_SECRET,
+        "bcrypt_rounds": 4,
+        "seed_demo": "false",
+        "login_max_failures_per_ip": 1000,
     }
-    log = data_dir / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Host(proc, port, log)
-
-
-def wait_ready(host: Host) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if host.proc.poll() is not None:
-            pytest.fail(f"serve exited with {host.proc.returncode}:\n{host.log.read_text()}")
+    with scratch_dir("seatlock-hosts-") as root:
+        started = [start_serve(root / name, workers=workers, **shared) for name, workers in HOSTS]
         try:
-            if httpx.get(host.url + "/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"serve did not get ready:\n{host.log.read_text()}")
+            for host in started:
+                host.wait_for(seconds=90)
+            yield started
+        finally:
+            stop_all(started)
 
 
-async def watch(host: Host, screening_id: int, token: str | None = None) -> Any:
+async def watch(host: Served, screening_id: int, token: str | None = None) -> Any:
     """A WebSocket on ``host`` watching a screening, past its connection_confirmed message."""
     query = f"?token={token}" if token else ""
     ws = await websockets.connect(f"{host.ws_url}/ws/screenings/{screening_id}{query}")
@@ -129,7 +77,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0)
 
 
 @pytest.fixture
-async def clients(hosts: list[Host]) -> Any:
+async def clients(hosts: list[Served]) -> Any:
     async with (
         httpx.AsyncClient(base_url=hosts[0].url, timeout=15) as a,
         httpx.AsyncClient(base_url=hosts[1].url, timeout=15) as b,
@@ -138,7 +86,7 @@ async def clients(hosts: list[Host]) -> Any:
 
 
 async def test_watchers_on_one_host_see_holds_made_through_the_other(
-    hosts: list[Host], clients: Any, db: asyncpg.Connection
+    hosts: list[Served], clients: Any, db: asyncpg.Connection
 ) -> None:
     a, b = clients
     alice = await make_account(a, "alice@example.com", "Alice Example")
@@ -162,7 +110,7 @@ async def test_watchers_on_one_host_see_holds_made_through_the_other(
 
 
 async def test_ws_stats_on_either_host_counts_both_hosts(
-    hosts: list[Host], db: asyncpg.Connection
+    hosts: list[Served], db: asyncpg.Connection
 ) -> None:
     show = await make.show(db, 2)
     sockets = [await watch(hosts[0], show.id) for _ in range(3)]
@@ -177,7 +125,7 @@ async def test_ws_stats_on_either_host_counts_both_hosts(
         await eventually(lambda h=host: watchers(h, show.id, 0))  # type: ignore[misc]
 
 
-async def watchers(host: Host, screening_id: int, expected: int) -> bool:
+async def watchers(host: Served, screening_id: int, expected: int) -> bool:
     async with httpx.AsyncClient(base_url=host.url, timeout=10) as client:
         r = await client.get("/ws/stats")  # a new connection: either worker of A may answer
     assert r.status_code == 200, r.text

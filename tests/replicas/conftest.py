@@ -3,15 +3,13 @@ session and only when one of them runs; every test starts from an empty pair, re
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from seatlock.settings import Settings
+from tests.redis_nodes import scratch_root
 from tests.replicas.local import ReplicatedRedis
 from tests.support import LiveServer
 
@@ -20,13 +18,8 @@ TIMEOUT_MS = 200  # SEATLOCK_HOLD_REPLICAS_TIMEOUT_MS of the servers here
 
 @pytest.fixture(scope="session")
 def replicated() -> Iterator[ReplicatedRedis]:
-    root = Path(tempfile.mkdtemp(prefix="seatlock-replicas-"))
-    pair = ReplicatedRedis(root).start()
-    try:
+    with ReplicatedRedis(scratch_root("seatlock-replicas-")) as pair:
         yield pair
-    finally:
-        pair.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,26 +5,21 @@ redis-server binary (seatlock/server/embedded.py ``find_redis_server``); the rep
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from typing import ClassVar, Self
 
-from redis import Redis
-
-from seatlock.server.embedded import find_redis_server, free_port
+from seatlock.server.embedded import free_port
+from tests.redis_nodes import RedisNodes
 
 
 @dataclass
-class ReplicatedRedis:
-    """A primary and its replica in ``root``; ``url`` is the primary's."""
+class ReplicatedRedis(RedisNodes):
+    """A primary and its replica in ``root`` (``ports``: primary, replica); ``url`` is the
+    primary's."""
 
-    root: Path
-    ports: list[int] = field(default_factory=list)  # primary, replica
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    what: ClassVar[str] = "replicated redis"
+
     paused: bool = False
 
     @property
@@ -35,10 +30,7 @@ class ReplicatedRedis:
     def replica_url(self) -> str:
         return f"redis://127.0.0.1:{self.ports[1]}/0"
 
-    def client(self, port: int) -> Redis:
-        return Redis(host="127.0.0.1", port=port, socket_timeout=5)
-
-    def start(self) -> ReplicatedRedis:
+    def start(self) -> Self:
         self.ports = [free_port(), free_port()]
         self.procs.append(self._spawn(self.ports[0]))
         self._wait(lambda: self._pings(self.ports[0]), "the primary")
@@ -46,27 +38,6 @@ class ReplicatedRedis:
         self.procs.append(self._spawn(self.ports[1], "--replicaof", *primary))
         self._wait(self._linked, "the replica to sync")
         return self
-
-    def _spawn(self, port: int, *more: str) -> subprocess.Popen[bytes]:
-        data = self.root / str(port)
-        data.mkdir(parents=True, exist_ok=True)
-        args = [
-            str(find_redis_server()),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(data),
-            "--appendonly", "no",
-            "--save", "",
-            "--logfile", str(data / "redis.log"),
-            *more,
-        ]  # fmt: skip
-        return subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
 
     def pause(self) -> None:
         """Stop the replica (SIGSTOP): connected, but it acknowledges nothing."""
@@ -87,12 +58,7 @@ class ReplicatedRedis:
     def stop(self) -> None:
         if self.paused:
             self.resume()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-        for proc in self.procs:
-            proc.wait(timeout=10)
-        shutil.rmtree(self.root, ignore_errors=True)
+        super().stop()
 
     def _linked(self) -> bool:
         try:
@@ -101,18 +67,3 @@ class ReplicatedRedis:
         except Exception:
             return False
         return info.get("master_link_status") == "up"
-
-    def _pings(self, port: int) -> bool:
-        try:
-            with self.client(port) as node:
-                return bool(node.ping())
-        except Exception:
-            return False
-
-    def _wait(self, check: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-        deadline = time.monotonic() + seconds
-        while not check():
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"replicated redis: timed out waiting for {what}")
-            time.sleep(0.05)

@@ -2,87 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
-from seatlock.server.embedded import free_port
-from tests.support import processes_mentioning, wait_until_gone
-
-REPO = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[bytes]
-    data_dir: Path
-    url: str
-    log: Path
-
-    def children(self) -> list[int]:
-        """Pids whose parent is the server: its redis-server and postmaster."""
-        pids = []
-        for entry in Path("/proc").glob("[0-9]*/status"):
-            try:
-                status = entry.read_text()
-            except OSError:
-                continue
-            if f"\nPPid:\t{self.proc.pid}\n" in status:
-                pids.append(int(entry.parent.name))
-        return pids
+from tests.support import Served, processes_mentioning, scratch_dir, serving, wait_until_gone
 
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    data_dir = Path(tempfile.mkdtemp(prefix="seatlock-cli-"))  # outside pytest's 0700 tmp root
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-    env |= {
-        "SEATLOCK_DATA_DIR": str(data_dir),
-        "SEATLOCK_PORT": str(port),
-        "SEATLOCK_WORKERS": "1",
-        "SEATLOCK_BCRYPT_ROUNDS": "4",
-        "SEATLOCK_LOG_LEVEL": "warning",
-    }
-    log = data_dir / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    served = Served(proc, data_dir, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_for_welcome(served)
+    """``seatlock serve`` with its embedded Redis and PostgreSQL, once it welcomes visitors."""
+    with (
+        scratch_dir("seatlock-cli-") as data_dir,
+        serving(
+            data_dir, path="/", seconds=25, workers=1, bcrypt_rounds=4, log_level="warning"
+        ) as served,
+    ):
         yield served
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        wait_until_gone(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def wait_for_welcome(served: Served, seconds: float = 25) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if served.proc.poll() is not None:
-            pytest.fail(f"serve exited with {served.proc.returncode}:\n{served.log.read_text()}")
-        try:
-            if httpx.get(served.url + "/", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"serve did not answer in {seconds} s:\n{served.log.read_text()}")
 
 
 def check_demo_data(url: str) -> None:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,18 +17,24 @@ import pytest
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
 from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
 from seatlock.server.watchdog import FIRST_DELAY, MAX_DELAY, STABLE_SECONDS, Backoff, Watchdog
-from tests.seatlock.test_cli import REPO, SERVE, Served, wait_for_welcome
-from tests.support import processes_mentioning, wait_until_gone
+from tests.support import (
+    REPO,
+    SERVE,
+    Served,
+    processes_mentioning,
+    scratch_dir,
+    serve_env,
+    serving,
+    wait_until_gone,
+)
 
 RECOVERY_S = 20.0
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="seatlock-restart-"))  # outside pytest's 0700 tmp root
-    yield path
-    wait_until_gone(path)
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch_dir("seatlock-restart-") as path:
+        yield path
 
 
 def pings(port: int) -> bool:
@@ -105,36 +108,19 @@ def test_the_watchdog_restarts_a_killed_redis_until_stopped(data_dir: Path) -> N
     assert processes_mentioning(data_dir) == []
 
 
-@dataclass
-class ServedOn(Served):
-    redis_port: int
-    postgres_port: int
-
-
 @pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
-def served(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[ServedOn]:
-    port, redis_port, postgres_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-    env |= {
-        "SEATLOCK_DATA_DIR": str(data_dir),
-        "SEATLOCK_PORT": str(port),
-        "SEATLOCK_WORKERS": str(request.param),
-        "SEATLOCK_BCRYPT_ROUNDS": "4",
-        "SEATLOCK_LOG_LEVEL": "info",
-        "SEATLOCK_EMBEDDED_REDIS_PORT": str(redis_port),
-        "SEATLOCK_EMBEDDED_POSTGRES_PORT": str(postgres_port),
-    }
-    log = data_dir / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    served = ServedOn(proc, data_dir, f"http://127.0.0.1:{port}", log, redis_port, postgres_port)
-    try:
-        wait_for_welcome(served, seconds=40)
+def served(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Served]:
+    ports = {"embedded_redis_port": free_port(), "embedded_postgres_port": free_port()}
+    settings = {"workers": request.param, "bcrypt_rounds": 4, "log_level": "info", **ports}
+    # Every worker up before the test kills Redis: a worker still starting then fails its
+    # startup, and a worker that cannot start stops the server (seatlock/server/workers.py).
+    with serving(data_dir, path="/", seconds=40, started=request.param, **settings) as served:
         yield served
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+
+def port_of(served: Served, name: str) -> int:
+    """The fixed port the server was given for its embedded ``name`` (redis, postgres)."""
+    return int(served.env[f"SEATLOCK_EMBEDDED_{name.upper()}_PORT"])
 
 
 def child(served: Served, marker: str) -> int:
@@ -170,11 +156,12 @@ def hold_and_book(url: str, screening: int) -> bool:
         return r.status_code == 201
 
 
-def test_killed_servers_come_back_and_bookings_recover(served: ServedOn) -> None:
+def test_killed_servers_come_back_and_bookings_recover(served: Served) -> None:
     log = served.log.read_text()
-    redis_at = f"embedded Redis at redis://127.0.0.1:{served.redis_port}/0"
+    redis_at = f"embedded Redis at redis://127.0.0.1:{port_of(served, 'redis')}/0"
     assert f"{redis_at} (data in {served.data_dir / 'redis'})" in log
-    postgres_at = f"embedded PostgreSQL at postgresql://postgres@127.0.0.1:{served.postgres_port}"
+    postgres_port = port_of(served, "postgres")
+    postgres_at = f"embedded PostgreSQL at postgresql://postgres@127.0.0.1:{postgres_port}"
     assert f"{postgres_at}/seatlock (data in {served.data_dir / 'postgres' / 'data'})" in log
     screenings = httpx.get(served.url + "/api/v1/screenings/").json()
     assert hold_and_book(served.url, screenings[0]["id"])
@@ -212,8 +199,7 @@ def test_serve_refuses_a_taken_port_in_one_line(data_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-        env |= {"SEATLOCK_DATA_DIR": str(data_dir), "SEATLOCK_EMBEDDED_POSTGRES_PORT": str(port)}
+        env = serve_env(data_dir=data_dir, embedded_postgres_port=port)
         result = subprocess.run(
             SERVE, cwd=REPO, env=env, capture_output=True, timeout=60, check=False
         )

@@ -12,11 +12,6 @@ import asyncio
 import io
 import logging
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,12 +27,9 @@ import websockets
 from api.observe import AccessRecord
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
 from seatlock.server import logs
-from seatlock.server.embedded import free_port
 from seatlock.settings import Settings
-from tests.support import wait_until_gone
+from tests.support import scratch_dir, start_serve, stop_all
 
-REPO = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"]
 NEW_PASSWORD = "Brand-new-pass-9"
 OTHER_PASSWORD = "Other-user-pass-7"
 
@@ -58,49 +50,18 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    data_dir = Path(tempfile.mkdtemp(prefix="seatlock-logs-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-    env |= {
-        "SEATLOCK_DATA_DIR": str(data_dir),
-        "SEATLOCK_PORT": str(port),
-        "SEATLOCK_WORKERS": "2",
-        "SEATLOCK_BCRYPT_ROUNDS": "4",
-        "SEATLOCK_LOG_LEVEL": "debug",
-        "SEATLOCK_LOG_FORMAT": "json",
-    }
-    log = data_dir / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_both_workers(proc, url, log)
-        secrets, users = asyncio.run(drive(url, data_dir / "outbox"))
-        time.sleep(0.5)  # the reset mail's background task, the WebSocket's close line
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0, log.read_text()
-        yield Run(proc.pid, log.read_text(), secrets, users)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        wait_until_gone(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def wait_for_both_workers(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()}")
-        if log.read_text().count("Application startup complete.") >= 2:
-            try:
-                if httpx.get(url + "/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    pytest.fail(f"serve did not start two workers:\n{log.read_text()}")
+    settings = {"workers": 2, "bcrypt_rounds": 4, "log_level": "debug", "log_format": "json"}
+    with scratch_dir("seatlock-logs-") as data_dir:
+        served = start_serve(data_dir, **settings)
+        try:
+            served.wait_for("/health/live", seconds=60, started=2)
+            secrets, users = asyncio.run(drive(served.url, data_dir / "outbox"))
+            time.sleep(0.5)  # the reset mail's background task, the WebSocket's close line
+            served.interrupt()
+            assert served.proc.wait(timeout=30) == 0, served.log.read_text()
+            yield Run(served.proc.pid, served.log.read_text(), secrets, users)
+        finally:
+            stop_all([served])
 
 
 async def drive(url: str, outbox: Path) -> tuple[list[str], dict[str, int]]:

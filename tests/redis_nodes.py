@@ -1,0 +1,95 @@
+"""Throw-away redis-server processes on loopback, from the suite's binary (``find_redis_server``),
+for the tests that need more than one Redis: a cluster (tests/cluster/local.py) and a primary with
+a replica (tests/replicas/local.py) build on ``RedisNodes``."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Self
+
+from redis import Redis
+
+from seatlock.server.embedded import find_redis_server
+
+
+def scratch_root(prefix: str) -> Path:
+    """A new directory for the nodes' data; ``RedisNodes.stop`` removes it."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@dataclass
+class RedisNodes:
+    """redis-server processes with their data in ``root`` (a directory per port), started by a
+    subclass's ``start``; ``with nodes:`` starts them and stops them (kill -9) on the way out."""
+
+    what: ClassVar[str] = "redis nodes"  # names them in a timeout's message
+
+    root: Path
+    ports: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client(self, port: int) -> Redis:
+        return Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def _spawn(self, port: int, *options: str) -> subprocess.Popen[bytes]:
+        """A node on ``port``, not persisted, logging to its data directory, with ``options``
+        last (a repeated option overrides the one before it)."""
+        data = self.root / str(port)
+        data.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(find_redis_server()),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(data),
+            "--appendonly", "no",
+            "--save", "",
+            "--logfile", str(data / "redis.log"),
+            *options,
+        ]  # fmt: skip
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _pings(self, port: int) -> bool:
+        try:
+            with self.client(port) as node:
+                return bool(node.ping())
+        except Exception:
+            return False
+
+    def _wait(self, check: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+        """Until ``check()``; stops every node and raises if that takes over ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not check():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.what}: timed out waiting for {what}")
+            time.sleep(0.05)
