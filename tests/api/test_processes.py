@@ -30,7 +30,11 @@ def two_processes(base_settings: Settings) -> Iterator[tuple[Served, Served]]:
     with scratch_dir("seatlock-procs-") as data_dir:  # one data directory for both
         processes = [
             start_serve(
-                data_dir, bcrypt_rounds=4, log_level="warning", **backends_of(base_settings)
+                data_dir,
+                workers=1,  # one worker each: its own /ws/stats figure is the live one
+                bcrypt_rounds=4,
+                log_level="warning",
+                **backends_of(base_settings),
             )
             for _ in range(2)
         ]
