@@ -133,7 +133,7 @@ class LocalCluster(RedisNodes):
 
     def port_of_slot(self, slot: int) -> int:
         """The port of the primary serving ``slot``."""
-        with self.client(self.ports[0]) as node:
+        with self.client(self.live_ports()[0]) as node:  # ports[0] may be killed
             for start, end, primary, *_ in node.execute_command("CLUSTER SLOTS"):
                 if start <= slot <= end:
                     return int(primary[1])
@@ -184,7 +184,7 @@ class LocalCluster(RedisNodes):
         return port
 
     def keyslot(self, key: str) -> int:
-        with self.client(self.ports[0]) as node:
+        with self.client(self.live_ports()[0]) as node:  # ports[0] may be killed
             return int(node.execute_command("CLUSTER KEYSLOT", key))
 
     def flush(self) -> None:
