@@ -7,8 +7,11 @@ the run's throughput a fifth lower). With SO_REUSEPORT each worker binds the por
 kernel spreads new connections across the workers' sockets by their addresses.
 
 The supervisor starts the workers, starts a new one when one dies, and on SIGINT or SIGTERM tells
-them all to stop and waits for them (uvicorn's graceful shutdown). A worker that cannot start
-(the port taken, the app broken) stops the whole server instead of being started again forever.
+them all to stop and waits for them (uvicorn's graceful shutdown). A first worker that cannot start
+(the port taken, the app broken) stops the whole server instead of being started again forever. A
+replacement that cannot start (PostgreSQL or Redis down while it starts: the app's start-up
+connects and migrates) is started again after a pause that doubles up to RETRY_MAX_S, while the
+other workers go on serving: one worker dying during an outage must not stop the server.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from uvicorn.config import STARTUP_FAILURE
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the supervisor looks at its workers when nothing happens
+RETRY_MIN_S = 1.0  # pause before starting again a replacement that could not start
+RETRY_MAX_S = 30.0
 STOP_MARGIN_S = 5.0  # on top of uvicorn's graceful shutdown, before a worker is killed
 
 
@@ -80,20 +85,36 @@ def serve(options: dict[str, Any], workers: int) -> int:
         return process
 
     processes = [start() for _ in range(workers)]
+    replaced: set[int] = set()  # slots whose worker is a replacement (one died before it)
+    pauses: dict[int, float] = {}  # slot -> the pause after its replacement's next failure
+    retry_at: dict[int, float] = {}  # slot -> when to start again a replacement that failed
     status = 0
     try:
         while not stopping:
-            wait([p.sentinel for p in processes], timeout=POLL_S)
+            wait([p.sentinel for i, p in enumerate(processes) if i not in retry_at], POLL_S)
             for index, process in enumerate(processes):
                 if process.is_alive() or stopping:
                     continue
-                if process.exitcode == STARTUP_FAILURE:
-                    logger.error("a worker could not start; stopping")
-                    status = STARTUP_FAILURE
-                    stopping.append(signal.SIGTERM)
-                    break
-                logger.warning("worker %s exited (%s); starting one", process.pid, process.exitcode)
+                if index in retry_at:
+                    if time.monotonic() >= retry_at[index]:
+                        del retry_at[index]
+                        processes[index] = start()
+                    continue
                 forget_metrics(process)
+                if process.exitcode == STARTUP_FAILURE:
+                    if index not in replaced:  # a first worker: the port taken, the app broken
+                        logger.error("a worker could not start; stopping")
+                        status = STARTUP_FAILURE
+                        stopping.append(signal.SIGTERM)
+                        break
+                    pause = pauses.get(index, RETRY_MIN_S)
+                    logger.warning("a new worker could not start; trying again in %.0f s", pause)
+                    pauses[index] = min(pause * 2, RETRY_MAX_S)
+                    retry_at[index] = time.monotonic() + pause
+                    continue
+                logger.warning("worker %s exited (%s); starting one", process.pid, process.exitcode)
+                pauses.pop(index, None)  # it had started: a new failure starts the pauses anew
+                replaced.add(index)
                 processes[index] = start()
     finally:
         _stop_all(processes, (options.get("timeout_graceful_shutdown") or 10) + STOP_MARGIN_S)

@@ -25,18 +25,25 @@ OPTIONS = (
     "{'app': 'tests.api.pid_app:app', 'host': '127.0.0.1', 'port': %d, 'lifespan': 'off',"
     " 'log_level': 'warning', 'timeout_graceful_shutdown': 2}"
 )
+FAILING_START = OPTIONS.replace("pid_app:app", "pid_app:failing_start").replace("'off'", "'on'")
 
 
-def supervisor(port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+def supervisor(
+    port: int, log: Path | None = None, options: str = OPTIONS, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """The supervisor and its workers in a process group of their own, as under a terminal."""
     code = (
         "import sys; from seatlock.server.workers import serve;"
-        f" sys.exit(serve({OPTIONS % port}, 2))"
+        f" sys.exit(serve({options % port}, 2))"
     )
     out = log.open("wb") if log is not None else None
     try:
         return subprocess.Popen(
-            [sys.executable, "-c", code], stderr=out, stdout=out, start_new_session=True
+            [sys.executable, "-c", code],
+            stderr=out,
+            stdout=out,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     finally:
         if out is not None:
@@ -130,3 +137,28 @@ def test_a_port_taken_stops_the_server_instead_of_restarting_workers() -> None:
         assert proc.wait(timeout=30) == 3  # uvicorn's STARTUP_FAILURE
     finally:
         taken.close()
+
+
+async def test_a_replacement_that_cannot_start_is_tried_again_while_the_other_serves(
+    tmp_path: Path,
+) -> None:
+    port, log, marker = free_port(), tmp_path / "serve.log", tmp_path / "backend-down"
+    proc = supervisor(port, log, FAILING_START, {"PID_APP_FAIL_WHILE": str(marker)})
+    try:
+        first = set(await until_serving(port))
+        marker.touch()  # from now on a new worker's start-up fails, as with PostgreSQL down
+        victim = first.pop()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while "could not start; trying again in 2 s" not in log.read_text():  # failed twice
+            assert proc.poll() is None, log.read_text()  # the server goes on
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+        assert set(await pids_of_connections(port, 16)) == first  # the other worker serves
+        marker.unlink()  # the backend is back: the next try starts
+        workers = set(await until_serving(port))
+        assert victim not in workers and first < workers
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
