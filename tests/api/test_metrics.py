@@ -280,8 +280,15 @@ async def test_a_dead_worker_leaves_the_live_gauges(two_workers: tuple[Served, P
             if not (directory / f"gauge_livesum_{victim}.db").exists():
                 break
             await asyncio.sleep(0.1)
-    async with httpx.AsyncClient(base_url=process.url) as client:
-        assert "seatlock_ws_connections" in await scrape(client)
+    # The other worker may still be between its start-up and listening (its gauges are written
+    # from the start-up on), so the port can refuse until it or the replacement listens.
+    async with asyncio.timeout(20), httpx.AsyncClient(base_url=process.url) as client:
+        while True:
+            try:
+                assert "seatlock_ws_connections" in await scrape(client)
+                break
+            except httpx.ConnectError:
+                await asyncio.sleep(0.1)
 
 
 def _worker_pids(directory: Path, supervisor: int) -> list[int]:
