@@ -173,6 +173,7 @@ class ClusterTransport(Batcher[str]):
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         self._known.update(n for n in fresh if n is not None)
         return self._replicated(batch, replies, waits) if waits else replies
+
     async def _waits(self, batch: list[Call[str]]) -> Waits:
         """The primaries the batch's calls run with replicas go to, each with its calls."""
         waits: Waits = {}
@@ -208,7 +209,6 @@ class ClusterTransport(Batcher[str]):
         """Whether the call's slot is still on node ``name``: a MOVED call ran elsewhere."""
         node = self._node_of(call)
         return node is not None and node.name == name
-
 
     async def subscribe(
         self,
