@@ -120,8 +120,7 @@ class Observe:
 
     def _done(self, scope: Scope, status: int, started: float) -> None:
         seconds = time.perf_counter() - started
-        route = scope.get("route")
-        template: str = UNMATCHED if route is None else getattr(route, "path", UNMATCHED)
+        template = route_template(scope)
         method = scope["method"]
         if method not in METHODS:
             method = "other"
@@ -165,18 +164,30 @@ class Observe:
 
 def access_line(scope: Scope, method: str, template: str, status: int, seconds: float) -> None:
     """The access log line of an HTTP request."""
-    path, client, user_id = target(scope), peer(scope), scope.get("user_id")
-    duration_ms = round(seconds * 1000, 3)
+    write_access(scope, method, template, status, seconds)
+
+
+def write_access(
+    scope: Scope,
+    method: str,
+    template: str,
+    status: int | None,
+    seconds: float,
+    event: str | None = None,
+) -> None:
+    """An access line: the record's fields (``event`` on a WebSocket's lines only)."""
     fields = {
         "method": method,
         "route": template,
-        "path": path,
+        "path": target(scope),
         "status": status,
-        "duration_ms": duration_ms,
-        "user_id": user_id,
+        "duration_ms": round(seconds * 1000, 3),
+        "user_id": scope.get("user_id"),
         "request_id": scope.get("request_id"),
-        "client": client,
+        "client": peer(scope),
     }
+    if event is not None:
+        fields["event"] = event
     ACCESS.handle(AccessRecord.of(fields))
 
 
@@ -241,22 +252,15 @@ _RECORD_TEMPLATE: dict[str, Any] = {
 def websocket_line(scope: Scope, event: str, status: int | None, started: float) -> None:
     """A WebSocket's access line: when it is accepted (status 101) and when it ends (the close
     code the client sent, None when the server closed first)."""
+    seconds = time.perf_counter() - started
+    write_access(scope, "WEBSOCKET", route_template(scope), status, seconds, event)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (what Starlette and FastRouter put in the scope), or
+    ``unmatched``: never the raw path, so a client cannot grow a label set or a log field."""
     route = scope.get("route")
-    template = UNMATCHED if route is None else getattr(route, "path", UNMATCHED)
-    path, client, user_id = target(scope), peer(scope), scope.get("user_id")
-    duration_ms = round((time.perf_counter() - started) * 1000, 3)
-    fields = {
-        "method": "WEBSOCKET",
-        "route": template,
-        "path": path,
-        "event": event,
-        "status": status,
-        "duration_ms": duration_ms,
-        "user_id": user_id,
-        "request_id": scope.get("request_id"),
-        "client": client,
-    }
-    ACCESS.handle(AccessRecord.of(fields))
+    return UNMATCHED if route is None else getattr(route, "path", UNMATCHED)
 
 
 def target(scope: Scope) -> str:
