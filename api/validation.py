@@ -155,7 +155,17 @@ def _union(node: mi.UnionType, value: Any, loc: Loc, problems: list[Problem]) ->
 
 
 def _int(node: mi.IntType, value: Any, loc: Loc, problems: list[Problem]) -> Any:
-    number = _as_int(value)
+    return _number(node, _as_int(value), value, loc, problems)
+
+
+def _number(
+    node: mi.IntType | mi.FloatType,
+    number: float | str,
+    value: Any,
+    loc: Loc,
+    problems: list[Problem],
+) -> Any:
+    """``number`` (read from ``value``, or the type of its error) checked against the bounds."""
     if isinstance(number, str):
         problems.append(problem(number, loc, _NUMBER_TEXT[number], value))
         return value
@@ -178,12 +188,7 @@ def _as_int(value: Any) -> int | str:
 
 
 def _float(node: mi.FloatType, value: Any, loc: Loc, problems: list[Problem]) -> Any:
-    number = _as_float(value)
-    if isinstance(number, str):
-        problems.append(problem(number, loc, _NUMBER_TEXT[number], value))
-        return value
-    _bounds(node, number, value, loc, problems)
-    return number
+    return _number(node, _as_float(value), value, loc, problems)
 
 
 def _as_float(value: Any) -> float | str:
