@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import asyncpg
+
 from db.pool import Conn
 
 logger = logging.getLogger(__name__)
@@ -42,3 +44,12 @@ async def migrate(conn: Conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     return applied
+
+
+async def migrate_database(url: str) -> list[str]:
+    """``migrate`` on a connection of its own to ``url`` (start-up, tools, tests)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -31,10 +31,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 from starlette.applications import Starlette
 
+from db.migrate import migrate_database
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
 from seatlock.process import settle_garbage_collector
 from seatlock.server import logs
@@ -176,16 +176,6 @@ def report(name: str, spent: dict[str, list[float]]) -> None:
     print(f"{name:<19} us CPU/request: " + " | ".join(cells), flush=True)
 
 
-async def migrate(database_url: str) -> None:
-    from db.migrate import migrate as apply
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        await apply(conn)
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtests.stackcost", description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000, help="per workload, way and round")
@@ -219,7 +209,7 @@ def main() -> None:
 
 def run(settings: Settings, count: int, rounds: int) -> None:
     async def go() -> None:
-        await migrate(settings.database_url)
+        await migrate_database(settings.database_url)
         await measure(settings, count, rounds)
 
     try:

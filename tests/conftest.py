@@ -17,7 +17,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from db.migrate import migrate
+from db.migrate import migrate_database
 from seatlock.server.embedded import embedded_services
 from seatlock.settings import Settings
 from tests.support import Account, LiveServer, make_account
@@ -30,24 +30,16 @@ def backend_urls() -> Iterator[tuple[str, str]]:
     redis_url = os.environ.get("SEATLOCK_TEST_REDIS_URL", "")
     database_url = os.environ.get("SEATLOCK_TEST_DATABASE_URL", "")
     if redis_url and database_url:
-        asyncio.run(_migrate(database_url))
+        asyncio.run(migrate_database(database_url))
         yield redis_url, database_url
         return
     root = Path(tempfile.mkdtemp(prefix="seatlock-test-"))
     try:
         with embedded_services(root, persistent=False) as urls:
-            asyncio.run(_migrate(urls[1]))
+            asyncio.run(migrate_database(urls[1]))
             yield urls
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-async def _migrate(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -76,14 +76,10 @@ def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> list[Ser
 
 async def prepare(settings: Settings, seed: bool) -> None:
     """Migrate, create the configured admin, and seed demo data into an empty database."""
-    from db.migrate import migrate
+    from db.migrate import migrate_database
     from db.users import ensure_admin
 
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    await migrate_database(settings.database_url)
     if settings.admin_email and settings.admin_password:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
         try:

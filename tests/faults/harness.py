@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from db.migrate import migrate
+from db.migrate import migrate_database
 from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
 from seatlock.settings import Settings
 from tests import factories as make
@@ -76,7 +76,7 @@ class Backends:
         backends = cls(EmbeddedRedis(root / "redis"), RestartablePostgres(root / "pg" / "data"))
         backends.redis.start()
         backends.postgres.start()
-        asyncio.run(_migrate(backends.postgres.url))
+        asyncio.run(migrate_database(backends.postgres.url))
         return backends
 
     def stop(self) -> None:
@@ -115,14 +115,6 @@ def _kill9(proc: subprocess.Popen[bytes] | None) -> None:
     assert proc is not None and proc.poll() is None
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 class WorkerServer:

@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from db.migrate import migrate
+from db.migrate import migrate_database
 from db.pool import ReplicaReads
 from seatlock.server.embedded import EmbeddedPostgres
 from seatlock.settings import Settings
@@ -47,7 +47,7 @@ def replicated() -> Iterator[Replicated]:
     replica: EmbeddedPostgres | None = None
     try:
         primary.start()
-        asyncio.run(_migrate(primary.url))
+        asyncio.run(migrate_database(primary.url))
         replica = primary.standby(root / "replica" / "data")
         replica.start()
         asyncio.run(caught_up(primary.url, replica.url))
@@ -57,14 +57,6 @@ def replicated() -> Iterator[Replicated]:
             replica.stop()
         primary.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 async def caught_up(primary_url: str, replica_url: str, within: float = 10.0) -> None:
