@@ -22,7 +22,6 @@ import pytest
 from db.migrate import migrate_database
 from db.pool import ReplicaReads
 from seatlock.server.embedded import EmbeddedPostgres
-from seatlock.settings import Settings
 from tests.support import LiveServer
 
 
@@ -116,25 +115,18 @@ async def replica_db(clean_replicated: Replicated) -> AsyncIterator[asyncpg.Conn
 
 @pytest.fixture
 def start_app(
-    base_settings: Settings, clean_replicated: Replicated
-) -> Iterator[Callable[..., LiveServer]]:
+    make_server: Callable[..., LiveServer], clean_replicated: Replicated
+) -> Callable[..., LiveServer]:
     """Start the app on the replicated pair: ``start_app(database_read_max_lag_seconds=1)``."""
-    started: list[LiveServer] = []
 
     def start(**changes: object) -> LiveServer:
-        settings = base_settings.replace(
+        return make_server(
             database_url=clean_replicated.primary_url,
             database_read_url=clean_replicated.replica_url,
             **changes,
         )
-        live = LiveServer(settings)
-        live.start()
-        started.append(live)
-        return live
 
-    yield start
-    for live in started:
-        live.stop()
+    return start
 
 
 @pytest.fixture
