@@ -338,3 +338,22 @@ def with_vary(vary: bytes | None, name: bytes) -> bytes:
     if name.lower() in present or b"*" in present:
         return vary
     return vary + b", " + name
+
+
+class AssetCaching:
+    """Adds ``Cache-Control: <policy>`` and ``Vary: Origin`` to the 200s and 304s of ``app``, a
+    Starlette StaticFiles (whose ETag and 304s stay as they are): a year for versioned assets
+    (/docs' Swagger UI and ReDoc), ``no-cache`` for the web app's, revalidated on every load.
+    ``Vary: Origin``: a cached answer must not serve another origin (api/app.py BrowserCors)."""
+
+    def __init__(self, app: ASGIApp, policy: str) -> None:
+        self.app = app
+        self.headers = [(b"cache-control", policy.encode()), (b"vary", b"Origin")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_cached(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (200, 304):
+                message["headers"] = [*message.get("headers", ()), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_cached)

@@ -15,16 +15,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.caching import AssetCaching
 
 STATIC_DIR = Path(__file__).parent / "static"
 SWAGGER_UI = "swagger-ui-5.35.0"  # npm swagger-ui-dist
 REDOC = "redoc-2.5.4"  # npm redoc, bundles/redoc.standalone.js
-IMMUTABLE = [
-    (b"cache-control", b"public, max-age=31536000, immutable"),
-    # A cached answer must not serve a request of another Origin (api/app.py BrowserCors).
-    (b"vary", b"Origin"),
-]
+IMMUTABLE = "public, max-age=31536000, immutable"  # the asset URLs name their versions
 
 # URLs are relative to the page (``/docs`` -> ``static/...``, ``openapi.json``), so the pages also
 # work under a path prefix (a proxy's root_path).
@@ -106,24 +103,10 @@ async def redoc(request: Request) -> HTMLResponse:
     return HTMLResponse(REDOC_HTML, headers=REDOC_HEADERS)
 
 
-class Immutable:
-    """Adds a year's caching to the successful answers of ``app`` (versioned assets only)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_cached(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in (200, 304):
-                message["headers"] = [*message.get("headers", ()), *IMMUTABLE]
-            await send(message)
-
-        await self.app(scope, receive, send_cached)
-
-
 def asset_mount(folder: str) -> Mount:
     """``/static/<folder>``: one versioned folder of ``api/static`` (its README is not served)."""
-    return Mount(f"/static/{folder}", Immutable(StaticFiles(directory=STATIC_DIR / folder)))
+    assets = StaticFiles(directory=STATIC_DIR / folder)
+    return Mount(f"/static/{folder}", AssetCaching(assets, IMMUTABLE))
 
 
 ROUTES: list[BaseRoute] = [

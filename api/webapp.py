@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.caching import AssetCaching
 
 WEBAPP_DIR = Path(__file__).parent / "webapp"
 PAGE = (WEBAPP_DIR / "index.html").read_text(encoding="utf-8")
@@ -26,7 +27,6 @@ CONTENT_POLICY = (
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
 )
 PAGE_HEADERS = {"content-security-policy": CONTENT_POLICY, "cache-control": "no-cache"}
-REVALIDATE = (b"cache-control", b"no-cache")
 
 
 async def page(request: Request) -> HTMLResponse:
@@ -39,23 +39,8 @@ async def to_page(request: Request) -> RedirectResponse:
     return RedirectResponse(request.url.replace(path=request.url.path.rstrip("/")), 308)
 
 
-class Revalidated:
-    """Adds ``Cache-Control: no-cache`` to what ``app`` sends (assets that are not versioned)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_revalidated(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), REVALIDATE]
-            await send(message)
-
-        await self.app(scope, receive, send_revalidated)
-
-
 ROUTES: list[BaseRoute] = [
     Route("/app", page, methods=["GET"], include_in_schema=False),
     Route("/app/", to_page, methods=["GET"], include_in_schema=False),
-    Mount("/app/assets", Revalidated(StaticFiles(directory=WEBAPP_DIR))),
+    Mount("/app/assets", AssetCaching(StaticFiles(directory=WEBAPP_DIR), "no-cache")),
 ]
