@@ -60,6 +60,9 @@ class RedisNodes:
             "--appendonly", "no",
             "--save", "",
             "--logfile", str(data / "redis.log"),
+            # Redis 7 waits 5 s before a diskless full sync: a replica would be of no use for
+            # that long (a primary killed meanwhile has no replica able to take over).
+            "--repl-diskless-sync-delay", "0",
             *options,
         ]  # fmt: skip
         return subprocess.Popen(

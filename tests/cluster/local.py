@@ -80,6 +80,7 @@ class LocalCluster(RedisNodes):
         self._wait(self._all_known, "nodes to meet")
         self._replicate()
         self._wait(self._state_ok, "cluster_state:ok")
+        self._wait(self._replicas_synced, "replicas to sync")
         return self
 
     def _spawn(self, port: int, *options: str) -> subprocess.Popen[bytes]:
@@ -118,6 +119,14 @@ class LocalCluster(RedisNodes):
         for j, port in enumerate(replicas):
             with self.client(port) as node:
                 node.execute_command("CLUSTER REPLICATE", ids[j % self.primaries])
+
+    def _replicas_synced(self) -> bool:
+        """Every replica has its primary's data: only then can it take over from it."""
+        for port in self.ports[self.primaries :]:
+            with self.client(port) as node:
+                if "master_link_status:up" not in _text(node.execute_command("INFO replication")):
+                    return False
+        return True
 
     def node_id(self, port: int) -> str:
         with self.client(port) as node:
