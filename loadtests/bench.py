@@ -419,9 +419,12 @@ class Bench:
     async def workloads(self, s: Seeded) -> None:
         screenings = [s.hold_screening, s.redis_screening, *s.ws_screenings]
         await self.warm_screenings([(sid, s.hot_seats[-1]) for sid in screenings])
-        parts = self.parts(s)
+        parts, took = self.parts(s), []
         for name in self.config.only:
+            started = time.monotonic()
             await parts[name]()
+            took.append(f"{name} {time.monotonic() - started:.0f} s")
+        self.report.notes.append(f"time per part: {', '.join(took)}")
 
     def parts(self, s: Seeded) -> dict[str, Callable[[], Awaitable[None]]]:
         """Each part of PARTS by name: the workloads that make its rows."""

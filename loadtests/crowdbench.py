@@ -27,7 +27,10 @@ STEPS = ("availability", "hold", "book")
 
 async def crowd_part(bench: Bench, s: Seeded) -> None:
     config = bench.config
+    started = time.monotonic()
     tokens = await bench.login_all(s.crowd_user_ids)
+    took = time.monotonic() - started
+    bench.report.notes.append(f"crowd: {len(tokens):,} users signed in beforehand in {took:.0f} s")
     await bench.warm_screenings([(s.crowd_screening, s.crowd_seats[-1])])
     watch = bench.watch_jobs("watch", s.crowd_screening, config.crowd_watchers)
     ran: list[tuple[float, Sample]] = []
