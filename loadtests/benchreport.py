@@ -219,7 +219,7 @@ def crowd_svg(
         counts[kind][min(slices - 1, int(at / step))] += 1
     rates = {kind: [n / step for n in series] for kind, series in counts.items()}
     top = max(max(series) for series in rates.values()) * 1.1 or 1.0
-    plot_w, plot_h = width - left - 60, height - bottom - 20
+    plot_w, plot_h = width - left - 60, height - bottom - 40  # two lines of title on top
 
     def x(seconds: float) -> float:
         return left + seconds / span * plot_w
@@ -238,15 +238,16 @@ def crowd_svg(
         [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
             ' font-family="sans-serif" font-size="12">',
-            f'<text x="{left}" y="14">{title}: answers/s, a seat (green) or sold out (blue),'
-            f" per slice of {step:.2f} s; tickets sold (red, right scale)</text>",
+            f'<text x="{left}" y="14">{title}</text>',
+            f'<text x="{left}" y="30">answers per second, a seat (green) or sold out (blue), per'
+            f" slice of {step:.2f} s; tickets sold so far (red, right scale)</text>",
             f'<line x1="{left}" y1="{height - bottom}" x2="{left + plot_w}" y2="{height - bottom}"'
             ' stroke="black"/>',
-            f'<line x1="{left}" y1="20" x2="{left}" y2="{height - bottom}" stroke="black"/>',
-            f'<line x1="{left + plot_w}" y1="20" x2="{left + plot_w}" y2="{height - bottom}"'
+            f'<line x1="{left}" y1="40" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+            f'<line x1="{left + plot_w}" y1="40" x2="{left + plot_w}" y2="{height - bottom}"'
             ' stroke="red"/>',
-            f'<text x="5" y="24">{top:,.0f}/s</text><text x="5" y="{height - bottom}">0</text>',
-            f'<text x="{left + plot_w + 5}" y="24" fill="red">{seats} seats</text>',
+            f'<text x="5" y="44">{top:,.0f}/s</text><text x="5" y="{height - bottom}">0</text>',
+            f'<text x="{left + plot_w + 5}" y="44" fill="red">{seats} seats</text>',
             f'<text x="{left + plot_w - 40}" y="{height - 10}">{span:.1f} s</text>',
             f'<polyline fill="none" stroke="green" points="{line(rates["seat"])}"/>',
             f'<polyline fill="none" stroke="blue" points="{line(rates["sold out"])}"/>',
