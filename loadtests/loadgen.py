@@ -666,6 +666,8 @@ async def watch(job: Job) -> Sample:
             await ws.close()
 
     tasks = [asyncio.create_task(one()) for _ in range(job.watchers)]
+    if not tasks:  # e.g. --crowd-watchers 0: nobody to wait for
+        settled.set()
     await settled.wait()
     ready.put(sample.connected)
     await asyncio.to_thread(stop.wait)
