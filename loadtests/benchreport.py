@@ -20,6 +20,41 @@ class Row:
     p99: str = ""
     ratio: str = ""
     target: str = ""
+    met: bool | None = None  # judged from the row's own figures; None: no target
+
+    @property
+    def verdict(self) -> str:
+        return "" if self.met is None else ("met" if self.met else "missed")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A row's bar: at least ``ratio`` of its ceiling (``of``), a p99 of at most ``p99_ms``."""
+
+    ratio: float | None = None
+    p99_ms: float | None = None
+    of: str = "HTTP"
+
+    def __str__(self) -> str:
+        parts = [] if self.ratio is None else [f">= {self.ratio:.2f} x {self.of}"]
+        if self.p99_ms is not None:
+            parts.append(f"p99 <= {self.p99_ms:g} ms")
+        return ", ".join(parts)
+
+    def met(self, ratio: float, p99_ms: float) -> bool:
+        return (self.ratio is None or at_least(ratio, self.ratio)) and (
+            self.p99_ms is None or at_most(p99_ms, self.p99_ms)
+        )
+
+
+def at_least(value: float, bound: float) -> bool:
+    """``value >= bound``; a figure that was not measured (NaN) misses every target."""
+    return value == value and value >= bound
+
+
+def at_most(value: float, bound: float) -> bool:
+    """``value <= bound``; NaN (not measured) and infinity ("never") miss."""
+    return value == value and value <= bound
 
 
 @dataclass
@@ -32,11 +67,32 @@ class Report:
     lost: int = -1
     notes: list[str] = field(default_factory=list)
     hold_timeline: list[tuple[float, float]] = field(default_factory=list)  # (finished, ms)
+    checks: list[Row] = field(default_factory=list)  # the parts' own correctness rows
+    plots: dict[str, str] = field(default_factory=dict)  # file suffix -> SVG, e.g. "holds"
+
+    def correctness(self) -> list[Row]:
+        """The rows that must hold whatever the machine: any of them missed fails the run."""
+        return [
+            check("Double-sold seats", self.double_sold),
+            check("Lost bookings (201 not in PostgreSQL)", self.lost),
+            check("HTTP 5xx answers", self.server_errors),
+            check("Dropped connections (no answer)", self.dropped),
+            *self.checks,
+        ]
 
     @property
     def correct(self) -> bool:
-        failures = (self.double_sold, self.lost, self.server_errors, self.dropped)
-        return failures == (0, 0, 0, 0)
+        return all(row.met for row in self.correctness())
+
+    @property
+    def missed(self) -> list[str]:
+        """The target rows whose own figures missed their target."""
+        return [row.name for row in self.rows if row.met is False]
+
+
+def check(name: str, count: int) -> Row:
+    """A correctness row: a count that must be 0 (-1: never counted, which fails too)."""
+    return Row(name, str(count), target="must be 0", met=count == 0)
 
 
 def rate(sample: Sample, duration: float) -> float:
@@ -61,14 +117,8 @@ def quantiles(sample: Sample) -> tuple[str, str]:
 
 
 def render(report: Report, command: str, setup: str) -> str:
-    rows = [
-        *report.rows,
-        Row("Double-sold seats", str(report.double_sold), target="must be 0"),
-        Row("Lost bookings (201 not in PostgreSQL)", str(report.lost), target="must be 0"),
-        Row("HTTP 5xx answers", str(report.server_errors), target="must be 0"),
-        Row("Dropped connections (no answer)", str(report.dropped), target="must be 0"),
-    ]
-    header = ["Workload", "Result", "p50", "p99", "Ratio to ceiling", "Target"]
+    rows = [*report.rows, *report.correctness()]
+    header = ["Workload", "Result", "p50", "p99", "Ratio to ceiling", "Target", "Verdict"]
     lines = [
         f"# seatlock bench, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -79,15 +129,24 @@ def render(report: Report, command: str, setup: str) -> str:
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
-        *(
-            "| " + " | ".join([r.name, r.value, r.p50, r.p99, r.ratio, r.target]) + " |"
-            for r in rows
-        ),
+        *(table_line([r.name, r.value, r.p50, r.p99, r.ratio, r.target, r.verdict]) for r in rows),
         "",
         *(f"- {note}" for note in report.notes),
-        f"- verdict: {'OK' if report.correct else 'FAILED'}",
+        f"- verdict: {verdict(report)}",
     ]
     return "\n".join(lines)
+
+
+def table_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def verdict(report: Report) -> str:
+    """One line: targets met or missed (and which), and whether the books are correct."""
+    missed = report.missed
+    targets = f"targets missed ({'; '.join(missed)})" if missed else "targets met"
+    books = "correctness OK" if report.correct else "correctness FAILED"
+    return f"{'missed' if missed or not report.correct else 'met'}: {targets}, {books}"
 
 
 def machine() -> str:
@@ -138,6 +197,61 @@ def latency_svg(timeline: list[tuple[float, float]], title: str, width: int = 80
             f'<text x="{width - 60}" y="{height - 10}">{span:.1f} s</text>',
             f'<polyline fill="none" stroke="blue" points="{points(p50)}"/>',
             f'<polyline fill="none" stroke="red" points="{points(p99)}"/>',
+            "</svg>",
+        ]
+    )
+
+
+def crowd_svg(
+    answers: list[tuple[float, str]], sold: list[tuple[float, int]], seats: int, title: str
+) -> str:
+    """The release-day crowd over time: definite answers per second (a seat, green; sold out,
+    blue) per slice, and the tickets sold so far (red, on its own scale up to ``seats``).
+    ``answers`` are (seconds since the crowd started, kind); ``sold`` (seconds, tickets)."""
+    width, height, left, bottom = 800, 300, 60, 40
+    if not answers:
+        return latency_svg([], title)
+    span = max(t for t, _ in answers) or 1.0
+    slices = 60
+    step = span / slices
+    counts = {kind: [0] * slices for kind in ("seat", "sold out")}
+    for at, kind in answers:
+        counts[kind][min(slices - 1, int(at / step))] += 1
+    rates = {kind: [n / step for n in series] for kind, series in counts.items()}
+    top = max(max(series) for series in rates.values()) * 1.1 or 1.0
+    plot_w, plot_h = width - left - 60, height - bottom - 40  # two lines of title on top
+
+    def x(seconds: float) -> float:
+        return left + seconds / span * plot_w
+
+    def y(value: float, scale: float) -> float:
+        return height - bottom - value / scale * plot_h
+
+    def line(series: list[float]) -> str:
+        return " ".join(f"{x((i + 0.5) * step):.1f},{y(v, top):.1f}" for i, v in enumerate(series))
+
+    total, curve = 0, [f"{x(0):.1f},{y(0, seats):.1f}"]
+    for at, tickets in sorted(sold):
+        total += tickets
+        curve.append(f"{x(at):.1f},{y(total, seats):.1f}")
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+            ' font-family="sans-serif" font-size="12">',
+            f'<text x="{left}" y="14">{title}</text>',
+            f'<text x="{left}" y="30">answers per second, a seat (green) or sold out (blue), per'
+            f" slice of {step:.2f} s; tickets sold so far (red, right scale)</text>",
+            f'<line x1="{left}" y1="{height - bottom}" x2="{left + plot_w}" y2="{height - bottom}"'
+            ' stroke="black"/>',
+            f'<line x1="{left}" y1="40" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+            f'<line x1="{left + plot_w}" y1="40" x2="{left + plot_w}" y2="{height - bottom}"'
+            ' stroke="red"/>',
+            f'<text x="5" y="44">{top:,.0f}/s</text><text x="5" y="{height - bottom}">0</text>',
+            f'<text x="{left + plot_w + 5}" y="44" fill="red">{seats} seats</text>',
+            f'<text x="{left + plot_w - 40}" y="{height - 10}">{span:.1f} s</text>',
+            f'<polyline fill="none" stroke="green" points="{line(rates["seat"])}"/>',
+            f'<polyline fill="none" stroke="blue" points="{line(rates["sold out"])}"/>',
+            f'<polyline fill="none" stroke="red" points="{" ".join(curve)}"/>',
             "</svg>",
         ]
     )

@@ -267,6 +267,8 @@ class Job:
     screening_id: int = 0
     seat_ids: list[int] = field(default_factory=list)
     path: str = ""
+    paths: list[str] = field(default_factory=list)  # browse: requested in turn
+    conditional: bool = False  # browse: with the If-None-Match a browser would send
     work: list[tuple[int, list[int]]] = field(default_factory=list)  # bookings: (screening, seats)
     redis_url: str = ""
     transport: str = "fast"  # engine-hold: the engine's Redis transport (Settings.redis_transport)
@@ -288,6 +290,9 @@ class Sample:
     connected: int = 0
     dropped: int = 0  # requests whose connection failed instead of answering
     errors: list[str] = field(default_factory=list)
+    steps: dict[str, list[float]] = field(default_factory=dict)  # step name -> latencies (ms)
+    answers: list[tuple[float, float, str]] = field(default_factory=list)  # crowd: see crowd.py
+    sold: list[tuple[float, int]] = field(default_factory=list)  # (wall clock, tickets booked)
 
     def merge(self, other: Sample) -> None:
         self.ops += other.ops
@@ -305,12 +310,20 @@ class Sample:
         self.connected += other.connected
         self.dropped += other.dropped
         self.errors += other.errors[:5]
+        for name, latencies in other.steps.items():
+            self.steps.setdefault(name, []).extend(latencies)
+        self.answers += other.answers
+        self.sold += other.sold
 
     def record(self, status: int, started: float) -> None:
         self.ops += 1
         self.latencies_ms.append((time.perf_counter() - started) * 1000)
         self.finished_at.append(time.time())
         self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def step(self, name: str, started: float) -> None:
+        """The latency of one step of a flow (e.g. a cancel), apart from the timed requests."""
+        self.steps.setdefault(name, []).append((time.perf_counter() - started) * 1000)
 
 
 def generator_main(job: Job) -> Sample:
@@ -338,6 +351,10 @@ def yield_to_the_server() -> None:
 async def run_job(job: Job) -> Sample:
     if job.kind in ("watch", "watch-expiry"):
         return await watch(job)
+    if job.kind == "crowd":
+        from loadtests.crowd import crowd
+
+        return await crowd(job)
     if job.kind == "engine-hold":
         return await engine_holds(job)
     loop = LOOPS[job.kind]
@@ -453,6 +470,62 @@ async def hold_loop(job: Job, http: Http, index: int, deadline: float, sample: S
             await untimed_send(http, sample, cancel + seats + cancel_end)
 
 
+async def won_hold_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
+    """Hold the two seats of this connection's own (``job.work[index]``), then cancel them with
+    the guide's DELETE form: nobody else asks for those seats, so every attempt should win.
+    The holds are timed; the cancels are the step "cancel"."""
+    token = job.tokens[index % len(job.tokens)]
+    screening_id, seats = job.work[index % len(job.work)]
+    body = {"screening_id": screening_id, "seat_ids": seats}
+    reserve = http.encode("POST", f"{API}/seat-reservations/reserve", body, token)
+    query = ",".join(map(str, seats))
+    path = f"{API}/seat-reservations/cancel/{screening_id}?seat_ids={query}"
+    cancel = http.encode("DELETE", path, None, token)
+    while time.perf_counter() < deadline:
+        status, raw = await timed_send(http, sample, reserve)
+        if status == 201:
+            sample.won += 1
+        elif len(sample.errors) < 5:
+            sample.errors.append(f"won hold {status}: {raw[:200]!r}")
+        started = time.perf_counter()
+        await untimed_send(http, sample, cancel)
+        sample.step("cancel", started)
+
+
+async def browse_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
+    """GETs of ``job.paths`` in turn; with ``job.conditional`` each carries the ETag its path
+    answered with (If-None-Match), as a browser revalidating a page it holds does."""
+    requests = [await browse_request(http, path, job.conditional) for path in job.paths]
+    n = index
+    while time.perf_counter() < deadline:
+        await timed_send(http, sample, requests[n % len(requests)])
+        n += 1
+
+
+async def browse_request(http: Http, path: str, conditional: bool) -> bytes:
+    """The encoded GET of ``path``; conditional: with the ETag it answers with now."""
+    plain = http.encode("GET", path)
+    if not conditional:
+        return plain
+    etag = await response_etag(http.host, http.port, plain)
+    return plain[:-2] + b"If-None-Match: " + etag + b"\r\n\r\n"
+
+
+async def response_etag(host: str, port: int, request: bytes) -> bytes:
+    """The ETag header of the answer to ``request`` (one connection of its own, not timed)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"etag":
+            return value.strip()
+    raise RuntimeError(f"no ETag in the answer to {request[:80]!r}")
+
+
 async def book_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
     token = job.tokens[index % len(job.tokens)]
     for n, (screening_id, seats) in enumerate(job.work[index :: job.connections]):
@@ -549,6 +622,8 @@ LOOPS: dict[str, Loop] = {
     "get": get_loop,
     "hold": hold_loop,
     "book": book_loop,
+    "won-hold": won_hold_loop,
+    "browse": browse_loop,
     "redis-hold": redis_hold_loop,
 }
 
@@ -591,6 +666,8 @@ async def watch(job: Job) -> Sample:
             await ws.close()
 
     tasks = [asyncio.create_task(one()) for _ in range(job.watchers)]
+    if not tasks:  # e.g. --crowd-watchers 0: nobody to wait for
+        settled.set()
     await settled.wait()
     ready.put(sample.connected)
     await asyncio.to_thread(stop.wait)

@@ -64,9 +64,41 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         "WebSocket: 20 watchers at 10",
         "WebSocket: 20 watchers at 1 ",
         "Expiry",
+        "Won holds",
+        "Availability reads, 500-seat map, run 2 of 2",
+        "Release-day crowd: 300 users over 2 s, time to sell out",
+        "Release-day crowd: definite answer",
+        "Release-day crowd, step: availability",
+        "Release-day crowd, step: hold",
+        "Release-day crowd, step: book",
+        "Release-day crowd: 20 watchers",
+        "HTTP ceiling, browsing turns",
+        "Catalog: movies list",
+        "Catalog: one day's showtimes",
+        "Catalog: full-text search, 500 movies",
     ):
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert row[0] and not row[0].startswith("0 "), (name, text)
+    for name, cells in rows.items():  # a row with a target says met or missed; others nothing
+        if name == "Workload":
+            continue
+        assert cells[5] in ("", "met", "missed"), (name, text)
+        assert bool(cells[4]) == bool(cells[5]), (name, text)
+    assert rows["Release-day crowd: 300 users over 2 s, time to sell out"][0].endswith(
+        "(100 of 100 seats)"
+    ), text
+    assert rows["Release-day crowd: seats left unsold (tickets sold = seats)"][0] == "0", text
+    assert rows["Release-day crowd: users without an answer"][0] == "0", text
+    won = next(cells for key, cells in rows.items() if key.startswith("Won holds"))
+    assert won[4] == ">= 0.30 x HTTP, p99 <= 25 ms", text
+    assert "won holds: " in text and " attempts won" in text
+    assert next(c for k, c in rows.items() if k.startswith("Catalog: movies"))[0].endswith(
+        "(100% 304)"
+    ), text
+    memory = next(
+        cells for key, cells in rows.items() if key.startswith("WebSocket: 20 watchers at 1 ")
+    )
+    assert " KB per watcher" in memory[0] and "RSS <= 20 KB per watcher" in memory[4], text
     targets = {"Transport gain, engine holds": ">= 1.05", "Transport gain, HTTP hold attempts": ""}
     for name, target in targets.items():  # fast / redis-py; the engine row judges the transport
         row = next(cells for key, cells in rows.items() if key.startswith(name))
@@ -77,6 +109,8 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         assert row[0].startswith("20 connected"), text
         assert row[1].endswith(" ms"), text  # the median change reached every watcher
     assert (tmp_path / "results-holds.svg").read_text().startswith("<svg"), text
+    assert "sold out (blue)" in (tmp_path / "results-crowd.svg").read_text(), text
+    assert "(results-crowd.svg)" in out.read_text()
     assert out.read_text().startswith("# seatlock bench"), out.read_text()
     assert "- machine: " in out.read_text() and "- command: `seatlock bench --quick" in text
 
@@ -106,11 +140,11 @@ class ScriptedBench(Bench):
 
     async def http_workload(self, kind: str, duration: float | None = None, **spec: Any) -> Sample:
         assert duration is not None
-        name = "hold" if kind == "hold" else spec["path"].rsplit("/", 1)[-1]
+        name = kind if "hold" in kind else spec["path"].rsplit("/", 1)[-1]
         self.asked.append((name, duration))
         turn = sum(1 for n, _ in self.asked if n == name)
         sample = Sample()
-        ops = {"live": 100, "hold": 30 + 10 * turn, "availability": 60}[name]
+        ops = {"live": 100, "hold": 30 + 10 * turn, "won-hold": 20, "availability": 60}[name]
         for i in range(ops):
             sample.record(200, 0.0)
             sample.finished_at[-1] = self.clock + 5.0 + duration * i / ops
@@ -119,15 +153,16 @@ class ScriptedBench(Bench):
 
 
 async def test_ceiling_holds_and_reads_take_turns() -> None:
-    bench = ScriptedBench(Config(duration=3.0, turns=3, out=""))
-    seeded = Seeded([1, 2], [], 7, 8, [], 9, [], [], [])
-    live, holds, reads = await bench.interleaved(seeded)
-    warm_up = [("live", 0.5), ("hold", 0.5), ("availability", 0.5)]  # half a turn, not counted
-    assert bench.asked == warm_up + [("live", 1.0), ("hold", 1.0), ("availability", 1.0)] * 3
-    assert (live.ops, holds.ops, reads.ops) == (300, 50 + 60 + 70, 180)
+    bench = ScriptedBench(Config(duration=3.0, turns=3, out="", connections=2, generators=2))
+    seeded = Seeded([1, 2], [11, 12, 13, 14], 7, 8, [], 9, [], [21, 22], [])
+    live, holds, won, reads = await bench.interleaved(seeded)
+    order = [("live", 0.5), ("hold", 0.5), ("won-hold", 0.5), ("availability", 0.5)]
+    assert bench.asked == order + [(name, 1.0) for name, _ in order] * 3  # warm-up: half a turn
+    assert (live.ops, holds.ops, won.ops, reads.ops) == (300, 50 + 60 + 70, 60, 180)
     assert bench.report.notes == [
-        "turn by turn, HTTP ceiling / hold attempts / availability reads per second (ratio):"
-        " 100 / 50 (0.50) / 60 (0.60); 100 / 60 (0.60) / 60 (0.60); 100 / 70 (0.70) / 60 (0.60)"
+        "turn by turn, HTTP ceiling / hold attempts / won holds / availability reads per second"
+        " (ratio): 100 / 50 (0.50) / 20 (0.20) / 60 (0.60); 100 / 60 (0.60) / 20 (0.20) / 60"
+        " (0.60); 100 / 70 (0.70) / 20 (0.20) / 60 (0.60)"
     ]
     # The hold turns are put end to end for the plot: one timeline of 3 s, no gaps.
     assert min(holds.finished_at) == 0.0
@@ -148,3 +183,14 @@ def test_generators_run_as_batch_jobs() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
     assert out.stdout.split() == ["True"]
+
+
+def test_won_holds_never_ask_two_connections_for_one_seat() -> None:
+    bench = Bench(Config(connections=3, generators=2))
+    seeded = Seeded([1], [11, 12, 13, 14, 15, 16], 7, 8, [], 9, [], [21, 22], [])
+    work = bench.won_hold_work(seeded)
+    assert len(work) == 6  # one (screening, two seats) per connection of every generator
+    assert work[:3] == [(21, [11, 12]), (22, [11, 12]), (21, [13, 14])]  # screenings in turn
+    assert len({(sid, seat) for sid, seats in work for seat in seats}) == 12
+    with pytest.raises(RuntimeError, match="more seats"):
+        Bench(Config(connections=7, generators=1)).won_hold_work(seeded)

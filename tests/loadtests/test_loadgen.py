@@ -11,7 +11,17 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from loadtests.loadgen import API, Http, Job, Sample, hold_loop, pick_range, run_job
+from loadtests.loadgen import (
+    API,
+    Http,
+    Job,
+    Sample,
+    browse_loop,
+    hold_loop,
+    pick_range,
+    run_job,
+    won_hold_loop,
+)
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -216,3 +226,52 @@ def test_holds_take_1_to_6_neighbouring_seats_around_the_middle() -> None:
     middles = sorted(first for first, _ in picks)
     assert 245 <= middles[len(middles) // 2] <= 255  # the gauss spread around the middle
     assert sum(abs(m - 250) <= 25 for m in middles) > 0.6 * len(middles)  # ~68% within 1 sigma
+
+
+async def test_the_won_hold_loop_holds_its_own_seats_and_cancels_them(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        if request.startswith(b"DELETE"):
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
+
+    script = await scripted(answer)
+    job = Job("won-hold", "127.0.0.1", script.port, 0, 0, tokens=["t0", "t1"])
+    job.work = [(7, [1, 2]), (8, [3, 4])]
+    http, sample = Http("127.0.0.1", script.port), Sample()
+    try:
+        await won_hold_loop(job, http, 1, time.perf_counter() + 0.1, sample)
+    finally:
+        await http.close()
+    assert sample.ops > 5 and sample.won == sample.ops and len(sample.steps["cancel"]) == sample.ops
+    reserve = http.encode(
+        "POST", f"{API}/seat-reservations/reserve", {"screening_id": 8, "seat_ids": [3, 4]}, "t1"
+    )
+    cancel = http.encode("DELETE", f"{API}/seat-reservations/cancel/8?seat_ids=3,4", None, "t1")
+    assert script.requests[: 2 * sample.ops] == [reserve, cancel] * sample.ops
+
+
+async def test_the_browse_loop_revalidates_with_the_etag_it_was_given(
+    scripted: Callable[[Reply], Awaitable[Scripted]],
+) -> None:
+    async def etagged(request: bytes, writer: asyncio.StreamWriter) -> None:
+        if b'if-none-match: "v1"' in request.lower():
+            writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n')
+        else:
+            writer.write(b'HTTP/1.1 200 OK\r\nETag: "v1"\r\nContent-Length: 2\r\n\r\n[]')
+
+    script = await scripted(etagged)
+    job = Job("browse", "127.0.0.1", script.port, 0, 0, paths=["/a", "/b"], conditional=True)
+    http, sample = Http("127.0.0.1", script.port), Sample()
+    try:
+        await browse_loop(job, http, 0, time.perf_counter() + 0.1, sample)
+        assert sample.ops > 5 and set(sample.statuses) == {304}
+        job.conditional, sample = False, Sample()
+        await browse_loop(job, http, 0, time.perf_counter() + 0.1, sample)
+        assert sample.ops > 5 and set(sample.statuses) == {200}
+    finally:
+        await http.close()
+    paths = {request.split(b" ")[1] for request in script.requests}
+    assert paths == {b"/a", b"/b"}

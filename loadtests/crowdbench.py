@@ -1,0 +1,157 @@
+"""The bench's release-day crowd: N users arrive at one screening while watchers follow it.
+
+The users run in the load generator processes (loadtests/crowd.py), the watchers in others
+(``Bench.watch_jobs``). The rows say how fast the screening sold out, how many users had a
+definite answer (a seat or "sold out") within 1 and 5 seconds of arriving, each step's
+latency and how late the watchers saw the changes; the checks say that exactly the room's seats
+were sold (PostgreSQL counts them) and that every user had an answer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from loadtests.benchreport import Row, check, crowd_svg, ms, pct
+from loadtests.crowd import NONE, SEAT, SOLD_OUT
+from loadtests.loadgen import Job, Sample
+
+if TYPE_CHECKING:
+    from loadtests.bench import Bench
+    from loadtests.benchseed import Seeded
+
+STEPS = ("availability", "hold", "book")
+
+
+async def crowd_part(bench: Bench, s: Seeded) -> None:
+    config = bench.config
+    started = time.monotonic()
+    tokens = await bench.login_all(s.crowd_user_ids)
+    took = time.monotonic() - started
+    bench.report.notes.append(f"crowd: {len(tokens):,} users signed in beforehand in {took:.0f} s")
+    await bench.warm_screenings([(s.crowd_screening, s.crowd_seats[-1])])
+    watch = bench.watch_jobs("watch", s.crowd_screening, config.crowd_watchers)
+    ran: list[tuple[float, Sample]] = []
+
+    async def drive() -> None:
+        start_at = time.time() + 0.5 + 0.1 * config.generator_count
+        ran.append((start_at, await bench.gather(crowd_jobs(bench, s, tokens, start_at))))
+
+    watched, connected = await bench.while_watching(watch, drive)
+    start_at, sample = ran[0]
+    seats = len(s.crowd_seats)
+    bench.report.tickets += sample.tickets
+    bench.report.rows += crowd_rows(sample, start_at, seats, config.crowd_arrival_s)
+    bench.report.rows.append(watcher_row(watched, connected))
+    unsold = seats - await sold_in_postgres(bench.database_url, s.crowd_screening)
+    bench.report.checks += [
+        check("Release-day crowd: seats left unsold (tickets sold = seats)", unsold),
+        check("Release-day crowd: users without an answer", answered(sample)[NONE]),
+    ]
+    answers = [(done - start_at, kind) for _, done, kind in sample.answers if kind != NONE]
+    sold = [(at - start_at, n) for at, n in sample.sold]
+    title = f"Release-day crowd, {len(tokens):,} users, {seats} seats"
+    bench.report.plots["crowd"] = crowd_svg(answers, sold, seats, title)
+
+
+def crowd_jobs(bench: Bench, s: Seeded, tokens: list[str], start_at: float) -> list[Job]:
+    """One job per generator process, the users dealt out in turn."""
+    config = bench.config
+    count = config.generator_count
+    return [
+        Job(
+            "crowd",
+            bench.host,
+            bench.port,
+            start_at,
+            config.crowd_arrival_s,
+            tokens=tokens[g::count],
+            screening_id=s.crowd_screening,
+        )
+        for g in range(count)
+    ]
+
+
+def crowd_rows(sample: Sample, start_at: float, seats: int, arrival_s: float) -> list[Row]:
+    users = len(sample.answers)
+    kinds = answered(sample)
+    times = answer_times(sample)
+    within = [sum(1 for t in times if t <= limit) / max(1, users) for limit in (1.0, 5.0)]
+    rows = [
+        Row(
+            f"Release-day crowd: {users:,} users over {arrival_s:g} s, time to sell out",
+            sell_out(sample, start_at, seats),
+        ),
+        Row(
+            "Release-day crowd: definite answer (seat or sold out) within 1 s / 5 s",
+            f"{within[0]:.1%} / {within[1]:.1%} ({kinds[SEAT]:,} seats, {kinds[SOLD_OUT]:,}"
+            f" sold out, {kinds[NONE]:,} none)",
+            ms(pct(times, 0.5) * 1000),
+            ms(pct(times, 0.99) * 1000),
+        ),
+    ]
+    for name in STEPS:
+        latencies = sample.steps.get(name, [])
+        value = f"{len(latencies):,} requests"
+        if name == "hold":
+            value += f", {kinds[SEAT]:,} won"
+        rows.append(
+            Row(
+                f"Release-day crowd, step: {name}",
+                value,
+                ms(pct(latencies, 0.5)),
+                ms(pct(latencies, 0.99)),
+            )
+        )
+    return rows
+
+
+def answered(sample: Sample) -> dict[str, int]:
+    counts = dict.fromkeys((SEAT, SOLD_OUT, NONE), 0)
+    for _, _, kind in sample.answers:
+        counts[kind] += 1
+    return counts
+
+
+def answer_times(sample: Sample) -> list[float]:
+    """Seconds from each user's arrival to its definite answer; no answer: infinitely late."""
+    return [
+        done - arrived if kind != NONE else float("inf") for arrived, done, kind in sample.answers
+    ]
+
+
+def sell_out(sample: Sample, start_at: float, seats: int) -> str:
+    """From the crowd's start to the booking that sold the last seat; or how far it got."""
+    sold = sum(n for _, n in sample.sold)
+    if sold < seats or not sample.sold:
+        return f"not sold out: {sold} of {seats} seats"
+    last = max(at for at, _ in sample.sold)
+    return f"{last - start_at:.2f} s ({sold} of {seats} seats)"
+
+
+def watcher_row(watched: Sample, connected: int) -> Row:
+    """How late the last watcher saw each change of the crowd's screening; a change that not
+    every watcher saw within the grace period counts as infinitely late."""
+    worst = [w if n >= connected else float("inf") for w, n in watched.events.values()]
+    late = sum(1 for w in worst if w == float("inf"))
+    return Row(
+        f"Release-day crowd: {connected:,} watchers, last watcher",
+        f"{len(worst):,} changes, {late} not seen by all",
+        ms(pct(worst, 0.5)),
+        ms(pct(worst, 0.99)),
+    )
+
+
+async def sold_in_postgres(database_url: str, screening_id: int) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        sold = await conn.fetchval(
+            "SELECT count(*) FROM tickets WHERE screening_id = $1"
+            " AND status IN ('pending', 'confirmed')",
+            screening_id,
+        )
+    finally:
+        await conn.close()
+    return int(sold)
