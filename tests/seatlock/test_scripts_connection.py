@@ -189,7 +189,15 @@ async def test_a_closed_transport_connects_again_on_the_next_call(engine: SeatEn
 async def test_auth_and_select_come_from_the_client(
     redis: Redis, backend_urls: tuple[str, str], transport_kind: str
 ) -> None:
-    user = {"enabled": True, "passwords": ["+s3cret"], "keys": "*", "commands": ["+@all"]}
+    # the scripts publish seat events: since Redis 7 a new user may publish to no channel unless
+    # granted (acl-pubsub-default resetchannels)
+    user = {
+        "enabled": True,
+        "passwords": ["+s3cret"],
+        "keys": "*",
+        "channels": "*",
+        "commands": ["+@all"],
+    }
     await redis.acl_setuser("scripts-test", **user)
     url = engine_url(backend_urls[0]).replace("redis://", "redis://scripts-test:s3cret@")
     try:
