@@ -116,6 +116,31 @@ BOOKING_BACKLOG = Gauge(
     multiprocess_mode="livesum",
 )
 
+# -- clocks and replicas: what each process goes by (seatlock/engine/clock.py, db/pool.py) ------
+# Set by the background loops that measure them (every few seconds), never on a request.
+# liveall: one sample per live worker (label pid), since each process measures its own offset.
+REDIS_CLOCK_OFFSET = Gauge(
+    "seatlock_redis_clock_offset_seconds",
+    "Redis's clock minus this process's (SEATLOCK_CLOCK_OFFSET_MS included), as hold times use it",
+    multiprocess_mode="liveall",
+)
+REDIS_CLOCK_ERROR = Gauge(
+    "seatlock_redis_clock_error_seconds",
+    "How far this process's reading of Redis's clock may be off (half a TIME round trip)",
+    multiprocess_mode="liveall",
+)
+# livemax: the worst worker's view. +Inf while the replica does not answer a measurement.
+DB_REPLICA_LAG = Gauge(
+    "seatlock_db_replica_lag_seconds",
+    "How far the PostgreSQL read replica is behind the primary (+Inf: it did not answer)",
+    multiprocess_mode="livemax",
+)
+DB_REPLICA_READS = Gauge(
+    "seatlock_db_replica_reads",
+    "1 while lag-tolerant reads go to the PostgreSQL read replica, 0 while on the primary",
+    multiprocess_mode="livemin",
+)
+
 # -- process: background loops and the embedded servers ---------------------------------------
 # livemin: the stalest worker's beat, so `time() - seatlock_loop_last_beat_timestamp_seconds`
 # alerts when a loop stops in any worker.
