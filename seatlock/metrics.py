@@ -118,18 +118,22 @@ BOOKING_BACKLOG = Gauge(
 
 # -- clocks and replicas: what each process goes by (seatlock/engine/clock.py, db/pool.py) ------
 # Set by the background loops that measure them (every few seconds), never on a request.
-# liveall: one sample per live worker (label pid), since each process measures its own offset.
-REDIS_CLOCK_OFFSET = Gauge(
-    "seatlock_redis_clock_offset_seconds",
-    "Redis's clock minus this process's (SEATLOCK_CLOCK_OFFSET_MS included), as hold times use it",
+# The clock gauges: one sample per live worker (liveall adds the pid), each measures its own. They
+# are labelled by the clock measured (only "redis" so far) because an unlabelled gauge gets a 0
+# sample in every process that imports this module, the supervisor included, at import.
+CLOCK_OFFSET = Gauge(
+    "seatlock_clock_offset_seconds",
+    "A clock minus this process's (SEATLOCK_CLOCK_OFFSET_MS included); redis: hold times' clock",
+    ["clock"],
     multiprocess_mode="liveall",
 )
-REDIS_CLOCK_ERROR = Gauge(
-    "seatlock_redis_clock_error_seconds",
-    "How far this process's reading of Redis's clock may be off (half a TIME round trip)",
+CLOCK_ERROR = Gauge(
+    "seatlock_clock_error_seconds",
+    "How far this process's reading of a clock may be off (half a TIME round trip)",
+    ["clock"],
     multiprocess_mode="liveall",
 )
-# livemax: the worst worker's view. +Inf while the replica does not answer a measurement.
+# The worst worker's view (livemax; a non-worker's 0 changes nothing). +Inf: no answer.
 DB_REPLICA_LAG = Gauge(
     "seatlock_db_replica_lag_seconds",
     "How far the PostgreSQL read replica is behind the primary (+Inf: it did not answer)",
@@ -138,7 +142,7 @@ DB_REPLICA_LAG = Gauge(
 DB_REPLICA_READS = Gauge(
     "seatlock_db_replica_reads",
     "1 while lag-tolerant reads go to the PostgreSQL read replica, 0 while on the primary",
-    multiprocess_mode="livemin",
+    multiprocess_mode="livemax",
 )
 
 # -- process: background loops and the embedded servers ---------------------------------------
