@@ -52,6 +52,9 @@ def test_each_node_is_a_cluster_enabled_redis_7_with_its_own_volume(
     assert args["--cluster-enabled"] == "yes"
     assert args["--notify-keyspace-events"] == "Ex"  # the expiry listener's events
     assert int(args["--cluster-node-timeout"]) <= 15_000
+    # A failed primary stops its own screenings only; a node back replicates at once.
+    assert args["--cluster-require-full-coverage"] == "no"
+    assert args["--repl-diskless-sync-delay"] == "0"
     assert service["volumes"] == [f"{node}:/data"]
     assert service["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
 
