@@ -300,6 +300,8 @@ async def fail_over(
     replica = cluster.replica_of(lost)
     killed = time.monotonic()
     cluster.kill(lost)
+    # Reaped before the node map is read: until then it counts as live and is asked (refused).
+    cluster.procs[cluster.ports.index(lost)].wait()
     promoted = await asyncio.to_thread(cluster.wait_for_new_primary, slot, lost, RECOVERY_S)
     assert promoted == replica
     restart(cluster, lost)
@@ -319,9 +321,7 @@ async def fail_over(
 def restart(cluster: LocalCluster, port: int) -> None:
     """Start the killed node again on its port and data directory: its nodes.conf says it was a
     primary, the cluster tells it the slots have a newer owner, and it replicates that one."""
-    index = cluster.ports.index(port)
-    cluster.procs[index].wait()
-    cluster.procs[index] = cluster._spawn(port)
+    cluster.procs[cluster.ports.index(port)] = cluster._spawn(port)
 
 
 def replicates(cluster: LocalCluster, port: int) -> bool:
