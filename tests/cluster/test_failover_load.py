@@ -17,10 +17,11 @@ asynchronous replication may lose the last holds before the kill: the count is p
 asserted. With replicas, holds on the killed primary's screenings are refused (503) until the
 restarted node has synced from the promoted one: that pair's failover window is longer.
 
-The nodes run with cluster-require-full-coverage off, as a deployment of this design should: a
-primary's failure must not stop the other primaries' screenings while its slots are uncovered.
-The reconciler runs every second, so the seat maps' check need not wait out the default 30 s
-for a sold seat the failover lost from Redis (without replicas).
+The nodes run as docker-compose.yml's cluster profile runs them: cluster-require-full-coverage
+off (a primary's failure must not stop the other primaries' screenings while its slots are
+uncovered) and no diskless-sync delay (the returning node syncs at once, not 5 s later: with
+replicas, holds there wait for it). The reconciler runs every second, so the seat maps' check
+need not wait out the default 30 s for a sold seat the failover lost from Redis (no replicas).
 """
 
 from __future__ import annotations
