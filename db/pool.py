@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeAlias, TypeVar
@@ -13,6 +14,7 @@ import asyncpg
 import orjson
 
 from seatlock.heartbeats import Beat, pause
+from seatlock.metrics import DB_REPLICA_LAG, DB_REPLICA_READS
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -158,10 +160,10 @@ class ReplicaReads:
             async with asyncio.timeout(SAMPLE_TIMEOUT_S):
                 lag: float | None = await self.replica.fetchval(LAG_SQL, position)
         except UNMEASURED as exc:
-            self.lag_s = None
+            self._measured(None)
             self._fall_back(f"the replica does not answer ({type(exc).__name__})")
             return
-        self.lag_s = lag
+        self._measured(lag)
         if lag is None or lag > self.max_lag_s:
             shown = "unknown" if lag is None else f"{lag:.1f} s"
             self._fall_back(
@@ -169,9 +171,16 @@ class ReplicaReads:
             )
         elif not self.on_replica:
             self.on_replica = True
+            DB_REPLICA_READS.set(1)
             if self._warned:  # one line back for each warning: a flapping replica stays quiet
                 self._warned = False
                 logger.info("lag-tolerant reads on the replica again (%.1f s behind)", lag)
+
+    def _measured(self, lag: float | None) -> None:
+        """Keep a measurement and publish it (seatlock_db_replica_lag_seconds; +Inf when the
+        replica did not answer or cannot tell: an alert on the lag then fires too)."""
+        self.lag_s = lag
+        DB_REPLICA_LAG.set(math.inf if lag is None else lag)
 
     async def _primary_position(self) -> str | None:
         """The primary's WAL position now; None when it does not answer (the replica then
@@ -187,6 +196,7 @@ class ReplicaReads:
         """Send reads to the primary, with a WARNING line at most every WARN_EVERY_S (a replica
         that flaps, or a burst of reads failing at once, does not flood the log)."""
         self.on_replica = False
+        DB_REPLICA_READS.set(0)
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY_S:
             self._warned_at, self._warned = now, True

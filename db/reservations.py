@@ -576,21 +576,25 @@ async def _close(conn: Conn, change: Closed) -> None:
     )
 
 
+# expires_at is on Redis's clock (seatlock/engine/clock.py), so whether a hold is still live is
+# judged by Redis's time passed in ($2), never PostgreSQL's now(): on another host the two differ.
 RESERVATION_COLUMNS = (
     "id, screening_id, seat_id, user_id, reserved_at, expires_at,"
-    " CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END"
+    " CASE WHEN status = 'active' AND expires_at <= $2 THEN 'expired' ELSE status END"
     " AS status"
 )
 
 
-async def for_user(db: Executor, user_id: int, include_expired: bool) -> list[Any]:
-    """The user's holds, newest first; without include_expired only the live ones."""
-    live = "" if include_expired else " AND status = 'active' AND expires_at > now()"
+async def for_user(db: Executor, user_id: int, include_expired: bool, now: datetime) -> list[Any]:
+    """The user's holds, newest first; without include_expired only those live at ``now``
+    (Redis's clock)."""
+    live = "" if include_expired else " AND status = 'active' AND expires_at > $2"
     return list(
         await db.fetch(
             f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE user_id = $1{live}"
             " ORDER BY reserved_at DESC, id LIMIT 1000",
             user_id,
+            now,
         )
     )
 

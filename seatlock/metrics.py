@@ -116,6 +116,35 @@ BOOKING_BACKLOG = Gauge(
     multiprocess_mode="livesum",
 )
 
+# -- clocks and replicas: what each process goes by (seatlock/engine/clock.py, db/pool.py) ------
+# Set by the background loops that measure them (every few seconds), never on a request.
+# The clock gauges: one sample per live worker (liveall adds the pid), each measures its own. They
+# are labelled by the clock measured (only "redis" so far) because an unlabelled gauge gets a 0
+# sample in every process that imports this module, the supervisor included, at import.
+CLOCK_OFFSET = Gauge(
+    "seatlock_clock_offset_seconds",
+    "A clock minus this process's (SEATLOCK_CLOCK_OFFSET_MS included); redis: hold times' clock",
+    ["clock"],
+    multiprocess_mode="liveall",
+)
+CLOCK_ERROR = Gauge(
+    "seatlock_clock_error_seconds",
+    "How far this process's reading of a clock may be off (half a TIME round trip)",
+    ["clock"],
+    multiprocess_mode="liveall",
+)
+# The worst worker's view (livemax; a non-worker's 0 changes nothing). +Inf: no answer.
+DB_REPLICA_LAG = Gauge(
+    "seatlock_db_replica_lag_seconds",
+    "How far the PostgreSQL read replica is behind the primary (+Inf: it did not answer)",
+    multiprocess_mode="livemax",
+)
+DB_REPLICA_READS = Gauge(
+    "seatlock_db_replica_reads",
+    "1 while lag-tolerant reads go to the PostgreSQL read replica, 0 while on the primary",
+    multiprocess_mode="livemax",
+)
+
 # -- process: background loops and the embedded servers ---------------------------------------
 # livemin: the stalest worker's beat, so `time() - seatlock_loop_last_beat_timestamp_seconds`
 # alerts when a loop stops in any worker.

@@ -32,6 +32,8 @@ now() (payment deadlines, ticket timestamps) is a separate clock that only Postg
 
 ``skew_ms`` shifts this process's local clock (SEATLOCK_CLOCK_OFFSET_MS): a test and diagnostic
 knob that makes one host's clock wrong on purpose; the offset measured against Redis cancels it.
+Each sync publishes the offset and its error as gauges, one sample per worker
+(``seatlock_clock_offset_seconds{clock="redis"}``): a host whose offset grows lost its NTP.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from redis.exceptions import RedisError
 
 from seatlock.errors import SeatLockError
 from seatlock.heartbeats import Beat, no_beat, pause
+from seatlock.metrics import CLOCK_ERROR, CLOCK_OFFSET
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +124,10 @@ class RedisClock:
                 best = sample
         kept, self.sample = self.sample, preferred(self.sample, best)
         self._shift = self.skew_ms + self.sample.offset_ms
+        # Once per sync, never per request. labels() here, not at import: a child made at import
+        # would show a 0 for every process that imports this module (seatlock/metrics.py).
+        CLOCK_OFFSET.labels("redis").set(self.sample.offset_ms / 1000)
+        CLOCK_ERROR.labels("redis").set(self.sample.error_ms / 1000)
         moved = self.sample.offset_ms - (kept.offset_ms if kept else 0.0)
         if kept is None or abs(moved) > WARN_MS:
             offset = self.sample.offset_ms

@@ -238,7 +238,8 @@ class HoldService:
     async def mine(self, user_id: int, include_expired: bool) -> list[Reservation]:
         """The user's holds, newest first (live ones only unless include_expired)."""
         await self.writer.flush()  # this process's holds are in PostgreSQL before we look
-        rows = await history.for_user(self.db, user_id, include_expired)
+        now = utc(self.engine.now_ms())  # holds end on Redis's clock, not PostgreSQL's
+        rows = await history.for_user(self.db, user_id, include_expired, now)
         return [
             Reservation(
                 r["id"],

@@ -2,8 +2,11 @@
 workers), each on a port of its own, against the same Redis Cluster and the same PostgreSQL.
 
 A client may hit either host for any step: watchers on one see holds made through the other,
-``/ws/stats`` counts both hosts' WebSockets, a logout on one is refused on the other, and a hold
-made on one is extended, cancelled and booked through the other.
+``/ws/stats`` counts both hosts' WebSockets, a logout on one is refused on the other, a hold
+made on one is extended, cancelled and booked through the other, and my reservations and tickets
+read through one show what the other answered 201 for within BATCH_INTERVAL_S. The hosts' clocks
+are 5 s ahead and behind (SEATLOCK_CLOCK_OFFSET_MS): none of it depends on them, and each
+worker's /metrics shows the offset it measured to Redis's clock.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import httpx
 import orjson
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import factories as make
+from tests.api.test_metrics import scrape
 from tests.cluster.local import LocalCluster
 from tests.conftest import TEST_SECRET
 from tests.support import (
@@ -35,13 +40,18 @@ from tests.support import (
     wait_for_status,
 )
 
-HOSTS = (("a", 2), ("b", 1))  # a data directory and the workers of each
+SKEW_MS = 5_000
+# A data directory, the workers and the clock's skew of each host.
+HOSTS = (("a", 2, SKEW_MS), ("b", 1, -SKEW_MS))
+SEEN_WITHIN_S = 0.1  # db/reservations.py BATCH_INTERVAL_S: another host's writer is this late
+MINE = "/api/v1/seat-reservations/my-reservations"
 
 
 @pytest.fixture(scope="module")
 def hosts(backend_urls: tuple[str, str], local_cluster: LocalCluster) -> Iterator[list[Served]]:
     """Host A with two workers, host B with one, sharing the cluster, the database and the JWT
-    secret (as hosts behind one load balancer do); each has a data directory of its own."""
+    secret (as hosts behind one load balancer do); each has a data directory of its own and a
+    clock off by 5 s, A ahead and B behind."""
     shared = {
         "redis_url": local_cluster.url,
         "database_url": backend_urls[1],
@@ -51,7 +61,10 @@ def hosts(backend_urls: tuple[str, str], local_cluster: LocalCluster) -> Iterato
         "login_max_failures_per_ip": 1000,
     }
     with scratch_dir("seatlock-hosts-") as root:
-        started = [start_serve(root / name, workers=workers, **shared) for name, workers in HOSTS]
+        started = [
+            start_serve(root / name, workers=workers, clock_offset_ms=skew, **shared)
+            for name, workers, skew in HOSTS
+        ]
         try:
             for host in started:
                 host.wait_for(seconds=90)
@@ -193,3 +206,75 @@ async def live_holds(client: httpx.AsyncClient, account: Account) -> list[int]:
 
 async def has_live_holds(client: httpx.AsyncClient, account: Account, seats: list[int]) -> bool:
     return await live_holds(client, account) == seats
+
+
+async def test_my_reservations_and_tickets_on_one_host_show_the_others_201s_at_once(
+    clients: Any, db: asyncpg.Connection
+) -> None:
+    a, b = clients
+    alice = await make_account(a, "alice@example.com", "Alice Example")
+    show = await make.show(db, 3)
+    seats = show.seat_ids[:2]
+    held = await reserve(a, alice, show, seats)
+    assert held.status_code == 201, held.text
+    ids = {r["seat_id"]: r["id"] for r in held.json()["reservations"]}
+    took = await seen_within(lambda: mine(b, alice, {}), {(s, ids[s], "active") for s in seats})
+    assert took <= SEEN_WITHIN_S
+    booked = await book_held(a, alice, show, seats, f"pay-ryw-{show.id}")
+    assert booked.status_code == 201, booked.text
+    # A 201 means the tickets are committed in PostgreSQL: the other host lists them at once.
+    r = await b.get("/api/v1/tickets/my-tickets", headers=alice.headers)
+    assert r.status_code == 200, r.text
+    assert {t["id"] for t in r.json()} == {t["id"] for t in booked.json()}
+    everything = {"include_expired": "true"}
+    took = await seen_within(
+        lambda: mine(b, alice, everything), {(s, ids[s], "booked") for s in seats}
+    )
+    assert took <= SEEN_WITHIN_S
+    assert await mine(b, alice, {}) == set()
+
+
+async def mine(
+    client: httpx.AsyncClient, account: Account, params: dict[str, str]
+) -> set[tuple[int, int, str]]:
+    """(seat id, reservation id, status) of the account's holds, as my-reservations lists them."""
+    r = await client.get(MINE, params=params, headers=account.headers)
+    assert r.status_code == 200, r.text
+    return {(x["seat_id"], x["id"], x["status"]) for x in r.json()}
+
+
+async def seen_within(
+    read: Callable[[], Awaitable[set[tuple[int, int, str]]]], wanted: set[tuple[int, int, str]]
+) -> float:
+    """Read until ``wanted`` is what is listed (at most 1 s); how long that took."""
+    started = time.monotonic()
+    while (got := await read()) != wanted:
+        assert time.monotonic() - started < 1.0, got
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+async def test_each_worker_publishes_its_offset_to_redis_clock(hosts: list[Served]) -> None:
+    for host, (_, workers, skew) in zip(hosts, HOSTS, strict=True):
+        pids: set[str] = set()
+        for _ in range(20 * workers):  # new connections until every worker has answered
+            async with httpx.AsyncClient(base_url=host.url, timeout=10) as client:
+                text = await scrape(client)
+            for sample in samples(text, "seatlock_clock_offset_seconds"):
+                assert sample.labels["clock"] == "redis"
+                pids.add(sample.labels.get("pid", ""))
+                assert abs(sample.value + skew / 1000) < 0.05, (host.url, sample)
+            errors = samples(text, "seatlock_clock_error_seconds")
+            assert errors and all(0 <= e.value < 0.05 for e in errors)
+            if len(pids) >= workers:
+                break
+        assert len(pids) == workers, pids
+
+
+def samples(text: str, name: str) -> list[Any]:
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
