@@ -19,8 +19,8 @@ import orjson
 import pytest
 import websockets
 
+from seatlock.server.localcluster import LocalCluster
 from tests import factories as make
-from tests.cluster.local import LocalCluster
 from tests.conftest import TEST_SECRET
 from tests.support import (
     Account,
