@@ -37,6 +37,7 @@ import orjson
 
 from loadtests.benchreport import Report, Row, latency_svg, ms, pct, quantiles, rate, render
 from loadtests.benchseed import PASSWORD, Seeded, bench_email, books, seed_catalog
+from loadtests.clusterbench import add_cluster_part
 from loadtests.loadgen import API, Http, Job, Sample, generator_main, parse_time
 from seatlock.server.embedded import embedded_services, free_port
 
@@ -188,6 +189,7 @@ class Bench:
                     seeded = await self.seed()
                     await self.workloads(seeded)
                 await self.check_books()
+                await add_cluster_part(self.report, self.config)  # its own servers, ours stopped
         finally:
             shutil.rmtree(root, ignore_errors=True)
         return self.report
