@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Connection, Redis, SSLConnection
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.cluster import PRIMARY
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
@@ -163,8 +163,7 @@ class ClusterTransport(Batcher[str]):
                 if call.script is None:
                     pipe.execute_command(*call.args)
                 else:
-                    sha = self._scripts[call.script].sha
-                    pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+                    self._queue_script(pipe, call)
             for node, calls in waits.values():  # after the node's scripts, in its share
                 wanted = [c.replicas for c in calls if c.replicas is not None]
                 pipe.execute_command(*wait_command(wanted), target_nodes=node)
@@ -173,6 +172,25 @@ class ClusterTransport(Batcher[str]):
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         self._known.update(n for n in fresh if n is not None)
         return self._replicated(batch, replies, waits) if waits else replies
+
+    def _queue_script(self, pipe: ClusterPipeline, call: Call[str]) -> None:
+        """Queue one script call on the primary of its screening's slot.
+
+        Every key of a screening script shares the screening's hash tag, so the slot of the
+        first key is the slot of all: the call is sent to that slot's node by name. Left to
+        route it, redis-py would compute the slot of every key (a script has ten and more) to
+        check that they agree: a fifth of the process's CPU per hold. A call answered MOVED,
+        ASK or TRYAGAIN is sent again by its keys, not to the node named (redis-py keeps no
+        single named node for a retry; tests/cluster/test_cluster_routing.py checks it).
+        """
+        sha = self._scripts[call.script].sha if call.script is not None else ""
+        node = self._node_of(call)
+        if node is None:  # no slot map yet, or the slot is not covered: redis-py decides
+            pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+        else:
+            pipe.execute_command(
+                "EVALSHA", sha, len(call.keys), *call.keys, *call.args, target_nodes=node
+            )
 
     async def _waits(self, batch: list[Call[str]]) -> Waits:
         """The primaries the batch's calls run with replicas go to, each with its calls."""
