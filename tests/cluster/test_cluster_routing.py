@@ -1,10 +1,15 @@
-"""How the cluster transport routes a script: to the primary of its screening's slot by name
-(seatlock/engine/cluster.py ``_queue_script``), and after a MOVED by its keys, to the new owner."""
+"""How the cluster transport sends a script: to the primary of its screening's slot by name
+(seatlock/engine/cluster.py ``_queue_script``), after a MOVED by its keys to the new owner, packed
+by hiredis in one call (``PackedConnection``)."""
 
 from __future__ import annotations
 
+import pytest
+from redis.asyncio import Connection
+from redis.exceptions import DataError
+
 from seatlock import keys
-from seatlock.engine.cluster import ClusterTransport
+from seatlock.engine.cluster import ClusterTransport, PackedConnection
 from seatlock.server.localcluster import LocalCluster
 from tests.cluster.conftest import one_per_primary
 from tests.lua.support import DictSource, make_engine
@@ -57,3 +62,39 @@ async def test_a_script_follows_its_slot_to_a_new_primary(
     finally:
         empty_cluster.flush()
         move_empty_slot(empty_cluster, slot, new, old)
+
+
+async def test_every_node_connection_packs_with_hiredis(
+    empty_cluster: LocalCluster, ctransport: ClusterTransport
+) -> None:
+    """redis-py 8.x makes node connections from ``connection_kwargs``: when it stops, this fails
+    (the transport would still work, at redis-py's packing cost)."""
+    engine = make_engine(ctransport, DictSource())
+    await engine.loaded_screenings()
+    await ctransport.primaries()
+    nodes = ctransport.client.get_nodes()
+    assert nodes and all(node.connection_class is PackedConnection for node in nodes)
+    used = [c for node in nodes for c in node._connections]
+    assert used and all(isinstance(c, PackedConnection) for c in used)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "ab" * 20, 2, "sl:{scr:1}:meta", b"raw", 17, -3, 2**70, "grant-é"),
+        ("SET", "k", 1.5),
+        ("SET", "k", 1e20),
+        ("CLUSTER SLOTS",),
+        (b"CLUSTER SLOTS",),
+        ("SET", "k", memoryview(b"v")),
+    ],
+)
+def test_hiredis_packs_like_redis_py(args: tuple[object, ...]) -> None:
+    packed = b"".join(PackedConnection().pack_command(*args))  # type: ignore[arg-type]
+    assert packed == b"".join(Connection().pack_command(*args))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [True, None, object()])
+def test_what_hiredis_refuses_redis_py_refuses(bad: object) -> None:
+    with pytest.raises(DataError):
+        PackedConnection().pack_command("SET", "k", bad)  # type: ignore[arg-type]
