@@ -175,9 +175,11 @@ async def hold_loop(engine: Any, user: int, deadline: float, gap: float, result:
     from seatlock.engine.errors import SeatsUnavailable
     from seatlock.engine.seats import ReplicasBehind
 
-    due = time.perf_counter() + random.random() * gap
+    due = time.perf_counter() + random.random() * gap  # holds due before the deadline: T/gap
     while (now := time.perf_counter()) < deadline:
         if gap:
+            if due >= deadline:
+                return
             await asyncio.sleep(max(0.0, due - now))
             due += gap
         sid = 1 + int(random.random() * SCREENINGS)
@@ -346,13 +348,15 @@ class ClusterBench:
             fast, plain = single_target(redis, "fast"), single_target(redis, "redis-py")
             spread = cluster_target(cluster, "3-primary cluster, cluster transport")
             await self.in_turns([fast, plain, spread])
-            # The cost per hold at one load for all: a transport or topology that serves more
-            # holds/s also batches more calls per pipeline, which makes each cheaper.
-            pace = PACE_SHARE * min(fast.rate, plain.rate, spread.rate)
-            costs = [t.paced(pace) for t in (fast, plain, spread)]
-            await self.in_turns(costs)
+            # Redis's CPU per hold with every node as busy as the one Redis: a node that serves
+            # fewer holds/s gets shorter pipelines, which cost more per call (a read and a
+            # write per pipeline), and its background work (cluster bus, cron) weighs more.
+            node_pace = PACE_SHARE * min(fast.rate, plain.rate, spread.rate / len(spread.nodes))
+            paced = [fast.paced(node_pace), plain.paced(node_pace)]
+            paced.append(spread.paced(node_pace * len(spread.nodes)))
+            await self.in_turns(paced)
         self.holds_rows([fast, plain, spread])
-        self.cost_rows(*costs)
+        self.cost_rows([fast, plain, spread], paced)
 
     async def replicas(self) -> None:
         with LocalCluster(scratch_root("seatlock-bench-cluster-"), replicas_each=1) as cluster:
@@ -432,21 +436,23 @@ class ClusterBench:
             name = f"Cluster part, engine holds over {SCREENINGS} screenings: {target.name}"
             self.rows.append(Row(name, value, p50, ms(p99(target.result)), ratio, ""))
 
-    def cost_rows(self, fast: Target, plain: Target, spread: Target) -> None:
-        """The CPU per hold of the paced runs: Redis's per node, and the engine process's."""
+    def cost_rows(self, flat: list[Target], paced: list[Target]) -> None:
+        """Redis's CPU per hold in the paced runs (every node as busy), per node; the engine
+        process's in the runs flat out (an API host on release day runs hot)."""
+        fast, plain, spread = paced
         holds = spread.holds_by_node()
         per_node = [
             f"{per_hold(spread.node_cpu_s[port], holds[port]):.1f} us ({holds[port]:,} holds)"
             for port, _ in spread.nodes
         ]
-        at = f"at {spread.pace:,.0f} holds/s"
-        client = f"{fast.client_us:.0f} / {plain.client_us:.0f} / {spread.client_us:.0f} us"
+        at = f"each node at ~{fast.rate:,.0f} holds/s"
+        client = " / ".join(f"{t.client_us:.0f}" for t in flat) + " us"
         self.rows += [
             Row(
-                f"Redis CPU per hold {at}: one Redis (fast / redis-py transport)",
+                f"Redis CPU per hold, {at}: one Redis (fast / redis-py transport)",
                 f"{fast.redis_us:.1f} / {plain.redis_us:.1f} us",
             ),
-            Row(f"Redis CPU per hold {at}: cluster, each primary", " ; ".join(per_node)),
+            Row(f"Redis CPU per hold, {at}: cluster, each primary", " ; ".join(per_node)),
             Row(
                 "Cluster cost per hold / single-node cost per hold (Redis CPU)",
                 f"{spread.redis_us:.1f} / {fast.redis_us:.1f} us",
@@ -454,9 +460,9 @@ class ClusterBench:
                 target=COST_TARGET,
             ),
             Row(
-                f"Engine process CPU per hold {at}: fast / redis-py / cluster transport",
+                "Engine process CPU per hold, flat out: fast / redis-py / cluster transport",
                 client,
-                ratio=f"{spread.client_us / fast.client_us:.2f} (cluster / fast)",
+                ratio=f"{flat[2].client_us / flat[0].client_us:.2f} (cluster / fast)",
             ),
         ]
 
