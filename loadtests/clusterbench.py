@@ -6,11 +6,13 @@ random screening, each hold won released again, so nearly every hold wins) run a
 starts on free loopback ports and stops again:
 
 - (a) one redis-server (on the fast transport, and on the redis-py one: the cluster transport is
-  built on redis-py) against a cluster of 3 primaries without replicas, taking turns. For each:
-  holds/s, p50/p99, the CPU per hold of the engine's process (client) and of Redis. A node's
-  Redis CPU comes from its process (/proc/<pid>/stat, so background work like the cluster bus
-  counts too) and is divided by the holds its screenings took: the per-node figures a capacity
-  model needs. The verdict row divides the cluster's Redis CPU per hold by the one node's.
+  built on redis-py) against a cluster of 3 primaries without replicas, taking turns: holds/s,
+  p50/p99 and the engine process's CPU per hold flat out; then Redis's CPU per hold with every
+  node as busy (the cluster paced at 3 times the one Redis's holds/s), since a node that serves
+  fewer holds/s gets shorter pipelines and costs more per hold. A node's CPU comes from its
+  process (INFO CPU: background work like the cluster bus counts too) and is divided by
+  the holds its screenings took: the per-node figures a capacity model needs. The verdict row
+  divides the cluster's Redis CPU per hold by the one node's.
 - (b) the engine with ``SEATLOCK_HOLD_REPLICAS`` 0 and 1 on a cluster of 3 primaries with a
   replica each, taking turns: what waiting for a replica's WAIT costs a hold.
 
@@ -24,13 +26,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
-import os
 import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Self
+
+from redis import Redis
 
 from loadtests.benchreport import Report, Row, ms, pct
 from loadtests.loadgen import yield_to_the_server
@@ -42,13 +44,11 @@ from seatlock.server.redisnodes import RedisNodes, scratch_root
 SCREENINGS = 240  # spread over the primaries by their hash tags' slots
 SEATS = 100  # per screening
 MAX_SEATS = 4  # a hold takes 1-4 neighbouring seats
-USERS_PER_CONNECTION = 1
 HOLD_MS = 60_000
 REPLICA_TIMEOUT_MS = 200  # Settings.hold_replicas_timeout_ms's default
 COST_TARGET = "<= 1.10"
-PACE_SHARE = 0.5  # the CPU per hold is compared at this share of the slowest target's holds/s
+PACE_SHARE = 0.5  # Redis CPU per hold is compared at this share of the slowest holds/s a node
 NODE_OPTIONS = ("--notify-keyspace-events", "Ex", "--hz", "100")  # as every cluster node has
-CLOCK_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -234,23 +234,24 @@ class LocalRedis(RedisNodes):
         return f"redis://127.0.0.1:{self.ports[0]}"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU a process used so far (/proc/<pid>/stat utime + stime)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S
+def cpu_seconds(port: int) -> float:
+    """The CPU a redis-server used so far, user and system, all its threads (INFO CPU: from
+    getrusage, finer than /proc's 10 ms ticks, which a short run can round to nothing)."""
+    with Redis(host="127.0.0.1", port=port, socket_timeout=5) as node:
+        info = node.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 @dataclass
 class Target:
-    """Something measured: a Redis setup and how the engine reaches it. ``nodes`` are the
-    (port, pid) of the primaries whose CPU is counted; ``node_of`` the port of each screening."""
+    """Something measured: a Redis setup and how the engine reaches it. ``nodes`` are the ports
+    of the primaries whose CPU is counted; ``node_of`` the port of each screening's primary."""
 
     name: str
     url: str
     transport: str
     replicas: int
-    nodes: list[tuple[int, int]]
+    nodes: list[int]
     node_of: dict[int, int]
     result: Result = field(default_factory=Result)
     node_cpu_s: dict[int, float] = field(default_factory=dict)
@@ -262,7 +263,7 @@ class Target:
         return replace(self, result=Result(), node_cpu_s={}, seconds=0.0, pace=pace)
 
     def cpu_now(self) -> dict[int, float]:
-        return {port: cpu_seconds(pid) for port, pid in self.nodes}
+        return {port: cpu_seconds(port) for port in self.nodes}
 
     def holds_by_node(self) -> dict[int, int]:
         holds = dict.fromkeys(self.node_cpu_s, 0)
@@ -289,10 +290,10 @@ def per_hold(cpu_s: float, holds: int) -> float:
 
 
 def single_target(redis: LocalRedis, transport: str) -> Target:
-    port, pid = redis.ports[0], redis.procs[0].pid
+    port = redis.ports[0]
     screenings = dict.fromkeys(range(1, SCREENINGS + 1), port)
     name = f"one Redis, {transport} transport"
-    return Target(name, redis.url, transport, 0, [(port, pid)], screenings)
+    return Target(name, redis.url, transport, 0, [port], screenings)
 
 
 def cluster_target(cluster: LocalCluster, name: str, replicas: int = 0) -> Target:
@@ -302,8 +303,6 @@ def cluster_target(cluster: LocalCluster, name: str, replicas: int = 0) -> Targe
 
     from seatlock import keys
 
-    pids = dict(zip(cluster.ports, (p.pid for p in cluster.procs), strict=True))
-    nodes = [(port, pids[port]) for port in cluster.primary_ports]
     with cluster.client(cluster.primary_ports[0]) as node:
         ranges = [(r[0], r[1], int(r[2][1])) for r in node.execute_command("CLUSTER SLOTS")]
 
@@ -312,7 +311,7 @@ def cluster_target(cluster: LocalCluster, name: str, replicas: int = 0) -> Targe
         return next(port for first, last, port in ranges if first <= slot <= last)
 
     node_of = {sid: owner(sid) for sid in range(1, SCREENINGS + 1)}
-    return Target(name, cluster.url, "fast", replicas, nodes, node_of)
+    return Target(name, cluster.url, "fast", replicas, cluster.primary_ports, node_of)
 
 
 # --- The runs -----------------------------------------------------------------------------------
@@ -364,15 +363,12 @@ class ClusterBench:
             one = cluster_target(cluster, "3 primaries + 3 replicas, SEATLOCK_HOLD_REPLICAS=1", 1)
             await self.in_turns([none, one])
         self.holds_rows([none, one])
-        ratio = one.rate / none.rate if none.rate else float("nan")
         self.rows.append(
             Row(
                 "Cluster holds: SEATLOCK_HOLD_REPLICAS=1 / =0",
                 f"{one.rate:,.0f} / {none.rate:,.0f} holds/s",
-                "",
-                f"{p99(one.result):.1f} / {p99(none.result):.1f} ms",
-                f"{ratio:.2f}",
-                "",
+                p99=f"{ms(p99(one.result))} / {ms(p99(none.result))}",
+                ratio=quotient(one.rate, none.rate),
             )
         )
         self.notes.append(
@@ -430,7 +426,7 @@ class ClusterBench:
         base = targets[0].rate
         for target in targets:
             p50 = ms(pct(target.result.latencies_ms, 0.5))
-            ratio = "1.00 (baseline)" if target is targets[0] else f"{target.rate / base:.2f}"
+            ratio = "1.00 (baseline)" if target is targets[0] else quotient(target.rate, base)
             value = f"{target.rate:,.0f} holds/s ({target.result.won:,} of"
             value += f" {target.result.ops:,} won)"
             name = f"Cluster part, engine holds over {SCREENINGS} screenings: {target.name}"
@@ -443,7 +439,7 @@ class ClusterBench:
         holds = spread.holds_by_node()
         per_node = [
             f"{per_hold(spread.node_cpu_s[port], holds[port]):.1f} us ({holds[port]:,} holds)"
-            for port, _ in spread.nodes
+            for port in spread.nodes
         ]
         at = f"each node at ~{fast.rate:,.0f} holds/s"
         client = " / ".join(f"{t.client_us:.0f}" for t in flat) + " us"
@@ -456,15 +452,24 @@ class ClusterBench:
             Row(
                 "Cluster cost per hold / single-node cost per hold (Redis CPU)",
                 f"{spread.redis_us:.1f} / {fast.redis_us:.1f} us",
-                ratio=f"{spread.redis_us / fast.redis_us:.2f}",
+                ratio=quotient(spread.redis_us, fast.redis_us),
                 target=COST_TARGET,
+            ),
+            Row(
+                "Redis CPU per hold, flat out: one Redis (fast transport) / cluster, all primaries",
+                f"{flat[0].redis_us:.1f} us at {flat[0].rate:,.0f} holds/s / {flat[2].redis_us:.1f}"
+                f" us at {flat[2].rate / len(flat[2].nodes):,.0f} holds/s a primary",
             ),
             Row(
                 "Engine process CPU per hold, flat out: fast / redis-py / cluster transport",
                 client,
-                ratio=f"{flat[2].client_us / flat[0].client_us:.2f} (cluster / fast)",
+                ratio=quotient(flat[2].client_us, flat[0].client_us) + " (cluster / fast)",
             ),
         ]
+
+
+def quotient(part: float, whole: float) -> str:
+    return f"{part / whole:.2f}" if whole > 0 else "n/a"
 
 
 def p99(result: Result) -> float:
