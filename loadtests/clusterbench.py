@@ -169,38 +169,43 @@ async def run_job(job: Job) -> Result:
 
 
 async def hold_loop(engine: Any, user: int, deadline: float, gap: float, result: Result) -> None:
-    """Hold 1-4 neighbouring seats of a random screening; release each hold won. With ``gap``,
-    one hold every ``gap`` seconds (from a random offset, so the connections do not march in
-    step); otherwise the next as soon as the last was answered."""
-    from seatlock.engine.errors import SeatsUnavailable
-    from seatlock.engine.seats import ReplicasBehind
-
-    due = time.perf_counter() + random.random() * gap  # holds due before the deadline: T/gap
+    """Hold attempts until the deadline. With ``gap``, one every ``gap`` seconds (from a random
+    offset, so the connections do not march in step; the count due is duration/gap); otherwise
+    the next as soon as the last was answered."""
+    due = time.perf_counter() + random.random() * gap
     while (now := time.perf_counter()) < deadline:
         if gap:
             if due >= deadline:
                 return
             await asyncio.sleep(max(0.0, due - now))
             due += gap
-        sid = 1 + int(random.random() * SCREENINGS)
-        count = 1 + int(random.random() * MAX_SEATS)
-        first = 1 + int(random.random() * (SEATS - count + 1))
-        seats = list(range(first, first + count))
-        started = time.perf_counter()
-        won = False
-        try:
-            await engine.hold(sid, user, seats)
-            won = True
-        except SeatsUnavailable:
-            pass
-        except ReplicasBehind:
-            result.behind += 1
-        result.latencies_ms.append((time.perf_counter() - started) * 1000)
-        result.ops += 1
-        result.per_screening[sid] = result.per_screening.get(sid, 0) + 1
-        if won:
-            result.won += 1
-            await engine.release(sid, user, seats)
+        await attempt(engine, user, result)
+
+
+async def attempt(engine: Any, user: int, result: Result) -> None:
+    """Hold 1-4 neighbouring seats of a random screening; release them again if won."""
+    from seatlock.engine.errors import SeatsUnavailable
+    from seatlock.engine.seats import ReplicasBehind
+
+    sid = 1 + int(random.random() * SCREENINGS)
+    count = 1 + int(random.random() * MAX_SEATS)
+    first = 1 + int(random.random() * (SEATS - count + 1))
+    seats = list(range(first, first + count))
+    started = time.perf_counter()
+    won = False
+    try:
+        await engine.hold(sid, user, seats)
+        won = True
+    except SeatsUnavailable:
+        pass
+    except ReplicasBehind:
+        result.behind += 1
+    result.latencies_ms.append((time.perf_counter() - started) * 1000)
+    result.ops += 1
+    result.per_screening[sid] = result.per_screening.get(sid, 0) + 1
+    if won:
+        result.won += 1
+        await engine.release(sid, user, seats)
 
 
 async def warm(url: str, transport: str) -> None:
