@@ -7,9 +7,19 @@ import os
 import sys
 from dataclasses import dataclass, replace
 
-# The parts of a run, in the order they run; ``--only`` picks some. A Redis Cluster part
-# (loadtests/clusterbench.py) joins as "cluster": its name here and one entry in Bench.parts.
-PARTS = ("http", "engine", "transport", "bookings", "websocket", "expiry", "crowd", "browsing")
+# The parts of a run, in the order they run; ``--only`` picks some. "cluster"
+# (loadtests/clusterbench.py) starts servers of its own, after the others have stopped theirs.
+PARTS = (
+    "http",
+    "engine",
+    "transport",
+    "bookings",
+    "websocket",
+    "expiry",
+    "crowd",
+    "browsing",
+    "cluster",
+)
 
 
 @dataclass(frozen=True)

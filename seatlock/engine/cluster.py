@@ -42,11 +42,13 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio import Connection, Redis, SSLConnection
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.cluster import PRIMARY
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.typing import EncodableT
 
 from seatlock.engine.batching import Batcher, Call
 from seatlock.engine.redispy import CONNECTION_OPTIONS, PubSubFeed
@@ -93,6 +95,7 @@ class ClusterTransport(Batcher[str]):
             options["ssl"] = True  # rediss+cluster://
         seeds = [ClusterNode(n.host, n.port) for n in cluster.nodes_manager.startup_nodes.values()]
         client = RedisCluster(startup_nodes=seeds, **options)
+        pack_with_hiredis(client)
         # Replies as Redis sends them: the engine parses what it reads itself. The nodes share
         # this dict; redis-py's own slot map and command table (CLUSTER ..., COMMAND) keep theirs.
         callbacks = client.response_callbacks
@@ -163,8 +166,7 @@ class ClusterTransport(Batcher[str]):
                 if call.script is None:
                     pipe.execute_command(*call.args)
                 else:
-                    sha = self._scripts[call.script].sha
-                    pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+                    self._queue_script(pipe, call)
             for node, calls in waits.values():  # after the node's scripts, in its share
                 wanted = [c.replicas for c in calls if c.replicas is not None]
                 pipe.execute_command(*wait_command(wanted), target_nodes=node)
@@ -173,6 +175,25 @@ class ClusterTransport(Batcher[str]):
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         self._known.update(n for n in fresh if n is not None)
         return self._replicated(batch, replies, waits) if waits else replies
+
+    def _queue_script(self, pipe: ClusterPipeline, call: Call[str]) -> None:
+        """Queue one script call on the primary of its screening's slot.
+
+        Every key of a screening script shares the screening's hash tag, so the slot of the
+        first key is the slot of all: the call is sent to that slot's node by name. Left to
+        route it, redis-py would compute the slot of every key (a script has ten and more) to
+        check that they agree: a fifth of the process's CPU per hold. A call answered MOVED,
+        ASK or TRYAGAIN is sent again by its keys, not to the node named (redis-py keeps no
+        single named node for a retry; tests/cluster/test_cluster_routing.py checks it).
+        """
+        sha = self._scripts[call.script].sha if call.script is not None else ""
+        node = self._node_of(call)
+        if node is None:  # no slot map yet, or the slot is not covered: redis-py decides
+            pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+        else:
+            pipe.execute_command(
+                "EVALSHA", sha, len(call.keys), *call.keys, *call.args, target_nodes=node
+            )
 
     async def _waits(self, batch: list[Call[str]]) -> Waits:
         """The primaries the batch's calls run with replicas go to, each with its calls."""
@@ -360,6 +381,38 @@ class MergedFeed:
     def close(self) -> None:
         for feed in self._feeds:
             feed.close()
+
+
+class PackedConnection(Connection):
+    """A node connection whose commands hiredis packs in one call. redis-py's own packer runs
+    every argument through its Encoder in Python first (a script call has twenty and more):
+    that was a fifth of the engine process's CPU per hold on a cluster. hiredis packs str (UTF-8),
+    bytes, int and float (as ``repr``) alike; anything else it refuses, and redis-py packs it,
+    or says why it cannot, as before."""
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        if _one_word(args[0]):  # redis-py splits a first argument like "CLUSTER SLOTS"
+            with contextlib.suppress(TypeError):
+                return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # stub: 1-tuple
+        return super().pack_command(*args)
+
+
+def _one_word(head: object) -> bool:
+    if isinstance(head, str):
+        return " " not in head
+    return isinstance(head, bytes) and b" " not in head
+
+
+def pack_with_hiredis(client: RedisCluster) -> bool:
+    """Make the node connections of ``client`` ``PackedConnection``s, if redis-py still makes
+    them from ``connection_kwargs["connection_class"]`` (redis-py 8.x, pinned below 9;
+    tests/cluster/test_cluster_routing.py fails loudly when that changes); TLS connections and
+    an unknown layout keep redis-py's packer. Call it before the client's first command."""
+    made_by = getattr(client, "connection_kwargs", None)
+    if not isinstance(made_by, dict) or made_by.get("connection_class") is not Connection:
+        return False
+    made_by["connection_class"] = PackedConnection
+    return True
 
 
 def is_cluster(client: object) -> bool:

@@ -10,8 +10,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
-from tests.cluster.local import LocalCluster
-from tests.redis_nodes import scratch_root
+from seatlock.server.localcluster import LocalCluster
+from seatlock.server.redisnodes import scratch_root
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from seatlock import keys
+from seatlock.server.localcluster import LocalCluster
 from seatlock.settings import Settings
 from tests import factories as make
-from tests.cluster.local import LocalCluster
 from tests.factories import Show
 from tests.support import (
     Account,

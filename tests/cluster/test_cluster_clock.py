@@ -11,8 +11,8 @@ from seatlock import keys
 from seatlock.engine.clock import RedisClock
 from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.seats import SeatEngine
+from seatlock.server.localcluster import LocalCluster
 from tests.cluster.conftest import one_per_primary
-from tests.cluster.local import LocalCluster
 from tests.lua.support import DictSource, make_engine
 
 ALICE, BOB = 7, 8

@@ -16,8 +16,8 @@ from seatlock.engine.events import Hub
 from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries
 from seatlock.engine.transport import open_transport
 from seatlock.errors import Unavailable
+from seatlock.server.localcluster import LocalCluster
 from tests.cluster.conftest import one_per_primary
-from tests.cluster.local import LocalCluster
 from tests.lua.support import DictSource, make_engine, now_ms, wait_until
 
 ALICE, BOB = 7, 8

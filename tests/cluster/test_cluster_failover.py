@@ -29,12 +29,12 @@ from seatlock.engine.events import Hub
 from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Unavailable
+from seatlock.server.localcluster import LocalCluster
+from seatlock.server.redisnodes import scratch_root
 from seatlock.settings import Settings
 from tests.cluster.conftest import one_per_primary
-from tests.cluster.local import LocalCluster
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.lua.support import DictSource, make_engine, wait_until
-from tests.redis_nodes import scratch_root
 from tests.support import LiveServer, make_account, reserve
 
 ALICE = 7

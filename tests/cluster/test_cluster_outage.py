@@ -11,10 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
+from seatlock.server.localcluster import LocalCluster
+from seatlock.server.redisnodes import scratch_root
 from seatlock.settings import Settings
-from tests.cluster.local import LocalCluster
 from tests.cluster.test_cluster_api import shows_on_every_primary
-from tests.redis_nodes import scratch_root
 from tests.support import LiveServer, make_account, reserve
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis.asyncio.cluster import RedisCluster
 
 from seatlock.accounts.sessions import CHANNEL, FLUSH_CANARY, SessionTrust, listening
-from tests.cluster.local import LocalCluster
+from seatlock.server.localcluster import LocalCluster
 from tests.lua.support import wait_until
 
 

@@ -42,11 +42,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seatlock import keys
+from seatlock.server.localcluster import LocalCluster
+from seatlock.server.redisnodes import scratch_root
 from tests import factories as make
-from tests.cluster.local import LocalCluster
 from tests.conftest import TEST_SECRET
 from tests.factories import Show
-from tests.redis_nodes import scratch_root
 from tests.support import (
     FROM_HOLD,
     RESERVE,

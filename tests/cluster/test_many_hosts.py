@@ -23,9 +23,9 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from seatlock.server.localcluster import LocalCluster
 from tests import factories as make
 from tests.api.test_metrics import scrape
-from tests.cluster.local import LocalCluster
 from tests.conftest import TEST_SECRET
 from tests.support import (
     Account,

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from seatlock.server.redisnodes import scratch_root
 from seatlock.settings import Settings
-from tests.redis_nodes import scratch_root
 from tests.replicas.local import ReplicatedRedis
 from tests.support import LiveServer
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Self
 
 from seatlock.server.embedded import free_port
-from tests.redis_nodes import RedisNodes
+from seatlock.server.redisnodes import RedisNodes
 
 
 @dataclass

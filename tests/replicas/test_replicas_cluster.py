@@ -16,6 +16,7 @@ from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.seats import ReplicasBehind, SeatEngine
 from seatlock.engine.transport import Replicas
+from seatlock.server.localcluster import LocalCluster
 from tests.cluster.conftest import (  # noqa: F401  (the cluster fixtures, shared)
     cluster_redis,
     cluster_transports,
@@ -24,7 +25,6 @@ from tests.cluster.conftest import (  # noqa: F401  (the cluster fixtures, share
     local_cluster,
     one_per_primary,
 )
-from tests.cluster.local import LocalCluster
 from tests.lua.support import DictSource
 from tests.replicas.conftest import TIMEOUT_MS
 
@@ -52,8 +52,8 @@ def engine(ctransport: ClusterTransport, shows: list[int]) -> SeatEngine:  # noq
 
 
 def replica_port(cluster: LocalCluster, primary: int) -> int:
-    """The port of the replica of the primary on ``primary`` (tests/cluster/local.py pairs the
-    i-th replica with the i-th primary)."""
+    """The port of the replica of the primary on ``primary`` (seatlock/server/localcluster.py
+    pairs the i-th replica with the i-th primary)."""
     return cluster.ports[cluster.primaries + cluster.primary_ports.index(primary)]
 
 

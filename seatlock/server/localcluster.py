@@ -1,4 +1,5 @@
-"""A throw-away Redis Cluster on loopback: 3 primaries and 3 replicas from the suite's redis-server.
+"""A throw-away Redis Cluster on loopback: 3 primaries and 3 replicas from the project's
+redis-server, for the cluster tests and the cluster part of ``seatlock bench``.
 
 Slots are assigned and nodes introduced by hand (CLUSTER ADDSLOTS, MEET, REPLICATE) rather than
 with ``redis-cli --cluster create``, which sleeps a second per step: the cluster is ready in
@@ -18,7 +19,7 @@ from typing import ClassVar, Self
 
 from redis import Redis
 
-from tests.redis_nodes import RedisNodes
+from seatlock.server.redisnodes import RedisNodes
 
 SLOTS = 16384
 BUS_OFFSET = 10_000

@@ -1,6 +1,7 @@
-"""Throw-away redis-server processes on loopback, from the suite's binary (``find_redis_server``),
-for the tests that need more than one Redis: a cluster (tests/cluster/local.py) and a primary with
-a replica (tests/replicas/local.py) build on ``RedisNodes``."""
+"""Throw-away redis-server processes on loopback, from the project's binary
+(``find_redis_server``), for what needs more than one Redis: the test suite and ``seatlock bench``
+start a cluster (seatlock/server/localcluster.py), the tests a primary with a replica
+(tests/replicas/local.py); both build on ``RedisNodes``."""
 
 from __future__ import annotations
 
