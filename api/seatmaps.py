@@ -72,7 +72,7 @@ class VersionedSeats(msgspec.Struct):
     seats: list[SeatStatusOut]
 
 
-class MapQuery(msgspec.Struct):
+class MapQuery(msgspec.Struct, frozen=True):  # frozen: shared when there is no query string
     # Unknown parameters stay ignored, as before the flag existed (cache busters).
     with_version: bool = False  # answer {"version", "seats"} instead of the bare list
 
@@ -232,20 +232,19 @@ async def _build(services: Services, screening_id: int, version: int) -> Rendere
 
 
 async def snapshot_json(
-    services: Services,
-    screening_id: int,
-    version: int,
-    states: list[SeatState],
-    viewer: int | None,
-) -> bytes:
-    """The availability answer, as ``viewer`` may see it, of a map read at ``version`` (a
-    WebSocket resume's snapshot): the cached map's JSON when it is exactly that state."""
+    services: Services, screening_id: int, current: int, viewer: int | None
+) -> tuple[int, bytes]:
+    """A map of the screening no older than version ``current`` and its version, as the
+    availability answers it to ``viewer`` (a WebSocket resume's snapshot): the cached map when
+    it is exactly the state of ``current`` (no read, no rendering), else one read now."""
     cached = cache_of(services).peek(screening_id)
     details = services.layouts.cached(screening_id)
-    now_ms = services.engine.now_ms()
-    if cached is None or not (cached.exact and cached.usable(version, details, now_ms)):
+    if cached is None or not (
+        cached.exact and cached.usable(current, details, services.engine.now_ms())
+    ):
+        version, states = await services.engine.versioned_map(screening_id)
         cached = await _render(services, screening_id, version, states, bool(version))
-    return cached.for_viewer(viewer)
+    return cached.version, cached.for_viewer(viewer)
 
 
 async def _render(

@@ -41,7 +41,6 @@ from seatlock.engine.events import (
     render,
     text_frame,
 )
-from seatlock.engine.seats import Resumed
 from seatlock.errors import InvalidInput, NotFound, SeatLockError
 from seatlock.services.container import Services
 
@@ -168,31 +167,33 @@ async def _catch_up(
 
     The race: events are published while the catch-up is read and sent. The watcher joined
     (and held back its live events) before ``resume`` read the log, in one script run with the
-    version V it brings the client to; so every event after V reaches the watcher, and every
-    event up to V is in the catch-up. ``go_live`` drops the held events up to V and sends the
-    rest after the catch-up: no gap, no duplicate, publish order kept."""
-    resumed = await services.engine.resume(watcher.screening_id, since)
-    for text in await _catch_up_texts(services, watcher, resumed):
+    version V it brings the client to (or before the map of version V was read, in one script
+    run too); so every event after V reaches the watcher, and every event up to V is in the
+    catch-up. ``go_live`` drops the held events up to V and sends the rest after the catch-up:
+    no gap, no duplicate, publish order kept."""
+    version, messages = await catch_up(services, watcher, since)
+    for message in messages:
         if write is None:
-            await websocket.send_text(text)
-        elif not write(text_frame(text.encode())):
+            await websocket.send_text(message.decode())
+        elif not write(text_frame(message)):
             watcher.drop()  # gone, or too slow to take it: told so, as by the hub
             break
-    watcher.go_live(resumed.version, write)
+    watcher.go_live(version, write)
 
 
-async def _catch_up_texts(services: Services, watcher: Watcher, resumed: Resumed) -> list[str]:
-    """The messages of a catch-up as the watcher may see them: the events, or one snapshot."""
+async def catch_up(services: Services, watcher: Watcher, since: int) -> tuple[int, list[bytes]]:
+    """The messages (JSON) that bring a watcher from version ``since`` to the version returned,
+    as it may see them: the events in between, or one snapshot."""
+    resumed = await services.engine.resume(watcher.screening_id, since)
     viewer = watcher.user_id
     if resumed.events is not None:
-        return [render(orjson.loads(event), viewer) for event in resumed.events]
-    seats = await snapshot_json(
-        services, watcher.screening_id, resumed.version, resumed.seats or [], viewer
-    )
-    timestamp = now_iso(services.hub.now_ms())
+        events = [render(orjson.loads(event), viewer).encode() for event in resumed.events]
+        return resumed.version, events
+    version, seats = await snapshot_json(services, watcher.screening_id, resumed.version, viewer)
+    timestamp = now_iso(services.hub.now_ms()).encode()
     # Built around the map's JSON (the availability answer, as cached), not parsed again.
-    head = f'{{"type":"seat_snapshot","version":{resumed.version},"seats":'
-    return [f'{head}{seats.decode()},"timestamp":"{timestamp}"}}']
+    head = b'{"type":"seat_snapshot","version":%d,"seats":' % version
+    return version, [b"".join((head, seats, b',"timestamp":"', timestamp, b'"}'))]
 
 
 def _confirmation(screening_id: int) -> str:

@@ -58,12 +58,12 @@ REPLICAS_BEHIND = "Seat change not yet confirmed by the Redis replicas; please t
 
 @dataclass(frozen=True, slots=True)
 class Resumed:
-    """A resuming watcher's catch-up (``SeatEngine.resume``): the events after its version, oldest
-    first, as published (JSON), or else the whole map; either way it is then at ``version``."""
+    """A resuming watcher's catch-up (``SeatEngine.resume``): the screening's version and the
+    events after the watcher's up to it, oldest first, as published (JSON); None when they are
+    not all kept."""
 
     version: int
     events: list[str] | None
-    seats: list[SeatState] | None
 
 
 class ReplicasBehind(Unavailable):
@@ -300,13 +300,17 @@ class SeatEngine:
 
     async def resume(self, screening_id: int, since: int) -> Resumed:
         """What a watcher that last saw version ``since`` needs to be current: the events after
-        it from the screening's log, or the whole map when the log no longer has them all."""
+        it from the screening's log, or None when the log no longer has them all (the caller
+        then sends the whole map: ``versioned_map``, or one it has of that very version)."""
+        reply = await self._run_loaded("resume", screening_id, [], self.now_ms(), [since])
+        events = [_text(event) for event in reply[3:]] if reply[2] else None
+        return Resumed(int(reply[1]), events)
+
+    async def versioned_map(self, screening_id: int) -> tuple[int, list[SeatState]]:
+        """Every seat of the screening (``seat_map``) and the version it is the state of."""
         now = self.now_ms()
-        reply = await self._run_loaded("resume", screening_id, [], now, [since])
-        if reply[2]:
-            return Resumed(int(reply[1]), [_text(event) for event in reply[3:]], None)
         reply = await self._run_loaded("seatmap", screening_id, [], now, [])
-        return Resumed(int(reply[4]), None, _seat_states(reply, now))
+        return int(reply[4]), _seat_states(reply, now)
 
     async def snapshot(self, screening_id: int) -> SeatSnapshot | None:
         """The screening as a mirror starts from; None when Redis does not have it loaded."""

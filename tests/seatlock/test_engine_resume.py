@@ -50,7 +50,6 @@ async def test_resume_replays_exactly_the_events_after_the_version(engine: SeatE
     since = await engine.version(S)
     await churn(engine, 50, now)
     resumed = await engine.resume(S, since)
-    assert resumed.seats is None
     assert resumed.version == since + 50 == await engine.version(S)
     assert versions(resumed) == list(range(since + 1, since + 51))
     first = orjson.loads(resumed.events[0])  # type: ignore[index]
@@ -58,8 +57,8 @@ async def test_resume_replays_exactly_the_events_after_the_version(engine: SeatE
         {"seat_id": 1, "status": "reserved", "user_id": ALICE, "expires_at": now + 300_000}
     ]
     last = resumed.events[-1:]  # type: ignore[index]
-    assert await engine.resume(S, since + 49) == Resumed(since + 50, last, None)
-    assert await engine.resume(S, since + 50) == Resumed(since + 50, [], None)
+    assert await engine.resume(S, since + 49) == Resumed(since + 50, last)
+    assert await engine.resume(S, since + 50) == Resumed(since + 50, [])
 
 
 async def test_a_version_out_of_the_window_or_ahead_gets_the_map(
@@ -73,9 +72,8 @@ async def test_a_version_out_of_the_window_or_ahead_gets_the_map(
     current = await engine.version(S)
     for stale in (since, 0, current + 1):
         resumed = await engine.resume(S, stale)
-        assert resumed.events is None
-        assert resumed.version == current
-        assert resumed.seats == await engine.seat_map(S, now)
+        assert resumed == Resumed(current, None)
+    assert await engine.versioned_map(S) == (current, await engine.seat_map(S, now))
     assert versions(await engine.resume(S, current - WINDOW)) == list(
         range(current - WINDOW + 1, current + 1)
     )
@@ -91,7 +89,7 @@ async def test_a_reset_empties_the_log_so_resuming_across_it_gets_the_map(
     await engine.refresh(S, now)
     after_reset = await engine.version(S)
     assert await redis.xlen(keys.screening_log(S)) == 0
-    assert (await engine.resume(S, since)).seats is not None
+    assert (await engine.resume(S, since)).events is None
     await churn(engine, 2, now)
     assert versions(await engine.resume(S, after_reset)) == [after_reset + 1, after_reset + 2]
     await engine.forget(S, now)
@@ -108,12 +106,13 @@ async def test_no_log_when_its_length_is_zero(
     since = await engine.version(S)
     await churn(engine, 2, now)
     assert not await redis.exists(keys.screening_log(S))
-    assert (await engine.resume(S, since)).seats is not None
-    assert await engine.resume(S, since + 2) == Resumed(since + 2, [], None)
+    assert (await engine.resume(S, since)).events is None
+    assert await engine.resume(S, since + 2) == Resumed(since + 2, [])
 
 
 async def test_resume_loads_a_screening_redis_lacks(engine: SeatEngine) -> None:
     resumed = await engine.resume(S, 5)
-    assert resumed.events is None
-    assert resumed.version == await engine.version(S) > 0
-    assert [s.status for s in resumed.seats or ()] == ["available"] * 9 + ["booked"]
+    assert resumed == Resumed(await engine.version(S), None)
+    version, seats = await engine.versioned_map(S)
+    assert version == resumed.version > 0
+    assert [s.status for s in seats] == ["available"] * 9 + ["booked"]
