@@ -119,7 +119,7 @@ def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
         allow_methods=["*"],
         # If-None-Match and ETag: a frontend revalidates seat maps and catalog reads itself.
         allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID", "If-None-Match"],
-        expose_headers=["Retry-After", "X-Request-ID", "ETag"],
+        expose_headers=["Retry-After", "X-Request-ID", "ETag", "X-Seat-Map-Version"],
         max_age=600,
     )
     # br/gzip for clients that ask, above api/caching.py MIN_SIZE; inside CORS, so a preflight

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from api.errors import WS_CLOSE, WS_POLICY_VIOLATION, WS_TRY_AGAIN_LATER
-from api.websockets import HEARTBEAT_S, ConnectionConfirmed, Ping, Pong, StatsOut
+from api.websockets import HEARTBEAT_S, ConnectionConfirmed, Ping, Pong, SeatSnapshot, StatsOut
 from seatlock.engine.events import STATS_INTERVAL_S, STATS_TTL_MS, BulkSeatUpdate, SeatUpdate
 from seatlock.errors import NotFound
 
@@ -24,7 +24,8 @@ REF = "#/components/schemas/{name}"
 CLOSE_MEANING: dict[int, str] = {
     WS_POLICY_VIOLATION: (
         "The token was refused: malformed, expired, or its session revoked (log in again, or "
-        "connect without a token). Sent right after the handshake, before connection_confirmed."
+        "connect without a token); or since is not a version (the reason says so). Sent right "
+        "after the handshake, before connection_confirmed."
     ),
     WS_CLOSE[NotFound]: "No such screening. Sent before connection_confirmed; do not retry.",
     WS_TRY_AGAIN_LATER: (
@@ -40,6 +41,7 @@ CLOSE_MEANING: dict[int, str] = {
 # Sent by the server, in the order a client usually meets them: (message name, type, summary).
 SERVER_MESSAGES: list[tuple[str, type[msgspec.Struct], str]] = [
     ("connectionConfirmed", ConnectionConfirmed, "Watching: every change from now on is sent"),
+    ("seatSnapshot", SeatSnapshot, "Resuming from a version whose changes are not all kept"),
     ("seatUpdate", SeatUpdate, "One seat changed"),
     ("bulkSeatUpdate", BulkSeatUpdate, "Several seats changed in one step"),
     ("ping", Ping, f"Heartbeat after {HEARTBEAT_S:g} s with nothing sent"),
@@ -62,6 +64,13 @@ on connect, and every change made after the confirmation arrives as `seat_update
 publish order, so updates of one seat are never reordered. A `bulk_seat_update` listing every
 seat is also sent after the server lost its own event feed for a while (a resync).
 
+Every update carries the screening's `version` after it. A client that reconnects with
+`?since=VERSION` (the last version it saw) is sent, right after `connection_confirmed`, every
+update after that version in order, then live ones: no gap, no duplicate, and no need to read
+the availability again. When those changes are no longer all kept (the server keeps the latest
+few hundred per screening), or the screening was reset meanwhile, it gets one `seat_snapshot`
+instead: the whole map, shaped like the availability answer, with its version.
+
 Errors are close frames, never JSON messages: see `x-close-codes`. Anything the client sends
 but a ping is ignored.
 
@@ -73,6 +82,13 @@ TOKEN_TEXT = (
     "Optional access token (the bearer JWT of /api/v1/auth/login). With it, the holder's or "
     "buyer's id is shown in the updates of that user's own seats; without it, never. A token "
     "given but not valid closes the connection (1008), it is not ignored."
+)
+
+
+SINCE_TEXT = (
+    "Resume: the last version seen (of an update, a seat_snapshot, or the availability's "
+    "X-Seat-Map-Version header). The updates after it are sent first, or one seat_snapshot "
+    "when they are not all kept. Not a whole number: the connection is closed (1008)."
 )
 
 
@@ -114,7 +130,10 @@ def _server() -> dict[str, Any]:
 def _channel(messages: dict[str, Any]) -> dict[str, Any]:
     query = {
         "type": "object",
-        "properties": {"token": {"type": "string", "description": TOKEN_TEXT}},
+        "properties": {
+            "token": {"type": "string", "description": TOKEN_TEXT},
+            "since": {"type": "string", "pattern": "^[0-9]+$", "description": SINCE_TEXT},
+        },
     }
     return {
         "address": "/ws/screenings/{screening_id}",

@@ -10,12 +10,14 @@ other request.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -153,7 +155,7 @@ class Endpoint:
                 raise NotFound(f"{name.removesuffix('_id').capitalize()} not found")
         call = Call(scope, receive, services, principal, params)
         if self.query is not None:
-            call.query = convert(query_params(scope), self.query)
+            call.query = query_of(scope, self.query)
         if self.body is not None and not self.upload:
             if self.form:
                 call.body = await _read_form_or_json(call, self.body)
@@ -190,6 +192,28 @@ async def send_no_content(send: Send) -> None:
     """A 204 as Starlette's ``Response(status_code=204)`` sends it: no headers, an empty body."""
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
+
+
+def query_of(scope: Scope, kind: Any) -> Any:
+    """The query parameters as ``kind``; with no query string, a frozen kind's defaults are made
+    once and shared (a seat map read, a hot path, pays no conversion for a flag it rarely has)."""
+    if not scope.get("query_string"):
+        shared = _defaults(kind)
+        if shared is not None:
+            return shared
+    return convert(query_params(scope), kind)
+
+
+@functools.cache
+def _defaults(kind: Any) -> Any:
+    """``kind`` with every field at its default when it is a frozen Struct that has them all."""
+    config = getattr(kind, "__struct_config__", None)
+    if config is None or not config.frozen:
+        return None
+    try:
+        return msgspec.convert({}, type=kind)
+    except msgspec.ValidationError:  # a required parameter: every request converts (a 422)
+        return None
 
 
 def query_params(scope: Scope) -> dict[str, str]:

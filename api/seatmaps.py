@@ -52,6 +52,9 @@ router = Router("Seat availability")
 NEVER = 2**63
 NULL = b"null"
 ALL, AVAILABLE = b"m", b"a"  # the two lists a map answers, as their ETags name them
+# The same lists in {"version": ..., "seats": [...]} (?with_version=true): answers of their own.
+ALL_V, AVAILABLE_V = b"mv", b"av"
+VERSION_HEADER = b"x-seat-map-version"
 _STATUS = {s: dumps(s) for s in ("available", "reserved", "booked")}
 
 
@@ -60,6 +63,18 @@ class SeatStatusOut(msgspec.Struct):
     status: str  # "available" | "reserved" | "booked"
     reserved_by: int | None
     expires_at: datetime | None
+
+
+class VersionedSeats(msgspec.Struct):
+    """A seat list with the version of the map it shows (``?with_version=true``)."""
+
+    version: int  # resume the WebSocket with ?since= this (docs/websockets.md)
+    seats: list[SeatStatusOut]
+
+
+class MapQuery(msgspec.Struct, frozen=True):  # frozen: shared when there is no query string
+    # Unknown parameters stay ignored, as before the flag existed (cache busters).
+    with_version: bool = False  # answer {"version", "seats"} instead of the bare list
 
 
 class SeatJson(NamedTuple):
@@ -131,9 +146,23 @@ class Rendered:
         """A public list in ``coding``, compressed on first use and kept with the map."""
         body = self.stored.get((kind, coding))
         if body is None:
-            plain = self.all_json if kind == ALL else self.available()
-            body = self.stored[kind, coding] = caching.compress(plain, coding)
+            body = self.stored[kind, coding] = caching.compress(self.plain(kind), coding)
         return body
+
+    def plain(self, kind: bytes) -> bytes:
+        """A public answer's body; the versioned ones made on first use and kept."""
+        if kind == ALL:
+            return self.all_json
+        if kind == AVAILABLE:
+            return self.available()
+        body = self.stored.get((kind, ""))
+        if body is None:
+            seats = self.all_json if kind == ALL_V else self.available()
+            body = self.stored[kind, ""] = self.versioned(seats)
+        return body
+
+    def versioned(self, seats: bytes) -> bytes:
+        return b'{"version":%d,"seats":%s}' % (self.version, seats)
 
     def for_viewer(self, viewer: int | None) -> bytes:
         """The full map as ``viewer`` may see it: their own holds name them (invariant 9)."""
@@ -199,6 +228,28 @@ async def _build(services: Services, screening_id: int, version: int) -> Rendere
     # ETag, which would name two different maps (another process renders the older state under
     # the same version). Read once more, and send no ETag unless nothing changed.
     exact = bool(version) and await services.engine.version(screening_id) == version
+    return await _render(services, screening_id, version, states, exact)
+
+
+async def snapshot_json(
+    services: Services, screening_id: int, current: int, viewer: int | None
+) -> tuple[int, bytes]:
+    """A map of the screening no older than version ``current`` and its version, as the
+    availability answers it to ``viewer`` (a WebSocket resume's snapshot): the cached map when
+    it is exactly the state of ``current`` (no read, no rendering), else one read now."""
+    cached = cache_of(services).peek(screening_id)
+    details = services.layouts.cached(screening_id)
+    if cached is None or not (
+        cached.exact and cached.usable(current, details, services.engine.now_ms())
+    ):
+        version, states = await services.engine.versioned_map(screening_id)
+        cached = await _render(services, screening_id, version, states, bool(version))
+    return cached.version, cached.for_viewer(viewer)
+
+
+async def _render(
+    services: Services, screening_id: int, version: int, states: list[SeatState], exact: bool
+) -> Rendered:
     details = await services.layouts.seats(screening_id, [s.seat_id for s in states])
     if details is None:
         raise ScreeningNotFound(screening_id)
@@ -292,83 +343,111 @@ def _viewer(call: Call) -> int | None:
     return call.principal.user_id if call.principal is not None else None
 
 
-def map_reply(scope: Scope, screening_id: int, rendered: Rendered, viewer: int | None) -> Reply:
+def map_reply(
+    scope: Scope,
+    screening_id: int,
+    rendered: Rendered,
+    viewer: int | None,
+    versioned: bool = False,
+) -> Reply:
     """Every seat as ``viewer`` may see it, or a 304 when the client has that answer."""
     coding, tags = caching.negotiate(scope)
     if len(rendered.all_json) < MIN_SIZE:
         coding = None
+    kind = ALL_V if versioned else ALL
     holder = viewer if viewer is not None and viewer in rendered.holders else None
-    headers = rendered.headers(screening_id, ALL, holder, coding)
+    headers = rendered.headers(screening_id, kind, holder, coding)
     if tags is not None and rendered.tagged() and caching.matches(tags, headers[2][1]):
         return Reply(b"", headers, 304)
     if holder is None:
-        body = rendered.all_json if coding is None else rendered.compressed(ALL, coding)
+        body = rendered.plain(kind) if coding is None else rendered.compressed(kind, coding)
     else:  # a holder's own view: rare next to the public one, compressed on the fly
         body = rendered.for_viewer(holder)
+        body = rendered.versioned(body) if versioned else body
         body = body if coding is None else caching.compress(body, coding)
     return Reply(body, headers)
 
 
-def free_reply(scope: Scope, screening_id: int, rendered: Rendered) -> Reply:
+def free_reply(
+    scope: Scope, screening_id: int, rendered: Rendered, versioned: bool = False
+) -> Reply:
     """The free seats (the same for every viewer), or a 304 when the client has them."""
     coding, tags = caching.negotiate(scope)
-    plain = rendered.available()
+    kind = AVAILABLE_V if versioned else AVAILABLE
+    plain = rendered.plain(kind)
     if len(plain) < MIN_SIZE:
         coding = None
-    headers = rendered.headers(screening_id, AVAILABLE, None, coding)
+    headers = rendered.headers(screening_id, kind, None, coding)
     if tags is not None and rendered.tagged() and caching.matches(tags, headers[2][1]):
         return Reply(b"", headers, 304)
-    body = plain if coding is None else rendered.compressed(AVAILABLE, coding)
+    body = plain if coding is None else rendered.compressed(kind, coding)
     return Reply(body, headers)
 
 
 def reply_headers(rendered: Rendered, etag: bytes, kind: bytes, coding: str | None) -> Headers:
-    """Cache-Control, Vary, ETag (in that order) and Content-Encoding of one answer.
+    """Cache-Control, Vary, ETag (in that order), Content-Encoding and the map's version of one
+    answer.
 
     Clients revalidate every time (no-cache): a seat map is live. Vary: Origin because an answer
     with Cache-Control may be stored (api/app.py BrowserCors); Authorization for the full map,
     whose holder's view differs. No ETag when the map is not known to be its version's state
     (version 0: Redis lacked the screening and this read loaded it; or a change landed while
     the map was read): the callers test ``tagged()`` before they read ``headers[2]``.
+    X-Seat-Map-Version is the version read before the map: the map is at least that new (the
+    same unless the answer has no ETag), so a WebSocket resumed from it misses nothing.
     """
-    vary = VARY_ALL if kind == ALL else VARY_PUBLIC
+    vary = VARY_ALL if kind[:1] == ALL else VARY_PUBLIC
     headers = [(b"cache-control", REVALIDATE), (b"vary", vary)]
     if rendered.tagged():
         headers.append((b"etag", etag))
     if coding is not None:
         headers.append((b"content-encoding", coding.encode()))
+    headers.append((VERSION_HEADER, b"%d" % rendered.version))
     return headers
+
+
+# Every seat map answer carries X-Seat-Map-Version; with ?with_version=true its body is the
+# object ({"version", "seats"}) rather than the bare list.
+SeatList = list[SeatStatusOut] | VersionedSeats
 
 
 @router.get(
     "/api/v1/seat-reservations/screening/{screening_id:int}/availability",
     access="optional",
-    response=list[SeatStatusOut],
+    query=MapQuery,
+    response=SeatList,
 )
 async def availability(call: Call) -> Reply:
     """Every seat of a screening with its live status."""
     screening_id = call.params["screening_id"]
     rendered = await rendered_map(call.services, screening_id)
-    return map_reply(call.scope, screening_id, rendered, _viewer(call))
+    versioned = call.query.with_version
+    return map_reply(call.scope, screening_id, rendered, _viewer(call), versioned)
 
 
 @router.get(
     "/api/v1/screenings/{screening_id:int}/available-seats",
     access="optional",
-    response=list[SeatStatusOut],
+    query=MapQuery,
+    response=SeatList,
 )
 async def available_seats(call: Call) -> Reply:
     """The seats of a screening that are free right now."""
     # Free seats have no holder, so this list is the same for every viewer.
     screening_id = call.params["screening_id"]
-    return free_reply(call.scope, screening_id, await rendered_map(call.services, screening_id))
+    rendered = await rendered_map(call.services, screening_id)
+    return free_reply(call.scope, screening_id, rendered, call.query.with_version)
 
 
 @router.get(
-    "/api/v1/showtimes/{showtime_id:int}/seats", access="optional", response=list[SeatStatusOut]
+    "/api/v1/showtimes/{showtime_id:int}/seats",
+    access="optional",
+    query=MapQuery,
+    response=SeatList,
 )
 async def showtime_seats(call: Call) -> Reply:
     """Every seat of a showtime (a screening) with its live status."""
     showtime_id = call.params["showtime_id"]
     rendered = await rendered_map(call.services, showtime_id)
-    return map_reply(call.scope, showtime_id, rendered, _viewer(call))
+    versioned = call.query.with_version
+    return map_reply(call.scope, showtime_id, rendered, _viewer(call), versioned)

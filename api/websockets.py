@@ -6,6 +6,10 @@ the connection's ``send``, the hub writes seat updates as ready-made frames stra
 client's transport (see ``direct_writer``); otherwise, and for pongs and heartbeats, a sender task
 drains the client's bounded queue (with a ping when idle); the receiving side only watches for
 the close and answers pings.
+
+A client that reconnects with ``?since=VERSION`` (the last version it saw) is first sent what it
+missed, then live events (``_catch_up``): the events after VERSION from the screening's log, or
+one ``seat_snapshot`` of the whole map when the log no longer has them all.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import principal_from_token
 from api.errors import BACKEND_DOWN, WS_TRY_AGAIN_LATER, ws_close_code
 from api.routing import MAX_ID, Call, Router
+from api.seatmaps import SeatStatusOut, snapshot_json
 from seatlock.engine.events import (
     CLOSE,
     MAX_BUFFERED,
@@ -32,15 +38,19 @@ from seatlock.engine.events import (
     Watcher,
     encode,
     now_iso,
+    render,
     text_frame,
 )
-from seatlock.errors import NotFound, SeatLockError
+from seatlock.errors import InvalidInput, NotFound, SeatLockError
 from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
 
 router = Router("WebSockets")
 HEARTBEAT_S = 20.0
+MAX_VERSION = 2**53  # versions travel through Lua numbers (doubles)
+# What closes a connection before it is served: a refusal, or a backend that cannot answer.
+REFUSALS: tuple[type[Exception], ...] = (SeatLockError, *BACKEND_DOWN)
 Clock = Callable[[], int]  # the hub's: ms on Redis's clock, that of hold times
 MAX_WRAPPERS = 8  # Starlette wrappers looked through for the server's send
 
@@ -52,6 +62,16 @@ class ConnectionConfirmed(msgspec.Struct, tag_field="type", tag="connection_conf
 
     screening_id: int
     message: str
+
+
+class SeatSnapshot(msgspec.Struct, tag_field="type", tag="seat_snapshot"):
+    """Sent after connection_confirmed to a client that connected with ``?since=`` when the
+    changes since then are no longer all kept (or the screening was reset): the whole map, as
+    the availability answers it, at ``version``. Live updates follow."""
+
+    version: int
+    seats: list[SeatStatusOut]
+    timestamp: Timestamp
 
 
 class Ping(msgspec.Struct, tag_field="type", tag="ping"):
@@ -88,27 +108,92 @@ async def screening_updates(websocket: WebSocket) -> None:
     await websocket.accept()
     try:
         screening_id, user_id = await _admit(websocket, services)
-    except SeatLockError as exc:
-        await websocket.close(code=ws_close_code(exc), reason=exc.detail[:120])
-        return
-    except BACKEND_DOWN as exc:
-        logger.warning("websocket refused, backend unavailable: %r", exc)
-        await websocket.close(code=WS_TRY_AGAIN_LATER)
+        since = _since(websocket)
+    except REFUSALS as exc:
+        await _refuse(websocket, exc)
         return
     websocket.scope["user_id"] = user_id  # for the access log (api/observe.py)
     hub = services.hub
     write = direct_writer(websocket)
-    watcher = hub.join(screening_id, user_id, write)
+    # A resuming client is joined first, its live events held back until it has caught up.
+    watcher = hub.join(screening_id, user_id, write if since is None else None)
+    if since is not None:
+        watcher.replaying()
     try:
         confirmation = _confirmation(screening_id)
         # Written before any await: no event can be dispatched ahead of it.
         if write is None or not write(text_frame(confirmation.encode())):
             await websocket.send_text(confirmation)
+        if since is not None:
+            await _catch_up(websocket, services, watcher, since, write)
         await _serve(websocket, watcher, hub.now_ms)
+    except REFUSALS as exc:
+        await _refuse(websocket, exc)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
         hub.leave(watcher)
+
+
+async def _refuse(websocket: WebSocket, exc: BaseException) -> None:
+    """Close with the code of what went wrong (api/errors.py), its detail as the reason."""
+    if isinstance(exc, SeatLockError):
+        code, reason = ws_close_code(exc), exc.detail[:120]
+    else:
+        logger.warning("websocket refused, backend unavailable: %r", exc)
+        code, reason = WS_TRY_AGAIN_LATER, ""
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        await websocket.close(code=code, reason=reason)
+
+
+def _since(websocket: WebSocket) -> int | None:
+    """The version a resuming client last saw (``?since=``), None when it is not resuming."""
+    raw = websocket.query_params.get("since")
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_VERSION):
+        raise InvalidInput("since must be a seat map version: a whole number, 0 or more")
+    return int(raw)
+
+
+async def _catch_up(
+    websocket: WebSocket,
+    services: Services,
+    watcher: Watcher,
+    since: int,
+    write: FrameWriter | None,
+) -> None:
+    """Send a client resuming from version ``since`` what it missed, then let live events in.
+
+    The race: events are published while the catch-up is read and sent. The watcher joined
+    (and held back its live events) before ``resume`` read the log, in one script run with the
+    version V it brings the client to (or before the map of version V was read, in one script
+    run too); so every event after V reaches the watcher, and every event up to V is in the
+    catch-up. ``go_live`` drops the held events up to V and sends the rest after the catch-up:
+    no gap, no duplicate, publish order kept."""
+    version, messages = await catch_up(services, watcher, since)
+    for message in messages:
+        if write is None:
+            await websocket.send_text(message.decode())
+        elif not write(text_frame(message)):
+            watcher.drop()  # gone, or too slow to take it: told so, as by the hub
+            break
+    watcher.go_live(version, write)
+
+
+async def catch_up(services: Services, watcher: Watcher, since: int) -> tuple[int, list[bytes]]:
+    """The messages (JSON) that bring a watcher from version ``since`` to the version returned,
+    as it may see them: the events in between, or one snapshot."""
+    resumed = await services.engine.resume(watcher.screening_id, since)
+    viewer = watcher.user_id
+    if resumed.events is not None:
+        events = [render(orjson.loads(event), viewer).encode() for event in resumed.events]
+        return resumed.version, events
+    version, seats = await snapshot_json(services, watcher.screening_id, resumed.version, viewer)
+    timestamp = now_iso(services.hub.now_ms()).encode()
+    # Built around the map's JSON (the availability answer, as cached), not parsed again.
+    head = b'{"type":"seat_snapshot","version":%d,"seats":' % version
+    return version, [b"".join((head, seats, b',"timestamp":"', timestamp, b'"}'))]
 
 
 def _confirmation(screening_id: int) -> str:

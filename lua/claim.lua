@@ -1,7 +1,7 @@
 -- claim: before the PostgreSQL commit of a booking, check the user holds every seat and pin the
 -- leases for pin_ms so they cannot lapse while the commit runs. Seats already sold to the user
 -- pass (an idempotent retry of a booking that committed). Each hold keeps its grant.
--- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, pin_ms, seat_id...
 -- Returns {OK}, or {NOT_LOADED} | {STARTED} (the screening has started: its holds can no longer
 -- be booked) | {EXPIRED, seat...} (not held by the user or lapsed). Refusals change nothing.

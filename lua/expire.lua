@@ -1,6 +1,6 @@
 -- expire: one seat's lease key expired (keyspace notification). Drop its hold from the index
 -- unless the seat was held again since (the lease key exists again).
--- KEYS: the common eight (lib.lua), then the seat's lease.
+-- KEYS: the common nine (lib.lua), then the seat's lease.
 -- ARGV: screening_id, now_ms, seat_id.
 -- Returns {OK, 1} when a hold was dropped (and published), {OK, 0} when nothing changed, or
 -- {NOT_LOADED}.

@@ -1,5 +1,5 @@
 -- extend: push back the deadline of one user's live holds, all or nothing.
--- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, extra_ms, max_hold_ms, seat_id...
 -- A hold never lives longer than max_hold_ms after it was first taken.
 -- Each hold keeps its grant (its lease's value is written back as it was).

@@ -2,7 +2,7 @@
 -- script accepts anything for it any more (they answer NOT_LOADED, and loading finds no
 -- screening). Only an empty reset event is published (no version: that key is gone too), so
 -- processes mirroring the screening (seatlock/engine/mirrors.py) drop it; watchers get nothing.
--- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order (the caller reads
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order (the caller reads
 -- them from the holds index; a lease written in between dies with its TTL, harmlessly).
 -- ARGV: screening_id, now_ms, seat_id...
 -- Returns {OK, number of keys deleted}.

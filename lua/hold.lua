@@ -1,5 +1,5 @@
 -- hold: hold seats for one user, all or nothing, under one grant.
--- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, hold_ms, max_seats_per_user, grant, seat_id...
 -- grant: the caller's token for this request (no ':'); the seats held now get leases valued
 -- "user_id:grant". Seats the user already held keep their hold as is, grant included, so
@@ -10,7 +10,8 @@
 -- {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} | {TAKEN, seat...} |
 -- {TOO_MANY, max_seats_per_user} (the user's live holds and unpaid tickets' seats, owe.lua,
 -- would pass the cap). Refusals change nothing.
-local meta = redis.call('HMGET', META, 'ready', 'starts_at')
+local meta = redis.call('HMGET', META, 'ready', 'starts_at', 'log')
+log_length = meta[3] -- read with the rest: publish needs no HGET of its own (lib.lua)
 if meta[1] ~= '1' then
   return {NOT_LOADED}
 end

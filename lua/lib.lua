@@ -1,6 +1,6 @@
 -- Shared prelude: seatlock/engine/scripts.py puts it in front of every other script in lua/.
 --
--- Every script of a screening gets the same first eight KEYS (all with the screening's hash tag):
+-- Every script of a screening gets the same first nine KEYS (all with the screening's hash tag):
 --   KEYS[1] meta: hash, starts_at (ms) and ready = "1"
 --   KEYS[2] seats: set of the room's seat ids
 --   KEYS[3] sold: hash seat -> user
@@ -9,7 +9,8 @@
 --   KEYS[6] version: integer, bumped on every published change
 --   KEYS[7] events: the pub/sub channel
 --   KEYS[8] owners: zset seat -> user, for the per-user cap
---   KEYS[8 + i]: the lease of the i-th seat argument, when the script touches leases.
+--   KEYS[9] log: stream of the latest events (v: version, e: JSON), for resuming watchers
+--   KEYS[9 + i]: the lease of the i-th seat argument, when the script touches leases.
 -- ARGV[1] is always the screening id and ARGV[2] now in ms, on Redis's clock as the caller reads
 -- it (seatlock/engine/clock.py: the host's clock plus its measured offset to Redis TIME), so hosts
 -- whose own clocks differ write the same deadlines; passed in, so tests can move time.
@@ -23,9 +24,9 @@
 -- Status codes: every reply is {status, ...}. The constants (OK, NOT_LOADED, TAKEN, ...) are
 -- defined by a line that seatlock/engine/scripts.py source() generates from its Status enum and
 -- puts in front of this prelude: add a code there, never assign one here or in a script.
-local META, SEATS, SOLD, HOLDS, DEADLINES, VERSION, EVENTS, OWNERS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local LEASE0 = 8
+local META, SEATS, SOLD, HOLDS, DEADLINES, VERSION, EVENTS, OWNERS, LOG =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local LEASE0 = 9
 -- Values per command when a list goes into one call (Lua's unpack refuses ~8000). Even, so a
 -- field/value or score/member pair never straddles two calls.
 local BATCH = 1000
@@ -162,13 +163,30 @@ end
 -- applies events in version order and so notices one it did not get. reset: the screening was
 -- loaded or rewritten (refresh), so mirrors start again from a fresh snapshot. Returns the
 -- version, or 0 when there was nothing to publish.
+-- The event also goes to LOG, capped near META's "log" (SEATLOCK_EVENT_LOG_LENGTH, written by
+-- load and refresh; absent or 0: no log), so a watcher that reconnects with the last version it
+-- saw is replayed what it missed (lua/resume.lua). Invariant of LOG: its entries are the events
+-- of consecutive versions up to VERSION (every INCR here appends one), which is why a reset
+-- empties it instead: after a reset the map is not the sum of the events before it (seats
+-- added or gone, sold seats rebuilt), so resuming across one must give a snapshot instead.
+-- META's "log" when the script already read it with the rest of META (hold.lua, the hot path),
+-- so publish does not read it again; false: publish reads it.
+local log_length = false
+
 local function publish(now, changes, reset)
   if #changes == 0 and not reset then
     return 0
   end
   local version = redis.call('INCR', VERSION)
-  redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"version":%.0f,"ts":%d,' ..
-    '"seats":[%s]%s}', ARGV[1], version, now, table.concat(changes, ','),
-    reset and ',"reset":true' or ''))
+  local event = string.format('{"screening_id":%d,"version":%.0f,"ts":%d,"seats":[%s]%s}',
+    ARGV[1], version, now, table.concat(changes, ','), reset and ',"reset":true' or '')
+  redis.call('PUBLISH', EVENTS, event)
+  local length = log_length or redis.call('HGET', META, 'log')
+  if reset then
+    redis.call('DEL', LOG)
+  elseif length and length ~= '0' then
+    redis.call('XADD', LOG, 'MAXLEN', '~', length, '*', 'v', string.format('%.0f', version),
+      'e', event)
+  end
   return version
 end

@@ -5,7 +5,7 @@
 -- pending seats with one ZRANGEBYSCORE. Run it before sell.lua: the seat's hold counts until
 -- sell drops it, and a marker counts only while the seat is sold to its user, so the seat counts
 -- once at every moment, and a marker of a sale that never reached Redis counts for nothing.
--- KEYS: the common eight (lib.lua).
+-- KEYS: the common nine (lib.lua).
 -- ARGV: screening_id, now_ms, user_id, due_ms (the payment deadline), seat_id...
 -- Returns {OK, number of seats marked} or {NOT_LOADED}. Idempotent; refusals change nothing.
 if not is_ready() then

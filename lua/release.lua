@@ -1,5 +1,5 @@
 -- release: drop one user's holds; seats the user does not hold are left alone.
--- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, seat_id...
 -- Returns {OK, seat...} with the seats whose hold (live or lapsed) was dropped, or {NOT_LOADED}.
 if not is_ready() then

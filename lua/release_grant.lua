@@ -1,7 +1,7 @@
 -- release_grant: drop the holds one grant took (one hold request, by its token), live or lapsed;
 -- every other hold is left alone, including seats the same user holds under another grant (an
 -- earlier request, kept as is by a later hold of them: hold.lua).
--- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, grant, seat_id...
 -- A hold's grant is in its lease's value, "user:grant". A hold whose lease is already gone is no
 -- one's any more (every script treats its seat as free) and is left to the expiry listener and

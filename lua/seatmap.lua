@@ -1,5 +1,5 @@
 -- seatmap: read a screening's seats, sales and holds in one consistent snapshot (read-only).
--- KEYS: the common eight (lib.lua).
+-- KEYS: the common nine (lib.lua).
 -- ARGV: screening_id, now_ms.
 -- Returns {OK, {seat...}, {seat, user, ...} sold, {seat, user, exp, pin, ...} holds, version,
 -- starts_at} or {NOT_LOADED}. The caller decides which holds are still live from now_ms.

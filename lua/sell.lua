@@ -1,6 +1,6 @@
 -- sell: PostgreSQL committed tickets; mark their seats sold and drop any hold on them, whoever
 -- holds it. Idempotent: a seat already sold to the same user changes nothing.
--- KEYS: the common eight (lib.lua), then the lease of the i-th seat.
+-- KEYS: the common nine (lib.lua), then the lease of the i-th seat.
 -- ARGV: screening_id, now_ms, seat_id, user_id, seat_id, user_id, ...
 -- Returns {OK, changed_count} or {NOT_LOADED}.
 if not is_ready() then

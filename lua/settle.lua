@@ -1,6 +1,6 @@
 -- settle: pending tickets of one user were paid (confirmed in PostgreSQL). Their seats stay sold
 -- but no longer count toward the user's per-user cap: owe.lua's markers of them are dropped.
--- KEYS: the common eight (lib.lua).
+-- KEYS: the common nine (lib.lua).
 -- ARGV: screening_id, now_ms, user_id, seat_id...
 -- Returns {OK, number of markers dropped} or {NOT_LOADED}. Idempotent; refusals change nothing.
 if not is_ready() then

@@ -1,7 +1,7 @@
 -- sweep: drop the holds whose deadline has passed (the safety net under the keyspace listener,
 -- since pub/sub may lose messages). The caller picks candidates from the deadlines zset; each one
 -- is checked again here, as it may have been held again since.
--- KEYS: the common eight (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, seat_id...
 -- Returns {OK, freed_count} or {NOT_LOADED}.
 if not is_ready() then

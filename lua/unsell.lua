@@ -1,7 +1,7 @@
 -- unsell: tickets were cancelled in PostgreSQL (by the user, an admin, or the payment deadline);
 -- their seats are free again, and a pending ticket's seat no longer counts toward its holder's
 -- per-user cap (owe.lua's marker is dropped). Idempotent.
--- KEYS: the common eight (lib.lua).
+-- KEYS: the common nine (lib.lua).
 -- ARGV: screening_id, now_ms, seat_id...
 -- Returns {OK, changed_count} or {NOT_LOADED} (nothing to do: a later load reads PostgreSQL).
 if not is_ready() then

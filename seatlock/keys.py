@@ -102,6 +102,13 @@ def screening_events(screening_id: int) -> str:
     return f"{screening_tag(screening_id)}:events"
 
 
+def screening_log(screening_id: int) -> str:
+    """Stream of the screening's latest events (fields v: version, e: the event's JSON), capped
+    at SEATLOCK_EVENT_LOG_LENGTH; emptied on a reset (load, refresh): what a WebSocket client
+    reconnecting with ``?since=`` is replayed from (lua/resume.lua)."""
+    return f"{screening_tag(screening_id)}:log"
+
+
 def seat_hold(screening_id: int, seat_id: int) -> str:
     """The lease of one held seat: value "user_id:grant" (the grant that took it), with a TTL."""
     return f"{screening_tag(screening_id)}{HOLD_MARK}{seat_id}"
@@ -136,4 +143,5 @@ def _common_keys(screening_id: int) -> tuple[str, ...]:
         screening_version(screening_id),
         screening_events(screening_id),
         screening_owners(screening_id),
+        screening_log(screening_id),
     )

@@ -83,6 +83,10 @@ class Settings:
     # hold_replicas_timeout_ms, and the request is answered 503 (a hold is let go again).
     hold_replicas: int = 0
     hold_replicas_timeout_ms: int = 200
+    # WebSocket clients that reconnect with ?since=VERSION are replayed the events they missed
+    # from a log of the latest event_log_length per screening (a capped Redis stream the scripts
+    # write); one further behind gets a seat_snapshot instead. 0: no log, always a snapshot.
+    event_log_length: int = 500
 
     # Payments. "accept": any payment_id (development); "hmac": only payment_ids signed with
     # payment_secret by the payment provider (seatlock/services/payments.py).
@@ -152,6 +156,8 @@ class Settings:
         self._check_replicas()
         if self.database_read_max_lag_seconds <= 0:
             raise ValueError(f"{PREFIX}DATABASE_READ_MAX_LAG_SECONDS: must be more than 0")
+        if self.event_log_length < 0:
+            raise ValueError(f"{PREFIX}EVENT_LOG_LENGTH: must be 0 (no log) or more")
         if self.clock_sync_seconds <= 0:
             raise ValueError(f"{PREFIX}CLOCK_SYNC_SECONDS: must be more than 0")
 

@@ -97,12 +97,14 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class Message:
-    """One rendered message, as text for queued watchers and as a frame for direct ones."""
+    """One rendered message, as text for queued watchers and as a frame for direct ones; with
+    the screening's version it brings a client to (None: a resync's map, which has none)."""
 
-    __slots__ = ("_frame", "text")
+    __slots__ = ("_frame", "text", "version")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, version: int | None = None) -> None:
         self.text = text
+        self.version = version
         self._frame: bytes | None = None
 
     @property
@@ -122,6 +124,9 @@ class Watcher:
     dropped: bool = False
     write: FrameWriter | None = None  # set: events bypass the queue
     last_sent: float = 0.0  # loop time of the last direct write (heartbeats go when idle)
+    # Not None while the client is being replayed what it missed (``replaying``): live events
+    # wait here until the replay is sent (``go_live``).
+    held: list[Message] | None = None
 
     def offer(self, text: str) -> None:
         if self.dropped:
@@ -133,12 +138,44 @@ class Watcher:
 
     def deliver(self, message: Message, now: float) -> None:
         if self.write is None:
-            self.offer(message.text)
+            if self.held is None:
+                self.offer(message.text)
+            else:
+                self._hold_back(message)
         elif not self.dropped:
             if self.write(message.frame):
                 self.last_sent = now
             else:
                 self.drop()
+
+    def replaying(self) -> None:
+        """Hold live events back from now on; join the hub with no ``write`` first."""
+        self.held = []
+
+    def go_live(self, version: int, write: FrameWriter | None) -> None:
+        """The replay that brought the client to ``version`` is sent: deliver the live events
+        held back meanwhile that it did not already cover, then every event as it comes.
+
+        No event falls between the two: the watcher joined before the replay was read, so an
+        event published after that read (a version above it) was dispatched to it, and held;
+        held events at or below it were in the replay. Nothing awaits in here, so no dispatch
+        interleaves, and the order stays that of publication."""
+        held, self.held = self.held or [], None
+        self.write = write
+        now = asyncio.get_running_loop().time()
+        for message in held:
+            if message.version is None or message.version > version:
+                self.deliver(message, now)
+
+    def _hold_back(self, message: Message) -> None:
+        held = self.held
+        if self.dropped or held is None:
+            return
+        if len(held) >= QUEUE_SIZE:
+            self.held = None
+            self.drop()  # as slow as a full queue: reconnects, and resumes from its version
+        else:
+            held.append(message)
 
     def drop(self) -> None:
         self.dropped = True
@@ -162,6 +199,7 @@ class SeatUpdate(msgspec.Struct, tag_field="type", tag="seat_update"):
     reserved_by: int | None  # the holder or buyer, only when that is the viewer (invariant 9)
     expires_at: Timestamp | None  # the hold's end; null when not held
     timestamp: Timestamp  # when the change was made
+    version: int | None = None  # the screening's version after it (null: see BulkSeatUpdate)
 
 
 class BulkItem(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -179,6 +217,9 @@ class BulkSeatUpdate(msgspec.Struct, tag_field="type", tag="bulk_seat_update"):
 
     updates: list[BulkItem]
     timestamp: Timestamp
+    # The screening's version after the change: reconnect with ?since= the last one seen. Null
+    # only on a resync's whole map (the server lost its event feed; keep the last version).
+    version: int | None = None
 
 
 def _owner_for(seat: dict[str, Any], viewer: int | None) -> int | None:
@@ -187,13 +228,16 @@ def _owner_for(seat: dict[str, Any], viewer: int | None) -> int | None:
     return owner if owner is not None and owner == viewer else None
 
 
-def seat_update(seat: dict[str, Any], viewer: int | None, ts: str) -> SeatUpdate:
+def seat_update(
+    seat: dict[str, Any], viewer: int | None, ts: str, version: int | None
+) -> SeatUpdate:
     return SeatUpdate(
         seat["seat_id"],
         seat["status"],
         _owner_for(seat, viewer),
         iso(seat.get("expires_at")),
         ts,
+        version,
     )
 
 
@@ -211,9 +255,10 @@ def render(event: dict[str, Any], viewer: int | None) -> str:
     """The WebSocket message of one engine event as ``viewer`` may see it."""
     seats: list[dict[str, Any]] = event.get("seats") or []
     ts = iso(event.get("ts")) or now_iso()
+    version = event.get("version")
     if len(seats) == 1:
-        return encode(seat_update(seats[0], viewer, ts))
-    return encode(BulkSeatUpdate([bulk_item(s, viewer) for s in seats], ts))
+        return encode(seat_update(seats[0], viewer, ts, version))
+    return encode(BulkSeatUpdate([bulk_item(s, viewer) for s in seats], ts, version))
 
 
 class Hub:
@@ -337,8 +382,9 @@ class Hub:
         if not room or not event.get("seats"):
             return
         owners = {s.get("user_id") for s in event["seats"]} - {None}
-        public = Message(render(event, None))
-        private = {user: Message(render(event, user)) for user in owners}
+        version = event.get("version")
+        public = Message(render(event, None), version)
+        private = {user: Message(render(event, user), version) for user in owners}
         now = asyncio.get_running_loop().time()
         WS_EVENTS_SENT.inc(len(room))  # once per event: an increment per client costs ~1 µs
         for watcher in list(room):

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from seatlock import keys
@@ -55,6 +56,16 @@ GRANT = re.compile(r"[0-9A-Za-z_-]{1,64}")
 REPLICAS_BEHIND = "Seat change not yet confirmed by the Redis replicas; please try again"
 
 
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A resuming watcher's catch-up (``SeatEngine.resume``): the screening's version and the
+    events after the watcher's up to it, oldest first, as published (JSON); None when they are
+    not all kept."""
+
+    version: int
+    events: list[str] | None
+
+
 class ReplicasBehind(Unavailable):
     """A change ran on the Redis primary, but too few replicas confirmed it in time (503)."""
 
@@ -72,6 +83,7 @@ class SeatEngine:
         max_seats_per_user: int,
         replicas: Replicas | None = None,
         clock: RedisClock | None = None,
+        event_log_length: int = 500,
     ) -> None:
         self.transport = transport  # the way to Redis; the owner closes it
         # Holds, extensions and sales wait for this many replicas (None: for none).
@@ -83,6 +95,9 @@ class SeatEngine:
         self.hold_ms = hold_ms
         self.max_hold_ms = max_hold_ms
         self.max_seats_per_user = max_seats_per_user
+        # Events kept per screening for watchers that resume (``resume``); written into Redis
+        # with the screening at its load and every refresh.
+        self.event_log_length = event_log_length
         self._loading: dict[int, asyncio.Lock] = {}
         # Told the screening id after every script run here (even a failed one): local caches.
         self.change_listeners: list[Callable[[int], None]] = []
@@ -283,6 +298,20 @@ class SeatEngine:
         reply = await self._run_loaded("seatmap", screening_id, [], now, [])
         return _seat_states(reply, now)
 
+    async def resume(self, screening_id: int, since: int) -> Resumed:
+        """What a watcher that last saw version ``since`` needs to be current: the events after
+        it from the screening's log, or None when the log no longer has them all (the caller
+        then sends the whole map: ``versioned_map``, or one it has of that very version)."""
+        reply = await self._run_loaded("resume", screening_id, [], self.now_ms(), [since])
+        events = [_text(event) for event in reply[3:]] if reply[2] else None
+        return Resumed(int(reply[1]), events)
+
+    async def versioned_map(self, screening_id: int) -> tuple[int, list[SeatState]]:
+        """Every seat of the screening (``seat_map``) and the version it is the state of."""
+        now = self.now_ms()
+        reply = await self._run_loaded("seatmap", screening_id, [], now, [])
+        return int(reply[4]), _seat_states(reply, now)
+
     async def snapshot(self, screening_id: int) -> SeatSnapshot | None:
         """The screening as a mirror starts from; None when Redis does not have it loaded."""
         reply = await self._run("seatmap", screening_id, [], self.now_ms(), [])
@@ -329,7 +358,8 @@ class SeatEngine:
             except ScreeningNotFound:
                 await self._forget(screening_id, now)
                 return False
-            await self._run("refresh", screening_id, [], now, _layout_args(layout))
+            args = _layout_args(layout, self.event_log_length)
+            await self._run("refresh", screening_id, [], now, args)
             await self._mark_loaded(screening_id, layout)
         return True
 
@@ -477,7 +507,8 @@ class SeatEngine:
             if await self.transport.command("HGET", keys.screening_meta(screening_id), "ready"):
                 return
             layout = await self._fetch_layout(screening_id)
-            await self._run("load", screening_id, [], now, _layout_args(layout))
+            args = _layout_args(layout, self.event_log_length)
+            await self._run("load", screening_id, [], now, args)
             await self._mark_loaded(screening_id, layout)
             logger.info(
                 "loaded screening %s: %d seats, %d sold",
@@ -517,11 +548,11 @@ def _tell_mirrors(
             mirrors.contended(screening_id, now)
 
 
-def _layout_args(layout: Layout) -> list[int]:
+def _layout_args(layout: Layout, log_length: int) -> list[int]:
     """ARGV of the load and refresh scripts after the screening id and the clock."""
     pairs = [value for seat, user in sorted(layout.sold.items()) for value in (seat, user)]
     seats = sorted(set(layout.seat_ids))
-    return [layout.starts_at_ms, len(seats), *seats, *pairs]
+    return [layout.starts_at_ms, log_length, len(seats), *seats, *pairs]
 
 
 def _seat_list(seat_ids: list[int]) -> list[int]:

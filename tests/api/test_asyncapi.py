@@ -63,6 +63,7 @@ async def test_the_document_describes_the_url_the_token_and_the_close_codes(
     assert set(channel["parameters"]) == {"screening_id"}
     query = channel["bindings"]["ws"]["query"]
     assert "token" in query["properties"] and "token" not in query.get("required", [])
+    assert "since" in query["properties"] and "since" not in query.get("required", [])
     codes = {c["code"] for c in channel["x-close-codes"]}
     assert {*WS_CLOSE.values(), WS_POLICY_VIOLATION, WS_TRY_AGAIN_LATER} <= codes
     assert all(c["meaning"] for c in channel["x-close-codes"])
@@ -89,6 +90,7 @@ async def test_every_message_of_a_live_session_is_documented_and_valid(
         sockets = [
             await websockets.connect(f"{url}?token={owner.token}"),
             await websockets.connect(url),
+            await websockets.connect(f"{url}?since=0"),  # resuming from before the log: snapshot
         ]
         seen: list[dict[str, Any]] = []
         readers = [asyncio.create_task(_collect(ws, seen)) for ws in sockets]

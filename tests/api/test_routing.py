@@ -9,13 +9,16 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from api.app import all_endpoints
-from api.routing import MAX_SCANNED, App, Call, Endpoint, query_params
+from api.routing import MAX_SCANNED, App, Call, Endpoint, query_of, query_params
+from seatlock.errors import RequestInvalid
 from seatlock.server.wiring import create_app
 from seatlock.settings import Settings
 from tests.support import Account
@@ -139,3 +142,27 @@ def test_a_scanned_path_is_found_again_with_its_own_parameters(base_settings: Se
     for n in range(MAX_SCANNED + 10):
         direct(app, "GET", f"/api/v1/screenings/{n}")
     assert len(app.router.found) <= MAX_SCANNED
+
+
+class SharedQuery(msgspec.Struct, frozen=True):
+    flag: bool = False
+
+
+class OwnQuery(msgspec.Struct):
+    flag: bool = False
+
+
+class NeededQuery(msgspec.Struct, frozen=True):
+    limit: int
+
+
+def test_an_absent_query_string_shares_only_frozen_defaults() -> None:
+    """A bare request pays no conversion when its query type is frozen (nothing can change the
+    shared instance); a mutable one, or one with a required parameter, converts every time."""
+    bare: dict[str, Any] = {"query_string": b""}
+    assert query_of(bare, SharedQuery) is query_of({}, SharedQuery) == SharedQuery()
+    assert query_of({"query_string": b"flag=true"}, SharedQuery) == SharedQuery(flag=True)
+    assert query_of(bare, OwnQuery) is not query_of(bare, OwnQuery)
+    with pytest.raises(RequestInvalid) as refused:
+        query_of(bare, NeededQuery)
+    assert refused.value.errors[0]["loc"] == ["query", "limit"]

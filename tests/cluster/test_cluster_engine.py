@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
@@ -200,3 +201,19 @@ async def _wait_for(queue: asyncio.Queue[str], status: str, within: float = 3.0)
             message: dict[str, Any] = orjson.loads(await queue.get())
             if message.get("status") == status:
                 return message
+
+
+async def test_resume_replays_from_the_log_on_every_primary(
+    ctransport: ClusterTransport, source: DictSource, shows: list[int]
+) -> None:
+    """The event log lives with its screening (its slot): a resume reads it in one script run."""
+    engine = make_engine(ctransport, source)
+    for s in shows:
+        await engine.seat_map(s)
+        since = await engine.version(s)
+        await engine.hold(s, ALICE, [1])
+        await engine.release(s, ALICE, [1])
+        resumed = await engine.resume(s, since)
+        assert resumed.version == since + 2
+        assert [orjson.loads(e)["version"] for e in resumed.events or ()] == [since + 1, since + 2]
+        assert (await engine.resume(s, since - 1)).events is None  # before the load: a map

@@ -133,6 +133,8 @@ async def dump(redis: Redis, screening_id: int) -> dict[str, Any]:
             out[key] = await redis.smembers(key)
         elif kind == "zset":
             out[key] = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "stream":
+            out[key] = await redis.xrange(key)
     return out
 
 

@@ -483,7 +483,7 @@ async def test_load_is_atomic_and_idempotent(redis: Redis, engine: SeatEngine) -
     assert before[keys.screening_meta(S)][b"ready"] == b"1"
     assert before[keys.screening_sold(S)] == {b"10": b"99"}
     assert len(before[keys.screening_seats(S)]) == 10
-    reply = await engine.transport.run("load", keys.script_keys(S, []), [S, now, 0, 1, 1])
+    reply = await engine.transport.run("load", keys.script_keys(S, []), [S, now, 0, 500, 1, 1])
     assert reply == [0, 0]
     assert await dump(redis, S) == before
 

@@ -114,3 +114,45 @@ async def test_a_subscription_that_stops_answering_is_dropped_and_renewed(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+def versioned(version: int | None, seat: int = 1) -> bytes:
+    event: dict[str, Any] = {**EVENT, "seats": [{**EVENT["seats"][0], "seat_id": seat}]}
+    if version is not None:
+        event["version"] = version
+    return orjson.dumps(event)
+
+
+async def test_a_replaying_watcher_gets_only_the_live_events_its_catch_up_did_not_cover(
+    transport: Transport,
+) -> None:
+    """Events dispatched while a catch-up is read and sent wait; those at or below the version
+    it brought the client to are dropped (they were in it), the others follow it, in order."""
+    hub = Hub(transport)
+    frames: list[bytes] = []
+    watcher = hub.join(7, None)
+    watcher.replaying()
+    for version, seat in ((5, 1), (6, 2), (7, 3), (None, 4), (8, 5)):
+        hub.dispatch(versioned(version, seat))
+    assert watcher.queue.empty() and not frames
+    watcher.go_live(6, recorder(frames))
+    assert [(payload(f)["seat_id"], payload(f)["version"]) for f in frames] == [
+        (3, 7),
+        (4, None),  # a resync's map: no version, never dropped
+        (5, 8),
+    ]
+    hub.dispatch(versioned(9))
+    assert payload(frames[-1])["version"] == 9 and len(frames) == 4
+
+
+async def test_a_watcher_too_slow_to_catch_up_is_dropped(transport: Transport) -> None:
+    hub = Hub(transport)
+    watcher = hub.join(7, None)
+    watcher.replaying()
+    for version in range(events.QUEUE_SIZE + 1):
+        hub.dispatch(versioned(version))
+    assert watcher.dropped and watcher.queue.get_nowait() == CLOSE
+    frames: list[bytes] = []
+    watcher.go_live(0, recorder(frames))
+    hub.dispatch(versioned(10_000))
+    assert not frames

@@ -214,7 +214,7 @@ async def run_load(url: str, kind: str) -> list[Any]:
     client = Redis.from_url(url)
     transport = open_transport(kind, client)
     try:
-        return await transport.run("load", keys.script_keys(S), [S, 0, 0, 1, 1])
+        return await transport.run("load", keys.script_keys(S), [S, 0, 0, 500, 1, 1])
     finally:
         await transport.aclose()
         await client.aclose()
