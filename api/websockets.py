@@ -3,9 +3,10 @@
 A client joins the process's hub before ``connection_confirmed`` is sent, so no change published
 after the confirmation is missed. Under uvicorn's websockets protocol, when no middleware wraps
 the connection's ``send``, the hub writes seat updates as ready-made frames straight to the
-client's transport (see ``direct_writer``); otherwise, and for pongs and heartbeats, a sender task
-drains the client's bounded queue (with a ping when idle); the receiving side only watches for
-the close and answers pings.
+client's transport (see ``direct_writer``), and so do pongs and a timer's heartbeats: the
+connection's own coroutine only reads (for the close and pings), with no task, queue or timeout
+of its own, so an idle watcher costs little memory (``DirectSession``). Otherwise a sender task
+drains the client's bounded queue (with a ping when idle) beside a receiving task.
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ async def screening_updates(websocket: WebSocket) -> None:
         # Written before any await: no event can be dispatched ahead of it.
         if write is None or not write(text_frame(confirmation.encode())):
             await websocket.send_text(confirmation)
-        await _serve(websocket, watcher, hub.now_ms)
+        if write is None:
+            await _serve(websocket, watcher, hub.now_ms)
+        else:
+            await DirectSession(websocket, watcher, hub.now_ms).serve()
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
@@ -200,6 +204,52 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | N
     return screening_id, user_id
 
 
+class DirectSession:
+    """A directly written client: its coroutine reads; a timer sends heartbeats when idle.
+
+    The hub writes seat updates in its dispatch loop and ``_receive`` writes pongs, all with
+    ``watcher.write``; nothing waits on a queue. A client the hub drops (a refused write) is
+    closed by a task started only then, which also ends the read (uvicorn hands the reader a
+    disconnect once the close is sent)."""
+
+    __slots__ = ("_clock", "_loop", "_timer", "_watcher", "_websocket")
+
+    def __init__(self, websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
+        self._websocket, self._watcher, self._clock = websocket, watcher, clock
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(HEARTBEAT_S, self._beat)
+        watcher.on_drop = self._dropped
+
+    async def serve(self) -> None:
+        try:
+            await _receive(self._websocket, self._watcher, self._clock)
+        finally:
+            self._timer.cancel()
+
+    def _beat(self) -> None:
+        """Ping when nothing went out for HEARTBEAT_S; look again when that will be true."""
+        idle = self._loop.time() - self._watcher.last_sent
+        if idle >= HEARTBEAT_S:
+            self._watcher.offer(encode(Ping(now_iso(self._clock()))))
+            idle = 0.0
+        self._timer = self._loop.call_later(HEARTBEAT_S - idle, self._beat)
+
+    def _dropped(self) -> None:
+        self._timer.cancel()
+        task = self._loop.create_task(_close_slow(self._websocket))
+        _closing.add(task)  # a reference, until it is done
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close_slow(websocket: WebSocket) -> None:
+    """Tell a client the hub dropped that it was too slow and may come back later."""
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
+
+
 async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
     sender = asyncio.create_task(_send(websocket, watcher, clock))
     receiver = asyncio.create_task(_receive(websocket, watcher, clock))
@@ -209,16 +259,16 @@ async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     if sender in done and not sender.cancelled() and sender.exception() is None:
-        # The client was too slow and dropped by the hub: tell it to come back later.
-        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-            await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
+        await _close_slow(websocket)  # the client was too slow and dropped by the hub
 
 
 async def _send(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
     loop = asyncio.get_running_loop()
+    queue = watcher.queue
+    assert queue is not None  # a queued watcher (no ``write``)
     while True:
         try:
-            text = await asyncio.wait_for(watcher.queue.get(), HEARTBEAT_S)
+            text = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
         except TimeoutError:
             if loop.time() - watcher.last_sent < HEARTBEAT_S:
                 continue  # seat updates went straight to the socket: not idle

@@ -8,6 +8,13 @@ both messages in the same event-loop iteration, so holding the head back until t
 anything. Only writes that are a whole response head are held; every other write, WebSocket
 frames included, goes out at once, after a held head. ``http_protocol`` chooses between this and
 uvicorn's own protocol.
+
+WebSockets (``websocket_options``): uvicorn's sans-I/O websockets protocol, the one whose socket
+api/websockets.py writes seat updates to directly, named rather than left to uvicorn's "auto" (a
+dependency change must not switch it silently). permessage-deflate is off unless asked for: a
+negotiated deflate context is zlib state of about 35 KB per connection, held for the connection's
+life, which doubled a watcher's memory, for seat events of ~150 bytes that hardly compress (and
+that the direct writer sends uncompressed anyway, as RFC 7692 allows).
 """
 
 from __future__ import annotations
@@ -32,6 +39,18 @@ logger = logging.getLogger(__name__)
 HEAD_START = b"HTTP/1.1 "
 HEAD_END = b"\r\n\r\n"
 FALLBACK = "auto"  # uvicorn's own choice (httptools when installed): head and body in two sends
+WS_PROTOCOL = "websockets-sansio"  # uvicorn's WebSocketsSansIOProtocol (api/websockets.py)
+# Clients only send pings; a bigger message is refused (close 1009) before it is buffered whole.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def websocket_options(per_message_deflate: bool) -> dict[str, Any]:
+    """uvicorn's WebSocket options (``SEATLOCK_WS_PER_MESSAGE_DEFLATE``: see the module's doc)."""
+    return {
+        "ws": WS_PROTOCOL,
+        "ws_per_message_deflate": per_message_deflate,
+        "ws_max_size": WS_MAX_MESSAGE_BYTES,
+    }
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:
