@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+import asyncpg
+import orjson
 import pytest
 import uvicorn
+import websockets
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
+import api.websockets
 from seatlock.server import serving
-from seatlock.server.serving import HeadWithBody, HttpProtocol, http_protocol
+from seatlock.server.serving import HeadWithBody, HttpProtocol, http_protocol, websocket_options
+from tests import factories as make
 from tests.support import LiveServer
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
@@ -140,3 +147,35 @@ def test_a_changed_uvicorn_falls_back_to_its_own_protocol(
     with caplog.at_level(logging.WARNING, logger=serving.__name__):
         assert http_protocol() == "auto"
     assert "uvicorn's own protocol" in caplog.text
+
+
+def test_websockets_are_served_by_the_sansio_protocol_without_deflate() -> None:
+    """What seatlock serve and the tests' server pass uvicorn: the protocol the direct writer
+    knows (api/websockets.py), named, and no permessage-deflate unless the setting asks."""
+    config = uvicorn.Config(SmallJson(), **websocket_options(False))
+    config.load()
+    assert config.ws_protocol_class is WebSocketsSansIOProtocol
+    assert api.websockets._sansio_protocol() is config.ws_protocol_class
+    assert config.ws_per_message_deflate is False
+    assert config.ws_max_size == serving.WS_MAX_MESSAGE_BYTES
+    assert websocket_options(True)["ws_per_message_deflate"] is True
+
+
+async def test_a_client_offering_deflate_gets_none_by_default(
+    db: asyncpg.Connection, server: LiveServer
+) -> None:
+    show = await make.show(db, 1)
+    url = f"{server.ws_url}/ws/screenings/{show.id}"
+    async with websockets.connect(url, compression="deflate") as ws:  # as browsers offer it
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert orjson.loads(await ws.recv())["type"] == "connection_confirmed"
+
+
+async def test_the_setting_turns_deflate_on(db: asyncpg.Connection, make_server: Any) -> None:
+    live = make_server(ws_per_message_deflate=True)
+    show = await make.show(db, 1)
+    async with websockets.connect(f"{live.ws_url}/ws/screenings/{show.id}") as ws:
+        assert ws.response is not None
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        assert orjson.loads(await ws.recv())["type"] == "connection_confirmed"
