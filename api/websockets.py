@@ -162,7 +162,8 @@ def server_protocol(send: Any) -> Any:
         owner = getattr(send, "__self__", None)
         if owner is not None:
             fields = ("transport", "close_sent", "disconnected")
-            ok = type(owner) is known and all(hasattr(owner, f) for f in fields)
+            ok = known is not None and isinstance(owner, known)
+            ok = ok and all(hasattr(owner, f) for f in fields)
             return owner if ok else None
         if not getattr(send, "__module__", "").startswith("starlette."):
             return None

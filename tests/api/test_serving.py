@@ -5,7 +5,9 @@ changed them, where ``seatlock serve`` would fall back to uvicorn's own protocol
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import re
 from typing import Any
 
 import asyncpg
@@ -20,7 +22,13 @@ from uvicorn.server import ServerState
 
 import api.websockets
 from seatlock.server import serving
-from seatlock.server.serving import HeadWithBody, HttpProtocol, http_protocol, websocket_options
+from seatlock.server.serving import (
+    HeadWithBody,
+    HttpProtocol,
+    WebSocketProtocol,
+    http_protocol,
+    websocket_options,
+)
 from tests import factories as make
 from tests.support import LiveServer
 
@@ -154,8 +162,9 @@ def test_websockets_are_served_by_the_sansio_protocol_without_deflate() -> None:
     knows (api/websockets.py), named, and no permessage-deflate unless the setting asks."""
     config = uvicorn.Config(SmallJson(), **websocket_options(False))
     config.load()
-    assert config.ws_protocol_class is WebSocketsSansIOProtocol
-    assert api.websockets._sansio_protocol() is config.ws_protocol_class
+    assert config.ws_protocol_class is WebSocketProtocol
+    assert issubclass(WebSocketProtocol, WebSocketsSansIOProtocol)
+    assert api.websockets._sansio_protocol() is WebSocketsSansIOProtocol
     assert config.ws_per_message_deflate is False
     assert config.ws_max_size == serving.WS_MAX_MESSAGE_BYTES
     assert websocket_options(True)["ws_per_message_deflate"] is True
@@ -179,3 +188,48 @@ async def test_the_setting_turns_deflate_on(db: asyncpg.Connection, make_server:
         assert ws.response is not None
         assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
         assert orjson.loads(await ws.recv())["type"] == "connection_confirmed"
+
+
+def test_uvicorns_websocket_protocol_uses_only_what_ours_replaces() -> None:
+    """WebSocketProtocol swaps uvicorn's queue and write event for lean ones: a uvicorn that
+    calls anything else on them fails here, not on a live connection."""
+    source = inspect.getsource(WebSocketsSansIOProtocol)
+    for name, methods in serving.WS_LEAN_PARTS.items():
+        used = set(re.findall(rf"self\.{name}\.(\w+)", source))
+        assert used and used <= set(methods), (name, used)
+    assert source.count("self.start_keepalive()") == 1  # once: after the handshake's response
+
+
+class Chat:
+    """An ASGI WebSocket app: accepts, echoes one message, closes."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+        await send({"type": "websocket.close", "code": 1000})
+        self.done.set()
+
+
+async def test_our_websocket_protocol_serves_a_connection_and_keeps_no_handshake() -> None:
+    app = Chat()
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", **websocket_options(False))
+    protocol = WebSocketProtocol(config=config, server_state=ServerState(), app_state={})
+    socket = Socket()
+    protocol.connection_made(socket)  # type: ignore[arg-type]
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    protocol.data_received(
+        f"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await asyncio.sleep(0.01)
+    assert socket.sent[0].startswith(b"HTTP/1.1 101")
+    assert protocol.request is None and protocol.response is None  # type: ignore[comparison-overlap]
+    protocol.data_received(b"\x81\x82\x00\x00\x00\x00hi")  # a masked text frame "hi"
+    await asyncio.wait_for(app.done.wait(), 5)
+    assert b"\x81\x02hi" in b"".join(socket.sent[1:])
+    protocol.connection_lost(None)
