@@ -3,10 +3,11 @@
 A client joins the process's hub before ``connection_confirmed`` is sent, so no change published
 after the confirmation is missed. Under uvicorn's websockets protocol, when no middleware wraps
 the connection's ``send``, the hub writes seat updates as ready-made frames straight to the
-client's transport (see ``direct_writer``), and so do pongs and a timer's heartbeats: the
-connection's own coroutine only reads (for the close and pings), with no task, queue or timeout
-of its own, so an idle watcher costs little memory (``DirectSession``). Otherwise a sender task
-drains the client's bounded queue (with a ping when idle) beside a receiving task.
+client's transport (see ``direct_writer``), and so do pongs and one timer's heartbeats: the
+connection's own coroutine only reads (for the close and pings), with no task, queue or timer
+of its own, so an idle watcher costs little memory (``DirectSession``, ``Heartbeats``).
+Otherwise a sender task drains the client's bounded queue (with a ping when idle) beside a
+receiving task.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 router = Router("WebSockets")
 HEARTBEAT_S = 20.0
+SWEEPS = 4  # Heartbeats look for idle clients this often per HEARTBEAT_S
 Clock = Callable[[], int]  # the hub's: ms on Redis's clock, that of hold times
 MAX_WRAPPERS = 8  # Starlette wrappers looked through for the server's send
 
@@ -108,11 +110,19 @@ async def screening_updates(websocket: WebSocket) -> None:
         if write is None:
             await _serve(websocket, watcher, hub.now_ms)
         else:
-            await DirectSession(websocket, watcher, hub.now_ms).serve()
+            await _serve_direct(websocket, watcher, hub.now_ms)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
         hub.leave(watcher)
+
+
+async def _serve_direct(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
+    session = DirectSession(websocket, watcher, clock, heartbeats_of(websocket))
+    try:
+        await _receive(websocket, watcher, clock)
+    finally:
+        session.end()
 
 
 def _confirmation(screening_id: int) -> str:
@@ -206,40 +216,79 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | N
 
 
 class DirectSession:
-    """A directly written client: its coroutine reads; a timer sends heartbeats when idle.
+    """A directly written client: its coroutine only reads (``_receive``), nothing of its own
+    waits to write. The hub writes seat updates in its dispatch loop, ``_receive`` the pongs and
+    ``Heartbeats`` the pings, all with ``watcher.write``. A client the hub drops (a refused
+    write) is closed by a task started only then, which also ends the read (uvicorn hands the
+    reader a disconnect once the close is sent)."""
 
-    The hub writes seat updates in its dispatch loop and ``_receive`` writes pongs, all with
-    ``watcher.write``; nothing waits on a queue. A client the hub drops (a refused write) is
-    closed by a task started only then, which also ends the read (uvicorn hands the reader a
-    disconnect once the close is sent)."""
+    __slots__ = ("_clock", "_heartbeats", "_watcher", "_websocket")
 
-    __slots__ = ("_clock", "_loop", "_timer", "_watcher", "_websocket")
-
-    def __init__(self, websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
+    def __init__(
+        self, websocket: WebSocket, watcher: Watcher, clock: Clock, heartbeats: Heartbeats
+    ) -> None:
         self._websocket, self._watcher, self._clock = websocket, watcher, clock
-        self._loop = asyncio.get_running_loop()
-        self._timer = self._loop.call_later(HEARTBEAT_S, self._beat)
+        self._heartbeats = heartbeats
+        watcher.last_sent = asyncio.get_running_loop().time()  # its confirmation, just written
         watcher.on_drop = self._dropped
+        heartbeats.add(self)
 
-    async def serve(self) -> None:
-        try:
-            await _receive(self._websocket, self._watcher, self._clock)
-        finally:
-            self._timer.cancel()
-
-    def _beat(self) -> None:
-        """Ping when nothing went out for HEARTBEAT_S; look again when that will be true."""
-        idle = self._loop.time() - self._watcher.last_sent
-        if idle >= HEARTBEAT_S:
+    def beat(self, now: float) -> None:
+        """Ping when nothing went out for HEARTBEAT_S."""
+        if now - self._watcher.last_sent >= HEARTBEAT_S:
             self._watcher.offer(encode(Ping(now_iso(self._clock()))))
-            idle = 0.0
-        self._timer = self._loop.call_later(HEARTBEAT_S - idle, self._beat)
+
+    def end(self) -> None:
+        self._heartbeats.discard(self)
 
     def _dropped(self) -> None:
-        self._timer.cancel()
-        task = self._loop.create_task(_close_slow(self._websocket))
+        self.end()
+        task = asyncio.get_running_loop().create_task(_close_slow(self._websocket))
         _closing.add(task)  # a reference, until it is done
         task.add_done_callback(_closing.discard)
+
+
+class Heartbeats:
+    """One timer per server pings every idle directly written client, a sweep every
+    HEARTBEAT_S / SWEEPS: a timer per connection would cost ~700 bytes of each (a watcher costs
+    ~20 KB in all). A client gets its ping 1 to 1 + 1/SWEEPS HEARTBEAT_S after its last message."""
+
+    __slots__ = ("_sessions", "_timer")
+
+    def __init__(self) -> None:
+        self._sessions: set[DirectSession] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, session: DirectSession) -> None:
+        self._sessions.add(session)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + HEARTBEAT_S / SWEEPS
+        if self._timer is None or self._timer.when() > due:  # none yet, or HEARTBEAT_S shortened
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(due, self._sweep)
+
+    def discard(self, session: DirectSession) -> None:
+        self._sessions.discard(session)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        if not self._sessions:
+            return  # the next client starts the timer again
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for session in list(self._sessions):
+            session.beat(now)
+        self._timer = loop.call_later(HEARTBEAT_S / SWEEPS, self._sweep)
+
+
+def heartbeats_of(websocket: WebSocket) -> Heartbeats:
+    """The app's ``Heartbeats`` (made with its first directly written client)."""
+    state = websocket.app.state
+    heartbeats: Heartbeats | None = getattr(state, "ws_heartbeats", None)
+    if heartbeats is None:
+        heartbeats = state.ws_heartbeats = Heartbeats()
+    return heartbeats
 
 
 _closing: set[asyncio.Task[None]] = set()
