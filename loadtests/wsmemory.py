@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import orjson
+
 from loadtests.bench import raise_file_limit, stop_process
 from loadtests.benchreport import pct
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
@@ -259,8 +261,6 @@ async def prepare(server: Server, database_url: str) -> None:
     await http.close()
     if status != 200:
         raise RuntimeError(f"login failed: {status} {raw[:200]!r}")
-    import orjson
-
     server.token = orjson.loads(raw)["access_token"]
 
 
@@ -333,8 +333,6 @@ async def change_seats(server: Server, changes: int, per_s: float) -> int:
 
 
 def delays_ms(seen: dict[bytes, float]) -> list[float]:
-    import orjson
-
     return sorted(
         (at - parse_time(orjson.loads(raw)["timestamp"])) * 1000 for raw, at in seen.items()
     )
