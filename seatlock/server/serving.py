@@ -17,7 +17,8 @@ life, which doubled a watcher's memory, for seat events of ~150 bytes that hardl
 that the direct writer sends uncompressed anyway, as RFC 7692 allows). A seat-map watcher is idle
 for hours, so what each connection keeps counts: ``WebSocketProtocol`` is uvicorn's protocol with
 a lean inbox and write gate in place of an asyncio.Queue and an asyncio.Event (~3.5 KB of deques
-between them), and it lets go of the handshake's request and response once the handshake is done.
+between them), and it lets go of the handshake's request and response once the handshake is done
+(also the copy websockets' parser holds: ``restart_parser``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ except ImportError:  # pragma: no cover - httptools missing, or uvicorn moved it
 
 try:  # the same for WebSockets (see websocket_protocol)
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.protocol import Protocol
 
     WS_IMPORTED = True
 except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved its protocol
@@ -173,6 +175,27 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # request and the response (their headers, ~3 KB) are never read again.
         super().start_keepalive()
         self.request = self.response = None  # type: ignore[assignment]
+        restart_parser(self.conn)
+
+
+def restart_parser(conn: Any) -> bool:
+    """Give websockets' connection a frame parser of its own when the handshake's is idle.
+
+    ``ServerProtocol.parse`` reads the handshake's request into a local variable, then parses
+    frames in the same generator (``Protocol.parse``) for the connection's life, so the request
+    and its headers (~2.5 KB) stay referenced. When that generator waits in ``at_eof`` (nothing
+    of a frame read: a client sends none before the 101, RFC 6455 4.1), a new ``Protocol.parse``
+    started now is in exactly its state; websockets swaps its parser the same way
+    (``discard``). Anywhere else the parser is left as it is. True when it was restarted."""
+    inner = getattr(conn, "parser", None)
+    while (deeper := getattr(inner, "gi_yieldfrom", None)) is not None:
+        inner = deeper
+    if getattr(getattr(inner, "gi_code", None), "co_name", "") != "at_eof":
+        return False
+    parser = Protocol.parse(conn)
+    next(parser)
+    conn.parser = parser
+    return True
 
 
 class Inbox:

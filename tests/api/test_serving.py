@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.protocol import Protocol
 
 import api.websockets
 from seatlock.server import serving
@@ -229,7 +230,11 @@ async def test_our_websocket_protocol_serves_a_connection_and_keeps_no_handshake
     await asyncio.sleep(0.01)
     assert socket.sent[0].startswith(b"HTTP/1.1 101")
     assert protocol.request is None and protocol.response is None  # type: ignore[comparison-overlap]
-    protocol.data_received(b"\x81\x82\x00\x00\x00\x00hi")  # a masked text frame "hi"
+    # websockets' frame parser was restarted: it no longer holds the handshake's request.
+    assert protocol.conn.parser.gi_code is Protocol.parse.__code__
+    protocol.data_received(b"\x81")  # half a frame header: the parser is mid-frame now
+    assert not serving.restart_parser(protocol.conn)
+    protocol.data_received(b"\x82\x00\x00\x00\x00hi")  # the rest: a masked text frame "hi"
     await asyncio.wait_for(app.done.wait(), 5)
     assert b"\x81\x02hi" in b"".join(socket.sent[1:])
     protocol.connection_lost(None)
