@@ -143,7 +143,7 @@ def direct_writer(websocket: WebSocket) -> FrameWriter | None:
     protocol = server_protocol(websocket._send)
     if protocol is None:
         return None
-    transport = protocol.transport
+    transport = _socket_transport(protocol.transport)
 
     def write(frame: bytes) -> bool:
         if (
@@ -157,6 +157,17 @@ def direct_writer(websocket: WebSocket) -> FrameWriter | None:
         return True
 
     return write
+
+
+def _socket_transport(transport: Any) -> Any:
+    """The socket's own transport under seatlock serve's HTTP proxy (serving.HeadWithBody, which
+    holds back response heads: a frame is never one), after sending any head it still holds (the
+    101), so frames keep their order; ~1 us less per frame written."""
+    flush, real = getattr(transport, "flush", None), getattr(transport, "real", None)
+    if flush is None or real is None:
+        return transport
+    flush()
+    return real
 
 
 def server_protocol(send: Any) -> Any:

@@ -9,8 +9,9 @@ reads the workers' RSS (``VmRSS`` of the supervisor's children), connects ``--wa
 anonymous watchers to the screening from ``--clients`` separate processes, waits for the
 figures to settle, reads the RSS again and prints the growth per watcher. Then it holds and
 releases a seat ``--changes`` times at ``--per-s`` changes a second and prints, per change, the
-delay from the server's ``timestamp`` to its arrival at the last watcher (p50/p99), and the RSS
-once more (buffers used by the fan-out).
+delay from the server's ``timestamp`` to its arrival at the last watcher (p50/p99), the RSS
+once more (buffers used by the fan-out) and the workers' CPU time per update delivered (which a
+busy machine distorts less than the delays).
 
 The watchers are a lean raw-asyncio client (a few hundred bytes each, no JSON parsing: a
 message is keyed by its bytes), so at 10,000 the client's own cost stays small next to the
@@ -209,6 +210,15 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_s(pids: list[int]) -> float:
+    """User and system CPU seconds the processes used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_line(label: str, pids: list[int]) -> int:
     sizes = [rss_kb(p) for p in pids]
     print(f"{label}: workers' RSS " + " + ".join(f"{s / 1024:.1f}" for s in sizes) + " MB")
@@ -348,10 +358,14 @@ async def measure(config: Config, server: Server) -> None:
         await asyncio.sleep(3.0)  # the server settles (the last handshakes' tasks, GC)
         after = rss_line(f"{connected:,} watchers connected", pids)
         print(f"RSS per watcher: {(after - before) * 1024 / max(1, connected) / 1000:.1f} KB")
+        cpu = cpu_s(pids)
         made = await change_seats(server, config.changes, config.per_s)
         await asyncio.sleep(2.0)  # late deliveries
+        cpu = cpu_s(pids) - cpu
         seen = await collect(pipes)
     rss_line(f"after {made} changes", pids)
+    # Less sensitive to a busy machine than the delays: the workers' CPU per update delivered.
+    print(f"workers' CPU per update delivered: {cpu * 1e6 / max(1, made * connected):.1f} us")
     delays = delays_ms(seen)
     print(
         f"last watcher, {len(delays)} of {made} changes seen: p50 {pct(delays, 0.5):.1f} ms,"

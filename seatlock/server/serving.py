@@ -158,6 +158,12 @@ class HeadWithBody:
     def get_write_buffer_size(self) -> int:
         return self._real.get_write_buffer_size() + len(self._head or b"")
 
+    @property
+    def real(self) -> asyncio.Transport:
+        """The socket's transport: for writers that never send a response head (WebSocket
+        frames after the handshake), once ``flush`` sent any head held."""
+        return self._real
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 

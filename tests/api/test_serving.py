@@ -238,3 +238,12 @@ async def test_our_websocket_protocol_serves_a_connection_and_keeps_no_handshake
     await asyncio.wait_for(app.done.wait(), 5)
     assert b"\x81\x02hi" in b"".join(socket.sent[1:])
     protocol.connection_lost(None)
+
+
+async def test_direct_frames_skip_the_head_proxy_once_a_held_head_is_sent() -> None:
+    socket = Recorder()
+    proxy = HeadWithBody(socket)  # type: ignore[arg-type]
+    proxy.write(HEAD)  # held back, as a 101 may be
+    assert api.websockets._socket_transport(proxy) is socket
+    assert socket.sent == [HEAD]  # sent first: frames written to the socket follow it
+    assert api.websockets._socket_transport(socket) is socket  # no proxy: as it is
