@@ -3,9 +3,11 @@
 A client joins the process's hub before ``connection_confirmed`` is sent, so no change published
 after the confirmation is missed. Under uvicorn's websockets protocol, when no middleware wraps
 the connection's ``send``, the hub writes seat updates as ready-made frames straight to the
-client's transport (see ``direct_writer``); otherwise, and for pongs and heartbeats, a sender task
-drains the client's bounded queue (with a ping when idle); the receiving side only watches for
-the close and answers pings.
+client's transport (see ``direct_writer``), and so do pongs and one timer's heartbeats: the
+connection's own coroutine only reads (for the close and pings), with no task, queue or timer
+of its own, so an idle watcher costs little memory (``DirectSession``, ``Heartbeats``).
+Otherwise a sender task drains the client's bounded queue (with a ping when idle) beside a
+receiving task.
 
 A client that reconnects with ``?since=VERSION`` (the last version it saw) is first sent what it
 missed, then live events (``_catch_up``): the events after VERSION from the screening's log, or
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 router = Router("WebSockets")
 HEARTBEAT_S = 20.0
+SWEEPS = 4  # Heartbeats look for idle clients this often per HEARTBEAT_S
 MAX_VERSION = 2**53  # versions travel through Lua numbers (doubles)
 # What closes a connection before it is served: a refusal, or a backend that cannot answer.
 REFUSALS: tuple[type[Exception], ...] = (SeatLockError, *BACKEND_DOWN)
@@ -126,7 +129,13 @@ async def screening_updates(websocket: WebSocket) -> None:
             await websocket.send_text(confirmation)
         if since is not None:
             await _catch_up(websocket, services, watcher, since, write)
-        await _serve(websocket, watcher, hub.now_ms)
+            if watcher.dropped and write is not None:  # too slow to take the catch-up
+                await _close_slow(websocket)
+                return
+        if write is None:
+            await _serve(websocket, watcher, hub.now_ms)
+        else:
+            await _serve_direct(websocket, watcher, hub.now_ms)
     except REFUSALS as exc:
         await _refuse(websocket, exc)
     except (WebSocketDisconnect, RuntimeError, OSError):
@@ -196,6 +205,14 @@ async def catch_up(services: Services, watcher: Watcher, since: int) -> tuple[in
     return version, [b"".join((head, seats, b',"timestamp":"', timestamp, b'"}'))]
 
 
+async def _serve_direct(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
+    session = DirectSession(websocket, watcher, clock, heartbeats_of(websocket))
+    try:
+        await _receive(websocket, watcher, clock)
+    finally:
+        session.end()
+
+
 def _confirmation(screening_id: int) -> str:
     return encode(ConnectionConfirmed(screening_id, "Connected to real-time seat updates"))
 
@@ -214,7 +231,7 @@ def direct_writer(websocket: WebSocket) -> FrameWriter | None:
     protocol = server_protocol(websocket._send)
     if protocol is None:
         return None
-    transport = protocol.transport
+    transport = _socket_transport(protocol.transport)
 
     def write(frame: bytes) -> bool:
         if (
@@ -230,6 +247,17 @@ def direct_writer(websocket: WebSocket) -> FrameWriter | None:
     return write
 
 
+def _socket_transport(transport: Any) -> Any:
+    """The socket's own transport under seatlock serve's HTTP proxy (serving.HeadWithBody, which
+    holds back response heads: a frame is never one), after sending any head it still holds (the
+    101), so frames keep their order; ~1 us less per frame written."""
+    flush, real = getattr(transport, "flush", None), getattr(transport, "real", None)
+    if flush is None or real is None:
+        return transport
+    flush()
+    return real
+
+
 def server_protocol(send: Any) -> Any:
     """uvicorn's sans-I/O websockets protocol whose ``send`` is under ``send``, or None.
 
@@ -243,7 +271,8 @@ def server_protocol(send: Any) -> Any:
         owner = getattr(send, "__self__", None)
         if owner is not None:
             fields = ("transport", "close_sent", "disconnected")
-            ok = type(owner) is known and all(hasattr(owner, f) for f in fields)
+            ok = known is not None and isinstance(owner, known)
+            ok = ok and all(hasattr(owner, f) for f in fields)
             return owner if ok else None
         if not getattr(send, "__module__", "").startswith("starlette."):
             return None
@@ -285,6 +314,91 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | N
     return screening_id, user_id
 
 
+class DirectSession:
+    """A directly written client: its coroutine only reads (``_receive``), nothing of its own
+    waits to write. The hub writes seat updates in its dispatch loop, ``_receive`` the pongs and
+    ``Heartbeats`` the pings, all with ``watcher.write``. A client the hub drops (a refused
+    write) is closed by a task started only then, which also ends the read (uvicorn hands the
+    reader a disconnect once the close is sent)."""
+
+    __slots__ = ("_clock", "_heartbeats", "_watcher", "_websocket")
+
+    def __init__(
+        self, websocket: WebSocket, watcher: Watcher, clock: Clock, heartbeats: Heartbeats
+    ) -> None:
+        self._websocket, self._watcher, self._clock = websocket, watcher, clock
+        self._heartbeats = heartbeats
+        watcher.last_sent = asyncio.get_running_loop().time()  # its confirmation, just written
+        watcher.on_drop = self._dropped
+        heartbeats.add(self)
+
+    def beat(self, now: float) -> None:
+        """Ping when nothing went out for HEARTBEAT_S."""
+        if now - self._watcher.last_sent >= HEARTBEAT_S:
+            self._watcher.offer(encode(Ping(now_iso(self._clock()))))
+
+    def end(self) -> None:
+        self._heartbeats.discard(self)
+
+    def _dropped(self) -> None:
+        self.end()
+        task = asyncio.get_running_loop().create_task(_close_slow(self._websocket))
+        _closing.add(task)  # a reference, until it is done
+        task.add_done_callback(_closing.discard)
+
+
+class Heartbeats:
+    """One timer per server pings every idle directly written client, a sweep every
+    HEARTBEAT_S / SWEEPS: a timer per connection would cost ~700 bytes of each (a watcher costs
+    ~20 KB in all). A client gets its ping 1 to 1 + 1/SWEEPS HEARTBEAT_S after its last message."""
+
+    __slots__ = ("_sessions", "_timer")
+
+    def __init__(self) -> None:
+        self._sessions: set[DirectSession] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, session: DirectSession) -> None:
+        self._sessions.add(session)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + HEARTBEAT_S / SWEEPS
+        if self._timer is None or self._timer.when() > due:  # none yet, or HEARTBEAT_S shortened
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(due, self._sweep)
+
+    def discard(self, session: DirectSession) -> None:
+        self._sessions.discard(session)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        if not self._sessions:
+            return  # the next client starts the timer again
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for session in list(self._sessions):
+            session.beat(now)
+        self._timer = loop.call_later(HEARTBEAT_S / SWEEPS, self._sweep)
+
+
+def heartbeats_of(websocket: WebSocket) -> Heartbeats:
+    """The app's ``Heartbeats`` (made with its first directly written client)."""
+    state = websocket.app.state
+    heartbeats: Heartbeats | None = getattr(state, "ws_heartbeats", None)
+    if heartbeats is None:
+        heartbeats = state.ws_heartbeats = Heartbeats()
+    return heartbeats
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close_slow(websocket: WebSocket) -> None:
+    """Tell a client the hub dropped that it was too slow and may come back later."""
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
+
+
 async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
     sender = asyncio.create_task(_send(websocket, watcher, clock))
     receiver = asyncio.create_task(_receive(websocket, watcher, clock))
@@ -294,16 +408,16 @@ async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     if sender in done and not sender.cancelled() and sender.exception() is None:
-        # The client was too slow and dropped by the hub: tell it to come back later.
-        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-            await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
+        await _close_slow(websocket)  # the client was too slow and dropped by the hub
 
 
 async def _send(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
     loop = asyncio.get_running_loop()
+    queue = watcher.queue
+    assert queue is not None  # a queued watcher (no ``write``)
     while True:
         try:
-            text = await asyncio.wait_for(watcher.queue.get(), HEARTBEAT_S)
+            text = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
         except TimeoutError:
             if loop.time() - watcher.last_sent < HEARTBEAT_S:
                 continue  # seat updates went straight to the socket: not idle

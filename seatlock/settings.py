@@ -140,6 +140,10 @@ class Settings:
     metrics_token: str = field(default="", repr=False)  # never in a log line
     loop_silence_seconds: float = 15.0
 
+    # WebSockets: permessage-deflate costs ~35 KB of zlib state per connection that negotiates
+    # it (browsers offer it), for small seat events; off unless turned on (serving.py).
+    ws_per_message_deflate: bool = False
+
     def __post_init__(self) -> None:
         redis_cluster_nodes(self.redis_url)  # a bad URL is refused at start-up
         if self.redis_transport not in REDIS_TRANSPORTS:

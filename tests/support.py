@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from seatlock import keys
 from seatlock.server.embedded import free_port
-from seatlock.server.serving import http_protocol
+from seatlock.server.serving import http_protocol, websocket_options
 from seatlock.server.wiring import create_app
 from seatlock.settings import Settings
 from tests.factories import Show
@@ -53,6 +53,7 @@ class LiveServer:
             lifespan="on",
             ws_ping_interval=None,
             http=http_protocol(),  # as seatlock serve runs it
+            **websocket_options(settings.ws_per_message_deflate),  # as seatlock serve does
             proxy_headers=False,  # as seatlock serve runs it: SEATLOCK_TRUSTED_PROXIES decides
         )
         self._server = uvicorn.Server(config)

@@ -31,7 +31,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -114,22 +114,35 @@ class Message:
         return self._frame
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Watcher:
-    """One WebSocket client of one screening; ``user_id`` None when anonymous."""
+    """One WebSocket client of one screening; ``user_id`` None when anonymous.
+
+    A watcher written to directly (``write``) has no queue: an asyncio.Queue is ~2.5 KB, a
+    tenth of what a connection may cost (loadtests/wsmemory.py), and it would stay empty.
+    ``on_drop`` tells the connection's owner that the hub dropped it (the queued path learns
+    it from the CLOSE in its queue)."""
 
     screening_id: int
     user_id: int | None
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    queue: asyncio.Queue[str] | None = None  # made for a watcher without ``write``
     dropped: bool = False
     write: FrameWriter | None = None  # set: events bypass the queue
     last_sent: float = 0.0  # loop time of the last direct write (heartbeats go when idle)
     # Not None while the client is being replayed what it missed (``replaying``): live events
     # wait here until the replay is sent (``go_live``).
     held: list[Message] | None = None
+    on_drop: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.write is None and self.queue is None:
+            self.queue = asyncio.Queue(QUEUE_SIZE)
 
     def offer(self, text: str) -> None:
         if self.dropped:
+            return
+        if self.queue is None:  # a direct watcher: a pong or a heartbeat goes out at once
+            self.deliver(Message(text), asyncio.get_running_loop().time())
             return
         try:
             self.queue.put_nowait(text)
@@ -162,6 +175,10 @@ class Watcher:
         interleaves, and the order stays that of publication."""
         held, self.held = self.held or [], None
         self.write = write
+        if write is not None:
+            # Written directly from now on: the queue it joined with never had a reader (held
+            # back events went to ``held``) and would only keep pings and pongs from the client.
+            self.queue = None
         now = asyncio.get_running_loop().time()
         for message in held:
             if message.version is None or message.version > version:
@@ -180,10 +197,14 @@ class Watcher:
     def drop(self) -> None:
         self.dropped = True
         WS_CLIENTS_DROPPED.inc()
-        WS_EVENTS_DROPPED.inc(self.queue.qsize() + 1)  # those queued, and the one refused
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(CLOSE)
+        queue = self.queue
+        WS_EVENTS_DROPPED.inc((queue.qsize() if queue else 0) + 1)  # queued, and the one refused
+        if queue is not None:
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(CLOSE)
+        if self.on_drop is not None:
+            self.on_drop()
 
 
 SeatStatus = Literal["available", "reserved", "booked"]

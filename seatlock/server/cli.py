@@ -142,7 +142,7 @@ def serve(settings: Settings) -> None:
 
     from seatlock.accounts.tokens import load_or_create_secret
     from seatlock.server import workers as worker_processes
-    from seatlock.server.serving import http_protocol
+    from seatlock.server.serving import http_protocol, websocket_options
 
     embedded = not (settings.redis_url and settings.database_url)
     load_or_create_secret(settings)  # before the workers start, so they share one secret
@@ -157,6 +157,7 @@ def serve(settings: Settings) -> None:
             "port": live.port,
             "loop": "uvloop",
             "http": http_protocol(),
+            **websocket_options(live.ws_per_message_deflate),
             # Forwarding headers are trusted by SEATLOCK_TRUSTED_PROXIES only (api/auth.py).
             "proxy_headers": False,
             # Every worker logs as the supervisor does (seatlock/server/logs.py), its records

@@ -8,6 +8,17 @@ both messages in the same event-loop iteration, so holding the head back until t
 anything. Only writes that are a whole response head are held; every other write, WebSocket
 frames included, goes out at once, after a held head. ``http_protocol`` chooses between this and
 uvicorn's own protocol.
+
+WebSockets (``websocket_options``): uvicorn's sans-I/O websockets protocol, the one whose socket
+api/websockets.py writes seat updates to directly, named rather than left to uvicorn's "auto" (a
+dependency change must not switch it silently). permessage-deflate is off unless asked for: a
+negotiated deflate context is zlib state of about 35 KB per connection, held for the connection's
+life, which doubled a watcher's memory, for seat events of ~150 bytes that hardly compress (and
+that the direct writer sends uncompressed anyway, as RFC 7692 allows). A seat-map watcher is idle
+for hours, so what each connection keeps counts: ``WebSocketProtocol`` is uvicorn's protocol with
+a lean inbox and write gate in place of an asyncio.Queue and an asyncio.Event (~3.5 KB of deques
+between them), and it lets go of the handshake's request and response once the handshake is done
+(also the copy websockets' parser holds: ``restart_parser``).
 """
 
 from __future__ import annotations
@@ -27,11 +38,51 @@ except ImportError:  # pragma: no cover - httptools missing, or uvicorn moved it
     HttpToolsProtocol = asyncio.Protocol  # type: ignore[assignment, misc]
     IMPORTED = False
 
+try:  # the same for WebSockets (see websocket_protocol)
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.protocol import Protocol
+
+    WS_IMPORTED = True
+except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved its protocol
+    WebSocketsSansIOProtocol = asyncio.Protocol  # type: ignore[assignment, misc]
+    WS_IMPORTED = False
+
 logger = logging.getLogger(__name__)
 
 HEAD_START = b"HTTP/1.1 "
 HEAD_END = b"\r\n\r\n"
 FALLBACK = "auto"  # uvicorn's own choice (httptools when installed): head and body in two sends
+WS_FALLBACK = "websockets-sansio"  # uvicorn's WebSocketsSansIOProtocol as it is
+# Clients only send pings; a bigger message is refused (close 1009) before it is buffered whole.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+# What WebSocketProtocol replaces: uvicorn's attributes, and the methods it calls on each.
+WS_LEAN_PARTS = {"queue": ("put_nowait", "get", "empty"), "writable": ("set", "clear", "wait")}
+
+
+def websocket_options(per_message_deflate: bool) -> dict[str, Any]:
+    """uvicorn's WebSocket options (``SEATLOCK_WS_PER_MESSAGE_DEFLATE``: see the module's doc)."""
+    return {
+        "ws": websocket_protocol(),
+        "ws_per_message_deflate": per_message_deflate,
+        "ws_max_size": WS_MAX_MESSAGE_BYTES,
+    }
+
+
+def websocket_protocol() -> type[asyncio.Protocol] | str:
+    """uvicorn's ``ws`` option: ``WebSocketProtocol`` when uvicorn's sans-I/O protocol is the one
+    it was written against, else that protocol as it is (with a warning: more memory per
+    connection). tests/api/test_serving.py fails if the installed uvicorn changed what
+    ``WebSocketProtocol`` relies on: the attributes of WS_LEAN_PARTS, made in ``__init__`` and
+    used only through those methods; ``start_keepalive`` called once the handshake is sent;
+    ``request`` and ``response`` unused after it."""
+    if not WS_IMPORTED or not hasattr(WebSocketsSansIOProtocol, "start_keepalive"):
+        logger.warning(
+            "uvicorn %s is not the one seatlock.server.serving knows: WebSockets are served by"
+            " its own sans-I/O protocol (more memory per connection)",
+            uvicorn.__version__,
+        )
+        return WS_FALLBACK
+    return WebSocketProtocol
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:
@@ -107,5 +158,107 @@ class HeadWithBody:
     def get_write_buffer_size(self) -> int:
         return self._real.get_write_buffer_size() + len(self._head or b"")
 
+    @property
+    def real(self) -> asyncio.Transport:
+        """The socket's transport: for writers that never send a response head (WebSocket
+        frames after the handshake), once ``flush`` sent any head held."""
+        return self._real
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol keeping less per connection (see the module's doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Gate()  # type: ignore[assignment]
+
+    def start_keepalive(self) -> None:
+        # uvicorn calls this right after writing the handshake's response: from here on the
+        # request and the response (their headers, ~3 KB) are never read again.
+        super().start_keepalive()
+        self.request = self.response = None  # type: ignore[assignment]
+        restart_parser(self.conn)
+
+
+def restart_parser(conn: Any) -> bool:
+    """Give websockets' connection a frame parser of its own when the handshake's is idle.
+
+    ``ServerProtocol.parse`` reads the handshake's request into a local variable, then parses
+    frames in the same generator (``Protocol.parse``) for the connection's life, so the request
+    and its headers (~2.5 KB) stay referenced. When that generator waits in ``at_eof`` (nothing
+    of a frame read: a client sends none before the 101, RFC 6455 4.1), a new ``Protocol.parse``
+    started now is in exactly its state; websockets swaps its parser the same way
+    (``discard``). Anywhere else the parser is left as it is. True when it was restarted."""
+    inner = getattr(conn, "parser", None)
+    while (deeper := getattr(inner, "gi_yieldfrom", None)) is not None:
+        inner = deeper
+    if getattr(getattr(inner, "gi_code", None), "co_name", "") != "at_eof":
+        return False
+    parser = Protocol.parse(conn)
+    next(parser)
+    conn.parser = parser
+    return True
+
+
+class Inbox:
+    """What uvicorn's protocol uses of an asyncio.Queue (one reader), without its three deques."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class Gate:
+    """What uvicorn's protocol uses of an asyncio.Event (set while the socket takes writes)."""
+
+    __slots__ = ("_open", "_waiters")
+
+    def __init__(self) -> None:
+        self._open = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._open
+
+    def set(self) -> None:
+        self._open = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._open = False
+
+    async def wait(self) -> bool:
+        while not self._open:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return True

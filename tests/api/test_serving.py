@@ -5,16 +5,32 @@ changed them, where ``seatlock serve`` would fall back to uvicorn's own protocol
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import re
+from typing import Any
 
+import asyncpg
+import orjson
 import pytest
 import uvicorn
+import websockets
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.protocol import Protocol
 
+import api.websockets
 from seatlock.server import serving
-from seatlock.server.serving import HeadWithBody, HttpProtocol, http_protocol
+from seatlock.server.serving import (
+    HeadWithBody,
+    HttpProtocol,
+    WebSocketProtocol,
+    http_protocol,
+    websocket_options,
+)
+from tests import factories as make
 from tests.support import LiveServer
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
@@ -140,3 +156,94 @@ def test_a_changed_uvicorn_falls_back_to_its_own_protocol(
     with caplog.at_level(logging.WARNING, logger=serving.__name__):
         assert http_protocol() == "auto"
     assert "uvicorn's own protocol" in caplog.text
+
+
+def test_websockets_are_served_by_the_sansio_protocol_without_deflate() -> None:
+    """What seatlock serve and the tests' server pass uvicorn: the protocol the direct writer
+    knows (api/websockets.py), named, and no permessage-deflate unless the setting asks."""
+    config = uvicorn.Config(SmallJson(), **websocket_options(False))
+    config.load()
+    assert config.ws_protocol_class is WebSocketProtocol
+    assert issubclass(WebSocketProtocol, WebSocketsSansIOProtocol)
+    assert api.websockets._sansio_protocol() is WebSocketsSansIOProtocol
+    assert config.ws_per_message_deflate is False
+    assert config.ws_max_size == serving.WS_MAX_MESSAGE_BYTES
+    assert websocket_options(True)["ws_per_message_deflate"] is True
+
+
+async def test_a_client_offering_deflate_gets_none_by_default(
+    db: asyncpg.Connection, server: LiveServer
+) -> None:
+    show = await make.show(db, 1)
+    url = f"{server.ws_url}/ws/screenings/{show.id}"
+    async with websockets.connect(url, compression="deflate") as ws:  # as browsers offer it
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert orjson.loads(await ws.recv())["type"] == "connection_confirmed"
+
+
+async def test_the_setting_turns_deflate_on(db: asyncpg.Connection, make_server: Any) -> None:
+    live = make_server(ws_per_message_deflate=True)
+    show = await make.show(db, 1)
+    async with websockets.connect(f"{live.ws_url}/ws/screenings/{show.id}") as ws:
+        assert ws.response is not None
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        assert orjson.loads(await ws.recv())["type"] == "connection_confirmed"
+
+
+def test_uvicorns_websocket_protocol_uses_only_what_ours_replaces() -> None:
+    """WebSocketProtocol swaps uvicorn's queue and write event for lean ones: a uvicorn that
+    calls anything else on them fails here, not on a live connection."""
+    source = inspect.getsource(WebSocketsSansIOProtocol)
+    for name, methods in serving.WS_LEAN_PARTS.items():
+        used = set(re.findall(rf"self\.{name}\.(\w+)", source))
+        assert used and used <= set(methods), (name, used)
+    assert source.count("self.start_keepalive()") == 1  # once: after the handshake's response
+
+
+class Chat:
+    """An ASGI WebSocket app: accepts, echoes one message, closes."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+        await send({"type": "websocket.close", "code": 1000})
+        self.done.set()
+
+
+async def test_our_websocket_protocol_serves_a_connection_and_keeps_no_handshake() -> None:
+    app = Chat()
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", **websocket_options(False))
+    protocol = WebSocketProtocol(config=config, server_state=ServerState(), app_state={})
+    socket = Socket()
+    protocol.connection_made(socket)  # type: ignore[arg-type]
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    protocol.data_received(
+        f"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await asyncio.sleep(0.01)
+    assert socket.sent[0].startswith(b"HTTP/1.1 101")
+    assert protocol.request is None and protocol.response is None  # type: ignore[comparison-overlap]
+    # websockets' frame parser was restarted: it no longer holds the handshake's request.
+    assert protocol.conn.parser.gi_code is Protocol.parse.__code__
+    protocol.data_received(b"\x81")  # half a frame header: the parser is mid-frame now
+    assert not serving.restart_parser(protocol.conn)
+    protocol.data_received(b"\x82\x00\x00\x00\x00hi")  # the rest: a masked text frame "hi"
+    await asyncio.wait_for(app.done.wait(), 5)
+    assert b"\x81\x02hi" in b"".join(socket.sent[1:])
+    protocol.connection_lost(None)
+
+
+async def test_direct_frames_skip_the_head_proxy_once_a_held_head_is_sent() -> None:
+    socket = Recorder()
+    proxy = HeadWithBody(socket)  # type: ignore[arg-type]
+    proxy.write(HEAD)  # held back, as a 101 may be
+    assert api.websockets._socket_transport(proxy) is socket
+    assert socket.sent == [HEAD]  # sent first: frames written to the socket follow it
+    assert api.websockets._socket_transport(socket) is socket  # no proxy: as it is

@@ -229,3 +229,27 @@ async def test_other_servers_keep_the_queued_path() -> None:
 
     websocket = WebSocket({"type": "websocket", "path": "/", "headers": []}, receive, send)
     assert api.websockets.direct_writer(websocket) is None
+
+
+async def test_a_directly_written_watcher_has_no_queue_and_a_slow_one_is_closed(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    user: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    show = await make.show(db, 1)
+    ws = await watch(server, show.id)
+    try:
+        (watcher,) = server_services(server).hub._rooms[show.id]
+        assert watcher.write is not None and watcher.queue is None
+        # Every direct write now finds the socket "too full": the next update drops the client,
+        # and with no sender task of its own it is still told to come back later.
+        monkeypatch.setattr(api.websockets, "MAX_BUFFERED", -1)
+        assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1013 and watcher.dropped
+    finally:
+        await ws.close()

@@ -117,6 +117,8 @@ async def test_resuming_at_the_current_version_replays_nothing(
         assert (await reserve(client, user, show, show.seat_ids[1:2])).status_code == 201
         live = (await messages(ws, 1))[0]
         assert (live["type"], live["version"]) == ("seat_update", version + 1)
+        await ws.send("ping")  # answered on a resumed connection as on any other
+        assert (await messages(ws, 1))[0]["type"] == "pong"
     finally:
         await ws.close()
 
