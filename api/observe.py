@@ -8,7 +8,8 @@ preflights, 404s and 405s included. For each HTTP request it
   so every log line written while the request is served carries it (``RequestContext``);
 - counts the request in ``seatlock_http_requests`` and times it in
   ``seatlock_http_request_duration_seconds``, labelled with the route's template (never the raw
-  path: a client cannot grow the label set) or ``unmatched``;
+  path: a client cannot grow the label set) or ``unmatched``: tallied in the process and added to
+  the metrics every second (seatlock/metrics.py ``RequestTally``);
 - writes one INFO line on the ``seatlock.access`` logger: method, route, path (secret query
   parameters redacted), status, duration, user id (the endpoint puts it in the scope), request
   id, client. Nothing is formatted when that logger is off (``SEATLOCK_ACCESS_LOG``).
@@ -29,7 +30,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from seatlock.metrics import REQUEST_SECONDS, REQUESTS
+from seatlock.metrics import RequestTally
 
 ACCESS = logging.getLogger("seatlock.access")
 INFO = logging.INFO
@@ -80,9 +81,7 @@ class Observe:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # Label children by key: prometheus-client's ``labels()`` costs more than the count.
-        self._counts: dict[tuple[str, str, int], Any] = {}
-        self._timings: dict[tuple[str, str], Any] = {}
+        self.tally = RequestTally()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -124,20 +123,9 @@ class Observe:
         method = scope["method"]
         if method not in METHODS:
             method = "other"
-        self._count(template, method, status, seconds)
+        self.tally.record(template, method, status, seconds)
         if ACCESS.isEnabledFor(INFO):
             access_line(scope, method, template, status, seconds)
-
-    def _count(self, template: str, method: str, status: int, seconds: float) -> None:
-        count = self._counts.get((template, method, status))
-        if count is None:
-            count = REQUESTS.labels(template, method, str(status))
-            self._counts[(template, method, status)] = count
-        count.inc()
-        timing = self._timings.get((template, method))
-        if timing is None:
-            timing = self._timings[(template, method)] = REQUEST_SECONDS.labels(template, method)
-        timing.observe(seconds)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
