@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -61,8 +62,9 @@ def utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+# Reservation and Held are frozen msgspec Structs rather than frozen dataclasses: made on every
+# won hold (one per seat), a Struct costs ~0.1 µs where a frozen dataclass's __init__ cost ~2 µs.
+class Reservation(msgspec.Struct, frozen=True):
     """One hold with its history row."""
 
     id: int
@@ -74,8 +76,7 @@ class Reservation:
     status: str = "active"
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
+class Held(msgspec.Struct, frozen=True):
     reservations: list[Reservation]  # in seat order
     minutes: int  # until the latest of them expires, rounded
 
