@@ -294,6 +294,8 @@ class BackgroundHandler(QueueHandler):
         around every emit): the queue is a deque, whose appends are thread-safe, and nothing
         else here needs the lock (a drop count racing another thread may be off by one)."""
         passed = self.filter(record)
+        if isinstance(passed, logging.LogRecord):  # Python 3.12: a filter may replace it
+            record = passed
         if passed:
             self.enqueue(record)
         return passed
