@@ -19,6 +19,7 @@ from starlette.responses import Response
 from api.auth import bearer_token
 from api.routing import Call, Router
 from seatlock.errors import NotAuthenticated
+from seatlock.metrics import flush_tallies
 
 router = Router("Metrics")
 
@@ -28,6 +29,7 @@ async def metrics(call: Call) -> Response:
     """Prometheus metrics (text format; a bearer token when SEATLOCK_METRICS_TOKEN is set)."""
     _check_token(call)
     call.services.holds.outcomes.flush()  # this worker's counts are current; others' <= 1 s old
+    flush_tallies()
     # Reading every worker's files takes a few ms: off the event loop.
     body = await asyncio.to_thread(exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

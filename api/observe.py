@@ -8,7 +8,8 @@ preflights, 404s and 405s included. For each HTTP request it
   so every log line written while the request is served carries it (``RequestContext``);
 - counts the request in ``seatlock_http_requests`` and times it in
   ``seatlock_http_request_duration_seconds``, labelled with the route's template (never the raw
-  path: a client cannot grow the label set) or ``unmatched``;
+  path: a client cannot grow the label set) or ``unmatched``: tallied in the process and added to
+  the metrics every second (seatlock/metrics.py ``RequestTally``);
 - writes one INFO line on the ``seatlock.access`` logger: method, route, path (secret query
   parameters redacted), status, duration, user id (the endpoint puts it in the scope), request
   id, client. Nothing is formatted when that logger is off (``SEATLOCK_ACCESS_LOG``).
@@ -29,7 +30,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from seatlock.metrics import REQUEST_SECONDS, REQUESTS
+from seatlock.metrics import RequestTally
 
 ACCESS = logging.getLogger("seatlock.access")
 INFO = logging.INFO
@@ -80,9 +81,7 @@ class Observe:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # Label children by key: prometheus-client's ``labels()`` costs more than the count.
-        self._counts: dict[tuple[str, str, int], Any] = {}
-        self._timings: dict[tuple[str, str], Any] = {}
+        self.tally = RequestTally()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -124,20 +123,9 @@ class Observe:
         method = scope["method"]
         if method not in METHODS:
             method = "other"
-        self._count(template, method, status, seconds)
+        self.tally.record(template, method, status, seconds)
         if ACCESS.isEnabledFor(INFO):
             access_line(scope, method, template, status, seconds)
-
-    def _count(self, template: str, method: str, status: int, seconds: float) -> None:
-        count = self._counts.get((template, method, status))
-        if count is None:
-            count = REQUESTS.labels(template, method, str(status))
-            self._counts[(template, method, status)] = count
-        count.inc()
-        timing = self._timings.get((template, method))
-        if timing is None:
-            timing = self._timings[(template, method)] = REQUEST_SECONDS.labels(template, method)
-        timing.observe(seconds)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -175,20 +163,30 @@ def write_access(
     seconds: float,
     event: str | None = None,
 ) -> None:
-    """An access line: the record's fields (``event`` on a WebSocket's lines only)."""
-    fields = {
-        "method": method,
-        "route": template,
-        "path": target(scope),
-        "status": status,
-        "duration_ms": round(seconds * 1000, 3),
-        "user_id": scope.get("user_id"),
-        "request_id": scope.get("request_id"),
-        "client": peer(scope),
-    }
+    """An access line: the record's fields (``event`` on a WebSocket's lines only). Made on the
+    event loop from what is at hand; the path, client and duration are rendered from the raw
+    values on the log writer's thread (``AccessRecord.finish``)."""
+    record = AccessRecord.__new__(AccessRecord)
+    fields = record.__dict__
+    fields.update(_RECORD_TEMPLATE)
+    now = time.time()
+    fields["created"] = now
+    fields["msecs"] = (now - int(now)) * 1000
+    fields["process"] = _PROCESS[0]
+    fields["method"] = method
+    fields["route"] = template
+    fields["status"] = status
+    fields["user_id"] = scope.get("user_id")
+    fields["request_id"] = scope.get("request_id")
+    fields["access_raw"] = (
+        scope["path"],
+        scope.get("query_string", b""),
+        scope.get("client"),
+        seconds,
+    )
     if event is not None:
         fields["event"] = event
-    ACCESS.handle(AccessRecord.of(fields))
+    ACCESS.handle(record)
 
 
 class AccessRecord(logging.LogRecord):
@@ -201,22 +199,39 @@ class AccessRecord(logging.LogRecord):
     checks ``extra``'s names (ours are fixed). What the formatters read is set (``relativeCreated``
     is 0). ``access`` marks it for the log writer (seatlock/server/logs.py), which redacts only
     its two free-text fields, path and request id, since the message is made from the fields.
+    A record of a request carries ``access_raw`` values until ``finish`` renders them: whoever reads
+    path, client or duration_ms calls it first (the log writer's filter and formatters do).
     """
 
     @classmethod
     def of(cls, fields: dict[str, Any]) -> AccessRecord:
+        """A record of fields already rendered."""
         record = cls.__new__(cls)
         attributes = record.__dict__
         attributes.update(_RECORD_TEMPLATE)
         now = time.time()
         attributes["created"] = now
         attributes["msecs"] = (now - int(now)) * 1000
-        attributes["process"] = os.getpid()
+        attributes["process"] = _PROCESS[0]
         attributes.update(fields)
         return record
 
+    def finish(self) -> None:
+        """Render path (secrets of its query redacted), client and duration_ms from the raw
+        values. Idempotent, and safe when two threads' handlers race: both write the same."""
+        fields = self.__dict__
+        raw = fields.get("access_raw")
+        if raw is None:
+            return
+        path, query, client, seconds = raw
+        fields["path"] = target(path, query)
+        fields["client"] = peer(client)
+        fields["duration_ms"] = round(seconds * 1000, 3)
+        fields["access_raw"] = None  # after the fields: a reader that sees None finds them set
+
     def getMessage(self) -> str:
         """``client "METHOD path" status 1.2ms user 7`` (a WebSocket: ``accepted 101``)."""
+        self.finish()
         fields = self.__dict__
         status = "-" if fields["status"] is None else fields["status"]
         event = fields.get("event")
@@ -225,6 +240,10 @@ class AccessRecord(logging.LogRecord):
         method, path, duration_ms = fields["method"], fields["path"], fields["duration_ms"]
         return f'{fields["client"]} "{method} {path}" {shown} {duration_ms:.1f}ms user {user}'
 
+
+# This process's id, read once (os.getpid() is a system call, ~1 µs) and again in a forked child.
+_PROCESS = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, os.getpid()))
 
 _RECORD_TEMPLATE: dict[str, Any] = {
     "name": ACCESS.name,
@@ -263,10 +282,8 @@ def route_template(scope: Scope) -> str:
     return UNMATCHED if route is None else getattr(route, "path", UNMATCHED)
 
 
-def target(scope: Scope) -> str:
+def target(path: str, query: bytes) -> str:
     """The path and query of a request, values of secret parameters (``token=``) redacted."""
-    path: str = scope["path"]
-    query: bytes = scope.get("query_string", b"")
     if not query:
         return path
     return f"{path}?{redact_query(query.decode('latin-1'))}"
@@ -281,6 +298,5 @@ def redact_query(query: str) -> str:
     return "&".join(parts)
 
 
-def peer(scope: Scope) -> str | None:
-    client = scope.get("client")
+def peer(client: tuple[str, int] | None) -> str | None:
     return None if not client else f"{client[0]}:{client[1]}"

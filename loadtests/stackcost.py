@@ -1,6 +1,7 @@
 """What Starlette's middleware stack costs a request: CPU per request, in process, no sockets.
 
     .venv/bin/python -m loadtests.stackcost [--requests 20000] [--rounds 5] [--access-log]
+        [--only NAME]
 
 Starts throw-away embedded Redis and PostgreSQL, builds the app (``create_app``) and drives its
 ASGI callable directly with N requests of each workload, in three ways that share one set of
@@ -11,9 +12,14 @@ only passes the call on (what each added middleware costs at least), ``plain`` i
 Starlette app with the same routes (Starlette's router scan instead of ``FastRouter``'s lookup:
 what the fast lookup still earns). Workloads: the empty health route, a hold attempt refused with
 a 409 (the seat is held by another user: the common answer on release day), and the availability
-read of the 500-seat screening (a fifth of the requests). The ways take turns over ``--rounds``
-rounds; the median of the rounds is printed (with the range), in microseconds of this process's
-CPU per request (Redis and PostgreSQL excluded), and each way's difference to ``bare``.
+read of the 500-seat screening (a fifth of the requests), and the won-hold cycle of a ticket
+buyer: a hold of 2 seats that every attempt wins (201), then their cancel in the guide's DELETE
+form (204), spread over CYCLE_USERS users and the spread screenings, reported as one row per hold
+and one per cancel (the history rows the holds write in the background, their events and the
+hub's reading of them are this process's CPU too, shared between the two rows as they fall). The
+ways take turns over ``--rounds`` rounds; the median of the rounds is printed (with the range), in
+microseconds of this process's CPU per request (Redis and PostgreSQL excluded), and each way's
+difference to ``bare``; ``redis`` is the embedded Redis's CPU per request over all the ways.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from db.migrate import migrate_database
@@ -44,6 +51,10 @@ from seatlock.settings import Settings
 
 ASGI = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 RESERVE = "/api/v1/seat-reservations/reserve"
+CANCEL = "/api/v1/seat-reservations/cancel/{}"
+# The won-hold cycle: each of CYCLE_USERS users holds one pair of seats in each spread screening
+# (under the per-user cap), so one pass holds CYCLE_USERS * screenings pairs, every one a win.
+CYCLE_USERS = 50
 
 
 class PassOn:
@@ -59,7 +70,9 @@ class PassOn:
 class Request:
     """One request, encoded once; ``__call__`` serves it and returns the status."""
 
-    def __init__(self, method: str, path: str, body: Any = None, token: str = "") -> None:
+    def __init__(
+        self, method: str, path: str, body: Any = None, token: str = "", query: str = ""
+    ) -> None:
         headers = [(b"host", b"bench"), (b"content-type", b"application/json")]
         if token:
             headers.append((b"authorization", f"Bearer {token}".encode()))
@@ -72,7 +85,7 @@ class Request:
             "path": path,
             "raw_path": path.encode(),
             "root_path": "",
-            "query_string": b"",
+            "query_string": query.encode(),
             "headers": headers,
             "client": ("127.0.0.1", 50000),
             "server": ("127.0.0.1", 8000),
@@ -127,21 +140,67 @@ async def ways(settings: Settings) -> AsyncIterator[dict[str, ASGI]]:
         yield {"bare": bare, "stack": app, "stack+1": more, "plain": plain}
 
 
-async def workloads(settings: Settings) -> dict[str, tuple[Request, int, int]]:
-    """Each workload's request, expected status and divisor of the request count."""
-    seeded = await seed_catalog(settings.database_url, 1.0, 2)
-    holder, other = seeded.user_ids[:2]
+class Cycle:
+    """The won-hold cycle: every pair held (201), then every pair cancelled (204)."""
+
+    def __init__(self, holds: list[Request], cancels: list[Request]) -> None:
+        self.holds = holds
+        self.cancels = cancels
+
+    async def cpu_per_request(self, app: ASGI, count: int) -> tuple[float, float]:
+        """Microseconds of this process's CPU per hold and per cancel, over about ``count``
+        of each (whole passes)."""
+        held = cancelled = 0.0
+        passes = max(1, count // len(self.holds))
+        for _ in range(passes):
+            held += await self._pass(app, self.holds, 201)
+            cancelled += await self._pass(app, self.cancels, 204)
+        n = passes * len(self.holds)
+        return held / n * 1e6, cancelled / n * 1e6
+
+    async def _pass(self, app: ASGI, requests: list[Request], expect: int) -> float:
+        started = time.process_time()
+        for request in requests:
+            await request(app)
+        spent = time.process_time() - started
+        for request in requests:
+            if request.status != expect:
+                raise RuntimeError(f"{request.scope['path']}: {request.status} {request.body!r}")
+        return spent
+
+
+Workload = tuple[Request | Cycle, int, int]
+
+
+async def workloads(settings: Settings) -> dict[str, Workload]:
+    """Each workload's request (or cycle), expected status and divisor of the request count."""
+    seeded = await seed_catalog(settings.database_url, 1.0, 2 + CYCLE_USERS)
     seat = seeded.hot_seats[len(seeded.hot_seats) // 2]
     hold = {"screening_id": seeded.hold_screening, "seat_ids": [seat]}
     async with ways(settings) as served:
-        tokens = [await login(served["stack"], user) for user in (holder, other)]
+        tokens = [await login(served["stack"], user) for user in seeded.user_ids]
         assert await Request("POST", RESERVE, hold, tokens[0])(served["stack"]) == 201
     availability = f"/api/v1/seat-reservations/screening/{seeded.hold_screening}/availability"
     return {
         "GET /health/live": (Request("GET", "/health/live"), 200, 1),
         "hold attempt (409)": (Request("POST", RESERVE, hold, tokens[1]), 409, 1),
         "availability (500)": (Request("GET", availability), 200, 5),
+        "won hold (201)": (cycle(seeded.spread_screenings, seeded.spread_seats, tokens[2:]), 0, 2),
     }
+
+
+def cycle(screenings: list[int], seats: list[int], tokens: list[str]) -> Cycle:
+    """User k holds seats 2k and 2k+1 of every screening, and cancels them by their ids."""
+    holds: list[Request] = []
+    cancels: list[Request] = []
+    for k, token in enumerate(tokens):
+        pair = seats[2 * k : 2 * k + 2]
+        for screening in screenings:
+            body = {"screening_id": screening, "seat_ids": pair}
+            holds.append(Request("POST", RESERVE, body, token))
+            query = "seat_ids=" + ",".join(map(str, pair))
+            cancels.append(Request("DELETE", CANCEL.format(screening), None, token, query))
+    return Cycle(holds, cancels)
 
 
 async def login(app: ASGI, user_id: int) -> str:
@@ -152,34 +211,75 @@ async def login(app: ASGI, user_id: int) -> str:
     return str(orjson.loads(request.body)["access_token"])
 
 
-async def measure(settings: Settings, count: int, rounds: int) -> None:
+async def measure(settings: Settings, count: int, rounds: int, only: str) -> None:
     work = await workloads(settings)
+    redis = Redis.from_url(settings.redis_url)
     async with ways(settings) as served:
         settle_garbage_collector()
         for name, (request, expect, divisor) in work.items():
-            spent: dict[str, list[float]] = {way: [] for way in served}
+            if only not in name:
+                continue
             n = count // divisor
-            for _ in range(rounds):
-                for way, app in served.items():
-                    await cpu_per_request(app, request, n // 10, expect)  # warm-up
-                    spent[way].append(await cpu_per_request(app, request, n, expect))
-            report(name, spent)
+            redis_started = await redis_cpu(redis)
+            if isinstance(request, Cycle):
+                spent = await measure_cycle(served, request, n, rounds)
+                requests = 2 * n * rounds * len(served)  # about: whole passes
+            else:
+                spent = {"": await measure_one(served, request, n, rounds, expect)}
+                requests = n * rounds * len(served)
+            redis_us = (await redis_cpu(redis) - redis_started) / requests * 1e6
+            for part, values in spent.items():
+                report(f"{name}{part}", values, redis_us)
+    await redis.aclose()
 
 
-def report(name: str, spent: dict[str, list[float]]) -> None:
+async def measure_one(
+    served: dict[str, ASGI], request: Request, n: int, rounds: int, expect: int
+) -> dict[str, list[float]]:
+    spent: dict[str, list[float]] = {way: [] for way in served}
+    for _ in range(rounds):
+        for way, app in served.items():
+            await cpu_per_request(app, request, n // 10, expect)  # warm-up
+            spent[way].append(await cpu_per_request(app, request, n, expect))
+    return spent
+
+
+async def measure_cycle(
+    served: dict[str, ASGI], cycle: Cycle, n: int, rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    held: dict[str, list[float]] = {way: [] for way in served}
+    cancelled: dict[str, list[float]] = {way: [] for way in served}
+    for _ in range(rounds):
+        for way, app in served.items():
+            await cycle.cpu_per_request(app, n // 10)  # warm-up
+            hold_us, cancel_us = await cycle.cpu_per_request(app, n)
+            held[way].append(hold_us)
+            cancelled[way].append(cancel_us)
+    return {"": held, " cancel (204)": cancelled}
+
+
+async def redis_cpu(redis: Redis) -> float:
+    """Seconds of CPU the Redis server has used (its main thread and the others)."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def report(name: str, spent: dict[str, list[float]], redis_us: float) -> None:
     bare = statistics.median(spent["bare"])
     cells = []
     for way, values in spent.items():
         median = statistics.median(values)
         extra = f" ({(median - bare) / bare:+.1%})" if way != "bare" else ""
         cells.append(f"{way} {median:.1f} [{min(values):.1f}-{max(values):.1f}]{extra}")
-    print(f"{name:<19} us CPU/request: " + " | ".join(cells), flush=True)
+    cells.append(f"redis {redis_us:.1f}")
+    print(f"{name:<26} us CPU/request: " + " | ".join(cells), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtests.stackcost", description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000, help="per workload, way and round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default="", help="only the workloads whose name contains this")
     parser.add_argument(
         "--access-log",
         action="store_true",
@@ -202,15 +302,15 @@ def main() -> None:
             if args.access_log:
                 sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the lines' sink until exit
                 logs.configure(settings, background=True)
-            run(settings, args.requests, args.rounds)
+            run(settings, args.requests, args.rounds, args.only)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run(settings: Settings, count: int, rounds: int) -> None:
+def run(settings: Settings, count: int, rounds: int, only: str) -> None:
     async def go() -> None:
         await migrate_database(settings.database_url)
-        await measure(settings, count, rounds)
+        await measure(settings, count, rounds, only)
 
     try:
         import uvloop

@@ -78,8 +78,9 @@ def redact(text: str) -> str:
 
 # A LogRecord's own attributes; any other attribute is an extra field (``extra=``).
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-# uvicorn's coloured copy of the message; the mark of an access line's record (api/observe.py)
-_NOT_EXTRA = _STANDARD | {"color_message", "access"}
+# uvicorn's coloured copy of the message; the mark and the raw values of an access line's record
+# (api/observe.py)
+_NOT_EXTRA = _STANDARD | {"color_message", "access", "access_raw"}
 # The free-text fields of an access line (its message is made from its fields); the others are
 # the route's template, a method, numbers and the client's address.
 _ACCESS_TEXT = ("path", "request_id")
@@ -87,6 +88,14 @@ ACCESS_FIELDS = (
     *("method", "route", "path", "event", "status"),
     *("duration_ms", "user_id", "request_id", "client"),
 )
+
+
+def finish(record: logging.LogRecord) -> None:
+    """Render an access record's fields from its raw values (api/observe.py ``AccessRecord``):
+    done here, on the writer's thread, not on the event loop."""
+    finishing = getattr(record, "finish", None)
+    if finishing is not None:
+        finishing()
 
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -99,6 +108,7 @@ class Redact(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         fields = record.__dict__
         if fields.get("access"):  # its message is made from its fields
+            finish(record)
             for name in _ACCESS_TEXT:
                 value = fields[name]
                 if isinstance(value, str):
@@ -152,6 +162,7 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
         }
         if record.__dict__.get("access"):  # no traceback nor stack: its fields, as they are
+            finish(record)
             fields = record.__dict__
             line.update((name, fields[name]) for name in ACCESS_FIELDS if name in fields)
             return orjson.dumps(line, default=str).decode()
@@ -277,6 +288,17 @@ class BackgroundHandler(QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and queue the record, without the handler's lock (Handler.handle takes it
+        around every emit): the queue is a deque, whose appends are thread-safe, and nothing
+        else here needs the lock (a drop count racing another thread may be off by one)."""
+        passed = self.filter(record)
+        if isinstance(passed, logging.LogRecord):  # Python 3.12: a filter may replace it
+            record = passed
+        if passed:
+            self.enqueue(record)
+        return passed
 
     def enqueue(self, record: logging.LogRecord) -> None:
         if len(self.backlog) >= MAX_BACKLOG:  # stderr is stuck: lose lines, not memory

@@ -46,6 +46,7 @@ from seatlock.metrics import (
     DB_POOL_SIZE,
     HISTORY_BACKLOG,
     SEATS_UNMARKED,
+    flush_tallies,
 )
 from seatlock.process import settle_garbage_collector
 from seatlock.services.bookings import BookingService
@@ -252,6 +253,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         s.holds.outcomes.flush()  # the counts of the last second: a counter outlives its worker
+        flush_tallies()
         await s.bookings.aclose()
         if s.engine.mirrors is not None:
             await s.engine.mirrors.aclose()
@@ -290,4 +292,5 @@ async def sample_gauges(s: Services, stop: asyncio.Event) -> None:
         BOOKING_BACKLOG.set(s.booking_writer.backlog)
         SEATS_UNMARKED.set(s.bookings.unmarked)
         s.holds.outcomes.flush()
+        flush_tallies()  # the request metrics (api/observe.py)
         await pause(stop, SAMPLE_S, no_beat)

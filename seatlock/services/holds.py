@@ -15,12 +15,15 @@ the primary (it only gives more time): its history row keeps the expiry it had.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -35,7 +38,7 @@ from seatlock.engine.errors import (
     TooManySeats,
     UnknownSeats,
 )
-from seatlock.engine.model import Hold, new_grant
+from seatlock.engine.model import Hold
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import SeatLockError, TooManyRequests, Unavailable, ValidationFailed
 from seatlock.metrics import HOLDS, Tally
@@ -57,12 +60,34 @@ HOLD_OUTCOMES = (
 )
 
 
+# Grants of this process's holds: a random prefix (48 bits, drawn again in a forked child), then
+# a counter. As unique across processes and restarts as new_grant()'s random tokens, which a
+# grant only needs to be (no client ever sends one), without a system call per hold attempt
+# (os.urandom, ~1 µs): refused attempts take one too.
+_GRANTS: list[tuple[str, itertools.count[int]]] = []
+
+
+def _seed_grants() -> None:
+    _GRANTS[:] = [(os.urandom(6).hex(), itertools.count(1))]
+
+
+_seed_grants()
+os.register_at_fork(after_in_child=_seed_grants)
+
+
+def next_grant() -> str:
+    """A grant no other hold request of any process has: 12 hex digits, then a hex counter."""
+    prefix, counter = _GRANTS[0]
+    return f"{prefix}{next(counter):x}"
+
+
 def utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+# Reservation and Held are frozen msgspec Structs rather than frozen dataclasses: made on every
+# won hold (one per seat), a Struct costs ~0.1 µs where a frozen dataclass's __init__ cost ~2 µs.
+class Reservation(msgspec.Struct, frozen=True):
     """One hold with its history row."""
 
     id: int
@@ -74,8 +99,7 @@ class Reservation:
     status: str = "active"
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
+class Held(msgspec.Struct, frozen=True):
     reservations: list[Reservation]  # in seat order
     minutes: int  # until the latest of them expires, rounded
 
@@ -125,7 +149,7 @@ class HoldService:
         # Redis's clock (the engine's), like the deadlines the script returns: new_ms below must
         # equal theirs to tell fresh holds from kept ones, on a host whose own clock is off too.
         now_ms = self.engine.now_ms() if now_ms is None else now_ms
-        grant = new_grant()
+        grant = next_grant()
         try:
             holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
         except SeatLockError as exc:  # a refusal: no seat changed (invariant 2)

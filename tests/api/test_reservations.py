@@ -11,10 +11,13 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from api.rendering import dumps
+from api.reservations import ReservationOut, _reservation_out
 from db.layouts import Layouts
 from db.reservations import Closed, HistoryWriter, ReservationIds
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import open_transport
+from seatlock.services.holds import Reservation, utc
 from tests import factories as make
 from tests.support import (
     RESERVE,
@@ -495,3 +498,11 @@ async def test_without_seat_mirrors_every_attempt_runs_the_script(
         for _ in range(3):
             assert (await reserve(c, other_user, show, show.seat_ids[:1])).status_code == 409
         assert engine.transport.calls == calls + 3
+
+
+def test_a_reservation_renders_as_the_reservation_out_the_hold_route_declares() -> None:
+    # The hold route renders the service's rows as they are (no ReservationOut per seat): the
+    # two must have the same fields in the same order, or the answer would differ from its schema.
+    assert Reservation.__struct_fields__ == ReservationOut.__struct_fields__
+    row = Reservation(7, 2, 501, 3, utc(1_796_476_759_410), utc(1_796_477_059_410))
+    assert dumps(row) == dumps(_reservation_out(row))

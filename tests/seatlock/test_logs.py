@@ -24,7 +24,7 @@ import orjson
 import pytest
 import websockets
 
-from api.observe import AccessRecord
+from api.observe import ACCESS, AccessRecord, write_access
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
 from seatlock.server import logs
 from seatlock.settings import Settings
@@ -317,3 +317,40 @@ def test_an_access_record_is_formatted_from_its_fields_with_free_text_redacted()
     closed = AccessRecord.of({**fields, "method": "WEBSOCKET", "event": "closed", "status": None})
     assert '"WEBSOCKET /api/v1/movies/?q=' in closed.getMessage()
     assert closed.getMessage().endswith(" closed - 1.3ms user -")
+
+
+def test_an_access_record_is_rendered_off_the_event_loop_from_its_raw_values() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2lnbmF0dXJl"
+    capture = Capture()
+    scope = {
+        "path": "/api/v1/movies/",
+        "query_string": f"page=2&token={jwt}".encode(),
+        "client": ("10.0.0.7", 4242),
+        "user_id": 7,
+        "request_id": "r-1",
+    }
+    ACCESS.addHandler(capture)
+    level, ACCESS.level = ACCESS.level, logging.INFO
+    try:
+        write_access(scope, "GET", "/api/v1/movies/", 200, 0.0123456)
+    finally:
+        ACCESS.removeHandler(capture)
+        ACCESS.level = level
+    (record,) = capture.records
+    assert logging.Formatter("%(message)s").format(record) == (
+        '10.0.0.7:4242 "GET /api/v1/movies/?page=2&token=[redacted]" 200 12.3ms user 7'
+    )
+    line = orjson.loads(logs.JsonFormatter().format(record))
+    assert line["path"] == "/api/v1/movies/?page=2&token=[redacted]"
+    assert (line["client"], line["duration_ms"], line["user_id"]) == ("10.0.0.7:4242", 12.346, 7)
+    assert "access_raw" not in line and jwt not in orjson.dumps(line).decode()
+    assert record.process == os.getpid() and record.__dict__["access_raw"] is None
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

@@ -8,9 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from db.reservations import HistoryWriter, ReservationIds
-from seatlock.engine.seats import SeatEngine
+from seatlock.engine.seats import GRANT, SeatEngine
 from seatlock.errors import Conflict, TooManyRequests, Unavailable, ValidationFailed
-from seatlock.services.holds import HoldService, utc
+from seatlock.services import holds
+from seatlock.services.holds import HoldService, next_grant, utc
 from tests import factories as make
 from tests.lua.support import now_ms
 from tests.services.conftest import HOLD_MS, hold_service
@@ -186,3 +187,12 @@ async def test_cleanup_sweeps_at_most_once_per_interval(holds: HoldService) -> N
     assert done.expired == 0 and done.seconds >= 0
     with pytest.raises(TooManyRequests):
         await holds.cleanup()
+
+
+def test_grants_are_unique_valid_and_drawn_anew_in_a_forked_child() -> None:
+    made = [next_grant() for _ in range(10_000)]
+    assert len(set(made)) == len(made) and all(GRANT.fullmatch(g) for g in made)
+    prefix = made[0][:12]
+    assert all(g.startswith(prefix) for g in made)
+    holds._seed_grants()  # what a forked child runs (os.register_at_fork)
+    assert not next_grant().startswith(prefix)
