@@ -64,6 +64,32 @@ class HoldExpired(Conflict):
         )
 
 
+class SingleSeatGap(Conflict):
+    """A hold would leave one free seat stranded while the single-gap rule is on."""
+
+    def __init__(self, seat_id: int, row_label: str, seat_number: int, row: int = 0) -> None:
+        # row: the number of its row in the rows hash (seatlock/engine/rows.py)
+        self.seat_id, self.seat_number, self.row = seat_id, seat_number, row
+        super().__init__(
+            f"This selection would leave a single empty seat (row {row_label}, seat {seat_number})"
+        )
+
+
+class NoAdjacentSeats(Conflict):
+    """Best available: no block of ``count`` adjacent free seats is left."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        super().__init__(f"No {count} adjacent seats available")
+
+
+class StaleRows(Unavailable):
+    """Best available: the room's rows changed since this process read them (read them again)."""
+
+    def __init__(self) -> None:
+        super().__init__("The seat layout changed; please try again")
+
+
 def raise_for(reply: list[Any]) -> None:
     """The one place where script status codes become errors."""
     status = int(reply[0])
@@ -88,5 +114,11 @@ def raise_for(reply: list[Any]) -> None:
             raise HoldNotFound(rest)
         case Status.EXPIRED:
             raise HoldExpired(rest)
+        case Status.GAP:  # the engine names the row (seatlock/engine/seats.py _named_gap)
+            raise SingleSeatGap(rest[0], f"#{rest[2]}", rest[1], rest[2])
+        case Status.NO_BLOCK:
+            raise NoAdjacentSeats(rest[0])
+        case Status.STALE:
+            raise StaleRows()
         case _:
             raise ValueError(f"{status} is not a valid Status")

@@ -150,6 +150,7 @@ def build(
         max_seats_per_user=settings.max_seats_per_user,
         replicas=hold_replicas(settings),
         clock=RedisClock(transport.command, skew_ms=settings.clock_offset_ms),
+        no_single_gaps=settings.no_single_gaps,
     )
     hub = Hub(transport, engine.seat_map, now_ms=engine.now_ms)
     if settings.seat_mirrors:
