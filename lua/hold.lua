@@ -49,7 +49,7 @@ local function single_gap(rows_key, fresh, now)
     end
   end
   for k = 1, #fields do
-    local ids, nums = row_seats(redis.call('HGET', rows_key, 'r' .. fields[k]) or '')
+    local ids, nums = row_seats(redis.call('HGET', rows_key, 'r' .. fields[k]))
     local j = stranded(ids, nums, busy_seats(ids, now), chosen)
     if j then
       return {GAP, tonumber(ids[j]), nums[j], tonumber(fields[k])}

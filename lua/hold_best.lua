@@ -1,11 +1,13 @@
 -- hold_best: choose the best block of count adjacent free seats in one row and hold it for one
 -- user under one grant, in one step: two callers never get overlapping blocks, and neither is
 -- refused while a block of its size remains.
--- KEYS: the common eight (lib.lua), then the lease of each candidate seat in ARGV order, then the
--- rows hash (seatlock/keys.py screening_rows).
+-- KEYS: the common eight (lib.lua), then the lease of every candidate seat (each seat of the
+-- rows hash that seat_type admits, in the rows hash's order: row 1 first, then seat number),
+-- then the rows hash (seatlock/keys.py screening_rows).
 -- ARGV: screening_id, now_ms, user_id, hold_ms, max_seats_per_user, grant, count, seat_type,
---       focal_row6, focal_col6, seat_id... (the candidates: every seat of the rows hash that
---       seat_type admits, as the caller last read it).
+--       focal_row6, focal_col6, stamp, offset * rows: offset i is the number of candidates in
+--       the rows before row i (row i's k-th candidate has the lease KEYS[8 + offset_i + k]);
+--       stamp: the rows hash's "v" these were computed from.
 -- seat_type "" admits one type per block, any but "wheelchair", standard blocks before all
 -- others; a type admits only seats of that type.
 -- The best block, among those made only of free admitted seats of one type with consecutive
@@ -18,8 +20,8 @@
 -- one row as far as one seat number. The caller passes the focal point times six.
 -- Returns {OK, version, seat, expires_at, lease, ...} for the seats held, in seat-number order,
 -- or {NOT_LOADED} | {STARTED} | {TOO_MANY, max_seats_per_user} | {NO_BLOCK, count} |
--- {STALE} (an admitted seat of the rows hash has no lease in KEYS: the caller's geometry is
--- older than the screening's, it reads it again). Refusals change nothing.
+-- {STALE} (the rows hash is not the one the caller computed KEYS from: it reads it again).
+-- Refusals change nothing.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at', 'gaps')
 if meta[1] ~= '1' then
   return {NOT_LOADED}
@@ -28,80 +30,100 @@ local now, user, count = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[7])
 if now >= tonumber(meta[2]) then
   return {STARTED}
 end
+local rows_key = KEYS[#KEYS]
+local geometry = redis.call('HMGET', rows_key, 'v', 'n')
+local rows = tonumber(geometry[2] or '0')
+if geometry[1] ~= ARGV[11] or #ARGV ~= 11 + rows then
+  return {STALE}
+end
 local me, cap, wanted = string.format('%d', user), tonumber(ARGV[5]), ARGV[8]
 if count_live_holds(me, now) + count > cap then
   return {TOO_MANY, cap}
 end
-local rows_key = KEYS[#KEYS]
-local lease_of = {}
-for j = 11, #ARGV do
-  lease_of[ARGV[j]] = KEYS[LEASE0 + j - 10]
-end
-local busy = {}
-for _, seat in ipairs(redis.call('HKEYS', SOLD)) do
-  busy[seat] = true
-end
-for _, seat in ipairs(redis.call('ZRANGEBYSCORE', DEADLINES, '(' .. ARGV[2], '+inf')) do
-  busy[seat] = true
-end
-
-local function admitted(kind)
-  if wanted == '' then
-    return kind ~= 'wheelchair'
-  end
-  return kind == wanted
-end
 
 -- Stranded seats (0, 1 or 2) next to the block ids[a..b]: a free neighbour whose other side is
 -- unavailable or the row's end (lib.lua stranded(), for one block).
-local function strands(ids, nums, a, b)
+local function strands(nums, busy, a, b)
   local found = 0
-  if a > 1 and nums[a - 1] == nums[a] - 1 and not busy[ids[a - 1]] and
-      (a == 2 or nums[a - 2] ~= nums[a - 1] - 1 or busy[ids[a - 2]]) then
+  if a > 1 and nums[a - 1] == nums[a] - 1 and not busy[a - 1] and
+      (a == 2 or nums[a - 2] ~= nums[a - 1] - 1 or busy[a - 2]) then
     found = found + 1
   end
-  local last = #ids
-  if b < last and nums[b + 1] == nums[b] + 1 and not busy[ids[b + 1]] and
-      (b + 1 == last or nums[b + 2] ~= nums[b + 1] + 1 or busy[ids[b + 2]]) then
+  local last = #nums
+  if b < last and nums[b + 1] == nums[b] + 1 and not busy[b + 1] and
+      (b + 1 == last or nums[b + 2] ~= nums[b + 1] + 1 or busy[b + 2]) then
     found = found + 1
   end
   return found
 end
 
+-- Rows nearest the focal row first: a row can only beat the best block so far when its own
+-- distance alone is no more than that block's, unless that block is second-rate (another type,
+-- or it strands a seat), so the search stops early in a room with room left.
 local rule, focal_row, focal_col = meta[3] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
-local best -- {tier, strands, distance, ids, first index}
-local function consider(row, ids, nums, types, a)
-  local b = a + count - 1
-  local tier = (wanted == '' and types[a] ~= 'standard') and 1 or 0
-  local left = strands(ids, nums, a, b)
-  if rule and left > 0 then
-    return
+local order = {}
+for row = 1, rows do
+  order[row] = row
+end
+local function row_distance(row)
+  return (6 * row - focal_row) * (6 * row - focal_row)
+end
+table.sort(order, function(x, y)
+  local dx, dy = row_distance(x), row_distance(y)
+  return dx < dy or (dx == dy and x < y)
+end)
+
+local best -- {tier, strands, distance, row, first number, seat ids, lease keys}
+local function better(tier, left, d, row, first)
+  if best == nil or tier ~= best[1] then
+    return best == nil or tier < best[1]
+  elseif left ~= best[2] then
+    return left < best[2]
+  elseif d ~= best[3] then
+    return d < best[3]
+  elseif row ~= best[4] then
+    return row < best[4]
   end
-  local dr, dc = 6 * row - focal_row, 3 * (nums[a] + nums[b]) - focal_col
-  local d = dr * dr + dc * dc
-  if best == nil or tier < best[1] or (tier == best[1] and (left < best[2] or
-      (left == best[2] and d < best[3]))) then
-    best = {tier, left, d, ids, a}
-  end
+  return first < best[5]
 end
 
-local rows = tonumber(redis.call('HGET', rows_key, 'n') or '0')
-for row = 1, rows do
-  local ids, nums, types = row_seats(redis.call('HGET', rows_key, 'r' .. row) or '')
-  local run = 0 -- admitted free seats of one type with consecutive numbers, ending at j
+for k = 1, rows do
+  local row = order[k]
+  if best and best[1] == 0 and best[2] == 0 and row_distance(row) > best[3] then
+    break
+  end
+  local ids, nums, types = row_seats(redis.call('HGET', rows_key, 'r' .. row))
+  local busy = busy_seats(ids, now)
+  local key = LEASE0 + tonumber(ARGV[11 + row]) -- the lease of the row's last candidate so far
+  local leases, run = {}, 0 -- run: admitted free seats of one type, consecutive, ending at j
   for j = 1, #ids do
-    local ok = admitted(types[j])
-    if ok and not lease_of[ids[j]] then
-      return {STALE}
+    local ok = types[j] == wanted or (wanted == '' and types[j] ~= 'wheelchair')
+    if ok then
+      key = key + 1
+      leases[j] = KEYS[key]
     end
-    ok = ok and not busy[ids[j]]
+    ok = ok and not busy[j]
     if ok and run > 0 and nums[j] == nums[j - 1] + 1 and types[j] == types[j - 1] then
       run = run + 1
     else
       run = ok and 1 or 0
     end
     if run >= count then
-      consider(row, ids, nums, types, j - count + 1)
+      local a = j - count + 1
+      local dr, dc = 6 * row - focal_row, 3 * (nums[a] + nums[j]) - focal_col
+      local tier = (wanted == '' and types[j] ~= 'standard') and 1 or 0
+      local d = dr * dr + dc * dc
+      -- The strands only when the block may still win: most blocks of a room lose on distance.
+      local open = best == nil or tier < best[1] or (tier == best[1] and (best[2] > 0 or
+        d <= best[3]))
+      local left = open and strands(nums, busy, a, j) or 0
+      if open and not (rule and left > 0) and better(tier, left, d, row, nums[a]) then
+        local seats, block_leases = {}, {}
+        for i = a, j do
+          seats[#seats + 1], block_leases[#block_leases + 1] = ids[i], leases[i]
+        end
+        best = {tier, left, d, row, nums[a], seats, block_leases}
+      end
     end
   end
 end
@@ -110,12 +132,8 @@ if best == nil then
 end
 
 -- Everything checked; from here on only writes.
-local exp, lease, seats, leases = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6], {}, {}
-for j = best[5], best[5] + count - 1 do
-  seats[#seats + 1] = best[4][j]
-  leases[#leases + 1] = lease_of[best[4][j]]
-end
-write_holds(seats, leases, {user = user, exp = exp, first = now, pin = 0, lease = lease}, now)
+local exp, lease, seats = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6], best[6]
+write_holds(seats, best[7], {user = user, exp = exp, first = now, pin = 0, lease = lease}, now)
 local reply = {OK, publish(now, changes_of(seats, 'reserved', me, exp))}
 for j = 1, count do
   reply[3 * j], reply[3 * j + 1], reply[3 * j + 2] = tonumber(seats[j]), exp, lease

@@ -175,16 +175,17 @@ local function count_live_holds(user, now)
   return count
 end
 
--- Row geometry (the rows hash, seatlock/keys.py screening_rows): a row "id:number:type ..." in
--- seat-number order as three lists (ids as text, numbers, types). Two neighbours in the lists are
--- adjacent only when their numbers follow each other: a missing number is an aisle.
+-- Row geometry (the rows hash, seatlock/keys.py screening_rows): a row's JSON value
+-- [[id...], [number...], [type...]] (ids as text) in seat-number order as those three lists; a
+-- missing row (nil) as three empty ones. Neighbours in the lists are adjacent only when their
+-- numbers follow each other: a missing number is an aisle. JSON, as cjson decodes in C what a
+-- Lua pattern would take twice as long to match.
 local function row_seats(packed)
-  local ids, nums, types = {}, {}, {}
-  for id, num, kind in string.gmatch(packed, '(%d+):(%d+):(%a+)') do
-    local j = #ids + 1
-    ids[j], nums[j], types[j] = id, tonumber(num), kind
+  if not packed then
+    return {}, {}, {}
   end
-  return ids, nums, types
+  local row = cjson.decode(packed)
+  return row[1], row[2], row[3]
 end
 
 -- busy[j]: seat ids[j] is unavailable now: sold, or held by anyone (the caller too) while its

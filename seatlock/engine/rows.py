@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
+from zlib import crc32
+
+import msgspec
 
 from seatlock.engine.model import SeatPlace
 from seatlock.errors import ValidationFailed
@@ -29,16 +32,17 @@ def row_key(label: str) -> tuple[int, str]:
 
 
 def rows_fields(places: Iterable[SeatPlace]) -> list[str | int]:
-    """The rows hash as field, value, ... for the load and refresh scripts."""
+    """The rows hash as field, value, ... for the load and refresh scripts; "v", a checksum of
+    the rows, tells lua/hold_best.lua whether its caller's copy is the current one."""
     ordered = sorted(places, key=lambda p: (row_key(p.row_label), p.seat_number))
     rows = [list(seats) for _, seats in groupby(ordered, key=lambda p: p.row_label)]
-    out: list[str | int] = ["n", len(rows)] if rows else []
+    out: list[str | int] = []
     for i, seats in enumerate(rows, start=1):
-        packed = " ".join(f"{p.seat_id}:{p.seat_number}:{p.seat_type}" for p in seats)
-        out += [f"r{i}", packed, f"l{i}", seats[0].row_label]
+        out += [f"r{i}", _packed(seats), f"l{i}", seats[0].row_label]
         for p in seats:
             out += [p.seat_id, i]
-    return out
+    stamp = crc32("\n".join(str(value) for value in out).encode())
+    return ["v", stamp, "n", len(rows), *out]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,8 @@ class Geometry:
     """A screening's rows as the rows hash had them; rows[i - 1] is row i."""
 
     rows: tuple[Row, ...]
-    _candidates: dict[str, list[int]] = field(default_factory=dict)
+    stamp: str  # the rows hash's "v"
+    _candidates: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, fields: Mapping[bytes | str, bytes | str]) -> Geometry:
@@ -62,16 +67,21 @@ class Geometry:
         for i in range(1, int(text.get("n", "0")) + 1):
             label = text.get(f"l{i}", "")
             rows.append(Row(label, tuple(_places(label, text.get(f"r{i}", "")))))
-        return cls(tuple(rows))
+        return cls(tuple(rows), text.get("v", ""))
 
-    def candidates(self, seat_type: str | None) -> list[int]:
+    def candidates(self, seat_type: str | None) -> tuple[list[int], list[int]]:
         """The seats best available may pick for ``seat_type`` (None: any type but
-        wheelchair), in rows-hash order: the script gets their leases in KEYS."""
+        wheelchair), in rows-hash order (the script gets their leases in KEYS), and per row the
+        number of them in the rows before it."""
         wanted = seat_type or ""
         found = self._candidates.get(wanted)
         if found is None:
-            found = [p.seat_id for row in self.rows for p in row.seats if _admits(wanted, p)]
-            self._candidates[wanted] = found
+            seats: list[int] = []
+            offsets: list[int] = []
+            for row in self.rows:
+                offsets.append(len(seats))
+                seats += [p.seat_id for p in row.seats if _admits(wanted, p)]
+            found = self._candidates[wanted] = (seats, offsets)
         return found
 
     def focal(self, near: tuple[str, int] | None) -> tuple[int, int]:
@@ -93,6 +103,12 @@ class Geometry:
         return self.rows[row - 1].label if 0 < row <= len(self.rows) else None
 
 
+def _packed(seats: list[SeatPlace]) -> str:
+    """A row as the rows hash keeps it: JSON [[id...], [number...], [type...]], ids as text."""
+    columns = [[str(p.seat_id) for p in seats], [p.seat_number for p in seats]]
+    return msgspec.json.encode([*columns, [p.seat_type for p in seats]]).decode()
+
+
 def _admits(wanted: str, place: SeatPlace) -> bool:
     if wanted:
         return place.seat_type == wanted
@@ -100,9 +116,11 @@ def _admits(wanted: str, place: SeatPlace) -> bool:
 
 
 def _places(label: str, packed: str) -> Iterable[SeatPlace]:
-    for token in packed.split():
-        seat_id, number, kind = token.split(":")
-        yield SeatPlace(int(seat_id), label, int(number), kind)
+    if not packed:
+        return
+    ids, numbers, kinds = msgspec.json.decode(packed, type=tuple[list[str], list[int], list[str]])
+    for seat_id, number, kind in zip(ids, numbers, kinds, strict=True):
+        yield SeatPlace(int(seat_id), label, number, kind)
 
 
 def _text(value: bytes | str) -> str:

@@ -197,10 +197,10 @@ class SeatEngine:
         grant: str,
     ) -> list[Hold]:
         geometry = await self.rows(screening_id, now)
-        seats = geometry.candidates(seat_type)
+        seats, offsets = geometry.candidates(seat_type)
         focal_row, focal_col = geometry.focal(near)
         args: list[int | str] = [user_id, self.hold_ms, self.max_seats_per_user, grant, count]
-        args += [seat_type or "", focal_row, focal_col, *seats]
+        args += [seat_type or "", focal_row, focal_col, geometry.stamp, *offsets]
         try:
             reply = await self._run_loaded(
                 "hold_best", screening_id, seats, now, args, self.replicas
