@@ -10,9 +10,9 @@
 -- screening's version this hold made, 0 when every seat was already the user's), or
 -- {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} | {TAKEN, seat...} |
 -- {TOO_MANY, max_seats_per_user} (the user's live holds and unpaid tickets' seats, owe.lua,
--- would pass the cap) | {GAP, seat, seat_number, row} (the single-gap rule is on, META's "gaps"
--- is "1", and the hold would leave that free seat stranded: lib.lua stranded(); row is its index
--- in the rows hash). Refusals change nothing.
+-- would pass the cap) | {GAP, seat, seat_number, row_label} (the single-gap rule is on, META's
+-- "gaps" is "1", and the hold would leave that free seat stranded: lib.lua stranded()).
+-- Refusals change nothing.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at', 'gaps')
 if meta[1] ~= '1' then
   return {NOT_LOADED}
@@ -33,29 +33,6 @@ local function refusal(status, flags, value)
     end
   end
   return reply
-end
-
--- The single-gap rule (lib.lua stranded) for the seats this hold takes (fresh: not the user's
--- already), on every row they sit in: {GAP, seat, seat_number, row} for the first seat it would
--- strand, else nil. Seats the rows hash does not know (a screening loaded before it existed)
--- are not checked. Only runs with the rule on: a plain hold pays nothing for it.
-local function single_gap(rows_key, fresh, now)
-  local rows, chosen, seen, fields = call_list('HMGET', rows_key, fresh), {}, {}, {}
-  for j = 1, #fresh do
-    chosen[fresh[j]] = true
-    local row = rows[j]
-    if row and not seen[row] then
-      seen[row], fields[#fields + 1] = true, row
-    end
-  end
-  for k = 1, #fields do
-    local ids, nums = row_seats(redis.call('HGET', rows_key, 'r' .. fields[k]))
-    local j = stranded(ids, nums, busy_seats(ids, now), chosen)
-    if j then
-      return {GAP, tonumber(ids[j]), nums[j], tonumber(fields[k])}
-    end
-  end
-  return nil
 end
 
 -- Each check reads every seat in one call.
@@ -119,9 +96,25 @@ for j = 1, n do
   end
 end
 if meta[3] == '1' and fresh > 0 then
-  local gap = single_gap(KEYS[#KEYS], seats, now)
-  if gap then
-    return gap
+  -- The single-gap rule (lib.lua stranded) for the seats this hold takes (fresh: not the
+  -- user's already), on every row they sit in: {GAP, seat, seat_number, label} for the first seat
+  -- it would strand. Seats the rows hash does not know (a screening loaded before it existed)
+  -- are not checked. Inline, not a function: a plain hold pays nothing for it.
+  local row_seats, busy_seats, stranded = geometry_helpers()
+  local rows_key = KEYS[#KEYS]
+  local rows, chosen, seen, fields = call_list('HMGET', rows_key, seats), {}, {}, {}
+  for j = 1, #seats do
+    chosen[seats[j]] = true
+    if rows[j] and not seen[rows[j]] then
+      seen[rows[j]], fields[#fields + 1] = true, rows[j]
+    end
+  end
+  for k = 1, #fields do
+    local ids, nums = row_seats(redis.call('HGET', rows_key, 'r' .. fields[k]))
+    local j = stranded(ids, nums, busy_seats(ids, now), chosen)
+    if j then
+      return {GAP, tonumber(ids[j]), nums[j], redis.call('HGET', rows_key, 'l' .. fields[k])}
+    end
   end
 end
 

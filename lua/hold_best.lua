@@ -37,6 +37,7 @@ if geometry[1] ~= ARGV[11] or #ARGV ~= 11 + rows then
   return {STALE}
 end
 local me, cap, wanted = string.format('%d', user), tonumber(ARGV[5]), ARGV[8]
+local row_seats, busy_seats = geometry_helpers()
 if count_live_holds(me, now) + count > cap then
   return {TOO_MANY, cap}
 end

@@ -99,9 +99,6 @@ class Geometry:
         back = len(self.rows) - 1
         return SCALE + SCALE * 2 * back // 3, SCALE * (min(numbers) + max(numbers)) // 2
 
-    def label(self, row: int) -> str | None:
-        return self.rows[row - 1].label if 0 < row <= len(self.rows) else None
-
 
 def _packed(seats: list[SeatPlace]) -> str:
     """A row as the rows hash keeps it: JSON [[id...], [number...], [type...]], ids as text."""

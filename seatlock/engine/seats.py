@@ -34,7 +34,6 @@ from seatlock.engine.clock import RedisClock
 from seatlock.engine.errors import (
     ScreeningNotFound,
     ScreeningStarted,
-    SingleSeatGap,
     StaleRows,
     TooManySeats,
     UnknownSeats,
@@ -134,10 +133,7 @@ class SeatEngine:
                 now = self._now(now_ms)
                 if refused := mirrors.refusal(screening_id, user_id, seats, now):
                     raise_for(refused)
-        try:
-            return await self._hold(screening_id, user_id, seats, now, grant)
-        except SingleSeatGap as exc:  # only with the single-gap rule on: name the row
-            raise await self._named_gap(screening_id, exc) from None
+        return await self._hold(screening_id, user_id, seats, now, grant)
 
     async def _hold(
         self, screening_id: int, user_id: int, seats: list[int], now: int, grant: str | None
@@ -227,12 +223,6 @@ class SeatEngine:
             geometry = Geometry.parse(_pairs(fields))
             self._rows[screening_id] = geometry
         return geometry
-
-    async def _named_gap(self, screening_id: int, gap: SingleSeatGap) -> SingleSeatGap:
-        """The refusal with its row's label (the script answers the row's number)."""
-        self._rows.pop(screening_id, None)  # the room may have changed: read it afresh
-        label = (await self.rows(screening_id)).label(gap.row)
-        return SingleSeatGap(gap.seat_id, label or "?", gap.seat_number, gap.row)
 
     async def _let_go(self, screening_id: int, grant: str, seats: list[int]) -> None:
         """Drop what a hold's grant took after too few replicas confirmed it: answered 503, the
