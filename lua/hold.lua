@@ -78,10 +78,11 @@ refused = refusal(TAKEN, state, true)
 if refused then
   return refused
 end
-local fresh = 0
+local fresh, seats, leases = 0, {}, {} -- the seats this hold takes, and their leases
 for j = 1, n do
   if not state[j] then
     fresh = fresh + 1
+    seats[fresh], leases[fresh] = ARGV[6 + j], KEYS[LEASE0 + j]
   end
 end
 local cap = tonumber(ARGV[5])
@@ -89,15 +90,9 @@ if fresh > 0 and count_live_holds(me, now) + fresh > cap then
   return {TOO_MANY, cap}
 end
 
-local seats, leases = {}, {}
-for j = 1, n do
-  if not state[j] then
-    seats[#seats + 1], leases[#leases + 1] = ARGV[6 + j], KEYS[LEASE0 + j]
-  end
-end
 if meta[3] == '1' and fresh > 0 then
-  -- The single-gap rule (lib.lua stranded) for the seats this hold takes (fresh: not the
-  -- user's already), on every row they sit in: {GAP, seat, seat_number, label} for the first seat
+  -- The single-gap rule (lib.lua stranded) for the seats this hold takes (not the user's
+  -- already), on every row they sit in: {GAP, seat, seat_number, row_label} for the first seat
   -- it would strand. Seats the rows hash does not know (a screening loaded before it existed)
   -- are not checked. Inline, not a function: a plain hold pays nothing for it.
   local row_seats, busy_seats, stranded = geometry_helpers()
