@@ -7,7 +7,7 @@ renders the guide's JSON.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 import msgspec
 
@@ -32,6 +32,28 @@ SeatIds = Annotated[
 class SeatsIn(msgspec.Struct):
     screening_id: Id
     seat_ids: SeatIds
+
+
+MAX_BEST_SEATS = 10
+SeatType = Literal["standard", "premium", "vip", "wheelchair", "couple"]  # the seats table's
+
+
+class NearIn(msgspec.Struct):
+    """A seat to sit near: the focal point becomes this row and this seat number."""
+
+    row_label: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    seat_number: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+
+
+class BestIn(msgspec.Struct):
+    """``count`` adjacent seats of one row, the best block by distance to the focal point (the
+    room's centre column, two thirds of the way back, unless ``near`` names a seat). Without
+    ``seat_type`` a block is of one type, never wheelchair, standard blocks first."""
+
+    screening_id: Id
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_BEST_SEATS)]
+    seat_type: SeatType | None = None
+    near: NearIn | None = None
 
 
 class ExtendQuery(msgspec.Struct):
@@ -121,6 +143,28 @@ async def reserve(call: Call) -> ReserveOut:
     # The service's rows are rendered as they are: a Reservation has ReservationOut's fields, in
     # its order (tests/api/test_reservations.py), and is a Struct too: no copy per seat.
     rows = cast(list[ReservationOut], held.reservations)
+    minutes = held.minutes
+    return ReserveOut(
+        rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
+    )
+
+
+@router.post(
+    "/api/v1/seat-reservations/reserve-best",
+    errors=(404, 409),
+    access="user",
+    body=BestIn,
+    status=201,
+    response=ReserveOut,
+)
+async def reserve_best(call: Call) -> ReserveOut:
+    """Hold the best block of adjacent seats in one row (all or nothing)."""
+    body: BestIn = call.body
+    near = None if body.near is None else (body.near.row_label, body.near.seat_number)
+    held = await call.services.holds.hold_best(
+        body.screening_id, call.user.user_id, body.count, body.seat_type, near
+    )
+    rows = [_reservation_out(r) for r in held.reservations]
     minutes = held.minutes
     return ReserveOut(
         rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"

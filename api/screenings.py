@@ -29,13 +29,16 @@ LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 class ScreeningIn(msgspec.Struct):
     """``ends_at`` defaults to starts_at + the movie's duration + 15 minutes for cleaning; two
-    screenings of one room may not overlap (409)."""
+    screenings of one room may not overlap (409). ``no_single_gaps``: refuse holds that would
+    strand a single free seat (true), allow them (false), or follow the server's
+    SEATLOCK_NO_SINGLE_GAPS (null, the default)."""
 
     movie_id: Id
     room_id: Id
     starts_at: Aware
     price: Price
     ends_at: Aware | None = None
+    no_single_gaps: bool | None = None
 
     def check(self) -> None:
         for moment in (self.starts_at, self.ends_at):
@@ -70,6 +73,7 @@ class ScreeningOut(msgspec.Struct):
     room_type: str
     cinema_name: str
     city: str
+    no_single_gaps: bool | None  # null: the server's setting
 
 
 def screening_out(row: asyncpg.Record) -> ScreeningOut:
@@ -95,6 +99,7 @@ async def create_screening(call: Call) -> ScreeningOut:
         body.starts_at,
         Decimal(str(body.price)),
         body.ends_at,
+        body.no_single_gaps,
     )
     return screening_out(row)
 
@@ -144,6 +149,7 @@ async def replace_screening(call: Call) -> ScreeningOut:
         body.starts_at,
         Decimal(str(body.price)),
         body.ends_at,
+        body.no_single_gaps,
     )
     await seat_engine(call).refresh(call.params["screening_id"])  # after the commit above
     return screening_out(row)

@@ -32,6 +32,7 @@ ROOM_SELECT = (
 )
 SCREENING_SELECT = (
     "SELECT s.id, s.movie_id, s.room_id, s.starts_at, s.ends_at, s.price, s.created_at,"
+    " s.no_single_gaps,"
     " m.title AS movie_title, m.duration_minutes, m.poster_url,"
     " r.name AS room_name, r.room_type, c.id AS cinema_id, c.name AS cinema_name, c.city"
     " FROM screenings s JOIN movies m ON m.id = s.movie_id JOIN rooms r ON r.id = s.room_id"
@@ -192,20 +193,22 @@ async def create_screening(
     starts_at: dt.datetime,
     price: Decimal,
     ends_at: dt.datetime | None = None,
+    no_single_gaps: bool | None = None,
 ) -> asyncpg.Record:
     """Insert a screening; ends_at defaults to starts_at + the film's length + CLEANING_GAP."""
     try:
         new_id = await db.fetchval(
-            "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price)"
+            "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price, no_single_gaps)"
             " SELECT m.id, r.id, $3::timestamptz,"
-            " coalesce($5::timestamptz, $3 + make_interval(mins => m.duration_minutes) + $6), $4"
-            " FROM movies m, rooms r WHERE m.id = $1 AND r.id = $2 RETURNING id",
+            " coalesce($5::timestamptz, $3 + make_interval(mins => m.duration_minutes) + $6), $4,"
+            " $7 FROM movies m, rooms r WHERE m.id = $1 AND r.id = $2 RETURNING id",
             movie_id,
             room_id,
             starts_at,
             price,
             ends_at,
             CLEANING_GAP,
+            no_single_gaps,
         )
     except (asyncpg.ExclusionViolationError, asyncpg.ForeignKeyViolationError) as exc:
         raise _screening_error(exc) from None
@@ -222,13 +225,15 @@ async def replace_screening(
     starts_at: dt.datetime,
     price: Decimal,
     ends_at: dt.datetime | None = None,
+    no_single_gaps: bool | None = None,
 ) -> asyncpg.Record:
     """PUT: every field anew. Moving a screening that sold tickets to another room is refused."""
     try:
         done = await db.fetchval(
             "UPDATE screenings s SET movie_id = m.id, room_id = r.id, starts_at = $4::timestamptz,"
             " ends_at = coalesce($6::timestamptz,"
-            " $4 + make_interval(mins => m.duration_minutes) + $7), price = $5"
+            " $4 + make_interval(mins => m.duration_minutes) + $7), price = $5,"
+            " no_single_gaps = $8"
             " FROM movies m, rooms r WHERE s.id = $1 AND m.id = $2 AND r.id = $3"
             " AND (s.room_id = r.id OR NOT EXISTS (SELECT 1 FROM tickets t"
             " WHERE t.screening_id = s.id AND t.status IN ('pending', 'confirmed')))"
@@ -240,6 +245,7 @@ async def replace_screening(
             price,
             ends_at,
             CLEANING_GAP,
+            no_single_gaps,
         )
     except (asyncpg.ExclusionViolationError, asyncpg.ForeignKeyViolationError) as exc:
         raise _screening_error(exc) from None

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from db.pool import Executor
-from seatlock.engine.model import Layout
+from seatlock.engine.model import Layout, SeatPlace
 
 DETAILS_TTL_S = 300.0
 
@@ -41,8 +41,9 @@ class ScreeningSeats:
 async def load_layout(db: Executor, screening_id: int) -> Layout | None:
     """The engine's view of a screening: start, the room's seats, and the seats already sold."""
     row = await db.fetchrow(
-        "SELECT (extract(epoch FROM s.starts_at) * 1000)::bigint AS starts_ms,"
-        " ARRAY(SELECT id FROM seats WHERE room_id = s.room_id ORDER BY id) AS seat_ids,"
+        "SELECT (extract(epoch FROM s.starts_at) * 1000)::bigint AS starts_ms, s.no_single_gaps,"
+        " ARRAY(SELECT ARRAY[id::text, row_label, seat_number::text, seat_type] FROM seats"
+        "       WHERE room_id = s.room_id ORDER BY id) AS places,"
         " ARRAY(SELECT ARRAY[t.seat_id, t.user_id] FROM tickets t WHERE t.screening_id = s.id"
         "       AND t.status IN ('pending', 'confirmed')) AS sold"
         " FROM screenings s WHERE s.id = $1",
@@ -51,7 +52,9 @@ async def load_layout(db: Executor, screening_id: int) -> Layout | None:
     if row is None:
         return None
     sold = {int(pair[0]): int(pair[1]) for pair in row["sold"]}
-    return Layout(int(row["starts_ms"]), [int(i) for i in row["seat_ids"]], sold)
+    places = tuple(SeatPlace(int(p[0]), p[1], int(p[2]), p[3]) for p in row["places"])
+    seat_ids = [p.seat_id for p in places]
+    return Layout(int(row["starts_ms"]), seat_ids, sold, places, row["no_single_gaps"])
 
 
 async def load_seats(db: Executor, screening_id: int) -> ScreeningSeats | None:

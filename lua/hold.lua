@@ -1,5 +1,6 @@
 -- hold: hold seats for one user, all or nothing, under one grant.
--- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
+-- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order, then the rows
+-- hash (seatlock/keys.py screening_rows), read only when the screening's single-gap rule is on.
 -- ARGV: screening_id, now_ms, user_id, hold_ms, max_seats_per_user, grant, seat_id...
 -- grant: the caller's token for this request (no ':'); the seats held now get leases valued
 -- "user_id:grant". Seats the user already held keep their hold as is, grant included, so
@@ -9,9 +10,11 @@
 -- screening's version this hold made, 0 when every seat was already the user's), or
 -- {NOT_LOADED} | {STARTED} | {UNKNOWN, seat...} | {BOOKED, seat...} | {TAKEN, seat...} |
 -- {TOO_MANY, max_seats_per_user} (the user's live holds and unpaid tickets' seats, owe.lua,
--- would pass the cap). Refusals change nothing.
-local meta = redis.call('HMGET', META, 'ready', 'starts_at', 'log')
-log_length = meta[3] -- read with the rest: publish needs no HGET of its own (lib.lua)
+-- would pass the cap) | {GAP, seat, seat_number, row_label} (the single-gap rule is on, META's
+-- "gaps" is "1", and the hold would leave that free seat stranded: lib.lua stranded()).
+-- Refusals change nothing.
+local meta = redis.call('HMGET', META, 'ready', 'starts_at', 'gaps', 'log')
+log_length = meta[4] -- read with the rest: publish needs no HGET of its own (lib.lua)
 if meta[1] ~= '1' then
   return {NOT_LOADED}
 end
@@ -31,52 +34,6 @@ local function refusal(status, flags, value)
     end
   end
   return reply
-end
-
--- An index record's holder (as text), exp and deadline: fewer conversions than parse_hold
--- (lib.lua). This helper and the next live here: only hold uses them, and every function of the
--- prelude costs every script run a closure.
-local function hold_times(raw)
-  local user, exp, pin = string.match(raw, '^(%d+):(%d+):%d+:(%d+)$')
-  exp = tonumber(exp)
-  if pin == '0' then
-    return user, exp, exp
-  end
-  return user, exp, math.max(exp, tonumber(pin))
-end
-
--- Seats of user (as text) in this screening that count toward the per-user cap: holds that still
--- block their seats, and seats of the user's pending (unpaid) tickets before their payment
--- deadline (owe.lua's markers "p:seat:due_ms", counted only while the seat is sold to the user).
--- The owners zset keeps this O(log n + the user's seats) in a room full of holds.
-local function count_live_holds(user, now)
-  local members, seats, owed = redis.call('ZRANGEBYSCORE', OWNERS, user, user), {}, {}
-  for j = 1, #members do
-    if string.byte(members[j]) == 112 then -- 'p': a pending ticket's seat
-      local seat, due = string.match(members[j], '^p:(%d+):(%d+)$')
-      if seat and tonumber(due) > now then
-        owed[#owed + 1] = seat
-      end
-    else
-      seats[#seats + 1] = members[j]
-    end
-  end
-  local records, count = call_list('HMGET', HOLDS, seats), 0
-  for j = 1, #seats do
-    if records[j] then
-      local holder, _, until_ms = hold_times(records[j])
-      if holder == user and until_ms > now then
-        count = count + 1
-      end
-    end
-  end
-  local buyers = call_list('HMGET', SOLD, owed)
-  for j = 1, #owed do
-    if buyers[j] == user then
-      count = count + 1
-    end
-  end
-  return count
 end
 
 -- Each check reads every seat in one call.
@@ -122,10 +79,11 @@ refused = refusal(TAKEN, state, true)
 if refused then
   return refused
 end
-local fresh = 0
+local fresh, seats, leases = 0, {}, {} -- the seats this hold takes, and their leases
 for j = 1, n do
   if not state[j] then
     fresh = fresh + 1
+    seats[fresh], leases[fresh] = ARGV[6 + j], KEYS[LEASE0 + j]
   end
 end
 local cap = tonumber(ARGV[5])
@@ -133,12 +91,34 @@ if fresh > 0 and count_live_holds(me, now) + fresh > cap then
   return {TOO_MANY, cap}
 end
 
+if meta[3] == '1' and fresh > 0 then
+  -- The single-gap rule (lib.lua stranded) for the seats this hold takes (not the user's
+  -- already), on every row they sit in: {GAP, seat, seat_number, row_label} for the first seat
+  -- it would strand. Seats the rows hash does not know (a screening loaded before it existed)
+  -- are not checked. Inline, not a function: a plain hold pays nothing for it.
+  local row_seats, busy_seats, stranded = geometry_helpers()
+  local rows_key = KEYS[#KEYS]
+  local rows, chosen, seen, fields = call_list('HMGET', rows_key, seats), {}, {}, {}
+  for j = 1, #seats do
+    chosen[seats[j]] = true
+    if rows[j] and not seen[rows[j]] then
+      seen[rows[j]], fields[#fields + 1] = true, rows[j]
+    end
+  end
+  for k = 1, #fields do
+    local ids, nums = row_seats(redis.call('HGET', rows_key, 'r' .. fields[k]))
+    local j = stranded(ids, nums, busy_seats(ids, now), chosen)
+    if j then
+      return {GAP, tonumber(ids[j]), nums[j], redis.call('HGET', rows_key, 'l' .. fields[k])}
+    end
+  end
+end
+
 -- Everything checked; from here on only writes.
-local exp, lease, seats, leases = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6], {}, {}
+local exp, lease = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6]
 for j = 1, n do
   if not state[j] then
     expires[j], state[j] = exp, lease
-    seats[#seats + 1], leases[#leases + 1] = ARGV[6 + j], KEYS[LEASE0 + j]
   end
 end
 local version = 0

@@ -132,6 +132,105 @@ end
 
 local drop_hold = drop_holds
 
+-- An index record's holder (as text), exp and deadline: fewer conversions than parse_hold.
+local function hold_times(raw)
+  local user, exp, pin = string.match(raw, '^(%d+):(%d+):%d+:(%d+)$')
+  exp = tonumber(exp)
+  if pin == '0' then
+    return user, exp, exp
+  end
+  return user, exp, math.max(exp, tonumber(pin))
+end
+
+-- Seats of user (as text) in this screening that count toward the per-user cap: holds that still
+-- block their seats, and seats of the user's pending (unpaid) tickets before their payment
+-- deadline (owe.lua's markers "p:seat:due_ms", counted only while the seat is sold to the user).
+-- The owners zset keeps this O(log n + the user's seats) in a room full of holds.
+local function count_live_holds(user, now)
+  local members, seats, owed = redis.call('ZRANGEBYSCORE', OWNERS, user, user), {}, {}
+  for j = 1, #members do
+    if string.byte(members[j]) == 112 then -- 'p': a pending ticket's seat
+      local seat, due = string.match(members[j], '^p:(%d+):(%d+)$')
+      if seat and tonumber(due) > now then
+        owed[#owed + 1] = seat
+      end
+    else
+      seats[#seats + 1] = members[j]
+    end
+  end
+  local records, count = call_list('HMGET', HOLDS, seats), 0
+  for j = 1, #seats do
+    if records[j] then
+      local holder, _, until_ms = hold_times(records[j])
+      if holder == user and until_ms > now then
+        count = count + 1
+      end
+    end
+  end
+  local buyers = call_list('HMGET', SOLD, owed)
+  for j = 1, #owed do
+    if buyers[j] == user then
+      count = count + 1
+    end
+  end
+  return count
+end
+
+-- The row geometry and the single-gap rule's helpers: row_seats, busy_seats, stranded. Built on
+-- demand, so a script run pays for one closure here, not three, unless it uses them (a plain hold
+-- with the rule off does not).
+local function geometry_helpers()
+  -- A row of the rows hash (seatlock/keys.py screening_rows): its JSON value
+  -- [[id...], [number...], [type...]] (ids as text) in seat-number order as those three lists;
+  -- a missing row (nil) as three empty ones. Neighbours in the lists are adjacent only when
+  -- their numbers follow each other: a missing number is an aisle. JSON, as cjson decodes in C
+  -- what a Lua pattern would take twice as long to match.
+  local function row_seats(packed)
+    if not packed then
+      return {}, {}, {}
+    end
+    local row = cjson.decode(packed)
+    return row[1], row[2], row[3]
+  end
+
+  -- busy[j]: seat ids[j] is unavailable now: sold, or held by anyone (the caller too) while its
+  -- deadline is ahead (the deadlines zset holds every hold's deadline, as the index does).
+  local function busy_seats(ids, now)
+    local sold = call_list('HMGET', SOLD, ids)
+    local until_ms = call_list('ZMSCORE', DEADLINES, ids)
+    local busy = {}
+    for j = 1, #ids do
+      busy[j] = sold[j] ~= false or (until_ms[j] ~= false and tonumber(until_ms[j]) > now)
+    end
+    return busy
+  end
+
+  -- The single-gap rule on one row: the index of the first free seat that taking the seats of
+  -- chosen (seat id -> true; seats newly taken now, none of them busy) would strand, else nil.
+  -- Seat j is stranded when it stays free, it has an adjacent seat on at least one side (a
+  -- lone seat between two aisles is not a gap), each side is an unavailable seat or the row's
+  -- end (an aisle counts as an end), and at least one side is one of the chosen seats: a gap
+  -- the selection did not touch is not this selection's doing.
+  local function stranded(ids, nums, busy, chosen)
+    local last = #ids
+    for j = 1, last do
+      if not busy[j] and not chosen[ids[j]] then
+        local left = j > 1 and nums[j - 1] == nums[j] - 1
+        local right = j < last and nums[j + 1] == nums[j] + 1
+        local by_left = left and chosen[ids[j - 1]]
+        local by_right = right and chosen[ids[j + 1]]
+        if (by_left or by_right) and (not left or busy[j - 1] or by_left) and
+            (not right or busy[j + 1] or by_right) then
+          return j
+        end
+      end
+    end
+    return nil
+  end
+
+  return row_seats, busy_seats, stranded
+end
+
 -- A number (formatted), a string (as is: ids from ARGV or Redis, already decimal) or nil.
 local function json_int(value)
   if value == nil then

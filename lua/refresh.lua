@@ -6,26 +6,29 @@
 -- at a seat Redis calls unknown; the first refresh or reload after their release drops them.
 -- Sold seats are merged: PostgreSQL's are added, Redis's own are kept (a sale committed after the
 -- caller read PostgreSQL must not be lost; too many sold is safe, too few is a double sale).
--- KEYS: the common nine (lib.lua).
+-- The row geometry (the rows hash) and the single-gap rule are rewritten as PostgreSQL has them.
+-- KEYS: the common nine (lib.lua), then the rows hash (seatlock/keys.py screening_rows).
 -- ARGV: screening_id, now_ms, starts_at_ms, log_length (events kept for resuming watchers,
---       lib.lua publish; 0: none), seat_count, seat_id * seat_count,
---       then sold pairs: seat_id, user_id, ...
+--       lib.lua publish; 0: none), seat_count, gaps ("1": the single-gap rule is on),
+--       rows_count, seat_id * seat_count, then the rows hash's fields and values (rows_count
+--       values in all), then sold pairs: seat_id, user_id, ...
 -- Returns {OK, 1 when loaded now | 0 when updated, number of seats added}.
 local now, starts_at, log_length = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local count = tonumber(ARGV[5])
+local seats_to, rows_to = 7 + count, 7 + count + tonumber(ARGV[7])
 local was_ready = is_ready()
 local old = {}
 for _, seat in ipairs(redis.call('SMEMBERS', SEATS)) do
   old[seat] = true
 end
 local listed = {}
-for i = 6, 5 + count do
+for i = 8, seats_to do
   listed[#listed + 1] = ARGV[i]
 end
 for _, seat in ipairs(redis.call('HKEYS', HOLDS)) do
   listed[#listed + 1] = seat
 end
-for i = 6 + count, #ARGV, 2 do
+for i = rows_to + 1, #ARGV, 2 do
   redis.call('HSET', SOLD, ARGV[i], ARGV[i + 1])
 end
 for _, seat in ipairs(redis.call('HKEYS', SOLD)) do
@@ -36,13 +39,15 @@ redis.call('DEL', SEATS)
 for start = 1, #listed, 500 do
   redis.call('SADD', SEATS, unpack(listed, start, math.min(start + 499, #listed)))
 end
+redis.call('DEL', KEYS[#KEYS])
+call_list('HSET', KEYS[#KEYS], ARGV, seats_to + 1, rows_to)
 local changes = {}
-for i = 6, 5 + count do
+for i = 8, seats_to do
   if not old[ARGV[i]] and redis.call('HEXISTS', SOLD, ARGV[i]) == 0 then
     changes[#changes + 1] = change(ARGV[i], 'available')
   end
 end
-redis.call('HSET', META, 'starts_at', starts_at, 'log', log_length, 'ready', '1')
+redis.call('HSET', META, 'starts_at', starts_at, 'log', log_length, 'gaps', ARGV[6], 'ready', '1')
 if was_ready then
   -- Watchers learn of the new seats; the event moves the version and resets mirrors even without
   -- them (seats may be gone, the start may have moved).

@@ -109,6 +109,16 @@ def screening_log(screening_id: int) -> str:
     return f"{screening_tag(screening_id)}:log"
 
 
+@functools.lru_cache(maxsize=4096)
+def screening_rows(screening_id: int) -> str:
+    """Hash: the room's row geometry, written by the load and refresh scripts. "n": the number of
+    rows; "r<i>": row i's seats as JSON [[id...], [number...], [type...]] in seat-number order
+    (rows 1..n in seat-map order, the front row first); "l<i>": row i's label; "<seat id>": the
+    seat's row i; "v": a checksum of it all. Scripts that read it get it as their last key,
+    after any leases (seatlock/engine/rows.py)."""
+    return f"{screening_tag(screening_id)}:rows"
+
+
 def seat_hold(screening_id: int, seat_id: int) -> str:
     """The lease of one held seat: value "user_id:grant" (the grant that took it), with a TTL."""
     return f"{screening_tag(screening_id)}{HOLD_MARK}{seat_id}"

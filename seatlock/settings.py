@@ -88,6 +88,11 @@ class Settings:
     # write); one further behind gets a seat_snapshot instead. 0: no log, always a snapshot.
     event_log_length: int = 500
 
+    # The single-gap rule: refuse a hold (manual or best available) that would leave one free
+    # seat stranded between unavailable seats or at a row's end (lua/lib.lua stranded()). A
+    # screening's own no_single_gaps (admin field) wins; this is the rule of those without one.
+    no_single_gaps: bool = False
+
     # Payments. "accept": any payment_id (development); "hmac": only payment_ids signed with
     # payment_secret by the payment provider (seatlock/services/payments.py).
     payment_verifier: str = "accept"

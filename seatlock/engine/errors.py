@@ -64,29 +64,65 @@ class HoldExpired(Conflict):
         )
 
 
+class SingleSeatGap(Conflict):
+    """A hold would leave one free seat stranded while the single-gap rule is on."""
+
+    def __init__(self, seat_id: int, row_label: str, seat_number: int) -> None:
+        self.seat_id, self.row_label, self.seat_number = seat_id, row_label, seat_number
+        super().__init__(
+            f"This selection would leave a single empty seat (row {row_label}, seat {seat_number})"
+        )
+
+
+class NoAdjacentSeats(Conflict):
+    """Best available: no block of ``count`` adjacent free seats is left."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        super().__init__(f"No {count} adjacent seats available")
+
+
+class StaleRows(Unavailable):
+    """Best available: the room's rows changed since this process read them (read them again)."""
+
+    def __init__(self) -> None:
+        super().__init__("The seat layout changed; please try again")
+
+
 def raise_for(reply: list[Any]) -> None:
     """The one place where script status codes become errors."""
     status = int(reply[0])
     if status == Status.OK:
         return
-    rest = list(map(int, reply[1:]))  # no comprehension: one frame less (Python 3.11)
     # Plain int patterns, the refusals of a hot screening first: no Status() lookup per reply.
+    # The seat ids as ints: map, no comprehension (one frame less, Python 3.11), per case, as
+    # a GAP reply carries a row label.
     match status:
         case Status.TAKEN:
-            raise SeatsUnavailable(rest, booked=False)
+            raise SeatsUnavailable(list(map(int, reply[1:])), booked=False)
         case Status.BOOKED:
-            raise SeatsUnavailable(rest, booked=True)
+            raise SeatsUnavailable(list(map(int, reply[1:])), booked=True)
         case Status.NOT_LOADED:
             raise Unavailable("Seat data is being restored, try again shortly")
         case Status.STARTED:
             raise ScreeningStarted()
         case Status.UNKNOWN:
-            raise UnknownSeats(rest)
+            raise UnknownSeats(list(map(int, reply[1:])))
         case Status.TOO_MANY:
-            raise TooManySeats(rest[0])
+            raise TooManySeats(int(reply[1]))
         case Status.NOT_HELD:
-            raise HoldNotFound(rest)
+            raise HoldNotFound(list(map(int, reply[1:])))
         case Status.EXPIRED:
-            raise HoldExpired(rest)
+            raise HoldExpired(list(map(int, reply[1:])))
+        case Status.GAP:
+            raise SingleSeatGap(int(reply[1]), _text(reply[3]), int(reply[2]))
+        case Status.NO_BLOCK:
+            raise NoAdjacentSeats(int(reply[1]))
+        case Status.STALE:
+            raise StaleRows()
         case _:
             raise ValueError(f"{status} is not a valid Status")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

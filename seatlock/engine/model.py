@@ -7,12 +7,25 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
+class SeatPlace(NamedTuple):
+    """Where a seat is: its row, its number in the row, its type (the seats table)."""
+
+    seat_id: int
+    row_label: str
+    seat_number: int
+    seat_type: str
+
+
 class Layout(NamedTuple):
     """What the engine needs from PostgreSQL about one screening."""
 
     starts_at_ms: int
     seat_ids: list[int]
     sold: dict[int, int]  # seat id -> user id of active (pending/confirmed) tickets
+    # The room's row geometry (empty: none known, so no best-available block and no gap check).
+    places: tuple[SeatPlace, ...] = ()
+    # The screening's single-gap rule; None: the server's (SEATLOCK_NO_SINGLE_GAPS).
+    no_single_gaps: bool | None = None
 
 
 class LayoutSource(Protocol):

@@ -25,6 +25,10 @@ class Status(IntEnum):
     TOO_MANY = 6
     NOT_HELD = 7
     EXPIRED = 8
+    # Best available seats and the single-gap rule (lua/hold_best.lua, lua/hold.lua).
+    GAP = 9
+    NO_BLOCK = 10
+    STALE = 11
 
 
 def lua_dir() -> Path:

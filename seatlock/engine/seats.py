@@ -35,12 +35,14 @@ from seatlock.engine.clock import RedisClock
 from seatlock.engine.errors import (
     ScreeningNotFound,
     ScreeningStarted,
+    StaleRows,
     TooManySeats,
     UnknownSeats,
     raise_for,
 )
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
+from seatlock.engine.rows import SEAT_TYPES, Geometry, rows_fields
 from seatlock.engine.scripts import Status
 from seatlock.engine.transport import REDIS_DOWN, NotReplicated, Replicas, Transport
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
@@ -54,6 +56,8 @@ MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
 # A grant ends its leases' values "user:grant": no ':' in it, so a release by grant matches whole.
 GRANT = re.compile(r"[0-9A-Za-z_-]{1,64}")
 REPLICAS_BEHIND = "Seat change not yet confirmed by the Redis replicas; please try again"
+# Scripts that get the rows hash (seatlock/engine/rows.py) as their last key, after any leases.
+ROWS_SCRIPTS = frozenset({"hold", "hold_best", "load", "refresh", "forget"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class SeatEngine:
         replicas: Replicas | None = None,
         clock: RedisClock | None = None,
         event_log_length: int = 500,
+        no_single_gaps: bool = False,
     ) -> None:
         self.transport = transport  # the way to Redis; the owner closes it
         # Holds, extensions and sales wait for this many replicas (None: for none).
@@ -103,6 +108,10 @@ class SeatEngine:
         self.change_listeners: list[Callable[[int], None]] = []
         # Refuses hopeless holds without Redis (seatlock/engine/mirrors.py); set by its feeder.
         self.mirrors: SeatMirrors | None = None
+        # The single-gap rule of screenings that do not set their own (SEATLOCK_NO_SINGLE_GAPS).
+        self.no_single_gaps = no_single_gaps
+        # Row geometry as last read from Redis, per screening (best available, gap messages).
+        self._rows: dict[int, Geometry] = {}
 
     def now_ms(self) -> int:
         """Redis's clock now (ms since the epoch): the time every hold is decided and shown by."""
@@ -161,6 +170,74 @@ class SeatEngine:
             if mirrors is not None and sent is not None:
                 mirrors.answered(screening_id, seats, sent)
         return holds
+
+    async def hold_best(
+        self,
+        screening_id: int,
+        user_id: int,
+        count: int,
+        *,
+        seat_type: str | None = None,
+        near: tuple[str, int] | None = None,
+        now_ms: int | None = None,
+        grant: str | None = None,
+    ) -> list[Hold]:
+        """Hold the best block of ``count`` adjacent free seats of one row (lua/hold_best.lua
+        says which is best), chosen and held in one script run, under ``grant``."""
+        _check_user(user_id)
+        grant = new_grant() if grant is None else _checked_grant(grant)
+        if not 0 < count <= self.max_seats_per_user:
+            raise TooManySeats(self.max_seats_per_user) if count > 0 else InvalidInput("count")
+        if seat_type is not None and seat_type not in SEAT_TYPES:
+            raise InvalidInput(f"Unknown seat type {seat_type!r}")
+        now = self._now(now_ms)
+        try:
+            return await self._hold_best(screening_id, user_id, count, seat_type, near, now, grant)
+        except StaleRows:  # the room changed since this process read its rows: read them again
+            self._rows.pop(screening_id, None)
+            return await self._hold_best(screening_id, user_id, count, seat_type, near, now, grant)
+
+    async def _hold_best(
+        self,
+        screening_id: int,
+        user_id: int,
+        count: int,
+        seat_type: str | None,
+        near: tuple[str, int] | None,
+        now: int,
+        grant: str,
+    ) -> list[Hold]:
+        geometry = await self.rows(screening_id, now)
+        seats, offsets = geometry.candidates(seat_type)
+        focal_row, focal_col = geometry.focal(near)
+        args: list[int | str] = [user_id, self.hold_ms, self.max_seats_per_user, grant, count]
+        args += [seat_type or "", focal_row, focal_col, geometry.stamp, *offsets]
+        try:
+            reply = await self._run_loaded(
+                "hold_best", screening_id, seats, now, args, self.replicas
+            )
+        except ReplicasBehind:
+            await self._let_go(screening_id, grant, seats)
+            raise
+        holds = _holds(user_id, reply[2:])
+        if self.mirrors is not None:
+            self.mirrors.granted(screening_id, user_id, holds, int(reply[1]))
+        return holds
+
+    async def rows(self, screening_id: int, now_ms: int | None = None) -> Geometry:
+        """The screening's row geometry (seatlock/engine/rows.py), read from Redis once per
+        process; a screening Redis lacks, or loaded before rows were kept, is refreshed first."""
+        geometry = self._rows.get(screening_id)
+        if geometry is None:
+            key = keys.screening_rows(screening_id)
+            fields = await self.transport.command("HGETALL", key)
+            if not fields:
+                if not await self.refresh(screening_id, now_ms):
+                    raise ScreeningNotFound(screening_id)
+                fields = await self.transport.command("HGETALL", key)
+            geometry = Geometry.parse(_pairs(fields))
+            self._rows[screening_id] = geometry
+        return geometry
 
     async def _let_go(self, screening_id: int, grant: str, seats: list[int]) -> None:
         """Drop what a hold's grant took after too few replicas confirmed it: answered 503, the
@@ -358,9 +435,10 @@ class SeatEngine:
             except ScreeningNotFound:
                 await self._forget(screening_id, now)
                 return False
-            args = _layout_args(layout, self.event_log_length)
+            args = _layout_args(layout, self.event_log_length, self.no_single_gaps)
             await self._run("refresh", screening_id, [], now, args)
             await self._mark_loaded(screening_id, layout)
+            self._rows.pop(screening_id, None)
         return True
 
     async def refresh_loaded(self, screening_ids: Sequence[int]) -> list[int]:
@@ -402,6 +480,7 @@ class SeatEngine:
         async with lock:
             await self._forget(screening_id, self._now(now_ms))
         self._loading.pop(screening_id, None)
+        self._rows.pop(screening_id, None)
 
     async def _forget(self, screening_id: int, now: int) -> None:
         held: list[Any] = await self.transport.command("HKEYS", keys.screening_holds(screening_id))
@@ -481,6 +560,8 @@ class SeatEngine:
         """Run a script; with ``replicas``, ReplicasBehind when it changed something that too
         few replicas confirmed (a refusal changed nothing: it is answered as it is)."""
         script_keys = keys.script_keys(screening_id, seats)
+        if name in ROWS_SCRIPTS:
+            script_keys.append(keys.screening_rows(screening_id))
         behind = False
         try:
             reply: list[Any] = await self.transport.run(
@@ -507,7 +588,7 @@ class SeatEngine:
             if await self.transport.command("HGET", keys.screening_meta(screening_id), "ready"):
                 return
             layout = await self._fetch_layout(screening_id)
-            args = _layout_args(layout, self.event_log_length)
+            args = _layout_args(layout, self.event_log_length, self.no_single_gaps)
             await self._run("load", screening_id, [], now, args)
             await self._mark_loaded(screening_id, layout)
             logger.info(
@@ -548,11 +629,23 @@ def _tell_mirrors(
             mirrors.contended(screening_id, now)
 
 
-def _layout_args(layout: Layout, log_length: int) -> list[int]:
-    """ARGV of the load and refresh scripts after the screening id and the clock."""
+def _layout_args(layout: Layout, log_length: int, no_single_gaps: bool) -> list[int | str]:
+    """ARGV of the load and refresh scripts after the screening id and the clock; the single-gap
+    rule is the screening's own, else ``no_single_gaps`` (the server's)."""
     pairs = [value for seat, user in sorted(layout.sold.items()) for value in (seat, user)]
     seats = sorted(set(layout.seat_ids))
-    return [layout.starts_at_ms, log_length, len(seats), *seats, *pairs]
+    rule = no_single_gaps if layout.no_single_gaps is None else layout.no_single_gaps
+    rows = rows_fields(layout.places)
+    return [
+        layout.starts_at_ms,
+        log_length,
+        len(seats),
+        int(rule),
+        len(rows),
+        *seats,
+        *rows,
+        *pairs,
+    ]
 
 
 def _seat_list(seat_ids: list[int]) -> list[int]:
@@ -573,9 +666,17 @@ def _check_user(user_id: int) -> None:
         raise InvalidInput("Invalid user id")
 
 
-def _checked_grant(grant: str) -> None:
+def _checked_grant(grant: str) -> str:
     if not GRANT.fullmatch(grant):
         raise InvalidInput("Invalid grant")
+    return grant
+
+
+def _pairs(reply: Any) -> dict[bytes | str, bytes | str]:
+    """A hash reply as a dict, whichever shape the transport gave it (dict or flat list)."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _holds(user_id: int, flat: list[Any]) -> list[Hold]:

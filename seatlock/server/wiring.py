@@ -152,6 +152,7 @@ def build(
         replicas=hold_replicas(settings),
         clock=RedisClock(transport.command, skew_ms=settings.clock_offset_ms),
         event_log_length=settings.event_log_length,
+        no_single_gaps=settings.no_single_gaps,
     )
     hub = Hub(transport, engine.seat_map, now_ms=engine.now_ms)
     if settings.seat_mirrors:

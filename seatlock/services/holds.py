@@ -32,9 +32,11 @@ from db.pool import DATABASE_DOWN
 from db.reservations import HistoryWriter, ReservationIds
 from seatlock import keys
 from seatlock.engine.errors import (
+    NoAdjacentSeats,
     ScreeningNotFound,
     ScreeningStarted,
     SeatsUnavailable,
+    SingleSeatGap,
     TooManySeats,
     UnknownSeats,
 )
@@ -57,6 +59,8 @@ HOLD_OUTCOMES = (
     "not_found",
     "unavailable",
     "invalid",
+    "single_gap",  # the single-gap rule refused it
+    "no_block",  # best available: no block of that many adjacent seats left
 )
 
 
@@ -177,6 +181,39 @@ class HoldService:
         minutes = round((max(h.expires_at_ms for h in holds) - now_ms) / 60_000)
         return Held(rows, minutes)
 
+    async def hold_best(
+        self,
+        screening_id: int,
+        user_id: int,
+        count: int,
+        seat_type: str | None = None,
+        near: tuple[str, int] | None = None,
+    ) -> Held:
+        """Hold the best block of ``count`` adjacent seats in one row (the engine's hold_best),
+        with history rows exactly as ``hold`` writes them: every seat of the block is fresh."""
+        now_ms = self.engine.now_ms()
+        grant = next_grant()
+        try:
+            holds = await self.engine.hold_best(
+                screening_id,
+                user_id,
+                count,
+                seat_type=seat_type,
+                near=near,
+                now_ms=now_ms,
+                grant=grant,
+            )
+        except SeatLockError as exc:  # a refusal: no seat changed
+            self.outcomes.counts[refusal(exc)] += 1
+            raise
+        self.outcomes.counts["granted"] += 1
+        seats = [h.seat_id for h in holds]
+        ids = await self._ids_for(screening_id, grant, seats)
+        new_ms = now_ms + self.engine.hold_ms
+        rows, new_rows = _rows(screening_id, user_id, holds, {}, ids, now_ms, new_ms)
+        self.writer.submit(history.Inserted(new_rows))
+        return Held(rows, round(self.engine.hold_ms / 60_000))
+
     async def _ids_for(self, screening_id: int, grant: str, seat_ids: list[int]) -> list[int]:
         """Reservation ids for the seats without a row; when none can be had (PostgreSQL down
         while a new block is due) this request's holds are let go and the caller is told to
@@ -288,6 +325,8 @@ class HoldService:
 
 
 REFUSAL_KINDS: tuple[tuple[type[SeatLockError], str], ...] = (
+    (SingleSeatGap, "single_gap"),
+    (NoAdjacentSeats, "no_block"),
     (TooManySeats, "too_many"),
     (ScreeningStarted, "started"),
     (UnknownSeats, "unknown_seats"),

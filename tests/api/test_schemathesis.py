@@ -62,6 +62,9 @@ RULES_BEYOND_SCHEMA = {
     "GET /api/v1/admin/stats/revenue/period": ["422"],
     "POST /api/v1/rooms/{room_id}/seats/bulk": ["422"],
     "PUT /api/v1/casts/{cast_id}": ["422"],  # "No fields to update"
+    # 400 "Cannot reserve seats for past screenings" (as /reserve); 422: near.row_label is not a
+    # row of the screening's room.
+    "POST /api/v1/seat-reservations/reserve-best": ["400", "422"],
 }
 
 

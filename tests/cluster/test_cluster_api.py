@@ -82,6 +82,23 @@ async def test_reserve_watch_book_and_cancel_on_every_primary(
             await ws.close()
 
 
+async def test_best_available_and_the_single_gap_rule_on_every_primary(
+    cclient: httpx.AsyncClient, db: asyncpg.Connection, empty_cluster: LocalCluster
+) -> None:
+    alice = await make_account(cclient, "alice@example.com", "Alice Example")
+    best = "/api/v1/seat-reservations/reserve-best"
+    for show in await shows_on_every_primary(db, empty_cluster):
+        await db.execute("UPDATE screenings SET no_single_gaps = true WHERE id = $1", show.id)
+        r = await reserve(cclient, alice, show, show.seat_ids[1:2])  # would strand A1
+        assert r.status_code == 409
+        assert r.json()["detail"].endswith("(row A, seat 1)")
+        r = await cclient.post(
+            best, json={"screening_id": show.id, "count": 2}, headers=alice.headers
+        )
+        assert r.status_code == 201, r.text
+        assert [x["seat_id"] for x in r.json()["reservations"]] == show.seat_ids[:2]
+
+
 async def test_logins_throttle_refresh_revocation_and_health_on_a_cluster(
     cclient: httpx.AsyncClient, cluster_server: LiveServer
 ) -> None:
