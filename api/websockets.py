@@ -97,6 +97,7 @@ async def screening_updates(websocket: WebSocket) -> None:
         return
     websocket.scope["user_id"] = user_id  # for the access log (api/observe.py)
     hub = services.hub
+    await hub.subscribed(screening_id)  # sharded pub/sub: its channel first, then the join
     write = direct_writer(websocket)
     watcher = hub.join(screening_id, user_id, write)
     try:

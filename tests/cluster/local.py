@@ -80,6 +80,7 @@ class LocalCluster(RedisNodes):
         self._wait(self._all_known, "nodes to meet")
         self._replicate()
         self._wait(self._state_ok, "cluster_state:ok")
+        self._wait(self._replicas_synced, "replicas to sync")
         return self
 
     def _spawn(self, port: int, *options: str) -> subprocess.Popen[bytes]:
@@ -89,6 +90,11 @@ class LocalCluster(RedisNodes):
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--notify-keyspace-events", "Ex",
             "--hz", "100",
+            # Redis >= 7 syncs replicas diskless after a 5 s delay by default: a primary killed
+            # sooner has a replica that never synced, and would never be replaced. A replica
+            # may take over however long it was cut off (the tests kill right after a sync).
+            "--repl-diskless-sync-delay", "0",
+            "--cluster-replica-validity-factor", "0",
         ]  # fmt: skip
         return super()._spawn(port, *cluster, *self.options, *options)
 
@@ -118,6 +124,14 @@ class LocalCluster(RedisNodes):
         for j, port in enumerate(replicas):
             with self.client(port) as node:
                 node.execute_command("CLUSTER REPLICATE", ids[j % self.primaries])
+
+    def _replicas_synced(self) -> bool:
+        for port in self.ports[self.primaries :]:
+            with self.client(port) as node:
+                info = _text(node.execute_command("INFO", "replication"))
+            if "master_link_status:up" not in info:
+                return False
+        return True
 
     def node_id(self, port: int) -> str:
         with self.client(port) as node:
