@@ -274,7 +274,6 @@ class ClusterTransport(Batcher[str]):
         on_live: Callable[[], None] | None = None,
         health_s: float = HEALTH_S,
     ) -> Feed:
-        await self._client.initialize()
         if not channel.startswith(NODE_LOCAL_CHANNELS):
             return await self._subscribe_anywhere(channel, on_message, pattern, on_live, health_s)
         primaries = await self.primaries()
@@ -314,8 +313,16 @@ class ClusterTransport(Batcher[str]):
     ) -> PubSubFeed:
         """Classic pub/sub crosses the cluster bus, so one node hears every PUBLISH: the first
         node (in random order) that takes the subscription. A dead node redis-py still lists is
-        skipped: the caller's resubscription after a node died lands on one that answers."""
+        skipped: the caller's resubscription after a node died lands on one that answers.
+
+        The node list is taken as it is, without waiting for a slot map refresh: after a primary
+        died, that refresh lasts until its replica is promoted, and every event published
+        meanwhile would be missed (any live node hears them). The caller's resync covers what
+        was published before the new subscription was confirmed."""
         nodes = self._client.get_nodes()
+        if not nodes:  # the first subscription, before any call
+            await self._client.initialize()
+            nodes = self._client.get_nodes()
         random.shuffle(nodes)
         for node in nodes[:-1]:
             try:

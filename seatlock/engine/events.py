@@ -74,6 +74,7 @@ HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twi
 STATS_INTERVAL_S = 1.0  # a process rewrites its /ws/stats entry this often
 STATS_TTL_MS = 3000  # an entry not rewritten for this long (its process died) expires
 SUBSCRIBE_S = 2.0  # a client waits this long at most for its screening's shard subscription
+RESYNC_MAX_S = 2.0  # a map that could not be read for a resync is asked again at least this often
 TOPOLOGY_S = 1.0  # a cluster hub compares the primaries this often (sharded pub/sub or not)
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
@@ -266,6 +267,7 @@ class Hub:
         self._heard: dict[int, int] = {}
         self._joining: Counter[int] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._decided = asyncio.Event()  # a cluster hub knows whether events are sharded
 
     def join(
         self, screening_id: int, user_id: int | None, write: FrameWriter | None = None
@@ -406,10 +408,22 @@ class Hub:
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Receive events until ``stop`` is set; resubscribes after a lost connection."""
         self._beat = beat
+        follower = None
         if isinstance(self._transport, ClusterTransport):
             follower = asyncio.create_task(self._follow_cluster(self._transport, stop))
-            self._tasks.add(follower)
-            follower.add_done_callback(self._tasks.discard)
+        try:
+            await self._receive(stop, beat)
+        finally:
+            if follower is not None:  # it ends with ``stop`` (else we are cancelled)
+                await asyncio.wait([follower], timeout=2 * SUBSCRIBE_S)
+                follower.cancel()
+            for task in list(self._tasks):  # resyncs still waiting for a map
+                task.cancel()
+            await asyncio.gather(
+                *self._tasks, *[f for f in (follower,) if f is not None], return_exceptions=True
+            )
+
+    async def _receive(self, stop: asyncio.Event, beat: Beat) -> None:
         delay = 0.1
         while not stop.is_set():
             try:
@@ -435,7 +449,12 @@ class Hub:
                 logger.warning(
                     "seat event subscription restored; resyncing %d screening(s)", len(self._rooms)
                 )
-                await self._resync()
+                self._resync()
+            if isinstance(self._transport, ClusterTransport) and not self._decided.is_set():
+                # Ready once it is known which pub/sub carries the events (else a client let in
+                # now would be watching the pattern while the scripts SPUBLISH).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._decided.wait(), SUBSCRIBE_S)
             self.ready.set()
             while not (stopping.done() or feed.closed.done()):
                 await asyncio.wait(
@@ -458,22 +477,29 @@ class Hub:
             self.live = live
             self.epoch = next(self._epochs)
 
-    async def _resync(self) -> None:
+    def _resync(self) -> None:
         """After a lost subscription, send watchers the whole seat map: changes made while we
         were away were not delivered (pub/sub does not queue). Events published since the new
         subscription follow the snapshot, so every seat converges to its latest state."""
         for screening_id in list(self._rooms):
-            await self._resync_one(screening_id)
+            self._spawn(self._resync_one(screening_id))
 
     async def _resync_one(self, screening_id: int) -> None:
-        if self._snapshot is None or screening_id not in self._rooms:
+        """Send the screening's watchers its whole map. A map that cannot be read yet (its
+        primary failing over) is asked again until it can, or until nobody watches: giving up
+        would leave a change made while we were away unseen until the seat changes again."""
+        delay = 0.1
+        while self._snapshot is not None and screening_id in self._rooms:
+            try:
+                states = await self._snapshot(screening_id)
+            except (SeatLockError, RedisError, OSError) as exc:
+                if delay == 0.1:
+                    logger.warning("no seat map to resync screening %s yet: %r", screening_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESYNC_MAX_S)
+                continue
+            self._deliver(screening_id, snapshot_event(screening_id, states, self.now_ms()))
             return
-        try:
-            states = await self._snapshot(screening_id)
-        except (SeatLockError, RedisError, OSError) as exc:
-            logger.warning("no seat map to resync screening %s: %r", screening_id, exc)
-            return
-        self._deliver(screening_id, snapshot_event(screening_id, states, self.now_ms()))
 
     async def _follow_cluster(self, transport: ClusterTransport, stop: asyncio.Event) -> None:
         """Keep the shard subscriptions while the cluster publishes with SPUBLISH, and ask
@@ -489,6 +515,7 @@ class Hub:
                         await transport.choose_publish()
                         seen = now
                 self._use_shards(shards if transport.sharded else None)
+                self._decided.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TOPOLOGY_S)
         finally:
@@ -510,7 +537,7 @@ class Hub:
             if shards is not None:
                 shards.want(channel)
         if shards is None:
-            self._spawn(self._resync())
+            self._resync()
 
     def _channel_changed(self, channel: str, live: bool) -> None:
         """A shard channel became live (Redis confirmed it) or stopped being live."""
