@@ -52,8 +52,8 @@ from typing import Any
 from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.cluster import PRIMARY
+from redis.exceptions import ClusterError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 
 from seatlock.engine.batching import Batcher, Call
 from seatlock.engine.redispy import CONNECTION_OPTIONS, PubSubFeed
@@ -74,6 +74,8 @@ ASK_S = 2.0  # a node asked for the slot map or a subscription answers within th
 NODE_LOCAL_CHANNELS = "__key"  # keyspace and keyevent notifications stay on their node
 INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through the callbacks
 SHARDED_SINCE = (7, 0)  # the first Redis with SPUBLISH / SSUBSCRIBE
+MIGRATING_S = 5.0  # a call refused while its slot migrates (TRYAGAIN) is sent again this long
+MIGRATING_RETRY_S = 0.05  # and this often
 
 
 # Per node name: the node and the calls of a batch that wait for its replicas.
@@ -206,8 +208,25 @@ class ClusterTransport(Batcher[str]):
         return client
 
     async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
+        """The batch's replies; calls refused while their slot migrates are sent again."""
         if self._sharded is None:  # the first batch: which catalogue the primaries take
             await self.choose_publish()
+        replies = await self._send_batch(batch)
+        deadline = asyncio.get_running_loop().time() + MIGRATING_S
+        while again := [i for i, reply in enumerate(replies) if _migrating(reply)]:
+            # A script's keys split between two nodes, or missing on a slot being migrated
+            # (our scripts always name keys that may not exist: leases, the sold hash): Redis
+            # answers TRYAGAIN until the slot has moved. redis-py retries it for a moment
+            # only (then ClusterError); the migration of a slot may take longer.
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(MIGRATING_RETRY_S)
+            retried = await self._send_batch([batch[i] for i in again])
+            for i, reply in zip(again, retried, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send_batch(self, batch: list[Call[str]]) -> list[Any]:
         fresh = {c.script for c in batch if c.script is not None} - self._known
         for name in sorted(fresh):  # SCRIPT LOAD reaches every primary
             await self._client.script_load(self._scripts[name].script)
@@ -426,6 +445,13 @@ class MergedFeed:
 
 def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
+
+
+def _migrating(reply: Any) -> bool:
+    """Whether a reply is Redis's TRYAGAIN (directly, or after redis-py's own retries)."""
+    return isinstance(reply, TryAgainError) or (
+        isinstance(reply, ClusterError) and "TTL exhausted" in str(reply)
+    )
 
 
 def _version(info: Any) -> tuple[int, ...]:

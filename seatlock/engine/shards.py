@@ -251,7 +251,7 @@ class ShardChannels:
     def confirmed_on(self, feed: NodeFeed, channel: str) -> None:
         if self._placed.get(channel) is not feed:
             return  # released meanwhile, or placed elsewhere since
-        logger.info("shard channel %s live on %s", channel, feed.node.name)
+        logger.debug("shard channel %s live on %s", channel, feed.node.name)
         if channel in self._live:  # confirmed again: the connection was replaced meanwhile
             self._set_live(channel, False)
         self._set_live(channel, True)
