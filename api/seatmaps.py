@@ -183,10 +183,11 @@ def cache_of(services: Services) -> SeatMapCache[Rendered]:
     return cache
 
 
-def _epoch(services: Services) -> int:
-    """The hub's subscription epoch while it is live; -2 (matching no entry) when it is not."""
-    hub = services.hub
-    return hub.epoch if hub.live else -2
+def _epoch(services: Services, screening_id: int) -> int:
+    """The epoch of the hub's subscription that brings the screening's events; -2 (matching no
+    entry) while none does."""
+    epoch = services.hub.hears(screening_id)
+    return -2 if epoch is None else epoch
 
 
 async def rendered_map(services: Services, screening_id: int) -> Rendered:
@@ -195,7 +196,7 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
     cached = cache.get(screening_id)
     now_ms = services.engine.now_ms()  # Redis's clock: that of valid_until_ms
     details = services.layouts.cached(screening_id)
-    epoch = _epoch(services)
+    epoch = _epoch(services, screening_id)
     if (
         cached is not None
         and details is cached.details

@@ -117,6 +117,7 @@ async def screening_updates(websocket: WebSocket) -> None:
         return
     websocket.scope["user_id"] = user_id  # for the access log (api/observe.py)
     hub = services.hub
+    await hub.subscribed(screening_id)  # sharded pub/sub: its channel first, then the join
     write = direct_writer(websocket)
     # A resuming client is joined first, its live events held back until it has caught up.
     watcher = hub.join(screening_id, user_id, write if since is None else None)

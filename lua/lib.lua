@@ -24,6 +24,8 @@
 -- Status codes: every reply is {status, ...}. The constants (OK, NOT_LOADED, TAKEN, ...) are
 -- defined by a line that seatlock/engine/scripts.py source() generates from its Status enum and
 -- puts in front of this prelude: add a code there, never assign one here or in a script.
+-- publish_command ('PUBLISH', or 'SPUBLISH' on a cluster whose primaries all run Redis >= 7) is
+-- defined on the line after them, by the catalogue the script belongs to (scripts.py source()).
 local META, SEATS, SOLD, HOLDS, DEADLINES, VERSION, EVENTS, OWNERS, LOG =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local LEASE0 = 9
@@ -279,7 +281,7 @@ local function publish(now, changes, reset)
   local version = redis.call('INCR', VERSION)
   local event = string.format('{"screening_id":%d,"version":%.0f,"ts":%d,"seats":[%s]%s}',
     ARGV[1], version, now, table.concat(changes, ','), reset and ',"reset":true' or '')
-  redis.call('PUBLISH', EVENTS, event)
+  redis.call(publish_command, EVENTS, event)
   local length = log_length or redis.call('HGET', META, 'log')
   if reset then
     redis.call('DEL', LOG)

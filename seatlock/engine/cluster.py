@@ -22,6 +22,13 @@ pipeline, on the connection that carried the scripts, and counts their writes. A
 meanwhile (MOVED: its key's node changed) ran elsewhere, so that WAIT does not count it: it is
 not confirmed.
 
+Seat events: when every primary runs Redis >= 7 (asked before the first call, and again by
+``choose_publish`` when the hub sees the primaries change), the scripts are the SPUBLISH
+catalogue (``scripts.source(name, SPUBLISH)``): an event stays on the shard of its screening's
+slot, and ``sharded`` tells the hub to SSUBSCRIBE each watched screening's channel on its primary
+(seatlock/engine/shards.py). A mixed cluster keeps the PUBLISH catalogue. Either way the choice
+is made per catalogue, so a script call pays nothing for it.
+
 Pub/sub: a classic PUBLISH, also from inside a script, is forwarded over the cluster bus to
 every node, so a subscription on any one node receives every screening's events: it goes to the
 first node, in random order, that takes it (a node that died is skipped when the caller
@@ -46,13 +53,14 @@ import hiredis
 from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.cluster import PRIMARY
+from redis.exceptions import ClusterError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 from redis.typing import EncodableT
 
 from seatlock.engine.batching import Batcher, Call
 from seatlock.engine.redispy import CONNECTION_OPTIONS, PubSubFeed
-from seatlock.engine.scripts import NAMES, source
+from seatlock.engine.scripts import NAMES, PUBLISH, SPUBLISH, source
+from seatlock.engine.shards import Slots, node_redis, slots_of
 from seatlock.engine.transport import (
     HEALTH_S,
     Arg,
@@ -67,6 +75,9 @@ logger = logging.getLogger(__name__)
 ASK_S = 2.0  # a node asked for the slot map or a subscription answers within this, or is skipped
 NODE_LOCAL_CHANNELS = "__key"  # keyspace and keyevent notifications stay on their node
 INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through the callbacks
+SHARDED_SINCE = (7, 0)  # the first Redis with SPUBLISH / SSUBSCRIBE
+MIGRATING_S = 5.0  # a call refused while its slot migrates (TRYAGAIN) is sent again this long
+MIGRATING_RETRY_S = 0.05  # and this often
 
 
 # Per node name: the node and the calls of a batch that wait for its replicas.
@@ -82,7 +93,57 @@ class ClusterTransport(Batcher[str]):
         super().__init__()  # _known: the scripts loaded on every primary since the last NOSCRIPT
         self._client = client
         self._options = options or {}  # how to connect to one node (subscriptions)
-        self._scripts = {name: client.register_script(source(name)) for name in NAMES}
+        self._scripts = self._catalogue(PUBLISH)
+        # Whether the scripts publish with SPUBLISH (every primary runs Redis >= 7); None until
+        # the first call asked the primaries.
+        self._sharded: bool | None = None
+
+    def _catalogue(self, publish: str) -> dict[str, Any]:
+        return {name: self._client.register_script(source(name, publish)) for name in NAMES}
+
+    @property
+    def sharded(self) -> bool:
+        """Whether seat events go out with SPUBLISH (so they are heard with SSUBSCRIBE only)."""
+        return bool(self._sharded)
+
+    async def choose_publish(self) -> bool:
+        """Publish with SPUBLISH when every primary runs Redis >= 7, else with PUBLISH; True
+        when that changed. Primaries that do not answer (failing over) are not counted: the next
+        topology change asks again."""
+        nodes = await self.primaries()
+        replies = await asyncio.gather(
+            *(asyncio.wait_for(self._on_node(n, ("INFO", "server")), ASK_S) for n in nodes),
+            return_exceptions=True,
+        )
+        versions = [_version(r) for r in replies if not isinstance(r, BaseException)]
+        if not versions:
+            return False
+        sharded = all(v >= SHARDED_SINCE for v in versions)
+        if sharded == self._sharded:
+            return False
+        changed = self._sharded is not None
+        if changed:
+            command = SPUBLISH if sharded else PUBLISH
+            logger.warning("the cluster changed: seat events now published with %s", command)
+        self._sharded = sharded
+        self._scripts = self._catalogue(SPUBLISH if sharded else PUBLISH)
+        self._known.clear()  # the other catalogue's SHAs: loaded again before their first use
+        return changed
+
+    async def slot_map(self) -> Slots:
+        """Every slot range with its primary, as the first node to answer CLUSTER SLOTS says."""
+        await self._client.initialize()
+        for node in self._askable():
+            try:
+                reply = await asyncio.wait_for(self._on_node(node, ("CLUSTER", "SLOTS")), ASK_S)
+            except (RedisError, OSError, TimeoutError):
+                continue  # a node down or in the middle of a failover: ask another
+            return slots_of(reply, node.host)
+        raise RedisConnectionError("no node of the cluster answers")
+
+    def node_redis(self, node: ClusterNode) -> Redis:
+        """A client of one node for subscriptions (``seatlock.engine.shards``)."""
+        return node_redis(node, self._options)
 
     @classmethod
     def like(cls, cluster: RedisCluster) -> ClusterTransport:
@@ -124,14 +185,8 @@ class ClusterTransport(Batcher[str]):
     async def primaries(self) -> list[ClusterNode]:
         """The primaries serving slots now, as the first node to answer CLUSTER SLOTS says (not
         redis-py's slot map, which is refreshed only after a command met a moved slot)."""
-        await self._client.initialize()
-        for node in self._askable():
-            try:
-                slots = await asyncio.wait_for(self._on_node(node, ("CLUSTER", "SLOTS")), ASK_S)
-            except (RedisError, OSError, TimeoutError):
-                continue  # a node down or in the middle of a failover: ask another
-            return _primaries_of(slots, node.host)
-        raise RedisConnectionError("no node of the cluster answers")
+        found = {node.name: node for _, _, node in await self.slot_map()}
+        return sorted(found.values(), key=lambda node: node.name)
 
     def _askable(self) -> list[ClusterNode]:
         """Every node redis-py knows of (replicas too: they know the slot map), primaries first."""
@@ -156,6 +211,25 @@ class ClusterTransport(Batcher[str]):
         return client
 
     async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
+        """The batch's replies; calls refused while their slot migrates are sent again."""
+        if self._sharded is None:  # the first batch: which catalogue the primaries take
+            await self.choose_publish()
+        replies = await self._send_batch(batch)
+        deadline = asyncio.get_running_loop().time() + MIGRATING_S
+        while again := [i for i, reply in enumerate(replies) if _migrating(reply)]:
+            # A script's keys split between two nodes, or missing on a slot being migrated
+            # (our scripts always name keys that may not exist: leases, the sold hash): Redis
+            # answers TRYAGAIN until the slot has moved. redis-py retries it for a moment
+            # only (then ClusterError); the migration of a slot may take longer.
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(MIGRATING_RETRY_S)
+            retried = await self._send_batch([batch[i] for i in again])
+            for i, reply in zip(again, retried, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send_batch(self, batch: list[Call[str]]) -> list[Any]:
         fresh = {c.script for c in batch if c.script is not None} - self._known
         for name in sorted(fresh):  # SCRIPT LOAD reaches every primary
             await self._client.script_load(self._scripts[name].script)
@@ -240,7 +314,6 @@ class ClusterTransport(Batcher[str]):
         on_live: Callable[[], None] | None = None,
         health_s: float = HEALTH_S,
     ) -> Feed:
-        await self._client.initialize()
         if not channel.startswith(NODE_LOCAL_CHANNELS):
             return await self._subscribe_anywhere(channel, on_message, pattern, on_live, health_s)
         primaries = await self.primaries()
@@ -280,8 +353,16 @@ class ClusterTransport(Batcher[str]):
     ) -> PubSubFeed:
         """Classic pub/sub crosses the cluster bus, so one node hears every PUBLISH: the first
         node (in random order) that takes the subscription. A dead node redis-py still lists is
-        skipped: the caller's resubscription after a node died lands on one that answers."""
+        skipped: the caller's resubscription after a node died lands on one that answers.
+
+        The node list is taken as it is, without waiting for a slot map refresh: after a primary
+        died, that refresh lasts until its replica is promoted, and every event published
+        meanwhile would be missed (any live node hears them). The caller's resync covers what
+        was published before the new subscription was confirmed."""
         nodes = self._client.get_nodes()
+        if not nodes:  # the first subscription, before any call
+            await self._client.initialize()
+            nodes = self._client.get_nodes()
         random.shuffle(nodes)
         for node in nodes[:-1]:
             try:
@@ -419,15 +500,19 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def _primaries_of(slots: list[Any], asked: str) -> list[ClusterNode]:
-    """The primaries of a CLUSTER SLOTS reply (``[start, end, [host, port, id], ...]``); an
-    empty host is the host of the node ``asked``."""
-    found: dict[str, ClusterNode] = {}
-    for entry in slots:
-        host = _text(entry[2][0]) or asked
-        node = ClusterNode(host, int(entry[2][1]), PRIMARY)
-        found.setdefault(node.name, node)
-    return sorted(found.values(), key=lambda node: node.name)
+def _migrating(reply: Any) -> bool:
+    """Whether a reply is Redis's TRYAGAIN (directly, or after redis-py's own retries)."""
+    return isinstance(reply, TryAgainError) or (
+        isinstance(reply, ClusterError) and "TTL exhausted" in str(reply)
+    )
+
+
+def _version(info: Any) -> tuple[int, ...]:
+    """The (major, minor) of an INFO server reply (text, as the transport leaves it)."""
+    for line in _text(info).splitlines():
+        if line.startswith("redis_version:"):
+            return tuple(int(part) for part in line.split(":", 1)[1].split(".")[:2])
+    return (0,)
 
 
 def _text(value: bytes | str) -> str:

@@ -13,6 +13,15 @@ as a WebSocket frame built once per audience and written in the dispatch loop it
 wakes per watcher. Its bound is the socket's write buffer: a write refused (client gone, or more
 than MAX_BUFFERED bytes unsent) drops it the same way as a full queue.
 
+On a Redis Cluster whose primaries all run Redis >= 7 the scripts publish with SPUBLISH, which
+stays on the shard of the screening's slot: the hub then also SSUBSCRIBEs the channel of every
+screening its clients watch, on the primary of its slot (seatlock/engine/shards.py). A client
+waits for that subscription before it is told it is connected (``subscribed``), so no change
+published after the confirmation is missed. A channel that stops being live (its node died, its
+slot moved) is subscribed on the new owner and the screening's watchers get its whole map again,
+as after a lost pattern subscription. ``hears`` says whose events arrive: mirrors and the seat
+map cache trust only what the subscription of that screening vouches for.
+
 ``/ws/stats`` answers for every process sharing the Redis: each hub keeps its watchers per
 screening in an entry of its own (``keys.ws_stats_entry``) with a TTL of STATS_TTL_MS, rewritten
 every STATS_INTERVAL_S (``publish_stats``); ``service_stats`` sums the live entries. Another
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -41,7 +51,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from seatlock import keys
+from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.model import SeatState
+from seatlock.engine.shards import ShardChannels
 from seatlock.engine.transport import Transport
 from seatlock.errors import SeatLockError
 from seatlock.heartbeats import BEAT_S, Beat, no_beat
@@ -61,6 +73,9 @@ CLOSE = ""  # queued to tell the sender its client was dropped
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
 STATS_INTERVAL_S = 1.0  # a process rewrites its /ws/stats entry this often
 STATS_TTL_MS = 3000  # an entry not rewritten for this long (its process died) expires
+SUBSCRIBE_S = 2.0  # a client waits this long at most for its screening's shard subscription
+RESYNC_MAX_S = 2.0  # a map that could not be read for a resync is asked again at least this often
+TOPOLOGY_S = 1.0  # a cluster hub compares the primaries this often (sharded pub/sub or not)
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
 FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
@@ -306,9 +321,19 @@ class Hub:
         # epoch changes whenever live does, so trust built on one subscription ends with it.
         self.live = False
         self.epoch = 0
+        # Epochs are drawn from one count, for the pattern subscription (``epoch``) and for each
+        # shard channel (``_heard``): no two subscriptions ever share one.
+        self._epochs = itertools.count(1)
         # Names this hub's /ws/stats entry: unique across hosts, processes and servers in one.
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._beat: Beat = no_beat
+        # Sharded pub/sub (a cluster of Redis >= 7 only): the channels subscribed per screening,
+        # the epoch each one became live at (``hears``), clients waiting for theirs.
+        self._shards: ShardChannels | None = None
+        self._heard: dict[int, int] = {}
+        self._joining: Counter[int] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._decided = asyncio.Event()  # a cluster hub knows whether events are sharded
 
     def join(
         self, screening_id: int, user_id: int | None, write: FrameWriter | None = None
@@ -316,7 +341,38 @@ class Hub:
         watcher = Watcher(screening_id, user_id, write=write)
         self._rooms.setdefault(screening_id, set()).add(watcher)
         WS_CONNECTIONS.inc()
+        if self._shards is not None:
+            self._shards.want(keys.screening_events(screening_id))
         return watcher
+
+    async def subscribed(self, screening_id: int) -> None:
+        """Return once the screening's events reach this hub: at once, except with sharded
+        pub/sub, where its channel is subscribed first (for SUBSCRIBE_S at most: a client let
+        in without it gets the whole map once it is live). Join right after, with no await
+        in between, and nothing published after ``join`` is missed."""
+        if self._shards is None or screening_id in self._heard:
+            return
+        self._joining[screening_id] += 1
+        try:
+            async with asyncio.timeout(SUBSCRIBE_S):
+                await self._shards.confirmed(keys.screening_events(screening_id))
+        except TimeoutError:
+            logger.warning("no shard subscription for screening %s yet", screening_id)
+        finally:
+            self._joining[screening_id] -= 1
+            if not self._joining[screening_id]:
+                del self._joining[screening_id]
+                if screening_id not in self._rooms:
+                    # Released and wanted again by the join that follows in the same step (the
+                    # subscriptions are settled later): only a client that never joins drops it.
+                    self._unwatched(screening_id)
+
+    def hears(self, screening_id: int) -> int | None:
+        """The epoch of the subscription that brings the screening's events (it changes when
+        that subscription is lost or replaced); None while none does."""
+        if self._shards is None:
+            return self.epoch if self.live else None
+        return self._heard.get(screening_id)
 
     def leave(self, watcher: Watcher) -> None:
         room = self._rooms.get(watcher.screening_id)
@@ -325,6 +381,11 @@ class Hub:
             WS_CONNECTIONS.dec()
             if not room:
                 del self._rooms[watcher.screening_id]
+                self._unwatched(watcher.screening_id)
+
+    def _unwatched(self, screening_id: int) -> None:
+        if self._shards is not None and screening_id not in self._joining:
+            self._shards.release(keys.screening_events(screening_id))
 
     def stats(self) -> dict[str, Any]:
         """This process's watchers (``service_stats``: every process's)."""
@@ -414,6 +475,22 @@ class Hub:
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Receive events until ``stop`` is set; resubscribes after a lost connection."""
         self._beat = beat
+        follower = None
+        if isinstance(self._transport, ClusterTransport):
+            follower = asyncio.create_task(self._follow_cluster(self._transport, stop))
+        try:
+            await self._receive(stop, beat)
+        finally:
+            if follower is not None:  # it ends with ``stop`` (else we are cancelled)
+                await asyncio.wait([follower], timeout=2 * SUBSCRIBE_S)
+                follower.cancel()
+            for task in list(self._tasks):  # resyncs still waiting for a map
+                task.cancel()
+            await asyncio.gather(
+                *self._tasks, *[f for f in (follower,) if f is not None], return_exceptions=True
+            )
+
+    async def _receive(self, stop: asyncio.Event, beat: Beat) -> None:
         delay = 0.1
         while not stop.is_set():
             try:
@@ -439,7 +516,12 @@ class Hub:
                 logger.warning(
                     "seat event subscription restored; resyncing %d screening(s)", len(self._rooms)
                 )
-                await self._resync()
+                self._resync()
+            if isinstance(self._transport, ClusterTransport) and not self._decided.is_set():
+                # Ready once it is known which pub/sub carries the events (else a client let in
+                # now would be watching the pattern while the scripts SPUBLISH).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._decided.wait(), SUBSCRIBE_S)
             self.ready.set()
             while not (stopping.done() or feed.closed.done()):
                 await asyncio.wait(
@@ -460,21 +542,94 @@ class Hub:
     def _set_live(self, live: bool) -> None:
         if live != self.live:
             self.live = live
-            self.epoch += 1
+            self.epoch = next(self._epochs)
 
-    async def _resync(self) -> None:
+    def _resync(self) -> None:
         """After a lost subscription, send watchers the whole seat map: changes made while we
         were away were not delivered (pub/sub does not queue). Events published since the new
         subscription follow the snapshot, so every seat converges to its latest state."""
-        if self._snapshot is None:
-            return
         for screening_id in list(self._rooms):
+            self._spawn(self._resync_one(screening_id))
+
+    async def _resync_one(self, screening_id: int) -> None:
+        """Send the screening's watchers its whole map. A map that cannot be read yet (its
+        primary failing over) is asked again until it can, or until nobody watches: giving up
+        would leave a change made while we were away unseen until the seat changes again."""
+        delay = 0.1
+        while self._snapshot is not None and screening_id in self._rooms:
             try:
                 states = await self._snapshot(screening_id)
             except (SeatLockError, RedisError, OSError) as exc:
-                logger.warning("no seat map to resync screening %s: %r", screening_id, exc)
+                if delay == 0.1:
+                    logger.warning("no seat map to resync screening %s yet: %r", screening_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESYNC_MAX_S)
                 continue
             self._deliver(screening_id, snapshot_event(screening_id, states, self.now_ms()))
+            return
+
+    async def _follow_cluster(self, transport: ClusterTransport, stop: asyncio.Event) -> None:
+        """Keep the shard subscriptions while the cluster publishes with SPUBLISH, and ask
+        again whenever its primaries change (a failover, a new node, a mixed cluster)."""
+        shards = ShardChannels(transport, self.dispatch, self._channel_changed)
+        runner = asyncio.create_task(shards.run(stop))
+        seen: set[str] = set()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    now = {node.name for node in await transport.primaries()}
+                    if now != seen:
+                        await transport.choose_publish()
+                        seen = now
+                self._use_shards(shards if transport.sharded else None)
+                self._decided.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TOPOLOGY_S)
+        finally:
+            self._use_shards(None)
+            await asyncio.gather(runner, return_exceptions=True)
+
+    def _use_shards(self, shards: ShardChannels | None) -> None:
+        """Switch between shard channels and the pattern subscription alone; every watched
+        screening's map is sent again once its new subscription is live."""
+        if shards is self._shards:
+            return
+        old, self._shards = self._shards, shards
+        self._heard.clear()
+        self.epoch = next(self._epochs)
+        for screening_id in list(self._rooms):
+            channel = keys.screening_events(screening_id)
+            if old is not None:
+                old.release(channel)
+            if shards is not None:
+                shards.want(channel)
+        if shards is None:
+            self._resync()
+
+    def _channel_changed(self, channel: str, live: bool) -> None:
+        """A shard channel became live (Redis confirmed it) or stopped being live."""
+        screening_id = _screening_of(channel)
+        if screening_id is None:
+            return
+        if not live:
+            self._heard.pop(screening_id, None)
+            return
+        self._heard[screening_id] = next(self._epochs)
+        if screening_id in self._rooms:  # watchers who may have missed changes meanwhile
+            self._spawn(self._resync_one(screening_id))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _screening_of(channel: str) -> int | None:
+    """The screening id of a seat event channel (``keys.screening_events``)."""
+    head, _, rest = channel.partition("{scr:")
+    number, _, tail = rest.partition("}")
+    ok = head == keys.PREFIX and number.isdigit() and tail == ":events"
+    return int(number) if ok else None
 
 
 def stats_of(counts: Counter[int]) -> dict[str, Any]:

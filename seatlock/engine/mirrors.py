@@ -72,11 +72,10 @@ SnapshotReader = Callable[[int], Awaitable[SeatSnapshot | None]]  # None: not lo
 class Subscription(Protocol):
     """The event hub as mirrors see it (seatlock.engine.events.Hub)."""
 
-    @property
-    def live(self) -> bool: ...  # subscribed and confirmed: every event published since arrives
-
-    @property
-    def epoch(self) -> int: ...  # changes whenever live does
+    def hears(self, screening_id: int) -> int | None:
+        """The epoch of the subscription, confirmed by Redis, that brings the screening's
+        events (every event published since arrives); it changes when that subscription ends.
+        None while there is none."""
 
 
 class _Mirror:
@@ -167,8 +166,7 @@ class SeatMirrors:
         mirror = self._mirrors.get(screening_id)
         if mirror is None or now >= mirror.trusted_until or now >= mirror.starts_at_ms:
             return []
-        subscription = self._subscription
-        if not subscription.live or mirror.epoch != subscription.epoch:
+        if mirror.epoch != self._subscription.hears(screening_id):
             self.drop(screening_id)
             return []
         room, sold, holds, granted = mirror.seats, mirror.sold, mirror.holds, mirror.granted
@@ -207,7 +205,8 @@ class SeatMirrors:
             pending.append(event)
             return
         mirror = self._mirrors.get(screening_id)
-        if mirror is not None and not mirror.apply(event, self._subscription.epoch):
+        epoch = self._subscription.hears(screening_id)
+        if mirror is not None and (epoch is None or not mirror.apply(event, epoch)):
             del self._mirrors[screening_id]
 
     def granted(self, screening_id: int, user_id: int, holds: Iterable[Hold], version: int) -> None:
@@ -256,8 +255,8 @@ class SeatMirrors:
         """Redis refused a hold: mirror the screening, unless it is or is being mirrored."""
         if screening_id in self._mirrors or screening_id in self._building:
             return
-        if not self._subscription.live:
-            return
+        if self._subscription.hears(screening_id) is None:
+            return  # its events do not reach this process (sharded pub/sub: no watcher here)
         self._building[screening_id] = []
         task = asyncio.create_task(self._build(screening_id, now))
         self._tasks.add(task)
@@ -269,7 +268,7 @@ class SeatMirrors:
         self._building.pop(screening_id, None)  # a build under way is discarded
 
     async def _build(self, screening_id: int, now: int) -> None:
-        epoch = self._subscription.epoch
+        epoch = self._subscription.hears(screening_id)
         try:
             snapshot = await self._read_snapshot(screening_id)
         except (SeatLockError, RedisError, OSError) as exc:
@@ -277,9 +276,9 @@ class SeatMirrors:
             snapshot = None
         finally:
             pending = self._building.pop(screening_id, None)
-        if snapshot is None or pending is None:
+        if snapshot is None or pending is None or epoch is None:
             return
-        if not self._subscription.live or self._subscription.epoch != epoch:
+        if self._subscription.hears(screening_id) != epoch:
             return
         mirror = _Mirror(snapshot, epoch, now + self._trust_ms)
         if all(mirror.apply(event, epoch) for event in pending):

@@ -11,6 +11,11 @@ from enum import IntEnum
 from pathlib import Path
 
 PRELUDE = "lib"
+# The command lua/lib.lua publish() sends every seat event with: a catalogue is built for one of
+# them (``source(name, publish)``), so the choice costs a script run nothing. SPUBLISH (Redis >= 7)
+# keeps an event on the shard of the screening's slot; PUBLISH is forwarded to every node.
+PUBLISH = "PUBLISH"
+SPUBLISH = "SPUBLISH"
 
 
 class Status(IntEnum):
@@ -45,11 +50,15 @@ NAMES = tuple(sorted(path.stem for path in lua_dir().glob("*.lua") if path.stem 
 
 
 @functools.cache
-def source(name: str) -> str:
-    """The text sent to Redis: the status constants, the shared prelude, then the script itself."""
+def source(name: str, publish: str = PUBLISH) -> str:
+    """The text sent to Redis: the status constants, the publish command, the shared prelude,
+    then the script itself."""
+    if publish not in (PUBLISH, SPUBLISH):
+        raise ValueError(f"no publish command {publish!r}")
     folder = lua_dir()
     prelude = (folder / f"{PRELUDE}.lua").read_text()
-    return status_constants() + "\n" + prelude + "\n" + (folder / f"{name}.lua").read_text()
+    head = f"{status_constants()}\nlocal publish_command = '{publish}'"
+    return head + "\n" + prelude + "\n" + (folder / f"{name}.lua").read_text()
 
 
 def status_constants() -> str:
@@ -61,5 +70,5 @@ def status_constants() -> str:
 
 
 @functools.cache
-def sha(name: str) -> str:
-    return hashlib.sha1(source(name).encode()).hexdigest()
+def sha(name: str, publish: str = PUBLISH) -> str:
+    return hashlib.sha1(source(name, publish).encode()).hexdigest()

@@ -47,6 +47,7 @@ REDIS_DOWN: tuple[type[Exception], ...] = (
     rx.ReadOnlyError,
     rx.TryAgainError,
     rx.ClusterDownError,
+    rx.ClusterError,  # redis-py gave up following redirections (TTL exhausted): a slot moving
     rx.RedisClusterUnreachableError,
     rx.OutOfMemoryError,
 )

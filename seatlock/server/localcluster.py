@@ -91,6 +91,9 @@ class LocalCluster(RedisNodes):
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--notify-keyspace-events", "Ex",
             "--hz", "100",
+            # A replica may take over however long it was cut off (the tests kill right after
+            # a sync; RedisNodes already starts every node with no diskless-sync delay).
+            "--cluster-replica-validity-factor", "0",
         ]  # fmt: skip
         return super()._spawn(port, *cluster, *self.options, *options)
 

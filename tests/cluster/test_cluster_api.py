@@ -13,6 +13,7 @@ from seatlock import keys
 from seatlock.server.localcluster import LocalCluster
 from seatlock.settings import Settings
 from tests import factories as make
+from tests.cluster.conftest import on_both_event_paths
 from tests.factories import Show
 from tests.support import (
     Account,
@@ -52,6 +53,7 @@ async def shows_on_every_primary(db: asyncpg.Connection, cluster: LocalCluster) 
     raise AssertionError("screenings did not spread over every primary")
 
 
+@on_both_event_paths
 async def test_reserve_watch_book_and_cancel_on_every_primary(
     cclient: httpx.AsyncClient,
     cluster_server: LiveServer,
