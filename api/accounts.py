@@ -19,7 +19,7 @@ from api.auth import (
 )
 from api.rendering import JSON
 from api.routing import Call, Router
-from api.schemas import Message, NewPassword, Password, UserOut, user_out
+from api.schemas import Message, NewPassword, Password, TypedEmail, UserOut, user_out
 from api.validation import problem
 from db import users
 from seatlock.accounts import grace, throttle
@@ -37,10 +37,7 @@ from seatlock.services.container import Services
 logger = logging.getLogger(__name__)
 router = Router("Authentication")
 
-# Surrounding blanks are allowed (and trimmed); NUL never reaches PostgreSQL, which refuses it.
-Email = Annotated[
-    str, msgspec.Meta(pattern=r"^\s*[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+\s*$", max_length=254)
-]
+Email = TypedEmail  # surrounding blanks allowed (and trimmed)
 Text = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$", max_length=254)]
 FullName = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$", min_length=1, max_length=200)]
 OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

@@ -11,7 +11,7 @@ from msgspec import UNSET, UnsetType
 from api.caching import CATALOG
 from api.reads import catalog_read
 from api.routing import Call, Router
-from api.schemas import Page
+from api.schemas import Email, Page
 from db import catalog
 
 router = Router("Cinemas")
@@ -21,9 +21,6 @@ NO_NUL = r"^[^\x00]*$"
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Line = Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)]
 Text = Annotated[str, msgspec.Meta(max_length=5000, pattern=NO_NUL)]
-Email = Annotated[
-    str, msgspec.Meta(max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
-]
 Amenity = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 Amenities = Annotated[list[Amenity], msgspec.Meta(max_length=100)]
 

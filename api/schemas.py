@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import msgspec
 
-Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+# A character of an email address: not '@', a control character or whitespace, spelled out so
+# that it means the same in Python's re (msgspec checks it) and in ECMAScript's (the published
+# JSON Schema, what clients and schemathesis check against): their \s differ (Python's also
+# matches \x1c-\x1f and \x85, ECMAScript's also \ufeff).
+_ADDRESS_CHAR = r"[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_ADDRESS = rf"{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+"
+Email = Annotated[str, msgspec.Meta(pattern=rf"^{_ADDRESS}$", max_length=254)]
+# As typed into a sign-in form: surrounding ASCII blanks allowed (the server trims them).
+TypedEmail = Annotated[
+    str, msgspec.Meta(pattern=rf"^[\t\n\v\f\r ]*{_ADDRESS}[\t\n\v\f\r ]*$", max_length=254)
+]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 # A password being set: seatlock/accounts/passwords.py check_strength is the rule (8 characters to
 # 72 bytes, what bcrypt reads; not all letters nor all digits) and its messages; the schema states

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import asyncpg
@@ -75,3 +76,17 @@ def test_counter_key_folds_case_and_width() -> None:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_whitespace_and_control_characters_are_refused_as_the_schema_says(
+    client: httpx.AsyncClient,
+) -> None:
+    """The published pattern and the server's check agree on characters where Python's and
+    ECMAScript's \\s differ (\\x1c-\\x1f and \\x85 in Python's only, \\ufeff in ECMAScript's)."""
+    schema = (await client.get("/openapi.json")).json()
+    published = schema["components"]["schemas"]["RegisterIn"]["properties"]["email"]["pattern"]
+    for odd in ("\x1e", "\x85", "\ufeff", "\u00a0", "\u2028", "\x7f"):
+        assert re.match(published, f"odd{odd}one@example.com") is None
+        r = await client.post(REGISTER, json=register(f"odd{odd}one@example.com"))
+        assert r.status_code == 422, (repr(odd), r.text)
+    assert (await client.post(REGISTER, json=register("plain.one@example.com"))).status_code == 201
