@@ -432,6 +432,24 @@ async def active_sales(db: Executor, screening_ids: list[int]) -> dict[int, dict
     return sales
 
 
+async def settling_sales(
+    db: Executor, screening_ids: list[int], within_s: float
+) -> dict[int, set[int]]:
+    """Per screening, the seats of active tickets booked in the last ``within_s`` seconds: their
+    bookings may still be marking them sold in Redis (seatlock/services/bookings.py)."""
+    rows = await db.fetch(
+        "SELECT screening_id, seat_id FROM tickets"
+        " WHERE screening_id = ANY($1::bigint[]) AND status IN ('pending', 'confirmed')"
+        " AND booked_at > now() - make_interval(secs => $2)",
+        screening_ids,
+        within_s,
+    )
+    settling: dict[int, set[int]] = {}
+    for row in rows:
+        settling.setdefault(int(row["screening_id"]), set()).add(int(row["seat_id"]))
+    return settling
+
+
 async def tickets_of_booking(db: Executor, booking_id: int) -> list[Any]:
     return list(
         await db.fetch(

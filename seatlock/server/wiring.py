@@ -195,7 +195,12 @@ def build(
             payments=payment_verifier(settings.payment_verifier, settings.payment_secret),
             payment_seconds=settings.payment_deadline_seconds,
         ),
-        reconciler=Reconciler(engine, db, interval_s=settings.reconcile_interval_seconds),
+        reconciler=Reconciler(
+            engine,
+            db,
+            interval_s=settings.reconcile_interval_seconds,
+            settle_s=settings.reconcile_settle_seconds,
+        ),
         seatmaps=seatmaps,
         heartbeats=Heartbeats(settings.loop_silence_seconds),
     )

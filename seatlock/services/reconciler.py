@@ -10,6 +10,10 @@ Order matters: Redis is read before PostgreSQL. A booking marks its seats sold o
 COMMIT, so a seat sold in Redis at the first read is committed by the second, unless cancelled
 since: a pass never frees a seat that is sold. The reverse race (a ticket cancelled between the
 query and the sell) leaves a seat sold too many, which is safe, until the next pass.
+A ticket booked in the last ``settle_s`` seconds is not marked sold by a pass: its booking is
+marking it (at once, or retried in the background until Redis takes it), and a pass racing it
+would only repeat the sale and log a repair that was none (a bookings flood gave hundreds of such
+lines a pass). A booking whose process died before marking is repaired by the first pass after.
 Every API process runs one; passes of several processes at once only repeat idempotent scripts.
 """
 
@@ -31,6 +35,7 @@ from seatlock.metrics import RECONCILE_PASSES, RECONCILE_REPAIRS
 logger = logging.getLogger(__name__)
 
 BATCH = 500  # screenings per round trip and per query
+SETTLE_S = 10.0  # a ticket this young is left to its booking's own marking
 RETRY_S = 1.0  # after a failed pass, try again this soon: the first that works runs at once
 # What makes a pass fail and retried soon: PostgreSQL or Redis cannot answer.
 BACKEND_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError, Unavailable)
@@ -39,10 +44,13 @@ BACKEND_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSErr
 class Reconciler:
     """Repairs Redis's sold seats from PostgreSQL, periodically; one per process."""
 
-    def __init__(self, engine: SeatEngine, db: asyncpg.Pool, *, interval_s: float) -> None:
+    def __init__(
+        self, engine: SeatEngine, db: asyncpg.Pool, *, interval_s: float, settle_s: float = SETTLE_S
+    ) -> None:
         self.engine = engine
         self.db = db
         self.interval_s = interval_s  # 0: never on its own (``reconcile`` still works)
+        self.settle_s = settle_s
         self.repairs = 0  # screenings repaired so far (one log line each), for metrics
         self.seats_repaired = 0  # seats sold or freed by those repairs
         self.passes = 0  # passes completed
@@ -88,13 +96,17 @@ class Reconciler:
     async def _reconcile_batch(self, screening_ids: list[int]) -> int:
         in_redis = await self.engine.sold_seats(screening_ids)  # first: see the module's note
         in_postgres = await repo.active_sales(self.db, screening_ids)
+        settling = await repo.settling_sales(self.db, screening_ids, self.settle_s)
         repaired = 0
         for screening_id, sold in zip(screening_ids, in_redis, strict=True):
             if sold is None:  # not loaded: its next load reads PostgreSQL anyway
                 continue
             try:
                 repaired += await self._repair(
-                    screening_id, sold, in_postgres.get(screening_id, {})
+                    screening_id,
+                    sold,
+                    in_postgres.get(screening_id, {}),
+                    settling.get(screening_id, set()),
                 )
             except Unavailable:
                 raise
@@ -102,9 +114,16 @@ class Reconciler:
                 logger.warning("screening %s not reconciled: %r", screening_id, exc)
         return repaired
 
-    async def _repair(self, screening_id: int, sold: dict[int, int], truth: dict[int, int]) -> int:
-        """Make Redis's sold seats of one screening PostgreSQL's; 1 if anything changed."""
-        missing = {seat: user for seat, user in truth.items() if sold.get(seat) != user}
+    async def _repair(
+        self, screening_id: int, sold: dict[int, int], truth: dict[int, int], settling: set[int]
+    ) -> int:
+        """Make Redis's sold seats of one screening PostgreSQL's, but for the ``settling`` seats'
+        sales (left to their bookings); 1 if anything changed."""
+        missing = {
+            seat: user
+            for seat, user in truth.items()
+            if sold.get(seat) != user and seat not in settling
+        }
         extra = sorted(seat for seat in sold if seat not in truth)
         if not missing and not extra:
             return 0

@@ -15,7 +15,7 @@ from tests.support import Account, LiveServer, availability, wait_for_status, wa
 async def test_the_server_repairs_redis_and_watchers_see_it(
     db: asyncpg.Connection, make_server: Callable[..., LiveServer], user: Account
 ) -> None:
-    live = make_server(reconcile_interval_seconds=0.2)
+    live = make_server(reconcile_interval_seconds=0.2, reconcile_settle_seconds=0)
     show = await make.show(db, 3)
     a, b, _ = show.seat_ids
     sold_b = await make.ticket(db, user.id, show.id, b)

@@ -96,6 +96,7 @@ def serve_hosts(
         "max_hold_seconds": 1800,
         "max_seats_per_user": 1000,
         "reconcile_interval_seconds": 1.0,
+        "reconcile_settle_seconds": 0,
         "log_level": "warning",
     }
     with scratch_dir("seatlock-failover-load-") as root:

@@ -97,7 +97,10 @@ class Backends:
         self.postgres.restart()
 
     def settings(self, data_dir: Path, **changes: Any) -> Settings:
-        defaults: dict[str, Any] = {"reconcile_interval_seconds": 0.5}
+        defaults: dict[str, Any] = {
+            "reconcile_interval_seconds": 0.5,
+            "reconcile_settle_seconds": 0,
+        }
         return Settings(
             redis_url=self.redis.url,
             database_url=self.postgres.url,
@@ -183,6 +186,7 @@ def _env(settings: Settings) -> dict[str, str]:
         "SEATLOCK_LOG_LEVEL": "warning",
         "SEATLOCK_LOGIN_MAX_FAILURES_PER_IP": str(settings.login_max_failures_per_ip),
         "SEATLOCK_RECONCILE_INTERVAL_SECONDS": str(settings.reconcile_interval_seconds),
+        "SEATLOCK_RECONCILE_SETTLE_SECONDS": str(settings.reconcile_settle_seconds),
     }
 
 

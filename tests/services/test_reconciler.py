@@ -31,15 +31,18 @@ async def test_a_pass_repairs_redis_from_postgres_and_tells_watchers(
     other: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    show = await make.show(db, 4)
-    a, b, c, d = show.seat_ids
+    show = await make.show(db, 5)
+    a, b, c, d, e = show.seat_ids
     clean = await make.show(db, 2)
     await engine.seat_map(clean.id)  # loaded, and in agreement: left alone
     await make.ticket(db, other, show.id, d)
     await engine.seat_map(show.id)  # loaded with d sold
     await engine.hold(show.id, user, [c])
-    # Behind Redis's back: a ticket committed whose seat was never marked sold ...
+    # Behind Redis's back: a ticket committed a minute ago whose seat was never marked sold ...
     await make.ticket(db, user, show.id, a)
+    await db.execute("UPDATE tickets SET booked_at = now() - interval '1 minute'")
+    # ... (one committed just now is left to its booking, which may still be marking it) ...
+    await make.ticket(db, other, show.id, e)
     # ... and a seat Redis calls sold that PostgreSQL has no active ticket for.
     await engine.sell(show.id, {b: other})
     reconciler = Reconciler(engine, pool, interval_s=30)
@@ -56,6 +59,7 @@ async def test_a_pass_repairs_redis_from_postgres_and_tells_watchers(
         b: ("available", None),
         c: ("reserved", user),
         d: ("booked", other),
+        e: ("available", None),
     }
     assert (reconciler.repairs, reconciler.seats_repaired, reconciler.passes) == (1, 2, 1)
     [line] = [r for r in caplog.records if "reconciled" in r.getMessage()]
@@ -65,6 +69,10 @@ async def test_a_pass_repairs_redis_from_postgres_and_tells_watchers(
     # Idempotent: a second pass (or another process's at the same time) changes nothing.
     assert await reconciler.reconcile() == 0
     assert reconciler.repairs == 1
+    # Once settled, a sale still not marked is repaired.
+    await db.execute("UPDATE tickets SET booked_at = now() - interval '1 minute'")
+    assert await reconciler.reconcile() == 1
+    assert (await states(engine, show.id))[e] == ("booked", other)
 
 
 async def test_a_screening_redis_does_not_have_is_left_to_its_next_load(
@@ -89,6 +97,7 @@ async def test_the_loop_passes_at_once_and_retries_a_failed_pass_soon(
     show = await make.show(db, 2)
     await engine.seat_map(show.id)
     await make.ticket(db, user, show.id, show.seat_ids[0])
+    await db.execute("UPDATE tickets SET booked_at = now() - interval '1 minute'")  # settled
     monkeypatch.setattr(module, "RETRY_S", 0.05)
     # PostgreSQL unreachable at first (a closed pool), then back: no wait for the period.
     reconciler = Reconciler(engine, dead_pool, interval_s=3600)
