@@ -19,7 +19,8 @@ and one per cancel (the history rows the holds write in the background, their ev
 hub's reading of them are this process's CPU too, shared between the two rows as they fall). The
 ways take turns over ``--rounds`` rounds; the median of the rounds is printed (with the range), in
 microseconds of this process's CPU per request (Redis and PostgreSQL excluded), and each way's
-difference to ``bare``; ``redis`` is the embedded Redis's CPU per request over all the ways.
+difference to ``bare``; ``redis`` is the embedded Redis's CPU per request over all the ways (every
+request served counts, warm-ups and the cycle's whole passes too).
 ``--concurrency N`` keeps N requests in flight (N copies of a request, or N of a cycle's pass at
 a time), as a loaded server has them: Redis calls, history batches and event reads are then
 shared between requests, as they are under real load, where one at a time pays each alone.
@@ -74,6 +75,8 @@ class PassOn:
 class Request:
     """One request, encoded once; ``__call__`` serves it and returns the status."""
 
+    served = 0  # requests served so far, by every Request: Redis's CPU is divided by it
+
     def __init__(
         self, method: str, path: str, body: Any = None, token: str = "", query: str = ""
     ) -> None:
@@ -108,6 +111,7 @@ class Request:
             self.body += message.get("body", b"")
 
     async def __call__(self, app: ASGI) -> int:
+        Request.served += 1
         self.body = b""
         await app(dict(self.scope), self.receive, self.send)
         return self.status
@@ -258,13 +262,14 @@ async def measure(settings: Settings, count: int, rounds: int, only: str) -> Non
             if only not in name:
                 continue
             n = count // divisor
-            redis_started = await redis_cpu(redis)
+            redis_started, served_before = await redis_cpu(redis), Request.served
             if isinstance(request, Cycle):
                 spent = await measure_cycle(served, request, n, rounds)
-                requests = 2 * n * rounds * len(served)  # about: whole passes
             else:
                 spent = {"": await measure_one(served, request, n, rounds, expect)}
-                requests = n * rounds * len(served)
+            # Every request served counts, warm-ups and whole passes included: Redis's CPU
+            # cannot be told apart between them.
+            requests = max(1, Request.served - served_before)
             redis_us = (await redis_cpu(redis) - redis_started) / requests * 1e6
             for part, values in spent.items():
                 report(f"{name}{part}", values, redis_us)
