@@ -1,7 +1,7 @@
 """What Starlette's middleware stack costs a request: CPU per request, in process, no sockets.
 
     .venv/bin/python -m loadtests.stackcost [--requests 20000] [--rounds 5] [--access-log]
-        [--only NAME]
+        [--only NAME] [--concurrency 1]
 
 Starts throw-away embedded Redis and PostgreSQL, builds the app (``create_app``) and drives its
 ASGI callable directly with N requests of each workload, in three ways that share one set of
@@ -19,7 +19,11 @@ and one per cancel (the history rows the holds write in the background, their ev
 hub's reading of them are this process's CPU too, shared between the two rows as they fall). The
 ways take turns over ``--rounds`` rounds; the median of the rounds is printed (with the range), in
 microseconds of this process's CPU per request (Redis and PostgreSQL excluded), and each way's
-difference to ``bare``; ``redis`` is the embedded Redis's CPU per request over all the ways.
+difference to ``bare``; ``redis`` is the embedded Redis's CPU per request over all the ways (every
+request served counts, warm-ups and the cycle's whole passes too).
+``--concurrency N`` keeps N requests in flight (N copies of a request, or N of a cycle's pass at
+a time), as a loaded server has them: Redis calls, history batches and event reads are then
+shared between requests, as they are under real load, where one at a time pays each alone.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ CANCEL = "/api/v1/seat-reservations/cancel/{}"
 # The won-hold cycle: each of CYCLE_USERS users holds one pair of seats in each spread screening
 # (under the per-user cap), so one pass holds CYCLE_USERS * screenings pairs, every one a win.
 CYCLE_USERS = 50
+CONCURRENCY = 1  # requests in flight at once (--concurrency)
 
 
 class PassOn:
@@ -69,6 +74,8 @@ class PassOn:
 
 class Request:
     """One request, encoded once; ``__call__`` serves it and returns the status."""
+
+    served = 0  # requests served so far, by every Request: Redis's CPU is divided by it
 
     def __init__(
         self, method: str, path: str, body: Any = None, token: str = "", query: str = ""
@@ -104,13 +111,23 @@ class Request:
             self.body += message.get("body", b"")
 
     async def __call__(self, app: ASGI) -> int:
+        Request.served += 1
         self.body = b""
         await app(dict(self.scope), self.receive, self.send)
         return self.status
 
+    def copy(self) -> Request:
+        """The same request, with a reply of its own (to serve it while this one is in flight)."""
+        twin = Request.__new__(Request)
+        twin.scope, twin.message, twin.status, twin.body = self.scope, self.message, 0, b""
+        return twin
+
 
 async def cpu_per_request(app: ASGI, request: Request, count: int, expect: int) -> float:
-    """Microseconds of this process's CPU per request, over ``count`` requests."""
+    """Microseconds of this process's CPU per request, over ``count`` requests, CONCURRENCY of
+    them in flight (copies of ``request``)."""
+    if CONCURRENCY > 1:
+        return await _concurrent_cpu(app, request, count, expect)
     started = time.process_time()
     for _ in range(count):
         status = await request(app)
@@ -118,6 +135,24 @@ async def cpu_per_request(app: ASGI, request: Request, count: int, expect: int) 
     if status != expect:
         raise RuntimeError(f"{request.scope['path']}: {status} {request.body[:200]!r}")
     return spent / count * 1e6
+
+
+async def _concurrent_cpu(app: ASGI, request: Request, count: int, expect: int) -> float:
+    copies = [request.copy() for _ in range(CONCURRENCY)]
+    per_copy = max(1, count // CONCURRENCY)
+
+    async def serve(copy: Request) -> int:
+        status = 0
+        for _ in range(per_copy):
+            status = await copy(app)
+        return status
+
+    started = time.process_time()
+    statuses = await asyncio.gather(*map(serve, copies))
+    spent = time.process_time() - started
+    if any(status != expect for status in statuses):
+        raise RuntimeError(f"{request.scope['path']}: {statuses} {copies[0].body[:200]!r}")
+    return spent / (per_copy * CONCURRENCY) * 1e6
 
 
 @contextlib.asynccontextmanager
@@ -159,9 +194,16 @@ class Cycle:
         return held / n * 1e6, cancelled / n * 1e6
 
     async def _pass(self, app: ASGI, requests: list[Request], expect: int) -> float:
+        """CPU of one pass, CONCURRENCY requests in flight: a request that ends starts the next
+        (each request is another user's or screening's, so any order is a valid pass)."""
+        todo = iter(requests)
+
+        async def serve() -> None:
+            for request in todo:
+                await request(app)
+
         started = time.process_time()
-        for request in requests:
-            await request(app)
+        await asyncio.gather(*(serve() for _ in range(CONCURRENCY)))
         spent = time.process_time() - started
         for request in requests:
             if request.status != expect:
@@ -220,13 +262,14 @@ async def measure(settings: Settings, count: int, rounds: int, only: str) -> Non
             if only not in name:
                 continue
             n = count // divisor
-            redis_started = await redis_cpu(redis)
+            redis_started, served_before = await redis_cpu(redis), Request.served
             if isinstance(request, Cycle):
                 spent = await measure_cycle(served, request, n, rounds)
-                requests = 2 * n * rounds * len(served)  # about: whole passes
             else:
                 spent = {"": await measure_one(served, request, n, rounds, expect)}
-                requests = n * rounds * len(served)
+            # Every request served counts, warm-ups and whole passes included: Redis's CPU
+            # cannot be told apart between them.
+            requests = max(1, Request.served - served_before)
             redis_us = (await redis_cpu(redis) - redis_started) / requests * 1e6
             for part, values in spent.items():
                 report(f"{name}{part}", values, redis_us)
@@ -281,12 +324,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="", help="only the workloads whose name contains this")
     parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight at once, as under load (Redis calls, history batches and event"
+        " reads then serve several requests each)",
+    )
+    parser.add_argument(
         "--access-log",
         action="store_true",
         help="log as a worker of seatlock serve does, access log on (lines to /dev/null): what"
         " a request's access line costs, its writer thread's CPU included",
     )
     args = parser.parse_args()
+    global CONCURRENCY
+    CONCURRENCY = max(1, args.concurrency)
     root = Path(tempfile.mkdtemp(prefix="seatlock-stackcost-"))
     try:
         with embedded_services(root, persistent=False) as (redis_url, database_url):

@@ -2,7 +2,9 @@
 -- KEYS: the common nine (lib.lua), then the lease of each seat in ARGV order.
 -- ARGV: screening_id, now_ms, user_id, seat_id...
 -- Returns {OK, seat...} with the seats whose hold (live or lapsed) was dropped, or {NOT_LOADED}.
-if not is_ready() then
+local meta = redis.call('HMGET', META, 'ready', 'log')
+log_length = meta[2] -- read with ready: publish needs no HGET of its own (lib.lua)
+if meta[1] ~= '1' then
   return {NOT_LOADED}
 end
 local now = tonumber(ARGV[2])

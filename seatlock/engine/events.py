@@ -67,6 +67,9 @@ from seatlock.metrics import (
 logger = logging.getLogger(__name__)
 
 EVENTS_PATTERN = keys.screening_events(0).replace("{scr:0}", "{scr:*}")
+# How every seat event starts (lua/lib.lua publish()): the screening id is read from this head
+# alone when nobody in this process needs the rest of the event (``Hub.dispatch``).
+EVENT_HEAD = b'{"screening_id":'
 QUEUE_SIZE = 256
 MAX_BUFFERED = 1 << 20  # bytes unsent to a directly written client before it is dropped
 CLOSE = ""  # queued to tell the sender its client was dropped
@@ -79,6 +82,7 @@ TOPOLOGY_S = 1.0  # a cluster hub compares the primaries this often (sharded pub
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
 FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
+EventListener = Callable[[int, dict[str, Any]], None]  # (screening id, the parsed event)
 
 
 def iso(ms: int | None) -> str | None:
@@ -315,8 +319,12 @@ class Hub:
         self.ready = asyncio.Event()
         # Told every screening id an event arrives for (caches drop what it changed).
         self.change_listeners: list[Callable[[int], None]] = []
-        # Given every event as published, in order (seatlock/engine/mirrors.py).
-        self.event_listeners: list[Callable[[int, dict[str, Any]], None]] = []
+        # Given every event as published, in order.
+        self.event_listeners: list[EventListener] = []
+        # (wants, listener): given every event of the screenings ``wants`` accepts, in order
+        # (seatlock/engine/mirrors.py). ``wants`` must accept a screening before its first
+        # event the listener needs is dispatched: events of others are not even parsed.
+        self.screening_listeners: list[tuple[Callable[[int], bool], EventListener]] = []
         # live: subscribed and confirmed by Redis, so every event published since arrives.
         # epoch changes whenever live does, so trust built on one subscription ends with it.
         self.live = False
@@ -446,7 +454,17 @@ class Hub:
         )
 
     def dispatch(self, data: bytes | str) -> None:
-        """Hand one published event to the listeners and to the watchers of its screening."""
+        """Hand one published event to the listeners and to the watchers of its screening.
+
+        Every process reads every event of every screening, most of them of screenings it has
+        no watcher or mirror of: those are not parsed (their screening id is read from the head
+        alone), which is most of what a won hold costs the hubs of a server that nobody watches.
+        """
+        screening_id = screening_of(data)
+        if screening_id is not None and not self._wanted(screening_id):
+            for listener in self.change_listeners:
+                listener(screening_id)
+            return
         try:
             event = orjson.loads(data)
             screening_id = int(event["screening_id"])
@@ -457,7 +475,16 @@ class Hub:
             listener(screening_id)
         for event_listener in self.event_listeners:
             event_listener(screening_id, event)
+        for wants, screening_listener in self.screening_listeners:
+            if wants(screening_id):
+                screening_listener(screening_id, event)
         self._deliver(screening_id, event)
+
+    def _wanted(self, screening_id: int) -> bool:
+        """Does anything in this process need the events of the screening parsed?"""
+        if screening_id in self._rooms or self.event_listeners:
+            return True
+        return any(wants(screening_id) for wants, _ in self.screening_listeners)
 
     def _deliver(self, screening_id: int, event: dict[str, Any]) -> None:
         room = self._rooms.get(screening_id)
@@ -630,6 +657,18 @@ def _screening_of(channel: str) -> int | None:
     number, _, tail = rest.partition("}")
     ok = head == keys.PREFIX and number.isdigit() and tail == ":events"
     return int(number) if ok else None
+
+
+def screening_of(data: bytes | str) -> int | None:
+    """The screening id at the head of a seat event, the rest unread; None when the event does
+    not start as publish() writes it (it is then parsed whole, or found malformed)."""
+    raw = data if isinstance(data, bytes) else data.encode()
+    if not raw.startswith(EVENT_HEAD):
+        return None
+    start = len(EVENT_HEAD)
+    end = raw.find(b",", start)
+    digits = raw[start:end]
+    return int(digits) if digits.isdigit() else None
 
 
 def stats_of(counts: Counter[int]) -> dict[str, Any]:

@@ -198,6 +198,13 @@ class SeatMirrors:
         self.refusals += 1
         return refused
 
+    def wants(self, screening_id: int) -> bool:
+        """Are the screening's events needed (mirrored, or a mirror being built)? The hub parses
+        and passes on only those (``Hub.screening_listeners``); ``on_event`` ignores the rest.
+        A build starts (``contended``) before its snapshot is read, so every event the snapshot
+        may miss is wanted: none a mirror needs is skipped."""
+        return screening_id in self._mirrors or screening_id in self._building
+
     def on_event(self, screening_id: int, event: dict[str, Any]) -> None:
         """One event of the hub's subscription, in publish order."""
         pending = self._building.get(screening_id)

@@ -157,7 +157,7 @@ def build(
     hub = Hub(transport, engine.seat_map, now_ms=engine.now_ms)
     if settings.seat_mirrors:
         engine.mirrors = SeatMirrors(engine.snapshot, hub)
-        hub.event_listeners.append(engine.mirrors.on_event)
+        hub.screening_listeners.append((engine.mirrors.wants, engine.mirrors.on_event))
     seatmaps: SeatMapCache[Any] = SeatMapCache()
     engine.change_listeners.append(seatmaps.invalidate)
     hub.change_listeners.append(seatmaps.invalidate)

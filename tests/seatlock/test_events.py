@@ -158,3 +158,52 @@ async def test_a_watcher_too_slow_to_catch_up_is_dropped(transport: Transport) -
     watcher.go_live(0, recorder(frames))
     hub.dispatch(versioned(10_000))
     assert not frames
+
+
+def test_the_screening_id_is_read_from_the_head_of_an_event_alone() -> None:
+    assert events.screening_of(b'{"screening_id":123,"version":4,"seats":[]}') == 123
+    assert events.screening_of('{"screening_id":5,"version":1}') == 5  # a transport giving str
+    assert events.screening_of(b'{"version":4,"screening_id":123}') is None  # not publish()'s
+    assert events.screening_of(b'{"screening_id":"x","version":4}') is None
+    assert events.screening_of(b'{"screening_id":-1,"seats":[]}') is None
+
+
+async def test_events_nobody_here_needs_are_not_parsed_but_still_invalidate(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = Hub(transport)
+    changed: list[int] = []
+    hub.change_listeners.append(changed.append)
+    wanted: set[int] = {8}
+    given: list[tuple[int, Any]] = []
+    hub.screening_listeners.append((wanted.__contains__, lambda sid, e: given.append((sid, e))))
+    parsed: list[Any] = []
+    parse = orjson.loads
+
+    def loads(data: Any) -> Any:
+        parsed.append(data)
+        return parse(data)
+
+    monkeypatch.setattr(events.orjson, "loads", loads)
+    hub.dispatch(orjson.dumps({**EVENT, "screening_id": 9}))  # no watcher, not wanted
+    assert changed == [9] and parsed == [] and given == []
+    hub.dispatch(orjson.dumps({**EVENT, "screening_id": 8}))  # wanted by the listener
+    assert changed == [9, 8] and len(parsed) == 1 and given == [(8, {**EVENT, "screening_id": 8})]
+    frames: list[bytes] = []
+    hub.join(7, None, recorder(frames))
+    hub.dispatch(orjson.dumps(EVENT))  # watched: parsed, delivered, not given to the listener
+    assert changed == [9, 8, 7] and len(parsed) == 2 and len(frames) == 1 and len(given) == 1
+    every: list[int] = []
+    hub.event_listeners.append(lambda sid, e: every.append(sid))
+    hub.dispatch(orjson.dumps({**EVENT, "screening_id": 9}))  # a listener of every event
+    assert every == [9] and len(parsed) == 3
+
+
+async def test_a_malformed_event_of_a_watched_screening_is_still_refused(
+    transport: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub(transport)
+    frames: list[bytes] = []
+    hub.join(7, None, recorder(frames))
+    hub.dispatch(b'{"screening_id":7,"seats":[')
+    assert frames == [] and "malformed seat event" in caplog.text

@@ -55,7 +55,7 @@ async def mirrored(
     hub = Hub(engine.transport)
     mirrors = SeatMirrors(engine.snapshot, hub, trust_ms=trust_ms)
     engine.mirrors = mirrors
-    hub.event_listeners.append(mirrors.on_event)
+    hub.screening_listeners.append((mirrors.wants, mirrors.on_event))  # as the wiring does
     stop = asyncio.Event()
     task = asyncio.create_task(hub.run(stop))
     try:
@@ -118,6 +118,23 @@ async def test_the_mirror_follows_changes_made_elsewhere(
             "Seats [5, 7] are currently reserved by other users"
         )
         assert engine.transport.calls == writes
+
+
+async def test_the_hub_passes_on_the_events_of_mirrored_and_building_screenings_only(
+    redis: Redis, engine: SeatEngine, other: SeatEngine
+) -> None:
+    async with mirrored(redis, engine) as (_, mirrors):
+        assert not mirrors.wants(S)  # not contended: its events are not even parsed
+        await other.hold(S, ALICE, [5])
+        mirrors.contended(S, now_ms())
+        assert mirrors.wants(S)  # a mirror being built gets the events meanwhile
+        await wait_until(lambda: S in mirrors)
+        assert mirrors.wants(S) and not mirrors.wants(S + 1)
+        await other.release(S, ALICE, [5])  # reaches the mirror through the filter
+        await settled(redis, mirrors)
+        assert 5 not in mirrors._mirrors[S].holds
+        mirrors.drop(S)
+        assert not mirrors.wants(S)
 
 
 async def test_every_refusal_is_the_scripts_own(
@@ -240,7 +257,7 @@ async def test_a_hold_granted_here_refuses_others_before_its_event_arrives(
     async with mirrored(redis, engine) as (hub, mirrors):
         await contend(engine, mirrors, BOB, [1])
         held_back: list[tuple[int, dict[str, Any]]] = []
-        hub.event_listeners.remove(mirrors.on_event)  # events reach the mirror when we say so
+        hub.screening_listeners.clear()  # events reach the mirror when we say so
         hub.event_listeners.append(lambda sid, event: held_back.append((sid, event)))
         await engine.hold(S, BOB, [2, 3])  # granted by Redis, its event held back
         calls = engine.transport.calls
@@ -268,7 +285,7 @@ async def test_a_grant_counts_only_while_its_version_is_ahead_of_the_mirror(
     await other.hold(S, ALICE, [1])
     async with mirrored(redis, engine) as (hub, mirrors):
         await contend(engine, mirrors, BOB, [1])
-        hub.event_listeners.remove(mirrors.on_event)  # only the events given below
+        hub.screening_listeners.clear()  # only the events given below
         version, later = mirrors._mirrors[S].version, now_ms() + 60_000
         mirrors.granted(S, ALICE, [Hold(5, ALICE, later)], version + 2)
         mirrors.granted(S, ALICE, [Hold(6, ALICE, later)], version + 1)  # out of order
@@ -293,7 +310,7 @@ async def test_an_attempt_waits_for_a_hold_of_its_seats_under_way_instead_of_rac
             await second
         assert engine.transport.calls == calls + 1  # the loser never reached Redis
         # When the hold under way is refused, the attempt waiting for it goes on to Redis.
-        hub.event_listeners.remove(mirrors.on_event)  # the mirror misses what follows
+        hub.screening_listeners.clear()  # the mirror misses what follows
         await other.hold(S, ALICE, [6])
         calls = engine.transport.calls
         refused_there = asyncio.create_task(engine.hold(S, BOB, [6, 7]))
