@@ -178,7 +178,7 @@ async def resume_rows(bench: Bench, room: Room) -> None:
 def resume_row(name: str, batch: Resumes, seconds: float) -> Row:
     sample = batch.sample
     value = (
-        f"{sample.ops:,} in {seconds:g} s; CPU per resume: server {batch.server_ms:.2f} ms,"
+        f"{sample.ops:,} in {seconds:.3g} s; CPU per resume: server {batch.server_ms:.2f} ms,"
         f" Redis {batch.redis_ms:.2f} ms"
     )
     return Row(name, value, *quantiles(sample))

@@ -817,21 +817,22 @@ async def resume_loop(job: Job, deadline: float, sample: Sample) -> None:
     query = "" if job.since is None else f"?since={job.since}"
     url = f"ws://{job.host}:{job.port}/ws/screenings/{job.screening_id}{query}"
     while time.perf_counter() < deadline:
-        started, problem = time.perf_counter(), "not connected"
+        started, stage, problem = time.perf_counter(), "connecting", ""
         try:
             async with asyncio.timeout(RESUME_TIMEOUT_S):
                 async with connect(url, ping_interval=None, max_size=2**22) as ws:
+                    stage = "catching up"
                     problem = await caught_up(job, ws)
                     sample.record(101, started)  # the close is not part of the resume
+                    stage = "closing"
                     if problem:  # more may be on its way: no closing handshake behind it
                         ws.transport.abort()
-                    problem = problem or "closing"
-                problem = ""
-        except Exception as exc:  # the connection failed or never caught up
-            sample.dropped += 1
-            problem = f"resume since={job.since} until={job.until} failed ({problem}): {exc!r}"
+        except Exception as exc:  # the connection failed, or never caught up
+            if not problem:
+                sample.dropped += 1
+                problem = f"resume failed while {stage}: {exc!r}"
         if problem and len(sample.errors) < 5:
-            sample.errors.append(problem)
+            sample.errors.append(f"since={job.since}, until={job.until}: {problem}")
 
 
 async def caught_up(job: Job, ws: Any) -> str:
