@@ -52,6 +52,7 @@ from loadtests.benchreport import (
     render,
 )
 from loadtests.benchseed import PASSWORD, Seeded, bench_email, books, seed_catalog
+from loadtests.beyondbench import beyond_part
 from loadtests.browsebench import browsing_part
 from loadtests.clusterbench import add_cluster_part
 from loadtests.crowdbench import crowd_part
@@ -320,6 +321,7 @@ class Bench:
             "expiry": lambda: self.expiry(s),
             "crowd": lambda: crowd_part(self, s),
             "browsing": lambda: browsing_part(self),
+            "beyond": lambda: beyond_part(self, s),
         }
 
     async def http_rows(self, s: Seeded) -> None:

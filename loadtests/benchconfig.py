@@ -18,6 +18,7 @@ PARTS = (
     "expiry",
     "crowd",
     "browsing",
+    "beyond",  # loadtests/beyondbench.py: best-available holds, WebSocket resumes
     "cluster",
 )
 

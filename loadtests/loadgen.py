@@ -25,6 +25,8 @@ import orjson
 from seatlock.process import settle_garbage_collector
 
 API = "/api/v1"
+BEST_SEATS = 2  # seats per best-available hold (best-hold, engine-best-hold)
+RESUME_TIMEOUT_S = 10.0  # a resume not caught up by then counts as dropped
 
 # --- A raw HTTP/1.1 keep-alive client -----------------------------------------------------------
 
@@ -275,6 +277,10 @@ class Job:
     user_ids: list[int] = field(default_factory=list)
     watchers: int = 0
     control: Any = None  # (ready queue, stop event) proxies for the watcher jobs
+    # resume: the version a reconnecting watcher last saw (None: a plain connect), and the
+    # version its replay ends at (0: a seat_snapshot is expected instead).
+    since: int | None = None
+    until: int = 0
 
 
 @dataclass
@@ -355,8 +361,10 @@ async def run_job(job: Job) -> Sample:
         from loadtests.crowd import crowd
 
         return await crowd(job)
-    if job.kind == "engine-hold":
+    if job.kind in ENGINE_LOOPS:
         return await engine_holds(job)
+    if job.kind == "resume":
+        return await resumes(job)
     loop = LOOPS[job.kind]
     sample = Sample()
     clients = [make_client(job) for _ in range(job.connections)]
@@ -492,6 +500,34 @@ async def won_hold_loop(job: Job, http: Http, index: int, deadline: float, sampl
         sample.step("cancel", started)
 
 
+async def best_hold_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
+    """``reserve-best`` of BEST_SEATS on this connection's screening (``job.work[index]``, the
+    won holds' screenings, its seats unused), then the guide's DELETE cancel of the seats it was
+    given. Screenings hold far more free blocks than their connections take at once, so every
+    attempt should win. The holds are timed; the cancels are the step "cancel"."""
+    token = job.tokens[index % len(job.tokens)]
+    screening_id, _ = job.work[index % len(job.work)]
+    body = {"screening_id": screening_id, "count": BEST_SEATS}
+    reserve = http.encode("POST", f"{API}/seat-reservations/reserve-best", body, token)
+    cancel = f"DELETE {API}/seat-reservations/cancel/{screening_id}?seat_ids=".encode()
+    cancel_end = b" HTTP/1.1\r\n" + http.headers(token) + b"\r\n"
+    while time.perf_counter() < deadline:
+        status, raw = await timed_send(http, sample, reserve)
+        if status != 201:
+            if len(sample.errors) < 5:
+                sample.errors.append(f"best hold {status}: {raw[:200]!r}")
+            continue
+        sample.won += 1
+        started = time.perf_counter()
+        await untimed_send(http, sample, cancel + held_seats(raw) + cancel_end)
+        sample.step("cancel", started)
+
+
+def held_seats(raw: bytes) -> bytes:
+    """The seat ids of a 201 hold answer, as the cancel's ``seat_ids`` query wants them."""
+    return ",".join(str(r["seat_id"]) for r in orjson.loads(raw)["reservations"]).encode()
+
+
 async def browse_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
     """GETs of ``job.paths`` in turn; with ``job.conditional`` each carries the ETag its path
     answered with (If-None-Match), as a browser revalidating a page it holds does."""
@@ -591,7 +627,8 @@ async def engine_holds(job: Job) -> Sample:
     await asyncio.sleep(max(0.0, job.start_at - time.time()))
     deadline = time.perf_counter() + job.duration
     try:
-        tasks = (engine_hold_loop(job, engine, i, deadline, sample) for i in range(job.connections))
+        loop = ENGINE_LOOPS[job.kind]
+        tasks = (loop(job, engine, i, deadline, sample) for i in range(job.connections))
         await asyncio.gather(*tasks)
     finally:
         await transport.aclose()
@@ -618,13 +655,69 @@ async def engine_hold_loop(
         await engine.release(sid, user, seats)
 
 
+async def engine_won_hold_loop(
+    job: Job, engine: Any, index: int, deadline: float, sample: Sample
+) -> None:
+    """``SeatEngine.hold`` of this connection's own two seats (``job.work[index]``, as the won
+    holds over HTTP), then ``release``: the engine's side of the best-available ratio."""
+    from seatlock.errors import Conflict
+
+    user = job.user_ids[index % len(job.user_ids)]
+    screening_id, seats = job.work[index % len(job.work)]
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        try:
+            await engine.hold(screening_id, user, seats)
+        except Conflict as exc:
+            engine_refused(sample, started, exc)
+            continue
+        sample.record(201, started)
+        sample.won += 1
+        await engine.release(screening_id, user, seats)
+
+
+async def engine_best_hold_loop(
+    job: Job, engine: Any, index: int, deadline: float, sample: Sample
+) -> None:
+    """``SeatEngine.hold_best`` of BEST_SEATS on this connection's screening, then ``release``
+    of the seats it chose."""
+    from seatlock.errors import Conflict
+
+    user = job.user_ids[index % len(job.user_ids)]
+    screening_id, _ = job.work[index % len(job.work)]
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        try:
+            holds = await engine.hold_best(screening_id, user, BEST_SEATS)
+        except Conflict as exc:
+            engine_refused(sample, started, exc)
+            continue
+        sample.record(201, started)
+        sample.won += 1
+        await engine.release(screening_id, user, [hold.seat_id for hold in holds])
+
+
+def engine_refused(sample: Sample, started: float, exc: Exception) -> None:
+    """A hold that should have won did not: counted as a 409, and said in the errors."""
+    sample.record(409, started)
+    if len(sample.errors) < 5:
+        sample.errors.append(f"engine hold refused: {exc!r}")
+
+
 LOOPS: dict[str, Loop] = {
     "get": get_loop,
     "hold": hold_loop,
     "book": book_loop,
     "won-hold": won_hold_loop,
+    "best-hold": best_hold_loop,
     "browse": browse_loop,
     "redis-hold": redis_hold_loop,
+}
+# The engine's workloads (``engine_holds``): SeatEngine in the generator process, no HTTP.
+ENGINE_LOOPS: dict[str, Loop] = {
+    "engine-hold": engine_hold_loop,
+    "engine-won-hold": engine_won_hold_loop,
+    "engine-best-hold": engine_best_hold_loop,
 }
 
 
@@ -702,3 +795,62 @@ def note_update(job: Job, sample: Sample, raw: bytes, received: float) -> None:
 
 def parse_time(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# --- Resumes -------------------------------------------------------------------------------------
+
+
+async def resumes(job: Job) -> Sample:
+    """``job.connections`` watchers at a time reconnect to ``job.screening_id`` (with
+    ``?since=job.since``), each timed from the start of its connect to being caught up, and
+    leave; again and again until the duration is over."""
+    sample = Sample()
+    await asyncio.sleep(max(0.0, job.start_at - time.time()))
+    deadline = time.perf_counter() + job.duration
+    await asyncio.gather(*(resume_loop(job, deadline, sample) for _ in range(job.connections)))
+    return sample
+
+
+async def resume_loop(job: Job, deadline: float, sample: Sample) -> None:
+    from websockets.asyncio.client import connect
+
+    query = "" if job.since is None else f"?since={job.since}"
+    url = f"ws://{job.host}:{job.port}/ws/screenings/{job.screening_id}{query}"
+    while time.perf_counter() < deadline:
+        started, stage, problem = time.perf_counter(), "connecting", ""
+        try:
+            async with asyncio.timeout(RESUME_TIMEOUT_S):
+                async with connect(url, ping_interval=None, max_size=2**22) as ws:
+                    stage = "catching up"
+                    problem = await caught_up(job, ws)
+                    sample.record(101, started)  # the close is not part of the resume
+                    stage = "closing"
+                    if problem:  # more may be on its way: no closing handshake behind it
+                        ws.transport.abort()
+        except Exception as exc:  # the connection failed, or never caught up
+            if not problem:
+                sample.dropped += 1
+                problem = f"resume failed while {stage}: {exc!r}"
+        if problem and len(sample.errors) < 5:
+            sample.errors.append(f"since={job.since}, until={job.until}: {problem}")
+
+
+async def caught_up(job: Job, ws: Any) -> str:
+    """Read until the watcher is current: connection_confirmed (a plain connect), the event of
+    version ``job.until`` (a replay) or the seat_snapshot. Returns what was not as expected."""
+    first = _as_bytes(await ws.recv())
+    if b"connection_confirmed" not in first:
+        return f"expected connection_confirmed, got {first[:100]!r}"
+    if job.since is None:
+        return ""
+    replayed = 0
+    while True:
+        message = orjson.loads(await ws.recv())
+        if message.get("type") == "seat_snapshot":
+            return "" if not job.until else f"a snapshot after {replayed} replayed events"
+        replayed += 1
+        if not job.until:
+            return f"an event instead of a snapshot: {message.get('type')}"
+        if int(message.get("version") or 0) >= job.until:
+            expected = job.until - job.since
+            return "" if replayed == expected else f"{replayed} events replayed, not {expected}"

@@ -76,6 +76,13 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         "Catalog: movies list",
         "Catalog: one day's showtimes",
         "Catalog: full-text search, 500 movies",
+        "Won holds via HTTP, beyond turns",
+        "Best-available holds via HTTP",
+        "Won holds on the engine, no HTTP, beyond turns",
+        "Best-available holds on the engine",
+        "WebSocket connect, no since",
+        "WebSocket resume: replay of 50 missed events",
+        "WebSocket resume: snapshot, beyond the 500-event window",
     ):
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert row[0] and not row[0].startswith("0 "), (name, text)
@@ -108,6 +115,13 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert row[0].startswith("20 connected"), text
         assert row[1].endswith(" ms"), text  # the median change reached every watcher
+    for name in ("Best-available holds via HTTP", "Best-available holds on the engine"):
+        row = next(cells for key, cells in rows.items() if key.startswith(name))
+        won, _, attempts = row[0].split("(")[1].removesuffix(" won)").partition(" of ")
+        assert won == attempts and float(row[3]) > 0 and not row[4], text  # every attempt won
+    for name in ("WebSocket connect, no since", "WebSocket resume: "):
+        row = next(cells for key, cells in rows.items() if key.startswith(name))
+        assert " ms, Redis " in row[0] and row[2].endswith(" ms"), text  # CPU per resume, p99
     assert (tmp_path / "results-holds.svg").read_text().startswith("<svg"), text
     assert "sold out (blue)" in (tmp_path / "results-crowd.svg").read_text(), text
     assert "(results-crowd.svg)" in out.read_text()
