@@ -18,7 +18,9 @@ Races, and what keeps them right:
   their copies until they age out: an admin's change shows everywhere within the TTL.
 - An answer's age counts from the start of its computation, so none is served more than the TTL
   after the rows it was made from were read (from the replica for anonymous callers, which may
-  lag as api/reads.py says, as without this cache).
+  lag as api/reads.py says, as without this cache). An answer that took longer than the TTL to
+  compute (a search over many movies) is shared with the requests that waited for it, and kept
+  no longer.
 """
 
 from __future__ import annotations

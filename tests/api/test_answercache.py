@@ -115,6 +115,22 @@ async def test_an_admin_write_clears_the_cache_at_once(
     assert titles(await cached.get(MOVIES)) == ["Ronin", "Alien"]
 
 
+async def test_other_catalog_writes_clear_the_cache(
+    cached: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, user: Account
+) -> None:
+    movie_id = await make.movie(db, "Heat")
+    assert (await cached.get("/api/v1/cinemas/")).json() == []
+    cinema = {"name": "Rex", "address": "1 Main St", "city": "Paris"}
+    r = await cached.post("/api/v1/cinemas/", json=cinema, headers=admin.headers)
+    assert r.status_code == 201, r.text
+    assert [c["name"] for c in (await cached.get("/api/v1/cinemas/")).json()] == ["Rex"]
+    reviews = f"/api/v1/movies/{movie_id}/reviews"
+    assert (await cached.get(reviews)).json() == []
+    review = {"rating": 5, "title": "Great", "content": "A fine heist film."}
+    assert (await cached.post(reviews, json=review, headers=user.headers)).status_code == 201
+    assert len((await cached.get(reviews)).json()) == 1  # a user's review: a catalog write too
+
+
 async def test_signed_in_reads_bypass_the_cache(
     cached: httpx.AsyncClient, db: asyncpg.Connection, user: Account, list_calls: list[int]
 ) -> None:
@@ -162,6 +178,8 @@ async def test_errors_and_other_queries_are_not_shared(
     cached: httpx.AsyncClient, db: asyncpg.Connection, list_calls: list[int]
 ) -> None:
     await make.movie(db, "Heat")
+    missing = await asyncio.gather(*(cached.get("/api/v1/movies/987654321") for _ in range(10)))
+    assert {r.status_code for r in missing} == {404}  # each waiter made its own answer
     for _ in range(2):
         assert (await cached.get("/api/v1/movies/987654321")).status_code == 404
         assert (await cached.get("/api/v1/movies/?limit=0")).status_code == 422
