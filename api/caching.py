@@ -183,7 +183,7 @@ async def send_validated(
         await send_not_modified(send, headers)
         return
     if coding is not None:
-        body = await _in_thread_if_large(compress, body, coding)
+        body = await in_thread_if_large(compress, body, coding)
         headers.append((b"content-encoding", coding.encode()))
     headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -261,7 +261,7 @@ class Compressing:
         start, self.start = self.start, None
         if start is not None and not more:  # the whole body in one message: the usual case
             if len(body) >= MIN_SIZE:
-                body = await _in_thread_if_large(compress, body, self.coding)
+                body = await in_thread_if_large(compress, body, self.coding)
                 _mark_encoded(start, self.coding, len(body))
                 message = {**message, "body": body}
             await self.inner(start)
@@ -271,7 +271,7 @@ class Compressing:
             self.packer = Packer(self.coding)
             _mark_encoded(start, self.coding, None)
             await self.inner(start)
-        message = {**message, "body": await _in_thread_if_large(self.packer.pack, body, more)}
+        message = {**message, "body": await in_thread_if_large(self.packer.pack, body, more)}
         await self.inner(message)
 
 
@@ -293,7 +293,7 @@ class Packer:
         )
 
 
-async def _in_thread_if_large(func: Any, body: bytes, arg: Any) -> bytes:
+async def in_thread_if_large(func: Any, body: bytes, arg: Any) -> bytes:
     if len(body) >= THREAD_SIZE:  # ~1 ms of CPU and more: off the event loop
         return bytes(await asyncio.to_thread(func, body, arg))
     return bytes(func(body, arg))

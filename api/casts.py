@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from api.answercache import catalog_changed
 from api.caching import CATALOG
 from api.discovery import Id, public, rows_to
 from api.reads import catalog_read
@@ -91,7 +92,9 @@ def cast_out(row: Any) -> CastOut:
 )
 async def create_cast_member(call: Call) -> CastOut:
     """Create Cast Member."""
-    return cast_out(await casts.create_member(call.services.db, sent(call.body)))
+    row = await casts.create_member(call.services.db, sent(call.body))
+    catalog_changed(call.scope)
+    return cast_out(row)
 
 
 @router.get("/api/v1/casts/", query=CastQuery, response=list[CastOut], cache=CATALOG)
@@ -117,13 +120,16 @@ async def update_cast_member(call: Call) -> CastOut:
     fields = sent(call.body)
     if not fields:
         raise ValidationFailed("No fields to update")
-    return cast_out(await casts.update_member(call.services.db, call.params["cast_id"], fields))
+    row = await casts.update_member(call.services.db, call.params["cast_id"], fields)
+    catalog_changed(call.scope)
+    return cast_out(row)
 
 
 @router.delete("/api/v1/casts/{cast_id:int}", access="admin", status=204)
 async def delete_cast_member(call: Call) -> None:
     """Delete Cast Member."""
     await casts.delete_member(call.services.db, call.params["cast_id"])
+    catalog_changed(call.scope)
 
 
 @router.get("/api/v1/casts/movie/{movie_id:int}", response=list[CastOut], cache=CATALOG)

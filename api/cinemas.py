@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from api.answercache import catalog_changed
 from api.caching import CATALOG
 from api.reads import catalog_read
 from api.routing import Call, Router
@@ -68,7 +69,9 @@ def present(struct: msgspec.Struct) -> dict[str, Any]:
 @router.post("/api/v1/cinemas/", access="admin", body=CinemaIn, status=201, response=CinemaOut)
 async def create_cinema(call: Call) -> CinemaOut:
     """Create a cinema."""
-    return CinemaOut(**await catalog.create_cinema(call.services.db, present(call.body)))
+    row = await catalog.create_cinema(call.services.db, present(call.body))
+    catalog_changed(call.scope)
+    return CinemaOut(**row)
 
 
 @router.get("/api/v1/cinemas/", query=Page, response=list[CinemaOut], cache=CATALOG)
@@ -93,10 +96,13 @@ async def update_cinema(call: Call) -> CinemaOut:
     changes, cinema_id = present(call.body), call.params["cinema_id"]
     if not changes:
         return CinemaOut(**await catalog.get_cinema(call.services.db, cinema_id))
-    return CinemaOut(**await catalog.update_cinema(call.services.db, cinema_id, changes))
+    row = await catalog.update_cinema(call.services.db, cinema_id, changes)
+    catalog_changed(call.scope)
+    return CinemaOut(**row)
 
 
 @router.delete("/api/v1/cinemas/{cinema_id:int}", errors=(409,), access="admin", status=204)
 async def delete_cinema(call: Call) -> None:
     """Delete a cinema with its rooms and screenings; refused (409) once tickets were sold."""
     await catalog.delete_cinema(call.services.db, call.params["cinema_id"])
+    catalog_changed(call.scope)

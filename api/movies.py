@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from api.answercache import catalog_changed
 from api.caching import CATALOG
 from api.cinemas import Text, Title, present
 from api.reads import catalog_read
@@ -87,7 +88,9 @@ def movie_columns(struct: msgspec.Struct) -> dict[str, Any]:
 @router.post("/api/v1/movies/", access="admin", body=MovieIn, status=201, response=MovieOut)
 async def create_movie(call: Call) -> MovieOut:
     """Create a movie."""
-    return movie_out(await catalog.create_movie(call.services.db, movie_columns(call.body)))
+    row = await catalog.create_movie(call.services.db, movie_columns(call.body))
+    catalog_changed(call.scope)
+    return movie_out(row)
 
 
 @router.get("/api/v1/movies/", query=Page, response=list[MovieOut], cache=CATALOG)
@@ -110,10 +113,13 @@ async def update_movie(call: Call) -> MovieOut:
     changes, movie_id = movie_columns(call.body), call.params["movie_id"]
     if not changes:
         return movie_out(await catalog.get_movie(call.services.db, movie_id))
-    return movie_out(await catalog.update_movie(call.services.db, movie_id, changes))
+    row = await catalog.update_movie(call.services.db, movie_id, changes)
+    catalog_changed(call.scope)
+    return movie_out(row)
 
 
 @router.delete("/api/v1/movies/{movie_id:int}", errors=(409,), access="admin", status=204)
 async def delete_movie(call: Call) -> None:
     """Delete a movie with its screenings; refused (409) once tickets were sold."""
     await catalog.delete_movie(call.services.db, call.params["movie_id"])
+    catalog_changed(call.scope)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from api.answercache import catalog_changed
 from api.caching import CATALOG
 from api.reads import catalog_read
 from api.routing import Call, Router
@@ -123,6 +124,7 @@ async def create_review(call: Call) -> ReviewOut:
     review_id = await reviews.create_review(
         call.services.db, call.params["movie_id"], call.user.user_id, body.rating, title, content
     )
+    catalog_changed(call.scope)
     return await _found(call, review_id)
 
 
@@ -193,6 +195,7 @@ async def update_review(call: Call) -> ReviewOut:
     review_id = call.params["review_id"]
     if not await reviews.update_review(call.services.db, review_id, call.user.user_id, changes):
         raise NotFound("Review not found")
+    catalog_changed(call.scope)
     return await _found(call, review_id)
 
 
@@ -208,6 +211,7 @@ async def delete_review(call: Call) -> None:
     )
     if not deleted:
         raise NotFound("Review not found")
+    catalog_changed(call.scope)
 
 
 @router.post(
@@ -223,5 +227,6 @@ async def react(call: Call) -> ReactionOut:
     """
     review_id, user_id = call.params["review_id"], call.user.user_id
     await reviews.set_reaction(call.services.db, review_id, user_id, call.body.reaction)
+    catalog_changed(call.scope)
     row = await reviews.reaction_counts(call.services.db, review_id, user_id)
     return ReactionOut(review_id, row["likes"], row["dislikes"], row["mine"])

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from api.answercache import catalog_changed
 from api.caching import CATALOG
 from api.cinemas import Title
 from api.reads import catalog_read
@@ -98,6 +99,7 @@ async def create_room(call: Call) -> RoomOut:
     row = await catalog.create_room(
         call.services.db, call.params["cinema_id"], body.name.strip(), body.room_type
     )
+    catalog_changed(call.scope)
     return RoomOut(**row)
 
 
@@ -132,6 +134,7 @@ async def create_seats(call: Call) -> list[SeatOut]:
     body: SeatsBulkIn = call.body
     room_id = call.params["room_id"]
     rows = await catalog.create_seats(call.services.db, room_id, body.expand())
+    catalog_changed(call.scope)
     # Committed: screenings of this room that Redis has loaded learn of the new seats.
     screening_ids = await catalog.room_screening_ids(call.services.db, room_id)
     await seat_engine(call).refresh_loaded(screening_ids)

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.routing import Router as StarletteRouter
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
+from api.answercache import Flight, send_answer, shared_answers
 from api.auth import authenticate, bearer_token
 from api.caching import (
     Caching,
@@ -101,7 +102,15 @@ class Endpoint:
     # GET only: 200s carry a strong ETag, If-None-Match gets a 304, Cache-Control as declared.
     cache: Caching | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, flight: Flight | None = None
+    ) -> None:
+        """Serve one request; ``flight``: the answer cache's computation this one makes."""
+        if self.cache is not None and flight is None:
+            answers = shared_answers(scope)
+            if answers is not None:  # an anonymous catalog read (api/answercache.py)
+                await answers.serve(scope, send, functools.partial(self, scope, receive, send))
+                return
         result: Response | bytes | None  # None: the 204 of a handler with nothing to send
         try:
             # The handler is awaited here, not in a helper: a refusal it raises (409 on a taken
@@ -121,7 +130,7 @@ class Endpoint:
         except Exception as exc:
             result = await error_response(Request(scope, receive), exc)
         if self.cache is not None and result is not None:
-            await self._send_cached(scope, receive, send, result)
+            await self._send_cached(scope, receive, send, result, flight)
         elif isinstance(result, bytes):
             await send_json(send, self.status, result)
         elif result is None:
@@ -130,19 +139,31 @@ class Endpoint:
             await result(scope, receive, send)
 
     async def _send_cached(
-        self, scope: Scope, receive: Receive, send: Send, result: Response | bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        result: Response | bytes,
+        flight: Flight | None,
     ) -> None:
-        """A 200 with its ETag and caching headers, or a 304; anything else as it is."""
+        """A 200 with its ETag and caching headers, or a 304; anything else as it is. A 200
+        of a ``flight`` is kept and shared by the answer cache."""
         assert self.cache is not None
         caching = cache_headers(scope, self.cache, by_caller=self.access != "public")
         if isinstance(result, bytes):
-            await send_validated(scope, send, self.status, result, [JSON_HEADERS, *caching])
+            status, body, headers = self.status, result, [JSON_HEADERS, *caching]
         elif result.status_code == 200 and result.background is None:
             # A route's own Cache-Control (a signed-in search: no-store) wins over the default.
             own = [h for h in result.raw_headers if h[0] != b"content-length"]
-            await send_validated(scope, send, 200, bytes(result.body), merged(own, caching))
+            status, body, headers = 200, bytes(result.body), merged(own, caching)
         else:
             await result(scope, receive, send)
+            return
+        answer = None if flight is None else flight.keep(status, body, headers)
+        if answer is not None:
+            await send_answer(scope, send, answer)
+        else:
+            await send_validated(scope, send, status, body, headers)
 
     async def _call(self, scope: Scope, receive: Receive) -> Call:
         """The request, authenticated and parsed as the handler receives it."""

@@ -9,6 +9,7 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
+from api.answercache import catalog_changed
 from api.caching import CATALOG
 from api.reads import catalog_read
 from api.routing import MAX_ID, Call, Router
@@ -101,6 +102,7 @@ async def create_screening(call: Call) -> ScreeningOut:
         body.ends_at,
         body.no_single_gaps,
     )
+    catalog_changed(call.scope)
     return screening_out(row)
 
 
@@ -151,6 +153,7 @@ async def replace_screening(call: Call) -> ScreeningOut:
         body.ends_at,
         body.no_single_gaps,
     )
+    catalog_changed(call.scope)
     await seat_engine(call).refresh(call.params["screening_id"])  # after the commit above
     return screening_out(row)
 
@@ -159,6 +162,7 @@ async def replace_screening(call: Call) -> ScreeningOut:
 async def delete_screening(call: Call) -> None:
     """Delete a screening; refused (409) once tickets were sold."""
     await catalog.delete_screening(call.services.db, call.params["screening_id"])
+    catalog_changed(call.scope)
     await seat_engine(call).forget(call.params["screening_id"])
 
 

@@ -121,6 +121,11 @@ class Settings:
     database_read_url: str = field(default="", repr=False)  # may hold a password
     database_read_max_lag_seconds: float = 10.0
 
+    # Anonymous catalog answers (cache=CATALOG GETs without Authorization) are kept in each
+    # process for this many seconds (api/answercache.py); 0: off. A catalog write clears its own
+    # process's copies at once; an admin's change shows on every host within this time.
+    catalog_cache_seconds: float = 1.0
+
     # Mail: SMTP when smtp_host is set, otherwise the local outbox under data_dir.
     smtp_host: str = ""
     smtp_port: int = 587

@@ -55,6 +55,9 @@ def base_settings(
         seed_demo=False,
         workers=1,
         login_max_failures_per_ip=1000,
+        # Tests change catalog rows straight in PostgreSQL and read them back at once; the
+        # answer cache has its own tests (tests/api/test_answercache.py).
+        catalog_cache_seconds=0,
     )
 
 

@@ -20,6 +20,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
+from api.answercache import AnswerCache
 from api.app import build_app
 from api.routing import App
 from db import users
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> App:
             running(build(settings, redis, db, replica)) as s,
         ):
             app.state.services = s
+            app.state.answers = AnswerCache(settings.catalog_cache_seconds)
             settle_garbage_collector()
             yield
 
