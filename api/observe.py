@@ -166,13 +166,8 @@ def write_access(
     """An access line: the record's fields (``event`` on a WebSocket's lines only). Made on the
     event loop from what is at hand; the path, client and duration are rendered from the raw
     values on the log writer's thread (``AccessRecord.finish``)."""
-    record = AccessRecord.__new__(AccessRecord)
+    record = AccessRecord.blank()
     fields = record.__dict__
-    fields.update(_RECORD_TEMPLATE)
-    now = time.time()
-    fields["created"] = now
-    fields["msecs"] = (now - int(now)) * 1000
-    fields["process"] = _PROCESS[0]
     fields["method"] = method
     fields["route"] = template
     fields["status"] = status
@@ -204,8 +199,8 @@ class AccessRecord(logging.LogRecord):
     """
 
     @classmethod
-    def of(cls, fields: dict[str, Any]) -> AccessRecord:
-        """A record of fields already rendered."""
+    def blank(cls) -> AccessRecord:
+        """A record made now, its fields still to be set."""
         record = cls.__new__(cls)
         attributes = record.__dict__
         attributes.update(_RECORD_TEMPLATE)
@@ -213,7 +208,13 @@ class AccessRecord(logging.LogRecord):
         attributes["created"] = now
         attributes["msecs"] = (now - int(now)) * 1000
         attributes["process"] = _PROCESS[0]
-        attributes.update(fields)
+        return record
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> AccessRecord:
+        """A record of fields already rendered."""
+        record = cls.blank()
+        record.__dict__.update(fields)
         return record
 
     def finish(self) -> None:

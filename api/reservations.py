@@ -13,7 +13,7 @@ import msgspec
 
 from api.routing import MAX_ID, Call, Router
 from seatlock.errors import ValidationFailed
-from seatlock.services.holds import Reservation
+from seatlock.services.holds import Held
 from seatlock.services.holds import utc as utc  # re-exported: api/seatmaps.py renders with it
 
 router = Router("Seat reservations")
@@ -139,14 +139,7 @@ async def reserve(call: Call) -> ReserveOut:
     """Hold seats for a few minutes (all or nothing)."""
     body: SeatsIn = call.body
     seat_ids = unique_seats(body.seat_ids)
-    held = await call.services.holds.hold(body.screening_id, call.user.user_id, seat_ids)
-    # The service's rows are rendered as they are: a Reservation has ReservationOut's fields, in
-    # its order (tests/api/test_reservations.py), and is a Struct too: no copy per seat.
-    rows = cast(list[ReservationOut], held.reservations)
-    minutes = held.minutes
-    return ReserveOut(
-        rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
-    )
+    return _reserved(await call.services.holds.hold(body.screening_id, call.user.user_id, seat_ids))
 
 
 @router.post(
@@ -164,16 +157,17 @@ async def reserve_best(call: Call) -> ReserveOut:
     held = await call.services.holds.hold_best(
         body.screening_id, call.user.user_id, body.count, body.seat_type, near
     )
-    rows = [_reservation_out(r) for r in held.reservations]
+    return _reserved(held)
+
+
+def _reserved(held: Held) -> ReserveOut:
+    """The answer to a hold. The service's rows are rendered as they are: a Reservation has
+    ReservationOut's fields, in its order (tests/api/test_reservations.py), and is a Struct
+    too: no copy per seat."""
+    rows = cast(list[ReservationOut], held.reservations)
     minutes = held.minutes
     return ReserveOut(
         rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
-    )
-
-
-def _reservation_out(r: Reservation) -> ReservationOut:
-    return ReservationOut(
-        r.id, r.screening_id, r.seat_id, r.user_id, r.reserved_at, r.expires_at, r.status
     )
 
 

@@ -24,7 +24,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -32,7 +31,7 @@ import asyncpg
 from loadtests.benchreport import Row, ms, pct, quantiles, rate
 from loadtests.benchseed import seed_room, seed_screenings
 from loadtests.loadgen import API, Http, Job, Resp, Sample, redis_address
-from loadtests.procmem import children_of
+from loadtests.procmem import tree_cpu_s
 from seatlock import keys
 from seatlock.settings import Settings
 
@@ -252,27 +251,6 @@ async def toggle(bench: Bench, sid: int, seat: int, token: str, pairs: int) -> N
             await http.call("DELETE", path, None, token)
     finally:
         await http.close()
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User and system CPU seconds of ``pid`` and its descendants so far (Linux /proc; 0 where
-    there is none). Workers are long-lived: none ends during a batch and takes its CPU along."""
-    children = children_of()
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += cpu_ticks(current)
-        todo += children.get(current, [])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-    except OSError:
-        return 0
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "(comm)": state is field 3
-    return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
 
 
 async def redis_cpu_s(redis: Resp) -> float:

@@ -1,8 +1,11 @@
-"""Resident memory of a process tree, from /proc (Linux): the bench's memory per watcher."""
+"""Memory and CPU of a process tree, from /proc (Linux): the bench's memory per watcher and
+server CPU per resume."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -11,11 +14,22 @@ PROC = Path("/proc")
 def tree_rss_kb(pid: int) -> int:
     """VmRSS (kB) of ``pid`` and all its descendants (a server's supervisor and its workers);
     0 where /proc is not there."""
+    return tree_sum(pid, rss_kb)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of ``pid`` and its descendants so far (0 where there is
+    none). Workers are long-lived: none ends during a batch and takes its CPU along."""
+    return tree_sum(pid, cpu_ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_sum(pid: int, of: Callable[[int], int]) -> int:
+    """``of(p)`` summed over ``pid`` and all its descendants."""
     children = children_of()
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
-        total += rss_kb(current)
+        total += of(current)
         todo += children.get(current, [])
     return total
 
@@ -26,6 +40,15 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "(comm)": state is field 3
+    return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
 
 
 def children_of() -> dict[int, list[int]]:

@@ -15,8 +15,9 @@ import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from loadtests.beyondbench import pair_rows, tree_cpu_s
+from loadtests.beyondbench import pair_rows
 from loadtests.loadgen import API, Http, Job, Sample, best_hold_loop, held_seats, resumes
+from loadtests.procmem import tree_cpu_s
 from tests.loadtests.test_loadgen import Reply, Scripted, scripted  # noqa: F401 (a fixture)
 
 HELD = {"reservations": [{"seat_id": 41, "id": 1}, {"seat_id": 42, "id": 2}], "minutes": 10}
