@@ -148,6 +148,15 @@ def _service_account() -> Account | None:
     return Account(entry.pw_uid, entry.pw_gid)
 
 
+def _traversable(path: Path) -> None:
+    """Let the service account reach ``path`` through every parent (search permission only,
+    for group and others: nothing becomes listable or readable that was not)."""
+    for parent in path.parents:
+        parent.chmod(parent.stat().st_mode | 0o011)
+        if parent == Path(parent.anchor):
+            break
+
+
 def _wait_until(
     check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path
 ) -> None:
@@ -262,6 +271,9 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"no postgres and initdb in {bindir}")
         self.port = claim_port(self.port, "embedded PostgreSQL")
         account = _service_account()
+        if account:
+            # Its binaries too (pgserver's live in the checkout's .venv, which may be private).
+            _traversable(bindir)
         self._prepare_dirs(account)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, account)
@@ -298,11 +310,7 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         if account:
-            # The service account must reach its data directory through every parent.
-            for parent in self.data_dir.parents:
-                parent.chmod(parent.stat().st_mode | 0o011)
-                if parent == Path(parent.anchor):
-                    break
+            _traversable(self.data_dir)
             os.chown(self.data_dir, account.uid, account.gid)
             (self.data_dir.parent / "postgres.log").touch()
             os.chown(self.data_dir.parent / "postgres.log", account.uid, account.gid)
