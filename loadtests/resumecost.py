@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from api.seatmaps import rendered_map
 from api.websockets import catch_up
 from db.migrate import migrate_database
 from loadtests.benchseed import seed_catalog
+from loadtests.stackcost import scratch_backends
 from seatlock.engine.events import Watcher
 from seatlock.process import settle_garbage_collector
-from seatlock.server.embedded import embedded_services
 from seatlock.server.wiring import create_app
 from seatlock.services.container import Services
 from seatlock.settings import Settings
@@ -88,7 +85,7 @@ async def measure(settings: Settings, rounds: int) -> None:
             "snapshot, map rendered": (lambda: resume(services, sid, 1), change),
         }
         for name, (run, between) in cases.items():
-            await timed(rounds // 10, run, between)  # warm-up
+            await timed(max(1, rounds // 10), run, between)  # warm-up
             cpu, wall, count, size = await timed(rounds, run, between)
             print(
                 f"{name:<24} {cpu:8.1f} us CPU {wall:8.1f} us wall per resume"
@@ -101,26 +98,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtests.resumecost", description=__doc__)
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="seatlock-resumecost-"))
-    try:
-        with embedded_services(root, persistent=False) as (redis_url, database_url):
-            settings = Settings(
-                redis_url=redis_url,
-                database_url=database_url,
-                data_dir=root / "data",
-                jwt_secret="resumecost-" + "s" * 40,
-                bcrypt_rounds=4,
-                seed_demo=False,
-                log_level="warning",
-            )
+    with scratch_backends("resumecost") as settings:
 
-            async def go() -> None:
-                await migrate_database(settings.database_url)
-                await measure(settings, args.rounds)
+        async def go() -> None:
+            await migrate_database(settings.database_url)
+            await measure(settings, args.rounds)
 
-            asyncio.run(go())
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        asyncio.run(go())
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -339,22 +339,30 @@ def main() -> None:
     args = parser.parse_args()
     global CONCURRENCY
     CONCURRENCY = max(1, args.concurrency)
-    root = Path(tempfile.mkdtemp(prefix="seatlock-stackcost-"))
+    with scratch_backends(
+        "stackcost", log_level="info" if args.access_log else "warning"
+    ) as settings:
+        if args.access_log:
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the lines' sink until exit
+            logs.configure(settings, background=True)
+        run(settings, args.requests, args.rounds, args.only)
+
+
+@contextlib.contextmanager
+def scratch_backends(tool: str, **overrides: Any) -> Iterator[Settings]:
+    """Throw-away embedded Redis and PostgreSQL (not migrated yet) in a temporary directory, and
+    the settings of a server on them, for a measuring tool named ``tool``."""
+    root = Path(tempfile.mkdtemp(prefix=f"seatlock-{tool}-"))
     try:
         with embedded_services(root, persistent=False) as (redis_url, database_url):
-            settings = Settings(
-                redis_url=redis_url,
-                database_url=database_url,
-                data_dir=root / "data",
-                jwt_secret="stackcost-" + "s" * 40,
-                bcrypt_rounds=4,
-                seed_demo=False,
-                log_level="info" if args.access_log else "warning",
-            )
-            if args.access_log:
-                sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the lines' sink until exit
-                logs.configure(settings, background=True)
-            run(settings, args.requests, args.rounds, args.only)
+            defaults: dict[str, Any] = {
+                "data_dir": root / "data",
+                "jwt_secret": f"{tool}-" + "s" * 40,
+                "bcrypt_rounds": 4,
+                "seed_demo": False,
+                "log_level": "warning",
+            }
+            yield Settings(redis_url=redis_url, database_url=database_url, **defaults | overrides)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
