@@ -27,6 +27,7 @@ after the last version check, which also bounds what no event announces (a Redis
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
@@ -45,7 +46,7 @@ from db.layouts import ScreeningSeats, SeatInfo
 from seatlock.engine.errors import ScreeningNotFound
 from seatlock.engine.model import SeatState
 from seatlock.services.container import Services
-from seatlock.services.seatmaps import SeatMapCache
+from seatlock.services.seatmaps import Flight, SeatMapCache
 
 router = Router("Seat availability")
 
@@ -214,9 +215,49 @@ async def rendered_map(services: Services, screening_id: int) -> Rendered:
     if cached is not None and cached.usable(version, details, now_ms):
         cache.mark_checked(cached, now_ms, seen, epoch)
         return cached
+    flight = cache.flights.get(screening_id)
+    if flight is not None and flight.version >= version:
+        # Read after this caller's version read: it shows every change this caller must see.
+        # Only a hold that lapsed since (no version marks that) can make it unusable.
+        rendered = await asyncio.shield(flight.task)
+        if services.engine.now_ms() < rendered.valid_until_ms:
+            return rendered
+    return await _fly(services, screening_id, version, seen, epoch)
+
+
+async def _fly(
+    services: Services, screening_id: int, version: int, seen: int, epoch: int
+) -> Rendered:
+    """Build the map as a task that later callers of the same or an older version share.
+
+    A task, not this caller's coroutine: a caller that goes away (its client hung up) must not
+    cancel the build the others wait for.
+    """
+    cache = cache_of(services)
+    task = asyncio.get_running_loop().create_task(
+        _build_and_keep(services, screening_id, version, seen, epoch)
+    )
+    flight = Flight(version, task)
+    cache.flights[screening_id] = flight
+
+    def landed(done: asyncio.Task[Rendered]) -> None:
+        if cache.flights.get(screening_id) is flight:
+            del cache.flights[screening_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone before it failed
+
+    task.add_done_callback(landed)
+    return await asyncio.shield(task)
+
+
+async def _build_and_keep(
+    services: Services, screening_id: int, version: int, seen: int, epoch: int
+) -> Rendered:
+    now_ms = services.engine.now_ms()
     rendered = await _build(services, screening_id, version)
     # Version 0: Redis does not have the screening (never loaded, or lost): never trust a cache.
     if version:
+        cache = cache_of(services)
         cache.mark_checked(rendered, now_ms, seen, epoch)
         cache.put(screening_id, rendered)
     return rendered

@@ -6,8 +6,9 @@ the cache decides whether an entry may be served without asking Redis for the ve
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 CACHE_SIZE = 512  # screenings per process
 TRUST_MS = 250  # longest a cached map is served on events alone, without a version check
@@ -22,6 +23,13 @@ class Checked(Protocol):
 R = TypeVar("R", bound=Checked)
 
 
+class Flight(NamedTuple, Generic[R]):
+    """A map being read and rendered: its result is the state of ``version`` or newer."""
+
+    version: int
+    task: asyncio.Task[R]
+
+
 class SeatMapCache(Generic[R]):
     """R maps by screening id, least recently used evicted first."""
 
@@ -31,6 +39,9 @@ class SeatMapCache(Generic[R]):
         self.changes = 0  # invalidations so far
         self._changed: dict[int, int] = {}  # screening id -> the count at its last invalidation
         self._floor = 0  # entries checked before this count are not trusted
+        # The build under way per screening, which callers that read an older or equal version
+        # wait for instead of reading the map again (a crowd after each change: one read).
+        self.flights: dict[int, Flight[R]] = {}
 
     def invalidate(self, screening_id: int) -> None:
         """A seat of the screening changed (event or local script): its entry needs a check."""

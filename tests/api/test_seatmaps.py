@@ -174,6 +174,32 @@ async def test_repeated_reads_trust_events_instead_of_reading_the_version(
     assert (await availability(client, show))[seat]["status"] == "reserved"
 
 
+async def script_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{verb}", {}).get("calls", 0)) for verb in ("evalsha", "eval")
+    )
+
+
+async def test_a_crowd_reading_a_changed_map_shares_one_read_of_it(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    show = await make.show(db, 8)
+    seat = show.seat_ids[0]
+    readers = 40
+    # Warm: the map cached, and a kept-alive connection per reader.
+    await asyncio.gather(*(availability(client, show) for _ in range(readers)))
+    assert (await reserve(client, user, show, [seat])).status_code == 201  # the cache is stale
+    before = await script_calls(redis)
+    # Redis holds every command back for a moment, so all the readers' version reads are
+    # answered together and every reader finds the cached map stale at once.
+    await redis.execute_command("CLIENT", "PAUSE", 300, "ALL")
+    maps = await asyncio.gather(*(availability(client, show) for _ in range(readers)))
+    # One map read for them all, not one each (2: a reader may arrive after it landed).
+    assert await script_calls(redis) - before <= 2
+    assert all(m[seat]["status"] == "reserved" for m in maps)  # all see the change
+
+
 async def test_a_change_no_event_announces_shows_within_the_trust_window(
     client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
 ) -> None:
