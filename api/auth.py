@@ -80,7 +80,11 @@ async def session_is_active(services: Services, session_id: str) -> bool:
 
 
 async def _session_state(services: Services, session_id: str) -> bool:
-    cached = await services.redis.get(keys.session(session_id))
+    # Through the engine's transport, as the seat scripts go: one pipelined connection, where a
+    # crowd of new sessions (a release day: every user's first request in every process) would
+    # queue for the connection pool's few connections.
+    redis = services.engine.transport
+    cached = await redis.command("GET", keys.session(session_id))
     if cached is not None:
         return bool(cached == b"1")
     row = await services.db.fetchrow(
@@ -94,7 +98,8 @@ async def _session_state(services: Services, session_id: str) -> bool:
         ttl = max(1, min(ttl, int(row["expires_at"].timestamp() - time.time())))
     # NX: a revocation that landed between our read and this write has already set "0"; a
     # plain SET would overwrite it with the stale "1" and let the session live on.
-    await services.redis.set(keys.session(session_id), b"1" if active else b"0", ex=ttl, nx=True)
+    state = b"1" if active else b"0"
+    await redis.command("SET", keys.session(session_id), state, "EX", ttl, "NX")
     return active
 
 
