@@ -120,7 +120,7 @@ async def screening_updates(websocket: WebSocket) -> None:
     await hub.subscribed(screening_id)  # sharded pub/sub: its channel first, then the join
     write = direct_writer(websocket)
     # A resuming client is joined first, its live events held back until it has caught up.
-    watcher = hub.join(screening_id, user_id, write if since is None else None)
+    watcher = hub.join(screening_id, user_id, write)
     if since is not None:
         watcher.replaying()
     try:
@@ -188,7 +188,7 @@ async def _catch_up(
         elif not write(text_frame(message)):
             watcher.drop()  # gone, or too slow to take it: told so, as by the hub
             break
-    watcher.go_live(version, write)
+    watcher.go_live(version)
 
 
 async def catch_up(services: Services, watcher: Watcher, since: int) -> tuple[int, list[bytes]]:

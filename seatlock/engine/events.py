@@ -169,11 +169,10 @@ class Watcher:
             self.drop()
 
     def deliver(self, message: Message, now: float) -> None:
-        if self.write is None:
-            if self.held is None:
-                self.offer(message.text)
-            else:
-                self._hold_back(message)
+        if self.held is not None:
+            self._hold_back(message)
+        elif self.write is None:
+            self.offer(message.text)
         elif not self.dropped:
             if self.write(message.frame):
                 self.last_sent = now
@@ -181,10 +180,10 @@ class Watcher:
                 self.drop()
 
     def replaying(self) -> None:
-        """Hold live events back from now on; join the hub with no ``write`` first."""
+        """Hold live events back from now on (right after ``join``, before any await)."""
         self.held = []
 
-    def go_live(self, version: int, write: FrameWriter | None) -> None:
+    def go_live(self, version: int) -> None:
         """The replay that brought the client to ``version`` is sent: deliver the live events
         held back meanwhile that it did not already cover, then every event as it comes.
 
@@ -193,11 +192,6 @@ class Watcher:
         held events at or below it were in the replay. Nothing awaits in here, so no dispatch
         interleaves, and the order stays that of publication."""
         held, self.held = self.held or [], None
-        self.write = write
-        if write is not None:
-            # Written directly from now on: the queue it joined with never had a reader (held
-            # back events went to ``held``) and would only keep pings and pongs from the client.
-            self.queue = None
         now = asyncio.get_running_loop().time()
         for message in held:
             if message.version is None or message.version > version:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from seatlock import keys
 from seatlock.engine import events
-from seatlock.engine.events import CLOSE, FrameWriter, Hub, text_frame
+from seatlock.engine.events import FrameWriter, Hub, text_frame
 from seatlock.engine.transport import Transport
 from tests.lua.support import wait_until
 
@@ -132,12 +132,12 @@ async def test_a_replaying_watcher_gets_only_the_live_events_its_catch_up_did_no
     it brought the client to are dropped (they were in it), the others follow it, in order."""
     hub = Hub(transport)
     frames: list[bytes] = []
-    watcher = hub.join(7, None)
+    watcher = hub.join(7, None, recorder(frames))  # joins with its writer, and no queue
     watcher.replaying()
     for version, seat in ((5, 1), (6, 2), (7, 3), (None, 4), (8, 5)):
         hub.dispatch(versioned(version, seat))
-    assert watcher.queue.empty() and not frames
-    watcher.go_live(6, recorder(frames))
+    assert watcher.queue is None and not frames  # held back, not written
+    watcher.go_live(6)
     assert [(payload(f)["seat_id"], payload(f)["version"]) for f in frames] == [
         (3, 7),
         (4, None),  # a resync's map: no version, never dropped
@@ -149,15 +149,30 @@ async def test_a_replaying_watcher_gets_only_the_live_events_its_catch_up_did_no
 
 async def test_a_watcher_too_slow_to_catch_up_is_dropped(transport: Transport) -> None:
     hub = Hub(transport)
-    watcher = hub.join(7, None)
+    frames: list[bytes] = []
+    told: list[bool] = []
+    watcher = hub.join(7, None, recorder(frames))
+    watcher.on_drop = lambda: told.append(True)
     watcher.replaying()
     for version in range(events.QUEUE_SIZE + 1):
         hub.dispatch(versioned(version))
-    assert watcher.dropped and watcher.queue.get_nowait() == CLOSE
-    frames: list[bytes] = []
-    watcher.go_live(0, recorder(frames))
+    assert watcher.dropped and told == [True] and not frames
+    watcher.go_live(0)
     hub.dispatch(versioned(10_000))
-    assert not frames
+    assert not frames and told == [True]
+
+
+async def test_a_queued_watcher_replays_through_its_queue(transport: Transport) -> None:
+    """A client the server cannot write to directly (a middleware wraps its ``send``) holds
+    back its live events the same way, then gets them through its queue."""
+    hub = Hub(transport)
+    watcher = hub.join(7, None)
+    watcher.replaying()
+    hub.dispatch(versioned(5))
+    hub.dispatch(versioned(6))
+    assert watcher.queue.empty()
+    watcher.go_live(5)
+    assert orjson.loads(watcher.queue.get_nowait())["version"] == 6 and watcher.queue.empty()
 
 
 def test_the_screening_id_is_read_from_the_head_of_an_event_alone() -> None:
