@@ -22,6 +22,7 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import orjson
@@ -106,7 +107,9 @@ async def screening_updates(websocket: WebSocket) -> None:
     except REFUSALS as exc:
         await _refuse(websocket, exc)
         return
-    websocket.scope["user_id"] = user_id  # for the access log (api/observe.py)
+    if user_id is not None:  # for the access log (api/observe.py), which reads None when absent
+        # (the key grows the scope's table: ~770 bytes kept for the connection's life)
+        websocket.scope["user_id"] = user_id
     hub = services.hub
     await hub.subscribed(screening_id)  # sharded pub/sub: its channel first, then the join
     socket = direct_socket(websocket)
@@ -148,9 +151,20 @@ async def _refuse(websocket: WebSocket, exc: BaseException) -> None:
         await websocket.close(code=code, reason=reason)
 
 
+def query_value(websocket: WebSocket, name: str) -> str | None:
+    """The value of ``name`` in the query string (the last, as ``websocket.query_params`` gives
+    it), read without keeping the parsed query on the connection (~0.5 KB for its life)."""
+    raw: bytes = websocket.scope["query_string"]
+    found = None
+    for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        if key == name:
+            found = value
+    return found
+
+
 def _since(websocket: WebSocket) -> int | None:
     """The version a resuming client last saw (``?since=``), None when it is not resuming."""
-    raw = websocket.query_params.get("since")
+    raw = query_value(websocket, "since")
     if raw is None:
         return None
     if not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_VERSION):
@@ -281,7 +295,7 @@ def _sansio_protocol() -> type | None:
 
 async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | None]:
     """The screening watched and the caller (None: anonymous); raises when not allowed."""
-    token = websocket.query_params.get("token")
+    token = query_value(websocket, "token")
     user_id = None
     if token:
         user_id = (await principal_from_token(token, services)).user_id
