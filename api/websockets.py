@@ -192,6 +192,9 @@ async def _catch_up(websocket: WebSocket, services: Services, watcher: Watcher, 
         elif not watcher.send(text_frame(message)):
             watcher.drop()  # gone, or too slow to take it: told so, as by the hub
             break
+    # Events read from Redis in this turn wait for its end (Hub._deliver): hand them to the
+    # watcher now, while it still holds events back, so go_live drops those the catch-up had.
+    services.hub.fan_out()
     watcher.go_live(version)
 
 

@@ -157,9 +157,9 @@ class Watcher:
         No event falls between the two: the watcher joined before the replay was read, so an
         event published after that read (a version above it) was delivered to it, and held;
         held events at or below it were in the replay. Nothing awaits in here, so no fan-out
-        interleaves, and the order stays that of publication. (An event published before the
-        read but fanned out only after this, in the same loop turn, arrives once more: clients
-        skip a version they already have, docs/websockets.md.)"""
+        interleaves, and the order stays that of publication. The hub's events still waiting
+        for the end of the loop's turn must be fanned out first (``Hub.fan_out``): else one at
+        or below ``version`` would reach the client after it, a second time."""
         held, self.held = self.held or [], None
         now = asyncio.get_running_loop().time()
         for message in held:

@@ -214,6 +214,23 @@ async def test_a_replaying_watcher_gets_only_the_live_events_its_catch_up_did_no
     assert payload(frames[-1])["version"] == 9 and len(frames) == 4
 
 
+async def test_events_waiting_for_the_turns_end_are_held_before_going_live(
+    transport: Transport,
+) -> None:
+    """api/websockets.py fans out what waits before go_live: an event the catch-up covered
+    (read from Redis in the same turn) is not sent after it again."""
+    hub = Hub(transport)
+    frames: list[bytes] = []
+    watcher = hub.join(7, None, recorder(frames))
+    watcher.replaying()
+    hub.dispatch(versioned(5, 1))
+    hub.dispatch(versioned(7, 2))  # both still waiting for the end of the turn
+    hub.fan_out()
+    watcher.go_live(6)
+    await asyncio.sleep(0)  # the turn's end: nothing left to send
+    assert [payload(f)["version"] for f in frames] == [7]
+
+
 async def test_a_watcher_too_slow_to_catch_up_is_dropped(transport: Transport) -> None:
     hub = Hub(transport)
     frames: list[bytes] = []
