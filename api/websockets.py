@@ -3,7 +3,7 @@
 A client joins the process's hub before ``connection_confirmed`` is sent, so no change published
 after the confirmation is missed. Under uvicorn's websockets protocol, when no middleware wraps
 the connection's ``send``, the hub writes seat updates as ready-made frames straight to the
-client's transport (see ``direct_writer``), and so do pongs and one timer's heartbeats: the
+client's transport (see ``direct_socket``), and so do pongs and one timer's heartbeats: the
 connection's own coroutine only reads (for the close and pings), with no task, queue or timer
 of its own, so an idle watcher costs little memory (``DirectSession``, ``Heartbeats``).
 Otherwise a sender task drains the client's bounded queue (with a ping when idle) beside a
@@ -22,6 +22,7 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import orjson
@@ -32,17 +33,8 @@ from api.auth import principal_from_token
 from api.errors import BACKEND_DOWN, WS_TRY_AGAIN_LATER, ws_close_code
 from api.routing import MAX_ID, Call, Router
 from api.seatmaps import SeatStatusOut, snapshot_json
-from seatlock.engine.events import (
-    CLOSE,
-    MAX_BUFFERED,
-    FrameWriter,
-    Timestamp,
-    Watcher,
-    encode,
-    now_iso,
-    render,
-    text_frame,
-)
+from seatlock.engine.events import Timestamp, encode, now_iso, render
+from seatlock.engine.watchers import CLOSE, Socket, Watcher, text_frame
 from seatlock.errors import InvalidInput, NotFound, SeatLockError
 from seatlock.services.container import Services
 
@@ -115,34 +107,41 @@ async def screening_updates(websocket: WebSocket) -> None:
     except REFUSALS as exc:
         await _refuse(websocket, exc)
         return
-    websocket.scope["user_id"] = user_id  # for the access log (api/observe.py)
+    if user_id is not None:  # for the access log (api/observe.py), which reads None when absent
+        # (the key grows the scope's table: ~770 bytes kept for the connection's life)
+        websocket.scope["user_id"] = user_id
     hub = services.hub
     await hub.subscribed(screening_id)  # sharded pub/sub: its channel first, then the join
-    write = direct_writer(websocket)
+    socket = direct_socket(websocket)
     # A resuming client is joined first, its live events held back until it has caught up.
-    watcher = hub.join(screening_id, user_id, write if since is None else None)
+    watcher = hub.join(screening_id, user_id, socket)
+    session: DirectSession | None = None
     if since is not None:
         watcher.replaying()
     try:
         confirmation = _confirmation(screening_id)
-        # Written before any await: no event can be dispatched ahead of it.
-        if write is None or not write(text_frame(confirmation.encode())):
+        # Written before any await: no event can be fanned out ahead of it.
+        if socket is None or not watcher.send(text_frame(confirmation.encode())):
             await websocket.send_text(confirmation)
         if since is not None:
-            await _catch_up(websocket, services, watcher, since, write)
-            if watcher.dropped and write is not None:  # too slow to take the catch-up
+            await _catch_up(websocket, services, watcher, since)
+            if watcher.dropped and socket is not None:  # too slow to take the catch-up
                 await _close_slow(websocket)
                 return
-        if write is None:
+        if socket is None:
             await _serve(websocket, watcher, hub.now_ms)
-        else:
-            await _serve_direct(websocket, watcher, hub.now_ms)
+        else:  # this coroutine only reads now; awaited here, not in a coroutine more (~260 B)
+            session = DirectSession(websocket, watcher, hub.now_ms, heartbeats_of(websocket))
+            await _receive(websocket, watcher, hub.now_ms)
     except REFUSALS as exc:
+        hub.leave(watcher)  # before the close frame: nothing may be written after it
         await _refuse(websocket, exc)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
         hub.leave(watcher)
+        if session is not None:
+            session.end()
 
 
 async def _refuse(websocket: WebSocket, exc: BaseException) -> None:
@@ -156,9 +155,20 @@ async def _refuse(websocket: WebSocket, exc: BaseException) -> None:
         await websocket.close(code=code, reason=reason)
 
 
+def query_value(websocket: WebSocket, name: str) -> str | None:
+    """The value of ``name`` in the query string (the last, as ``websocket.query_params`` gives
+    it), read without keeping the parsed query on the connection (~0.5 KB for its life)."""
+    raw: bytes = websocket.scope["query_string"]
+    found = None
+    for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        if key == name:
+            found = value
+    return found
+
+
 def _since(websocket: WebSocket) -> int | None:
     """The version a resuming client last saw (``?since=``), None when it is not resuming."""
-    raw = websocket.query_params.get("since")
+    raw = query_value(websocket, "since")
     if raw is None:
         return None
     if not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_VERSION):
@@ -166,13 +176,7 @@ def _since(websocket: WebSocket) -> int | None:
     return int(raw)
 
 
-async def _catch_up(
-    websocket: WebSocket,
-    services: Services,
-    watcher: Watcher,
-    since: int,
-    write: FrameWriter | None,
-) -> None:
+async def _catch_up(websocket: WebSocket, services: Services, watcher: Watcher, since: int) -> None:
     """Send a client resuming from version ``since`` what it missed, then let live events in.
 
     The race: events are published while the catch-up is read and sent. The watcher joined
@@ -183,12 +187,15 @@ async def _catch_up(
     no gap, no duplicate, publish order kept."""
     version, messages = await catch_up(services, watcher, since)
     for message in messages:
-        if write is None:
+        if watcher.socket is None:
             await websocket.send_text(message.decode())
-        elif not write(text_frame(message)):
+        elif not watcher.send(text_frame(message)):
             watcher.drop()  # gone, or too slow to take it: told so, as by the hub
             break
-    watcher.go_live(version, write)
+    # Events read from Redis in this turn wait for its end (Hub._deliver): hand them to the
+    # watcher now, while it still holds events back, so go_live drops those the catch-up had.
+    services.hub.fan_out()
+    watcher.go_live(version)
 
 
 async def catch_up(services: Services, watcher: Watcher, since: int) -> tuple[int, list[bytes]]:
@@ -206,46 +213,28 @@ async def catch_up(services: Services, watcher: Watcher, since: int) -> tuple[in
     return version, [b"".join((head, seats, b',"timestamp":"', timestamp, b'"}'))]
 
 
-async def _serve_direct(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
-    session = DirectSession(websocket, watcher, clock, heartbeats_of(websocket))
-    try:
-        await _receive(websocket, watcher, clock)
-    finally:
-        session.end()
-
-
 def _confirmation(screening_id: int) -> str:
     return encode(ConnectionConfirmed(screening_id, "Connected to real-time seat updates"))
 
 
-def direct_writer(websocket: WebSocket) -> FrameWriter | None:
-    """A function writing frames straight to the client's socket, or None: the queued path.
+def direct_socket(websocket: WebSocket) -> Socket | None:
+    """The client's socket (its transport) for the hub to write frames to, or None: the queued
+    path.
 
     The one place that relies on server internals for WebSockets (uvicorn's sans-I/O protocol
-    object and its ``transport``, ``close_sent`` and ``disconnected``; Starlette's send wrappers,
-    see ``server_protocol``); anything else falls back to ``websocket.send_text`` through the
-    queue. tests/api/test_middleware.py fails when the installed versions no longer give a
-    writer. A frame is refused once the close handshake began or the client is gone (nothing may
-    follow a close frame), or when the socket has MAX_BUFFERED bytes unsent: a slow reader.
-    Frames are whole ``transport.write`` calls, so they never interleave with uvicorn's own.
+    object and its ``transport``; Starlette's send wrappers, see ``server_protocol``); anything
+    else falls back to ``websocket.send_text`` through the queue. tests/api/test_middleware.py
+    fails when the installed versions no longer give a socket. Frames are whole
+    ``transport.write`` calls, so they never interleave with uvicorn's own. Nothing may follow
+    a close frame: a client gone, or one that sent its close, has a closing transport (uvicorn
+    closes it then), which the hub checks before each write; a close this server sends
+    (``_refuse``, ``_close_slow``) comes after the watcher left the hub or was dropped.
     """
     protocol = server_protocol(websocket._send)
     if protocol is None:
         return None
-    transport = _socket_transport(protocol.transport)
-
-    def write(frame: bytes) -> bool:
-        if (
-            protocol.close_sent
-            or protocol.disconnected
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > MAX_BUFFERED
-        ):
-            return False
-        transport.write(frame)
-        return True
-
-    return write
+    transport: Socket = _socket_transport(protocol.transport)
+    return transport
 
 
 def _socket_transport(transport: Any) -> Any:
@@ -305,7 +294,7 @@ def _sansio_protocol() -> type | None:
 
 async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | None]:
     """The screening watched and the caller (None: anonymous); raises when not allowed."""
-    token = websocket.query_params.get("token")
+    token = query_value(websocket, "token")
     user_id = None
     if token:
         user_id = (await principal_from_token(token, services)).user_id
@@ -317,9 +306,9 @@ async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | N
 
 class DirectSession:
     """A directly written client: its coroutine only reads (``_receive``), nothing of its own
-    waits to write. The hub writes seat updates in its dispatch loop, ``_receive`` the pongs and
-    ``Heartbeats`` the pings, all with ``watcher.write``. A client the hub drops (a refused
-    write) is closed by a task started only then, which also ends the read (uvicorn hands the
+    waits to write. The hub writes seat updates in its fan-out loop, ``_receive`` the pongs and
+    ``Heartbeats`` the pings (``watcher.offer``). A client the hub drops (a socket closing or
+    too full) is closed by a task started only then, which also ends the read (uvicorn hands the
     reader a disconnect once the close is sent)."""
 
     __slots__ = ("_clock", "_heartbeats", "_watcher", "_websocket")
@@ -335,7 +324,7 @@ class DirectSession:
 
     def beat(self, now: float) -> None:
         """Ping when nothing went out for HEARTBEAT_S."""
-        if now - self._watcher.last_sent >= HEARTBEAT_S:
+        if now - self._watcher.idle_since() >= HEARTBEAT_S:
             self._watcher.offer(encode(Ping(now_iso(self._clock()))))
 
     def end(self) -> None:
@@ -415,12 +404,12 @@ async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
 async def _send(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
     loop = asyncio.get_running_loop()
     queue = watcher.queue
-    assert queue is not None  # a queued watcher (no ``write``)
+    assert queue is not None  # a queued watcher (no ``socket``)
     while True:
         try:
             text = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
         except TimeoutError:
-            if loop.time() - watcher.last_sent < HEARTBEAT_S:
+            if loop.time() - watcher.idle_since() < HEARTBEAT_S:
                 continue  # seat updates went straight to the socket: not idle
             text = encode(Ping(now_iso(clock())))
         if text == CLOSE:

@@ -10,7 +10,7 @@ taking turns, so a drift of the machine's speed moves both alike:
   against uvicorn's own httptools protocol. Workloads: ``GET /health/live`` and hold attempts on
   the hot screening (``loadgen.hold_loop``, as ``seatlock bench``), closed loop from one
   generator process; requests per second and the server's CPU per request.
-- ``ws``: seat updates written as frames straight to the socket (``api.websockets.direct_writer``)
+- ``ws``: seat updates written as frames straight to the socket (``api.websockets.direct_socket``)
   against the queued path (a sender task per watcher). Workload: ``--watchers`` WebSockets on one
   screening while a client holds and cancels a seat 10 times a second; the server's CPU per
   change (each fanned out to every watcher) and the last watcher's delay.
@@ -56,7 +56,7 @@ def serve(http: str, ws: str, port: int) -> None:
     from seatlock.server.wiring import create_app
 
     if ws == "queue":
-        api.websockets.direct_writer = lambda websocket: None
+        api.websockets.direct_socket = lambda websocket: None
     uvicorn.run(
         create_app(),
         host="127.0.0.1",

@@ -25,7 +25,7 @@ from api.websockets import catch_up
 from db.migrate import migrate_database
 from loadtests.benchseed import seed_catalog
 from loadtests.stackcost import scratch_backends
-from seatlock.engine.events import Watcher
+from seatlock.engine.watchers import Room, Watcher
 from seatlock.process import settle_garbage_collector
 from seatlock.server.wiring import create_app
 from seatlock.services.container import Services
@@ -35,7 +35,7 @@ MISSED = 50
 
 
 async def resume(services: Services, screening_id: int, since: int) -> list[bytes]:
-    return (await catch_up(services, Watcher(screening_id, None), since))[1]
+    return (await catch_up(services, Watcher(Room(), screening_id, None, None), since))[1]
 
 
 async def timed(

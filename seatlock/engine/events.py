@@ -1,17 +1,19 @@
-"""WebSocket fan-out: one Redis PSUBSCRIBE per process, bounded per-client queues.
+"""WebSocket fan-out: one Redis PSUBSCRIBE per process, one write per watcher per loop turn.
 
 The Lua scripts publish every seat change on the screening's channel; the hub receives them all
 through one pattern subscription on a connection of its own (``Transport.subscribe``; with the
 fast transport a burst of events costs one read and no task or timeout per message) and hands each
-event to the watchers of that screening. An event
-is serialised once for the public and once per owner named in it (invariant 9: a holder's id is
-shown only to that holder). A client whose queue is full is dropped, so a slow reader never stalls
-the others; one connection delivers in publish order, so updates stay in order per seat.
+event to the watchers of that screening. The events of a screening read in one turn of the loop
+go out together at its end (``Hub._deliver``), each serialised once for the public and once per
+watching owner named in it (invariant 9: a holder's id is shown only to that holder), in publish
+order, so updates stay in order per seat.
 
-A watcher with a ``write`` function (the server's socket, see api/websockets.py) gets each event
-as a WebSocket frame built once per audience and written in the dispatch loop itself: no task
-wakes per watcher. Its bound is the socket's write buffer: a write refused (client gone, or more
-than MAX_BUFFERED bytes unsent) drops it the same way as a full queue.
+A watcher with a socket (the server's transport, see api/websockets.py) gets them as WebSocket
+frames built once per audience and concatenated, the same bytes written to every such socket in
+one loop (seatlock/engine/watchers.py): no task wakes and no object is made per watcher. Its
+bound is the socket's write buffer: a socket closing or with more than MAX_BUFFERED bytes unsent
+drops its client, as a full queue drops a queued one (a server we cannot write to directly), so
+a slow reader never stalls the others.
 
 On a Redis Cluster whose primaries all run Redis >= 7 the scripts publish with SPUBLISH, which
 stays on the shard of the screening's slot: the hub then also SSUBSCRIBEs the channel of every
@@ -40,8 +42,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -55,14 +56,14 @@ from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.model import SeatState
 from seatlock.engine.shards import ShardChannels
 from seatlock.engine.transport import Transport
+from seatlock.engine.watchers import CLOSE as CLOSE
+from seatlock.engine.watchers import QUEUE_SIZE as QUEUE_SIZE
+from seatlock.engine.watchers import Message, Rendered, Room, Socket
+from seatlock.engine.watchers import Watcher as Watcher
+from seatlock.engine.watchers import text_frame as text_frame
 from seatlock.errors import SeatLockError
 from seatlock.heartbeats import BEAT_S, Beat, no_beat
-from seatlock.metrics import (
-    WS_CLIENTS_DROPPED,
-    WS_CONNECTIONS,
-    WS_EVENTS_DROPPED,
-    WS_EVENTS_SENT,
-)
+from seatlock.metrics import WS_CONNECTIONS, WS_EVENTS_SENT
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,6 @@ EVENTS_PATTERN = keys.screening_events(0).replace("{scr:0}", "{scr:*}")
 # How every seat event starts (lua/lib.lua publish()): the screening id is read from this head
 # alone when nobody in this process needs the rest of the event (``Hub.dispatch``).
 EVENT_HEAD = b'{"screening_id":'
-QUEUE_SIZE = 256
-MAX_BUFFERED = 1 << 20  # bytes unsent to a directly written client before it is dropped
-CLOSE = ""  # queued to tell the sender its client was dropped
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
 STATS_INTERVAL_S = 1.0  # a process rewrites its /ws/stats entry this often
 STATS_TTL_MS = 3000  # an entry not rewritten for this long (its process died) expires
@@ -81,7 +79,6 @@ RESYNC_MAX_S = 2.0  # a map that could not be read for a resync is asked again a
 TOPOLOGY_S = 1.0  # a cluster hub compares the primaries this often (sharded pub/sub or not)
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
-FrameWriter = Callable[[bytes], bool]  # writes one frame; False when the client must be dropped
 EventListener = Callable[[int, dict[str, Any]], None]  # (screening id, the parsed event)
 
 
@@ -101,129 +98,6 @@ def now_iso(ms: int | None = None) -> str:
 
 def encode(message: dict[str, Any] | msgspec.Struct) -> str:
     return msgspec.json.encode(message).decode()
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket text frame (RFC 6455 5.2), as a server sends it."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, size))
-    elif size < 1 << 16:
-        header = b"\x81\x7e" + size.to_bytes(2, "big")
-    else:
-        header = b"\x81\x7f" + size.to_bytes(8, "big")
-    return header + payload
-
-
-class Message:
-    """One rendered message, as text for queued watchers and as a frame for direct ones; with
-    the screening's version it brings a client to (None: a resync's map, which has none)."""
-
-    __slots__ = ("_frame", "text", "version")
-
-    def __init__(self, text: str, version: int | None = None) -> None:
-        self.text = text
-        self.version = version
-        self._frame: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        if self._frame is None:
-            self._frame = text_frame(self.text.encode())
-        return self._frame
-
-
-@dataclass(eq=False, slots=True)
-class Watcher:
-    """One WebSocket client of one screening; ``user_id`` None when anonymous.
-
-    A watcher written to directly (``write``) has no queue: an asyncio.Queue is ~2.5 KB, a
-    tenth of what a connection may cost (loadtests/wsmemory.py), and it would stay empty.
-    ``on_drop`` tells the connection's owner that the hub dropped it (the queued path learns
-    it from the CLOSE in its queue)."""
-
-    screening_id: int
-    user_id: int | None
-    queue: asyncio.Queue[str] | None = None  # made for a watcher without ``write``
-    dropped: bool = False
-    write: FrameWriter | None = None  # set: events bypass the queue
-    last_sent: float = 0.0  # loop time of the last direct write (heartbeats go when idle)
-    # Not None while the client is being replayed what it missed (``replaying``): live events
-    # wait here until the replay is sent (``go_live``).
-    held: list[Message] | None = None
-    on_drop: Callable[[], None] | None = None
-
-    def __post_init__(self) -> None:
-        if self.write is None and self.queue is None:
-            self.queue = asyncio.Queue(QUEUE_SIZE)
-
-    def offer(self, text: str) -> None:
-        if self.dropped:
-            return
-        if self.queue is None:  # a direct watcher: a pong or a heartbeat goes out at once
-            self.deliver(Message(text), asyncio.get_running_loop().time())
-            return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            self.drop()
-
-    def deliver(self, message: Message, now: float) -> None:
-        if self.write is None:
-            if self.held is None:
-                self.offer(message.text)
-            else:
-                self._hold_back(message)
-        elif not self.dropped:
-            if self.write(message.frame):
-                self.last_sent = now
-            else:
-                self.drop()
-
-    def replaying(self) -> None:
-        """Hold live events back from now on; join the hub with no ``write`` first."""
-        self.held = []
-
-    def go_live(self, version: int, write: FrameWriter | None) -> None:
-        """The replay that brought the client to ``version`` is sent: deliver the live events
-        held back meanwhile that it did not already cover, then every event as it comes.
-
-        No event falls between the two: the watcher joined before the replay was read, so an
-        event published after that read (a version above it) was dispatched to it, and held;
-        held events at or below it were in the replay. Nothing awaits in here, so no dispatch
-        interleaves, and the order stays that of publication."""
-        held, self.held = self.held or [], None
-        self.write = write
-        if write is not None:
-            # Written directly from now on: the queue it joined with never had a reader (held
-            # back events went to ``held``) and would only keep pings and pongs from the client.
-            self.queue = None
-        now = asyncio.get_running_loop().time()
-        for message in held:
-            if message.version is None or message.version > version:
-                self.deliver(message, now)
-
-    def _hold_back(self, message: Message) -> None:
-        held = self.held
-        if self.dropped or held is None:
-            return
-        if len(held) >= QUEUE_SIZE:
-            self.held = None
-            self.drop()  # as slow as a full queue: reconnects, and resumes from its version
-        else:
-            held.append(message)
-
-    def drop(self) -> None:
-        self.dropped = True
-        WS_CLIENTS_DROPPED.inc()
-        queue = self.queue
-        WS_EVENTS_DROPPED.inc((queue.qsize() if queue else 0) + 1)  # queued, and the one refused
-        if queue is not None:
-            while not queue.empty():
-                queue.get_nowait()
-            queue.put_nowait(CLOSE)
-        if self.on_drop is not None:
-            self.on_drop()
 
 
 SeatStatus = Literal["available", "reserved", "booked"]
@@ -293,12 +167,24 @@ def bulk_item(seat: dict[str, Any], viewer: int | None) -> BulkItem:
 
 def render(event: dict[str, Any], viewer: int | None) -> str:
     """The WebSocket message of one engine event as ``viewer`` may see it."""
+    return render_json(event, viewer).decode()
+
+
+def render_json(event: dict[str, Any], viewer: int | None) -> bytes:
     seats: list[dict[str, Any]] = event.get("seats") or []
     ts = iso(event.get("ts")) or now_iso()
     version = event.get("version")
     if len(seats) == 1:
-        return encode(seat_update(seats[0], viewer, ts, version))
-    return encode(BulkSeatUpdate([bulk_item(s, viewer) for s in seats], ts, version))
+        return msgspec.json.encode(seat_update(seats[0], viewer, ts, version))
+    return msgspec.json.encode(BulkSeatUpdate([bulk_item(s, viewer) for s in seats], ts, version))
+
+
+def rendered(event: dict[str, Any], named: Iterable[int]) -> Rendered:
+    """The event as the public sees it, and as each owner named in it among ``named`` does."""
+    version = event.get("version")
+    owners = {s.get("user_id") for s in event["seats"]}.intersection(named)
+    private = {user: Message(render_json(event, user), version) for user in owners}
+    return Message(render_json(event, None), version), private
 
 
 class Hub:
@@ -315,7 +201,11 @@ class Hub:
         # The clock of hold times (the engine's: Redis's), so the ts of snapshots and pings is
         # on the clock of the events' ts and expires_at.
         self.now_ms = now_ms or wall_ms
-        self._rooms: dict[int, set[Watcher]] = {}
+        self._rooms: dict[int, Room] = {}
+        # Events of each screening parsed since the last fan-out, in publish order: they go out
+        # together once the loop has read everything that is ready (``_fan_out``).
+        self._pending: dict[int, list[dict[str, Any]]] = {}
+        self._fanning: asyncio.Handle | None = None
         self.ready = asyncio.Event()
         # Told every screening id an event arrives for (caches drop what it changed).
         self.change_listeners: list[Callable[[int], None]] = []
@@ -343,11 +233,13 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._decided = asyncio.Event()  # a cluster hub knows whether events are sharded
 
-    def join(
-        self, screening_id: int, user_id: int | None, write: FrameWriter | None = None
-    ) -> Watcher:
-        watcher = Watcher(screening_id, user_id, write=write)
-        self._rooms.setdefault(screening_id, set()).add(watcher)
+    def join(self, screening_id: int, user_id: int | None, socket: Socket | None = None) -> Watcher:
+        """A new watcher of the screening: written to ``socket`` directly, or queued."""
+        room = self._rooms.get(screening_id)
+        if room is None:
+            room = self._rooms[screening_id] = Room()
+        watcher = Watcher(room, screening_id, user_id, socket)
+        room.add(watcher)
         WS_CONNECTIONS.inc()
         if self._shards is not None:
             self._shards.want(keys.screening_events(screening_id))
@@ -384,8 +276,7 @@ class Hub:
 
     def leave(self, watcher: Watcher) -> None:
         room = self._rooms.get(watcher.screening_id)
-        if room is not None and watcher in room:
-            room.discard(watcher)
+        if room is not None and room.remove(watcher):
             WS_CONNECTIONS.dec()
             if not room:
                 del self._rooms[watcher.screening_id]
@@ -487,17 +378,42 @@ class Hub:
         return any(wants(screening_id) for wants, _ in self.screening_listeners)
 
     def _deliver(self, screening_id: int, event: dict[str, Any]) -> None:
-        room = self._rooms.get(screening_id)
-        if not room or not event.get("seats"):
+        """Send the event to the screening's watchers with the others read in the same turn.
+
+        Events are read from Redis many to one socket read, and one read after another in one
+        turn of the loop when they come fast: each read's events were fanned out one by one,
+        a write per event per watcher. They now wait for the end of the turn (a callback due
+        at once: nothing else is waited for) and go out together, in publish order, each
+        framed once: one write per watcher for all of them. A watcher that joins meanwhile
+        gets them too, after its confirmation (an event it would otherwise have missed by a
+        hair is no harm). Everything delivered to watchers goes through here, resyncs too, so
+        no message overtakes another."""
+        if screening_id not in self._rooms or not event.get("seats"):
             return
-        owners = {s.get("user_id") for s in event["seats"]} - {None}
-        version = event.get("version")
-        public = Message(render(event, None), version)
-        private = {user: Message(render(event, user), version) for user in owners}
+        pending = self._pending.get(screening_id)
+        if pending is None:
+            self._pending[screening_id] = [event]
+        else:
+            pending.append(event)
+        if self._fanning is None:
+            self._fanning = asyncio.get_running_loop().call_soon(self.fan_out)
+
+    def fan_out(self) -> None:
+        """Send every event waiting to its watchers now (tests call it; the loop does too)."""
+        if self._fanning is not None:
+            self._fanning.cancel()
+            self._fanning = None
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
         now = asyncio.get_running_loop().time()
-        WS_EVENTS_SENT.inc(len(room))  # once per event: an increment per client costs ~1 µs
-        for watcher in list(room):
-            watcher.deliver(private.get(watcher.user_id, public), now)
+        for screening_id, events in pending.items():
+            room = self._rooms.get(screening_id)
+            if room is not None:
+                named = room.named.keys()
+                room.fan_out([rendered(event, named) for event in events], now)
+                # Once per batch: an increment per client costs ~1 µs.
+                WS_EVENTS_SENT.inc(len(room) * len(events))
 
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Receive events until ``stop`` is set; resubscribes after a lost connection."""

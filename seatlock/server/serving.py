@@ -17,8 +17,9 @@ life, which doubled a watcher's memory, for seat events of ~150 bytes that hardl
 that the direct writer sends uncompressed anyway, as RFC 7692 allows). A seat-map watcher is idle
 for hours, so what each connection keeps counts: ``WebSocketProtocol`` is uvicorn's protocol with
 a lean inbox and write gate in place of an asyncio.Queue and an asyncio.Event (~3.5 KB of deques
-between them), and it lets go of the handshake's request and response once the handshake is done
-(also the copy websockets' parser holds: ``restart_parser``).
+between them), its keepalive pings sent by one sweep per event loop rather than a timer per
+connection (``Keepalive``), and it lets go of the handshake's request and response once the
+handshake is done (also the copy websockets' parser holds: ``restart_parser``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ WS_FALLBACK = "websockets-sansio"  # uvicorn's WebSocketsSansIOProtocol as it is
 WS_MAX_MESSAGE_BYTES = 64 * 1024
 # What WebSocketProtocol replaces: uvicorn's attributes, and the methods it calls on each.
 WS_LEAN_PARTS = {"queue": ("put_nowait", "get", "empty"), "writable": ("set", "clear", "wait")}
+# uvicorn's keepalive methods WebSocketProtocol overrides or calls (``Keepalive``).
+WS_KEEPALIVE = ("start_keepalive", "schedule_ping", "send_keepalive_ping")
 
 
 def websocket_options(per_message_deflate: bool) -> dict[str, Any]:
@@ -73,9 +76,10 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
     it was written against, else that protocol as it is (with a warning: more memory per
     connection). tests/api/test_serving.py fails if the installed uvicorn changed what
     ``WebSocketProtocol`` relies on: the attributes of WS_LEAN_PARTS, made in ``__init__`` and
-    used only through those methods; ``start_keepalive`` called once the handshake is sent;
+    used only through those methods; ``start_keepalive`` called once the handshake is sent, and
+    ``schedule_ping`` the only place that arms the ping timer;
     ``request`` and ``response`` unused after it."""
-    if not WS_IMPORTED or not hasattr(WebSocketsSansIOProtocol, "start_keepalive"):
+    if not WS_IMPORTED or not all(hasattr(WebSocketsSansIOProtocol, m) for m in WS_KEEPALIVE):
         logger.warning(
             "uvicorn %s is not the one seatlock.server.serving knows: WebSockets are served by"
             " its own sans-I/O protocol (more memory per connection)",
@@ -179,9 +183,71 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def start_keepalive(self) -> None:
         # uvicorn calls this right after writing the handshake's response: from here on the
         # request and the response (their headers, ~3 KB) are never read again.
-        super().start_keepalive()
         self.request = self.response = None  # type: ignore[assignment]
         restart_parser(self.conn)
+        if self.ping_interval is not None and self.ping_interval > 0:
+            # The first ping is due ping_interval from now (uvicorn's timer would wait as long).
+            self.ping_sent_at = self.loop.time()
+            keepalive_of(self.loop, self.ping_interval).add(self)
+
+    def schedule_ping(self) -> None:
+        # uvicorn arms a timer per connection here (after the handshake, and after each pong):
+        # ``Keepalive`` sends the next ping instead, ping_interval after the last one.
+        return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        keepalive = _keepalives.get(self.loop)
+        if keepalive is not None:
+            keepalive.discard(self)
+
+
+class Keepalive:
+    """One timer per event loop sends uvicorn's keepalive pings to every connection of our
+    protocol, a sweep every ping_interval / SWEEPS: a timer per connection (uvicorn's) costs
+    ~600 bytes of each. A ping goes ping_interval to (1 + 1/SWEEPS) ping_interval after the
+    last; uvicorn's own code sends it and waits ping_timeout for the pong, as before."""
+
+    __slots__ = ("_every", "_loop", "_protocols", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ping_interval: float) -> None:
+        self._loop = loop
+        self._every = ping_interval / SWEEPS
+        self._protocols: set[WebSocketProtocol] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, protocol: WebSocketProtocol) -> None:
+        self._protocols.add(protocol)
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._every, self._sweep)
+
+    def discard(self, protocol: WebSocketProtocol) -> None:
+        self._protocols.discard(protocol)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        if not self._protocols:
+            del _keepalives[self._loop]  # the next connection makes a new one
+            return
+        now = self._loop.time()
+        for protocol in list(self._protocols):
+            interval = protocol.ping_interval or 0.0
+            waiting = protocol.pending_ping_payload is not None  # its pong timer runs
+            if not waiting and now - protocol.ping_sent_at >= interval:
+                protocol.send_keepalive_ping()  # nothing when the connection is closing
+        self._timer = self._loop.call_later(self._every, self._sweep)
+
+
+SWEEPS = 4  # Keepalive looks for connections due a ping this often per ping_interval
+_keepalives: dict[asyncio.AbstractEventLoop, Keepalive] = {}
+
+
+def keepalive_of(loop: asyncio.AbstractEventLoop, ping_interval: float) -> Keepalive:
+    """The loop's ``Keepalive`` (made with its first connection that pings)."""
+    keepalive = _keepalives.get(loop)
+    if keepalive is None:
+        keepalive = _keepalives[loop] = Keepalive(loop, ping_interval)
+    return keepalive
 
 
 def restart_parser(conn: Any) -> bool:

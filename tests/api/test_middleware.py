@@ -190,7 +190,7 @@ async def test_the_websocket_route_passes_through_and_keeps_direct_writes(
         assert seen == [("websocket", f"/ws/screenings/{show.id}")]
         (watcher,) = hub_of(stamped)._rooms[show.id]
         # Nothing between the endpoint and uvicorn wraps send: frames go straight to the socket.
-        assert watcher.write is not None
+        assert watcher.socket is not None
     finally:
         await ws.close()
 
@@ -207,7 +207,7 @@ async def test_a_middleware_wrapping_websocket_sends_sees_every_seat_update(
             ws = await watch(live, show.id)
             try:
                 (watcher,) = hub_of(live)._rooms[show.id]
-                assert watcher.write is None  # the queued path, through the middleware
+                assert watcher.socket is None  # the queued path, through the middleware
                 assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
                 await wait_for_status(ws, show.seat_ids, "reserved")
             finally:

@@ -199,6 +199,12 @@ def test_uvicorns_websocket_protocol_uses_only_what_ours_replaces() -> None:
         used = set(re.findall(rf"self\.{name}\.(\w+)", source))
         assert used and used <= set(methods), (name, used)
     assert source.count("self.start_keepalive()") == 1  # once: after the handshake's response
+    # Keepalive: uvicorn's ping timer is armed in schedule_ping alone, the pong timer after a ping.
+    assert source.count("self.ping_timer = self.loop.call_later") == 1
+    assert "self.ping_timer = self.loop.call_later" in inspect.getsource(
+        WebSocketsSansIOProtocol.schedule_ping
+    )
+    assert set(serving.WS_KEEPALIVE) <= set(dir(WebSocketsSansIOProtocol))
 
 
 class Chat:
@@ -238,6 +244,59 @@ async def test_our_websocket_protocol_serves_a_connection_and_keeps_no_handshake
     await asyncio.wait_for(app.done.wait(), 5)
     assert b"\x81\x02hi" in b"".join(socket.sent[1:])
     protocol.connection_lost(None)
+
+
+def handshake(protocol: WebSocketProtocol) -> None:
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    protocol.data_received(
+        f"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+
+
+async def test_keepalive_pings_come_from_one_sweep_not_a_timer_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Idle(Chat):  # accepts, then waits for the client to go
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            assert (await receive())["type"] == "websocket.connect"
+            await send({"type": "websocket.accept"})
+            await receive()
+
+    monkeypatch.setattr(serving, "SWEEPS", 2)
+    options = websocket_options(False)
+    config = uvicorn.Config(
+        Idle(), lifespan="off", log_level="warning", ws_ping_interval=0.1, **options
+    )
+    protocols, sockets = [], []
+    for _ in range(2):
+        protocol = WebSocketProtocol(config=config, server_state=ServerState(), app_state={})
+        socket = Socket()
+        protocol.connection_made(socket)  # type: ignore[arg-type]
+        handshake(protocol)
+        protocols.append(protocol)
+        sockets.append(socket)
+    await asyncio.sleep(0.01)
+    assert all(p.ping_timer is None for p in protocols)  # no timer of its own
+    assert not any(b"\x89" in b"".join(s.sent[1:]) for s in sockets)  # not due yet
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if all(len(s.sent) > 1 for s in sockets):
+            break
+    for protocol, socket in zip(protocols, sockets, strict=True):
+        ping = socket.sent[1]
+        assert ping[0] == 0x89 and ping[2:] == protocol.pending_ping_payload
+        assert protocol.ping_timer is None and protocol.pong_timer is not None
+        # The client's pong (masked, key 0): uvicorn takes it; the next ping is the sweep's.
+        protocol.data_received(b"\x8a\x84\x00\x00\x00\x00" + ping[2:])
+        assert protocol.pending_ping_payload is None and protocol.pong_timer is None
+        assert protocol.ping_timer is None
+    keepalive = serving._keepalives[asyncio.get_running_loop()]
+    for protocol in protocols:
+        protocol.connection_lost(None)
+    assert not keepalive._protocols
+    await asyncio.sleep(0.15)  # the sweep finds nobody and goes
+    assert asyncio.get_running_loop() not in serving._keepalives
 
 
 async def test_direct_frames_skip_the_head_proxy_once_a_held_head_is_sent() -> None:

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 
 import api.websockets
+from seatlock.engine import watchers
 from seatlock.engine.events import CLOSE, QUEUE_SIZE, Hub
 from seatlock.engine.transport import open_transport
 from seatlock.services.container import Services
@@ -142,11 +143,13 @@ async def test_a_slow_client_is_dropped_and_others_keep_going(redis: Redis) -> N
     }
     for _ in range(QUEUE_SIZE + 1):
         hub.dispatch(orjson.dumps(event))
+        hub.fan_out()
         if not fast.queue.empty():
             fast.queue.get_nowait()  # the fast client keeps up
     assert slow.dropped and not fast.dropped
     assert slow.queue.get_nowait() == CLOSE  # its sender closes the socket
     hub.dispatch(orjson.dumps(event))
+    await asyncio.sleep(0)  # the end of the loop's turn
     assert orjson.loads(fast.queue.get_nowait())["reserved_by"] == 3
 
 
@@ -212,10 +215,10 @@ async def test_the_server_writes_updates_straight_to_the_socket(
     try:
         hub: Hub = server_services(server).hub
         (watcher,) = hub._rooms[show.id]
-        assert watcher.write is not None  # no sender task wakes per event
+        assert watcher.socket is not None  # no sender task wakes per event
         assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
         await wait_for_status(ws, show.seat_ids, "reserved")
-        assert watcher.last_sent > 0 and not watcher.dropped
+        assert watcher.room.sent_at > 0 and not watcher.dropped
     finally:
         await ws.close()
 
@@ -228,7 +231,7 @@ async def test_other_servers_keep_the_queued_path() -> None:
         return None
 
     websocket = WebSocket({"type": "websocket", "path": "/", "headers": []}, receive, send)
-    assert api.websockets.direct_writer(websocket) is None
+    assert api.websockets.direct_socket(websocket) is None
 
 
 async def test_a_directly_written_watcher_has_no_queue_and_a_slow_one_is_closed(
@@ -242,10 +245,10 @@ async def test_a_directly_written_watcher_has_no_queue_and_a_slow_one_is_closed(
     ws = await watch(server, show.id)
     try:
         (watcher,) = server_services(server).hub._rooms[show.id]
-        assert watcher.write is not None and watcher.queue is None
+        assert watcher.socket is not None and watcher.queue is None
         # Every direct write now finds the socket "too full": the next update drops the client,
         # and with no sender task of its own it is still told to come back later.
-        monkeypatch.setattr(api.websockets, "MAX_BUFFERED", -1)
+        monkeypatch.setattr(watchers, "MAX_BUFFERED", -1)
         assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
         with pytest.raises(ConnectionClosed):
             while True:

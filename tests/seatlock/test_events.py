@@ -1,4 +1,5 @@
-"""The hub's direct frame path: frames built once per audience, slow sockets dropped."""
+"""The hub's direct frame path: frames built once per audience and per loop turn, slow sockets
+dropped."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
-from seatlock.engine import events
-from seatlock.engine.events import CLOSE, FrameWriter, Hub, text_frame
+from seatlock.engine import events, watchers
+from seatlock.engine.events import Hub
 from seatlock.engine.transport import Transport
+from seatlock.engine.watchers import text_frame
 from tests.lua.support import wait_until
 
 EVENT = {
@@ -29,12 +31,39 @@ def payload(frame: bytes) -> Any:
     return orjson.loads(frame[start:])
 
 
-def recorder(frames: list[bytes]) -> FrameWriter:
-    def write(frame: bytes) -> bool:
-        frames.append(frame)
-        return True
+class FakeSocket:
+    """A client's transport as the hub sees it: what is written, and whether it takes more."""
 
-    return write
+    def __init__(self, frames: list[bytes] | None = None, full: bool = False) -> None:
+        self.frames = [] if frames is None else frames  # one entry per write
+        self.full = full
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return watchers.MAX_BUFFERED + 1 if self.full else 0
+
+
+def recorder(frames: list[bytes]) -> FakeSocket:
+    return FakeSocket(frames)
+
+
+def messages(data: bytes) -> list[Any]:
+    """The JSON of every server text frame in one write."""
+    found = []
+    while data:
+        assert data[0] == 0x81
+        size, start = data[1], 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        found.append(orjson.loads(data[start : start + size]))
+        data = data[start + size :]
+    return found
 
 
 def test_text_frames_use_the_shortest_length_encoding() -> None:
@@ -51,6 +80,8 @@ async def test_direct_watchers_get_one_shared_frame_per_audience(transport: Tran
         hub.join(7, user, recorder(got[name]))
     queued = hub.join(7, None)
     hub.dispatch(orjson.dumps(EVENT))
+    assert not got["a"]  # sent at the end of the loop's turn
+    await asyncio.sleep(0)
     assert got["a"][0] is got["b"][0]  # encoded once for the public
     public = payload(got["a"][0])
     assert public["reserved_by"] is None
@@ -58,18 +89,52 @@ async def test_direct_watchers_get_one_shared_frame_per_audience(transport: Tran
     assert orjson.loads(queued.queue.get_nowait()) == public  # the queue path still works
 
 
-async def test_a_refused_write_drops_only_that_client(transport: Transport) -> None:
+async def test_events_of_one_turn_go_out_in_one_write_per_watcher(transport: Transport) -> None:
+    """Three events read together: one write each, in publish order, every version kept; the
+    owner's write has its own view of its seat and the public one of the others."""
+    hub = Hub(transport)
+    public, owner, queued = [], [], hub.join(7, None)
+    hub.join(7, None, recorder(public))
+    hub.join(7, 3, recorder(owner))
+    for version, user in ((4, 3), (5, 8), (6, None)):
+        seat = {**EVENT["seats"][0], "seat_id": version, "user_id": user}
+        hub.dispatch(orjson.dumps({**EVENT, "version": version, "seats": [seat]}))
+    hub.dispatch(orjson.dumps({**EVENT, "screening_id": 9, "version": 1}))  # nobody watches 9
+    hub.fan_out()
+    assert len(public) == 1 and len(owner) == 1
+    seen = [(m["seat_id"], m["version"], m["reserved_by"]) for m in messages(public[0])]
+    assert seen == [(4, 4, None), (5, 5, None), (6, 6, None)]
+    mine = [(m["seat_id"], m["version"], m["reserved_by"]) for m in messages(owner[0])]
+    assert mine == [(4, 4, 3), (5, 5, None), (6, 6, None)]
+    texts = [orjson.loads(queued.queue.get_nowait()) for _ in range(3)]
+    assert texts == messages(public[0])  # the same messages, one at a time
+    hub.fan_out()  # nothing left
+    assert len(public) == 1
+
+
+async def test_a_socket_closing_or_too_full_drops_only_that_client(transport: Transport) -> None:
     hub = Hub(transport)
     fast_frames: list[bytes] = []
-    told: list[bool] = []
-    slow = hub.join(7, None, lambda frame: False)
-    slow.on_drop = lambda: told.append(True)  # api/websockets.py closes the socket then
+    told: list[str] = []
+    full, closing = FakeSocket(full=True), FakeSocket()
+    slow = hub.join(7, None, full)
+    slow.on_drop = lambda: told.append("full")  # api/websockets.py closes the socket then
+    gone = hub.join(7, 3, closing)
+    gone.on_drop = lambda: told.append("closing")
+    closing.closing = True
     fast = hub.join(7, None, recorder(fast_frames))
     hub.dispatch(orjson.dumps(EVENT))
+    hub.fan_out()
     hub.dispatch(orjson.dumps(EVENT))
-    assert slow.dropped and told == [True] and slow.queue is None  # told once; no queue
+    hub.fan_out()
+    assert slow.dropped and gone.dropped and sorted(told) == ["closing", "full"]  # told once
+    assert slow.queue is None and not full.frames and not closing.frames
     assert not fast.dropped and len(fast_frames) == 2
-    assert fast.last_sent > 0
+    assert fast.idle_since() > 0
+    assert len(hub._rooms[7]) == 3 and hub.stats()["total_connections"] == 3  # until they leave
+    for watcher in (slow, gone, fast):
+        hub.leave(watcher)
+    assert 7 not in hub._rooms
 
 
 async def test_events_reach_change_listeners_and_live_follows_the_subscription(
@@ -132,32 +197,69 @@ async def test_a_replaying_watcher_gets_only_the_live_events_its_catch_up_did_no
     it brought the client to are dropped (they were in it), the others follow it, in order."""
     hub = Hub(transport)
     frames: list[bytes] = []
-    watcher = hub.join(7, None)
+    watcher = hub.join(7, None, recorder(frames))  # joins with its writer, and no queue
     watcher.replaying()
     for version, seat in ((5, 1), (6, 2), (7, 3), (None, 4), (8, 5)):
         hub.dispatch(versioned(version, seat))
-    assert watcher.queue.empty() and not frames
-    watcher.go_live(6, recorder(frames))
+    hub.fan_out()
+    assert watcher.queue is None and not frames  # held back, not written
+    watcher.go_live(6)
     assert [(payload(f)["seat_id"], payload(f)["version"]) for f in frames] == [
         (3, 7),
         (4, None),  # a resync's map: no version, never dropped
         (5, 8),
     ]
     hub.dispatch(versioned(9))
+    hub.fan_out()
     assert payload(frames[-1])["version"] == 9 and len(frames) == 4
+
+
+async def test_events_waiting_for_the_turns_end_are_held_before_going_live(
+    transport: Transport,
+) -> None:
+    """api/websockets.py fans out what waits before go_live: an event the catch-up covered
+    (read from Redis in the same turn) is not sent after it again."""
+    hub = Hub(transport)
+    frames: list[bytes] = []
+    watcher = hub.join(7, None, recorder(frames))
+    watcher.replaying()
+    hub.dispatch(versioned(5, 1))
+    hub.dispatch(versioned(7, 2))  # both still waiting for the end of the turn
+    hub.fan_out()
+    watcher.go_live(6)
+    await asyncio.sleep(0)  # the turn's end: nothing left to send
+    assert [payload(f)["version"] for f in frames] == [7]
 
 
 async def test_a_watcher_too_slow_to_catch_up_is_dropped(transport: Transport) -> None:
     hub = Hub(transport)
-    watcher = hub.join(7, None)
+    frames: list[bytes] = []
+    told: list[bool] = []
+    watcher = hub.join(7, None, recorder(frames))
+    watcher.on_drop = lambda: told.append(True)
     watcher.replaying()
     for version in range(events.QUEUE_SIZE + 1):
         hub.dispatch(versioned(version))
-    assert watcher.dropped and watcher.queue.get_nowait() == CLOSE
-    frames: list[bytes] = []
-    watcher.go_live(0, recorder(frames))
+        hub.fan_out()
+    assert watcher.dropped and told == [True] and not frames
+    watcher.go_live(0)
     hub.dispatch(versioned(10_000))
-    assert not frames
+    hub.fan_out()
+    assert not frames and told == [True]
+
+
+async def test_a_queued_watcher_replays_through_its_queue(transport: Transport) -> None:
+    """A client the server cannot write to directly (a middleware wraps its ``send``) holds
+    back its live events the same way, then gets them through its queue."""
+    hub = Hub(transport)
+    watcher = hub.join(7, None)
+    watcher.replaying()
+    hub.dispatch(versioned(5))
+    hub.dispatch(versioned(6))
+    hub.fan_out()
+    assert watcher.queue.empty()
+    watcher.go_live(5)
+    assert orjson.loads(watcher.queue.get_nowait())["version"] == 6 and watcher.queue.empty()
 
 
 def test_the_screening_id_is_read_from_the_head_of_an_event_alone() -> None:
@@ -192,6 +294,7 @@ async def test_events_nobody_here_needs_are_not_parsed_but_still_invalidate(
     frames: list[bytes] = []
     hub.join(7, None, recorder(frames))
     hub.dispatch(orjson.dumps(EVENT))  # watched: parsed, delivered, not given to the listener
+    hub.fan_out()
     assert changed == [9, 8, 7] and len(parsed) == 2 and len(frames) == 1 and len(given) == 1
     every: list[int] = []
     hub.event_listeners.append(lambda sid, e: every.append(sid))
@@ -206,4 +309,5 @@ async def test_a_malformed_event_of_a_watched_screening_is_still_refused(
     frames: list[bytes] = []
     hub.join(7, None, recorder(frames))
     hub.dispatch(b'{"screening_id":7,"seats":[')
+    hub.fan_out()
     assert frames == [] and "malformed seat event" in caplog.text
