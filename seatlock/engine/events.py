@@ -74,6 +74,11 @@ EVENT_HEAD = b'{"screening_id":'
 HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twice this
 STATS_INTERVAL_S = 1.0  # a process rewrites its /ws/stats entry this often
 STATS_TTL_MS = 3000  # an entry not rewritten for this long (its process died) expires
+# A fan-out waits this many times the last one's cost after it (``Hub._fan_out_due``), and never
+# longer than FAN_OUT_MAX_REST_S.
+FAN_OUT_REST = 4.0
+FAN_OUT_MAX_REST_S = 0.25
+FAN_OUT_MIN_REST_S = 0.001  # a shorter rest is not worth a timer: the end of the turn it is
 SUBSCRIBE_S = 2.0  # a client waits this long at most for its screening's shard subscription
 RESYNC_MAX_S = 2.0  # a map that could not be read for a resync is asked again at least this often
 TOPOLOGY_S = 1.0  # a cluster hub compares the primaries this often (sharded pub/sub or not)
@@ -206,6 +211,10 @@ class Hub:
         # together once the loop has read everything that is ready (``_fan_out``).
         self._pending: dict[int, list[dict[str, Any]]] = {}
         self._fanning: asyncio.Handle | None = None
+        # When the last fan-out ended and what it took (loop time, seconds): the next waits for
+        # FAN_OUT_REST times as long (``_fan_out_due``).
+        self._fanned_at = 0.0
+        self._fan_cost = 0.0
         self.ready = asyncio.Event()
         # Told every screening id an event arrives for (caches drop what it changed).
         self.change_listeners: list[Callable[[int], None]] = []
@@ -396,7 +405,26 @@ class Hub:
         else:
             pending.append(event)
         if self._fanning is None:
-            self._fanning = asyncio.get_running_loop().call_soon(self.fan_out)
+            loop = asyncio.get_running_loop()
+            rest = self._fan_out_due() - time.monotonic()
+            if rest >= FAN_OUT_MIN_REST_S:
+                self._fanning = loop.call_later(rest, self.fan_out)
+            else:
+                self._fanning = loop.call_soon(self.fan_out)
+
+    def _fan_out_due(self) -> float:
+        """When the next fan-out may start: at once, unless the last was costly and recent.
+
+        A fan-out costs every watcher a socket write (~6 µs), whether it carries one event or
+        twenty. Sent at every turn, a release-day crowd's changes (hundreds a second, 5,000
+        watchers) left the workers no time for anything else: accepts, answers and the fan-out
+        itself fell seconds behind. Resting FAN_OUT_REST times the last fan-out's cost before
+        the next keeps it to 1 / (1 + FAN_OUT_REST) of the loop at most, and the events that
+        came meanwhile go out together. A room of a thousand watchers (~3 ms) rests ~12 ms,
+        well under the latency a watcher sees anyway; no rest is longer than
+        FAN_OUT_MAX_REST_S.
+        """
+        return self._fanned_at + min(FAN_OUT_REST * self._fan_cost, FAN_OUT_MAX_REST_S)
 
     def fan_out(self) -> None:
         """Send every event waiting to its watchers now (tests call it; the loop does too)."""
@@ -406,6 +434,7 @@ class Hub:
         pending, self._pending = self._pending, {}
         if not pending:
             return
+        started = time.monotonic()  # not loop.time(): uvloop's is the turn's, in whole ms
         now = asyncio.get_running_loop().time()
         for screening_id, events in pending.items():
             room = self._rooms.get(screening_id)
@@ -414,6 +443,8 @@ class Hub:
                 room.fan_out([rendered(event, named) for event in events], now)
                 # Once per batch: an increment per client costs ~1 µs.
                 WS_EVENTS_SENT.inc(len(room) * len(events))
+        self._fanned_at = time.monotonic()
+        self._fan_cost = self._fanned_at - started
 
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Receive events until ``stop`` is set; resubscribes after a lost connection."""

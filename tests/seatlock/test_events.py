@@ -4,6 +4,7 @@ dropped."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -110,6 +111,39 @@ async def test_events_of_one_turn_go_out_in_one_write_per_watcher(transport: Tra
     assert texts == messages(public[0])  # the same messages, one at a time
     hub.fan_out()  # nothing left
     assert len(public) == 1
+
+
+class SlowSocket(FakeSocket):
+    def write(self, data: bytes) -> None:
+        time.sleep(0.02)  # what thousands of watchers' writes take together
+        super().write(data)
+
+
+async def test_a_costly_fan_out_rests_and_the_events_meanwhile_go_out_together(
+    transport: Transport,
+) -> None:
+    hub = Hub(transport)
+    frames: list[bytes] = []
+    hub.join(7, None, SlowSocket(frames))
+
+    def change(version: int) -> None:
+        hub.dispatch(orjson.dumps({**EVENT, "version": version}))
+
+    change(1)
+    await asyncio.sleep(0)
+    assert [m["version"] for m in messages(frames[0])] == [1]  # nothing before it: at once
+    sent = time.monotonic()
+    change(2)
+    change(3)
+    await asyncio.sleep(0.02)
+    assert len(frames) == 1  # resting: four times the 20 ms the last one took
+    await wait_until(lambda: len(frames) == 2)
+    assert time.monotonic() - sent >= events.FAN_OUT_REST * 0.02
+    assert [m["version"] for m in messages(frames[1])] == [2, 3]  # one write, in order
+    await asyncio.sleep(events.FAN_OUT_MAX_REST_S)  # rested long enough: the next goes at once
+    change(4)
+    await asyncio.sleep(0)
+    assert len(frames) == 3
 
 
 async def test_a_socket_closing_or_too_full_drops_only_that_client(transport: Transport) -> None:
