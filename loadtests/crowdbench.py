@@ -9,6 +9,7 @@ were sold (PostgreSQL counts them) and that every user had an answer.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import asyncpg
 from loadtests.benchreport import Row, check, crowd_svg, ms, pct
 from loadtests.crowd import NONE, SEAT, SOLD_OUT
 from loadtests.loadgen import Job, Sample
+from loadtests.procmem import tree_cpu_s
 
 if TYPE_CHECKING:
     from loadtests.bench import Bench
@@ -37,7 +39,9 @@ async def crowd_part(bench: Bench, s: Seeded) -> None:
 
     async def drive() -> None:
         start_at = time.time() + 0.5 + 0.1 * config.generator_count
+        before = cpu_now(bench)
         ran.append((start_at, await bench.gather(crowd_jobs(bench, s, tokens, start_at))))
+        bench.report.notes.append(cpu_note(before, cpu_now(bench)))
 
     watched, connected = await bench.while_watching(watch, drive)
     start_at, sample = ran[0]
@@ -54,6 +58,24 @@ async def crowd_part(bench: Bench, s: Seeded) -> None:
     sold = [(at - start_at, n) for at, n in sample.sold]
     title = f"Release-day crowd, {len(tokens):,} users, {seats} seats"
     bench.report.plots["crowd"] = crowd_svg(answers, sold, seats, title)
+
+
+def cpu_now(bench: Bench) -> tuple[float, float, float]:
+    """(wall clock, CPU seconds of the server's processes, of every process of the bench)."""
+    server = bench.server_procs[0].pid
+    return time.monotonic(), tree_cpu_s(server), tree_cpu_s(os.getpid())
+
+
+def cpu_note(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """Who used the machine while the crowd ran: on one box the users and watchers share the
+    cores with the server they measure, and take a good part of them."""
+    wall, server, everything = (b - a for a, b in zip(before, after, strict=True))
+    cores = os.cpu_count() or 1
+    return (
+        f"crowd: CPU over its {wall:.0f} s ({wall * cores:.0f} core-seconds on {cores} cores):"
+        f" seatlock {server:.0f} s, the bench's users, watchers, Redis and PostgreSQL"
+        f" {everything - server:.0f} s"
+    )
 
 
 def crowd_jobs(bench: Bench, s: Seeded, tokens: list[str], start_at: float) -> list[Job]:

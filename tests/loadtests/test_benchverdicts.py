@@ -4,6 +4,7 @@ exit code on a correctness failure, the part selector, and the release-day crowd
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from loadtests import bench
 from loadtests.benchreport import Report, Row, Target, at_least, at_most, check, crowd_svg, render
 from loadtests.crowd import choose, free_seats
-from loadtests.crowdbench import answer_times, crowd_rows, sell_out, watcher_row
+from loadtests.crowdbench import answer_times, cpu_note, crowd_rows, sell_out, watcher_row
 from loadtests.loadgen import Sample
 
 INF, NAN = float("inf"), float("nan")
@@ -153,3 +154,12 @@ def test_the_crowd_picture() -> None:
     svg = crowd_svg([(0.2, "seat"), (0.5, "sold out"), (2.0, "sold out")], [(0.2, 2)], 2, "T")
     assert svg.startswith("<svg") and svg.count("<polyline") == 3 and "2 seats" in svg
     assert "no data" in crowd_svg([], [], 2, "T")
+
+
+def test_the_crowd_note_says_who_used_the_cores() -> None:
+    note = cpu_note((100.0, 5.0, 20.0), (110.0, 12.0, 35.0))
+    cores = os.cpu_count() or 1
+    assert note == (
+        f"crowd: CPU over its 10 s ({10 * cores} core-seconds on {cores} cores): seatlock 7 s,"
+        " the bench's users, watchers, Redis and PostgreSQL 8 s"
+    )
