@@ -157,15 +157,7 @@ class HoldService:
         try:
             holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
         except SeatLockError as exc:  # a refusal: no seat changed (invariant 2)
-            self.outcomes.counts[refusal(exc)] += 1
-            logger.debug(
-                "hold refused (%s): screening %s, user %s, seats %s: %s",
-                type(exc).__name__,
-                screening_id,
-                user_id,
-                seat_ids,
-                exc.detail,
-            )
+            self._refused(exc, screening_id, user_id, "seats", seat_ids)
             raise
         self.outcomes.counts["granted"] += 1
         holds.sort(key=_seat_of)
@@ -203,8 +195,8 @@ class HoldService:
                 now_ms=now_ms,
                 grant=grant,
             )
-        except SeatLockError as exc:  # a refusal: no seat changed
-            self.outcomes.counts[refusal(exc)] += 1
+        except SeatLockError as exc:  # a refusal: no seat changed (invariant 2)
+            self._refused(exc, screening_id, user_id, "best block of", count)
             raise
         self.outcomes.counts["granted"] += 1
         seats = [h.seat_id for h in holds]
@@ -213,6 +205,22 @@ class HoldService:
         rows, new_rows = _rows(screening_id, user_id, holds, {}, ids, now_ms, new_ms)
         self.writer.submit(history.Inserted(new_rows))
         return Held(rows, round(self.engine.hold_ms / 60_000))
+
+    def _refused(
+        self, exc: SeatLockError, screening_id: int, user_id: int, asked: str, what: object
+    ) -> None:
+        """Count a refused hold (``seatlock_holds_total``) and log it at DEBUG: ``asked`` and
+        ``what`` say what was asked for (``seats [4, 5]``, ``best block of 3``)."""
+        self.outcomes.counts[refusal(exc)] += 1
+        logger.debug(
+            "hold refused (%s): screening %s, user %s, %s %s: %s",
+            type(exc).__name__,
+            screening_id,
+            user_id,
+            asked,
+            what,
+            exc.detail,
+        )
 
     async def _ids_for(self, screening_id: int, grant: str, seat_ids: list[int]) -> list[int]:
         """Reservation ids for the seats without a row; when none can be had (PostgreSQL down

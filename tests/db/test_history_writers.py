@@ -203,7 +203,9 @@ class Running:
 
     def closes_of_written_rows(self) -> int:
         """Closes sent to PostgreSQL as UPDATEs of rows already written."""
-        return sum(len(r.args[0]) for r in self.logged if r.query == CLOSE_AND_INSERT)
+        # The closes' screening ids, comma-separated ("" for none).
+        closes = [r.args[0] for r in self.logged if r.query == CLOSE_AND_INSERT]
+        return sum(len(ids.split(",")) for ids in closes if ids)
 
 
 async def running_writer(url: str, interval_s: float) -> AsyncIterator[Running]:

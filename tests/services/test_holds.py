@@ -3,6 +3,8 @@ can be had, extend, cancel, my reservations and cleanup."""
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import pytest
 from redis.asyncio import Redis
@@ -11,6 +13,7 @@ from db.reservations import HistoryWriter, ReservationIds
 from seatlock.engine.seats import GRANT, SeatEngine
 from seatlock.errors import Conflict, TooManyRequests, Unavailable, ValidationFailed
 from seatlock.services import holds
+from seatlock.services import holds as holds_module
 from seatlock.services.holds import HoldService, next_grant, utc
 from tests import factories as make
 from tests.lua.support import now_ms
@@ -135,6 +138,30 @@ async def test_a_refused_hold_takes_no_id(
     with pytest.raises(Conflict):
         await holds.hold(show.id, other, show.seat_ids)
     assert holds.ids._next == before
+
+
+async def test_both_kinds_of_hold_count_and_log_their_refusals_alike(
+    holds: HoldService,
+    db: asyncpg.Connection,
+    user: int,
+    other: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    show = await make.show(db, 2)
+    await holds.hold(show.id, user, show.seat_ids[:1])
+    caplog.set_level(logging.DEBUG, logger=holds_module.__name__)
+    with pytest.raises(Conflict):
+        await holds.hold(show.id, other, show.seat_ids)
+    with pytest.raises(Conflict):
+        await holds.hold_best(show.id, other, 2)
+    assert holds.outcomes.counts["taken"] == 1
+    assert holds.outcomes.counts["no_block"] == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == holds_module.__name__]
+    assert lines[0].startswith(f"hold refused (SeatsUnavailable): screening {show.id}, user")
+    assert f"seats {show.seat_ids}" in lines[0]
+    assert lines[1].startswith(f"hold refused (NoAdjacentSeats): screening {show.id}, user")
+    assert "best block of 2" in lines[1]
+    assert len(lines) == 2
 
 
 async def test_extend_pushes_back_the_holds_and_names_their_rows(
