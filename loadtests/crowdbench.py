@@ -9,15 +9,17 @@ were sold (PostgreSQL counts them) and that every user had an answer.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import TYPE_CHECKING
 
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.benchreport import Row, check, crowd_svg, ms, pct
 from loadtests.crowd import NONE, SEAT, SOLD_OUT
-from loadtests.loadgen import Job, Sample
+from loadtests.loadgen import Http, Job, Sample
 from loadtests.procmem import tree_cpu_s
 
 if TYPE_CHECKING:
@@ -39,15 +41,19 @@ async def crowd_part(bench: Bench, s: Seeded) -> None:
 
     async def drive() -> None:
         start_at = time.time() + 0.5 + 0.1 * config.generator_count
-        before = cpu_now(bench)
+        before, histograms = cpu_now(bench), [await server_histograms(bench)]
         ran.append((start_at, await bench.gather(crowd_jobs(bench, s, tokens, start_at))))
         bench.report.notes.append(cpu_note(before, cpu_now(bench)))
+        await asyncio.sleep(FLUSH_WAIT_S)
+        histograms.append(await server_histograms(bench))
+        served.update(served_in(*histograms))
 
+    served: dict[str, str] = {}
     watched, connected = await bench.while_watching(watch, drive)
     start_at, sample = ran[0]
     seats = len(s.crowd_seats)
     bench.report.tickets += sample.tickets
-    bench.report.rows += crowd_rows(sample, start_at, seats, config.crowd_arrival_s)
+    bench.report.rows += crowd_rows(sample, start_at, seats, config.crowd_arrival_s, served)
     bench.report.rows.append(watcher_row(watched, connected))
     unsold = seats - await sold_in_postgres(bench.database_url, s.crowd_screening)
     bench.report.checks += [
@@ -96,7 +102,10 @@ def crowd_jobs(bench: Bench, s: Seeded, tokens: list[str], start_at: float) -> l
     ]
 
 
-def crowd_rows(sample: Sample, start_at: float, seats: int, arrival_s: float) -> list[Row]:
+def crowd_rows(
+    sample: Sample, start_at: float, seats: int, arrival_s: float, served: dict[str, str]
+) -> list[Row]:
+    """``served``: per step, how long the server itself took (``served_in``)."""
     users = len(sample.answers)
     kinds = answered(sample)
     times = answer_times(sample)
@@ -119,6 +128,8 @@ def crowd_rows(sample: Sample, start_at: float, seats: int, arrival_s: float) ->
         value = f"{len(latencies):,} requests"
         if name == "hold":
             value += f", {kinds[SEAT]:,} won"
+        if name in served:
+            value += f"; in the server {served[name]}"
         rows.append(
             Row(
                 f"Release-day crowd, step: {name}",
@@ -128,6 +139,58 @@ def crowd_rows(sample: Sample, start_at: float, seats: int, arrival_s: float) ->
             )
         )
     return rows
+
+
+# The steps as the server's request histogram names them: (route template, method).
+STEP_ROUTES = {
+    "availability": ("/api/v1/seat-reservations/screening/{screening_id}/availability", "GET"),
+    "hold": ("/api/v1/seat-reservations/reserve", "POST"),
+    "book": ("/api/v1/tickets/book-from-reservation", "POST"),
+}
+HISTOGRAM = "seatlock_http_request_duration_seconds"
+FLUSH_WAIT_S = 1.5  # workers add their request timings to /metrics every second
+Histograms = dict[str, dict[float, float]]  # step -> bucket bound (s) -> answers at most that
+
+
+async def server_histograms(bench: Bench) -> Histograms:
+    """The server's request-duration histogram of each step, as /metrics shows it now: from
+    the request to the end of its answer in the worker, without the client's own delays."""
+    http = Http(bench.host, bench.port)
+    try:
+        status, raw = await http.call("GET", "/metrics")
+    finally:
+        await http.close()
+    found: Histograms = {step: {} for step in STEP_ROUTES}
+    steps = {route: step for step, route in STEP_ROUTES.items()}
+    for family in text_string_to_metric_families(raw.decode() if status == 200 else ""):
+        if family.name != HISTOGRAM:
+            continue
+        for metric in family.samples:
+            labels = metric.labels
+            route = (labels.get("route", "").replace(":int", ""), labels.get("method", ""))
+            step = steps.get(route)
+            if step is not None and metric.name.endswith("_bucket"):
+                bound = float(labels["le"])
+                found[step][bound] = found[step].get(bound, 0.0) + metric.value
+    return found
+
+
+def served_in(before: Histograms, after: Histograms) -> dict[str, str]:
+    """Per step, the bucket bounds under which half and 99 % of the answers given between the
+    two readings fell ("p50 <= 5 ms, p99 <= 25 ms")."""
+    served = {}
+    for step, buckets in after.items():
+        counts = {bound: n - before.get(step, {}).get(bound, 0.0) for bound, n in buckets.items()}
+        total = counts.get(float("inf"), 0.0)
+        if total > 0:
+            p50, p99 = (bucket_bound(counts, total * q) for q in (0.5, 0.99))
+            served[step] = f"p50 <= {p50}, p99 <= {p99}"
+    return served
+
+
+def bucket_bound(counts: dict[float, float], at_least: float) -> str:
+    bound = min(b for b, n in counts.items() if n >= at_least)
+    return "+inf" if bound == float("inf") else ms(bound * 1000)
 
 
 def answered(sample: Sample) -> dict[str, int]:

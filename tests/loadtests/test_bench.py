@@ -98,6 +98,8 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     assert rows["Release-day crowd: 300 users over 2 s, time to sell out"][0].endswith(
         "(100 of 100 seats)"
     ), text
+    # The server's own timing of each step, from its /metrics before and after the crowd.
+    assert "; in the server p50 <= " in rows["Release-day crowd, step: availability"][0], text
     assert rows["Release-day crowd: seats left unsold (tickets sold = seats)"][0] == "0", text
     assert rows["Release-day crowd: users without an answer"][0] == "0", text
     won = next(cells for key, cells in rows.items() if key.startswith("Won holds"))

@@ -12,7 +12,14 @@ import pytest
 from loadtests import bench
 from loadtests.benchreport import Report, Row, Target, at_least, at_most, check, crowd_svg, render
 from loadtests.crowd import choose, free_seats
-from loadtests.crowdbench import answer_times, cpu_note, crowd_rows, sell_out, watcher_row
+from loadtests.crowdbench import (
+    answer_times,
+    cpu_note,
+    crowd_rows,
+    sell_out,
+    served_in,
+    watcher_row,
+)
 from loadtests.loadgen import Sample
 
 INF, NAN = float("inf"), float("nan")
@@ -121,12 +128,14 @@ def test_the_crowd_figures() -> None:
     assert answer_times(sample) == pytest.approx([0.3, 1.3, 0.2, 6.6, INF])
     assert sell_out(sample, 1000.0, 3) == "1.50 s (3 of 3 seats)"
     assert sell_out(sample, 1000.0, 4) == "not sold out: 3 of 4 seats"
-    rows = {row.name: row for row in crowd_rows(sample, 1000.0, 3, 10.0)}
+    served = {"hold": "p50 <= 1.0 ms, p99 <= 5.0 ms"}
+    rows = {row.name: row for row in crowd_rows(sample, 1000.0, 3, 10.0, served)}
     answers = rows["Release-day crowd: definite answer (seat or sold out) within 1 s / 5 s"]
     assert answers.value == "40.0% / 60.0% (2 seats, 2 sold out, 1 none)"
     assert answers.p99 == "never"  # the user without an answer
     assert rows["Release-day crowd: 5 users over 10 s, time to sell out"].value.startswith("1.50")
-    assert rows["Release-day crowd, step: hold"].value == "2 requests, 2 won"
+    hold = rows["Release-day crowd, step: hold"].value
+    assert hold == "2 requests, 2 won; in the server p50 <= 1.0 ms, p99 <= 5.0 ms"
     assert rows["Release-day crowd, step: book"].p99 == "7.0 ms"
 
 
@@ -163,3 +172,17 @@ def test_the_crowd_note_says_who_used_the_cores() -> None:
         f"crowd: CPU over its 10 s ({10 * cores} core-seconds on {cores} cores): seatlock 7 s,"
         " the bench's users, watchers, Redis and PostgreSQL 8 s"
     )
+
+
+def test_the_servers_own_step_times_come_from_its_histogram_buckets() -> None:
+    inf = float("inf")
+    before = {"hold": {0.001: 5.0, 0.005: 5.0, 0.025: 5.0, inf: 5.0}}
+    after = {
+        "hold": {0.001: 55.0, 0.005: 104.0, 0.025: 105.0, inf: 105.0},
+        "book": {0.001: 0.0, 0.005: 0.0, 0.025: 0.0, inf: 3.0},
+        "availability": {0.001: 0.0, inf: 0.0},  # none in between: no figure
+    }
+    assert served_in(before, after) == {
+        "hold": "p50 <= 1.0 ms, p99 <= 5.0 ms",  # 50 of 100 within 1 ms, 99 within 5 ms
+        "book": "p50 <= +inf, p99 <= +inf",
+    }
