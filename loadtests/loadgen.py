@@ -734,20 +734,20 @@ async def watch(job: Job) -> Sample:
     gate = asyncio.Semaphore(100)
     settled = asyncio.Event()
     pending = [job.watchers]
-    stamps: dict[bytes, float | None] = {}  # what note_update learnt of each distinct message
+    stamps: dict[bytes, float] = {}  # what note_updates learnt of each distinct message
 
     def settle() -> None:
         pending[0] -= 1
         if pending[0] == 0:
             settled.set()
 
-    def on_message(raw: bytes, received: float) -> None:
-        note_update(job, sample, raw, received, stamps)
+    def on_messages(raws: list[bytes], received: float) -> None:
+        note_updates(job, sample, raws, received, stamps)
 
     async def one() -> None:
         try:
             async with gate, asyncio.timeout(120):
-                ws = await wsclient.connect(job.host, job.port, path, on_message)
+                ws = await wsclient.connect(job.host, job.port, path, on_messages)
                 first = await ws.first
         except BaseException:
             settle()
@@ -778,35 +778,44 @@ def _as_bytes(raw: str | bytes) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
 
 
-def note_update(
-    job: Job, sample: Sample, raw: bytes, received: float, stamps: dict[bytes, float | None]
+def note_updates(
+    job: Job,
+    sample: Sample,
+    raws: list[bytes],
+    received: float,
+    stamps: dict[bytes, float],
 ) -> None:
-    """Record how late one watcher got one message.
+    """Record how late one watcher got the messages of one read.
 
     Every watcher gets the very same bytes for a change, so a change is keyed by them and its
-    JSON parsed once per process (``stamps``: the message's timestamp, None when it is no seat
+    JSON parsed once per process (``stamps``: the message's timestamp, -1 when it is no seat
     update), not once per watcher: at 5,000 watchers that parsing was most of the client's CPU.
     """
     if job.kind == "watch-expiry":
-        for update in seat_updates(orjson.loads(raw)):
-            if update["status"] == "available":
-                sample.freed_at[update["seat_id"]] = received
+        for raw in raws:
+            for update in seat_updates(orjson.loads(raw)):
+                if update["status"] == "available":
+                    sample.freed_at[update["seat_id"]] = received
         return
-    if raw in stamps:
-        stamp = stamps[raw]
-    else:
-        stamp = stamps[raw] = update_time(raw)
-    if stamp is None:
-        return
-    delay = (received - stamp) * 1000
-    worst, count = sample.events.get(raw, (float("-inf"), 0))
-    sample.events[raw] = (max(worst, delay), count + 1)
+    events = sample.events
+    for raw in raws:
+        stamp = stamps.get(raw)
+        if stamp is None:
+            stamp = stamps[raw] = update_time(raw)
+        if stamp < 0:
+            continue
+        delay = (received - stamp) * 1000
+        worst, count = events.get(raw, NOT_SEEN)
+        events[raw] = (delay if delay > worst else worst, count + 1)
 
 
-def update_time(raw: bytes) -> float | None:
-    """When the server stamped a seat update (seconds); None for any other message."""
+NOT_SEEN = (float("-inf"), 0)
+
+
+def update_time(raw: bytes) -> float:
+    """When the server stamped a seat update (seconds); -1 for any other message."""
     message = orjson.loads(raw)
-    return parse_time(message["timestamp"]) if seat_updates(message) else None
+    return parse_time(message["timestamp"]) if seat_updates(message) else -1.0
 
 
 def seat_updates(message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,17 +25,18 @@ async def test_it_watches_a_real_screening(
     got: list[dict[str, object]] = []
     arrived = asyncio.Event()
 
-    def on_message(raw: bytes, received: float) -> None:
-        update = orjson.loads(raw)
-        if update.get("status") == "reserved":  # not the last round's late "available"
-            got.append(update)
-            arrived.set()
+    def on_messages(raws: list[bytes], received: float) -> None:
+        for raw in raws:
+            update = orjson.loads(raw)
+            if update.get("status") == "reserved":  # not the last round's late "available"
+                got.append(update)
+                arrived.set()
 
     path = f"/ws/screenings/{show.id}"
     for offer in ("", "permessage-deflate"):  # plain and compressed frames alike
         got.clear()
         arrived.clear()
-        watch = await wsclient.connect("127.0.0.1", server.port, path, on_message, offer)
+        watch = await wsclient.connect("127.0.0.1", server.port, path, on_messages, offer)
         try:
             assert orjson.loads(await watch.first)["type"] == "connection_confirmed"
             assert (await reserve(client, user, show, [seat])).status_code == 201
@@ -81,7 +82,7 @@ def unmasked(frame: bytes) -> tuple[int, bytes]:
 
 async def test_frames_split_anywhere_fragments_pings_and_close() -> None:
     got: list[bytes] = []
-    watch = wsclient.Watch(b"GET / HTTP/1.1\r\n\r\n", b"k", lambda raw, _: got.append(raw))
+    watch = wsclient.Watch(b"GET / HTTP/1.1\r\n\r\n", b"k", lambda raws, _: got.extend(raws))
     transport = Transport()
     watch.connection_made(transport)  # type: ignore[arg-type]
     assert transport.sent == [b"GET / HTTP/1.1\r\n\r\n"]
