@@ -13,10 +13,10 @@ delay from the server's ``timestamp`` to its arrival at the last watcher (p50/p9
 once more (buffers used by the fan-out) and the workers' CPU time per update delivered (which a
 busy machine distorts less than the delays).
 
-The watchers are a lean raw-asyncio client (a few hundred bytes each, no JSON parsing: a
-message is keyed by its bytes), so at 10,000 the client's own cost stays small next to the
-server's. Like browsers (and the ``websockets`` client of ``seatlock bench``) they offer
-permessage-deflate in the handshake; ``--no-deflate`` leaves it out.
+The watchers are the lean client of ``seatlock bench`` (loadtests/wsclient.py; no JSON parsing:
+a message is keyed by its bytes), so at 10,000 the client's own cost stays small next to the
+server's. Like browsers they offer permessage-deflate in the handshake; ``--no-deflate`` leaves
+it out.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import orjson
 
+from loadtests import wsclient
 from loadtests.bench import raise_file_limit, stop_process
 from loadtests.benchreport import pct
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
@@ -46,13 +46,7 @@ from loadtests.loadgen import API, Http, parse_time, yield_to_the_server
 from seatlock.server.embedded import embedded_services, free_port
 
 HOST = "127.0.0.1"
-HANDSHAKE = (
-    "GET /ws/screenings/{sid} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n{ext}\r\n"
-)
-DEFLATE = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-PONG_EMPTY = b"\x8a\x80\x00\x00\x00\x00"  # masked (key 0) pong frame header, payload follows
+DEFLATE = "permessage-deflate; client_max_window_bits"
 
 
 @dataclass
@@ -67,87 +61,24 @@ class Config:
     database_url: str = ""
 
 
-# --- The lean watcher client (runs in the client processes) ------------------------------------
-
-
-class Watch(asyncio.Protocol):
-    """One watcher: the handshake, then frames; each update's arrival time is noted by bytes."""
-
-    __slots__ = ("buf", "confirmed", "inflate", "seen", "transport", "upgraded")
-
-    def __init__(self, seen: dict[bytes, float], confirmed: asyncio.Future[bool]) -> None:
-        self.seen = seen
-        self.confirmed = confirmed
-        self.buf = b""
-        self.upgraded = False
-        self.inflate: zlib._Decompress | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        self.buf += data
-        if not self.upgraded and not self.upgrade():
-            return
-        while (frame := self.next_frame()) is not None:
-            self.handle(*frame, now)
-
-    def upgrade(self) -> bool:
-        head, sep, rest = self.buf.partition(b"\r\n\r\n")
-        if not sep:
-            return False
-        if not head.startswith(b"HTTP/1.1 101"):
-            self.finish(False)
-            return False
-        self.upgraded, self.buf = True, rest
-        return True
-
-    def next_frame(self) -> tuple[int, bool, bytes] | None:
-        buf = self.buf
-        if len(buf) < 2:
-            return None
-        size, at = buf[1] & 0x7F, 2
-        if size == 126:
-            size, at = int.from_bytes(buf[2:4], "big"), 4
-        elif size == 127:
-            size, at = int.from_bytes(buf[2:10], "big"), 10
-        if len(buf) < at + size:
-            return None
-        self.buf = buf[at + size :]
-        return buf[0] & 0x0F, bool(buf[0] & 0x40), buf[at : at + size]
-
-    def handle(self, opcode: int, compressed: bool, payload: bytes, now: float) -> None:
-        if compressed:
-            self.inflate = self.inflate or zlib.decompressobj(-zlib.MAX_WBITS)
-            payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
-        if opcode == 0x9 and self.transport is not None:  # uvicorn's keepalive ping
-            self.transport.write(bytes([0x8A, 0x80 | len(payload), 0, 0, 0, 0]) + payload)
-        elif opcode == 0x8:
-            self.finish(False)
-        elif b"connection_confirmed" in payload:
-            self.finish(True)
-        elif b"seat_update" in payload:
-            self.seen[payload] = max(self.seen.get(payload, 0.0), now)
-
-    def finish(self, ok: bool) -> None:
-        if not self.confirmed.done():
-            self.confirmed.set_result(ok)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish(False)
+# --- The watchers (run in the client processes) ---------------------------------------------------
 
 
 async def open_watch(port: int, sid: int, ext: str, seen: dict[bytes, float]) -> bool:
-    loop = asyncio.get_running_loop()
-    confirmed: asyncio.Future[bool] = loop.create_future()
-    transport, _ = await loop.create_connection(lambda: Watch(seen, confirmed), HOST, port)
-    transport.write(HANDSHAKE.format(sid=sid, host=HOST, port=port, ext=ext).encode())
+    """One watcher (loadtests/wsclient.py); each update's latest arrival noted by its bytes."""
+
+    def on_messages(raws: list[bytes], now: float) -> None:
+        for raw in raws:
+            if b"seat_update" in raw:
+                seen[raw] = max(seen.get(raw, 0.0), now)
+
     try:
-        return await asyncio.wait_for(confirmed, 60)
-    except TimeoutError:
+        async with asyncio.timeout(60):
+            watch = await wsclient.connect(HOST, port, f"/ws/screenings/{sid}", on_messages, ext)
+            first = await watch.first
+    except (TimeoutError, OSError, wsclient.HandshakeFailed):
         return False
+    return b"connection_confirmed" in first
 
 
 async def watch_all(port: int, sid: int, count: int, deflate: bool, pipe: Connection) -> None:
