@@ -81,14 +81,15 @@ class Watching:
         self.loops: list[asyncio.Task[None]] = []
         self.transport = transport
 
-    async def start(self) -> None:
+    async def start(self, cluster: LocalCluster) -> None:
         assert await enable_keyspace_events(self.transport)
         self.loops.append(asyncio.create_task(self.hub.run(self.stop)))
         await asyncio.wait_for(self.hub.ready.wait(), 5)
         await wait_until(lambda: self.hub.live)
         expiries = listen_for_expiries(self.engine, self.transport, self.stop)
         self.loops.append(asyncio.create_task(expiries))
-        await asyncio.sleep(0.5)  # the listener subscribes on every primary
+        listening = cluster.primary_ports  # the listener subscribes on every primary
+        await wait_for(lambda: all(expiries_heard_on(cluster, p) for p in listening), 5.0)
 
     async def close(self) -> None:
         self.stop.set()
@@ -100,7 +101,7 @@ async def watching(
     ftransport: ClusterTransport, failing_cluster: LocalCluster
 ) -> AsyncIterator[Watching]:
     w = Watching(ftransport, one_per_primary(failing_cluster))
-    await w.start()
+    await w.start(failing_cluster)
     yield w
     await w.close()
 

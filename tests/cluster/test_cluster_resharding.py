@@ -128,7 +128,8 @@ async def test_watchers_miss_no_change_while_the_slot_moves(
         changes = asyncio.create_task(change_seats(engine, flowing))
         await asyncio.sleep(0.2)
         await asyncio.to_thread(migrate_slot, moving_cluster, slot, origin, target)
-        assert moving_cluster.primary_of_slot(slot) == target
+        # Every node names the target once the SETSLOT NODEs have reached them all.
+        await wait_until(lambda: moving_cluster.primary_of_slot(slot) == target, 5)
         await asyncio.sleep(0.5)  # changes on the new owner
         flowing.set()
         made = await changes
