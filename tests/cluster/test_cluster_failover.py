@@ -30,9 +30,9 @@ from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Unavailable
 from seatlock.server.localcluster import LocalCluster
-from seatlock.server.redisnodes import scratch_root
+from seatlock.server.redisnodes import redis_servers, scratch_root
 from seatlock.settings import Settings
-from tests.cluster.conftest import EVENT_PATHS, one_per_primary, server_for
+from tests.cluster.conftest import EVENT_PATHS, Spares, one_per_primary, server_for
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.lua.support import DictSource, make_engine, wait_until
 from tests.support import LiveServer, make_account, reserve
@@ -44,15 +44,25 @@ RECOVERY_S = 15.0  # a failover takes about 2 s here (node timeout 1 s); room fo
 
 
 @pytest.fixture(params=EVENT_PATHS)
-def failing_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def failing_cluster(
+    request: pytest.FixtureRequest, spare_clusters: Spares
+) -> Iterator[LocalCluster]:
     """A cluster of its own, of one event path's binary (classic PUBLISH, sharded SPUBLISH)."""
-    server = server_for(request.param)
-    root = scratch_root("seatlock-cluster-failover-")
-    with LocalCluster(root, node_timeout_ms=1000, server=server) as cluster:
+    server_for(request.param)  # skips the test when this machine lacks the binary
+    cluster = spare_clusters.take(request, failover_cluster)
+    try:
         for port in cluster.ports:  # as a server that was never configured for notifications
             with cluster.client(port) as node:
                 node.config_set("notify-keyspace-events", "")
         yield cluster
+    finally:
+        cluster.stop()
+
+
+def failover_cluster(path: object) -> LocalCluster:
+    root = scratch_root("seatlock-cluster-failover-")
+    server = redis_servers()[str(path)]
+    return LocalCluster(root, node_timeout_ms=1000, server=server).start()
 
 
 @pytest.fixture
