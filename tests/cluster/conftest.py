@@ -78,11 +78,14 @@ class Spares:
     ) -> LocalCluster:
         """The started cluster for ``request``'s parameter (``start(param)``), waited for."""
         param = getattr(request, "param", None)
-        future = self.ahead.pop(param, None) or self.pool.submit(start, param)
+        future = self.ahead.pop(param, None)
         upcoming = self._next_param(request)
         if upcoming is not _NONE and upcoming not in self.ahead:
             self.ahead[upcoming] = self.pool.submit(start, upcoming)
-        return future.result()
+        if future is not None:
+            with contextlib.suppress(Exception):  # e.g. a port taken meanwhile: start another
+                return future.result()
+        return start(param)
 
     def _next_param(self, request: pytest.FixtureRequest) -> object:
         """The parameter of the module's next test using the same fixture (_NONE: none)."""
