@@ -19,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def run_locust(
-    scenario: str,
-    server: LiveServer,
-    admin: Account,
-    users: int = 4,
-    seconds: int = 3,
-    **env: str,
+    scenario: str, server: LiveServer, admin: Account, users: int = 4, **env: str
 ) -> tuple[int, str]:
     command = [
         sys.executable,
@@ -38,7 +33,7 @@ async def run_locust(
         "-r",
         str(users),
         "-t",
-        f"{seconds}s",
+        "3s",
         "--stop-timeout",
         "2",
         "--host",
@@ -107,8 +102,8 @@ async def test_a_failed_setup_fails_the_run(
     scenario: str, server: LiveServer, admin: Account
 ) -> None:
     code, output = await run_locust(
-        scenario, server, admin, users=1, seconds=1, SEATLOCK_LOAD_SCREENING_ID="987654321"
-    )  # the setup fails at the start: one second of run is enough to see the run end failed
+        scenario, server, admin, users=1, SEATLOCK_LOAD_SCREENING_ID="987654321"
+    )
     assert code == 1, output
     assert "SETUP FAILED" in output and "BOOKS NOT CHECKED" in output, output
 
