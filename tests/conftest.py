@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from db.migrate import migrate_database
 from seatlock.server.embedded import embedded_services
 from seatlock.settings import Settings
-from tests.support import Account, LiveServer, make_account
+from tests.support import Account, LiveServer, empty_tables, make_account
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
@@ -101,22 +101,10 @@ async def redis(backend_urls: tuple[str, str]) -> AsyncIterator[Redis]:
 
 @pytest.fixture(autouse=True)
 async def clean(backend_urls: tuple[str, str], base_settings: Settings) -> None:
-    """Every test starts from empty tables, an empty Redis and an empty outbox.
-
-    Identities are not restarted, so ids never repeat across tests (no stale caches).
-    """
+    """Every test starts from empty tables, an empty Redis and an empty outbox."""
     conn = await asyncpg.connect(backend_urls[1])
     try:
-        tables = await conn.fetch(
-            "SELECT quote_ident(tablename) AS t FROM pg_tables"
-            " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )
-        if tables:
-            # A server's history writer may hold a lock TRUNCATE needs while it waits for one
-            # TRUNCATE took: waiting longer than the writer makes the writer the deadlock victim
-            # (it retries; the writer sets no lock timeout in production).
-            await conn.execute("SET deadlock_timeout = '30s'")
-            await conn.execute(f"TRUNCATE {', '.join(r['t'] for r in tables)} CASCADE")
+        await empty_tables(conn)
     finally:
         await conn.close()
     client = Redis.from_url(backend_urls[0])

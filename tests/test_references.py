@@ -58,14 +58,23 @@ def _python_prose(text: str) -> Iterator[tuple[int, str]]:
 
 
 @functools.cache
+def all_prose() -> list[tuple[str, int, str]]:
+    """(file, line, text) of the prose of the repository: read and parsed once for every
+    pattern (tokenizing and parsing every file is most of this module's time)."""
+    return [
+        (str(path.relative_to(ROOT)), line, text)
+        for path in documents()
+        for line, text in prose(path)
+    ]
+
+
+@functools.cache
 def in_prose(pattern: re.Pattern[str]) -> list[tuple[str, int, re.Match[str]]]:
     """(file, line, match) for every match of pattern in the prose of the repository."""
     found = []
-    for path in documents():
-        where = str(path.relative_to(ROOT))
-        for line, text in prose(path):
-            for match in pattern.finditer(text):
-                found.append((where, line + text.count("\n", 0, match.start()), match))
+    for where, line, text in all_prose():
+        for match in pattern.finditer(text):
+            found.append((where, line + text.count("\n", 0, match.start()), match))
     return found
 
 

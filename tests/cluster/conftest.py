@@ -10,7 +10,9 @@ each on a cluster of its binary: ``@on_both_event_paths`` (an indirect parameter
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,63 @@ def local_cluster() -> Iterator[LocalCluster]:
         for other in _OTHERS.values():
             other.stop()
         _OTHERS.clear()
+
+
+class Spares:
+    """Clusters for the tests that each need one of their own (they kill nodes, fail over, move
+    slots), started one test ahead on a thread of their own.
+
+    A new cluster takes ~2 s to start, most of it waiting: a new primary reports
+    cluster_state:ok only 2 s after it started (Redis's CLUSTER_WRITABLE_DELAY). Handing a test
+    its cluster starts the one the module's next test of that fixture will need, so the wait
+    overlaps this test. Nothing is shared: every test still gets a cluster no test used.
+    """
+
+    def __init__(self, items: list[pytest.Item]) -> None:
+        self.items = items
+        # A long-lived thread: nothing of a cluster may hang on the thread that started it.
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="spare-cluster")
+        self.ahead: dict[object, Future[LocalCluster]] = {}
+
+    def take(
+        self, request: pytest.FixtureRequest, start: Callable[[object], LocalCluster]
+    ) -> LocalCluster:
+        """The started cluster for ``request``'s parameter (``start(param)``), waited for."""
+        param = getattr(request, "param", None)
+        future = self.ahead.pop(param, None)
+        upcoming = self._next_param(request)
+        if upcoming is not _NONE and upcoming not in self.ahead:
+            self.ahead[upcoming] = self.pool.submit(start, upcoming)
+        if future is not None:
+            with contextlib.suppress(Exception):  # e.g. a port taken meanwhile: start another
+                return future.result()
+        return start(param)
+
+    def _next_param(self, request: pytest.FixtureRequest) -> object:
+        """The parameter of the module's next test using the same fixture (_NONE: none)."""
+        name, node = request.fixturename, request.node
+        later = self.items[self.items.index(node) + 1 :] if node in self.items else []
+        for item in later:
+            if item.path == node.path and name in getattr(item, "fixturenames", ()):
+                callspec = getattr(item, "callspec", None)
+                return callspec.params.get(name) if callspec else None
+        return _NONE
+
+    def close(self) -> None:
+        for future in self.ahead.values():
+            with contextlib.suppress(Exception):
+                future.result().stop()
+        self.pool.shutdown()
+
+
+_NONE = object()
+
+
+@pytest.fixture(scope="module")
+def spare_clusters(request: pytest.FixtureRequest) -> Iterator[Spares]:
+    spares = Spares(request.session.items)
+    yield spares
+    spares.close()
 
 
 @pytest.fixture

@@ -30,9 +30,9 @@ from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Unavailable
 from seatlock.server.localcluster import LocalCluster
-from seatlock.server.redisnodes import scratch_root
+from seatlock.server.redisnodes import redis_servers, scratch_root
 from seatlock.settings import Settings
-from tests.cluster.conftest import EVENT_PATHS, one_per_primary, server_for
+from tests.cluster.conftest import EVENT_PATHS, Spares, one_per_primary, server_for
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.lua.support import DictSource, make_engine, wait_until
 from tests.support import LiveServer, make_account, reserve
@@ -44,15 +44,25 @@ RECOVERY_S = 15.0  # a failover takes about 2 s here (node timeout 1 s); room fo
 
 
 @pytest.fixture(params=EVENT_PATHS)
-def failing_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def failing_cluster(
+    request: pytest.FixtureRequest, spare_clusters: Spares
+) -> Iterator[LocalCluster]:
     """A cluster of its own, of one event path's binary (classic PUBLISH, sharded SPUBLISH)."""
-    server = server_for(request.param)
-    root = scratch_root("seatlock-cluster-failover-")
-    with LocalCluster(root, node_timeout_ms=1000, server=server) as cluster:
+    server_for(request.param)  # skips the test when this machine lacks the binary
+    cluster = spare_clusters.take(request, failover_cluster)
+    try:
         for port in cluster.ports:  # as a server that was never configured for notifications
             with cluster.client(port) as node:
                 node.config_set("notify-keyspace-events", "")
         yield cluster
+    finally:
+        cluster.stop()
+
+
+def failover_cluster(path: object) -> LocalCluster:
+    root = scratch_root("seatlock-cluster-failover-")
+    server = redis_servers()[str(path)]
+    return LocalCluster(root, node_timeout_ms=1000, server=server).start()
 
 
 @pytest.fixture
@@ -81,14 +91,15 @@ class Watching:
         self.loops: list[asyncio.Task[None]] = []
         self.transport = transport
 
-    async def start(self) -> None:
+    async def start(self, cluster: LocalCluster) -> None:
         assert await enable_keyspace_events(self.transport)
         self.loops.append(asyncio.create_task(self.hub.run(self.stop)))
         await asyncio.wait_for(self.hub.ready.wait(), 5)
         await wait_until(lambda: self.hub.live)
         expiries = listen_for_expiries(self.engine, self.transport, self.stop)
         self.loops.append(asyncio.create_task(expiries))
-        await asyncio.sleep(0.5)  # the listener subscribes on every primary
+        listening = cluster.primary_ports  # the listener subscribes on every primary
+        await wait_for(lambda: all(expiries_heard_on(cluster, p) for p in listening), 5.0)
 
     async def close(self) -> None:
         self.stop.set()
@@ -100,7 +111,7 @@ async def watching(
     ftransport: ClusterTransport, failing_cluster: LocalCluster
 ) -> AsyncIterator[Watching]:
     w = Watching(ftransport, one_per_primary(failing_cluster))
-    await w.start()
+    await w.start(failing_cluster)
     yield w
     await w.close()
 

@@ -27,8 +27,8 @@ from seatlock.engine.events import Hub, Watcher
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Unavailable
 from seatlock.server.localcluster import LocalCluster
-from seatlock.server.redisnodes import scratch_root
-from tests.cluster.conftest import EVENT_PATHS, event_path, server_for
+from seatlock.server.redisnodes import redis_servers, scratch_root
+from tests.cluster.conftest import EVENT_PATHS, Spares, event_path, server_for
 from tests.lua.support import DictSource, make_engine, wait_until
 
 SHOW = 1000
@@ -38,11 +38,20 @@ BATCH = 3  # keys per MIGRATE: a script may find its keys split between the node
 
 
 @pytest.fixture(params=EVENT_PATHS)
-def moving_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    server = server_for(request.param)
-    root = scratch_root("seatlock-cluster-reshard-")
-    with LocalCluster(root, replicas_each=0, server=server) as cluster:
+def moving_cluster(
+    request: pytest.FixtureRequest, spare_clusters: Spares
+) -> Iterator[LocalCluster]:
+    server_for(request.param)  # skips the test when this machine lacks the binary
+    cluster = spare_clusters.take(request, resharding_cluster)
+    try:
         yield cluster
+    finally:
+        cluster.stop()
+
+
+def resharding_cluster(path: object) -> LocalCluster:
+    root = scratch_root("seatlock-cluster-reshard-")
+    return LocalCluster(root, replicas_each=0, server=redis_servers()[str(path)]).start()
 
 
 @pytest.fixture
@@ -128,7 +137,8 @@ async def test_watchers_miss_no_change_while_the_slot_moves(
         changes = asyncio.create_task(change_seats(engine, flowing))
         await asyncio.sleep(0.2)
         await asyncio.to_thread(migrate_slot, moving_cluster, slot, origin, target)
-        assert moving_cluster.primary_of_slot(slot) == target
+        # Every node names the target once the SETSLOT NODEs have reached them all.
+        await wait_until(lambda: moving_cluster.primary_of_slot(slot) == target, 5)
         await asyncio.sleep(0.5)  # changes on the new owner
         flowing.set()
         made = await changes

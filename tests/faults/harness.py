@@ -237,12 +237,18 @@ async def accounts(client: httpx.AsyncClient, name: str, count: int) -> list[Acc
 
 
 async def shopper(
-    log: Log, client: httpx.AsyncClient, user: Account, shows: list[Show], until: float, seed: int
+    log: Log,
+    client: httpx.AsyncClient,
+    user: Account,
+    shows: list[Show],
+    stop: asyncio.Event,
+    seed: int,
 ) -> None:
-    """Looks at a seat map, then holds and books, quick-books, drops a hold or a ticket."""
+    """Looks at a seat map, then holds and books, quick-books, drops a hold or a ticket; until
+    ``stop`` is set."""
     rng = random.Random(seed)
     payments = 0
-    while time.monotonic() < until:
+    while not stop.is_set():
         show = rng.choice(shows)
         seen = await log.call(client, user, "GET", f"/api/v1/screenings/{show.id}/available-seats")
         free = [s["seat"]["id"] for s in seen.answer] if seen.status == 200 else []
@@ -304,11 +310,15 @@ async def _cancel_a_ticket(
 
 
 async def stream(
-    log: Log, client: httpx.AsyncClient, users: list[Account], shows: list[Show], seconds: float
+    log: Log,
+    client: httpx.AsyncClient,
+    users: list[Account],
+    shows: list[Show],
+    stop: asyncio.Event,
 ) -> None:
-    until = time.monotonic() + seconds
+    """Every user shopping at once until ``stop`` is set."""
     await asyncio.gather(
-        *(shopper(log, client, u, shows, until, seed) for seed, u in enumerate(users))
+        *(shopper(log, client, u, shows, stop, seed) for seed, u in enumerate(users))
     )
 
 

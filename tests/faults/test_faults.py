@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,11 @@ pytestmark = pytest.mark.faults
 
 USERS = 24
 SHOWS, SEATS = 4, 80
-STREAM_S, FAULT_AT_S = 12.0, 4.0
+# The stream runs BEFORE_S, then the fault, then AFTER_S once the killed process is back (a
+# restarted server answers again, a replacement worker is started): the fault always lands in the
+# middle, and the stream goes on against the recovered process however long the recovery took.
+BEFORE_S, AFTER_S = 3.0, 3.0
+REPLACED_S = 60.0  # kill -9 of a worker -> the supervisor's replacement is running
 SETTLE_S = 10.0  # twenty reconciler periods
 
 
@@ -56,18 +61,22 @@ async def run_with_fault(
     tmp_path: Path,
     fault: Callable[[], None],
 ) -> Report:
-    """The stream, the fault in its middle (on the backends' thread: restarting blocks), the
-    settled state, the checker; the log goes to the test's tmp dir when the check fails."""
+    """The stream, the fault in its middle (on the backends' thread: restarting blocks; it
+    returns once the killed process is back), the settled state, the checker; the log goes to
+    the test's tmp dir when the check fails."""
     url = backends.postgres.url
     shows = await harness.shows(url, SHOWS, SEATS)
     users = await harness.accounts(client, name, USERS)
     log = Log()
+    stop = asyncio.Event()
 
     async def inject() -> None:
-        await asyncio.sleep(FAULT_AT_S)
+        await asyncio.sleep(BEFORE_S)
         await backends.inject(fault)
+        await asyncio.sleep(AFTER_S)
+        stop.set()
 
-    await asyncio.gather(harness.stream(log, client, users, shows, STREAM_S), inject())
+    await asyncio.gather(harness.stream(log, client, users, shows, stop), inject())
     tickets, maps = await harness.settled(client, url, shows, SETTLE_S)
     report = check(log.exchanges, tickets, maps)
     print(f"\n{name}: {report.figures()}")
@@ -97,10 +106,16 @@ async def test_kill_9_of_a_worker_loses_nothing(backends: Backends, tmp_path: Pa
     try:
         await server.until_serving()
         victim = server.workers()[0]
+
+        def kill_worker() -> None:  # back when the supervisor has started its replacement
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + REPLACED_S
+            while victim in server.workers() or len(server.workers()) < 2:
+                assert time.monotonic() < deadline, "the killed worker was not replaced"
+                time.sleep(0.1)
+
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
-            report = await run_with_fault(
-                "worker", client, backends, tmp_path, lambda: os.kill(victim, signal.SIGKILL)
-            )
+            report = await run_with_fault("worker", client, backends, tmp_path, kill_worker)
         await server.until_serving()  # replaced
         assert victim not in server.workers()
     finally:

@@ -22,7 +22,7 @@ import pytest
 from db.migrate import migrate_database
 from db.pool import ReplicaReads
 from seatlock.server.embedded import EmbeddedPostgres
-from tests.support import LiveServer
+from tests.support import LiveServer, empty_tables
 
 
 @dataclass
@@ -88,11 +88,7 @@ async def clean_replicated(replicated: Replicated) -> Replicated:
         await replica.close()
     primary = await asyncpg.connect(replicated.primary_url)
     try:
-        tables = await primary.fetch(
-            "SELECT quote_ident(tablename) AS t FROM pg_tables"
-            " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        )
-        await primary.execute(f"TRUNCATE {', '.join(r['t'] for r in tables)} CASCADE")
+        await empty_tables(primary)
     finally:
         await primary.close()
     await caught_up(replicated.primary_url, replicated.replica_url)
