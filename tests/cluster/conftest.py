@@ -87,6 +87,17 @@ class Spares:
                 return future.result()
         return start(param)
 
+    @contextlib.contextmanager
+    def lend(
+        self, request: pytest.FixtureRequest, start: Callable[[object], LocalCluster]
+    ) -> Iterator[LocalCluster]:
+        """``take``'s cluster for the block, stopped after it."""
+        cluster = self.take(request, start)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
     def _next_param(self, request: pytest.FixtureRequest) -> object:
         """The parameter of the module's next test using the same fixture (_NONE: none)."""
         name, node = request.fixturename, request.node
@@ -139,6 +150,19 @@ async def cluster_redis(empty_cluster: LocalCluster) -> AsyncIterator[RedisClust
     client = RedisCluster(startup_nodes=seeds)
     yield client
     await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def transport_of(cluster: LocalCluster) -> AsyncIterator[ClusterTransport]:
+    """A cluster transport over a client of its own, closed after the block."""
+    seeds = [ClusterNode("127.0.0.1", port) for port in cluster.primary_ports]
+    client = RedisCluster(startup_nodes=seeds)
+    transport = ClusterTransport.like(client)
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+        await client.aclose()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import httpx
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
@@ -32,7 +31,13 @@ from seatlock.errors import Unavailable
 from seatlock.server.localcluster import LocalCluster
 from seatlock.server.redisnodes import redis_servers, scratch_root
 from seatlock.settings import Settings
-from tests.cluster.conftest import EVENT_PATHS, Spares, one_per_primary, server_for
+from tests.cluster.conftest import (
+    EVENT_PATHS,
+    Spares,
+    one_per_primary,
+    server_for,
+    transport_of,
+)
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.lua.support import DictSource, make_engine, wait_until
 from tests.support import LiveServer, make_account, reserve
@@ -49,14 +54,11 @@ def failing_cluster(
 ) -> Iterator[LocalCluster]:
     """A cluster of its own, of one event path's binary (classic PUBLISH, sharded SPUBLISH)."""
     server_for(request.param)  # skips the test when this machine lacks the binary
-    cluster = spare_clusters.take(request, failover_cluster)
-    try:
+    with spare_clusters.lend(request, failover_cluster) as cluster:
         for port in cluster.ports:  # as a server that was never configured for notifications
             with cluster.client(port) as node:
                 node.config_set("notify-keyspace-events", "")
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def failover_cluster(path: object) -> LocalCluster:
@@ -67,12 +69,8 @@ def failover_cluster(path: object) -> LocalCluster:
 
 @pytest.fixture
 async def ftransport(failing_cluster: LocalCluster) -> AsyncIterator[ClusterTransport]:
-    seeds = [ClusterNode("127.0.0.1", port) for port in failing_cluster.primary_ports]
-    client = RedisCluster(startup_nodes=seeds)
-    transport = ClusterTransport.like(client)
-    yield transport
-    await transport.aclose()
-    await client.aclose()
+    async with transport_of(failing_cluster) as transport:
+        yield transport
 
 
 class Watching:

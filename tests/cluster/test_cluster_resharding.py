@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
@@ -28,7 +27,7 @@ from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Unavailable
 from seatlock.server.localcluster import LocalCluster
 from seatlock.server.redisnodes import redis_servers, scratch_root
-from tests.cluster.conftest import EVENT_PATHS, Spares, event_path, server_for
+from tests.cluster.conftest import EVENT_PATHS, Spares, event_path, server_for, transport_of
 from tests.lua.support import DictSource, make_engine, wait_until
 
 SHOW = 1000
@@ -42,11 +41,8 @@ def moving_cluster(
     request: pytest.FixtureRequest, spare_clusters: Spares
 ) -> Iterator[LocalCluster]:
     server_for(request.param)  # skips the test when this machine lacks the binary
-    cluster = spare_clusters.take(request, resharding_cluster)
-    try:
+    with spare_clusters.lend(request, resharding_cluster) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def resharding_cluster(path: object) -> LocalCluster:
@@ -56,12 +52,8 @@ def resharding_cluster(path: object) -> LocalCluster:
 
 @pytest.fixture
 async def mtransport(moving_cluster: LocalCluster) -> AsyncIterator[ClusterTransport]:
-    seeds = [ClusterNode("127.0.0.1", port) for port in moving_cluster.primary_ports]
-    client = RedisCluster(startup_nodes=seeds)
-    transport = ClusterTransport.like(client)
-    yield transport
-    await transport.aclose()
-    await client.aclose()
+    async with transport_of(moving_cluster) as transport:
+        yield transport
 
 
 def migrate_slot(cluster: LocalCluster, slot: int, source: int, target: int) -> None:
