@@ -24,6 +24,13 @@ slot moved) is subscribed on the new owner and the screening's watchers get its 
 as after a lost pattern subscription. ``hears`` says whose events arrive: mirrors and the seat
 map cache trust only what the subscription of that screening vouches for.
 
+A screening's event log, from which a client reconnecting with ``?since=`` is replayed what it
+missed (lua/resume.lua), is kept only while some process marks the screening watched
+(lua/watch.lua): a hub marks a screening before its first watcher here joins and every
+WATCH_REFRESH_S while it has any, for WATCH_TTL_MS, so the log outlives the last watcher by a
+minute or two; the many screenings nobody watches log nothing (a won hold cost Redis ~4 µs more
+with an entry per event, and each screening up to SEATLOCK_EVENT_LOG_LENGTH events of memory).
+
 ``/ws/stats`` answers for every process sharing the Redis: each hub keeps its watchers per
 screening in an entry of its own (``keys.ws_stats_entry``) with a TTL of STATS_TTL_MS, rewritten
 every STATS_INTERVAL_S (``publish_stats``); ``service_stats`` sums the live entries. Another
@@ -82,8 +89,14 @@ FAN_OUT_MIN_REST_S = 0.001  # a shorter rest is not worth a timer: the end of th
 SUBSCRIBE_S = 2.0  # a client waits this long at most for its screening's shard subscription
 RESYNC_MAX_S = 2.0  # a map that could not be read for a resync is asked again at least this often
 TOPOLOGY_S = 1.0  # a cluster hub compares the primaries this often (sharded pub/sub or not)
+# A screening's event log (what a reconnecting watcher is replayed from) is kept only while some
+# process marks it watched (lua/watch.lua): each hub marks its watched screenings for WATCH_TTL_MS,
+# again every WATCH_REFRESH_S, so the log outlives the last watcher by one to two minutes.
+WATCH_TTL_MS = 120_000
+WATCH_REFRESH_S = 20.0
 
 Snapshot = Callable[[int], Awaitable[list[SeatState]]]  # a screening's whole seat map
+Watch = Callable[[int, int], Awaitable[object]]  # keep a screening's event log for ttl ms more
 EventListener = Callable[[int, dict[str, Any]], None]  # (screening id, the parsed event)
 
 
@@ -200,9 +213,15 @@ class Hub:
         transport: Transport,
         snapshot: Snapshot | None = None,
         now_ms: Callable[[], int] | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self._transport = transport
         self._snapshot = snapshot
+        # Marks a screening watched, so its event log is kept (SeatEngine.watch); None: never
+        # marked (a hub of tests that replay nothing).
+        self._watch = watch
+        self._watched_at: dict[int, float] = {}  # screening -> when last marked (monotonic)
+        self._marked_all = time.monotonic()  # when every watched screening was last marked
         # The clock of hold times (the engine's: Redis's), so the ts of snapshots and pings is
         # on the clock of the events' ts and expires_at.
         self.now_ms = now_ms or wall_ms
@@ -258,7 +277,12 @@ class Hub:
         """Return once the screening's events reach this hub: at once, except with sharded
         pub/sub, where its channel is subscribed first (for SUBSCRIBE_S at most: a client let
         in without it gets the whole map once it is live). Join right after, with no await
-        in between, and nothing published after ``join`` is missed."""
+        in between, and nothing published after ``join`` is missed. The screening is marked
+        watched first (``_mark``), so every event after the map or catch-up the client is sent
+        next is in its log, for the client to be replayed if it reconnects."""
+        marked = self._watched_at.get(screening_id)
+        if marked is None or time.monotonic() - marked >= WATCH_REFRESH_S:
+            await self._mark(screening_id)
         if self._shards is None or screening_id in self._heard:
             return
         self._joining[screening_id] += 1
@@ -275,6 +299,29 @@ class Hub:
                     # Released and wanted again by the join that follows in the same step (the
                     # subscriptions are settled later): only a client that never joins drops it.
                     self._unwatched(screening_id)
+
+    async def _mark(self, screening_id: int) -> None:
+        """Mark the screening watched for WATCH_TTL_MS (its event log is kept meanwhile). A
+        mark that fails (Redis down) is retried by the next refresh; a client that reconnects
+        before then, finding events missing from the log, is sent the whole map instead."""
+        if self._watch is None:
+            return
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(SUBSCRIBE_S):
+                await self._watch(screening_id, WATCH_TTL_MS)
+        except (SeatLockError, RedisError, OSError, TimeoutError) as exc:
+            logger.debug("cannot mark screening %s watched: %r", screening_id, exc)
+            return
+        self._watched_at[screening_id] = started
+
+    async def mark_watched(self) -> None:
+        """Mark every screening watched here again (every WATCH_REFRESH_S, from
+        ``publish_stats``), and forget those nobody here watches any more: their marks lapse."""
+        self._marked_all = time.monotonic()
+        for screening_id in [sid for sid in self._watched_at if sid not in self._rooms]:
+            del self._watched_at[screening_id]
+        await asyncio.gather(*(self._mark(screening_id) for screening_id in list(self._rooms)))
 
     def hears(self, screening_id: int) -> int | None:
         """The epoch of the subscription that brings the screening's events (it changes when
@@ -322,6 +369,8 @@ class Hub:
         failing = False
         try:
             while not stop.is_set():
+                if time.monotonic() - self._marked_all >= WATCH_REFRESH_S:
+                    self._spawn(self.mark_watched())
                 try:
                     await self._write_stats()
                     failing = False

@@ -383,6 +383,13 @@ class SeatEngine:
         events = [_text(event) for event in reply[3:]] if reply[2] else None
         return Resumed(int(reply[1]), events)
 
+    async def watch(self, screening_id: int, ttl_ms: int) -> bool:
+        """Keep the screening's event log (what ``resume`` replays) for ``ttl_ms`` more: it is
+        kept only while marked so (lua/watch.lua); a screening Redis lacks is loaded first.
+        True when the log starts now, empty."""
+        reply = await self._run_loaded("watch", screening_id, [], self.now_ms(), [ttl_ms])
+        return bool(reply[1])
+
     async def versioned_map(self, screening_id: int) -> tuple[int, list[SeatState]]:
         """Every seat of the screening (``seat_map``) and the version it is the state of."""
         now = self.now_ms()

@@ -156,7 +156,7 @@ def build(
         event_log_length=settings.event_log_length,
         no_single_gaps=settings.no_single_gaps,
     )
-    hub = Hub(transport, engine.seat_map, now_ms=engine.now_ms)
+    hub = Hub(transport, engine.seat_map, now_ms=engine.now_ms, watch=engine.watch)
     if settings.seat_mirrors:
         engine.mirrors = SeatMirrors(engine.snapshot, hub)
         hub.screening_listeners.append((engine.mirrors.wants, engine.mirrors.on_event))

@@ -15,6 +15,8 @@ import websockets
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
+from seatlock import keys
+from seatlock.engine.events import WATCH_TTL_MS
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import open_transport
 from seatlock.settings import Settings
@@ -74,12 +76,29 @@ async def side_engine(base_settings: Settings) -> AsyncIterator[SeatEngine]:
     await redis.aclose()
 
 
+async def watching(server: LiveServer, screening_id: int) -> Any:
+    """A plain watcher (no ``since``), past its connection_confirmed."""
+    ws = await websockets.connect(f"{server.ws_url}/ws/screenings/{screening_id}")
+    assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_confirmed"
+    return ws
+
+
 async def test_a_watcher_back_gets_exactly_the_changes_it_missed_then_live_ones(
-    client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    user: Account,
+    base_settings: Settings,
 ) -> None:
     show = await make.show(db, 3)
     seat = show.seat_ids[0]
     since, _ = await map_version(client, show)
+    await (await watching(server, show.id)).close()  # watched a moment: the log is kept
+    redis = Redis.from_url(base_settings.redis_url)
+    try:  # for a minute or two after its last watcher left (events.py WATCH_TTL_MS)
+        assert 60_000 < await redis.pttl(keys.screening_log(show.id)) <= WATCH_TTL_MS
+    finally:
+        await redis.aclose()
     for _ in range(25):  # 50 changes while nobody watches
         assert (await reserve(client, user, show, [seat])).status_code == 201
         await cancel(client, user, show, seat)
@@ -157,6 +176,29 @@ async def test_past_the_window_one_snapshot_equal_to_the_availability(
                 current += 1
             finally:
                 await ws.close()
+
+
+async def test_changes_of_a_screening_nobody_watched_come_as_one_snapshot(
+    client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer, user: Account
+) -> None:
+    """No watcher marked the screening, so its changes were not logged (lua/watch.lua): a client
+    resuming from the availability's version gets the map, then live updates."""
+    show = await make.show(db, 3)
+    seat = show.seat_ids[0]
+    since, _ = await map_version(client, show)
+    for _ in range(2):
+        assert (await reserve(client, user, show, [seat])).status_code == 201
+        await cancel(client, user, show, seat)
+    ws = await resume(server, show.id, since)
+    try:
+        snapshot = (await messages(ws, 1))[0]
+        assert (snapshot["type"], snapshot["version"]) == ("seat_snapshot", since + 4)
+        assert (await reserve(client, user, show, [seat])).status_code == 201
+        live = (await messages(ws, 1))[0]
+        assert (live["type"], live["version"]) == ("seat_update", since + 5)
+        await nothing_more(ws)
+    finally:
+        await ws.close()
 
 
 @pytest.mark.parametrize("since", ["abc", "-1", "1.5", "", "9" * 20, "١٢"])

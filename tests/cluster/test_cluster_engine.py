@@ -208,10 +208,12 @@ async def _wait_for(queue: asyncio.Queue[str], status: str, within: float = 3.0)
 async def test_resume_replays_from_the_log_on_every_primary(
     ctransport: ClusterTransport, source: DictSource, shows: list[int]
 ) -> None:
-    """The event log lives with its screening (its slot): a resume reads it in one script run."""
+    """The event log lives with its screening (its slot): a resume reads it in one script run,
+    and a watch (which keeps the log) runs there too."""
     engine = make_engine(ctransport, source)
     for s in shows:
         await engine.seat_map(s)
+        assert await engine.watch(s, 60_000) is True
         since = await engine.version(s)
         await engine.hold(s, ALICE, [1])
         await engine.release(s, ALICE, [1])
