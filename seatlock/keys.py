@@ -105,7 +105,9 @@ def screening_events(screening_id: int) -> str:
 def screening_log(screening_id: int) -> str:
     """Stream of the screening's latest events (fields v: version, e: the event's JSON), capped
     at SEATLOCK_EVENT_LOG_LENGTH; emptied on a reset (load, refresh): what a WebSocket client
-    reconnecting with ``?since=`` is replayed from (lua/resume.lua)."""
+    reconnecting with ``?since=`` is replayed from (lua/resume.lua). It exists only while a
+    process marks the screening watched (lua/watch.lua: its TTL), and events are appended only
+    to an existing one."""
     return f"{screening_tag(screening_id)}:log"
 
 
