@@ -151,8 +151,10 @@ async def test_trending_counts_last_week_sales_ties_by_rating(
     starts = NOW + dt.timedelta(days=1)
     for movie, count, status, at in (
         (hit, 3, "confirmed", NOW),
-        (tie_low, 1, "pending", NOW - dt.timedelta(days=6)),
-        (tie_high, 1, "confirmed", NOW),
+        # Pending counts too: booked now, within its payment deadline (the server's unpaid
+        # expiry would cancel one booked days ago at any moment, and the count with it).
+        (tie_low, 1, "pending", dt.datetime.now(dt.UTC)),
+        (tie_high, 1, "confirmed", NOW - dt.timedelta(days=6)),  # still within the week
         (old, 5, "confirmed", NOW - dt.timedelta(days=8)),
         (cancelled, 5, "cancelled", NOW),
     ):
