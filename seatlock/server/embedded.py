@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -35,10 +36,50 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be found or started."""
 
 
-def free_port() -> int:
+# Ports picked for our servers (the embedded default, tests, local clusters) come from below the
+# kernel's ephemeral range when there is room: a port of that range, free at the check, may be
+# taken as the local port of any outgoing connection (to PostgreSQL, a client's) before the server
+# binds it, which fails the start with "address already in use". Outgoing connections never take
+# a port below the range.
+PICK_FROM = 10_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()  # ports this process picked: never given twice
+
+
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default when unreadable)."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(span: int = 0) -> int:
+    """A loopback port free now, below the ephemeral range when there is room; with ``span``,
+    port + span is free (and below the range) too: a Redis cluster node's bus port."""
+    top = ephemeral_low() - 1 - span
+    if top - PICK_FROM >= 1000:
+        for _ in range(200):
+            port = random.randint(PICK_FROM, top)
+            if port not in _handed_out and _bindable(port) and (not span or _bindable(port + span)):
+                _handed_out.add(port)
+                return port
+    for _ in range(200):  # no room below the range: the kernel's choice
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + span < 65536 and (not span or _bindable(port + span)):
+            return port
+    raise EmbeddedError("no free port on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def claim_port(port: int, what: str) -> int:

@@ -4,14 +4,12 @@ redis-server, for the cluster tests and the cluster part of ``seatlock bench``.
 Slots are assigned and nodes introduced by hand (CLUSTER ADDSLOTS, MEET, REPLICATE) rather than
 with ``redis-cli --cluster create``, which sleeps a second per step: the cluster is ready in
 about a second. Redis 6.2 has no ``--cluster-port``: the bus listens on port + 10000, so ports
-are picked below 55536 with both free.
+are picked with both free (``free_port``: below the kernel's ephemeral range when there is room).
 """
 
 from __future__ import annotations
 
-import random
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +17,7 @@ from typing import ClassVar, Self
 
 from redis import Redis
 
+from seatlock.server.embedded import free_port
 from seatlock.server.redisnodes import RedisNodes
 
 SLOTS = 16384
@@ -26,21 +25,9 @@ BUS_OFFSET = 10_000
 
 
 def free_pair() -> int:
-    """A port free on loopback whose cluster bus port (port + 10000) is free too."""
-    for _ in range(200):
-        port = random.randint(20_000, 50_000)
-        if _free(port) and _free(port + BUS_OFFSET):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    """A port free on loopback whose cluster bus port (port + 10000) is free too, both below the
+    ephemeral range when there is room (``free_port``)."""
+    return free_port(span=BUS_OFFSET)
 
 
 @dataclass

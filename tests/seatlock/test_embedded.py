@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from seatlock.server import embedded
 from seatlock.server.embedded import EmbeddedPostgres, EmbeddedRedis, embedded_services
 from tests.support import processes_mentioning, wait_until_gone
 
@@ -92,3 +94,28 @@ async def test_redis_runs_with_the_settings_holds_rely_on(redis: Redis) -> None:
     assert config["zset-max-ziplist-entries"] == "0"
     await redis.zadd("sl:test:zset", {"1": 1})
     assert await redis.object("encoding", "sl:test:zset") == b"skiplist"
+
+
+def test_ports_are_picked_below_the_ephemeral_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outgoing connections take their local ports from the ephemeral range: a server port
+    picked there may be gone before the server binds it. Picked below it, never twice, with a
+    cluster bus (port + span) free and below it too; the kernel's choice when there is no room."""
+    ranges = tmp_path / "ip_local_port_range"
+    monkeypatch.setattr(embedded, "EPHEMERAL_RANGE", ranges)
+    ranges.write_text("32768\t60999\n")
+    ports = [embedded.free_port() for _ in range(50)]
+    assert all(embedded.PICK_FROM <= p < 32768 for p in ports) and len(set(ports)) == 50
+    paired = embedded.free_port(span=10_000)
+    assert paired + 10_000 < 32768
+    with socket.socket() as s:  # a port taken now is never picked
+        s.bind(("127.0.0.1", 0))
+        taken = s.getsockname()[1]
+        ranges.write_text(f"{taken + 1} 60999\n")
+        monkeypatch.setattr(embedded, "PICK_FROM", taken - 1000)
+        assert taken not in {embedded.free_port() for _ in range(100)}
+    ranges.write_text("1024 65535\n")  # no room below the range
+    assert 1024 <= embedded.free_port() < 65536
+    ranges.write_text("garbage")  # unreadable: Linux's default range
+    assert embedded.ephemeral_low() == 32768
