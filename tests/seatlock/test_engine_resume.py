@@ -35,12 +35,18 @@ WATCHED_MS = 60_000
 
 
 @pytest.fixture
-async def engine(transport: Transport, source: DictSource) -> SeatEngine:
-    """An engine whose screening S is marked watched (as a hub marks it for its watchers)."""
+def unwatched(transport: Transport, source: DictSource) -> SeatEngine:
+    """An engine keeping WINDOW events, its screening S marked watched by nobody (no log)."""
     engine = make_engine(transport, source)
     engine.event_log_length = WINDOW
-    await engine.watch(S, WATCHED_MS)
     return engine
+
+
+@pytest.fixture
+async def engine(unwatched: SeatEngine) -> SeatEngine:
+    """The engine with S marked watched (as a hub marks it for its watchers)."""
+    await unwatched.watch(S, WATCHED_MS)
+    return unwatched
 
 
 async def churn(engine: SeatEngine, changes: int, now: int) -> None:
@@ -131,11 +137,8 @@ async def test_resume_loads_a_screening_redis_lacks(engine: SeatEngine) -> None:
     assert [s.status for s in seats] == ["available"] * 9 + ["booked"]
 
 
-async def test_an_unwatched_screening_keeps_no_log(
-    transport: Transport, source: DictSource, redis: Redis
-) -> None:
-    engine = make_engine(transport, source)
-    engine.event_log_length = WINDOW
+async def test_an_unwatched_screening_keeps_no_log(unwatched: SeatEngine, redis: Redis) -> None:
+    engine = unwatched
     now = now_ms()
     await engine.seat_map(S, now)
     since = await engine.version(S)
@@ -146,10 +149,9 @@ async def test_an_unwatched_screening_keeps_no_log(
 
 
 async def test_a_watch_starts_an_empty_log_kept_until_the_mark_lapses(
-    transport: Transport, source: DictSource, redis: Redis
+    unwatched: SeatEngine, redis: Redis
 ) -> None:
-    engine = make_engine(transport, source)
-    engine.event_log_length = WINDOW
+    engine = unwatched
     now = now_ms()
     await engine.seat_map(S, now)
     before = await engine.version(S)
@@ -172,9 +174,9 @@ async def test_a_watch_starts_an_empty_log_kept_until_the_mark_lapses(
 
 
 async def test_a_watch_without_a_log_length_keeps_an_empty_log(
-    transport: Transport, source: DictSource, redis: Redis
+    unwatched: SeatEngine, redis: Redis
 ) -> None:
-    engine = make_engine(transport, source)
+    engine = unwatched
     engine.event_log_length = 0
     now = now_ms()
     await engine.seat_map(S, now)
@@ -196,20 +198,16 @@ async def wait_until_async(
 
 
 async def wait_for_lapse(redis: Redis, key: str) -> None:
-    for _ in range(100):
-        if not await redis.exists(key):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{key} still exists")
+    await wait_until_async(lambda: redis.exists(key), lambda exists: not exists, 5.0)
 
 
 async def test_a_hub_marks_its_watched_screenings_and_lets_the_others_lapse(
-    transport: Transport, source: DictSource, redis: Redis
+    unwatched: SeatEngine, transport: Transport, redis: Redis
 ) -> None:
     """A first watcher's join marks the screening (before it is let in); the refresh marks it
     again while it is watched here and stops once nobody is; a join soon after a mark does not
     ask Redis again."""
-    engine = make_engine(transport, source)
+    engine = unwatched
     marks: list[int] = []
 
     async def watch(screening_id: int, ttl_ms: int) -> object:
@@ -235,9 +233,9 @@ async def test_a_hub_marks_its_watched_screenings_and_lets_the_others_lapse(
 
 
 async def test_the_stats_loop_refreshes_the_marks_when_due(
-    transport: Transport, source: DictSource, redis: Redis
+    unwatched: SeatEngine, transport: Transport, redis: Redis
 ) -> None:
-    engine = make_engine(transport, source)
+    engine = unwatched
     hub = Hub(transport, watch=engine.watch)
     await hub.subscribed(S)
     hub.join(S, None)
