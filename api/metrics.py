@@ -28,7 +28,7 @@ router = Router("Metrics")
 async def metrics(call: Call) -> Response:
     """Prometheus metrics (text format; a bearer token when SEATLOCK_METRICS_TOKEN is set)."""
     _check_token(call)
-    call.services.holds.outcomes.flush()  # this worker's counts are current; others' <= 1 s old
+    call.services.holds.flush_counts()  # this worker's counts are current; others' <= 1 s old
     flush_tallies()
     # Reading every worker's files takes a few ms: off the event loop.
     body = await asyncio.to_thread(exposition)

@@ -46,6 +46,12 @@ HOLDS = Counter(
     "Hold requests by outcome: granted, or the refusal (taken, booked, too_many, ...)",
     ["outcome"],
 )
+HOLDS_REFUSED_LOCALLY = Counter(
+    "seatlock_holds_refused_locally",
+    "Hold requests refused by the process's seat mirror without asking Redis (seatlock/engine/"
+    "mirrors.py), by reason (taken, booked): a part of seatlock_holds_total's refusals",
+    ["outcome"],
+)
 BOOKINGS = Counter(
     "seatlock_bookings",
     "Bookings by outcome: booked, replayed (same payment_id), refused, unavailable, cancelled",

@@ -16,9 +16,10 @@ def _ids(seat_ids: list[int]) -> str:
 class SeatsUnavailable(Conflict):
     """Some seats are held by other users, or sold (``booked`` says which; booked wins)."""
 
-    def __init__(self, seat_ids: list[int], *, booked: bool) -> None:
+    def __init__(self, seat_ids: list[int], *, booked: bool, locally: bool = False) -> None:
         self.seat_ids = sorted(seat_ids)
         self.booked = booked
+        self.locally = locally  # answered by the process's seat mirror, without Redis
         what = "are already booked" if booked else "are currently reserved by other users"
         super().__init__(f"Seats {_ids(self.seat_ids)} {what}")
 

@@ -35,6 +35,7 @@ from seatlock.engine.clock import RedisClock
 from seatlock.engine.errors import (
     ScreeningNotFound,
     ScreeningStarted,
+    SeatsUnavailable,
     StaleRows,
     TooManySeats,
     UnknownSeats,
@@ -138,7 +139,7 @@ class SeatEngine:
         mirrors = self.mirrors
         if mirrors is not None:
             if refused := mirrors.refusal(screening_id, user_id, seats, now):
-                raise_for(refused)  # Redis would refuse it the same way
+                raise _refused_here(refused)  # Redis would refuse it the same way
             under_way = mirrors.in_flight(screening_id, seats)
             if under_way is not None:
                 # A hold of some of these seats from this process is on its way to Redis. Its
@@ -147,7 +148,7 @@ class SeatEngine:
                 await asyncio.shield(under_way)
                 now = self._now(now_ms)
                 if refused := mirrors.refusal(screening_id, user_id, seats, now):
-                    raise_for(refused)
+                    raise _refused_here(refused)
         return await self._hold(screening_id, user_id, seats, now, grant)
 
     async def _hold(
@@ -622,6 +623,12 @@ class SeatEngine:
         if layout is None:
             raise ScreeningNotFound(screening_id)
         return layout
+
+
+def _refused_here(reply: list[int]) -> SeatsUnavailable:
+    """The error of a refusal the seat mirror answered ({TAKEN | BOOKED, seat...}), marked as
+    answered without Redis (``seatlock_holds_refused_locally_total``)."""
+    return SeatsUnavailable(reply[1:], booked=reply[0] == Status.BOOKED, locally=True)
 
 
 def _tell_mirrors(

@@ -260,7 +260,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        s.holds.outcomes.flush()  # the counts of the last second: a counter outlives its worker
+        s.holds.flush_counts()  # the counts of the last second: a counter outlives its worker
         flush_tallies()
         await s.bookings.aclose()
         if s.engine.mirrors is not None:
@@ -299,6 +299,6 @@ async def sample_gauges(s: Services, stop: asyncio.Event) -> None:
         HISTORY_BACKLOG.set(s.history_writer.backlog)
         BOOKING_BACKLOG.set(s.booking_writer.backlog)
         SEATS_UNMARKED.set(s.bookings.unmarked)
-        s.holds.outcomes.flush()
+        s.holds.flush_counts()
         flush_tallies()  # the request metrics (api/observe.py)
         await pause(stop, SAMPLE_S, no_beat)

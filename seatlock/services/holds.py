@@ -43,7 +43,7 @@ from seatlock.engine.errors import (
 from seatlock.engine.model import Hold
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import SeatLockError, TooManyRequests, Unavailable, ValidationFailed
-from seatlock.metrics import HOLDS, Tally
+from seatlock.metrics import HOLDS, HOLDS_REFUSED_LOCALLY, Tally
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,13 @@ class HoldService:
         self.cleanup_interval_s = cleanup_interval_s
         # Every hold attempt counts: a Tally, not the counter itself (seatlock/metrics.py).
         self.outcomes = Tally(HOLDS, HOLD_OUTCOMES)
+        # Of those refusals, the ones the seat mirror answered without Redis.
+        self.local = Tally(HOLDS_REFUSED_LOCALLY, ("taken", "booked"))
+
+    def flush_counts(self) -> None:
+        """Add the hold counts kept since the last flush to their counters."""
+        self.outcomes.flush()
+        self.local.flush()
 
     async def hold(
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
@@ -158,6 +165,8 @@ class HoldService:
             holds = await self.engine.hold(screening_id, user_id, seat_ids, now_ms, grant=grant)
         except SeatLockError as exc:  # a refusal: no seat changed (invariant 2)
             self._refused(exc, screening_id, user_id, "seats", seat_ids)
+            if isinstance(exc, SeatsUnavailable) and exc.locally:  # the mirror answered it
+                self.local.counts["booked" if exc.booked else "taken"] += 1
             raise
         self.outcomes.counts["granted"] += 1
         holds.sort(key=_seat_of)

@@ -19,6 +19,7 @@ from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import open_transport
 from seatlock.services.holds import Reservation, utc
 from tests import factories as make
+from tests.api.test_metrics import scrape, value
 from tests.support import (
     RESERVE,
     Account,
@@ -406,8 +407,10 @@ async def test_a_contended_screening_is_refused_from_the_mirror_with_the_same_an
     show = await make.show(db, 3)
     seats = show.seat_ids[:2]
     assert (await reserve(client, user, show, seats[:1])).status_code == 201
+    before = await refused_locally(client)
     first = await reserve(client, other_user, show, seats)  # Redis refuses: the mirror starts
     assert first.status_code == 409
+    assert await refused_locally(client) == before  # Redis answered that one
     app: Any = server._server.config.app
     mirrors = app.state.services.engine.mirrors
     for _ in range(300):
@@ -419,6 +422,12 @@ async def test_a_contended_screening_is_refused_from_the_mirror_with_the_same_an
     assert (again.status_code, again.json()) == (409, first.json())
     assert again.json() == {"detail": f"Seats [{seats[0]}] are currently reserved by other users"}
     assert mirrors.refusals == refusals + 1
+    assert await refused_locally(client) == before + 1  # seatlock_holds_refused_locally_total
+
+
+async def refused_locally(client: httpx.AsyncClient) -> float:
+    """Hold refusals the seat mirrors answered, as /metrics counts them."""
+    return value(await scrape(client), "seatlock_holds_refused_locally_total", {"outcome": "taken"})
 
 
 async def test_ids_are_taken_only_for_new_holds_and_a_hold_without_ids_is_let_go(
