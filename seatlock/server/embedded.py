@@ -43,7 +43,7 @@ class EmbeddedError(RuntimeError):
 # a port below the range.
 PICK_FROM = 10_000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_handed_out: set[int] = set()  # ports this process picked: never given twice
+_handed_out: set[int] = set()  # ports this process picked (buses too): never given twice
 
 
 def ephemeral_low() -> int:
@@ -61,8 +61,9 @@ def free_port(span: int = 0) -> int:
     if top - PICK_FROM >= 1000:
         for _ in range(200):
             port = random.randint(PICK_FROM, top)
-            if port not in _handed_out and _bindable(port) and (not span or _bindable(port + span)):
-                _handed_out.add(port)
+            pair = {port, port + span}
+            if pair.isdisjoint(_handed_out) and all(map(_bindable, pair)):
+                _handed_out.update(pair)
                 return port
     for _ in range(200):  # no room below the range: the kernel's choice
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -109,6 +109,13 @@ def test_ports_are_picked_below_the_ephemeral_range(
     assert all(embedded.PICK_FROM <= p < 32768 for p in ports) and len(set(ports)) == 50
     paired = embedded.free_port(span=10_000)
     assert paired + 10_000 < 32768
+    forbidden = [paired + 10_000, paired]  # drawn first: its bus is not handed out either
+    randint = embedded.random.randint
+    with monkeypatch.context() as m:
+        m.setattr(
+            embedded.random, "randint", lambda a, b: forbidden.pop() if forbidden else randint(a, b)
+        )
+        assert embedded.free_port() not in (paired, paired + 10_000) and not forbidden
     with socket.socket() as s:  # a port taken now is never picked
         s.bind(("127.0.0.1", 0))
         taken = s.getsockname()[1]
