@@ -83,8 +83,8 @@ async def _session_state(services: Services, session_id: str) -> bool:
     # Through the engine's transport, as the seat scripts go: one pipelined connection, where a
     # crowd of new sessions (a release day: every user's first request in every process) would
     # queue for the connection pool's few connections.
-    redis = services.engine.transport
-    cached = await redis.command("GET", keys.session(session_id))
+    transport, key = services.engine.transport, keys.session(session_id)
+    cached = await transport.command("GET", key)
     if cached is not None:
         return bool(cached == b"1")
     row = await services.db.fetchrow(
@@ -99,7 +99,7 @@ async def _session_state(services: Services, session_id: str) -> bool:
     # NX: a revocation that landed between our read and this write has already set "0"; a
     # plain SET would overwrite it with the stale "1" and let the session live on.
     state = b"1" if active else b"0"
-    await redis.command("SET", keys.session(session_id), state, "EX", ttl, "NX")
+    await transport.command("SET", key, state, "EX", ttl, "NX")
     return active
 
 
