@@ -80,6 +80,12 @@ WS_CONNECTIONS = Gauge(
 WS_EVENTS_SENT = Counter(
     "seatlock_ws_events_sent", "Seat events handed to WebSocket clients (one per client)"
 )
+WS_EVENT_DELAY = Histogram(
+    "seatlock_ws_event_delay_seconds",
+    "Time from a seat change (its script's run, on Redis's clock) to the write of its event to"
+    " the sockets of this process's watchers; one observation per event and process",
+    buckets=LATENCY_BUCKETS,
+)
 WS_EVENTS_DROPPED = Counter(
     "seatlock_ws_events_dropped",
     "Seat events lost by WebSocket clients dropped for reading too slowly",

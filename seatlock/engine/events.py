@@ -70,7 +70,7 @@ from seatlock.engine.watchers import Watcher as Watcher
 from seatlock.engine.watchers import text_frame as text_frame
 from seatlock.errors import SeatLockError
 from seatlock.heartbeats import BEAT_S, Beat, no_beat
-from seatlock.metrics import WS_CONNECTIONS, WS_EVENTS_SENT
+from seatlock.metrics import WS_CONNECTIONS, WS_EVENT_DELAY, WS_EVENTS_SENT
 
 logger = logging.getLogger(__name__)
 
@@ -485,6 +485,7 @@ class Hub:
             return
         started = time.monotonic()  # not loop.time(): uvloop's is the turn's, in whole ms
         now = asyncio.get_running_loop().time()
+        stamps: list[int] = []
         for screening_id, events in pending.items():
             room = self._rooms.get(screening_id)
             if room is not None:
@@ -492,8 +493,13 @@ class Hub:
                 room.fan_out([rendered(event, named) for event in events], now)
                 # Once per batch: an increment per client costs ~1 µs.
                 WS_EVENTS_SENT.inc(len(room) * len(events))
+                stamps += [ts for event in events if isinstance(ts := event.get("ts"), int)]
         self._fanned_at = time.monotonic()
         self._fan_cost = self._fanned_at - started
+        if stamps:  # how late the last watcher here got each event: server-side lag
+            sent_ms = self.now_ms()
+            for ts in stamps:
+                WS_EVENT_DELAY.observe(max(0, sent_ms - ts) / 1000)
 
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """Receive events until ``stop`` is set; resubscribes after a lost connection."""

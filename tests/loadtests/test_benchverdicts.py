@@ -146,6 +146,16 @@ def test_a_change_some_crowd_watcher_missed_is_never_seen() -> None:
     assert row.value == "2 changes, 1 not seen by all" and row.p99 == "never"
 
 
+def test_the_crowd_watchers_row_says_how_late_the_server_wrote_the_changes() -> None:
+    watched = Sample()
+    watched.events = {"a": (12.0, 3)}
+    row = watcher_row(watched, 3, "p50 <= 5.0 ms, p99 <= 25.0 ms")
+    assert row.value == (
+        "1 changes, 0 not seen by all; written by the server p50 <= 5.0 ms, p99 <= 25.0 ms"
+        " after the change"
+    )
+
+
 def test_a_crowd_user_picks_free_neighbours_around_the_middle() -> None:
     raw = (
         b'[{"seat":{"id":1},"status":"sold"},{"seat":{"id":2},"status":"available"},'

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from seatlock import keys
@@ -111,6 +112,37 @@ async def test_events_of_one_turn_go_out_in_one_write_per_watcher(transport: Tra
     assert texts == messages(public[0])  # the same messages, one at a time
     hub.fan_out()  # nothing left
     assert len(public) == 1
+
+
+def delays() -> tuple[float, float, float]:
+    """The event-delay histogram so far: (count, sum in s, count within 50 ms)."""
+    name = "seatlock_ws_event_delay_seconds"
+    return (
+        REGISTRY.get_sample_value(f"{name}_count") or 0.0,
+        REGISTRY.get_sample_value(f"{name}_sum") or 0.0,
+        REGISTRY.get_sample_value(f"{name}_bucket", {"le": "0.05"}) or 0.0,
+    )
+
+
+async def test_each_event_sent_records_how_long_after_its_change_it_went_out(
+    transport: Transport,
+) -> None:
+    """Once per event and process (not per watcher), from the event's ts on the hub's clock
+    (Redis's) to its write: the server's share of a watcher's lag. Events nobody here
+    watches are not counted."""
+    clock = [10_000]
+    hub = Hub(transport, now_ms=lambda: clock[0])
+    hub.join(7, None, FakeSocket())
+    hub.join(7, 3, FakeSocket())
+    count, total, quick = delays()
+    hub.dispatch(orjson.dumps({**EVENT, "ts": 9_700, "version": 1}))  # 300 ms old when sent
+    hub.dispatch(orjson.dumps({**EVENT, "ts": 9_990, "version": 2}))  # 10 ms
+    hub.dispatch(orjson.dumps({**EVENT, "screening_id": 9, "ts": 0, "version": 1}))  # unwatched
+    hub.fan_out()
+    after = delays()
+    assert after[0] - count == 2
+    assert after[1] - total == pytest.approx(0.31)
+    assert after[2] - quick == 1  # the 10 ms one
 
 
 class SlowSocket(FakeSocket):
