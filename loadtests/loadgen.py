@@ -735,6 +735,8 @@ async def watch(job: Job) -> Sample:
     settled = asyncio.Event()
     pending = [job.watchers]
     stamps: dict[bytes, float] = {}  # what note_updates learnt of each distinct message
+    reads = wsclient.Reads()  # reads cut once for every watcher that gets them alike
+    shared: dict[int, SharedRead] = {}  # note_updates' tally of each Known read (by its id)
 
     def settle() -> None:
         pending[0] -= 1
@@ -742,12 +744,12 @@ async def watch(job: Job) -> Sample:
             settled.set()
 
     def on_messages(raws: list[bytes], received: float) -> None:
-        note_updates(job, sample, raws, received, stamps)
+        note_updates(job, sample, raws, received, stamps, shared)
 
     async def one() -> None:
         try:
             async with gate, asyncio.timeout(120):
-                ws = await wsclient.connect(job.host, job.port, path, on_messages)
+                ws = await wsclient.connect(job.host, job.port, path, on_messages, reads=reads)
                 first = await ws.first
         except BaseException:
             settle()
@@ -771,11 +773,21 @@ async def watch(job: Job) -> Sample:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     sample.errors += [repr(r) for r in results if isinstance(r, Exception)][:3]
+    note_shared(sample, shared, stamps)
     return sample
 
 
 def _as_bytes(raw: str | bytes) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
+
+
+class SharedRead:
+    """A ``wsclient.Known`` read as watchers got it: how many, and the last of them when."""
+
+    __slots__ = ("count", "latest", "messages")
+
+    def __init__(self, messages: list[bytes], received: float) -> None:
+        self.messages, self.latest, self.count = messages, received, 1
 
 
 def note_updates(
@@ -784,12 +796,16 @@ def note_updates(
     raws: list[bytes],
     received: float,
     stamps: dict[bytes, float],
+    shared: dict[int, SharedRead] | None = None,
 ) -> None:
     """Record how late one watcher got the messages of one read.
 
     Every watcher gets the very same bytes for a change, so a change is keyed by them and its
     JSON parsed once per process (``stamps``: the message's timestamp, -1 when it is no seat
     update), not once per watcher: at 5,000 watchers that parsing was most of the client's CPU.
+    A read other watchers got alike (a ``wsclient.Known`` list, the same object for all) is
+    only counted in ``shared``, in O(1): ``note_shared`` adds its messages up at the end, each
+    as late as the last of those watchers got it.
     """
     if job.kind == "watch-expiry":
         for raw in raws:
@@ -797,16 +813,38 @@ def note_updates(
                 if update["status"] == "available":
                     sample.freed_at[update["seat_id"]] = received
         return
-    events = sample.events
+    if shared is not None and type(raws) is wsclient.Known:
+        seen = shared.get(id(raws))  # the entry holds the list: its id is not reused meanwhile
+        if seen is None:
+            shared[id(raws)] = SharedRead(raws, received)
+        else:
+            seen.count += 1
+            seen.latest = max(seen.latest, received)
+        return
     for raw in raws:
-        stamp = stamps.get(raw)
-        if stamp is None:
-            stamp = stamps[raw] = update_time(raw)
-        if stamp < 0:
-            continue
-        delay = (received - stamp) * 1000
-        worst, count = events.get(raw, NOT_SEEN)
-        events[raw] = (delay if delay > worst else worst, count + 1)
+        note_message(sample, raw, received, 1, stamps)
+
+
+def note_shared(sample: Sample, shared: dict[int, SharedRead], stamps: dict[bytes, float]) -> None:
+    """Add the reads ``note_updates`` only counted to ``sample.events``."""
+    for seen in shared.values():
+        for raw in seen.messages:
+            note_message(sample, raw, seen.latest, seen.count, stamps)
+    shared.clear()
+
+
+def note_message(
+    sample: Sample, raw: bytes, received: float, count: int, stamps: dict[bytes, float]
+) -> None:
+    """``count`` watchers got message ``raw``, the last of them at ``received``."""
+    stamp = stamps.get(raw)
+    if stamp is None:
+        stamp = stamps[raw] = update_time(raw)
+    if stamp < 0:
+        return
+    delay = (received - stamp) * 1000
+    worst, seen = sample.events.get(raw, NOT_SEEN)
+    sample.events[raw] = (delay if delay > worst else worst, seen + count)
 
 
 NOT_SEEN = (float("-inf"), 0)

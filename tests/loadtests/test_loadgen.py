@@ -11,13 +11,17 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
+from loadtests import wsclient
 from loadtests.loadgen import (
     API,
     Http,
     Job,
     Sample,
+    SharedRead,
     browse_loop,
     hold_loop,
+    note_shared,
+    note_updates,
     pick_range,
     run_job,
     won_hold_loop,
@@ -275,3 +279,28 @@ async def test_the_browse_loop_revalidates_with_the_etag_it_was_given(
         await http.close()
     paths = {request.split(b" ")[1] for request in script.requests}
     assert paths == {b"/a", b"/b"}
+
+
+def test_watchers_given_one_read_count_as_each_of_them() -> None:
+    """A read many watchers got alike (one Known list) is tallied per read and added up at the
+    end: each of its changes seen once per watcher, as late as the last of them got it; the
+    same figures as reads noted one by one."""
+    job = Job("watch", "127.0.0.1", 1, 0.0, 1.0)
+
+    def update(seat: int, at: str) -> bytes:
+        return orjson.dumps({"type": "seat_update", "seat_id": seat, "timestamp": at})
+
+    one, two = update(1, "2026-12-05T12:00:00.000Z"), update(2, "2026-12-05T12:00:00.500Z")
+    stamp = 1_796_472_000.0  # 2026-12-05T12:00:00Z
+    reads = [(wsclient.Known([one, two]), stamp + 1.0), ([one, two], stamp + 0.75)]
+    shared_sample, plain_sample = Sample(), Sample()
+    shared: dict[int, SharedRead] = {}
+    for raws, received in [reads[0], reads[0], reads[1]]:
+        note_updates(job, shared_sample, raws, received, {}, shared)
+        note_updates(job, plain_sample, list(raws), received, {})
+    assert len(shared) == 1 and shared_sample.events.keys() == {one, two}  # the plain read
+    note_shared(shared_sample, shared, {})
+    assert shared_sample.events == plain_sample.events
+    assert shared_sample.events[one] == (pytest.approx(1000.0), 3)
+    assert shared_sample.events[two] == (pytest.approx(500.0), 3)
+    assert not shared

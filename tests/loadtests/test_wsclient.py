@@ -121,3 +121,34 @@ async def test_a_wrong_accept_key_is_no_handshake() -> None:
     watch.data_received(b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: other\r\n\r\n")
     assert isinstance(watch.opened.exception(), wsclient.HandshakeFailed)
     assert transport.closing
+
+
+def opened(reads: wsclient.Reads, got: list[list[bytes]]) -> wsclient.Watch:
+    """A connection past its handshake and first message, sharing ``reads``."""
+    watch = wsclient.Watch(b"", b"k", lambda raws, _: got.append(raws), reads)
+    watch.connection_made(Transport())  # type: ignore[arg-type]
+    hello = text_frame(b'{"type":"connection_confirmed"}')
+    watch.data_received(b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k\r\n\r\n")
+    watch.data_received(hello)
+    return watch
+
+
+async def test_a_read_many_connections_get_alike_is_cut_once() -> None:
+    reads = wsclient.Reads()
+    first: list[list[bytes]] = []
+    second: list[list[bytes]] = []
+    a, b = opened(reads, first), opened(reads, second)
+    other = b'{"type":"seat_update","seat_id":2}'
+    fan_out = text_frame(UPDATE) + text_frame(other)
+    a.data_received(bytes(fan_out))
+    b.data_received(bytes(fan_out))  # equal bytes, another object: as from another socket
+    assert first == second == [[UPDATE, other]]
+    assert type(first[0]) is wsclient.Known and second[0] is first[0]  # handed over as it was
+    # Not remembered: a read ending in a frame's start, one with a ping, a fragment.
+    for read in (fan_out + text_frame(other)[:3], text_frame(UPDATE) + b"\x89\x02hi"):
+        for watch in (a, b):
+            watch.buffer = b""
+            watch.data_received(bytes(read))
+        assert read not in reads
+    assert [UPDATE] in first[1:] and all(type(raws) is list for raws in first[1:])
+    assert len(reads) == 1
