@@ -18,13 +18,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from db.pool import Conn, Executor
 from seatlock.errors import Conflict, NotFound, Unavailable
 from seatlock.heartbeats import BEAT_S, Beat, no_beat
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +189,9 @@ class BookingWriter:
         # after it succeeded, on the batch's connection; fault tests break the connection here.
         self.commit_hook: Callable[[str, Conn], Awaitable[None]] | None = None
         self._beat: Beat = no_beat
+        # Kept from one batch to the next while bookings keep coming, as the history writer's:
+        # returning it to the pool costs a round trip (its reset) before the next batch.
+        self._conn: PoolConnectionProxy[Any] | None = None
 
     @property
     def backlog(self) -> int:
@@ -218,10 +224,13 @@ class BookingWriter:
                 while len(batch) < self._max_batch and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 await self._flush(batch)
+                if self._queue.empty():
+                    await self._let_go()
         finally:
             self._running = False
             stopped.cancel()
             self._fail_queued()
+            await self._let_go()
 
     async def _next(self, stopped: asyncio.Task[Any]) -> _Request | None:
         if not self._queue.empty():
@@ -241,12 +250,16 @@ class BookingWriter:
             _answer(self._queue.get_nowait().done, Unavailable("Server is shutting down"))
 
     async def _flush(self, batch: list[_Request]) -> None:
+        """Write the batch and answer each booking in it; answered as soon as the COMMIT is,
+        not after the connection's return to the pool."""
         attempt = _Attempt()
         self.batches += 1
         try:
-            async with self._db.acquire() as conn:
-                await self._write(conn, batch, attempt)
+            if self._conn is None:
+                self._conn = await self._db.acquire()
+            await self._write(self._conn, batch, attempt)
         except Exception as exc:
+            await self._let_go()  # the pool replaces a connection that broke
             if not attempt.commit_sent or not LOOK_UP_OUTCOME:
                 # Never reached COMMIT: rolled back, every booking of the batch failed.
                 logger.warning("booking batch of %d not committed: %r", len(batch), exc)
@@ -286,6 +299,13 @@ class BookingWriter:
     async def _hook(self, stage: str, conn: Conn) -> None:
         if self.commit_hook is not None:
             await self.commit_hook(stage, conn)
+
+    async def _let_go(self) -> None:
+        """Return the kept connection; the pool closes one whose reset fails."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self._db.release(conn)
 
     async def _resolve(
         self, batch: list[_Request], outcomes: list[list[Any] | Exception], exc: Exception
