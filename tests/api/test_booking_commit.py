@@ -317,6 +317,44 @@ async def test_answers_come_only_after_the_commit(
     assert writer.batches <= 2
 
 
+async def test_batches_back_to_back_keep_one_connection_and_an_idle_writer_holds_none(
+    server: LiveServer, db: asyncpg.Connection, user: Account
+) -> None:
+    """While bookings keep coming the writer keeps its connection (no reset between batches);
+    once none wait, it is back in the pool."""
+    pool = await asyncpg.create_pool(server.settings.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    writer = repo.BookingWriter(pool, max_batch=1)  # one booking a batch: batches in a row
+    marks: list[str] = []
+
+    async def note(stage: str, conn: Any) -> None:
+        # A session setting survives from batch to batch unless the pool's reset (RESET ALL,
+        # on each return to the pool) comes in between.
+        if stage == "committed":
+            marks.append(await conn.fetchval("SELECT current_setting('seatlock.mark', true)"))
+            await conn.execute("SELECT set_config('seatlock.mark', 'kept', false)")
+
+    writer.commit_hook = note
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        await asyncio.sleep(0)
+        show = await make.show(db, 4)
+        await asyncio.gather(*(writer.book(user.id, show.id, [s], None) for s in show.seat_ids))
+        assert writer.batches == 4
+        assert marks[1:] == ["kept"] * 3  # one connection, never reset between the batches
+        # Returned once none wait (just after the answers: they do not wait for its reset).
+        for _ in range(100):
+            if pool.get_idle_size() == pool.get_size():
+                break
+            await asyncio.sleep(0.01)
+        assert pool.get_idle_size() == pool.get_size()
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+
+
 async def test_a_failed_batch_fails_every_booking_in_it(
     writer: repo.BookingWriter, db: asyncpg.Connection, user: Account
 ) -> None:
