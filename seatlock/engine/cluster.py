@@ -341,7 +341,7 @@ class ClusterTransport(Batcher[str]):
                 feed.close()
             raise
         live.expect(len(feeds))
-        return MergedFeed(feeds, {node.name for node in primaries}, missing)
+        return MergedFeed(feeds, primaries, missing)
 
     async def _subscribe_anywhere(
         self,
@@ -441,11 +441,12 @@ class MergedFeed:
     def __init__(
         self,
         feeds: list[PubSubFeed],
-        primaries: set[str] | None = None,
+        nodes: list[ClusterNode] | None = None,
         missing: list[ClusterNode] | None = None,
     ) -> None:
         self._feeds = feeds
-        self.primaries = primaries or set()  # the primaries (host:port) when it subscribed
+        self.nodes = nodes or []  # the primaries when it subscribed
+        self.primaries = {node.name for node in self.nodes}  # their host:port
         self.missing = missing or []  # those of them it could not subscribe on
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from seatlock import keys
-from seatlock.engine.cluster import ClusterTransport
+from seatlock.engine.cluster import ClusterTransport, MergedFeed
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Feed, Transport
 from seatlock.errors import SeatLockError
@@ -26,12 +27,14 @@ EXPIRED_BY_LISTENER, EXPIRED_BY_SWEEP = EXPIRIES.labels("listener"), EXPIRIES.la
 FLAGS = "notify-keyspace-events"
 
 
-async def enable_keyspace_events(transport: Transport) -> bool:
+async def enable_keyspace_events(
+    transport: Transport, nodes: Sequence[ClusterNode] | None = None
+) -> bool:
     """Make Redis publish key expiries ("Ex"), on every primary of a cluster (notifications are
-    per node); False when CONFIG is refused."""
+    per node), or on ``nodes``; False when CONFIG is refused."""
     try:
         if isinstance(transport, ClusterTransport):
-            await _enable_on_primaries(transport)
+            await _enable_on_primaries(transport, nodes)
         else:
             await _enable_on(transport.command)
     except ResponseError as exc:
@@ -40,8 +43,10 @@ async def enable_keyspace_events(transport: Transport) -> bool:
     return True
 
 
-async def _enable_on_primaries(transport: ClusterTransport) -> None:
-    for node in await transport.primaries():
+async def _enable_on_primaries(
+    transport: ClusterTransport, nodes: Sequence[ClusterNode] | None
+) -> None:
+    for node in await transport.primaries() if nodes is None else nodes:
         try:
             async with transport.node_client(node) as client:
                 await _enable_on(client.execute_command)
@@ -91,12 +96,14 @@ async def _listen(
 ) -> None:
     """One subscription: expired keys queue up as they arrive and are handled in order."""
     expired: asyncio.Queue[bytes] = asyncio.Queue()
-    if isinstance(transport, ClusterTransport):
-        # A promoted replica or a new primary may not publish expiries yet: CONFIG SET is not
-        # replicated, so each node needs its own (every subscription is made after a change).
-        await enable_keyspace_events(transport)
     feed = await transport.subscribe(channel, expired.put_nowait)
     try:
+        if isinstance(feed, MergedFeed) and isinstance(transport, ClusterTransport):
+            # A promoted replica or a new primary may not publish expiries yet: CONFIG SET is
+            # not replicated, so each node needs its own (every subscription is made after a
+            # change). On the very primaries the feed covers: asked apart, a failover between
+            # the two questions left a promoted replica subscribed to but never told to publish.
+            await enable_keyspace_events(transport, feed.nodes)
         # Expiries while we were not subscribed are lost: catch up on them once.
         await _sweep_once(engine)
         following = _Following(transport, feed)

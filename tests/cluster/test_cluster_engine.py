@@ -134,6 +134,50 @@ async def test_expiries_on_every_primary_reach_the_listener(
         await asyncio.gather(*loops)
 
 
+def publishes_expiries(cluster: LocalCluster, port: int) -> bool:
+    with cluster.client(port) as node:
+        flags = node.config_get("notify-keyspace-events")
+    value = flags.get("notify-keyspace-events") or flags.get(b"notify-keyspace-events") or b""
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return "E" in text and ("x" in text or "A" in text)
+
+
+async def test_the_listener_tells_every_primary_it_subscribes_to_to_publish_expiries(
+    empty_cluster: LocalCluster,
+    ctransport: ClusterTransport,
+    source: DictSource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The primaries it subscribes on are the ones told to publish expiries. A failover between
+    two readings of the slot map (the first still naming the lost primary, the second its
+    promoted replica) once left that replica subscribed to but silent: only the sweep freed its
+    expired holds. Here the first reading misses a primary, as a stale map would."""
+    ports = empty_cluster.primary_ports
+    for port in ports:
+        with empty_cluster.client(port) as node:
+            node.config_set("notify-keyspace-events", "")
+    real = ctransport.primaries
+    readings = 0
+
+    async def primaries() -> list[Any]:
+        nonlocal readings
+        readings += 1
+        found = await real()
+        return found[1:] if readings == 1 else found  # the first reading is stale
+
+    monkeypatch.setattr(ctransport, "primaries", primaries)
+    engine = make_engine(ctransport, source)
+    stop = asyncio.Event()
+    listener = asyncio.create_task(listen_for_expiries(engine, ctransport, stop))
+    try:
+        # The stale feed is replaced once the listener sees the primaries changed (TOPOLOGY_S).
+        await wait_until(lambda: all(publishes_expiries(empty_cluster, p) for p in ports), 6.0)
+    finally:
+        stop.set()
+        await listener
+        assert await enable_keyspace_events(ctransport)  # as the other tests expect the cluster
+
+
 async def test_the_sweep_frees_expired_holds_on_every_primary(
     ctransport: ClusterTransport, source: DictSource, shows: list[int]
 ) -> None:
