@@ -4,6 +4,7 @@ that tolerate lag go (a streaming replica while it keeps up, else the primary)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -52,6 +53,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+class KeptConnection:
+    """A pool connection a writer keeps from one batch to the next while work keeps coming:
+    returning it costs a round trip (the pool's reset) before the next batch. ``let_go`` when
+    idle or when it failed (the pool replaces one that broke); errors of ``quiet`` kinds while
+    returning it are ignored."""
+
+    def __init__(self, pool: asyncpg.Pool, quiet: tuple[type[BaseException], ...]) -> None:
+        self._pool = pool
+        self._quiet = quiet
+        self._conn: PoolConnectionProxy[Any] | None = None
+
+    async def get(self) -> PoolConnectionProxy[Any]:
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def let_go(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(*self._quiet):
+                await self._pool.release(conn)
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:

@@ -27,17 +27,14 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 import msgspec
 
-from db.pool import Conn, Executor
+from db.pool import Conn, Executor, KeptConnection
 from seatlock.heartbeats import Beat, no_beat
 from seatlock.metrics import HISTORY_DROPPED, HISTORY_REJECTED
-
-if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +243,7 @@ class HistoryWriter:
         self.live = LiveRows()
         # Kept from one batch to the next while changes keep coming: returning a connection to
         # the pool costs a round trip (its reset) and PostgreSQL's work, once per batch.
-        self._conn: PoolConnectionProxy[Any] | None = None
+        self._conn = KeptConnection(db, TRANSIENT_ERRORS)
         self._beat: Beat = no_beat
 
     @property
@@ -317,7 +314,7 @@ class HistoryWriter:
             await self._write_until(stop)
         finally:
             waker.cancel()
-            await self._let_go()
+            await self._conn.let_go()
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -341,7 +338,7 @@ class HistoryWriter:
             await self._write(batch, stop)
             self._batch_written(len(batch))
             if not queue:
-                await self._let_go()
+                await self._conn.let_go()
 
     async def _pace(self, stop: asyncio.Event) -> None:
         """Let changes gather until BATCH_INTERVAL_S after the last batch began, unless a flush
@@ -371,13 +368,13 @@ class HistoryWriter:
         delay, attempts_after_stop = RETRY_FIRST_S, 0
         while True:
             try:
-                conn = await self._connection()
+                conn = await self._conn.get()
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITER_LOCK_KEY)
                     await apply_changes(conn, batch)
                 return True
             except TRANSIENT_ERRORS as exc:
-                await self._let_go()  # the pool replaces a connection that broke
+                await self._conn.let_go()  # the pool replaces a connection that broke
                 if stop.is_set():
                     attempts_after_stop += 1
                     if attempts_after_stop >= RETRIES_AT_SHUTDOWN:
@@ -391,19 +388,6 @@ class HistoryWriter:
                 delay = min(delay * 2, RETRY_MAX_S)
             except asyncpg.PostgresError:
                 return False
-
-    async def _connection(self) -> PoolConnectionProxy[Any]:
-        if self._conn is None:
-            self._conn = await self._db.acquire()
-        return self._conn
-
-    async def _let_go(self) -> None:
-        """Return the kept connection; one whose reset fails is closed by the pool."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self._db.release(conn)
-
 
 @dataclass(slots=True)
 class _Fresh:

@@ -18,16 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
-from db.pool import Conn, Executor
+from db.pool import Conn, Executor, KeptConnection
 from seatlock.errors import Conflict, NotFound, Unavailable
 from seatlock.heartbeats import BEAT_S, Beat, no_beat
-
-if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +186,9 @@ class BookingWriter:
         # after it succeeded, on the batch's connection; fault tests break the connection here.
         self.commit_hook: Callable[[str, Conn], Awaitable[None]] | None = None
         self._beat: Beat = no_beat
-        # Kept from one batch to the next while bookings keep coming, as the history writer's:
-        # returning it to the pool costs a round trip (its reset) before the next batch.
-        self._conn: PoolConnectionProxy[Any] | None = None
+        # Kept from one batch to the next while bookings keep coming, as the history writer's;
+        # nothing that goes wrong returning it may keep a batch from its answers.
+        self._conn = KeptConnection(db, (Exception,))
 
     @property
     def backlog(self) -> int:
@@ -225,12 +222,12 @@ class BookingWriter:
                     batch.append(self._queue.get_nowait())
                 await self._flush(batch)
                 if self._queue.empty():
-                    await self._let_go()
+                    await self._conn.let_go()
         finally:
             self._running = False
             stopped.cancel()
             self._fail_queued()
-            await self._let_go()
+            await self._conn.let_go()
 
     async def _next(self, stopped: asyncio.Task[Any]) -> _Request | None:
         if not self._queue.empty():
@@ -255,11 +252,9 @@ class BookingWriter:
         attempt = _Attempt()
         self.batches += 1
         try:
-            if self._conn is None:
-                self._conn = await self._db.acquire()
-            await self._write(self._conn, batch, attempt)
+            await self._write(await self._conn.get(), batch, attempt)
         except Exception as exc:
-            await self._let_go()  # the pool replaces a connection that broke
+            await self._conn.let_go()  # the pool replaces a connection that broke
             if not attempt.commit_sent or not LOOK_UP_OUTCOME:
                 # Never reached COMMIT: rolled back, every booking of the batch failed.
                 logger.warning("booking batch of %d not committed: %r", len(batch), exc)
@@ -299,13 +294,6 @@ class BookingWriter:
     async def _hook(self, stage: str, conn: Conn) -> None:
         if self.commit_hook is not None:
             await self.commit_hook(stage, conn)
-
-    async def _let_go(self) -> None:
-        """Return the kept connection; the pool closes one whose reset fails."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await self._db.release(conn)
 
     async def _resolve(
         self, batch: list[_Request], outcomes: list[list[Any] | Exception], exc: Exception

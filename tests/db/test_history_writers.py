@@ -52,7 +52,7 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
         writer = HistoryWriter(pool)
         for _ in range(40):
             await writer._apply_with_retry(batch(seats), asyncio.Event())
-        await writer._let_go()  # as when its queue runs empty
+        await writer._conn.let_go()  # as when its queue runs empty
 
     try:
         forward, backward = show.seat_ids, show.seat_ids[::-1]
