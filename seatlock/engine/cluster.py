@@ -446,13 +446,17 @@ class MergedFeed:
     ) -> None:
         self._feeds = feeds
         self.nodes = nodes or []  # the primaries when it subscribed
-        self.primaries = {node.name for node in self.nodes}  # their host:port
         self.missing = missing or []  # those of them it could not subscribe on
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.trouble = "closed by Redis"
         for feed in feeds:
             feed.closed.add_done_callback(functools.partial(self._ended, feed))
+
+    @property
+    def primaries(self) -> set[str]:
+        """The primaries when it subscribed, as host:port."""
+        return {node.name for node in self.nodes}
 
     def _ended(self, feed: PubSubFeed, _: object = None) -> None:
         if not self.closed.done():

@@ -98,7 +98,7 @@ async def _listen(
     expired: asyncio.Queue[bytes] = asyncio.Queue()
     feed = await transport.subscribe(channel, expired.put_nowait)
     try:
-        if isinstance(feed, MergedFeed) and isinstance(transport, ClusterTransport):
+        if isinstance(feed, MergedFeed):  # a cluster's
             # A promoted replica or a new primary may not publish expiries yet: CONFIG SET is
             # not replicated, so each node needs its own (every subscription is made after a
             # change). On the very primaries the feed covers: asked apart, a failover between
