@@ -44,6 +44,7 @@ from loadtests.benchreport import (
     Target,
     at_least,
     at_most,
+    cpu_row,
     latency_svg,
     ms,
     pct,
@@ -57,7 +58,7 @@ from loadtests.browsebench import browsing_part
 from loadtests.clusterbench import add_cluster_part
 from loadtests.crowdbench import crowd_part
 from loadtests.loadgen import API, Http, Job, Sample, generator_main, parse_time
-from loadtests.procmem import tree_rss_kb
+from loadtests.procmem import children_named, tree_cpu_s, tree_rss_kb
 from seatlock.server.embedded import embedded_services, free_port
 
 nan = float("nan")
@@ -70,6 +71,8 @@ LOGIN_CONNECTIONS = 32  # keep-alive connections signing the bench's users in
 # The bars (issue of 2026-12: "what sells tickets"); each row says met / missed from its figures.
 HOLD_ATTEMPTS = Target(ratio=0.40, p99_ms=25)
 WON_HOLDS = Target(ratio=0.30, p99_ms=25)
+# The serving processes' CPU per request of a won hold and its cancel, against an empty request's
+WON_HOLD_CPU = 2.0
 AVAILABILITY = Target(ratio=0.5, p99_ms=15)
 ENGINE = Target(ratio=0.6, of="Redis")
 SPREAD_TICKETS_PER_S, HOT_TICKETS_PER_S = 5000, 1500
@@ -339,6 +342,9 @@ class Bench:
         self.report.plots["holds"] = latency_svg(self.report.hold_timeline, title)
         name = "Won holds: hold 2 seats + cancel, spread over screenings"
         self.row(name, won, "holds/s", ceiling, WON_HOLDS)
+        name = "Server CPU per won hold and its cancel (us), against GET /health/live"
+        row = cpu_row(name, won, 2, live, "GET /health/live", WON_HOLD_CPU)
+        self.report.rows.append(row)
         cancels = won.steps.get("cancel", [])
         self.report.notes.append(
             f"won holds: {won.won} of {won.ops} attempts won; their cancels:"
@@ -447,7 +453,7 @@ class Bench:
         totals = [Sample() for _ in workloads]
         per_turn = []
         for turn in range(turns):
-            samples = [await self.http_workload(kind, seconds, **spec) for kind, spec in workloads]
+            samples = [await self.measured(kind, seconds, spec) for kind, spec in workloads]
             for sample in samples:
                 first = min(sample.finished_at, default=0.0)
                 sample.finished_at = [t - first + turn * seconds for t in sample.finished_at]
@@ -460,6 +466,24 @@ class Bench:
                 total.merge(sample)
         self.report.notes.append(f"{label} per second (ratio): {'; '.join(per_turn)}")
         return totals
+
+    async def measured(self, kind: str, seconds: float, spec: dict[str, Any]) -> Sample:
+        """An HTTP workload, with the CPU the serving processes used meanwhile (``cpu_s``)."""
+        before = self.serving_cpu()
+        sample = await self.http_workload(kind, seconds, **spec)
+        after = self.serving_cpu()
+        sample.cpu_s = {who: after[who] - before[who] for who in after if who in before}
+        return sample
+
+    def serving_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the main server (supervisor and workers) and of the bench's
+        own Redis and PostgreSQL (with its backends), found among the bench's children."""
+        cpu = {"seatlock": tree_cpu_s(self.server_procs[0].pid)}
+        for who, command in (("Redis", "redis-server"), ("PostgreSQL", "postgres")):
+            pids = children_named(os.getpid(), command)
+            if pids:
+                cpu[who] = sum(tree_cpu_s(pid) for pid in pids)
+        return cpu
 
     async def engine_holds(self, s: Seeded) -> dict[str, Sample]:
         """``SeatEngine.hold`` in the generator processes on each transport, taking turns."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from loadtests.loadgen import Sample
 
+nan = float("nan")
+
 
 @dataclass
 class Row:
@@ -110,6 +112,35 @@ def ms(value: float) -> str:
     if value != value:
         return "n/a"
     return "never" if value == float("inf") else f"{value:.1f} ms"
+
+
+SERVING = ("seatlock", "Redis", "PostgreSQL")  # whose CPU a cpu_row counts (Sample.cpu_s)
+
+
+def cpu_row(
+    name: str, sample: Sample, requests: int, base: Sample, base_what: str, bound: float
+) -> Row:
+    """The serving processes' CPU per operation of ``sample`` (each ``requests`` HTTP requests,
+    such as a won hold and its cancel) against ``base``'s per request (the empty route): met when
+    the operation's requests cost each at most ``bound`` times the empty one. A process whose CPU
+    was not read counts as not measured, which misses."""
+    ours = [per_op(sample, who) for who in SERVING]
+    theirs = [per_op(base, who) for who in SERVING]
+    ratio = sum(ours) / (requests * sum(theirs)) if sum(theirs) > 0 else nan
+    value = (
+        " + ".join(f"{who} {us:,.0f}" for who, us in zip(SERVING, ours, strict=True))
+        + f" = {sum(ours):,.0f} us; {base_what} {sum(theirs):,.0f} us"
+    )
+    target = f"<= {bound:.2f} x {base_what}, per request"
+    shown = f"{ratio:.2f}" if ratio == ratio else "n/a"
+    return Row(name, value, ratio=shown, target=target, met=at_most(ratio, bound))
+
+
+def per_op(sample: Sample, who: str) -> float:
+    """Microseconds of ``who``'s CPU per operation of the sample (NaN: not measured)."""
+    if not sample.ops or who not in sample.cpu_s:
+        return nan
+    return sample.cpu_s[who] / sample.ops * 1e6
 
 
 def quantiles(sample: Sample) -> tuple[str, str]:

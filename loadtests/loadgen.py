@@ -301,6 +301,9 @@ class Sample:
     steps: dict[str, list[float]] = field(default_factory=dict)  # step name -> latencies (ms)
     answers: list[tuple[float, float, str]] = field(default_factory=list)  # crowd: see crowd.py
     sold: list[tuple[float, int]] = field(default_factory=list)  # (wall clock, tickets booked)
+    # CPU seconds the serving processes used meanwhile, by who ("seatlock", "Redis", ...): the
+    # bench reads them from /proc around a workload (Bench.rotation)
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
     def merge(self, other: Sample) -> None:
         self.ops += other.ops
@@ -322,6 +325,8 @@ class Sample:
             self.steps.setdefault(name, []).extend(latencies)
         self.answers += other.answers
         self.sold += other.sold
+        for who, seconds in other.cpu_s.items():
+            self.cpu_s[who] = self.cpu_s.get(who, 0.0) + seconds
 
     def record(self, status: int, started: float) -> None:
         self.ops += 1

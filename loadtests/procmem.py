@@ -60,3 +60,14 @@ def children_of() -> dict[int, list[int]]:
             parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # after "(comm)": state, ppid
             children.setdefault(parent, []).append(int(entry.name))
     return children
+
+
+def children_named(pid: int, name: str) -> list[int]:
+    """The direct children of ``pid`` whose command name (``/proc/<pid>/comm``) is ``name``:
+    the bench's embedded ``redis-server`` and ``postgres`` (whose backends are its children)."""
+    found = []
+    for child in children_of().get(pid, []):
+        with contextlib.suppress(OSError):
+            if (PROC / str(child) / "comm").read_text().strip() == name:
+                found.append(child)
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,14 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     assert rows["Release-day crowd: users without an answer"][0] == "0", text
     won = next(cells for key, cells in rows.items() if key.startswith("Won holds"))
     assert won[4] == ">= 0.30 x HTTP, p99 <= 25 ms", text
+    # Every serving process's CPU per won hold was read: the server's, Redis's, PostgreSQL's.
+    cpu = next(cells for key, cells in rows.items() if key.startswith("Server CPU per won hold"))
+    assert re.fullmatch(
+        r"seatlock [\d,]+ \+ Redis [\d,]+ \+ PostgreSQL [\d,]+ = [\d,]+ us;"
+        r" GET /health/live [\d,]+ us",
+        cpu[0],
+    ), text
+    assert float(cpu[3]) > 0 and cpu[4] == "<= 2.00 x GET /health/live, per request", text
     assert "won holds: " in text and " attempts won" in text
     assert next(c for k, c in rows.items() if k.startswith("Catalog: movies"))[0].endswith(
         "(100% 304)"
@@ -157,6 +166,7 @@ class ScriptedBench(Bench):
         super().__init__(config)
         self.asked: list[tuple[str, float]] = []
         self.clock = 1000.0
+        self.cpu = {"seatlock": 0.0, "Redis": 0.0}  # what the serving processes used so far
 
     async def http_workload(self, kind: str, duration: float | None = None, **spec: Any) -> Sample:
         assert duration is not None
@@ -169,7 +179,12 @@ class ScriptedBench(Bench):
             sample.record(200, 0.0)
             sample.finished_at[-1] = self.clock + 5.0 + duration * i / ops
         self.clock += 100.0  # turns far apart in time, like minutes of other work between them
+        self.cpu["seatlock"] += ops / 100
+        self.cpu["Redis"] += 0.5 if "hold" in name else 0.0
         return sample
+
+    def serving_cpu(self) -> dict[str, float]:
+        return dict(self.cpu)
 
 
 async def test_ceiling_holds_and_reads_take_turns() -> None:
@@ -179,6 +194,9 @@ async def test_ceiling_holds_and_reads_take_turns() -> None:
     order = [("live", 0.5), ("hold", 0.5), ("won-hold", 0.5), ("availability", 0.5)]
     assert bench.asked == order + [(name, 1.0) for name, _ in order] * 3  # warm-up: half a turn
     assert (live.ops, holds.ops, won.ops, reads.ops) == (300, 50 + 60 + 70, 60, 180)
+    # What the serving processes used during a workload's turns (not its warm-up) is its own.
+    assert won.cpu_s == pytest.approx({"seatlock": 0.6, "Redis": 1.5})
+    assert live.cpu_s == pytest.approx({"seatlock": 3.0, "Redis": 0.0})
     assert bench.report.notes == [
         "turn by turn, HTTP ceiling / hold attempts / won holds / availability reads per second"
         " (ratio): 100 / 50 (0.50) / 20 (0.20) / 60 (0.60); 100 / 60 (0.60) / 20 (0.20) / 60"

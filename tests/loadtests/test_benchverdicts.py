@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from loadtests import bench
-from loadtests.benchreport import Report, Row, Target, at_least, at_most, check, crowd_svg, render
+from loadtests.benchreport import (
+    Report,
+    Row,
+    Target,
+    at_least,
+    at_most,
+    check,
+    cpu_row,
+    crowd_svg,
+    render,
+)
 from loadtests.crowd import choose, free_seats
 from loadtests.crowdbench import (
     answer_times,
@@ -196,3 +206,25 @@ def test_the_servers_own_step_times_come_from_its_histogram_buckets() -> None:
         "hold": "p50 <= 1.0 ms, p99 <= 5.0 ms",  # 50 of 100 within 1 ms, 99 within 5 ms
         "book": "p50 <= +inf, p99 <= +inf",
     }
+
+
+def test_the_cpu_per_won_hold_is_judged_per_request_against_the_empty_route() -> None:
+    """A won hold is two requests (the hold and its cancel): each may cost the serving processes
+    at most twice an empty request, Redis and PostgreSQL included."""
+    live = Sample(ops=10_000, cpu_s={"seatlock": 0.37, "Redis": 0.0, "PostgreSQL": 0.0})
+    costly = Sample(ops=1_000, cpu_s={"seatlock": 0.224, "Redis": 0.074, "PostgreSQL": 0.032})
+    row = cpu_row("CPU", costly, 2, live, "GET /health/live", 2.0)
+    assert row.value == (
+        "seatlock 224 + Redis 74 + PostgreSQL 32 = 330 us; GET /health/live 37 us"
+    )
+    assert (row.ratio, row.target, row.met) == (
+        "4.46",
+        "<= 2.00 x GET /health/live, per request",
+        False,
+    )
+    cheap = Sample(ops=1_000, cpu_s={"seatlock": 0.1, "Redis": 0.03, "PostgreSQL": 0.01})
+    assert cpu_row("CPU", cheap, 2, live, "GET /health/live", 2.0).met is True  # 1.89
+    unread = Sample(ops=1_000, cpu_s={"seatlock": 0.1, "PostgreSQL": 0.01})  # no Redis found
+    row = cpu_row("CPU", unread, 2, live, "GET /health/live", 2.0)
+    assert (row.ratio, row.met) == ("n/a", False)
+    assert cpu_row("CPU", cheap, 2, Sample(), "GET /health/live", 2.0).met is False

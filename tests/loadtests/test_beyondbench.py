@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from loadtests.beyondbench import pair_rows
 from loadtests.loadgen import API, Http, Job, Sample, best_hold_loop, held_seats, resumes
-from loadtests.procmem import tree_cpu_s
+from loadtests.procmem import children_named, tree_cpu_s
 from tests.loadtests.test_loadgen import Reply, Scripted, scripted  # noqa: F401 (a fixture)
 
 HELD = {"reservations": [{"seat_id": 41, "id": 1}, {"seat_id": 42, "id": 2}], "minutes": 10}
@@ -138,6 +138,15 @@ def test_the_cpu_of_a_process_tree_includes_its_children() -> None:
             child.stdin.flush()
             assert child.stdout.readline() == "burnt\n"  # 0.3 s of CPU, and still alive
             assert 0.25 <= tree_cpu_s(os.getpid()) - before < 5
+        finally:
+            child.kill()
+
+
+def test_the_bench_finds_its_services_among_its_children_by_command_name() -> None:
+    with subprocess.Popen(["sleep", "30"]) as child:
+        try:
+            assert child.pid in children_named(os.getpid(), "sleep")
+            assert child.pid not in children_named(os.getpid(), "redis-server")
         finally:
             child.kill()
 
