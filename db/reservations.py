@@ -389,6 +389,7 @@ class HistoryWriter:
             except asyncpg.PostgresError:
                 return False
 
+
 @dataclass(slots=True)
 class _Fresh:
     """A row inserted by this batch, with its status and expiry as the batch leaves them."""

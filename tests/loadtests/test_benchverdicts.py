@@ -214,9 +214,7 @@ def test_the_cpu_per_won_hold_is_judged_per_request_against_the_empty_route() ->
     live = Sample(ops=10_000, cpu_s={"seatlock": 0.37, "Redis": 0.0, "PostgreSQL": 0.0})
     costly = Sample(ops=1_000, cpu_s={"seatlock": 0.224, "Redis": 0.074, "PostgreSQL": 0.032})
     row = cpu_row("CPU", costly, 2, live, "GET /health/live", 2.0)
-    assert row.value == (
-        "seatlock 224 + Redis 74 + PostgreSQL 32 = 330 us; GET /health/live 37 us"
-    )
+    assert row.value == ("seatlock 224 + Redis 74 + PostgreSQL 32 = 330 us; GET /health/live 37 us")
     assert (row.ratio, row.target, row.met) == (
         "4.46",
         "<= 2.00 x GET /health/live, per request",
