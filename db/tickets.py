@@ -3,10 +3,12 @@
 PostgreSQL is the final judge (invariants 1, 5, 6): ``tickets_one_active_per_seat`` refuses a
 second active ticket for a seat, ``bookings.payment_id`` refuses a second booking for a payment.
 
-``BookingWriter`` commits concurrent bookings together (group commit): one transaction per batch,
-each booking in its own savepoint, every caller answered only after the COMMIT (invariant 5).
-When the COMMIT was sent but its answer is lost (the connection dies, releasing it fails), the
-writer looks the batch's bookings up before answering: an outcome is known, never guessed.
+``BookingWriter`` commits concurrent bookings together (group commit): the usual batch is one
+statement that commits on its own, every caller answered only once it has (invariant 5); a batch
+in which any booking fails is written again in one transaction, each booking in its own savepoint.
+When the committing statement (or the COMMIT) was sent but its answer is lost (the connection
+dies, releasing it fails), the writer looks the batch's bookings up before answering: an outcome
+is known, never guessed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -120,30 +123,43 @@ BOOK_SQL = (
     f" FROM b, p ORDER BY p.seat_id RETURNING {TICKET_COLUMNS}"
 )
 _PRICE_SQL = f"round(s.price * CASE st.seat_type {_MULTIPLIER_SQL} ELSE 1.0 END, 2)"
-# A whole batch in one statement, for when nothing in it fails (the usual case): booking ids are
-# drawn first so each ticket row can be traced back to its request ``i``. A failure (a unique
-# violation, an unknown seat: fewer rows than seats) rolls the statement back, and the batch is
-# retried one savepoint per booking.
+# A whole batch in one statement that commits on its own, for when nothing in it fails (the usual
+# case): one round trip, no BEGIN, no COMMIT. Its booking ids are drawn beforehand (``BookingIds``)
+# so that each ticket row can be traced back to its request ``i`` and, if the statement's answer
+# is lost, the batch can be looked up. All or nothing: a unique violation aborts the statement, and
+# a seat that is not in its screening's room (fewer priced seats than seats asked) makes both
+# INSERTs write nothing; either way the batch is written again one savepoint per booking.
 BATCH_SQL = (
-    "WITH r AS (SELECT r.*, nextval(pg_get_serial_sequence('bookings', 'id')) AS booking_id"
-    " FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])"
-    " AS r(i, user_id, screening_id, payment_id, status)),"
+    "WITH r AS (SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[],"
+    " $5::text[], $8::bigint[]) AS r(i, user_id, screening_id, payment_id, status, booking_id)),"
     " q AS (SELECT * FROM unnest($6::int[], $7::bigint[]) AS q(i, seat_id)),"
     f" p AS (SELECT q.i, q.seat_id, {_PRICE_SQL} AS price FROM q JOIN r ON r.i = q.i"
     " JOIN screenings s ON s.id = r.screening_id"
     " JOIN seats st ON st.id = q.seat_id AND st.room_id = s.room_id),"
+    " whole AS (SELECT (SELECT count(*) FROM p) = cardinality($7::bigint[]) AS ok),"
     " b AS (INSERT INTO bookings (id, user_id, screening_id, payment_id, seat_ids)"
     " OVERRIDING SYSTEM VALUE SELECT r.booking_id, r.user_id, r.screening_id, r.payment_id,"
-    " (SELECT array_agg(q.seat_id ORDER BY q.seat_id) FROM q WHERE q.i = r.i) FROM r"
-    " ORDER BY r.i),"
+    " (SELECT array_agg(q.seat_id ORDER BY q.seat_id) FROM q WHERE q.i = r.i)"
+    " FROM r, whole WHERE whole.ok ORDER BY r.i),"
     " t AS (INSERT INTO tickets (booking_id, user_id, screening_id, seat_id, price, status,"
     " payment_id, confirmed_at)"
     " SELECT r.booking_id, r.user_id, r.screening_id, p.seat_id, p.price, r.status,"
     " r.payment_id, CASE WHEN r.status = 'confirmed' THEN now() END"
-    " FROM p JOIN r ON r.i = p.i"
+    " FROM p JOIN r ON r.i = p.i, whole WHERE whole.ok"
     f" ORDER BY p.i, p.seat_id RETURNING {TICKET_COLUMNS})"
     " SELECT r.i, t.* FROM t JOIN r ON r.booking_id = t.booking_id"
 )
+# The tickets of bookings, by booking: what a batch wrote, read back when its answer was lost.
+TICKETS_OF_BOOKINGS_SQL = (
+    f"SELECT {TICKET_COLUMNS} FROM tickets WHERE booking_id = ANY($1::bigint[])"
+    " ORDER BY booking_id, seat_id"
+)
+ID_BLOCK = 256  # booking ids drawn from the sequence at a time (BookingIds)
+# Errors after which a statement's outcome is not known, although asyncpg raises them as
+# PostgresErrors: the connection failed or was ended (class 08, and 57: an administrator or a
+# shutdown ended the backend, maybe once its work was committed). Any other error PostgreSQL
+# answers a statement with means the statement was rolled back.
+ANSWER_LOST = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 # Waits before each lookup of a batch whose COMMIT went unanswered (PostgreSQL may be restarting).
 OUTCOME_LOOKUP_DELAYS = (0.0, 0.2, 0.5, 1.0)
 OUTCOME_LOOKUP_TIMEOUT = 2.0  # seconds per lookup
@@ -164,12 +180,36 @@ class _Request:
     done: asyncio.Future[list[Any]] = field(repr=False)
 
 
+class BookingIds:
+    """Booking ids drawn ahead from the bookings' sequence, ID_BLOCK in one round trip, for the
+    writer's batches (one task: no lock). Ids drawn and never used leave gaps, as a sequence
+    may anyway."""
+
+    def __init__(self, block: int = ID_BLOCK) -> None:
+        self._ids: deque[int] = deque()
+        self._block = block
+
+    async def take(self, conn: Conn, count: int) -> list[int]:
+        ids = self._ids
+        if len(ids) < count:
+            rows = await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('bookings', 'id'))"
+                " FROM generate_series(1, $1::int)",
+                max(self._block, count - len(ids)),
+            )
+            ids.extend(int(row[0]) for row in rows)
+        return [ids.popleft() for _ in range(count)]
+
+
 class BookingWriter:
     """Group commit of bookings: a bounded queue and one flusher task per process.
 
     ``book`` answers exactly as ``create_booking`` would, but only once the batch holding the
-    booking is committed. A failing booking (seat sold, payment id taken, unknown seat) is rolled
-    back to its savepoint and the others commit; a failing COMMIT fails every booking in it.
+    booking is committed. The batch is first written by one statement that commits on its own
+    (one round trip); if any of its bookings fails (seat sold, payment id taken, unknown seat),
+    that statement writes nothing and the batch is written again in a transaction, each booking in
+    its own savepoint: the failing one is rolled back alone and the others commit. A failing
+    COMMIT fails every booking in it.
     """
 
     def __init__(
@@ -180,15 +220,17 @@ class BookingWriter:
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(max_queue)
         self._running = False
         self.batches = 0  # transactions committed or tried, for tests and stats
-        self.retried = 0  # batches retried one savepoint per booking
-        self.looked_up = 0  # batches whose COMMIT went unanswered, resolved by a lookup
-        # Test seam: awaited with "commit" just before COMMIT is sent and "committed" right
-        # after it succeeded, on the batch's connection; fault tests break the connection here.
+        self.retried = 0  # batches written again one savepoint per booking
+        self.looked_up = 0  # batches whose commit went unanswered, resolved by a lookup
+        # Test seam: awaited with "commit" just before what commits the batch is sent (the batch
+        # statement, or the COMMIT of its retry) and "committed" right after it succeeded, on the
+        # batch's connection; fault tests break the connection here.
         self.commit_hook: Callable[[str, Conn], Awaitable[None]] | None = None
         self._beat: Beat = no_beat
         # Kept from one batch to the next while bookings keep coming, as the history writer's;
         # nothing that goes wrong returning it may keep a batch from its answers.
         self._conn = KeptConnection(db, (Exception,))
+        self._ids = BookingIds()
 
     @property
     def backlog(self) -> int:
@@ -247,39 +289,73 @@ class BookingWriter:
             _answer(self._queue.get_nowait().done, Unavailable("Server is shutting down"))
 
     async def _flush(self, batch: list[_Request]) -> None:
-        """Write the batch and answer each booking in it; answered as soon as the COMMIT is,
+        """Write the batch and answer each booking in it; answered as soon as it is committed,
         not after the connection's return to the pool."""
         attempt = _Attempt()
         self.batches += 1
         try:
-            await self._write(await self._conn.get(), batch, attempt)
+            conn = await self._conn.get()
+            if not await self._write_at_once(conn, batch, attempt):
+                self.retried += 1
+                await self._write(conn, batch, attempt)
         except Exception as exc:
             await self._conn.let_go()  # the pool replaces a connection that broke
             if not attempt.commit_sent or not LOOK_UP_OUTCOME:
-                # Never reached COMMIT: rolled back, every booking of the batch failed.
+                # Nothing that commits was sent: rolled back, every booking of the batch failed.
                 logger.warning("booking batch of %d not committed: %r", len(batch), exc)
                 for request in batch:
                     _answer(request.done, exc)
                 return
-            await self._resolve(batch, attempt.outcomes, exc)
+            await self._resolve(batch, attempt, exc)
             return
         for request, outcome in zip(batch, attempt.outcomes, strict=True):
             _answer(request.done, outcome)
 
+    async def _write_at_once(self, conn: Conn, batch: list[_Request], attempt: _Attempt) -> bool:
+        """The batch in one statement that commits on its own (``BATCH_SQL``); False, with
+        nothing written, when any booking of it fails."""
+        ids = await self._ids.take(conn, len(batch))
+        seat_index = [i for i, req in enumerate(batch) for _ in req.seat_ids]
+        seats = [seat for req in batch for seat in req.seat_ids]
+        await self._hook("commit", conn)
+        # From here a failure leaves the outcome unknown: PostgreSQL may have committed.
+        attempt.commit_sent, attempt.booking_ids = True, ids
+        try:
+            rows = await conn.fetch(
+                BATCH_SQL,
+                list(range(len(batch))),
+                [req.user_id for req in batch],
+                [req.screening_id for req in batch],
+                [req.payment_id for req in batch],
+                ["confirmed" if req.payment_id else "pending" for req in batch],
+                seat_index,
+                seats,
+                ids,
+            )
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, ANSWER_LOST):
+                raise  # committed or not: looked up
+            rows = []  # PostgreSQL refused it: the statement was rolled back
+        if not rows:
+            attempt.commit_sent, attempt.booking_ids = False, []
+            return False
+        outcomes: list[list[Any]] = [[] for _ in batch]
+        for row in rows:
+            outcomes[row["i"]].append(row)
+        attempt.outcomes = [sorted(rows_of_one, key=_seat_of) for rows_of_one in outcomes]
+        await self._hook("committed", conn)
+        return True
+
     async def _write(self, conn: Conn, batch: list[_Request], attempt: _Attempt) -> None:
-        """The batch in one transaction; ``attempt`` records the outcomes and the COMMIT."""
+        """The batch in one transaction, one savepoint per booking; ``attempt`` records the
+        outcomes and the COMMIT."""
         transaction = conn.transaction()
         await transaction.start()
         try:
-            outcomes: list[list[Any]] | list[list[Any] | Exception] | None = None
-            if len(batch) > 1:
-                outcomes = await _book_all_at_once(conn, batch)
-            self.retried += len(batch) > 1 and outcomes is None
-            if outcomes is None:
-                outcomes = [
-                    await _book_in_savepoint(conn, request, first=index == 0)
-                    for index, request in enumerate(batch)
-                ]
+            outcomes = [
+                await _book_in_savepoint(conn, request, first=index == 0)
+                for index, request in enumerate(batch)
+            ]
             await self._hook("commit", conn)
         except BaseException:
             with contextlib.suppress(Exception):  # a dead connection rolls back on its own
@@ -295,15 +371,17 @@ class BookingWriter:
         if self.commit_hook is not None:
             await self.commit_hook(stage, conn)
 
-    async def _resolve(
-        self, batch: list[_Request], outcomes: list[list[Any] | Exception], exc: Exception
-    ) -> None:
-        """Answer a batch whose COMMIT went unanswered from what PostgreSQL has (invariant 5).
+    async def _resolve(self, batch: list[_Request], attempt: _Attempt, exc: Exception) -> None:
+        """Answer a batch whose commit went unanswered from what PostgreSQL has (invariant 5).
 
         A booking is answered with its tickets only if its booking row is there; a booking that
         failed inside the batch keeps its own error; the rest are not committed, or unknown.
         """
         self.looked_up += 1
+        if not attempt.outcomes:  # the batch statement's answer: its tickets are read back
+            await self._resolve_unanswered(batch, attempt.booking_ids, exc)
+            return
+        outcomes = attempt.outcomes
         ids = {rows[0]["booking_id"] for rows in outcomes if isinstance(rows, list) and rows}
         committed = await self._committed_bookings(ids)
         logger.warning(
@@ -322,18 +400,44 @@ class BookingWriter:
             else:
                 _answer(request.done, _chained(BookingNotSaved(), exc))
 
+    async def _resolve_unanswered(
+        self, batch: list[_Request], ids: list[int], exc: Exception
+    ) -> None:
+        """The batch statement went out and its answer was lost: it committed every booking of
+        the batch or none. The tickets of its booking ids say which."""
+        rows = await self._look_up(TICKETS_OF_BOOKINGS_SQL, ids)
+        logger.warning(
+            "booking batch of %d: its statement unanswered (%r); looked up: %s",
+            len(batch),
+            exc,
+            "unknown" if rows is None else ("committed" if rows else "not committed"),
+        )
+        tickets: dict[int, list[Any]] = {}
+        for row in rows or []:
+            tickets.setdefault(int(row["booking_id"]), []).append(row)
+        for request, booking_id in zip(batch, ids, strict=True):
+            if rows is None:
+                _answer(request.done, _chained(BookingOutcomeUnknown(), exc))
+            elif booking_id in tickets:
+                _answer(request.done, tickets[booking_id])
+            else:
+                _answer(request.done, _chained(BookingNotSaved(), exc))
+
     async def _committed_bookings(self, ids: set[int]) -> set[int] | None:
         """Which of these bookings PostgreSQL has; None when it cannot be asked (a few tries)."""
+        rows = await self._look_up("SELECT id FROM bookings WHERE id = ANY($1::bigint[])", ids)
+        return None if rows is None else {int(row["id"]) for row in rows}
+
+    async def _look_up(self, sql: str, ids: Collection[int]) -> list[Any] | None:
+        """The rows of a lookup by booking ids; None when PostgreSQL cannot be asked (a few
+        tries, waiting a little longer each time: it may be restarting)."""
         if not ids:
-            return set()
+            return []
         for delay in OUTCOME_LOOKUP_DELAYS:
             await asyncio.sleep(delay)
             try:
                 async with asyncio.timeout(OUTCOME_LOOKUP_TIMEOUT):
-                    rows = await self._db.fetch(
-                        "SELECT id FROM bookings WHERE id = ANY($1::bigint[])", sorted(ids)
-                    )
-                return {int(row["id"]) for row in rows}
+                    return list(await self._db.fetch(sql, sorted(ids)))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 logger.warning("booking outcome lookup failed: %r", exc)
         return None
@@ -345,38 +449,12 @@ class _Attempt:
 
     outcomes: list[list[Any] | Exception] = field(default_factory=list)
     commit_sent: bool = False
+    booking_ids: list[int] = field(default_factory=list)  # the batch statement's, once sent
 
 
 def _chained(error: Exception, cause: Exception) -> Exception:
     error.__cause__ = cause
     return error
-
-
-async def _book_all_at_once(conn: Conn, batch: list[_Request]) -> list[list[Any]] | None:
-    """Every booking of the batch in one statement; None (and nothing written) if any fails."""
-    seat_index = [i for i, req in enumerate(batch) for _ in req.seat_ids]
-    seats = [seat for req in batch for seat in req.seat_ids]
-    await conn.execute("SAVEPOINT batch")
-    try:
-        rows = await conn.fetch(
-            BATCH_SQL,
-            list(range(len(batch))),
-            [req.user_id for req in batch],
-            [req.screening_id for req in batch],
-            [req.payment_id for req in batch],
-            ["confirmed" if req.payment_id else "pending" for req in batch],
-            seat_index,
-            seats,
-        )
-    except asyncpg.PostgresError:
-        rows = None
-    if rows is None or len(rows) != len(seats):
-        await conn.execute("ROLLBACK TO SAVEPOINT batch")
-        return None
-    outcomes: list[list[Any]] = [[] for _ in batch]
-    for row in rows:
-        outcomes[row["i"]].append(row)
-    return [sorted(rows_of_one, key=_seat_of) for rows_of_one in outcomes]
 
 
 async def _book_in_savepoint(conn: Conn, req: _Request, *, first: bool) -> list[Any] | Exception:

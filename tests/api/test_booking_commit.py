@@ -4,6 +4,8 @@ the group-commit writer (savepoints per booking, answers after COMMIT), document
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -119,9 +121,9 @@ async def test_failed_commit_keeps_the_holds_for_a_retry(
 
 
 def kill_connection_at(stage: str, database_url: str) -> Callable[[str, Any], Awaitable[None]]:
-    """A commit hook that terminates the batch's PostgreSQL backend at ``stage``: "commit" (the
-    COMMIT then goes out on a dead connection: not committed) or "committed" (after COMMIT: the
-    answer and the release fail, the tickets are committed)."""
+    """A commit hook that terminates the batch's PostgreSQL backend at ``stage``: "commit" (what
+    commits the batch then goes out on a dead connection: not committed) or "committed" (after
+    it: the answer and the release fail, the tickets are committed)."""
 
     async def hook(at: str, conn: Any) -> None:
         if at != stage:
@@ -315,6 +317,143 @@ async def test_answers_come_only_after_the_commit(
     await asyncio.gather(*(book(seat) for seat in show.seat_ids))
     assert seen_committed == [True] * 40
     assert writer.batches <= 2
+
+
+async def test_the_usual_batch_commits_in_one_statement_without_a_transaction(
+    writer: repo.BookingWriter, db: asyncpg.Connection, user: Account
+) -> None:
+    """No BEGIN and no COMMIT around the usual batch: its one statement commits on its own (one
+    round trip), with the booking ids drawn beforehand."""
+    show = await make.show(db, 4)
+    stages: list[tuple[str, bool]] = []
+
+    async def note(stage: str, conn: Any) -> None:
+        stages.append((stage, conn.is_in_transaction()))
+
+    writer.commit_hook = note
+    results = await asyncio.gather(
+        *(writer.book(user.id, show.id, [seat], None) for seat in show.seat_ids)
+    )
+    assert stages == [("commit", False), ("committed", False)]
+    assert (writer.batches, writer.retried) == (1, 0)
+    ids = [rows[0]["booking_id"] for rows in results]
+    assert len(set(ids)) == 4
+    assert await db.fetchval("SELECT count(*) FROM bookings WHERE id = ANY($1)", ids) == 4
+
+
+async def test_booking_ids_are_drawn_a_block_at_a_time_and_never_twice(
+    server: LiveServer,
+) -> None:
+    conn = await asyncpg.connect(server.settings.database_url)
+    try:
+        first, second = repo.BookingIds(block=5), repo.BookingIds(block=5)
+        a = await first.take(conn, 3)  # draws 5
+        b = await second.take(conn, 2)  # another process's writer: ids of its own
+        c = await first.take(conn, 4)  # 2 left over, then 5 more
+        assert len(set(a + b + c)) == 9 and a == sorted(a)
+        assert c[:2] == [a[-1] + 1, a[-1] + 2]  # the rest of the first block first
+    finally:
+        await conn.close()
+
+
+class CuttingProxy:
+    """A TCP proxy to PostgreSQL that can lose an answer: after ``cut_next()``, the next
+    execution a client sends (a Bind message, after its statement was prepared) goes through,
+    then the connection is closed and whatever PostgreSQL answers is dropped, as when a network
+    fails right after a statement was sent."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.cutting = False
+        self.cuts = 0
+        self.server: asyncio.Server | None = None
+        self.streams: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def cut_next(self) -> None:
+        self.cutting = True
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for stream in self.streams:
+            stream.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.streams += [writer, up_writer]
+        muted: list[bool] = []
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if muted:
+                        continue  # the answer is lost
+                    dst.write(data)
+                    await dst.drain()
+                    if up and self.cutting and data[:1] == b"B":
+                        self.cutting = False
+                        muted.append(True)
+                        await asyncio.sleep(0.5)  # PostgreSQL runs and commits it meanwhile
+                        self.cuts += 1
+                        writer.close()
+                        up_writer.close()
+                        return
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+
+
+async def test_a_batch_statement_whose_answer_is_lost_is_answered_from_what_it_committed(
+    server: LiveServer, db: asyncpg.Connection, user: Account, other_user: Account
+) -> None:
+    """The batch statement commits, its answer never arrives: the writer reads its tickets back
+    by the booking ids it drew, and each caller gets its own (invariant 5: no 201 is lost)."""
+    url = server.settings.database_url
+    parts = urllib.parse.urlsplit(url)
+    proxy = CuttingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    port = await proxy.start()
+    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}").geturl()
+    # One connection: the batch statement, prepared by a first booking, is then sent as one
+    # execution (the proxy cuts the next one). The lookup gets the pool's new connection.
+    pool = await asyncpg.create_pool(via_proxy, min_size=1, max_size=1)
+    assert pool is not None
+    writer = repo.BookingWriter(pool)
+
+    async def lose_the_answer(stage: str, conn: Any) -> None:
+        if stage == "commit":
+            proxy.cut_next()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        show = await make.show(db, 5)
+        s = show.seat_ids
+        await writer.book(user.id, show.id, [s[4]], None)
+        writer.commit_hook = lose_the_answer
+        mine, theirs = await asyncio.gather(
+            writer.book(user.id, show.id, [s[1], s[0]], "pay_lost_1"),
+            writer.book(other_user.id, show.id, [s[2]], None),
+        )
+        writer.commit_hook = None
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+        await proxy.close()
+    assert proxy.cuts == 1 and writer.looked_up == 1 and writer.batches == 2
+    assert [(t["seat_id"], t["user_id"], t["status"]) for t in mine] == [
+        (s[0], user.id, "confirmed"),
+        (s[1], user.id, "confirmed"),
+    ]
+    assert [(t["seat_id"], t["user_id"], t["status"]) for t in theirs] == [
+        (s[2], other_user.id, "pending")
+    ]
+    rows = await active_tickets(db, show)
+    assert sorted(t["id"] for t in mine + theirs) == sorted(r["id"] for r in rows[:3])
 
 
 async def test_batches_back_to_back_keep_one_connection_and_an_idle_writer_holds_none(
