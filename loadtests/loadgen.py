@@ -272,6 +272,7 @@ class Job:
     path: str = ""
     paths: list[str] = field(default_factory=list)  # browse: requested in turn
     conditional: bool = False  # browse: with the If-None-Match a browser would send
+    headers: bytes = b""  # get: header lines added to every request ("Name: value\r\n" each)
     work: list[tuple[int, list[int]]] = field(default_factory=list)  # bookings: (screening, seats)
     redis_url: str = ""
     transport: str = "fast"  # engine-hold: the engine's Redis transport (Settings.redis_transport)
@@ -424,8 +425,9 @@ async def untimed_send(http: Http, sample: Sample, request: bytes) -> tuple[int,
 
 
 async def get_loop(job: Job, http: Http, index: int, deadline: float, sample: Sample) -> None:
+    request = http.head("GET", job.path) + job.headers + b"\r\n"
     while time.perf_counter() < deadline:
-        await timed(http, sample, "GET", job.path)
+        await timed_send(http, sample, request)
 
 
 def pick_seats(seat_ids: list[int]) -> list[int]:
