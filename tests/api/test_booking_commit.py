@@ -341,6 +341,26 @@ async def test_the_usual_batch_commits_in_one_statement_without_a_transaction(
     assert await db.fetchval("SELECT count(*) FROM bookings WHERE id = ANY($1)", ids) == 4
 
 
+async def test_a_replayed_payment_id_is_refused_as_a_payment_not_as_a_sold_seat(
+    writer: repo.BookingWriter, db: asyncpg.Connection, user: Account
+) -> None:
+    """The same booking again (same payment id, same seats, its seats now sold) fails on the
+    payment id, which the booking flow answers as a replay (invariant 6), not as a sold seat: the
+    batch statement, whose two INSERTs run in no set order, is not what answers it."""
+    show = await make.show(db, 3)
+    s = show.seat_ids
+    first = await writer.book(user.id, show.id, [s[0], s[1]], "pay_twice")
+    with pytest.raises(asyncpg.UniqueViolationError) as refused:
+        await writer.book(user.id, show.id, [s[0], s[1]], "pay_twice")
+    assert refused.value.constraint_name != repo.SEAT_CONSTRAINT
+    with pytest.raises(repo.SeatAlreadySold):
+        await writer.book(user.id, show.id, [s[1]], None)
+    with pytest.raises(repo.SeatsNotInScreening):
+        await writer.book(user.id, show.id, [s[2], 10**12], None)
+    assert (writer.batches, writer.retried) == (4, 3)  # each refusal: its own savepoint
+    assert [t["id"] for t in await active_tickets(db, show)] == [t["id"] for t in first]
+
+
 async def test_booking_ids_are_drawn_a_block_at_a_time_and_never_twice(
     server: LiveServer,
 ) -> None:
