@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,9 @@ from loadtests.beyondbench import beyond_part
 from loadtests.browsebench import browsing_part
 from loadtests.clusterbench import add_cluster_part
 from loadtests.crowdbench import crowd_part
-from loadtests.loadgen import API, Http, Job, Sample, generator_main, parse_time
+from loadtests.loadgen import API, Http, Job, Sample, end_with_the_bench, generator_main, parse_time
 from loadtests.procmem import children_named, tree_cpu_s, tree_rss_kb
-from seatlock.server.embedded import embedded_services, free_port
+from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 nan = float("nan")
 BOOK_CHUNK = 2  # seats per booking
@@ -232,18 +233,26 @@ class Bench:
         }
         env.pop("SEATLOCK_ADMIN_EMAIL", None)
         code = "from seatlock.server.cli import main; main()"
+        # Its own session (a Ctrl-C of the bench does not reach it: the bench stops it), and
+        # it ends with the bench however the bench ends, SIGKILL included.
         return subprocess.Popen(
-            [sys.executable, "-c", code, "serve"], env=env, start_new_session=True
+            [sys.executable, "-c", code, "serve"],
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
 
     @contextlib.contextmanager
     def generators(self) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
         context = multiprocessing.get_context("spawn")
-        self.manager = context.Manager()
+        self.manager = SyncManager(ctx=context)
+        self.manager.start(end_with_the_bench)
         # Twice the generators: watcher jobs hold theirs for a whole workload, while the crowd's
         # users run in others (a process is only started when a job needs one).
         workers = 2 * self.config.generator_count
-        pool = concurrent.futures.ProcessPoolExecutor(workers, context)
+        pool = concurrent.futures.ProcessPoolExecutor(
+            workers, context, initializer=end_with_the_bench
+        )
         try:
             yield pool
         finally:

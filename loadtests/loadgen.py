@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import os
 import random
+import signal
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ import orjson
 
 from loadtests import wsclient
 from seatlock.process import settle_garbage_collector
+from seatlock.server.embedded import die_with_parent
 
 API = "/api/v1"
 BEST_SEATS = 2  # seats per best-available hold (best-hold, engine-best-hold)
@@ -349,6 +351,12 @@ def generator_main(job: Job) -> Sample:
 
         return uvloop.run(run_job(job))
     return asyncio.run(run_job(job))
+
+
+def end_with_the_bench() -> None:
+    """A generator process's initializer (and the bench's manager's): it gets SIGTERM when the
+    bench process ends, however that ends, so no generator outlives a bench that was killed."""
+    die_with_parent(signal.SIGTERM)()
 
 
 def yield_to_the_server() -> None:

@@ -147,7 +147,10 @@ def _version_key(path: Path) -> int:
         return 0
 
 
-def _preexec(deathsig: int) -> Callable[[], None]:
+def die_with_parent(deathsig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the child sent ``deathsig`` when its parent goes (Linux), even
+    by SIGKILL: the services and servers a process starts never outlive it. The function it
+    returns, run by a process itself (a process pool's initializer), does the same for it."""
     # prctl is looked up here, in the parent: between fork and exec the child may only call
     # async-signal-safe code, and the watchdog forks while other threads run (a dlopen in the
     # child could wait forever on a lock another thread held at fork time).
@@ -273,7 +276,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_preexec(signal.SIGTERM),
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         _wait_until(self._pings, self.proc, "redis-server", self.data_dir / "redis.log")
         logger.info("embedded redis-server (pid %d) on port %d", self.proc.pid, self.port)
@@ -339,7 +342,7 @@ class EmbeddedPostgres:
                 stderr=out,
                 cwd=self.data_dir,
                 start_new_session=True,
-                preexec_fn=_preexec(signal.SIGINT),
+                preexec_fn=die_with_parent(signal.SIGINT),
                 user=account.uid if account else None,
                 group=account.gid if account else None,
                 extra_groups=[] if account else None,

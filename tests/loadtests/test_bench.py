@@ -4,19 +4,24 @@ and prints the table; the correctness rows must say 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from loadtests.bench import Bench, Config, booking_time
 from loadtests.benchconfig import PARTS
 from loadtests.benchseed import Seeded, books
 from loadtests.loadgen import Sample
+from loadtests.procmem import children_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,6 +148,71 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     assert "(results-crowd.svg)" in out.read_text()
     assert out.read_text().startswith("# seatlock bench"), out.read_text()
     assert "- machine: " in out.read_text() and "- command: `seatlock bench --quick" in text
+
+
+KILLED_BENCH = """
+import os, sys, time
+from pathlib import Path
+from loadtests.bench import Bench, Config
+from seatlock.server.embedded import free_port
+bench = Bench(Config(generators=1))
+bench.redis_url, bench.database_url = sys.argv[1], sys.argv[2]
+port = free_port()
+server = bench.serve(Path(sys.argv[3]), port, 2, {})
+with bench.generators() as pool:
+    generator = pool.submit(os.getpid).result()
+    print(server.pid, generator, bench.manager._process.pid, port, flush=True)
+    time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie nobody reaped yet has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
+def test_a_killed_bench_leaves_no_server_or_generator_behind(
+    backend_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    """The bench killed outright (no cleanup of its own runs): its server, with its workers,
+    and its generator processes end with it instead of running on."""
+    bench = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BENCH, *backend_urls, str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert bench.stdout is not None
+        server, generator, manager, port = map(int, bench.stdout.readline().split())
+        with httpx.Client(timeout=2) as client:
+            for _ in range(600):  # ready: its workers are up
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
+                        break
+                time.sleep(0.1)
+        workers = children_of().get(server, [])
+        tree = [server, *workers, generator, manager]
+        assert len(workers) >= 2 and all(alive(pid) for pid in tree)
+    finally:
+        bench.kill()
+        bench.wait()
+        if bench.stdout is not None:
+            bench.stdout.close()
+    for _ in range(200):
+        if not any(alive(pid) for pid in tree):
+            break
+        time.sleep(0.1)
+    left = [pid for pid in tree if alive(pid)]
+    for pid in left:  # not to leave them running when this fails
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 async def test_books_count_a_lost_booking(backend_urls: tuple[str, str]) -> None:
