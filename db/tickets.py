@@ -219,7 +219,7 @@ class BookingWriter:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(max_queue)
         self._running = False
-        self.batches = 0  # transactions committed or tried, for tests and stats
+        self.batches = 0  # batches written or tried, for tests and stats
         self.retried = 0  # batches written again one savepoint per booking
         self.looked_up = 0  # batches whose commit went unanswered, resolved by a lookup
         # Test seam: awaited with "commit" just before what commits the batch is sent (the batch
@@ -445,7 +445,7 @@ class BookingWriter:
 
 @dataclass(slots=True)
 class _Attempt:
-    """How far a batch's transaction got."""
+    """How far a batch's write got: its outcomes, and whether what commits it was sent."""
 
     outcomes: list[list[Any] | Exception] = field(default_factory=list)
     commit_sent: bool = False
