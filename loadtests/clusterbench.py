@@ -35,7 +35,7 @@ from typing import Any, Self
 from redis import Redis
 
 from loadtests.benchreport import Report, Row, ms, pct
-from loadtests.loadgen import yield_to_the_server
+from loadtests.loadgen import end_with_the_bench, yield_to_the_server
 from seatlock.process import settle_garbage_collector
 from seatlock.server.embedded import free_port
 from seatlock.server.localcluster import LocalCluster
@@ -339,7 +339,9 @@ class ClusterBench:
     @contextlib.contextmanager
     def pool(self) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
         context = multiprocessing.get_context("spawn")
-        pool = concurrent.futures.ProcessPoolExecutor(self.plan.generators, context)
+        pool = concurrent.futures.ProcessPoolExecutor(
+            self.plan.generators, context, initializer=end_with_the_bench
+        )
         try:
             yield pool
         finally:

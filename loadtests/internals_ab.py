@@ -28,20 +28,22 @@ import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
-from loadtests.loadgen import API, Http, Job, Sample, generator_main
-from seatlock.server.embedded import embedded_services, free_port
+from loadtests.loadgen import API, Http, Job, Sample, end_with_the_bench, generator_main
+from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 VARIANTS = {"http": ("ours", "uvicorn"), "ws": ("direct", "queue")}
 CHANGES_PER_S = 10  # as seatlock bench: one generator process keeps up with 1,000 watchers
@@ -82,7 +84,9 @@ class Server:
             "SEATLOCK_LOG_LEVEL": "warning",
         }
         command = [sys.executable, "-m", "loadtests.internals_ab", "--serve", http, ws]
-        self.proc = subprocess.Popen([*command, str(self.port)], env=env)
+        self.proc = subprocess.Popen(
+            [*command, str(self.port)], env=env, preexec_fn=die_with_parent(signal.SIGTERM)
+        )
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -109,7 +113,8 @@ class AB:
     def __init__(self, args: argparse.Namespace, pool: concurrent.futures.Executor) -> None:
         self.args = args
         self.pool = pool
-        self.manager = multiprocessing.get_context("spawn").Manager()
+        self.manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+        self.manager.start(end_with_the_bench)
         self.results: dict[str, list[float]] = {}
 
     def note(self, name: str, value: float) -> None:
@@ -226,7 +231,7 @@ async def main_async(args: argparse.Namespace, root: Path, urls: tuple[str, str]
     pairs = [("ours", "direct"), ("uvicorn", "direct"), ("ours", "queue")]
     context = multiprocessing.get_context("spawn")
     with (
-        concurrent.futures.ProcessPoolExecutor(1, context) as pool,
+        concurrent.futures.ProcessPoolExecutor(1, context, initializer=end_with_the_bench) as pool,
         servers(root, urls, pairs) as (ours, uvicorn_http, queued),
     ):
         for server in (ours, uvicorn_http, queued):

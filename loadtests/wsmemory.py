@@ -27,6 +27,7 @@ import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,7 @@ from loadtests.bench import raise_file_limit, stop_process
 from loadtests.benchreport import pct
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
 from loadtests.loadgen import API, Http, parse_time, yield_to_the_server
-from seatlock.server.embedded import embedded_services, free_port
+from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 HOST = "127.0.0.1"
 DEFLATE = "permessage-deflate; client_max_window_bits"
@@ -171,7 +172,12 @@ def serve(config: Config, root: Path, redis_url: str, database_url: str) -> Serv
         "SEATLOCK_LOG_LEVEL": "warning",
     }
     code = "from seatlock.server.cli import main; main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve"], env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve"],
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGTERM),  # never outlives this tool
+    )
     return Server(proc, port)
 
 
