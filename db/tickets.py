@@ -149,7 +149,8 @@ BATCH_SQL = (
     f" ORDER BY p.i, p.seat_id RETURNING {TICKET_COLUMNS})"
     " SELECT r.i, t.* FROM t JOIN r ON r.booking_id = t.booking_id"
 )
-# The tickets of bookings, by booking: what a batch wrote, read back when its answer was lost.
+# The tickets of bookings, by booking: whether a batch whose answer was lost committed, and its
+# tickets when that answer was the batch statement's.
 TICKETS_OF_BOOKINGS_SQL = (
     f"SELECT {TICKET_COLUMNS} FROM tickets WHERE booking_id = ANY($1::bigint[])"
     " ORDER BY booking_id, seat_id"
@@ -374,70 +375,46 @@ class BookingWriter:
     async def _resolve(self, batch: list[_Request], attempt: _Attempt, exc: Exception) -> None:
         """Answer a batch whose commit went unanswered from what PostgreSQL has (invariant 5).
 
-        A booking is answered with its tickets only if its booking row is there; a booking that
-        failed inside the batch keeps its own error; the rest are not committed, or unknown.
+        A booking is answered with its tickets only if they are there (read back when the batch
+        statement's own answer was lost); a booking that failed inside the batch keeps its own
+        error; the rest are not committed, or unknown.
         """
         self.looked_up += 1
-        if not attempt.outcomes:  # the batch statement's answer: its tickets are read back
-            await self._resolve_unanswered(batch, attempt.booking_ids, exc)
-            return
-        outcomes = attempt.outcomes
-        ids = {rows[0]["booking_id"] for rows in outcomes if isinstance(rows, list) and rows}
-        committed = await self._committed_bookings(ids)
-        logger.warning(
-            "booking batch of %d: COMMIT unanswered (%r); looked up: %s",
-            len(batch),
-            exc,
-            "unknown" if committed is None else f"{len(committed)} of {len(ids)} committed",
-        )
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if not isinstance(outcome, list) or not outcome:
-                _answer(request.done, outcome)
-            elif committed is None:
-                _answer(request.done, _chained(BookingOutcomeUnknown(), exc))
-            elif outcome[0]["booking_id"] in committed:
-                _answer(request.done, outcome)
-            else:
-                _answer(request.done, _chained(BookingNotSaved(), exc))
-
-    async def _resolve_unanswered(
-        self, batch: list[_Request], ids: list[int], exc: Exception
-    ) -> None:
-        """The batch statement went out and its answer was lost: it committed every booking of
-        the batch or none. The tickets of its booking ids say which."""
-        rows = await self._look_up(TICKETS_OF_BOOKINGS_SQL, ids)
-        logger.warning(
-            "booking batch of %d: its statement unanswered (%r); looked up: %s",
-            len(batch),
-            exc,
-            "unknown" if rows is None else ("committed" if rows else "not committed"),
-        )
+        outcomes: list[list[Any] | Exception | None] = [*attempt.outcomes] or [None] * len(batch)
+        # The batch statement's drawn ids, else the ids the savepoint path's rows carry.
+        ids: list[int | None] = [*attempt.booking_ids] or [
+            rows[0]["booking_id"] if isinstance(rows, list) and rows else None for rows in outcomes
+        ]
+        rows = await self._tickets_of({i for i in ids if i is not None})
         tickets: dict[int, list[Any]] = {}
         for row in rows or []:
             tickets.setdefault(int(row["booking_id"]), []).append(row)
-        for request, booking_id in zip(batch, ids, strict=True):
-            if rows is None:
+        logger.warning(
+            "booking batch of %d: commit unanswered (%r); looked up: %s",
+            len(batch),
+            exc,
+            "unknown" if rows is None else f"{len(tickets)} bookings committed",
+        )
+        for request, outcome, booking_id in zip(batch, outcomes, ids, strict=True):
+            if isinstance(outcome, Exception):
+                _answer(request.done, outcome)
+            elif rows is None:
                 _answer(request.done, _chained(BookingOutcomeUnknown(), exc))
             elif booking_id in tickets:
-                _answer(request.done, tickets[booking_id])
+                _answer(request.done, outcome or tickets[booking_id])
             else:
                 _answer(request.done, _chained(BookingNotSaved(), exc))
 
-    async def _committed_bookings(self, ids: set[int]) -> set[int] | None:
-        """Which of these bookings PostgreSQL has; None when it cannot be asked (a few tries)."""
-        rows = await self._look_up("SELECT id FROM bookings WHERE id = ANY($1::bigint[])", ids)
-        return None if rows is None else {int(row["id"]) for row in rows}
-
-    async def _look_up(self, sql: str, ids: Collection[int]) -> list[Any] | None:
-        """The rows of a lookup by booking ids; None when PostgreSQL cannot be asked (a few
-        tries, waiting a little longer each time: it may be restarting)."""
+    async def _tickets_of(self, ids: Collection[int]) -> list[Any] | None:
+        """The tickets of these bookings; None when PostgreSQL cannot be asked (a few tries,
+        waiting a little longer each time: it may be restarting)."""
         if not ids:
             return []
         for delay in OUTCOME_LOOKUP_DELAYS:
             await asyncio.sleep(delay)
             try:
                 async with asyncio.timeout(OUTCOME_LOOKUP_TIMEOUT):
-                    return list(await self._db.fetch(sql, sorted(ids)))
+                    return list(await self._db.fetch(TICKETS_OF_BOOKINGS_SQL, sorted(ids)))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 logger.warning("booking outcome lookup failed: %r", exc)
         return None
