@@ -59,7 +59,7 @@ from loadtests.browsebench import browsing_part
 from loadtests.clusterbench import add_cluster_part
 from loadtests.crowdbench import crowd_part
 from loadtests.loadgen import API, Http, Job, Sample, end_with_the_bench, generator_main, parse_time
-from loadtests.procmem import children_named, tree_cpu_s, tree_rss_kb
+from loadtests.procmem import children_named, children_of, tree_cpu_s, tree_rss_kb
 from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 nan = float("nan")
@@ -498,11 +498,12 @@ class Bench:
     def serving_cpu(self) -> dict[str, float]:
         """CPU seconds so far of the main server (supervisor and workers) and of the bench's
         own Redis and PostgreSQL (with its backends), found among the bench's children."""
-        cpu = {"seatlock": tree_cpu_s(self.server_procs[0].pid)}
+        children = children_of()  # one reading of /proc's process tree for all three
+        cpu = {"seatlock": tree_cpu_s(self.server_procs[0].pid, children)}
         for who, command in (("Redis", "redis-server"), ("PostgreSQL", "postgres")):
-            pids = children_named(os.getpid(), command)
+            pids = children_named(os.getpid(), command, children)
             if pids:
-                cpu[who] = sum(tree_cpu_s(pid) for pid in pids)
+                cpu[who] = sum(tree_cpu_s(pid, children) for pid in pids)
         return cpu
 
     async def engine_holds(self, s: Seeded) -> dict[str, Sample]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 PROC = Path("/proc")
+Children = dict[int, list[int]]  # parent pid -> child pids (children_of)
 
 
 def tree_rss_kb(pid: int) -> int:
@@ -17,15 +18,16 @@ def tree_rss_kb(pid: int) -> int:
     return tree_sum(pid, rss_kb)
 
 
-def tree_cpu_s(pid: int) -> float:
+def tree_cpu_s(pid: int, children: Children | None = None) -> float:
     """User and system CPU seconds of ``pid`` and its descendants so far (0 where there is
-    none). Workers are long-lived: none ends during a batch and takes its CPU along."""
-    return tree_sum(pid, cpu_ticks) / os.sysconf("SC_CLK_TCK")
+    none). Workers are long-lived: none ends during a batch and takes its CPU along.
+    ``children``: a ``children_of()`` already read, for several trees at one moment."""
+    return tree_sum(pid, cpu_ticks, children) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_sum(pid: int, of: Callable[[int], int]) -> int:
+def tree_sum(pid: int, of: Callable[[int], int], children: Children | None = None) -> int:
     """``of(p)`` summed over ``pid`` and all its descendants."""
-    children = children_of()
+    children = children_of() if children is None else children
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
@@ -51,7 +53,7 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
 
 
-def children_of() -> dict[int, list[int]]:
+def children_of() -> Children:
     """Parent pid -> child pids, for every process /proc shows."""
     children: dict[int, list[int]] = {}
     for entry in PROC.glob("[0-9]*"):
@@ -62,11 +64,11 @@ def children_of() -> dict[int, list[int]]:
     return children
 
 
-def children_named(pid: int, name: str) -> list[int]:
+def children_named(pid: int, name: str, children: Children | None = None) -> list[int]:
     """The direct children of ``pid`` whose command name (``/proc/<pid>/comm``) is ``name``:
     the bench's embedded ``redis-server`` and ``postgres`` (whose backends are its children)."""
     found = []
-    for child in children_of().get(pid, []):
+    for child in (children_of() if children is None else children).get(pid, []):
         with contextlib.suppress(OSError):
             if (PROC / str(child) / "comm").read_text().strip() == name:
                 found.append(child)
