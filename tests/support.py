@@ -37,6 +37,7 @@ PASSWORD = "Sup3r-secret!"
 RESERVE = "/api/v1/seat-reservations/reserve"
 FROM_HOLD = "/api/v1/tickets/book-from-reservation"
 PUBLIC = "public, max-age=30"  # Cache-Control of the public catalog lists
+STOP_S = 15.0  # a test server's wait for its requests and its lifespan's end, per stop signal
 
 
 class LiveServer:
@@ -76,8 +77,28 @@ class LiveServer:
             time.sleep(0.01)
 
     def stop(self) -> None:
+        """Stop as ``seatlock serve`` does on SIGTERM; a second time as on a second one (without
+        waiting for requests in flight). A server still running after that fails the test that
+        started it: left running, its loops (the reconciler's, the sweep's) would act on the
+        backends under later tests."""
         self._server.should_exit = True
-        self._thread.join(timeout=15)
+        self._thread.join(timeout=STOP_S)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=STOP_S)
+        if self._thread.is_alive():
+            raise RuntimeError(
+                f"the test server did not stop in {2 * STOP_S:.0f} s: {self._busy()}"
+            )
+
+    def _busy(self) -> str:
+        """What the server's loop is still doing (read from another thread: a diagnosis only)."""
+        try:
+            loop = self._server.servers[0].get_loop()
+            tasks = asyncio.all_tasks(loop)
+        except (AttributeError, IndexError, RuntimeError) as exc:
+            return f"its tasks could not be read ({exc!r})"
+        return "; ".join(f"{task.get_coro()!r} at {task.get_stack(limit=1)}" for task in tasks)
 
 
 @dataclass

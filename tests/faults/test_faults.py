@@ -10,6 +10,7 @@ Run with -s to see each fault's figures.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from db import tickets as repo
+from seatlock.server.embedded import EmbeddedRedis
 from seatlock.services.container import Services
 from tests.faults import harness
 from tests.faults.checker import Report, check
@@ -152,20 +154,32 @@ def cut_after_first_commit(database_url: str) -> Callable[[str, Any], Awaitable[
     return hook
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    redis = EmbeddedRedis(tmp_path / "redis", persistent=False)
+    redis.start()
+    yield redis
+    redis.stop()
+
+
 @pytest.mark.parametrize("look_up", [True, False], ids=["looked-up", "sabotaged"])
 async def test_the_checker_catches_a_guessed_outcome(
     look_up: bool,
     backends: Backends,
+    own_redis: EmbeddedRedis,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same lost COMMIT answer, with the outcome looked up (passes) and guessed (fails).
 
-    The reconciler is off, or it would repair the map and hide the guess; the client does not
-    replay the failed booking (a replay marks the seats sold and would hide it too)."""
+    The reconciler is off, or it would repair the map and hide the guess: this server's, and any
+    other's too, so the run has a Redis of its own (a server of an earlier test still stopping
+    would reconcile the suite's). The client does not replay the failed booking (a replay marks
+    the seats sold and would hide it too)."""
     monkeypatch.setattr(repo, "LOOK_UP_OUTCOME", look_up)
     url = backends.postgres.url
-    server = LiveServer(backends.settings(tmp_path / "data", reconcile_interval_seconds=0))
+    settings = backends.settings(tmp_path / "data", reconcile_interval_seconds=0)
+    server = LiveServer(dataclasses.replace(settings, redis_url=own_redis.url))
     server.start()
     try:
         services_of(server).booking_writer.commit_hook = cut_after_first_commit(url)
