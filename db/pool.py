@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 10.0  # how long stopping waits for connections in use to come back
+
 # PostgreSQL cannot answer now: down, restarting, in recovery, out of connections or resources,
 # or the connection broke (also while a pool releases it, after the work was done). The api
 # answers these with 503 and Retry-After (api/errors.py); anything else from asyncpg is a bug or
@@ -67,6 +69,8 @@ class KeptConnection:
         self._conn: PoolConnectionProxy[Any] | None = None
 
     async def get(self) -> PoolConnectionProxy[Any]:
+        if self._conn is not None and _lost(self._conn):
+            await self.let_go()  # ended while kept (PostgreSQL restarted, the backend was ended)
         if self._conn is None:
             self._conn = await self._pool.acquire()
         return self._conn
@@ -76,6 +80,15 @@ class KeptConnection:
         if conn is not None:
             with contextlib.suppress(*self._quiet):
                 await self._pool.release(conn)
+
+
+def _lost(conn: PoolConnectionProxy[Any]) -> bool:
+    """The connection is closed; asyncpg takes a pool connection that broke back into its pool
+    at once, after which its proxy answers every call with an InterfaceError."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -89,6 +102,16 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close the pool once its connections in use are back, waiting ``timeout_s`` at most: a
+    connection still out then (a request that did not end) is ended, so that stopping never hangs
+    (asyncpg terminates a pool whose ``close`` is cancelled)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        logger.warning("PostgreSQL connections still in use after %.0f s: ended", timeout_s)
 
 
 async def create_replica_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:

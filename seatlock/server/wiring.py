@@ -26,7 +26,7 @@ from api.routing import App
 from db import users
 from db.layouts import Layouts
 from db.migrate import migrate
-from db.pool import ReplicaReads, create_pool, create_replica_pool
+from db.pool import ReplicaReads, close_pool, create_pool, create_replica_pool
 from db.reservations import HistoryWriter, ReservationIds
 from db.tickets import BookingWriter
 from seatlock.accounts.mail import Mailer
@@ -106,8 +106,8 @@ async def open_clients(
         yield redis, db, replica
     finally:
         if replica is not None:
-            await replica.close()
-        await db.close()
+            await close_pool(replica)
+        await close_pool(db)
         await redis.aclose()
 
 

@@ -1,0 +1,72 @@
+"""The pool's helpers: a writer's kept connection survives its backend's end, and closing a pool
+never waits forever for a connection that is not given back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+
+from db.pool import KeptConnection, close_pool
+
+
+async def test_a_kept_connection_that_ended_meanwhile_is_replaced(
+    backend_urls: tuple[str, str], db: asyncpg.Connection
+) -> None:
+    """A writer's kept connection whose backend ended between two batches (PostgreSQL restarted,
+    an administrator ended it) is not handed out again: the next batch gets a working one, not
+    an InterfaceError that would fail the whole batch."""
+    pool = await asyncpg.create_pool(backend_urls[1], min_size=1, max_size=2)
+    kept = KeptConnection(pool, (Exception,))
+    try:
+        first = await kept.get()
+        await db.execute("SELECT pg_terminate_backend($1, 5000)", first.get_server_pid())
+        async with asyncio.timeout(5):  # asyncpg sees the end and takes the connection back
+            while True:
+                try:
+                    if first.is_closed():
+                        break
+                except asyncpg.InterfaceError:
+                    break
+                await asyncio.sleep(0.01)
+        again = await kept.get()
+        assert await again.fetchval("SELECT 1") == 1
+        await kept.let_go()
+    finally:
+        await pool.close()
+
+
+async def test_closing_a_pool_ends_a_connection_never_given_back(
+    backend_urls: tuple[str, str], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await asyncpg.create_pool(backend_urls[1], min_size=1, max_size=2)
+    held = await pool.acquire()  # as by a request that never ends
+    pid = held.get_server_pid()
+    async with asyncio.timeout(5):  # asyncpg's own close waits as long as it is not given back
+        await close_pool(pool, timeout_s=0.3)
+    with pytest.raises(asyncpg.InterfaceError):
+        await held.fetchval("SELECT 1")
+    gone = "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)"
+    async with asyncio.timeout(5):  # its backend ends too
+        while True:
+            if await db.fetchval(gone, pid):
+                break
+            await asyncio.sleep(0.02)
+    assert any("still in use" in r.message for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def test_closing_a_pool_waits_for_a_connection_given_back_in_time(
+    backend_urls: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await asyncpg.create_pool(backend_urls[1], min_size=1, max_size=2)
+    held = await pool.acquire()
+
+    async def give_back() -> None:
+        await asyncio.sleep(0.2)
+        assert await held.fetchval("SELECT 1") == 1  # still usable while the close waits
+        await pool.release(held)
+
+    await asyncio.gather(close_pool(pool, timeout_s=5), give_back())
+    assert not [r for r in caplog.records if "still in use" in r.message]
