@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 10.0  # how long stopping waits for connections in use to come back
+DB_TIMEOUT_S = 10.0  # the longest wait for a connection or a statement: SEATLOCK_DB_TIMEOUT_SECONDS
 
 # PostgreSQL cannot answer now: down, restarting, in recovery, out of connections or resources,
 # or the connection broke (also while a pool releases it, after the work was done). The api
@@ -91,14 +92,20 @@ def _lost(conn: PoolConnectionProxy[Any]) -> bool:
         return True
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, timeout_s: float = DB_TIMEOUT_S
+) -> asyncpg.Pool:
+    """The process's pool. ``timeout_s`` bounds both a new connection (asyncpg's own default is
+    60 s) and each statement: a PostgreSQL that answers nothing (stopped, cut off) costs a
+    request that long before its 503, not a minute."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
-        command_timeout=30,
+        command_timeout=timeout_s,
         max_inactive_connection_lifetime=300,
+        timeout=timeout_s,
     )
     assert pool is not None
     return pool
@@ -114,7 +121,9 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = CLOSE_TIMEOUT_S) -> 
         logger.warning("PostgreSQL connections still in use after %.0f s: ended", timeout_s)
 
 
-async def create_replica_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
+async def create_replica_pool(
+    dsn: str, *, max_size: int = 10, timeout_s: float = DB_TIMEOUT_S
+) -> asyncpg.Pool:
     """A pool of a streaming replica. It opens no connection until a read wants one, so a replica
     that is down at start-up delays nothing (reads go to the primary until it answers), and a
     connection attempt gives up after CONNECT_TIMEOUT_S instead of asyncpg's 60 s."""
@@ -123,9 +132,9 @@ async def create_replica_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
         min_size=0,
         max_size=max_size,
         init=_init_connection,
-        command_timeout=30,
+        command_timeout=timeout_s,
         max_inactive_connection_lifetime=300,
-        timeout=CONNECT_TIMEOUT_S,
+        timeout=min(CONNECT_TIMEOUT_S, timeout_s),
     )
     assert pool is not None
     return pool

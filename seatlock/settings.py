@@ -112,6 +112,9 @@ class Settings:
     # Pools.
     db_pool_min: int = 2
     db_pool_max: int = 10
+    # The longest a request waits on PostgreSQL for a new connection or a statement's answer
+    # before it is answered 503 (a server that is stopped or cut off answers nothing at all).
+    db_timeout_seconds: float = 10.0
     redis_pool_max: int = 64
 
     # Lag-tolerant reads (db/pool.py ReplicaReads): catalog browsing, search and admin statistics

@@ -25,7 +25,7 @@ from api.app import build_app
 from api.routing import App
 from db import users
 from db.layouts import Layouts
-from db.migrate import migrate
+from db.migrate import migrate_database
 from db.pool import ReplicaReads, close_pool, create_pool, create_replica_pool
 from db.reservations import HistoryWriter, ReservationIds
 from db.tickets import BookingWriter
@@ -87,18 +87,24 @@ async def open_clients(
     """Connect to Redis (one node, or a cluster by ``redis+cluster://``) and PostgreSQL and
     migrate; the pool of the read replica when one is set (it connects on first use, so a
     replica that is down does not stop the start); close them all on the way out."""
+    # Migrations first, on a connection of their own: a statement of theirs (an index built on a
+    # large table) may take longer than the pool lets a request's statement take.
+    await migrate_database(settings.database_url)
     redis = redis_client(settings)
     db = await create_pool(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        timeout_s=settings.db_timeout_seconds,
     )
     replica = None
     try:
         if settings.database_read_url:
             replica = await create_replica_pool(
-                settings.database_read_url, max_size=settings.db_pool_max
+                settings.database_read_url,
+                max_size=settings.db_pool_max,
+                timeout_s=settings.db_timeout_seconds,
             )
-        async with db.acquire() as conn:
-            await migrate(conn)
         if settings.admin_email and settings.admin_password:
             await users.ensure_configured_admin(
                 db, settings.admin_email, settings.admin_password, settings.bcrypt_rounds
