@@ -115,6 +115,10 @@ class Settings:
     # The longest a request waits on PostgreSQL for a new connection or a statement's answer
     # before it is answered 503 (a server that is stopped or cut off answers nothing at all).
     db_timeout_seconds: float = 10.0
+    # The same for Redis: the longest a call waits for a new connection, or for Redis to send
+    # anything while replies are owed, before the connection is dropped and its calls get 503.
+    # A ``socket_timeout`` or ``socket_connect_timeout`` in SEATLOCK_REDIS_URL wins.
+    redis_timeout_seconds: float = 5.0
     redis_pool_max: int = 64
 
     # Lag-tolerant reads (db/pool.py ReplicaReads): catalog browsing, search and admin statistics

@@ -256,6 +256,7 @@ class _Wire(Sender):
         self.known: set[str] = set()  # scripts loaded (or being loaded) on this connection
         self.writable = True
         self.reads = 0  # data_received calls: progress, for the stall watchdog
+        self.silent = False  # dropped by the watchdog: Redis stopped answering
         self.lost_reason = ""
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -263,6 +264,7 @@ class _Wire(Sender):
         """Drop the connection when replies were owed for a whole ``timeout`` with no data in
         between (Redis hung, or the peer vanished without a reset): their calls fail."""
         if owed and self.waiting and self.reads == reads:
+            self.silent = True
             self.abort(f"no reply from Redis for {timeout:g} s")
             return
         owing = bool(self.waiting)
@@ -532,6 +534,8 @@ class FastTransport:
         try:
             self._flush()
             await asyncio.shield(wire.closed)  # a cancel of this task leaves it to others
+            if wire.silent:  # the calls queued behind the unanswered ones waited as long: 503
+                self._fail_queue(RedisConnectionError(wire.lost_reason))
         except BaseException:  # cancelled: the loop is shutting down, or aclose()
             self._fail_queue(RedisConnectionError("Redis transport stopped"))
             raise
@@ -601,7 +605,9 @@ async def _dial(options: Mapping[str, Any], tls: bool, factory: Callable[[], Sen
 
 
 async def _handshake(wire: Sender, options: Mapping[str, Any]) -> None:
-    """AUTH, SELECT and CLIENT SETNAME as the redis-py client would; any error refuses."""
+    """AUTH, SELECT and CLIENT SETNAME as the redis-py client would, then PING: a connection is
+    open once Redis has answered on it (the kernel accepts a connection for a Redis that is
+    stopped or hung, which then answers nothing). Any error refuses."""
     commands: list[tuple[Any, ...]] = []
     username, password = await _credentials(options)
     if password:
@@ -610,8 +616,7 @@ async def _handshake(wire: Sender, options: Mapping[str, Any]) -> None:
         commands.append(("SELECT", int(options["db"])))
     if options.get("client_name"):
         commands.append(("CLIENT", "SETNAME", options["client_name"]))
-    if not commands:
-        return
+    commands.append(("PING",))
     loop = asyncio.get_running_loop()
     replies = [_Reply(loop.create_future()) for _ in commands]
     wire.send(pack(commands), replies)

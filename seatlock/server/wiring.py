@@ -122,13 +122,18 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     map), otherwise one node through a bounded pool that makes a burst wait for a free
     connection instead of failing it."""
     cluster = redis_cluster_nodes(settings.redis_url)
+    # Without a socket timeout a Redis that answers nothing (stopped, cut off) holds every call
+    # without end; the engine's transports and subscriptions take theirs from this client.
+    timeout = settings.redis_timeout_seconds
     if cluster is None:
         return Redis.from_pool(
-            BlockingConnectionPool.from_url(
+            BlockingConnectionPool.from_url(  # the URL's own query options win
                 settings.redis_url,
                 max_connections=settings.redis_pool_max,
                 timeout=10,
                 health_check_interval=30,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
             )
         )
     return RedisCluster(
@@ -138,6 +143,8 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
         ssl=cluster.tls,
         max_connections=settings.redis_pool_max,
         health_check_interval=30,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
 
 

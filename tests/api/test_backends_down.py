@@ -41,6 +41,7 @@ class Gate:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._open = self._call(_event())  # cleared: nothing is relayed either way (``mute``)
         self._server = self._call(asyncio.start_server(self._relay, "127.0.0.1", 0))
         self.port: int = self._server.sockets[0].getsockname()[1]
 
@@ -58,7 +59,18 @@ class Gate:
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(
+            _pipe(reader, up_writer, self._open), _pipe(up_reader, writer, self._open)
+        )
+
+    def mute(self) -> None:
+        """Relay nothing more, either way, connections kept open: a server that answers nothing
+        (hung, or its packets dropped), unlike a dead host's refusals. ``unmute`` relays what
+        waited."""
+        self._loop.call_soon_threadsafe(self._open.clear)
+
+    def unmute(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.set)
 
     def shut(self) -> None:
         async def close() -> None:
@@ -74,9 +86,18 @@ class Gate:
         self._thread.join(5)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _event() -> asyncio.Event:
+    opened = asyncio.Event()
+    opened.set()
+    return opened
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened: asyncio.Event
+) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
+            await opened.wait()
             writer.write(data)
             await writer.drain()
     writer.transport.abort()
@@ -91,15 +112,15 @@ def _expect_503(r: httpx.Response) -> None:
 @pytest.fixture
 def gated(
     make_server: Callable[..., LiveServer], base_settings: Settings
-) -> Iterator[Callable[[str], tuple[LiveServer, Gate]]]:
+) -> Iterator[Callable[..., tuple[LiveServer, Gate]]]:
     """A server whose PostgreSQL (``"database_url"``) or Redis (``"redis_url"``) is behind a
-    gate, which the test shuts."""
+    gate, which the test shuts or mutes; other settings as given."""
     gates: list[Gate] = []
 
-    def start(setting: str) -> tuple[LiveServer, Gate]:
+    def start(setting: str, **changes: Any) -> tuple[LiveServer, Gate]:
         gate = Gate(getattr(base_settings, setting))
         gates.append(gate)
-        return make_server(**{setting: gate.url}), gate
+        return make_server(**{setting: gate.url}, **changes), gate
 
     yield start
     for gate in gates:
@@ -107,7 +128,7 @@ def gated(
 
 
 async def test_postgres_down_is_503_with_retry_after(
-    gated: Callable[[str], tuple[LiveServer, Gate]], db: asyncpg.Connection
+    gated: Callable[..., tuple[LiveServer, Gate]], db: asyncpg.Connection
 ) -> None:
     live, gate = gated("database_url")
     show = await make.show(db, 4)
@@ -133,7 +154,7 @@ async def test_postgres_down_is_503_with_retry_after(
 
 
 async def test_redis_down_is_503_with_retry_after(
-    gated: Callable[[str], tuple[LiveServer, Gate]], db: asyncpg.Connection
+    gated: Callable[..., tuple[LiveServer, Gate]], db: asyncpg.Connection
 ) -> None:
     live, gate = gated("redis_url")
     show = await make.show(db, 4)
@@ -150,6 +171,59 @@ async def test_redis_down_is_503_with_retry_after(
         ]
     for r in replies:
         _expect_503(r)
+
+
+async def test_a_redis_that_answers_nothing_is_503_within_its_timeout(
+    gated: Callable[..., tuple[LiveServer, Gate]], db: asyncpg.Connection
+) -> None:
+    """Redis hung or cut off (no answer, no refusal): its calls fail after about
+    SEATLOCK_REDIS_TIMEOUT_SECONDS (the connection is dropped), not never; once Redis answers
+    again, a new connection serves."""
+    live, gate = gated("redis_url", redis_timeout_seconds=0.5)
+    show = await make.show(db, 4)
+    async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+        user = await make_account(client, "mute@example.com", "Mute")
+        availability = f"/api/v1/seat-reservations/screening/{show.id}/availability"
+        assert (await client.get(availability)).status_code == 200
+        hold = {"screening_id": show.id, "seat_ids": show.seat_ids[:2]}
+        gate.mute()
+        started = asyncio.get_running_loop().time()
+        replies = await asyncio.gather(
+            client.post(RESERVE, json=hold, headers=user.headers),
+            client.get(f"/api/v1/seat-reservations/screening/{show.id + 1}/availability"),
+            client.get("/api/v1/seat-reservations/my-reservations", headers=user.headers),
+        )
+        waited = asyncio.get_running_loop().time() - started
+        for r in replies:
+            _expect_503(r)
+        assert waited < 10, waited  # without a socket timeout: never
+        gate.unmute()
+        async with asyncio.timeout(15):
+            while True:
+                again = await client.post(RESERVE, json=hold, headers=user.headers)
+                if again.status_code == 201:
+                    break
+                _expect_503(again)
+                await asyncio.sleep(0.2)
+
+
+async def test_a_postgresql_that_answers_nothing_is_503_within_its_timeout(
+    gated: Callable[..., tuple[LiveServer, Gate]],
+) -> None:
+    live, gate = gated("database_url", db_timeout_seconds=0.5)
+    async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+        user = await make_account(client, "mute-db@example.com", "Mute")
+        gate.mute()
+        started = asyncio.get_running_loop().time()
+        replies = await asyncio.gather(
+            *(client.get("/api/v1/auth/me", headers=user.headers) for _ in range(4)),
+            client.get("/api/v1/tickets/my-tickets", headers=user.headers),
+        )
+        waited = asyncio.get_running_loop().time() - started
+        gate.unmute()
+    for r in replies:
+        _expect_503(r)
+    assert waited < 10, waited  # asyncpg's own connect timeout: a minute
 
 
 def test_the_down_sets_name_what_a_dead_backend_raises() -> None:

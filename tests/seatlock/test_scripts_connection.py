@@ -180,6 +180,64 @@ async def test_a_hung_redis_fails_the_waiting_calls_after_the_socket_timeout(
         await client.aclose()
 
 
+async def test_calls_queued_behind_a_silent_redis_fail_with_the_calls_it_owes(
+    own_redis: EmbeddedRedis,
+) -> None:
+    """The calls made while a write waits for its replies are held back (one write in flight);
+    when the watchdog drops the connection of a Redis that stopped answering, they have waited
+    as long and fail with the written ones, instead of waiting a whole timeout again on the
+    next connection."""
+    assert own_redis.proc is not None
+    client = Redis.from_url(own_redis.url, socket_timeout=0.3, socket_connect_timeout=2)
+    transport = FastTransport.like(client)
+    try:
+        assert await transport.command("PING") == b"PONG"
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        failed: list[tuple[float, BaseException | None]] = []
+
+        async def ping() -> None:
+            try:
+                await transport.command("PING")
+            except RedisConnectionError as exc:
+                failed.append((loop.time(), exc))
+
+        first = asyncio.ensure_future(ping())
+        await asyncio.sleep(0.05)  # written, its reply owed
+        behind = [asyncio.ensure_future(ping()) for _ in range(3)]
+        async with asyncio.timeout(5):
+            await asyncio.gather(first, *behind)
+        assert len(failed) == 4
+        assert all("no reply from Redis" in str(exc) for _, exc in failed), failed
+        assert max(t for t, _ in failed) - min(t for t, _ in failed) < 0.1
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        await transport.aclose()
+        await client.aclose()
+
+
+async def test_a_connection_to_a_silent_redis_is_not_taken_for_a_working_one(
+    own_redis: EmbeddedRedis,
+) -> None:
+    """The kernel accepts a connection for a stopped Redis: the connection counts as open only
+    once Redis has answered its handshake (PING), so calls fail within the connect timeout,
+    not after another watchdog period on a connection that was never working."""
+    assert own_redis.proc is not None
+    client = Redis.from_url(own_redis.url, socket_timeout=5, socket_connect_timeout=0.3)
+    transport = FastTransport.like(client)
+    try:
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        async with asyncio.timeout(3):  # the watchdog would take 5 to 10 s
+            with pytest.raises(RedisConnectionError, match="Cannot connect"):
+                await transport.command("PING")
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        assert await transport.command("PING") == b"PONG"
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        await transport.aclose()
+        await client.aclose()
+
+
 async def test_a_closed_transport_connects_again_on_the_next_call(engine: SeatEngine) -> None:
     assert await hold_or_taken(engine, 9, 1) == 1
     await engine.transport.aclose()
