@@ -55,6 +55,22 @@ def listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+def taken(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be ours alone, or None. Another server listening there with
+    SO_REUSEPORT (a second ``seatlock serve``, an older version left running) would let the
+    workers bind next to it, and the kernel would spread the connections over both."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Without SO_REUSEPORT: only a listening socket conflicts, not the connections of a
+        # server that stopped a moment ago (SO_REUSEADDR).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 def run_worker(options: dict[str, Any]) -> None:
     """One worker process: uvicorn with ``options`` (uvicorn.Config's) on a socket of its own."""
     config = uvicorn.Config(**options)
@@ -71,6 +87,10 @@ def run_worker(options: dict[str, Any]) -> None:
 
 def serve(options: dict[str, Any], workers: int) -> int:
     """Run ``workers`` worker processes until SIGINT or SIGTERM; returns the exit status."""
+    host, port = str(options.get("host", "127.0.0.1")), int(options.get("port", 8000))
+    if port and (why := taken(host, port)) is not None:
+        logger.error("cannot listen on %s:%d: %s (is another server running?)", host, port, why)
+        return STARTUP_FAILURE
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from seatlock.server.embedded import free_port
-from seatlock.server.workers import can_share_port
+from seatlock.server.workers import can_share_port, listener
 
 pytestmark = pytest.mark.skipif(not can_share_port(), reason="needs SO_REUSEPORT")
 
@@ -137,6 +137,27 @@ def test_a_port_taken_stops_the_server_instead_of_restarting_workers() -> None:
         assert proc.wait(timeout=30) == 3  # uvicorn's STARTUP_FAILURE
     finally:
         taken.close()
+
+
+def test_a_port_another_server_shares_stops_the_server_before_it_starts_workers(
+    tmp_path: Path,
+) -> None:
+    """Another server listening with SO_REUSEPORT (a second seatlock serve, an older one left
+    running) would take part of the connections: the supervisor refuses to start next to it."""
+    other = listener("127.0.0.1", free_port())
+    other.listen()
+    log = tmp_path / "serve.log"
+    try:
+        proc = supervisor(other.getsockname()[1], log)
+        try:
+            assert proc.wait(timeout=20) == 3  # uvicorn's STARTUP_FAILURE, no worker started
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    finally:
+        other.close()
+    assert "is another server running?" in log.read_text()
 
 
 async def test_a_replacement_that_cannot_start_is_tried_again_while_the_other_serves(
