@@ -115,9 +115,10 @@ class Settings:
     # The longest a request waits on PostgreSQL for a new connection or a statement's answer
     # before it is answered 503 (a server that is stopped or cut off answers nothing at all).
     db_timeout_seconds: float = 10.0
-    # The same for Redis: the longest a call waits for a new connection, or for Redis to send
-    # anything while replies are owed, before the connection is dropped and its calls get 503.
-    # A ``socket_timeout`` or ``socket_connect_timeout`` in SEATLOCK_REDIS_URL wins.
+    # The same for Redis: how long a call waits for a new connection, or for Redis to send
+    # anything while replies are owed (the fast transport's watchdog looks once per period, so
+    # up to twice this), before the connection is dropped and its calls get 503. A
+    # ``socket_timeout`` or ``socket_connect_timeout`` in SEATLOCK_REDIS_URL wins.
     redis_timeout_seconds: float = 5.0
     redis_pool_max: int = 64
 
@@ -184,6 +185,9 @@ class Settings:
             raise ValueError(f"{PREFIX}EVENT_LOG_LENGTH: must be 0 (no log) or more")
         if self.clock_sync_seconds <= 0:
             raise ValueError(f"{PREFIX}CLOCK_SYNC_SECONDS: must be more than 0")
+        for name in ("db_timeout_seconds", "redis_timeout_seconds"):
+            if getattr(self, name) <= 0:  # 0 would mean "no limit" to asyncpg and redis-py
+                raise ValueError(f"{PREFIX}{name.upper()}: must be more than 0")
 
     def _check_replicas(self) -> None:
         if self.hold_replicas < 0:

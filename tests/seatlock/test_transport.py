@@ -158,3 +158,13 @@ async def test_a_subscription_delivers_payloads_in_order(
     finally:
         feed.close()
     await asyncio.wait_for(asyncio.shield(feed.closed), 2)
+
+
+def test_the_timeouts_of_redis_and_postgresql_are_settings() -> None:
+    env = {"SEATLOCK_REDIS_TIMEOUT_SECONDS": "2.5", "SEATLOCK_DB_TIMEOUT_SECONDS": "4"}
+    settings = Settings.from_env(env)
+    assert (settings.redis_timeout_seconds, settings.db_timeout_seconds) == (2.5, 4.0)
+    assert (Settings().redis_timeout_seconds, Settings().db_timeout_seconds) == (5.0, 10.0)
+    for name in ("redis_timeout_seconds", "db_timeout_seconds"):
+        with pytest.raises(ValueError, match=name.upper()):
+            Settings(**{name: 0})
