@@ -116,8 +116,8 @@ class Settings:
     # before it is answered 503 (a server that is stopped or cut off answers nothing at all).
     db_timeout_seconds: float = 10.0
     # The same for Redis: how long a call waits for a new connection, or for Redis to send
-    # anything while replies are owed (the fast transport's watchdog looks once per period, so
-    # up to twice this), before the connection is dropped and its calls get 503. A
+    # anything while replies are owed (the fast transport's watchdog looks four times per
+    # period, so up to 1.25 times this), before the connection is dropped and its calls get 503. A
     # ``socket_timeout`` or ``socket_connect_timeout`` in SEATLOCK_REDIS_URL wins.
     redis_timeout_seconds: float = 5.0
     redis_pool_max: int = 64

@@ -61,6 +61,7 @@ _NAMES = frozenset(NAMES)
 MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
 MAX_QUEUE = 20_000  # calls waiting (queued or on the wire); beyond this, callers get an error
 CONNECT_TIMEOUT = 5.0  # seconds for connect + AUTH/SELECT when the client names none
+WATCH_STEPS = 4  # the stall watchdog's looks per socket timeout
 MORE = object()  # hiredis: no complete reply buffered yet
 UNANSWERED = object()  # a call run with replicas, its reply not yet come
 _MAX_BULKS = 10_000
@@ -260,16 +261,23 @@ class _Wire(Sender):
         self.lost_reason = ""
         self._watchdog: asyncio.TimerHandle | None = None
 
-    def watch(self, timeout: float, reads: int = -1, owed: bool = False) -> None:
+    def watch(self, timeout: float, reads: int = -1, silent: int = 0) -> None:
         """Drop the connection when replies were owed for a whole ``timeout`` with no data in
-        between (Redis hung, or the peer vanished without a reset): their calls fail."""
-        if owed and self.waiting and self.reads == reads:
-            self.silent = True
-            self.abort(f"no reply from Redis for {timeout:g} s")
-            return
-        owing = bool(self.waiting)
+        between (Redis hung, or the peer vanished without a reset): their calls fail. It looks
+        WATCH_STEPS times per ``timeout`` (``silent``: how many looks in a row found replies
+        owed and nothing read since the last), so that is noticed within 1 + 1/WATCH_STEPS of
+        it."""
+        if self.waiting and self.reads == reads:
+            silent += 1
+            if silent > WATCH_STEPS:
+                self.silent = True
+                self.abort(f"no reply from Redis for {timeout:g} s")
+                return
+        else:
+            silent = 0
         loop = asyncio.get_running_loop()
-        self._watchdog = loop.call_later(timeout, self.watch, timeout, self.reads, owing)
+        step = timeout / WATCH_STEPS
+        self._watchdog = loop.call_later(step, self.watch, timeout, self.reads, silent)
 
     def data_received(self, data: bytes) -> None:
         reader, waiting = self.reader, self.waiting
