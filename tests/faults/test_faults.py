@@ -10,7 +10,6 @@ Run with -s to see each fault's figures.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import time
@@ -212,7 +211,7 @@ async def test_the_checker_catches_a_guessed_outcome(
     monkeypatch.setattr(repo, "LOOK_UP_OUTCOME", look_up)
     url = backends.postgres.url
     settings = backends.settings(tmp_path / "data", reconcile_interval_seconds=0)
-    server = LiveServer(dataclasses.replace(settings, redis_url=own_redis.url))
+    server = LiveServer(settings.replace(redis_url=own_redis.url))
     server.start()
     try:
         services_of(server).booking_writer.commit_hook = cut_after_first_commit(url)
