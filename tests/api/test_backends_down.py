@@ -1,8 +1,9 @@
 """A backing service that cannot answer is a 503 with Retry-After on every route, never a 500.
 
 The server under test reaches PostgreSQL or Redis through a ``Gate``: a TCP relay that can be
-shut like a host that died (every open connection cut, new ones refused) while the real servers
-stay up for the rest of the suite.
+shut like a host that died (every open connection cut, new ones refused), or muted like a server
+that hangs (nothing passed on, connections kept open: the 503 then comes after the dependency's
+timeout), while the real servers stay up for the rest of the suite.
 """
 
 from __future__ import annotations
