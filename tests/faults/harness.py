@@ -4,7 +4,6 @@ whose every request and answer is logged, and the settled state the checker judg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -12,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,23 +96,6 @@ class Backends:
         _kill9(self.postgres.proc)  # the postmaster only, as a crash would
         self.postgres.restart()
 
-    @contextlib.contextmanager
-    def postgres_stopped(self) -> Iterator[None]:
-        """PostgreSQL's postmaster and backends stopped (SIGSTOP): it answers nothing, as when
-        it hangs or the network drops its packets (a kill is answered by the kernel at once);
-        continued on the way out."""
-        proc = self.postgres.proc
-        assert proc is not None and proc.poll() is None
-        pids = [proc.pid, *_children(proc.pid)]
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-
     def settings(self, data_dir: Path, **changes: Any) -> Settings:
         defaults: dict[str, Any] = {
             "reconcile_interval_seconds": 0.5,
@@ -130,10 +112,6 @@ class Backends:
             login_max_failures_per_ip=100_000,
             **{**defaults, **changes},
         )
-
-
-def _children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _kill9(proc: subprocess.Popen[bytes] | None) -> None:

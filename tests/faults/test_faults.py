@@ -124,39 +124,6 @@ async def test_kill_9_of_a_worker_loses_nothing(backends: Backends, tmp_path: Pa
     assert report.requests > report.unreachable
 
 
-async def test_a_postgresql_that_answers_nothing_is_answered_503_within_the_timeout(
-    backends: Backends, tmp_path: Path
-) -> None:
-    """A stopped PostgreSQL (no answer, not even a refusal) costs a request at most
-    SEATLOCK_DB_TIMEOUT_SECONDS or so, then a 503 with Retry-After (asyncpg's own connect
-    timeout made it a minute); once it answers again, so does the server."""
-    server = LiveServer(backends.settings(tmp_path / "data", db_timeout_seconds=1.0))
-    server.start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=90) as client:
-            (user,) = await harness.accounts(client, "stalled-", 1)
-            # More at once than the pool has idle connections: some wait on a statement sent on
-            # a connection they got, some on a new connection.
-            paths = ["/api/v1/users/me", "/api/v1/tickets/my-tickets"] * 4
-            with backends.postgres_stopped():
-                started = time.monotonic()
-                answers = await asyncio.gather(
-                    *(client.get(path, headers=user.headers) for path in paths)
-                )
-                waited = time.monotonic() - started
-            assert [a.status_code for a in answers] == [503] * len(paths), [a.text for a in answers]
-            assert all(a.headers.get("retry-after") and "detail" in a.json() for a in answers)
-            assert waited < 10, waited  # a minute before
-            async with asyncio.timeout(30):  # back once PostgreSQL answers
-                while True:
-                    again = await client.get("/api/v1/users/me", headers=user.headers)
-                    if again.status_code == 200:
-                        break
-                    await asyncio.sleep(0.2)
-    finally:
-        server.stop()
-
-
 # -- the sabotaged control run --------------------------------------------------------------------
 
 
