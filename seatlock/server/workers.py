@@ -45,13 +45,20 @@ def can_share_port() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
-def listener(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` next to the other workers' (SO_REUSEPORT)."""
+def listener(host: str, port: int, *, shared: bool = True) -> socket.socket:
+    """A socket bound to ``host:port`` next to the other workers' (SO_REUSEPORT); ``shared``
+    False: bound alone, which fails while anything listens there."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        # SO_REUSEADDR: the connections of a server that stopped a moment ago do not conflict.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -59,15 +66,10 @@ def taken(host: str, port: int) -> OSError | None:
     """Why ``host:port`` cannot be ours alone, or None. Another server listening there with
     SO_REUSEPORT (a second ``seatlock serve``, an older version left running) would let the
     workers bind next to it, and the kernel would spread the connections over both."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # Without SO_REUSEPORT: only a listening socket conflicts, not the connections of a
-        # server that stopped a moment ago (SO_REUSEADDR).
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc
+    try:
+        listener(host, port, shared=False).close()
+    except OSError as exc:
+        return exc
     return None
 
 
