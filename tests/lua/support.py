@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -138,18 +140,23 @@ async def dump(redis: Redis, screening_id: int) -> dict[str, Any]:
     return out
 
 
-async def command_calls(redis: Redis) -> dict[str, int]:
-    """Calls so far of each Redis command, server-wide (commands run inside scripts included)."""
-    stats = await redis.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
-
-
 async def calls_made(redis: Redis, call: Awaitable[object]) -> dict[str, int]:
-    """The Redis commands (name -> count) run while awaiting call."""
-    before = await command_calls(redis)
-    await call
-    after = await command_calls(redis)
-    return {name: n - before.get(name, 0) for name, n in after.items() if n > before.get(name, 0)}
+    """The Redis commands (name -> count) run in ENGINE_DB while awaiting call, those of its
+    scripts included. Read with MONITOR, not the server-wide command counts: another client of
+    the suite's Redis (the session's live server writes its WebSocket stats every second, in
+    database 0) would be counted too."""
+    marker = f"calls-made-{uuid.uuid4().hex}"
+    counts: Counter[str] = Counter()
+    async with redis.monitor() as monitor:  # on once MONITOR is answered
+        await call
+        await redis.echo(marker)  # the end of what is counted
+        while True:
+            entry = await monitor.next_command()
+            name, _, rest = entry["command"].partition(" ")
+            if name.lower() == "echo" and marker in rest:
+                return dict(counts)
+            if entry["db"] == ENGINE_DB:
+                counts[name.lower()] += 1
 
 
 def _text(value: bytes | str) -> str:
