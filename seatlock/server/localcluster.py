@@ -22,6 +22,7 @@ from seatlock.server.redisnodes import RedisNodes
 
 SLOTS = 16384
 BUS_OFFSET = 10_000
+FLUSH_WAIT_MS = 5000  # flush(): how long replicas may take to have it
 
 
 def free_pair() -> int:
@@ -188,9 +189,16 @@ class LocalCluster(RedisNodes):
             return int(node.execute_command("CLUSTER KEYSLOT", key))
 
     def flush(self) -> None:
+        """Empty every primary, and wait (up to FLUSH_WAIT_MS) until its connected replicas
+        have the flush too: a replica still resyncing after an earlier kill or failover would
+        otherwise leave the next WAIT unanswered."""
         for port in self.current_primaries():
             with self.client(port) as node:
                 node.flushall()
+                info = _text(node.execute_command("INFO replication"))
+                replicas = int(info.split("connected_slaves:", 1)[1].split()[0])
+                if replicas:
+                    node.execute_command("WAIT", replicas, FLUSH_WAIT_MS)
 
     def kill(self, port: int) -> None:
         """kill -9 one node."""
