@@ -92,23 +92,67 @@ def _lost(conn: PoolConnectionProxy[Any]) -> bool:
         return True
 
 
+class BoundedPool(asyncpg.Pool):
+    """An asyncpg pool whose ``acquire`` waits at most ``acquire_timeout`` unless told otherwise.
+
+    asyncpg's own ``acquire`` waits without end by default, and ``fetch``, ``execute`` and the
+    rest acquire with that default: with PostgreSQL answering nothing, the requests beyond the
+    pool's size queued there and got their 503 in waves, one timeout per pool's worth (80 at
+    once at a 1 s timeout: the last after 9 s). Bounded, every request waits about one timeout.
+    ``Pool``'s methods acquire through ``self.acquire()``; tests/db/test_pool.py fails loudly
+    when they stop doing so."""
+
+    __slots__ = ("acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def _bounded_pool(
+    dsn: str, *, min_size: int, max_size: int, timeout_s: float, connect_timeout_s: float
+) -> asyncpg.Pool:
+    """What ``asyncpg.create_pool`` builds (its own defaults but for ours), as a BoundedPool:
+    connections made within ``connect_timeout_s``, a connection from the pool and a statement
+    each within ``timeout_s``."""
+    settings: dict[str, Any] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "max_inactive_connection_lifetime": 300,
+        "init": _init_connection,
+        "command_timeout": timeout_s,
+        "timeout": connect_timeout_s,
+    }
+    try:
+        pool: asyncpg.Pool = BoundedPool(
+            dsn,
+            acquire_timeout=timeout_s,
+            max_queries=50_000,
+            setup=None,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
+            **settings,
+        )
+    except TypeError as exc:  # Pool's constructor changed: the public way, acquire unbounded
+        logger.warning("asyncpg's Pool takes other arguments (%s): acquire waits unbounded", exc)
+        pool = asyncpg.create_pool(dsn, **settings)
+    await pool
+    return pool
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 2, max_size: int = 10, timeout_s: float = DB_TIMEOUT_S
 ) -> asyncpg.Pool:
-    """The process's pool. ``timeout_s`` bounds both a new connection (asyncpg's own default is
-    60 s) and each statement: a PostgreSQL that answers nothing (stopped, cut off) costs a
-    request that long before its 503, not a minute."""
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        init=_init_connection,
-        command_timeout=timeout_s,
-        max_inactive_connection_lifetime=300,
-        timeout=timeout_s,
+    """The process's pool. ``timeout_s`` bounds a new connection (asyncpg's own default is 60 s),
+    the wait for a connection of the pool and each statement: a PostgreSQL that answers nothing
+    (stopped, cut off) costs a request about that long before its 503, not a minute."""
+    return await _bounded_pool(
+        dsn, min_size=min_size, max_size=max_size, timeout_s=timeout_s, connect_timeout_s=timeout_s
     )
-    assert pool is not None
-    return pool
 
 
 async def close_pool(pool: asyncpg.Pool, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
@@ -127,17 +171,13 @@ async def create_replica_pool(
     """A pool of a streaming replica. It opens no connection until a read wants one, so a replica
     that is down at start-up delays nothing (reads go to the primary until it answers), and a
     connection attempt gives up after CONNECT_TIMEOUT_S instead of asyncpg's 60 s."""
-    pool = await asyncpg.create_pool(
+    return await _bounded_pool(
         dsn,
         min_size=0,
         max_size=max_size,
-        init=_init_connection,
-        command_timeout=timeout_s,
-        max_inactive_connection_lifetime=300,
-        timeout=min(CONNECT_TIMEOUT_S, timeout_s),
+        timeout_s=timeout_s,
+        connect_timeout_s=min(CONNECT_TIMEOUT_S, timeout_s),
     )
-    assert pool is not None
-    return pool
 
 
 # --- Lag-tolerant reads on a streaming replica ----------------------------------------------------

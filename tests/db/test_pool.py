@@ -1,5 +1,6 @@
-"""The pool's helpers: a writer's kept connection survives its backend's end, and closing a pool
-never waits forever for a connection that is not given back."""
+"""The pool's helpers: a writer's kept connection survives its backend's end, closing a pool
+never waits forever for a connection that is not given back, and no query waits for a connection
+of the pool longer than the pool's timeout."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 import asyncpg
 import pytest
 
-from db.pool import KeptConnection, close_pool
+from db.pool import BoundedPool, KeptConnection, close_pool, create_pool, create_replica_pool
 
 
 async def test_a_kept_connection_that_ended_meanwhile_is_replaced(
@@ -70,3 +71,39 @@ async def test_closing_a_pool_waits_for_a_connection_given_back_in_time(
 
     await asyncio.gather(close_pool(pool, timeout_s=5), give_back())
     assert not [r for r in caplog.records if "still in use" in r.message]
+
+
+@pytest.mark.parametrize("replica", [False, True], ids=["primary", "replica"])
+async def test_no_query_waits_longer_than_the_timeout_for_a_connection(
+    backend_urls: tuple[str, str], replica: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every connection of the pool in use (PostgreSQL stalled, or a burst): a query waits the
+    pool's timeout for one, then fails as "PostgreSQL cannot answer" (TimeoutError, a 503), not
+    without end. Fails loudly if asyncpg's Pool stops taking our arguments (the fallback was
+    taken) or its methods stop acquiring through ``acquire``."""
+    url = backend_urls[1]
+    if replica:
+        pool = await create_replica_pool(url, max_size=1, timeout_s=0.3)
+    else:
+        pool = await create_pool(url, min_size=1, max_size=1, timeout_s=0.3)
+    try:
+        assert isinstance(pool, BoundedPool), "asyncpg's Pool constructor changed: see db/pool.py"
+        assert not [r for r in caplog.records if "other arguments" in r.message]
+        held = await pool.acquire()
+        loop = asyncio.get_running_loop()
+        for query in (
+            lambda: pool.fetchval("SELECT 1"),
+            lambda: pool.fetch("SELECT 1"),
+            lambda: pool.fetchrow("SELECT 1"),
+            lambda: pool.execute("SELECT 1"),
+            lambda: pool.executemany("SELECT $1::int", [(1,)]),
+        ):
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(5):  # unbounded, the test's own limit ends it
+                    await query()
+            assert 0.25 <= loop.time() - started < 3
+        await pool.release(held)
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await close_pool(pool)
