@@ -20,7 +20,7 @@ from typing import ClassVar, Self
 
 from redis import Redis
 
-from seatlock.server.embedded import find_redis_server
+from seatlock.server.embedded import die_with_parent, find_redis_server
 
 SHARDED_SINCE = (7, 0)  # the first Redis with sharded pub/sub (SPUBLISH, SSUBSCRIBE)
 
@@ -84,7 +84,9 @@ class RedisNodes:
 
     def _spawn(self, port: int, *options: str) -> subprocess.Popen[bytes]:
         """A node on ``port``, not persisted, logging to its data directory, with ``options``
-        last (a repeated option overrides the one before it)."""
+        last (a repeated option overrides the one before it). It ends with the thread that
+        started it (``die_with_parent``): a test run or bench killed without its clean-up
+        leaves no node behind."""
         data = self.root / str(port)
         data.mkdir(parents=True, exist_ok=True)
         args = [
@@ -106,6 +108,7 @@ class RedisNodes:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
 
     def stop(self) -> None:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +128,38 @@ def test_ports_are_picked_below_the_ephemeral_range(
     assert 1024 <= embedded.free_port() < 65536
     ranges.write_text("garbage")  # unreadable: Linux's default range
     assert embedded.ephemeral_low() == 32768
+
+
+# Started in a child process that is then killed (kill -9: no clean-up of its own runs): the
+# embedded Redis of ``seatlock serve`` and the throw-away nodes of the cluster tests and bench.
+ORPHANS = """
+import sys, time
+from pathlib import Path
+from seatlock.server.embedded import EmbeddedRedis, free_port
+from seatlock.server.redisnodes import RedisNodes
+
+class One(RedisNodes):
+    def start(self):
+        port = free_port()
+        self.ports.append(port)
+        self.procs.append(self._spawn(port))
+        self._wait(lambda: self._pings(port), "a node")
+        return self
+
+root = Path(sys.argv[1])
+EmbeddedRedis(root / "embedded", persistent=False).start()
+One(root / "nodes").start()
+print("up", flush=True)
+time.sleep(120)
+"""
+
+
+def test_redis_servers_end_with_the_process_that_started_them(data_dir: Path) -> None:
+    run = [sys.executable, "-c", ORPHANS, str(data_dir)]
+    with subprocess.Popen(run, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "up"
+            assert len(processes_mentioning(data_dir)) == 3  # the child, its two redis-servers
+        finally:
+            child.kill()
+    assert wait_until_gone(data_dir) == []
