@@ -8,14 +8,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
 import orjson
 
 from seatlock.heartbeats import Beat, pause
-from seatlock.metrics import DB_REPLICA_LAG, DB_REPLICA_READS
+from seatlock.metrics import DB_NOT_ANSWERING, DB_REPLICA_LAG, DB_REPLICA_READS
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -92,24 +92,124 @@ def _lost(conn: PoolConnectionProxy[Any]) -> bool:
         return True
 
 
+class NotAnswering(ConnectionError):
+    """PostgreSQL stopped answering: a wait for a connection, a new connection or a statement
+    timed out, and no probe has had an answer since. A 503 with Retry-After (api/errors.py)."""
+
+
+PROBE_PAUSE_S = (0.05, 1.0)  # between probes of a PostgreSQL not answering: first, at most
+
+
 class BoundedPool(asyncpg.Pool):
-    """An asyncpg pool whose ``acquire`` waits at most ``acquire_timeout`` unless told otherwise.
+    """An asyncpg pool whose ``acquire`` waits at most ``acquire_timeout`` unless told otherwise,
+    and answers at once while PostgreSQL is known not to answer.
 
     asyncpg's own ``acquire`` waits without end by default, and ``fetch``, ``execute`` and the
     rest acquire with that default: with PostgreSQL answering nothing, the requests beyond the
     pool's size queued there and got their 503 in waves, one timeout per pool's worth (80 at
     once at a 1 s timeout: the last after 9 s). Bounded, every request waits about one timeout.
+
+    Fail fast: once a wait on PostgreSQL times out (for a connection of the pool, a new one, or
+    a statement run on a connection from ``acquire``), a probe (``SELECT 1`` on a connection of
+    the pool, as any request would) runs until it has an answer; meanwhile ``acquire`` raises
+    NotAnswering at once, so a stalled PostgreSQL costs the requests after the first a 503 at
+    once rather than a timeout each. A timeout while PostgreSQL is fine (one slow statement)
+    costs only the probe's round trip.
+
     ``Pool``'s methods acquire through ``self.acquire()``; tests/db/test_pool.py fails loudly
     when they stop doing so."""
 
-    __slots__ = ("acquire_timeout",)
+    __slots__ = ("_probe", "acquire_timeout")
 
     def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.acquire_timeout = acquire_timeout
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def answering(self) -> bool:
+        """False from a timeout until a probe has had an answer."""
+        return self._probe is None
 
     def acquire(self, *, timeout: float | None = None) -> Any:
-        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+        if self._probe is not None:
+            DB_NOT_ANSWERING.inc()
+            raise NotAnswering("PostgreSQL is not answering")
+        wait = self.acquire_timeout if timeout is None else timeout
+        return _Acquire(super().acquire(timeout=wait), self)
+
+    def timed_out(self) -> None:
+        """A wait on PostgreSQL timed out: refuse at once until a probe has an answer."""
+        if self._probe is None and not self.is_closing():
+            logger.warning(
+                "PostgreSQL did not answer within %g s: requests that need it are answered 503 "
+                "at once until it does",
+                self.acquire_timeout,
+            )
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_answered())
+
+    async def _probe_until_answered(self) -> None:
+        pause, longest = PROBE_PAUSE_S
+        started = time.monotonic()
+        while True:
+            try:
+                async with super().acquire(timeout=self.acquire_timeout) as conn:
+                    await conn.fetchval("SELECT 1", timeout=self.acquire_timeout)
+                break
+            except Exception as exc:  # anything but an answer: still not answering
+                logger.debug("PostgreSQL probe: %r", exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, longest)
+        self._probe = None
+        logger.warning("PostgreSQL answers again after %.1f s", time.monotonic() - started)
+
+    def _stop_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+
+    async def close(self) -> None:
+        self._stop_probe()
+        await super().close()
+
+    def terminate(self) -> None:
+        self._stop_probe()
+        super().terminate()
+
+
+class _Acquire:
+    """asyncpg's acquire context (``async with`` or ``await``), telling its pool of a timeout
+    while it waits for the connection or while the connection is used in ``async with``."""
+
+    __slots__ = ("_context", "_pool")
+
+    def __init__(self, context: Any, pool: BoundedPool) -> None:
+        self._context = context
+        self._pool = pool
+
+    async def __aenter__(self) -> PoolConnectionProxy[Any]:
+        try:
+            conn: PoolConnectionProxy[Any] = await self._context.__aenter__()
+        except TimeoutError:
+            self._pool.timed_out()
+            raise
+        return conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, *rest: Any) -> None:
+        if kind is not None and issubclass(kind, TimeoutError):
+            self._pool.timed_out()
+        await self._context.__aexit__(kind, *rest)
+
+    def __await__(self) -> Generator[Any, None, PoolConnectionProxy[Any]]:
+        return self._acquired().__await__()
+
+    async def _acquired(self) -> PoolConnectionProxy[Any]:
+        try:
+            conn: PoolConnectionProxy[Any] = await self._context
+        except TimeoutError:
+            self._pool.timed_out()
+            raise
+        return conn
 
 
 async def _bounded_pool(

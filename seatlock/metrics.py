@@ -117,6 +117,10 @@ DB_POOL_IN_USE = Gauge(
     "PostgreSQL connections lent out",
     multiprocess_mode="livesum",
 )
+DB_NOT_ANSWERING = Counter(
+    "seatlock_db_not_answering",
+    "Uses of PostgreSQL refused at once: a wait on it timed out and no probe had an answer since",
+)
 HISTORY_BACKLOG = Gauge(
     "seatlock_history_backlog", "Hold history changes queued", multiprocess_mode="livesum"
 )

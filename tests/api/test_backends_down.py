@@ -215,7 +215,8 @@ async def test_a_postgresql_that_answers_nothing_is_503_within_its_timeout(
     (asyncpg's own connect timeout made it a minute); once it answers again, so does the server.
     Eight times more requests at once than the pool has connections: some wait on a statement
     sent on a connection they got, some on a new connection, most for a connection of the pool
-    (asyncpg's own wait there has no end: they were answered in waves, one timeout each)."""
+    (asyncpg's own wait there has no end: they were answered in waves, one timeout each). Then,
+    PostgreSQL known not to answer, a request is refused at once."""
     timeout = 0.5
     live, gate = gated("database_url", db_timeout_seconds=timeout, db_pool_min=1, db_pool_max=2)
     async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
@@ -230,6 +231,10 @@ async def test_a_postgresql_that_answers_nothing_is_503_within_its_timeout(
         for r in replies:
             _expect_503(r)
         assert waited < 6 * timeout, waited  # in waves it took 9 timeouts; now 2
+        # Known not to answer: refused at once until the pool's probe has an answer.
+        started = asyncio.get_running_loop().time()
+        _expect_503(await client.get("/api/v1/tickets/my-tickets", headers=user.headers))
+        assert asyncio.get_running_loop().time() - started < timeout / 2
         gate.unmute()
         async with asyncio.timeout(15):
             while True:

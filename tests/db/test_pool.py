@@ -10,7 +10,14 @@ import logging
 import asyncpg
 import pytest
 
-from db.pool import BoundedPool, KeptConnection, close_pool, create_pool, create_replica_pool
+from db.pool import (
+    BoundedPool,
+    KeptConnection,
+    NotAnswering,
+    close_pool,
+    create_pool,
+    create_replica_pool,
+)
 
 
 async def test_a_kept_connection_that_ended_meanwhile_is_replaced(
@@ -74,13 +81,15 @@ async def test_closing_a_pool_waits_for_a_connection_given_back_in_time(
 
 
 @pytest.mark.parametrize("replica", [False, True], ids=["primary", "replica"])
-async def test_no_query_waits_longer_than_the_timeout_for_a_connection(
+async def test_no_query_waits_longer_than_the_timeout_then_the_next_are_refused_at_once(
     backend_urls: tuple[str, str], replica: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every connection of the pool in use (PostgreSQL stalled, or a burst): a query waits the
     pool's timeout for one, then fails as "PostgreSQL cannot answer" (TimeoutError, a 503), not
-    without end. Fails loudly if asyncpg's Pool stops taking our arguments (the fallback was
-    taken) or its methods stop acquiring through ``acquire``."""
+    without end; the queries after it are refused at once (NotAnswering, a 503 too) until a probe
+    gets an answer, which it does once a connection is free. Fails loudly if asyncpg's Pool stops
+    taking our arguments (the fallback was taken) or its methods stop acquiring through
+    ``acquire`` (they would wait without end)."""
     url = backend_urls[1]
     if replica:
         pool = await create_replica_pool(url, max_size=1, timeout_s=0.3)
@@ -91,19 +100,72 @@ async def test_no_query_waits_longer_than_the_timeout_for_a_connection(
         assert not [r for r in caplog.records if "other arguments" in r.message]
         held = await pool.acquire()
         loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):  # unbounded, the test's own limit ends it
+                await pool.fetchval("SELECT 1")
+        assert 0.25 <= loop.time() - started < 3
+        assert not pool.answering
         for query in (
             lambda: pool.fetchval("SELECT 1"),
             lambda: pool.fetch("SELECT 1"),
             lambda: pool.fetchrow("SELECT 1"),
             lambda: pool.execute("SELECT 1"),
             lambda: pool.executemany("SELECT $1::int", [(1,)]),
+            lambda: pool.acquire(),
         ):
             started = loop.time()
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(5):  # unbounded, the test's own limit ends it
+            with pytest.raises(NotAnswering):
+                async with asyncio.timeout(5):
                     await query()
-            assert 0.25 <= loop.time() - started < 3
-        await pool.release(held)
+            assert loop.time() - started < 0.1
+        await pool.release(held)  # the probe gets it, and an answer
+        async with asyncio.timeout(5):
+            while True:
+                if pool.answering:
+                    break
+                await asyncio.sleep(0.02)
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         await close_pool(pool)
+
+
+async def test_a_statement_that_times_out_costs_the_others_only_a_probe(
+    backend_urls: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One slow statement past the timeout while PostgreSQL answers: the pool refuses only
+    until its probe's ``SELECT 1`` comes back, a round trip (the probe may be done before the
+    statement's connection is back in the pool)."""
+    pool = await create_pool(backend_urls[1], min_size=1, max_size=2, timeout_s=0.3)
+    try:
+        with pytest.raises(TimeoutError):
+            await pool.fetchval("SELECT pg_sleep(5)")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(5):
+            while True:
+                if pool.answering:
+                    break
+                await asyncio.sleep(0.005)
+        assert loop.time() - started < 1
+        said = [r.message for r in caplog.records if r.name == "db.pool"]
+        assert len(said) == 2, said
+        assert said[0].startswith("PostgreSQL did not answer within 0.3 s")
+        assert said[1].startswith("PostgreSQL answers again")
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await close_pool(pool)
+
+
+async def test_closing_a_pool_stops_its_probe(
+    backend_urls: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await create_pool(backend_urls[1], min_size=1, max_size=1, timeout_s=0.2)
+    held = await pool.acquire()
+    with pytest.raises(TimeoutError):
+        await pool.fetchval("SELECT 1")
+    assert not pool.answering  # probing: the one connection is held
+    await pool.release(held)
+    await close_pool(pool, timeout_s=5)
+    assert pool.answering
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
