@@ -119,11 +119,14 @@ class BoundedPool(asyncpg.Pool):
     ``Pool``'s methods acquire through ``self.acquire()``; tests/db/test_pool.py fails loudly
     when they stop doing so."""
 
-    __slots__ = ("_probe", "acquire_timeout")
+    __slots__ = ("_probe", "acquire_timeout", "what")
 
-    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, acquire_timeout: float, what: str = "PostgreSQL", **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.acquire_timeout = acquire_timeout
+        self.what = what  # names the server in log lines and errors
         self._probe: asyncio.Task[None] | None = None
 
     @property
@@ -134,7 +137,7 @@ class BoundedPool(asyncpg.Pool):
     def acquire(self, *, timeout: float | None = None) -> Any:
         if self._probe is not None:
             DB_NOT_ANSWERING.inc()
-            raise NotAnswering("PostgreSQL is not answering")
+            raise NotAnswering(f"{self.what} is not answering")
         wait = self.acquire_timeout if timeout is None else timeout
         return _Acquire(super().acquire(timeout=wait), self)
 
@@ -142,9 +145,8 @@ class BoundedPool(asyncpg.Pool):
         """A wait on PostgreSQL timed out: refuse at once until a probe has an answer."""
         if self._probe is None and not self.is_closing():
             logger.warning(
-                "PostgreSQL did not answer within %g s: requests that need it are answered 503 "
-                "at once until it does",
-                self.acquire_timeout,
+                "%s did not answer in time: what needs it is refused at once until it does",
+                self.what,
             )
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_answered())
 
@@ -161,7 +163,7 @@ class BoundedPool(asyncpg.Pool):
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, longest)
         self._probe = None
-        logger.warning("PostgreSQL answers again after %.1f s", time.monotonic() - started)
+        logger.warning("%s answers again after %.1f s", self.what, time.monotonic() - started)
 
     def _stop_probe(self) -> None:
         probe, self._probe = self._probe, None
@@ -213,7 +215,13 @@ class _Acquire:
 
 
 async def _bounded_pool(
-    dsn: str, *, min_size: int, max_size: int, timeout_s: float, connect_timeout_s: float
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout_s: float,
+    connect_timeout_s: float,
+    what: str = "PostgreSQL",
 ) -> asyncpg.Pool:
     """What ``asyncpg.create_pool`` builds (its own defaults but for ours), as a BoundedPool:
     connections made within ``connect_timeout_s``, a connection from the pool and a statement
@@ -230,6 +238,7 @@ async def _bounded_pool(
         pool: asyncpg.Pool = BoundedPool(
             dsn,
             acquire_timeout=timeout_s,
+            what=what,
             max_queries=50_000,
             setup=None,
             loop=None,
@@ -277,6 +286,7 @@ async def create_replica_pool(
         max_size=max_size,
         timeout_s=timeout_s,
         connect_timeout_s=min(CONNECT_TIMEOUT_S, timeout_s),
+        what="the PostgreSQL replica",
     )
 
 
