@@ -80,6 +80,17 @@ async def test_closing_a_pool_waits_for_a_connection_given_back_in_time(
     assert not [r for r in caplog.records if "still in use" in r.message]
 
 
+async def until_answering(pool: BoundedPool) -> float:
+    """Seconds until the pool's probe has had its answer (5 at most)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(5):
+        while True:
+            if pool.answering:
+                return loop.time() - started
+            await asyncio.sleep(0.005)
+
+
 @pytest.mark.parametrize("replica", [False, True], ids=["primary", "replica"])
 async def test_no_query_waits_longer_than_the_timeout_then_the_next_are_refused_at_once(
     backend_urls: tuple[str, str], replica: bool, caplog: pytest.LogCaptureFixture
@@ -120,11 +131,7 @@ async def test_no_query_waits_longer_than_the_timeout_then_the_next_are_refused_
                     await query()
             assert loop.time() - started < 0.1
         await pool.release(held)  # the probe gets it, and an answer
-        async with asyncio.timeout(5):
-            while True:
-                if pool.answering:
-                    break
-                await asyncio.sleep(0.02)
+        await until_answering(pool)
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         await close_pool(pool)
@@ -137,17 +144,11 @@ async def test_a_statement_that_times_out_costs_the_others_only_a_probe(
     until its probe's ``SELECT 1`` comes back, a round trip (the probe may be done before the
     statement's connection is back in the pool)."""
     pool = await create_pool(backend_urls[1], min_size=1, max_size=2, timeout_s=0.3)
+    assert isinstance(pool, BoundedPool)
     try:
         with pytest.raises(TimeoutError):
             await pool.fetchval("SELECT pg_sleep(5)")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        async with asyncio.timeout(5):
-            while True:
-                if pool.answering:
-                    break
-                await asyncio.sleep(0.005)
-        assert loop.time() - started < 1
+        assert await until_answering(pool) < 1
         said = [r.message for r in caplog.records if r.name == "db.pool"]
         assert len(said) == 2, said
         assert said[0].startswith("PostgreSQL did not answer in time")
@@ -161,6 +162,7 @@ async def test_closing_a_pool_stops_its_probe(
     backend_urls: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     pool = await create_pool(backend_urls[1], min_size=1, max_size=1, timeout_s=0.2)
+    assert isinstance(pool, BoundedPool)
     held = await pool.acquire()
     with pytest.raises(TimeoutError):
         await pool.fetchval("SELECT 1")
