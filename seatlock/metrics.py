@@ -108,6 +108,12 @@ SCRIPT_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+REDIS_NOT_ANSWERING = Counter(
+    "seatlock_redis_not_answering",
+    "Redis calls failed at once (fast transport): Redis did not answer in time and no probe got "
+    "through since",
+)
+
 # -- db: pool and writers ---------------------------------------------------------------------
 DB_POOL_SIZE = Gauge(
     "seatlock_db_pool_connections", "PostgreSQL connections open", multiprocess_mode="livesum"

@@ -178,8 +178,8 @@ async def test_a_redis_that_answers_nothing_is_503_within_its_timeout(
     gated: Callable[..., tuple[LiveServer, Gate]], db: asyncpg.Connection
 ) -> None:
     """Redis hung or cut off (no answer, no refusal): its calls fail after about
-    SEATLOCK_REDIS_TIMEOUT_SECONDS (the connection is dropped), not never; once Redis answers
-    again, a new connection serves."""
+    SEATLOCK_REDIS_TIMEOUT_SECONDS (the connection is dropped), not never; then a request is
+    refused at once; once Redis answers again, a new connection serves."""
     live, gate = gated("redis_url", redis_timeout_seconds=0.5)
     show = await make.show(db, 4)
     async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
@@ -198,6 +198,10 @@ async def test_a_redis_that_answers_nothing_is_503_within_its_timeout(
         for r in replies:
             _expect_503(r)
         assert waited < 10, waited  # without a socket timeout: never
+        # Known not to answer: refused at once until the transport's probe gets through.
+        started = asyncio.get_running_loop().time()
+        _expect_503(await client.post(RESERVE, json=hold, headers=user.headers))
+        assert asyncio.get_running_loop().time() - started < 0.25
         gate.unmute()
         async with asyncio.timeout(15):
             while True:

@@ -56,6 +56,26 @@ async def hold_or_taken(engine: SeatEngine, user: int, seat: int) -> int | str:
     return holds[0].seat_id
 
 
+async def answered_again(call: Any, within: float = 3.0) -> Any:
+    """``call()``'s answer once Redis answers again: a transport that found Redis not answering
+    fails calls at once until its probe gets through (a pause of PROBE_PAUSE_S at most)."""
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                return await call()
+            except (Unavailable, RedisConnectionError):
+                await asyncio.sleep(0.02)
+
+
+async def refused_at_once(transport: FastTransport) -> None:
+    """Redis known not to answer: a call fails at once, not after another timeout."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RedisConnectionError, match="not answering"):
+        await transport.command("PING")
+    assert loop.time() - started < 0.1
+
+
 def expected(seats: range, taken: set[int]) -> list[int | str]:
     return ["taken" if seat in taken else seat for seat in seats]
 
@@ -175,7 +195,7 @@ async def test_a_hung_redis_fails_the_waiting_calls_after_the_socket_timeout(
             got = await asyncio.gather(*pending, return_exceptions=True)
         assert all(isinstance(g, Unavailable) for g in got), got
         os.kill(own_redis.proc.pid, signal.SIGCONT)
-        assert await hold_or_taken(engine, 10, 20) == 20  # a new connection
+        assert await answered_again(lambda: hold_or_taken(engine, 10, 20)) == 20  # a new connection
     finally:
         await client.aclose()
 
@@ -210,6 +230,9 @@ async def test_calls_queued_behind_a_silent_redis_fail_with_the_calls_it_owes(
         assert len(failed) == 4
         assert all("no reply from Redis" in str(exc) for _, exc in failed), failed
         assert max(t for t, _ in failed) - min(t for t, _ in failed) < 0.1
+        await refused_at_once(transport)
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        assert await answered_again(lambda: transport.command("PING")) == b"PONG"
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
         await transport.aclose()
@@ -230,8 +253,9 @@ async def test_a_connection_to_a_silent_redis_is_not_taken_for_a_working_one(
         async with asyncio.timeout(3):  # the watchdog would take 5 to 10 s
             with pytest.raises(RedisConnectionError, match="Cannot connect"):
                 await transport.command("PING")
+        await refused_at_once(transport)
         os.kill(own_redis.proc.pid, signal.SIGCONT)
-        assert await transport.command("PING") == b"PONG"
+        assert await answered_again(lambda: transport.command("PING")) == b"PONG"
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
         await transport.aclose()
