@@ -562,17 +562,19 @@ class FastTransport:
             await asyncio.shield(wire.closed)  # a cancel of this task leaves it to others
             if wire.silent:  # the calls queued behind the unanswered ones waited as long: 503
                 self._fail_queue(RedisConnectionError(wire.lost_reason))
-                self._not_answering()
         except BaseException:  # cancelled: the loop is shutting down, or aclose()
             self._fail_queue(RedisConnectionError("Redis transport stopped"))
             raise
         finally:
             self._lost(wire)
             wire.close()  # never leave the socket open
-        # Lost, not closed by us: calls fail (503) until a call connects again. One line per
-        # lost connection; the attempts in between are not logged (api/errors.py logs the 503s).
+        # Lost, not closed by us: calls fail (503) until a call connects again, or at once until
+        # the probe gets through when Redis went silent. One line per lost connection; the
+        # attempts in between are not logged (api/errors.py logs the 503s).
         self._lost_at = time.monotonic()
         logger.warning("lost the connection to Redis: %s", wire.lost_reason or "closed")
+        if wire.silent:
+            self._not_answering()
 
     def _not_answering(self) -> None:
         """Redis did not answer in time: calls fail at once until a probe gets through."""
