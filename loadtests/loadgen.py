@@ -890,16 +890,20 @@ async def resumes(job: Job) -> Sample:
     """``job.connections`` watchers at a time reconnect to ``job.screening_id`` (with
     ``?since=job.since``), each timed from the start of its connect to being caught up, and
     leave; again and again until the duration is over."""
+    # Imported before the clock starts: the first import in a generator process can take
+    # longer than a quick run's whole batch (an eighth of a second), which then measured none.
+    from websockets.asyncio.client import connect
+
     sample = Sample()
     await asyncio.sleep(max(0.0, job.start_at - time.time()))
     deadline = time.perf_counter() + job.duration
-    await asyncio.gather(*(resume_loop(job, deadline, sample) for _ in range(job.connections)))
+    await asyncio.gather(
+        *(resume_loop(job, deadline, sample, connect) for _ in range(job.connections))
+    )
     return sample
 
 
-async def resume_loop(job: Job, deadline: float, sample: Sample) -> None:
-    from websockets.asyncio.client import connect
-
+async def resume_loop(job: Job, deadline: float, sample: Sample, connect: Any) -> None:
     query = "" if job.since is None else f"?since={job.since}"
     url = f"ws://{job.host}:{job.port}/ws/screenings/{job.screening_id}{query}"
     while time.perf_counter() < deadline:
