@@ -107,7 +107,8 @@ class BoundedPool(asyncpg.Pool):
     asyncpg's own ``acquire`` waits without end by default, and ``fetch``, ``execute`` and the
     rest acquire with that default: with PostgreSQL answering nothing, the requests beyond the
     pool's size queued there and got their 503 in waves, one timeout per pool's worth (80 at
-    once at a 1 s timeout: the last after 9 s). Bounded, every request waits about one timeout.
+    once at a 1 s timeout: the last after 9 s). Bounded, a request waits one timeout for a
+    connection at most, and one more for a statement on a connection it got just in time.
 
     Fail fast: once a wait on PostgreSQL times out (for a connection of the pool, a new one, or
     a statement run on a connection from ``acquire``), a probe (``SELECT 1`` on a connection of
@@ -159,7 +160,7 @@ class BoundedPool(asyncpg.Pool):
                     await conn.fetchval("SELECT 1", timeout=self.acquire_timeout)
                 break
             except Exception as exc:  # anything but an answer: still not answering
-                logger.debug("PostgreSQL probe: %r", exc)
+                logger.debug("%s probe: %r", self.what, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, longest)
         self._probe = None
