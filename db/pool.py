@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeAlias, TypeVa
 import asyncpg
 import orjson
 
+from seatlock.failfast import FailFast
 from seatlock.heartbeats import Beat, pause
 from seatlock.metrics import DB_NOT_ANSWERING, DB_REPLICA_LAG, DB_REPLICA_READS
 
@@ -97,9 +98,6 @@ class NotAnswering(ConnectionError):
     timed out, and no probe has had an answer since. A 503 with Retry-After (api/errors.py)."""
 
 
-PROBE_PAUSE_S = (0.05, 1.0)  # between probes of a PostgreSQL not answering: first, at most
-
-
 class BoundedPool(asyncpg.Pool):
     """An asyncpg pool whose ``acquire`` waits at most ``acquire_timeout`` unless told otherwise,
     and answers at once while PostgreSQL is known not to answer.
@@ -110,73 +108,51 @@ class BoundedPool(asyncpg.Pool):
     once at a 1 s timeout: the last after 9 s). Bounded, a request waits one timeout for a
     connection at most, and one more for a statement on a connection it got just in time.
 
-    Fail fast: once a wait on PostgreSQL times out (for a connection of the pool, a new one, or
-    a statement run on a connection from ``acquire``), a probe (``SELECT 1`` on a connection of
-    the pool, as any request would) runs until it has an answer; meanwhile ``acquire`` raises
-    NotAnswering at once, so a stalled PostgreSQL costs the requests after the first a 503 at
-    once rather than a timeout each. A timeout while PostgreSQL is fine (one slow statement)
-    costs only the probe's round trip.
+    Fail fast (seatlock/failfast.py): once a wait on PostgreSQL times out (for a connection of
+    the pool, a new one, or a statement run on a connection from ``acquire``), ``acquire``
+    raises NotAnswering at once until a probe (``SELECT 1`` on a connection of the pool, as any
+    request would) has an answer.
 
     ``Pool``'s methods acquire through ``self.acquire()``; tests/db/test_pool.py fails loudly
     when they stop doing so."""
 
-    __slots__ = ("_probe", "acquire_timeout", "what")
+    __slots__ = ("_fail_fast", "acquire_timeout")
 
     def __init__(
         self, *args: Any, acquire_timeout: float, what: str = "PostgreSQL", **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.acquire_timeout = acquire_timeout
-        self.what = what  # names the server in log lines and errors
-        self._probe: asyncio.Task[None] | None = None
+        self._fail_fast = FailFast(what, self._select_one, logger)
 
     @property
     def answering(self) -> bool:
         """False from a timeout until a probe has had an answer."""
-        return self._probe is None
+        return self._fail_fast.answering
 
     def acquire(self, *, timeout: float | None = None) -> Any:
-        if self._probe is not None:
+        if not self._fail_fast.answering:
             DB_NOT_ANSWERING.inc()
-            raise NotAnswering(f"{self.what} is not answering")
+            raise NotAnswering(f"{self._fail_fast.what} is not answering")
         wait = self.acquire_timeout if timeout is None else timeout
         return _Acquire(super().acquire(timeout=wait), self)
 
     def timed_out(self) -> None:
         """A wait on PostgreSQL timed out: refuse at once until a probe has an answer."""
-        if self._probe is None and not self.is_closing():
-            logger.warning(
-                "%s did not answer in time: what needs it is refused at once until it does",
-                self.what,
-            )
-            self._probe = asyncio.get_running_loop().create_task(self._probe_until_answered())
+        if not self.is_closing():
+            self._fail_fast.timed_out()
 
-    async def _probe_until_answered(self) -> None:
-        pause, longest = PROBE_PAUSE_S
-        started = time.monotonic()
-        while True:
-            try:
-                async with super().acquire(timeout=self.acquire_timeout) as conn:
-                    await conn.fetchval("SELECT 1", timeout=self.acquire_timeout)
-                break
-            except Exception as exc:  # anything but an answer: still not answering
-                logger.debug("%s probe: %r", self.what, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, longest)
-        self._probe = None
-        logger.warning("%s answers again after %.1f s", self.what, time.monotonic() - started)
-
-    def _stop_probe(self) -> None:
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.cancel()
+    async def _select_one(self) -> None:
+        """The probe: a connection of the pool (past the refusal) and a statement, in time."""
+        async with super().acquire(timeout=self.acquire_timeout) as conn:
+            await conn.fetchval("SELECT 1", timeout=self.acquire_timeout)
 
     async def close(self) -> None:
-        self._stop_probe()
+        self._fail_fast.stop()
         await super().close()
 
     def terminate(self) -> None:
-        self._stop_probe()
+        self._fail_fast.stop()
         super().terminate()
 
 

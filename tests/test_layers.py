@@ -32,6 +32,7 @@ KERNEL = frozenset(
         "seatlock.process",
         "seatlock.metrics",
         "seatlock.heartbeats",
+        "seatlock.failfast",
     }
 )
 LAYERS = ("engine", "accounts", "services", "server")  # the sub-packages of seatlock

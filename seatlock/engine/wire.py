@@ -54,6 +54,7 @@ from seatlock.engine.transport import (
     settle,
     wait_command,
 )
+from seatlock.failfast import FailFast
 from seatlock.metrics import REDIS_NOT_ANSWERING
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,6 @@ MAX_BATCH = 512  # calls per socket write: bounds the size of one buffer
 MAX_QUEUE = 20_000  # calls waiting (queued or on the wire); beyond this, callers get an error
 CONNECT_TIMEOUT = 5.0  # seconds for connect + AUTH/SELECT when the client names none
 WATCH_STEPS = 4  # the stall watchdog's looks per socket timeout
-PROBE_PAUSE_S = (0.05, 1.0)  # between probes of a Redis not answering: first, at most
 MORE = object()  # hiredis: no complete reply buffered yet
 UNANSWERED = object()  # a call run with replicas, its reply not yet come
 _MAX_BULKS = 10_000
@@ -385,10 +385,10 @@ class FastTransport:
     them, bulk strings as bytes, whatever the client's ``decode_responses``.
 
     A Redis that stops answering (the watchdog dropped the connection, or a new connection's
-    handshake timed out) fails every call at once until a probe (a new connection, handshake
-    and PING, every PROBE_PAUSE_S) gets through: each request would otherwise wait a whole
-    timeout for it. A Redis that refuses connections is asked again by the next call as before:
-    a refusal costs nothing to wait for.
+    handshake timed out) fails every call at once until a probe (a new connection, its
+    handshake ending with a PING) gets through (seatlock/failfast.py): each request would
+    otherwise wait a whole timeout for it. A Redis that refuses connections is asked again by
+    the next call as before: a refusal costs nothing to wait for.
     """
 
     def __init__(self, options: Mapping[str, Any], tls: bool) -> None:
@@ -400,7 +400,7 @@ class FastTransport:
         self._flush_soon = False
         self._life: asyncio.Task[None] | None = None  # the current connection's lifetime
         self._lost_at: float | None = None  # when the last connection was lost (monotonic)
-        self._probe: asyncio.Task[None] | None = None  # while Redis is known not to answer
+        self._fail_fast = FailFast("Redis", self._open_and_close, logger)
         self.db = int(options.get("db") or 0)
         self.pipelines = 0  # socket writes so far (tests and stats)
         self.calls = 0  # commands written so far
@@ -432,7 +432,7 @@ class FastTransport:
         args: Sequence[Arg],
         replicas: Replicas | None = None,
     ) -> asyncio.Future[Any]:
-        if self._probe is not None:
+        if not self._fail_fast.answering:
             REDIS_NOT_ANSWERING.inc()
             raise RedisConnectionError("Redis is not answering")
         wire = self._wire
@@ -462,10 +462,7 @@ class FastTransport:
 
     async def aclose(self) -> None:
         """Close the connection; pending calls fail, the next call connects again."""
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.cancel()
-            await asyncio.gather(probe, return_exceptions=True)
+        await self._fail_fast.aclose()
         wire, life = self._wire, self._life
         if life is not None:
             life.cancel()
@@ -544,7 +541,7 @@ class FastTransport:
                 logger.warning("cannot connect to Redis: %r", exc)
             self._fail_queue(_refused(exc))
             if isinstance(exc, TimeoutError):  # no answer, where a refusal would be quick
-                self._not_answering()
+                self._fail_fast.timed_out()
             return
         except BaseException:  # cancelled (loop shutting down)
             self._opening = False
@@ -574,28 +571,12 @@ class FastTransport:
         self._lost_at = time.monotonic()
         logger.warning("lost the connection to Redis: %s", wire.lost_reason or "closed")
         if wire.silent:
-            self._not_answering()
+            self._fail_fast.timed_out()
 
-    def _not_answering(self) -> None:
-        """Redis did not answer in time: calls fail at once until a probe gets through."""
-        if self._probe is None:
-            logger.warning("Redis is not answering: calls fail at once until it does")
-            self._probe = asyncio.get_running_loop().create_task(self._probe_until_answered())
-
-    async def _probe_until_answered(self) -> None:
-        pause, longest = PROBE_PAUSE_S
-        while True:
-            try:
-                wire = await self._open()  # its handshake ends with a PING Redis must answer
-            except Exception as exc:
-                logger.debug("Redis probe: %r", exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, longest)
-                continue
-            wire.close()  # the next call connects as usual
-            break
-        self._probe = None
-        logger.warning("Redis answers again: calls go through")
+    async def _open_and_close(self) -> None:
+        """The probe: a connection whose handshake (ending with a PING) Redis answers; the next
+        call connects as usual."""
+        (await self._open()).close()
 
     def _fail_queue(self, error: Exception) -> None:
         while self._queue:
