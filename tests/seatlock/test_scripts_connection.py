@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -67,13 +68,35 @@ async def answered_again(call: Any, within: float = 3.0) -> Any:
                 await asyncio.sleep(0.02)
 
 
-async def refused_at_once(transport: FastTransport) -> None:
-    """Redis known not to answer: a call fails at once, not after another timeout."""
+@contextlib.asynccontextmanager
+async def fast_transport(
+    own_redis: EmbeddedRedis, socket_timeout: float, socket_connect_timeout: float
+) -> AsyncIterator[tuple[FastTransport, int]]:
+    """A fast transport to ``own_redis`` with a client's timeouts, and the server's pid to stop;
+    on the way out the server goes on (SIGCONT) and both close."""
+    assert own_redis.proc is not None
+    client = Redis.from_url(
+        own_redis.url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
+    )
+    transport = FastTransport.like(client)
+    try:
+        yield transport, own_redis.proc.pid
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        await transport.aclose()
+        await client.aclose()
+
+
+async def refused_at_once_then_answered(transport: FastTransport, pid: int) -> None:
+    """Redis (``pid``, stopped) known not to answer: a call fails at once, not after another
+    timeout; once Redis goes on, the transport answers again."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(RedisConnectionError, match="not answering"):
         await transport.command("PING")
     assert loop.time() - started < 0.1
+    os.kill(pid, signal.SIGCONT)
+    assert await answered_again(lambda: transport.command("PING")) == b"PONG"
 
 
 def expected(seats: range, taken: set[int]) -> list[int | str]:
@@ -207,12 +230,12 @@ async def test_calls_queued_behind_a_silent_redis_fail_with_the_calls_it_owes(
     when the watchdog drops the connection of a Redis that stopped answering, they have waited
     as long and fail with the written ones, instead of waiting a whole timeout again on the
     next connection."""
-    assert own_redis.proc is not None
-    client = Redis.from_url(own_redis.url, socket_timeout=0.3, socket_connect_timeout=2)
-    transport = FastTransport.like(client)
-    try:
+    async with fast_transport(own_redis, socket_timeout=0.3, socket_connect_timeout=2) as (
+        transport,
+        pid,
+    ):
         assert await transport.command("PING") == b"PONG"
-        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        os.kill(pid, signal.SIGSTOP)
         loop = asyncio.get_running_loop()
         failed: list[tuple[float, BaseException | None]] = []
 
@@ -230,13 +253,7 @@ async def test_calls_queued_behind_a_silent_redis_fail_with_the_calls_it_owes(
         assert len(failed) == 4
         assert all("no reply from Redis" in str(exc) for _, exc in failed), failed
         assert max(t for t, _ in failed) - min(t for t, _ in failed) < 0.1
-        await refused_at_once(transport)
-        os.kill(own_redis.proc.pid, signal.SIGCONT)
-        assert await answered_again(lambda: transport.command("PING")) == b"PONG"
-    finally:
-        os.kill(own_redis.proc.pid, signal.SIGCONT)
-        await transport.aclose()
-        await client.aclose()
+        await refused_at_once_then_answered(transport, pid)
 
 
 async def test_a_connection_to_a_silent_redis_is_not_taken_for_a_working_one(
@@ -245,21 +262,15 @@ async def test_a_connection_to_a_silent_redis_is_not_taken_for_a_working_one(
     """The kernel accepts a connection for a stopped Redis: the connection counts as open only
     once Redis has answered its handshake (PING), so calls fail within the connect timeout,
     not after another watchdog period on a connection that was never working."""
-    assert own_redis.proc is not None
-    client = Redis.from_url(own_redis.url, socket_timeout=5, socket_connect_timeout=0.3)
-    transport = FastTransport.like(client)
-    try:
-        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    async with fast_transport(own_redis, socket_timeout=5, socket_connect_timeout=0.3) as (
+        transport,
+        pid,
+    ):
+        os.kill(pid, signal.SIGSTOP)
         async with asyncio.timeout(3):  # the watchdog would take 5 to 10 s
             with pytest.raises(RedisConnectionError, match="Cannot connect"):
                 await transport.command("PING")
-        await refused_at_once(transport)
-        os.kill(own_redis.proc.pid, signal.SIGCONT)
-        assert await answered_again(lambda: transport.command("PING")) == b"PONG"
-    finally:
-        os.kill(own_redis.proc.pid, signal.SIGCONT)
-        await transport.aclose()
-        await client.aclose()
+        await refused_at_once_then_answered(transport, pid)
 
 
 async def test_a_closed_transport_connects_again_on_the_next_call(engine: SeatEngine) -> None:
