@@ -112,13 +112,15 @@ class Settings:
     # Pools.
     db_pool_min: int = 2
     db_pool_max: int = 10
-    # The longest a request waits on PostgreSQL for a new connection or a statement's answer
-    # before it is answered 503 (a server that is stopped or cut off answers nothing at all).
+    # The longest a request waits on PostgreSQL for a connection of the pool, a new connection or
+    # a statement's answer before it is answered 503 (a server that is stopped or cut off answers
+    # nothing at all); after such a timeout, 503 at once until PostgreSQL answers a probe.
     db_timeout_seconds: float = 10.0
     # The same for Redis: how long a call waits for a new connection, or for Redis to send
     # anything while replies are owed (the fast transport's watchdog looks four times per
-    # period, so up to 1.25 times this), before the connection is dropped and its calls get 503. A
-    # ``socket_timeout`` or ``socket_connect_timeout`` in SEATLOCK_REDIS_URL wins.
+    # period, so up to 1.25 times this), before the connection is dropped and its calls get 503
+    # (on the fast transport, at once until Redis answers a probe). A ``socket_timeout`` or
+    # ``socket_connect_timeout`` in SEATLOCK_REDIS_URL wins.
     redis_timeout_seconds: float = 5.0
     redis_pool_max: int = 64
 
