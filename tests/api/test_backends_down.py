@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -199,17 +199,9 @@ async def test_a_redis_that_answers_nothing_is_503_within_its_timeout(
             _expect_503(r)
         assert waited < 10, waited  # without a socket timeout: never
         # Known not to answer: refused at once until the transport's probe gets through.
-        started = asyncio.get_running_loop().time()
-        _expect_503(await client.post(RESERVE, json=hold, headers=user.headers))
-        assert asyncio.get_running_loop().time() - started < 0.25
+        await _refused_at_once(lambda: client.post(RESERVE, json=hold, headers=user.headers), 0.25)
         gate.unmute()
-        async with asyncio.timeout(15):
-            while True:
-                again = await client.post(RESERVE, json=hold, headers=user.headers)
-                if again.status_code == 201:
-                    break
-                _expect_503(again)
-                await asyncio.sleep(0.2)
+        await _answered_again(lambda: client.post(RESERVE, json=hold, headers=user.headers), 201)
 
 
 async def test_a_postgresql_that_answers_nothing_is_503_within_its_timeout(
@@ -236,17 +228,28 @@ async def test_a_postgresql_that_answers_nothing_is_503_within_its_timeout(
             _expect_503(r)
         assert waited < 6 * timeout, waited  # in waves it took 9 timeouts; now 2
         # Known not to answer: refused at once until the pool's probe has an answer.
-        started = asyncio.get_running_loop().time()
-        _expect_503(await client.get("/api/v1/tickets/my-tickets", headers=user.headers))
-        assert asyncio.get_running_loop().time() - started < timeout / 2
+        tickets = "/api/v1/tickets/my-tickets"
+        await _refused_at_once(lambda: client.get(tickets, headers=user.headers), timeout / 2)
         gate.unmute()
-        async with asyncio.timeout(15):
-            while True:
-                again = await client.get("/api/v1/auth/me", headers=user.headers)
-                if again.status_code == 200:
-                    break
-                _expect_503(again)
-                await asyncio.sleep(0.2)
+        await _answered_again(lambda: client.get("/api/v1/auth/me", headers=user.headers), 200)
+
+
+async def _refused_at_once(send: Callable[[], Awaitable[httpx.Response]], within: float) -> None:
+    """A dependency known not to answer: ``send()`` is answered 503 within ``within`` seconds."""
+    started = asyncio.get_running_loop().time()
+    _expect_503(await send())
+    assert asyncio.get_running_loop().time() - started < within
+
+
+async def _answered_again(send: Callable[[], Awaitable[httpx.Response]], status: int) -> None:
+    """``send()`` is answered ``status`` within 15 s (503 with Retry-After until then)."""
+    async with asyncio.timeout(15):
+        while True:
+            again = await send()
+            if again.status_code == status:
+                return
+            _expect_503(again)
+            await asyncio.sleep(0.2)
 
 
 def test_the_down_sets_name_what_a_dead_backend_raises() -> None:
