@@ -4,6 +4,7 @@ busy writer gathers its changes into few transactions, yet a flush never waits f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -30,26 +31,31 @@ from db.reservations import (
 from tests import factories as make
 
 CONNECT_S = 10.0
+WRITE_S = 20.0  # 0.3 s here: far more means a writer waits on something
 
 
-async def _pool(url: str, db: asyncpg.Connection) -> asyncpg.Pool:
-    """A pool of the suite's PostgreSQL. Twice in many suite runs a connection to it never
-    completed (asyncpg waits 60 s: the whole test's budget; cause not found). Connecting is not
-    what this test checks: after CONNECT_S it says what PostgreSQL was doing, and tries once
-    more."""
-    try:
-        return await asyncpg.create_pool(url, min_size=1, max_size=2, timeout=CONNECT_S)
-    except TimeoutError:
-        sessions = await db.fetch(
-            "SELECT pid, state, wait_event_type, wait_event, backend_type,"
-            " left(query, 80) AS query FROM pg_stat_activity"
-        )
-        logging.getLogger(__name__).warning(
-            "no connection to PostgreSQL in %.0f s; its sessions: %s",
-            CONNECT_S,
-            [dict(r) for r in sessions],
-        )
-    return await asyncpg.create_pool(url, min_size=1, max_size=2, timeout=CONNECT_S)
+async def _pool(url: str, name: str) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        url,
+        min_size=1,
+        max_size=2,
+        timeout=CONNECT_S,
+        server_settings={"application_name": name},
+    )
+
+
+async def _sessions(db: asyncpg.Connection) -> list[dict[str, Any]]:
+    """What the database's sessions are doing and the locks they hold or wait for."""
+    rows = await db.fetch(
+        "SELECT a.pid, a.application_name, a.state, a.wait_event_type, a.wait_event,"
+        " pg_blocking_pids(a.pid) AS blocked_by, now() - a.xact_start AS in_transaction,"
+        " left(a.query, 100) AS query,"
+        " (SELECT array_agg(l.locktype || ' ' || l.mode || CASE WHEN l.granted THEN ''"
+        "  ELSE ' (waiting)' END) FROM pg_locks l WHERE l.pid = a.pid) AS locks"
+        " FROM pg_stat_activity a"
+        " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+    )
+    return [dict(r) for r in rows]
 
 
 async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
@@ -61,7 +67,7 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
         "INSERT INTO users (email, password_hash, full_name) VALUES ('w@x.io', 'x', 'W')"
         " RETURNING id"
     )
-    pools = [await _pool(backend_urls[1], db) for _ in "ab"]
+    pools = [await _pool(backend_urls[1], f"history writer {name}") for name in "ab"]
     now = datetime.now(UTC)
     expires = now + timedelta(minutes=5)
     next_id = iter(range(10_000_000, 20_000_000))
@@ -78,11 +84,16 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
 
     try:
         forward, backward = show.seat_ids, show.seat_ids[::-1]
-        async with asyncio.timeout(30):
-            await asyncio.gather(write(pools[0], forward), write(pools[1], backward))
+        async with asyncio.timeout(WRITE_S), asyncio.TaskGroup() as writers:
+            writers.create_task(write(pools[0], forward))
+            writers.create_task(write(pools[1], backward))
+    except TimeoutError:
+        pytest.fail(f"the writers took over {WRITE_S:.0f} s; sessions: {await _sessions(db)}")
     finally:
         for pool in pools:
-            await pool.close()
+            # A writer stopped mid-batch keeps its connection: close would wait for it forever.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pool.close(), CONNECT_S)
     active = await db.fetchval(
         "SELECT count(*) FROM reservations WHERE status = 'active' AND screening_id = $1", show.id
     )
