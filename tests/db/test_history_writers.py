@@ -58,6 +58,19 @@ async def _sessions(db: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """Where a task waits: each coroutine of its await chain, and what the last one awaits."""
+    where: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and hasattr(awaited, "cr_frame"):
+        frame = awaited.cr_frame
+        if frame is not None:
+            where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        awaited = awaited.cr_await
+    where.append(repr(awaited))
+    return where
+
+
 async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
     backend_urls: tuple[str, str], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -82,14 +95,25 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
             await writer._apply_with_retry(batch(seats), asyncio.Event())
         await writer._conn.let_go()  # as when its queue runs empty
 
+    forward, backward = show.seat_ids, show.seat_ids[::-1]
+    writers = [
+        asyncio.create_task(write(pools[0], forward)),
+        asyncio.create_task(write(pools[1], backward)),
+    ]
     try:
-        forward, backward = show.seat_ids, show.seat_ids[::-1]
-        async with asyncio.timeout(WRITE_S), asyncio.TaskGroup() as writers:
-            writers.create_task(write(pools[0], forward))
-            writers.create_task(write(pools[1], backward))
-    except TimeoutError:
-        pytest.fail(f"the writers took over {WRITE_S:.0f} s; sessions: {await _sessions(db)}")
+        done, waiting = await asyncio.wait(
+            writers, timeout=WRITE_S, return_when=asyncio.FIRST_EXCEPTION
+        )
+        for task in done:
+            task.result()  # a writer's error, as it is
+        if waiting:
+            where = [_awaiting(task) for task in waiting]
+            sessions = await _sessions(db)
+            pytest.fail(f"writers waiting after {WRITE_S:.0f} s at {where}; sessions: {sessions}")
     finally:
+        for task in writers:
+            task.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
         for pool in pools:
             # A writer stopped mid-batch keeps its connection: close would wait for it forever.
             with contextlib.suppress(TimeoutError):
