@@ -4,9 +4,8 @@ busy writer gathers its changes into few transactions, yet a flush never waits f
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import random
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -31,21 +30,58 @@ from db.reservations import (
 from tests import factories as make
 
 CONNECT_S = 10.0
-WRITE_S = 20.0  # 0.3 s here: far more means a writer waits on something
+WRITE_S = 20.0  # 40 batches take ~0.2 s here: far more means a writer waits on something
 
+# One writer process: 40 batches of new holds of every seat, in the order given, with the
+# writer's own transaction shape; if it is still writing after WRITE_S it says where it waits.
+WRITE_IN_A_PROCESS = """
+import asyncio, logging, sys
+from datetime import UTC, datetime, timedelta
+import asyncpg
+from db.reservations import HistoryWriter, Inserted
 
-async def _pool(url: str, name: str) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        url,
-        min_size=1,
-        max_size=2,
-        timeout=CONNECT_S,
-        server_settings={"application_name": name},
+url, name, show, user, first_id, limit = sys.argv[1:7]
+seats = [int(s) for s in sys.argv[7].split(",")]
+ids = iter(range(int(first_id), int(first_id) + 1_000_000))
+
+async def write(pool):
+    writer = HistoryWriter(pool)
+    now = datetime.now(UTC)
+    expires = now + timedelta(minutes=5)
+    for _ in range(40):
+        batch = [Inserted([(next(ids), int(show), s, int(user), now, expires)]) for s in seats]
+        await writer._apply_with_retry(batch, asyncio.Event())
+    await writer._conn.let_go()  # as when its queue runs empty
+
+def awaiting(task):
+    where, awaited = [], task.get_coro()
+    while awaited is not None and hasattr(awaited, "cr_frame"):
+        if awaited.cr_frame is not None:
+            where.append(f"{awaited.cr_frame.f_code.co_name}:{awaited.cr_frame.f_lineno}")
+        awaited = awaited.cr_await
+    return where + [repr(awaited)]
+
+async def main():
+    logging.basicConfig(level=logging.WARNING)  # a retried deadlock is logged to stderr
+    pool = await asyncpg.create_pool(
+        url, min_size=1, max_size=2, timeout=10, server_settings={"application_name": name}
     )
+    async with pool.acquire():  # connected: ready, and start when the other one is too
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
+    task = asyncio.create_task(write(pool))
+    done, _ = await asyncio.wait([task], timeout=float(limit))
+    if not done:
+        sys.exit(f"{name} still writing after {limit} s, waiting at {awaiting(task)}")
+    task.result()
+    await pool.close()
+
+asyncio.run(main())
+"""
 
 
 async def _sessions(db: asyncpg.Connection) -> list[dict[str, Any]]:
-    """What the database's sessions are doing and the locks they hold or wait for."""
+    """What the database's other sessions are doing and the locks they hold or wait for."""
     rows = await db.fetch(
         "SELECT a.pid, a.application_name, a.state, a.wait_event_type, a.wait_event,"
         " pg_blocking_pids(a.pid) AS blocked_by, now() - a.xact_start AS in_transaction,"
@@ -58,71 +94,58 @@ async def _sessions(db: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def _awaiting(task: asyncio.Task[Any]) -> list[str]:
-    """Where a task waits: each coroutine of its await chain, and what the last one awaits."""
-    where: list[str] = []
-    awaited: Any = task.get_coro()
-    while awaited is not None and hasattr(awaited, "cr_frame"):
-        frame = awaited.cr_frame
-        if frame is not None:
-            where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
-        awaited = awaited.cr_await
-    where.append(repr(awaited))
-    return where
-
-
 async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
-    backend_urls: tuple[str, str], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+    backend_urls: tuple[str, str], db: asyncpg.Connection
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="db.reservations")
     show = await make.show(db, 120)
     user = await db.fetchval(
         "INSERT INTO users (email, password_hash, full_name) VALUES ('w@x.io', 'x', 'W')"
         " RETURNING id"
     )
-    pools = [await _pool(backend_urls[1], f"history writer {name}") for name in "ab"]
-    now = datetime.now(UTC)
-    expires = now + timedelta(minutes=5)
-    next_id = iter(range(10_000_000, 20_000_000))
-
-    def batch(seats: list[int]) -> list[Change]:
-        return [Inserted([(next(next_id), show.id, s, user, now, expires)]) for s in seats]
-
-    async def write(pool: asyncpg.Pool, seats: list[int]) -> None:
-        # The writer's own transaction shape, on the seats in this process's order.
-        writer = HistoryWriter(pool)
-        for _ in range(40):
-            await writer._apply_with_retry(batch(seats), asyncio.Event())
-        await writer._conn.let_go()  # as when its queue runs empty
-
-    forward, backward = show.seat_ids, show.seat_ids[::-1]
+    orders = {"a": show.seat_ids, "b": show.seat_ids[::-1]}  # the same seats, opposite orders
     writers = [
-        asyncio.create_task(write(pools[0], forward)),
-        asyncio.create_task(write(pools[1], backward)),
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITE_IN_A_PROCESS,
+            backend_urls[1],
+            f"history writer {name}",
+            str(show.id),
+            str(user),
+            str(10_000_000 * (n + 1)),  # ids of its own, as a process's blocks are
+            str(WRITE_S),
+            ",".join(map(str, seats)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for n, (name, seats) in enumerate(orders.items())
     ]
     try:
-        done, waiting = await asyncio.wait(
-            writers, timeout=WRITE_S, return_when=asyncio.FIRST_EXCEPTION
-        )
-        for task in done:
-            task.result()  # a writer's error, as it is
-        if waiting:
-            where = [_awaiting(task) for task in waiting]
-            sessions = await _sessions(db)
-            pytest.fail(f"writers waiting after {WRITE_S:.0f} s at {where}; sessions: {sessions}")
+        async with asyncio.timeout(WRITE_S + CONNECT_S):
+            for w in writers:  # both connected, then both start at once
+                assert w.stdin is not None and w.stdout is not None
+                await w.stdout.readline()
+            for w in writers:
+                w.stdin.write(b"go\n")  # type: ignore[union-attr]
+            ended = await asyncio.gather(*(w.communicate() for w in writers))
+    except TimeoutError:
+        pytest.fail(f"the writers did not end; sessions: {await _sessions(db)}")
     finally:
-        for task in writers:
-            task.cancel()
-        await asyncio.gather(*writers, return_exceptions=True)
-        for pool in pools:
-            # A writer stopped mid-batch keeps its connection: close would wait for it forever.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pool.close(), CONNECT_S)
+        for w in writers:
+            if w.returncode is None:
+                w.kill()
+                await w.wait()
+    # A deadlock PostgreSQL broke would be retried and logged ("deadlock detected").
+    errors = [err.decode() for _, err in ended]
+    outcomes = [(w.returncode, "deadlock" in e) for w, e in zip(writers, errors, strict=True)]
+    assert outcomes == [(0, False), (0, False)], (errors, await _sessions(db))
     active = await db.fetchval(
         "SELECT count(*) FROM reservations WHERE status = 'active' AND screening_id = $1", show.id
     )
     assert active == len(show.seat_ids)  # each seat: exactly one active row, the newest
-    assert [r.message for r in caplog.records if "deadlock" in r.message] == []
+    total = await db.fetchval("SELECT count(*) FROM reservations WHERE screening_id = $1", show.id)
+    assert total == 2 * 40 * len(show.seat_ids)  # every batch of both written
 
 
 async def test_a_batch_keeps_the_order_of_changes_to_one_seat(db: asyncpg.Connection) -> None:
