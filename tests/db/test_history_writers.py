@@ -40,8 +40,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from db.reservations import HistoryWriter, Inserted
 
-url, name, show, user, first_id, limit = sys.argv[1:7]
-seats = [int(s) for s in sys.argv[7].split(",")]
+url, name, show, user, first_id, connect_s, limit = sys.argv[1:8]
+seats = [int(s) for s in sys.argv[8].split(",")]
 ids = iter(range(int(first_id), int(first_id) + 1_000_000))
 
 async def write(pool):
@@ -64,7 +64,11 @@ def awaiting(task):
 async def main():
     logging.basicConfig(level=logging.WARNING)  # a retried deadlock is logged to stderr
     pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=2, timeout=10, server_settings={"application_name": name}
+        url,
+        min_size=1,
+        max_size=2,
+        timeout=float(connect_s),
+        server_settings={"application_name": name},
     )
     async with pool.acquire():  # connected: ready, and start when the other one is too
         print("ready", flush=True)
@@ -113,6 +117,7 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
             str(show.id),
             str(user),
             str(10_000_000 * (n + 1)),  # ids of its own, as a process's blocks are
+            str(CONNECT_S),
             str(WRITE_S),
             ",".join(map(str, seats)),
             stdin=asyncio.subprocess.PIPE,
@@ -122,7 +127,8 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
         for n, (name, seats) in enumerate(orders.items())
     ]
     try:
-        async with asyncio.timeout(WRITE_S + CONNECT_S):
+        # A writer connects within CONNECT_S, writes for WRITE_S at most, then says where it waits.
+        async with asyncio.timeout(WRITE_S + 2 * CONNECT_S):
             for w in writers:  # both connected, then both start at once
                 assert w.stdin is not None and w.stdout is not None
                 await w.stdout.readline()
