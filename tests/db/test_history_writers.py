@@ -32,6 +32,18 @@ from tests import factories as make
 CONNECT_S = 10.0
 WRITE_S = 20.0  # 40 batches take ~0.2 s here: far more means a writer waits on something
 
+SESSIONS_SQL = (
+    "SELECT a.pid, a.application_name, a.client_port, a.backend_start, a.state,"
+    " a.wait_event_type, a.wait_event, pg_blocking_pids(a.pid) AS blocked_by,"
+    " now() - a.xact_start AS in_transaction, now() - a.state_change AS in_state,"
+    " left(a.query, 100) AS query,"
+    " (SELECT array_agg(l.locktype || ' ' || l.mode || coalesce(' ' || l.objid, '')"
+    "  || CASE WHEN l.granted THEN '' ELSE ' (waiting)' END) FROM pg_locks l"
+    "  WHERE l.pid = a.pid AND l.locktype <> 'virtualxid') AS locks"
+    " FROM pg_stat_activity a"
+    " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+)
+
 # One writer process: 40 batches of new holds of every seat, in the order given, with the
 # writer's own transaction shape; if it is still writing after WRITE_S it says where it waits.
 WRITE_IN_A_PROCESS = """
@@ -40,8 +52,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from db.reservations import HistoryWriter, Inserted
 
-url, name, show, user, first_id, connect_s, limit = sys.argv[1:8]
-seats = [int(s) for s in sys.argv[8].split(",")]
+url, name, show, user, first_id, connect_s, limit, sessions_sql = sys.argv[1:9]
+seats = [int(s) for s in sys.argv[9].split(",")]
 ids = iter(range(int(first_id), int(first_id) + 1_000_000))
 
 async def write(pool):
@@ -76,7 +88,10 @@ async def main():
     task = asyncio.create_task(write(pool))
     done, _ = await asyncio.wait([task], timeout=float(limit))
     if not done:
-        sys.exit(f"{name} still writing after {limit} s, waiting at {awaiting(task)}")
+        conn = await asyncpg.connect(url, timeout=float(connect_s))
+        sessions = [dict(r) for r in await conn.fetch(sessions_sql)]
+        sys.exit(f"{name} still writing after {limit} s, waiting at {awaiting(task)};"
+                 f" the sessions then: {sessions}")
     task.result()
     await pool.close()
 
@@ -86,16 +101,7 @@ asyncio.run(main())
 
 async def _sessions(db: asyncpg.Connection) -> list[dict[str, Any]]:
     """What the database's other sessions are doing and the locks they hold or wait for."""
-    rows = await db.fetch(
-        "SELECT a.pid, a.application_name, a.state, a.wait_event_type, a.wait_event,"
-        " pg_blocking_pids(a.pid) AS blocked_by, now() - a.xact_start AS in_transaction,"
-        " left(a.query, 100) AS query,"
-        " (SELECT array_agg(l.locktype || ' ' || l.mode || CASE WHEN l.granted THEN ''"
-        "  ELSE ' (waiting)' END) FROM pg_locks l WHERE l.pid = a.pid) AS locks"
-        " FROM pg_stat_activity a"
-        " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
-    )
-    return [dict(r) for r in rows]
+    return [dict(r) for r in await db.fetch(SESSIONS_SQL)]
 
 
 async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
@@ -119,6 +125,7 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
             str(10_000_000 * (n + 1)),  # ids of its own, as a process's blocks are
             str(CONNECT_S),
             str(WRITE_S),
+            SESSIONS_SQL,
             ",".join(map(str, seats)),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -145,7 +152,8 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
     # A deadlock PostgreSQL broke would be retried and logged ("deadlock detected").
     errors = [err.decode() for _, err in ended]
     outcomes = [(w.returncode, "deadlock" in e) for w, e in zip(writers, errors, strict=True)]
-    assert outcomes == [(0, False), (0, False)], (errors, await _sessions(db))
+    if outcomes != [(0, False), (0, False)]:
+        pytest.fail(f"writers ended {outcomes}: {errors}; sessions now: {await _sessions(db)}")
     active = await db.fetchval(
         "SELECT count(*) FROM reservations WHERE status = 'active' AND screening_id = $1", show.id
     )
