@@ -2,10 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -22,23 +19,6 @@ RUN_MIGRATE = (
     "    await conn.close()\n"
     "asyncio.run(main())\n"
 )
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
-@pytest.fixture
-async def fresh_url(backend_urls: tuple[str, str]) -> AsyncIterator[str]:
-    """A new, empty database on the test server, dropped afterwards."""
-    name = f"migrate_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(with_database(backend_urls[1], "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(backend_urls[1], name)
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def recorded(url: str) -> list[str]:
