@@ -121,9 +121,8 @@ async def own_db(fresh_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
     fresh_url: str, own_db: asyncpg.Connection
 ) -> None:
-    db = own_db
-    show = await make.show(db, 120)
-    user = await db.fetchval(
+    show = await make.show(own_db, 120)
+    user = await own_db.fetchval(
         "INSERT INTO users (email, password_hash, full_name) VALUES ('w@x.io', 'x', 'W')"
         " RETURNING id"
     )
@@ -158,7 +157,7 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
                 w.stdin.write(b"go\n")  # type: ignore[union-attr]
             ended = await asyncio.gather(*(w.communicate() for w in writers))
     except TimeoutError:
-        pytest.fail(f"the writers did not end; sessions: {await _sessions(db)}")
+        pytest.fail(f"the writers did not end; sessions: {await _sessions(own_db)}")
     finally:
         for w in writers:
             if w.returncode is None:
@@ -168,12 +167,14 @@ async def test_writers_of_two_processes_on_the_same_seats_do_not_deadlock(
     errors = [err.decode() for _, err in ended]
     outcomes = [(w.returncode, "deadlock" in e) for w, e in zip(writers, errors, strict=True)]
     if outcomes != [(0, False), (0, False)]:
-        pytest.fail(f"writers ended {outcomes}: {errors}; sessions now: {await _sessions(db)}")
-    active = await db.fetchval(
+        pytest.fail(f"writers ended {outcomes}: {errors}; sessions now: {await _sessions(own_db)}")
+    active = await own_db.fetchval(
         "SELECT count(*) FROM reservations WHERE status = 'active' AND screening_id = $1", show.id
     )
     assert active == len(show.seat_ids)  # each seat: exactly one active row, the newest
-    total = await db.fetchval("SELECT count(*) FROM reservations WHERE screening_id = $1", show.id)
+    total = await own_db.fetchval(
+        "SELECT count(*) FROM reservations WHERE screening_id = $1", show.id
+    )
     assert total == 2 * 40 * len(show.seat_ids)  # every batch of both written
 
 
