@@ -110,8 +110,8 @@ SCRIPT_SECONDS = Histogram(
 
 REDIS_NOT_ANSWERING = Counter(
     "seatlock_redis_not_answering",
-    "Redis calls failed at once (fast transport): Redis did not answer in time and no probe got "
-    "through since",
+    "Redis calls failed at once (fast and cluster transports): Redis, or the call's primary, did "
+    "not answer in time and no probe got through since",
 )
 
 # -- db: pool and writers ---------------------------------------------------------------------

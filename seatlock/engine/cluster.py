@@ -1,13 +1,20 @@
 """The Redis Cluster transport (``SEATLOCK_REDIS_URL=redis+cluster://...``): redis-py's public
 ``RedisCluster`` API only.
 
-Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``): the
-calls made in one event-loop iteration go out together in one non-transactional
-``ClusterPipeline``, which splits them by node (by the slot of their keys) and writes each node's
-share as one pipeline; a batch is sent only after the one before it was answered, so the calls of
-one process reach each node in the order they were made. Every key of a screening script shares
-the screening's hash tag (seatlock/keys.py), so a script runs on the primary of the screening's
-slot, and its events are published in order.
+Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``), one
+queue per primary (a lane, chosen by the slot of the call's first key as redis-py's slot map has
+it): the calls of a lane made in one event-loop iteration go out together in one
+non-transactional ``ClusterPipeline``, and a lane's batch is sent only after the one before it
+was answered, so the calls of one process reach each node in the order they were made. A primary
+that stops answering (hung, cut off without a reset) holds up its own lane only: the other
+primaries' screenings go on being served. A lane's batch waits at most the connection's socket
+timeout and a half (redis-py would otherwise retry a timed-out pipeline, refreshing the slot map
+in between: one stopped primary held every call of the process for ~30 s with a 2 s timeout);
+from then on the lane's calls fail at once (a 503 with Retry-After) until a PING of its node has
+an answer or the node no longer serves slots (a failover moved them), as the fast transport does
+for a single Redis (seatlock/failfast.py). Keyless commands share a lane of their own. Every key
+of a screening script shares the screening's hash tag (seatlock/keys.py), so a script runs on the
+primary of the screening's slot, and its events are published in order.
 redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
 connection it may send a call again (its outcome was unknown).
 
@@ -55,6 +62,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.cluster import PRIMARY
 from redis.exceptions import ClusterError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 from seatlock.engine.batching import Batcher, Call
@@ -70,6 +78,8 @@ from seatlock.engine.transport import (
     replicated,
     wait_command,
 )
+from seatlock.failfast import FailFast
+from seatlock.metrics import REDIS_NOT_ANSWERING
 
 logger = logging.getLogger(__name__)
 ASK_S = 2.0  # a node asked for the slot map or a subscription answers within this, or is skipped
@@ -78,25 +88,87 @@ INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through
 SHARDED_SINCE = (7, 0)  # the first Redis with SPUBLISH / SSUBSCRIBE
 MIGRATING_S = 5.0  # a call refused while its slot migrates (TRYAGAIN) is sent again this long
 MIGRATING_RETRY_S = 0.05  # and this often
+BATCH_BOUND = 1.5  # a lane's batch waits at most this many socket timeouts (see above)
 
 
 # Per node name: the node and the calls of a batch that wait for its replicas.
 Waits = dict[str, tuple[ClusterNode, list[Call[str]]]]
 
 
-class ClusterTransport(Batcher[str]):
-    """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch."""
+class _Lane(Batcher[str]):
+    """The calls of one primary (``node``; None: keyless commands, or no slot map yet), sent a
+    batch at a time through the transport's ``_pipeline``; ``fail_fast`` says whether the node
+    is known not to answer (a node lane only)."""
+
+    def __init__(self, transport: ClusterTransport, node: ClusterNode | None) -> None:
+        super().__init__()
+        self._known = transport.loaded  # one set: the scripts are loaded on every primary
+        self._transport = transport
+        self.node = node
+        self.fail_fast: FailFast | None = None
+        if node is not None:
+            self.fail_fast = FailFast(f"Redis node {node.name}", self._probe, logger)
+
+    async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
+        return await self._transport._pipeline(batch, self)
+
+    async def _probe(self) -> None:
+        """An answer to PING from the node, or the node no longer serves slots (its calls go
+        to the primary that took them over once redis-py's slot map says so)."""
+        assert self.node is not None
+        try:
+            async with asyncio.timeout(ASK_S):
+                await self._transport._on_node(self.node, ("PING",))
+        except (RedisError, OSError):
+            primaries = await self._transport.primaries()
+            if self.node.name in {node.name for node in primaries}:
+                raise
+
+    async def aclose(self) -> None:
+        await self._stop_sending()
+        if self.fail_fast is not None:
+            await self.fail_fast.aclose()
+
+
+class ClusterTransport:
+    """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch of
+    a primary's lane."""
 
     db = 0  # a cluster has database 0 only
 
     def __init__(self, client: RedisCluster, options: dict[str, Any] | None = None) -> None:
-        super().__init__()  # _known: the scripts loaded on every primary since the last NOSCRIPT
         self._client = client
         self._options = options or {}  # how to connect to one node (subscriptions)
         self._scripts = self._catalogue(PUBLISH)
         # Whether the scripts publish with SPUBLISH (every primary runs Redis >= 7); None until
         # the first call asked the primaries.
         self._sharded: bool | None = None
+        self.loaded: set[str] = set()  # the scripts loaded on every primary since a NOSCRIPT
+        self._lanes: dict[str, _Lane] = {}  # by node name ("": keyless)
+        timeout = self._options.get("socket_timeout")
+        self._bound_s = None if timeout is None else BATCH_BOUND * float(timeout)
+        self.pipelines = 0  # pipelines sent so far (tests and stats)
+        self.calls = 0  # commands sent so far
+
+    def _call(
+        self,
+        script: str | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None = None,
+    ) -> Any:
+        """Queue the call in the lane of the primary of its first key (a plain command's key
+        follows its name); at once a ConnectionError when that primary is known not to answer."""
+        key = keys[0] if keys else args[1] if len(args) > 1 else None
+        node = self._node_of_key(key) if isinstance(key, str | bytes) else None
+        name = "" if node is None else node.name
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane(self, node)
+        if lane.fail_fast is not None and not lane.fail_fast.answering:
+            REDIS_NOT_ANSWERING.inc()
+            raise RedisConnectionError(f"{lane.fail_fast.what} is not answering")
+        return lane._call(script, keys, args, replicas)
 
     def _catalogue(self, publish: str) -> dict[str, Any]:
         return {name: self._client.register_script(source(name, publish)) for name in NAMES}
@@ -127,7 +199,7 @@ class ClusterTransport(Batcher[str]):
             logger.warning("the cluster changed: seat events now published with %s", command)
         self._sharded = sharded
         self._scripts = self._catalogue(SPUBLISH if sharded else PUBLISH)
-        self._known.clear()  # the other catalogue's SHAs: loaded again before their first use
+        self.loaded.clear()  # the other catalogue's SHAs: loaded again before their first use
         return changed
 
     async def slot_map(self) -> Slots:
@@ -210,11 +282,11 @@ class ClusterTransport(Batcher[str]):
         client.response_callbacks.clear()
         return client
 
-    async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
+    async def _pipeline(self, batch: list[Call[str]], lane: _Lane) -> list[Any]:
         """The batch's replies; calls refused while their slot migrates are sent again."""
         if self._sharded is None:  # the first batch: which catalogue the primaries take
             await self.choose_publish()
-        replies = await self._send_batch(batch)
+        replies = await self._send_batch(batch, lane)
         deadline = asyncio.get_running_loop().time() + MIGRATING_S
         while again := [i for i, reply in enumerate(replies) if _migrating(reply)]:
             # A script's keys split between two nodes, or missing on a slot being migrated
@@ -224,15 +296,15 @@ class ClusterTransport(Batcher[str]):
             if asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(MIGRATING_RETRY_S)
-            retried = await self._send_batch([batch[i] for i in again])
+            retried = await self._send_batch([batch[i] for i in again], lane)
             for i, reply in zip(again, retried, strict=True):
                 replies[i] = reply
         return replies
 
-    async def _send_batch(self, batch: list[Call[str]]) -> list[Any]:
-        fresh = {c.script for c in batch if c.script is not None} - self._known
+    async def _send_batch(self, batch: list[Call[str]], lane: _Lane) -> list[Any]:
+        fresh = {c.script for c in batch if c.script is not None} - self.loaded
         for name in sorted(fresh):  # SCRIPT LOAD reaches every primary
-            await self._client.script_load(self._scripts[name].script)
+            await self._load(name)
         self.calls += len(fresh)
         waits = await self._waits(batch)
         async with self._client.pipeline() as pipe:
@@ -246,8 +318,17 @@ class ClusterTransport(Batcher[str]):
                 pipe.execute_command(*wait_command(wanted), target_nodes=node)
             self.pipelines += 1
             self.calls += len(batch) + len(waits)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        self._known.update(n for n in fresh if n is not None)
+            try:
+                async with asyncio.timeout(self._bound_s):
+                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+            except (TimeoutError, RedisTimeoutError):
+                if lane.fail_fast is not None:
+                    lane.fail_fast.timed_out()
+                raise
+        # A node that timed out gives each of its calls the error as its reply.
+        if lane.fail_fast is not None and any(isinstance(r, RedisTimeoutError) for r in replies):
+            lane.fail_fast.timed_out()
+        self.loaded.update(n for n in fresh if n is not None)
         return self._replicated(batch, replies, waits) if waits else replies
 
     def _queue_script(self, pipe: ClusterPipeline, call: Call[str]) -> None:
@@ -283,10 +364,34 @@ class ClusterTransport(Batcher[str]):
 
     def _node_of(self, call: Call[str]) -> ClusterNode | None:
         """The primary of the call's slot as the slot map has it now (None: not covered)."""
+        return self._node_of_key(call.keys[0]) if call.keys else None
+
+    def _node_of_key(self, key: str | bytes) -> ClusterNode | None:
+        """The primary of the key's slot as the slot map has it now (None: not covered, or no
+        slot map yet)."""
         try:
-            return self._client.get_node_from_key(call.keys[0]) if call.keys else None
+            return self._client.get_node_from_key(key)  # type: ignore[arg-type]
         except RedisClusterException:
             return None
+
+    async def _load(self, name: str) -> None:
+        """SCRIPT LOAD on every primary at once. A primary that does not answer in time is
+        left out, so a stopped primary does not keep the others from new scripts: a call that
+        reaches it later and meets NOSCRIPT has the script loaded again everywhere."""
+        script = self._scripts[name].script
+        nodes = self._client.get_primaries()
+        replies = await asyncio.gather(
+            *(self._load_on(node, script) for node in nodes), return_exceptions=True
+        )
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        if len(failed) == len(replies):
+            raise failed[0] if failed else RedisConnectionError("no primary to load scripts on")
+        for error in failed:
+            logger.warning("script %s not loaded on a primary: %r", name, error)
+
+    async def _load_on(self, node: ClusterNode, script: str) -> None:
+        async with asyncio.timeout(self._bound_s):
+            await self._client.execute_command("SCRIPT", "LOAD", script, target_nodes=node)
 
     def _replicated(self, batch: list[Call[str]], replies: list[Any], waits: Waits) -> list[Any]:
         """The batch's replies, those of calls run with replicas as their node's WAIT allows."""
@@ -407,7 +512,8 @@ class ClusterTransport(Batcher[str]):
         return PubSubFeed(pubsub, on_message, on_live, health_s)
 
     async def aclose(self) -> None:
-        await self._stop_sending()
+        lanes = list(self._lanes.values())
+        await asyncio.gather(*(lane.aclose() for lane in lanes))
         await self._client.aclose()
 
 

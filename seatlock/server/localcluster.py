@@ -204,6 +204,14 @@ class LocalCluster(RedisNodes):
         """kill -9 one node."""
         self.procs[self.ports.index(port)].send_signal(signal.SIGKILL)
 
+    def pause(self, port: int) -> None:
+        """Stop one node (SIGSTOP): it keeps its connections and answers nothing, as a hung
+        server or one cut off without a reset does, until ``resume``."""
+        self.procs[self.ports.index(port)].send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        self.procs[self.ports.index(port)].send_signal(signal.SIGCONT)
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

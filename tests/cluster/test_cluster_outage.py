@@ -1,9 +1,10 @@
-"""A primary lost without a replica to take over: its screenings answer 503 with Retry-After,
-the screenings of the other primaries keep working (the nodes run with
-cluster-require-full-coverage no, as a deployment that wants that isolation must)."""
+"""A primary lost without a replica to take over, or one that stops answering: its screenings
+answer 503 with Retry-After, the screenings of the other primaries keep working (the nodes run
+with cluster-require-full-coverage no, as a deployment that wants that isolation must)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from seatlock.server.localcluster import LocalCluster
 from seatlock.server.redisnodes import scratch_root
 from seatlock.settings import Settings
 from tests.cluster.test_cluster_api import shows_on_every_primary
+from tests.factories import Show
 from tests.support import LiveServer, make_account, reserve
 
 
@@ -25,6 +27,60 @@ def lone_primaries() -> Iterator[LocalCluster]:
     options = ["--cluster-require-full-coverage", "no"]
     with LocalCluster(root, replicas_each=0, options=options) as cluster:
         yield cluster
+
+
+async def test_a_stopped_primary_holds_up_only_its_screenings(
+    base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
+) -> None:
+    """SIGSTOP of a primary: its connections stay open and nothing comes back. Its screening's
+    hold waits one timeout and is a 503; the next ones are refused at once until it answers
+    again, and the other primaries' screenings are served all along (they waited ~30 s behind
+    it when every call of the process went out in one cluster pipeline)."""
+    timeout = 1.0
+    live = LiveServer(
+        base_settings.replace(redis_url=lone_primaries.url, redis_timeout_seconds=timeout)
+    )
+    live.start()
+    stopped = lone_primaries.primary_ports[1]
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            alice = await make_account(client, "alice@example.com", "Alice Example")
+            shows = await shows_on_every_primary(db, lone_primaries)
+            for show in shows:
+                assert (await reserve(client, alice, show, show.seat_ids[:1])).status_code == 201
+
+            async def timed(show: Show, seat: int) -> tuple[httpx.Response, float]:
+                started = time.monotonic()
+                r = await reserve(client, alice, show, show.seat_ids[seat : seat + 1])
+                return r, time.monotonic() - started
+
+            lone_primaries.pause(stopped)
+            (down, waited), *served = await asyncio.gather(
+                timed(shows[1], 1), timed(shows[0], 1), timed(shows[2], 1)
+            )
+            for r, took in served:
+                assert r.status_code == 201, r.text
+                assert took < 0.5
+            assert down.status_code == 503, down.text
+            assert down.headers["Retry-After"]
+            assert timeout * 0.9 < waited < timeout * 2.5
+            again, took = await timed(shows[1], 2)
+            assert again.status_code == 503, again.text
+            assert took < 0.25  # refused at once
+            for show in (shows[0], shows[2]):
+                r, took = await timed(show, 2)
+                assert r.status_code == 201, r.text
+                assert took < 0.5
+
+            lone_primaries.resume(stopped)
+            deadline = time.monotonic() + 5
+            while (r := (await timed(shows[1], 2))[0]).status_code == 503:
+                assert time.monotonic() < deadline, "the primary answers again, its calls do not"
+                await asyncio.sleep(0.1)
+            assert r.status_code == 201, r.text
+    finally:
+        lone_primaries.resume(stopped)
+        live.stop()
 
 
 async def test_a_lost_primary_fails_only_its_screenings(
