@@ -18,9 +18,11 @@ primary of the screening's slot, and its events are published in order.
 redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
 connection it may send a call again (its outcome was unknown).
 
-Scripts are loaded on every primary (SCRIPT LOAD goes to all of them) before their first use,
-then sent as EVALSHA; a NOSCRIPT (a promoted replica that never loaded them, SCRIPT FLUSH) loads
-them again and resends only those calls.
+Scripts are loaded on every node redis-py knows, replicas too, before their first use, then sent
+as EVALSHA; a NOSCRIPT (a node restarted empty, SCRIPT FLUSH) loads them again and resends only
+those calls. Loading on the replicas means a promoted one has them even while redis-py's slot
+map still names the old primary (loaded on the primaries of that map, the resent call met
+NOSCRIPT again on the promoted replica and failed).
 
 Calls run with replicas (``SEATLOCK_HOLD_REPLICAS``): WAIT has no key, so the pipeline cannot
 route it by slot; it is added once per node after that node's scripts with ``target_nodes`` (the
@@ -303,7 +305,7 @@ class ClusterTransport:
 
     async def _send_batch(self, batch: list[Call[str]], lane: _Lane) -> list[Any]:
         fresh = {c.script for c in batch if c.script is not None} - self.loaded
-        for name in sorted(fresh):  # SCRIPT LOAD reaches every primary
+        for name in sorted(fresh):  # on every node (_load)
             await self._load(name)
         self.calls += len(fresh)
         waits = await self._waits(batch)
@@ -375,19 +377,21 @@ class ClusterTransport:
             return None
 
     async def _load(self, name: str) -> None:
-        """SCRIPT LOAD on every primary at once. A primary that does not answer in time is
-        left out, so a stopped primary does not keep the others from new scripts: a call that
-        reaches it later and meets NOSCRIPT has the script loaded again everywhere."""
+        """SCRIPT LOAD on every node redis-py knows, replicas too, at once: a replica promoted
+        since has the script, also while redis-py's slot map still names the old primary. A
+        node that does not answer in time is left out, so a stopped one does not keep the others
+        from new scripts: a call that reaches it later and meets NOSCRIPT has the script loaded
+        again everywhere."""
         script = self._scripts[name].script
-        nodes = self._client.get_primaries()
+        nodes = self._client.get_nodes()
         replies = await asyncio.gather(
             *(self._load_on(node, script) for node in nodes), return_exceptions=True
         )
         failed = [r for r in replies if isinstance(r, BaseException)]
         if len(failed) == len(replies):
-            raise failed[0] if failed else RedisConnectionError("no primary to load scripts on")
+            raise failed[0] if failed else RedisConnectionError("no node to load scripts on")
         for error in failed:
-            logger.warning("script %s not loaded on a primary: %r", name, error)
+            logger.warning("script %s not loaded on a node: %r", name, error)
 
     async def _load_on(self, node: ClusterNode, script: str) -> None:
         async with asyncio.timeout(self._bound_s):
