@@ -1,20 +1,24 @@
 """The Redis Cluster transport (``SEATLOCK_REDIS_URL=redis+cluster://...``): redis-py's public
 ``RedisCluster`` API only.
 
-Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``), one
-queue per primary (a lane, chosen by the slot of the call's first key as redis-py's slot map has
-it): the calls of a lane made in one event-loop iteration go out together in one
-non-transactional ``ClusterPipeline``, and a lane's batch is sent only after the one before it
-was answered, so the calls of one process reach each node in the order they were made. A primary
-that stops answering (hung, cut off without a reset) holds up its own lane only: the other
-primaries' screenings go on being served. A lane's batch waits at most the connection's socket
-timeout and a half (redis-py would otherwise retry a timed-out pipeline, refreshing the slot map
-in between: one stopped primary held every call of the process for ~30 s with a 2 s timeout);
-from then on the lane's calls fail at once (a 503 with Retry-After) until a PING of its node has
-an answer or the node no longer serves slots (a failover moved them), as the fast transport does
-for a single Redis (seatlock/failfast.py). Keyless commands share a lane of their own. Every key
-of a screening script shares the screening's hash tag (seatlock/keys.py), so a script runs on the
-primary of the screening's slot, and its events are published in order.
+Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``): the
+calls made in one event-loop iteration go out together in one non-transactional
+``ClusterPipeline``, which splits them by node (by the slot of their keys) and writes each node's
+share as one pipeline; a batch is sent only after the one before it was answered, so the calls of
+one process reach each node in the order they were made. Every key of a screening script shares
+the screening's hash tag (seatlock/keys.py), so a script runs on the primary of the screening's
+slot, and its events are published in order.
+
+A primary that stops answering (hung, or cut off without a reset) costs the batch in flight one
+socket timeout: its calls get the timeout as their reply, the other nodes' calls their answers.
+From then on the calls bound for it (by the slot of their first key) fail at once, a 503 with
+Retry-After, until a PING of the node has an answer or the node no longer serves slots (a
+failover moved them), as the fast transport does for a single Redis (seatlock/failfast.py); the
+other primaries' screenings are served as before. A batch waits at most BATCH_BOUND socket
+timeouts: redis-py retries a pipeline that failed as a whole, refreshing the slot map in between,
+and one stopped primary held every call of the process ~30 s a batch with a 2 s timeout. (A queue
+per primary would spare the other primaries even that first timeout, but its smaller pipelines
+cost ~40 % more CPU per call.)
 redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
 connection it may send a call again (its outcome was unknown).
 
@@ -90,67 +94,30 @@ INTERNAL_COMMANDS = ("CLUSTER", "COMMAND")  # what redis-py itself reads through
 SHARDED_SINCE = (7, 0)  # the first Redis with SPUBLISH / SSUBSCRIBE
 MIGRATING_S = 5.0  # a call refused while its slot migrates (TRYAGAIN) is sent again this long
 MIGRATING_RETRY_S = 0.05  # and this often
-BATCH_BOUND = 1.5  # a lane's batch waits at most this many socket timeouts (see above)
+BATCH_BOUND = 1.5  # a batch waits at most this many socket timeouts (see above)
 
 
 # Per node name: the node and the calls of a batch that wait for its replicas.
 Waits = dict[str, tuple[ClusterNode, list[Call[str]]]]
 
 
-class _Lane(Batcher[str]):
-    """The calls of one primary (``node``; None: keyless commands, or no slot map yet), sent a
-    batch at a time through the transport's ``_pipeline``; ``fail_fast`` says whether the node
-    is known not to answer (a node lane only)."""
-
-    def __init__(self, transport: ClusterTransport, node: ClusterNode | None) -> None:
-        super().__init__()
-        self._known = transport.loaded  # one set: the scripts are loaded on every primary
-        self._transport = transport
-        self.node = node
-        self.fail_fast: FailFast | None = None
-        if node is not None:
-            self.fail_fast = FailFast(f"Redis node {node.name}", self._probe, logger)
-
-    async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
-        return await self._transport._pipeline(batch, self)
-
-    async def _probe(self) -> None:
-        """An answer to PING from the node, or the node no longer serves slots (its calls go
-        to the primary that took them over once redis-py's slot map says so)."""
-        assert self.node is not None
-        try:
-            async with asyncio.timeout(ASK_S):
-                await self._transport._on_node(self.node, ("PING",))
-        except (RedisError, OSError):
-            primaries = await self._transport.primaries()
-            if self.node.name in {node.name for node in primaries}:
-                raise
-
-    async def aclose(self) -> None:
-        await self._stop_sending()
-        if self.fail_fast is not None:
-            await self.fail_fast.aclose()
-
-
-class ClusterTransport:
-    """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch of
-    a primary's lane."""
+class ClusterTransport(Batcher[str]):
+    """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch."""
 
     db = 0  # a cluster has database 0 only
 
     def __init__(self, client: RedisCluster, options: dict[str, Any] | None = None) -> None:
+        super().__init__()  # _known: the scripts loaded on every primary since the last NOSCRIPT
         self._client = client
         self._options = options or {}  # how to connect to one node (subscriptions)
         self._scripts = self._catalogue(PUBLISH)
         # Whether the scripts publish with SPUBLISH (every primary runs Redis >= 7); None until
         # the first call asked the primaries.
         self._sharded: bool | None = None
-        self.loaded: set[str] = set()  # the scripts loaded on every primary since a NOSCRIPT
-        self._lanes: dict[str, _Lane] = {}  # by node name ("": keyless)
         timeout = self._options.get("socket_timeout")
         self._bound_s = None if timeout is None else BATCH_BOUND * float(timeout)
-        self.pipelines = 0  # pipelines sent so far (tests and stats)
-        self.calls = 0  # commands sent so far
+        self._fail_fast: dict[str, FailFast] = {}  # by node name: the nodes that timed out once
+        self._down: set[str] = set()  # of those, the ones no probe has had an answer from yet
 
     def _call(
         self,
@@ -159,18 +126,42 @@ class ClusterTransport:
         args: Sequence[Arg],
         replicas: Replicas | None = None,
     ) -> Any:
-        """Queue the call in the lane of the primary of its first key (a plain command's key
-        follows its name); at once a ConnectionError when that primary is known not to answer."""
-        key = keys[0] if keys else args[1] if len(args) > 1 else None
-        node = self._node_of_key(key) if isinstance(key, str | bytes) else None
-        name = "" if node is None else node.name
-        lane = self._lanes.get(name)
-        if lane is None:
-            lane = self._lanes[name] = _Lane(self, node)
-        if lane.fail_fast is not None and not lane.fail_fast.answering:
-            REDIS_NOT_ANSWERING.inc()
-            raise RedisConnectionError(f"{lane.fail_fast.what} is not answering")
-        return lane._call(script, keys, args, replicas)
+        if self._down and (refused := self._refused(keys, args)) is not None:
+            raise refused
+        return super()._call(script, keys, args, replicas)
+
+    def _refused(self, keys: Sequence[str], args: Sequence[Arg]) -> RedisConnectionError | None:
+        """The error of a call bound for a node known not to answer, else None."""
+        node = self._node_of_key(_key_of(keys, args))
+        if node is None or node.name not in self._down:
+            return None
+        if self._fail_fast[node.name].answering:  # a probe had an answer
+            self._down.discard(node.name)
+            return None
+        REDIS_NOT_ANSWERING.inc()
+        return RedisConnectionError(f"Redis node {node.name} is not answering")
+
+    def _timed_out(self, nodes: set[str]) -> None:
+        """The nodes (by name) did not answer in time: refuse their calls until they do."""
+        for name in nodes:
+            fail_fast = self._fail_fast.get(name)
+            if fail_fast is None:
+                probe = functools.partial(self._probe, name)
+                fail_fast = self._fail_fast[name] = FailFast(f"Redis node {name}", probe, logger)
+            fail_fast.timed_out()
+            self._down.add(name)
+
+    async def _probe(self, name: str) -> None:
+        """An answer to PING from the node, or the node no longer serves slots (its calls go
+        to the primary that took them over once redis-py's slot map says so)."""
+        host, _, port = name.rpartition(":")
+        node = ClusterNode(host, int(port))
+        try:
+            async with asyncio.timeout(ASK_S):
+                await self._on_node(node, ("PING",))
+        except (RedisError, OSError):
+            if name in {primary.name for primary in await self.primaries()}:
+                raise
 
     def _catalogue(self, publish: str) -> dict[str, Any]:
         return {name: self._client.register_script(source(name, publish)) for name in NAMES}
@@ -201,7 +192,7 @@ class ClusterTransport:
             logger.warning("the cluster changed: seat events now published with %s", command)
         self._sharded = sharded
         self._scripts = self._catalogue(SPUBLISH if sharded else PUBLISH)
-        self.loaded.clear()  # the other catalogue's SHAs: loaded again before their first use
+        self._known.clear()  # the other catalogue's SHAs: loaded again before their first use
         return changed
 
     async def slot_map(self) -> Slots:
@@ -284,11 +275,19 @@ class ClusterTransport:
         client.response_callbacks.clear()
         return client
 
-    async def _pipeline(self, batch: list[Call[str]], lane: _Lane) -> list[Any]:
+    async def _pipeline(self, batch: list[Call[str]]) -> list[Any]:
         """The batch's replies; calls refused while their slot migrates are sent again."""
+        if self._down:
+            # Calls queued before their node was found not answering are refused here: sent,
+            # they would hold up the batch (the other nodes' calls) for another timeout.
+            refused = [self._refused(call.keys, call.args) for call in batch]
+            if any(refused):
+                sent = [call for call, error in zip(batch, refused, strict=True) if not error]
+                answers = iter(await self._pipeline(sent) if sent else [])
+                return [error or next(answers) for error in refused]
         if self._sharded is None:  # the first batch: which catalogue the primaries take
             await self.choose_publish()
-        replies = await self._send_batch(batch, lane)
+        replies = await self._send_batch(batch)
         deadline = asyncio.get_running_loop().time() + MIGRATING_S
         while again := [i for i, reply in enumerate(replies) if _migrating(reply)]:
             # A script's keys split between two nodes, or missing on a slot being migrated
@@ -298,13 +297,13 @@ class ClusterTransport:
             if asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(MIGRATING_RETRY_S)
-            retried = await self._send_batch([batch[i] for i in again], lane)
+            retried = await self._send_batch([batch[i] for i in again])
             for i, reply in zip(again, retried, strict=True):
                 replies[i] = reply
         return replies
 
-    async def _send_batch(self, batch: list[Call[str]], lane: _Lane) -> list[Any]:
-        fresh = {c.script for c in batch if c.script is not None} - self.loaded
+    async def _send_batch(self, batch: list[Call[str]]) -> list[Any]:
+        fresh = {c.script for c in batch if c.script is not None} - self._known
         for name in sorted(fresh):  # on every node (_load)
             await self._load(name)
         self.calls += len(fresh)
@@ -324,13 +323,15 @@ class ClusterTransport:
                 async with asyncio.timeout(self._bound_s):
                     replies: list[Any] = await pipe.execute(raise_on_error=False)
             except (TimeoutError, RedisTimeoutError):
-                if lane.fail_fast is not None:
-                    lane.fail_fast.timed_out()
+                self._timed_out(self._nodes_of(batch))  # a probe clears those that answer
                 raise
-        # A node that timed out gives each of its calls the error as its reply.
-        if lane.fail_fast is not None and any(isinstance(r, RedisTimeoutError) for r in replies):
-            lane.fail_fast.timed_out()
-        self.loaded.update(n for n in fresh if n is not None)
+        if self._bound_s is not None:
+            # A node that timed out gives each of its calls the error as its reply.
+            answers = zip(batch, replies[: len(batch)], strict=True)  # WAITs' replies after
+            late = [call for call, reply in answers if isinstance(reply, RedisTimeoutError)]
+            if late:
+                self._timed_out(self._nodes_of(late))
+        self._known.update(n for n in fresh if n is not None)
         return self._replicated(batch, replies, waits) if waits else replies
 
     def _queue_script(self, pipe: ClusterPipeline, call: Call[str]) -> None:
@@ -368,13 +369,20 @@ class ClusterTransport:
         """The primary of the call's slot as the slot map has it now (None: not covered)."""
         return self._node_of_key(call.keys[0]) if call.keys else None
 
-    def _node_of_key(self, key: str | bytes) -> ClusterNode | None:
-        """The primary of the key's slot as the slot map has it now (None: not covered, or no
-        slot map yet)."""
+    def _node_of_key(self, key: object) -> ClusterNode | None:
+        """The primary of the key's slot as the slot map has it now (None: not a key, not
+        covered, or no slot map yet)."""
+        if not isinstance(key, str | bytes):
+            return None
         try:
             return self._client.get_node_from_key(key)  # type: ignore[arg-type]
         except RedisClusterException:
             return None
+
+    def _nodes_of(self, calls: list[Call[str]]) -> set[str]:
+        """The names of the nodes the calls went to (a plain command's key follows its name)."""
+        nodes = (self._node_of_key(_key_of(c.keys, c.args)) for c in calls)
+        return {node.name for node in nodes if node is not None}
 
     async def _load(self, name: str) -> None:
         """SCRIPT LOAD on every node redis-py knows, replicas too, at once: a replica promoted
@@ -516,8 +524,8 @@ class ClusterTransport:
         return PubSubFeed(pubsub, on_message, on_live, health_s)
 
     async def aclose(self) -> None:
-        lanes = list(self._lanes.values())
-        await asyncio.gather(*(lane.aclose() for lane in lanes))
+        await self._stop_sending()
+        await asyncio.gather(*(f.aclose() for f in self._fail_fast.values()))
         await self._client.aclose()
 
 
@@ -613,6 +621,12 @@ def pack_with_hiredis(client: RedisCluster) -> bool:
 
 def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
+
+
+def _key_of(keys: Sequence[str], args: Sequence[Arg]) -> object:
+    """The key a call's node is chosen by: a script's first key, a plain command's first
+    argument after its name."""
+    return keys[0] if keys else args[1] if len(args) > 1 else None
 
 
 def _migrating(reply: Any) -> bool:

@@ -34,8 +34,9 @@ async def test_a_stopped_primary_holds_up_only_its_screenings(
 ) -> None:
     """SIGSTOP of a primary: its connections stay open and nothing comes back. Its screening's
     hold waits one timeout and is a 503; the next ones are refused at once until it answers
-    again, and the other primaries' screenings are served all along (they waited ~30 s behind
-    it when every call of the process went out in one cluster pipeline)."""
+    again. The other primaries' holds sent at the same moment wait that one timeout too (one
+    batch) and are answered; after it they are served as before (each batch waited ~30 s
+    behind the stopped primary, and was answered 503, before it was refused at once)."""
     timeout = 1.0
     live = LiveServer(
         base_settings.replace(redis_url=lone_primaries.url, redis_timeout_seconds=timeout)
@@ -60,7 +61,7 @@ async def test_a_stopped_primary_holds_up_only_its_screenings(
             )
             for r, took in served:
                 assert r.status_code == 201, r.text
-                assert took < 0.5
+                assert took < timeout * 2.5
             assert down.status_code == 503, down.text
             assert down.headers["Retry-After"]
             assert timeout * 0.9 < waited < timeout * 2.5
