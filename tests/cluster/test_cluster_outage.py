@@ -5,8 +5,9 @@ with cluster-require-full-coverage no, as a deployment that wants that isolation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
@@ -17,7 +18,7 @@ from seatlock.server.redisnodes import scratch_root
 from seatlock.settings import Settings
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.factories import Show
-from tests.support import LiveServer, make_account, reserve
+from tests.support import Account, LiveServer, make_account, reserve
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,25 @@ def lone_primaries() -> Iterator[LocalCluster]:
         yield cluster
 
 
+@contextlib.asynccontextmanager
+async def alice_on_every_primary(
+    settings: Settings, cluster: LocalCluster, db: asyncpg.Connection
+) -> AsyncIterator[tuple[httpx.AsyncClient, Account, list[Show]]]:
+    """A server on the cluster, and Alice holding the first seat of a screening on each primary
+    (in the order of ``primary_ports``)."""
+    live = LiveServer(settings.replace(redis_url=cluster.url))
+    live.start()
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            alice = await make_account(client, "alice@example.com", "Alice Example")
+            shows = await shows_on_every_primary(db, cluster)
+            for show in shows:
+                assert (await reserve(client, alice, show, show.seat_ids[:1])).status_code == 201
+            yield client, alice, shows
+    finally:
+        live.stop()
+
+
 async def test_a_stopped_primary_holds_up_only_its_screenings(
     base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
 ) -> None:
@@ -38,24 +58,17 @@ async def test_a_stopped_primary_holds_up_only_its_screenings(
     batch) and are answered; after it they are served as before (each batch waited ~30 s
     behind the stopped primary, and was answered 503, before it was refused at once)."""
     timeout = 1.0
-    live = LiveServer(
-        base_settings.replace(redis_url=lone_primaries.url, redis_timeout_seconds=timeout)
-    )
-    live.start()
+    settings = base_settings.replace(redis_timeout_seconds=timeout)
     stopped = lone_primaries.primary_ports[1]
-    try:
-        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
-            alice = await make_account(client, "alice@example.com", "Alice Example")
-            shows = await shows_on_every_primary(db, lone_primaries)
-            for show in shows:
-                assert (await reserve(client, alice, show, show.seat_ids[:1])).status_code == 201
+    async with alice_on_every_primary(settings, lone_primaries, db) as (client, alice, shows):
 
-            async def timed(show: Show, seat: int) -> tuple[httpx.Response, float]:
-                started = time.monotonic()
-                r = await reserve(client, alice, show, show.seat_ids[seat : seat + 1])
-                return r, time.monotonic() - started
+        async def timed(show: Show, seat: int) -> tuple[httpx.Response, float]:
+            started = time.monotonic()
+            r = await reserve(client, alice, show, show.seat_ids[seat : seat + 1])
+            return r, time.monotonic() - started
 
-            lone_primaries.pause(stopped)
+        lone_primaries.pause(stopped)
+        try:
             (down, waited), *served = await asyncio.gather(
                 timed(shows[1], 1), timed(shows[0], 1), timed(shows[2], 1)
             )
@@ -72,39 +85,27 @@ async def test_a_stopped_primary_holds_up_only_its_screenings(
                 r, took = await timed(show, 2)
                 assert r.status_code == 201, r.text
                 assert took < 0.5
-
+        finally:
             lone_primaries.resume(stopped)
-            deadline = time.monotonic() + 5
-            while (r := (await timed(shows[1], 2))[0]).status_code == 503:
-                assert time.monotonic() < deadline, "the primary answers again, its calls do not"
-                await asyncio.sleep(0.1)
-            assert r.status_code == 201, r.text
-    finally:
-        lone_primaries.resume(stopped)
-        live.stop()
+        deadline = time.monotonic() + 5
+        while (r := (await timed(shows[1], 2))[0]).status_code == 503:
+            assert time.monotonic() < deadline, "the primary answers again, its calls do not"
+            await asyncio.sleep(0.1)
+        assert r.status_code == 201, r.text
 
 
 async def test_a_lost_primary_fails_only_its_screenings(
     base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
 ) -> None:
-    live = LiveServer(base_settings.replace(redis_url=lone_primaries.url))
-    live.start()
-    try:
-        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
-            alice = await make_account(client, "alice@example.com", "Alice Example")
-            shows = await shows_on_every_primary(db, lone_primaries)
-            for show in shows:
-                assert (await reserve(client, alice, show, show.seat_ids[:1])).status_code == 201
-            lost = lone_primaries.primary_ports[1]
-            lone_primaries.kill(lost)
-            started = time.monotonic()
-            down = await reserve(client, alice, shows[1], shows[1].seat_ids[1:2])
-            assert time.monotonic() - started < 10  # redis-py's retries, then 503
-            assert down.status_code == 503, down.text
-            assert down.headers["Retry-After"]
-            assert down.json() == {"detail": "Seat service temporarily unavailable"}
-            for show in (shows[0], shows[2]):
-                r = await reserve(client, alice, show, show.seat_ids[1:2])
-                assert r.status_code == 201, r.text
-    finally:
-        live.stop()
+    async with alice_on_every_primary(base_settings, lone_primaries, db) as (client, alice, shows):
+        lost = lone_primaries.primary_ports[1]
+        lone_primaries.kill(lost)
+        started = time.monotonic()
+        down = await reserve(client, alice, shows[1], shows[1].seat_ids[1:2])
+        assert time.monotonic() - started < 10  # redis-py's retries, then 503
+        assert down.status_code == 503, down.text
+        assert down.headers["Retry-After"]
+        assert down.json() == {"detail": "Seat service temporarily unavailable"}
+        for show in (shows[0], shows[2]):
+            r = await reserve(client, alice, show, show.seat_ids[1:2])
+            assert r.status_code == 201, r.text
