@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
@@ -136,6 +138,11 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
                 socket_connect_timeout=timeout,
             )
         )
+    # No retries of a command that failed on its node (redis-py's default is 3, each after a
+    # slot map refresh): with a primary that stops answering, a login whose throttle keys live
+    # there waited ~15 timeouts for its 503. MOVED and ASK are followed all the same; a call
+    # made while a primary fails over is a 503 with Retry-After, as the seat calls are. The
+    # engine's cluster transport makes a client of its own (seatlock/engine/cluster.py).
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
         username=cluster.username,
@@ -145,6 +152,7 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
         health_check_interval=30,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
     )
 
 

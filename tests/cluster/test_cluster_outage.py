@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
+from seatlock import keys
 from seatlock.server.localcluster import LocalCluster
 from seatlock.server.redisnodes import scratch_root
 from seatlock.settings import Settings
@@ -92,6 +93,36 @@ async def test_a_stopped_primary_holds_up_only_its_screenings(
             assert time.monotonic() < deadline, "the primary answers again, its calls do not"
             await asyncio.sleep(0.1)
         assert r.status_code == 201, r.text
+
+
+async def test_a_login_whose_throttle_keys_live_on_a_stopped_primary_is_a_prompt_503(
+    base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
+) -> None:
+    """The app's own cluster client (login throttle, sessions) does not retry a command that
+    timed out: it waited ~15 timeouts for its 503 (redis-py's retries, a slot map refresh before
+    each)."""
+    timeout = 1.0
+    settings = base_settings.replace(redis_timeout_seconds=timeout)
+    stopped = lone_primaries.port_of_slot(
+        lone_primaries.keyslot(keys.login_failures_address("127.0.0.1"))
+    )
+    async with alice_on_every_primary(settings, lone_primaries, db) as (client, alice, _):
+        body = {"email": alice.email, "password": alice.password}
+        lone_primaries.pause(stopped)
+        try:
+            for _ in range(2):
+                started = time.monotonic()
+                r = await client.post("/api/v1/auth/login", json=body)
+                assert r.status_code == 503, r.text
+                assert r.headers["Retry-After"]
+                assert time.monotonic() - started < timeout * 4
+        finally:
+            lone_primaries.resume(stopped)
+        deadline = time.monotonic() + 5
+        while (r := await client.post("/api/v1/auth/login", json=body)).status_code == 503:
+            assert time.monotonic() < deadline, "the primary answers again, logins do not"
+            await asyncio.sleep(0.1)
+        assert r.status_code == 200, r.text
 
 
 async def test_a_lost_primary_fails_only_its_screenings(
