@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
 from starlette.responses import RedirectResponse
 from starlette.types import Scope
 
@@ -32,7 +34,9 @@ class LiveOut(msgspec.Struct):
 
 class ReadyOut(msgspec.Struct):
     status: str  # "ready" | "unavailable" (503)
-    redis: str  # "ok" | "down"
+    # "ok" | "down"; on a Redis Cluster also "degraded": some primaries do not answer (ready:
+    # the others' screenings are served, and every host sees the same cluster).
+    redis: str
     postgres: str
     # Each background loop: "ok", "stopped" or "silent for N s" (seatlock/heartbeats.py).
     loops: dict[str, str]
@@ -76,13 +80,13 @@ async def live(call: Call) -> dict[str, str]:
 async def ready(call: Call) -> JSON:
     """Readiness: Redis and PostgreSQL answer and every background loop beats (503
     otherwise, with Retry-After and what is wrong)."""
-    redis_ok, db_ok = await asyncio.gather(_redis_ok(call), _db_ok(call))
+    redis, db_ok = await asyncio.gather(_redis_state(call), _db_ok(call))
     loops = call.services.heartbeats.stalled()
     stalled = [name for name, state in loops.items() if state != "ok"]
-    is_ready = redis_ok and db_ok and not stalled
+    is_ready = redis != "down" and db_ok and not stalled
     body = {
         "status": "ready" if is_ready else "unavailable",
-        "redis": "ok" if redis_ok else "down",
+        "redis": redis,
         "postgres": "ok" if db_ok else "down",
         "loops": loops,
         "stalled": stalled,
@@ -92,9 +96,23 @@ async def ready(call: Call) -> JSON:
     return JSON(body, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
 
 
-async def _redis_ok(call: Call) -> bool:
+async def _redis_state(call: Call) -> str:
+    """Redis as readiness sees it, "ok" or "down"; on a Redis Cluster every primary is asked,
+    and "degraded" when some do not answer. (redis-py sends a cluster's PING to one node, the
+    primary of slot 0: stopped, it made every host unready, and a load balancer would have
+    taken them all out.)"""
+    redis = call.services.redis
+    if not isinstance(redis, RedisCluster) or not (primaries := redis.get_primaries()):
+        return "ok" if await _answers(redis.ping()) else "down"
+    answers = await asyncio.gather(*(_answers(redis.ping(target_nodes=n)) for n in primaries))
+    if all(answers):
+        return "ok"
+    return "degraded" if any(answers) else "down"
+
+
+async def _answers(ping: Awaitable[Any]) -> bool:
     try:
-        return bool(await asyncio.wait_for(call.services.redis.ping(), 2))
+        return bool(await asyncio.wait_for(ping, 2))
     except Exception:
         return False
 

@@ -125,6 +125,28 @@ async def test_a_login_whose_throttle_keys_live_on_a_stopped_primary_is_a_prompt
         assert r.status_code == 200, r.text
 
 
+async def test_a_stopped_primary_leaves_the_hosts_ready(
+    base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
+) -> None:
+    """Readiness asks every primary: one that does not answer makes Redis "degraded", not the
+    host unready (redis-py's PING goes to the primary of slot 0 alone: stopped, every host was
+    unready, and a load balancer would have taken them all out)."""
+    stopped = lone_primaries.port_of_slot(0)
+    async with alice_on_every_primary(base_settings, lone_primaries, db) as (client, _, _):
+        r = await client.get("/health/ready")
+        assert (r.status_code, r.json()["redis"]) == (200, "ok"), r.text
+        lone_primaries.pause(stopped)
+        try:
+            r = await client.get("/health/ready")
+            assert (r.status_code, r.json()["redis"]) == (200, "degraded"), r.text
+        finally:
+            lone_primaries.resume(stopped)
+        deadline = time.monotonic() + 5
+        while (r := await client.get("/health/ready")).json()["redis"] != "ok":
+            assert time.monotonic() < deadline, r.text
+            await asyncio.sleep(0.1)
+
+
 async def test_a_lost_primary_fails_only_its_screenings(
     base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
 ) -> None:
