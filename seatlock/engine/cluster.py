@@ -117,7 +117,9 @@ class ClusterTransport(Batcher[str]):
         timeout = self._options.get("socket_timeout")
         self._bound_s = None if timeout is None else BATCH_BOUND * float(timeout)
         self._fail_fast: dict[str, FailFast] = {}  # by node name: the nodes that timed out once
-        self._down: set[str] = set()  # of those, the ones no probe has had an answer from yet
+        # Of those, the ones found not answering, until a call finds its probe answered: the
+        # test every call makes (empty nearly always), so a call computes its node only then.
+        self._down: set[str] = set()
 
     def _call(
         self,
