@@ -41,6 +41,7 @@ from seatlock.engine.errors import (
     UnknownSeats,
     raise_for,
 )
+from seatlock.engine.listing import LoadedScreenings
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
 from seatlock.engine.rows import SEAT_TYPES, Geometry, rows_fields
@@ -105,6 +106,8 @@ class SeatEngine:
         # with the screening at its load and every refresh.
         self.event_log_length = event_log_length
         self._loading: dict[int, asyncio.Lock] = {}
+        # The screenings loaded into Redis, for the sweep and the reconciler.
+        self.loaded = LoadedScreenings(transport)
         # Told the screening id after every script run here (even a failed one): local caches.
         self.change_listeners: list[Callable[[int], None]] = []
         # Refuses hopeless holds without Redis (seatlock/engine/mirrors.py); set by its feeder.
@@ -421,15 +424,30 @@ class SeatEngine:
         return reply[0] == Status.OK and int(reply[1]) == 1
 
     async def sweep(self, now_ms: int | None = None) -> int:
-        """Free every expired hold of every loaded screening; returns how many."""
+        """Free every expired hold of every loaded screening; returns how many.
+
+        A screening whose Redis node does not answer (one primary of a cluster) is skipped, and
+        said so, while the others are swept."""
         now = self._now(now_ms)
-        loaded = await self._sweepable(now)
-        freed = 0
+        # Screenings started long ago have no holds left: they leave the list.
+        loaded = await self.loaded.read(now - self.max_hold_ms - SWEEP_AFTER_START_MS)
+        freed = skipped = 0
         for start in range(0, len(loaded), SWEEP_BATCH):
             batch = loaded[start : start + SWEEP_BATCH]
             for screening_id, seats in zip(batch, await self._due(batch, now), strict=True):
-                if seats:
-                    freed += await self._sweep_screening(screening_id, seats, now)
+                if seats is None:
+                    skipped += 1
+                elif seats:
+                    try:
+                        freed += await self._sweep_screening(screening_id, seats, now)
+                    except Unavailable:
+                        skipped += 1
+        if skipped:
+            logger.warning(
+                "sweep skipped %d of %d screenings: their Redis node did not answer",
+                skipped,
+                len(loaded),
+            )
         return freed
 
     async def refresh(self, screening_id: int, now_ms: int | None = None) -> bool:
@@ -445,7 +463,7 @@ class SeatEngine:
                 return False
             args = _layout_args(layout, self.event_log_length, self.no_single_gaps)
             await self._run("refresh", screening_id, [], now, args)
-            await self._mark_loaded(screening_id, layout)
+            await self.loaded.add(screening_id, layout.starts_at_ms)
             self._rows.pop(screening_id, None)
         return True
 
@@ -453,17 +471,17 @@ class SeatEngine:
         """Refresh those of the screenings Redis has loaded (the others load fresh on first use);
         returns them."""
         ids = sorted(set(screening_ids))
-        if not ids:
-            return []
-        scores = await self.transport.command("ZMSCORE", keys.LOADED_SCREENINGS, *ids)
-        loaded = [i for i, score in zip(ids, scores, strict=True) if score is not None]
+        # Asked of each screening's own keys (its node), not of the list of loaded screenings.
+        ready = await asyncio.gather(
+            *(self.transport.command("HGET", keys.screening_meta(i), "ready") for i in ids)
+        )
+        loaded = [i for i, is_ready in zip(ids, ready, strict=True) if is_ready]
         await asyncio.gather(*(self.refresh(screening_id) for screening_id in loaded))
         return loaded
 
     async def loaded_screenings(self) -> list[int]:
         """Every screening Redis lists as loaded (the sweep's list), in id order."""
-        members: list[Any] = await self.transport.command("ZRANGE", keys.LOADED_SCREENINGS, 0, -1)
-        return sorted(int(m) for m in members)
+        return await self.loaded.read()
 
     async def sold_seats(self, screening_ids: Sequence[int]) -> list[dict[int, int] | None]:
         """Per screening, seat id -> user id of its sold seats in Redis; None when Redis does not
@@ -494,7 +512,7 @@ class SeatEngine:
         held: list[Any] = await self.transport.command("HKEYS", keys.screening_holds(screening_id))
         seats = sorted(int(seat) for seat in held)
         await self._run("forget", screening_id, seats, now, seats)
-        await self.transport.command("ZREM", keys.LOADED_SCREENINGS, screening_id)
+        await self.loaded.remove(screening_id)
 
     async def version(self, screening_id: int) -> int:
         """A number that changes on every seat change of the screening."""
@@ -504,19 +522,22 @@ class SeatEngine:
     def _now(self, now_ms: int | None) -> int:
         return self.clock.now_ms() if now_ms is None else now_ms
 
-    async def _sweepable(self, now: int) -> list[int]:
-        """The loaded screenings that may still have holds; forgets those long over."""
-        over = now - self.max_hold_ms - SWEEP_AFTER_START_MS
-        loaded = keys.LOADED_SCREENINGS
-        await self.transport.command("ZREMRANGEBYSCORE", loaded, "-inf", over)
-        members: list[Any] = await self.transport.command("ZRANGEBYSCORE", loaded, over, "+inf")
-        return sorted(int(m) for m in members)
-
-    async def _due(self, screening_ids: list[int], now: int) -> list[list[int]]:
-        """Per screening, the seats whose hold deadline has passed (one round trip for all: the
-        transport sends the calls made together in one write)."""
-        replies = await asyncio.gather(*(self._due_in(sid, now) for sid in screening_ids))
-        return [[int(seat) for seat in reply] for reply in replies]
+    async def _due(self, screening_ids: list[int], now: int) -> list[list[int] | None]:
+        """Per screening, the seats whose hold deadline has passed, None where its node did not
+        answer (one round trip for all: the transport sends the calls made together in one
+        write)."""
+        replies = await asyncio.gather(
+            *(self._due_in(sid, now) for sid in screening_ids), return_exceptions=True
+        )
+        due: list[list[int] | None] = []
+        for reply in replies:
+            if isinstance(reply, REDIS_DOWN):
+                due.append(None)
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                due.append([int(seat) for seat in reply])
+        return due
 
     async def _due_in(self, screening_id: int, now: int) -> list[Any]:
         deadlines = keys.screening_deadlines(screening_id)
@@ -529,7 +550,7 @@ class SeatEngine:
     async def _sweep_screening(self, screening_id: int, seats: list[int], now: int) -> int:
         reply = await self._run("sweep", screening_id, seats, now, seats)
         if reply[0] == Status.NOT_LOADED:
-            await self.transport.command("ZREM", keys.LOADED_SCREENINGS, screening_id)
+            await self.loaded.remove(screening_id)
             return 0
         return int(reply[1])
 
@@ -598,18 +619,13 @@ class SeatEngine:
             layout = await self._fetch_layout(screening_id)
             args = _layout_args(layout, self.event_log_length, self.no_single_gaps)
             await self._run("load", screening_id, [], now, args)
-            await self._mark_loaded(screening_id, layout)
+            await self.loaded.add(screening_id, layout.starts_at_ms)
             logger.info(
                 "loaded screening %s: %d seats, %d sold",
                 screening_id,
                 len(layout.seat_ids),
                 len(layout.sold),
             )
-
-    async def _mark_loaded(self, screening_id: int, layout: Layout) -> None:
-        """List the screening for the sweep, scored by its start."""
-        loaded = keys.LOADED_SCREENINGS
-        await self.transport.command("ZADD", loaded, layout.starts_at_ms, screening_id)
 
     async def _fetch_layout(self, screening_id: int) -> Layout:
         try:

@@ -12,14 +12,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import httpx
 import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from seatlock import keys
+from seatlock.engine.cluster import ClusterTransport
+from seatlock.engine.seats import SeatEngine
 from seatlock.server.localcluster import LocalCluster
 from seatlock.server.redisnodes import scratch_root
 from seatlock.settings import Settings
+from tests.cluster.conftest import one_per_primary
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.factories import Show
+from tests.lua.support import DictSource, make_engine
 from tests.support import Account, LiveServer, make_account, reserve
+
+ALICE = 7
+HOLD_MS = 1000
+STALL_S = 1.0  # the engine's socket timeout: a stopped primary's first call waits this long
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +163,108 @@ async def test_a_stopped_primary_leaves_the_hosts_ready(
         await answered_again(
             lambda: client.get("/health/ready"), lambda r: r.json()["redis"] == "ok"
         )
+
+
+@contextlib.asynccontextmanager
+async def engine_on(cluster: LocalCluster, source: DictSource) -> AsyncIterator[SeatEngine]:
+    """An engine on the cluster, as a process's (1 s socket timeout), with 1 s holds."""
+    seeds = [ClusterNode("127.0.0.1", port) for port in cluster.primary_ports]
+    client = RedisCluster(startup_nodes=seeds, socket_timeout=STALL_S)
+    transport = ClusterTransport.like(client)
+    try:
+        yield make_engine(transport, source, hold_ms=HOLD_MS)
+    finally:
+        await transport.aclose()
+        await client.aclose()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Until ``check()`` is true (at most 5 s): a resumed node answers within its probe's 1 s."""
+    deadline = time.monotonic() + 5
+    while not await check():
+        assert time.monotonic() < deadline, "the resumed primary is not used again"
+        await asyncio.sleep(0.1)
+
+
+def port_of(cluster: LocalCluster, key: str) -> int:
+    return cluster.port_of_slot(cluster.keyslot(key))
+
+
+def off_the_list(cluster: LocalCluster, first: int = 1000) -> list[int]:
+    """A screening on each primary but the one of the list of loaded screenings."""
+    listed_on = port_of(cluster, keys.LOADED_SCREENINGS)
+    shows = one_per_primary(cluster, first)
+    return [s for s in shows if port_of(cluster, keys.screening_meta(s)) != listed_on]
+
+
+async def test_the_sweep_frees_the_other_primaries_holds_while_one_does_not_answer(
+    lone_primaries: LocalCluster,
+) -> None:
+    """The sweep (the net under the expiry listeners) skips the screenings of a stopped primary
+    and frees the others' lapsed holds; one such screening failed the whole sweep, once a second
+    in every process, for as long as the node hung."""
+    lone_primaries.flush()
+    shows = one_per_primary(lone_primaries)
+    stopped = port_of(lone_primaries, keys.screening_meta(off_the_list(lone_primaries)[0]))
+    source = DictSource()
+    for show in shows:
+        source.add(show, [1, 2])
+    async with engine_on(lone_primaries, source) as engine:
+        now = engine.now_ms()
+        for show in shows:
+            await engine.hold(show, ALICE, [1], now)
+        lapsed = now + HOLD_MS + 1
+        lone_primaries.pause(stopped)
+        try:
+            assert await engine.sweep(lapsed) == 2
+            started = time.monotonic()
+            assert await engine.sweep(lapsed) == 0  # none left; the stopped one refused at once
+            assert time.monotonic() - started < 0.25
+        finally:
+            lone_primaries.resume(stopped)
+        freed: list[int] = []
+
+        async def swept_the_last() -> bool:
+            freed.append(await engine.sweep(lapsed))
+            return sum(freed) == 1
+
+        await eventually(swept_the_last)
+        states = {s: (await engine.seat_map(s))[0].status for s in shows}
+        assert set(states.values()) == {"available"}, states
+
+
+async def test_screenings_load_and_are_swept_while_the_list_of_loaded_ones_does_not_answer(
+    lone_primaries: LocalCluster,
+) -> None:
+    """The list of loaded screenings is one key, on one primary. With that primary stopped, a
+    screening of another primary still loads (it is listed once the list answers again) and the
+    sweep walks this process's last read of the list (a load failed after one timeout, and every
+    sweep failed)."""
+    lone_primaries.flush()
+    stopped = port_of(lone_primaries, keys.LOADED_SCREENINGS)
+    shows = off_the_list(lone_primaries)
+    fresh = off_the_list(lone_primaries, 2000)[0]
+    source = DictSource()
+    for show in [*shows, fresh]:
+        source.add(show, [1, 2])
+    async with engine_on(lone_primaries, source) as engine:
+        now = engine.now_ms()
+        for show in shows:
+            await engine.hold(show, ALICE, [1], now)
+        assert await engine.sweep(now) == 0  # it reads the list: these two screenings
+        lone_primaries.pause(stopped)
+        try:
+            held = await engine.hold(fresh, ALICE, [1], now)
+            assert [h.seat_id for h in held] == [1]
+            assert await engine.sweep(now + HOLD_MS + 1) == 3
+        finally:
+            lone_primaries.resume(stopped)
+
+        async def listed() -> bool:
+            return fresh in await engine.loaded_screenings()
+
+        await eventually(listed)
+        assert await engine.loaded_screenings() == sorted([*shows, fresh])
 
 
 async def test_a_lost_primary_fails_only_its_screenings(
