@@ -64,7 +64,6 @@ from seatlock.server.embedded import die_with_parent, embedded_services, free_po
 
 nan = float("nan")
 BOOK_CHUNK = 2  # seats per booking
-WARM_UP_S = 2.0  # unmeasured run of each interleaved workload before its turns
 EXPIRY_HOLD_SECONDS = 1
 TRANSPORTS = ("fast", "redis-py")  # Settings.redis_transport, the default first
 KEEP_FAST = 1.05  # a fast path must gain 5 %
@@ -462,14 +461,16 @@ class Bench:
         across the same minute as the figures judged against it and a drift moves them alike.
         Each sample is the sum of its turns (rates over the whole duration); the finishing times
         are shifted to one timeline without the gaps, for the plots. Each workload first runs
-        for WARM_UP_S unmeasured: without that, the first turn had the run's lowest hold ratio in
-        each of four runs (0.33 against 0.37-0.38 in one). The note gives each turn's figures
-        per second and their ratio to that turn's ceiling.
+        for ``warm_up_s`` unmeasured: without that, the first turn had the run's lowest hold
+        ratio in each of four runs (0.33 against 0.37-0.38 in one). The note gives each turn's
+        figures per second and their ratio to that turn's ceiling.
         """
         turns = self.config.turns
         seconds = duration / turns
+        warm_up = min(self.config.warm_up_s, seconds / 2)
         for kind, spec in workloads:  # not measured: the server's first seconds of each
-            await self.http_workload(kind, min(WARM_UP_S, seconds / 2), **spec)
+            if warm_up > 0:
+                await self.http_workload(kind, warm_up, **spec)
         totals = [Sample() for _ in workloads]
         per_turn = []
         for turn in range(turns):
@@ -530,9 +531,10 @@ class Bench:
         seconds = self.config.duration / 2
         async with self.redispy_server():
             ports = {"fast": self.port, "redis-py": self.redispy_port}
-            warm_up = min(WARM_UP_S, seconds / self.config.turns / 2)
+            warm_up = min(self.config.warm_up_s, seconds / self.config.turns / 2)
             for port in ports.values():  # not measured: the server's first seconds
-                await self.http_workload("hold", warm_up, port=port, **spec)
+                if warm_up > 0:
+                    await self.http_workload("hold", warm_up, port=port, **spec)
 
             def run(kind: str, turn_s: float) -> Awaitable[Sample]:
                 return self.http_workload("hold", turn_s, port=ports[kind], **spec)
@@ -582,7 +584,7 @@ class Bench:
         self, kind: str, duration: float | None = None, port: int = 0, **spec: Any
     ) -> Sample:
         generators = self.config.generator_count
-        start_at = time.time() + 0.3 + 0.1 * generators
+        start_at = self.config.start_at()
         user_ids = spec.pop("user_ids", [])
         work = spec.pop("work", [])  # one item per connection (won holds)
         per, conns = self.user_count // generators, self.config.connections
@@ -623,7 +625,7 @@ class Bench:
             ("Bookings committed, spread over screenings", spread, SPREAD_TICKETS_PER_S),
             ("Bookings committed, one hot screening at a time", hot, HOT_TICKETS_PER_S),
         ):
-            start_at = time.time() + 0.3 + 0.1 * self.config.generator_count
+            start_at = self.config.start_at()
             sample = await self.booking_workload(work, start_at)
             self.report.tickets += sample.tickets
             # The seeded seats may all be sold before the time is up: the rate is over the time

@@ -187,7 +187,7 @@ async def resume_batch(
     bench: Bench, redis: Resp, sid: int, since: int | None, until: int, seconds: float
 ) -> Resumes:
     """Watchers resuming from ``since`` for ``seconds``, and the CPU it cost from start to end."""
-    start_at = time.time() + 0.3 + 0.1 * bench.config.generator_count
+    start_at = bench.config.start_at()
     connections = min(RESUME_CONNECTIONS, bench.config.connections)
     job = Job(
         "resume",

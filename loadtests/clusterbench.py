@@ -60,12 +60,15 @@ class Plan:
     turns: int
     generators: int
     connections: int  # concurrent holds per generator process
+    start_s: float = 0.3  # Config.start_s
 
     @classmethod
     def from_bench(cls, config: Any) -> Plan:
         """A quarter of the bench's duration per row (5 s by default: about a minute in all)."""
         seconds = max(0.25, config.duration / 4)
-        return cls(seconds, config.turns, config.generator_count, config.connections)
+        return cls(
+            seconds, config.turns, config.generator_count, config.connections, config.start_s
+        )
 
 
 # --- The generator side ------------------------------------------------------------------------
@@ -401,7 +404,7 @@ class ClusterBench:
 
     async def turn(self, target: Target, seconds: float) -> float:
         """One timed run on ``target``; its holds/s."""
-        start_at = time.time() + 0.3 + 0.1 * self.plan.generators
+        start_at = time.time() + self.plan.start_s + 0.1 * self.plan.generators
         jobs = [
             Job(
                 target.url,
