@@ -142,6 +142,17 @@ async def show(
     return Show(screening_id, room_id, seat_ids)
 
 
+async def buyer(db: asyncpg.Connection) -> int:
+    """A user who holds and buys seats (no password: the service tests act on ids)."""
+    return int(
+        await db.fetchval(
+            "INSERT INTO users (email, password_hash, full_name) VALUES ($1, 'x', 'Buyer')"
+            " RETURNING id",
+            f"buyer-{secrets.token_hex(4)}@example.com",
+        )
+    )
+
+
 async def ticket(
     db: asyncpg.Connection,
     user_id: int,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -25,6 +24,7 @@ from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Transport
 from seatlock.services.bookings import BookingService
 from seatlock.services.holds import HoldService
+from tests import factories as make
 from tests.lua.support import (  # noqa: F401  (registers the fixtures)
     engine_db_redis,
     transport,
@@ -122,11 +122,4 @@ async def other(db: asyncpg.Connection) -> int:
     return await new_user(db)
 
 
-async def new_user(db: asyncpg.Connection) -> int:
-    return int(
-        await db.fetchval(
-            "INSERT INTO users (email, password_hash, full_name) VALUES ($1, 'x', 'Buyer')"
-            " RETURNING id",
-            f"buyer-{secrets.token_hex(4)}@example.com",
-        )
-    )
+new_user = make.buyer  # the name the service tests import
