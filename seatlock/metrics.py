@@ -95,7 +95,8 @@ WS_CLIENTS_DROPPED = Counter(
 )
 EXPIRIES = Counter(
     "seatlock_hold_expiries",
-    "Expired holds freed, by who saw them first: listener (keyspace event) or sweep",
+    "Expired holds freed, by who saw them first: timer (the deadlines of the holds a process"
+    " made), listener (keyspace event) or sweep",
     ["source"],
 )
 # Only every SCRIPT_SAMPLE-th script call of a process is timed (an observation costs ~2 µs in

@@ -9,6 +9,9 @@ import { SeatMap, legend } from "./seatmap.js";
 
 const EXTEND_MINUTES = 5;
 const RECHECK_MS = 1500; // after our hold's deadline: re-read if no event has freed the seats
+// A seat of ours the server frees this close to its hold's deadline (or after it) has expired:
+// the server frees it on time, and the browser knows the server's clock to about a second.
+const EXPIRY_SLACK_MS = 1500;
 
 const name = (seat) => `Row ${seat.row}, seat ${seat.number}`;
 
@@ -49,6 +52,7 @@ export function screeningView(id, ctx) {
   const badge = linkBadge();
   let payment = null; // {id, key}: the test payment of the seats now held
   let recheckAt = 0;
+  let held = []; // our held seats at the last refresh: {id, label, expiresAt}
 
   const summary = h("p", { id: "selection" });
   const holdButton = h("button", { type: "button", id: "hold", class: "primary" }, "Hold selected seats");
@@ -73,6 +77,10 @@ export function screeningView(id, ctx) {
   const map = new SeatMap(live, { selected, onToggle: toggle });
 
   function changedSeats(changed) {
+    // The server frees an expired hold at its deadline: often before the countdown shows 0:00.
+    const lapsed = held.filter((seat) => live.seats.get(seat.id)?.state === "available"
+      && (seat.expiresAt ?? Infinity) - serverNow() < EXPIRY_SLACK_MS);
+    if (lapsed.length) notify(`Your hold on ${lapsed.map((seat) => seat.label).join(", ")} has expired.`);
     for (const seatId of [...selected]) {
       const seat = live.seats.get(seatId);
       if (seat.state !== "available") {
@@ -104,6 +112,7 @@ export function screeningView(id, ctx) {
       : "Select seats on the map (arrow keys move, Space selects).";
     holdButton.disabled = chosen.length === 0;
     holdPanel.hidden = live.mine().length === 0;
+    held = live.mine().map((s) => ({ id: s.id, label: `${s.row}${s.number}`, expiresAt: s.expiresAt }));
     tick();
   }
 

@@ -1,8 +1,10 @@
-"""Hold expiry: keyspace notifications push expiries promptly; a periodic sweep is the net."""
+"""Hold expiry: each process frees the holds it made at their deadlines (``free_at_deadlines``),
+keyspace notifications push the others' (a process that died), and a periodic sweep is the net."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,6 +16,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport, MergedFeed
+from seatlock.engine.deadlines import Deadlines
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Feed, Transport
 from seatlock.errors import SeatLockError
@@ -24,6 +27,7 @@ logger = logging.getLogger(__name__)
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 5.0
 TOPOLOGY_S = 2.0  # on a cluster, how often the listener checks that it hears every primary
 EXPIRED_BY_LISTENER, EXPIRED_BY_SWEEP = EXPIRIES.labels("listener"), EXPIRIES.labels("sweep")
+EXPIRED_BY_TIMER = EXPIRIES.labels("timer")
 FLAGS = "notify-keyspace-events"
 
 
@@ -164,6 +168,46 @@ async def _handle_next(engine: SeatEngine, expired: asyncio.Queue[bytes]) -> Non
             EXPIRED_BY_LISTENER.inc()
     except SeatLockError as exc:
         logger.warning("could not expire %r: %s", key, exc.detail)
+
+
+async def free_at_deadlines(
+    engine: SeatEngine, deadlines: Deadlines, stop: asyncio.Event, beat: Beat = no_beat
+) -> None:
+    """Sweep each screening when its next hold deadline comes (seatlock/engine/deadlines.py),
+    until ``stop`` is set; the engine notes the deadlines of the holds made here."""
+    engine.deadlines = deadlines
+    waking = asyncio.create_task(_set_on(stop, deadlines.sooner))
+    try:
+        while not stop.is_set():
+            deadlines.sooner.clear()  # first: what is noted (or stops) from here on wakes it
+            now = engine.now_ms()
+            due = deadlines.due(now)
+            if due:
+                await _free_due(engine, deadlines, due, now)
+            beat()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(deadlines.sooner.wait(), deadlines.wait_s(engine.now_ms()))
+    finally:
+        waking.cancel()
+        engine.deadlines = None
+
+
+async def _free_due(engine: SeatEngine, deadlines: Deadlines, due: list[int], now: int) -> None:
+    try:
+        freed, upcoming = await engine.sweep_due(due, now)
+    except (SeatLockError, RedisError, OSError) as exc:
+        # Their holds are left to the listener and the sweep, until a hold here notes them again.
+        logger.warning("could not free the holds due in %d screenings: %r", len(due), exc)
+        return
+    for screening_id, deadline_ms in upcoming.items():
+        deadlines.note(screening_id, deadline_ms)
+    if freed:
+        EXPIRED_BY_TIMER.inc(freed)
+
+
+async def _set_on(stop: asyncio.Event, event: asyncio.Event) -> None:
+    await stop.wait()
+    event.set()
 
 
 async def sweep_forever(

@@ -32,6 +32,7 @@ from typing import Any
 
 from seatlock import keys
 from seatlock.engine.clock import RedisClock
+from seatlock.engine.deadlines import SPACING_MS, Deadlines
 from seatlock.engine.errors import (
     ScreeningNotFound,
     ScreeningStarted,
@@ -116,6 +117,9 @@ class SeatEngine:
         self.no_single_gaps = no_single_gaps
         # Row geometry as last read from Redis, per screening (best available, gap messages).
         self._rows: dict[int, Geometry] = {}
+        # The next deadline of each screening this process holds seats in, for the loop that
+        # frees them on time (seatlock/engine/deadlines.py); None: no such loop runs here.
+        self.deadlines: Deadlines | None = None
 
     def now_ms(self) -> int:
         """Redis's clock now (ms since the epoch): the time every hold is decided and shown by."""
@@ -167,6 +171,7 @@ class SeatEngine:
             holds = _holds(user_id, reply[2:])
             if mirrors is not None and reply[1]:
                 mirrors.granted(screening_id, user_id, holds, int(reply[1]))
+            self._note_deadlines(screening_id, holds)
         except ReplicasBehind:
             await self._let_go(screening_id, grant, seats)
             raise
@@ -226,6 +231,7 @@ class SeatEngine:
         holds = _holds(user_id, reply[2:])
         if self.mirrors is not None:
             self.mirrors.granted(screening_id, user_id, holds, int(reply[1]))
+        self._note_deadlines(screening_id, holds)
         return holds
 
     async def rows(self, screening_id: int, now_ms: int | None = None) -> Geometry:
@@ -272,7 +278,13 @@ class SeatEngine:
             reply = await self._run_loaded("extend", screening_id, seats, now, args, self.replicas)
         except ScreeningStarted:
             raise ScreeningStarted("Cannot extend reservations for past screenings") from None
-        return _holds(user_id, reply[1:])
+        holds = _holds(user_id, reply[1:])
+        self._note_deadlines(screening_id, holds)
+        return holds
+
+    def _note_deadlines(self, screening_id: int, holds: list[Hold]) -> None:
+        if self.deadlines is not None and holds:
+            self.deadlines.note(screening_id, min(h.expires_at_ms for h in holds))
 
     async def release(
         self, screening_id: int, user_id: int, seat_ids: list[int] | None, now_ms: int | None = None
@@ -433,15 +445,11 @@ class SeatEngine:
         loaded = await self.loaded.read(now - self.max_hold_ms - SWEEP_AFTER_START_MS)
         freed = skipped = 0
         for start in range(0, len(loaded), SWEEP_BATCH):
-            batch = loaded[start : start + SWEEP_BATCH]
-            for screening_id, seats in zip(batch, await self._due(batch, now), strict=True):
-                if seats is None:
-                    skipped += 1
-                elif seats:
-                    try:
-                        freed += await self._sweep_screening(screening_id, seats, now)
-                    except Unavailable:
-                        skipped += 1
+            batch_freed, batch_skipped = await self._sweep_batch(
+                loaded[start : start + SWEEP_BATCH], now
+            )
+            freed += batch_freed
+            skipped += len(batch_skipped)
         if skipped:
             logger.warning(
                 "sweep skipped %d of %d screenings: their Redis node did not answer",
@@ -449,6 +457,53 @@ class SeatEngine:
                 len(loaded),
             )
         return freed
+
+    async def sweep_due(
+        self, screening_ids: list[int], now_ms: int | None = None
+    ) -> tuple[int, dict[int, int]]:
+        """Free the expired holds of these screenings (their deadline timers came); returns how
+        many, and when to sweep each again: its next hold deadline, SPACING_MS from now at the
+        soonest (none: no hold left). A screening whose node does not answer is left out."""
+        now = self._now(now_ms)
+        freed, skipped = await self._sweep_batch(screening_ids, now)
+        kept = [sid for sid in screening_ids if sid not in skipped]
+        replies = await asyncio.gather(
+            *(self._next_deadline(sid, now) for sid in kept), return_exceptions=True
+        )
+        upcoming: dict[int, int] = {}
+        for screening_id, reply in zip(kept, replies, strict=True):
+            if isinstance(reply, REDIS_DOWN):
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            if reply is not None:
+                upcoming[screening_id] = max(reply, now + SPACING_MS)
+        return freed, upcoming
+
+    async def _next_deadline(self, screening_id: int, now: int) -> int | None:
+        """The soonest hold deadline of the screening after ``now`` (or not yet swept)."""
+        deadlines = keys.screening_deadlines(screening_id)
+        first: list[Any] = await self.transport.command("ZRANGE", deadlines, 0, 0, "WITHSCORES")
+        if not first:
+            return None
+        pair = first[0] if isinstance(first[0], list | tuple) else first  # RESP3: [[seat, score]]
+        return int(float(pair[1]))
+
+    async def _sweep_batch(self, screening_ids: list[int], now: int) -> tuple[int, set[int]]:
+        """Free the expired holds of these screenings (at most SWEEP_BATCH); returns how many,
+        and the screenings skipped because their node did not answer."""
+        freed, skipped = 0, set()
+        for screening_id, seats in zip(
+            screening_ids, await self._due(screening_ids, now), strict=True
+        ):
+            if seats is None:
+                skipped.add(screening_id)
+            elif seats:
+                try:
+                    freed += await self._sweep_screening(screening_id, seats, now)
+                except Unavailable:
+                    skipped.add(screening_id)
+        return freed, skipped
 
     async def refresh(self, screening_id: int, now_ms: int | None = None) -> bool:
         """The catalog changed (start, room, seats): re-read the layout into Redis, keeping live

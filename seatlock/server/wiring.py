@@ -36,8 +36,14 @@ from seatlock.accounts.media import LocalStorage
 from seatlock.accounts.sessions import SessionTrust, listening
 from seatlock.accounts.tokens import TokenCodec, load_or_create_secret
 from seatlock.engine.clock import RedisClock
+from seatlock.engine.deadlines import Deadlines
 from seatlock.engine.events import Hub
-from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries, sweep_forever
+from seatlock.engine.expiry import (
+    enable_keyspace_events,
+    free_at_deadlines,
+    listen_for_expiries,
+    sweep_forever,
+)
 from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Replicas, open_transport
@@ -252,6 +258,8 @@ async def running(services: Services) -> AsyncIterator[Services]:
         "seat_events": s.hub.run(stop, beat("seat_events")),
         # This process's share of /ws/stats, kept in Redis.
         "ws_stats": s.hub.publish_stats(stop, beat("ws_stats")),
+        # The holds made here, freed at their deadlines (Redis notices a lapsed lease late).
+        "expiry_timers": free_at_deadlines(s.engine, Deadlines(), stop, beat("expiry_timers")),
         "expiry_listener": listen_for_expiries(s.engine, transport, stop, beat("expiry_listener")),
         "expiry_sweep": sweep_forever(
             s.engine, s.settings.sweep_interval_seconds, stop, beat("expiry_sweep")

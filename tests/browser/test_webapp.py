@@ -70,7 +70,8 @@ async def test_the_countdown_reaches_zero_and_both_maps_free_the_seats(
     countdown = ann.page.locator("#countdown")
     await expect(countdown).to_contain_text("held for 0:0")
     await expect(ben.seat("B", 1)).to_have_attribute("data-state", "held")
-    await expect(countdown).to_contain_text("has expired", timeout=6_000)
+    # Freed by the server at its deadline (often before the countdown shows 0:00): said so.
+    await expect(ann.page.get_by_role("alert")).to_contain_text("has expired", timeout=6_000)
     for tab in (ann, ben):
         for number in (1, 2):
             seat = tab.seat("B", number)
