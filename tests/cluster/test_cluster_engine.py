@@ -12,9 +12,14 @@ from redis.asyncio.cluster import RedisCluster
 
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
+from seatlock.engine.deadlines import Deadlines
 from seatlock.engine.errors import SeatsUnavailable
 from seatlock.engine.events import Hub
-from seatlock.engine.expiry import enable_keyspace_events, listen_for_expiries
+from seatlock.engine.expiry import (
+    enable_keyspace_events,
+    free_at_deadlines,
+    listen_for_expiries,
+)
 from seatlock.engine.transport import open_transport
 from seatlock.errors import Unavailable
 from seatlock.server.localcluster import LocalCluster
@@ -190,6 +195,30 @@ async def test_the_sweep_frees_expired_holds_on_every_primary(
         assert {st.status for st in await engine.seat_map(s, now_ms=start + 301_000)} == {
             "available"
         }
+
+
+async def test_the_deadline_timers_free_holds_on_every_primary(
+    ctransport: ClusterTransport, source: DictSource, shows: list[int]
+) -> None:
+    engine = make_engine(ctransport, source, hold_ms=300)
+    deadlines, stop = Deadlines(), asyncio.Event()
+    task = asyncio.create_task(free_at_deadlines(engine, deadlines, stop))
+    try:
+        await asyncio.sleep(0)
+        for s in shows:
+            await engine.hold(s, ALICE, [1, 4])
+
+        # No listener, no sweep: the timers alone drop the holds (reads never show a lapsed one).
+        for _ in range(200):
+            held = [await ctransport.command("HLEN", keys.screening_holds(s)) for s in shows]
+            if held == [0] * len(shows):
+                break
+            await asyncio.sleep(0.01)
+        assert held == [0] * len(shows)
+        assert len(deadlines) == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2)
 
 
 @on_both_event_paths
