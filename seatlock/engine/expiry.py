@@ -101,7 +101,9 @@ async def _listen(
     """One subscription: expired keys queue up as they arrive and are handled in order."""
     expired: asyncio.Queue[bytes] = asyncio.Queue()
     feed = await transport.subscribe(channel, expired.put_nowait)
-    waking = asyncio.create_task(_wake_on(stop, expired))
+    # At a stop, the wait for the next expiry ends at once (a shutdown waited up to 0.5 s): an
+    # empty key is no lease's, skipped, and the loop sees the stop.
+    waking = asyncio.create_task(_at_stop(stop, lambda: expired.put_nowait(b"")))
     try:
         if isinstance(feed, MergedFeed):  # a cluster's
             # A promoted replica or a new primary may not publish expiries yet: CONFIG SET is
@@ -124,10 +126,10 @@ async def _listen(
         feed.close()
 
 
-async def _wake_on(stop: asyncio.Event, expired: asyncio.Queue[bytes]) -> None:
-    """At ``stop``, end the wait for the next expiry at once (a shutdown waited up to 0.5 s)."""
+async def _at_stop(stop: asyncio.Event, wake: Callable[[], None]) -> None:
+    """Call ``wake`` when ``stop`` is set: a loop waiting on something else ends its wait."""
     await stop.wait()
-    expired.put_nowait(b"")  # no lease's key: skipped, and the loop sees the stop
+    wake()
 
 
 class _Following:
@@ -176,7 +178,7 @@ async def free_at_deadlines(
     """Sweep each screening when its next hold deadline comes (seatlock/engine/deadlines.py),
     until ``stop`` is set; the engine notes the deadlines of the holds made here."""
     engine.deadlines = deadlines
-    waking = asyncio.create_task(_set_on(stop, deadlines.sooner))
+    waking = asyncio.create_task(_at_stop(stop, deadlines.sooner.set))
     try:
         while not stop.is_set():
             deadlines.sooner.clear()  # first: what is noted (or stops) from here on wakes it
@@ -203,11 +205,6 @@ async def _free_due(engine: SeatEngine, deadlines: Deadlines, due: list[int], no
         deadlines.note(screening_id, deadline_ms)
     if freed:
         EXPIRED_BY_TIMER.inc(freed)
-
-
-async def _set_on(stop: asyncio.Event, event: asyncio.Event) -> None:
-    await stop.wait()
-    event.set()
 
 
 async def sweep_forever(

@@ -468,7 +468,7 @@ class SeatEngine:
         freed, skipped = await self._sweep_batch(screening_ids, now)
         kept = [sid for sid in screening_ids if sid not in skipped]
         replies = await asyncio.gather(
-            *(self._next_deadline(sid, now) for sid in kept), return_exceptions=True
+            *(self._next_deadline(sid) for sid in kept), return_exceptions=True
         )
         upcoming: dict[int, int] = {}
         for screening_id, reply in zip(kept, replies, strict=True):
@@ -480,8 +480,9 @@ class SeatEngine:
                 upcoming[screening_id] = max(reply, now + SPACING_MS)
         return freed, upcoming
 
-    async def _next_deadline(self, screening_id: int, now: int) -> int | None:
-        """The soonest hold deadline of the screening after ``now`` (or not yet swept)."""
+    async def _next_deadline(self, screening_id: int) -> int | None:
+        """The soonest hold deadline in the screening's index (any process's holds; one past
+        already when more were due than one sweep takes); None when no hold is left."""
         deadlines = keys.screening_deadlines(screening_id)
         first: list[Any] = await self.transport.command("ZRANGE", deadlines, 0, 0, "WITHSCORES")
         if not first:
@@ -490,8 +491,9 @@ class SeatEngine:
         return int(float(pair[1]))
 
     async def _sweep_batch(self, screening_ids: list[int], now: int) -> tuple[int, set[int]]:
-        """Free the expired holds of these screenings (at most SWEEP_BATCH); returns how many,
-        and the screenings skipped because their node did not answer."""
+        """Free the expired holds of these screenings (one round trip to find them, then a sweep
+        script per screening with any); returns how many, and the screenings skipped because
+        their node did not answer."""
         freed, skipped = 0, set()
         for screening_id, seats in zip(
             screening_ids, await self._due(screening_ids, now), strict=True

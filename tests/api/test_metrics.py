@@ -327,7 +327,7 @@ def test_metrics_dir_is_fresh_and_keeps_running_servers_dirs(
     assert (running / "counter_1.db").exists()  # another server sharing the data_dir
 
 
-async def test_expired_holds_are_counted_once_by_listener_or_sweep(
+async def test_expired_holds_are_counted_once_by_timer_listener_or_sweep(
     make_server: Any, db: asyncpg.Connection
 ) -> None:
     live: LiveServer = make_server(hold_seconds=1)
