@@ -75,6 +75,7 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         "WebSocket: 20 watchers at 10",
         "WebSocket: 20 watchers at 1 ",
         "Expiry",
+        "Expiry: hold deadline to watchers seeing the seat free, 2,000 other keys with a TTL",
         "Won holds",
         "Availability reads, 500-seat map, run 2 of 2",
         "Release-day crowd: 300 users over 2 s, time to sell out",
@@ -108,6 +109,8 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     # The server's own timing of each step, from its /metrics before and after the crowd.
     assert "; in the server p50 <= " in rows["Release-day crowd, step: availability"][0], text
     assert rows["Release-day crowd: seats left unsold (tickets sold = seats)"][0] == "0", text
+    expiries = [cells[0] for key, cells in rows.items() if key.startswith("Expiry")]
+    assert len(expiries) == 2 and all(e.endswith(" seen, 0 missed") for e in expiries), text
     assert rows["Release-day crowd: users without an answer"][0] == "0", text
     won = next(cells for key, cells in rows.items() if key.startswith("Won holds"))
     assert won[4] == ">= 0.30 x HTTP, p99 <= 25 ms", text
