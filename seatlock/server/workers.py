@@ -76,15 +76,30 @@ def taken(host: str, port: int) -> OSError | None:
 def run_worker(options: dict[str, Any]) -> None:
     """One worker process: uvicorn with ``options`` (uvicorn.Config's) on a socket of its own."""
     config = uvicorn.Config(**options)
+    # uvicorn ends a worker stopped by SIGTERM by raising SIGTERM again once it has shut down,
+    # under the handler it found at start: this one writes the queued log lines first.
+    signal.signal(signal.SIGTERM, _write_logs_then_die)
     try:
-        sock = listener(config.host, config.port)
-    except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
-        raise SystemExit(STARTUP_FAILURE) from None
-    # uvicorn raises the Ctrl-C it caught again once it has shut down gracefully; as in
-    # uvicorn.run, that is the end of the worker, not an error to print.
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            sock = listener(config.host, config.port)
+        except OSError as exc:
+            logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+            raise SystemExit(STARTUP_FAILURE) from None
+        # uvicorn raises the Ctrl-C it caught again once it has shut down gracefully; as in
+        # uvicorn.run, that is the end of the worker, not an error to print.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        # A multiprocessing child ends with os._exit, without atexit's logging.shutdown: the
+        # lines still queued for the background writer (the whole shutdown's) were lost.
+        logging.shutdown()
+
+
+def _write_logs_then_die(signum: int, frame: FrameType | None) -> None:
+    """The lines still queued for the background writer, then the signal's default end."""
+    logging.shutdown()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def serve(options: dict[str, Any], workers: int) -> int:

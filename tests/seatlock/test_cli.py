@@ -71,6 +71,20 @@ def test_serve_seeds_demo_data_and_stops_cleanly_on_sigint(served: Served) -> No
     assert processes_mentioning(served.data_dir) == []
 
 
+def test_every_worker_logs_its_shutdown_to_the_end() -> None:
+    """A worker's last lines (written by a background thread) reach the log before it exits:
+    a multiprocessing child ends with os._exit, and its whole shutdown was lost."""
+    with (
+        scratch_dir("seatlock-cli-") as data_dir,
+        serving(data_dir, started=2, workers=2, bcrypt_rounds=4, log_level="info") as served,
+    ):
+        served.proc.send_signal(signal.SIGINT)
+        assert served.proc.wait(timeout=20) == 0, served.log.read_text()
+        log = served.log.read_text()
+    assert log.count("Application shutdown complete.") == 2, log
+    assert log.count("Finished server process") == 2, log
+
+
 def test_children_die_with_a_killed_server(served: Served) -> None:
     children = served.children()
     assert len(children) == 2, children
