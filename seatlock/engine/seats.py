@@ -47,7 +47,13 @@ from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
 from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
 from seatlock.engine.rows import SEAT_TYPES, Geometry, rows_fields
 from seatlock.engine.scripts import Status
-from seatlock.engine.transport import REDIS_DOWN, NotReplicated, Replicas, Transport
+from seatlock.engine.transport import (
+    REDIS_DOWN,
+    NotReplicated,
+    Replicas,
+    Transport,
+    answered,
+)
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -445,9 +451,8 @@ class SeatEngine:
         loaded = await self.loaded.read(now - self.max_hold_ms - SWEEP_AFTER_START_MS)
         freed = skipped = 0
         for start in range(0, len(loaded), SWEEP_BATCH):
-            batch_freed, batch_skipped = await self._sweep_batch(
-                loaded[start : start + SWEEP_BATCH], now
-            )
+            batch = loaded[start : start + SWEEP_BATCH]
+            batch_freed, batch_skipped = await self._free(batch, await self._due(batch, now), now)
             freed += batch_freed
             skipped += len(batch_skipped)
         if skipped:
@@ -465,39 +470,43 @@ class SeatEngine:
         many, and when to sweep each again: its next hold deadline, SPACING_MS from now at the
         soonest (none: no hold left). A screening whose node does not answer is left out."""
         now = self._now(now_ms)
-        freed, skipped = await self._sweep_batch(screening_ids, now)
-        kept = [sid for sid in screening_ids if sid not in skipped]
-        replies = await asyncio.gather(
-            *(self._next_deadline(sid) for sid in kept), return_exceptions=True
-        )
+        # One round trip: per screening, the seats due and the first deadline after them.
+        read, _ = await answered(self._due_and_after(sid, now) for sid in screening_ids)
+        due = [None if r is None else r[0] for r in read]
+        freed, skipped = await self._free(screening_ids, due, now)
         upcoming: dict[int, int] = {}
-        for screening_id, reply in zip(kept, replies, strict=True):
-            if isinstance(reply, REDIS_DOWN):
+        for screening_id, seats, r in zip(screening_ids, due, read, strict=True):
+            if screening_id in skipped or r is None:
                 continue
-            if isinstance(reply, BaseException):
-                raise reply
-            if reply is not None:
-                upcoming[screening_id] = max(reply, now + SPACING_MS)
+            next_ms = now if seats is not None and len(seats) == SWEEP_BATCH else r[1]
+            if next_ms is not None:  # SWEEP_BATCH due: more than one sweep takes, again soon
+                upcoming[screening_id] = max(next_ms, now + SPACING_MS)
         return freed, upcoming
 
-    async def _next_deadline(self, screening_id: int) -> int | None:
-        """The soonest hold deadline in the screening's index (any process's holds; one past
-        already when more were due than one sweep takes); None when no hold is left."""
+    async def _due_and_after(self, screening_id: int, now: int) -> tuple[list[int], int | None]:
+        return await asyncio.gather(
+            self._due_in(screening_id, now), self._deadline_after(screening_id, now)
+        )
+
+    async def _deadline_after(self, screening_id: int, now: int) -> int | None:
+        """The soonest hold deadline after ``now`` in the screening's index (any process's
+        holds); None when there is none."""
         deadlines = keys.screening_deadlines(screening_id)
-        first: list[Any] = await self.transport.command("ZRANGE", deadlines, 0, 0, "WITHSCORES")
+        first: list[Any] = await self.transport.command(
+            "ZRANGEBYSCORE", deadlines, f"({now}", "+inf", "WITHSCORES", "LIMIT", 0, 1
+        )
         if not first:
             return None
         pair = first[0] if isinstance(first[0], list | tuple) else first  # RESP3: [[seat, score]]
         return int(float(pair[1]))
 
-    async def _sweep_batch(self, screening_ids: list[int], now: int) -> tuple[int, set[int]]:
-        """Free the expired holds of these screenings (one round trip to find them, then a sweep
-        script per screening with any); returns how many, and the screenings skipped because
-        their node did not answer."""
+    async def _free(
+        self, screening_ids: list[int], due: list[list[int] | None], now: int
+    ) -> tuple[int, set[int]]:
+        """Run the sweep script on each screening with seats ``due`` (``_due``); returns how
+        many were freed, and the screenings skipped because their node did not answer."""
         freed, skipped = 0, set()
-        for screening_id, seats in zip(
-            screening_ids, await self._due(screening_ids, now), strict=True
-        ):
+        for screening_id, seats in zip(screening_ids, due, strict=True):
             if seats is None:
                 skipped.add(screening_id)
             elif seats:
@@ -583,26 +592,16 @@ class SeatEngine:
         """Per screening, the seats whose hold deadline has passed, None where its node did not
         answer (one round trip for all: the transport sends the calls made together in one
         write)."""
-        replies = await asyncio.gather(
-            *(self._due_in(sid, now) for sid in screening_ids), return_exceptions=True
-        )
-        due: list[list[int] | None] = []
-        for reply in replies:
-            if isinstance(reply, REDIS_DOWN):
-                due.append(None)
-            elif isinstance(reply, BaseException):
-                raise reply
-            else:
-                due.append([int(seat) for seat in reply])
+        due, _ = await answered(self._due_in(sid, now) for sid in screening_ids)
         return due
 
-    async def _due_in(self, screening_id: int, now: int) -> list[Any]:
+    async def _due_in(self, screening_id: int, now: int) -> list[int]:
         deadlines = keys.screening_deadlines(screening_id)
         limit = ("LIMIT", 0, SWEEP_BATCH)
         seats: list[Any] = await self.transport.command(
             "ZRANGEBYSCORE", deadlines, "-inf", now, *limit
         )
-        return seats
+        return [int(seat) for seat in seats]
 
     async def _sweep_screening(self, screening_id: int, seats: list[int], now: int) -> int:
         reply = await self._run("sweep", screening_id, seats, now, seats)

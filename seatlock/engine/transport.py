@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -55,6 +55,26 @@ HEALTH_S = 15.0  # a silent subscription is pinged after this, dropped after twi
 
 Arg = str | int | bytes
 T = TypeVar("T")
+
+
+async def answered(calls: Iterable[Awaitable[T]]) -> tuple[list[T | None], list[BaseException]]:
+    """The replies of calls made together (the transport sends them in one round trip), None
+    for each whose Redis node could not answer (REDIS_DOWN: on a cluster, one primary down),
+    and those errors; any other error is raised."""
+    replies = await asyncio.gather(*calls, return_exceptions=True)
+    values: list[T | None] = []
+    down: list[BaseException] = []
+    for reply in replies:
+        if isinstance(reply, REDIS_DOWN):
+            down.append(reply)
+            values.append(None)
+        elif isinstance(reply, BaseException):
+            raise reply
+        else:
+            values.append(reply)
+    return values, down
+
+
 OnMessage = Callable[[bytes], None]  # one published payload, in publish order
 
 

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from db import tickets as repo
 from seatlock.engine.seats import SeatEngine
-from seatlock.engine.transport import REDIS_DOWN
+from seatlock.engine.transport import answered
 from seatlock.errors import SeatLockError, Unavailable
 from seatlock.heartbeats import Beat, no_beat, pause
 from seatlock.metrics import RECONCILE_PASSES, RECONCILE_REPAIRS
@@ -119,19 +119,8 @@ class Reconciler:
         """Redis's sold seats per screening; None when not loaded, or when its node does not
         answer (one Redis Cluster primary): the other screenings are repaired all the same. When
         no screening's node answers, the pass fails."""
-        replies = await asyncio.gather(
-            *(self.engine.sold_seats([sid]) for sid in screening_ids), return_exceptions=True
-        )
-        sold: list[dict[int, int] | None] = []
-        down: list[BaseException] = []
-        for reply in replies:
-            if isinstance(reply, REDIS_DOWN):
-                down.append(reply)
-                sold.append(None)
-            elif isinstance(reply, BaseException):
-                raise reply
-            else:
-                sold.append(reply[0])
+        replies, down = await answered(self.engine.sold_seats([sid]) for sid in screening_ids)
+        sold = [None if reply is None else reply[0] for reply in replies]
         if down and len(down) == len(screening_ids):
             raise down[0]
         if down:
