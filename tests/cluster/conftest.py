@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -153,10 +154,11 @@ async def cluster_redis(empty_cluster: LocalCluster) -> AsyncIterator[RedisClust
 
 
 @contextlib.asynccontextmanager
-async def transport_of(cluster: LocalCluster) -> AsyncIterator[ClusterTransport]:
-    """A cluster transport over a client of its own, closed after the block."""
+async def transport_of(cluster: LocalCluster, **options: Any) -> AsyncIterator[ClusterTransport]:
+    """A cluster transport over a client of its own (with RedisCluster ``options``), closed
+    after the block."""
     seeds = [ClusterNode("127.0.0.1", port) for port in cluster.primary_ports]
-    client = RedisCluster(startup_nodes=seeds)
+    client = RedisCluster(startup_nodes=seeds, **options)
     transport = ClusterTransport.like(client)
     try:
         yield transport

@@ -13,11 +13,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from db.layouts import Layouts
 from seatlock import keys
-from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.model import LayoutSource
 from seatlock.engine.seats import SeatEngine
 from seatlock.server.localcluster import LocalCluster
@@ -25,7 +23,7 @@ from seatlock.server.redisnodes import scratch_root
 from seatlock.services.reconciler import Reconciler
 from seatlock.settings import Settings
 from tests import factories as make
-from tests.cluster.conftest import one_per_primary
+from tests.cluster.conftest import one_per_primary, transport_of
 from tests.cluster.test_cluster_api import shows_on_every_primary
 from tests.factories import Show
 from tests.lua.support import DictSource, make_engine
@@ -173,14 +171,8 @@ async def test_a_stopped_primary_leaves_the_hosts_ready(
 @contextlib.asynccontextmanager
 async def engine_on(cluster: LocalCluster, source: LayoutSource) -> AsyncIterator[SeatEngine]:
     """An engine on the cluster, as a process's (1 s socket timeout), with 1 s holds."""
-    seeds = [ClusterNode("127.0.0.1", port) for port in cluster.primary_ports]
-    client = RedisCluster(startup_nodes=seeds, socket_timeout=STALL_S)
-    transport = ClusterTransport.like(client)
-    try:
+    async with transport_of(cluster, socket_timeout=STALL_S) as transport:
         yield make_engine(transport, source, hold_ms=HOLD_MS)
-    finally:
-        await transport.aclose()
-        await client.aclose()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
