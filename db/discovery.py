@@ -76,46 +76,70 @@ def filter_movies(where: Where, f: MovieFilters) -> None:
         where.add("upper(m.age_rating) = upper({})", f.age_rating)
 
 
-def movie_order(sort_by: str, order: str | None, searching: bool) -> str:
+# What a list sorts on besides relevance, over the movies' columns (alias m); the movie's id
+# breaks ties. A search keeps it beside each hit (``key``) to sort its hits before reading rows.
+SORT_KEYS = {"rating": "m.rating", "release_date": "m.release_date", "title": "lower(m.title)"}
+NULLS = {"rating": " NULLS LAST", "release_date": " NULLS LAST", "title": ""}
+
+
+def movie_order(sort_by: str, order: str | None) -> str:
+    """ORDER BY of a list without a query: relevance is the rating."""
     direction = (order or DEFAULT_ORDER[sort_by]).upper()
-    if sort_by == "relevance" and searching:
+    if sort_by == "relevance":
+        return f"m.rating {direction} NULLS LAST, m.id"
+    return f"{SORT_KEYS[sort_by]} {direction}{NULLS[sort_by]}, m.id"
+
+
+def hit_order(sort_by: str, order: str | None, h: str) -> str:
+    """ORDER BY of a search's hits (columns id, tier, score, key of ``h``): relevance is the
+    tier (full text, then typo matches) and the score within it."""
+    direction = (order or DEFAULT_ORDER[sort_by]).upper()
+    if sort_by == "relevance":
         flip = "DESC" if direction == "ASC" else "ASC"
-        keys = f"h.tier {flip}, h.score {direction}"
-    elif sort_by == "relevance":
-        keys = f"m.rating {direction} NULLS LAST"
-    elif sort_by == "title":
-        keys = f"lower(m.title) {direction}"
-    else:
-        keys = f"m.{sort_by} {direction} NULLS LAST"
-    return f"{keys}, m.id"
+        return f"{h}tier {flip}, {h}score {direction}, {h}id"
+    return f"{h}key {direction}{NULLS[sort_by]}, {h}id"
 
 
 def search_sql(
     q: str | None, filters: MovieFilters, sort_by: str, order: str | None, skip: int, limit: int
 ) -> tuple[str, list[Any]]:
-    """Full-text matches first (ranked), then trigram title matches (by similarity)."""
+    """Full-text matches first (ranked), then trigram title matches (by similarity).
+
+    A common word matches thousands of movies: the hits (id, tier, score and the sort key, the
+    filters applied as they are found) are sorted and cut to the page before the page's rows
+    are read, so a search reads twenty rows, not every hit's.
+    """
     where = Where()
-    hits = ""
-    extra = "NULL::int AS tier, NULL::real AS score"
-    if q is not None:
-        p = where.param(q)
-        tsq = TEXT_QUERY.format(q=p)
-        hits = (
-            f"WITH fts AS (SELECT m.id, ts_rank(m.search_vector, {tsq}, 1) AS score"
-            f" FROM movies m WHERE m.search_vector @@ {tsq}),"
-            f" fuzzy AS (SELECT m.id, word_similarity(lower({p}), lower(m.title)) AS score"
-            f" FROM movies m WHERE lower(m.title) %> lower({p})"
-            " AND m.id NOT IN (SELECT id FROM fts)),"
-            " hits AS (SELECT id, 0 AS tier, score FROM fts"
-            " UNION ALL SELECT id, 1 AS tier, score FROM fuzzy) "
+    if q is None:
+        filter_movies(where, filters)
+        sql = (
+            f"SELECT {MOVIE_COLUMNS}, NULL::int AS tier, NULL::real AS score FROM movies m"
+            f" WHERE {where.sql} ORDER BY {movie_order(sort_by, order)}"
+            f" OFFSET {where.param(skip)} LIMIT {where.param(limit)}"
         )
-        extra = "h.tier, h.score"
+        return sql, where.args
+    p = where.param(q)
+    tsq = TEXT_QUERY.format(q=p)
     filter_movies(where, filters)
-    source = "hits h JOIN movies m ON m.id = h.id" if q is not None else "movies m"
+    matching = "".join(f" AND {clause}" for clause in where.clauses)
+    key = SORT_KEYS.get(sort_by, "NULL")
+    fuzzy_matching = matching
+    if sort_by == "relevance" and (order or DEFAULT_ORDER[sort_by]).upper() == "DESC":
+        # The typo matches come after every full-text one: none reaches a page that the
+        # full-text matches fill, so then their scan is skipped (a one-time filter).
+        fuzzy_matching += f" AND (SELECT count(*) FROM fts) < {where.param(skip + limit)}"
     sql = (
-        f"{hits}SELECT {MOVIE_COLUMNS}, {extra} FROM {source} WHERE {where.sql}"
-        f" ORDER BY {movie_order(sort_by, order, q is not None)}"
-        f" OFFSET {where.param(skip)} LIMIT {where.param(limit)}"
+        f"WITH fts AS (SELECT m.id, ts_rank(m.search_vector, {tsq}, 1) AS score, {key} AS key"
+        f" FROM movies m WHERE m.search_vector @@ {tsq}{matching}),"
+        f" fuzzy AS (SELECT m.id, word_similarity(lower({p}), lower(m.title)) AS score,"
+        f" {key} AS key FROM movies m WHERE lower(m.title) %> lower({p}){fuzzy_matching}"
+        " AND m.id NOT IN (SELECT id FROM fts)),"
+        " hits AS (SELECT id, 0 AS tier, score, key FROM fts"
+        " UNION ALL SELECT id, 1 AS tier, score, key FROM fuzzy),"
+        f" page AS (SELECT id, tier, score, key FROM hits ORDER BY {hit_order(sort_by, order, '')}"
+        f" OFFSET {where.param(skip)} LIMIT {where.param(limit)})"
+        f" SELECT {MOVIE_COLUMNS}, h.tier, h.score FROM page h JOIN movies m ON m.id = h.id"
+        f" ORDER BY {hit_order(sort_by, order, 'h.')}"
     )
     return sql, where.args
 

@@ -2,7 +2,8 @@
 
 The list and the showtimes are read as a browser reads a page it already holds: each request
 carries the ETag of the last answer (If-None-Match), and an unchanged page is a 304. The search
-asks for one of many words against ``--browse-movies`` seeded movies (20,000), no caching. The
+asks for one of many words against ``--browse-movies`` seeded movies (20,000), without
+If-None-Match (the server's answer cache still answers a word asked again within its TTL). The
 three and the HTTP ceiling take turns like the hold workloads (``Bench.rotation``), so each ratio
 is to a ceiling measured over the same minute.
 """

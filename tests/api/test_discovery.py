@@ -240,6 +240,11 @@ async def test_advanced_search_sorts_and_filters(
     assert set(ids(await client.get(url, params=drama))) == {b, d}
     assert ids(await client.get(url, params={"genre": "comedy"})) == [c]
     assert ids(await client.get(url)) == [b, d, c, a]  # no query: best rated first
+    for params in ({}, {"q": "night"}, {"q": "night", "sort_by": "title"}):  # pages of one
+        whole = ids(await client.get(url, params=params))
+        pages = [{**params, "skip": skip, "limit": 1} for skip in range(5)]
+        got = [ids(await client.get(url, params=page)) for page in pages]
+        assert got == [[movie] for movie in whole] + [[]], params
     for bad in ({"sort_by": "popularity"}, {"order": "up"}, {"q": "  "}, {"q": "x" * 201}):
         r = await client.get(url, params=bad)
         assert r.status_code == 422, (bad, r.text)

@@ -8,7 +8,7 @@ import random
 import asyncpg
 import httpx
 
-from db.discovery import WORD_SIMILARITY, MovieFilters, search_sql
+from db.discovery import TEXT_QUERY, WORD_SIMILARITY, MovieFilters, Where, filter_movies, search_sql
 from tests import factories as make
 from tests.support import PUBLIC, Account, ids
 
@@ -89,6 +89,55 @@ async def assert_uses_indexes(db: asyncpg.Connection, q: str) -> None:
         assert "movies_title_trgm_idx" in plan, plan
         assert "Seq Scan on movies" not in plan, plan
     # Without pg_trgm (db/migrations/0009_trigram_fallback.sql) the typo tier reads every title.
+
+
+# Every hit of a query joined to its movie, then filtered, sorted and cut to the page: what a
+# search's page must equal, however search_sql gets there (it cuts the hits before the join).
+EVERY_HIT = (
+    "WITH fts AS (SELECT m.id, ts_rank(m.search_vector, {tsq}, 1) AS score FROM movies m"
+    " WHERE m.search_vector @@ {tsq}),"
+    " fuzzy AS (SELECT m.id, word_similarity(lower($1), lower(m.title)) AS score FROM movies m"
+    " WHERE lower(m.title) %> lower($1) AND m.id NOT IN (SELECT id FROM fts))"
+    " SELECT m.id, h.tier, h.score FROM (SELECT id, 0 AS tier, score FROM fts"
+    " UNION ALL SELECT id, 1, score FROM fuzzy) h JOIN movies m ON m.id = h.id"
+    " WHERE {where} ORDER BY {order}"
+).replace("{tsq}", TEXT_QUERY.format(q="$1"))
+ORDERS = {
+    ("relevance", None): "h.tier ASC, h.score DESC, m.id",
+    ("relevance", "asc"): "h.tier DESC, h.score ASC, m.id",
+    ("title", None): "lower(m.title) ASC, m.id",
+    ("rating", None): "m.rating DESC NULLS LAST, m.id",
+    ("release_date", "asc"): "m.release_date ASC NULLS LAST, m.id",
+}
+
+
+async def test_a_page_of_hits_is_the_page_of_every_hit_sorted(db: asyncpg.Connection) -> None:
+    await load_catalog(db, 3000)
+    await db.execute(
+        "UPDATE movies SET rating = CASE WHEN id % 7 = 0 THEN NULL ELSE (id % 50) / 5.0 END,"
+        " release_date = CASE WHEN id % 5 = 0 THEN NULL"
+        " ELSE date '2020-01-01' + (id % 400)::int END"
+    )
+    pages = [(0, 20), (10, 20), (0, 200), (75, 10)]
+    checked = 0
+    for q, genre, (sort, order), (skip, limit) in itertools.product(
+        ["silent", "silent harbor", "shawshenk", "harbr", "the"],
+        [None, "Drama"],
+        ORDERS,
+        pages,
+    ):
+        filters = MovieFilters(genre=genre)
+        sql, args = search_sql(q, filters, sort, order, skip, limit)
+        where = Where(args=[q])
+        filter_movies(where, filters)
+        every = EVERY_HIT.format(where=where.sql, order=ORDERS[sort, order])
+        async with db.transaction():
+            await db.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}")
+            got = [(r["id"], r["tier"], r["score"]) for r in await db.fetch(sql, *args)]
+            want = [tuple(r) for r in await db.fetch(every, *where.args)][skip : skip + limit]
+        assert got == want, (q, genre, sort, order, skip, limit)
+        checked += bool(want)
+    assert checked > 100  # most of them have hits
 
 
 async def test_full_text_ranks_above_fuzzy_and_by_weight(
