@@ -188,12 +188,22 @@ SALES_CTE = (
 
 
 async def trending(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
-    """Tickets sold in the last 7 days, ties by rating; unsold movies follow, by rating."""
+    """Tickets sold in the last 7 days, ties by rating; unsold movies follow, by rating.
+
+    Only the first ``skip + limit`` unsold movies can reach the page: they are read in the
+    rating index's order, so a page does not sort the whole catalog.
+    """
     return await db.fetch(
-        f"WITH {SALES_CTE} SELECT {MOVIE_COLUMNS}, coalesce(sa.sold, 0) AS tickets_sold"
-        " FROM movies m LEFT JOIN sales sa ON sa.movie_id = m.id"
-        " ORDER BY coalesce(sa.sold, 0) DESC, m.rating DESC NULLS LAST, m.id"
-        " OFFSET $1 LIMIT $2",
+        f"WITH {SALES_CTE},"
+        " unsold AS (SELECT m.id, 0 AS sold, m.rating FROM movies m"
+        " WHERE NOT EXISTS (SELECT 1 FROM sales sa WHERE sa.movie_id = m.id)"
+        " ORDER BY m.rating DESC NULLS LAST, m.id LIMIT $1::bigint + $2),"
+        " ranked AS (SELECT sa.movie_id AS id, sa.sold, m.rating FROM sales sa"
+        " JOIN movies m ON m.id = sa.movie_id UNION ALL SELECT id, sold, rating FROM unsold),"
+        " page AS (SELECT id, sold, rating FROM ranked"
+        " ORDER BY sold DESC, rating DESC NULLS LAST, id OFFSET $1 LIMIT $2)"
+        f" SELECT {MOVIE_COLUMNS}, p.sold AS tickets_sold FROM page p JOIN movies m ON m.id = p.id"
+        " ORDER BY p.sold DESC, p.rating DESC NULLS LAST, p.id",
         skip,
         limit,
     )

@@ -161,10 +161,17 @@ async def test_trending_counts_last_week_sales_ties_by_rating(
         screening = await make.screening(db, movie, room, starts)
         starts += dt.timedelta(hours=3)
         await make.sold_seats(db, user.id, screening, count, status, at)
+    unrated = await make.movie(db, "Unrated")
     r = await client.get("/api/v1/movies/trending")
-    assert ids(r) == [hit, tie_high, tie_low, old, cancelled, unsold]
-    assert [m["tickets_sold"] for m in r.json()] == [3, 1, 1, 0, 0, 0]
+    assert ids(r) == [hit, tie_high, tie_low, old, cancelled, unsold, unrated]
+    assert [m["tickets_sold"] for m in r.json()] == [3, 1, 1, 0, 0, 0, 0]
     assert r.headers["cache-control"] == PUBLIC
+    for limit in (1, 2):  # every page is its slice of the whole list
+        pages = [
+            await client.get("/api/v1/movies/trending", params={"skip": skip, "limit": limit})
+            for skip in range(8)
+        ]
+        assert [ids(page) for page in pages] == [ids(r)[skip : skip + limit] for skip in range(8)]
 
 
 async def test_filter_by_every_criterion(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:

@@ -140,6 +140,22 @@ async def test_a_page_of_hits_is_the_page_of_every_hit_sorted(db: asyncpg.Connec
     assert checked > 100  # most of them have hits
 
 
+async def test_lists_sorted_by_title_or_date_read_a_page_from_an_index(
+    db: asyncpg.Connection,
+) -> None:
+    await load_catalog(db, 3000)
+    for sort, order, index in (
+        ("title", "asc", "movies_title_idx"),
+        ("title", "desc", "movies_title_idx"),
+        ("release_date", "asc", "movies_release_date_idx"),
+        ("release_date", "desc", "movies_release_date_desc_idx"),
+        ("rating", "desc", "movies_rating_idx"),
+    ):
+        sql, args = search_sql(None, MovieFilters(), sort, order, 40, 20)
+        plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {sql}", *args))
+        assert index in plan and "Seq Scan" not in plan, (sort, order, plan)
+
+
 async def test_full_text_ranks_above_fuzzy_and_by_weight(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
