@@ -82,9 +82,14 @@ SORT_KEYS = {"rating": "m.rating", "release_date": "m.release_date", "title": "l
 NULLS = {"rating": " NULLS LAST", "release_date": " NULLS LAST", "title": ""}
 
 
+def sort_direction(sort_by: str, order: str | None) -> str:
+    """ASC or DESC: the order asked for, else the sort's default."""
+    return (order or DEFAULT_ORDER[sort_by]).upper()
+
+
 def movie_order(sort_by: str, order: str | None) -> str:
     """ORDER BY of a list without a query: relevance is the rating."""
-    direction = (order or DEFAULT_ORDER[sort_by]).upper()
+    direction = sort_direction(sort_by, order)
     if sort_by == "relevance":
         return f"m.rating {direction} NULLS LAST, m.id"
     return f"{SORT_KEYS[sort_by]} {direction}{NULLS[sort_by]}, m.id"
@@ -93,7 +98,7 @@ def movie_order(sort_by: str, order: str | None) -> str:
 def hit_order(sort_by: str, order: str | None, h: str) -> str:
     """ORDER BY of a search's hits (columns id, tier, score, key of ``h``): relevance is the
     tier (full text, then typo matches) and the score within it."""
-    direction = (order or DEFAULT_ORDER[sort_by]).upper()
+    direction = sort_direction(sort_by, order)
     if sort_by == "relevance":
         flip = "DESC" if direction == "ASC" else "ASC"
         return f"{h}tier {flip}, {h}score {direction}, {h}id"
@@ -124,7 +129,7 @@ def search_sql(
     matching = "".join(f" AND {clause}" for clause in where.clauses)
     key = SORT_KEYS.get(sort_by, "NULL")
     fuzzy_matching = matching
-    if sort_by == "relevance" and (order or DEFAULT_ORDER[sort_by]).upper() == "DESC":
+    if sort_by == "relevance" and sort_direction(sort_by, order) == "DESC":
         # The typo matches come after every full-text one: none reaches a page that the
         # full-text matches fill, so then their scan is skipped (a one-time filter).
         fuzzy_matching += f" AND (SELECT count(*) FROM fts) < {where.param(skip + limit)}"
