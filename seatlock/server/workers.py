@@ -90,9 +90,17 @@ def run_worker(options: dict[str, Any]) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             uvicorn.Server(config).run(sockets=[sock])
     finally:
-        # A multiprocessing child ends with os._exit, without atexit's logging.shutdown: the
-        # lines still queued for the background writer (the whole shutdown's) were lost.
-        logging.shutdown()
+        write_logs()
+
+
+def write_logs() -> None:
+    """The lines still queued for the background writer (the whole shutdown's), written before
+    the worker ends: a multiprocessing child ends with os._exit, without atexit's
+    logging.shutdown. A SIGTERM from here on is ignored: the supervisor sends one after a Ctrl-C
+    reached the workers too, and its handler, run in the middle of this very flush, found the
+    writer already stopping and ended the worker before the lines were out."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.shutdown()
 
 
 def _write_logs_then_die(signum: int, frame: FrameType | None) -> None:

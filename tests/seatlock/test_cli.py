@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -83,6 +84,40 @@ def test_every_worker_logs_its_shutdown_to_the_end() -> None:
         log = served.log.read_text()
     assert log.count("Application shutdown complete.") == 2, log
     assert log.count("Finished server process") == 2, log
+
+
+# A worker at its end: its log lines queued for the background writer, more than a pipe holds,
+# then the worker's last step (seatlock.server.workers.write_logs).
+ENDING_WORKER = """
+import logging, signal, sys
+from seatlock.server import logs, workers
+logging.getLogger().addHandler(logs.background_handler("text"))
+logging.getLogger().setLevel(logging.INFO)
+signal.signal(signal.SIGTERM, workers._write_logs_then_die)  # as run_worker sets it
+for n in range(LINES):
+    logging.getLogger("worker").info("line %05d %s", n, "x" * 80)
+print("ending", flush=True)
+workers.write_logs()
+"""
+
+
+def test_a_sigterm_during_a_workers_last_log_flush_does_not_cut_it_short() -> None:
+    """After a Ctrl-C reached the workers, the supervisor's SIGTERM may come while a worker is
+    writing its last lines: they were lost (its handler found the writer already stopping and
+    ended the worker at once), one worker's whole shutdown in a third of the stops."""
+    lines = 3000  # ~300 KB: the writer blocks on the pipe until the test reads it
+    child = subprocess.Popen(
+        [sys.executable, "-c", ENDING_WORKER.replace("LINES", str(lines))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ending\n"
+    time.sleep(0.3)  # the worker is waiting for its writer, which waits for the pipe
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=20)
+    assert child.returncode == 0, err[-500:]
+    assert err.count(b"worker: line ") == lines, err[-500:]
 
 
 def test_children_die_with_a_killed_server(served: Served) -> None:
