@@ -2,23 +2,25 @@
 ``RedisCluster`` API only.
 
 Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``): the
-calls made in one event-loop iteration go out together in one non-transactional
-``ClusterPipeline``, which splits them by node (by the slot of their keys) and writes each node's
-share as one pipeline; a batch is sent only after the one before it was answered, so the calls of
-one process reach each node in the order they were made. Every key of a screening script shares
-the screening's hash tag (seatlock/keys.py), so a script runs on the primary of the screening's
-slot, and its events are published in order.
+calls made in one event-loop iteration go out together, each node's share of them (by the slot of
+their first key) in a non-transactional ``ClusterPipeline`` of its own, the shares at once; a
+batch is sent only after the one before it was answered, so the calls of one process reach each
+node in the order they were made. Every key of a screening script shares the screening's hash tag
+(seatlock/keys.py), so a script runs on the primary of the screening's slot, and its events are
+published in order.
 
 A primary that stops answering (hung, or cut off without a reset) costs the batch in flight one
-socket timeout: its calls get the timeout as their reply, the other nodes' calls their answers.
-From then on the calls bound for it (by the slot of their first key) fail at once, a 503 with
-Retry-After, until a PING of the node has an answer or the node no longer serves slots (a
+socket timeout; one that is gone (killed: its connection lost, a new one refused) at most
+redis-py's retries (~5 s, fewer when a failover ends them). Either way its calls get the error as
+their reply, the other nodes' calls their answers (a share that fails as a whole fails its own
+calls only). From then on the calls bound for it (by the slot of their first key) fail at once, a
+503 with Retry-After, until a PING of the node has an answer or the node no longer serves slots (a
 failover moved them), as the fast transport does for a single Redis (seatlock/failfast.py); the
 other primaries' screenings are served as before. A batch waits at most BATCH_BOUND socket
 timeouts: redis-py retries a pipeline that failed as a whole, refreshing the slot map in between,
 and one stopped primary held every call of the process ~30 s a batch with a 2 s timeout. (A queue
-per primary would spare the other primaries even that first timeout, but its smaller pipelines
-cost ~40 % more CPU per call.)
+per primary would spare the other primaries even that first wait, but its smaller pipelines cost
+~40 % more CPU per call.)
 redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
 connection it may send a call again (its outcome was unknown).
 
@@ -95,6 +97,7 @@ SHARDED_SINCE = (7, 0)  # the first Redis with SPUBLISH / SSUBSCRIBE
 MIGRATING_S = 5.0  # a call refused while its slot migrates (TRYAGAIN) is sent again this long
 MIGRATING_RETRY_S = 0.05  # and this often
 BATCH_BOUND = 1.5  # a batch waits at most this many socket timeouts (see above)
+NOT_ANSWERING = (RedisTimeoutError, RedisConnectionError)  # a call's reply: its node is gone
 
 
 # Per node name: the node and the calls of a batch that wait for its replicas.
@@ -116,7 +119,7 @@ class ClusterTransport(Batcher[str]):
         self._sharded: bool | None = None
         timeout = self._options.get("socket_timeout")
         self._bound_s = None if timeout is None else BATCH_BOUND * float(timeout)
-        self._fail_fast: dict[str, FailFast] = {}  # by node name: the nodes that timed out once
+        self._fail_fast: dict[str, FailFast] = {}  # by node name: those found not answering once
         # Of those, the ones found not answering, until a call finds its probe answered: the
         # test every call makes (empty nearly always), so a call computes its node only then.
         self._down: set[str] = set()
@@ -143,8 +146,9 @@ class ClusterTransport(Batcher[str]):
         REDIS_NOT_ANSWERING.inc()
         return RedisConnectionError(f"Redis node {node.name} is not answering")
 
-    def _timed_out(self, nodes: set[str]) -> None:
-        """The nodes (by name) did not answer in time: refuse their calls until they do."""
+    def _not_answering(self, nodes: set[str]) -> None:
+        """The nodes (by name) did not answer (in time, or at all): refuse their calls until
+        they do."""
         for name in nodes:
             fail_fast = self._fail_fast.get(name)
             if fail_fast is None:
@@ -305,38 +309,81 @@ class ClusterTransport(Batcher[str]):
         return replies
 
     async def _send_batch(self, batch: list[Call[str]]) -> list[Any]:
+        """The batch's replies: each node's share in a pipeline of its own, all at once. (One
+        pipeline, which redis-py splits by node itself, raises a node's failure for all of it:
+        a hold on another primary, written there, was answered 503.)"""
         fresh = {c.script for c in batch if c.script is not None} - self._known
-        for name in sorted(fresh):  # on every node (_load)
-            await self._load(name)
+        for script in sorted(fresh):  # on every node (_load)
+            await self._load(script)
         self.calls += len(fresh)
         waits = await self._waits(batch)
+        shares: dict[str | None, list[int]] = {}  # by node name: the positions of its calls
+        nodes = [self._node_of_key(_key_of(c.keys, c.args)) for c in batch]
+        for i, node in enumerate(nodes):
+            shares.setdefault(node.name if node is not None else None, []).append(i)
+        if len(shares) == 1:
+            (name,) = shares
+            replies = await self._send_share(batch, nodes, waits.get(name) if name else None)
+        else:
+            answers = await asyncio.gather(
+                *(
+                    self._send_share(
+                        [batch[i] for i in share],
+                        [nodes[i] for i in share],
+                        waits.get(name) if name else None,
+                    )
+                    for name, share in shares.items()
+                )
+            )
+            replies = [None] * len(batch)
+            for share, answer in zip(shares.values(), answers, strict=True):
+                for i, reply in zip(share, answer, strict=True):
+                    replies[i] = reply
+        self._known.update(n for n in fresh if n is not None)
+        return replies
+
+    async def _send_share(
+        self,
+        calls: list[Call[str]],
+        nodes: list[ClusterNode | None],
+        wait: tuple[ClusterNode, list[Call[str]]] | None,
+    ) -> list[Any]:
+        """One node's calls (``nodes``: the node of each) in one pipeline, then the WAIT for
+        those run with replicas, on the connection that carried them; a reply per call, the
+        pipeline's error as the reply of each when it failed as a whole."""
         async with self._client.pipeline() as pipe:
-            for call in batch:
+            for call, node in zip(calls, nodes, strict=True):
                 if call.script is None:
                     pipe.execute_command(*call.args)
                 else:
-                    self._queue_script(pipe, call)
-            for node, calls in waits.values():  # after the node's scripts, in its share
-                wanted = [c.replicas for c in calls if c.replicas is not None]
-                pipe.execute_command(*wait_command(wanted), target_nodes=node)
+                    self._queue_script(pipe, call, node)
+            if wait is not None:
+                wanted = [c.replicas for c in wait[1] if c.replicas is not None]
+                pipe.execute_command(*wait_command(wanted), target_nodes=wait[0])
             self.pipelines += 1
-            self.calls += len(batch) + len(waits)
+            self.calls += len(calls) + (wait is not None)
             try:
                 async with asyncio.timeout(self._bound_s):
                     replies: list[Any] = await pipe.execute(raise_on_error=False)
-            except (TimeoutError, RedisTimeoutError):
-                self._timed_out(self._nodes_of(batch))  # a probe clears those that answer
-                raise
-        if self._bound_s is not None:
-            # A node that timed out gives each of its calls the error as its reply.
-            answers = zip(batch, replies[: len(batch)], strict=True)  # WAITs' replies after
-            late = [call for call, reply in answers if isinstance(reply, RedisTimeoutError)]
-            if late:
-                self._timed_out(self._nodes_of(late))
-        self._known.update(n for n in fresh if n is not None)
-        return self._replicated(batch, replies, waits) if waits else replies
+            except (TimeoutError, RedisTimeoutError, RedisConnectionError, OSError) as exc:
+                self._not_answering(self._nodes_of(calls))  # a probe clears it once it answers
+                return [self._failure(exc)] * len(calls)
+            except Exception as exc:  # no reply of this share can be trusted
+                return [self._failure(exc)] * len(calls)
+        # A node that timed out or dropped the connection gives each call its error as reply.
+        answers = zip(calls, replies, strict=False)  # the WAIT's reply after them
+        lost = [call for call, reply in answers if isinstance(reply, NOT_ANSWERING)]
+        if lost:
+            self._not_answering(self._nodes_of(lost))
+        if wait is not None:
+            return self._replicated(calls, replies[: len(calls)], wait[0].name, replies[-1])
+        if any(call.replicas is not None for call in calls):  # no node known: none confirmed
+            return self._replicated(calls, replies, None, 0)
+        return replies
 
-    def _queue_script(self, pipe: ClusterPipeline, call: Call[str]) -> None:
+    def _queue_script(
+        self, pipe: ClusterPipeline, call: Call[str], node: ClusterNode | None
+    ) -> None:
         """Queue one script call on the primary of its screening's slot.
 
         Every key of a screening script shares the screening's hash tag, so the slot of the
@@ -347,7 +394,6 @@ class ClusterTransport(Batcher[str]):
         single named node for a retry; tests/cluster/test_cluster_routing.py checks it).
         """
         sha = self._scripts[call.script].sha if call.script is not None else ""
-        node = self._node_of(call)
         if node is None:  # no slot map yet, or the slot is not covered: redis-py decides
             pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
         else:
@@ -407,15 +453,15 @@ class ClusterTransport(Batcher[str]):
         async with asyncio.timeout(self._bound_s):
             await self._client.execute_command("SCRIPT", "LOAD", script, target_nodes=node)
 
-    def _replicated(self, batch: list[Call[str]], replies: list[Any], waits: Waits) -> list[Any]:
-        """The batch's replies, those of calls run with replicas as their node's WAIT allows."""
-        acked = dict(zip(waits, replies[len(batch) :], strict=True))
-        nodes = {id(c): name for name, (_, calls) in waits.items() for c in calls}
-        out = replies[: len(batch)]
-        for i, call in enumerate(batch):
+    def _replicated(
+        self, calls: list[Call[str]], replies: list[Any], name: str | None, acked: Any
+    ) -> list[Any]:
+        """The replies of node ``name``'s calls, those run with replicas as its WAIT allows
+        (``acked``: the WAIT's reply; no node: none)."""
+        out = list(replies)
+        for i, call in enumerate(calls):
             if call.replicas is not None:
-                name = nodes.get(id(call))
-                count = acked[name] if name is not None and self._still_on(call, name) else 0
+                count = acked if name is not None and self._still_on(call, name) else 0
                 out[i] = replicated(out[i], count, call.replicas)
         return out
 

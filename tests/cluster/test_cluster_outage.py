@@ -13,6 +13,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from db.layouts import Layouts
 from seatlock import keys
@@ -301,9 +304,28 @@ async def test_the_reconciler_repairs_the_other_primaries_while_one_does_not_ans
 async def test_a_lost_primary_fails_only_its_screenings(
     base_settings: Settings, lone_primaries: LocalCluster, db: asyncpg.Connection
 ) -> None:
-    async with alice_on_every_primary(base_settings, lone_primaries, db) as (client, alice, shows):
+    """kill -9 of a primary (the last test of the module: it stays dead). Its calls fail, also
+    those sent in one batch with the other primaries' calls, which are answered (one pipeline
+    for the batch failed all of it with the lost node's error: in a failover under load, a hold
+    on another primary's screening was answered 503); then they are refused at once."""
+    metas = [keys.screening_meta(s) for s in one_per_primary(lone_primaries)]
+    async with (
+        transport_of(lone_primaries) as transport,
+        alice_on_every_primary(base_settings, lone_primaries, db) as (client, alice, shows),
+    ):
+        transport.client.set_retry(Retry(NoBackoff(), 1))  # redis-py's ten take ~5 s
+        for meta in metas[::2]:  # the slot map; no connection to the primary killed next
+            assert await transport.command("HSET", meta, "probe", "1") == 1
         lost = lone_primaries.primary_ports[1]
         lone_primaries.kill(lost)
+        for _ in range(2):  # its connection refused, then its calls refused here
+            started = time.monotonic()
+            batch = [transport.command("HGET", meta, "probe") for meta in metas]  # one batch
+            replies = await asyncio.gather(*batch, return_exceptions=True)
+            assert replies[0] == replies[2] == b"1", replies
+            assert isinstance(replies[1], RedisConnectionError), replies
+        assert "is not answering" in str(replies[1])
+        assert time.monotonic() - started < 0.5
         started = time.monotonic()
         down = await reserve(client, alice, shows[1], shows[1].seat_ids[1:2])
         assert time.monotonic() - started < 10  # redis-py's retries, then 503
