@@ -12,6 +12,7 @@ publishes it to every process (``publish_revocations``).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from seatlock import keys
 from seatlock.accounts.sessions import CHANNEL
 from seatlock.accounts.tokens import Principal
+from seatlock.engine.transport import REDIS_DOWN
 from seatlock.errors import Forbidden, NotAuthenticated
 from seatlock.settings import IPNetwork
 
@@ -82,9 +84,14 @@ async def session_is_active(services: Services, session_id: str) -> bool:
 async def _session_state(services: Services, session_id: str) -> bool:
     # Through the engine's transport, as the seat scripts go: one pipelined connection, where a
     # crowd of new sessions (a release day: every user's first request in every process) would
-    # queue for the connection pool's few connections.
+    # queue for the connection pool's few connections. When the key's Redis does not answer (a
+    # cluster node failing over: the session keys of many users live there), PostgreSQL, which
+    # decides, answers: a request that needs no seat of that node is served, not a 503.
     transport, key = services.engine.transport, keys.session(session_id)
-    cached = await transport.command("GET", key)
+    try:
+        cached = await transport.command("GET", key)
+    except REDIS_DOWN:
+        cached, key = None, ""  # asked of PostgreSQL, and not written back
     if cached is not None:
         return bool(cached == b"1")
     row = await services.db.fetchrow(
@@ -93,13 +100,16 @@ async def _session_state(services: Services, session_id: str) -> bool:
         session_id,
     )
     active = bool(row and row["active"])
+    if not key:
+        return active
     ttl = SESSION_CACHE_SECONDS
     if row and active:
         ttl = max(1, min(ttl, int(row["expires_at"].timestamp() - time.time())))
     # NX: a revocation that landed between our read and this write has already set "0"; a
     # plain SET would overwrite it with the stale "1" and let the session live on.
     state = b"1" if active else b"0"
-    await transport.command("SET", key, state, "EX", ttl, "NX")
+    with contextlib.suppress(*REDIS_DOWN):  # the answer stands; the next check asks again
+        await transport.command("SET", key, state, "EX", ttl, "NX")
     return active
 
 

@@ -174,6 +174,32 @@ async def test_redis_down_is_503_with_retry_after(
         _expect_503(r)
 
 
+async def test_sessions_are_checked_in_postgresql_while_redis_is_down(
+    gated: Callable[..., tuple[LiveServer, Gate]], db: asyncpg.Connection
+) -> None:
+    """A session's state is cached in Redis; while Redis does not answer (or, on a cluster, the
+    node of the session's key fails over) PostgreSQL, which decides, answers instead: what needs
+    no seat is served, a revoked session is still refused, a hold is a 503."""
+    live, gate = gated("redis_url")
+    show = await make.show(db, 4)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        user = await make_account(client, "sessions@example.com", "Sessions")
+        revoked = await make_account(client, "revoked@example.com", "Revoked")
+        await db.execute(
+            "UPDATE auth_sessions SET revoked_at = now() WHERE user_id = $1", revoked.id
+        )
+        gate.shut()
+        me = await client.get("/api/v1/auth/me", headers=user.headers)
+        assert me.status_code == 200, me.text
+        assert me.json()["email"] == user.email
+        tickets = await client.get("/api/v1/tickets/my-tickets", headers=user.headers)
+        assert tickets.status_code == 200, tickets.text
+        r = await client.get("/api/v1/auth/me", headers=revoked.headers)
+        assert r.status_code == 401, r.text
+        hold = {"screening_id": show.id, "seat_ids": show.seat_ids[:1]}
+        _expect_503(await client.post(RESERVE, json=hold, headers=user.headers))
+
+
 async def test_a_redis_that_answers_nothing_is_503_within_its_timeout(
     gated: Callable[..., tuple[LiveServer, Gate]], db: asyncpg.Connection
 ) -> None:
@@ -192,7 +218,11 @@ async def test_a_redis_that_answers_nothing_is_503_within_its_timeout(
         replies = await asyncio.gather(
             client.post(RESERVE, json=hold, headers=user.headers),
             client.get(f"/api/v1/seat-reservations/screening/{show.id + 1}/availability"),
-            client.get("/api/v1/seat-reservations/my-reservations", headers=user.headers),
+            client.delete(  # the session is checked in PostgreSQL: the cancel's script waits
+                f"/api/v1/seat-reservations/cancel/{show.id}",
+                params={"seat_ids": ",".join(map(str, show.seat_ids[:2]))},
+                headers=user.headers,
+            ),
         )
         waited = asyncio.get_running_loop().time() - started
         for r in replies:
