@@ -10,17 +10,16 @@ node in the order they were made. Every key of a screening script shares the scr
 published in order.
 
 A primary that stops answering (hung, or cut off without a reset) costs the batch in flight one
-socket timeout; one that is gone (killed: its connection lost, a new one refused) at most
-redis-py's retries (~5 s, fewer when a failover ends them). Either way its calls get the error as
-their reply, the other nodes' calls their answers (a share that fails as a whole fails its own
-calls only). From then on the calls bound for it (by the slot of their first key) fail at once, a
-503 with Retry-After, until a PING of the node has an answer or the node no longer serves slots (a
-failover moved them), as the fast transport does for a single Redis (seatlock/failfast.py); the
-other primaries' screenings are served as before. A batch waits at most BATCH_BOUND socket
-timeouts: redis-py retries a pipeline that failed as a whole, refreshing the slot map in between,
-and one stopped primary held every call of the process ~30 s a batch with a 2 s timeout. (A queue
-per primary would spare the other primaries even that first wait, but its smaller pipelines cost
-~40 % more CPU per call.)
+socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
+retries (RETRIES, ~0.1 s). Either way its calls get the error as their reply, the other nodes'
+calls their answers (a share that fails as a whole fails its own calls only). From then on the
+calls bound for it (by the slot of their first key) fail at once, a 503 with Retry-After, until a
+PING of the node has an answer or the node no longer serves slots (a failover moved them), as the
+fast transport does for a single Redis (seatlock/failfast.py); the other primaries' screenings are
+served as before. A batch waits at most BATCH_BOUND socket timeouts: redis-py retries a pipeline
+that failed as a whole, refreshing the slot map in between, and one stopped primary held every call
+of the process ~30 s a batch with a 2 s timeout. (A queue per primary would spare the other
+primaries even that first wait, but its smaller pipelines cost ~40 % more CPU per call.)
 redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
 connection it may send a call again (its outcome was unknown).
 
@@ -67,6 +66,8 @@ from typing import Any
 import hiredis
 from redis.asyncio import Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import PRIMARY
 from redis.exceptions import ClusterError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -97,6 +98,7 @@ SHARDED_SINCE = (7, 0)  # the first Redis with SPUBLISH / SSUBSCRIBE
 MIGRATING_S = 5.0  # a call refused while its slot migrates (TRYAGAIN) is sent again this long
 MIGRATING_RETRY_S = 0.05  # and this often
 BATCH_BOUND = 1.5  # a batch waits at most this many socket timeouts (see above)
+RETRIES = 2  # redis-py's retries of a call that failed on its node (``_retry``)
 NOT_ANSWERING = (RedisTimeoutError, RedisConnectionError)  # a call's reply: its node is gone
 
 
@@ -226,7 +228,7 @@ class ClusterTransport(Batcher[str]):
         if issubclass(given.get("connection_class", Connection), SSLConnection):
             options["ssl"] = True  # rediss+cluster://
         seeds = [ClusterNode(n.host, n.port) for n in cluster.nodes_manager.startup_nodes.values()]
-        client = RedisCluster(startup_nodes=seeds, **options)
+        client = RedisCluster(startup_nodes=seeds, retry=_retry(), **options)
         pack_with_hiredis(client)
         # Replies as Redis sends them: the engine parses what it reads itself. The nodes share
         # this dict; redis-py's own slot map and command table (CLUSTER ..., COMMAND) keep theirs.
@@ -694,6 +696,14 @@ def _version(info: Any) -> tuple[int, ...]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _retry() -> Retry:
+    """redis-py's retries of a call that failed on its node (a slot map refresh before each):
+    enough for a stale connection or a slot that just moved; a killed primary's calls fail
+    within ~0.1 s and the node is refused at once until its probe answers. redis-py's default
+    (ten, backing off to 1 s) held the process's every call ~5 s behind one killed primary."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), RETRIES)
 
 
 def _taken_over(option: str) -> bool:

@@ -13,8 +13,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from db.layouts import Layouts
@@ -313,7 +311,6 @@ async def test_a_lost_primary_fails_only_its_screenings(
         transport_of(lone_primaries) as transport,
         alice_on_every_primary(base_settings, lone_primaries, db) as (client, alice, shows),
     ):
-        transport.client.set_retry(Retry(NoBackoff(), 1))  # redis-py's ten take ~5 s
         for meta in metas[::2]:  # the slot map; no connection to the primary killed next
             assert await transport.command("HSET", meta, "probe", "1") == 1
         lost = lone_primaries.primary_ports[1]
@@ -324,8 +321,8 @@ async def test_a_lost_primary_fails_only_its_screenings(
             replies = await asyncio.gather(*batch, return_exceptions=True)
             assert replies[0] == replies[2] == b"1", replies
             assert isinstance(replies[1], RedisConnectionError), replies
+            assert time.monotonic() - started < 1.0  # redis-py's default retries took ~5 s
         assert "is not answering" in str(replies[1])
-        assert time.monotonic() - started < 0.5
         started = time.monotonic()
         down = await reserve(client, alice, shows[1], shows[1].seat_ids[1:2])
         assert time.monotonic() - started < 10  # redis-py's retries, then 503
