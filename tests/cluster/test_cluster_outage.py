@@ -325,7 +325,7 @@ async def test_a_lost_primary_fails_only_its_screenings(
         assert "is not answering" in str(replies[1])
         started = time.monotonic()
         down = await reserve(client, alice, shows[1], shows[1].seat_ids[1:2])
-        assert time.monotonic() - started < 10  # redis-py's retries, then 503
+        assert time.monotonic() - started < 2  # two quick retries at most, then 503
         assert down.status_code == 503, down.text
         assert down.headers["Retry-After"]
         assert down.json() == {"detail": "Seat service temporarily unavailable"}
