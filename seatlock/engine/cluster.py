@@ -102,10 +102,6 @@ RETRIES = 2  # redis-py's retries of a call that failed on its node (``_retry``)
 NOT_ANSWERING = (RedisTimeoutError, RedisConnectionError)  # a call's reply: its node is gone
 
 
-# Per node name: the node and the calls of a batch that wait for its replicas.
-Waits = dict[str, tuple[ClusterNode, list[Call[str]]]]
-
-
 class ClusterTransport(Batcher[str]):
     """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch."""
 
@@ -148,16 +144,17 @@ class ClusterTransport(Batcher[str]):
         REDIS_NOT_ANSWERING.inc()
         return RedisConnectionError(f"Redis node {node.name} is not answering")
 
-    def _not_answering(self, nodes: set[str]) -> None:
-        """The nodes (by name) did not answer (in time, or at all): refuse their calls until
-        they do."""
-        for name in nodes:
-            fail_fast = self._fail_fast.get(name)
-            if fail_fast is None:
-                probe = functools.partial(self._probe, name)
-                fail_fast = self._fail_fast[name] = FailFast(f"Redis node {name}", probe, logger)
-            fail_fast.timed_out()
-            self._down.add(name)
+    def _not_answering(self, node: ClusterNode | None) -> None:
+        """The node did not answer (in time, or at all): refuse its calls until it does."""
+        if node is None:  # calls redis-py routed: no node of ours to refuse
+            return
+        name = node.name
+        fail_fast = self._fail_fast.get(name)
+        if fail_fast is None:
+            probe = functools.partial(self._probe, name)
+            fail_fast = self._fail_fast[name] = FailFast(f"Redis node {name}", probe, logger)
+        fail_fast.timed_out()
+        self._down.add(name)
 
     async def _probe(self, name: str) -> None:
         """An answer to PING from the node, or the node no longer serves slots (its calls go
@@ -318,70 +315,61 @@ class ClusterTransport(Batcher[str]):
         for script in sorted(fresh):  # on every node (_load)
             await self._load(script)
         self.calls += len(fresh)
-        waits = await self._waits(batch)
-        shares: dict[str | None, list[int]] = {}  # by node name: the positions of its calls
-        nodes = [self._node_of_key(_key_of(c.keys, c.args)) for c in batch]
-        for i, node in enumerate(nodes):
-            shares.setdefault(node.name if node is not None else None, []).append(i)
+        if any(c.replicas is not None for c in batch):
+            # Their WAIT goes to the node of their slot: the slot map, at once unless it is the
+            # first or a refresh is due.
+            await self._client.initialize()
+        # By node name: the node (None: no slot map yet, or the slot is not covered) and the
+        # positions of its calls.
+        shares: dict[str | None, tuple[ClusterNode | None, list[int]]] = {}
+        for i, call in enumerate(batch):
+            node = self._node_of_key(_key_of(call.keys, call.args))
+            shares.setdefault(node.name if node is not None else None, (node, []))[1].append(i)
         if len(shares) == 1:
-            (name,) = shares
-            replies = await self._send_share(batch, nodes, waits.get(name) if name else None)
+            ((node, _),) = shares.values()
+            replies = await self._send_share(batch, node)
         else:
             answers = await asyncio.gather(
-                *(
-                    self._send_share(
-                        [batch[i] for i in share],
-                        [nodes[i] for i in share],
-                        waits.get(name) if name else None,
-                    )
-                    for name, share in shares.items()
-                )
+                *(self._send_share([batch[i] for i in at], node) for node, at in shares.values())
             )
             replies = [None] * len(batch)
-            for share, answer in zip(shares.values(), answers, strict=True):
-                for i, reply in zip(share, answer, strict=True):
+            for (_, at), answer in zip(shares.values(), answers, strict=True):
+                for i, reply in zip(at, answer, strict=True):
                     replies[i] = reply
         self._known.update(n for n in fresh if n is not None)
         return replies
 
-    async def _send_share(
-        self,
-        calls: list[Call[str]],
-        nodes: list[ClusterNode | None],
-        wait: tuple[ClusterNode, list[Call[str]]] | None,
-    ) -> list[Any]:
-        """One node's calls (``nodes``: the node of each) in one pipeline, then the WAIT for
-        those run with replicas, on the connection that carried them; a reply per call, the
-        pipeline's error as the reply of each when it failed as a whole."""
+    async def _send_share(self, calls: list[Call[str]], node: ClusterNode | None) -> list[Any]:
+        """One node's calls in one pipeline, then, for those run with replicas, one WAIT on the
+        connection that carried them; a reply per call, the pipeline's error as the reply of each
+        when it failed as a whole."""
+        wanted = [c.replicas for c in calls if c.replicas is not None]
+        wait = bool(wanted) and node is not None  # no node: none is confirmed
         async with self._client.pipeline() as pipe:
-            for call, node in zip(calls, nodes, strict=True):
+            for call in calls:
                 if call.script is None:
                     pipe.execute_command(*call.args)
                 else:
                     self._queue_script(pipe, call, node)
-            if wait is not None:
-                wanted = [c.replicas for c in wait[1] if c.replicas is not None]
-                pipe.execute_command(*wait_command(wanted), target_nodes=wait[0])
+            if wait:
+                pipe.execute_command(*wait_command(wanted), target_nodes=node)
             self.pipelines += 1
-            self.calls += len(calls) + (wait is not None)
+            self.calls += len(calls) + int(wait)
             try:
                 async with asyncio.timeout(self._bound_s):
                     replies: list[Any] = await pipe.execute(raise_on_error=False)
             except (TimeoutError, RedisTimeoutError, RedisConnectionError, OSError) as exc:
-                self._not_answering(self._nodes_of(calls))  # a probe clears it once it answers
+                self._not_answering(node)  # a probe clears it once it answers
                 return [self._failure(exc)] * len(calls)
             except Exception as exc:  # no reply of this share can be trusted
                 return [self._failure(exc)] * len(calls)
         # A node that timed out or dropped the connection gives each call its error as reply.
-        answers = zip(calls, replies, strict=False)  # the WAIT's reply after them
-        lost = [call for call, reply in answers if isinstance(reply, NOT_ANSWERING)]
-        if lost:
-            self._not_answering(self._nodes_of(lost))
-        if wait is not None:
-            return self._replicated(calls, replies[: len(calls)], wait[0].name, replies[-1])
-        if any(call.replicas is not None for call in calls):  # no node known: none confirmed
-            return self._replicated(calls, replies, None, 0)
-        return replies
+        if any(isinstance(reply, NOT_ANSWERING) for reply in replies[: len(calls)]):
+            self._not_answering(node)
+        if not wanted:
+            return replies
+        acked = replies[-1] if wait else 0
+        return self._replicated(calls, replies[: len(calls)], node, acked)
 
     def _queue_script(
         self, pipe: ClusterPipeline, call: Call[str], node: ClusterNode | None
@@ -403,18 +391,6 @@ class ClusterTransport(Batcher[str]):
                 "EVALSHA", sha, len(call.keys), *call.keys, *call.args, target_nodes=node
             )
 
-    async def _waits(self, batch: list[Call[str]]) -> Waits:
-        """The primaries the batch's calls run with replicas go to, each with its calls."""
-        waits: Waits = {}
-        durable = [c for c in batch if c.replicas is not None]
-        if durable:
-            await self._client.initialize()  # at once unless the first map or a refresh is due
-        for call in durable:
-            node = self._node_of(call)
-            if node is not None:  # else its slot is not covered: its script fails anyway
-                waits.setdefault(node.name, (node, []))[1].append(call)
-        return waits
-
     def _node_of(self, call: Call[str]) -> ClusterNode | None:
         """The primary of the call's slot as the slot map has it now (None: not covered)."""
         return self._node_of_key(call.keys[0]) if call.keys else None
@@ -428,11 +404,6 @@ class ClusterTransport(Batcher[str]):
             return self._client.get_node_from_key(key)  # type: ignore[arg-type]
         except RedisClusterException:
             return None
-
-    def _nodes_of(self, calls: list[Call[str]]) -> set[str]:
-        """The names of the nodes the calls went to (a plain command's key follows its name)."""
-        nodes = (self._node_of_key(_key_of(c.keys, c.args)) for c in calls)
-        return {node.name for node in nodes if node is not None}
 
     async def _load(self, name: str) -> None:
         """SCRIPT LOAD on every node redis-py knows, replicas too, at once: a replica promoted
@@ -456,14 +427,14 @@ class ClusterTransport(Batcher[str]):
             await self._client.execute_command("SCRIPT", "LOAD", script, target_nodes=node)
 
     def _replicated(
-        self, calls: list[Call[str]], replies: list[Any], name: str | None, acked: Any
+        self, calls: list[Call[str]], replies: list[Any], node: ClusterNode | None, acked: Any
     ) -> list[Any]:
-        """The replies of node ``name``'s calls, those run with replicas as its WAIT allows
-        (``acked``: the WAIT's reply; no node: none)."""
+        """The replies of ``node``'s calls, those run with replicas as its WAIT allows
+        (``acked``: the WAIT's reply; no node: none confirmed)."""
         out = list(replies)
         for i, call in enumerate(calls):
             if call.replicas is not None:
-                count = acked if name is not None and self._still_on(call, name) else 0
+                count = acked if node is not None and self._still_on(call, node.name) else 0
                 out[i] = replicated(out[i], count, call.replicas)
         return out
 
