@@ -88,10 +88,11 @@ async def _session_state(services: Services, session_id: str) -> bool:
     # cluster node failing over: the session keys of many users live there), PostgreSQL, which
     # decides, answers: a request that needs no seat of that node is served, not a 503.
     transport, key = services.engine.transport, keys.session(session_id)
+    cached, remember = None, True
     try:
         cached = await transport.command("GET", key)
     except REDIS_DOWN:
-        cached, key = None, ""  # asked of PostgreSQL, and not written back
+        remember = False  # asked of PostgreSQL, and not written back
     if cached is not None:
         return bool(cached == b"1")
     row = await services.db.fetchrow(
@@ -100,7 +101,7 @@ async def _session_state(services: Services, session_id: str) -> bool:
         session_id,
     )
     active = bool(row and row["active"])
-    if not key:
+    if not remember:
         return active
     ttl = SESSION_CACHE_SECONDS
     if row and active:
