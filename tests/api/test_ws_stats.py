@@ -230,4 +230,6 @@ async def test_a_process_whose_entry_expired_is_pruned_and_a_bad_entry_ignored(
     await redis.sadd(keys.WS_STATS_PROCESSES, "dead:1:00", "odd:2:00")
     await redis.set(keys.ws_stats_entry("odd:2:00"), b"[1, 2]", px=STATS_TTL_MS)
     assert (await hub.service_stats())["total_connections"] == 0
-    assert await redis.smembers(keys.WS_STATS_PROCESSES) == {b"odd:2:00"}
+    # Another test's live server may register its own entry meanwhile: only these two count.
+    members = await redis.smembers(keys.WS_STATS_PROCESSES)
+    assert b"dead:1:00" not in members and b"odd:2:00" in members, members
