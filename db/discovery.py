@@ -5,14 +5,17 @@ Every list is one query with a total ordering (a unique id breaks ties), so page
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from db.pool import Executor
+from db.pool import Executor, ReplicaReads
 
 MOVIE_FIELDS = (
     "id, title, description, duration_minutes, genre, language, rating, age_rating,"
@@ -184,22 +187,88 @@ async def coming_soon(db: Executor, skip: int, limit: int) -> list[asyncpg.Recor
     )
 
 
-SALES_CTE = (
-    "sales AS (SELECT s.movie_id, count(*)::int AS sold FROM tickets t"
+# Tickets sold per movie over the last 7 days, as trending and recommendations rank movies:
+# counted by ``recent_sales`` (an aggregate over every such ticket, ~90 ms at 300,000 a week),
+# kept per process by ``SalesTally`` and handed to the ranking queries as two arrays, so a page
+# of trending or recommendations costs a join of those arrays with the movies.
+SALES_SQL = (
+    "SELECT s.movie_id, count(*)::int AS sold FROM tickets t"
     " JOIN screenings s ON s.id = t.screening_id"
     " WHERE t.status IN ('pending', 'confirmed') AND t.booked_at > now() - interval '7 days'"
-    " GROUP BY s.movie_id)"
+    " GROUP BY s.movie_id"
 )
 
 
-async def trending(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
+@dataclass(frozen=True, slots=True)
+class Sales:
+    """Tickets sold per movie over the last 7 days: ``sold[i]`` of ``movie_ids[i]``."""
+
+    movie_ids: list[int]
+    sold: list[int]
+
+
+async def recent_sales(db: Executor) -> Sales:
+    rows = await db.fetch(SALES_SQL)
+    return Sales([row["movie_id"] for row in rows], [row["sold"] for row in rows])
+
+
+def sales_cte(movie_ids: str, sold: str) -> str:
+    """The ``sales (movie_id, sold)`` CTE over a ``Sales`` passed as two array parameters."""
+    arrays = f"unnest({movie_ids}::bigint[], {sold}::int[])"
+    return f"sales AS (SELECT * FROM {arrays} sa(movie_id, sold))"
+
+
+class SalesTally:
+    """``recent_sales`` kept for ``max_age`` seconds (SEATLOCK_SALES_CACHE_SECONDS; 0: counted on
+    every call). A count is at most ``max_age`` old, from when its query started; the movies it
+    ranks are always read fresh, so a renamed or deleted movie shows at once. Calls that find the
+    tally stale while it is being counted wait for that count (one query per process however
+    many ask). The count runs as a task of its own: a caller that goes away does not cancel it
+    for the others, and a count that fails is not kept (each later caller counts again)."""
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age = max_age
+        self._clock = clock
+        self._sales: Sales | None = None
+        self._counted_at = 0.0
+        self._flight: asyncio.Task[Sales] | None = None
+
+    async def current(self, reads: ReplicaReads) -> Sales:
+        if self.max_age <= 0:
+            return await reads.read(recent_sales)
+        sales = self._sales
+        if sales is not None and self._clock() - self._counted_at < self.max_age:
+            return sales
+        if self._flight is None:
+            self._flight = asyncio.ensure_future(self._count(reads))
+            self._flight.add_done_callback(_retrieved)
+        return await asyncio.shield(self._flight)
+
+    async def _count(self, reads: ReplicaReads) -> Sales:
+        started = self._clock()
+        try:
+            sales = await reads.read(recent_sales)
+        finally:
+            self._flight = None
+        self._sales, self._counted_at = sales, started
+        return sales
+
+
+def _retrieved(task: asyncio.Task[Sales]) -> None:
+    # Every waiter may be gone (cancelled requests): the failure is theirs, not worth a warning
+    # that nobody retrieved it.
+    if not task.cancelled():
+        task.exception()
+
+
+async def trending(db: Executor, sales: Sales, skip: int, limit: int) -> list[asyncpg.Record]:
     """Tickets sold in the last 7 days, ties by rating; unsold movies follow, by rating.
 
     Only the first ``skip + limit`` unsold movies can reach the page: they are read in the
     rating index's order, so a page does not sort the whole catalog.
     """
     return await db.fetch(
-        f"WITH {SALES_CTE},"
+        f"WITH {sales_cte('$3', '$4')},"
         " unsold AS (SELECT m.id, 0 AS sold, m.rating FROM movies m"
         " WHERE NOT EXISTS (SELECT 1 FROM sales sa WHERE sa.movie_id = m.id)"
         " ORDER BY m.rating DESC NULLS LAST, m.id LIMIT $1::bigint + $2),"
@@ -211,6 +280,8 @@ async def trending(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
         " ORDER BY p.sold DESC, p.rating DESC NULLS LAST, p.id",
         skip,
         limit,
+        sales.movie_ids,
+        sales.sold,
     )
 
 
@@ -315,18 +386,21 @@ SEARCHES = (
 NO_SEARCHES = "SELECT NULL::text AS query WHERE false"
 
 
-async def recommended(db: Executor, user_id: int, skip: int, limit: int) -> list[asyncpg.Record]:
+async def recommended(
+    db: Executor, sales: Sales, user_id: int, skip: int, limit: int
+) -> list[asyncpg.Record]:
     """Movies for this user from favorites, tickets, reviews, preferences and searches."""
+    args = (user_id, skip, limit, sales.movie_ids, sales.sold)
     try:
-        return await db.fetch(recommend_sql(with_others=True), user_id, skip, limit)
+        return await db.fetch(recommend_sql(with_others=True), *args)
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
         # Reviews and search history come from another migration (0005): go on without them.
-        return await db.fetch(recommend_sql(with_others=False), user_id, skip, limit)
+        return await db.fetch(recommend_sql(with_others=False), *args)
 
 
 def recommend_sql(*, with_others: bool) -> str:
     return RECOMMEND_SQL.format(
-        sales=SALES_CTE,
+        sales=sales_cte("$4", "$5"),
         movie_columns=MOVIE_COLUMNS,
         reviewed=REVIEWED if with_others else "",
         searches=SEARCHES if with_others else NO_SEARCHES,

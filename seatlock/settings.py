@@ -135,6 +135,10 @@ class Settings:
     # process for this many seconds (api/answercache.py); 0: off. A catalog write clears its own
     # process's copies at once; an admin's change shows on every host within this time.
     catalog_cache_seconds: float = 1.0
+    # Tickets sold per movie over the last week, which trending and recommendations rank by, are
+    # counted at most once per this many seconds in each process (db/discovery.py SalesTally),
+    # for every caller, signed in or not; 0: counted on every call.
+    sales_cache_seconds: float = 10.0
 
     # Mail: SMTP when smtp_host is set, otherwise the local outbox under data_dir.
     smtp_host: str = ""

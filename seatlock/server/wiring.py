@@ -26,6 +26,7 @@ from api.answercache import AnswerCache
 from api.app import build_app
 from api.routing import App
 from db import users
+from db.discovery import SalesTally
 from db.layouts import Layouts
 from db.migrate import migrate_database
 from db.pool import ReplicaReads, close_pool, create_pool, create_replica_pool
@@ -213,6 +214,7 @@ def build(
         engine=engine,
         hub=hub,
         layouts=layouts,
+        sales=SalesTally(settings.sales_cache_seconds),
         history_writer=history_writer,
         booking_writer=booking_writer,
         holds=holds,

@@ -10,6 +10,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from db.discovery import SalesTally
 from db.layouts import Layouts
 from db.pool import ReplicaReads
 from db.reservations import HistoryWriter
@@ -43,6 +44,7 @@ class Services:
     engine: SeatEngine
     hub: Hub
     layouts: Layouts  # seat details per screening, cached per process
+    sales: SalesTally  # last week's tickets sold per movie (trending, recommendations)
     history_writer: HistoryWriter  # hold history, written in the background
     booking_writer: BookingWriter  # group commit of bookings
     holds: HoldService  # hold, extend, cancel, list holds

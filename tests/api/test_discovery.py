@@ -5,15 +5,19 @@ Catalog rows are made by direct SQL (tests/factories.py).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from db import discovery
 from tests import factories as make
-from tests.support import PUBLIC, Account, ids
+from tests.support import PUBLIC, Account, LiveServer, ids
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date()
@@ -172,6 +176,83 @@ async def test_trending_counts_last_week_sales_ties_by_rating(
             for skip in range(8)
         ]
         assert [ids(page) for page in pages] == [ids(r)[skip : skip + limit] for skip in range(8)]
+
+
+@pytest.fixture
+def counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the servers' counts of last week's sales (the real query, counted on the way)."""
+    calls: list[int] = []
+    real = discovery.recent_sales
+
+    async def counted(db: Any) -> discovery.Sales:
+        calls.append(1)
+        await asyncio.sleep(0.05)  # a slow count: concurrent callers overlap for sure
+        return await real(db)
+
+    monkeypatch.setattr(discovery, "recent_sales", counted)
+    return calls
+
+
+def sold(r: httpx.Response) -> list[tuple[str, int]]:
+    assert r.status_code == 200, r.text
+    return [(m["title"], m["tickets_sold"]) for m in r.json()]
+
+
+async def test_trending_ranks_by_a_kept_count_of_sales_and_reads_movies_fresh(
+    make_server: Callable[..., LiveServer],
+    db: asyncpg.Connection,
+    user: Account,
+    other_user: Account,
+    counts: list[int],
+) -> None:
+    room = await make.room(db, await make.cinema(db, "Grand Rex"))
+    heat, ronin = await make.movie(db, "Heat", rating=5), await make.movie(db, "Ronin", rating=9)
+    heat_show = await make.screening(db, heat, room, NOW + dt.timedelta(days=1))
+    ronin_show = await make.screening(db, ronin, room, NOW + dt.timedelta(days=2))
+    await make.sold_seats(db, other_user.id, heat_show, 2)
+    ttl = 1.5
+    live = make_server(sales_cache_seconds=ttl)
+    async with httpx.AsyncClient(base_url=live.url, headers=user.headers, timeout=15) as c:
+        counted_at = time.monotonic()
+        # Signed in, and at once from many: one count, shared.
+        first = await asyncio.gather(*(c.get("/api/v1/movies/trending") for _ in range(8)))
+        assert {tuple(sold(r)) for r in first} == {(("Heat", 2), ("Ronin", 0))}
+        assert len(counts) == 1
+        await make.sold_seats(db, other_user.id, ronin_show, 3)
+        await db.execute("UPDATE movies SET title = 'Heat 2' WHERE id = $1", heat)
+        again = await c.get("/api/v1/movies/trending")
+        if time.monotonic() - counted_at < ttl:  # a slow machine may take longer than the TTL
+            # The count is the kept one; the movie is what it is now.
+            assert sold(again) == [("Heat 2", 2), ("Ronin", 0)]
+            assert len(counts) == 1
+        await asyncio.sleep(max(0.0, counted_at + ttl + 0.05 - time.monotonic()))
+        assert sold(await c.get("/api/v1/movies/trending")) == [("Ronin", 3), ("Heat 2", 2)]
+        # Recommendations (the reader bought nothing: plain popularity) rank by the same count.
+        assert sold(await c.get("/api/v1/movies/recommended")) == [("Ronin", 3), ("Heat 2", 2)]
+        assert len(counts) == 2
+
+
+async def test_a_failed_count_of_sales_is_not_kept(
+    make_server: Callable[..., LiveServer],
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await make.movie(db, "Heat")
+    real, failures = discovery.recent_sales, [1]
+
+    async def failing_once(pool: Any) -> discovery.Sales:
+        if failures:
+            failures.pop()
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        return await real(pool)
+
+    monkeypatch.setattr(discovery, "recent_sales", failing_once)
+    live = make_server(sales_cache_seconds=60)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as c:
+        down = await c.get("/api/v1/movies/trending")
+        assert down.status_code == 503, down.text
+        assert "retry-after" in down.headers
+        assert sold(await c.get("/api/v1/movies/trending")) == [("Heat", 0)]
 
 
 async def test_filter_by_every_criterion(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
