@@ -1,11 +1,13 @@
-"""The call queue shared by the transports built on redis-py (``redispy.py``, ``cluster.py``).
+"""The call queues shared by the transports built on redis-py (``redispy.py``, ``cluster.py``).
 
-Calls (scripts and plain commands) wait in one queue and go out in batches, one batch at a time:
-the calls made in one event-loop iteration share a batch, calls made while a batch is answered
-wait and go out together in the next one. So the calls of one process reach Redis in the order
-they were made, and the events a script publishes keep that order. A script call answered with
-NOSCRIPT (a restart, SCRIPT FLUSH, a promoted replica that never loaded it) is sent once more
-after its scripts are loaded again; only those calls run late.
+Calls (scripts and plain commands) wait in a queue, a ``Lane``, and go out in batches, one batch
+of the lane at a time: the calls made in one event-loop iteration share a batch, calls made while
+a batch is answered wait and go out together in the next one. So the calls of a lane reach Redis
+in the order they were made, and the events a script publishes keep that order. A transport to
+one Redis has one lane; the cluster transport has one per primary, so a primary that does not
+answer holds up its own calls only. A script call answered with NOSCRIPT (a restart, SCRIPT
+FLUSH, a promoted replica that never loaded it) is sent once more after its scripts are loaded
+again; only those calls run late.
 
 A transport supplies ``_pipeline``: how one batch is written (a pipeline of one node, a cluster
 pipeline split by node) and how the scripts it needs are loaded first (``_known`` holds the
@@ -26,7 +28,7 @@ from redis.exceptions import NoScriptError
 from seatlock.engine.transport import Arg, Replicas, settle
 
 MAX_BATCH = 512  # calls per pipeline
-MAX_QUEUE = 20_000  # calls waiting (queued or in a pipeline); beyond this, callers get an error
+MAX_QUEUE = 20_000  # calls of a lane waiting (queued or in a pipeline); beyond: an error
 
 S = TypeVar("S")  # how a transport names a script (its registered script, or the script's name)
 
@@ -34,7 +36,7 @@ S = TypeVar("S")  # how a transport names a script (its registered script, or th
 class Call(Generic[S]):
     """A script call (``script``), or a plain command (``script`` None, ``args`` the command)."""
 
-    __slots__ = ("args", "future", "keys", "replicas", "script")
+    __slots__ = ("args", "future", "keys", "node", "replicas", "script")
 
     def __init__(
         self,
@@ -43,12 +45,25 @@ class Call(Generic[S]):
         args: Sequence[Arg],
         future: asyncio.Future[Any],
         replicas: Replicas | None = None,
+        node: Any = None,
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
         self.future = future
         self.replicas = replicas  # set: answered after a WAIT that follows it (transport.py)
+        self.node = node  # a cluster's call: the primary of its slot when it was made, or None
+
+
+class Lane(Generic[S]):
+    """Calls sent a batch at a time, in the order they were made."""
+
+    __slots__ = ("calls", "in_flight", "sender")
+
+    def __init__(self) -> None:
+        self.calls: deque[Call[S]] = deque()  # made, not yet sent
+        self.in_flight = 0  # calls in the batch being answered
+        self.sender: asyncio.Task[None] | None = None
 
 
 class Batcher(Generic[S]):
@@ -56,9 +71,7 @@ class Batcher(Generic[S]):
 
     def __init__(self) -> None:
         self._known: set[S] = set()  # scripts loaded by this transport since the last NOSCRIPT
-        self._queue: deque[Call[S]] = deque()  # made, not yet sent
-        self._in_flight = 0
-        self._sender: asyncio.Task[None] | None = None
+        self._lane: Lane[S] = Lane()  # a single Redis's calls (a cluster has one per node)
         self.pipelines = 0  # pipelines sent so far (tests and stats)
         self.calls = 0  # commands sent so far
 
@@ -80,36 +93,51 @@ class Batcher(Generic[S]):
         args: Sequence[Arg],
         replicas: Replicas | None = None,
     ) -> Any:
-        if len(self._queue) + self._in_flight >= MAX_QUEUE:
+        return self._enqueue(self._lane, script, keys, args, replicas)
+
+    def _enqueue(
+        self,
+        lane: Lane[S],
+        script: S | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None = None,
+        node: Any = None,
+    ) -> asyncio.Future[Any]:
+        if len(lane.calls) + lane.in_flight >= MAX_QUEUE:
             raise RedisConnectionError("Too many calls waiting for Redis")
         loop = asyncio.get_running_loop()
-        call = Call(script, keys, args, loop.create_future(), replicas)
-        self._queue.append(call)
-        if self._sender is None:
+        call = Call(script, keys, args, loop.create_future(), replicas, node)
+        lane.calls.append(call)
+        if lane.sender is None:
             # Its first step runs after every callback already ready: the calls made in this
             # iteration go out in one batch.
-            self._sender = loop.create_task(self._send_all())
+            lane.sender = loop.create_task(self._send_all(lane))
         return call.future
 
-    async def _send_all(self) -> None:
-        """Send the queue, a batch at a time, until it is empty."""
-        queue = self._queue
+    def _lanes(self) -> list[Lane[S]]:
+        """Every lane of the transport (``_stop_sending`` stops their senders)."""
+        return [self._lane]
+
+    async def _send_all(self, lane: Lane[S]) -> None:
+        """Send the lane's calls, a batch at a time, until none is left."""
+        queue = lane.calls
         try:
             while queue:
                 size = min(len(queue), MAX_BATCH)
                 batch = [c for c in (queue.popleft() for _ in range(size)) if not c.future.done()]
                 if batch:
-                    self._in_flight = len(batch)
+                    lane.in_flight = len(batch)
                     await self._send(batch)
-                    self._in_flight = 0
+                    lane.in_flight = 0
         except BaseException:  # cancelled: the loop is shutting down, or aclose()
             for call in queue:
                 settle(call.future, RedisConnectionError("Redis transport stopped"))
             queue.clear()
             raise
         finally:
-            self._sender = None
-            self._in_flight = 0
+            lane.sender = None
+            lane.in_flight = 0
 
     async def _send(self, batch: list[Call[S]], retry: bool = True) -> None:
         try:
@@ -136,8 +164,8 @@ class Batcher(Generic[S]):
             await self._send(again, retry=False)
 
     async def _stop_sending(self) -> None:
-        """Cancel the batch in flight: what waits fails with a ConnectionError."""
-        sender = self._sender
-        if sender is not None:
+        """Cancel the batches in flight: what waits fails with a ConnectionError."""
+        senders = [lane.sender for lane in self._lanes() if lane.sender is not None]
+        for sender in senders:
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+        await asyncio.gather(*senders, return_exceptions=True)

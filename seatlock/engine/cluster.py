@@ -1,27 +1,26 @@
 """The Redis Cluster transport (``SEATLOCK_REDIS_URL=redis+cluster://...``): redis-py's public
 ``RedisCluster`` API only.
 
-Calls are batched like the redis-py transport's (the queue of ``seatlock.engine.batching``): the
-calls made in one event-loop iteration go out together, each node's share of them (by the slot of
-their first key) in a non-transactional ``ClusterPipeline`` of its own, the shares at once; a
-batch is sent only after the one before it was answered, so the calls of one process reach each
-node in the order they were made. Every key of a screening script shares the screening's hash tag
-(seatlock/keys.py), so a script runs on the primary of the screening's slot, and its events are
-published in order.
+Calls are batched like the redis-py transport's (the lanes of ``seatlock.engine.batching``), with
+a lane per primary: a call goes in the lane of the primary of its slot (the slot of its first key,
+as the slot map has it when the call is made), and each lane sends the calls made in one
+event-loop iteration together, in a non-transactional ``ClusterPipeline``, a batch only after the
+one before it was answered; so the calls of one process reach each node in the order they were
+made, and the lanes do not wait for one another. Every key of a screening script shares the
+screening's hash tag (seatlock/keys.py), so a script runs on the primary of the screening's slot,
+and its events are published in order.
 
-A primary that stops answering (hung, or cut off without a reset) costs the batch in flight one
-socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
-retries (RETRIES, ~0.1 s). Either way its calls get the error as their reply, the other nodes'
-calls their answers (a share that fails as a whole fails its own calls only). From then on the
-calls bound for it (by the slot of their first key) fail at once, a 503 with Retry-After, until a
-PING of the node has an answer or the node no longer serves slots (a failover moved them), as the
-fast transport does for a single Redis (seatlock/failfast.py); the other primaries' screenings are
-served as before. A batch waits at most BATCH_BOUND socket timeouts: redis-py retries a pipeline
-that failed as a whole, refreshing the slot map in between, and one stopped primary held every call
-of the process ~30 s a batch with a 2 s timeout. (A queue per primary would spare the other
-primaries even that first wait, but its smaller pipelines cost ~40 % more CPU per call.)
-redis-py follows MOVED and ASK, retries TRYAGAIN and refreshes the slot map; after a lost
-connection it may send a call again (its outcome was unknown).
+A primary that stops answering (hung, or cut off without a reset) costs its lane's batch in flight
+one socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
+retries (RETRIES, ~0.1 s). Either way its calls get the error as their reply, and the calls made
+meanwhile wait in its lane; the other primaries' lanes go on as before. From then on the calls
+bound for it fail at once, a 503 with Retry-After, until a PING of the node has an answer or the
+node no longer serves slots (a failover moved them), as the fast transport does for a single Redis
+(seatlock/failfast.py). A batch waits at most BATCH_BOUND socket timeouts: redis-py retries a
+pipeline that failed as a whole, refreshing the slot map in between, and one stopped primary held
+its calls ~30 s a batch with a 2 s timeout. redis-py follows MOVED and ASK (a call whose slot
+moved after it was made is sent again by its keys), retries TRYAGAIN and refreshes the slot map;
+after a lost connection it may send a call again (its outcome was unknown).
 
 Scripts are loaded on every node redis-py knows, replicas too, before their first use, then sent
 as EVALSHA; a NOSCRIPT (a node restarted empty, SCRIPT FLUSH) loads them again and resends only
@@ -74,7 +73,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
-from seatlock.engine.batching import Batcher, Call
+from seatlock.engine.batching import Batcher, Call, Lane
 from seatlock.engine.redispy import CONNECTION_OPTIONS, PubSubFeed
 from seatlock.engine.scripts import NAMES, PUBLISH, SPUBLISH, source
 from seatlock.engine.shards import Slots, node_redis, slots_of
@@ -118,9 +117,12 @@ class ClusterTransport(Batcher[str]):
         timeout = self._options.get("socket_timeout")
         self._bound_s = None if timeout is None else BATCH_BOUND * float(timeout)
         self._fail_fast: dict[str, FailFast] = {}  # by node name: those found not answering once
-        # Of those, the ones found not answering, until a call finds its probe answered: the
-        # test every call makes (empty nearly always), so a call computes its node only then.
+        # Of those, the ones found not answering, until a call finds its probe answered.
         self._down: set[str] = set()
+        # A lane per node name (None: calls made with no slot map yet, or to an uncovered
+        # slot: redis-py routes them).
+        self._node_lanes: dict[str | None, Lane[str]] = {}
+        self._choosing = asyncio.Lock()  # the first batches wait for one choose_publish
 
     def _call(
         self,
@@ -129,13 +131,20 @@ class ClusterTransport(Batcher[str]):
         args: Sequence[Arg],
         replicas: Replicas | None = None,
     ) -> Any:
-        if self._down and (refused := self._refused(keys, args)) is not None:
-            raise refused
-        return super()._call(script, keys, args, replicas)
-
-    def _refused(self, keys: Sequence[str], args: Sequence[Arg]) -> RedisConnectionError | None:
-        """The error of a call bound for a node known not to answer, else None."""
         node = self._node_of_key(_key_of(keys, args))
+        if self._down and (refused := self._refused(node)) is not None:
+            raise refused
+        name = None if node is None else node.name
+        lane = self._node_lanes.get(name)
+        if lane is None:
+            lane = self._node_lanes[name] = Lane()
+        return self._enqueue(lane, script, keys, args, replicas, node)
+
+    def _lanes(self) -> list[Lane[str]]:
+        return list(self._node_lanes.values())
+
+    def _refused(self, node: ClusterNode | None) -> RedisConnectionError | None:
+        """The error of a call bound for a node known not to answer, else None."""
         if node is None or node.name not in self._down:
             return None
         if self._fail_fast[node.name].answering:  # a probe had an answer
@@ -284,14 +293,16 @@ class ClusterTransport(Batcher[str]):
         """The batch's replies; calls refused while their slot migrates are sent again."""
         if self._down:
             # Calls queued before their node was found not answering are refused here: sent,
-            # they would hold up the batch (the other nodes' calls) for another timeout.
-            refused = [self._refused(call.keys, call.args) for call in batch]
+            # each batch of them would wait for another timeout.
+            refused = [self._refused(call.node) for call in batch]
             if any(refused):
                 sent = [call for call, error in zip(batch, refused, strict=True) if not error]
                 answers = iter(await self._pipeline(sent) if sent else [])
                 return [error or next(answers) for error in refused]
-        if self._sharded is None:  # the first batch: which catalogue the primaries take
-            await self.choose_publish()
+        if self._sharded is None:  # the first batches: which catalogue the primaries take
+            async with self._choosing:
+                if self._sharded is None:
+                    await self.choose_publish()
         replies = await self._send_batch(batch)
         deadline = asyncio.get_running_loop().time() + MIGRATING_S
         while again := [i for i, reply in enumerate(replies) if _migrating(reply)]:
@@ -302,15 +313,19 @@ class ClusterTransport(Batcher[str]):
             if asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(MIGRATING_RETRY_S)
+            for i in again:  # to the slot's node as the slot map has it now
+                batch[i].node = self._node_of_key(_key_of(batch[i].keys, batch[i].args))
             retried = await self._send_batch([batch[i] for i in again])
             for i, reply in zip(again, retried, strict=True):
                 replies[i] = reply
         return replies
 
     async def _send_batch(self, batch: list[Call[str]]) -> list[Any]:
-        """The batch's replies: each node's share in a pipeline of its own, all at once. (One
-        pipeline, which redis-py splits by node itself, raises a node's failure for all of it:
-        a hold on another primary, written there, was answered 503.)"""
+        """The batch's replies: each node's share in a pipeline of its own, all at once. A lane's
+        batch is one node's share; the calls of a lane's batch sent again (their slot was
+        migrating) may be several. (One pipeline, which redis-py splits by node itself, raises a
+        node's failure for all of it: a hold on another primary, written there, was answered
+        503.)"""
         fresh = {c.script for c in batch if c.script is not None} - self._known
         for script in sorted(fresh):  # on every node (_load)
             await self._load(script)
@@ -323,7 +338,7 @@ class ClusterTransport(Batcher[str]):
         # positions of its calls.
         shares: dict[str | None, tuple[ClusterNode | None, list[int]]] = {}
         for i, call in enumerate(batch):
-            node = self._node_of_key(_key_of(call.keys, call.args))
+            node = call.node
             shares.setdefault(node.name if node is not None else None, (node, []))[1].append(i)
         if len(shares) == 1:
             ((node, _),) = shares.values()
