@@ -615,7 +615,7 @@ async def redis_hold_loop(
         seats = pick_seats(job.seat_ids)
         names = keys.script_keys(sid, seats)
         now = int(time.time() * 1000)
-        args = (sid, now, user, 60_000, 10, f"{grant:016x}", *seats)
+        args: tuple[int | str, ...] = (sid, now, user, 60_000, 10, f"{grant:016x}", *seats)
         started = time.perf_counter()
         reply = await redis.call("EVALSHA", sha_hold, len(names), *names, *args)
         sample.record(int(reply[0]), started)
