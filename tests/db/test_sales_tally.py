@@ -1,0 +1,72 @@
+"""The count of last week's sales that trending and recommendations rank by (db/discovery.py
+``SalesTally``), kept per process; through HTTP in tests/api/test_discovery.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from db import discovery
+from db.pool import ReplicaReads
+
+
+@pytest.fixture
+async def reads(backend_urls: tuple[str, str]) -> AsyncIterator[ReplicaReads]:
+    pool = await asyncpg.create_pool(backend_urls[1], min_size=1, max_size=2)
+    yield ReplicaReads(pool, None)
+    await pool.close()
+
+
+@pytest.fixture
+def counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the counts made (the real query, slowed so that callers overlap)."""
+    calls: list[int] = []
+    real = discovery.recent_sales
+
+    async def counted(db: Any) -> discovery.Sales:
+        calls.append(1)
+        await asyncio.sleep(0.2)
+        return await real(db)
+
+    monkeypatch.setattr(discovery, "recent_sales", counted)
+    return calls
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_count_for_the_others(
+    reads: ReplicaReads, counts: list[int]
+) -> None:
+    tally = discovery.SalesTally(60)
+    gone = asyncio.ensure_future(tally.current(reads))
+    waiting = asyncio.ensure_future(tally.current(reads))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    sales = await waiting
+    assert isinstance(sales, discovery.Sales)
+    assert gone.cancelled()
+    assert await tally.current(reads) is sales  # kept
+    assert len(counts) == 1
+
+
+async def test_without_a_max_age_every_call_counts(
+    reads: ReplicaReads, counts: list[int]
+) -> None:
+    tally = discovery.SalesTally(0)
+    await asyncio.gather(*(tally.current(reads) for _ in range(3)))
+    assert len(counts) == 3
+
+
+async def test_a_count_older_than_its_max_age_is_made_again(
+    reads: ReplicaReads, counts: list[int]
+) -> None:
+    now = [100.0]
+    tally = discovery.SalesTally(10, clock=lambda: now[0])
+    first = await tally.current(reads)
+    now[0] += 9.9
+    assert await tally.current(reads) is first
+    now[0] += 0.2
+    assert await tally.current(reads) is not first
+    assert len(counts) == 2
