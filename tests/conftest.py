@@ -11,12 +11,14 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from db import discovery
 from db.migrate import migrate_database
 from seatlock.server.embedded import embedded_services
 from seatlock.settings import Settings
@@ -138,3 +140,19 @@ async def admin(client: httpx.AsyncClient, server: LiveServer) -> Account:
     return await make_account(
         client, "admin@example.com", "Admin", admin_db=server.settings.database_url
     )
+
+
+@pytest.fixture
+def sales_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the counts of last week's sales that trending and recommendations rank by
+    (db/discovery.py): the real query, slowed so that concurrent callers overlap for sure."""
+    calls: list[int] = []
+    real = discovery.recent_sales
+
+    async def counted(db: Any) -> discovery.Sales:
+        calls.append(1)
+        await asyncio.sleep(0.1)
+        return await real(db)
+
+    monkeypatch.setattr(discovery, "recent_sales", counted)
+    return calls

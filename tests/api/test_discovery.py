@@ -178,21 +178,6 @@ async def test_trending_counts_last_week_sales_ties_by_rating(
         assert [ids(page) for page in pages] == [ids(r)[skip : skip + limit] for skip in range(8)]
 
 
-@pytest.fixture
-def counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the servers' counts of last week's sales (the real query, counted on the way)."""
-    calls: list[int] = []
-    real = discovery.recent_sales
-
-    async def counted(db: Any) -> discovery.Sales:
-        calls.append(1)
-        await asyncio.sleep(0.05)  # a slow count: concurrent callers overlap for sure
-        return await real(db)
-
-    monkeypatch.setattr(discovery, "recent_sales", counted)
-    return calls
-
-
 def sold(r: httpx.Response) -> list[tuple[str, int]]:
     assert r.status_code == 200, r.text
     return [(m["title"], m["tickets_sold"]) for m in r.json()]
@@ -203,7 +188,7 @@ async def test_trending_ranks_by_a_kept_count_of_sales_and_reads_movies_fresh(
     db: asyncpg.Connection,
     user: Account,
     other_user: Account,
-    counts: list[int],
+    sales_counts: list[int],
 ) -> None:
     room = await make.room(db, await make.cinema(db, "Grand Rex"))
     heat, ronin = await make.movie(db, "Heat", rating=5), await make.movie(db, "Ronin", rating=9)
@@ -217,19 +202,19 @@ async def test_trending_ranks_by_a_kept_count_of_sales_and_reads_movies_fresh(
         # Signed in, and at once from many: one count, shared.
         first = await asyncio.gather(*(c.get("/api/v1/movies/trending") for _ in range(8)))
         assert {tuple(sold(r)) for r in first} == {(("Heat", 2), ("Ronin", 0))}
-        assert len(counts) == 1
+        assert len(sales_counts) == 1
         await make.sold_seats(db, other_user.id, ronin_show, 3)
         await db.execute("UPDATE movies SET title = 'Heat 2' WHERE id = $1", heat)
         again = await c.get("/api/v1/movies/trending")
         if time.monotonic() - counted_at < ttl:  # a slow machine may take longer than the TTL
             # The count is the kept one; the movie is what it is now.
             assert sold(again) == [("Heat 2", 2), ("Ronin", 0)]
-            assert len(counts) == 1
+            assert len(sales_counts) == 1
         await asyncio.sleep(max(0.0, counted_at + ttl + 0.05 - time.monotonic()))
         assert sold(await c.get("/api/v1/movies/trending")) == [("Ronin", 3), ("Heat 2", 2)]
         # Recommendations (the reader bought nothing: plain popularity) rank by the same count.
         assert sold(await c.get("/api/v1/movies/recommended")) == [("Ronin", 3), ("Heat 2", 2)]
-        assert len(counts) == 2
+        assert len(sales_counts) == 2
 
 
 async def test_a_failed_count_of_sales_is_not_kept(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
@@ -21,23 +20,8 @@ async def reads(backend_urls: tuple[str, str]) -> AsyncIterator[ReplicaReads]:
     await pool.close()
 
 
-@pytest.fixture
-def counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the counts made (the real query, slowed so that callers overlap)."""
-    calls: list[int] = []
-    real = discovery.recent_sales
-
-    async def counted(db: Any) -> discovery.Sales:
-        calls.append(1)
-        await asyncio.sleep(0.2)
-        return await real(db)
-
-    monkeypatch.setattr(discovery, "recent_sales", counted)
-    return calls
-
-
 async def test_a_caller_that_goes_away_does_not_cancel_the_count_for_the_others(
-    reads: ReplicaReads, counts: list[int]
+    reads: ReplicaReads, sales_counts: list[int]
 ) -> None:
     tally = discovery.SalesTally(60)
     gone = asyncio.ensure_future(tally.current(reads))
@@ -48,19 +32,19 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_count_for_the_others(
     assert isinstance(sales, discovery.Sales)
     assert gone.cancelled()
     assert await tally.current(reads) is sales  # kept
-    assert len(counts) == 1
+    assert len(sales_counts) == 1
 
 
 async def test_without_a_max_age_every_call_counts(
-    reads: ReplicaReads, counts: list[int]
+    reads: ReplicaReads, sales_counts: list[int]
 ) -> None:
     tally = discovery.SalesTally(0)
     await asyncio.gather(*(tally.current(reads) for _ in range(3)))
-    assert len(counts) == 3
+    assert len(sales_counts) == 3
 
 
 async def test_a_count_older_than_its_max_age_is_made_again(
-    reads: ReplicaReads, counts: list[int]
+    reads: ReplicaReads, sales_counts: list[int]
 ) -> None:
     now = [100.0]
     tally = discovery.SalesTally(10, clock=lambda: now[0])
@@ -69,4 +53,4 @@ async def test_a_count_older_than_its_max_age_is_made_again(
     assert await tally.current(reads) is first
     now[0] += 0.2
     assert await tally.current(reads) is not first
-    assert len(counts) == 2
+    assert len(sales_counts) == 2
