@@ -154,7 +154,7 @@ async def coming_soon(call: Call) -> JSON:
 async def trending(call: Call) -> JSON:
     """Get Trending Movies: most tickets sold in the last 7 days, ties by rating."""
     page: Page = call.query
-    sales = await call.services.sales.current(call.services.read_db)
+    sales = await call.services.sales.current()
     rows = await catalog_read(call, discovery.trending, sales, page.skip, page.limit)
     return public(rows_to(rows, TrendingMovie))
 
@@ -172,9 +172,10 @@ REASONS = ("favorite_cinema", "preferred_genre", "liked_genre", "searched")
 async def recommended(call: Call) -> list[RecommendedMovie]:
     """Get Recommended Movies: from favorites, tickets, reviews, preferences and searches."""
     page: Page = call.query
-    services = call.services
-    sales = await services.sales.current(services.read_db)
-    rows = await discovery.recommended(services.db, sales, call.user.user_id, page.skip, page.limit)
+    sales = await call.services.sales.current()
+    rows = await discovery.recommended(
+        call.services.db, sales, call.user.user_id, page.skip, page.limit
+    )
     movies = rows_to(rows, RecommendedMovie)
     for movie, row in zip(movies, rows, strict=True):
         movie.reasons = [r for r in REASONS if row[r]] or ["popular"]

@@ -219,35 +219,39 @@ def sales_cte(movie_ids: str, sold: str) -> str:
 
 
 class SalesTally:
-    """``recent_sales`` kept for ``max_age`` seconds (SEATLOCK_SALES_CACHE_SECONDS; 0: counted on
-    every call). A count is at most ``max_age`` old, from when its query started; the movies it
-    ranks are always read fresh, so a renamed or deleted movie shows at once. Calls that find the
-    tally stale while it is being counted wait for that count (one query per process however
-    many ask). The count runs as a task of its own: a caller that goes away does not cancel it
-    for the others, and a count that fails is not kept (each later caller counts again)."""
+    """``recent_sales`` on ``reads`` kept for ``max_age`` seconds (SEATLOCK_SALES_CACHE_SECONDS;
+    0: counted on every call). A count is at most ``max_age`` old, from when its query started;
+    the movies it ranks are always read fresh, so a renamed or deleted movie shows at once. Calls
+    that find the tally stale while it is being counted wait for that count (one query per
+    process however many ask). The count runs as a task of its own: a caller that goes away does
+    not cancel it for the others, and a count that fails is not kept (each later caller counts
+    again)."""
 
-    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, reads: ReplicaReads, max_age: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.reads = reads
         self.max_age = max_age
         self._clock = clock
         self._sales: Sales | None = None
         self._counted_at = 0.0
         self._flight: asyncio.Task[Sales] | None = None
 
-    async def current(self, reads: ReplicaReads) -> Sales:
+    async def current(self) -> Sales:
         if self.max_age <= 0:
-            return await reads.read(recent_sales)
+            return await self.reads.read(recent_sales)
         sales = self._sales
         if sales is not None and self._clock() - self._counted_at < self.max_age:
             return sales
         if self._flight is None:
-            self._flight = asyncio.ensure_future(self._count(reads))
+            self._flight = asyncio.ensure_future(self._count())
             self._flight.add_done_callback(_retrieved)
         return await asyncio.shield(self._flight)
 
-    async def _count(self, reads: ReplicaReads) -> Sales:
+    async def _count(self) -> Sales:
         started = self._clock()
         try:
-            sales = await reads.read(recent_sales)
+            sales = await self.reads.read(recent_sales)
         finally:
             self._flight = None
         self._sales, self._counted_at = sales, started

@@ -202,11 +202,12 @@ def build(
         max_extend_minutes=settings.max_extend_minutes,
         cleanup_interval_s=settings.cleanup_min_interval_seconds,
     )
+    read_db = ReplicaReads(db, replica, settings.database_read_max_lag_seconds)
     return Services(
         settings=settings,
         redis=redis,
         db=db,
-        read_db=ReplicaReads(db, replica, settings.database_read_max_lag_seconds),
+        read_db=read_db,
         tokens=tokens,
         mailer=Mailer(settings),
         media=LocalStorage(settings.media_dir / "profile-pictures"),
@@ -214,7 +215,7 @@ def build(
         engine=engine,
         hub=hub,
         layouts=layouts,
-        sales=SalesTally(settings.sales_cache_seconds),
+        sales=SalesTally(read_db, settings.sales_cache_seconds),
         history_writer=history_writer,
         booking_writer=booking_writer,
         holds=holds,

@@ -23,23 +23,23 @@ async def reads(backend_urls: tuple[str, str]) -> AsyncIterator[ReplicaReads]:
 async def test_a_caller_that_goes_away_does_not_cancel_the_count_for_the_others(
     reads: ReplicaReads, sales_counts: list[int]
 ) -> None:
-    tally = discovery.SalesTally(60)
-    gone = asyncio.ensure_future(tally.current(reads))
-    waiting = asyncio.ensure_future(tally.current(reads))
+    tally = discovery.SalesTally(reads, 60)
+    gone = asyncio.ensure_future(tally.current())
+    waiting = asyncio.ensure_future(tally.current())
     await asyncio.sleep(0.05)
     gone.cancel()
     sales = await waiting
     assert isinstance(sales, discovery.Sales)
     assert gone.cancelled()
-    assert await tally.current(reads) is sales  # kept
+    assert await tally.current() is sales  # kept
     assert len(sales_counts) == 1
 
 
 async def test_without_a_max_age_every_call_counts(
     reads: ReplicaReads, sales_counts: list[int]
 ) -> None:
-    tally = discovery.SalesTally(0)
-    await asyncio.gather(*(tally.current(reads) for _ in range(3)))
+    tally = discovery.SalesTally(reads, 0)
+    await asyncio.gather(*(tally.current() for _ in range(3)))
     assert len(sales_counts) == 3
 
 
@@ -47,10 +47,10 @@ async def test_a_count_older_than_its_max_age_is_made_again(
     reads: ReplicaReads, sales_counts: list[int]
 ) -> None:
     now = [100.0]
-    tally = discovery.SalesTally(10, clock=lambda: now[0])
-    first = await tally.current(reads)
+    tally = discovery.SalesTally(reads, 10, clock=lambda: now[0])
+    first = await tally.current()
     now[0] += 9.9
-    assert await tally.current(reads) is first
+    assert await tally.current() is first
     now[0] += 0.2
-    assert await tally.current(reads) is not first
+    assert await tally.current() is not first
     assert len(sales_counts) == 2
