@@ -59,7 +59,7 @@ def base_settings(
         login_max_failures_per_ip=1000,
         # Tests change catalog rows straight in PostgreSQL and read them back at once; the
         # answer cache has its own tests (tests/api/test_answercache.py), as has the tally of
-        # sales that trending ranks by (tests/api/test_discovery.py).
+        # sales that trending ranks by (tests/api/test_discovery.py, tests/db/test_sales_tally.py).
         catalog_cache_seconds=0,
         sales_cache_seconds=0,
     )

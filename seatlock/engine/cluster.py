@@ -688,7 +688,7 @@ def _retry() -> Retry:
     """redis-py's retries of a call that failed on its node (a slot map refresh before each):
     enough for a stale connection or a slot that just moved; a killed primary's calls fail
     within ~0.1 s and the node is refused at once until its probe answers. redis-py's default
-    (ten, backing off to 1 s) held the process's every call ~5 s behind one killed primary."""
+    (ten, backing off to 1 s) held the calls behind one killed primary ~5 s."""
     return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), RETRIES)
 
 
