@@ -47,9 +47,11 @@ from loadtests.benchreport import (
     at_least,
     at_most,
     cpu_row,
+    design_rows,
     latency_svg,
     ms,
     pct,
+    process_cpu_note,
     quantiles,
     rate,
     render,
@@ -356,6 +358,11 @@ class Bench:
         name = "Server CPU per won hold and its cancel (us), against GET /health/live"
         row = cpu_row(name, won, 2, live, "GET /health/live", WON_HOLD_CPU)
         self.report.rows.append(row)
+        attempt = 1 + holds.won / holds.ops if holds.ops else 1.0  # a won attempt's cancel too
+        self.report.rows += design_rows("Hold attempts", holds, attempt, live, "GET /health/live")
+        self.report.rows += design_rows("Won holds", won, 2, live, "GET /health/live")
+        every = {"GET /health/live": live, "hold attempt": holds, "won hold and its cancel": won}
+        self.report.notes.append(process_cpu_note({**every, "availability read": reads}))
         cancels = won.steps.get("cancel", [])
         self.report.notes.append(
             f"won holds: {won.won} of {won.ops} attempts won; their cancels:"
@@ -490,11 +497,12 @@ class Bench:
         return totals
 
     async def measured(self, kind: str, seconds: float, spec: dict[str, Any]) -> Sample:
-        """An HTTP workload, with the CPU the serving processes used meanwhile (``cpu_s``)."""
+        """An HTTP workload, with the CPU the serving processes used meanwhile (``cpu_s``, next
+        to the generators' own)."""
         before = self.serving_cpu()
         sample = await self.http_workload(kind, seconds, **spec)
         after = self.serving_cpu()
-        sample.cpu_s = {who: after[who] - before[who] for who in after if who in before}
+        sample.cpu_s.update({who: after[who] - before[who] for who in after if who in before})
         return sample
 
     def serving_cpu(self) -> dict[str, float]:

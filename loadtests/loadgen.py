@@ -287,6 +287,9 @@ class Job:
     until: int = 0
 
 
+GENERATORS = "generators"  # Sample.cpu_s: the load generators' own CPU
+
+
 @dataclass
 class Sample:
     ops: int = 0
@@ -304,8 +307,9 @@ class Sample:
     steps: dict[str, list[float]] = field(default_factory=dict)  # step name -> latencies (ms)
     answers: list[tuple[float, float, str]] = field(default_factory=list)  # crowd: see crowd.py
     sold: list[tuple[float, int]] = field(default_factory=list)  # (wall clock, tickets booked)
-    # CPU seconds the serving processes used meanwhile, by who ("seatlock", "Redis", ...): the
-    # bench reads them from /proc around a workload (Bench.rotation)
+    # CPU seconds used meanwhile, by who: the serving processes ("seatlock", "Redis", ...), read
+    # by the bench from /proc around a workload (Bench.measured), and the generators' own
+    # (GENERATORS: each process's while its connections made requests, summed by merge)
     cpu_s: dict[str, float] = field(default_factory=dict)
 
     def merge(self, other: Sample) -> None:
@@ -389,9 +393,11 @@ async def run_job(job: Job) -> Sample:
     await asyncio.gather(*(c.connect() for c in clients))
     await asyncio.sleep(max(0.0, job.start_at - time.time()))
     deadline = time.perf_counter() + job.duration
+    cpu = time.process_time()
     try:
         await asyncio.gather(*(loop(job, c, i, deadline, sample) for i, c in enumerate(clients)))
     finally:
+        sample.cpu_s[GENERATORS] = time.process_time() - cpu
         await asyncio.gather(*(c.close() for c in clients))
     return sample
 

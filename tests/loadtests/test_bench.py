@@ -103,6 +103,11 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
             continue
         assert cells[5] in ("", "met", "missed"), (name, text)
         assert bool(cells[4]) == bool(cells[5]), (name, text)
+    # Every process's CPU was read, the generators' included: the design rows have figures.
+    for name in ("Hold attempts", "Won holds"):
+        allows = f"{name}: the ratio its CPU allows, as measured / at best"
+        row = next(cells for key, cells in rows.items() if key.startswith(allows))
+        assert re.fullmatch(r"\d+\.\d\d / \d+\.\d\d", row[3]), (name, text)
     assert rows["Release-day crowd: 300 users over 2 s, time to sell out"][0].endswith(
         "(100 of 100 seats)"
     ), text

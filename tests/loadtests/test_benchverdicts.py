@@ -19,6 +19,8 @@ from loadtests.benchreport import (
     check,
     cpu_row,
     crowd_svg,
+    design_rows,
+    process_cpu_note,
     render,
 )
 from loadtests.crowd import choose, free_seats
@@ -226,3 +228,32 @@ def test_the_cpu_per_won_hold_is_judged_per_request_against_the_empty_route() ->
     row = cpu_row("CPU", unread, 2, live, "GET /health/live", 2.0)
     assert (row.ratio, row.met) == ("n/a", False)
     assert cpu_row("CPU", cheap, 2, Sample(), "GET /health/live", 2.0).met is False
+
+
+def test_the_design_rows_bound_what_work_on_seatlock_alone_can_reach() -> None:
+    """From every process's CPU: the ratio the measured CPU allows, and the best ratio (and CPU
+    per request) if seatlock spent no more on the hold and its cancel than on empty requests,
+    the rest as measured (figures close to bench/results.md of 2026-12-06)."""
+    cpu = {"seatlock": 0.40, "Redis": 0.0, "PostgreSQL": 0.0, "generators": 0.14}
+    live = Sample(ops=10_000, cpu_s=cpu)  # 40 + 0 + 0 + 14 = 54 us a request
+    cpu = {"seatlock": 0.26, "Redis": 0.07, "PostgreSQL": 0.03, "generators": 0.05}
+    won = Sample(ops=1_000, cpu_s=cpu)  # 260 + 70 + 30 + 50 = 410 us a hold and its cancel
+    rate, server = design_rows("Won holds", won, 2, live, "GET /health/live")
+    assert rate.ratio == "0.13 / 0.23"  # 54 / 410; 54 / (2 x 40 + 70 + 30 + 50)
+    assert rate.value == (
+        "all processes 410 us per operation, at best 230 (seatlock 2.00 x 40 us, Redis,"
+        " PostgreSQL and generators as measured); GET /health/live 54 us"
+    )
+    assert server.ratio == "2.25"  # (2 x 40 + 70 + 30) / (2 x 40)
+    assert server.value == (
+        "seatlock 2.00 x 40 us + Redis 70 + PostgreSQL 30 = 180 us; GET /health/live 40 us"
+        " per request"
+    )
+    assert rate.met is None and server.met is None  # figures, not targets
+    unread = Sample(ops=1_000, cpu_s={"seatlock": 0.26, "Redis": 0.07, "PostgreSQL": 0.03})
+    assert design_rows("Won holds", unread, 2, live, "x")[0].ratio == "n/a / n/a"
+    note = process_cpu_note({"GET": live, "won": won})
+    assert note == (
+        "CPU per operation (us), seatlock / Redis / PostgreSQL / generators:"
+        " GET 40 / 0 / 0 / 14; won 260 / 70 / 30 / 50"
+    )
