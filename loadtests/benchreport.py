@@ -145,8 +145,9 @@ def design_rows(
     the cores over the CPU per operation: the base's CPU over the operation's is the ratio the
     CPU allows (shown beside the measured ratio, it checks that model), and the same with
     seatlock's part cut to ``requests`` times the empty route's, Redis, PostgreSQL and the
-    generators as measured, is the ratio that no work on seatlock's own code can pass; the CPU
-    row's figure likewise. Figures, not targets: they say which bars the design can reach."""
+    generators as measured, is the ratio that no work on seatlock's own code can pass on the
+    run's figures; the CPU row's figure likewise. Figures, not targets: they say which bars
+    the design can reach."""
     ours = {who: per_op(sample, who) for who in EVERYONE}
     theirs = {who: per_op(base, who) for who in EVERYONE}
     floor = requests * theirs["seatlock"]  # seatlock doing nothing but serve the requests
