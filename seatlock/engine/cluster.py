@@ -120,7 +120,7 @@ class ClusterTransport(Batcher[str]):
         # Of those, the ones found not answering, until a call finds its probe answered.
         self._down: set[str] = set()
         # A lane per node name (None: calls made with no slot map yet, or to an uncovered
-        # slot: redis-py routes them).
+        # slot: routed when sent, ``_send_batch``).
         self._node_lanes: dict[str | None, Lane[str]] = {}
         self._choosing = asyncio.Lock()  # the first batches wait for one choose_publish
 
@@ -313,27 +313,28 @@ class ClusterTransport(Batcher[str]):
             if asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(MIGRATING_RETRY_S)
-            for i in again:  # to the slot's node as the slot map has it now
-                batch[i].node = self._node_of_key(_key_of(batch[i].keys, batch[i].args))
-            retried = await self._send_batch([batch[i] for i in again])
+            moved = [batch[i] for i in again]
+            self._route(moved)  # to the slot's node as the slot map has it now
+            retried = await self._send_batch(moved)
             for i, reply in zip(again, retried, strict=True):
                 replies[i] = reply
         return replies
 
     async def _send_batch(self, batch: list[Call[str]]) -> list[Any]:
         """The batch's replies: each node's share in a pipeline of its own, all at once. A lane's
-        batch is one node's share; the calls of a lane's batch sent again (their slot was
-        migrating) may be several. (One pipeline, which redis-py splits by node itself, raises a
-        node's failure for all of it: a hold on another primary, written there, was answered
-        503.)"""
+        batch is one node's share, but for the calls sent again (their slot was migrating) and
+        those made before the slot map was read (the lane of no node). (One pipeline, which
+        redis-py splits by node itself, raises a node's failure for all of it: a hold on another
+        primary, written there, was answered 503.)"""
         fresh = {c.script for c in batch if c.script is not None} - self._known
         for script in sorted(fresh):  # on every node (_load)
             await self._load(script)
         self.calls += len(fresh)
-        if any(c.replicas is not None for c in batch):
-            # Their WAIT goes to the node of their slot: the slot map, at once unless it is the
-            # first or a refresh is due.
+        if any(c.node is None for c in batch):
+            # Made before the process had a slot map (or for a slot no primary serves): sent to
+            # the primary of their slot once the map is read, their WAIT with them.
             await self._client.initialize()
+            self._route([c for c in batch if c.node is None])
         # By node name: the node (None: no slot map yet, or the slot is not covered) and the
         # positions of its calls.
         shares: dict[str | None, tuple[ClusterNode | None, list[int]]] = {}
@@ -405,6 +406,11 @@ class ClusterTransport(Batcher[str]):
             pipe.execute_command(
                 "EVALSHA", sha, len(call.keys), *call.keys, *call.args, target_nodes=node
             )
+
+    def _route(self, calls: list[Call[str]]) -> None:
+        """Each call's node: the primary of its slot as the slot map has it now."""
+        for call in calls:
+            call.node = self._node_of_key(_key_of(call.keys, call.args))
 
     def _node_of(self, call: Call[str]) -> ClusterNode | None:
         """The primary of the call's slot as the slot map has it now (None: not covered)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from redis import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
@@ -91,3 +92,29 @@ async def test_a_paused_replica_fails_only_its_primarys_holds(
     assert set(states.values()) == {"available"}
     for screening_id in others:
         assert [h.seat_id for h in await engine.hold(screening_id, ALICE, [1])] == [1]
+
+
+async def test_the_first_call_of_a_new_transport_gets_its_wait(
+    engine: SeatEngine,
+    shows: list[int],
+    cluster_redis: RedisCluster,  # noqa: F811
+    cluster_transports: list[ClusterTransport],  # noqa: F811
+) -> None:
+    """A call made before the transport has a slot map (a process's first) is sent to the
+    primary of its slot once the map is read, and its WAIT with it: not refused as if no
+    replica had confirmed it."""
+    for screening_id in shows:  # loaded (by another process, as it were)
+        await engine.hold(screening_id, ALICE, [1])
+    for screening_id in shows:
+        fresh = ClusterTransport.like(cluster_redis)
+        cluster_transports.append(fresh)
+        other = SeatEngine(
+            fresh,
+            DictSource(),
+            hold_ms=300_000,
+            max_hold_ms=1_800_000,
+            max_seats_per_user=10,
+            replicas=Replicas(1, TIMEOUT_MS),
+        )
+        held = await other.hold(screening_id, ALICE + 1, [3])
+        assert [h.seat_id for h in held] == [3]
