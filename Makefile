@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist): one per core by default; 0 runs the suite in this one process
+# (needed with SEATLOCK_TEST_REDIS_URL / SEATLOCK_TEST_DATABASE_URL: one set of servers).
+TEST_WORKERS ?= auto
 
 .PHONY: run test bench lint
 
@@ -16,7 +19,7 @@ run: $(STAMP)
 	$(VENV)/bin/seatlock serve
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(VENV)/bin/seatlock bench

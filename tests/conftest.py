@@ -1,6 +1,7 @@
 """Real servers for the whole suite: a throw-away redis-server and PostgreSQL on free loopback
 ports (or the ones named by SEATLOCK_TEST_REDIS_URL / SEATLOCK_TEST_DATABASE_URL), and the
-seatlock app served over real HTTP by uvicorn in a background thread.
+seatlock app served over real HTTP by uvicorn in a background thread. Under pytest-xdist (``make
+test``) each test process has servers of its own.
 """
 
 from __future__ import annotations
@@ -27,10 +28,28 @@ from tests.support import Account, LiveServer, empty_tables, make_account
 TEST_SECRET = "test-secret-" + "x" * 40
 
 
-@pytest.fixture(scope="session")
-def backend_urls() -> Iterator[tuple[str, str]]:
+def given_backends() -> tuple[str, str]:
+    """The servers SEATLOCK_TEST_REDIS_URL and SEATLOCK_TEST_DATABASE_URL name (both or none)."""
     redis_url = os.environ.get("SEATLOCK_TEST_REDIS_URL", "")
     database_url = os.environ.get("SEATLOCK_TEST_DATABASE_URL", "")
+    return (redis_url, database_url) if redis_url and database_url else ("", "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # ``make test`` runs one test process per core (pytest-xdist), each starting its own
+    # servers; given servers are emptied between tests, so two processes cannot share them.
+    processes = getattr(config.option, "numprocesses", None) or 0
+    if given_backends()[0] and processes > 1:
+        raise pytest.UsageError(
+            "SEATLOCK_TEST_REDIS_URL and SEATLOCK_TEST_DATABASE_URL name one set of servers, which"
+            " the tests empty between tests: run the suite in one process"
+            " (make test TEST_WORKERS=0, or pytest -n 0)"
+        )
+
+
+@pytest.fixture(scope="session")
+def backend_urls() -> Iterator[tuple[str, str]]:
+    redis_url, database_url = given_backends()
     if redis_url and database_url:
         asyncio.run(migrate_database(database_url))
         yield redis_url, database_url
