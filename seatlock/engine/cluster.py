@@ -410,11 +410,11 @@ class ClusterTransport(Batcher[str]):
     def _route(self, calls: list[Call[str]]) -> None:
         """Each call's node: the primary of its slot as the slot map has it now."""
         for call in calls:
-            call.node = self._node_of_key(_key_of(call.keys, call.args))
+            call.node = self._node_of(call)
 
     def _node_of(self, call: Call[str]) -> ClusterNode | None:
         """The primary of the call's slot as the slot map has it now (None: not covered)."""
-        return self._node_of_key(call.keys[0]) if call.keys else None
+        return self._node_of_key(_key_of(call.keys, call.args))
 
     def _node_of_key(self, key: object) -> ClusterNode | None:
         """The primary of the key's slot as the slot map has it now (None: not a key, not
