@@ -60,6 +60,7 @@ from loadtests.benchseed import PASSWORD, Seeded, bench_email, books, seed_catal
 from loadtests.beyondbench import beyond_part
 from loadtests.browsebench import browsing_part
 from loadtests.clusterbench import add_cluster_part
+from loadtests.clusterhttp import cluster_http_part
 from loadtests.crowdbench import crowd_part
 from loadtests.loadgen import API, Http, Job, Sample, end_with_the_bench, generator_main, parse_time
 from loadtests.procmem import children_named, children_of, tree_cpu_s, tree_rss_kb
@@ -191,28 +192,31 @@ class Bench:
     @contextlib.asynccontextmanager
     async def expiry_server(self) -> AsyncIterator[None]:
         """A one-worker server with 1-second holds, for the expiry workload only."""
-        self.expiry_port = free_port()
         short = {"SEATLOCK_HOLD_SECONDS": str(EXPIRY_HOLD_SECONDS)}
-        proc = self.serve(self.root / "expiry", self.expiry_port, 1, short)
-        self.server_procs.append(proc)
-        try:
-            await self.wait_ready(self.expiry_port, proc)
+        async with self.another_server("expiry", 1, short) as (self.expiry_port, _):
             yield
-        finally:
-            stop_process(proc)
 
     @contextlib.asynccontextmanager
     async def redispy_server(self) -> AsyncIterator[None]:
         """A server like the main one on the redis-py transport, for the transport comparison
         only (an idle server still takes every seat event)."""
-        self.redispy_port = free_port()
         workers = self.config.server_workers
         transport = {"SEATLOCK_REDIS_TRANSPORT": "redis-py"}
-        proc = self.serve(self.root / "redis-py", self.redispy_port, workers, transport)
+        async with self.another_server("redis-py", workers, transport) as (self.redispy_port, _):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def another_server(
+        self, name: str, workers: int, extra: dict[str, str]
+    ) -> AsyncIterator[tuple[int, subprocess.Popen[bytes]]]:
+        """A server beside the main one, its data in ``name``, with the ``extra`` settings: its
+        port and process once it is ready; stopped on the way out."""
+        port = free_port()
+        proc = self.serve(self.root / name, port, workers, extra)
         self.server_procs.append(proc)
         try:
-            await self.wait_ready(self.redispy_port, proc)
-            yield
+            await self.wait_ready(port, proc)
+            yield port, proc
         finally:
             stop_process(proc)
 
@@ -338,6 +342,7 @@ class Bench:
             "crowd": lambda: crowd_part(self, s),
             "browsing": lambda: browsing_part(self),
             "beyond": lambda: beyond_part(self, s),
+            "cluster-http": lambda: cluster_http_part(self, s),
         }
 
     async def http_rows(self, s: Seeded) -> None:
@@ -403,10 +408,10 @@ class Bench:
         self.row(name, engines["redis-py"], "holds/s", redis_ceiling)
         self.gain("Transport gain, engine holds: fast / redis-py", engines, self.config.duration)
 
-    async def warm_screenings(self, holds: list[tuple[int, int]]) -> None:
+    async def warm_screenings(self, holds: list[tuple[int, int]], port: int = 0) -> None:
         """Load the screenings into Redis (one hold of a (screening, seat) each, cancelled), so
-        no workload pays for that."""
-        http = Http(self.host, self.port)
+        no workload pays for that; through the server on ``port`` (0: the main one)."""
+        http = Http(self.host, port or self.port)
         for sid, seat in holds:
             body = {"screening_id": sid, "seat_ids": [seat]}
             status, raw = await http.call(

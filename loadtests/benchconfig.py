@@ -20,6 +20,7 @@ PARTS = (
     "crowd",
     "browsing",
     "beyond",  # loadtests/beyondbench.py: best-available holds, WebSocket resumes
+    "cluster-http",  # loadtests/clusterhttp.py: won holds via HTTP, one Redis against a cluster
     "cluster",
 )
 

@@ -95,6 +95,9 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         "WebSocket connect, no since",
         "WebSocket resume: replay of 50 missed events",
         "WebSocket resume: snapshot, beyond the 500-event window",
+        "Won holds via HTTP on one Redis",
+        "Won holds via HTTP on a 3-primary cluster",
+        "Server CPU per won hold and its cancel via HTTP",
     ):
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert row[0] and not row[0].startswith("0 "), (name, text)
@@ -148,6 +151,19 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         won, _, attempts = row[0].split("(")[1].removesuffix(" won)").partition(" of ")
         assert won == attempts and float(row[3]) > 0 and not row[4], text  # every attempt won
+    for name in ("Won holds via HTTP on one Redis", "Won holds via HTTP on a 3-primary cluster"):
+        row = next(cells for key, cells in rows.items() if key.startswith(name))
+        won, _, attempts = row[0].split("(")[1].removesuffix(" won)").partition(" of ")
+        assert won == attempts and float(row[3].split()[0]) > 0 and not row[4], text
+    # Both servers' CPU was read: each side's own server tree, its Redis and PostgreSQL.
+    cpu = next(
+        c for k, c in rows.items() if k.startswith("Server CPU per won hold and its cancel via")
+    )
+    figure = r"[\d,]+ / [\d,]+"
+    assert re.fullmatch(
+        rf"seatlock {figure}; Redis {figure}; PostgreSQL {figure}; in all {figure}", cpu[0]
+    ), text
+    assert float(cpu[3]) > 0, text
     for name in ("WebSocket connect, no since", "WebSocket resume: "):
         row = next(cells for key, cells in rows.items() if key.startswith(name))
         assert " ms, Redis " in row[0] and row[2].endswith(" ms"), text  # CPU per resume, p99
