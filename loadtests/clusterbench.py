@@ -5,8 +5,9 @@ random screening, each hold won released again, so nearly every hold wins) run a
 ``SeatEngine.hold`` in the generator processes, no HTTP, against throw-away servers this module
 starts on free loopback ports and stops again:
 
-- (a) one redis-server (on the fast transport, and on the redis-py one: the cluster transport is
-  built on redis-py) against a cluster of 3 primaries without replicas, taking turns: holds/s,
+- (a) one redis-server against a cluster of 3 primaries without replicas, each on the fast
+  transport (the cluster's: a connection of ours to each primary) and on the redis-py one (the
+  cluster's: redis-py's cluster pipelines), taking turns: holds/s,
   p50/p99 and the engine process's CPU per hold flat out; then Redis's CPU per hold with every
   node as busy (the cluster paced at 3 times the one Redis's holds/s), since a node that serves
   fewer holds/s gets shorter pipelines and costs more per hold. A node's CPU comes from its
@@ -77,7 +78,7 @@ class Plan:
 @dataclass(frozen=True)
 class Job:
     url: str  # redis://... or redis+cluster://...
-    transport: str  # Settings.redis_transport (a cluster URL always gets the cluster transport)
+    transport: str  # Settings.redis_transport
     replicas: int  # SEATLOCK_HOLD_REPLICAS
     start_at: float  # wall clock
     duration: float
@@ -356,8 +357,13 @@ class ClusterBench:
             LocalCluster(scratch_root("seatlock-bench-cluster-"), replicas_each=0) as cluster,
         ):
             fast, plain = single_target(redis, "fast"), single_target(redis, "redis-py")
-            spread = cluster_target(cluster, "3-primary cluster, cluster transport")
-            await self.in_turns([fast, plain, spread])
+            spread = cluster_target(cluster, "3-primary cluster, fast transport")
+            pipelined = spread.paced(0.0)  # a Target of its own (result, CPU)
+            pipelined.name, pipelined.transport = (
+                "3-primary cluster, redis-py transport",
+                "redis-py",
+            )
+            await self.in_turns([fast, plain, spread, pipelined])
             # Redis's CPU per hold with every node as busy as the one Redis: a node that serves
             # fewer holds/s gets shorter pipelines, which cost more per call (a read and a
             # write per pipeline), and its background work (cluster bus, cron) weighs more.
@@ -365,8 +371,8 @@ class ClusterBench:
             paced = [fast.paced(node_pace), plain.paced(node_pace)]
             paced.append(spread.paced(node_pace * len(spread.nodes)))
             await self.in_turns(paced)
-        self.holds_rows([fast, plain, spread])
-        self.cost_rows([fast, plain, spread], paced)
+        self.holds_rows([fast, plain, spread, pipelined])
+        self.cost_rows([fast, plain, spread, pipelined], paced)
 
     async def replicas(self) -> None:
         with LocalCluster(scratch_root("seatlock-bench-cluster-"), replicas_each=1) as cluster:
@@ -453,7 +459,8 @@ class ClusterBench:
             for port in spread.nodes
         ]
         at = f"each node at ~{fast.rate:,.0f} holds/s"
-        client = " / ".join(f"{t.client_us:.0f}" for t in flat) + " us"
+        client = " / ".join(f"{t.client_us:.0f}" for t in flat[:2]) + " us; "
+        client += " / ".join(f"{t.client_us:.0f}" for t in flat[2:]) + " us"
         self.rows += [
             Row(
                 f"Redis CPU per hold, {at}: one Redis (fast / redis-py transport)",
@@ -473,9 +480,10 @@ class ClusterBench:
                 f" us at {flat[2].rate / len(flat[2].nodes):,.0f} holds/s a primary",
             ),
             Row(
-                "Engine process CPU per hold, flat out: fast / redis-py / cluster transport",
+                "Engine process CPU per hold, flat out: one Redis, fast / redis-py transport;"
+                " cluster, fast / redis-py transport",
                 client,
-                ratio=quotient(flat[2].client_us, flat[0].client_us) + " (cluster / fast)",
+                ratio=quotient(flat[2].client_us, flat[0].client_us) + " (cluster / one Redis)",
             ),
         ]
 

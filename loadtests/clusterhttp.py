@@ -2,22 +2,25 @@
 
 The "cluster" part (loadtests/clusterbench.py) measures the engine alone, with no HTTP. This part
 serves the "http" part's won-hold workload (2 seats of the connection's own, then the guide's
-DELETE cancel: every attempt wins, so every request reaches Redis) through two seatlock servers
+DELETE cancel: every attempt wins, so every request reaches Redis) through three seatlock servers
 with the same workers and the bench's PostgreSQL: the bench's main server, on one Redis and the
-fast transport, and a second one on a 3-primary Redis Cluster of this part's own (no replicas:
-the cluster transport). Each holds in screenings of its own, in a room seeded for this part, so
-neither touches the other's seats, events or history rows. They take turns (``turns`` times, half
-the bench's duration in all) and both run throughout.
+fast transport, and two on a 3-primary Redis Cluster of this part's own (no replicas), one per
+``SEATLOCK_REDIS_TRANSPORT`` (``fast``: a connection of ours to each primary; ``redis-py``: its
+cluster pipelines). Each holds in screenings of its own, in a room seeded for this part, so none
+touches another's seats, events or history rows. They take turns (``turns`` times, half the
+bench's duration in all per server) and all run throughout.
 
 Rows: each server's won holds/s with p50/p99 (one Redis is the ratio's base), and the CPU per won
-hold and its cancel of each: the serving process tree (/proc), its Redis (the main Redis from
-/proc, the primaries from INFO CPU) and PostgreSQL (/proc). No target: the figures say what HTTP
-on a cluster costs against one Redis, where the "cluster" part's rows say it for the engine.
+hold and its cancel of each: the serving process tree (/proc), its Redis (the main Redis, or every
+primary, from INFO CPU) and PostgreSQL (/proc). No target: the figures say what HTTP on a cluster
+costs against one Redis, where the "cluster" part's rows say it for the engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +43,10 @@ if TYPE_CHECKING:
 
 ROWS, PER_ROW = 12, 25  # the part's room: 300 seats, 150 pairs per screening
 SCREENINGS = 12  # per server: 1,800 pairs for the bench's 128 connections
-SINGLE, CLUSTER = "one Redis", "a 3-primary cluster"
+SINGLE = "one Redis"
+# The cluster's servers: a name each, and its SEATLOCK_REDIS_TRANSPORT.
+CLUSTER = (("a 3-primary cluster, fast transport", "fast"),
+           ("a 3-primary cluster, redis-py transport", "redis-py"))  # fmt: skip
 WHO = ("seatlock", "Redis", "PostgreSQL")
 
 
@@ -56,26 +62,34 @@ class Side:
 
 
 async def cluster_http_part(bench: Bench, s: Seeded) -> None:
-    screenings, seats = await seed_room_of_our_own(bench.database_url)
-    halves = screenings[:SCREENINGS], screenings[SCREENINGS:]
+    screenings, seats = await seed_room_of_our_own(bench.database_url, 1 + len(CLUSTER))
+    shares = [screenings[i : i + SCREENINGS] for i in range(0, len(screenings), SCREENINGS)]
     work = [
-        bench.won_hold_work(dataclasses.replace(s, spread_screenings=half, spread_seats=seats))
-        for half in halves
+        bench.won_hold_work(dataclasses.replace(s, spread_screenings=share, spread_seats=seats))
+        for share in shares
     ]
-    with LocalCluster(scratch_root("seatlock-bench-cluster-http-"), replicas_each=0) as cluster:
-        env = {"SEATLOCK_REDIS_URL": cluster.url}
-        workers = bench.config.server_workers
-        async with bench.another_server("cluster-http", workers, env) as (port, proc):
-            single = Side(SINGLE, bench.port, work[0], lambda: single_cpu(bench))
-            spread = Side(CLUSTER, port, work[1], lambda: cluster_cpu(proc.pid, cluster))
-            await bench.warm_screenings([(sid, seats[-1]) for sid in halves[0]])
-            await bench.warm_screenings([(sid, seats[-1]) for sid in halves[1]], port)
-            await in_turns(bench, single, spread)
-    bench.report.rows += rows(single, spread, bench.config.duration / 2)
+    sides = [Side(SINGLE, bench.port, work[0], lambda: single_cpu(bench))]
+    async with contextlib.AsyncExitStack() as servers:
+        cluster = servers.enter_context(
+            LocalCluster(scratch_root("seatlock-bench-cluster-http-"), replicas_each=0)
+        )
+        for i, (name, transport) in enumerate(CLUSTER, start=1):
+            env = {"SEATLOCK_REDIS_URL": cluster.url, "SEATLOCK_REDIS_TRANSPORT": transport}
+            workers = bench.config.server_workers
+            server = bench.another_server(f"cluster-http-{transport}", workers, env)
+            port, proc = await servers.enter_async_context(server)
+            sides.append(
+                Side(name, port, work[i], functools.partial(cluster_cpu, proc.pid, cluster))
+            )
+        for side, share in zip(sides, shares, strict=True):
+            await bench.warm_screenings([(sid, seats[-1]) for sid in share], side.port)
+        await in_turns(bench, sides)
+    bench.report.rows += rows(sides, bench.config.duration / 2)
 
 
-async def seed_room_of_our_own(database_url: str) -> tuple[list[int], list[int]]:
-    """A room and 2 x SCREENINGS screenings no other part touches: nothing sold, nobody holding."""
+async def seed_room_of_our_own(database_url: str, servers: int) -> tuple[list[int], list[int]]:
+    """A room and SCREENINGS screenings per server that no other part touches: nothing sold,
+    nobody holding."""
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
@@ -84,7 +98,7 @@ async def seed_room_of_our_own(database_url: str) -> tuple[list[int], list[int]]
                 "INSERT INTO movies (title, duration_minutes, genre) VALUES"
                 " ('Across the Shards', 110, 'Thriller') RETURNING id"
             )
-            screenings = await seed_screenings(conn, movie, room, 2 * SCREENINGS)
+            screenings = await seed_screenings(conn, movie, room, servers * SCREENINGS)
     finally:
         await conn.close()
     return screenings, seats
@@ -116,7 +130,7 @@ def postgres_cpu(children: Children) -> float:
     return sum(tree_cpu_s(p, children) for p in children_named(os.getpid(), "postgres", children))
 
 
-async def in_turns(bench: Bench, *sides: Side) -> None:
+async def in_turns(bench: Bench, sides: list[Side]) -> None:
     """Each side's won holds for seconds/turns, in rotation, ``turns`` times (half the bench's
     duration in all per side), after an unmeasured warm-up of each; each sample is the sum of
     its turns, with the CPU each side's processes used during its own turns."""
@@ -144,30 +158,30 @@ async def in_turns(bench: Bench, *sides: Side) -> None:
     )
 
 
-def rows(single: Side, spread: Side, seconds: float) -> list[Row]:
-    """The two sides' won holds (one Redis: the ratio's base) and their CPU per won hold and
-    its cancel, with the cluster's over one Redis's in all as the ratio."""
-    base = rate(single.sample, seconds)
+def rows(sides: list[Side], seconds: float) -> list[Row]:
+    """Each side's won holds (one Redis, the first: the ratio's base) and their CPU per won
+    hold and its cancel, with each cluster side's over one Redis's in all as the ratio."""
+    base = rate(sides[0].sample, seconds)
     out = []
-    for side, ratio in (
-        (single, "1.00 (base)"),
-        (spread, shown(rate(spread.sample, seconds), base)),
-    ):
+    for side in sides:
         sample = side.sample
+        per_s = rate(sample, seconds)
         out.append(
             Row(
                 f"Won holds via HTTP on {side.name}: hold 2 seats + cancel",
-                f"{rate(sample, seconds):,.0f} holds/s ({sample.won:,} of {sample.ops:,} won)",
+                f"{per_s:,.0f} holds/s ({sample.won:,} of {sample.ops:,} won)",
                 *quantiles(sample),
-                ratio,
+                "1.00 (base)" if side is sides[0] else shown(per_s, base),
             )
         )
-    costs = [per_cycle(side.sample) for side in (single, spread)]
+    costs = [per_cycle(side.sample) for side in sides]
     parts = [f"{who} " + " / ".join(f"{cost[who]:,.0f}" for cost in costs) for who in WHO]
     totals = [sum(cost.values()) for cost in costs]
     parts.append("in all " + " / ".join(f"{total:,.0f}" for total in totals))
-    name = f"Server CPU per won hold and its cancel via HTTP (us), {SINGLE} / {CLUSTER}"
-    out.append(Row(name, "; ".join(parts), ratio=shown(totals[1], totals[0])))
+    names = " / ".join(side.name.removeprefix("a 3-primary ") for side in sides)
+    name = f"Server CPU per won hold and its cancel via HTTP (us), {names}"
+    ratios = " / ".join(shown(total, totals[0]) for total in totals[1:])
+    out.append(Row(name, "; ".join(parts), ratio=ratios))
     return out
 
 

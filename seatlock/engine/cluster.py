@@ -1,19 +1,30 @@
 """The Redis Cluster transport (``SEATLOCK_REDIS_URL=redis+cluster://...``): redis-py's public
-``RedisCluster`` API only.
+``RedisCluster`` API for the slot map, redirects and failovers.
 
 Calls are batched like the redis-py transport's (the lanes of ``seatlock.engine.batching``), with
 a lane per primary: a call goes in the lane of the primary of its slot (the slot of its first key,
 as the slot map has it when the call is made), and each lane sends the calls made in one
-event-loop iteration together, in a non-transactional ``ClusterPipeline``, a batch only after the
-one before it was answered; so the calls of one process reach each node in the order they were
-made, and the lanes do not wait for one another. Every key of a screening script shares the
-screening's hash tag (seatlock/keys.py), so a script runs on the primary of the screening's slot,
-and its events are published in order.
+event-loop iteration together, a batch only after the one before it was answered; so the calls of
+one process reach each node in the order they were made, and the lanes do not wait for one
+another. Every key of a screening script shares the screening's hash tag (seatlock/keys.py), so a
+script runs on the primary of the screening's slot, and its events are published in order.
+
+How a lane's batch goes out (``SEATLOCK_REDIS_TRANSPORT``): with ``fast`` (``wired``, the
+default) on a connection of ours to its primary, the fast transport's (``seatlock.engine.wire``:
+one write, hiredis, NOSCRIPT sent again as EVAL, its own watchdog and fail-fast), one per node;
+redis-py's cluster pipeline carries only what needs the cluster client: a call answered MOVED,
+ASK, CLUSTERDOWN or READONLY, or whose connection was refused or lost while the node still
+counted as answering, is sent again that way, by its keys (``_send_wired``). With ``redis-py``
+every batch goes in a non-transactional ``ClusterPipeline``, redis-py's public API only. The
+pipeline's per-call work in Python was most of the cluster's extra CPU per hold: in the same turns
+of ``seatlock bench --only cluster`` the engine process spent 116-126 us per hold with it, 83-104
+us with the connections of ours (53-73 us on one Redis).
 
 A primary that stops answering (hung, or cut off without a reset) costs its lane's batch in flight
 one socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
-retries (RETRIES, ~0.1 s). Either way its calls get the error as their reply, and the calls made
-meanwhile wait in its lane; the other primaries' lanes go on as before. From then on the calls
+retries (RETRIES, ~0.1 s; on our connections, the refusal, then those retries). Either way its
+calls get the error as their reply, and the calls made meanwhile wait in its lane; the other
+primaries' lanes go on as before. From then on the calls
 bound for it fail at once, a 503 with Retry-After, until a PING of the node has an answer or the
 node no longer serves slots (a failover moved them), as the fast transport does for a single Redis
 (seatlock/failfast.py). A batch waits at most BATCH_BOUND socket timeouts: redis-py retries a
@@ -31,16 +42,18 @@ NOSCRIPT again on the promoted replica and failed).
 Calls run with replicas (``SEATLOCK_HOLD_REPLICAS``): WAIT has no key, so the pipeline cannot
 route it by slot; it is added once per node after that node's scripts with ``target_nodes`` (the
 node of the call's key, as the slot map had it), so it travels in the node's share of the
-pipeline, on the connection that carried the scripts, and counts their writes. A call redirected
-meanwhile (MOVED: its key's node changed) ran elsewhere, so that WAIT does not count it: it is
-not confirmed.
+pipeline, on the connection that carried the scripts, and counts their writes (on our
+connections, the node's WAIT follows its calls in the same write). A call redirected meanwhile
+(MOVED: its key's node changed) ran elsewhere, so that WAIT does not count it: it is not
+confirmed.
 
 Seat events: when every primary runs Redis >= 7 (asked before the first call, and again by
 ``choose_publish`` when the hub sees the primaries change), the scripts are the SPUBLISH
 catalogue (``scripts.source(name, SPUBLISH)``): an event stays on the shard of its screening's
 slot, and ``sharded`` tells the hub to SSUBSCRIBE each watched screening's channel on its primary
 (seatlock/engine/shards.py). A mixed cluster keeps the PUBLISH catalogue. Either way the choice
-is made per catalogue, so a script call pays nothing for it.
+is made per catalogue, so a script call pays nothing for it; our connections are made anew with
+the new catalogue when it changes.
 
 Pub/sub: a classic PUBLISH, also from inside a script, is forwarded over the cluster bus to
 every node, so a subscription on any one node receives every screening's events: it goes to the
@@ -68,7 +81,15 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import PRIMARY
-from redis.exceptions import ClusterError, RedisClusterException, RedisError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
@@ -86,6 +107,7 @@ from seatlock.engine.transport import (
     replicated,
     wait_command,
 )
+from seatlock.engine.wire import FastTransport, client_options
 from seatlock.failfast import FailFast
 from seatlock.metrics import REDIS_NOT_ANSWERING
 
@@ -102,14 +124,19 @@ NOT_ANSWERING = (RedisTimeoutError, RedisConnectionError)  # a call's reply: its
 
 
 class ClusterTransport(Batcher[str]):
-    """Every call of the process through one ``RedisCluster``, a cluster pipeline per batch."""
+    """Every call of the process through one ``RedisCluster``: each batch's share of a primary on
+    that primary's connection of ours (``wired``), or in a cluster pipeline (see the module)."""
 
     db = 0  # a cluster has database 0 only
 
-    def __init__(self, client: RedisCluster, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, client: RedisCluster, options: dict[str, Any] | None = None, *, wired: bool = True
+    ) -> None:
         super().__init__()  # _known: the scripts loaded on every primary since the last NOSCRIPT
         self._client = client
         self._options = options or {}  # how to connect to one node (subscriptions)
+        self.wired = wired
+        self._wires: dict[str, FastTransport] = {}  # by node name (wired)
         self._scripts = self._catalogue(PUBLISH)
         # Whether the scripts publish with SPUBLISH (every primary runs Redis >= 7); None until
         # the first call asked the primaries.
@@ -207,6 +234,8 @@ class ClusterTransport(Batcher[str]):
         self._sharded = sharded
         self._scripts = self._catalogue(SPUBLISH if sharded else PUBLISH)
         self._known.clear()  # the other catalogue's SHAs: loaded again before their first use
+        wires, self._wires = list(self._wires.values()), {}  # made anew with the new catalogue
+        await asyncio.gather(*(wire.aclose() for wire in wires))
         return changed
 
     async def slot_map(self) -> Slots:
@@ -225,9 +254,10 @@ class ClusterTransport(Batcher[str]):
         return node_redis(node, self._options)
 
     @classmethod
-    def like(cls, cluster: RedisCluster) -> ClusterTransport:
+    def like(cls, cluster: RedisCluster, *, wired: bool = True) -> ClusterTransport:
         """A transport on a cluster client of its own, with the seeds and options of
-        ``cluster`` and replies left as Redis sends them (RESP2, bytes)."""
+        ``cluster`` and replies left as Redis sends them (RESP2, bytes); ``wired``: the calls
+        go out on connections of ours, a cluster pipeline carrying only what they cannot."""
         given = cluster.connection_kwargs
         options = {k: v for k, v in given.items() if _taken_over(k)}
         options["protocol"] = 2
@@ -241,7 +271,7 @@ class ClusterTransport(Batcher[str]):
         callbacks = client.response_callbacks
         for command in [c for c in callbacks if not c.startswith(INTERNAL_COMMANDS)]:
             del callbacks[command]
-        return cls(client, options)
+        return cls(client, options, wired=wired)
 
     @property
     def client(self) -> RedisCluster:
@@ -356,9 +386,64 @@ class ClusterTransport(Batcher[str]):
         return replies
 
     async def _send_share(self, calls: list[Call[str]], node: ClusterNode | None) -> list[Any]:
+        """One node's calls, a reply per call: on the node's connection of ours when ``wired``
+        (``_send_wired``), else in a cluster pipeline (``_send_pipelined``)."""
+        if self.wired and node is not None:
+            return await self._send_wired(calls, node)
+        return await self._send_pipelined(calls, node)
+
+    async def _send_wired(self, calls: list[Call[str]], node: ClusterNode) -> list[Any]:
+        """One node's calls on its connection of ours (a ``FastTransport`` of the node, with
+        this transport's catalogue): one write, EVALSHA (NOSCRIPT sent again as EVAL), and for
+        the calls run with replicas one WAIT after them on that connection.
+
+        What only the cluster client can do is left to it: a call answered MOVED, ASK,
+        CLUSTERDOWN or READONLY (its slot is elsewhere now, or the node is in a failover), or
+        whose connection was refused or lost while the node still counts as answering, is sent
+        again in a cluster pipeline by its keys (``_send_pipelined`` with no node), which
+        follows the redirect, refreshes the slot map and retries as before; a call sent again
+        after a lost connection may have run (redis-py does the same). A node that went silent
+        (its connection's watchdog) is not asked again: its calls get the error, and the node is
+        refused until its probe answers (``_not_answering``)."""
+        wire = self._wire_of(node)
+        replies: list[Any] = []
+        for call in calls:
+            try:
+                replies.append(wire.submit(call.script, call.keys, call.args, call.replicas))
+            except RedisError as exc:  # not answering, or too many calls waiting: final
+                replies.append(exc)
+        sent = [isinstance(reply, asyncio.Future) for reply in replies]
+        waiting = [reply for reply, was_sent in zip(replies, sent, strict=True) if was_sent]
+        answers = iter(await asyncio.gather(*waiting, return_exceptions=True))
+        replies = [
+            next(answers) if was_sent else r for r, was_sent in zip(replies, sent, strict=True)
+        ]
+        self.pipelines += 1
+        self.calls += len(calls)
+        answering = wire.answering
+        again = [i for i, reply in enumerate(replies) if sent[i] and _elsewhere(reply, answering)]
+        if again:
+            resent = await self._send_pipelined([calls[i] for i in again], None)
+            for i, reply in zip(again, resent, strict=True):
+                replies[i] = reply
+        if any(isinstance(reply, NOT_ANSWERING) for reply in replies):
+            self._not_answering(node)
+        return replies
+
+    def _wire_of(self, node: ClusterNode) -> FastTransport:
+        """The node's connection of ours, made on its first call."""
+        wire = self._wires.get(node.name)
+        if wire is None:
+            options, tls = client_options(self.node_client(node))
+            publish = SPUBLISH if self._sharded else PUBLISH
+            wire = FastTransport(options, tls, publish, f"Redis node {node.name}")
+            self._wires[node.name] = wire
+        return wire
+
+    async def _send_pipelined(self, calls: list[Call[str]], node: ClusterNode | None) -> list[Any]:
         """One node's calls in one pipeline, then, for those run with replicas, one WAIT on the
         connection that carried them; a reply per call, the pipeline's error as the reply of each
-        when it failed as a whole."""
+        when it failed as a whole. No node: redis-py routes each call by its keys."""
         wanted = [c.replicas for c in calls if c.replicas is not None]
         wait = bool(wanted) and node is not None  # no node: none is confirmed
         async with self._client.pipeline() as pipe:
@@ -568,6 +653,7 @@ class ClusterTransport(Batcher[str]):
     async def aclose(self) -> None:
         await self._stop_sending()
         await asyncio.gather(*(f.aclose() for f in self._fail_fast.values()))
+        await asyncio.gather(*(wire.aclose() for wire in self._wires.values()))
         await self._client.aclose()
 
 
@@ -669,6 +755,17 @@ def _key_of(keys: Sequence[str], args: Sequence[Arg]) -> object:
     """The key a call's node is chosen by: a script's first key, a plain command's first
     argument after its name."""
     return keys[0] if keys else args[1] if len(args) > 1 else None
+
+
+def _elsewhere(reply: Any, answering: bool) -> bool:
+    """Whether a call's reply on its node's connection of ours leaves the call to the cluster
+    client (``ClusterTransport._send_wired``): its slot is served elsewhere now, the node is in
+    a failover, or its connection failed while the node still counts as answering."""
+    if isinstance(reply, ClusterDownError | ReadOnlyError):
+        return True
+    if isinstance(reply, RedisConnectionError):
+        return answering
+    return isinstance(reply, ResponseError) and str(reply).startswith(("MOVED ", "ASK "))
 
 
 def _migrating(reply: Any) -> bool:

@@ -209,13 +209,14 @@ def settle(future: asyncio.Future[Any], reply: Any) -> None:
 def open_transport(kind: str, redis: Redis | RedisCluster) -> Transport:
     """The transport named by ``kind`` (``Settings.redis_transport``), connecting like ``redis``
     (address, TLS, credentials, database, timeouts) on connections of its own. A cluster client
-    (``redis+cluster://``) always gets the cluster transport: ``kind`` names the single-node one.
+    (``redis+cluster://``) always gets the cluster transport: "fast" sends its calls on a
+    connection of ours to each primary, "redis-py" in redis-py's cluster pipelines.
     """
     # Imported here: the implementations import this module's types and constants.
     if isinstance(redis, RedisCluster):
         from seatlock.engine.cluster import ClusterTransport
 
-        return ClusterTransport.like(redis)
+        return ClusterTransport.like(redis, wired=kind == "fast")
     if kind == "fast":
         from seatlock.engine.wire import FastTransport
 

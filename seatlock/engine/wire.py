@@ -43,7 +43,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from seatlock.engine.scripts import NAMES, sha, source
+from seatlock.engine.scripts import NAMES, PUBLISH, sha, source
 from seatlock.engine.transport import (
     HEALTH_S,
     Arg,
@@ -126,12 +126,13 @@ class _Call:
         self.replicas = replicas  # set: the reply waits for the WAIT written after the call
         self.held: Any = UNANSWERED
 
-    def command(self, verb: str) -> tuple[Any, ...]:
-        """The command to write: EVALSHA or EVAL for a script, else the command itself."""
+    def command(self, verb: str, publish: str) -> tuple[Any, ...]:
+        """The command to write: EVALSHA or EVAL for a script of the ``publish`` catalogue,
+        else the command itself."""
         name = self.name
         if name is None:
             return tuple(self.args)
-        script = sha(name) if verb == "EVALSHA" else source(name)
+        script = sha(name, publish) if verb == "EVALSHA" else source(name, publish)
         return (verb, script, len(self.keys), *self.keys, *self.args)
 
     def answer(self, reply: Any) -> _Call | None:
@@ -389,10 +390,16 @@ class FastTransport:
     handshake ending with a PING) gets through (seatlock/failfast.py): each request would
     otherwise wait a whole timeout for it. A Redis that refuses connections is asked again by
     the next call as before: a refusal costs nothing to wait for.
+
+    ``publish``: the catalogue of the scripts (``scripts.source``); the cluster transport gives
+    each primary a connection of this kind (``ClusterTransport``), with its own catalogue.
     """
 
-    def __init__(self, options: Mapping[str, Any], tls: bool) -> None:
+    def __init__(
+        self, options: Mapping[str, Any], tls: bool, publish: str = PUBLISH, name: str = "Redis"
+    ) -> None:
         self._options, self._tls = options, tls
+        self.publish = publish
         self._queue: deque[_Call] = deque()  # made, not yet written
         self._timer = ScriptTimer()
         self._wire: _Wire | None = None
@@ -400,7 +407,7 @@ class FastTransport:
         self._flush_soon = False
         self._life: asyncio.Task[None] | None = None  # the current connection's lifetime
         self._lost_at: float | None = None  # when the last connection was lost (monotonic)
-        self._fail_fast = FailFast("Redis", self._open_and_close, logger)
+        self._fail_fast = FailFast(name, self._open_and_close, logger)
         self.db = int(options.get("db") or 0)
         self.pipelines = 0  # socket writes so far (tests and stats)
         self.calls = 0  # commands written so far
@@ -424,6 +431,24 @@ class FastTransport:
 
     async def command(self, *args: Arg) -> Any:
         return await self._call(None, (), args)
+
+    def submit(
+        self,
+        name: str | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None = None,
+    ) -> asyncio.Future[Any]:
+        """A script call (``name``) or a plain command (``name`` None, ``args`` the command),
+        queued like ``run``'s and ``command``'s: the future of its reply, which is an error
+        reply's exception when Redis refused it. Raises RedisConnectionError at once while
+        Redis is not answering or too many calls wait."""
+        return self._call(name, keys, args, replicas)
+
+    @property
+    def answering(self) -> bool:
+        """False from a timeout (Redis went silent) until a probe gets an answer again."""
+        return self._fail_fast.answering
 
     def _call(
         self,
@@ -500,8 +525,8 @@ class FastTransport:
         # a NOSCRIPT retry would run its call after later calls.
         known = wire.known
         fresh = sorted({c.name for c in batch if c.name is not None} - known)
-        commands = [("SCRIPT", "LOAD", source(name)) for name in fresh]
-        commands += [c.command("EVALSHA") for c in batch]
+        commands = [("SCRIPT", "LOAD", source(name, self.publish)) for name in fresh]
+        commands += [c.command("EVALSHA", self.publish) for c in batch]
         waiters: list[_Waiter] = [_Load(name, known) for name in fresh]
         waiters += batch
         known.update(fresh)  # loads in flight precede every later command on this connection
@@ -512,7 +537,7 @@ class FastTransport:
         # NOSCRIPT: SCRIPT FLUSH while connected (a restart drops the connection, and a new
         # connection knows no script). EVAL sends the text again; only these calls run late.
         wire.known.clear()
-        commands = [c.command("EVAL") for c in calls]
+        commands = [c.command("EVAL", self.publish) for c in calls]
         waiters: list[_Waiter] = list(calls)
         _add_wait(calls, commands, waiters)
         self._write(wire, commands, waiters)
@@ -525,6 +550,8 @@ class FastTransport:
         wire.send(pack(commands), waiters)
 
     def _lost(self, wire: _Wire) -> None:
+        if wire.silent:  # before its calls fail: whoever gets their errors sees it refused
+            self._fail_fast.timed_out()
         if self._wire is wire:
             self._wire = None
             if self._queue and not self._flush_soon:  # calls held back while writing paused

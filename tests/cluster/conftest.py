@@ -178,11 +178,16 @@ async def cluster_transports(
         await transport.aclose()
 
 
-@pytest.fixture
+@pytest.fixture(params=["fast", "redis-py"])
 def ctransport(
-    cluster_redis: RedisCluster, cluster_transports: list[ClusterTransport]
+    request: pytest.FixtureRequest,
+    cluster_redis: RedisCluster,
+    cluster_transports: list[ClusterTransport],
 ) -> ClusterTransport:
-    cluster_transports.append(ClusterTransport.like(cluster_redis))
+    """A cluster transport sending on connections of ours to the primaries (SEATLOCK_REDIS_
+    TRANSPORT=fast), and one sending in redis-py's cluster pipelines (redis-py)."""
+    wired = request.param == "fast"
+    cluster_transports.append(ClusterTransport.like(cluster_redis, wired=wired))
     return cluster_transports[-1]
 
 

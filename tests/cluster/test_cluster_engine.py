@@ -58,6 +58,7 @@ async def test_open_transport_picks_the_cluster_transport(cluster_redis: RedisCl
     for kind in ("fast", "redis-py"):
         transport = open_transport(kind, cluster_redis)
         assert isinstance(transport, ClusterTransport)
+        assert transport.wired == (kind == "fast")  # its calls on connections of ours
         await transport.aclose()
 
 

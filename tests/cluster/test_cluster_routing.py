@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Connection
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import DataError
 
 from seatlock import keys
@@ -62,6 +63,39 @@ async def test_a_script_follows_its_slot_to_a_new_primary(
     finally:
         empty_cluster.flush()
         move_empty_slot(empty_cluster, slot, new, old)
+
+
+@pytest.mark.parametrize("wired", [True, False], ids=["fast", "redis-py"])
+async def test_the_fast_transport_sends_scripts_on_connections_of_its_own(
+    empty_cluster: LocalCluster, cluster_redis: RedisCluster, wired: bool
+) -> None:
+    """SEATLOCK_REDIS_TRANSPORT=fast on a cluster: once the slot map is read, a script goes to
+    its primary on the transport's own connection to that node, never in a cluster pipeline
+    (what redis-py's pipelines cost is what it saves); redis-py's sends them in pipelines."""
+    shows = one_per_primary(empty_cluster)
+    source = DictSource()
+    for show in shows:
+        source.add(show, [1, 2])
+    transport = ClusterTransport.like(cluster_redis, wired=wired)
+    pipelines: list[object] = []
+    made = transport.client.pipeline
+
+    def counted(*args: object, **kwargs: object) -> object:
+        pipelines.append(args)
+        return made(*args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        engine = make_engine(transport, source)
+        for show in shows:  # loaded, slot map read, scripts known
+            await engine.hold(show, ALICE, [1])
+        transport.client.pipeline = counted  # type: ignore[method-assign]
+        for show in shows:
+            assert [h.seat_id for h in await engine.hold(show, ALICE, [2])] == [2]
+            assert await engine.release(show, ALICE, [1, 2]) == [1, 2]
+        assert (len(pipelines) == 0) == wired, len(pipelines)
+    finally:
+        await transport.aclose()
+        empty_cluster.flush()
 
 
 async def test_every_node_connection_packs_with_hiredis(

@@ -18,7 +18,8 @@ async def test_the_cluster_part_reports_its_rows() -> None:
     assert [row.name.split(": ", 1)[1] for row in holds] == [
         "one Redis, fast transport",
         "one Redis, redis-py transport",
-        "3-primary cluster, cluster transport",
+        "3-primary cluster, fast transport",
+        "3-primary cluster, redis-py transport",
         "3 primaries + 3 replicas, SEATLOCK_HOLD_REPLICAS=0",
         "3 primaries + 3 replicas, SEATLOCK_HOLD_REPLICAS=1",
     ]
