@@ -191,6 +191,25 @@ async def seed_room(
     return room, [r["id"] for r in seats]
 
 
+async def seed_room_of_a_part(
+    database_url: str, name: str, movie: str, rows: int, per_row: int, count: int
+) -> tuple[list[int], list[int]]:
+    """A room of ``name`` (``rows`` x ``per_row`` seats) with ``count`` screenings of a film of
+    its own: (the screenings, the seats), which no other part of the bench touches."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            room, seats = await seed_room(conn, name, rows, per_row)
+            film = await conn.fetchval(
+                "INSERT INTO movies (title, duration_minutes, genre) VALUES ($1, 120, 'Drama')"
+                " RETURNING id",
+                movie,
+            )
+            return await seed_screenings(conn, film, room, count), seats
+    finally:
+        await conn.close()
+
+
 async def seed_screenings(conn: asyncpg.Connection, movie: int, room: int, count: int) -> list[int]:
     first = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
     rows = [

@@ -26,10 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import asyncpg
-
 from loadtests.benchreport import Row, ms, pct, quantiles, rate
-from loadtests.benchseed import seed_room, seed_screenings
+from loadtests.benchseed import seed_room_of_a_part
 from loadtests.loadgen import API, Http, Job, Resp, Sample, redis_address
 from loadtests.procmem import tree_cpu_s
 from seatlock import keys
@@ -75,17 +73,9 @@ async def beyond_part(bench: Bench, s: Seeded) -> None:
 
 async def seed_room_of_our_own(database_url: str) -> Room:
     """A room and screenings no other part touches: nothing sold in them, nobody else holding."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with conn.transaction():
-            room, seats = await seed_room(conn, "Beyond", ROWS, PER_ROW)
-            movie = await conn.fetchval(
-                "INSERT INTO movies (title, duration_minutes, genre) VALUES"
-                " ('Beyond the Guide', 120, 'Drama') RETURNING id"
-            )
-            screenings = await seed_screenings(conn, movie, room, SCREENINGS + 1)
-    finally:
-        await conn.close()
+    screenings, seats = await seed_room_of_a_part(
+        database_url, "Beyond", "Beyond the Guide", ROWS, PER_ROW, SCREENINGS + 1
+    )
     return Room(screenings[:-1], seats, screenings[-1])
 
 

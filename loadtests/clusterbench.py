@@ -358,11 +358,8 @@ class ClusterBench:
         ):
             fast, plain = single_target(redis, "fast"), single_target(redis, "redis-py")
             spread = cluster_target(cluster, "3-primary cluster, fast transport")
-            pipelined = spread.paced(0.0)  # a Target of its own (result, CPU)
-            pipelined.name, pipelined.transport = (
-                "3-primary cluster, redis-py transport",
-                "redis-py",
-            )
+            name = "3-primary cluster, redis-py transport"
+            pipelined = replace(spread.paced(0.0), name=name, transport="redis-py")
             await self.in_turns([fast, plain, spread, pipelined])
             # Redis's CPU per hold with every node as busy as the one Redis: a node that serves
             # fewer holds/s gets shorter pipelines, which cost more per call (a read and a

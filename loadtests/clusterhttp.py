@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 from math import nan
 from typing import TYPE_CHECKING
 
-import asyncpg
-
 from loadtests.benchreport import Row, quantiles, rate
-from loadtests.benchseed import seed_room, seed_screenings
+from loadtests.benchseed import seed_room_of_a_part
 from loadtests.clusterbench import cpu_seconds
 from loadtests.loadgen import Sample, redis_address
 from loadtests.procmem import Children, children_named, children_of, tree_cpu_s
@@ -62,13 +60,20 @@ class Side:
 
 
 async def cluster_http_part(bench: Bench, s: Seeded) -> None:
-    screenings, seats = await seed_room_of_our_own(bench.database_url, 1 + len(CLUSTER))
+    screenings, seats = await seed_room_of_a_part(
+        bench.database_url,
+        "Cluster",
+        "Across the Shards",
+        ROWS,
+        PER_ROW,
+        SCREENINGS * (1 + len(CLUSTER)),
+    )
     shares = [screenings[i : i + SCREENINGS] for i in range(0, len(screenings), SCREENINGS)]
     work = [
         bench.won_hold_work(dataclasses.replace(s, spread_screenings=share, spread_seats=seats))
         for share in shares
     ]
-    sides = [Side(SINGLE, bench.port, work[0], lambda: single_cpu(bench))]
+    sides = [Side(SINGLE, bench.port, work[0], functools.partial(single_cpu, bench))]
     async with contextlib.AsyncExitStack() as servers:
         cluster = servers.enter_context(
             LocalCluster(scratch_root("seatlock-bench-cluster-http-"), replicas_each=0)
@@ -85,23 +90,6 @@ async def cluster_http_part(bench: Bench, s: Seeded) -> None:
             await bench.warm_screenings([(sid, seats[-1]) for sid in share], side.port)
         await in_turns(bench, sides)
     bench.report.rows += rows(sides, bench.config.duration / 2)
-
-
-async def seed_room_of_our_own(database_url: str, servers: int) -> tuple[list[int], list[int]]:
-    """A room and SCREENINGS screenings per server that no other part touches: nothing sold,
-    nobody holding."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with conn.transaction():
-            room, seats = await seed_room(conn, "Cluster", ROWS, PER_ROW)
-            movie = await conn.fetchval(
-                "INSERT INTO movies (title, duration_minutes, genre) VALUES"
-                " ('Across the Shards', 110, 'Thriller') RETURNING id"
-            )
-            screenings = await seed_screenings(conn, movie, room, servers * SCREENINGS)
-    finally:
-        await conn.close()
-    return screenings, seats
 
 
 def single_cpu(bench: Bench) -> dict[str, float]:

@@ -17,8 +17,8 @@ ASK, CLUSTERDOWN or READONLY, or whose connection was refused or lost while the 
 counted as answering, is sent again that way, by its keys (``_send_wired``). With ``redis-py``
 every batch goes in a non-transactional ``ClusterPipeline``, redis-py's public API only. The
 pipeline's per-call work in Python was most of the cluster's extra CPU per hold: in the same turns
-of ``seatlock bench --only cluster`` the engine process spent 116-126 us per hold with it, 83-104
-us with the connections of ours (53-73 us on one Redis).
+of ``seatlock bench`` the engine process spent 90-126 us per hold with it, 75-104 us with the
+connections of ours (49-73 us on one Redis).
 
 A primary that stops answering (hung, or cut off without a reset) costs its lane's batch in flight
 one socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's

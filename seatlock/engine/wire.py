@@ -399,7 +399,7 @@ class FastTransport:
         self, options: Mapping[str, Any], tls: bool, publish: str = PUBLISH, name: str = "Redis"
     ) -> None:
         self._options, self._tls = options, tls
-        self.publish = publish
+        self._publish = publish
         self._queue: deque[_Call] = deque()  # made, not yet written
         self._timer = ScriptTimer()
         self._wire: _Wire | None = None
@@ -426,11 +426,16 @@ class FastTransport:
         if name not in _NAMES:
             raise ValueError(f"no script {name!r}")
         if self._timer.due():
-            return list(await self._timer.time(name, self._call(name, keys, args, replicas)))
-        return list(await self._call(name, keys, args, replicas))
+            return list(await self._timer.time(name, self.submit(name, keys, args, replicas)))
+        return list(await self.submit(name, keys, args, replicas))
 
     async def command(self, *args: Arg) -> Any:
-        return await self._call(None, (), args)
+        return await self.submit(None, (), args)
+
+    @property
+    def answering(self) -> bool:
+        """False from a timeout (Redis went silent) until a probe gets an answer again."""
+        return self._fail_fast.answering
 
     def submit(
         self,
@@ -440,23 +445,9 @@ class FastTransport:
         replicas: Replicas | None = None,
     ) -> asyncio.Future[Any]:
         """A script call (``name``) or a plain command (``name`` None, ``args`` the command),
-        queued like ``run``'s and ``command``'s: the future of its reply, which is an error
-        reply's exception when Redis refused it. Raises RedisConnectionError at once while
-        Redis is not answering or too many calls wait."""
-        return self._call(name, keys, args, replicas)
-
-    @property
-    def answering(self) -> bool:
-        """False from a timeout (Redis went silent) until a probe gets an answer again."""
-        return self._fail_fast.answering
-
-    def _call(
-        self,
-        name: str | None,
-        keys: Sequence[str],
-        args: Sequence[Arg],
-        replicas: Replicas | None = None,
-    ) -> asyncio.Future[Any]:
+        queued: the future of its reply, which is an error reply's exception when Redis refused
+        it. Raises RedisConnectionError at once while Redis is not answering or too many calls
+        wait."""
         if not self._fail_fast.answering:
             REDIS_NOT_ANSWERING.inc()
             raise RedisConnectionError("Redis is not answering")
@@ -525,8 +516,8 @@ class FastTransport:
         # a NOSCRIPT retry would run its call after later calls.
         known = wire.known
         fresh = sorted({c.name for c in batch if c.name is not None} - known)
-        commands = [("SCRIPT", "LOAD", source(name, self.publish)) for name in fresh]
-        commands += [c.command("EVALSHA", self.publish) for c in batch]
+        commands = [("SCRIPT", "LOAD", source(name, self._publish)) for name in fresh]
+        commands += [c.command("EVALSHA", self._publish) for c in batch]
         waiters: list[_Waiter] = [_Load(name, known) for name in fresh]
         waiters += batch
         known.update(fresh)  # loads in flight precede every later command on this connection
@@ -537,7 +528,7 @@ class FastTransport:
         # NOSCRIPT: SCRIPT FLUSH while connected (a restart drops the connection, and a new
         # connection knows no script). EVAL sends the text again; only these calls run late.
         wire.known.clear()
-        commands = [c.command("EVAL", self.publish) for c in calls]
+        commands = [c.command("EVAL", self._publish) for c in calls]
         waiters: list[_Waiter] = list(calls)
         _add_wait(calls, commands, waiters)
         self._write(wire, commands, waiters)
@@ -550,7 +541,7 @@ class FastTransport:
         wire.send(pack(commands), waiters)
 
     def _lost(self, wire: _Wire) -> None:
-        if wire.silent:  # before its calls fail: whoever gets their errors sees it refused
+        if wire.silent:  # Redis went silent: refused from now on, its calls' errors included
             self._fail_fast.timed_out()
         if self._wire is wire:
             self._wire = None
@@ -597,8 +588,6 @@ class FastTransport:
         # attempts in between are not logged (api/errors.py logs the 503s).
         self._lost_at = time.monotonic()
         logger.warning("lost the connection to Redis: %s", wire.lost_reason or "closed")
-        if wire.silent:
-            self._fail_fast.timed_out()
 
     async def _open_and_close(self) -> None:
         """The probe: a connection whose handshake (ending with a PING) Redis answers; the next
