@@ -9,24 +9,28 @@ one process reach each node in the order they were made, and the lanes do not wa
 another. Every key of a screening script shares the screening's hash tag (seatlock/keys.py), so a
 script runs on the primary of the screening's slot, and its events are published in order.
 
-How a lane's batch goes out (``SEATLOCK_REDIS_TRANSPORT``): with ``fast`` (``wired``, the
-default) on a connection of ours to its primary, the fast transport's (``seatlock.engine.wire``:
-one write, hiredis, NOSCRIPT sent again as EVAL, its own watchdog and fail-fast), one per node;
-redis-py's cluster pipeline carries only what needs the cluster client: a call answered MOVED,
-ASK, CLUSTERDOWN or READONLY, or whose connection was refused or lost while the node still
-counted as answering, is sent again that way, by its keys (``_send_wired``). With ``redis-py``
-every batch goes in a non-transactional ``ClusterPipeline``, redis-py's public API only. The
-pipeline's per-call work in Python was most of the cluster's extra CPU per hold: in the same turns
-of ``seatlock bench`` the engine process spent 90-126 us per hold with it, 75-104 us with the
-connections of ours (49-73 us on one Redis).
+With ``SEATLOCK_REDIS_TRANSPORT=fast`` (``wired``, the default) a call whose node is known goes
+straight to a connection of ours to that primary instead (``_direct``), the fast transport's
+(``seatlock.engine.wire``: the calls of a loop iteration in one write, hiredis, NOSCRIPT sent
+again as EVAL, its own watchdog and fail-fast), one per node, which keeps each node's calls in
+the order they were made just as well. The lanes carry the rest: calls made before the slot map
+and the catalogue are known, and a call its connection could not serve, sent again through its
+node's lane: answered MOVED, ASK, CLUSTERDOWN, READONLY or TRYAGAIN, or its connection refused or
+lost while the node still counted as answering. A lane's batch goes out on the connections of
+ours too (``_send_wired``); what only the cluster client can do (follow a redirect, refresh the
+slot map, retry after a lost connection) goes in redis-py's cluster pipeline, by the call's keys.
+With ``redis-py`` every call goes through the lanes and every batch in a non-transactional
+``ClusterPipeline``, redis-py's public API only. The pipeline's per-call work in Python was most
+of the cluster's extra CPU per hold: in the same turns of ``seatlock bench`` the engine process
+spent 108 us per hold with it, 68 us with the connections of ours, 59 us on one Redis.
 
 A primary that stops answering (hung, or cut off without a reset) costs its lane's batch in flight
 one socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
 retries (RETRIES, ~0.1 s; on our connections, the refusal, then those retries). Either way its
-calls get the error as their reply, and the calls made meanwhile wait in its lane; the other
-primaries' lanes go on as before. From then on the calls
-bound for it fail at once, a 503 with Retry-After, until a PING of the node has an answer or the
-node no longer serves slots (a failover moved them), as the fast transport does for a single Redis
+calls get the error as their reply, and so do the calls made meanwhile, which waited in its lane
+or on its connection; the other primaries' calls go on as before. From then on the calls bound
+for it fail at once, a 503 with Retry-After, until a PING of the node has an answer or the node
+no longer serves slots (a failover moved them), as the fast transport does for a single Redis
 (seatlock/failfast.py). A batch waits at most BATCH_BOUND socket timeouts: redis-py retries a
 pipeline that failed as a whole, refreshing the slot map in between, and one stopped primary held
 its calls ~30 s a batch with a 2 s timeout. redis-py follows MOVED and ASK (a call whose slot
@@ -37,7 +41,9 @@ Scripts are loaded on every node redis-py knows, replicas too, before their firs
 as EVALSHA; a NOSCRIPT (a node restarted empty, SCRIPT FLUSH) loads them again and resends only
 those calls. Loading on the replicas means a promoted one has them even while redis-py's slot
 map still names the old primary (loaded on the primaries of that map, the resent call met
-NOSCRIPT again on the promoted replica and failed).
+NOSCRIPT again on the promoted replica and failed). A connection of ours loads the scripts it
+has not run yet at the head of its first write with them (SCRIPT LOAD, then EVALSHA), on
+whichever node it reaches.
 
 Calls run with replicas (``SEATLOCK_HOLD_REPLICAS``): WAIT has no key, so the pipeline cannot
 route it by slot; it is added once per node after that node's scripts with ``target_nodes`` (the
@@ -161,11 +167,46 @@ class ClusterTransport(Batcher[str]):
         node = self._node_of_key(_key_of(keys, args))
         if self._down and (refused := self._refused(node)) is not None:
             raise refused
+        if self.wired and node is not None and self._sharded is not None:
+            return self._direct(script, keys, args, replicas, node)
+        return self._in_lane(script, keys, args, replicas, node)
+
+    def _in_lane(
+        self,
+        script: str | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None,
+        node: ClusterNode | None,
+    ) -> asyncio.Future[Any]:
         name = None if node is None else node.name
         lane = self._node_lanes.get(name)
         if lane is None:
             lane = self._node_lanes[name] = Lane()
         return self._enqueue(lane, script, keys, args, replicas, node)
+
+    async def _direct(
+        self,
+        script: str | None,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        replicas: Replicas | None,
+        node: ClusterNode,
+    ) -> Any:
+        """A call straight to its node's connection of ours (``wired``, once the catalogue is
+        chosen); a reply only the lanes can handle (redirected, migrating, a failed connection
+        of a node still answering) sends it again through its node's lane."""
+        wire = self._wire_of(node)
+        reply = wire.submit(script, keys, args, replicas)  # raises at once: not answering, full
+        self.calls += 1
+        try:
+            return await reply
+        except RedisError as exc:
+            if _elsewhere(exc, wire.answering) or _migrating(exc):
+                return await self._in_lane(script, keys, args, replicas, node)
+            if isinstance(exc, NOT_ANSWERING):
+                self._not_answering(node)
+            raise
 
     def _lanes(self) -> list[Lane[str]]:
         return list(self._node_lanes.values())
