@@ -234,8 +234,11 @@ class ClusterTransport(Batcher[str]):
         self._down.add(name)
 
     async def _probe(self, name: str) -> None:
-        """An answer to PING from the node, or the node no longer serves slots (its calls go
-        to the primary that took them over once redis-py's slot map says so)."""
+        """An answer to PING from the node, or the node no longer serves slots: then the slot
+        map is read again, so its calls go to the primary that took them over. (Left to
+        redis-py, the map is read again when a call of its own meets the node gone; a call on
+        our connections never reaches redis-py while that connection refuses it at once, and a
+        node that stays hung after its failover kept its screenings' calls refused.)"""
         host, _, port = name.rpartition(":")
         node = ClusterNode(host, int(port))
         try:
@@ -244,6 +247,7 @@ class ClusterTransport(Batcher[str]):
         except (RedisError, OSError):
             if name in {primary.name for primary in await self.primaries()}:
                 raise
+            await self._client.nodes_manager.initialize()
 
     def _catalogue(self, publish: str) -> dict[str, Any]:
         return {name: self._client.register_script(source(name, publish)) for name in NAMES}

@@ -273,3 +273,38 @@ def hub_node(cluster: LocalCluster) -> int:
 def expiries(by: str) -> float:
     value = REGISTRY.get_sample_value("seatlock_hold_expiries_total", {"source": by})
     return value or 0.0
+
+
+async def test_a_hung_primary_that_its_replica_replaced_hands_its_screenings_over(
+    failing_cluster: LocalCluster,
+) -> None:
+    """A primary hangs (SIGSTOP) and stays hung while its replica takes its slots over: once
+    the transport's probe finds the node no longer a primary, the slot map is read again and
+    the node's screenings are held on the new primary. (Its connection of ours refuses calls at
+    once while the node does not answer, so redis-py never met the node gone and kept the old
+    map: the screenings stayed refused for as long as the node hung.)"""
+    shows = one_per_primary(failing_cluster)
+    source = DictSource()
+    for show in shows:
+        source.add(show, [1, 2, 3])
+    show = shows[1]
+    hung = failing_cluster.port_of_slot(failing_cluster.keyslot(keys.screening_meta(show)))
+    async with transport_of(failing_cluster, socket_timeout=0.5) as transport:
+        assert transport.wired
+        engine = make_engine(transport, source)
+        for each in shows:  # loaded, and the slot map read
+            await engine.hold(each, ALICE, [1])
+        failing_cluster.pause(hung)
+        try:
+            deadline = time.monotonic() + RECOVERY_S
+            held: list[int] = []
+            while not held and time.monotonic() < deadline:
+                try:
+                    held = [h.seat_id for h in await engine.hold(show, ALICE, [2])]
+                except Unavailable:  # the node's timeout, then refused until the failover
+                    await asyncio.sleep(0.1)
+            assert held == [2]
+            # The other primaries were served all along, and still are.
+            assert [h.seat_id for h in await engine.hold(shows[0], ALICE, [2])] == [2]
+        finally:
+            failing_cluster.resume(hung)
