@@ -21,8 +21,9 @@ ours too (``_send_wired``); what only the cluster client can do (follow a redire
 slot map, retry after a lost connection) goes in redis-py's cluster pipeline, by the call's keys.
 With ``redis-py`` every call goes through the lanes and every batch in a non-transactional
 ``ClusterPipeline``, redis-py's public API only. The pipeline's per-call work in Python was most
-of the cluster's extra CPU per hold: in the same turns of ``seatlock bench`` the engine process
-spent 108 us per hold with it, 68 us with the connections of ours, 59 us on one Redis.
+of the cluster's extra CPU per hold: in the same turns of ``seatlock bench`` (three runs) the
+engine process spent 98-141 us per hold with it, 55-77 us with the connections of ours and
+47-73 us on one Redis.
 
 A primary that stops answering (hung, or cut off without a reset) costs its lane's batch in flight
 one socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
