@@ -804,9 +804,10 @@ def _key_of(keys: Sequence[str], args: Sequence[Arg]) -> object:
 
 
 def _elsewhere(reply: Any, answering: bool) -> bool:
-    """Whether a call's reply on its node's connection of ours leaves the call to the cluster
-    client (``ClusterTransport._send_wired``): its slot is served elsewhere now, the node is in
-    a failover, or its connection failed while the node still counts as answering."""
+    """Whether a call's reply on its node's connection of ours leaves the call to the lanes and
+    the cluster client (``ClusterTransport._direct``, ``_send_wired``): its slot is served
+    elsewhere now, the node is in a failover, or its connection failed while the node still
+    counts as answering."""
     if isinstance(reply, ClusterDownError | ReadOnlyError):
         return True
     if isinstance(reply, RedisConnectionError):
