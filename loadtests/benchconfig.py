@@ -99,7 +99,7 @@ QUICK = dict(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, help="seconds per workload (default 20)")
     parser.add_argument(
-        "--quick", action="store_true", help="a tiny smoke run (~45 s with the cluster part)"
+        "--quick", action="store_true", help="a tiny smoke run (~55 s with the cluster parts)"
     )
     parser.add_argument(
         "--turns", type=positive, help="turns of ceiling, holds and reads, taken in rotation (4)"
