@@ -228,9 +228,17 @@ async def wait_for_status(
     ws: Any, seat_ids: list[int], status: str, within: float = 3.0
 ) -> dict[int, dict[str, Any]]:
     """Read messages until every seat was reported in ``status``; returns the last updates."""
+    return await wait_for_statuses(ws, dict.fromkeys(seat_ids, status), within)
+
+
+async def wait_for_statuses(
+    ws: Any, wanted: dict[int, str], within: float = 3.0
+) -> dict[int, dict[str, Any]]:
+    """Read messages until each seat of ``wanted`` was last reported in its status, in whatever
+    order the changes came; returns the last updates."""
     seen: dict[int, dict[str, Any]] = {}
     async with asyncio.timeout(within):
-        while not all(seen.get(s, {}).get("status") == status for s in seat_ids):
+        while not all(seen.get(s, {}).get("status") == st for s, st in wanted.items()):
             seen.update(seat_statuses(orjson.loads(await ws.recv())))
     return seen
 
