@@ -131,8 +131,9 @@ NOT_ANSWERING = (RedisTimeoutError, RedisConnectionError)  # a call's reply: its
 
 
 class ClusterTransport(Batcher[str]):
-    """Every call of the process through one ``RedisCluster``: each batch's share of a primary on
-    that primary's connection of ours (``wired``), or in a cluster pipeline (see the module)."""
+    """Every call of the process through one ``RedisCluster``: each call on its primary's
+    connection of ours (``wired``), the lanes and a cluster pipeline carrying what that cannot
+    serve, or every call in the lanes' cluster pipelines (see the module)."""
 
     db = 0  # a cluster has database 0 only
 
