@@ -45,8 +45,3 @@ export function fail(error) {
 export function announce(message) {
   document.getElementById("status").textContent = message;
 }
-
-export function isoDay(date) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
-}

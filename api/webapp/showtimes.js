@@ -1,13 +1,20 @@
 // Movies and showtimes: a day picker and a search over the day's films and cinemas.
 
 import { request, serverNow } from "./api.js";
-import { formatMoney, h, isoDay, notify } from "./dom.js";
+import { formatMoney, h, notify } from "./dom.js";
 
 const DAYS = 7;
 
 function days() {
   const today = new Date();
   return Array.from({ length: DAYS }, (_, n) => new Date(today.getFullYear(), today.getMonth(), today.getDate() + n));
+}
+
+// A day of the picker is the person's own calendar day: from its local midnight to the next one,
+// asked for as a from/to window (the API's `date` is a UTC day).
+function dayWindow(date) {
+  const next = new Date(date.getFullYear(), date.getMonth(), date.getDate() + 1);
+  return `from=${encodeURIComponent(date.toISOString())}&to=${encodeURIComponent(next.toISOString())}`;
 }
 
 function dayName(date, n) {
@@ -53,13 +60,17 @@ export function showtimesView() {
   const search = h("input", { type: "search", id: "search", placeholder: "Film or cinema" });
   search.addEventListener("input", () => render(list, search.value, results));
   const picker = h("div", { class: "days", role: "group", "aria-label": "Day" });
+  let picked = 0; // the latest pick: an earlier day's answer that arrives after it is dropped
   async function pick(date, button) {
+    const mine = ++picked;
     for (const b of picker.children) b.setAttribute("aria-pressed", String(b === button));
     try {
-      list = await request("GET", `/api/v1/showtimes/?date=${isoDay(date)}&limit=200`);
+      const day = await request("GET", `/api/v1/showtimes/?${dayWindow(date)}&limit=200`);
+      if (mine !== picked) return;
+      list = day;
       render(list, search.value, results);
     } catch (error) {
-      notify(error.message);
+      if (mine === picked) notify(error.message);
     }
   }
   days().forEach((date, n) => {

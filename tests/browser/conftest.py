@@ -194,10 +194,16 @@ async def open_app(browser: Browser) -> AsyncIterator[Opener]:
     """Opens a tab of the app in a new browser context (a person of their own)."""
     opened: list[AppPage] = []
 
-    async def open_tab(server: LiveServer, viewport: dict[str, int] = DESKTOP) -> AppPage:
+    async def open_tab(
+        server: LiveServer, viewport: dict[str, int] = DESKTOP, timezone_id: str | None = None
+    ) -> AppPage:
         mobile = viewport["width"] < 600
         context = await browser.new_context(
-            base_url=server.url, viewport=viewport, is_mobile=mobile, has_touch=mobile
+            base_url=server.url,
+            viewport=viewport,
+            is_mobile=mobile,
+            has_touch=mobile,
+            timezone_id=timezone_id,
         )
         context.set_default_timeout(10_000)
         tab = AppPage(await context.new_page())

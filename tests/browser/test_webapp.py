@@ -5,15 +5,18 @@ screenshots of the map at desktop and mobile sizes."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Route, expect
 
+from tests import factories as make
 from tests.browser.conftest import MapOpener, Opener, Screening, hold_seats
 from tests.support import Account, LiveServer, make_account
 
@@ -154,10 +157,27 @@ async def test_showtimes_by_day_and_search_lead_to_the_map(
     open_app: Opener,
 ) -> None:
     ann = await open_app(server)
-    await ann.sign_in(people[0].email, "#/")
     page = ann.page
+    # Today's showtimes are asked for first, as the page opens; their answer is held back until
+    # Tomorrow's is on the page, so it arrives after it: the later pick must stay.
+    tomorrow_shown = asyncio.Event()
+    asked: list[str] = []
+
+    async def today_late(route: Route) -> None:
+        asked.append(route.request.url)
+        if len(asked) == 1:
+            await tomorrow_shown.wait()
+        await route.fallback()
+
+    await page.route("**/api/v1/showtimes/?*", today_late)
+    await ann.sign_in(people[0].email, "#/")
     await page.get_by_role("button", name="Tomorrow").click()
-    await expect(page.get_by_role("heading", name="Orbit of Ash")).to_be_visible()
+    film = page.get_by_role("heading", name="Orbit of Ash")
+    await expect(film).to_be_visible()
+    async with page.expect_event("requestfinished", lambda r: r.url == asked[0]):
+        tomorrow_shown.set()
+    await page.evaluate("new Promise((done) => setTimeout(done, 200))")  # its answer handled
+    await expect(film).to_be_visible()
     await page.get_by_label("Search").fill("no such film")
     await expect(page.get_by_text("No showtimes match on this day.")).to_be_visible()
     await page.get_by_label("Search").fill("orbit")
@@ -166,6 +186,29 @@ async def test_showtimes_by_day_and_search_lead_to_the_map(
     await expect(ann.seat("C", 1)).to_have_attribute(
         "aria-label", "Row C, seat 1, available, premium"
     )
+
+
+async def test_a_day_of_showtimes_is_the_persons_own_calendar_day(
+    server: LiveServer, people: tuple[Account, Account], open_app: Opener
+) -> None:
+    # Kiritimati is UTC+14 all year: 09:00 there tomorrow is still the day before in UTC.
+    kiritimati = dt.timezone(dt.timedelta(hours=14))
+    tomorrow = dt.datetime.now(kiritimati).date() + dt.timedelta(days=1)
+    starts = dt.datetime.combine(tomorrow, dt.time(9), kiritimati)
+    db = await asyncpg.connect(server.settings.database_url)
+    try:
+        room = await make.room(db, await make.cinema(db, "Lagoon"), "Hall 1")
+        await make.seats(db, room, 4)
+        await make.screening(db, await make.movie(db, "Night Tide"), room, starts)
+    finally:
+        await db.close()
+    ann = await open_app(server, timezone_id="Pacific/Kiritimati")
+    await ann.sign_in(people[0].email, "#/")
+    page = ann.page
+    await expect(page.get_by_text("No showtimes match on this day.")).to_be_visible()
+    await page.get_by_role("button", name="Tomorrow").click()
+    await expect(page.get_by_role("heading", name="Night Tide")).to_be_visible()
+    await expect(page.get_by_role("link", name=re.compile("^Night Tide, 09:00"))).to_be_visible()
 
 
 async def book(server: LiveServer, account: Account, screening_id: int, seats: list[int]) -> None:
