@@ -20,9 +20,10 @@ stays on the shard of the screening's slot: the hub then also SSUBSCRIBEs the ch
 screening its clients watch, on the primary of its slot (seatlock/engine/shards.py). A client
 waits for that subscription before it is told it is connected (``subscribed``), so no change
 published after the confirmation is missed. A channel that stops being live (its node died, its
-slot moved) is subscribed on the new owner and the screening's watchers get its whole map again,
-as after a lost pattern subscription. ``hears`` says whose events arrive: mirrors and the seat
-map cache trust only what the subscription of that screening vouches for.
+slot moved, or the slot map the hub reads every TOPOLOGY_S names another primary for it than the
+node it is on) is subscribed on the new owner and the screening's watchers get its whole map
+again, as after a lost pattern subscription. ``hears`` says whose events arrive: mirrors and the
+seat map cache trust only what the subscription of that screening vouches for.
 
 A screening's event log, from which a client reconnecting with ``?since=`` is replayed what it
 missed (lua/resume.lua), is kept only while some process marks the screening watched
@@ -608,12 +609,16 @@ class Hub:
         seen: set[str] = set()
         try:
             while not stop.is_set():
+                slots = None
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    now = {node.name for node in await transport.primaries()}
+                    slots = await transport.slot_map()
+                    now = {node.name for _, _, node in slots}
                     if now != seen:
                         await transport.choose_publish()
                         seen = now
                 self._use_shards(shards if transport.sharded else None)
+                if slots is not None and self._shards is not None:
+                    self._shards.follow(slots)  # a channel left on a node that lost its slot
                 self._decided.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TOPOLOGY_S)

@@ -10,7 +10,11 @@ it: every event published from then on arrives) and when it stops being live:
 - the slot left the node (resharding, or a failover that made another node its primary): Redis
   sends an SUNSUBSCRIBE we did not ask for, or answers MOVED to our SSUBSCRIBE;
 - the node's connection was lost or went silent (the node died);
-- the connection was re-established behind our back and the channel confirmed a second time.
+- the connection was re-established behind our back and the channel confirmed a second time;
+- the slot map its owner reads every second (``follow``) gives the slot another primary than
+  the node the channel is on. Redis may not tell: a subscription placed from a slot map that was
+  out of date for a moment (right after a failover) can land on a replica, which takes SSUBSCRIBE
+  for its primary's slots and hears SPUBLISH only once its new primary knows it as a replica.
 
 A channel that stops being live is subscribed again on the slot's owner as CLUSTER SLOTS (asked
 of any node that answers) has it; a MOVED answer or an owner that cannot be reached is retried
@@ -102,15 +106,19 @@ class NodeFeed:
             await self._client.aclose()
 
     async def _read(self) -> None:
-        trouble = "closed by Redis"
+        trouble: str | None = "no answer to a PING"
         try:
             while await self._next():
                 pass
         except (RedisError, OSError) as exc:
             trouble = repr(exc)
+        except asyncio.CancelledError:
+            trouble = None  # closed by its owner (it is stopping): nothing was lost
+            raise
         finally:
             await asyncio.shield(self._shut())
-            self._owner.node_lost(self, trouble)
+            if trouble is not None:
+                self._owner.node_lost(self, trouble)
 
     async def _next(self) -> bool:
         pubsub = self._pubsub
@@ -160,6 +168,7 @@ class ShardChannels:
         self._placed: dict[str, NodeFeed] = {}  # channel -> the feed its SSUBSCRIBE went to
         self._live: set[str] = set()
         self._feeds: dict[str, NodeFeed] = {}  # node name -> its feed
+        self._misplaced: dict[str, NodeFeed] = {}  # channel -> a feed not on its slot's primary
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._kick = asyncio.Event()  # something to place or remove
 
@@ -171,6 +180,16 @@ class ShardChannels:
     def release(self, channel: str) -> None:
         if channel in self._wanted:
             self._wanted.discard(channel)
+            self._kick.set()
+
+    def follow(self, slots: Slots) -> None:
+        """The slot map as the cluster has it now: a channel placed on a node that is not its
+        slot's primary in it is moved there (subscribed again, live again, resynced)."""
+        for channel, feed in self._placed.items():
+            owner = _owner_of(slots, key_slot(channel.encode()))
+            if owner is not None and owner.name != feed.node.name:
+                self._misplaced[channel] = feed
+        if self._misplaced:
             self._kick.set()
 
     def is_live(self, channel: str) -> bool:
@@ -209,8 +228,19 @@ class ShardChannels:
     async def _reconcile(self) -> bool:
         """Subscribe what is wanted and not placed, unsubscribe what is placed and not wanted;
         False when something is left to retry."""
-        for channel in [c for c in self._placed if c not in self._wanted]:
-            feed = self._placed.pop(channel)
+        misplaced, self._misplaced = self._misplaced, {}
+        placed = self._placed.items()
+        leaving = [(c, f) for c, f in placed if c not in self._wanted or misplaced.get(c) is f]
+        for channel, feed in leaving:
+            if self._placed.get(channel) is not feed:
+                continue  # lost meanwhile (its node's reader): placed again below
+            del self._placed[channel]
+            if channel in self._wanted:
+                logger.info(
+                    "shard channel %s is on %s, not its slot's primary; moving it",
+                    channel,
+                    feed.node.name,
+                )
             self._set_live(channel, False)
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await feed.unsubscribe(channel)
