@@ -130,11 +130,25 @@ def child(served: Served, marker: str) -> int:
     raise AssertionError(f"no child {marker!r} of the server")
 
 
+ANSWERS: list[str] = []  # the last /health/ready answer, for a failure's message
+
+
 def ready(url: str) -> bool:
     try:
-        return httpx.get(url + "/health/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
+        answer = httpx.get(url + "/health/ready", timeout=2)
+    except httpx.TransportError as exc:
+        ANSWERS[:] = [repr(exc)]
         return False
+    ANSWERS[:] = [f"{answer.status_code} {answer.text}"]
+    return answer.status_code == 200
+
+
+def story(served: Served) -> str:
+    """The last readiness answer, and the server's log without its access lines (a readiness
+    poll writes one every 0.1 s)."""
+    lines = served.log.read_text().splitlines()
+    told = "\n".join(line for line in lines if " seatlock.access: " not in line)[-6000:]
+    return f"last /health/ready: {ANSWERS[-1] if ANSWERS else None}\n{told}"
 
 
 def hold_and_book(url: str, screening: int) -> bool:
@@ -170,7 +184,7 @@ def test_killed_servers_come_back_and_bookings_recover(served: Served) -> None:
     os.kill(postmaster, signal.SIGKILL)
     os.kill(redis_pid, signal.SIGKILL)
     started = time.monotonic()
-    assert eventually(lambda: ready(served.url)), served.log.read_text()[-3000:]
+    assert eventually(lambda: ready(served.url)), story(served)
     assert eventually(lambda: hold_and_book(served.url, screenings[1]["id"]))
     recovered = time.monotonic() - started
     assert recovered < RECOVERY_S
