@@ -111,6 +111,7 @@ from seatlock.engine.transport import (
     Feed,
     OnMessage,
     Replicas,
+    ScriptTimer,
     replicated,
     wait_command,
 )
@@ -158,6 +159,7 @@ class ClusterTransport(Batcher[str]):
         # slot: routed when sent, ``_send_batch``).
         self._node_lanes: dict[str | None, Lane[str]] = {}
         self._choosing = asyncio.Lock()  # the first batches wait for one choose_publish
+        self._timer = ScriptTimer()
 
     def _call(
         self,
@@ -333,6 +335,8 @@ class ClusterTransport(Batcher[str]):
     ) -> list[Any]:
         if name not in self._scripts:
             raise ValueError(f"no script {name!r}")
+        if self._timer.due():
+            return list(await self._timer.time(name, self._call(name, keys, args, replicas)))
         return list(await self._call(name, keys, args, replicas))
 
     async def command(self, *args: Arg) -> Any:

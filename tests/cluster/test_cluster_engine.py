@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio.cluster import RedisCluster
 
 from seatlock import keys
@@ -22,11 +23,13 @@ from seatlock.engine.expiry import (
 )
 from seatlock.engine.transport import open_transport
 from seatlock.errors import Unavailable
+from seatlock.metrics import SCRIPT_SAMPLE
 from seatlock.server.localcluster import LocalCluster
 from tests.cluster.conftest import on_both_event_paths, one_per_primary
 from tests.lua.support import DictSource, make_engine, now_ms, wait_until
 
 ALICE, BOB = 7, 8
+TIMED = "seatlock_redis_script_duration_seconds_count"  # seatlock/metrics.py SCRIPT_SECONDS
 
 
 @pytest.fixture
@@ -79,6 +82,20 @@ async def test_hold_extend_release_claim_and_sell_on_every_primary(
         states = {st.seat_id: st.status for st in await engine.seat_map(s)}
         assert states == {1: "booked", 2: "available", 3: "available", 4: "available"}
     assert await engine.loaded_screenings() == sorted(shows)
+
+
+async def test_script_calls_are_timed_for_the_metrics(
+    ctransport: ClusterTransport, source: DictSource, shows: list[int]
+) -> None:
+    def timed() -> float:
+        labels = {"script": "hold"}
+        return REGISTRY.get_sample_value(TIMED, labels) or 0.0
+
+    engine = make_engine(ctransport, source)
+    before = timed()
+    for _ in range(3 * SCRIPT_SAMPLE):  # the screening's load, then holds: 1 call in 16 timed
+        await engine.hold(shows[0], ALICE, [1])
+    assert timed() - before >= 2
 
 
 async def test_one_winner_per_seat_when_processes_race_on_every_primary(
