@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from seatlock.metrics import LOOP_BEAT
 
+logger = logging.getLogger(__name__)
+
 BEAT_S = 1.0  # the longest an idle loop stays silent
+RESTART_FIRST_S = 1.0  # a loop that raised starts again after this, doubled while it keeps failing
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0  # a run that lasted this long before it raised starts again after RESTART_FIRST_S
 Beat = Callable[[], None]
 
 
@@ -78,3 +84,34 @@ async def pause(stop: asyncio.Event, seconds: float, beat: Beat) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), min(left, BEAT_S))
         beat()
+
+
+async def supervised(name: str, start: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run loop ``name`` (each ``start()`` is a new run of it) until ``stop`` is set. A run that
+    raises is logged and started again after a pause, doubled up to RESTART_MAX_S while runs keep
+    failing soon after their start; the loop beats nothing meanwhile, so it shows as silent to
+    readiness if that lasts. (A loop that raised used to stay down: the process unready for good,
+    its work undone, e.g. a history writer's queue growing until it dropped changes.)"""
+    delay = RESTART_FIRST_S
+    while True:
+        started = time.monotonic()
+        try:
+            await start()
+            return
+        except Exception as exc:
+            if stop.is_set():
+                raise
+            if time.monotonic() - started >= STABLE_S:
+                delay = RESTART_FIRST_S
+            logger.error(
+                "background loop %s failed, starting it again in %.0f s: %r",
+                name,
+                delay,
+                exc,
+                exc_info=exc,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        delay = min(delay * 2, RESTART_MAX_S)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -49,7 +49,7 @@ from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Replicas, open_transport
 from seatlock.errors import SeatLockError
-from seatlock.heartbeats import Heartbeats, no_beat, pause
+from seatlock.heartbeats import Heartbeats, no_beat, pause, supervised
 from seatlock.metrics import (
     BOOKING_BACKLOG,
     DB_POOL_IN_USE,
@@ -255,30 +255,39 @@ async def running(services: Services) -> AsyncIterator[Services]:
     await _sync_clock(s.engine.clock)
     stop = asyncio.Event()
     beat = s.heartbeats.beater
-    loops: dict[str, Coroutine[Any, Any, None]] = {
+    # Each entry starts a new run of its loop: one that raises is started again (``supervised``).
+    loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
         # Redis's clock, which decides every hold time (seatlock/engine/clock.py).
-        "redis_clock": s.engine.clock.run(s.settings.clock_sync_seconds, stop, beat("redis_clock")),
-        "seat_events": s.hub.run(stop, beat("seat_events")),
+        "redis_clock": lambda: s.engine.clock.run(
+            s.settings.clock_sync_seconds, stop, beat("redis_clock")
+        ),
+        "seat_events": lambda: s.hub.run(stop, beat("seat_events")),
         # This process's share of /ws/stats, kept in Redis.
-        "ws_stats": s.hub.publish_stats(stop, beat("ws_stats")),
+        "ws_stats": lambda: s.hub.publish_stats(stop, beat("ws_stats")),
         # The holds made here, freed at their deadlines (Redis notices a lapsed lease late).
-        "expiry_timers": free_at_deadlines(s.engine, Deadlines(), stop, beat("expiry_timers")),
-        "expiry_listener": listen_for_expiries(s.engine, transport, stop, beat("expiry_listener")),
-        "expiry_sweep": sweep_forever(
+        "expiry_timers": lambda: free_at_deadlines(
+            s.engine, Deadlines(), stop, beat("expiry_timers")
+        ),
+        "expiry_listener": lambda: listen_for_expiries(
+            s.engine, transport, stop, beat("expiry_listener")
+        ),
+        "expiry_sweep": lambda: sweep_forever(
             s.engine, s.settings.sweep_interval_seconds, stop, beat("expiry_sweep")
         ),
-        "history_writer": s.history_writer.run(stop, beat("history_writer")),
-        "booking_writer": s.booking_writer.run(stop, beat("booking_writer")),
+        "history_writer": lambda: s.history_writer.run(stop, beat("history_writer")),
+        "booking_writer": lambda: s.booking_writer.run(stop, beat("booking_writer")),
         # Every process runs it; each unpaid ticket is expired by exactly one (db/tickets.py).
-        "unpaid_expiry": UnpaidExpiry(s.engine, s.db, s.settings.payment_deadline_seconds).run(
-            s.settings.sweep_interval_seconds, stop, beat("unpaid_expiry")
-        ),
+        "unpaid_expiry": lambda: UnpaidExpiry(
+            s.engine, s.db, s.settings.payment_deadline_seconds
+        ).run(s.settings.sweep_interval_seconds, stop, beat("unpaid_expiry")),
     }
     if s.reconciler.interval_s > 0:  # off: its run() returns at once, and must not look stalled
-        loops["reconciler"] = s.reconciler.run(stop, beat("reconciler"))
+        loops["reconciler"] = lambda: s.reconciler.run(stop, beat("reconciler"))
     if s.read_db.replica is not None:  # where lag-tolerant reads go, by the replica's lag
-        loops["replica_lag"] = s.read_db.run(stop, beat("replica_lag"))
-    tasks = [_watched(s.heartbeats, name, loop) for name, loop in loops.items()]
+        loops["replica_lag"] = lambda: s.read_db.run(stop, beat("replica_lag"))
+    for name in loops:
+        beat(name)  # each counts as beating from now, before its first run starts
+    tasks = [_watched(s.heartbeats, name, start, stop) for name, start in loops.items()]
     tasks.append(asyncio.create_task(sample_gauges(s, stop)))
     try:
         with contextlib.suppress(TimeoutError):
@@ -310,9 +319,12 @@ async def _sync_clock(clock: RedisClock) -> None:
 
 
 def _watched(
-    heartbeats: Heartbeats, name: str, loop: Coroutine[Any, Any, None]
+    heartbeats: Heartbeats,
+    name: str,
+    start: Callable[[], Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
 ) -> asyncio.Task[None]:
-    task = asyncio.create_task(loop, name=name)
+    task = asyncio.create_task(supervised(name, start, stop), name=name)
     heartbeats.watch(name, task)
     return task
 

@@ -194,6 +194,34 @@ async def test_ready_fails_when_a_loop_task_ends(make_server: Any) -> None:
     assert r.json()["stalled"] == ["expiry_sweep"]
 
 
+async def test_a_loop_that_raises_is_logged_and_started_again(
+    make_server: Any, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    live: LiveServer = make_server()
+    writer = services_of(live).history_writer
+
+    async def fail_once(stop: asyncio.Event) -> None:  # before it takes a batch: nothing lost
+        del writer._pace  # the class's own from now on
+        raise RuntimeError("a bug in the history writer")
+
+    writer._pace = fail_once  # type: ignore[method-assign]
+    show = await make.show(db, 2)
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        holder = await _account(client, "loop@example.com")
+        assert (await reserve(client, holder, show, show.seat_ids)).status_code == 201
+        query = "SELECT count(*) FROM reservations WHERE screening_id = $1"
+        for _ in range(100):  # started again after RESTART_FIRST_S, then it writes the rows
+            if await db.fetchval(query, show.id) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert await db.fetchval(query, show.id) == 2
+        r = await client.get("/health/ready")
+        assert r.status_code == 200 and r.json()["loops"]["history_writer"] == "ok"
+    failed = [r for r in caplog.records if "background loop history_writer failed" in r.message]
+    assert len(failed) == 1 and failed[0].levelname == "ERROR"
+    assert "a bug in the history writer" in failed[0].message
+
+
 async def _account(client: httpx.AsyncClient, email: str) -> Account:
     body = {"email": email, "password": PASSWORD, "full_name": "Metrics"}
     r = await client.post("/api/v1/auth/register", json=body)
