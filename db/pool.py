@@ -42,6 +42,8 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
     asyncpg.exceptions.InternalClientError,  # e.g. a protocol error releasing a broken connection
     OSError,
 )
+# PostgreSQL is down, or refused the statement (anything asyncpg raises for it).
+DATABASE_FAILED: tuple[type[Exception], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
 
 # Anything queries can run on: a connection, or a connection borrowed from a pool; or a pool.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -277,7 +279,7 @@ SAMPLE_S = 2.0  # how often the replica's lag is measured
 SAMPLE_TIMEOUT_S = 2.0  # a measurement that takes longer counts as "replica down"
 WARN_EVERY_S = 60.0  # while reads stay on the primary, its WARNING line repeats at most this often
 # The measurement failed: down, or any refusal (a read URL that is no PostgreSQL we can ask).
-UNMEASURED: tuple[type[Exception], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
+UNMEASURED = DATABASE_FAILED
 
 # How far the replica is behind, in seconds (NULL: it cannot tell). Caught up (0) when it has
 # replayed all the primary had written just before ($1, NULL when the primary did not answer: then

@@ -62,6 +62,9 @@ LIVE_ROWS = 100_000
 TRANSIENT_ERRORS = (
     OSError,
     asyncpg.InterfaceError,
+    # A connection whose backend ended between statements (PostgreSQL killed or restarting: a
+    # FATAL while idle), taken before asyncpg saw it close: its next statement fails with this.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from db.pool import Conn, Executor, KeptConnection
+from db.pool import DATABASE_FAILED, Conn, Executor, KeptConnection
 from seatlock.errors import Conflict, NotFound, Unavailable
 from seatlock.heartbeats import BEAT_S, Beat, no_beat
 
@@ -415,7 +415,7 @@ class BookingWriter:
             try:
                 async with asyncio.timeout(OUTCOME_LOOKUP_TIMEOUT):
                     return list(await self._db.fetch(TICKETS_OF_BOOKINGS_SQL, sorted(ids)))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except DATABASE_FAILED as exc:  # TimeoutError too: an OSError
                 logger.warning("booking outcome lookup failed: %r", exc)
         return None
 

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from db import reservations as history
 from db import tickets as repo
-from db.pool import DATABASE_DOWN
+from db.pool import DATABASE_FAILED
 from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
 from seatlock.engine.model import new_grant
@@ -46,7 +46,7 @@ from seatlock.services.payments import AcceptAny, PaymentVerifier, booking_scope
 logger = logging.getLogger(__name__)
 
 # Not committed: PostgreSQL cannot answer (db/pool.py), or refused the transaction.
-DB_DOWN: tuple[type[Exception], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
+DB_DOWN = DATABASE_FAILED
 # How long a claim pins the holds past now. Long enough for a batch to commit; when the commit
 # fails the holds are left as they are (the user retries the payment), so a failed commit only
 # keeps a hold this much longer than its own deadline, never indefinitely.

@@ -33,6 +33,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from db import tickets as repo
+from db.pool import DATABASE_FAILED
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import PaymentRefused, SeatLockError
 from seatlock.heartbeats import Beat, no_beat, pause
@@ -41,7 +42,7 @@ from seatlock.settings import MIN_PAYMENT_SECRET_CHARS, PAYMENT_VERIFIERS
 
 _HEX_DIGEST_CHARS = 64
 EXPIRE_BATCH = 500  # tickets cancelled per statement
-_DB_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DB_DOWN = DATABASE_FAILED
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from db import tickets as repo
+from db.pool import DATABASE_FAILED
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import answered
 from seatlock.errors import SeatLockError, Unavailable
@@ -39,7 +40,7 @@ BATCH = 500  # screenings per round trip and per query
 SETTLE_S = 10.0  # a ticket this young is left to its booking's own marking
 RETRY_S = 1.0  # after a failed pass, try again this soon: the first that works runs at once
 # What makes a pass fail and retried soon: PostgreSQL or Redis cannot answer.
-BACKEND_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError, Unavailable)
+BACKEND_DOWN: tuple[type[Exception], ...] = (*DATABASE_FAILED, RedisError, Unavailable)
 
 
 class Reconciler:

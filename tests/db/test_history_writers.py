@@ -395,6 +395,27 @@ async def test_a_busy_writer_gathers_many_changes_into_few_transactions(
     assert busy.closes_of_written_rows() < busy.transactions()
 
 
+async def test_a_connection_that_broke_under_asyncpg_is_retried(
+    busy: Running, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a writer's BEGIN raised on a pooled connection whose backend had just died with its
+    # postmaster (kill -9): asyncpg had the FATAL but had not yet seen the connection close.
+    failures = [asyncpg.exceptions.InternalClientError("cannot switch to state 15")]
+
+    async def once_broken(conn: Any, batch: list[Change]) -> None:
+        if failures:
+            raise failures.pop()
+        await apply_changes(conn, batch)
+
+    monkeypatch.setattr("db.reservations.apply_changes", once_broken)
+    show, user = await holder(db, 1)
+    now = datetime.now(UTC)
+    busy.writer.submit(Inserted([(1, show.id, show.seat_ids[0], user, now, now)]))
+    await written(db, 1)  # after the retry: the batch is not lost, the writer goes on
+    assert not failures
+    assert busy.writer.rejected == 0 and busy.writer.dropped == 0
+
+
 async def test_a_writer_keeps_no_connection_once_its_queue_is_empty(
     busy: Running, db: asyncpg.Connection
 ) -> None:
