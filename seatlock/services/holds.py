@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from db import reservations as history
-from db.pool import DATABASE_DOWN
+from db.pool import DATABASE_DOWN, DATABASE_FAILED
 from db.reservations import HistoryWriter, ReservationIds
 from seatlock import keys
 from seatlock.engine.errors import (
@@ -285,7 +285,7 @@ class HoldService:
         await self.writer.flush()
         try:
             return await history.active_rows(self.db, screening_id, user_id, seat_ids)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):  # ids are informative
+        except DATABASE_FAILED:  # ids are informative
             return {}
 
     async def extend(
