@@ -1,9 +1,11 @@
 """Restart an embedded server that dies, on its port and data directory, from the supervisor.
 
-One thread polls the children the supervisor started (``Popen.poll``: it also reaps them). A dead
-one is started again at once; one that keeps dying (or cannot start: a killed postmaster's
-orphaned backends hold its shared memory for a moment) waits longer each time, up to
-``MAX_DELAY``. The workers' pools reconnect by themselves once the server answers again.
+A thread per child the supervisor started polls it (``Popen.poll``: it also reaps it), so one
+server's slow or failing restart never holds up another's (Redis waiting on PostgreSQL's crash
+recovery or its backoff). A dead one is started again at once; one that keeps dying (or cannot
+start: a killed postmaster's orphaned backends hold its shared memory for a moment) waits longer
+each time, up to ``MAX_DELAY``. The workers' pools reconnect by themselves once the server
+answers again.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _ignore(name: str) -> None:
 
 
 class Watchdog:
-    """A daemon thread that restarts dead ``servers`` until ``stop()``."""
+    """Daemon threads, one per server, that restart dead ``servers`` until ``stop()``."""
 
     def __init__(
         self,
@@ -68,26 +70,29 @@ class Watchdog:
         self._backoff = {server.name: Backoff() for server in self._servers}
         self._stopping = threading.Event()
         # A restarted child's parent-death signal fires when the thread that forked it ends:
-        # this thread lives until stop(), which the supervisor calls just before it stops them.
-        self._thread = threading.Thread(target=self._run, name="embedded-watchdog", daemon=True)
+        # these threads live until stop(), which the supervisor calls just before it stops them.
+        self._threads = [
+            threading.Thread(
+                target=self._watch, args=(server,), name=f"watchdog-{server.name}", daemon=True
+            )
+            for server in self._servers
+        ]
 
     def start(self) -> None:
-        if self._servers:
-            self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         """No restart after this returns, so the caller may stop the servers."""
         self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=90)  # a start under way waits up to 60 s for its server
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=90)  # a start under way waits up to 60 s for its server
 
-    def _run(self) -> None:
+    def _watch(self, server: Server) -> None:
         while not self._stopping.wait(self._poll_seconds):
-            for server in self._servers:
-                if server.proc is not None and server.proc.poll() is not None:
-                    self._revive(server)
-                if self._stopping.is_set():
-                    return
+            if server.proc is not None and server.proc.poll() is not None:
+                self._revive(server)
 
     def _revive(self, server: Server) -> None:
         backoff = self._backoff[server.name]

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -105,6 +106,52 @@ def test_the_watchdog_restarts_a_killed_redis_until_stopped(data_dir: Path) -> N
     finally:
         watchdog.stop()
         redis.stop()
+    assert processes_mentioning(data_dir) == []
+
+
+class SlowToStart:
+    """A server whose start takes ``seconds`` (PostgreSQL replaying its WAL after a crash)."""
+
+    name: ClassVar[str] = "slow"
+    port = 0
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> str:
+        self.starts += 1
+        if self.proc is not None:  # a restart
+            time.sleep(self.seconds)
+        self.proc = subprocess.Popen(["sleep", "600"])
+        return "slow://"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_a_slow_restart_does_not_hold_up_another_servers(data_dir: Path) -> None:
+    slow = SlowToStart(seconds=5.0)
+    redis = EmbeddedRedis(data_dir / "redis", persistent=False)
+    slow.start()
+    redis.start()
+    restarts: list[str] = []
+    watchdog = Watchdog([slow, redis], restarts.append, poll_seconds=0.05)  # slow first
+    watchdog.start()
+    try:
+        assert slow.proc is not None and redis.proc is not None
+        slow.proc.kill()
+        time.sleep(0.2)  # its restart under way
+        redis.proc.kill()
+        assert eventually(lambda: restarts == ["redis"] and pings(redis.port), 3.0), restarts
+        assert eventually(lambda: restarts == ["redis", "slow"], 10.0), restarts
+    finally:
+        watchdog.stop()
+        redis.stop()
+        slow.stop()
     assert processes_mentioning(data_dir) == []
 
 
