@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -37,7 +38,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from seatlock import keys
-from seatlock.heartbeats import Beat, no_beat, pause
+from seatlock.heartbeats import Beat, no_beat, pause, supervised
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ async def listening(
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Follow revocations and flushes for as long as the block runs (the task that does)."""
     stop = asyncio.Event()
-    task = asyncio.create_task(follow(redis, trust, stop, beat))
+    start = functools.partial(follow, redis, trust, stop, beat)  # raised: started again
+    task = asyncio.create_task(supervised("session_feed", start, stop))
     try:
         yield task
     finally:

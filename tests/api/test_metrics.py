@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
+from seatlock.accounts import sessions
 from seatlock.engine.errors import SeatsUnavailable, TooManySeats
 from seatlock.errors import Unavailable, ValidationFailed
 from seatlock.heartbeats import Heartbeats
@@ -220,6 +221,32 @@ async def test_a_loop_that_raises_is_logged_and_started_again(
     failed = [r for r in caplog.records if "background loop history_writer failed" in r.message]
     assert len(failed) == 1 and failed[0].levelname == "ERROR"
     assert "a bug in the history writer" in failed[0].message
+
+
+async def test_the_session_feed_is_started_again_after_it_raised(
+    make_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = sessions._follow_once
+    failures = [RuntimeError("a bug in the session feed")]
+
+    async def fail_once(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real(*args)
+
+    monkeypatch.setattr(sessions, "_follow_once", fail_once)
+    live: LiveServer = make_server()
+    trust = services_of(live).sessions
+    for _ in range(100):  # started again after RESTART_FIRST_S: it follows the feed again
+        if trust.live:
+            break
+        await asyncio.sleep(0.1)
+    assert not failures and trust.live
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        r = await wait_ready_status(client, 200, within=10)
+        assert r.json()["loops"]["session_feed"] == "ok"
+    failed = [r for r in caplog.records if "background loop session_feed failed" in r.message]
+    assert len(failed) == 1 and failed[0].levelname == "ERROR"
 
 
 async def _account(client: httpx.AsyncClient, email: str) -> Account:
