@@ -39,7 +39,9 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # 53*: too many connections, disk, memory
     asyncpg.exceptions.PostgresSystemError,  # 58*: I/O error on the server
     asyncpg.exceptions.InterfaceError,  # "connection is closed", pool closing
-    asyncpg.exceptions.InternalClientError,  # e.g. a protocol error releasing a broken connection
+    # A protocol error on a connection whose backend ended (a FATAL while idle, the close not
+    # yet seen): its next statement, or its release to the pool.
+    asyncpg.exceptions.InternalClientError,
     OSError,
 )
 # PostgreSQL is down, or refused the statement (anything asyncpg raises for it).

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from db.pool import Conn, Executor, KeptConnection
+from db.pool import DATABASE_DOWN, Conn, Executor, KeptConnection
 from seatlock.heartbeats import Beat, no_beat
 from seatlock.metrics import HISTORY_DROPPED, HISTORY_REJECTED
 
@@ -58,16 +58,11 @@ RETRIES_AT_SHUTDOWN = 3
 # background work written in large batches, so writers simply take turns on this lock.
 WRITER_LOCK_KEY = 0x5EA7_4157
 LIVE_ROWS = 100_000
-# Worth retrying: PostgreSQL unreachable or restarting, a lock wait cancelled, a deadlock victim.
-TRANSIENT_ERRORS = (
-    OSError,
-    asyncpg.InterfaceError,
-    # A connection whose backend ended between statements (PostgreSQL killed or restarting: a
-    # FATAL while idle), taken before asyncpg saw it close: its next statement fails with this.
-    asyncpg.exceptions.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
+# Worth retrying: PostgreSQL unreachable or restarting (DATABASE_DOWN: also a connection whose
+# backend ended between statements, taken before asyncpg saw it close), a lock wait cancelled, a
+# deadlock victim.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    *DATABASE_DOWN,
     asyncpg.TransactionRollbackError,
     asyncpg.LockNotAvailableError,
 )
