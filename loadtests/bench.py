@@ -20,7 +20,6 @@ import contextlib
 import multiprocessing
 import os
 import queue
-import resource
 import shutil
 import signal
 import subprocess
@@ -64,6 +63,7 @@ from loadtests.clusterhttp import cluster_http_part
 from loadtests.crowdbench import crowd_part
 from loadtests.loadgen import API, Http, Job, Sample, end_with_the_bench, generator_main, parse_time
 from loadtests.procmem import children_named, children_of, tree_cpu_s, tree_rss_kb
+from seatlock.process import raise_open_files_limit
 from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 nan = float("nan")
@@ -89,18 +89,10 @@ EXPIRY_P99_MS = 100.0
 # --- Command line -----------------------------------------------------------------------------
 
 
-def raise_file_limit() -> None:
-    """10,000 watchers need 10,000 sockets on each side; servers and generators inherit this."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def run(args: argparse.Namespace) -> int:
     """The ``bench`` subcommand: returns the exit code (1 when a correctness check failed)."""
     config = config_from_args(args)
-    raise_file_limit()
+    raise_open_files_limit()  # 10,000 watchers: as many sockets on each side (inherited)
     report = asyncio.run(Bench(config).run())
     setup = (
         f"{config.duration:g} s per workload, {config.server_workers} server worker(s),"

@@ -40,10 +40,11 @@ from pathlib import Path
 import orjson
 
 from loadtests import wsclient
-from loadtests.bench import raise_file_limit, stop_process
+from loadtests.bench import stop_process
 from loadtests.benchreport import pct
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
 from loadtests.loadgen import API, Http, parse_time, yield_to_the_server
+from seatlock.process import raise_open_files_limit
 from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 HOST = "127.0.0.1"
@@ -345,7 +346,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
-    raise_file_limit()
+    raise_open_files_limit()
     asyncio.run(run(Config(**vars(args))))
 
 

@@ -29,6 +29,13 @@ REQUESTS = Counter(
     "HTTP requests answered, by route template, method and status",
     ["route", "method", "status"],
 )
+SLOW_CLIENTS = Counter(
+    "seatlock_http_slow_clients",
+    "Connections closed by the server because the client had not sent, within"
+    " SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS, anything after connecting (idle), a whole request"
+    " head after its first byte (head) or the next piece of a request body (body)",
+    ["stage"],
+)
 REQUEST_SECONDS = Histogram(
     "seatlock_http_request_duration_seconds",
     "Time from request to the end of the response, by route template and method",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import resource
 
 # Young-generation size for the cyclic garbage collector (CPython's default is 700 allocations).
 GC_YOUNG_THRESHOLD = 20_000
@@ -20,3 +21,28 @@ def settle_garbage_collector() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+# Open files a server process asks for at most (its soft limit raised to the hard one, up to
+# this): each connection is one, and release day brings thousands of watchers per worker.
+MAX_OPEN_FILES = 1 << 20
+FEW_OPEN_FILES = 4096  # below this, a start-up warning: a worker serves fewer connections
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files to its hard limit (at most MAX_OPEN_FILES),
+    as servers that hold many connections do; children started after inherit it. Returns the
+    soft limit (before, after). A soft limit of 1024, the default of many systems, would stop
+    a worker at about a thousand WebSocket watchers: accept fails and new clients are turned
+    away."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_FILES, MAX_OPEN_FILES  # as good as unlimited
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft >= wanted:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # pragma: no cover - a sandbox that refuses it
+        return soft, soft
+    return soft, wanted

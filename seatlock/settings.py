@@ -171,6 +171,11 @@ class Settings:
     # it (browsers offer it), for small seat events; off unless turned on (serving.py).
     ws_per_message_deflate: bool = False
 
+    # Slow clients (seatlock/server/serving.py Stalls): a connection whose client has not sent a
+    # whole request head this long after it connected or began the request, or the next piece of
+    # a request body this long after the last, is closed (a 408 when it began a request).
+    request_read_timeout_seconds: float = 20.0
+
     def __post_init__(self) -> None:
         redis_cluster_nodes(self.redis_url)  # a bad URL is refused at start-up
         if self.redis_transport not in REDIS_TRANSPORTS:
@@ -189,6 +194,8 @@ class Settings:
             raise ValueError(f"{PREFIX}DATABASE_READ_MAX_LAG_SECONDS: must be more than 0")
         if self.event_log_length < 0:
             raise ValueError(f"{PREFIX}EVENT_LOG_LENGTH: must be 0 (no log) or more")
+        if self.request_read_timeout_seconds <= 0:
+            raise ValueError(f"{PREFIX}REQUEST_READ_TIMEOUT_SECONDS: must be more than 0")
         if self.clock_sync_seconds <= 0:
             raise ValueError(f"{PREFIX}CLOCK_SYNC_SECONDS: must be more than 0")
         for name in ("db_timeout_seconds", "redis_timeout_seconds"):

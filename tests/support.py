@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +53,7 @@ class LiveServer:
             log_level="warning",
             lifespan="on",
             ws_ping_interval=None,
-            http=http_protocol(),  # as seatlock serve runs it
+            http=http_protocol(settings.request_read_timeout_seconds),  # as seatlock serve runs it
             **websocket_options(settings.ws_per_message_deflate),  # as seatlock serve does
             proxy_headers=False,  # as seatlock serve runs it: SEATLOCK_TRUSTED_PROXIES decides
         )
@@ -392,16 +392,29 @@ class Served:
         return pids
 
 
-def start_serve(data_dir: Path, *, group: bool = False, **settings: object) -> Served:
+def start_serve(
+    data_dir: Path,
+    *,
+    group: bool = False,
+    preexec: Callable[[], None] | None = None,
+    **settings: object,
+) -> Served:
     """``seatlock serve`` on a free port with its data in ``data_dir`` (which several servers may
-    share: each logs to a file named by its port); not waited for (``Served.wait_for``)."""
+    share: each logs to a file named by its port); not waited for (``Served.wait_for``).
+    ``preexec`` runs in the child before serve starts (a lower limit, as a shell would set)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = serve_env(data_dir=data_dir, port=port, **settings)
     log = data_dir / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            SERVE, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=group
+            SERVE,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=group,
+            preexec_fn=preexec,
         )
     return Served(proc, port, data_dir, log, env, group)
 
@@ -426,11 +439,12 @@ def serving(
     seconds: float = 30,
     group: bool = False,
     started: int = 0,
+    preexec: Callable[[], None] | None = None,
     **settings: object,
 ) -> Iterator[Served]:
     """``start_serve``, waited for until ``path`` answers (and ``started`` workers are up:
     ``Served.wait_for``); stopped on the way out if still running."""
-    served = start_serve(data_dir, group=group, **settings)
+    served = start_serve(data_dir, group=group, preexec=preexec, **settings)
     try:
         served.wait_for(path, seconds, started)
         yield served

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from seatlock.process import FEW_OPEN_FILES, raise_open_files_limit
 from seatlock.server import logs
 from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
 from seatlock.server.watchdog import OnRestart, Server, Watchdog
@@ -136,6 +137,22 @@ def count_restart(server: str) -> None:
     EMBEDDED_RESTARTS.labels(server=server).inc()
 
 
+def open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard one (``raise_open_files_limit``), say so,
+    and warn when it stays low: every connection costs a worker one."""
+    before, after = raise_open_files_limit()
+    if after != before:
+        logger.info("open files: soft limit raised from %d to %d", before, after)
+    if after < FEW_OPEN_FILES:
+        logger.warning(
+            "open files are limited to %d per process (ulimit -n): each worker serves fewer"
+            " connections and WebSocket watchers than that; raise the hard limit"
+            " (LimitNOFILE= under systemd)",
+            after,
+        )
+    return after
+
+
 def serve(settings: Settings) -> None:
     metrics_dir(settings)  # first: see metrics_dir
     import uvicorn
@@ -145,6 +162,7 @@ def serve(settings: Settings) -> None:
     from seatlock.server.serving import http_protocol, websocket_options
 
     embedded = not (settings.redis_url and settings.database_url)
+    open_files_limit()  # before any child starts: the workers inherit it
     load_or_create_secret(settings)  # before the workers start, so they share one secret
     with backing_services(settings, on_restart=count_restart) as live:
         asyncio.run(prepare(live, seed=embedded and live.seed_demo))
@@ -156,7 +174,7 @@ def serve(settings: Settings) -> None:
             "host": live.host,
             "port": live.port,
             "loop": "uvloop",
-            "http": http_protocol(),
+            "http": http_protocol(live.request_read_timeout_seconds),
             **websocket_options(live.ws_per_message_deflate),
             # Forwarding headers are trusted by SEATLOCK_TRUSTED_PROXIES only (api/auth.py).
             "proxy_headers": False,

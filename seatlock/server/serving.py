@@ -20,13 +20,28 @@ a lean inbox and write gate in place of an asyncio.Queue and an asyncio.Event (~
 between them), its keepalive pings sent by one sweep per event loop rather than a timer per
 connection (``Keepalive``), and it lets go of the handshake's request and response once the
 handshake is done (also the copy websockets' parser holds: ``restart_parser``).
+
+Slow clients (``Stalls``): uvicorn times a connection out only between two requests (its
+keep-alive timeout), so a client that connects and sends nothing, or sends a request head a byte
+at a time, or stops halfway through a body, held its connection (a file descriptor, and for a
+body the handler waiting on it) for as long as it liked: a few thousand of them exhaust a
+worker's descriptors and nobody else can connect. ``HttpProtocol`` closes such a connection once
+the client owes it something for longer than SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS: anything
+after connecting, the whole request head (and the first piece of its body) after the request's
+first byte, the next piece of a body after the one before. A client that has not sent a whole
+head gets a 408 first when nothing else is being answered on the connection. A handler's own
+time, a response the client reads slowly and an idle keep-alive connection (uvicorn's timeout)
+are not timed here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -48,6 +63,8 @@ except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved i
     WebSocketsSansIOProtocol = asyncio.Protocol  # type: ignore[assignment, misc]
     WS_IMPORTED = False
 
+from seatlock.metrics import SLOW_CLIENTS
+
 logger = logging.getLogger(__name__)
 
 HEAD_START = b"HTTP/1.1 "
@@ -65,6 +82,16 @@ WS_MAX_MESSAGE_BYTES = 64 * 1024
 WS_LEAN_PARTS = {"queue": ("put_nowait", "get", "empty"), "writable": ("set", "clear", "wait")}
 # uvicorn's keepalive methods WebSocketProtocol overrides or calls (``Keepalive``).
 WS_KEEPALIVE = ("start_keepalive", "schedule_ping", "send_keepalive_ping")
+# uvicorn's httptools protocol methods HttpProtocol extends (the parser's callbacks among them).
+HTTP_PARTS = (
+    "connection_made",
+    "connection_lost",
+    "on_message_begin",
+    "on_body",
+    "on_message_complete",
+)
+READ_TIMEOUT_S = 20.0  # SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS's default (seatlock/settings.py)
+TIMED_OUT_BODY = b'{"detail":"Request not received in time"}'
 
 
 def websocket_options(per_message_deflate: bool) -> dict[str, Any]:
@@ -94,28 +121,33 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
     return WebSocketProtocol
 
 
-def http_protocol() -> type[asyncio.Protocol] | str:
-    """uvicorn's ``http`` option: ``HttpProtocol`` when uvicorn's httptools protocol is the one
-    it was written against, else uvicorn's own (with a warning: one send more per response).
+def http_protocol(read_timeout_s: float = READ_TIMEOUT_S) -> Callable[..., asyncio.Protocol] | str:
+    """uvicorn's ``http`` option: ``HttpProtocol`` (with ``read_timeout_s``, see ``Stalls``)
+    when uvicorn's httptools protocol is the one it was written against, else uvicorn's own
+    (with a warning: one send more per response, and slow clients keep their connections).
 
     What ``HttpProtocol`` relies on: ``HttpToolsProtocol`` in
     ``uvicorn.protocols.http.httptools_impl``, whose ``connection_made(transport)`` keeps the
     transport it is given for every write, and which writes a response head in one
-    ``transport.write``. pyproject.toml bounds uvicorn below its next minor version and
-    tests/api/test_serving.py fails if the installed one no longer does any of this.
+    ``transport.write``; the methods of HTTP_PARTS (parser callbacks among them), its ``loop``,
+    ``scope``, ``flow`` (``read_paused``), ``cycle`` (``scope``, ``response_complete``) and
+    ``server_state`` (``default_headers``). pyproject.toml bounds uvicorn below its next minor
+    version and tests/api/test_serving.py fails if the installed one no longer does any of this.
     """
     if not _httptools_as_known():
         logger.warning(
             "uvicorn %s is not the one seatlock.server.serving knows: HTTP is served by"
-            " uvicorn's own protocol (a response's head and body in two sends)",
+            " uvicorn's own protocol (a response's head and body in two sends, and no"
+            " SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS)",
             uvicorn.__version__,
         )
         return FALLBACK
-    return HttpProtocol
+    # A partial, not a class made here: uvicorn's config goes to spawned workers by pickle.
+    return functools.partial(HttpProtocol, read_timeout_s=read_timeout_s)
 
 
 def _httptools_as_known() -> bool:
-    if not IMPORTED:
+    if not IMPORTED or not all(hasattr(HttpToolsProtocol, name) for name in HTTP_PARTS):
         return False
     try:
         names = list(inspect.signature(HttpToolsProtocol.connection_made).parameters)
@@ -125,10 +157,122 @@ def _httptools_as_known() -> bool:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a transport that sends a response head with its body."""
+    """uvicorn's httptools protocol on a transport that sends a response head with its body,
+    closing the connection of a client too slow to send its request (``Stalls``)."""
+
+    def __init__(self, *args: Any, read_timeout_s: float = READ_TIMEOUT_S, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stalls = stalls_of(self.server_state, self.loop, read_timeout_s)
+        self._begun = False  # a request's first byte came, its last has not
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]
+        self._stalls.expect(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stalls.discard(self)
+        super().connection_lost(exc)
+
+    # A request costs these three calls more than uvicorn's own protocol: ~0.7 us of CPU for a
+    # GET, ~1.2 us for a POST with its body (measured driving the protocol in process).
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._begun = True
+        self._stalls.expect(self)  # the head, and the body's first piece, by then
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._stalls.expect(self)  # the next piece
+
+    def on_message_complete(self) -> None:
+        self._begun = False
+        self._stalls.discard(self)
+        super().on_message_complete()
+
+    def stalled(self) -> None:
+        """The client owes something past its deadline (``Stalls``): close the connection, with
+        a 408 first when it began a request whose head is not complete and no response is under
+        way."""
+        transport = self.transport
+        if transport.is_closing() or transport.get_protocol() is not self:
+            return  # closed already, or handed over to a WebSocket protocol
+        if self.flow.read_paused:  # the server is not reading (its handler holds a big body)
+            self._stalls.expect(self)
+            return
+        cycle = self.cycle
+        if not self._begun:
+            owed = "idle"
+        elif cycle is not None and cycle.scope is self.scope:  # the head made this cycle
+            owed = "body"
+        else:
+            owed = "head"
+        SLOW_CLIENTS.labels(stage=owed).inc()
+        logger.debug("closing a connection from %s: no %s in time", self.client, owed)
+        if owed == "head" and (cycle is None or cycle.response_complete):
+            transport.write(self._timed_out())
+        transport.close()
+
+    def _timed_out(self) -> bytes:
+        head = [b"HTTP/1.1 408 Request Timeout\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(TIMED_OUT_BODY)
+        )
+        return b"".join(head) + TIMED_OUT_BODY
+
+
+class Stalls:
+    """One timer per server closes the connections (``HttpProtocol``) whose client owes the
+    server something past its deadline: anything at all after connecting, the whole request head
+    and the first piece of its body after the request's first byte, the next piece of a body
+    after the one before. A deadline is ``timeout_s`` after what it follows; the sweep
+    runs every ``timeout_s / SWEEPS``, at most every second, so a connection is closed at most
+    that much later. A connection owes nothing while its request is handled, while its response
+    is written and between two requests (uvicorn's keep-alive timeout closes it then)."""
+
+    __slots__ = ("_due", "_every", "_loop", "_timeout", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self._loop = loop
+        self._timeout = timeout_s
+        self._every = min(1.0, timeout_s / SWEEPS)
+        self._due: dict[HttpProtocol, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def expect(self, protocol: HttpProtocol) -> None:
+        self._due[protocol] = self._loop.time() + self._timeout
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._every, self._sweep)
+
+    def discard(self, protocol: HttpProtocol) -> None:
+        self._due.pop(protocol, None)
+
+    def __len__(self) -> int:
+        """Connections that owe the server something now."""
+        return len(self._due)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        for protocol in [p for p, due in self._due.items() if due <= now]:
+            del self._due[protocol]
+            protocol.stalled()
+        if self._due:
+            self._timer = self._loop.call_later(self._every, self._sweep)
+
+
+# By uvicorn's ServerState: one per server (a server runs in one loop, its protocols share it).
+_stalls: weakref.WeakKeyDictionary[Any, Stalls] = weakref.WeakKeyDictionary()
+
+
+def stalls_of(server_state: Any, loop: asyncio.AbstractEventLoop, timeout_s: float) -> Stalls:
+    """The server's ``Stalls`` (made with its first connection)."""
+    stalls = _stalls.get(server_state)
+    if stalls is None:
+        stalls = _stalls[server_state] = Stalls(loop, timeout_s)
+    return stalls
 
 
 class HeadWithBody:
@@ -246,7 +390,7 @@ class Keepalive:
         self._timer = self._loop.call_later(self._every, self._sweep)
 
 
-SWEEPS = 4  # Keepalive looks for connections due a ping this often per ping_interval
+SWEEPS = 4  # Keepalive (Stalls) looks for connections due a ping (late) this often per interval
 _keepalives: dict[asyncio.AbstractEventLoop, Keepalive] = {}
 
 

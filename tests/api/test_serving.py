@@ -5,8 +5,10 @@ changed them, where ``seatlock serve`` would fall back to uvicorn's own protocol
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
+import pickle
 import re
 from typing import Any
 
@@ -25,6 +27,7 @@ import api.websockets
 from seatlock.server import serving
 from seatlock.server.serving import (
     GATHER_BYTES,
+    HTTP_PARTS,
     HeadWithBody,
     HttpProtocol,
     WebSocketProtocol,
@@ -158,8 +161,12 @@ class SmallJson:
 
 
 def test_the_installed_uvicorn_gets_our_protocol() -> None:
-    assert http_protocol() is HttpProtocol
+    protocol = http_protocol(3.5)
+    assert isinstance(protocol, functools.partial) and protocol.func is HttpProtocol
+    assert protocol.keywords == {"read_timeout_s": 3.5}
+    assert pickle.loads(pickle.dumps(protocol)).func is HttpProtocol  # to spawned workers
     assert issubclass(HttpProtocol, HttpToolsProtocol)
+    assert all(hasattr(HttpToolsProtocol, name) for name in HTTP_PARTS)
 
 
 async def test_uvicorns_protocol_sends_a_whole_response_in_one_write() -> None:
@@ -183,6 +190,11 @@ def test_a_changed_uvicorn_falls_back_to_its_own_protocol(
     with caplog.at_level(logging.WARNING, logger=serving.__name__):
         assert http_protocol() == "auto"
     assert "uvicorn's own protocol" in caplog.text
+    monkeypatch.setattr(serving, "IMPORTED", True)
+    assert http_protocol() != "auto"
+    # A parser callback HttpProtocol extends gone from uvicorn's protocol: its own protocol.
+    monkeypatch.setattr(serving, "HTTP_PARTS", (*serving.HTTP_PARTS, "on_chunk_header_gone"))
+    assert http_protocol() == "auto"
 
 
 def test_websockets_are_served_by_the_sansio_protocol_without_deflate() -> None:

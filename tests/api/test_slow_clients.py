@@ -1,0 +1,202 @@
+"""Slow clients (seatlock/server/serving.py ``Stalls``): a connection whose client owes the server
+a request, the rest of a request head or the next piece of a body for longer than
+SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS is closed; clients that keep sending, handlers, WebSockets
+and idle keep-alive connections between requests are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from seatlock.process import MAX_OPEN_FILES
+from seatlock.server import serving as server_protocols
+from seatlock.settings import Settings
+from tests import factories as make
+from tests.support import LiveServer, backends_of, scratch_dir, serving, watch
+
+TIMEOUT_S = 0.5
+# A deadline passes at most a sweep (TIMEOUT_S / 4) late; the rest is a loaded machine's slack.
+CLOSED_WITHIN_S = 5.0
+LOGIN = b"/api/v1/auth/login"
+LOW_SOFT_LIMIT = 1024  # many systems' default for a shell
+BODY = orjson.dumps({"email": "nobody@example.com", "password": "not-the-password"})
+
+
+@pytest.fixture
+def slow_server(make_server: object) -> LiveServer:
+    return make_server(request_read_timeout_seconds=TIMEOUT_S)  # type: ignore[operator]
+
+
+def closed_count(stage: str) -> float:
+    value = REGISTRY.get_sample_value("seatlock_http_slow_clients_total", {"stage": stage})
+    return value or 0.0
+
+
+async def connect(server: LiveServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def read_to_end(reader: asyncio.StreamReader) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed."""
+    data = await asyncio.wait_for(reader.read(), CLOSED_WITHIN_S)
+    return data, time.monotonic()
+
+
+def post_head(length: int) -> bytes:
+    return (
+        b"POST " + LOGIN + b" HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % length
+    )
+
+
+async def test_a_client_that_sends_nothing_is_disconnected(slow_server: LiveServer) -> None:
+    before = closed_count("idle")
+    reader, writer = await connect(slow_server)
+    started = time.monotonic()
+    data, closed = await read_to_end(reader)
+    assert data == b""  # nothing begun, nothing to answer
+    assert closed - started >= TIMEOUT_S
+    assert closed_count("idle") == before + 1
+    writer.close()
+
+
+async def test_a_request_head_sent_a_line_at_a_time_gets_a_408(slow_server: LiveServer) -> None:
+    """Each line arrives well within the timeout, but the head as a whole does not: its deadline
+    runs from its first byte."""
+    before = closed_count("head")
+    reader, writer = await connect(slow_server)
+    started = time.monotonic()
+    writer.write(b"GET /health/live HTTP/1.1\r\nHost: t\r\n")
+
+    async def trickle() -> None:
+        for n in range(100):
+            await asyncio.sleep(TIMEOUT_S / 5)
+            writer.write(b"x-more-%d: 1\r\n" % n)
+
+    sender = asyncio.create_task(trickle())
+    try:
+        data, closed = await read_to_end(reader)
+    finally:
+        sender.cancel()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"\r\nconnection: close" in head and b"\r\ncontent-type: application/json" in head
+    assert orjson.loads(body) == {"detail": "Request not received in time"}
+    assert TIMEOUT_S <= closed - started < CLOSED_WITHIN_S
+    assert closed_count("head") == before + 1
+    writer.close()
+
+
+async def test_a_body_that_keeps_coming_is_read_whole(slow_server: LiveServer) -> None:
+    """A body sent a byte at a time over several timeouts: each piece sets a new deadline."""
+    reader, writer = await connect(slow_server)
+    started = time.monotonic()
+    writer.write(post_head(len(BODY)))
+    for byte in BODY:
+        await asyncio.sleep(TIMEOUT_S / 8)
+        writer.write(bytes([byte]))
+    assert time.monotonic() - started > 3 * TIMEOUT_S
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSED_WITHIN_S)
+    assert head.startswith(b"HTTP/1.1 401 "), head  # the login was read and refused
+    writer.close()
+
+
+async def test_a_body_that_stops_halfway_closes_the_connection(slow_server: LiveServer) -> None:
+    before = closed_count("body")
+    reader, writer = await connect(slow_server)
+    writer.write(post_head(len(BODY)) + BODY[:10])
+    data, _ = await read_to_end(reader)
+    assert data == b""  # its handler was under way: no 408 across it
+    assert closed_count("body") == before + 1
+    writer.close()
+
+
+async def test_requests_spread_over_a_keep_alive_connection_are_answered(
+    slow_server: LiveServer,
+) -> None:
+    """Between two requests the client owes nothing (uvicorn's keep-alive timeout applies)."""
+    reader, writer = await connect(slow_server)
+    for _ in range(4):
+        writer.write(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSED_WITHIN_S)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        await asyncio.sleep(TIMEOUT_S * 0.75)  # 3 timeouts in all, less than one keep-alive
+    writer.close()
+
+
+async def test_a_websocket_outlives_the_timeout(
+    db: asyncpg.Connection, slow_server: LiveServer
+) -> None:
+    show = await make.show(db, 1)
+    ws = await watch(slow_server, show.id)
+    try:
+        # The HTTP protocol it began with owes nothing once it handed the socket over (a
+        # watcher's memory: it is not kept until its deadline).
+        assert sum(map(len, server_protocols._stalls.values())) == 0
+        await asyncio.sleep(4 * TIMEOUT_S)
+        await ws.send("ping")
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 3))["type"] == "pong"
+    finally:
+        await ws.close()
+
+
+def open_files_soft_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open files limit for {pid}")
+
+
+def test_seatlock_serve_raises_the_open_files_limit_and_cuts_slow_clients(
+    base_settings: Settings,
+) -> None:
+    """A shell's usual soft limit of 1024 open files would stop each worker near a thousand
+    connections: serve raises it to the hard limit for itself and its workers. Its workers
+    close slow clients after the timeout given."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= LOW_SOFT_LIMIT:
+        pytest.skip(f"the hard limit of open files is {hard}: nothing to raise")
+    expected = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+
+    def shell_like() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard))
+
+    with (
+        scratch_dir("seatlock-slow-") as data_dir,
+        serving(
+            data_dir,
+            started=2,
+            workers=2,
+            preexec=shell_like,
+            log_level="info",
+            request_read_timeout_seconds=TIMEOUT_S,
+            **backends_of(base_settings),
+        ) as served,
+    ):
+        children = served.children()  # the workers, and multiprocessing's resource tracker
+        assert len(children) >= 2
+        for pid in [served.proc.pid, *children]:
+            assert open_files_soft_limit(pid) == expected
+        assert f"soft limit raised from {LOW_SOFT_LIMIT} to {expected}" in served.log.read_text()
+
+        async def slow_heads() -> list[bytes]:
+            async def one() -> bytes:
+                reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+                writer.write(b"GET /health/live HTTP/1.1\r\nHost: t\r\n")
+                data, _ = await read_to_end(reader)
+                writer.close()
+                return data
+
+            return await asyncio.gather(*(one() for _ in range(4)))
+
+        for data in asyncio.run(slow_heads()):
+            assert data.startswith(b"HTTP/1.1 408 "), data
