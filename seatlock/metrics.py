@@ -33,7 +33,8 @@ SLOW_CLIENTS = Counter(
     "seatlock_http_slow_clients",
     "Connections closed by the server because the client had not sent, within"
     " SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS, anything after connecting (idle), a whole request"
-    " head after its first byte (head) or the next piece of a request body (body)",
+    " head after its first byte (head) or the next piece of a request body (body), or had read"
+    " nothing of a response the server held back for it (read)",
     ["stage"],
 )
 REQUEST_SECONDS = Histogram(

@@ -28,18 +28,24 @@ body the handler waiting on it) for as long as it liked: a few thousand of them 
 worker's descriptors and nobody else can connect. ``HttpProtocol`` closes such a connection once
 the client owes it something for longer than SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS: anything
 after connecting, the whole request head (and the first piece of its body) after the request's
-first byte, the next piece of a body after the one before. A client that has not sent a whole
-head gets a 408 first when nothing else is being answered on the connection. A handler's own
-time, a response the client reads slowly and an idle keep-alive connection (uvicorn's timeout)
-are not timed here.
+first byte, the next piece of a body after the one before, and, while the transport holds more
+of a response than it may, reading some of it (a client that reads slowly keeps its
+connection; one that stopped reading left its handler waiting on the transport). A client that
+has not sent a whole head gets a 408 first when nothing else is being answered on the
+connection. A handler's own time and an idle keep-alive connection (uvicorn's timeout) are not
+timed here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
 import inspect
 import logging
+import sys
+import termios
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +95,8 @@ HTTP_PARTS = (
     "on_message_begin",
     "on_body",
     "on_message_complete",
+    "pause_writing",
+    "resume_writing",
 )
 READ_TIMEOUT_S = 20.0  # SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS's default (seatlock/settings.py)
 TIMED_OUT_BODY = b'{"detail":"Request not received in time"}'
@@ -164,6 +172,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._stalls = stalls_of(self.server_state, self.loop, read_timeout_s)
         self._begun = False  # a request's first byte came, its last has not
+        self._unsent = -1  # while the client reads no more of a response: what it had left
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]
@@ -189,6 +198,34 @@ class HttpProtocol(HttpToolsProtocol):
         self._stalls.discard(self)
         super().on_message_complete()
 
+    def pause_writing(self) -> None:
+        """The transport holds more than it may of what the client has not read yet: the client
+        owes the server reading some of it."""
+        super().pause_writing()
+        self._unsent = self._unread()
+        self._stalls.expect(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unsent = -1
+        if self._begun:
+            self._stalls.expect(self)
+        else:
+            self._stalls.discard(self)
+
+    def _unread(self) -> int:
+        """Bytes of responses the client has not taken yet: the transport's buffer, and the
+        socket's send queue (Linux's SIOCOUTQ: not sent, or not acknowledged). The kernel wakes
+        the transport only once half its queue is free, so the buffer alone would not move for
+        seconds under a client that reads, slowly but steadily, out of a queue of megabytes."""
+        unread = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))
+                unread += int.from_bytes(queued, sys.byteorder, signed=True)
+        return unread
+
     def stalled(self) -> None:
         """The client owes something past its deadline (``Stalls``): close the connection, with
         a 408 first when it began a request whose head is not complete and no response is under
@@ -196,11 +233,18 @@ class HttpProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing() or transport.get_protocol() is not self:
             return  # closed already, or handed over to a WebSocket protocol
-        if self.flow.read_paused:  # the server is not reading (its handler holds a big body)
+        cycle = self.cycle
+        if self._unsent >= 0:  # writing is paused: the client has not read what was sent
+            unsent = self._unread()
+            if unsent < self._unsent:  # it read some since: slow, not stalled
+                self._unsent = unsent
+                self._stalls.expect(self)
+                return
+            owed = "read"
+        elif self.flow.read_paused:  # the server is not reading (its handler holds a big body)
             self._stalls.expect(self)
             return
-        cycle = self.cycle
-        if not self._begun:
+        elif not self._begun:
             owed = "idle"
         elif cycle is not None and cycle.scope is self.scope:  # the head made this cycle
             owed = "body"
@@ -227,10 +271,12 @@ class Stalls:
     """One timer per server closes the connections (``HttpProtocol``) whose client owes the
     server something past its deadline: anything at all after connecting, the whole request head
     and the first piece of its body after the request's first byte, the next piece of a body
-    after the one before. A deadline is ``timeout_s`` after what it follows; the sweep
-    runs every ``timeout_s / SWEEPS``, at most every second, so a connection is closed at most
-    that much later. A connection owes nothing while its request is handled, while its response
-    is written and between two requests (uvicorn's keep-alive timeout closes it then)."""
+    after the one before, reading some of a response the transport holds back (a client that
+    read some by its deadline gets another). A deadline is ``timeout_s`` after what it follows;
+    the sweep runs every ``timeout_s / SWEEPS``, at most every second, so a connection is closed
+    at most that much later. A connection owes nothing while its request is handled, while its
+    response goes out unhindered and between two requests (uvicorn's keep-alive timeout closes
+    it then)."""
 
     __slots__ = ("_due", "_every", "_loop", "_timeout", "_timer")
 

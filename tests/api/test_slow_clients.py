@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ TIMEOUT_S = 0.5
 # A deadline passes at most a sweep (TIMEOUT_S / 4) late; the rest is a loaded machine's slack.
 CLOSED_WITHIN_S = 5.0
 LOGIN = b"/api/v1/auth/login"
+PHONE_BUFFER = 64 * 1024
 LOW_SOFT_LIMIT = 1024  # many systems' default for a shell
 BODY = orjson.dumps({"email": "nobody@example.com", "password": "not-the-password"})
 
@@ -39,8 +41,17 @@ def closed_count(stage: str) -> float:
     return value or 0.0
 
 
-async def connect(server: LiveServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", server.port)
+async def connect(
+    server: LiveServer, receive_buffer: int = 0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection; ``receive_buffer``: its socket's SO_RCVBUF, as a phone's would be, instead
+    of loopback's megabytes (TCP acknowledges what the client reads in steps of half of it)."""
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    return await asyncio.open_connection(sock=sock)
 
 
 async def read_to_end(reader: asyncio.StreamReader) -> tuple[bytes, float]:
@@ -130,6 +141,43 @@ async def test_requests_spread_over_a_keep_alive_connection_are_answered(
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
         await asyncio.sleep(TIMEOUT_S * 0.75)  # 3 timeouts in all, less than one keep-alive
+    writer.close()
+
+
+def pipelined(count: int) -> bytes:
+    """``count`` requests of a big answer at once: several MB, more than loopback's socket
+    buffers hold, so the rest waits in the server's transport for the client to read."""
+    return b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n" * count
+
+
+async def test_a_client_that_stops_reading_its_answers_is_disconnected(
+    slow_server: LiveServer,
+) -> None:
+    before = closed_count("read")
+    reader, writer = await connect(slow_server)
+    writer.write(pipelined(60))
+    await asyncio.sleep(CLOSED_WITHIN_S / 2)  # reads nothing meanwhile
+    received = len(await asyncio.wait_for(reader.read(), CLOSED_WITHIN_S))  # to the close
+    assert 0 < received < 60 * 150_000
+    assert closed_count("read") == before + 1
+    writer.close()
+
+
+async def test_a_client_that_reads_slowly_keeps_its_connection(slow_server: LiveServer) -> None:
+    """A client reading ~600 KB/s keeps the server's transport full for several timeouts (the
+    kernel wakes it only once half of the megabytes it queued are sent): each deadline finds
+    the client has read some since the last, so it is not cut off."""
+    before = closed_count("read")
+    reader, writer = await connect(slow_server, receive_buffer=PHONE_BUFFER)
+    writer.write(pipelined(60))
+    await asyncio.sleep(TIMEOUT_S)  # the buffers fill up
+    received, started = 0, time.monotonic()
+    while time.monotonic() - started < 5 * TIMEOUT_S:
+        chunk = await asyncio.wait_for(reader.read(32 * 1024), CLOSED_WITHIN_S)
+        assert chunk, f"closed after {received} bytes read slowly"
+        received += len(chunk)
+        await asyncio.sleep(0.05)
+    assert closed_count("read") == before
     writer.close()
 
 
