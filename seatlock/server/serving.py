@@ -44,6 +44,8 @@ import fcntl
 import functools
 import inspect
 import logging
+import socket
+import struct
 import sys
 import termios
 import weakref
@@ -252,9 +254,22 @@ class HttpProtocol(HttpToolsProtocol):
             owed = "head"
         SLOW_CLIENTS.labels(stage=owed).inc()
         logger.debug("closing a connection from %s: no %s in time", self.client, owed)
+        if owed == "read":
+            self._reset()
+            return
         if owed == "head" and (cycle is None or cycle.response_complete):
             transport.write(self._timed_out())
         transport.close()
+
+    def _reset(self) -> None:
+        """Close at once, dropping what the client did not read: ``close`` would wait for it to
+        read the transport's buffer, and the kernel would go on sending its socket's queue
+        (megabytes) to a client that reads none of it. SO_LINGER 0 makes the close a reset."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def _timed_out(self) -> bytes:
         head = [b"HTTP/1.1 408 Request Timeout\r\n"]
