@@ -37,6 +37,12 @@ SLOW_CLIENTS = Counter(
     " nothing of a response the server held back for it (read)",
     ["stage"],
 )
+UNREAD_REQUESTS = Counter(
+    "seatlock_http_unread_requests",
+    "Requests answered by the server's HTTP protocol before the app saw them, by status: 400"
+    " (not HTTP), 408 (head not sent in time), 431 (request line and headers over 64 KB)",
+    ["status"],
+)
 REQUEST_SECONDS = Histogram(
     "seatlock_http_request_duration_seconds",
     "Time from request to the end of the response, by route template and method",

@@ -33,7 +33,8 @@ of a response than it may, reading some of it (a client that reads slowly keeps 
 connection; one that stopped reading left its handler waiting on the transport). A client that
 has not sent a whole head gets a 408 first when nothing else is being answered on the
 connection. A handler's own time and an idle keep-alive connection (uvicorn's timeout) are not
-timed here.
+timed here. A request line and headers over MAX_HEAD_BYTES get a 431 at once, and bytes that are
+not HTTP uvicorn's 400, both as JSON (``_refuse``) like every other error.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ import sys
 import termios
 import weakref
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
+import orjson
 import uvicorn
 
 try:  # uvicorn's private module: the one internal this module relies on (see http_protocol)
@@ -71,7 +74,7 @@ except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved i
     WebSocketsSansIOProtocol = asyncio.Protocol  # type: ignore[assignment, misc]
     WS_IMPORTED = False
 
-from seatlock.metrics import SLOW_CLIENTS
+from seatlock.metrics import SLOW_CLIENTS, UNREAD_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +102,14 @@ HTTP_PARTS = (
     "on_message_complete",
     "pause_writing",
     "resume_writing",
+    "data_received",
+    "send_400_response",
 )
 READ_TIMEOUT_S = 20.0  # SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS's default (seatlock/settings.py)
-TIMED_OUT_BODY = b'{"detail":"Request not received in time"}'
+# A request's line and headers (a signed-in request's are under 1 KB). httptools keeps no limit:
+# it joins a header's pieces by concatenation, so a head of 40 MB held its worker's loop for
+# more than a second, and its memory for as long as the client kept sending.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def websocket_options(per_message_deflate: bool) -> dict[str, Any]:
@@ -174,6 +182,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._stalls = stalls_of(self.server_state, self.loop, read_timeout_s)
         self._begun = False  # a request's first byte came, its last has not
+        self._head_bytes = 0  # read since the request began, while its head is not whole
         self._unsent = -1  # while the client reads no more of a response: what it had left
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -186,9 +195,21 @@ class HttpProtocol(HttpToolsProtocol):
 
     # A request costs these three calls more than uvicorn's own protocol: ~0.7 us of CPU for a
     # GET, ~1.2 us for a POST with its body (measured driving the protocol in process).
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._begun and not self._head_whole():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._refuse(431, f"Request line and headers over {MAX_HEAD_BYTES} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not an HTTP request, as JSON like every error."""
+        self._refuse(400, msg)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._begun = True
+        self._head_bytes = 0
         self._stalls.expect(self)  # the head, and the body's first piece, by then
 
     def on_body(self, body: bytes) -> None:
@@ -248,7 +269,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         elif not self._begun:
             owed = "idle"
-        elif cycle is not None and cycle.scope is self.scope:  # the head made this cycle
+        elif self._head_whole():
             owed = "body"
         else:
             owed = "head"
@@ -258,8 +279,14 @@ class HttpProtocol(HttpToolsProtocol):
             self._reset()
             return
         if owed == "head" and (cycle is None or cycle.response_complete):
-            transport.write(self._timed_out())
-        transport.close()
+            self._refuse(408, "Request not received in time")
+        else:
+            transport.close()
+
+    def _head_whole(self) -> bool:
+        """Whether the current request's head is parsed (it made the current cycle)."""
+        cycle = self.cycle
+        return cycle is not None and cycle.scope is self.scope
 
     def _reset(self) -> None:
         """Close at once, dropping what the client did not read: ``close`` would wait for it to
@@ -271,15 +298,20 @@ class HttpProtocol(HttpToolsProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
-    def _timed_out(self) -> bytes:
-        head = [b"HTTP/1.1 408 Request Timeout\r\n"]
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer ``status`` with ``{"detail": ...}`` and close: a request the app never sees
+        (not HTTP, a head too big, one not sent in time)."""
+        UNREAD_REQUESTS.labels(status=str(status)).inc()
+        body = orjson.dumps({"detail": detail})
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-            % len(TIMED_OUT_BODY)
+            % len(body)
         )
-        return b"".join(head) + TIMED_OUT_BODY
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
 
 class Stalls:

@@ -1,7 +1,8 @@
 """Slow clients (seatlock/server/serving.py ``Stalls``): a connection whose client owes the server
-a request, the rest of a request head or the next piece of a body for longer than
-SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS is closed; clients that keep sending, handlers, WebSockets
-and idle keep-alive connections between requests are left alone."""
+a request, the rest of a request head, the next piece of a body or the reading of its answers
+for longer than SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS is closed; clients that keep sending or
+reading, handlers, WebSockets and idle keep-alive connections between requests are left alone.
+And what the HTTP protocol answers itself: a head over MAX_HEAD_BYTES, bytes that are not HTTP."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from prometheus_client import REGISTRY
 
 from seatlock.process import MAX_OPEN_FILES
 from seatlock.server import serving as server_protocols
+from seatlock.server.serving import MAX_HEAD_BYTES
 from seatlock.settings import Settings
 from tests import factories as make
 from tests.support import LiveServer, backends_of, scratch_dir, serving, watch
@@ -263,3 +265,52 @@ def test_seatlock_serve_raises_the_open_files_limit_and_cuts_slow_clients(
 
         for data in asyncio.run(slow_heads()):
             assert data.startswith(b"HTTP/1.1 408 "), data
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, object]]:
+    """The head and the JSON body of the one answer before the server closes the connection."""
+    data, _ = await read_to_end(reader)
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, orjson.loads(body)
+
+
+async def test_a_request_head_over_64_kb_gets_a_431_at_once(server: LiveServer) -> None:
+    """Not 20 s later, and without the rest of it read: httptools keeps no limit of its own."""
+    for start in (
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Big: ",  # a header that never ends
+        b"GET /health/live?q=",  # a request line that never ends
+    ):
+        before = REGISTRY.get_sample_value("seatlock_http_unread_requests_total", {"status": "431"})
+        reader, writer = await connect(server)
+        started = time.monotonic()
+        writer.write(start + b"a" * (MAX_HEAD_BYTES + 1024))
+        head, body = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), head
+        assert b"\r\ncontent-type: application/json" in head
+        assert body == {"detail": f"Request line and headers over {MAX_HEAD_BYTES} bytes"}
+        assert time.monotonic() - started < CLOSED_WITHIN_S
+        after = REGISTRY.get_sample_value("seatlock_http_unread_requests_total", {"status": "431"})
+        assert after == (before or 0) + 1
+        writer.close()
+
+
+async def test_a_big_head_under_the_limit_is_served(server: LiveServer) -> None:
+    reader, writer = await connect(server)
+    writer.write(
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Big: "
+        + b"a" * (MAX_HEAD_BYTES - 1024)
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    data, _ = await read_to_end(reader)
+    assert data.startswith(b"HTTP/1.1 200 "), data[:100]
+    writer.close()
+
+
+async def test_bytes_that_are_not_http_get_a_json_400(server: LiveServer) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"HELLO THERE\r\n\r\n")
+    head, body = await read_answer(reader)
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), head
+    assert b"\r\ncontent-type: application/json" in head
+    assert body == {"detail": "Invalid HTTP request received."}
+    writer.close()
