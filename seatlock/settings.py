@@ -171,9 +171,10 @@ class Settings:
     # it (browsers offer it), for small seat events; off unless turned on (serving.py).
     ws_per_message_deflate: bool = False
 
-    # Slow clients (seatlock/server/serving.py Stalls): a connection whose client has not sent a
-    # whole request head this long after it connected or began the request, or the next piece of
-    # a request body this long after the last, is closed (a 408 when it began a request).
+    # Slow clients (seatlock/server/serving.py Stalls): a connection whose client sent nothing
+    # this long after connecting, no whole request head this long after the request began, no
+    # next piece of a body this long after the last, or read nothing of a response held back for
+    # it this long, is closed (a 408 when its request's head was not whole).
     request_read_timeout_seconds: float = 20.0
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,28 +393,27 @@ class Served:
 
 
 def start_serve(
-    data_dir: Path,
-    *,
-    group: bool = False,
-    preexec: Callable[[], None] | None = None,
-    **settings: object,
+    data_dir: Path, *, group: bool = False, open_files: int = 0, **settings: object
 ) -> Served:
     """``seatlock serve`` on a free port with its data in ``data_dir`` (which several servers may
     share: each logs to a file named by its port); not waited for (``Served.wait_for``).
-    ``preexec`` runs in the child before serve starts (a lower limit, as a shell would set)."""
+    ``open_files``: the soft limit of open files it starts with, as a shell's ``ulimit -Sn``
+    sets it (0: this process's)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = serve_env(data_dir=data_dir, port=port, **settings)
     log = data_dir / f"serve-{port}.log"
+    command = SERVE
+    if open_files:  # a shell that execs serve: no preexec_fn in a process with threads
+        command = ["sh", "-c", f'ulimit -Sn {open_files} && exec "$0" "$@"', *SERVE]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            SERVE,
+            command,
             cwd=REPO,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=group,
-            preexec_fn=preexec,
         )
     return Served(proc, port, data_dir, log, env, group)
 
@@ -439,12 +438,12 @@ def serving(
     seconds: float = 30,
     group: bool = False,
     started: int = 0,
-    preexec: Callable[[], None] | None = None,
+    open_files: int = 0,
     **settings: object,
 ) -> Iterator[Served]:
     """``start_serve``, waited for until ``path`` answers (and ``started`` workers are up:
     ``Served.wait_for``); stopped on the way out if still running."""
-    served = start_serve(data_dir, group=group, preexec=preexec, **settings)
+    served = start_serve(data_dir, group=group, open_files=open_files, **settings)
     try:
         served.wait_for(path, seconds, started)
         yield served

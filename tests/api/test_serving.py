@@ -192,7 +192,7 @@ def test_a_changed_uvicorn_falls_back_to_its_own_protocol(
     assert "uvicorn's own protocol" in caplog.text
     monkeypatch.setattr(serving, "IMPORTED", True)
     assert http_protocol() != "auto"
-    # A parser callback HttpProtocol extends gone from uvicorn's protocol: its own protocol.
+    # A method HttpProtocol extends gone from uvicorn's protocol: uvicorn's own protocol.
     monkeypatch.setattr(serving, "HTTP_PARTS", (*serving.HTTP_PARTS, "on_chunk_header_gone"))
     assert http_protocol() == "auto"
 

@@ -232,16 +232,13 @@ def test_seatlock_serve_raises_the_open_files_limit_and_cuts_slow_clients(
         pytest.skip(f"the hard limit of open files is {hard}: nothing to raise")
     expected = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
 
-    def shell_like() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard))
-
     with (
         scratch_dir("seatlock-slow-") as data_dir,
         serving(
             data_dir,
             started=2,
             workers=2,
-            preexec=shell_like,
+            open_files=LOW_SOFT_LIMIT,
             log_level="info",
             request_read_timeout_seconds=TIMEOUT_S,
             **backends_of(base_settings),
