@@ -19,7 +19,15 @@ from api.auth import (
 )
 from api.rendering import JSON
 from api.routing import Call, Router
-from api.schemas import Message, NewPassword, Password, TypedEmail, UserOut, user_out
+from api.schemas import (
+    STRIPPED,
+    Message,
+    NewPassword,
+    Password,
+    TypedEmail,
+    UserOut,
+    user_out,
+)
 from api.validation import problem
 from db import users
 from seatlock.accounts import grace, throttle
@@ -62,7 +70,9 @@ class LoginIn(msgspec.Struct):
 
 
 def _named_by(field: str) -> dict[str, Any]:
-    return {"required": [field], "properties": {field: {"type": "string", "pattern": r"\S"}}}
+    """``field`` has something besides what the handler strips."""
+    pattern = rf"[^{STRIPPED}]"
+    return {"required": [field], "properties": {field: {"type": "string", "pattern": pattern}}}
 
 
 # The email or the username names the account (a body with neither is refused, 422).

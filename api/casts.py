@@ -14,7 +14,7 @@ from api.discovery import Id, public, rows_to
 from api.reads import catalog_read
 from api.rendering import JSON
 from api.routing import Call, Router
-from api.schemas import Page
+from api.schemas import Page, Url
 from db import casts
 from seatlock.errors import NotFound, ValidationFailed
 
@@ -26,7 +26,6 @@ Role = Literal[
 NoNul = r"^[^\x00]*$"
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NoNul)]
 Character = Annotated[str, msgspec.Meta(max_length=200, pattern=NoNul)]
-Url = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://[^\x00\s]+$")]
 Bio = Annotated[str, msgspec.Meta(max_length=5000, pattern=NoNul)]
 Billing = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 

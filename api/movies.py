@@ -15,13 +15,12 @@ from api.caching import CATALOG
 from api.cinemas import Text, Title, present
 from api.reads import catalog_read
 from api.routing import Call, Router
-from api.schemas import Page
+from api.schemas import Page, Url
 from db import catalog
 
 router = Router("Movies")
 
 Line = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00]*$")]
-Url = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
 Minutes = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Rating = Annotated[float, msgspec.Meta(ge=0, le=10)]
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from api.auth import remember_session
 from api.routing import Call, Router
-from api.schemas import Name, Page, UserOut, user_out
+from api.schemas import STRIPPED, Name, Page, UserOut, user_out
 from db import profiles, users
 from seatlock.accounts.media import media_type, owner_of, sniff_image
 from seatlock.accounts.passwords import hash_password
@@ -33,14 +33,12 @@ Phone = Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9][0-9 ()./-]{2,31}$")]
 Bio = Annotated[str, msgspec.Meta(max_length=1000)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]+$")]
 PositiveId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
-# An absolute http(s) URL with a host (documented; checked by the handler, which strips it first).
+# An absolute http(s) URL with a host (checked by the handler, which strips it first and refuses a
+# NUL anywhere). The pattern documents a part of what it accepts: a host of URL characters (one
+# that urlsplit would find to have none, or refuse, is left out) and any path without a NUL.
+WEB_URL = rf"^[{STRIPPED}]*[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~!$&'()*+,;=%-]+([/?#][^\x00]*)?$"
 Url = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=1,
-        max_length=2048,
-        extra_json_schema={"pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#@:\s]"},
-    ),
+    str, msgspec.Meta(min_length=1, max_length=2048, extra_json_schema={"pattern": WEB_URL})
 ]
 Query = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 

@@ -65,7 +65,7 @@ class ExtendQuery(msgspec.Struct):
 
 class CancelQuery(msgspec.Struct):
     seat_ids: (
-        Annotated[str, msgspec.Meta(extra_json_schema={"pattern": r"^\d+(,\d+)*$"})] | None
+        Annotated[str, msgspec.Meta(extra_json_schema={"pattern": r"^[0-9]+(,[0-9]+)*$"})] | None
     ) = None  # comma-separated seat ids, parsed by the handler
 
 

@@ -7,13 +7,19 @@ from typing import Annotated, Any
 
 import msgspec
 
-# A character of an email address: not '@', a control character or whitespace, spelled out so
-# that it means the same in Python's re (msgspec checks it) and in ECMAScript's (the published
-# JSON Schema, what clients and schemathesis check against): their \s differ (Python's also
-# matches \x1c-\x1f and \x85, ECMAScript's also \ufeff).
-_ADDRESS_CHAR = r"[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+# Control characters and whitespace, spelled out so that a class of them means the same in
+# Python's re (msgspec checks it) and in ECMAScript's (the published JSON Schema, what clients
+# and schemathesis check against): their \s differ (Python's also matches \x1c-\x1f and \x85,
+# ECMAScript's also \ufeff).
+_BLANKS = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_ADDRESS_CHAR = rf"[^@{_BLANKS}]"  # of an email address
 _ADDRESS = rf"{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+"
 Email = Annotated[str, msgspec.Meta(pattern=rf"^{_ADDRESS}$", max_length=254)]
+# A picture's or a trailer's address: http(s), no blank or control character anywhere.
+Url = Annotated[str, msgspec.Meta(max_length=2000, pattern=rf"^https?://[^{_BLANKS}]+$")]
+# What Python's str.strip() removes (str.isspace), spelled out for a published pattern that
+# describes a handler which strips text first.
+STRIPPED = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # As typed into a sign-in form: surrounding ASCII blanks allowed (the server trims them).
 TypedEmail = Annotated[
     str, msgspec.Meta(pattern=rf"^[\t\n\v\f\r ]*{_ADDRESS}[\t\n\v\f\r ]*$", max_length=254)

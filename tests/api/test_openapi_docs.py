@@ -108,3 +108,32 @@ async def test_oauth2_password_flow_signs_in_through_the_login_form(
         "/api/v1/auth/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
     )
     assert me.json()["email"] == "swagger@example.com"
+
+
+# Escapes whose meaning differs between Python's re (how msgspec checks a pattern) and
+# ECMAScript's (how clients and schemathesis read the published one): \s, \d, \w, \b and their
+# opposites (Python's \s also matches \x1c-\x1f and \x85, ECMAScript's also \ufeff; \d and \w
+# take non-ASCII digits and letters in Python only).
+DIALECT_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\[sSdDwWbB]")
+
+
+def patterns_of(node: object, where: str = "") -> list[tuple[str, str]]:
+    if isinstance(node, dict):
+        found = [(where, node["pattern"])] if isinstance(node.get("pattern"), str) else []
+        for key, value in node.items():
+            found += patterns_of(value, f"{where}/{key}")
+        return found
+    if isinstance(node, list):
+        return [p for i, item in enumerate(node) for p in patterns_of(item, f"{where}/{i}")]
+    return []
+
+
+async def test_every_published_pattern_means_the_same_to_python_and_ecmascript(
+    client: httpx.AsyncClient,
+) -> None:
+    """A pattern the server checks with Python's re and a client reads as ECMAScript must not
+    use an escape the two dialects read differently: a URL with \\x1c in it was schema-valid and
+    refused (schemathesis found it)."""
+    patterns = patterns_of((await client.get("/openapi.json")).json())
+    assert len(patterns) > 10
+    assert [(where, p) for where, p in patterns if DIALECT_ESCAPE.search(p)] == []

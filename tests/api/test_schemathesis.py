@@ -58,6 +58,7 @@ RULES_BEYOND_SCHEMA = {
     "POST /api/v1/screenings/": ["422"],
     "PUT /api/v1/screenings/{screening_id}": ["422"],
     "GET /api/v1/movies/advanced-search": ["422"],
+    "GET /api/v1/showtimes/": ["422"],  # `from` must be before `to`
     "GET /api/v1/movies/filter": ["422"],
     "GET /api/v1/admin/stats/revenue/period": ["422"],
     "POST /api/v1/rooms/{room_id}/seats/bulk": ["422"],
