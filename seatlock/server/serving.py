@@ -21,20 +21,19 @@ between them), its keepalive pings sent by one sweep per event loop rather than 
 connection (``Keepalive``), and it lets go of the handshake's request and response once the
 handshake is done (also the copy websockets' parser holds: ``restart_parser``).
 
-Slow clients (``Stalls``): uvicorn times a connection out only between two requests (its
-keep-alive timeout), so a client that connects and sends nothing, or sends a request head a byte
-at a time, or stops halfway through a body, held its connection (a file descriptor, and for a
-body the handler waiting on it) for as long as it liked: a few thousand of them exhaust a
-worker's descriptors and nobody else can connect. ``HttpProtocol`` closes such a connection once
-the client owes it something for longer than SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS: anything
-after connecting, the whole request head (and the first piece of its body) after the request's
-first byte, the next piece of a body after the one before, and, while the transport holds more
-of a response than it may, reading some of it (a client that reads slowly keeps its
-connection; one that stopped reading left its handler waiting on the transport). A client that
-has not sent a whole head gets a 408 first when nothing else is being answered on the
-connection. A handler's own time and an idle keep-alive connection (uvicorn's timeout) are not
-timed here. A request line and headers over MAX_HEAD_BYTES get a 431 at once, and bytes that are
-not HTTP uvicorn's 400, both as JSON (``_refuse``) like every other error.
+Slow clients (``Stalls``): uvicorn times a connection out only between two requests (its keep-alive
+timeout), so a client that connects and sends nothing, or sends a request head a byte at a time, or
+stops halfway through a body, held its connection (a file descriptor, and for a body the handler
+waiting on it) for as long as it liked: a few thousand of them exhaust a worker's descriptors and
+nobody else can connect. ``HttpProtocol`` closes such a connection once the client owes it something
+for longer than SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS: anything after connecting, the rest of a
+request head after its first byte, the next piece of a body after the last (the head's end counts),
+and, while the transport holds more of a response than it may, reading some of it (a client that
+reads slowly keeps its connection; one that stopped reading left its handler waiting on the
+transport). A client that has not sent a whole head gets a 408 first when nothing else is being
+answered on the connection. A handler's own time and an idle keep-alive connection (uvicorn's
+timeout) are not timed here. A request line and headers over MAX_HEAD_BYTES get a 431 at once, and
+bytes that are not HTTP uvicorn's 400, both as JSON (``_refuse``) like every other error.
 """
 
 from __future__ import annotations
@@ -316,9 +315,9 @@ class HttpProtocol(HttpToolsProtocol):
 
 class Stalls:
     """One timer per server closes the connections (``HttpProtocol``) whose client owes the
-    server something past its deadline: anything at all after connecting, the whole request head
-    and the first piece of its body after the request's first byte, the next piece of a body
-    after the one before, reading some of a response the transport holds back (a client that
+    server something past its deadline: anything at all after connecting, the rest of a request
+    head after its first byte, the next piece of a body after the last (the head's end counts),
+    reading some of a response the transport holds back (a client that
     read some by its deadline gets another). A deadline is ``timeout_s`` after what it follows;
     the sweep runs every ``timeout_s / SWEEPS``, at most every second, so a connection is closed
     at most that much later. A connection owes nothing while its request is handled, while its
