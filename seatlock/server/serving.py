@@ -33,7 +33,8 @@ reads slowly keeps its connection; one that stopped reading left its handler wai
 transport). A client that has not sent a whole head gets a 408 first when nothing else is being
 answered on the connection. A handler's own time and an idle keep-alive connection (uvicorn's
 timeout) are not timed here. A request line and headers over MAX_HEAD_BYTES get a 431 at once, and
-bytes that are not HTTP uvicorn's 400, both as JSON (``_refuse``) like every other error.
+bytes that are not HTTP uvicorn's 400, both as JSON (``_refuse``) like every other error. The close
+after a 408, 431 or 400 lingers (LINGER_S), so that a client still sending reads the answer.
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ READ_TIMEOUT_S = 20.0  # SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS's default (seatlo
 # it joins a header's pieces by concatenation, so a head of 40 MB held its worker's loop for
 # more than a second, and its memory for as long as the client kept sending.
 MAX_HEAD_BYTES = 64 * 1024
+# After a refusal of what a client may still be sending (a 408, 431, 400): the answer, then the end
+# of our side, and what comes meanwhile read and dropped, up to these, before the close. A close
+# with its input unread is a reset, which a client still sending sees instead of the answer.
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
 
 
 def websocket_options(per_message_deflate: bool) -> dict[str, Any]:
@@ -184,6 +190,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # read since the current request's head began, while not whole
         self._unsent = -1  # while the client reads no more of a response: what it had left
         self._upgraded = False  # the socket went to a WebSocket protocol
+        self._lingering = -1  # after a refusal: bytes still to read and drop (``_refuse``)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]
@@ -197,8 +204,13 @@ class HttpProtocol(HttpToolsProtocol):
         """uvicorn's, then what the client owes now, read from what uvicorn made of the bytes:
         one check per read and no parser callback of ours (under 1 us of CPU a request more than
         uvicorn's own protocol, measured driving it in process)."""
+        if self._lingering >= 0:
+            self._lingering -= len(data)
+            if self._lingering < 0:
+                self.transport.close()
+            return
         super().data_received(data)
-        if self._upgraded:
+        if self._upgraded or self._lingering >= 0:
             return
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the last request's head is whole
@@ -212,7 +224,8 @@ class HttpProtocol(HttpToolsProtocol):
                 self._owe("head")  # the head's deadline runs from its first read
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._refuse(431, f"Request line and headers over {MAX_HEAD_BYTES} bytes")
+                detail = f"Request line and headers over {MAX_HEAD_BYTES} bytes"
+                self._refuse(431, detail, linger=True)
 
     def handle_websocket_upgrade(self) -> None:
         self._upgraded = True
@@ -221,7 +234,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not an HTTP request, as JSON like every error."""
-        self._refuse(400, msg)
+        self._refuse(400, msg, linger=True)
 
     def pause_writing(self) -> None:
         """The transport holds more than it may of what the client has not read yet: the client
@@ -283,7 +296,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if owed == "head" and (cycle is None or cycle.response_complete):
-            self._refuse(408, "Request not received in time")
+            self._refuse(408, "Request not received in time", linger=True)
         else:
             transport.close()
 
@@ -297,9 +310,11 @@ class HttpProtocol(HttpToolsProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
-    def _refuse(self, status: int, detail: str) -> None:
+    def _refuse(self, status: int, detail: str, *, linger: bool = False) -> None:
         """Answer ``status`` with ``{"detail": ...}`` and close: a request the app never sees
-        (not HTTP, a head too big, one not sent in time)."""
+        (not HTTP, a head too big, one not sent in time). ``linger``: the client may still be
+        sending; our side ends after the answer, and the close waits until LINGER_S or
+        LINGER_BYTES more, so that the client reads the answer rather than a reset."""
         UNREAD_REQUESTS.labels(status=str(status)).inc()
         body = orjson.dumps({"detail": detail})
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
@@ -309,8 +324,15 @@ class HttpProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % len(body)
         )
-        self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        transport = self.transport
+        transport.write(b"".join(head) + body)
+        self._owe("")
+        if linger and transport.can_write_eof():
+            transport.write_eof()
+            self._lingering = LINGER_BYTES
+            self.loop.call_later(LINGER_S, transport.close)
+        else:
+            transport.close()
 
 
 class Stalls:

@@ -311,3 +311,18 @@ async def test_bytes_that_are_not_http_get_a_json_400(server: LiveServer) -> Non
     assert b"\r\ncontent-type: application/json" in head
     assert body == {"detail": "Invalid HTTP request received."}
     writer.close()
+
+
+async def test_a_client_still_sending_its_big_head_reads_the_431(server: LiveServer) -> None:
+    """The answer, then our side's end, and the close only after what the client still sends is
+    read: a close with input unread is a reset, and the client would see that instead."""
+    reader, writer = await connect(server)
+    writer.write(b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Big: ")
+    for _ in range(12):  # 192 KB in pieces, well past the limit
+        writer.write(b"a" * 16 * 1024)
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    head, body = await read_answer(reader)
+    assert head.startswith(b"HTTP/1.1 431 "), head
+    assert body == {"detail": f"Request line and headers over {MAX_HEAD_BYTES} bytes"}
+    writer.close()
