@@ -17,6 +17,7 @@ REDIS_TRANSPORTS = ("fast", "redis-py")
 LOG_FORMATS = ("text", "json")  # seatlock/server/logs.py  # seatlock/engine/transport.py
 PAYMENT_VERIFIERS = ("accept", "hmac")  # seatlock/services/payments.py
 MIN_PAYMENT_SECRET_CHARS = 32
+REQUEST_READ_TIMEOUT_S = 20.0  # request_read_timeout_seconds's default (seatlock/server/serving.py)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -175,7 +176,7 @@ class Settings:
     # this long after connecting, no whole request head this long after the request began, no
     # next piece of a body this long after the last, or read nothing of a response held back for
     # it this long, is closed (a 408 when its request's head was not whole).
-    request_read_timeout_seconds: float = 20.0
+    request_read_timeout_seconds: float = REQUEST_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:
         redis_cluster_nodes(self.redis_url)  # a bad URL is refused at start-up

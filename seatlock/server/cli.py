@@ -137,7 +137,7 @@ def count_restart(server: str) -> None:
     EMBEDDED_RESTARTS.labels(server=server).inc()
 
 
-def open_files_limit() -> int:
+def open_files_limit() -> None:
     """Raise the soft limit of open files to the hard one (``raise_open_files_limit``), say so,
     and warn when it stays low: every connection costs a worker one."""
     before, after = raise_open_files_limit()
@@ -150,7 +150,6 @@ def open_files_limit() -> int:
             " (LimitNOFILE= under systemd)",
             after,
         )
-    return after
 
 
 def serve(settings: Settings) -> None:

@@ -75,6 +75,7 @@ except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved i
     WS_IMPORTED = False
 
 from seatlock.metrics import SLOW_CLIENTS, UNREAD_REQUESTS
+from seatlock.settings import REQUEST_READ_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,6 @@ HTTP_PARTS = (
     "pause_writing",
     "resume_writing",
 )
-READ_TIMEOUT_S = 20.0  # SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS's default (seatlock/settings.py)
 # A request's line and headers (a signed-in request's are under 1 KB). httptools keeps no limit:
 # it joins a header's pieces by concatenation, so a head of 40 MB held its worker's loop for
 # more than a second, and its memory for as long as the client kept sending.
@@ -142,7 +142,9 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
     return WebSocketProtocol
 
 
-def http_protocol(read_timeout_s: float = READ_TIMEOUT_S) -> Callable[..., asyncio.Protocol] | str:
+def http_protocol(
+    read_timeout_s: float = REQUEST_READ_TIMEOUT_S,
+) -> Callable[..., asyncio.Protocol] | str:
     """uvicorn's ``http`` option: ``HttpProtocol`` (with ``read_timeout_s``, see ``Stalls``)
     when uvicorn's httptools protocol is the one it was written against, else uvicorn's own
     (with a warning: one send more per response, and slow clients keep their connections).
@@ -183,7 +185,9 @@ class HttpProtocol(HttpToolsProtocol):
     closing the connection of a client too slow to send its request or read its answer
     (``Stalls``), and refusing a request head over MAX_HEAD_BYTES."""
 
-    def __init__(self, *args: Any, read_timeout_s: float = READ_TIMEOUT_S, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, read_timeout_s: float = REQUEST_READ_TIMEOUT_S, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._stalls = stalls_of(self.server_state, self.loop, read_timeout_s)
         self._owed = ""  # what the client owes (``Stalls``): idle, head or body; "" nothing
