@@ -28,6 +28,9 @@ from tests.support import LiveServer, backends_of, scratch_dir, serving, watch
 TIMEOUT_S = 0.5
 # A deadline passes at most a sweep (TIMEOUT_S / 4) late; the rest is a loaded machine's slack.
 CLOSED_WITHIN_S = 5.0
+# The server's deadlines are read off its loop's clock, which stands still during a turn of the
+# loop: one set late in a turn falls due that much early (80 us, seen once in 30 runs).
+LOOP_CLOCK_S = 0.01
 LOGIN = b"/api/v1/auth/login"
 PHONE_BUFFER = 64 * 1024
 LOW_SOFT_LIMIT = 1024  # many systems' default for a shell
@@ -76,7 +79,7 @@ async def test_a_client_that_sends_nothing_is_disconnected(slow_server: LiveServ
     reader, writer = await connect(slow_server)
     data, closed = await read_to_end(reader)
     assert data == b""  # nothing begun, nothing to answer
-    assert closed - started >= TIMEOUT_S
+    assert closed - started >= TIMEOUT_S - LOOP_CLOCK_S
     assert closed_count("idle") == before + 1
     writer.close()
 
@@ -103,7 +106,7 @@ async def test_a_request_head_sent_a_line_at_a_time_gets_a_408(slow_server: Live
     assert head.startswith(b"HTTP/1.1 408 ")
     assert b"\r\nconnection: close" in head and b"\r\ncontent-type: application/json" in head
     assert orjson.loads(body) == {"detail": "Request not received in time"}
-    assert TIMEOUT_S <= closed - started < CLOSED_WITHIN_S
+    assert TIMEOUT_S - LOOP_CLOCK_S <= closed - started < CLOSED_WITHIN_S
     assert closed_count("head") == before + 1
     writer.close()
 
