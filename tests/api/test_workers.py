@@ -183,3 +183,87 @@ async def test_a_replacement_that_cannot_start_is_tried_again_while_the_other_se
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# The workers on our HTTP protocol, as seatlock serve runs them: they keep their shares even.
+BALANCED = OPTIONS.replace(
+    "'lifespan'",
+    "'http': __import__('seatlock.server.serving', fromlist=['_']).http_protocol(), 'lifespan'",
+)
+
+
+class Client:
+    """A keep-alive connection asking for the worker's pid again and again, which connects anew
+    when an answer says ``Connection: close``."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.pid = 0  # the worker of the last answer
+        self.closes = 0  # answers that ended their connection
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def ask(self) -> None:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self._streams
+        writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        assert head.startswith(b"http/1.1 200 "), head
+        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+        self.pid = int(await reader.readexactly(length))
+        if b"\r\nconnection: close\r\n" in head:
+            self.closes += 1
+            await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._streams is not None
+
+    async def close(self) -> None:
+        if self._streams is not None:
+            _, writer = self._streams
+            self._streams = None
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_a_worker_with_more_than_its_share_of_connections_lets_the_surplus_go(
+    tmp_path: Path,
+) -> None:
+    """30 keep-alive connections on one worker and 2 on the other (picked out of many: the
+    kernel spreads them by their addresses): the first worker answers its surplus with
+    ``Connection: close``, its clients connect again, and within seconds neither worker holds
+    more than its share (16) and its slack (1). Every request is answered on the way."""
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = supervisor(port, log, BALANCED)
+    clients: list[Client] = []
+    try:
+        first, second = sorted(await until_serving(port))
+        picked: dict[int, list[Client]] = {first: [], second: []}
+        wanted = {first: 30, second: 2}
+        while any(len(picked[pid]) < count for pid, count in wanted.items()):
+            client = Client(port)
+            await client.ask()
+            if client.connected and len(picked[client.pid]) < wanted[client.pid]:
+                picked[client.pid].append(client)
+            else:
+                await client.close()
+        clients = picked[first] + picked[second]
+        asked = 0
+        deadline = time.monotonic() + 15
+        while True:
+            await asyncio.gather(*(client.ask() for client in clients))
+            asked += len(clients)
+            held = Counter(client.pid for client in clients)
+            if max(held.values()) <= 17 and len(held) == 2:
+                break
+            assert time.monotonic() < deadline, (held, log.read_text())
+            await asyncio.sleep(0.02)
+        assert sum(client.closes for client in clients) >= 13  # 30 down to 17 at least
+        assert asked > len(clients)  # every one of them answered (ask asserts each 200)
+    finally:
+        for client in clients:
+            await client.close()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()
