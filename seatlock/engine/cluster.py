@@ -13,7 +13,8 @@ With ``SEATLOCK_REDIS_TRANSPORT=fast`` (``wired``, the default) a call whose nod
 straight to a connection of ours to that primary instead (``_direct``), the fast transport's
 (``seatlock.engine.wire``: the calls of a loop iteration in one write, hiredis, NOSCRIPT sent
 again as EVAL, its own watchdog and fail-fast), one per node, which keeps each node's calls in
-the order they were made just as well. The lanes carry the rest: calls made before the slot map
+the order they were made just as well; a node found serving no slots any more (by its probe, or
+by the expiry listener's look at the primaries, ``follows``) loses it. The lanes carry the rest: calls made before the slot map
 and the catalogue are known, and a call its connection could not serve, sent again through its
 node's lane: answered MOVED, ASK, CLUSTERDOWN, READONLY or TRYAGAIN, or its connection refused or
 lost while the node still counted as answering. A lane's batch goes out on the connections of
@@ -252,6 +253,25 @@ class ClusterTransport(Batcher[str]):
             if name in {primary.name for primary in await self.primaries()}:
                 raise
             await self._client.nodes_manager.initialize()
+            await self._let_go([name])
+
+    @property
+    def wired_nodes(self) -> list[str]:
+        """The nodes this process has a connection of its own to (``wired``)."""
+        return sorted(self._wires)
+
+    async def _let_go(self, names: Sequence[str]) -> None:
+        """Forget nodes that serve no slots any more (a failover or a resharding took them
+        away): close our connections to them, whose probe would otherwise go on asking a node
+        that went silent once a second for as long as the process lives. A call for one of
+        them later (redis-py's slot map lags) connects again and is redirected."""
+        wires = [self._wires.pop(name) for name in names if name in self._wires]
+        for name in names:
+            self._down.discard(name)
+            self._fail_fast.pop(name, None)  # a probe under way ends by itself
+        if wires:
+            with contextlib.suppress(TimeoutError):  # a close waits for nothing of theirs
+                await asyncio.wait_for(asyncio.gather(*(w.aclose() for w in wires)), ASK_S)
 
     def _catalogue(self, publish: str) -> dict[str, Any]:
         return {name: self._client.register_script(source(name, publish)) for name in NAMES}
@@ -675,6 +695,7 @@ class ClusterTransport(Batcher[str]):
         if not isinstance(feed, MergedFeed):
             return True
         now = {node.name for node in await self.primaries()}
+        await self._let_go([name for name in self._wires if name not in now])
         if now != feed.primaries:
             return False
         for node in feed.missing:

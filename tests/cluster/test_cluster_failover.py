@@ -160,6 +160,11 @@ async def test_holds_events_and_expiries_follow_a_new_primary(
         await watching.engine.hold(other, ALICE, [4])
         await seat_becomes(watching, other, 4, "reserved")
     assert took < RECOVERY_S
+    # The node that no longer serves slots (killed, or a replica now) keeps no connection of
+    # ours: the listener's look at the primaries lets it go.
+    transport = watching.transport
+    assert f"127.0.0.1:{replica}" in transport.wired_nodes
+    await wait_for(lambda: f"127.0.0.1:{lost}" not in transport.wired_nodes, RECOVERY_S)
 
 
 async def test_the_hub_resubscribes_when_the_node_it_listens_on_dies(
@@ -294,6 +299,8 @@ async def test_a_hung_primary_that_its_replica_replaced_hands_its_screenings_ove
         engine = make_engine(transport, source)
         for each in shows:  # loaded, and the slot map read
             await engine.hold(each, ALICE, [1])
+        hung_node = f"127.0.0.1:{hung}"
+        assert hung_node in transport.wired_nodes
         failing_cluster.pause(hung)
         try:
             deadline = time.monotonic() + RECOVERY_S
@@ -306,5 +313,10 @@ async def test_a_hung_primary_that_its_replica_replaced_hands_its_screenings_ove
             assert held == [2]
             # The other primaries were served all along, and still are.
             assert [h.seat_id for h in await engine.hold(shows[0], ALICE, [2])] == [2]
+            # Our connection to the hung node is let go, and its probe with it: nothing goes on
+            # asking the node (a probe once a second, for as long as the process lived).
+            assert hung_node not in transport.wired_nodes
+            await asyncio.sleep(0.1)  # the closed connection's probe, cancelled, has ended
+            assert not [t for t in asyncio.all_tasks() if "_until_answered" in repr(t)]
         finally:
             failing_cluster.resume(hung)
