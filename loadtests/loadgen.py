@@ -118,7 +118,7 @@ class _Connection(asyncio.Protocol):
         return conn
 
     def exchange(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        if self._transport is None or self._transport.is_closing() or self._closed.done():
+        if self._transport is None or self._closed.done():
             raise ConnectionResetError("the server closed the connection")
         self._waiter = asyncio.get_running_loop().create_future()
         self._transport.write(request)
@@ -145,11 +145,9 @@ class _Connection(asyncio.Protocol):
                 self._transport.close()
             return
         if response is not None:
-            status, body, used, close = response
+            status, body, used = response
             self._buffer = self._buffer[used:]
             waiter.set_result((status, body))
-            if close and self._transport is not None:  # the server's last answer on it
-                self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         waiter = self._waiter
@@ -160,32 +158,28 @@ class _Connection(asyncio.Protocol):
             self._closed.set_result(None)
 
 
-def parse_response(data: bytes) -> tuple[int, bytes, int, bool] | None:
-    """(status, body, bytes used, whether the server closes the connection after it) of the
-    response at the start of ``data``; None if incomplete."""
+def parse_response(data: bytes) -> tuple[int, bytes, int] | None:
+    """(status, body, bytes used) of the response at the start of ``data``; None if incomplete."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    status, length, chunked, close = parse_head(data[:end])
+    status, length, chunked = parse_head(data[:end])
     if chunked:
         body = dechunk(data, end + 4)
-        return None if body is None else (status, *body, close)
+        return None if body is None else (status, *body)
     used = end + 4 + length
-    return None if len(data) < used else (status, data[end + 4 : used], used, close)
+    return None if len(data) < used else (status, data[end + 4 : used], used)
 
 
-def parse_head(head: bytes) -> tuple[int, int, bool, bool]:
-    """Status, Content-Length, whether the body is chunked and whether the connection ends
-    after it (``Connection: close``), from a response head."""
+def parse_head(head: bytes) -> tuple[int, int, bool]:
+    """Status, Content-Length and whether the body is chunked, from a response head."""
     head = head.lower()
     status = int(head[9:12])
     at = head.find(b"\r\ncontent-length:")
     length = int(head[at + 17 : _line_end(head, at + 17)]) if at >= 0 else 0
     at = head.find(b"\r\ntransfer-encoding:")
     chunked = at >= 0 and b"chunked" in head[at + 20 : _line_end(head, at + 20)]
-    at = head.find(b"\r\nconnection:")
-    close = at >= 0 and b"close" in head[at + 13 : _line_end(head, at + 13)]
-    return status, length, chunked, close
+    return status, length, chunked
 
 
 def _line_end(head: bytes, start: int) -> int:

@@ -43,12 +43,6 @@ UNREAD_REQUESTS = Counter(
     " (not HTTP), 408 (head not sent in time), 431 (request line and headers over 64 KB)",
     ["status"],
 )
-CONNECTIONS_REBALANCED = Counter(
-    "seatlock_http_connections_rebalanced",
-    "HTTP connections a worker of seatlock serve closed after a response (Connection: close)"
-    " because it held more than an even share of the workers' connections"
-    " (seatlock/server/balance.py); their clients connect again",
-)
 REQUEST_SECONDS = Histogram(
     "seatlock_http_request_duration_seconds",
     "Time from request to the end of the response, by route template and method",

@@ -178,10 +178,6 @@ class Settings:
     # it this long, is closed (a 408 when its request's head was not whole).
     request_read_timeout_seconds: float = REQUEST_READ_TIMEOUT_S
 
-    # seatlock serve's workers keep their shares of the HTTP connections even, closing what one
-    # holds beyond its share after a response (seatlock/server/balance.py).
-    balance_connections: bool = True
-
     def __post_init__(self) -> None:
         redis_cluster_nodes(self.redis_url)  # a bad URL is refused at start-up
         if self.redis_transport not in REDIS_TRANSPORTS:

@@ -185,7 +185,7 @@ def serve(settings: Settings) -> None:
             "timeout_graceful_shutdown": 10,
         }
         if workers > 1 and worker_processes.can_share_port():
-            status = worker_processes.serve(options, workers, balance=live.balance_connections)
+            status = worker_processes.serve(options, workers)
         else:
             uvicorn.run(**options, workers=workers)
             status = 0

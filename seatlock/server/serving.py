@@ -75,7 +75,6 @@ except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved i
     WS_IMPORTED = False
 
 from seatlock.metrics import SLOW_CLIENTS, UNREAD_REQUESTS
-from seatlock.server.balance import Balance
 from seatlock.settings import REQUEST_READ_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
@@ -155,9 +154,7 @@ def http_protocol(
     transport it is given for every write, and which writes a response head in one
     ``transport.write``; the methods of HTTP_PARTS, its ``loop``, ``scope`` (None until a
     request begins, then made anew by each), ``flow`` (``read_paused``), ``cycle`` (``scope``,
-    ``more_body``, ``response_complete``, ``response_started``, and ``keep_alive``, which ends
-    the connection after the response with ``Connection: close`` when False) and
-    ``server_state`` (``default_headers``).
+    ``more_body``, ``response_complete``) and ``server_state`` (``default_headers``).
     pyproject.toml bounds uvicorn below its next minor version and tests/api/test_serving.py
     fails if the installed one no longer does any of this.
     """
@@ -173,14 +170,6 @@ def http_protocol(
     return functools.partial(HttpProtocol, read_timeout_s=read_timeout_s)
 
 
-def balanced(http: Any, balance: Balance) -> Any:
-    """uvicorn's ``http`` option (``http_protocol``'s) for a worker of ``seatlock serve`` that
-    keeps its share of the connections even with ``balance``; uvicorn's own protocol does not."""
-    if isinstance(http, functools.partial) and http.func is HttpProtocol:
-        return functools.partial(http, balance=balance)
-    return http
-
-
 def _httptools_as_known() -> bool:
     if not IMPORTED or not all(hasattr(HttpToolsProtocol, name) for name in HTTP_PARTS):
         return False
@@ -194,18 +183,12 @@ def _httptools_as_known() -> bool:
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a transport that sends a response head with its body,
     closing the connection of a client too slow to send its request or read its answer
-    (``Stalls``), refusing a request head over MAX_HEAD_BYTES, and with ``balance`` (a worker of
-    ``seatlock serve``) ending connections the worker holds beyond its share."""
+    (``Stalls``), and refusing a request head over MAX_HEAD_BYTES."""
 
     def __init__(
-        self,
-        *args: Any,
-        read_timeout_s: float = REQUEST_READ_TIMEOUT_S,
-        balance: Balance | None = None,
-        **kwargs: Any,
+        self, *args: Any, read_timeout_s: float = REQUEST_READ_TIMEOUT_S, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._balance = balance  # None: not counted (one worker, or a test's server)
         self._stalls = stalls_of(self.server_state, self.loop, read_timeout_s)
         self._owed = ""  # what the client owes (``Stalls``): idle, head or body; "" nothing
         self._head_bytes = 0  # read since the current request's head began, while not whole
@@ -216,19 +199,10 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]
         self._owe("idle")
-        if self._balance is not None:
-            self._balance.joined()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stalls.discard(self)
-        self._uncount()
         super().connection_lost(exc)
-
-    def _uncount(self) -> None:
-        """The connection no longer counts toward the worker's share (``balance``)."""
-        if self._balance is not None:
-            self._balance.left()
-            self._balance = None
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's, then what the client owes now, read from what uvicorn made of the bytes:
@@ -244,13 +218,6 @@ class HttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the last request's head is whole
-            balance = self._balance
-            if balance is not None and balance.excess > 0 and not cycle.response_started:
-                # One connection more than the worker's share: this response is its last,
-                # announced (``Connection: close``), as uvicorn ends one in a graceful shutdown.
-                cycle.keep_alive = False
-                balance.shed()
-                self._balance = None
             if cycle.more_body:
                 self._owe("body")  # each read of a body sets a new deadline
             elif self._owed:
@@ -267,7 +234,6 @@ class HttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._upgraded = True
         self._owe("")
-        self._uncount()  # a WebSocket stays where it is: only HTTP connections are balanced
         super().handle_websocket_upgrade()
 
     def send_400_response(self, msg: str) -> None:

@@ -4,9 +4,7 @@ uvicorn's own supervisor binds one socket and every worker accepts from it: whic
 first takes a whole burst of new connections, so the keep-alive connections of a proxy or a load
 generator can all end up on one worker while the other cores idle (seen here: 128 of 128, and
 the run's throughput a fifth lower). With SO_REUSEPORT each worker binds the port itself and the
-kernel spreads new connections across the workers' sockets by their addresses; the workers then
-keep their shares of them even (seatlock/server/balance.py), through an array of counts the
-supervisor shares with them.
+kernel spreads new connections across the workers' sockets by their addresses.
 
 The supervisor starts the workers, starts a new one when one dies, and on SIGINT or SIGTERM tells
 them all to stop and waits for them (uvicorn's graceful shutdown). A first worker that cannot start
@@ -19,7 +17,6 @@ other workers go on serving: one worker dying during an outage must not stop the
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -34,9 +31,6 @@ from typing import Any
 import uvicorn
 from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
-
-from seatlock.server.balance import Balance
-from seatlock.server.serving import balanced
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +73,8 @@ def taken(host: str, port: int) -> OSError | None:
     return None
 
 
-def run_worker(options: dict[str, Any], counts: Any = None, index: int = 0) -> None:
-    """One worker process: uvicorn with ``options`` (uvicorn.Config's) on a socket of its own;
-    with ``counts`` (every worker's HTTP connections, shared) it keeps ``counts[index]`` and its
-    share of the connections even."""
-    balance = None if counts is None else Balance(counts, index)
-    if balance is not None and "http" in options:
-        options = {**options, "http": balanced(options["http"], balance)}
+def run_worker(options: dict[str, Any]) -> None:
+    """One worker process: uvicorn with ``options`` (uvicorn.Config's) on a socket of its own."""
     config = uvicorn.Config(**options)
     # uvicorn ends a worker stopped by SIGTERM by raising SIGTERM again once it has shut down,
     # under the handler it found at start: this one writes the queued log lines first.
@@ -121,9 +110,8 @@ def _write_logs_then_die(signum: int, frame: FrameType | None) -> None:
     signal.raise_signal(signum)
 
 
-def serve(options: dict[str, Any], workers: int, *, balance: bool = True) -> int:
-    """Run ``workers`` worker processes until SIGINT or SIGTERM; returns the exit status.
-    ``balance``: the workers keep their shares of the HTTP connections even."""
+def serve(options: dict[str, Any], workers: int) -> int:
+    """Run ``workers`` worker processes until SIGINT or SIGTERM; returns the exit status."""
     host, port = str(options.get("host", "127.0.0.1")), int(options.get("port", 8000))
     if port and (why := taken(host, port)) is not None:
         logger.error("cannot listen on %s:%d: %s (is another server running?)", host, port, why)
@@ -136,19 +124,12 @@ def serve(options: dict[str, Any], workers: int, *, balance: bool = True) -> int
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    # Each worker's HTTP connections, in shared memory: slot i is written by worker i alone.
-    counts = context.RawArray(ctypes.c_int64, workers) if balance else None
-
-    def start(index: int) -> BaseProcess:
-        if counts is not None:
-            counts[index] = 0  # not the connections of the worker it replaces, gone with it
-        process = context.Process(
-            target=run_worker, args=(options, counts, index), name="seatlock-worker"
-        )
+    def start() -> BaseProcess:
+        process = context.Process(target=run_worker, args=(options,), name="seatlock-worker")
         process.start()
         return process
 
-    processes = [start(index) for index in range(workers)]
+    processes = [start() for _ in range(workers)]
     replaced: set[int] = set()  # slots whose worker is a replacement (one died before it)
     pauses: dict[int, float] = {}  # slot -> the pause after its replacement's next failure
     retry_at: dict[int, float] = {}  # slot -> when to start again a replacement that failed
@@ -162,7 +143,7 @@ def serve(options: dict[str, Any], workers: int, *, balance: bool = True) -> int
                 if index in retry_at:
                     if time.monotonic() >= retry_at[index]:
                         del retry_at[index]
-                        processes[index] = start(index)
+                        processes[index] = start()
                     continue
                 forget_metrics(process)
                 if process.exitcode == STARTUP_FAILURE:
@@ -179,7 +160,7 @@ def serve(options: dict[str, Any], workers: int, *, balance: bool = True) -> int
                 logger.warning("worker %s exited (%s); starting one", process.pid, process.exitcode)
                 pauses.pop(index, None)  # it had started: a new failure starts the pauses anew
                 replaced.add(index)
-                processes[index] = start(index)
+                processes[index] = start()
     finally:
         _stop_all(processes, (options.get("timeout_graceful_shutdown") or 10) + STOP_MARGIN_S)
         for sig, handler in previous.items():
