@@ -11,20 +11,20 @@ script runs on the primary of the screening's slot, and its events are published
 
 With ``SEATLOCK_REDIS_TRANSPORT=fast`` (``wired``, the default) a call whose node is known goes
 straight to a connection of ours to that primary instead (``_direct``), the fast transport's
-(``seatlock.engine.wire``: the calls of a loop iteration in one write, hiredis, NOSCRIPT sent
-again as EVAL, its own watchdog and fail-fast), one per node, which keeps each node's calls in
-the order they were made just as well; a node found serving no slots any more (by its probe, or
-by the expiry listener's look at the primaries, ``follows``) loses it. The lanes carry the rest: calls made before the slot map
-and the catalogue are known, and a call its connection could not serve, sent again through its
-node's lane: answered MOVED, ASK, CLUSTERDOWN, READONLY or TRYAGAIN, or its connection refused or
-lost while the node still counted as answering. A lane's batch goes out on the connections of
-ours too (``_send_wired``); what only the cluster client can do (follow a redirect, refresh the
-slot map, retry after a lost connection) goes in redis-py's cluster pipeline, by the call's keys.
-With ``redis-py`` every call goes through the lanes and every batch in a non-transactional
-``ClusterPipeline``, redis-py's public API only. The pipeline's per-call work in Python was most
-of the cluster's extra CPU per hold: in the same turns of ``seatlock bench`` (three runs) the
-engine process spent 98-141 us per hold with it, 55-77 us with the connections of ours and
-47-73 us on one Redis.
+(``seatlock.engine.wire``: the calls of a loop iteration in one write, hiredis, NOSCRIPT sent again
+as EVAL, its own watchdog and fail-fast), one per node, which keeps each node's calls in the order
+they were made just as well; a node found serving no slots any more (by its probe, or by the expiry
+listener's look at the primaries, ``follows``) loses it. The lanes carry the rest: calls made
+before the slot map and the catalogue are known, and a call its connection could not serve, sent
+again through its node's lane: answered MOVED, ASK, CLUSTERDOWN, READONLY or TRYAGAIN, or its
+connection refused or lost while the node still counted as answering. A lane's batch goes out on
+the connections of ours too (``_send_wired``); what only the cluster client can do (follow a
+redirect, refresh the slot map, retry after a lost connection) goes in redis-py's cluster pipeline,
+by the call's keys. With ``redis-py`` every call goes through the lanes and every batch in a
+non-transactional ``ClusterPipeline``, redis-py's public API only. The pipeline's per-call work in
+Python was most of the cluster's extra CPU per hold: in the same turns of ``seatlock bench`` (three
+runs) the engine process spent 98-141 us per hold with it, 55-77 us with the connections of ours
+and 47-73 us on one Redis.
 
 A primary that stops answering (hung, or cut off without a reset) costs its lane's batch in flight
 one socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
