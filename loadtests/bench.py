@@ -125,6 +125,21 @@ def write_results(out: Path, table: str, plots: dict[str, str]) -> None:
 # --- The run --------------------------------------------------------------------------------------
 
 
+async def server_versions(redis_url: str, database_url: str) -> str:
+    """The run's Redis and PostgreSQL, as they say themselves."""
+    redis = Redis.from_url(redis_url)
+    try:
+        info = await redis.info("server")
+    finally:
+        await redis.aclose()
+    conn = await asyncpg.connect(database_url)
+    try:
+        postgres = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    return f"Redis {info['redis_version']}, PostgreSQL {postgres}"
+
+
 class Bench:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -147,6 +162,7 @@ class Bench:
             with embedded_services(root, persistent=False) as (redis_url, database_url):
                 self.redis_url, self.database_url = redis_url, database_url
                 await self.prepare_database()
+                self.report.servers = await server_versions(redis_url, database_url)
                 with self.servers(root), self.generators() as pool:
                     self.pool = pool
                     await self.wait_ready(self.port, self.server_procs[0])

@@ -71,6 +71,9 @@ class Report:
     hold_timeline: list[tuple[float, float]] = field(default_factory=list)  # (finished, ms)
     checks: list[Row] = field(default_factory=list)  # the parts' own correctness rows
     plots: dict[str, str] = field(default_factory=dict)  # file suffix -> SVG, e.g. "holds"
+    # The versions of the Redis and PostgreSQL the run used (whichever the machine had: the
+    # embedded servers prefer binaries on PATH), which move the figures too.
+    servers: str = ""
 
     def correctness(self) -> list[Row]:
         """The rows that must hold whatever the machine: any of them missed fails the run."""
@@ -210,6 +213,7 @@ def render(report: Report, command: str, setup: str) -> str:
         f"# seatlock bench, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"- machine: {machine()}",
+        *([f"- servers: {report.servers}"] if report.servers else []),
         f"- command: `{command}`",
         f"- {setup}",
         "- figures are only meaningful on a quiet machine (generators share the cores)",

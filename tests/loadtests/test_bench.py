@@ -174,6 +174,7 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     assert "(results-crowd.svg)" in out.read_text()
     assert out.read_text().startswith("# seatlock bench"), out.read_text()
     assert "- machine: " in out.read_text() and "- command: `seatlock bench --quick" in text
+    assert re.search(r"^- servers: Redis \d+\.\d+\.\d+, PostgreSQL \d+\.\d+", text, re.M), text
 
 
 KILLED_BENCH = """
