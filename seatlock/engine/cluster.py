@@ -14,17 +14,17 @@ straight to a connection of ours to that primary instead (``_direct``), the fast
 (``seatlock.engine.wire``: the calls of a loop iteration in one write, hiredis, NOSCRIPT sent again
 as EVAL, its own watchdog and fail-fast), one per node, which keeps each node's calls in the order
 they were made just as well; a node found serving no slots any more (by its probe, or by the expiry
-listener's look at the primaries, ``follows``) loses it. The lanes carry the rest: calls made
-before the slot map and the catalogue are known, and a call its connection could not serve, sent
-again through its node's lane: answered MOVED, ASK, CLUSTERDOWN, READONLY or TRYAGAIN, or its
-connection refused or lost while the node still counted as answering. A lane's batch goes out on
-the connections of ours too (``_send_wired``); what only the cluster client can do (follow a
-redirect, refresh the slot map, retry after a lost connection) goes in redis-py's cluster pipeline,
-by the call's keys. With ``redis-py`` every call goes through the lanes and every batch in a
-non-transactional ``ClusterPipeline``, redis-py's public API only. The pipeline's per-call work in
-Python was most of the cluster's extra CPU per hold: in the same turns of ``seatlock bench`` (three
-runs) the engine process spent 98-141 us per hold with it, 55-77 us with the connections of ours
-and 47-73 us on one Redis.
+listener's looks at the primaries, ``follows``: missing from two in a row) loses it. The lanes
+carry the rest: calls made before the slot map and the catalogue are known, and a call its
+connection could not serve, sent again through its node's lane: answered MOVED, ASK, CLUSTERDOWN,
+READONLY or TRYAGAIN, or its connection refused or lost while the node still counted as answering.
+A lane's batch goes out on the connections of ours too (``_send_wired``); what only the cluster
+client can do (follow a redirect, refresh the slot map, retry after a lost connection) goes in
+redis-py's cluster pipeline, by the call's keys. With ``redis-py`` every call goes through the
+lanes and every batch in a non-transactional ``ClusterPipeline``, redis-py's public API only. The
+pipeline's per-call work in Python was most of the cluster's extra CPU per hold: in the same turns
+of ``seatlock bench`` (three runs) the engine process spent 98-141 us per hold with it, 55-77 us
+with the connections of ours and 47-73 us on one Redis.
 
 A primary that stops answering (hung, or cut off without a reset) costs its lane's batch in flight
 one socket timeout; one that is gone (killed: its connection lost, a new one refused) redis-py's
@@ -147,6 +147,7 @@ class ClusterTransport(Batcher[str]):
         self._options = options or {}  # how to connect to one node (subscriptions)
         self.wired = wired
         self._wires: dict[str, FastTransport] = {}  # by node name (wired)
+        self._missing: set[str] = set()  # of those, the ones the last look found serving no slots
         self._scripts = self._catalogue(PUBLISH)
         # Whether the scripts publish with SPUBLISH (every primary runs Redis >= 7); None until
         # the first call asked the primaries.
@@ -266,9 +267,9 @@ class ClusterTransport(Batcher[str]):
         that went silent once a second for as long as the process lives. A call for one of
         them later (redis-py's slot map lags) connects again and is redirected."""
         wires = [self._wires.pop(name) for name in names if name in self._wires]
-        for name in names:
-            self._down.discard(name)
-            self._fail_fast.pop(name, None)  # a probe under way ends by itself
+        # No call is refused for them any more; a probe of theirs under way stays known to
+        # ``aclose`` (it ends by itself: ``_probe`` finds the node serves no slots).
+        self._down.difference_update(names)
         if wires:
             with contextlib.suppress(TimeoutError):  # a close waits for nothing of theirs
                 await asyncio.wait_for(asyncio.gather(*(w.aclose() for w in wires)), ASK_S)
@@ -695,7 +696,12 @@ class ClusterTransport(Batcher[str]):
         if not isinstance(feed, MergedFeed):
             return True
         now = {node.name for node in await self.primaries()}
-        await self._let_go([name for name in self._wires if name not in now])
+        # A connection goes once its node is missing from two answers in a row: the node asked
+        # may not have heard of a failover yet, and one stale answer must not close the
+        # connection to a primary just promoted.
+        missing = {name for name in self._wires if name not in now}
+        await self._let_go(sorted(missing & self._missing))
+        self._missing = missing
         if now != feed.primaries:
             return False
         for node in feed.missing:
