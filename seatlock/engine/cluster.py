@@ -80,7 +80,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import hiredis
@@ -261,7 +261,7 @@ class ClusterTransport(Batcher[str]):
         """The nodes this process has a connection of its own to (``wired``)."""
         return sorted(self._wires)
 
-    async def _let_go(self, names: Sequence[str]) -> None:
+    async def _let_go(self, names: Collection[str]) -> None:
         """Forget nodes that serve no slots any more (a failover or a resharding took them
         away): close our connections to them, whose probe would otherwise go on asking a node
         that went silent once a second for as long as the process lives. A call for one of
@@ -700,7 +700,7 @@ class ClusterTransport(Batcher[str]):
         # may not have heard of a failover yet, and one stale answer must not close the
         # connection to a primary just promoted.
         missing = {name for name in self._wires if name not in now}
-        await self._let_go(sorted(missing & self._missing))
+        await self._let_go(missing & self._missing)
         self._missing = missing
         if now != feed.primaries:
             return False

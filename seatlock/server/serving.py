@@ -229,7 +229,7 @@ class HttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 detail = f"Request line and headers over {MAX_HEAD_BYTES} bytes"
-                self._refuse(431, detail, linger=True)
+                self._refuse(431, detail)
 
     def handle_websocket_upgrade(self) -> None:
         self._upgraded = True
@@ -238,7 +238,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not an HTTP request, as JSON like every error."""
-        self._refuse(400, msg, linger=True)
+        self._refuse(400, msg)
 
     def pause_writing(self) -> None:
         """The transport holds more than it may of what the client has not read yet: the client
@@ -300,7 +300,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if owed == "head" and (cycle is None or cycle.response_complete):
-            self._refuse(408, "Request not received in time", linger=True)
+            self._refuse(408, "Request not received in time")
         else:
             transport.close()
 
@@ -314,11 +314,11 @@ class HttpProtocol(HttpToolsProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
-    def _refuse(self, status: int, detail: str, *, linger: bool = False) -> None:
+    def _refuse(self, status: int, detail: str) -> None:
         """Answer ``status`` with ``{"detail": ...}`` and close: a request the app never sees
-        (not HTTP, a head too big, one not sent in time). ``linger``: the client may still be
-        sending; our side ends after the answer, and the close waits until LINGER_S or
-        LINGER_BYTES more, so that the client reads the answer rather than a reset."""
+        (not HTTP, a head too big, one not sent in time). The client may still be sending: our
+        side ends after the answer, and the close waits until LINGER_S or LINGER_BYTES more, so
+        that the client reads the answer rather than a reset."""
         UNREAD_REQUESTS.labels(status=str(status)).inc()
         body = orjson.dumps({"detail": detail})
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
@@ -331,7 +331,7 @@ class HttpProtocol(HttpToolsProtocol):
         transport = self.transport
         transport.write(b"".join(head) + body)
         self._owe("")
-        if linger and transport.can_write_eof():
+        if transport.can_write_eof():
             transport.write_eof()
             self._lingering = LINGER_BYTES
             self.loop.call_later(LINGER_S, transport.close)
