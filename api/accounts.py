@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -32,7 +33,6 @@ from api.validation import problem
 from db import users
 from seatlock.accounts import grace, throttle
 from seatlock.accounts.mail import Mail
-from seatlock.accounts.passwords import hash_password, verify_password
 from seatlock.errors import (
     InvalidInput,
     NotAuthenticated,
@@ -123,7 +123,7 @@ async def register(call: Call) -> UserOut:
     full_name = body.full_name.strip()
     if not full_name:
         raise ValidationFailed("full_name must not be blank")
-    hashed = await hash_password(body.password, call.services.settings.bcrypt_rounds)
+    hashed = await call.services.passwords.hash(body.password)
     row = await users.create_user(call.services.db, body.email.strip(), hashed, full_name)
     return user_out(row)
 
@@ -138,9 +138,14 @@ async def login(call: Call) -> TokenOut:
     services = call.services
     address = client_address(call.request, services.settings.trusted_networks)
     await throttle.admit_login(services.redis, services.settings, email, address)
-    row = await users.get_by_email(services.db, email)
-    hashed = row["password_hash"] if row else None
-    ok = await verify_password(body.password, hashed, services.settings.bcrypt_rounds)
+    try:
+        row = await users.get_by_email(services.db, email)
+        hashed = row["password_hash"] if row else None
+        ok = await services.passwords.verify(body.password, hashed)
+    except Exception:  # a 503 (PostgreSQL down, the hashing lane full): no password was checked
+        with contextlib.suppress(RedisError):
+            await throttle.login_unchecked(services.redis, email, address)
+        raise
     opened = None
     if row is not None and hashed is not None and ok and row["is_active"]:
         opened = await users.start_session(
@@ -180,11 +185,11 @@ async def change_password(call: Call) -> Message:
     current = await users.get_password_hash(services.db, principal.user_id)
     if current is None:
         raise NotAuthenticated("User not found")
-    if not await verify_password(body.current_password, current, services.settings.bcrypt_rounds):
+    if not await services.passwords.verify(body.current_password, current):
         raise InvalidInput("Incorrect current password")
     if body.new_password == body.current_password:
         raise InvalidInput("New password must differ from the current one")
-    new_hash = await hash_password(body.new_password, services.settings.bcrypt_rounds)
+    new_hash = await services.passwords.hash(body.new_password)
     revoked = await users.change_password(
         services.db, principal.user_id, current, new_hash, principal.session_id
     )
@@ -279,7 +284,7 @@ async def reset_password(call: Call) -> Message:
     """Set a new password with a mailed reset token (once); every session is signed out."""
     body: ResetPasswordIn = call.body
     services = call.services
-    new_hash = await hash_password(body.new_password, services.settings.bcrypt_rounds)
+    new_hash = await services.passwords.hash(body.new_password)
     revoked = await users.reset_password(services.db, body.token, new_hash)
     await remember_sessions(services, revoked, False)
     return Message("Password has been reset successfully")

@@ -82,7 +82,8 @@ def error_reply(exc: errors.SeatLockError) -> tuple[int, list[tuple[bytes, bytes
     if isinstance(exc, errors.TooManyRequests):
         headers.append((b"retry-after", str(exc.retry_after).encode()))
     elif isinstance(exc, errors.Unavailable):
-        headers.append(RETRY_AFTER)
+        later = exc.retry_after
+        headers.append(RETRY_AFTER if later is None else (b"retry-after", b"%d" % later))
     if isinstance(exc, errors.RequestInvalid):  # FastAPI's list of every problem
         return status, headers, dumps({"detail": exc.errors})
     return status, headers, detail_body(exc.detail)

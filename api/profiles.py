@@ -20,7 +20,6 @@ from api.routing import Call, Router
 from api.schemas import STRIPPED, Name, Page, UserOut, user_out
 from db import profiles, users
 from seatlock.accounts.media import media_type, owner_of, sniff_image
-from seatlock.accounts.passwords import hash_password
 from seatlock.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
 from seatlock.services.container import Services
 
@@ -135,7 +134,7 @@ async def delete_me(call: Call) -> None:
     Personal data is erased, tickets and sales records are kept.
     """
     services = call.services
-    unusable = await hash_password("!" + secrets.token_hex(30), services.settings.bcrypt_rounds)
+    unusable = await services.passwords.hash("!" + secrets.token_hex(30))
     result = await profiles.anonymise_user(services.db, call.user.user_id, unusable)
     sessions, old_picture = _found(result)
     for session_id in sessions:

@@ -73,4 +73,9 @@ class TooManyRequests(SeatLockError):
 
 
 class Unavailable(SeatLockError):
-    """A backing service cannot answer right now (503); retrying later may work."""
+    """A backing service cannot answer right now (503); retrying later may work: after
+    ``retry_after`` seconds when given (the Retry-After header; else api/errors.py's default)."""
+
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

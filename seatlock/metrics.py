@@ -129,6 +129,14 @@ REDIS_NOT_ANSWERING = Counter(
     "not answer in time and no probe got through since",
 )
 
+# -- accounts --------------------------------------------------------------------------------
+PASSWORD_HASHES = Counter(
+    "seatlock_password_hashes",
+    "bcrypt hashes and checks on the password hashing lane: done, or refused (503) because"
+    " they would have waited longer than SEATLOCK_PASSWORD_WAIT_SECONDS for a thread",
+    ["outcome"],
+)
+
 # -- db: pool and writers ---------------------------------------------------------------------
 DB_POOL_SIZE = Gauge(
     "seatlock_db_pool_connections", "PostgreSQL connections open", multiprocess_mode="livesum"

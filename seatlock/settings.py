@@ -52,6 +52,10 @@ class Settings:
     refresh_token_days: int = 14
     reset_token_minutes: int = 30
     bcrypt_rounds: int = 12
+    # The password hashing lane (seatlock/accounts/passwords.py Hasher): threads per process, and
+    # the longest a hash may wait for one before its request is answered 503 with Retry-After.
+    password_hash_threads: int = 1
+    password_wait_seconds: float = 5.0
     # Failed logins per window (seatlock/accounts/throttle.py): per account and client address,
     # per client address, and per account from anywhere (only a backstop for very high counts:
     # it is the one limit that strangers can run down for the owner).
@@ -200,6 +204,10 @@ class Settings:
             raise ValueError(f"{PREFIX}REQUEST_READ_TIMEOUT_SECONDS: must be more than 0")
         if self.clock_sync_seconds <= 0:
             raise ValueError(f"{PREFIX}CLOCK_SYNC_SECONDS: must be more than 0")
+        if self.password_hash_threads < 1:
+            raise ValueError(f"{PREFIX}PASSWORD_HASH_THREADS: must be 1 or more")
+        if self.password_wait_seconds < 0:
+            raise ValueError(f"{PREFIX}PASSWORD_WAIT_SECONDS: must be 0 or more")
         for name in ("db_timeout_seconds", "redis_timeout_seconds"):
             if getattr(self, name) <= 0:  # 0 would mean "no limit" to asyncpg and redis-py
                 raise ValueError(f"{PREFIX}{name.upper()}: must be more than 0")

@@ -75,6 +75,15 @@ async def login_succeeded(redis: Redis | RedisCluster, email: str, address: str)
     await redis.delete(keys.login_failures_pair(emails.key(email), address))
 
 
+async def login_unchecked(redis: Redis | RedisCluster, email: str, address: str) -> None:
+    """Take back the pair's count of an attempt that never had its password checked (answered
+    503: PostgreSQL down, or the hashing lane full): retrying it is not guessing. A counter gone
+    meanwhile (its window ended) is not made again: DECR would leave -1 without a TTL."""
+    pair_key = keys.login_failures_pair(emails.key(email), address)
+    if await redis.decr(pair_key) <= 0:
+        await redis.delete(pair_key)
+
+
 async def admit_reset_mail(redis: Redis | RedisCluster, settings: Settings, email: str) -> bool:
     """Whether another password reset mail may go to this address now."""
     async with _pipeline(redis) as pipe:

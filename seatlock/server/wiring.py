@@ -34,6 +34,7 @@ from db.reservations import HistoryWriter, ReservationIds
 from db.tickets import BookingWriter
 from seatlock.accounts.mail import Mailer
 from seatlock.accounts.media import LocalStorage
+from seatlock.accounts.passwords import Hasher
 from seatlock.accounts.sessions import SessionTrust, listening
 from seatlock.accounts.tokens import TokenCodec, load_or_create_secret
 from seatlock.engine.clock import RedisClock
@@ -209,6 +210,11 @@ def build(
         db=db,
         read_db=read_db,
         tokens=tokens,
+        passwords=Hasher(
+            settings.bcrypt_rounds,
+            threads=settings.password_hash_threads,
+            max_wait_s=settings.password_wait_seconds,
+        ),
         mailer=Mailer(settings),
         media=LocalStorage(settings.media_dir / "profile-pictures"),
         sessions=SessionTrust(keep_revoked_seconds=tokens.access_seconds + 60),
@@ -253,6 +259,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
     if not await enable_keyspace_events(transport):
         logger.warning("keyspace events refused by Redis; expiries rely on the sweep")
     await _sync_clock(s.engine.clock)
+    await s.passwords.start()
     stop = asyncio.Event()
     beat = s.heartbeats.beater
     # Each entry starts a new run of its loop: one that raises is started again (``supervised``).
@@ -307,6 +314,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
         if s.engine.mirrors is not None:
             await s.engine.mirrors.aclose()
         await transport.aclose()
+        s.passwords.close()
 
 
 async def _sync_clock(clock: RedisClock) -> None:

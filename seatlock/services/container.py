@@ -17,6 +17,7 @@ from db.reservations import HistoryWriter
 from db.tickets import BookingWriter
 from seatlock.accounts.mail import Mailer
 from seatlock.accounts.media import Storage
+from seatlock.accounts.passwords import Hasher
 from seatlock.accounts.sessions import SessionTrust
 from seatlock.accounts.tokens import TokenCodec
 from seatlock.engine.events import Hub
@@ -38,6 +39,7 @@ class Services:
     # replica of SEATLOCK_DATABASE_READ_URL while it keeps up, on ``db`` otherwise.
     read_db: ReplicaReads
     tokens: TokenCodec
+    passwords: Hasher  # bcrypt on its own bounded lane of threads
     mailer: Mailer
     media: Storage  # uploaded profile pictures
     sessions: SessionTrust  # which sessions this process may trust without asking Redis

@@ -1,0 +1,101 @@
+"""The password hashing lane (seatlock/accounts/passwords.py Hasher), with real bcrypt: its
+bound on waiting, its Retry-After, and that nothing else waits behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import bcrypt
+import pytest
+
+from seatlock.accounts.passwords import BUSY, Hasher
+from seatlock.errors import Unavailable, ValidationFailed
+
+PASSWORD = "lane-pass-123"
+
+
+async def test_hash_and_verify() -> None:
+    hasher = Hasher(4)
+    try:
+        await hasher.start()
+        hashed = await hasher.hash(PASSWORD)
+        assert hashed.startswith("$2b$04$")
+        assert await hasher.verify(PASSWORD, hashed)
+        assert not await hasher.verify("other-pass-123", hashed)
+        assert not await hasher.verify(PASSWORD, None)  # no account: a dummy check, and no
+        assert not await hasher.verify("x" * 73, hashed)  # past bcrypt's 72 bytes: no
+        with pytest.raises(ValidationFailed):
+            await hasher.hash("short1")
+        assert hasher.pending == 0
+    finally:
+        hasher.close()
+
+
+async def test_a_burst_beyond_the_wait_is_refused_at_once_with_retry_after() -> None:
+    # Cost 10 (~50 ms a hash here) on one thread; at most 0.2 s of waiting: a burst of 30 has
+    # a few hashed, the rest refused at once, none left waiting for seconds.
+    hasher = Hasher(10, threads=1, max_wait_s=0.2)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    try:
+        await hasher.start()
+        assert hasher.per_hash_s > 0
+
+        async def sign_in() -> tuple[bool | Unavailable, float]:
+            started = time.perf_counter()
+            try:
+                answer: bool | Unavailable = await hasher.verify(PASSWORD, hashed)
+            except Unavailable as exc:
+                answer = exc
+            return answer, time.perf_counter() - started
+
+        answers = await asyncio.gather(*(sign_in() for _ in range(30)))
+        checked = [took for answer, took in answers if answer is True]
+        refused = [(a, took) for a, took in answers if isinstance(a, Unavailable)]
+        assert len(checked) + len(refused) == 30
+        assert checked and refused
+        for exc, took in refused:
+            assert exc.detail == BUSY
+            assert exc.retry_after is not None and exc.retry_after >= 1
+            assert took < 0.1  # refused at once, not after waiting
+        # Each admitted one waited at most about the bound (plus its own hash and some slack
+        # for a busy machine): an unbounded queue would have made the last wait ~1.5 s.
+        assert max(checked) < 1.0
+        assert hasher.pending == 0
+        assert await hasher.verify(PASSWORD, hashed)  # the lane admits again once drained
+    finally:
+        hasher.close()
+
+
+async def test_a_hash_that_waited_too_long_for_its_thread_is_refused_unhashed() -> None:
+    # Not started: the lane has no timing yet, so it admits three at once; the second and third
+    # wait for the first (~50 ms each) beyond the 10 ms allowed, and are refused unhashed.
+    hasher = Hasher(10, threads=1, max_wait_s=0.01)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    try:
+        answers = await asyncio.gather(
+            *(hasher.verify(PASSWORD, hashed) for _ in range(3)), return_exceptions=True
+        )
+        assert answers[0] is True
+        assert all(isinstance(a, Unavailable) and a.detail == BUSY for a in answers[1:])
+        assert hasher.pending == 0
+    finally:
+        hasher.close()
+
+
+async def test_other_thread_work_does_not_wait_behind_hashing() -> None:
+    # Forty hashes queued on the lane (~2 s of work); work on the default thread pool (seat map
+    # compression, /metrics, media) goes through at once. On that pool, as hashing was, it
+    # would wait behind them for a thread.
+    hasher = Hasher(10, threads=1, max_wait_s=60)
+    try:
+        await hasher.start()
+        hashes = asyncio.gather(*(hasher.hash(PASSWORD) for _ in range(40)))
+        await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        assert await asyncio.to_thread(lambda: 42) == 42
+        assert time.perf_counter() - started < 0.25
+        assert not hashes.done()
+        assert len(await hashes) == 40
+    finally:
+        hasher.close()
