@@ -123,8 +123,11 @@ class Hasher:
         recent time per hash, or at the time the longest running hash has taken so far when
         that is longer (hashing slowed down: the CPU went to serving)."""
         per_hash = self._per_hash_s
-        if self._started:
-            per_hash = max(per_hash, time.perf_counter() - min(self._started.values()))
+        # One call, no test first: a lane thread may remove its entry between two (the GIL
+        # lets a thread run between bytecodes, not inside min()'s walk of the values).
+        oldest = min(self._started.values(), default=None)
+        if oldest is not None:
+            per_hash = max(per_hash, time.perf_counter() - oldest)
         return self._pending // self.threads * per_hash
 
     async def _run(
