@@ -48,6 +48,7 @@ class Storm:
     scrapes: list[tuple[float, float]] = field(default_factory=list)
     users: list[tuple[int | str, float]] = field(default_factory=list)  # (last status, s)
     answers: Counter[int | str] = field(default_factory=Counter)
+    answer_s: list[float] = field(default_factory=list)  # how long each sign-in request took
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -105,6 +106,7 @@ async def storm(port: int, screening_id: int, users: int, readers: int, seconds:
         started = time.perf_counter()
         status: int | str = "gave up"
         while (left := started + seconds - time.perf_counter()) > 0:
+            asked = time.perf_counter()
             try:
                 status, retry_after = await asyncio.wait_for(
                     sign_in(port, f"storm{n}@example.com"), left
@@ -113,6 +115,7 @@ async def storm(port: int, screening_id: int, users: int, readers: int, seconds:
                 status = "gave up"
                 break
             out.answers[status] += 1
+            out.answer_s.append(time.perf_counter() - asked)
             if status != 503:
                 break
             await asyncio.sleep(retry_after)
@@ -138,6 +141,8 @@ def report(out: Storm) -> None:
     signed = sorted(took for status, took in out.users if status == 200)
     outcome = dict(Counter(status for status, _ in out.users))
     print(f"users: {outcome}; answers: {dict(out.answers)}")
+    took = out.answer_s
+    print(f"each answer took p50 {percentile(took, 0.5):.2f} s, max {max(took):.2f} s")
     if signed:
         print(
             f"signed in after p50 {percentile(signed, 0.5):.1f} s, p90"

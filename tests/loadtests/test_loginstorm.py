@@ -34,4 +34,5 @@ async def test_the_login_storm_runs_and_reports(tmp_path: Path) -> None:
     assert re.search(r"users: \{200: 20\}; answers: \{.*503: \d+", text), text
     assert re.search(r"seat-map reads during the storm \([\d.]+ s\): [\d,]+/s", text), text
     assert re.search(r"signed in after p50 [\d.]+ s", text), text
+    assert re.search(r"each answer took p50 [\d.]+ s, max [\d.]+ s", text), text
     assert "/metrics during the storm: p50" in text, text
