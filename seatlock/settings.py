@@ -179,7 +179,8 @@ class Settings:
     # Slow clients (seatlock/server/serving.py Stalls): a connection whose client sent nothing
     # this long after connecting, no whole request head this long after the request began, no
     # next piece of a body this long after the last, or read nothing of a response held back for
-    # it this long, is closed (a 408 when its request's head was not whole).
+    # it this long, is closed (a 408 when its request's head or body was not whole, and no
+    # answer had begun).
     request_read_timeout_seconds: float = REQUEST_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:

@@ -31,10 +31,12 @@ request head after its first byte, the next piece of a body after the last (the 
 and, while the transport holds more of a response than it may, reading some of it (a client that
 reads slowly keeps its connection; one that stopped reading left its handler waiting on the
 transport). A client that has not sent a whole head gets a 408 first when nothing else is being
-answered on the connection. A handler's own time and an idle keep-alive connection (uvicorn's
-timeout) are not timed here. A request line and headers over MAX_HEAD_BYTES get a 431 at once, and
-bytes that are not HTTP uvicorn's 400, both as JSON (``_refuse``) like every other error. The close
-after a 408, 431 or 400 lingers (LINGER_S), so that a client still sending reads the answer.
+answered on the connection, and so does one whose body stopped coming before its handler began
+an answer (the handler is told the client left, and what it answers then is not sent). A
+handler's own time and an idle keep-alive connection (uvicorn's timeout) are not timed here. A
+request line and headers over MAX_HEAD_BYTES get a 431 at once, and bytes that are not HTTP
+uvicorn's 400, both as JSON (``_refuse``) like every other error. The close after a 408, 431 or
+400 lingers (LINGER_S), so that a client still sending reads the answer.
 """
 
 from __future__ import annotations
@@ -301,6 +303,13 @@ class HttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if owed == "head" and (cycle is None or cycle.response_complete):
             self._refuse(408, "Request not received in time")
+        elif owed == "body" and cycle is not None and not cycle.response_started:
+            # Its handler waits for the rest of the body: it is told the client left, as a
+            # lost connection tells it (what it answers then is not sent), and the 408 goes
+            # out in its place.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._refuse(408, "Request not received in time", seen=True)
         else:
             transport.close()
 
@@ -314,12 +323,14 @@ class HttpProtocol(HttpToolsProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
-    def _refuse(self, status: int, detail: str) -> None:
+    def _refuse(self, status: int, detail: str, *, seen: bool = False) -> None:
         """Answer ``status`` with ``{"detail": ...}`` and close: a request the app never sees
-        (not HTTP, a head too big, one not sent in time). The client may still be sending: our
-        side ends after the answer, and the close waits until LINGER_S or LINGER_BYTES more, so
-        that the client reads the answer rather than a reset."""
-        UNREAD_REQUESTS.labels(status=str(status)).inc()
+        (not HTTP, a head too big, one not sent in time), or one whose body stopped coming while
+        the app waited for it (``seen``: not counted as unread). The client may still be
+        sending: our side ends after the answer, and the close waits until LINGER_S or
+        LINGER_BYTES more, so that the client reads the answer rather than a reset."""
+        if not seen:
+            UNREAD_REQUESTS.labels(status=str(status)).inc()
         body = orjson.dumps({"detail": detail})
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
         for name, value in self.server_state.default_headers:
