@@ -32,7 +32,7 @@ from api.schemas import (
 from api.validation import problem
 from db import users
 from seatlock.accounts import grace, throttle
-from seatlock.accounts.mail import Mail
+from seatlock.accounts.mail import Mail, MailNotSent
 from seatlock.errors import (
     InvalidInput,
     NotAuthenticated,
@@ -308,6 +308,8 @@ async def _send_reset_mail(services: Services, email: str) -> None:
         token = await users.create_password_reset(services.db, row["id"], s.reset_token_minutes)
         mail = _reset_mail(row["email"], token, s.public_url, s.reset_token_minutes)
         await services.mailer.send(mail)
+    except MailNotSent:  # the mailer logged why
+        pass
     except Exception:
         logger.exception("could not send the password reset mail")
 

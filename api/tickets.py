@@ -7,16 +7,19 @@ read and renders the guide's ticket.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated
 
 import msgspec
+from redis.exceptions import RedisError
 
 from api.reservations import MAX_SEATS_PER_REQUEST, Id, unique_seats
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Message
 from db import tickets as repo
-from seatlock.accounts.mail import Mail
+from seatlock.accounts import throttle
+from seatlock.accounts.mail import Mail, MailNotSent
 from seatlock.errors import InvalidInput, NotFound
 from seatlock.services.bookings import Ticket, TicketStatus
 
@@ -203,7 +206,7 @@ async def update_status(call: Call) -> TicketOut:
 
 
 @router.post(
-    "/api/v1/tickets/{ticket_id:int}/resend", errors=(400,), access="user", response=Message
+    "/api/v1/tickets/{ticket_id:int}/resend", errors=(400, 429), access="user", response=Message
 )
 async def resend(call: Call) -> Message:
     """Send the ticket confirmation mail again."""
@@ -217,7 +220,14 @@ async def resend(call: Call) -> Message:
         f"Your ticket #{ticket.id}: screening {ticket.screening_id}, seat {ticket.seat_id},"
         f" price {ticket.price}, status {ticket.status}."
     )
-    await call.services.mailer.send(
-        Mail(to=email, subject="Your ticket", body=body, kind="ticket_confirmation")
-    )
+    redis = call.services.redis
+    await throttle.admit_ticket_mail(redis, ticket.id, throttle.TICKET_MAIL_EVERY_S)
+    try:
+        await call.services.mailer.send(
+            Mail(to=email, subject="Your ticket", body=body, kind="ticket_confirmation")
+        )
+    except MailNotSent:
+        with contextlib.suppress(RedisError):
+            await throttle.ticket_mail_failed(redis, ticket.id)
+        raise
     return Message("Ticket confirmation sent")

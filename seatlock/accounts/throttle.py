@@ -24,6 +24,8 @@ from seatlock.settings import Settings
 
 TOO_MANY = "Too many failed login attempts; try again later"
 RESET_MAILS_PER_WINDOW = 3  # per email, per reset_token_minutes: no mail-bombing an inbox
+TICKET_MAIL_EVERY_S = 60  # a ticket's confirmation mail, resent at most this often
+TICKET_MAIL_SENT = "The ticket's confirmation was sent moments ago; try again later"
 
 
 async def admit_login(
@@ -82,6 +84,20 @@ async def login_unchecked(redis: Redis | RedisCluster, email: str, address: str)
     pair_key = keys.login_failures_pair(emails.key(email), address)
     if await redis.decr(pair_key) <= 0:
         await redis.delete(pair_key)
+
+
+async def admit_ticket_mail(redis: Redis | RedisCluster, ticket_id: int, every_s: int) -> None:
+    """One confirmation mail per ticket per ``every_s`` (a resend, retried or repeated, does not
+    flood the owner's mailbox or the mail server), or 429 with the seconds left. A mail not sent
+    after all gives its turn back (``ticket_mail_failed``)."""
+    key = keys.rate_limit(f"ticket-mail:{ticket_id}")
+    if not await redis.set(key, 1, ex=every_s, nx=True):
+        left = await redis.ttl(key)
+        raise TooManyRequests(TICKET_MAIL_SENT, retry_after=_retry_after(left, every_s))
+
+
+async def ticket_mail_failed(redis: Redis | RedisCluster, ticket_id: int) -> None:
+    await redis.delete(keys.rate_limit(f"ticket-mail:{ticket_id}"))
 
 
 async def admit_reset_mail(redis: Redis | RedisCluster, settings: Settings, email: str) -> bool:

@@ -315,6 +315,7 @@ async def running(services: Services) -> AsyncIterator[Services]:
             await s.engine.mirrors.aclose()
         await transport.aclose()
         s.passwords.close()
+        s.mailer.close()
 
 
 async def _sync_clock(clock: RedisClock) -> None:
