@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ API = "/api/v1"
 ROWS = [chr(ord("A") + i) for i in range(20)]
 SEATS_PER_ROW = 25  # 20 x 25 = the 500-seat hot room
 ACTIVE = ("pending", "confirmed")
+PATIENCE_S = 120  # how long a simulated user keeps retrying a 503 to sign up or in
 
 
 @dataclass
@@ -79,8 +81,19 @@ def expect(response: requests.Response, status: int, what: str) -> Any:
     return response.json() if response.content else None
 
 
+def post_patiently(url: str, body: dict[str, Any]) -> requests.Response:
+    """POST, and again after each 503's Retry-After for up to PATIENCE_S, as a browser's client
+    does: a crowd signing in meets a full password hashing lane (seatlock/accounts/passwords.py)."""
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        response = requests.post(url, json=body)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        time.sleep(int(response.headers.get("retry-after", "1")))  # gevent's, under Locust
+
+
 def login(host: str, email: str, password: str) -> str:
-    r = requests.post(f"{host}{API}/auth/login", json={"email": email, "password": password})
+    r = post_patiently(f"{host}{API}/auth/login", {"email": email, "password": password})
     return str(expect(r, 200, f"login {email}")["access_token"])
 
 
@@ -88,7 +101,7 @@ def register_and_login(host: str, label: str) -> tuple[int, str]:
     """A fresh account for one simulated user: (user id, access token)."""
     email = f"load-{STATE.run_id}-{label}@example.com"
     body = {"email": email, "password": PASSWORD, "full_name": f"Load {label}"}
-    user = expect(requests.post(f"{host}{API}/auth/register", json=body), 201, "register")
+    user = expect(post_patiently(f"{host}{API}/auth/register", body), 201, "register")
     return int(user["id"]), login(host, email, PASSWORD)
 
 
