@@ -132,8 +132,9 @@ REDIS_NOT_ANSWERING = Counter(
 # -- accounts --------------------------------------------------------------------------------
 PASSWORD_HASHES = Counter(
     "seatlock_password_hashes",
-    "bcrypt hashes and checks on the password hashing lane: done, or refused (503) because"
-    " they would have waited longer than SEATLOCK_PASSWORD_WAIT_SECONDS for a thread",
+    "bcrypt hashes and checks on the password hashing lane: done, refused (a 503 at once: it"
+    " would have waited longer than SEATLOCK_PASSWORD_WAIT_SECONDS for a thread) or late (a 503"
+    " unhashed: it waited that long after all)",
     ["outcome"],
 )
 

@@ -2,10 +2,10 @@
 
 A bcrypt check at the default cost (12) takes ~0.2 s of CPU, so a crowd signing in at the moment
 a sale opens asks for far more hashing than the machine has. On asyncio's default thread pool
-(six threads a process, its queue unbounded), 200 users signing in at once on two cores, while
-16 connections read a seat map, were answered over 30 s; the seat-map reads served meanwhile fell
-by four fifths (p99 2 ms to 28 ms), and ``/metrics``, rendered on the same pool, took 29 s. The
-lane bounds each of these:
+(six threads a process, its queue unbounded), 200 users signing in at once on two cores while 16
+connections read a seat map (``python -m loadtests.loginstorm``) waited up to 29 s; the seat-map
+reads served meanwhile fell by three quarters (p99 2 ms to 23 ms), and ``/metrics``, rendered on
+the same pool, took up to 15 s. The lane bounds each of these:
 
 - ``SEATLOCK_PASSWORD_HASH_THREADS`` threads per process hash (1 by default), so hashing takes at
   most that many cores' worth from serving, however many sign-ins wait;
