@@ -41,6 +41,9 @@ MIN_LENGTH = 8
 MAX_BYTES = 72  # bcrypt ignores (or, since bcrypt 5, refuses) anything past 72 bytes
 # Weight of the newest hash in the moving average of the time per hash.
 RECENT = 0.2
+# An admitted hash counts as late once it has waited the bound and a hash's time more, or this
+# long when hashes are quicker: a busy machine takes milliseconds to wake a thread.
+LATE_SLACK_S = 0.1
 BUSY = "Too many sign-ins at once; please try again shortly"
 
 T = TypeVar("T")
@@ -134,8 +137,8 @@ class Hasher:
         self, func: Callable[..., T], args: tuple[object, ...], allowed_s: float | None = None
     ) -> T:
         """``func(*args)`` on the lane, or Unavailable; ``allowed_s``: how long it may wait for
-        a thread once admitted (by default the bound, plus a hash's time: what the estimate
-        may miss by before a hash counts as late)."""
+        a thread once admitted (by default the bound, plus what the estimate may miss by before
+        a hash counts as late: ``_allowed_s``)."""
         wait = self.expected_wait_s()
         if wait > self.max_wait_s:
             PASSWORD_HASHES.labels("refused").inc()
@@ -148,7 +151,7 @@ class Hasher:
                 func,
                 args,
                 time.perf_counter(),
-                self.max_wait_s + self._per_hash_s if allowed_s is None else allowed_s,
+                self._allowed_s() if allowed_s is None else allowed_s,
             )
         finally:
             self._pending -= 1
@@ -160,6 +163,9 @@ class Hasher:
         average = self._per_hash_s
         self._per_hash_s = took if average == 0 else average + RECENT * (took - average)
         return result
+
+    def _allowed_s(self) -> float:
+        return self.max_wait_s + max(self._per_hash_s, LATE_SLACK_S)
 
     def _retry_after(self, wait_s: float) -> int:
         """Seconds until the hashes now waiting leave a wait short enough to be admitted."""

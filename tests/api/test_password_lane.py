@@ -37,7 +37,12 @@ async def test_a_sign_in_refused_by_a_full_lane_is_a_503_and_no_guess(
         holding = asyncio.create_task(
             client.post(LOGIN, json={"email": slow.email, "password": PASSWORD})
         )
-        await asyncio.sleep(0.2)  # its check is running
+        lane = server.app.state.services.passwords
+        for _ in range(500):  # until its check runs (read from the server's thread: a counter)
+            if lane.pending:
+                break
+            await asyncio.sleep(0.01)
+        assert lane.pending == 1
         body = {"email": quick.email, "password": PASSWORD}
         refusals = 0
         while not holding.done() and refusals < 8:
