@@ -102,6 +102,22 @@ def claim_port(port: int, what: str) -> int:
     return port
 
 
+# Starts of a server whose freely chosen port another process bound between our check of it
+# and the server's own bind (tests run in parallel, other tools pick ports too).
+PORT_TRIES = 3
+
+
+def _lost_the_port(chosen: bool, port: int, attempt: int, what: str) -> bool:
+    """Whether a server that would not start lost its freely chosen ``port`` to another process
+    (then it is started again on another); False when it failed for another reason."""
+    if not chosen or attempt == PORT_TRIES or _bindable(port):
+        return False
+    logger.warning(
+        "%s: port %d was taken by another process as it started; trying another", what, port
+    )
+    return True
+
+
 def _package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
@@ -244,7 +260,21 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = claim_port(self.port, "embedded Redis")
+        chosen = self.port == 0
+        for attempt in range(1, PORT_TRIES + 1):
+            self.port = claim_port(self.port, "embedded Redis")
+            try:
+                self._launch()
+                break
+            except EmbeddedError:
+                if not _lost_the_port(chosen, self.port, attempt, "embedded Redis"):
+                    raise
+                self.port = 0
+        assert self.proc is not None
+        logger.info("embedded redis-server (pid %d) on port %d", self.proc.pid, self.port)
+        return self.url
+
+    def _launch(self) -> None:
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1000"]
             if self.persistent
@@ -279,8 +309,6 @@ class EmbeddedRedis:
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
         _wait_until(self._pings, self.proc, "redis-server", self.data_dir / "redis.log")
-        logger.info("embedded redis-server (pid %d) on port %d", self.proc.pid, self.port)
-        return self.url
 
     def _pings(self) -> bool:
         try:
@@ -314,6 +342,7 @@ class EmbeddedPostgres:
         bindir = self.bindir or find_postgres_bin()
         if not (bindir / "postgres").exists() or not (bindir / "initdb").exists():
             raise EmbeddedError(f"no postgres and initdb in {bindir}")
+        chosen = self.port == 0
         self.port = claim_port(self.port, "embedded PostgreSQL")
         account = _service_account()
         if account:
@@ -322,6 +351,19 @@ class EmbeddedPostgres:
         self._prepare_dirs(account)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, account)
+        for attempt in range(1, PORT_TRIES + 1):
+            try:
+                self._launch(bindir, account)
+                break
+            except EmbeddedError:
+                if not _lost_the_port(chosen, self.port, attempt, "embedded PostgreSQL"):
+                    raise
+                self.port = claim_port(0, "embedded PostgreSQL")
+        assert self.proc is not None
+        logger.info("embedded PostgreSQL (pid %d) on port %d", self.proc.pid, self.port)
+        return self.url
+
+    def _launch(self, bindir: Path, account: Account | None) -> None:
         tuning = [] if self.persistent else ["-c", "fsync=off", "-c", "full_page_writes=off"]
         args = [
             str(bindir / "postgres"),
@@ -348,8 +390,6 @@ class EmbeddedPostgres:
                 extra_groups=[] if account else None,
             )
         _wait_until(self._ready, self.proc, "postgres", log)
-        logger.info("embedded PostgreSQL (pid %d) on port %d", self.proc.pid, self.port)
-        return self.url
 
     def _prepare_dirs(self, account: Account | None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

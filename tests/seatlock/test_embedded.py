@@ -130,6 +130,34 @@ def test_ports_are_picked_below_the_ephemeral_range(
     assert embedded.ephemeral_low() == 32768
 
 
+@pytest.mark.parametrize("kind", [EmbeddedRedis, EmbeddedPostgres])
+async def test_a_free_port_taken_before_the_server_binds_it_is_given_up_for_another(
+    kind: type[EmbeddedRedis] | type[EmbeddedPostgres],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process (a parallel test run, any tool) binds the port picked for the server
+    before the server does: the server starts on another port instead of failing start-up."""
+    with socket.socket() as thief:
+        thief.bind(("127.0.0.1", 0))
+        thief.listen()
+        taken = thief.getsockname()[1]
+        picks = [taken]  # the pick goes to the thief first, as in the race
+        pick = embedded.free_port
+        monkeypatch.setattr(embedded, "free_port", lambda: picks.pop() if picks else pick())
+        server = kind(data_dir / kind.name, persistent=False)
+        try:
+            url = server.start()
+            assert server.port != taken and not picks
+            if kind is EmbeddedRedis:
+                assert await redis_roundtrip(url, "k", b"v") == b"v"
+            else:
+                conn = await asyncpg.connect(url)
+                await conn.close()
+        finally:
+            server.stop()
+
+
 # Started in a child process that is then killed (kill -9: no clean-up of its own runs): the
 # embedded Redis of ``seatlock serve`` and the throw-away nodes of the cluster tests and bench.
 ORPHANS = """
