@@ -37,6 +37,9 @@ INFO = logging.INFO
 HEADER = b"x-request-id"
 MAX_ID_CHARS = 128
 UNMATCHED = "unmatched"  # the route label of a request no route matched (404)
+# Scope key: the status the server's HTTP protocol sent in the app's stead (a 408 for a body that
+# stopped coming, seatlock/server/serving.py), which the request's line and count then carry.
+ANSWERED_INSTEAD = "seatlock.answered_instead"
 # Other methods are counted as "other": a client cannot grow the label set with made-up ones.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SECRET_PARAMETERS = ("token", "password", "secret", "key")  # names ending so: values redacted
@@ -119,6 +122,7 @@ class Observe:
 
     def _done(self, scope: Scope, status: int, started: float) -> None:
         seconds = time.perf_counter() - started
+        status = scope.get(ANSWERED_INSTEAD, status)
         template = route_template(scope)
         method = scope["method"]
         if method not in METHODS:

@@ -76,6 +76,7 @@ except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved i
     WebSocketsSansIOProtocol = asyncio.Protocol  # type: ignore[assignment, misc]
     WS_IMPORTED = False
 
+from api.observe import ANSWERED_INSTEAD
 from seatlock.metrics import SLOW_CLIENTS, UNREAD_REQUESTS
 from seatlock.settings import REQUEST_READ_TIMEOUT_S
 
@@ -309,6 +310,8 @@ class HttpProtocol(HttpToolsProtocol):
             # out in its place.
             cycle.disconnected = True
             cycle.message_event.set()
+            scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]  # a TypedDict
+            scope[ANSWERED_INSTEAD] = 408  # the request's access line and count say so
             self._refuse(408, "Request not received in time", seen=True)
         else:
             transport.close()

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from seatlock.metrics import flush_tallies
 from seatlock.process import MAX_OPEN_FILES
 from seatlock.server import serving as server_protocols
 from seatlock.server.serving import MAX_HEAD_BYTES
@@ -40,6 +41,13 @@ BODY = orjson.dumps({"email": "nobody@example.com", "password": "not-the-passwor
 @pytest.fixture
 def slow_server(make_server: object) -> LiveServer:
     return make_server(request_read_timeout_seconds=TIMEOUT_S)  # type: ignore[operator]
+
+
+def login_answers(status: int) -> float:
+    """Logins counted with ``status`` (seatlock_http_requests_total, flushed from the tally)."""
+    flush_tallies()
+    labels = {"route": LOGIN.decode(), "method": "POST", "status": str(status)}
+    return REGISTRY.get_sample_value("seatlock_http_requests_total", labels) or 0.0
 
 
 def closed_count(stage: str) -> float:
@@ -129,6 +137,7 @@ async def test_a_body_that_stops_halfway_gets_a_408(slow_server: LiveServer) -> 
     """Its handler waits for the rest: the 408 is the one answer, the handler's own (a 422 or
     401 for what came of the body) is not sent after it."""
     before = closed_count("body")
+    counted = login_answers(408)
     reader, writer = await connect(slow_server)
     started = time.monotonic()
     writer.write(post_head(len(BODY)) + BODY[:10])
@@ -139,6 +148,11 @@ async def test_a_body_that_stops_halfway_gets_a_408(slow_server: LiveServer) -> 
     assert orjson.loads(body) == {"detail": "Request not received in time"}  # and nothing else
     assert TIMEOUT_S - LOOP_CLOCK_S <= closed - started < CLOSED_WITHIN_S
     assert closed_count("body") == before + 1
+    for _ in range(200):  # the request is counted (and logged) as the 408 it got, once its
+        if login_answers(408) == counted + 1:  # handler has ended
+            break
+        await asyncio.sleep(0.01)
+    assert login_answers(408) == counted + 1
     writer.close()
 
 
