@@ -165,7 +165,7 @@ class Bench:
                 self.report.servers = await server_versions(redis_url, database_url)
                 with self.servers(root), self.generators() as pool:
                     self.pool = pool
-                    await self.wait_ready(self.port, self.server_procs[0])
+                    await wait_ready(self.host, self.port, self.server_procs[0])
                     seeded = await self.seed()
                     await self.workloads(seeded)
                 await self.check_books()
@@ -223,7 +223,7 @@ class Bench:
         proc = self.serve(self.root / name, port, workers, extra)
         self.server_procs.append(proc)
         try:
-            await self.wait_ready(port, proc)
+            await wait_ready(self.host, port, proc)
             yield port, proc
         finally:
             stop_process(proc)
@@ -272,20 +272,6 @@ class Bench:
         finally:
             pool.shutdown(cancel_futures=True)
             self.manager.shutdown()
-
-    async def wait_ready(self, port: int, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 90
-        http = Http(self.host, port)
-        while True:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                if (await http.call("GET", "/health/ready"))[0] == 200:
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError(f"seatlock serve exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"seatlock serve on port {port} did not become ready")
-            await asyncio.sleep(0.2)
-        await http.close()
 
     # --- Seeding ---
 
@@ -893,6 +879,22 @@ def booking_work(
 
 def availability(screening_id: int) -> str:
     return f"{API}/seat-reservations/screening/{screening_id}/availability"
+
+
+async def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until ``seatlock serve`` (``proc``) on ``port`` answers /health/ready with 200."""
+    deadline = time.monotonic() + 90
+    http = Http(host, port)
+    while True:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            if (await http.call("GET", "/health/ready"))[0] == 200:
+                break
+        if proc.poll() is not None:
+            raise RuntimeError(f"seatlock serve exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"seatlock serve on port {port} did not become ready")
+        await asyncio.sleep(0.2)
+    await http.close()
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

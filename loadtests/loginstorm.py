@@ -33,6 +33,8 @@ import bcrypt
 import orjson
 
 from db.migrate import migrate_database
+from loadtests.bench import stop_process, wait_ready
+from loadtests.benchreport import pct
 from loadtests.benchseed import seed_catalog
 from loadtests.loadgen import API, Http
 from seatlock.server.embedded import die_with_parent, embedded_services, free_port
@@ -49,11 +51,6 @@ class Storm:
     users: list[tuple[int | str, float]] = field(default_factory=list)  # (last status, s)
     answers: Counter[int | str] = field(default_factory=Counter)
     answer_s: list[float] = field(default_factory=list)  # how long each sign-in request took
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def sign_in(port: int, email: str) -> tuple[int, int]:
@@ -134,7 +131,7 @@ def report(out: Storm) -> None:
 
     def reads(start: float, stop: float) -> str:
         ms = [ms for at, ms in out.reads if start <= at < stop]
-        return f"{len(ms) / (stop - start):,.0f}/s, p99 {percentile(ms, 0.99):.1f} ms"
+        return f"{len(ms) / (stop - start):,.0f}/s, p99 {pct(ms, 0.99):.1f} ms"
 
     print(f"seat-map reads before the storm: {reads(0.5, STORM_AT_S)}")
     print(f"seat-map reads during the storm ({end - STORM_AT_S:.1f} s): {reads(STORM_AT_S, end)}")
@@ -142,16 +139,16 @@ def report(out: Storm) -> None:
     outcome = dict(Counter(status for status, _ in out.users))
     print(f"users: {outcome}; answers: {dict(out.answers)}")
     took = out.answer_s
-    print(f"each answer took p50 {percentile(took, 0.5):.2f} s, max {max(took):.2f} s")
+    print(f"each answer took p50 {pct(took, 0.5):.2f} s, max {max(took):.2f} s")
     if signed:
         print(
-            f"signed in after p50 {percentile(signed, 0.5):.1f} s, p90"
-            f" {percentile(signed, 0.9):.1f} s, the last {signed[-1]:.1f} s:"
+            f"signed in after p50 {pct(signed, 0.5):.1f} s, p90"
+            f" {pct(signed, 0.9):.1f} s, the last {signed[-1]:.1f} s:"
             f" {len(signed) / signed[-1]:.1f} sign-ins/s"
         )
     scrapes = [ms for at, ms in out.scrapes if STORM_AT_S <= at < end]
     if scrapes:
-        p50, longest = percentile(scrapes, 0.5), max(scrapes)
+        p50, longest = pct(scrapes, 0.5), max(scrapes)
         print(f"/metrics during the storm: p50 {p50:.0f} ms, max {longest:.0f} ms")
 
 
@@ -170,21 +167,6 @@ async def seed_users(database_url: str, users: int, cost: int) -> None:
         )
     finally:
         await conn.close()
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    http = Http(HOST, port)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if (await http.call("GET", "/health/ready"))[0] == 200:
-                break
-        except (OSError, asyncio.IncompleteReadError):
-            await http.close()
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("seatlock serve did not become ready")
-        await asyncio.sleep(0.2)
-    await http.close()
 
 
 def run(args: argparse.Namespace) -> None:
@@ -217,15 +199,14 @@ def run(args: argparse.Namespace) -> None:
             try:
 
                 async def go() -> Storm:
-                    await wait_ready(port, proc)
+                    await wait_ready(HOST, port, proc)
                     return await storm(
                         port, seeded.hold_screening, args.users, args.readers, args.seconds
                     )
 
                 out = asyncio.run(go())
             finally:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=30)
+                stop_process(proc)
             print(
                 f"# login storm: {args.users} users, {args.readers} seat-map readers, bcrypt cost"
                 f" {args.cost}, {args.threads} hashing thread(s) per worker, wait {args.wait} s"
