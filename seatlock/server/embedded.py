@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib.util
 import logging
 import os
@@ -107,15 +108,20 @@ def claim_port(port: int, what: str) -> int:
 PORT_TRIES = 3
 
 
-def _lost_the_port(chosen: bool, port: int, attempt: int, what: str) -> bool:
-    """Whether a server that would not start lost its freely chosen ``port`` to another process
-    (then it is started again on another); False when it failed for another reason."""
-    if not chosen or attempt == PORT_TRIES or _bindable(port):
-        return False
-    logger.warning(
-        "%s: port %d was taken by another process as it started; trying another", what, port
-    )
-    return True
+def start_on_a_port(port: int, what: str, launch: Callable[[int], None]) -> int:
+    """Claim ``port`` (0: a free one, ``claim_port``) and ``launch`` the server on it; returns
+    the port it runs on. A free port that another process binds before the server does is
+    given up for another, up to PORT_TRIES times; a fixed port is not."""
+    for attempt in range(1, PORT_TRIES + 1):
+        claimed = claim_port(port, what)
+        try:
+            launch(claimed)
+            return claimed
+        except EmbeddedError:
+            if port or attempt == PORT_TRIES or _bindable(claimed):
+                raise  # a fixed port, the last try, or it failed for another reason
+            logger.warning("%s: port %d was taken by another process as it started", what, claimed)
+    raise AssertionError("unreachable")
 
 
 def _package_dir(name: str) -> Path | None:
@@ -260,21 +266,13 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        chosen = self.port == 0
-        for attempt in range(1, PORT_TRIES + 1):
-            self.port = claim_port(self.port, "embedded Redis")
-            try:
-                self._launch()
-                break
-            except EmbeddedError:
-                if not _lost_the_port(chosen, self.port, attempt, "embedded Redis"):
-                    raise
-                self.port = 0
+        self.port = start_on_a_port(self.port, "embedded Redis", self._launch)
         assert self.proc is not None
         logger.info("embedded redis-server (pid %d) on port %d", self.proc.pid, self.port)
         return self.url
 
-    def _launch(self) -> None:
+    def _launch(self, port: int) -> None:
+        self.port = port
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1000"]
             if self.persistent
@@ -342,8 +340,8 @@ class EmbeddedPostgres:
         bindir = self.bindir or find_postgres_bin()
         if not (bindir / "postgres").exists() or not (bindir / "initdb").exists():
             raise EmbeddedError(f"no postgres and initdb in {bindir}")
-        chosen = self.port == 0
-        self.port = claim_port(self.port, "embedded PostgreSQL")
+        if self.port:  # a fixed port that is taken stops start-up before initdb writes anything
+            claim_port(self.port, "embedded PostgreSQL")
         account = _service_account()
         if account:
             # Its binaries too (pgserver's live in the checkout's .venv, which may be private).
@@ -351,19 +349,14 @@ class EmbeddedPostgres:
         self._prepare_dirs(account)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, account)
-        for attempt in range(1, PORT_TRIES + 1):
-            try:
-                self._launch(bindir, account)
-                break
-            except EmbeddedError:
-                if not _lost_the_port(chosen, self.port, attempt, "embedded PostgreSQL"):
-                    raise
-                self.port = claim_port(0, "embedded PostgreSQL")
+        launch = functools.partial(self._launch, bindir, account)
+        self.port = start_on_a_port(self.port, "embedded PostgreSQL", launch)
         assert self.proc is not None
         logger.info("embedded PostgreSQL (pid %d) on port %d", self.proc.pid, self.port)
         return self.url
 
-    def _launch(self, bindir: Path, account: Account | None) -> None:
+    def _launch(self, bindir: Path, account: Account | None, port: int) -> None:
+        self.port = port
         tuning = [] if self.persistent else ["-c", "fsync=off", "-c", "full_page_writes=off"]
         args = [
             str(bindir / "postgres"),
