@@ -495,22 +495,36 @@ async def active_sales(db: Executor, screening_ids: list[int]) -> dict[int, dict
     return sales
 
 
-async def settling_sales(
-    db: Executor, screening_ids: list[int], within_s: float
-) -> dict[int, set[int]]:
-    """Per screening, the seats of active tickets booked in the last ``within_s`` seconds: their
-    bookings may still be marking them sold in Redis (seatlock/services/bookings.py)."""
-    rows = await db.fetch(
-        "SELECT screening_id, seat_id FROM tickets"
-        " WHERE screening_id = ANY($1::bigint[]) AND status IN ('pending', 'confirmed')"
-        " AND booked_at > now() - make_interval(secs => $2)",
-        screening_ids,
-        within_s,
-    )
+# One statement, so both parts describe one moment: a ticket cancelled between two queries once
+# read as an active sale of the first and no young sale of the second, and the reconciler sold
+# the seat of a cancelled ticket. The second part uses tickets_cancelled_at_idx (0012).
+SALES_TO_RECONCILE = """
+SELECT screening_id, seat_id, user_id, booked_at > now() - make_interval(secs => $2) AS young
+FROM tickets WHERE screening_id = ANY($1::bigint[]) AND status IN ('pending', 'confirmed')
+UNION ALL
+SELECT screening_id, seat_id, NULL, true
+FROM tickets WHERE cancelled_at > now() - make_interval(secs => $2)
+    AND screening_id = ANY($1::bigint[])
+"""
+
+
+async def sales_to_reconcile(
+    db: Executor, screening_ids: list[int], settle_s: float
+) -> tuple[dict[int, dict[int, int]], dict[int, set[int]]]:
+    """What the reconciler compares Redis with, per screening: seat id -> user id of every
+    active ticket (as ``active_sales``), and the seats whose ticket was booked, cancelled or
+    refunded in the last ``settle_s`` seconds. Their booking or cancellation is marking Redis
+    itself (seatlock/services/bookings.py), at once or retried until Redis takes it; a pass
+    that acted on them could undo a newer change of the same seat."""
+    active: dict[int, dict[int, int]] = {}
     settling: dict[int, set[int]] = {}
-    for row in rows:
-        settling.setdefault(int(row["screening_id"]), set()).add(int(row["seat_id"]))
-    return settling
+    for row in await db.fetch(SALES_TO_RECONCILE, screening_ids, settle_s):
+        screening_id, seat_id = int(row["screening_id"]), int(row["seat_id"])
+        if row["user_id"] is not None:
+            active.setdefault(screening_id, {})[seat_id] = int(row["user_id"])
+        if row["young"]:
+            settling.setdefault(screening_id, set()).add(seat_id)
+    return active, settling
 
 
 async def tickets_of_booking(db: Executor, booking_id: int) -> list[Any]:

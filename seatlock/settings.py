@@ -80,8 +80,8 @@ class Settings:
     # Period of the pass that repairs Redis's sold seats from PostgreSQL's active tickets
     # (seatlock/services/reconciler.py); 0 turns the periodic pass off.
     reconcile_interval_seconds: float = 30.0
-    # A ticket booked this recently is left to its booking's own marking of the seats sold: a
-    # pass racing it would repeat the sale and log a repair that was none.
+    # A ticket booked, cancelled or refunded this recently is left to its booking's or
+    # cancellation's own marking of Redis: a pass racing it could undo a newer change of the seat.
     reconcile_settle_seconds: float = 10.0
     # Refuse holds of seats known taken from a per-process mirror of contended screenings
     # (seatlock/engine/mirrors.py) instead of asking Redis; off: every hold attempt runs the script.

@@ -7,13 +7,18 @@ PostgreSQL's active tickets (one query), and repairs Redis with the idempotent s
 scripts, which publish the corrected seats to watchers (invariant 8).
 
 Order matters: Redis is read before PostgreSQL. A booking marks its seats sold only after its
-COMMIT, so a seat sold in Redis at the first read is committed by the second, unless cancelled
-since: a pass never frees a seat that is sold. The reverse race (a ticket cancelled between the
-query and the sell) leaves a seat sold too many, which is safe, until the next pass.
-A ticket booked in the last ``settle_s`` seconds is not marked sold by a pass: its booking is
-marking it (at once, or retried in the background until Redis takes it), and a pass racing it
-would only repeat the sale and log a repair that was none (a bookings flood gave hundreds of such
-lines a pass). A booking whose process died before marking is repaired by the first pass after.
+COMMIT, and a cancellation frees its seat only after its COMMIT, so a seat sold in Redis at the
+first read is either committed by the second or its ticket's cancellation is (or was) freeing it.
+A ticket booked in the last ``settle_s`` seconds is not marked sold by a pass, and the seat of a
+ticket cancelled or refunded in the last ``settle_s`` seconds is not freed by one: the booking or
+cancellation is marking Redis itself (at once, or retried in the background until Redis takes
+it). A pass acting on them could only repeat that, or undo a newer change of the seat: it once
+freed a seat that was cancelled and sold again while the pass ran (a seat on sale while sold),
+and sold the seat of a ticket cancelled between its two queries, which are one statement now
+(``repo.sales_to_reconcile``). ``python -m loadtests.soak``, whose users cancel what they book
+at once, met both races every pass. A booking or cancellation whose process died before marking
+Redis is repaired by the first pass after. What remains is a real mismatch changed again during
+the pass (an old ticket cancelled between the query and the sell): the next pass repairs it.
 Every API process runs one; passes of several processes at once only repeat idempotent scripts.
 """
 
@@ -97,8 +102,9 @@ class Reconciler:
 
     async def _reconcile_batch(self, screening_ids: list[int]) -> int:
         in_redis = await self._sold_where_answered(screening_ids)  # first: see the module's note
-        in_postgres = await repo.active_sales(self.db, screening_ids)
-        settling = await repo.settling_sales(self.db, screening_ids, self.settle_s)
+        in_postgres, settling = await repo.sales_to_reconcile(
+            self.db, screening_ids, self.settle_s
+        )
         repaired = 0
         for screening_id, sold in zip(screening_ids, in_redis, strict=True):
             if sold is None:  # not loaded: its next load reads PostgreSQL anyway
@@ -135,14 +141,14 @@ class Reconciler:
     async def _repair(
         self, screening_id: int, sold: dict[int, int], truth: dict[int, int], settling: set[int]
     ) -> int:
-        """Make Redis's sold seats of one screening PostgreSQL's, but for the ``settling`` seats'
-        sales (left to their bookings); 1 if anything changed."""
+        """Make Redis's sold seats of one screening PostgreSQL's, but for the ``settling`` seats
+        (left to their bookings and cancellations); 1 if anything changed."""
         missing = {
             seat: user
             for seat, user in truth.items()
             if sold.get(seat) != user and seat not in settling
         }
-        extra = sorted(seat for seat in sold if seat not in truth)
+        extra = sorted(seat for seat in sold if seat not in truth and seat not in settling)
         if not missing and not extra:
             return 0
         await self.engine.sell(screening_id, missing)

@@ -113,3 +113,71 @@ async def test_the_loop_passes_at_once_and_retries_a_failed_pass_soon(
         stop.set()
         await task
     assert (await states(engine, show.id))[show.seat_ids[0]] == ("booked", user)
+
+
+async def test_a_ticket_cancelled_while_a_pass_runs_is_not_marked_sold(
+    engine: SeatEngine,
+    pool: asyncpg.Pool,
+    db: asyncpg.Connection,
+    user: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ticket committed just now, its seat not yet marked, and cancelled (seat freed) right
+    after the pass read PostgreSQL: the pass must not sell the seat of a cancelled ticket.
+    It once did, from a second query that no longer saw the ticket as a young sale."""
+    show = await make.show(db, 2)
+    seat = show.seat_ids[0]
+    await engine.seat_map(show.id)  # loaded, the seat free
+    ticket = await make.ticket(db, user, show.id, seat)
+    read = module.repo.sales_to_reconcile
+
+    async def then_cancelled(*args: object) -> object:
+        found = await read(*args)  # type: ignore[arg-type]
+        await db.execute(CANCEL, ticket)
+        await engine.unsell(show.id, [seat])
+        return found
+
+    monkeypatch.setattr(module.repo, "sales_to_reconcile", then_cancelled)
+    reconciler = Reconciler(engine, pool, interval_s=30)
+    assert await reconciler.reconcile() == 0
+    assert (await states(engine, show.id))[seat] == ("available", None)
+
+
+async def test_a_seat_cancelled_and_sold_again_while_a_pass_runs_is_not_freed(
+    engine: SeatEngine,
+    pool: asyncpg.Pool,
+    db: asyncpg.Connection,
+    user: int,
+    other: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pass reads the seat sold in Redis; its ticket is cancelled (the seat freed) before
+    the pass reads PostgreSQL, and another user books the seat before the pass repairs: the
+    pass must not free the new sale (it once did: a seat on sale again while sold)."""
+    show = await make.show(db, 2)
+    seat = show.seat_ids[0]
+    first = await make.ticket(db, user, show.id, seat)
+    await db.execute("UPDATE tickets SET booked_at = now() - interval '1 minute'")
+    await engine.seat_map(show.id)  # loaded with the seat sold to the user
+    reconciler = Reconciler(engine, pool, interval_s=30)
+    read_redis, read_postgres = reconciler._sold_where_answered, module.repo.sales_to_reconcile
+
+    async def then_cancelled(screening_ids: list[int]) -> list[dict[int, int] | None]:
+        found = await read_redis(screening_ids)
+        await db.execute(CANCEL, first)
+        await engine.unsell(show.id, [seat])
+        return found
+
+    async def then_sold_again(*args: object) -> object:
+        found = await read_postgres(*args)  # type: ignore[arg-type]
+        await make.ticket(db, other, show.id, seat)
+        await engine.sell(show.id, {seat: other})
+        return found
+
+    monkeypatch.setattr(reconciler, "_sold_where_answered", then_cancelled)
+    monkeypatch.setattr(module.repo, "sales_to_reconcile", then_sold_again)
+    assert await reconciler.reconcile() == 0
+    assert (await states(engine, show.id))[seat] == ("booked", other)
+
+
+CANCEL = "UPDATE tickets SET status = 'cancelled', cancelled_at = now() WHERE id = $1"
