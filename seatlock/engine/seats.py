@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,7 @@ SWEEP_BATCH = 500  # seats per sweep script run, and screenings per sweep round 
 # latest, pins a minute later); the sweep stops looking at it after this margin on top.
 SWEEP_AFTER_START_MS = 3_600_000
 MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
+MAX_GEOMETRIES = 512  # screenings whose row geometry a process keeps (``rows``)
 # A grant ends its leases' values "user:grant": no ':' in it, so a release by grant matches whole.
 GRANT = re.compile(r"[0-9A-Za-z_-]{1,64}")
 REPLICAS_BEHIND = "Seat change not yet confirmed by the Redis replicas; please try again"
@@ -112,7 +113,8 @@ class SeatEngine:
         # Events kept per screening for watchers that resume (``resume``); written into Redis
         # with the screening at its load and every refresh.
         self.event_log_length = event_log_length
-        self._loading: dict[int, asyncio.Lock] = {}
+        # A lock per screening being loaded, refreshed or forgotten here (``_one_at_a_time``).
+        self._loading: dict[int, _Turns] = {}
         # The screenings loaded into Redis, for the sweep and the reconciler.
         self.loaded = LoadedScreenings(transport)
         # Told the screening id after every script run here (even a failed one): local caches.
@@ -252,6 +254,8 @@ class SeatEngine:
                     raise ScreeningNotFound(screening_id)
                 fields = await self.transport.command("HGETALL", key)
             geometry = Geometry.parse(_pairs(fields))
+            if len(self._rows) >= MAX_GEOMETRIES:  # the longest kept goes
+                del self._rows[next(iter(self._rows))]
             self._rows[screening_id] = geometry
         return geometry
 
@@ -520,8 +524,7 @@ class SeatEngine:
         """The catalog changed (start, room, seats): re-read the layout into Redis, keeping live
         holds (see ``lua/refresh.lua``). False when the screening no longer exists (forgotten)."""
         now = self._now(now_ms)
-        lock = self._loading.setdefault(screening_id, asyncio.Lock())
-        async with lock:  # after this process's loads, which may have read the old layout
+        async with self._one_at_a_time(screening_id):  # after loads that read the old layout
             try:
                 layout = await self._fetch_layout(screening_id)
             except ScreeningNotFound:
@@ -568,10 +571,8 @@ class SeatEngine:
 
     async def forget(self, screening_id: int, now_ms: int | None = None) -> None:
         """The screening was deleted: drop every key of it (holds included); mirrors are reset."""
-        lock = self._loading.setdefault(screening_id, asyncio.Lock())
-        async with lock:
+        async with self._one_at_a_time(screening_id):
             await self._forget(screening_id, self._now(now_ms))
-        self._loading.pop(screening_id, None)
         self._rows.pop(screening_id, None)
 
     async def _forget(self, screening_id: int, now: int) -> None:
@@ -668,8 +669,7 @@ class SeatEngine:
 
     async def _load(self, screening_id: int, now: int) -> None:
         # One loader per screening per process; across processes the load script is idempotent.
-        lock = self._loading.setdefault(screening_id, asyncio.Lock())
-        async with lock:
+        async with self._one_at_a_time(screening_id):
             if await self.transport.command("HGET", keys.screening_meta(screening_id), "ready"):
                 return
             layout = await self._fetch_layout(screening_id)
@@ -683,6 +683,23 @@ class SeatEngine:
                 len(layout.sold),
             )
 
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, screening_id: int) -> AsyncIterator[None]:
+        """The screening's load, refresh or forget in this process, one at a time. Its lock is
+        dropped once nobody holds or waits for it: every id anyone asks for passes through
+        here, and a lock kept per id that never loaded (no such screening) grew without end."""
+        turns = self._loading.get(screening_id)
+        if turns is None:
+            turns = self._loading[screening_id] = _Turns()
+        turns.users += 1
+        try:
+            async with turns.lock:
+                yield
+        finally:
+            turns.users -= 1
+            if not turns.users:
+                del self._loading[screening_id]
+
     async def _fetch_layout(self, screening_id: int) -> Layout:
         try:
             layout = await self._source(screening_id)
@@ -695,6 +712,16 @@ class SeatEngine:
         if layout is None:
             raise ScreeningNotFound(screening_id)
         return layout
+
+
+class _Turns:
+    """A screening's lock, and how many hold it or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 def _refused_here(reply: list[int]) -> SeatsUnavailable:

@@ -87,6 +87,11 @@ async def test_unknown_screening(redis: Redis, engine: SeatEngine) -> None:
         await engine.seat_map(999)
     assert await engine.release(999, ALICE, None) == []
     assert await dump(redis, 999) == {}
+    # Anyone may ask for any id (seat maps are public): nothing is kept per id that never loads.
+    for screening_id in range(1000, 1100):
+        with pytest.raises(ScreeningNotFound):
+            await engine.seat_map(screening_id)
+    assert engine._loading == {}
 
 
 async def test_one_load_per_screening_per_process(
@@ -97,6 +102,7 @@ async def test_one_load_per_screening_per_process(
     )
     assert source.calls == 1
     assert sum(not isinstance(r, BaseException) for r in results) == 3
+    assert engine._loading == {}  # the screening's lock went with its last waiter
     assert await redis.zscore(keys.LOADED_SCREENINGS, S) == source.layouts[S].starts_at_ms
 
 

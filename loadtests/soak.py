@@ -1,0 +1,431 @@
+"""A long, steady day of mixed traffic: does anything the server keeps grow without end?
+
+    .venv/bin/python -m loadtests.soak [--minutes 10] [--clients 16] [--watchers 100]
+        [--users 2000] [--every 30]
+
+The bench measures minutes of one workload at a time; a release day is hours of all of them.
+This starts throw-away embedded Redis and PostgreSQL and ``seatlock serve`` (two workers, holds
+of ``--hold-seconds`` so that some lapse), seeds the bench's catalog and ``--users`` accounts,
+and for ``--minutes`` runs ``--clients`` closed-loop connections. Each turn, a client takes a
+random user and does one of:
+
+- hold two seats of a screening (one of many, or the hot one everybody races for), then
+  cancel the hold, book it with a payment id and cancel the tickets, or let it lapse;
+- read a seat map, list the user's holds or tickets, read the catalog;
+- sign in again, fail to sign in (a wrong password), register a new user and take it on, or
+  read the user's account.
+
+Meanwhile ``--watchers`` WebSocket watchers each follow a screening for a few seconds, leave
+and come back on another. Every ``--every`` seconds the tool samples each worker's RSS and open
+files, Redis's memory and keys, and the database's size, and prints a line. At the end it prints
+how much each grew after the warm-up (the first fifth of the run), in all and per 100,000
+requests: memory a worker keeps for what it has seen (users, tokens, addresses, screenings) shows
+up as growth that does not level off. Each user comes from an address of its own (the server
+trusts the tool as a proxy), as sign-in throttles would see them. Exits 1 on any 5xx answer or
+dropped connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+from db.migrate import migrate_database
+from loadtests import wsclient
+from loadtests.bench import stop_process, wait_ready
+from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
+from loadtests.loadgen import API, Http, Resp, json_tail
+from loadtests.procmem import PROC, children_of, rss_kb
+from seatlock.server.embedded import die_with_parent, embedded_services, free_port
+
+HOST = "127.0.0.1"
+WARM_UP = 0.2  # the share of the run before the baseline sample
+SIGN_IN_CONNECTIONS = 8
+
+
+@dataclass
+class Sample:
+    at: float  # seconds into the run
+    requests: int
+    rss_kb: dict[int, int]  # worker pid -> VmRSS
+    fds: dict[int, int]  # worker pid -> open files
+    redis_bytes: int
+    redis_keys: int
+    database_bytes: int
+
+
+@dataclass
+class Soak:
+    statuses: Counter[str] = field(default_factory=Counter)  # "<step> <status>"
+    dropped: int = 0
+    requests: int = 0
+    watches: int = 0
+    samples: list[Sample] = field(default_factory=list)
+
+
+class Day:
+    """The clients, the watchers and the sampler of one run."""
+
+    def __init__(
+        self, args: argparse.Namespace, port: int, seeded: Seeded, tokens: dict[int, str]
+    ) -> None:
+        self.args, self.port, self.seeded, self.tokens = args, port, seeded, tokens
+        self.users = list(tokens)
+        self.emails: dict[int, str] = {}  # newcomers' (the seeded users' are bench_email's)
+        self.out = Soak()
+        self.done = asyncio.Event()
+        self.screenings = seeded.spread_screenings
+        self.seats: dict[int, list[int]] = {}  # screening -> its seat ids
+
+    # --- one client -------------------------------------------------------------------------
+
+    async def call(
+        self,
+        http: Http,
+        step: str,
+        method: str,
+        path: str,
+        body: object = None,
+        token: str = "",
+        user: int = 0,
+    ) -> tuple[int, bytes]:
+        """One request, from the user's own address (the server trusts this client as a proxy):
+        sign-in throttles count per address, as they would for users at home."""
+        head = http.head(method, path, token) + b"X-Forwarded-For: %s\r\n" % address(user)
+        tail = b"\r\n" if body is None else json_tail(orjson.dumps(body))
+        try:
+            status, raw = await http.send(head + tail)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            self.out.dropped += 1
+            return 0, b""
+        self.out.requests += 1
+        self.out.statuses[f"{step} {status}"] += 1
+        return status, raw
+
+    async def client(self, rng: random.Random) -> None:
+        http = Http(HOST, self.port)
+        try:
+            while not self.done.is_set():
+                await self.turn(http, rng)
+        finally:
+            await http.close()
+
+    async def turn(self, http: Http, rng: random.Random) -> None:
+        user = rng.choice(self.users)
+        token = self.tokens[user]
+        r = rng.random()
+        if r < 0.40:
+            await self.hold(http, rng, user)
+        elif r < 0.65:
+            sid = rng.choice(self.screenings)
+            await self.call(http, "seat map", "GET", availability(sid), token=token, user=user)
+        elif r < 0.75:
+            path = rng.choice(("/seat-reservations/my-reservations", "/tickets/my-tickets"))
+            await self.call(http, "mine", "GET", API + path, token=token, user=user)
+        elif r < 0.90:
+            path = rng.choice(("/movies/", f"/screenings/{rng.choice(self.screenings)}"))
+            await self.call(http, "catalog", "GET", API + path, user=user)
+        elif r < 0.945:
+            body = {"email": self.email(user), "password": PASSWORD}
+            path = f"{API}/auth/login"
+            status, raw = await self.call(http, "sign in", "POST", path, body, user=user)
+            if status == 200:
+                self.tokens[user] = str(orjson.loads(raw)["access_token"])
+        elif r < 0.95:
+            body = {"email": self.email(user), "password": "not-the-password"}
+            await self.call(http, "wrong password", "POST", f"{API}/auth/login", body, user=user)
+        elif r < 0.96:
+            await self.newcomer(http, user)
+        else:
+            await self.call(http, "me", "GET", f"{API}/auth/me", token=token, user=user)
+
+    def email(self, user: int) -> str:
+        return self.emails.get(user) or bench_email(user)
+
+    async def hold(self, http: Http, rng: random.Random, user: int) -> None:
+        token = self.tokens[user]
+        hot = rng.random() < 0.2
+        sid = self.seeded.hot_screenings[0] if hot else rng.choice(self.screenings)
+        seats = self.seeded.hot_seats if hot else self.seats[sid]
+        start = rng.randrange(len(seats) - 1)
+        seat_ids = seats[start : start + 2]
+        body = {"screening_id": sid, "seat_ids": seat_ids}
+        path = f"{API}/seat-reservations/reserve"
+        status, _ = await self.call(http, "hold", "POST", path, body, token, user)
+        if status != 201:
+            return
+        r = rng.random()
+        if r < 0.45:
+            ids = ",".join(map(str, seat_ids))
+            path = f"{API}/seat-reservations/cancel/{sid}?seat_ids={ids}"
+            await self.call(http, "cancel", "DELETE", path, token=token, user=user)
+        elif r < 0.9:
+            body = {"screening_id": sid, "seat_ids": seat_ids, "payment_id": uuid.uuid4().hex}
+            path = f"{API}/tickets/book-from-reservation"
+            status, raw = await self.call(http, "book", "POST", path, body, token, user)
+            if status == 201:
+                for ticket in orjson.loads(raw):
+                    path = f"{API}/tickets/{ticket['id']}"
+                    await self.call(http, "cancel ticket", "DELETE", path, token=token, user=user)
+        # else: the hold lapses (--hold-seconds)
+
+    async def newcomer(self, http: Http, old: int) -> None:
+        """Register a new user from an old one's address, sign in, and take them on in the old
+        one's place."""
+        email = f"soak-{uuid.uuid4().hex[:16]}@example.com"
+        body = {"email": email, "password": PASSWORD, "full_name": "Soak Newcomer"}
+        path = f"{API}/auth/register"
+        status, raw = await self.call(http, "register", "POST", path, body, user=old)
+        if status != 201:
+            return
+        user = int(orjson.loads(raw)["id"])
+        body = {"email": email, "password": PASSWORD}
+        status, raw = await self.call(http, "sign in", "POST", f"{API}/auth/login", body, user=user)
+        if status == 200:
+            self.tokens[user], self.emails[user] = str(orjson.loads(raw)["access_token"]), email
+            with contextlib.suppress(ValueError):  # another client took someone else on there
+                self.users[self.users.index(old)] = user
+
+    # --- the watchers -------------------------------------------------------------------------
+
+    async def watcher(self, rng: random.Random) -> None:
+        def on_messages(raws: list[bytes], received: float) -> None:
+            pass
+
+        while not self.done.is_set():
+            path = f"/ws/screenings/{rng.choice(self.screenings)}"
+            try:
+                watch = await wsclient.connect(HOST, self.port, path, on_messages)
+            except (OSError, wsclient.HandshakeFailed):
+                self.out.dropped += 1
+                await asyncio.sleep(1)
+                continue
+            self.out.watches += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), rng.uniform(2, 10))
+            watch.close()
+
+    # --- the sampler --------------------------------------------------------------------------
+
+    async def sampler(self, server_pid: int, redis_url: str, database_url: str) -> None:
+        started = time.monotonic()
+        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        redis = Resp(HOST, redis_port)
+        await redis.connect()
+        db = await asyncpg.connect(database_url)
+        try:
+            while True:
+                workers = children_of().get(server_pid, [])
+                stats = await redis.call("MEMORY", "STATS")  # name, value, name, value, ...
+                memory = dict(zip(stats[::2], stats[1::2], strict=True))[b"total.allocated"]
+                sample = Sample(
+                    time.monotonic() - started,
+                    self.out.requests,
+                    {pid: rss_kb(pid) for pid in workers},
+                    {pid: open_files(pid) for pid in workers},
+                    int(memory),
+                    int(await redis.call("DBSIZE")),
+                    int(await db.fetchval("SELECT pg_database_size(current_database())")),
+                )
+                self.out.samples.append(sample)
+                print(line(sample), flush=True)
+                if self.done.is_set():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.done.wait(), self.args.every)
+        finally:
+            await redis.close()
+            await db.close()
+
+    async def run(self, server_pid: int, redis_url: str, database_url: str) -> Soak:
+        for sid in self.screenings:
+            self.seats[sid] = await seat_ids(self.port, sid)
+        print(HEADER, flush=True)
+        sampler = asyncio.create_task(self.sampler(server_pid, redis_url, database_url))
+        rngs = [random.Random(n) for n in range(self.args.clients + self.args.watchers)]
+        clients = [self.client(rng) for rng in rngs[: self.args.clients]]
+        watchers = [self.watcher(rng) for rng in rngs[self.args.clients :]]
+        work = asyncio.gather(*clients, *watchers)
+        await asyncio.sleep(self.args.minutes * 60)
+        self.done.set()
+        await work
+        await sampler
+        return self.out
+
+
+def address(user: int) -> bytes:
+    """A user's own IPv4 address, in 10.0.0.0/8."""
+    return b"10.%d.%d.%d" % (user >> 16 & 255, user >> 8 & 255, user & 255)
+
+
+def availability(screening_id: int) -> str:
+    return f"{API}/seat-reservations/screening/{screening_id}/availability"
+
+
+async def seat_ids(port: int, screening_id: int) -> list[int]:
+    """The screening's seats in map order (neighbours next to each other)."""
+    http = Http(HOST, port)
+    try:
+        status, raw = await http.call("GET", availability(screening_id))
+    finally:
+        await http.close()
+    if status != 200:
+        raise RuntimeError(f"seat map of screening {screening_id}: {status}")
+    return [int(s["seat"]["id"]) for s in orjson.loads(raw)]
+
+
+async def sign_in_all(port: int, user_ids: list[int]) -> dict[int, str]:
+    tokens: dict[int, str] = {}
+    todo = iter(user_ids)
+
+    async def sign_in() -> None:
+        http = Http(HOST, port)
+        try:
+            for user in todo:
+                body = {"email": bench_email(user), "password": PASSWORD}
+                status, raw = await http.call("POST", f"{API}/auth/login", body)
+                if status != 200:
+                    raise RuntimeError(f"sign-in failed: {status} {raw[:200]!r}")
+                tokens[user] = str(orjson.loads(raw)["access_token"])
+        finally:
+            await http.close()
+
+    await asyncio.gather(*(sign_in() for _ in range(SIGN_IN_CONNECTIONS)))
+    return tokens
+
+
+def open_files(pid: int) -> int:
+    try:
+        return len(os.listdir(PROC / str(pid) / "fd"))
+    except OSError:
+        return 0
+
+
+HEADER = (
+    "   t (s)   requests  workers' RSS (MB)  workers' open files  Redis (MB)  keys  PostgreSQL (MB)"
+)
+
+
+def line(s: Sample) -> str:
+    rss = " / ".join(f"{kb / 1024:.1f}" for kb in s.rss_kb.values())
+    fds = " / ".join(str(n) for n in s.fds.values())
+    return (
+        f"{s.at:8.0f} {s.requests:10,}  {rss:>17}  {fds:>19}  {s.redis_bytes / 2**20:10.1f}"
+        f"  {s.redis_keys:,}  {s.database_bytes / 2**20:.1f}"
+    )
+
+
+def report(out: Soak, args: argparse.Namespace) -> int:
+    print()
+    by_status = ", ".join(f"{k}: {v:,}" for k, v in sorted(out.statuses.items()))
+    print(f"answers: {by_status}")
+    print(f"watchers connected: {out.watches:,}; dropped connections: {out.dropped}")
+    samples = out.samples
+    base = next((s for s in samples if s.at >= WARM_UP * args.minutes * 60), samples[-1])
+    end = samples[-1]
+    served = end.requests - base.requests
+    if served > 0 and end is not base:
+        per = 100_000 / served
+        print(
+            f"after the warm-up ({base.at:.0f} s to {end.at:.0f} s, {served:,} requests),"
+            " growth in all and per 100,000 requests:"
+        )
+        for pid, kb in end.rss_kb.items():
+            grew = kb - base.rss_kb.get(pid, kb)
+            fds = end.fds[pid] - base.fds.get(pid, end.fds[pid])
+            print(
+                f"  worker {pid}: RSS {grew / 1024:+.1f} MB ({grew * per:+,.0f} KB);"
+                f" open files {fds:+d}"
+            )
+        for name, before, after in (
+            ("Redis memory", base.redis_bytes, end.redis_bytes),
+            ("PostgreSQL database", base.database_bytes, end.database_bytes),
+        ):
+            grew = after - before
+            print(f"  {name}: {grew / 2**20:+.1f} MB ({grew / 1024 * per:+,.0f} KB)")
+        print(f"  Redis keys: {end.redis_keys - base.redis_keys:+,}")
+    failed = sum(n for k, n in out.statuses.items() if k.split()[-1].startswith("5"))
+    if failed or out.dropped:
+        print(f"FAILED: {failed} 5xx answers, {out.dropped} dropped connections")
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="seatlock-soak-"))
+    try:
+        with embedded_services(root, persistent=False) as (redis_url, database_url):
+            asyncio.run(migrate_database(database_url))
+            seeded = asyncio.run(seed_catalog(database_url, args.screenings / 34, args.users))
+            port = free_port()
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")},
+                "SEATLOCK_REDIS_URL": redis_url,
+                "SEATLOCK_DATABASE_URL": database_url,
+                "SEATLOCK_PORT": str(port),
+                "SEATLOCK_WORKERS": "2",
+                "SEATLOCK_DATA_DIR": str(root / "server"),
+                "SEATLOCK_BCRYPT_ROUNDS": "4",
+                "SEATLOCK_HOLD_SECONDS": str(args.hold_seconds),
+                "SEATLOCK_SEED_DEMO": "false",
+                "SEATLOCK_TRUSTED_PROXIES": HOST,
+                "SEATLOCK_LOG_LEVEL": "warning",
+            }
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"],
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
+            try:
+
+                async def go() -> Soak:
+                    await wait_ready(HOST, port, proc)
+                    tokens = await sign_in_all(port, seeded.user_ids)
+                    return await Day(args, port, seeded, tokens).run(
+                        proc.pid, redis_url, database_url
+                    )
+
+                print(
+                    f"# soak: {args.minutes:g} min, {args.clients} clients, {args.watchers}"
+                    f" watchers, {args.users:,} users, {len(seeded.spread_screenings)} screenings"
+                    f" and a hot one, holds of {args.hold_seconds} s"
+                )
+                out = asyncio.run(go())
+            finally:
+                stop_process(proc)
+            return report(out, args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--screenings", type=int, default=34, help="about this many to hold in")
+    parser.add_argument("--hold-seconds", type=int, default=10, help="SEATLOCK_HOLD_SECONDS")
+    parser.add_argument("--every", type=float, default=30, help="seconds between samples")
+    sys.exit(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
