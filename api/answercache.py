@@ -47,6 +47,9 @@ from api.caching import (
 MAX_ENTRIES = 2048  # answers kept per process, least recently used dropped first
 MAX_BYTES = 32 * 1024 * 1024  # bodies kept per process (their compressed copies are smaller)
 MAX_ANSWER_BYTES = MAX_BYTES // 16  # a larger body is served but not kept
+# Nor is an answer to a longer path and query: the catalog's own are short, and a query string
+# of unknown parameters (which the lists ignore) once made each entry's key up to 64 KB.
+MAX_KEY_BYTES = 1024
 SHARED_METHODS = frozenset(("GET", "HEAD"))
 
 Key = tuple[str, str, bytes]
@@ -87,13 +90,17 @@ class Flight:
 
     def keep(self, status: int, body: bytes, headers: Headers) -> Answer | None:
         """The answer to send, shared and stored; None when this flight keeps nothing."""
-        if self.cache is None or len(body) > MAX_ANSWER_BYTES:
+        if self.cache is None or len(body) > MAX_ANSWER_BYTES or not _keepable(self.key):
             return None
         answer = Answer(status, body, headers, self.born)
         self.cache.store(self, answer)
         if not self.future.done():
             self.future.set_result(answer)
         return answer
+
+
+def _keepable(key: Key) -> bool:
+    return len(key[1]) + len(key[2]) <= MAX_KEY_BYTES
 
 
 # An endpoint's computation of its answer, kept through the flight it is given (a flight of no

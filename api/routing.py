@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 Access = Literal["public", "optional", "user", "admin"]
 MAX_ID = 2**63 - 1
 MAX_SCANNED = 4096  # parameterised paths whose scan result is kept (emptied when full)
+# A longer path is scanned every time rather than kept: the API's own are a few dozen bytes, and
+# a path parameter that takes any text (a profile picture's name) let anyone fill the table with
+# request heads of up to 64 KB (~470 MB a process).
+MAX_SCANNED_PATH = 256
 JSON_HEADERS = (b"content-type", b"application/json")
 
 
@@ -417,9 +421,10 @@ class FastRouter(StarletteRouter):
             match, child = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child)
-                if len(self.found) >= MAX_SCANNED:
-                    self.found.clear()
-                self.found[key] = (route, dict(child["path_params"]))
+                if len(key[1]) <= MAX_SCANNED_PATH:
+                    if len(self.found) >= MAX_SCANNED:
+                        self.found.clear()
+                    self.found[key] = (route, dict(child["path_params"]))
                 return route
         return None
 

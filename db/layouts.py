@@ -17,6 +17,10 @@ from db.pool import Executor
 from seatlock.engine.model import Layout, SeatPlace
 
 DETAILS_TTL_S = 300.0
+# Screenings whose seat details a process keeps (~140 KB for 500 seats), the least recently
+# loaded dropped first: a crawler walking every screening of a large catalog filled it without
+# end (10,000 screenings: ~1.3 GB a process).
+MAX_LAYOUTS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +100,10 @@ class Layouts:
         if cached is not None and self._usable(cached, need or []):
             return cached
         fresh = await load_seats(self._db, screening_id)
-        if fresh is None:
-            self._seats.pop(screening_id, None)
-        else:
+        self._seats.pop(screening_id, None)
+        if fresh is not None:
+            if len(self._seats) >= MAX_LAYOUTS:
+                del self._seats[next(iter(self._seats))]
             self._seats[screening_id] = fresh
         return fresh
 

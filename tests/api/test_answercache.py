@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from api.answercache import MAX_ENTRIES, AnswerCache, Flight
+from api.answercache import MAX_ENTRIES, MAX_KEY_BYTES, AnswerCache, Flight
 from db import catalog
 from tests import factories as make
 from tests.support import Account, LiveServer
@@ -201,3 +201,18 @@ async def test_the_cache_is_bounded_and_a_clear_stops_running_flights() -> None:
     assert late.keep(200, b"{}", []) is not None  # it still answers its own requests
     assert answers.fresh(("GET", "/late", b"")) is None  # but keeps nothing after a write
     assert answers.bytes == 0
+
+
+async def test_an_answer_to_a_long_query_is_served_but_not_kept(
+    cached: httpx.AsyncClient, db: asyncpg.Connection, list_calls: list[int]
+) -> None:
+    """The lists ignore unknown parameters: a query string of junk is a 200 like any other,
+    and kept, it made each entry's key as long as a request head (64 KB)."""
+    await make.movie(db, "Heat")
+    junk = "/api/v1/movies/?limit=20&junk=" + "x" * MAX_KEY_BYTES
+    for _ in range(2):
+        assert titles(await cached.get(junk)) == ["Heat"]
+    assert len(list_calls) == 2  # not kept: asked again
+    for _ in range(2):
+        assert titles(await cached.get(MOVIES)) == ["Heat"]
+    assert len(list_calls) == 3  # a short one is

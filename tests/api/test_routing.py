@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from api.app import all_endpoints
-from api.routing import MAX_SCANNED, App, Call, Endpoint, query_of, query_params
+from api.routing import MAX_SCANNED, MAX_SCANNED_PATH, App, Call, Endpoint, query_of, query_params
 from seatlock.errors import RequestInvalid
 from seatlock.server.wiring import create_app
 from seatlock.settings import Settings
@@ -142,6 +142,11 @@ def test_a_scanned_path_is_found_again_with_its_own_parameters(base_settings: Se
     for n in range(MAX_SCANNED + 10):
         direct(app, "GET", f"/api/v1/screenings/{n}")
     assert len(app.router.found) <= MAX_SCANNED
+    # A path parameter that takes any text: found every time, never kept (up to 64 KB a path).
+    app.router.found.clear()
+    name = "x" * MAX_SCANNED_PATH
+    assert direct(app, "GET", f"/media/profile-pictures/{name}") is not None
+    assert app.router.found == {}
 
 
 class SharedQuery(msgspec.Struct, frozen=True):
