@@ -34,7 +34,7 @@ from api.errors import BACKEND_DOWN, WS_TRY_AGAIN_LATER, ws_close_code
 from api.routing import MAX_ID, Call, Router
 from api.seatmaps import SeatStatusOut, snapshot_json
 from seatlock.engine.events import Timestamp, encode, now_iso, render
-from seatlock.engine.watchers import CLOSE, Socket, Watcher, text_frame
+from seatlock.engine.watchers import CLOSE, Socket, Watcher, reset, text_frame
 from seatlock.errors import InvalidInput, NotFound, SeatLockError
 from seatlock.services.container import Services
 
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 router = Router("WebSockets")
 HEARTBEAT_S = 20.0
+CLOSE_SLOW_S = 10.0  # a client dropped as too slow is reset if it has not gone by then
 SWEEPS = 4  # Heartbeats look for idle clients this often per HEARTBEAT_S
 MAX_VERSION = 2**53  # versions travel through Lua numbers (doubles)
 # What closes a connection before it is served: a refusal, or a backend that cannot answer.
@@ -384,7 +385,17 @@ _closing: set[asyncio.Task[None]] = set()
 
 
 async def _close_slow(websocket: WebSocket) -> None:
-    """Tell a client the hub dropped that it was too slow and may come back later."""
+    """Tell a client the hub dropped that it was too slow and may come back later, and reset
+    its connection if that has not ended it within CLOSE_SLOW_S.
+
+    A client that stopped reading (a phone's app suspended with its socket open: its TCP
+    window shut, its kernel still answering) takes neither its frames nor the close. Its
+    connection kept what the hub had written (MAX_BUFFERED) and the socket's queue (~3 MB
+    measured) for as long as its TCP stack answered, which is for ever: the close waited
+    for room to write, and so did uvicorn's own close after it."""
+    socket = direct_socket(websocket)
+    if socket is not None:
+        asyncio.get_running_loop().call_later(CLOSE_SLOW_S, reset, socket)
     with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
         await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
 

@@ -47,8 +47,6 @@ import fcntl
 import functools
 import inspect
 import logging
-import socket
-import struct
 import sys
 import termios
 import weakref
@@ -77,6 +75,7 @@ except ImportError:  # pragma: no cover - websockets missing, or uvicorn moved i
     WS_IMPORTED = False
 
 from api.observe import ANSWERED_INSTEAD
+from seatlock.engine.watchers import reset
 from seatlock.metrics import SLOW_CLIENTS, UNREAD_REQUESTS
 from seatlock.settings import REQUEST_READ_TIMEOUT_S
 
@@ -317,14 +316,8 @@ class HttpProtocol(HttpToolsProtocol):
             transport.close()
 
     def _reset(self) -> None:
-        """Close at once, dropping what the client did not read: ``close`` would wait for it to
-        read the transport's buffer, and the kernel would go on sending its socket's queue
-        (megabytes) to a client that reads none of it. SO_LINGER 0 makes the close a reset."""
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.abort()
+        """Close at once, dropping what the client did not read (``watchers.reset``)."""
+        reset(self.transport)
 
     def _refuse(self, status: int, detail: str, *, seen: bool = False) -> None:
         """Answer ``status`` with ``{"detail": ...}`` and close: a request the app never sees

@@ -102,9 +102,7 @@ class Reconciler:
 
     async def _reconcile_batch(self, screening_ids: list[int]) -> int:
         in_redis = await self._sold_where_answered(screening_ids)  # first: see the module's note
-        in_postgres, settling = await repo.sales_to_reconcile(
-            self.db, screening_ids, self.settle_s
-        )
+        in_postgres, settling = await repo.sales_to_reconcile(self.db, screening_ids, self.settle_s)
         repaired = 0
         for screening_id, sold in zip(screening_ids, in_redis, strict=True):
             if sold is None:  # not loaded: its next load reads PostgreSQL anyway

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 from typing import Any
 
 import asyncpg
@@ -256,3 +259,66 @@ async def test_a_directly_written_watcher_has_no_queue_and_a_slow_one_is_closed(
         assert ws.close_code == 1013 and watcher.dropped
     finally:
         await ws.close()
+
+
+def stalled_watcher(server: LiveServer, screening_id: int) -> socket.socket:
+    """A WebSocket client that reads its 101 and nothing after: its receive window shuts, as
+    a phone's does when the app is suspended with the socket open."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws/screenings/{screening_id} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+async def test_a_client_that_stopped_reading_is_reset_once_dropped(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    user: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It takes neither its updates nor the close: its connection was kept, with megabytes
+    unsent, for as long as its TCP stack answered (for ever)."""
+    show = await make.show(db, 2)
+    monkeypatch.setattr(watchers, "MAX_BUFFERED", 16_384)
+    monkeypatch.setattr(api.websockets, "CLOSE_SLOW_S", 0.5)
+    sock = stalled_watcher(server, show.id)
+    try:
+        hub = server_services(server).hub
+        for _ in range(100):
+            if hub._rooms.get(show.id):
+                break
+            await asyncio.sleep(0.02)
+        (watcher,) = hub._rooms[show.id]
+        assert watcher.socket is not None
+        server_socket = watcher.socket.get_extra_info("socket")
+        server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # fills sooner
+        for _ in range(2000):  # seat changes until the hub drops it (a few hundred)
+            if watcher.dropped:
+                break
+            assert (await reserve(client, user, show, show.seat_ids)).status_code == 201
+            cancel = f"/api/v1/seat-reservations/cancel/{show.id}"
+            r = await client.delete(cancel, headers=user.headers)
+            assert r.status_code == 204
+        assert watcher.dropped
+        for _ in range(150):  # reset CLOSE_SLOW_S after the drop
+            if server_socket.fileno() == -1:
+                break
+            await asyncio.sleep(0.02)
+        assert server_socket.fileno() == -1, "the server still keeps the connection"
+        sock.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(65536):
+                pass
+    finally:
+        sock.close()
