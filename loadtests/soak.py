@@ -21,8 +21,9 @@ files, Redis's memory and keys, and the database's size, and prints a line. At t
 how much each grew after the warm-up (the first fifth of the run), in all and per 100,000
 requests: memory a worker keeps for what it has seen (users, tokens, addresses, screenings) shows
 up as growth that does not level off. Each user comes from an address of its own (the server
-trusts the tool as a proxy), as sign-in throttles would see them. Exits 1 on any 5xx answer or
-dropped connection.
+trusts the tool as a proxy), as sign-in throttles would see them. The reconcilers pass every few
+seconds; with every seat changed only through the API, any seat one of them repairs was made
+wrong by the server. Exits 1 on any 5xx answer, dropped connection or repair.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from seatlock.server.embedded import die_with_parent, embedded_services, free_po
 HOST = "127.0.0.1"
 WARM_UP = 0.2  # the share of the run before the baseline sample
 SIGN_IN_CONNECTIONS = 8
+RECONCILE_S = 5  # the reconcilers' period: a pass racing the traffic every few seconds
+REPAIRS = "seatlock_reconcile_repaired_screenings_total"
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Soak:
     requests: int = 0
     watches: int = 0
     samples: list[Sample] = field(default_factory=list)
+    repairs: float = 0.0  # screenings the reconcilers found Redis wrong about
 
 
 class Day:
@@ -231,7 +235,7 @@ class Day:
         db = await asyncpg.connect(database_url)
         try:
             while True:
-                workers = children_of().get(server_pid, [])
+                workers = serving_children(server_pid)
                 stats = await redis.call("MEMORY", "STATS")  # name, value, name, value, ...
                 memory = dict(zip(stats[::2], stats[1::2], strict=True))[b"total.allocated"]
                 sample = Sample(
@@ -266,7 +270,23 @@ class Day:
         self.done.set()
         await work
         await sampler
+        self.out.repairs = await metric(self.port, REPAIRS)
         return self.out
+
+
+async def metric(port: int, name: str) -> float:
+    """The value of an unlabelled counter on the server's /metrics."""
+    http = Http(HOST, port)
+    try:
+        status, raw = await http.call("GET", "/metrics")
+    finally:
+        await http.close()
+    if status != 200:
+        raise RuntimeError(f"/metrics: {status}")
+    for line in raw.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"/metrics has no {name}")
 
 
 def address(user: int) -> bytes:
@@ -308,6 +328,16 @@ async def sign_in_all(port: int, user_ids: list[int]) -> dict[int, str]:
 
     await asyncio.gather(*(sign_in() for _ in range(SIGN_IN_CONNECTIONS)))
     return tokens
+
+
+def serving_children(server_pid: int) -> list[int]:
+    """The server's worker processes: its children but multiprocessing's resource tracker."""
+    workers = []
+    for pid in children_of().get(server_pid, []):
+        with contextlib.suppress(OSError):
+            if b"resource_tracker" not in (PROC / str(pid) / "cmdline").read_bytes():
+                workers.append(pid)
+    return workers
 
 
 def open_files(pid: int) -> int:
@@ -360,9 +390,13 @@ def report(out: Soak, args: argparse.Namespace) -> int:
             grew = after - before
             print(f"  {name}: {grew / 2**20:+.1f} MB ({grew / 1024 * per:+,.0f} KB)")
         print(f"  Redis keys: {end.redis_keys - base.redis_keys:+,}")
+    print(f"screenings the reconcilers repaired (Redis disagreed with PostgreSQL): {out.repairs:g}")
     failed = sum(n for k, n in out.statuses.items() if k.split()[-1].startswith("5"))
-    if failed or out.dropped:
-        print(f"FAILED: {failed} 5xx answers, {out.dropped} dropped connections")
+    if failed or out.dropped or out.repairs:
+        print(
+            f"FAILED: {failed} 5xx answers, {out.dropped} dropped connections,"
+            f" {out.repairs:g} repairs"
+        )
         return 1
     return 0
 
@@ -385,6 +419,7 @@ def run(args: argparse.Namespace) -> int:
                 "SEATLOCK_HOLD_SECONDS": str(args.hold_seconds),
                 "SEATLOCK_SEED_DEMO": "false",
                 "SEATLOCK_TRUSTED_PROXIES": HOST,
+                "SEATLOCK_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_S),
                 "SEATLOCK_LOG_LEVEL": "warning",
             }
             proc = subprocess.Popen(
