@@ -231,30 +231,7 @@ class Bench:
     def serve(
         self, data_dir: Path, port: int, workers: int, extra: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "SEATLOCK_REDIS_URL": self.redis_url,
-            "SEATLOCK_DATABASE_URL": self.database_url,
-            "SEATLOCK_PORT": str(port),
-            "SEATLOCK_WORKERS": str(workers),
-            "SEATLOCK_DATA_DIR": str(data_dir),
-            "SEATLOCK_JWT_SECRET": "bench-secret-" + "b" * 40,
-            "SEATLOCK_BCRYPT_ROUNDS": "4",
-            "SEATLOCK_SEED_DEMO": "false",
-            "SEATLOCK_LOG_LEVEL": "warning",
-            "SEATLOCK_DB_POOL_MAX": "20",
-            **extra,
-        }
-        env.pop("SEATLOCK_ADMIN_EMAIL", None)
-        code = "from seatlock.server.cli import main; main()"
-        # Its own session (a Ctrl-C of the bench does not reach it: the bench stops it), and
-        # it ends with the bench however the bench ends, SIGKILL included.
-        return subprocess.Popen(
-            [sys.executable, "-c", code, "serve"],
-            env=env,
-            start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGTERM),
-        )
+        return serve(self.redis_url, self.database_url, data_dir, port, workers, extra)
 
     @contextlib.contextmanager
     def generators(self) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
@@ -293,23 +270,8 @@ class Bench:
         return self.config.generator_count * self.config.connections + 16
 
     async def login_all(self, user_ids: list[int]) -> list[str]:
-        """Sign every user in, LOGIN_CONNECTIONS at a time over keep-alive connections."""
-        tokens: dict[int, str] = {}
-        todo = iter(user_ids)  # shared: each connection takes the next user
-
-        async def sign_in() -> None:
-            http = Http(self.host, self.port)
-            try:
-                for user_id in todo:
-                    body = {"email": bench_email(user_id), "password": PASSWORD}
-                    status, raw = await http.call("POST", f"{API}/auth/login", body)
-                    if status != 200:
-                        raise RuntimeError(f"login failed: {status} {raw[:200]!r}")
-                    tokens[user_id] = str(orjson.loads(raw)["access_token"])
-            finally:
-                await http.close()
-
-        await asyncio.gather(*(sign_in() for _ in range(LOGIN_CONNECTIONS)))
+        """Sign every user in (``sign_in_all``): their tokens, in order."""
+        tokens = await sign_in_all(self.host, self.port, user_ids)
         return [tokens[u] for u in user_ids]
 
     # --- Workloads ---
@@ -895,6 +857,65 @@ async def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes]) -> Non
             raise RuntimeError(f"seatlock serve on port {port} did not become ready")
         await asyncio.sleep(0.2)
     await http.close()
+
+
+def serve(
+    redis_url: str,
+    database_url: str,
+    data_dir: Path,
+    port: int,
+    workers: int,
+    extra: dict[str, str],
+) -> subprocess.Popen[bytes]:
+    """``seatlock serve`` on the given Redis and PostgreSQL, as the bench and the other tools
+    run it (bcrypt at cost 4, no demo, warnings only), with the ``extra`` settings; started, not
+    yet ready (``wait_ready``)."""
+    env = {
+        **os.environ,
+        "SEATLOCK_REDIS_URL": redis_url,
+        "SEATLOCK_DATABASE_URL": database_url,
+        "SEATLOCK_PORT": str(port),
+        "SEATLOCK_WORKERS": str(workers),
+        "SEATLOCK_DATA_DIR": str(data_dir),
+        "SEATLOCK_JWT_SECRET": "bench-secret-" + "b" * 40,
+        "SEATLOCK_BCRYPT_ROUNDS": "4",
+        "SEATLOCK_SEED_DEMO": "false",
+        "SEATLOCK_LOG_LEVEL": "warning",
+        "SEATLOCK_DB_POOL_MAX": "20",
+        **extra,
+    }
+    env.pop("SEATLOCK_ADMIN_EMAIL", None)
+    code = "from seatlock.server.cli import main; main()"
+    # Its own session (a Ctrl-C of the tool does not reach it: the tool stops it), and it ends
+    # with the tool however the tool ends, SIGKILL included.
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "serve"],
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGTERM),
+    )
+
+
+async def sign_in_all(host: str, port: int, user_ids: list[int]) -> dict[int, str]:
+    """Sign the seeded users in, LOGIN_CONNECTIONS at a time over keep-alive connections:
+    user id -> access token."""
+    tokens: dict[int, str] = {}
+    todo = iter(user_ids)  # shared: each connection takes the next user
+
+    async def sign_in() -> None:
+        http = Http(host, port)
+        try:
+            for user_id in todo:
+                body = {"email": bench_email(user_id), "password": PASSWORD}
+                status, raw = await http.call("POST", f"{API}/auth/login", body)
+                if status != 200:
+                    raise RuntimeError(f"login failed: {status} {raw[:200]!r}")
+                tokens[user_id] = str(orjson.loads(raw)["access_token"])
+        finally:
+            await http.close()
+
+    await asyncio.gather(*(sign_in() for _ in range(LOGIN_CONNECTIONS)))
+    return tokens
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -39,9 +39,8 @@ from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
+from loadtests.bench import sign_in_all
+from loadtests.benchseed import Seeded, seed_catalog
 from loadtests.loadgen import API, Http, Job, Sample, end_with_the_bench, generator_main
 from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
@@ -185,18 +184,6 @@ async def change_seats(
     return made
 
 
-async def login_all(port: int, user_ids: list[int]) -> list[str]:
-    http, tokens = Http("127.0.0.1", port), []
-    for user_id in user_ids:
-        body = {"email": bench_email(user_id), "password": PASSWORD}
-        status, raw = await http.call("POST", f"{API}/auth/login", body)
-        if status != 200:
-            raise RuntimeError(f"login failed: {status} {raw[:200]!r}")
-        tokens.append(str(orjson.loads(raw)["access_token"]))
-    await http.close()
-    return tokens
-
-
 async def warm(port: int, seeded: Seeded, token: str) -> None:
     """Load the screenings into Redis (one hold each), so no turn pays for that."""
     http = Http("127.0.0.1", port)
@@ -236,7 +223,8 @@ async def main_async(args: argparse.Namespace, root: Path, urls: tuple[str, str]
     ):
         for server in (ours, uvicorn_http, queued):
             await server.ready()
-        tokens = await login_all(ours.port, seeded.user_ids)
+        signed = await sign_in_all("127.0.0.1", ours.port, seeded.user_ids)
+        tokens = [signed[u] for u in seeded.user_ids]
         for server in (ours, uvicorn_http, queued):
             await warm(server.port, seeded, tokens[-1])
         ab = AB(args, pool)

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,11 +29,11 @@ import bcrypt
 import orjson
 
 from db.migrate import migrate_database
-from loadtests.bench import stop_process, wait_ready
+from loadtests.bench import serve, stop_process, wait_ready
 from loadtests.benchreport import pct
 from loadtests.benchseed import seed_catalog
 from loadtests.loadgen import API, Http
-from seatlock.server.embedded import die_with_parent, embedded_services, free_port
+from seatlock.server.embedded import embedded_services, free_port
 
 HOST = "127.0.0.1"
 PASSWORD = "storm-pass-123"
@@ -177,25 +173,12 @@ def run(args: argparse.Namespace) -> None:
             seeded = asyncio.run(seed_catalog(database_url, 1.0, 1))
             asyncio.run(seed_users(database_url, args.users, args.cost))
             port = free_port()
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")},
-                "SEATLOCK_REDIS_URL": redis_url,
-                "SEATLOCK_DATABASE_URL": database_url,
-                "SEATLOCK_PORT": str(port),
-                "SEATLOCK_WORKERS": "2",
-                "SEATLOCK_DATA_DIR": str(root / "server"),
+            extra = {
                 "SEATLOCK_BCRYPT_ROUNDS": str(args.cost),
                 "SEATLOCK_PASSWORD_HASH_THREADS": str(args.threads),
                 "SEATLOCK_PASSWORD_WAIT_SECONDS": str(args.wait),
-                "SEATLOCK_SEED_DEMO": "false",
-                "SEATLOCK_LOG_LEVEL": "warning",
             }
-            proc = subprocess.Popen(
-                [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"],
-                env=env,
-                start_new_session=True,
-                preexec_fn=die_with_parent(signal.SIGTERM),
-            )
+            proc = serve(redis_url, database_url, root / "server", port, 2, extra)
             try:
 
                 async def go() -> Storm:

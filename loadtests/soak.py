@@ -34,8 +34,6 @@ import contextlib
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,11 +47,11 @@ import orjson
 
 from db.migrate import migrate_database
 from loadtests import wsclient
-from loadtests.bench import stop_process, wait_ready
+from loadtests.bench import serve, sign_in_all, stop_process, wait_ready
 from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
 from loadtests.loadgen import API, Http, Resp, json_tail
 from loadtests.procmem import PROC, children_of, rss_kb
-from seatlock.server.embedded import die_with_parent, embedded_services, free_port
+from seatlock.server.embedded import embedded_services, free_port
 
 HOST = "127.0.0.1"
 WARM_UP = 0.2  # the share of the run before the baseline sample
@@ -310,26 +308,6 @@ async def seat_ids(port: int, screening_id: int) -> list[int]:
     return [int(s["seat"]["id"]) for s in orjson.loads(raw)]
 
 
-async def sign_in_all(port: int, user_ids: list[int]) -> dict[int, str]:
-    tokens: dict[int, str] = {}
-    todo = iter(user_ids)
-
-    async def sign_in() -> None:
-        http = Http(HOST, port)
-        try:
-            for user in todo:
-                body = {"email": bench_email(user), "password": PASSWORD}
-                status, raw = await http.call("POST", f"{API}/auth/login", body)
-                if status != 200:
-                    raise RuntimeError(f"sign-in failed: {status} {raw[:200]!r}")
-                tokens[user] = str(orjson.loads(raw)["access_token"])
-        finally:
-            await http.close()
-
-    await asyncio.gather(*(sign_in() for _ in range(SIGN_IN_CONNECTIONS)))
-    return tokens
-
-
 def serving_children(server_pid: int) -> list[int]:
     """The server's worker processes: its children but multiprocessing's resource tracker."""
     workers = []
@@ -408,31 +386,17 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(migrate_database(database_url))
             seeded = asyncio.run(seed_catalog(database_url, args.screenings / 34, args.users))
             port = free_port()
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")},
-                "SEATLOCK_REDIS_URL": redis_url,
-                "SEATLOCK_DATABASE_URL": database_url,
-                "SEATLOCK_PORT": str(port),
-                "SEATLOCK_WORKERS": "2",
-                "SEATLOCK_DATA_DIR": str(root / "server"),
-                "SEATLOCK_BCRYPT_ROUNDS": "4",
+            extra = {
                 "SEATLOCK_HOLD_SECONDS": str(args.hold_seconds),
-                "SEATLOCK_SEED_DEMO": "false",
                 "SEATLOCK_TRUSTED_PROXIES": HOST,
                 "SEATLOCK_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_S),
-                "SEATLOCK_LOG_LEVEL": "warning",
             }
-            proc = subprocess.Popen(
-                [sys.executable, "-c", "from seatlock.server.cli import main; main()", "serve"],
-                env=env,
-                start_new_session=True,
-                preexec_fn=die_with_parent(signal.SIGTERM),
-            )
+            proc = serve(redis_url, database_url, root / "server", port, 2, extra)
             try:
 
                 async def go() -> Soak:
                     await wait_ready(HOST, port, proc)
-                    tokens = await sign_in_all(port, seeded.user_ids)
+                    tokens = await sign_in_all(HOST, port, seeded.user_ids)
                     return await Day(args, port, seeded, tokens).run(
                         proc.pid, redis_url, database_url
                     )

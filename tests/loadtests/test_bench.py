@@ -3,7 +3,6 @@ and prints the table; the correctness rows must say 0."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -22,6 +21,7 @@ from loadtests.benchconfig import PARTS
 from loadtests.benchseed import Seeded, books
 from loadtests.loadgen import Sample
 from loadtests.procmem import children_of
+from tests.loadtests.tools import run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(150)
 async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     out = tmp_path / "results.md"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEATLOCK_")}
-    proc = await asyncio.create_subprocess_exec(
+    code, text = await run_tool(
         sys.executable,
         "-c",
         "from seatlock.server.cli import main; main()",
@@ -42,13 +41,9 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         "--out",
         str(out),
         cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        timeout_s=140,
     )
-    stdout, _ = await asyncio.wait_for(proc.communicate(), 140)
-    text = stdout.decode(errors="replace")
-    assert proc.returncode == 0, text
+    assert code == 0, text
     rows = {
         line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
         for line in text.splitlines()

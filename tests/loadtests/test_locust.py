@@ -6,16 +6,13 @@ answered as the contract says, the books checked at the end), not how fast anyth
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.loadtests.tools import ROOT, run_tool
 from tests.support import PASSWORD, Account, LiveServer
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def run_locust(
@@ -49,15 +46,7 @@ async def run_locust(
         "SEATLOCK_DATABASE_URL": server.settings.database_url,
         **env,
     }
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=ROOT,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 50)
-    return proc.returncode or 0, out.decode(errors="replace")
+    return await run_tool(*command, env=environment, timeout_s=50)
 
 
 def summary_count(output: str, method: str, name: str) -> int:
@@ -120,14 +109,8 @@ async def test_books_check_reports_a_lost_booking(server: LiveServer) -> None:
         "loadkit.STATE.booked[987654321] = (1, 1);"
         f"print(loadkit.books_from_postgres({url!r}))"
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        code,
-        cwd=ROOT / "loadtests",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    status, out = await run_tool(
+        sys.executable, "-c", code, cwd=ROOT / "loadtests", env=dict(os.environ), timeout_s=30
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, out
-    assert out.decode().strip().splitlines()[-1] == "['lost: 1']", out
+    assert status == 0, out
+    assert out.strip().splitlines()[-1] == "['lost: 1']", out
