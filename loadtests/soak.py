@@ -1,10 +1,11 @@
 """A long, steady day of mixed traffic: does anything the server keeps grow without end?
 
     .venv/bin/python -m loadtests.soak [--minutes 10] [--clients 16] [--watchers 100]
-        [--users 2000] [--every 30]
+        [--users 2000] [--every 30] [--cluster]
 
 The bench measures minutes of one workload at a time; a release day is hours of all of them.
-This starts throw-away embedded Redis and PostgreSQL and ``seatlock serve`` (two workers, holds
+This starts throw-away embedded Redis (or, with ``--cluster``, a 3-primary Redis Cluster) and
+PostgreSQL and ``seatlock serve`` (two workers, holds
 of ``--hold-seconds`` so that some lapse), seeds the bench's catalog and ``--users`` accounts,
 and for ``--minutes`` runs ``--clients`` closed-loop connections. Each turn, a client takes a
 random user and does one of:
@@ -52,12 +53,14 @@ from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
 from loadtests.loadgen import API, Http, Resp, json_tail
 from loadtests.procmem import PROC, children_of, rss_kb
 from seatlock.server.embedded import embedded_services, free_port
+from seatlock.server.localcluster import LocalCluster
 
 HOST = "127.0.0.1"
 WARM_UP = 0.2  # the share of the run before the baseline sample
 SIGN_IN_CONNECTIONS = 8
 RECONCILE_S = 5  # the reconcilers' period: a pass racing the traffic every few seconds
 REPAIRS = "seatlock_reconcile_repaired_screenings_total"
+ALLOCATED = b"total.allocated"  # of MEMORY STATS: what Redis has allocated
 
 
 @dataclass
@@ -225,24 +228,28 @@ class Day:
 
     # --- the sampler --------------------------------------------------------------------------
 
-    async def sampler(self, server_pid: int, redis_url: str, database_url: str) -> None:
+    async def sampler(self, server_pid: int, redis_ports: list[int], database_url: str) -> None:
+        """A sample every --every seconds; Redis's figures summed over its primaries."""
         started = time.monotonic()
-        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-        redis = Resp(HOST, redis_port)
-        await redis.connect()
+        nodes = [Resp(HOST, port) for port in redis_ports]
+        for node in nodes:
+            await node.connect()
         db = await asyncpg.connect(database_url)
         try:
             while True:
                 workers = serving_children(server_pid)
-                stats = await redis.call("MEMORY", "STATS")  # name, value, name, value, ...
-                memory = dict(zip(stats[::2], stats[1::2], strict=True))[b"total.allocated"]
+                memory = keys = 0
+                for node in nodes:
+                    stats = await node.call("MEMORY", "STATS")  # name, value, name, value, ...
+                    memory += int(dict(zip(stats[::2], stats[1::2], strict=True))[ALLOCATED])
+                    keys += int(await node.call("DBSIZE"))
                 sample = Sample(
                     time.monotonic() - started,
                     self.out.requests,
                     {pid: rss_kb(pid) for pid in workers},
                     {pid: open_files(pid) for pid in workers},
-                    int(memory),
-                    int(await redis.call("DBSIZE")),
+                    memory,
+                    keys,
                     int(await db.fetchval("SELECT pg_database_size(current_database())")),
                 )
                 self.out.samples.append(sample)
@@ -252,14 +259,15 @@ class Day:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.done.wait(), self.args.every)
         finally:
-            await redis.close()
+            for node in nodes:
+                await node.close()
             await db.close()
 
-    async def run(self, server_pid: int, redis_url: str, database_url: str) -> Soak:
+    async def run(self, server_pid: int, redis_ports: list[int], database_url: str) -> Soak:
         for sid in self.screenings:
             self.seats[sid] = await seat_ids(self.port, sid)
         print(HEADER, flush=True)
-        sampler = asyncio.create_task(self.sampler(server_pid, redis_url, database_url))
+        sampler = asyncio.create_task(self.sampler(server_pid, redis_ports, database_url))
         rngs = [random.Random(n) for n in range(self.args.clients + self.args.watchers)]
         clients = [self.client(rng) for rng in rngs[: self.args.clients]]
         watchers = [self.watcher(rng) for rng in rngs[self.args.clients :]]
@@ -382,7 +390,12 @@ def report(out: Soak, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="seatlock-soak-"))
     try:
-        with embedded_services(root, persistent=False) as (redis_url, database_url):
+        with contextlib.ExitStack() as stack:
+            redis_url, database_url = stack.enter_context(embedded_services(root, persistent=False))
+            redis_ports = [int(redis_url.rsplit(":", 1)[1].split("/")[0])]
+            if args.cluster:
+                cluster = stack.enter_context(LocalCluster(root / "cluster", replicas_each=0))
+                redis_url, redis_ports = cluster.url, cluster.primary_ports
             asyncio.run(migrate_database(database_url))
             seeded = asyncio.run(seed_catalog(database_url, args.screenings / 34, args.users))
             port = free_port()
@@ -398,13 +411,14 @@ def run(args: argparse.Namespace) -> int:
                     await wait_ready(HOST, port, proc)
                     tokens = await sign_in_all(HOST, port, seeded.user_ids)
                     return await Day(args, port, seeded, tokens).run(
-                        proc.pid, redis_url, database_url
+                        proc.pid, redis_ports, database_url
                     )
 
+                on = f"a {len(redis_ports)}-primary Redis Cluster" if args.cluster else "one Redis"
                 print(
                     f"# soak: {args.minutes:g} min, {args.clients} clients, {args.watchers}"
                     f" watchers, {args.users:,} users, {len(seeded.spread_screenings)} screenings"
-                    f" and a hot one, holds of {args.hold_seconds} s"
+                    f" and a hot one, holds of {args.hold_seconds} s, on {on}"
                 )
                 out = asyncio.run(go())
             finally:
@@ -423,6 +437,9 @@ def main() -> None:
     parser.add_argument("--screenings", type=int, default=34, help="about this many to hold in")
     parser.add_argument("--hold-seconds", type=int, default=10, help="SEATLOCK_HOLD_SECONDS")
     parser.add_argument("--every", type=float, default=30, help="seconds between samples")
+    parser.add_argument(
+        "--cluster", action="store_true", help="on a 3-primary Redis Cluster of its own"
+    )
     sys.exit(run(parser.parse_args()))
 
 
