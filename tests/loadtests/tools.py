@@ -18,7 +18,7 @@ async def run_tool(
     *argv: str, timeout_s: float, cwd: Path = ROOT, env: dict[str, str] | None = None
 ) -> tuple[int, str]:
     """Run ``argv`` (``env``: ``without_settings()`` when None) and return its exit code and
-    its output (stdout and stderr together)."""
+    its output (stdout and stderr together); killed after ``timeout_s``."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -26,5 +26,10 @@ async def run_tool(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:  # not left running after the test: its servers die with it
+        proc.kill()
+        await proc.wait()
+        raise
     return proc.returncode or 0, out.decode(errors="replace")
