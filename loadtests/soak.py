@@ -5,9 +5,9 @@
 
 The bench measures minutes of one workload at a time; a release day is hours of all of them.
 This starts throw-away embedded Redis (or, with ``--cluster``, a 3-primary Redis Cluster) and
-PostgreSQL and ``seatlock serve`` (two workers, holds
-of ``--hold-seconds`` so that some lapse), seeds the bench's catalog and ``--users`` accounts,
-and for ``--minutes`` runs ``--clients`` closed-loop connections. Each turn, a client takes a
+PostgreSQL and ``seatlock serve`` (two workers, holds of ``--hold-seconds`` so that some lapse),
+seeds the bench's catalog and ``--users`` accounts, and for ``--minutes`` runs ``--clients``
+closed-loop connections. Each turn, a client takes a
 random user and does one of:
 
 - hold two seats of a screening (one of many, or the hot one everybody races for), then
@@ -57,7 +57,6 @@ from seatlock.server.localcluster import LocalCluster
 
 HOST = "127.0.0.1"
 WARM_UP = 0.2  # the share of the run before the baseline sample
-SIGN_IN_CONNECTIONS = 8
 RECONCILE_S = 5  # the reconcilers' period: a pass racing the traffic every few seconds
 REPAIRS = "seatlock_reconcile_repaired_screenings_total"
 ALLOCATED = b"total.allocated"  # of MEMORY STATS: what Redis has allocated
