@@ -896,6 +896,20 @@ def serve(
     )
 
 
+@contextlib.contextmanager
+def serving(
+    redis_url: str, database_url: str, data_dir: Path, extra: dict[str, str]
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``serve`` with two workers on a free port: the port and the process, stopped on the way
+    out (``stop_process``); the caller waits for it (``wait_ready``)."""
+    port = free_port()
+    proc = serve(redis_url, database_url, data_dir, port, 2, extra)
+    try:
+        yield port, proc
+    finally:
+        stop_process(proc)
+
+
 async def sign_in_all(host: str, port: int, user_ids: list[int]) -> dict[int, str]:
     """Sign the seeded users in, LOGIN_CONNECTIONS at a time over keep-alive connections:
     user id -> access token."""

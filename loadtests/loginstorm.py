@@ -29,11 +29,11 @@ import bcrypt
 import orjson
 
 from db.migrate import migrate_database
-from loadtests.bench import serve, stop_process, wait_ready
+from loadtests.bench import serving, wait_ready
 from loadtests.benchreport import pct
 from loadtests.benchseed import seed_catalog
 from loadtests.loadgen import API, Http
-from seatlock.server.embedded import embedded_services, free_port
+from seatlock.server.embedded import embedded_services
 
 HOST = "127.0.0.1"
 PASSWORD = "storm-pass-123"
@@ -172,14 +172,12 @@ def run(args: argparse.Namespace) -> None:
             asyncio.run(migrate_database(database_url))
             seeded = asyncio.run(seed_catalog(database_url, 1.0, 1))
             asyncio.run(seed_users(database_url, args.users, args.cost))
-            port = free_port()
             extra = {
                 "SEATLOCK_BCRYPT_ROUNDS": str(args.cost),
                 "SEATLOCK_PASSWORD_HASH_THREADS": str(args.threads),
                 "SEATLOCK_PASSWORD_WAIT_SECONDS": str(args.wait),
             }
-            proc = serve(redis_url, database_url, root / "server", port, 2, extra)
-            try:
+            with serving(redis_url, database_url, root / "server", extra) as (port, proc):
 
                 async def go() -> Storm:
                     await wait_ready(HOST, port, proc)
@@ -188,8 +186,6 @@ def run(args: argparse.Namespace) -> None:
                     )
 
                 out = asyncio.run(go())
-            finally:
-                stop_process(proc)
             print(
                 f"# login storm: {args.users} users, {args.readers} seat-map readers, bcrypt cost"
                 f" {args.cost}, {args.threads} hashing thread(s) per worker, wait {args.wait} s"

@@ -48,11 +48,11 @@ import orjson
 
 from db.migrate import migrate_database
 from loadtests import wsclient
-from loadtests.bench import serve, sign_in_all, stop_process, wait_ready
+from loadtests.bench import serving, sign_in_all, wait_ready
 from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
 from loadtests.loadgen import API, Http, Resp, json_tail
 from loadtests.procmem import PROC, children_of, rss_kb
-from seatlock.server.embedded import embedded_services, free_port
+from seatlock.server.embedded import embedded_services
 from seatlock.server.localcluster import LocalCluster
 
 HOST = "127.0.0.1"
@@ -397,14 +397,12 @@ def run(args: argparse.Namespace) -> int:
                 redis_url, redis_ports = cluster.url, cluster.primary_ports
             asyncio.run(migrate_database(database_url))
             seeded = asyncio.run(seed_catalog(database_url, args.screenings / 34, args.users))
-            port = free_port()
             extra = {
                 "SEATLOCK_HOLD_SECONDS": str(args.hold_seconds),
                 "SEATLOCK_TRUSTED_PROXIES": HOST,
                 "SEATLOCK_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_S),
             }
-            proc = serve(redis_url, database_url, root / "server", port, 2, extra)
-            try:
+            with serving(redis_url, database_url, root / "server", extra) as (port, proc):
 
                 async def go() -> Soak:
                     await wait_ready(HOST, port, proc)
@@ -420,8 +418,6 @@ def run(args: argparse.Namespace) -> int:
                     f" and a hot one, holds of {args.hold_seconds} s, on {on}"
                 )
                 out = asyncio.run(go())
-            finally:
-                stop_process(proc)
             return report(out, args)
     finally:
         shutil.rmtree(root, ignore_errors=True)
