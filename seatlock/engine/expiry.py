@@ -1,5 +1,11 @@
 """Hold expiry: each process frees the holds it made at their deadlines (``free_at_deadlines``),
-keyspace notifications push the others' (a process that died), and a periodic sweep is the net."""
+keyspace notifications push the others' (a process that died), and a periodic sweep is the net.
+
+Every process hears every key of the database expire, sessions and throttles included, and a
+release day lapses holds by the ten thousand: the listener keeps only the seats whose lease
+expired, by screening (``Lapsed``, at most MAX_LAPSED), and frees each screening's in one script
+per pass, however many of its leases expired meanwhile. Past that bound it keeps none and sweeps
+every screening once instead (the sweep frees by deadline what the notifications named)."""
 
 from __future__ import annotations
 
@@ -29,6 +35,10 @@ TOPOLOGY_S = 2.0  # on a cluster, how often the listener checks that it hears ev
 EXPIRED_BY_LISTENER, EXPIRED_BY_SWEEP = EXPIRIES.labels("listener"), EXPIRIES.labels("sweep")
 EXPIRED_BY_TIMER = EXPIRIES.labels("timer")
 FLAGS = "notify-keyspace-events"
+# Seats the listener keeps between two passes: ~100 bytes each, so ~10 MB at most, however fast
+# keys expire; beyond it the next pass is a sweep of every screening.
+MAX_LAPSED = 100_000
+WAIT_S = 0.5  # the longest the listener waits for an expiry before it beats and looks around
 
 
 async def enable_keyspace_events(
@@ -98,12 +108,11 @@ async def listen_for_expiries(
 async def _listen(
     engine: SeatEngine, transport: Transport, channel: str, stop: asyncio.Event, beat: Beat
 ) -> None:
-    """One subscription: expired keys queue up as they arrive and are handled in order."""
-    expired: asyncio.Queue[bytes] = asyncio.Queue()
-    feed = await transport.subscribe(channel, expired.put_nowait)
-    # At a stop, the wait for the next expiry ends at once (a shutdown waited up to 0.5 s): an
-    # empty key is no lease's, skipped, and the loop sees the stop.
-    waking = asyncio.create_task(_at_stop(stop, lambda: expired.put_nowait(b"")))
+    """One subscription: seats whose lease expired are kept as they arrive, and freed together."""
+    lapsed = Lapsed()
+    feed = await transport.subscribe(channel, lapsed.add)
+    # At a stop, the wait for the next expiry ends at once (a shutdown waited up to WAIT_S).
+    waking = asyncio.create_task(_at_stop(stop, lapsed.ready.set))
     try:
         if isinstance(feed, MergedFeed):  # a cluster's
             # A promoted replica or a new primary may not publish expiries yet: CONFIG SET is
@@ -115,7 +124,10 @@ async def _listen(
         await _sweep_once(engine)
         following = _Following(transport, feed)
         while not stop.is_set() and not feed.closed.done():
-            await _handle_next(engine, expired)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lapsed.ready.wait(), WAIT_S)
+            if not stop.is_set():
+                await _free_lapsed(engine, lapsed)
             beat()
             if not await following.still():
                 raise RedisConnectionError("the cluster's primaries changed: subscribing anew")
@@ -124,6 +136,65 @@ async def _listen(
     finally:
         waking.cancel()
         feed.close()
+
+
+class Lapsed:
+    """The seats whose lease expired since the listener's last pass, by screening: each seat
+    once, however many notifications name it, and MAX_LAPSED seats at most (``overflowed``:
+    some were not kept). Any other key that expired is not kept at all."""
+
+    def __init__(self) -> None:
+        self.seats: dict[int, set[int]] = {}
+        self.count = 0
+        self.overflowed = False
+        self.ready = asyncio.Event()  # set when there is something to free
+
+    def add(self, key: bytes | str) -> None:
+        """The feed's callback: one expired key."""
+        parsed = keys.parse_seat_hold(key)
+        if parsed is None:
+            return
+        screening_id, seat_id = parsed
+        seats = self.seats.setdefault(screening_id, set())
+        if seat_id not in seats:
+            if self.count >= MAX_LAPSED:
+                self.overflowed = True
+            else:
+                seats.add(seat_id)
+                self.count += 1
+        self.ready.set()
+
+    def take(self) -> tuple[dict[int, set[int]], bool]:
+        """What was kept, and whether some was not; the next pass starts empty."""
+        taken, overflowed = self.seats, self.overflowed
+        self.seats, self.count, self.overflowed = {}, 0, False
+        self.ready.clear()
+        return taken, overflowed
+
+
+async def _free_lapsed(engine: SeatEngine, lapsed: Lapsed) -> None:
+    """One pass: the kept seats' holds dropped, one script per screening (all at once), and a
+    sweep of every screening when some seats were not kept."""
+    taken, overflowed = lapsed.take()
+    if taken:
+        freed = await asyncio.gather(*(_expire(engine, sid, seats) for sid, seats in taken.items()))
+        EXPIRED_BY_LISTENER.inc(sum(freed))
+    if overflowed:
+        logger.warning("over %d holds lapsed at once: sweeping every screening", MAX_LAPSED)
+        await _sweep_once(engine)
+
+
+async def _expire(engine: SeatEngine, screening_id: int, seats: set[int]) -> int:
+    try:
+        return await engine.expire_leases(screening_id, list(seats))
+    except SeatLockError as exc:  # its node is down: the sweep frees them once it answers
+        logger.warning(
+            "could not free the %d lapsed holds of screening %s: %s",
+            len(seats),
+            screening_id,
+            exc.detail,
+        )
+        return 0
 
 
 async def _at_stop(stop: asyncio.Event, wake: Callable[[], None]) -> None:
@@ -156,20 +227,6 @@ class _Following:
         except (RedisError, OSError) as exc:  # no node answers: the feed itself will end
             logger.debug("cannot read the cluster's primaries: %r", exc)
             return True
-
-
-async def _handle_next(engine: SeatEngine, expired: asyncio.Queue[bytes]) -> None:
-    try:
-        key = await asyncio.wait_for(expired.get(), 0.5)
-    except TimeoutError:
-        return
-    if keys.parse_seat_hold(key) is None:
-        return
-    try:
-        if await engine.expire_lease(key):
-            EXPIRED_BY_LISTENER.inc()
-    except SeatLockError as exc:
-        logger.warning("could not expire %r: %s", key, exc.detail)
 
 
 async def free_at_deadlines(

@@ -436,14 +436,21 @@ class SeatEngine:
             holds={holds[i]: (holds[i + 1], holds[i + 2]) for i in range(0, len(holds), 4)},
         )
 
-    async def expire_lease(self, key: bytes | str, now_ms: int | None = None) -> bool:
-        """A lease key expired (keyspace event): drop the hold if it is really gone."""
-        parsed = keys.parse_seat_hold(key)
-        if parsed is None:
-            return False
-        screening_id, seat_id = parsed
-        reply = await self._run("expire", screening_id, [seat_id], self._now(now_ms), [seat_id])
-        return reply[0] == Status.OK and int(reply[1]) == 1
+    async def expire_leases(
+        self, screening_id: int, seat_ids: Sequence[int], now_ms: int | None = None
+    ) -> int:
+        """The lease keys of these seats expired (keyspace events): drop each seat's hold whose
+        lease is really gone (not held again since), in one event per SWEEP_BATCH seats; returns
+        how many were dropped."""
+        seats = sorted(set(seat_ids))
+        now = self._now(now_ms)
+        dropped = 0
+        for start in range(0, len(seats), SWEEP_BATCH):
+            batch = seats[start : start + SWEEP_BATCH]
+            reply = await self._run("expire", screening_id, batch, now, batch)
+            if reply[0] == Status.OK:
+                dropped += int(reply[1])
+        return dropped
 
     async def sweep(self, now_ms: int | None = None) -> int:
         """Free every expired hold of every loaded screening; returns how many.

@@ -443,13 +443,13 @@ async def test_expire_drops_only_a_gone_lease(redis: Redis, engine: SeatEngine) 
     now = now_ms()
     await engine.hold(S, ALICE, [1], now)
     lease = keys.seat_hold(S, 1)
-    assert not await engine.expire_lease(lease, now)  # lease still there: a stale event
-    assert not await engine.expire_lease("sl:{scr:501}:meta", now)
+    assert await engine.expire_leases(S, [1], now) == 0  # lease still there: a stale event
+    assert await engine.expire_leases(S, [5], now) == 0  # no hold at all
     await redis.delete(lease)  # what Redis does when the TTL runs out
     async with tap(redis, S) as events:
-        assert await engine.expire_lease(lease.encode(), now)
+        assert await engine.expire_leases(S, [1, 1], now) == 1
         event = await events.next()
-        assert not await engine.expire_lease(lease, now)
+        assert await engine.expire_leases(S, [1], now) == 0
         await events.none(0.05)
     assert event["seats"][0] == {
         "seat_id": 1,
@@ -458,6 +458,23 @@ async def test_expire_drops_only_a_gone_lease(redis: Redis, engine: SeatEngine) 
         "expires_at": None,
     }
     assert await redis.hlen(keys.screening_holds(S)) == 0
+
+
+async def test_expire_drops_many_gone_leases_in_one_event(redis: Redis, engine: SeatEngine) -> None:
+    now = now_ms()
+    await engine.hold(S, ALICE, [1, 2, 3], now)
+    await engine.hold(S, BOB, [4], now)
+    await redis.delete(keys.seat_hold(S, 1), keys.seat_hold(S, 3), keys.seat_hold(S, 4))
+    async with tap(redis, S) as events:
+        # Seat 2's lease is still there (held again since its notification), seat 5 holds nothing.
+        assert await engine.expire_leases(S, [5, 4, 3, 2, 1], now) == 3
+        event = await events.next()
+        await events.none(0.05)
+    assert [seat["seat_id"] for seat in event["seats"]] == [1, 3, 4]
+    assert {seat["status"] for seat in event["seats"]} == {"available"}
+    assert await redis.hkeys(keys.screening_holds(S)) == [b"2"]
+    assert await redis.zrange(keys.screening_deadlines(S), 0, -1) == [b"2"]
+    assert await redis.zrange(keys.screening_owners(S), 0, -1) == [b"2"]
 
 
 async def test_sweep_frees_only_what_is_due(redis: Redis, engine: SeatEngine) -> None:

@@ -148,7 +148,7 @@ async def test_calls_that_need_no_layout_do_not_load(
 ) -> None:
     assert await engine.release(S, ALICE, [1]) == []
     assert await engine.release_grant(S, new_grant(), [1]) == []
-    assert not await engine.expire_lease(keys.seat_hold(S, 1))
+    assert await engine.expire_leases(S, [1]) == 0
     assert await engine.sweep() == 0
     assert source.calls == 0
 
@@ -295,7 +295,7 @@ async def test_works_with_a_decoding_client(
         await engine.hold(S, ALICE, [3], now)
         assert await engine.sweep(now + 300_000) == 1
         assert await engine.version(S) > 0
-        assert not await engine.expire_lease(keys.seat_hold(S, 3), now)
+        assert await engine.expire_leases(S, [3], now) == 0
 
 
 @pytest.mark.parametrize(

@@ -257,8 +257,7 @@ class EngineMachine(RuleBasedStateMachine):
         if lapsed:
             self.run(self.redis.delete(keys.seat_hold(self.screening, seat)))
         gone = hold is not None and (lapsed or not hold.lease)
-        key = keys.seat_hold(self.screening, seat)
-        assert self.run(self.engine.expire_lease(key, self.now)) == gone
+        assert self.run(self.engine.expire_leases(self.screening, [seat], self.now)) == int(gone)
         if gone:
             del self.holds[seat]
 

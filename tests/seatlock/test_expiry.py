@@ -10,8 +10,11 @@ import pytest
 from redis.asyncio import Redis
 
 from seatlock import keys
+from seatlock.engine import expiry
 from seatlock.engine.errors import HoldExpired
 from seatlock.engine.expiry import (
+    Lapsed,
+    _free_lapsed,
     _with_expired_events,
     enable_keyspace_events,
     listen_for_expiries,
@@ -21,7 +24,7 @@ from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Transport
 from tests.lua.support import DictSource, Transports, engine_url, make_engine, tap
 
-S = 801
+S, T = 801, 802
 ALICE, BOB = 7, 8
 AVAILABLE = {"seat_id": 1, "status": "available", "user_id": None, "expires_at": None}
 
@@ -30,6 +33,7 @@ AVAILABLE = {"seat_id": 1, "status": "available", "user_id": None, "expires_at":
 def engine(transport: Transport) -> SeatEngine:
     source = DictSource()
     source.add(S, [1, 2, 3])
+    source.add(T, [1, 2, 3])
     return make_engine(transport, source, hold_ms=300)
 
 
@@ -126,3 +130,54 @@ async def test_listener_resubscribes_after_losing_its_connection(
     async with tap(redis, S) as events:
         event = await events.next(within=2.0)
     assert event["seats"] == [{**AVAILABLE, "seat_id": 3}]
+
+
+def test_lapsed_keeps_each_lease_once_and_nothing_else() -> None:
+    lapsed = Lapsed()
+    for key in ("sl:session:abc", "sl:{scr:801}:meta", b"unrelated"):
+        lapsed.add(key)
+    assert not lapsed.ready.is_set() and lapsed.seats == {}  # sessions, throttles: not kept
+    for key in (keys.seat_hold(S, 1), keys.seat_hold(S, 1).encode(), keys.seat_hold(T, 2)):
+        lapsed.add(key)
+    assert lapsed.ready.is_set() and lapsed.count == 2
+    assert lapsed.take() == ({S: {1}, T: {2}}, False)
+    assert not lapsed.ready.is_set() and lapsed.seats == {} and lapsed.count == 0
+
+
+async def test_a_burst_of_lapsed_holds_goes_in_one_event_per_screening(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    await engine.hold(S, ALICE, [1, 2, 3])
+    await engine.hold(T, BOB, [1, 2])
+    lapsed = Lapsed()
+    for screening, seat in ((S, 1), (S, 3), (T, 1), (T, 2), (S, 3)):
+        await redis.delete(keys.seat_hold(screening, seat))  # their TTLs ran out
+        lapsed.add(keys.seat_hold(screening, seat))
+    async with tap(redis, S) as at_s, tap(redis, T) as at_t:
+        await _free_lapsed(engine, lapsed)
+        s_event, t_event = await at_s.next(), await at_t.next()
+        await at_s.none(0.05)
+        await at_t.none(0.05)
+    assert [seat["seat_id"] for seat in s_event["seats"]] == [1, 3]
+    assert [seat["seat_id"] for seat in t_event["seats"]] == [1, 2]
+    assert await redis.hkeys(keys.screening_holds(S)) == [b"2"]  # its lease is still there
+    assert await redis.hlen(keys.screening_holds(T)) == 0
+
+
+async def test_past_its_bound_the_listener_sweeps_every_screening(
+    redis: Redis,
+    engine: SeatEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(expiry, "MAX_LAPSED", 2)
+    await engine.hold(S, ALICE, [1, 2, 3], engine.now_ms() - 1000)  # deadlines passed
+    lapsed = Lapsed()
+    for seat in (1, 2, 3):
+        await redis.delete(keys.seat_hold(S, seat))
+        lapsed.add(keys.seat_hold(S, seat))
+    assert lapsed.count == 2 and lapsed.overflowed
+    await _free_lapsed(engine, lapsed)
+    assert await redis.hlen(keys.screening_holds(S)) == 0  # the seat not kept: swept
+    assert "sweeping every screening" in caplog.text
+    assert lapsed.take() == ({}, False)
