@@ -45,7 +45,7 @@ from api.caching import (
 )
 
 MAX_ENTRIES = 2048  # answers kept per process, least recently used dropped first
-MAX_BYTES = 32 * 1024 * 1024  # bodies kept per process (their compressed copies are smaller)
+MAX_BYTES = 32 * 1024 * 1024  # bodies kept per process, with the compressed copies made of them
 MAX_ANSWER_BYTES = MAX_BYTES // 16  # a larger body is served but not kept
 # Nor is an answer to a longer path and query: the catalog's own are short, and a query string
 # of unknown parameters (which the lists ignore) once made each entry's key up to 64 KB.
@@ -65,14 +65,20 @@ class Answer:
     born: float  # time.monotonic() when its computation started
     # coding (None: identity) -> (strong ETag, body in that coding), made on first use.
     variants: dict[str | None, tuple[bytes, bytes]] = field(default_factory=dict)
+    size: int = 0  # bytes of the body and of its compressed copies, counted by the cache
+    owner: AnswerCache | None = None  # the cache that counts them, while it keeps this answer
 
     async def variant(self, coding: str | None) -> tuple[bytes, bytes]:
         known = self.variants.get(coding)
         if known is None:
             body = self.body
-            if coding is not None:  # two concurrent first uses both compress: same bytes
+            if coding is not None:
                 body = await in_thread_if_large(compress, body, coding)
-            known = self.variants[coding] = (etag_of(self.body, coding), body)
+            known = self.variants.get(coding)  # two concurrent first uses: one copy is kept
+            if known is None:
+                known = self.variants[coding] = (etag_of(self.body, coding), body)
+                if coding is not None and self.owner is not None:
+                    self.owner.grown(self, len(body))
         return known
 
 
@@ -134,15 +140,29 @@ class AnswerCache:
         if flight.key in self.answers:
             self._drop(flight.key)
         self.answers[flight.key] = answer
-        self.bytes += len(answer.body)
+        answer.owner, answer.size = self, len(answer.body)
+        self.bytes += answer.size
+        self._trim()
+
+    def grown(self, answer: Answer, extra: int) -> None:
+        """A kept answer made a compressed copy of ``extra`` bytes."""
+        answer.size += extra
+        self.bytes += extra
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self.answers) > MAX_ENTRIES or self.bytes > MAX_BYTES:
             self._drop(next(iter(self.answers)))
 
     def _drop(self, key: Key) -> None:
-        self.bytes -= len(self.answers.pop(key).body)
+        answer = self.answers.pop(key)
+        answer.owner = None
+        self.bytes -= answer.size
 
     def clear(self) -> None:
         """Forget every answer and every running flight (a catalog write happened)."""
+        for answer in self.answers.values():
+            answer.owner = None
         self.answers.clear()
         self.flights.clear()
         self.bytes = 0

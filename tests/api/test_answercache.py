@@ -11,7 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
+from api import answercache
 from api.answercache import MAX_ENTRIES, MAX_KEY_BYTES, AnswerCache, Flight
+from api.caching import compress
 from db import catalog
 from tests import factories as make
 from tests.support import Account, LiveServer
@@ -200,6 +202,38 @@ async def test_the_cache_is_bounded_and_a_clear_stops_running_flights() -> None:
     answers.clear()
     assert late.keep(200, b"{}", []) is not None  # it still answers its own requests
     assert answers.fresh(("GET", "/late", b"")) is None  # but keeps nothing after a write
+    assert answers.bytes == 0
+
+
+async def test_compressed_copies_count_toward_the_byte_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = AnswerCache(LONG)
+    # A catalog list: compressible, but not to nothing (each entry differs).
+    body = (
+        b"["
+        + b",".join(b'{"id":%d,"title":"Movie %x"}' % (i, i * 7919) for i in range(3000))
+        + b"]"
+    )
+    gzipped, brotli = len(compress(body, "gzip")), len(compress(body, "br"))
+    first = Flight(answers, ("GET", "/m/1", b""), answers.generation).keep(200, body, [])
+    assert first is not None and answers.bytes == len(body)
+    await first.variant(None)
+    await first.variant("gzip")
+    await first.variant("gzip")  # made once, counted once
+    await first.variant("br")
+    assert answers.bytes == len(body) + gzipped + brotli
+    # Room for a second body, not for its copies too: storing it keeps both, its gzip copy
+    # pushes the first answer out.
+    monkeypatch.setattr(answercache, "MAX_BYTES", 2 * len(body) + gzipped + brotli + gzipped // 2)
+    second = Flight(answers, ("GET", "/m/2", b""), answers.generation).keep(200, body, [])
+    assert second is not None and len(answers.answers) == 2
+    await second.variant("gzip")
+    assert list(answers.answers) == [("GET", "/m/2", b"")]
+    assert answers.bytes == len(body) + gzipped
+    await first.variant("br")  # a dropped answer's copies count no more
+    answers.clear()
+    await second.variant("br")
     assert answers.bytes == 0
 
 
