@@ -29,6 +29,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -62,7 +63,8 @@ class SessionTrust:
     """Per-process session state: confirmed active sessions and recently revoked ones."""
 
     def __init__(self, keep_revoked_seconds: float) -> None:
-        self.confirmed: dict[str, float] = {}  # session id -> monotonic deadline
+        # session id -> monotonic deadline, soonest first (a confirmation goes to the end)
+        self.confirmed: OrderedDict[str, float] = OrderedDict()
         self.revoked: dict[str, float] = {}  # session id -> monotonic time it was learned
         self.live = False  # subscribed and tracking flushes: confirmations may be kept
         self.epoch = 0
@@ -79,9 +81,17 @@ class SessionTrust:
         # epoch or the revoked set: the check's answer may predate it, so it is not kept.
         if not self.live or epoch != self.epoch or session_id in self.revoked:
             return
-        if len(self.confirmed) >= MAX_CONFIRMED:
-            self.confirmed.clear()
-        self.confirmed[session_id] = time.monotonic() + CONFIRM_SECONDS
+        now, confirmed = time.monotonic(), self.confirmed
+        # Lapsed confirmations go from the front as new ones come, and at MAX_CONFIRMED the
+        # oldest live one: the others stay trusted (the sessions of a crowd were all checked
+        # again at once when a full dict was emptied).
+        while confirmed:
+            oldest, deadline = next(iter(confirmed.items()))
+            if deadline > now and len(confirmed) < MAX_CONFIRMED:
+                break
+            del confirmed[oldest]
+        confirmed[session_id] = now + CONFIRM_SECONDS
+        confirmed.move_to_end(session_id)
 
     def revoke(self, session_ids: Iterable[str]) -> None:
         now = time.monotonic()
