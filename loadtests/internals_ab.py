@@ -58,16 +58,16 @@ def serve(http: str, ws: str, port: int) -> None:
 
     if ws == "queue":
         api.websockets.direct_socket = lambda websocket: None
-    uvicorn.run(
-        create_app(),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http=http_protocol() if http == "ours" else "httptools",
-        log_level="warning",
-        access_log=False,
-        ws_ping_interval=None,
-    )
+    options: dict[str, Any] = {  # as seatlock serve passes them (seatlock/server/cli.py)
+        "host": "127.0.0.1",
+        "port": port,
+        "loop": "uvloop",
+        "http": http_protocol() if http == "ours" else "httptools",
+        "log_level": "warning",
+        "access_log": False,
+        "ws_ping_interval": None,
+    }
+    uvicorn.run(create_app(), **options)
 
 
 class Server:
