@@ -91,8 +91,16 @@ class NodeFeed:
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
         self._leaving.add(channel)
-        async with asyncio.timeout(ASK_S):
-            await self._pubsub.sunsubscribe(channel)
+        try:
+            async with asyncio.timeout(ASK_S):
+                await self._pubsub.sunsubscribe(channel)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Sent or not, its confirmation may never come, and an SUNSUBSCRIBE that Redis sends
+            # of itself later (the slot leaving) would then be taken for it, the channel's loss
+            # unnoticed. This connection is given up: its channels move to a new one.
+            self._owner.node_lost(self, f"no answer to SUNSUBSCRIBE: {exc!r}")
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._reader is not None:

@@ -167,14 +167,15 @@ class LocalCluster(RedisNodes):
         return sorted(found & set(self.live_ports()))
 
     def replica_of(self, primary: int) -> int:
-        """The port of a live replica of the primary on port ``primary``."""
+        """The port of a live replica of the primary on port ``primary``, as the replica itself
+        says (the primary hears of its replicas by gossip: just after start, not yet)."""
         wanted = self.node_id(primary)
-        with self.client(primary) as node:
-            lines = _text(node.execute_command("CLUSTER NODES")).splitlines()
-        for fields in (line.split() for line in lines):
-            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
-            if "slave" in fields[2] and fields[3] == wanted and port in self.live_ports():
-                return port
+        for port in self.live_ports():
+            with self.client(port) as node:
+                lines = _text(node.execute_command("CLUSTER NODES")).splitlines()
+            for fields in (line.split() for line in lines):
+                if "myself" in fields[2] and "slave" in fields[2] and fields[3] == wanted:
+                    return port
         raise LookupError(f"no replica of {primary}")
 
     def wait_for_new_primary(self, slot: int, lost: int, seconds: float = 20.0) -> int:

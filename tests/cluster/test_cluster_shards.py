@@ -93,3 +93,43 @@ async def test_a_channel_on_a_node_that_is_not_its_slots_primary_moves_to_the_pr
         finally:
             stop.set()
             await runner
+
+
+@pytest.mark.parametrize("empty_cluster", ["sharded"], indirect=True)
+async def test_a_connection_whose_sunsubscribe_went_unanswered_is_given_up(
+    empty_cluster: LocalCluster,
+) -> None:
+    """Its other channels move to a new connection (live again: their watchers resync), rather
+    than stay where a later SUNSUBSCRIBE from Redis (the slot leaving) would pass for ours."""
+    cluster = empty_cluster
+    leaving, staying = keys.screening_events(SHOW), ""
+    primary = cluster.port_of_slot(cluster.keyslot(leaving))
+    for show in range(SHOW + 1, SHOW + 1000):  # another screening on the same primary
+        channel = keys.screening_events(show)
+        if cluster.port_of_slot(cluster.keyslot(channel)) == primary:
+            staying = channel
+            break
+    changes: list[tuple[str, bool]] = []
+    async with transport_of(cluster) as transport:
+        shards = ShardChannels(transport, lambda _: None, lambda c, live: changes.append((c, live)))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(shards.run(stop))
+        try:
+            await asyncio.wait_for(shards.confirmed(leaving), 5)
+            await asyncio.wait_for(shards.confirmed(staying), 5)
+            feed = shards._placed[staying]
+
+            async def unanswered(*channels: str) -> None:
+                raise TimeoutError
+
+            feed._pubsub.sunsubscribe = unanswered  # type: ignore[method-assign]
+            shards.release(leaving)
+            await wait_until(lambda: changes[-2:] == [(staying, False), (staying, True)], 5)
+            assert shards._placed[staying] is not feed
+            assert shards.is_live(staying) and not shards.is_live(leaving)
+            # The connection given up is closed: its subscriptions went with it.
+            await wait_until(lambda: subscribers(cluster, primary, leaving) == 0, 5)
+            assert subscribers(cluster, primary, staying) == 1
+        finally:
+            stop.set()
+            await runner
