@@ -155,12 +155,12 @@ class Lapsed:
         if parsed is None:
             return
         screening_id, seat_id = parsed
-        seats = self.seats.setdefault(screening_id, set())
-        if seat_id not in seats:
+        seats = self.seats.get(screening_id)
+        if seats is None or seat_id not in seats:
             if self.count >= MAX_LAPSED:
                 self.overflowed = True
             else:
-                seats.add(seat_id)
+                self.seats.setdefault(screening_id, set()).add(seat_id)
                 self.count += 1
         self.ready.set()
 

@@ -176,7 +176,8 @@ async def test_past_its_bound_the_listener_sweeps_every_screening(
     for seat in (1, 2, 3):
         await redis.delete(keys.seat_hold(S, seat))
         lapsed.add(keys.seat_hold(S, seat))
-    assert lapsed.count == 2 and lapsed.overflowed
+    lapsed.add(keys.seat_hold(T, 1))  # nor anything of another screening
+    assert lapsed.seats == {S: {1, 2}} and lapsed.overflowed
     await _free_lapsed(engine, lapsed)
     assert await redis.hlen(keys.screening_holds(S)) == 0  # the seat not kept: swept
     assert "sweeping every screening" in caplog.text
