@@ -267,16 +267,19 @@ async def _free_due(engine: SeatEngine, deadlines: Deadlines, due: list[int], no
 async def sweep_forever(
     engine: SeatEngine, interval_s: float, stop: asyncio.Event, beat: Beat = no_beat
 ) -> None:
-    """Run ``engine.sweep()`` every ``interval_s`` seconds until ``stop`` is set."""
+    """Run ``engine.sweep_some()`` every ``interval_s`` seconds until ``stop`` is set: every
+    loaded screening is looked at once per interval while there are at most SWEEP_SLICE of them,
+    and within len(loaded) / SWEEP_SLICE intervals beyond (a net: each process frees its own
+    holds on time, and the listener the others')."""
     while not stop.is_set():
-        await _sweep_once(engine)
+        await _sweep_once(engine, partial=True)
         beat()
         await pause(stop, interval_s, beat)
 
 
-async def _sweep_once(engine: SeatEngine) -> None:
+async def _sweep_once(engine: SeatEngine, partial: bool = False) -> None:
     try:
-        freed = await engine.sweep()
+        freed = await (engine.sweep_some() if partial else engine.sweep())
     except (SeatLockError, RedisError, OSError) as exc:
         logger.warning("sweep failed: %r", exc)
         return

@@ -182,3 +182,32 @@ async def test_past_its_bound_the_listener_sweeps_every_screening(
     assert await redis.hlen(keys.screening_holds(S)) == 0  # the seat not kept: swept
     assert "sweeping every screening" in caplog.text
     assert lapsed.take() == ({}, False)
+
+
+async def test_a_periodic_sweep_pass_looks_at_a_bounded_turn_of_screenings(
+    redis: Redis, transport: Transport
+) -> None:
+    """``sweep_some`` looks at the next ``at_most`` loaded screenings after the last it looked at
+    (wrapping around), so a pass costs the same however many are loaded, and all get their turn."""
+    source = DictSource()
+    screenings = [901, 902, 903, 904, 905]
+    for screening in screenings:
+        source.add(screening, [1, 2])
+    engine = make_engine(transport, source, hold_ms=300)
+    past = engine.now_ms() - 1000  # every hold made at this time has lapsed
+    for screening in screenings:
+        await engine.hold(screening, ALICE, [1], past)
+
+    async def still_held() -> list[int]:
+        return [s for s in screenings if await redis.hlen(keys.screening_holds(s))]
+
+    assert await engine.sweep_some(2) == 2
+    assert await still_held() == [903, 904, 905]
+    await engine.hold(901, BOB, [2], past)  # its turn is over: it waits for the next one
+    assert await engine.sweep_some(2) == 2
+    assert await still_held() == [901, 905]
+    assert await engine.sweep_some(2) == 2  # 905, then round again to 901
+    assert await still_held() == []
+    await engine.hold(902, BOB, [2], past)
+    assert await engine.sweep_some(2) == 1  # 902 and 903
+    assert await engine.sweep() == 0  # a whole sweep finds nothing left
