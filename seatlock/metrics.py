@@ -80,7 +80,9 @@ UNPAID_EXPIRED = Counter(
     "seatlock_unpaid_tickets_expired", "Pending tickets cancelled past their payment deadline"
 )
 RECONCILE_PASSES = Counter(
-    "seatlock_reconcile_passes", "Reconciler passes by outcome (ok, failed)", ["outcome"]
+    "seatlock_reconcile_passes",
+    "Reconciler passes by outcome (ok, failed, elsewhere: another process had the turn)",
+    ["outcome"],
 )
 RECONCILE_REPAIRS = Counter(
     "seatlock_reconcile_repaired_screenings",

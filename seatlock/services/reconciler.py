@@ -19,7 +19,10 @@ and sold the seat of a ticket cancelled between its two queries, which are one s
 at once, met both races every pass. A booking or cancellation whose process died before marking
 Redis is repaired by the first pass after. What remains is a real mismatch changed again during
 the pass (an old ticket cancelled between the query and the sell): the next pass repairs it.
-Every API process runs one; passes of several processes at once only repeat idempotent scripts.
+Every API process runs one, and the processes sharing a Redis take turns (``_my_turn``): one
+pass an interval between them, not one each. A pass over 10,000 loaded screenings of 50 sold seats
+took a worker ~0.9 s of CPU; eight processes made eight such passes every 30 s. A pass of another
+process at the same time (its turn lapsed while it still ran) only repeats idempotent scripts.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 
 import asyncpg
 from redis.exceptions import RedisError
 
 from db import tickets as repo
 from db.pool import DATABASE_FAILED
+from seatlock import keys
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import answered
 from seatlock.errors import SeatLockError, Unavailable
@@ -41,9 +46,16 @@ from seatlock.metrics import RECONCILE_PASSES, RECONCILE_REPAIRS
 
 logger = logging.getLogger(__name__)
 
-BATCH = 500  # screenings per round trip and per query
+# Screenings per round trip and per query. The rows of a batch are read in one go, which keeps
+# the event loop from serving requests meanwhile: 100 screenings of 50 sold seats, ~8 ms.
+BATCH = 100
 SETTLE_S = 10.0  # a ticket this young is left to its booking's own marking
 RETRY_S = 1.0  # after a failed pass, try again this soon: the first that works runs at once
+# The turn: the process that set it passes, the others leave the interval's pass to it. It lasts
+# 0.9 of the interval, the least a process waits between two passes (its jitter), so a process
+# whose wait ends finds it over unless another process took it since.
+TURN = keys.rate_limit("reconcile")
+TURN_SHARE = 0.9
 # What makes a pass fail and retried soon: PostgreSQL or Redis cannot answer.
 BACKEND_DOWN: tuple[type[Exception], ...] = (*DATABASE_FAILED, RedisError, Unavailable)
 
@@ -61,6 +73,7 @@ class Reconciler:
         self.repairs = 0  # screenings repaired so far (one log line each), for metrics
         self.seats_repaired = 0  # seats sold or freed by those repairs
         self.passes = 0  # passes completed
+        self.token = secrets.token_hex(8)  # this process's mark on the turn it takes
         self.failing = False  # the last pass failed: a backend was down
 
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
@@ -75,6 +88,9 @@ class Reconciler:
 
     async def _pass(self) -> bool:
         try:
+            if not await self._my_turn():
+                RECONCILE_PASSES.labels("elsewhere").inc()
+                return True
             await self.reconcile()
         except BACKEND_DOWN as exc:
             RECONCILE_PASSES.labels("failed").inc()
@@ -87,6 +103,16 @@ class Reconciler:
             logger.warning("reconcile pass works again after an outage")
         self.failing = False
         return True
+
+    async def _my_turn(self) -> bool:
+        """Whether this process passes now: it takes the turn, or it has it already (a failed
+        pass retried: the others wait until it works, or until the turn lapses)."""
+        ttl_ms = max(1, int(self.interval_s * TURN_SHARE * 1000))
+        transport = self.engine.transport
+        if await transport.command("SET", TURN, self.token, "PX", ttl_ms, "NX") is not None:
+            return True
+        holder = await transport.command("GET", TURN)
+        return holder in (self.token, self.token.encode())
 
     def _jittered(self) -> float:
         return self.interval_s * random.uniform(0.9, 1.1)

@@ -115,6 +115,26 @@ async def test_the_loop_passes_at_once_and_retries_a_failed_pass_soon(
     assert (await states(engine, show.id))[show.seat_ids[0]] == ("booked", user)
 
 
+async def test_processes_sharing_a_redis_take_turns(
+    engine: SeatEngine, pool: asyncpg.Pool, db: asyncpg.Connection, user: int
+) -> None:
+    """One pass an interval between them: the first to ask takes the turn for 0.9 of the
+    interval (and keeps it for its retries), the others skip until it lapses."""
+    show = await make.show(db, 2)
+    await engine.seat_map(show.id)
+    one, two = (Reconciler(engine, pool, interval_s=0.5) for _ in range(2))
+    assert await one._pass() and await two._pass()
+    assert (one.passes, two.passes) == (1, 0)
+    assert await one._pass()  # its own turn still
+    assert (one.passes, two.passes) == (2, 0)
+    await make.ticket(db, user, show.id, show.seat_ids[0])
+    await db.execute("UPDATE tickets SET booked_at = now() - interval '1 minute'")  # settled
+    await asyncio.sleep(0.5 * module.TURN_SHARE)  # the turn lapsed
+    assert await two._pass() and await one._pass()
+    assert (one.passes, two.passes, two.repairs) == (2, 1, 1)
+    assert (await states(engine, show.id))[show.seat_ids[0]] == ("booked", user)
+
+
 async def test_a_ticket_cancelled_while_a_pass_runs_is_not_marked_sold(
     engine: SeatEngine,
     pool: asyncpg.Pool,
