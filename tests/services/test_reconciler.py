@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import asyncpg
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seatlock.engine.seats import SeatEngine
 from seatlock.services import reconciler as module
@@ -133,6 +135,27 @@ async def test_processes_sharing_a_redis_take_turns(
     assert await two._pass() and await one._pass()
     assert (one.passes, two.passes, two.repairs) == (2, 1, 1)
     assert (await states(engine, show.id))[show.seat_ids[0]] == ("booked", user)
+
+
+async def test_without_an_answer_about_the_turn_each_process_passes(
+    engine: SeatEngine, pool: asyncpg.Pool, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn's key on a cluster primary that is down: the screenings of the others are still
+    reconciled, by every process, as before turns."""
+    show = await make.show(db, 2)
+    await engine.seat_map(show.id)
+    one, two = (Reconciler(engine, pool, interval_s=30) for _ in range(2))
+    command = engine.transport.command
+
+    async def turn_unanswered(*args: Any) -> Any:
+        if module.TURN in args:
+            raise RedisConnectionError("the turn's primary is down")
+        return await command(*args)
+
+    monkeypatch.setattr(engine.transport, "command", turn_unanswered)
+    assert await one._pass() and await two._pass()
+    assert (one.passes, two.passes) == (1, 1)
+    assert not one.failing and not two.failing
 
 
 async def test_a_ticket_cancelled_while_a_pass_runs_is_not_marked_sold(
