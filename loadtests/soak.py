@@ -24,7 +24,9 @@ requests: memory a worker keeps for what it has seen (users, tokens, addresses, 
 up as growth that does not level off. Each user comes from an address of its own (the server
 trusts the tool as a proxy), as sign-in throttles would see them. The reconcilers pass every few
 seconds; with every seat changed only through the API, any seat one of them repairs was made
-wrong by the server. Exits 1 on any 5xx answer, dropped connection or repair.
+wrong by the server. Any refusal but those the workload makes on purpose (a seat someone else
+holds, a wrong password) is printed with its first bodies. Exits 1 on any 5xx answer, dropped
+connection or repair.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ HOST = "127.0.0.1"
 WARM_UP = 0.2  # the share of the run before the baseline sample
 RECONCILE_S = 5  # the reconcilers' period: a pass racing the traffic every few seconds
 REPAIRS = "seatlock_reconcile_repaired_screenings_total"
+# The refusals the workload makes on purpose (a seat someone else holds, a wrong password): any
+# other answer of 400 and over has its first bodies kept and printed, to say what it was.
+EXPECTED = frozenset({"hold 409", "wrong password 401"})
+KEPT_BODIES = 5  # per step and status
 ALLOCATED = b"total.allocated"  # of MEMORY STATS: what Redis has allocated
 
 
@@ -81,6 +87,8 @@ class Soak:
     watches: int = 0
     samples: list[Sample] = field(default_factory=list)
     repairs: float = 0.0  # screenings the reconcilers found Redis wrong about
+    # "<step> <status>" -> the first KEPT_BODIES bodies of an unexpected refusal or error
+    bodies: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 class Day:
@@ -119,7 +127,12 @@ class Day:
             self.out.dropped += 1
             return 0, b""
         self.out.requests += 1
-        self.out.statuses[f"{step} {status}"] += 1
+        answer = f"{step} {status}"
+        self.out.statuses[answer] += 1
+        if status >= 400 and answer not in EXPECTED:
+            kept = self.out.bodies.setdefault(answer, [])
+            if len(kept) < KEPT_BODIES:
+                kept.append(raw[:300])
         return status, raw
 
     async def client(self, rng: random.Random) -> None:
@@ -375,6 +388,9 @@ def report(out: Soak, args: argparse.Namespace) -> int:
             grew = after - before
             print(f"  {name}: {grew / 2**20:+.1f} MB ({grew / 1024 * per:+,.0f} KB)")
         print(f"  Redis keys: {end.redis_keys - base.redis_keys:+,}")
+    for answer, bodies in sorted(out.bodies.items()):
+        for body in bodies:
+            print(f"unexpected {answer}: {body.decode(errors='replace')}")
     print(f"screenings the reconcilers repaired (Redis disagreed with PostgreSQL): {out.repairs:g}")
     failed = sum(n for k, n in out.statuses.items() if k.split()[-1].startswith("5"))
     if failed or out.dropped or out.repairs:

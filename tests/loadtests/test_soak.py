@@ -4,11 +4,15 @@ reconcilers had to repair."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
+from typing import Any
 
 import pytest
 
+from loadtests import soak
+from loadtests.benchseed import Seeded
 from tests.loadtests.tools import run_tool
 
 
@@ -28,3 +32,32 @@ async def test_the_soak_runs_and_reports() -> None:
     assert len(samples) >= 3, text  # at the start, every 5 s, at the end; two workers each
     assert len(re.findall(r"^  worker \d+: RSS [+-][\d.]+ MB", text, re.MULTILINE)) == 2, text
     assert "repaired (Redis disagreed with PostgreSQL): 0" in text, text
+
+
+class Answers:
+    """Stands for the tool's HTTP client: answers each request with the next (status, body)."""
+
+    def __init__(self, *answers: tuple[int, bytes]) -> None:
+        self.answers = list(answers)
+
+    def head(self, method: str, path: str, token: str = "") -> bytes:
+        return f"{method} {path} HTTP/1.1\r\n".encode()
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        return self.answers.pop(0)
+
+
+async def test_an_unexpected_refusal_keeps_its_first_bodies() -> None:
+    """A refusal the workload makes on purpose is only counted; any other keeps what it said."""
+    seeded: Any = Seeded([], [], 0, 0, [], 0, [], [], [])
+    day = soak.Day(argparse.Namespace(), 0, seeded, {})
+    refusals = [(409, b'{"detail":"taken"}'), (401, b"{}")]
+    books = [(409, b'{"detail":"Reservation %d expired"}' % i) for i in range(soak.KEPT_BODIES + 2)]
+    http: Any = Answers(*refusals, *books)
+    await day.call(http, "hold", "POST", "/x")
+    await day.call(http, "wrong password", "POST", "/x")
+    for _ in books:
+        await day.call(http, "book", "POST", "/x")
+    assert day.out.statuses == {"hold 409": 1, "wrong password 401": 1, "book 409": 7}
+    assert list(day.out.bodies) == ["book 409"]
+    assert day.out.bodies["book 409"] == [body for _, body in books[: soak.KEPT_BODIES]]
