@@ -7,8 +7,9 @@ The bench measures minutes of one workload at a time; a release day is hours of 
 This starts throw-away embedded Redis (or, with ``--cluster``, a 3-primary Redis Cluster) and
 PostgreSQL and ``seatlock serve`` (two workers, holds of ``--hold-seconds`` so that some lapse),
 seeds the bench's catalog and ``--users`` accounts, and for ``--minutes`` runs ``--clients``
-closed-loop connections. Each turn, a client takes a
-random user and does one of:
+closed-loop connections. Each client acts for users of its own (``--users`` shared out), so no
+two requests of one user ever race each other. Each turn, a client takes one of its users at
+random and does one of:
 
 - hold two seats of a screening (one of many, or the hot one everybody races for), then
   cancel the hold, book it with a payment id and cancel the tickets, or let it lapse;
@@ -25,8 +26,8 @@ up as growth that does not level off. Each user comes from an address of its own
 trusts the tool as a proxy), as sign-in throttles would see them. The reconcilers pass every few
 seconds; with every seat changed only through the API, any seat one of them repairs was made
 wrong by the server. Any refusal but those the workload makes on purpose (a seat someone else
-holds, a wrong password) is printed with its first bodies. Exits 1 on any 5xx answer, dropped
-connection or repair.
+holds, a wrong password, a booking answered after its hold's own expires_at) is printed with its
+first bodies. Exits 1 on any 5xx answer, such refusal, dropped connection or repair.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -89,6 +92,8 @@ class Soak:
     repairs: float = 0.0  # screenings the reconcilers found Redis wrong about
     # "<step> <status>" -> the first KEPT_BODIES bodies of an unexpected refusal or error
     bodies: dict[str, list[bytes]] = field(default_factory=dict)
+    unexpected: int = 0  # refusals the workload did not make on purpose
+    failed: int = 0  # 5xx answers
 
 
 class Day:
@@ -98,7 +103,6 @@ class Day:
         self, args: argparse.Namespace, port: int, seeded: Seeded, tokens: dict[int, str]
     ) -> None:
         self.args, self.port, self.seeded, self.tokens = args, port, seeded, tokens
-        self.users = list(tokens)
         self.emails: dict[int, str] = {}  # newcomers' (the seeded users' are bench_email's)
         self.out = Soak()
         self.done = asyncio.Event()
@@ -116,9 +120,11 @@ class Day:
         body: object = None,
         token: str = "",
         user: int = 0,
+        explain: Callable[[int], str | None] | None = None,
     ) -> tuple[int, bytes]:
         """One request, from the user's own address (the server trusts this client as a proxy):
-        sign-in throttles count per address, as they would for users at home."""
+        sign-in throttles count per address, as they would for users at home. ``explain`` may
+        name why a status is an answer the server owed (counted as "<step> <status> (<why>)")."""
         head = http.head(method, path, token) + b"X-Forwarded-For: %s\r\n" % address(user)
         tail = b"\r\n" if body is None else json_tail(orjson.dumps(body))
         try:
@@ -128,23 +134,29 @@ class Day:
             return 0, b""
         self.out.requests += 1
         answer = f"{step} {status}"
-        self.out.statuses[answer] += 1
-        if status >= 400 and answer not in EXPECTED:
+        if status >= 500:
+            self.out.failed += 1
+        why = None if explain is None else explain(status)
+        self.out.statuses[answer if why is None else f"{answer} ({why})"] += 1
+        if status >= 400 and answer not in EXPECTED and why is None:
+            self.out.unexpected += status < 500
             kept = self.out.bodies.setdefault(answer, [])
             if len(kept) < KEPT_BODIES:
                 kept.append(raw[:300])
         return status, raw
 
-    async def client(self, rng: random.Random) -> None:
+    async def client(self, rng: random.Random, users: list[int]) -> None:
+        """A closed loop over ``users``: no other client acts for them."""
         http = Http(HOST, self.port)
         try:
             while not self.done.is_set():
-                await self.turn(http, rng)
+                await self.turn(http, rng, users)
         finally:
             await http.close()
 
-    async def turn(self, http: Http, rng: random.Random) -> None:
-        user = rng.choice(self.users)
+    async def turn(self, http: Http, rng: random.Random, users: list[int]) -> None:
+        index = rng.randrange(len(users))
+        user = users[index]
         token = self.tokens[user]
         r = rng.random()
         if r < 0.40:
@@ -168,7 +180,9 @@ class Day:
             body = {"email": self.email(user), "password": "not-the-password"}
             await self.call(http, "wrong password", "POST", f"{API}/auth/login", body, user=user)
         elif r < 0.96:
-            await self.newcomer(http, user)
+            newcomer = await self.newcomer(http, user)
+            if newcomer is not None:
+                users[index] = newcomer
         else:
             await self.call(http, "me", "GET", f"{API}/auth/me", token=token, user=user)
 
@@ -184,9 +198,10 @@ class Day:
         seat_ids = seats[start : start + 2]
         body = {"screening_id": sid, "seat_ids": seat_ids}
         path = f"{API}/seat-reservations/reserve"
-        status, _ = await self.call(http, "hold", "POST", path, body, token, user)
+        status, raw = await self.call(http, "hold", "POST", path, body, token, user)
         if status != 201:
             return
+        lapses_at = earliest_expiry(raw)
         r = rng.random()
         if r < 0.45:
             ids = ",".join(map(str, seat_ids))
@@ -195,29 +210,31 @@ class Day:
         elif r < 0.9:
             body = {"screening_id": sid, "seat_ids": seat_ids, "payment_id": uuid.uuid4().hex}
             path = f"{API}/tickets/book-from-reservation"
-            status, raw = await self.call(http, "book", "POST", path, body, token, user)
+            status, raw = await self.call(
+                http, "book", "POST", path, body, token, user, explain=lapsed(lapses_at)
+            )
             if status == 201:
                 for ticket in orjson.loads(raw):
                     path = f"{API}/tickets/{ticket['id']}"
                     await self.call(http, "cancel ticket", "DELETE", path, token=token, user=user)
         # else: the hold lapses (--hold-seconds)
 
-    async def newcomer(self, http: Http, old: int) -> None:
-        """Register a new user from an old one's address, sign in, and take them on in the old
-        one's place."""
+    async def newcomer(self, http: Http, old: int) -> int | None:
+        """Register a new user from an old one's address and sign in; the new user's id, to take
+        them on in the old one's place, or None when either step was refused."""
         email = f"soak-{uuid.uuid4().hex[:16]}@example.com"
         body = {"email": email, "password": PASSWORD, "full_name": "Soak Newcomer"}
         path = f"{API}/auth/register"
         status, raw = await self.call(http, "register", "POST", path, body, user=old)
         if status != 201:
-            return
+            return None
         user = int(orjson.loads(raw)["id"])
         body = {"email": email, "password": PASSWORD}
         status, raw = await self.call(http, "sign in", "POST", f"{API}/auth/login", body, user=user)
-        if status == 200:
-            self.tokens[user], self.emails[user] = str(orjson.loads(raw)["access_token"]), email
-            with contextlib.suppress(ValueError):  # another client took someone else on there
-                self.users[self.users.index(old)] = user
+        if status != 200:
+            return None
+        self.tokens[user], self.emails[user] = str(orjson.loads(raw)["access_token"]), email
+        return user
 
     # --- the watchers -------------------------------------------------------------------------
 
@@ -281,7 +298,11 @@ class Day:
         print(HEADER, flush=True)
         sampler = asyncio.create_task(self.sampler(server_pid, redis_ports, database_url))
         rngs = [random.Random(n) for n in range(self.args.clients + self.args.watchers)]
-        clients = [self.client(rng) for rng in rngs[: self.args.clients]]
+        own = shares(list(self.tokens), self.args.clients)
+        clients = [
+            self.client(rng, users)
+            for rng, users in zip(rngs[: self.args.clients], own, strict=True)
+        ]
         watchers = [self.watcher(rng) for rng in rngs[self.args.clients :]]
         work = asyncio.gather(*clients, *watchers)
         await asyncio.sleep(self.args.minutes * 60)
@@ -290,6 +311,30 @@ class Day:
         await sampler
         self.out.repairs = await metric(self.port, REPAIRS)
         return self.out
+
+
+def shares(users: list[int], clients: int) -> list[list[int]]:
+    """``users`` dealt out to ``clients`` clients: no user in two shares (each share has one at
+    least when there are as many users as clients, which ``main`` checks)."""
+    return [users[n::clients] for n in range(clients)]
+
+
+def earliest_expiry(raw: bytes) -> float:
+    """When the first of a hold answer's reservations expires, in seconds since the epoch."""
+    rows = orjson.loads(raw)["reservations"]
+    return min(datetime.fromisoformat(row["expires_at"]).timestamp() for row in rows)
+
+
+def lapsed(lapses_at: float) -> Callable[[int], str | None]:
+    """Explains a booking's 409 answered once its hold's own expires_at had passed: the hold may
+    have lapsed before the booking reached it (a seat the user held already keeps the expiry it
+    had, so a hold answered 201 can be a second from lapsing). Before that time a 409 is owed no
+    explanation: the server refused a hold it had just granted."""
+
+    def explain(status: int) -> str | None:
+        return "hold lapsed" if status == 409 and time.time() >= lapses_at else None
+
+    return explain
 
 
 async def metric(port: int, name: str) -> float:
@@ -392,11 +437,10 @@ def report(out: Soak, args: argparse.Namespace) -> int:
         for body in bodies:
             print(f"unexpected {answer}: {body.decode(errors='replace')}")
     print(f"screenings the reconcilers repaired (Redis disagreed with PostgreSQL): {out.repairs:g}")
-    failed = sum(n for k, n in out.statuses.items() if k.split()[-1].startswith("5"))
-    if failed or out.dropped or out.repairs:
+    if out.failed or out.unexpected or out.dropped or out.repairs:
         print(
-            f"FAILED: {failed} 5xx answers, {out.dropped} dropped connections,"
-            f" {out.repairs:g} repairs"
+            f"FAILED: {out.failed} 5xx answers, {out.unexpected} unexpected refusals,"
+            f" {out.dropped} dropped connections, {out.repairs:g} repairs"
         )
         return 1
     return 0
@@ -444,14 +488,17 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--watchers", type=int, default=100)
-    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--users", type=int, default=2000, help="shared out between the clients")
     parser.add_argument("--screenings", type=int, default=34, help="about this many to hold in")
     parser.add_argument("--hold-seconds", type=int, default=10, help="SEATLOCK_HOLD_SECONDS")
     parser.add_argument("--every", type=float, default=30, help="seconds between samples")
     parser.add_argument(
         "--cluster", action="store_true", help="on a 3-primary Redis Cluster of its own"
     )
-    sys.exit(run(parser.parse_args()))
+    args = parser.parse_args()
+    if args.users < args.clients:
+        parser.error("--users must be at least --clients: each client acts for users of its own")
+    sys.exit(run(args))
 
 
 if __name__ == "__main__":

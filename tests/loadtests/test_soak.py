@@ -5,10 +5,13 @@ reconcilers had to repair."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import re
 import sys
+import time
 from typing import Any
 
+import orjson
 import pytest
 
 from loadtests import soak
@@ -61,3 +64,41 @@ async def test_an_unexpected_refusal_keeps_its_first_bodies() -> None:
     assert day.out.statuses == {"hold 409": 1, "wrong password 401": 1, "book 409": 7}
     assert list(day.out.bodies) == ["book 409"]
     assert day.out.bodies["book 409"] == [body for _, body in books[: soak.KEPT_BODIES]]
+
+
+async def test_a_booking_refused_before_its_hold_could_lapse_fails_the_run() -> None:
+    """A booking's 409 is owed once its hold's expires_at has passed (the hold may have lapsed on
+    the way); before, the server refused what it had just granted, and the run fails."""
+    seeded: Any = Seeded([], [], 0, 0, [], 0, [], [], [])
+    day = soak.Day(argparse.Namespace(), 0, seeded, {})
+    refused = (409, b'{"detail":"Reservation 7 expired"}')
+    http: Any = Answers(refused, refused)
+    now = time.time()
+    await day.call(http, "book", "POST", "/x", explain=soak.lapsed(now - 0.001))
+    assert day.out.statuses == {"book 409 (hold lapsed)": 1}
+    assert (day.out.unexpected, day.out.bodies) == (0, {})
+    await day.call(http, "book", "POST", "/x", explain=soak.lapsed(now + 60))
+    assert day.out.statuses == {"book 409 (hold lapsed)": 1, "book 409": 1}
+    assert (day.out.unexpected, day.out.bodies) == (1, {"book 409": [refused[1]]})
+    day.out.samples.append(soak.Sample(0, 2, {}, {}, 0, 0, 0))
+    assert soak.report(day.out, argparse.Namespace(minutes=1)) == 1
+
+
+def test_the_expiry_a_booking_is_judged_by_is_its_holds_earliest() -> None:
+    answer = orjson.dumps(
+        {
+            "reservations": [
+                {"seat_id": 1, "expires_at": "2026-12-07T10:00:05.250000Z"},
+                {"seat_id": 2, "expires_at": "2026-12-07T10:00:04.500000Z"},
+            ]
+        }
+    )
+    expected = dt.datetime(2026, 12, 7, 10, 0, 4, 500_000, tzinfo=dt.UTC).timestamp()
+    assert soak.earliest_expiry(answer) == expected
+
+
+def test_no_two_clients_act_for_one_user() -> None:
+    users = list(range(100, 117))
+    shares = soak.shares(users, 5)
+    assert len(shares) == 5 and all(shares)
+    assert sorted(u for share in shares for u in share) == users
