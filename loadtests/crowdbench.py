@@ -142,6 +142,13 @@ def crowd_rows(
                 ms(pct(latencies, 0.99)),
             )
         )
+    if LOOP in served:  # the time every request waited for other work in its worker
+        rows.append(
+            Row(
+                "Release-day crowd: how late the workers' event loops ran what was due",
+                f"sampled every 0.25 s in each worker: {served[LOOP]}",
+            )
+        )
     return rows
 
 
@@ -153,8 +160,9 @@ STEP_ROUTES = {
 }
 HISTOGRAM = "seatlock_http_request_duration_seconds"
 # Each event's delay from its change to its write to a worker's watchers (seatlock/metrics.py),
-# kept as if it were a step of its own.
+# kept as if it were a step of its own; and how late the workers' event loops ran what was due.
 EVENT_DELAY, WATCHERS = "seatlock_ws_event_delay_seconds", "watchers"
+LOOP_LAG, LOOP = "seatlock_event_loop_lag_seconds", "event loop"
 FLUSH_WAIT_S = 1.5  # workers add their request timings to /metrics every second
 Histograms = dict[str, dict[float, float]]  # step -> bucket bound (s) -> answers at most that
 
@@ -167,15 +175,16 @@ async def server_histograms(bench: Bench) -> Histograms:
         status, raw = await http.call("GET", "/metrics")
     finally:
         await http.close()
-    found: Histograms = {step: {} for step in (*STEP_ROUTES, WATCHERS)}
+    found: Histograms = {step: {} for step in (*STEP_ROUTES, WATCHERS, LOOP)}
     steps = {route: step for step, route in STEP_ROUTES.items()}
+    whole = {EVENT_DELAY: WATCHERS, LOOP_LAG: LOOP}  # histograms taken as one step each
     for family in text_string_to_metric_families(raw.decode() if status == 200 else ""):
-        if family.name not in (HISTOGRAM, EVENT_DELAY):
+        if family.name not in (HISTOGRAM, *whole):
             continue
         for metric in family.samples:
             labels = metric.labels
             route = (labels.get("route", "").replace(":int", ""), labels.get("method", ""))
-            step = steps.get(route) if family.name == HISTOGRAM else WATCHERS
+            step = steps.get(route) if family.name == HISTOGRAM else whole[family.name]
             if step is not None and metric.name.endswith("_bucket"):
                 bound = float(labels["le"])
                 found[step][bound] = found[step].get(bound, 0.0) + metric.value

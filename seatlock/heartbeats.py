@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from seatlock.metrics import LOOP_BEAT
+from seatlock.metrics import LOOP_BEAT, LOOP_LAG
 
 logger = logging.getLogger(__name__)
 
 BEAT_S = 1.0  # the longest an idle loop stays silent
+LAG_EVERY_S = 0.25  # how often ``measure_loop_lag`` samples the event loop
 RESTART_FIRST_S = 1.0  # a loop that raised starts again after this, doubled while it keeps failing
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0  # a run that lasted this long before it raised starts again after RESTART_FIRST_S
@@ -115,3 +116,20 @@ async def supervised(name: str, start: Callable[[], Awaitable[None]], stop: asyn
         if stop.is_set():
             return
         delay = min(delay * 2, RESTART_MAX_S)
+
+
+async def measure_loop_lag(
+    stop: asyncio.Event,
+    beat: Beat,
+    every_s: float = LAG_EVERY_S,
+    observe: Callable[[float], None] = LOOP_LAG.observe,
+) -> None:
+    """Every ``every_s``, observe how much later than due the loop resumed this task, until
+    ``stop`` is set: the time the loop spent on other work first, which every request and event
+    of this worker waited too (a saturated worker, a long fan-out, a call that blocks). Timed
+    with the clock, not the loop's: uvloop reads its own once per turn of the loop."""
+    while not stop.is_set():
+        due = time.monotonic() + every_s
+        await asyncio.sleep(every_s)
+        observe(max(0.0, time.monotonic() - due))
+        beat()

@@ -50,7 +50,7 @@ from seatlock.engine.mirrors import SeatMirrors
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Replicas, open_transport
 from seatlock.errors import SeatLockError
-from seatlock.heartbeats import Heartbeats, no_beat, pause, supervised
+from seatlock.heartbeats import Heartbeats, measure_loop_lag, no_beat, pause, supervised
 from seatlock.metrics import (
     BOOKING_BACKLOG,
     DB_POOL_IN_USE,
@@ -281,6 +281,8 @@ async def running(services: Services) -> AsyncIterator[Services]:
         "expiry_sweep": lambda: sweep_forever(
             s.engine, s.settings.sweep_interval_seconds, stop, beat("expiry_sweep")
         ),
+        # How late the event loop runs what is due (seatlock_event_loop_lag_seconds).
+        "loop_lag": lambda: measure_loop_lag(stop, beat("loop_lag")),
         "history_writer": lambda: s.history_writer.run(stop, beat("history_writer")),
         "booking_writer": lambda: s.booking_writer.run(stop, beat("booking_writer")),
         # Every process runs it; each unpaid ticket is expired by exactly one (db/tickets.py).

@@ -127,6 +127,15 @@ async def test_metrics_text_names_no_user_or_screening(
             assert not {"user", "user_id", "screening", "screening_id"} & sample.labels.keys()
 
 
+async def test_the_event_loop_lag_is_sampled(client: httpx.AsyncClient) -> None:
+    name = "seatlock_event_loop_lag_seconds_count"
+    before = value(await scrape(client), name)
+    await asyncio.sleep(0.6)  # samples every 0.25 s
+    text = await scrape(client)
+    assert value(text, name) >= before + 2
+    assert value(text, "seatlock_loop_last_beat_timestamp_seconds", {"loop": "loop_lag"}) > 0
+
+
 async def test_metrics_token_is_required_when_set(make_server: Any) -> None:
     live: LiveServer = make_server(metrics_token="scrape-me-please")
     async with httpx.AsyncClient(base_url=live.url) as client:

@@ -112,6 +112,8 @@ async def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     ), text
     # The server's own timing of each step, from its /metrics before and after the crowd.
     assert "; in the server p50 <= " in rows["Release-day crowd, step: availability"][0], text
+    loops = rows["Release-day crowd: how late the workers' event loops ran what was due"][0]
+    assert loops.startswith("sampled every 0.25 s in each worker: p50 <= "), text
     assert rows["Release-day crowd: seats left unsold (tickets sold = seats)"][0] == "0", text
     expiries = [cells[0] for key, cells in rows.items() if key.startswith("Expiry")]
     assert len(expiries) == 2 and all(e.endswith(" seen, 0 missed") for e in expiries), text

@@ -140,8 +140,10 @@ def test_the_crowd_figures() -> None:
     assert answer_times(sample) == pytest.approx([0.3, 1.3, 0.2, 6.6, INF])
     assert sell_out(sample, 1000.0, 3) == "1.50 s (3 of 3 seats)"
     assert sell_out(sample, 1000.0, 4) == "not sold out: 3 of 4 seats"
-    served = {"hold": "p50 <= 1.0 ms, p99 <= 5.0 ms"}
+    served = {"hold": "p50 <= 1.0 ms, p99 <= 5.0 ms", "event loop": "p50 <= 2.5 ms, p99 <= 50.0 ms"}
     rows = {row.name: row for row in crowd_rows(sample, 1000.0, 3, 10.0, served)}
+    lag = rows["Release-day crowd: how late the workers' event loops ran what was due"].value
+    assert lag == "sampled every 0.25 s in each worker: p50 <= 2.5 ms, p99 <= 50.0 ms"
     answers = rows["Release-day crowd: definite answer (seat or sold out) within 1 s / 5 s"]
     assert answers.value == "40.0% / 60.0% (2 seats, 2 sold out, 1 none)"
     assert answers.p99 == "never"  # the user without an answer
