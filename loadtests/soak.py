@@ -139,7 +139,8 @@ class Day:
         why = None if explain is None else explain(status)
         self.out.statuses[answer if why is None else f"{answer} ({why})"] += 1
         if status >= 400 and answer not in EXPECTED and why is None:
-            self.out.unexpected += status < 500
+            if status < 500:  # a 5xx is counted as such
+                self.out.unexpected += 1
             kept = self.out.bodies.setdefault(answer, [])
             if len(kept) < KEPT_BODIES:
                 kept.append(raw[:300])
