@@ -22,6 +22,6 @@ async def test_a_loop_held_by_other_work_is_observed_late_by_that_long() -> None
     stop.set()
     await asyncio.wait_for(task, 1)
     assert len(observed) >= 4 and len(beats) == len(observed)
-    late = [lag for lag in observed if lag >= 0.1]
-    assert len(late) == 1 and late[0] < 0.15 + every_s + 0.05, observed
-    assert sorted(observed)[len(observed) // 2] < 0.01, observed  # an idle loop is on time
+    # The sample due during the block waited for all of it but what was left of its own sleep.
+    assert 0.15 - every_s <= max(observed) < 0.15 + 0.1, observed
+    assert sorted(observed)[len(observed) // 2] < 0.05, observed  # the others: about on time
