@@ -42,6 +42,7 @@ from typing import Any
 from loadtests.bench import sign_in_all
 from loadtests.benchseed import Seeded, seed_catalog
 from loadtests.loadgen import API, Http, Job, Sample, end_with_the_bench, generator_main
+from seatlock.process import end_cleanly_on_sigterm
 from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 VARIANTS = {"http": ("ours", "uvicorn"), "ws": ("direct", "queue")}
@@ -244,6 +245,7 @@ async def main_async(args: argparse.Namespace, root: Path, urls: tuple[str, str]
 
 
 def main() -> None:
+    end_cleanly_on_sigterm()  # stopped by timeout or kill: its servers and scratch data go too
     parser = argparse.ArgumentParser(prog="python -m loadtests.internals_ab", description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="per workload and turn")
     parser.add_argument("--rounds", type=int, default=4)

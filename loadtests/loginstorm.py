@@ -33,6 +33,7 @@ from loadtests.bench import serving, wait_ready
 from loadtests.benchreport import pct
 from loadtests.benchseed import seed_catalog
 from loadtests.loadgen import API, Http
+from seatlock.process import end_cleanly_on_sigterm
 from seatlock.server.embedded import embedded_services
 
 HOST = "127.0.0.1"
@@ -196,6 +197,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    end_cleanly_on_sigterm()  # stopped by timeout or kill: its servers and scratch data go too
     parser = argparse.ArgumentParser(prog="python -m loadtests.loginstorm", description=__doc__)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--readers", type=int, default=16)

@@ -57,6 +57,7 @@ from loadtests.bench import serving, sign_in_all, wait_ready
 from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
 from loadtests.loadgen import API, Http, Resp, json_tail
 from loadtests.procmem import PROC, children_of, rss_kb
+from seatlock.process import end_cleanly_on_sigterm
 from seatlock.server.embedded import embedded_services
 from seatlock.server.localcluster import LocalCluster
 
@@ -306,9 +307,11 @@ class Day:
         ]
         watchers = [self.watcher(rng) for rng in rngs[self.args.clients :]]
         work = asyncio.gather(*clients, *watchers)
-        await asyncio.sleep(self.args.minutes * 60)
-        self.done.set()
-        await work
+        try:
+            await asyncio.sleep(self.args.minutes * 60)
+        finally:  # also when stopped early (SIGTERM, Ctrl-C): their end is awaited, not dropped
+            self.done.set()
+            await work
         await sampler
         self.out.repairs = await metric(self.port, REPAIRS)
         return self.out
@@ -485,6 +488,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
+    end_cleanly_on_sigterm()  # stopped by timeout or kill: its servers and scratch data go too
     parser = argparse.ArgumentParser(prog="python -m loadtests.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--clients", type=int, default=16)

@@ -47,7 +47,7 @@ from starlette.applications import Starlette
 
 from db.migrate import migrate_database
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
-from seatlock.process import settle_garbage_collector
+from seatlock.process import end_cleanly_on_sigterm, settle_garbage_collector
 from seatlock.server import logs
 from seatlock.server.embedded import embedded_services
 from seatlock.server.wiring import create_app
@@ -319,6 +319,7 @@ def report(name: str, spent: dict[str, list[float]], redis_us: float) -> None:
 
 
 def main() -> None:
+    end_cleanly_on_sigterm()  # stopped by timeout or kill: its servers and scratch data go too
     parser = argparse.ArgumentParser(prog="python -m loadtests.stackcost", description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000, help="per workload, way and round")
     parser.add_argument("--rounds", type=int, default=5)

@@ -44,7 +44,7 @@ from loadtests.bench import stop_process
 from loadtests.benchreport import pct
 from loadtests.benchseed import PASSWORD, bench_email, seed_catalog
 from loadtests.loadgen import API, Http, parse_time, yield_to_the_server
-from seatlock.process import raise_open_files_limit
+from seatlock.process import end_cleanly_on_sigterm, raise_open_files_limit
 from seatlock.server.embedded import die_with_parent, embedded_services, free_port
 
 HOST = "127.0.0.1"
@@ -336,6 +336,7 @@ def services(config: Config, root: Path) -> Iterator[tuple[str, str]]:
 
 
 def main() -> None:
+    end_cleanly_on_sigterm()  # stopped by timeout or kill: its servers and scratch data go too
     parser = argparse.ArgumentParser(prog="python -m loadtests.wsmemory", description=__doc__)
     parser.add_argument("--watchers", type=int, default=Config.watchers)
     parser.add_argument("--clients", type=int, default=Config.clients, help="client processes")

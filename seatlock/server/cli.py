@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from seatlock.process import FEW_OPEN_FILES, raise_open_files_limit
+from seatlock.process import FEW_OPEN_FILES, end_cleanly_on_sigterm, raise_open_files_limit
 from seatlock.server import logs
 from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
 from seatlock.server.watchdog import OnRestart, Server, Watchdog
@@ -235,6 +235,7 @@ def bench_command(argv: list[str]) -> int:
     server's import graph never loads the load tools."""
     from loadtests import bench
 
+    end_cleanly_on_sigterm()  # stopped by timeout or kill: its servers and scratch data go too
     parser = argparse.ArgumentParser(prog="seatlock bench", description=BENCH_HELP)
     bench.add_arguments(parser)
     return bench.run(parser.parse_args(argv))

@@ -5,8 +5,10 @@ reconcilers had to repair."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import re
+import signal
 import sys
 import time
 from typing import Any
@@ -16,7 +18,8 @@ import pytest
 
 from loadtests import soak
 from loadtests.benchseed import Seeded
-from tests.loadtests.tools import run_tool
+from tests.loadtests.tools import ROOT, run_tool, without_settings
+from tests.support import processes_mentioning, scratch_dir
 
 
 @pytest.mark.timeout(150)
@@ -102,3 +105,33 @@ def test_no_two_clients_act_for_one_user() -> None:
     shares = soak.shares(users, 5)
     assert len(shares) == 5 and all(shares)
     assert sorted(u for share in shares for u in share) == users
+
+
+@pytest.mark.timeout(120)
+async def test_a_soak_stopped_by_sigterm_takes_its_servers_and_data_with_it() -> None:
+    """``timeout`` or ``kill`` stop a run as Ctrl-C does: PostgreSQL, Redis and the server
+    stopped, the scratch directory gone (it was left behind in the temporary directory)."""
+    with scratch_dir("seatlock-term-") as tmp:
+        tmp.chmod(0o711)  # the embedded PostgreSQL's account works below it
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "loadtests.soak", "--minutes", "5", "--every", "1"),
+            *("--clients", "2", "--users", "20", "--watchers", "2", "--screenings", "3"),
+            cwd=ROOT,
+            env=without_settings() | {"TMPDIR": str(tmp)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        seen = b""
+        while b"t (s)" not in seen:  # the run has begun: servers up, clients going
+            line = await asyncio.wait_for(proc.stdout.readline(), 90)
+            assert line, seen.decode(errors="replace")
+            seen += line
+        assert [p.name[:14] for p in tmp.iterdir()] == ["seatlock-soak-"]
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        text = (seen + rest).decode(errors="replace")
+        assert proc.returncode == 128 + signal.SIGTERM, text
+        assert list(tmp.iterdir()) == [], text
+        assert processes_mentioning(tmp) == [], text
+        assert "Traceback" not in text, text
