@@ -26,7 +26,7 @@ from db.migrate import migrate_database
 from loadtests.benchseed import seed_catalog
 from loadtests.stackcost import scratch_backends
 from seatlock.engine.watchers import Room, Watcher
-from seatlock.process import settle_garbage_collector
+from seatlock.process import end_cleanly_on_sigterm, settle_garbage_collector
 from seatlock.server.wiring import create_app
 from seatlock.services.container import Services
 from seatlock.settings import Settings
@@ -95,6 +95,7 @@ async def measure(settings: Settings, rounds: int) -> None:
 
 
 def main() -> None:
+    end_cleanly_on_sigterm()  # stopped by timeout or kill: its servers and scratch data go too
     parser = argparse.ArgumentParser(prog="python -m loadtests.resumecost", description=__doc__)
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
