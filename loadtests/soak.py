@@ -45,7 +45,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -55,7 +54,7 @@ from db.migrate import migrate_database
 from loadtests import wsclient
 from loadtests.bench import serving, sign_in_all, wait_ready
 from loadtests.benchseed import PASSWORD, Seeded, bench_email, seed_catalog
-from loadtests.loadgen import API, Http, Resp, json_tail
+from loadtests.loadgen import API, Http, Resp, json_tail, parse_time
 from loadtests.procmem import PROC, children_of, rss_kb
 from seatlock.process import end_cleanly_on_sigterm
 from seatlock.server.embedded import embedded_services
@@ -326,7 +325,7 @@ def shares(users: list[int], clients: int) -> list[list[int]]:
 def earliest_expiry(raw: bytes) -> float:
     """When the first of a hold answer's reservations expires, in seconds since the epoch."""
     rows = orjson.loads(raw)["reservations"]
-    return min(datetime.fromisoformat(row["expires_at"]).timestamp() for row in rows)
+    return min(parse_time(row["expires_at"]) for row in rows)
 
 
 def lapsed(lapses_at: float) -> Callable[[int], str | None]:

@@ -121,7 +121,7 @@ async def _listen(
             # the two questions left a promoted replica subscribed to but never told to publish.
             await enable_keyspace_events(transport, feed.nodes)
         # Expiries while we were not subscribed are lost: catch up on them once.
-        await _sweep_once(engine)
+        await _sweep_once(engine.sweep)
         following = _Following(transport, feed)
         while not stop.is_set() and not feed.closed.done():
             with contextlib.suppress(TimeoutError):
@@ -181,7 +181,7 @@ async def _free_lapsed(engine: SeatEngine, lapsed: Lapsed) -> None:
         EXPIRED_BY_LISTENER.inc(sum(freed))
     if overflowed:
         logger.warning("over %d holds lapsed at once: sweeping every screening", MAX_LAPSED)
-        await _sweep_once(engine)
+        await _sweep_once(engine.sweep)
 
 
 async def _expire(engine: SeatEngine, screening_id: int, seats: set[int]) -> int:
@@ -272,14 +272,15 @@ async def sweep_forever(
     and within len(loaded) / SWEEP_SLICE intervals beyond (a net: each process frees its own
     holds on time, and the listener the others')."""
     while not stop.is_set():
-        await _sweep_once(engine, partial=True)
+        await _sweep_once(engine.sweep_some)
         beat()
         await pause(stop, interval_s, beat)
 
 
-async def _sweep_once(engine: SeatEngine, partial: bool = False) -> None:
+async def _sweep_once(sweep: Callable[[], Awaitable[int]]) -> None:
+    """One ``sweep`` (the engine's whole sweep or a turn of it), counted and logged."""
     try:
-        freed = await (engine.sweep_some() if partial else engine.sweep())
+        freed = await sweep()
     except (SeatLockError, RedisError, OSError) as exc:
         logger.warning("sweep failed: %r", exc)
         return
