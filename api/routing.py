@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
@@ -45,6 +46,24 @@ logger = logging.getLogger(__name__)
 
 Access = Literal["public", "optional", "user", "admin"]
 MAX_ID = 2**63 - 1
+
+
+class BoundedInt(IntegerConvertor):
+    """Starlette's ``int`` path convertor, for digits of any length.
+
+    Starlette's converts with ``int()``, which refuses a string of more than 4,300 digits
+    (Python's guard against quadratic conversion): anyone could get a 500 by asking for such an
+    id. A value longer than any id is read as MAX_ID + 1 instead, which the handlers answer as
+    the ids above MAX_ID: not found.
+    """
+
+    def convert(self, value: str) -> int:
+        return int(value) if len(value) <= len(str(MAX_ID)) else MAX_ID + 1
+
+
+# Registered under ``int`` before any route is made (a route compiles its convertors then), so
+# every ``{name:int}`` of the API and of its WebSocket routes uses it.
+register_url_convertor("int", BoundedInt())
 MAX_SCANNED = 4096  # parameterised paths whose scan result is kept (emptied when full)
 # A longer path is scanned every time rather than kept: the API's own are a few dozen bytes, and
 # a path parameter that takes any text (a profile picture's name) let anyone fill the table with

@@ -100,6 +100,7 @@ async def test_refusals_close_with_the_right_code(
     show = await make.show(db, 1)
     assert await closed_with(server, f"/ws/screenings/{show.id}?token=garbage") == 1008
     assert await closed_with(server, "/ws/screenings/999999999") == 4404
+    assert await closed_with(server, "/ws/screenings/" + "9" * 5000) == 4404  # past int()'s limit
     assert (await client.post("/api/v1/auth/logout", headers=user.headers)).status_code in (
         200,
         204,
