@@ -6,6 +6,10 @@ loggers (``uvicorn``, ``uvicorn.error``, ``uvicorn.access``) and ours write the 
 stderr. ``SEATLOCK_LOG_FORMAT`` picks the lines: ``text``, or ``json`` (one object per line: time,
 level, logger, message, pid and the record's extra fields: request_id, route, status ...).
 
+A text line is one line whatever a client sent: control characters in its message and request id
+(a path may carry ``%0A``) are written escaped (``\\n``), so nobody can start a forged line of their
+own. A traceback keeps its lines. JSON lines are escaped by JSON itself.
+
 Secrets never reach the output: the ``Redact`` filter of the handler that writes rewrites every
 record (message, extra fields, traceback) before it is formatted: ``token=`` and other secret
 parameters of query strings and forms, secret fields of JSON and reprs, Bearer values, JWTs.
@@ -127,8 +131,21 @@ class Redact(logging.Filter):
         return True
 
 
+# C0 controls but tab, DEL, C1 controls and Unicode's line and paragraph separators: what a
+# reader or a log shipper could take for the end of a line, or that makes grep call a file binary.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped as Python writes them (``\\n``, ``\\x00``)."""
+    if _CONTROLS.search(text) is None:  # nearly every line: one scan
+        return text
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
-    """``time LEVEL [pid] logger: message``, then ``request_id=...`` on lines of a request."""
+    """``time LEVEL [pid] logger: message``, then ``request_id=...`` on lines of a request; the
+    message and request id on one line (``one_line``), a traceback below them."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
@@ -143,11 +160,15 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.__dict__.get("access"):  # a line per request: the same text, made directly
             line = f"{self.formatTime(record)} INFO [{record.process}] {record.name}: "
-            line += record.getMessage()
+            line += one_line(record.getMessage())
         else:
             line = super().format(record)
         request_id = getattr(record, "request_id", None)
-        return line if request_id is None else f"{line} request_id={request_id}"
+        return line if request_id is None else f"{line} request_id={one_line(str(request_id))}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The first line (``format`` adds a traceback below it)."""
+        return one_line(super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):

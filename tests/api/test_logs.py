@@ -123,12 +123,27 @@ async def test_an_access_line_names_route_status_duration_user_and_request_id(
     assert accepted["path"].endswith("?token=[redacted]")
 
 
+async def test_a_path_cannot_forge_a_line_of_the_text_log(client: httpx.AsyncClient) -> None:
+    forged = "2026-12-07 18:50:00,000 ERROR [999] api.errors: 500 on FORGED"
+    with access_log(logs.TextFormatter()) as lines:
+        r = await client.get(f"/api/v1/movies/x%0A{forged}%0D%00%E2%80%A8")
+        assert r.status_code == 404
+        for _ in range(100):
+            if lines.stream.getvalue():
+                break
+            await asyncio.sleep(0.02)
+    [line] = lines.stream.getvalue().splitlines()
+    assert f"/api/v1/movies/x\\n{forged}\\r\\x00\\u2028" in line
+    assert " INFO [" in line and line.endswith(r.headers["x-request-id"])
+
+
 @contextlib.contextmanager
-def access_log() -> Iterator[Lines]:
-    """The access log's lines as JSON objects (``Lines.read``), captured while the block runs."""
+def access_log(formatter: logging.Formatter | None = None) -> Iterator[Lines]:
+    """The access log's lines as JSON objects (``Lines.read``), captured while the block runs
+    (or, given another ``formatter``, its text in ``Lines.stream``)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.JsonFormatter())
+    handler.setFormatter(formatter or logs.JsonFormatter())
     handler.addFilter(logs.Redact())
     level = ACCESS.level
     ACCESS.addHandler(handler)

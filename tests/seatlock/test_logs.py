@@ -12,6 +12,7 @@ import asyncio
 import io
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -239,6 +240,18 @@ def test_the_filter_redacts_message_arguments_and_extra_fields() -> None:
 def test_text_lines_name_the_process_and_the_request() -> None:
     line = logs.TextFormatter().format(record("hello %s", "there", request_id="r-1"))
     assert line.endswith(f" WARNING [{os.getpid()}] seatlock.test: hello there request_id=r-1")
+
+
+def test_a_text_line_stays_one_line_and_a_traceback_keeps_its_lines() -> None:
+    made = record("500 on %s", "GET /x\n2026-12-07 ERROR forged\x00", request_id="r\r1")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        made.exc_info = sys.exc_info()
+    first, *traceback = logs.TextFormatter().format(made).splitlines()
+    assert first.endswith(r"500 on GET /x\n2026-12-07 ERROR forged\x00")
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == r"ValueError: boom request_id=r\r1"
 
 
 def test_the_access_log_can_be_turned_off() -> None:
