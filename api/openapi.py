@@ -199,7 +199,8 @@ def error_statuses(ep: Endpoint) -> list[int]:
     if _PARAM.search(ep.path):
         statuses.add(404)  # an id that names no row (or another user's: invariant 9)
     if ep.body is not None:
-        statuses |= {400, 413, 422}  # refused by a route rule, too large, not the declared shape
+        # refused by a route rule, too large, not JSON (nor a form), not the declared shape
+        statuses |= {400, 413, 415, 422}
     if ep.query is not None:
         statuses.add(422)
     return sorted(statuses)

@@ -39,7 +39,13 @@ from api.caching import (
 from api.errors import error_reply, error_response
 from api.rendering import MAX_BODY_BYTES, Encoded, convert, decode_body, dumps
 from seatlock.accounts.tokens import Principal
-from seatlock.errors import NotAuthenticated, NotFound, PayloadTooLarge, SeatLockError
+from seatlock.errors import (
+    NotAuthenticated,
+    NotFound,
+    PayloadTooLarge,
+    SeatLockError,
+    UnsupportedMedia,
+)
 from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -207,6 +213,8 @@ class Endpoint:
                 raw = await read_body(receive)
                 if self.optional_body and (not raw or raw.isspace()):
                     return call
+                if not json_media(scope["headers"]):
+                    raise UnsupportedMedia(NOT_JSON)
                 call.body = decode_body(raw, self.body)
         return call
 
@@ -285,7 +293,27 @@ async def _read_form_or_json(call: Call, kind: Any) -> Any:
         async with request.form() as data:
             fields = {k: v for k, v in data.items() if isinstance(v, str)}
             return convert(fields, kind, ("body",))
+    if not json_media(call.scope["headers"]):
+        raise UnsupportedMedia(NOT_JSON_OR_FORM)
     return decode_body(await read_body(call.receive), kind)
+
+
+NOT_JSON = "Content-Type must be application/json"
+NOT_JSON_OR_FORM = f"{NOT_JSON} or application/x-www-form-urlencoded"
+
+
+def json_media(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a body may be read as JSON: its Content-Type is application/json or a ``+json``
+    type, or it has none (read as JSON, as FastAPI reads it). Any other type is refused rather
+    than read as JSON anyway: a page on another site may send text/plain without asking the
+    browser's CORS preflight, never application/json."""
+    for name, value in headers:
+        if name == b"content-type":
+            media = value.partition(b";")[0].strip().lower()
+            return media == b"application/json" or (
+                media.startswith(b"application/") and media.endswith(b"+json")
+            )
+    return True
 
 
 async def read_body(receive: Receive) -> bytes:

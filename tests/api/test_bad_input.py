@@ -1,5 +1,6 @@
 """Bad input is a 4xx ``{"detail": ...}`` that changes nothing (invariant 10): NUL characters in
-any text, JSON nested past any use, signed tokens whose claims are not ours."""
+any text, JSON nested past any use, signed tokens whose claims are not ours, a body that says it
+is not JSON."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 import jwt
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -19,6 +21,8 @@ from tests.support import FROM_HOLD, RESERVE, Account, held_in_redis, reserve
 
 BOOK = "/api/v1/tickets/book"
 ME = "/api/v1/auth/me"
+LOGIN = "/api/v1/auth/login"
+REGISTER = "/api/v1/auth/register"
 NUL = "\x00"
 
 
@@ -170,3 +174,41 @@ async def test_signed_claims_out_of_range_are_401(
     ):
         assert r.status_code == 401, (changes, r.status_code, r.text)
         assert set(r.json()) == {"detail"}
+
+
+async def test_a_body_that_says_it_is_not_json_is_415_and_changes_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, user: Account
+) -> None:
+    """A page on another site may POST text/plain without a CORS preflight: such a body is
+    refused, never read as JSON anyway."""
+    show = await make.show(db, 4)
+    hold = orjson.dumps({"screening_id": show.id, "seat_ids": show.seat_ids[:1]})
+    for kind in ("text/plain", "text/plain; charset=utf-8", "application/xml", "multipart/mixed"):
+        headers = {**user.headers, "Content-Type": kind}
+        r = await client.post(RESERVE, content=hold, headers=headers)
+        assert (r.status_code, r.json()) == (
+            415,
+            {"detail": "Content-Type must be application/json"},
+        )
+        signup = {"email": "plain@example.com", "password": "Passw0rd-xyz", "full_name": "P"}
+        r = await client.post(
+            REGISTER, content=orjson.dumps(signup), headers={"Content-Type": kind}
+        )
+        assert r.status_code == 415, r.text
+        if kind.startswith("multipart/"):
+            continue  # the login's form (OAuth2's password flow): read as one
+        login = {"email": user.email, "password": user.password}
+        r = await client.post(LOGIN, content=orjson.dumps(login), headers={"Content-Type": kind})
+        assert r.json() == {
+            "detail": "Content-Type must be application/json or application/x-www-form-urlencoded"
+        }
+    assert await held_in_redis(redis, show) == {}
+    assert await db.fetchval("SELECT count(*) FROM users WHERE email = 'plain@example.com'") == 0
+    # JSON, with parameters or as a +json type, and a body with no Content-Type (as FastAPI
+    # reads it) are read as before.
+    for n, kind in enumerate(("application/json; charset=utf-8", "application/vnd.x+json", None)):
+        body = {"screening_id": show.id, "seat_ids": show.seat_ids[n : n + 1]}
+        headers = dict(user.headers) | ({"Content-Type": kind} if kind else {})
+        request = client.build_request("POST", RESERVE, content=orjson.dumps(body), headers=headers)
+        assert "content-type" not in request.headers or kind is not None
+        assert (await client.send(request)).status_code == 201
