@@ -12,7 +12,11 @@ import msgspec
 # and schemathesis check against): their \s differ (Python's also matches \x1c-\x1f and \x85,
 # ECMAScript's also \ufeff).
 _BLANKS = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_ADDRESS_CHAR = rf"[^@{_BLANKS}]"  # of an email address
+# Characters that show nothing (format characters: soft hyphen, zero-width spaces and joiners,
+# direction marks and overrides, word joiners): in an address they make a second account that
+# looks like another's.
+_INVISIBLE = r"\xad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+_ADDRESS_CHAR = rf"[^@{_BLANKS}{_INVISIBLE}]"  # of an email address
 _ADDRESS = rf"{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+"
 Email = Annotated[str, msgspec.Meta(pattern=rf"^{_ADDRESS}$", max_length=254)]
 # A picture's or a trailer's address: http(s), no blank or control character anywhere.

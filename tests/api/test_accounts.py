@@ -39,6 +39,20 @@ async def test_duplicate_email_is_409_whatever_the_case(client: httpx.AsyncClien
     assert r.json() == {"detail": "Email already registered"}
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200d", "\u202e", "\u2060", "\xad"])
+async def test_an_email_with_a_character_that_shows_nothing_is_refused(
+    client: httpx.AsyncClient, invisible: str
+) -> None:
+    """It would make a second account that looks like another's."""
+    assert (await client.post(REGISTER, json=new_user())).status_code == 201
+    for email in (f"carol@example.com{invisible}", f"ca{invisible}rol@example.com"):
+        r = await client.post(REGISTER, json=new_user(email=email))
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "email"]
+    r = await client.post(REGISTER, json=new_user(email="josé@example.com"))
+    assert r.status_code == 201, r.text  # letters beyond ASCII are not refused
+
+
 @pytest.mark.parametrize(
     "changes",
     [
