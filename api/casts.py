@@ -14,7 +14,7 @@ from api.discovery import Id, public, rows_to
 from api.reads import catalog_read
 from api.rendering import JSON
 from api.routing import Call, Router
-from api.schemas import Page, Url
+from api.schemas import NAMED, Page, Url
 from db import casts
 from seatlock.errors import NotFound, ValidationFailed
 
@@ -24,7 +24,7 @@ Role = Literal[
     "actor", "director", "writer", "producer", "composer", "cinematographer", "editor", "other"
 ]
 NoNul = r"^[^\x00]*$"
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NoNul)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAMED)]
 Character = Annotated[str, msgspec.Meta(max_length=200, pattern=NoNul)]
 Bio = Annotated[str, msgspec.Meta(max_length=5000, pattern=NoNul)]
 Billing = Annotated[int, msgspec.Meta(ge=0, le=100_000)]

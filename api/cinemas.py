@@ -12,14 +12,14 @@ from api.answercache import catalog_changed
 from api.caching import CATALOG
 from api.reads import catalog_read
 from api.routing import Call, Router
-from api.schemas import Email, Page
+from api.schemas import NAMED, Email, Page
 from db import catalog
 
 router = Router("Cinemas")
 
 # Text types of the catalog. PostgreSQL text cannot hold NUL, so it is refused here (422).
 NO_NUL = r"^[^\x00]*$"
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAMED)]
 Line = Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)]
 Text = Annotated[str, msgspec.Meta(max_length=5000, pattern=NO_NUL)]
 Amenity = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]

@@ -24,6 +24,8 @@ Url = Annotated[str, msgspec.Meta(max_length=2000, pattern=rf"^https?://[^{_BLAN
 # What Python's str.strip() removes (str.isspace), spelled out for a published pattern that
 # describes a handler which strips text first.
 STRIPPED = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A name or title: something to show, not only blanks, and no NUL (PostgreSQL text cannot hold one).
+NAMED = rf"^[^\x00]*[^\x00{STRIPPED}][^\x00]*$"
 # As typed into a sign-in form: surrounding ASCII blanks allowed (the server trims them).
 TypedEmail = Annotated[
     str, msgspec.Meta(pattern=rf"^[\t\n\v\f\r ]*{_ADDRESS}[\t\n\v\f\r ]*$", max_length=254)

@@ -212,3 +212,23 @@ async def test_a_body_that_says_it_is_not_json_is_415_and_changes_nothing(
         request = client.build_request("POST", RESERVE, content=orjson.dumps(body), headers=headers)
         assert "content-type" not in request.headers or kind is not None
         assert (await client.send(request)).status_code == 201
+
+
+@pytest.mark.parametrize("blank", ["   ", "\t", "\u3000"])
+async def test_a_name_of_blanks_only_is_422_and_creates_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, admin: Account, blank: str
+) -> None:
+    cinema = await make.cinema(db)
+    for path, body in [
+        ("/api/v1/cinemas/", {"name": blank}),
+        ("/api/v1/movies/", {"title": blank, "duration_minutes": 90}),
+        ("/api/v1/casts/", {"name": blank, "movie_id": await make.movie(db)}),
+        (f"/api/v1/cinemas/{cinema}/rooms/", {"name": blank}),
+    ]:
+        r = await client.post(path, json=body, headers=admin.headers)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["detail"][0]["type"] == "string_pattern_mismatch", path
+    counts = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM cinemas) AS c, (SELECT count(*) FROM rooms) AS r"
+    )
+    assert (counts["c"], counts["r"]) == (1, 0)
