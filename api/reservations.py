@@ -11,7 +11,7 @@ from typing import Annotated, Literal, cast
 
 import msgspec
 
-from api.routing import MAX_ID, Call, Router
+from api.routing import ID_DIGITS, MAX_ID, Call, Router
 from seatlock.errors import ValidationFailed
 from seatlock.services.holds import Held
 from seatlock.services.holds import utc as utc  # re-exported: api/seatmaps.py renders with it
@@ -212,8 +212,13 @@ def parse_seat_list(raw: str | None) -> list[int] | None:
     if raw is None:
         return None
     parts = [p.strip() for p in raw.split(",")]
-    # isdecimal, not isdigit: int() refuses digits such as "²" that isdigit accepts (a 500).
-    if not parts or len(parts) > MAX_SEATS_PER_REQUEST or not all(p.isdecimal() for p in parts):
+    # isdecimal, not isdigit: int() refuses digits such as "²" that isdigit accepts (a 500), and
+    # more than 4,300 of them (ID_DIGITS is as many as an id can have).
+    if (
+        not parts
+        or len(parts) > MAX_SEATS_PER_REQUEST
+        or not all(p.isdecimal() and len(p) <= ID_DIGITS for p in parts)
+    ):
         raise ValidationFailed("seat_ids must be a comma-separated list of seat ids")
     ids = [int(p) for p in parts]
     if any(not 1 <= i <= MAX_ID for i in ids):

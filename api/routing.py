@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 Access = Literal["public", "optional", "user", "admin"]
 MAX_ID = 2**63 - 1
+ID_DIGITS = len(str(MAX_ID))  # the most digits an id has: int() refuses past 4,300
 
 
 class BoundedInt(IntegerConvertor):
@@ -64,7 +65,7 @@ class BoundedInt(IntegerConvertor):
     """
 
     def convert(self, value: str) -> int:
-        return int(value) if len(value) <= len(str(MAX_ID)) else MAX_ID + 1
+        return int(value) if len(value) <= ID_DIGITS else MAX_ID + 1
 
 
 # Registered under ``int`` before any route is made (a route compiles its convertors then), so

@@ -45,6 +45,7 @@ HEARTBEAT_S = 20.0
 CLOSE_SLOW_S = 10.0  # a client dropped as too slow is reset if it has not gone by then
 SWEEPS = 4  # Heartbeats look for idle clients this often per HEARTBEAT_S
 MAX_VERSION = 2**53  # versions travel through Lua numbers (doubles)
+VERSION_DIGITS = len(str(MAX_VERSION))
 # What closes a connection before it is served: a refusal, or a backend that cannot answer.
 REFUSALS: tuple[type[Exception], ...] = (SeatLockError, *BACKEND_DOWN)
 Clock = Callable[[], int]  # the hub's: ms on Redis's clock, that of hold times
@@ -172,7 +173,10 @@ def _since(websocket: WebSocket) -> int | None:
     raw = query_value(websocket, "since")
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_VERSION):
+    # Its length first: int() refuses more than 4,300 digits.
+    if not (
+        raw.isascii() and raw.isdigit() and len(raw) <= VERSION_DIGITS and int(raw) <= MAX_VERSION
+    ):
         raise InvalidInput("since must be a seat map version: a whole number, 0 or more")
     return int(raw)
 

@@ -201,7 +201,7 @@ async def test_changes_of_a_screening_nobody_watched_come_as_one_snapshot(
         await ws.close()
 
 
-@pytest.mark.parametrize("since", ["abc", "-1", "1.5", "", "9" * 20, "١٢"])
+@pytest.mark.parametrize("since", ["abc", "-1", "1.5", "", "9" * 20, "9" * 4301, "١٢"])
 async def test_a_bad_since_closes_with_a_clear_reason(
     db: asyncpg.Connection, server: LiveServer, since: str
 ) -> None:
