@@ -4,8 +4,10 @@ A booking is: the engine pins the caller's holds (claim), PostgreSQL commits the
 tickets (group commit, ``db.tickets.BookingWriter``), then the engine marks the seats sold. A
 successful return therefore means the tickets are committed (invariant 5), whatever Redis does
 afterwards: marking the seats sold is retried in the background until Redis takes it, also when
-an idempotent replay finds the booking already made. A cancelled or refunded ticket frees its seat
-in Redis after PostgreSQL changed it. The reconciler (``reconciler.py``) repairs what is left.
+an idempotent replay finds the booking already made (which then reads the tickets again, to free
+the seats of any cancelled meanwhile). A cancelled or refunded ticket frees its seat in Redis after
+PostgreSQL changed it, retried in the background the same way. The reconciler (``reconciler.py``)
+repairs what is left.
 
 With ``SEATLOCK_HOLD_REPLICAS`` the sale in Redis counts as marked only once the replicas confirmed
 it: until then the engine raises ``ReplicasBehind`` (an Unavailable) and the marking is retried
@@ -109,14 +111,16 @@ class BookingService:
         self.writer = writer
         self.history = history
         self.db = db
-        self._selling: set[asyncio.Task[None]] = set()  # seats being marked sold in Redis
-        self.sell_retries = 0  # failed attempts to mark seats sold, for tests and metrics
+        # Seats being marked sold (or freed, after a cancellation) in Redis in the background.
+        self._selling: set[asyncio.Task[None]] = set()
+        self.sell_retries = 0  # failed attempts to mark seats sold or free them, for tests
         self.payments: PaymentVerifier = payments or AcceptAny()
         self.payment_seconds = payment_seconds  # how long a pending ticket may stay unpaid
 
     @property
     def unmarked(self) -> int:
-        """Committed bookings whose seats are still being marked sold in the background."""
+        """Committed bookings (and cancellations) whose seats are still being marked sold (or
+        freed) in Redis in the background."""
         return len(self._selling)
 
     async def aclose(self) -> None:
@@ -161,14 +165,27 @@ class BookingService:
                 raise
             return found
         try:
-            return await self._book_from_reservation(user_id, screening_id, seat_ids, payment_id)
+            tickets, fresh = await self._buy(user_id, screening_id, seat_ids, payment_id)
         except Conflict:  # e.g. a payment id already used for other seats: no hold left behind
             await self._release_grant(screening_id, grant, seat_ids)
             raise
+        if not fresh:
+            # An earlier call with this payment id bought them (and they may be cancelled since,
+            # which is how this call could hold the seats): its tickets are the answer, and the
+            # hold this call took is let go, not left to lapse unseen.
+            await self._release_grant(screening_id, grant, seat_ids)
+        return tickets
 
     async def _book_from_reservation(
         self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
     ) -> list[Ticket]:
+        return (await self._buy(user_id, screening_id, seat_ids, payment_id))[0]
+
+    async def _buy(
+        self, user_id: int, screening_id: int, seat_ids: list[int], payment_id: str | None
+    ) -> tuple[list[Ticket], bool]:
+        """The tickets of the seats the user holds, and whether this call bought them (False:
+        an earlier or concurrent call with this payment id did)."""
         self._verify_booking(payment_id, user_id, screening_id, seat_ids)
         try:
             await self.engine.claim(screening_id, user_id, seat_ids, pin_ms=COMMIT_PIN_MS)
@@ -176,17 +193,17 @@ class BookingService:
             # A duplicate call may have sold these seats a moment ago: answer with its tickets.
             if (found := await self._replay(payment_id, user_id, screening_id, seat_ids)) is None:
                 raise
-            return found
+            return found, False
         tickets, fresh = await self._commit(user_id, screening_id, seat_ids, payment_id)
         (BOOKED if fresh else REPLAYED).inc()
         if fresh and payment_id is None:
             # Before the seats are marked sold (lua/owe.lua): they count toward the user's cap.
             await self._record_unpaid(user_id, screening_id, tickets)
         # Also when a duplicate call committed them: its own marking may have failed.
-        await self._mark_sold(screening_id, tickets)
+        await self._mark_sold(screening_id, tickets, replayed=not fresh)
         if fresh:
             self.history.submit(history.Closed(screening_id, user_id, seat_ids, "booked"))
-        return tickets
+        return tickets, fresh
 
     async def _replay(
         self, payment_id: str | None, user_id: int, screening_id: int, seat_ids: list[int]
@@ -199,7 +216,7 @@ class BookingService:
         found = await self._existing(payment_id, user_id, screening_id, seat_ids)
         if found is not None:
             REPLAYED.inc()
-            await self._mark_sold(screening_id, found)
+            await self._mark_sold(screening_id, found, replayed=True)
         return found
 
     async def _existing(
@@ -260,30 +277,37 @@ class BookingService:
         # marker counts the seats toward the cap until about then, on Redis's clock.
         return self.engine.now_ms() + int(self.payment_seconds * 1000)
 
-    async def _mark_sold(self, screening_id: int, tickets: list[Ticket]) -> None:
+    async def _mark_sold(
+        self, screening_id: int, tickets: list[Ticket], *, replayed: bool = False
+    ) -> None:
         """Mark the active tickets' seats sold in Redis, waiting SELL_WAIT_S at most.
 
         Committed in PostgreSQL, so sold and the answer is a success (invariant 5) whatever
         Redis does: the marking goes on in the background until Redis takes it (and, with
         replicas to wait for, until they confirmed it), and the unique index refuses a second
-        ticket for these seats meanwhile.
+        ticket for these seats meanwhile. ``replayed``: the tickets were read, not made by this
+        call, so they may have been cancelled since (``_unless_cancelled``).
         """
         sold = {t.seat_id: t.user_id for t in tickets if t.status in repo.ACTIVE}
         if not sold:
             return
-        task = asyncio.create_task(self._sell_until_marked(screening_id, sold))
+        task = asyncio.create_task(self._sell_until_marked(screening_id, sold, replayed))
         await asyncio.wait({task}, timeout=SELL_WAIT_S)
         if not task.done():
             self._selling.add(task)
             task.add_done_callback(self._selling.discard)
 
-    async def _sell_until_marked(self, screening_id: int, sold: dict[int, int]) -> None:
+    async def _sell_until_marked(
+        self, screening_id: int, sold: dict[int, int], replayed: bool = False
+    ) -> None:
         """Sell in Redis, retried with a capped backoff until it works; a retry sells what
         PostgreSQL still has active (a cancellation meanwhile must not be undone)."""
         delay = SELL_RETRY_FIRST_S
         while True:
             try:
                 await self.engine.sell(screening_id, sold)
+                if replayed:
+                    await self._unless_cancelled(screening_id, sold)
                 return
             except Unavailable as exc:
                 failure: Exception = exc
@@ -302,6 +326,21 @@ class BookingService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, SELL_RETRY_MAX_S)
             sold = await self._still_sold(screening_id, sold)
+
+    async def _unless_cancelled(self, screening_id: int, sold: dict[int, int]) -> None:
+        """Free again the seats just marked sold whose tickets PostgreSQL no longer has active.
+
+        A replay marks the seats of tickets it read. A cancellation committed after that read
+        frees its seat in Redis, possibly before the replay's marking lands, which then showed
+        the seat booked with no ticket until the reconciler came by. Read after the marking,
+        PostgreSQL tells: a cancellation committed before this read is undone here, one
+        committed after it frees the seat itself. While the seat shows sold nobody can hold
+        it, so no newer sale is undone.
+        """
+        active = await self._still_sold(screening_id, sold)
+        cancelled = [seat for seat in sold if seat not in active]
+        if cancelled:
+            await self._unsell_seats(screening_id, cancelled)
 
     async def _still_sold(self, screening_id: int, sold: dict[int, int]) -> dict[int, int]:
         """Of these seats, those PostgreSQL still has active tickets for (all, if it can't say)."""
@@ -383,12 +422,49 @@ class BookingService:
             logger.warning("paid seat %s still counted toward the cap: %r", ticket.seat_id, exc)
 
     async def _unsell(self, screening_id: int, seat_id: int) -> None:
-        try:
-            await self.engine.unsell(screening_id, [seat_id])
-        except (RedisError, OSError) as exc:  # stays "booked" in Redis: safe, never sold twice
+        await self._unsell_seats(screening_id, [seat_id])
+
+    async def _unsell_seats(self, screening_id: int, seat_ids: list[int]) -> None:
+        """Free in Redis the seats of tickets PostgreSQL has cancelled, waiting SELL_WAIT_S at
+        most: cancelled in PostgreSQL, the answer is a success whatever Redis does, and the
+        freeing goes on in the background until Redis takes it (meanwhile the seat shows booked:
+        safe, never sold twice)."""
+        task = asyncio.create_task(self._unsell_until_freed(screening_id, seat_ids))
+        await asyncio.wait({task}, timeout=SELL_WAIT_S)
+        if not task.done():
+            self._selling.add(task)
+            task.add_done_callback(self._selling.discard)
+
+    async def _unsell_until_freed(self, screening_id: int, seat_ids: list[int]) -> None:
+        """Unsell in Redis, retried with a capped backoff until it works; a retry frees only the
+        seats PostgreSQL still has no active ticket for (a sale meanwhile must not be undone)."""
+        delay = SELL_RETRY_FIRST_S
+        while True:
+            try:
+                await self.engine.unsell(screening_id, seat_ids)
+                return
+            except Unavailable as exc:
+                failure: Exception = exc
+            except SeatLockError as exc:  # the screening is gone: nothing to free
+                logger.warning("seats of screening %s not freed: %r", screening_id, exc)
+                return
+            except Exception as exc:
+                failure = exc
+            self.sell_retries += 1
             logger.warning(
-                "seat %s of screening %s not freed in Redis: %r", seat_id, screening_id, exc
+                "seats %s of screening %s cancelled but not freed in Redis, retrying in %.1f s: %r",
+                seat_ids,
+                screening_id,
+                delay,
+                failure,
             )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SELL_RETRY_MAX_S)
+            with contextlib.suppress(*DB_DOWN):  # PostgreSQL cannot say: free them all
+                active = (await repo.active_sales(self.db, [screening_id])).get(screening_id, {})
+                seat_ids = [seat for seat in seat_ids if seat not in active]
+            if not seat_ids:
+                return
 
 
 @contextlib.contextmanager

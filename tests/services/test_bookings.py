@@ -1,6 +1,7 @@
 """BookingService without HTTP: replays by payment id (also concurrent ones) answer the same
 tickets, a reused payment id is refused, a failed commit keeps the holds, and cancelled or
-refunded tickets free their seats in Redis."""
+refunded tickets free their seats in Redis (also when Redis refuses for a while, and when a replay
+raced the cancellation)."""
 
 from __future__ import annotations
 
@@ -251,3 +252,76 @@ async def test_a_retry_does_not_sell_a_seat_cancelled_meanwhile(
     await make.ticket(db, user, show.id, b)
     await db.execute("UPDATE tickets SET status = 'cancelled' WHERE id = $1", ticket)
     assert await bookings._still_sold(show.id, {a: user, b: user}) == {b: user}
+
+
+async def test_a_quick_book_replayed_after_its_ticket_was_cancelled_holds_nothing(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, user: int, other: int
+) -> None:
+    """The replay answers the cancelled tickets; it used to leave a hold of the seat that the
+    user could not see (my-reservations) and that counted toward their cap for a hold's time."""
+    show = await make.show(db, 2)
+    seat = show.seat_ids[0]
+    [first] = await bookings.book(user, show.id, [seat], "pay-q1")
+    await bookings.cancel_ticket(first)
+    [again] = await bookings.book(user, show.id, [seat], "pay-q1")
+    assert (again.id, again.status) == (first.id, "cancelled")
+    assert (await states(engine, show.id))[seat] == "available"
+    await engine.hold(show.id, other, [seat])  # on sale to anyone
+    assert await bookings_count(db) == 1
+
+
+async def test_a_replay_whose_tickets_are_cancelled_meanwhile_leaves_the_seat_free(
+    bookings: BookingService,
+    engine: SeatEngine,
+    db: asyncpg.Connection,
+    user: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race: a replay reads the tickets (active), their cancellation commits and frees
+    the seat, then the replay's marking lands. The seat showed booked with no ticket until the
+    reconciler came by (the first pass after its settle time: tens of seconds)."""
+    show = await make.show(db, 2)
+    await engine.hold(show.id, user, show.seat_ids)
+    first = await bookings.book_from_reservation(user, show.id, show.seat_ids, "pay-r1")
+    sell = engine.sell
+
+    async def cancelled_first(screening_id: int, sold: dict[int, int]) -> None:
+        monkeypatch.setattr(engine, "sell", sell)
+        for ticket in first:
+            await bookings.cancel_ticket(ticket)
+        await sell(screening_id, sold)
+
+    monkeypatch.setattr(engine, "sell", cancelled_first)
+    again = await bookings.book_from_reservation(user, show.id, show.seat_ids, "pay-r1")
+    assert [t.id for t in again] == [t.id for t in first]
+    for _ in range(100):
+        if set((await states(engine, show.id)).values()) == {"available"}:
+            break
+        await asyncio.sleep(0.01)
+    assert set((await states(engine, show.id)).values()) == {"available"}
+
+
+async def test_a_cancellation_while_redis_refuses_writes_stands_and_frees_the_seat_later(
+    bookings: BookingService, engine: SeatEngine, db: asyncpg.Connection, redis: Redis, user: int
+) -> None:
+    """Cancelled in PostgreSQL: the answer is the cancelled ticket, not a 503 whose retry then
+    hears "already cancelled"; the seat is freed in Redis once it takes writes again."""
+    show = await make.show(db, 2)
+    [ticket] = await bookings.book(user, show.id, show.seat_ids[:1], "pay-c1")
+    await redis.config_set("min-replicas-to-write", 1)  # every write refused (NOREPLICAS)
+    try:
+        started = time.monotonic()
+        cancelled = await bookings.cancel_ticket(ticket)
+        assert time.monotonic() - started < SELL_WAIT_S + 0.5
+        assert cancelled.status == "cancelled"
+        assert (await states(engine, show.id))[ticket.seat_id] == "booked"  # safe meanwhile
+        await asyncio.sleep(0.3)
+        assert bookings.sell_retries >= 2 and bookings.unmarked == 1
+    finally:
+        await redis.config_set("min-replicas-to-write", 0)
+    for _ in range(300):
+        if (await states(engine, show.id))[ticket.seat_id] == "available":
+            break
+        await asyncio.sleep(0.01)
+    assert (await states(engine, show.id))[ticket.seat_id] == "available"
+    assert bookings.unmarked == 0
