@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
@@ -36,7 +38,7 @@ from api import (
 )
 from api.asyncapi import asyncapi_document
 from api.caching import Compression
-from api.errors import HANDLERS
+from api.errors import HANDLERS, detail_body
 from api.observe import Observe
 from api.openapi import openapi_document
 from api.rendering import JSON
@@ -81,6 +83,25 @@ def dispatch_order(endpoints: list[Endpoint]) -> list[Endpoint]:
     return first + [ep for ep in endpoints if id(ep) not in seen]
 
 
+class JsonCors(CORSMiddleware):
+    """Starlette's CORSMiddleware, its refusal of a preflight (an origin, method or header not
+    allowed: 400) answered as JSON ``{"detail": ...}`` like every other error, not plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        detail = bytes(response.body).decode("utf-8", "replace")
+        return Response(
+            detail_body(detail), response.status_code, headers, media_type="application/json"
+        )
+
+
 class BrowserCors:
     """Starlette's CORSMiddleware for the requests a browser sends with an ``Origin`` header;
     the others (servers, scripts, same-origin reads) go straight on.
@@ -93,7 +114,7 @@ class BrowserCors:
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         self.app = app
-        self.cors = CORSMiddleware(app, **options)
+        self.cors = JsonCors(app, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -108,6 +108,14 @@ async def test_refusals_close_with_the_right_code(
     assert await closed_with(server, f"/ws/screenings/{show.id}?token={user.token}") == 1008
 
 
+async def test_an_empty_token_is_no_token(db: asyncpg.Connection, server: LiveServer) -> None:
+    """What a page building the URL for a signed-out visitor sends: watched anonymously."""
+    show = await make.show(db, 1)
+    async with websockets.connect(f"{server.ws_url}/ws/screenings/{show.id}?token=") as ws:
+        first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert first["type"] == "connection_confirmed"
+
+
 async def test_stats_count_this_process_watchers(
     client: httpx.AsyncClient, db: asyncpg.Connection, server: LiveServer
 ) -> None:
