@@ -143,6 +143,22 @@ def one_line(text: str) -> str:
     return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+# What uvicorn logs at ERROR, with a traceback, for something a client did wrong and that it
+# answered as the protocol says (a text frame that is not UTF-8: closed with 1007). ERROR is kept
+# for this server's own failures (every 500): a client must not be able to fill the log with them.
+CLIENT_FAULTS = frozenset({"Invalid UTF-8 sequence received from client."})
+
+
+class ClientFaults(logging.Filter):
+    """Logs uvicorn's ERRORs of ``CLIENT_FAULTS`` as a WARNING line, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.msg in CLIENT_FAULTS:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """``time LEVEL [pid] logger: message``, then ``request_id=...`` on lines of a request; the
     message and request id on one line (``one_line``), a traceback below them."""
@@ -221,6 +237,7 @@ def stderr_handler(kind: str) -> logging.Handler:
     """The handler that writes: redacted lines of ``kind`` on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(kind))
+    handler.addFilter(ClientFaults())
     handler.addFilter(Redact())
     return handler
 
@@ -298,6 +315,7 @@ class BackgroundHandler(QueueHandler):
         self.dropped = 0
         writer = LineWriter(sys.stderr)
         writer.setFormatter(formatter(kind))
+        writer.addFilter(ClientFaults())
         writer.addFilter(Redact())
         self.listener = Writer(backlog, writer)  # type: ignore[arg-type]
         self.listener.start()

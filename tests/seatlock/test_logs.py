@@ -102,6 +102,13 @@ async def drive(url: str, outbox: Path) -> tuple[list[str], dict[str, int]]:
             )
             assert refused.status_code == 409, refused.text
             await asyncio.wait_for(ws.recv(), 5)  # the hold's seat update
+        anonymous = ws_url.partition("?")[0]
+        async with websockets.connect(anonymous) as bad:  # a text frame that is not UTF-8
+            await asyncio.wait_for(bad.recv(), 5)
+            await bad.send(b"\xff\xfe\xfd", text=True)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(bad.recv(), 5)
+            assert bad.close_code == 1007
 
         forgot = await client.post("/api/v1/auth/forgot-password", json={"email": DEMO_EMAIL})
         assert forgot.status_code == 200, forgot.text
@@ -147,6 +154,14 @@ def test_no_token_or_password_reaches_the_log(run: Run) -> None:
     assert "token=[redacted]" in run.output
 
 
+def test_what_a_client_did_wrong_is_no_error(run: Run) -> None:
+    """ERROR is for the server's own failures: uvicorn's ERROR and traceback for a text frame
+    that is not UTF-8 (answered with a 1007 close) are a WARNING line."""
+    assert [line["message"] for line in run.lines if line["level"] == "ERROR"] == []
+    [bad_frame] = [line for line in run.lines if line["message"] in logs.CLIENT_FAULTS]
+    assert bad_frame["level"] == "WARNING" and "exception" not in bad_frame
+
+
 def test_every_line_is_a_json_object_with_the_common_fields(run: Run) -> None:
     lines = run.lines
     assert len(lines) > 50
@@ -179,7 +194,7 @@ def test_access_lines_carry_route_status_duration_user_and_request_id(run: Run) 
     assert line["duration_ms"] > 0
     assert line["client"].startswith("127.0.0.1:")
     assert line["request_id"]
-    sockets = [x for x in access if x["method"] == "WEBSOCKET"]
+    sockets = [x for x in access if x["method"] == "WEBSOCKET" and "?token=" in x["path"]]
     assert [x["event"] for x in sockets] == ["accepted", "closed"]
     assert sockets[0]["route"] == "/ws/screenings/{screening_id:int}"
     assert sockets[1]["user_id"] == run.users["demo"]
