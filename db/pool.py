@@ -19,12 +19,14 @@ from seatlock.heartbeats import Beat, pause
 from seatlock.metrics import DB_NOT_ANSWERING, DB_REPLICA_LAG, DB_REPLICA_READS
 
 if TYPE_CHECKING:
+    from asyncpg.connection import LoggedQuery
     from asyncpg.pool import PoolConnectionProxy
 
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 10.0  # how long stopping waits for connections in use to come back
 DB_TIMEOUT_S = 10.0  # the longest wait for a connection or a statement: SEATLOCK_DB_TIMEOUT_SECONDS
+CANCEL_GRACE_S = 1.0  # at most (else a quarter of the timeout): the wait for a cancel, _GivenUp
 
 # PostgreSQL cannot answer now: down, restarting, in recovery, out of connections or resources,
 # or the connection broke (also while a pool releases it, after the work was done). The api
@@ -117,17 +119,35 @@ class BoundedPool(asyncpg.Pool):
     raises NotAnswering at once until a probe (``SELECT 1`` on a connection of the pool, as any
     request would) has an answer.
 
+    A statement that timed out (or was cancelled) costs its caller no more than that: its
+    connection is dropped when PostgreSQL has not acknowledged the cancel soon after (_GivenUp),
+    instead of the ROLLBACK of its transaction and its return to the pool each waiting another
+    timeout for that acknowledgement.
+
     ``Pool``'s methods acquire through ``self.acquire()``; tests/db/test_pool.py fails loudly
     when they stop doing so."""
 
-    __slots__ = ("_fail_fast", "acquire_timeout")
+    __slots__ = ("_fail_fast", "_given_init", "acquire_timeout", "cancel_grace")
 
     def __init__(
-        self, *args: Any, acquire_timeout: float, what: str = "PostgreSQL", **kwargs: Any
+        self,
+        *args: Any,
+        acquire_timeout: float,
+        what: str = "PostgreSQL",
+        init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, init=self._connected, **kwargs)
         self.acquire_timeout = acquire_timeout
+        self.cancel_grace = min(CANCEL_GRACE_S, acquire_timeout / 4)
+        self._given_init = init  # Pool's own _init is ours, which calls it
         self._fail_fast = FailFast(what, self._select_one, logger)
+
+    async def _connected(self, conn: asyncpg.Connection) -> None:
+        """A new connection: the given ``init``, then its watch for statements given up on."""
+        if self._given_init is not None:
+            await self._given_init(conn)
+        conn.add_query_logger(_GivenUp(conn, self))
 
     @property
     def answering(self) -> bool:
@@ -158,6 +178,44 @@ class BoundedPool(asyncpg.Pool):
     def terminate(self) -> None:
         self._fail_fast.stop()
         super().terminate()
+
+
+class _GivenUp:
+    """The query logger of a BoundedPool's connection: drops the connection when a statement on
+    it timed out or was cancelled and nothing has run on it ``pool.cancel_grace`` later.
+
+    A statement given up on leaves its connection busy until PostgreSQL acknowledges the cancel
+    that asyncpg sends on a connection of its own; the ROLLBACK of its transaction and its
+    return to the pool wait for that, each up to a whole timeout. A hung PostgreSQL never
+    acknowledges: requests got their 503 after two timeouts. One that answers does so in a
+    round trip, and keeps the connection (its statement is cancelled on the server, not left
+    running); one that does not, in the grace, loses it, and those waits end at once.
+
+    asyncpg calls it on the loop's next turn after each statement, when whatever follows waits
+    on the cancel if one is pending: a later statement (the ROLLBACK, the pool's reset) means
+    the cancel is done. A timeout also tells the pool here (fail fast): in a transaction, the
+    caller sees the error of the ROLLBACK, not the TimeoutError."""
+
+    __slots__ = ("_conn", "_ended", "_pool")
+
+    def __init__(self, conn: asyncpg.Connection, pool: BoundedPool) -> None:
+        self._conn = conn
+        self._pool = pool
+        self._ended = 0  # statements ended on the connection
+
+    def __call__(self, record: LoggedQuery) -> None:
+        self._ended += 1
+        if isinstance(record.exception, TimeoutError):
+            self._pool.timed_out()
+        elif not isinstance(record.exception, asyncio.CancelledError):
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._pool.cancel_grace, self._drop_if_stuck, self._ended)
+
+    def _drop_if_stuck(self, ended: int) -> None:
+        if self._ended == ended and not self._conn.is_closed():
+            logger.info("PostgreSQL did not acknowledge a cancel: its connection is dropped")
+            self._conn.terminate()
 
 
 class _Acquire:

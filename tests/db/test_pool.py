@@ -1,6 +1,6 @@
 """The pool's helpers: a writer's kept connection survives its backend's end, closing a pool
-never waits forever for a connection that is not given back, and no query waits for a connection
-of the pool longer than the pool's timeout."""
+never waits forever for a connection that is not given back, no query waits for a connection
+of the pool longer than the pool's timeout, and a statement that timed out is cancelled."""
 
 from __future__ import annotations
 
@@ -154,6 +154,36 @@ async def test_a_statement_that_times_out_costs_the_others_only_a_probe(
         assert said[0].startswith("PostgreSQL did not answer in time")
         assert said[1].startswith("PostgreSQL answers again")
         assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await close_pool(pool)
+
+
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["plain", "transaction"])
+async def test_a_statement_that_times_out_is_cancelled_and_its_connection_kept(
+    backend_urls: tuple[str, str], db: asyncpg.Connection, in_transaction: bool
+) -> None:
+    """PostgreSQL answers: a statement past the timeout is cancelled on the server (not left
+    running there) and its connection, its cancel acknowledged, goes back to the pool, also
+    after the grace in which a connection whose cancel is not acknowledged is dropped (the hung
+    case: tests/faults/test_hung_postgres.py)."""
+    pool = await create_pool(backend_urls[1], min_size=1, max_size=1, timeout_s=0.3)
+    assert isinstance(pool, BoundedPool)
+    try:
+        with pytest.raises(TimeoutError):
+            async with pool.acquire() as conn:
+                pid = conn.get_server_pid()
+                if in_transaction:
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_sleep(5)")
+                else:
+                    await conn.fetchval("SELECT pg_sleep(5)")
+        running = "SELECT state <> 'idle' FROM pg_stat_activity WHERE pid = $1"
+        assert await db.fetchval(running, pid) is False
+        await until_answering(pool)
+        await asyncio.sleep(2 * pool.cancel_grace)
+        async with pool.acquire() as conn:
+            assert conn.get_server_pid() == pid
+            assert await conn.fetchval("SELECT 1") == 1
     finally:
         await close_pool(pool)
 
