@@ -30,13 +30,18 @@ for longer than SEATLOCK_REQUEST_READ_TIMEOUT_SECONDS: anything after connecting
 request head after its first byte, the next piece of a body after the last (the head's end counts),
 and, while the transport holds more of a response than it may, reading some of it (a client that
 reads slowly keeps its connection; one that stopped reading left its handler waiting on the
-transport). A client that has not sent a whole head gets a 408 first when nothing else is being
-answered on the connection, and so does one whose body stopped coming before its handler began
-an answer (the handler is told the client left, and what it answers then is not sent). A
-handler's own time and an idle keep-alive connection (uvicorn's timeout) are not timed here. A
-request line and headers over MAX_HEAD_BYTES get a 431 at once, and bytes that are not HTTP
-uvicorn's 400, both as JSON (``_refuse``) like every other error. The close after a 408, 431 or
-400 lingers (LINGER_S), so that a client still sending reads the answer.
+transport). A client that has not sent a whole head gets a 408 first, and so does one whose body
+stopped coming before its handler began an answer (the handler is told the client left, and what
+it answers then is not sent). A handler's own time and an idle keep-alive connection (uvicorn's
+timeout) are not timed here. A request line and headers over MAX_HEAD_BYTES get a 431, and bytes
+that are not HTTP uvicorn's 400, both as JSON (``_refuse``) like every other error. A head is
+measured whether it comes in one read or many: one still coming is refused once the reads surely
+its own pass the limit (a read it shares with a request before it counts only for the check of the
+whole head), one that came whole before the app sees it (``on_headers_complete``; uvicorn logs it
+as an invalid request, as the parser is stopped there with an error). A refusal takes its turn:
+the requests pipelined before it on the connection are answered first, in order, and nothing sent
+after it is read into a request. The close after a 408, 431 or 400 lingers (LINGER_S), so that a
+client still sending reads the answer.
 """
 
 from __future__ import annotations
@@ -101,15 +106,19 @@ HTTP_PARTS = (
     "connection_made",
     "connection_lost",
     "data_received",
+    "on_headers_complete",
     "handle_websocket_upgrade",
     "send_400_response",
     "pause_writing",
     "resume_writing",
+    "_start_asgi_task",
 )
 # A request's line and headers (a signed-in request's are under 1 KB). httptools keeps no limit:
 # it joins a header's pieces by concatenation, so a head of 40 MB held its worker's loop for
 # more than a second, and its memory for as long as the client kept sending.
 MAX_HEAD_BYTES = 64 * 1024
+HEAD_TOO_LARGE = f"Request line and headers over {MAX_HEAD_BYTES} bytes"
+TOO_SLOW = "Request not received in time"
 # After a refusal of what a client may still be sending (a 408, 431, 400): the answer, then the end
 # of our side, and what comes meanwhile read and dropped, up to these, before the close. A close
 # with its input unread is a reset, which a client still sending sees instead of the answer.
@@ -155,8 +164,12 @@ def http_protocol(
     ``uvicorn.protocols.http.httptools_impl``, whose ``connection_made(transport)`` keeps the
     transport it is given for every write, and which writes a response head in one
     ``transport.write``; the methods of HTTP_PARTS, its ``loop``, ``scope`` (None until a
-    request begins, then made anew by each), ``flow`` (``read_paused``), ``cycle`` (``scope``,
-    ``more_body``, ``response_complete``) and ``server_state`` (``default_headers``).
+    request begins, then made anew by each), ``url``, ``headers`` and ``parser`` (the head
+    read so far), ``flow`` (``read_paused``), ``cycle`` (``scope``, ``more_body``,
+    ``response_started``, ``response_complete``, ``disconnected``, ``message_event``),
+    ``pipeline`` (the requests waiting their turn: uvicorn starts the next with
+    ``_start_asgi_task(cycle, app)``, which runs ``cycle.run_asgi(app)``, once a response is
+    complete) and ``server_state`` (``default_headers``).
     pyproject.toml bounds uvicorn below its next minor version and tests/api/test_serving.py
     fails if the installed one no longer does any of this.
     """
@@ -185,7 +198,7 @@ def _httptools_as_known() -> bool:
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a transport that sends a response head with its body,
     closing the connection of a client too slow to send its request or read its answer
-    (``Stalls``), and refusing a request head over MAX_HEAD_BYTES."""
+    (``Stalls``), and refusing a request head over MAX_HEAD_BYTES (``_refuse``)."""
 
     def __init__(
         self, *args: Any, read_timeout_s: float = REQUEST_READ_TIMEOUT_S, **kwargs: Any
@@ -194,6 +207,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._stalls = stalls_of(self.server_state, self.loop, read_timeout_s)
         self._owed = ""  # what the client owes (``Stalls``): idle, head or body; "" nothing
         self._head_bytes = 0  # read since the current request's head began, while not whole
+        self._head_unsure = 0  # of those, the first read's when it may hold more than the head
+        self._read = 0  # the length of the read being parsed
         self._unsent = -1  # while the client reads no more of a response: what it had left
         self._upgraded = False  # the socket went to a WebSocket protocol
         self._lingering = -1  # after a refusal: bytes still to read and drop (``_refuse``)
@@ -208,13 +223,16 @@ class HttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's, then what the client owes now, read from what uvicorn made of the bytes:
-        one check per read and no parser callback of ours (under 1 us of CPU a request more than
-        uvicorn's own protocol, measured driving it in process)."""
+        one check per read (measured under 1 us of CPU a request more than uvicorn's own
+        protocol, driving it in process, before ``on_headers_complete`` added a call and a
+        comparison per head)."""
         if self._lingering >= 0:
             self._lingering -= len(data)
             if self._lingering < 0:
                 self.transport.close()
             return
+        before, owed = self.cycle, self._owed
+        self._read = len(data)
         super().data_received(data)
         if self._upgraded or self._lingering >= 0:
             return
@@ -225,13 +243,37 @@ class HttpProtocol(HttpToolsProtocol):
             elif self._owed:
                 self._owe("")
         elif self.scope is not None:  # a request began (its scope is made), its head is not whole
-            if self._owed != "head":
-                self._head_bytes = 0
+            if not self._head_bytes:  # its first read (a whole head sets the count back to 0)
                 self._owe("head")  # the head's deadline runs from its first read
+                # The read is all this head's when it began between two requests and no other
+                # head came whole in it; else it may hold the end of a request before (a body,
+                # pipelined requests), and only the reads after it count surely.
+                self._head_unsure = 0 if cycle is before and owed != "body" else len(data)
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                detail = f"Request line and headers over {MAX_HEAD_BYTES} bytes"
-                self._refuse(431, detail)
+            if (
+                self._head_bytes - self._head_unsure > MAX_HEAD_BYTES
+                and not self.transport.is_closing()
+            ):
+                self._refuse(431, HEAD_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        """The parser read a whole head: uvicorn's, unless the reads it came in are over
+        MAX_HEAD_BYTES (a big read: a head, a body, requests pipelined) and it is too."""
+        if self._head_bytes + self._read > MAX_HEAD_BYTES:
+            self._limit_head()
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def _limit_head(self) -> None:
+        """Refuse the head just read when it is over MAX_HEAD_BYTES, measured as the parser read
+        it (its request line and header lines, the spaces around a value aside), and stop the
+        parser there with an error: the app never sees it, nor anything after it."""
+        size = len(self.parser.get_method()) + len(self.url) + 14  # " HTTP/1.1\r\n", "\r\n"
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4  # ": ", "\r\n"
+        if size > MAX_HEAD_BYTES:
+            self._refuse(431, HEAD_TOO_LARGE)
+            raise HeadTooLarge(size)  # uvicorn's data_received: send_400_response (refused)
 
     def handle_websocket_upgrade(self) -> None:
         self._upgraded = True
@@ -240,7 +282,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not an HTTP request, as JSON like every error."""
-        self._refuse(400, msg)
+        if self._lingering < 0:  # else refused already: a head too big stopped the parser
+            self._refuse(400, msg)
 
     def pause_writing(self) -> None:
         """The transport holds more than it may of what the client has not read yet: the client
@@ -301,17 +344,8 @@ class HttpProtocol(HttpToolsProtocol):
             self._reset()
             return
         cycle = self.cycle
-        if owed == "head" and (cycle is None or cycle.response_complete):
-            self._refuse(408, "Request not received in time")
-        elif owed == "body" and cycle is not None and not cycle.response_started:
-            # Its handler waits for the rest of the body: it is told the client left, as a
-            # lost connection tells it (what it answers then is not sent), and the 408 goes
-            # out in its place.
-            cycle.disconnected = True
-            cycle.message_event.set()
-            scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]  # a TypedDict
-            scope[ANSWERED_INSTEAD] = 408  # the request's access line and count say so
-            self._refuse(408, "Request not received in time", seen=True)
+        if owed == "head" or (owed == "body" and cycle is not None and not cycle.response_started):
+            self._refuse(408, TOO_SLOW)  # a body's handler waits for it: told the client left
         else:
             transport.close()
 
@@ -319,14 +353,53 @@ class HttpProtocol(HttpToolsProtocol):
         """Close at once, dropping what the client did not read (``watchers.reset``)."""
         reset(self.transport)
 
-    def _refuse(self, status: int, detail: str, *, seen: bool = False) -> None:
+    def _refuse(self, status: int, detail: str) -> None:
         """Answer ``status`` with ``{"detail": ...}`` and close: a request the app never sees
-        (not HTTP, a head too big, one not sent in time), or one whose body stopped coming while
-        the app waited for it (``seen``: not counted as unread). The client may still be
-        sending: our side ends after the answer, and the close waits until LINGER_S or
-        LINGER_BYTES more, so that the client reads the answer rather than a reset."""
-        if not seen:
-            UNREAD_REQUESTS.labels(status=str(status)).inc()
+        (not HTTP, a head too big, one not sent in time: counted as unread), or one whose body
+        stopped coming or is not HTTP (``_refuse_body``). From here on nothing is read into a
+        request. The refusal takes its turn after the requests before it (pipelined: answered
+        first, in order): it waits in uvicorn's pipeline as the next request would."""
+        self._lingering = LINGER_BYTES  # what comes now is read and dropped (``data_received``)
+        self._owe("")
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            self._refuse_body(status, detail)
+            return
+        UNREAD_REQUESTS.labels(status=str(status)).inc()
+        if cycle is None or cycle.response_complete:
+            self._answer(status, detail)
+        else:  # the last request read is answered, or waits in the pipeline: after it
+            turn = Refusal(self, status, detail)
+            self.pipeline.appendleft((turn, None))  # type: ignore[arg-type]
+
+    def _refuse_body(self, status: int, detail: str) -> None:
+        """What is refused is the rest of the last request's body: its handler, which may be
+        waiting for it, is told the client left, as a lost connection tells it (what it answers
+        then is not sent), and the refusal goes out in its place. A request still waiting its
+        turn never begins; one whose answer began gets no other: the connection closes."""
+        cycle = self.cycle
+        cycle.disconnected = True
+        cycle.message_event.set()
+        for index, (queued, _) in enumerate(self.pipeline):
+            if queued is cycle:  # not begun: the app never sees it
+                UNREAD_REQUESTS.labels(status=str(status)).inc()
+                turn = Refusal(self, status, detail)
+                self.pipeline[index] = (turn, None)  # type: ignore[assignment]
+                return
+        if cycle.response_started:
+            self.transport.close()
+            return
+        scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]  # a TypedDict
+        scope[ANSWERED_INSTEAD] = status  # the request's access line and count say so
+        self._answer(status, detail)
+
+    def _answer(self, status: int, detail: str) -> None:
+        """Send a refusal (``_refuse``). The client may still be sending: our side ends after
+        the answer, and the close waits until LINGER_S or LINGER_BYTES more, so that the client
+        reads the answer rather than a reset."""
+        transport = self.transport
+        if transport.is_closing():
+            return
         body = orjson.dumps({"detail": detail})
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
         for name, value in self.server_state.default_headers:
@@ -335,15 +408,32 @@ class HttpProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % len(body)
         )
-        transport = self.transport
         transport.write(b"".join(head) + body)
-        self._owe("")
         if transport.can_write_eof():
             transport.write_eof()
-            self._lingering = LINGER_BYTES
             self.loop.call_later(LINGER_S, transport.close)
         else:
             transport.close()
+
+
+class HeadTooLarge(Exception):
+    """Raised in a parser callback to stop the parser at a head over MAX_HEAD_BYTES."""
+
+
+class Refusal:
+    """A refusal waiting its turn in uvicorn's pipeline of requests (``HttpProtocol._refuse``):
+    uvicorn starts it as it starts a request's cycle, once the responses before it are sent."""
+
+    __slots__ = ("_detail", "_protocol", "_status")
+
+    def __init__(self, protocol: HttpProtocol, status: int, detail: str) -> None:
+        self._protocol = protocol
+        self._status = status
+        self._detail = detail
+
+    async def run_asgi(self, app: object) -> None:
+        """What uvicorn runs for a request in its turn: here the refusal."""
+        self._protocol._answer(self._status, self._detail)
 
 
 class Stalls:

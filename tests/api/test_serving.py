@@ -5,11 +5,13 @@ changed them, where ``seatlock serve`` would fall back to uvicorn's own protocol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import pickle
 import re
+import uuid
 from typing import Any
 
 import asyncpg
@@ -18,7 +20,7 @@ import pytest
 import uvicorn
 import websockets
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.protocol import Protocol
@@ -28,6 +30,7 @@ from seatlock.server import serving
 from seatlock.server.serving import (
     GATHER_BYTES,
     HTTP_PARTS,
+    MAX_HEAD_BYTES,
     HeadWithBody,
     HttpProtocol,
     WebSocketProtocol,
@@ -195,6 +198,235 @@ def test_a_changed_uvicorn_falls_back_to_its_own_protocol(
     # A method HttpProtocol extends gone from uvicorn's protocol: uvicorn's own protocol.
     monkeypatch.setattr(serving, "HTTP_PARTS", (*serving.HTTP_PARTS, "on_chunk_header_gone"))
     assert http_protocol() == "auto"
+
+
+def test_uvicorns_protocol_still_does_what_refusals_rely_on() -> None:
+    """HttpProtocol measures a head from what uvicorn's parser callbacks keep, stops the parser
+    with an error (uvicorn answers it through send_400_response), and queues a refusal in
+    uvicorn's pipeline, which it starts with ``cycle.run_asgi(app)`` once a response is complete;
+    a request it refuses in its handler's place is told the client left, as uvicorn does."""
+    ours = {
+        n for n in vars(HttpProtocol) if not n.startswith("__") and hasattr(HttpToolsProtocol, n)
+    }
+    assert ours <= set(HTTP_PARTS)  # every uvicorn method ours extends is checked at start-up
+
+    def source(method: Any) -> str:
+        return re.sub(r"\s+", " ", inspect.getsource(method))
+
+    assert "self.url += url" in source(HttpToolsProtocol.on_url)
+    assert "self.headers.append((name, value))" in source(HttpToolsProtocol.on_header)
+    assert 'self.url = b""' in source(HttpToolsProtocol.on_message_begin)
+    feed = source(HttpToolsProtocol.data_received)
+    assert "except httptools.HttpParserError:" in feed and "self.send_400_response(msg)" in feed
+    queued = source(HttpToolsProtocol.on_headers_complete)
+    assert "self.pipeline.appendleft((self.cycle, app))" in queued
+    turn = source(HttpToolsProtocol.on_response_complete)
+    assert "cycle, app = self.pipeline.pop() self._start_asgi_task(cycle, app)" in turn
+    assert "cycle.run_asgi(app)" in source(HttpToolsProtocol._start_asgi_task)
+    assert "if self.disconnected: return" in source(RequestResponseCycle.send)
+    for callback in (HttpToolsProtocol.on_body, HttpToolsProtocol.on_message_complete):
+        assert "self.cycle.response_complete" in source(callback)
+
+
+def big_head(size: int, path: bytes = b"/") -> bytes:
+    """A GET whose request line and headers are ``size`` bytes, most of them one header."""
+    start = b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nX-Big: "
+    return start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+OVER = big_head(100 * 1024)
+SHARED = big_head(30 * 1024) + big_head(MAX_HEAD_BYTES - 500)  # two heads under the limit
+
+
+class Peer(Socket):
+    """A connection's transport that ends its side as asyncio's does: no write after it."""
+
+    eof = False
+    late = 0  # writes tried after the end
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def write(self, data: bytes) -> None:
+        if self.eof:
+            self.late += 1
+            raise RuntimeError("Cannot call write() after write_eof()")
+        super().write(data)
+
+
+class Counted(SmallJson):
+    """``SmallJson``, answering after a turn of the loop, that counts the requests it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.seen += 1
+        await asyncio.sleep(0.001)  # still answering when the next bytes are parsed
+        await super().__call__(scope, receive, send)
+
+
+def responses(sent: bytes) -> list[tuple[int, bytes]]:
+    """The status and body of each response in ``sent``, in order."""
+    found = []
+    while sent:
+        head, _, rest = sent.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
+        assert length is not None, head
+        end = int(length.group(1))
+        found.append((int(head.split(b" ", 2)[1]), rest[:end]))
+        sent = rest[end:]
+    return found
+
+
+async def serve_reads(reads: list[bytes]) -> tuple[Peer, Counted]:
+    """Our protocol on a stand-in socket given ``reads``, one ``data_received`` each, as the
+    loop would read them, until its answers are written."""
+    app = Counted()
+    config = uvicorn.Config(app, lifespan="off", log_level="warning")
+    protocol = HttpProtocol(config=config, server_state=ServerState(), app_state={})
+    peer = Peer()
+    protocol.connection_made(peer)  # type: ignore[arg-type]
+    for data in reads:
+        protocol.data_received(data)
+        await asyncio.sleep(0)
+    for _ in range(100):  # until every answer is out (a refusal ends our side)
+        await asyncio.sleep(0.01)
+        if peer.eof or peer.closed:
+            break
+    protocol.connection_lost(None)
+    return peer, app
+
+
+REFUSED_431 = (
+    431,
+    orjson.dumps({"detail": f"Request line and headers over {MAX_HEAD_BYTES} bytes"}),
+)
+ANSWERED = (200, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("reads", "answers"),
+    [
+        ([OVER], [REFUSED_431]),  # whole in one read
+        ([OVER[: len(OVER) // 2], OVER[len(OVER) // 2 :]], [REFUSED_431]),  # whole in the second
+        ([big_head(40 * 1024) * 2 + OVER], [ANSWERED, ANSWERED, REFUSED_431]),  # pipelined
+        # The second head's first read holds the first request: only the reads after it count
+        # surely (it is under the limit: 34 KB of it in the first read, the rest in two more).
+        ([SHARED[: 64 * 1024], SHARED[64 * 1024 : 84 * 1024], SHARED[84 * 1024 :]], [ANSWERED] * 2),
+    ],
+    ids=["one-read", "two-reads", "pipelined", "first-read-shared"],
+)
+async def test_a_head_is_measured_however_it_is_read(
+    reads: list[bytes], answers: list[tuple[int, bytes]]
+) -> None:
+    """A head over MAX_HEAD_BYTES is refused whether it comes whole or in pieces, and its
+    app never sees it; the heads under it on the same connection are served."""
+    peer, app = await serve_reads(reads)
+    assert responses(b"".join(peer.sent)) == answers
+    assert app.seen == answers.count(ANSWERED)
+
+
+NOT_HTTP = (400, b'{"detail":"Invalid HTTP request received."}')
+COMING = big_head(200 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("bad", "refusal"),
+    [
+        ([b"NOT HTTP AT ALL\r\n\r\n"], NOT_HTTP),
+        ([OVER], REFUSED_431),
+        ([COMING[: 100 * 1024], COMING[100 * 1024 : 170 * 1024]], REFUSED_431),  # still coming
+        # A body that is not HTTP (a chunk's size): its request is refused, and never begins.
+        ([b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"], NOT_HTTP),
+    ],
+    ids=["not-http", "head-too-big", "head-still-coming", "body-not-http"],
+)
+async def test_requests_before_a_refused_one_are_answered_first(
+    bad: list[bytes], refusal: tuple[int, bytes]
+) -> None:
+    """Pipelined in one read with what is refused, each answered in order, then the refusal,
+    then our side ends: no handler writes after it (asyncio's transport raises, a 500 logged)."""
+    peer, app = await serve_reads([GET + GET + bad[0], *bad[1:]])
+    assert responses(b"".join(peer.sent)) == [ANSWERED, ANSWERED, refusal]
+    assert peer.eof and peer.late == 0 and app.seen == 2
+
+
+async def test_a_body_that_is_not_http_is_refused_in_its_handlers_place() -> None:
+    """Its handler, begun, is told the client left (what it answers is not sent): the 400 is
+    the one answer, and nothing is written after it."""
+    post = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"
+    peer, app = await serve_reads([post, b"zz\r\n"])
+    assert responses(b"".join(peer.sent)) == [NOT_HTTP]
+    assert peer.eof and peer.late == 0 and app.seen == 1
+
+
+async def exchange(server: LiveServer, *pieces: bytes) -> list[tuple[int, bytes]]:
+    """What the server answers to ``pieces`` (each a send of its own) until it ends its side."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        return responses(await asyncio.wait_for(reader.read(), 10))
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+@pytest.mark.parametrize("pieces", [1, 2])
+async def test_a_head_over_the_limit_gets_a_431_in_one_send_or_two(
+    server: LiveServer, pieces: int
+) -> None:
+    head = big_head(100 * 1024 if pieces == 1 else 120 * 1024, b"/api/v1/movies/")
+    size = len(head) // pieces
+    assert await exchange(server, *(head[i : i + size] for i in range(0, len(head), size))) == [
+        REFUSED_431
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "refusal"),
+    [(b"NOT HTTP AT ALL\r\n\r\n", NOT_HTTP), (big_head(200 * 1024), REFUSED_431)],
+    ids=["not-http", "head-too-big"],
+)
+async def test_a_request_sent_with_bad_bytes_gets_its_answer_first(
+    server: LiveServer, bad: bytes, refusal: tuple[int, bytes]
+) -> None:
+    movies = b"GET /api/v1/movies/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    (answer, refused) = await exchange(server, movies + bad)
+    assert answer[0] == 200 and isinstance(orjson.loads(answer[1]), dict | list)
+    assert refused == refusal
+
+
+async def test_a_login_sent_with_bad_bytes_is_answered_and_logs_no_error(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its handler writes once the 400 is decided: it is sent first, and no 500 is logged."""
+    body = orjson.dumps({"email": f"{uuid.uuid4().hex}@example.com", "password": "not-it-1234"})
+    login = (
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    uvicorn_errors = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate
+    uvicorn_errors.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING):
+            answers = await exchange(server, login + b"NOT HTTP AT ALL\r\n\r\n")
+            await asyncio.sleep(0.2)  # anything the handler would log after its answer
+    finally:
+        uvicorn_errors.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    (answer, refused) = answers
+    assert answer[0] == 401 and "detail" in orjson.loads(answer[1])
+    assert refused == NOT_HTTP
 
 
 def test_websockets_are_served_by_the_sansio_protocol_without_deflate() -> None:
