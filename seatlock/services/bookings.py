@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 from redis.exceptions import RedisError
@@ -60,6 +60,8 @@ SELL_RETRY_FIRST_S = 0.1
 SELL_RETRY_MAX_S = 5.0
 PAYMENT_REUSED = "This payment_id was already used for another booking"
 TicketStatus = Literal["pending", "confirmed", "cancelled", "refunded"]
+# Seats to change in Redis: seat id -> buyer to mark sold, or seat ids to free.
+Seats = TypeVar("Seats", dict[int, int], list[int])
 BOOKED, REPLAYED, REFUSED, UNAVAILABLE, CANCELLED = (
     BOOKINGS.labels(outcome)
     for outcome in ("booked", "replayed", "refused", "unavailable", "cancelled")
@@ -291,41 +293,68 @@ class BookingService:
         sold = {t.seat_id: t.user_id for t in tickets if t.status in repo.ACTIVE}
         if not sold:
             return
-        task = asyncio.create_task(self._sell_until_marked(screening_id, sold, replayed))
+
+        async def sell(seats: dict[int, int]) -> None:
+            await self.engine.sell(screening_id, seats)
+            if replayed:
+                await self._unless_cancelled(screening_id, seats)
+
+        async def still_sold(seats: dict[int, int]) -> dict[int, int]:
+            return await self._still_sold(screening_id, seats)
+
+        await self._in_redis(screening_id, "marked sold", sold, sell, still_sold)
+
+    async def _in_redis(
+        self,
+        screening_id: int,
+        doing: str,
+        seats: Seats,
+        attempt: Callable[[Seats], Awaitable[None]],
+        refresh: Callable[[Seats], Awaitable[Seats]],
+    ) -> None:
+        """Run ``attempt(seats)``, waiting SELL_WAIT_S at most: PostgreSQL has the change, so
+        the answer is a success whatever Redis does, and the attempt goes on in the background
+        (``unmarked``), retried with a capped backoff until Redis takes it. Before each retry,
+        ``refresh`` keeps the seats that PostgreSQL still says it is right for: a change of a
+        seat meanwhile must not be undone."""
+        task = asyncio.create_task(self._retried(screening_id, doing, seats, attempt, refresh))
         await asyncio.wait({task}, timeout=SELL_WAIT_S)
         if not task.done():
             self._selling.add(task)
             task.add_done_callback(self._selling.discard)
 
-    async def _sell_until_marked(
-        self, screening_id: int, sold: dict[int, int], replayed: bool = False
+    async def _retried(
+        self,
+        screening_id: int,
+        doing: str,
+        seats: Seats,
+        attempt: Callable[[Seats], Awaitable[None]],
+        refresh: Callable[[Seats], Awaitable[Seats]],
     ) -> None:
-        """Sell in Redis, retried with a capped backoff until it works; a retry sells what
-        PostgreSQL still has active (a cancellation meanwhile must not be undone)."""
         delay = SELL_RETRY_FIRST_S
-        while True:
+        while seats:
             try:
-                await self.engine.sell(screening_id, sold)
-                if replayed:
-                    await self._unless_cancelled(screening_id, sold)
+                await attempt(seats)
                 return
             except Unavailable as exc:
                 failure: Exception = exc
-            except SeatLockError as exc:  # the screening is gone: nothing to mark
-                logger.warning("seats of screening %s not marked sold: %r", screening_id, exc)
+            except SeatLockError as exc:  # the screening is gone: nothing to change
+                logger.warning("seats of screening %s not %s: %r", screening_id, doing, exc)
                 return
             except Exception as exc:
                 failure = exc
             self.sell_retries += 1
             logger.warning(
-                "seats of screening %s sold but not marked in Redis, retrying in %.1f s: %r",
+                "seats %s of screening %s not %s in Redis yet, retrying in %.1f s: %r",
+                list(seats),
                 screening_id,
+                doing,
                 delay,
                 failure,
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, SELL_RETRY_MAX_S)
-            sold = await self._still_sold(screening_id, sold)
+            seats = await refresh(seats)
 
     async def _unless_cancelled(self, screening_id: int, sold: dict[int, int]) -> None:
         """Free again the seats just marked sold whose tickets PostgreSQL no longer has active.
@@ -425,46 +454,20 @@ class BookingService:
         await self._unsell_seats(screening_id, [seat_id])
 
     async def _unsell_seats(self, screening_id: int, seat_ids: list[int]) -> None:
-        """Free in Redis the seats of tickets PostgreSQL has cancelled, waiting SELL_WAIT_S at
-        most: cancelled in PostgreSQL, the answer is a success whatever Redis does, and the
-        freeing goes on in the background until Redis takes it (meanwhile the seat shows booked:
-        safe, never sold twice)."""
-        task = asyncio.create_task(self._unsell_until_freed(screening_id, seat_ids))
-        await asyncio.wait({task}, timeout=SELL_WAIT_S)
-        if not task.done():
-            self._selling.add(task)
-            task.add_done_callback(self._selling.discard)
+        """Free in Redis the seats of tickets PostgreSQL has cancelled (meanwhile they show
+        booked: safe, never sold twice)."""
 
-    async def _unsell_until_freed(self, screening_id: int, seat_ids: list[int]) -> None:
-        """Unsell in Redis, retried with a capped backoff until it works; a retry frees only the
-        seats PostgreSQL still has no active ticket for (a sale meanwhile must not be undone)."""
-        delay = SELL_RETRY_FIRST_S
-        while True:
+        async def unsell(seats: list[int]) -> None:
+            await self.engine.unsell(screening_id, seats)
+
+        async def still_free(seats: list[int]) -> list[int]:
             try:
-                await self.engine.unsell(screening_id, seat_ids)
-                return
-            except Unavailable as exc:
-                failure: Exception = exc
-            except SeatLockError as exc:  # the screening is gone: nothing to free
-                logger.warning("seats of screening %s not freed: %r", screening_id, exc)
-                return
-            except Exception as exc:
-                failure = exc
-            self.sell_retries += 1
-            logger.warning(
-                "seats %s of screening %s cancelled but not freed in Redis, retrying in %.1f s: %r",
-                seat_ids,
-                screening_id,
-                delay,
-                failure,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SELL_RETRY_MAX_S)
-            with contextlib.suppress(*DB_DOWN):  # PostgreSQL cannot say: free them all
-                active = (await repo.active_sales(self.db, [screening_id])).get(screening_id, {})
-                seat_ids = [seat for seat in seat_ids if seat not in active]
-            if not seat_ids:
-                return
+                active = await repo.active_sales(self.db, [screening_id])
+            except DB_DOWN:  # PostgreSQL cannot say: free them all
+                return seats
+            return [seat for seat in seats if seat not in active.get(screening_id, {})]
+
+        await self._in_redis(screening_id, "freed", seat_ids, unsell, still_free)
 
 
 @contextlib.contextmanager
