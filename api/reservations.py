@@ -165,10 +165,10 @@ def _reserved(held: Held) -> ReserveOut:
     ReservationOut's fields, in its order (tests/api/test_reservations.py), and is a Struct
     too: no copy per seat."""
     rows = cast(list[ReservationOut], held.reservations)
-    minutes = held.minutes
-    return ReserveOut(
-        rows, minutes, f"Reserved {plural(len(rows), 'seat')} for {plural(minutes, 'minute')}"
-    )
+    # Under a minute (SEATLOCK_HOLD_SECONDS below 60, or a seat held again near its end): told
+    # in seconds, not as "for 0 minutes".
+    span = plural(held.seconds, "second") if held.seconds < 60 else plural(held.minutes, "minute")
+    return ReserveOut(rows, held.minutes, f"Reserved {plural(len(rows), 'seat')} for {span}")
 
 
 @router.post(

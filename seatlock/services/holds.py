@@ -106,6 +106,7 @@ class Reservation(msgspec.Struct, frozen=True):
 class Held(msgspec.Struct, frozen=True):
     reservations: list[Reservation]  # in seat order
     minutes: int  # until the latest of them expires, rounded
+    seconds: int  # the same, rounded to the second
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +180,8 @@ class HoldService:
         rows, new_rows = _rows(screening_id, user_id, holds, reused, ids, now_ms, new_ms)
         if new_rows:
             self.writer.submit(history.Inserted(new_rows))
-        minutes = round((max(h.expires_at_ms for h in holds) - now_ms) / 60_000)
-        return Held(rows, minutes)
+        left_ms = max(h.expires_at_ms for h in holds) - now_ms
+        return Held(rows, round(left_ms / 60_000), round(left_ms / 1000))
 
     async def hold_best(
         self,
@@ -213,7 +214,8 @@ class HoldService:
         new_ms = now_ms + self.engine.hold_ms
         rows, new_rows = _rows(screening_id, user_id, holds, {}, ids, now_ms, new_ms)
         self.writer.submit(history.Inserted(new_rows))
-        return Held(rows, round(self.engine.hold_ms / 60_000))
+        hold_ms = self.engine.hold_ms
+        return Held(rows, round(hold_ms / 60_000), round(hold_ms / 1000))
 
     def _refused(
         self, exc: SeatLockError, screening_id: int, user_id: int, asked: str, what: object

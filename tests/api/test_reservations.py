@@ -32,6 +32,18 @@ from tests.support import (
 # --- tests ----------------------------------------------------------------------------------------
 
 
+async def test_a_hold_under_a_minute_is_told_in_seconds(
+    db: asyncpg.Connection, make_server: Any, user: Account
+) -> None:
+    """SEATLOCK_HOLD_SECONDS=30: not "Reserved 1 seat for 0 minutes"."""
+    live: LiveServer = make_server(hold_seconds=30)
+    show = await make.show(db, 1)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as c:
+        r = await reserve(c, user, show, show.seat_ids)
+    assert r.status_code == 201, r.text
+    assert r.json()["message"] == "Reserved 1 seat for 30 seconds"
+
+
 async def test_reserve_returns_the_guide_body(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account
 ) -> None:
