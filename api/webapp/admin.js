@@ -1,11 +1,11 @@
 // The admin view: pick a screening, watch its map fill live, with counts and the number of
 // WebSocket watchers of every server process (/ws/stats).
 
-import { request } from "./api.js";
+import { EXPIRED, request } from "./api.js";
 import { fail, formatTime, h } from "./dom.js";
 import { LiveSeats } from "./live.js";
 import { SeatMap, legend } from "./seatmap.js";
-import { linkBadge, linkText, screeningHeader } from "./screening.js";
+import { linkBadge, linkText, missingScreening, screeningHeader } from "./screening.js";
 
 const STATS_EVERY_MS = 2000;
 
@@ -43,7 +43,7 @@ export function adminScreeningView(id, ctx) {
       badge.dataset.link = state;
       badge.textContent = linkText(state, seconds);
     },
-    onGone: (reason) => fail(reason === "signin" ? { status: 401, message: "Your session has expired. Please sign in again." } : { message: reason }),
+    onGone: (reason) => (reason === "signin" ? fail({ status: 401, message: EXPIRED }) : missing()),
   });
   const map = new SeatMap(live);
   async function watchers() {
@@ -54,6 +54,11 @@ export function adminScreeningView(id, ctx) {
       fail(error);
     }
   }
+  function missing() {
+    clearInterval(timer);
+    live.stop();
+    missingScreening(section, heading, h("a", { href: "#/admin" }, "Another screening"));
+  }
   const timer = setInterval(watchers, STATS_EVERY_MS);
   ctx.onLeave(() => {
     clearInterval(timer);
@@ -61,7 +66,8 @@ export function adminScreeningView(id, ctx) {
   });
   live.start();
   watchers();
-  return h("section", { class: "screening admin", "aria-labelledby": "page-title" },
-    heading, screeningHeader(id, heading), badge, counts, legend(), map.element,
+  const section = h("section", { class: "screening admin", "aria-labelledby": "page-title" },
+    heading, screeningHeader(id, heading, missing), badge, counts, legend(), map.element,
     h("p", {}, h("a", { href: "#/admin" }, "Another screening")));
+  return section;
 }

@@ -169,7 +169,9 @@ function failure(response, data, signedIn) {
     402: `Payment was not accepted. ${said}`,
     403: "You are not allowed to do that.",
     404: said || "Not found: it may have been removed.",
-    409: `Sorry, someone else got there first: ${said || "those seats are taken"}. Please choose other seats.`,
+    // A 409 is any refusal by the current state (an email in use, the seat limit, a seat taken):
+    // the server's words say which. The seat map words a seat race itself (screening.js).
+    409: said || "That is not possible right now. Please reload and try again.",
     413: "That request is too large.",
     422: `Please check what you entered: ${validation(detail)}`,
     429: `Too many attempts. Please wait ${wait ? `${wait} s` : "a moment"} and try again.`,

@@ -25,7 +25,7 @@ export class LiveSeats {
     this.rows = []; // [{label, seats: [seat...]}] in display order
     this.onChange = onChange; // (changedIds | null for "everything") => void
     this.onLink = onLink; // ("live" | "connecting" | "offline", seconds?) => void
-    this.onGone = onGone; // (reason) => void: the screening does not exist, or sign-in is needed
+    this.onGone = onGone; // ("missing" | "signin") => void: no such screening, or sign in again
     this.etag = null;
     this.attempt = 0;
     this.socket = null;
@@ -57,7 +57,7 @@ export class LiveSeats {
         try {
           await this.load();
         } catch (error) {
-          if (error.status === 404) return this.gone("This screening does not exist.");
+          if (error.status === 404) return this.gone("missing");
           if (error.status === 401) return this.gone("signin");
           ws.close(4000); // onclose reconnects with back-off
           return;
@@ -80,7 +80,7 @@ export class LiveSeats {
 
   async closed(ws, code) {
     if (this.stopped || ws !== this.socket) return;
-    if (code === 4404) return this.gone("This screening does not exist.");
+    if (code === 4404) return this.gone("missing");
     if (code === 1008 && token()) {
       // The token was refused (expired or revoked): a fresh one, or sign in again.
       try {

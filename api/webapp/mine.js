@@ -57,21 +57,40 @@ export function ticketsView() {
       h("p", { class: "meta" }, screeningLine(screening)),
       h("p", { class: "meta" }, `Ticket ${ticket.id}`, ticket.payment_id ? ` · payment ${ticket.payment_id}` : ""));
     if (ticket.status === "confirmed" || ticket.status === "pending") {
-      const cancel = h("button", { type: "button", "aria-label": `Cancel ticket: ${seat}, ${screening.movie_title}` }, "Cancel ticket");
-      cancel.addEventListener("click", async () => {
-        cancel.disabled = true;
-        try {
-          await request("DELETE", `/api/v1/tickets/${ticket.id}`);
-          notify(`Ticket cancelled: ${seat}.`, "success");
-          await load();
-        } catch (error) {
-          cancel.disabled = false;
-          fail(error);
-        }
-      });
-      item.append(cancel);
+      item.append(...cancelControls(ticket, seat, screening));
     }
     return item;
+  }
+  // Cancelling a ticket cannot be undone, so the button asks first, in place. "Keep ticket"
+  // takes the focus (a second Enter changes nothing); Escape keeps the ticket too.
+  function cancelControls(ticket, seat, screening) {
+    const cancel = h("button", { type: "button", "aria-label": `Cancel ticket: ${seat}, ${screening.movie_title}` }, "Cancel ticket");
+    const question = h("span", { id: `cancel-${ticket.id}` }, `Cancel this ticket (${seat})? This cannot be undone.`);
+    const yes = h("button", { type: "button", class: "danger" }, "Yes, cancel it");
+    const keep = h("button", { type: "button" }, "Keep ticket");
+    const asking = h("p", { class: "actions confirm", role: "group", "aria-labelledby": question.id, hidden: true },
+      question, yes, keep);
+    const ask = (open) => {
+      cancel.hidden = open;
+      asking.hidden = !open;
+      (open ? keep : cancel).focus();
+    };
+    cancel.addEventListener("click", () => ask(true));
+    keep.addEventListener("click", () => ask(false));
+    asking.addEventListener("keydown", (event) => event.key === "Escape" && ask(false));
+    yes.addEventListener("click", async () => {
+      yes.disabled = keep.disabled = true;
+      try {
+        await request("DELETE", `/api/v1/tickets/${ticket.id}`);
+        notify(`Ticket cancelled: ${seat}.`, "success");
+        await load();
+        document.getElementById("main").focus(); // the list was drawn again: not to the page's start
+      } catch (error) {
+        yes.disabled = keep.disabled = false;
+        fail(error);
+      }
+    });
+    return [cancel, asking];
   }
   load().catch(fail);
   return page("My tickets", body);

@@ -2,7 +2,7 @@
 // book with a test payment, or release them. The map follows the server (live.js); the app
 // never marks a seat held or booked before the server said so.
 
-import { request, serverNow } from "./api.js";
+import { EXPIRED, request, serverNow } from "./api.js";
 import { announce, fail, formatMoney, formatTime, h, notify } from "./dom.js";
 import { LiveSeats } from "./live.js";
 import { SeatMap, legend } from "./seatmap.js";
@@ -14,6 +14,17 @@ const RECHECK_MS = 1500; // after our hold's deadline: re-read if no event has f
 const EXPIRY_SLACK_MS = 1500;
 
 const name = (seat) => `Row ${seat.row}, seat ${seat.number}`;
+const labels = (seats) => seats.map((seat) => `${seat.row}${seat.number}`).join(", ");
+const was = (seats) => (seats.length === 1 ? "was" : "were");
+
+// The seats a refusal names. The API names them by id only in its text ("Seats [7, 9] are
+// currently reserved by other users"): the bracketed list is read, and only seats that were
+// asked for count, so any other text names none and keeps the server's own words.
+function namedSeats(error, asked, seats) {
+  const list = /\[([\d,\s]+)\]/.exec(typeof error.detail === "string" ? error.detail : "");
+  const ids = list ? list[1].split(",").map(Number) : [];
+  return ids.filter((seatId) => asked.includes(seatId)).map((seatId) => seats.get(seatId));
+}
 
 function paymentId() {
   // A test payment id, as a payment provider would hand one back. It is kept until the booking
@@ -33,13 +44,26 @@ export function linkText(state, seconds) {
   return `Connection lost: reconnecting in ${seconds} s…`;
 }
 
-export function screeningHeader(id, heading) {
+// onMissing(): the screening does not exist (404).
+export function screeningHeader(id, heading, onMissing) {
   const meta = h("p", { class: "meta" });
   request("GET", `/api/v1/screenings/${id}`).then((s) => {
     heading.textContent = s.movie_title;
     meta.textContent = `${formatTime(s.starts_at)} · ${s.cinema_name}, ${s.room_name} · ${formatMoney(s.price)} a seat`;
-  }, fail);
+  }, (error) => (error.status === 404 ? onMissing() : fail(error)));
   return meta;
+}
+
+// The page of a screening that does not exist (a wrong or old address), with the way back. The
+// caller has stopped its LiveSeats: no socket is left trying.
+export function missingScreening(section, heading, back) {
+  if (!section.isConnected) return; // left already
+  heading.textContent = "Screening not found";
+  section.replaceChildren(heading,
+    h("p", {}, "This screening does not exist: it may have been removed, or the address is wrong."),
+    h("p", {}, back));
+  document.title = "Screening not found · seatlock";
+  announce("Screening not found.");
 }
 
 export function linkBadge() {
@@ -69,27 +93,48 @@ export function screeningView(id, ctx) {
       badge.dataset.link = state;
       badge.textContent = linkText(state, seconds);
     },
-    onGone: (reason) => {
-      if (reason === "signin") return fail({ status: 401, message: "Your session has expired. Please sign in again." });
-      notify(reason);
-    },
+    onGone: (reason) => (reason === "signin" ? fail({ status: 401, message: EXPIRED }) : missing()),
   });
   const map = new SeatMap(live, { selected, onToggle: toggle });
 
   function changedSeats(changed) {
+    const news = [];
     // The server frees an expired hold at its deadline: often before the countdown shows 0:00.
     const lapsed = held.filter((seat) => live.seats.get(seat.id)?.state === "available"
       && (seat.expiresAt ?? Infinity) - serverNow() < EXPIRY_SLACK_MS);
-    if (lapsed.length) notify(`Your hold on ${lapsed.map((seat) => seat.label).join(", ")} has expired.`);
-    for (const seatId of [...selected]) {
-      const seat = live.seats.get(seatId);
-      if (seat.state !== "available") {
-        selected.delete(seatId);
-        announce(`${name(seat)} was just taken by someone else.`);
-      }
-    }
+    if (lapsed.length) news.push(`Your hold on ${lapsed.map((seat) => seat.label).join(", ")} has expired.`);
+    // A selected seat now ours is our own hold's event, come before its answer: not news.
+    const gone = [...selected].map((seatId) => live.seats.get(seatId)).filter((seat) => seat.state !== "available");
+    gone.forEach((seat) => selected.delete(seat.id));
+    const taken = gone.filter((seat) => seat.state !== "mine");
+    if (taken.length) news.push(`${labels(taken)} ${was(taken)} just taken by someone else.`);
+    if (news.length) notify(news.join(" "), lapsed.length ? "error" : "info");
     map.update(changed);
     refresh();
+  }
+
+  // A hold refused because seats of it were taken meanwhile: those leave the selection, and
+  // are said by row and number. Any other refusal keeps the server's words.
+  function seatRace(error, asked) {
+    const taken = error.status === 409 ? namedSeats(error, asked, live.seats) : [];
+    if (taken.length === 0) return error;
+    taken.forEach((seat) => selected.delete(seat.id));
+    map.update(taken.map((seat) => seat.id));
+    error.message = `Sorry, someone else got there first: ${labels(taken)} ${was(taken)} just taken. Please choose other seats.`;
+    return error;
+  }
+
+  // A booking refused because holds of it have ended (lapsed, or released elsewhere).
+  function lapsedHold(error, asked) {
+    const lapsed = error.status === 409 ? namedSeats(error, asked, live.seats) : [];
+    if (lapsed.length) error.message = `Nothing was booked: your hold on ${labels(lapsed)} has ended.`;
+    return error;
+  }
+
+  function missing() {
+    clearInterval(timer);
+    live.stop();
+    missingScreening(section, heading, h("a", { href: "#/" }, "See the showtimes"));
   }
 
   function toggle(seat) {
@@ -140,22 +185,28 @@ export function screeningView(id, ctx) {
   }
 
   async function act(button, work) {
+    const focused = document.activeElement === button;
     button.disabled = true;
     try {
       await work();
     } catch (error) {
       fail(error);
-      if (error.status === 409) live.reload();
+      if (error.status === 409) await live.reload();
     } finally {
       button.disabled = false;
       refresh();
+      // Book and Release hide the hold panel with the button that had focus: focus goes to the
+      // map's seat in the tab order, not back to the start of the page.
+      if (focused && button.closest("[hidden]")) map.focusStop();
     }
   }
 
   holdButton.addEventListener("click", () => act(holdButton, async () => {
     const seatIds = [...selected];
     const body = { screening_id: id, seat_ids: seatIds };
-    const answer = await request("POST", "/api/v1/seat-reservations/reserve", { body });
+    const answer = await request("POST", "/api/v1/seat-reservations/reserve", { body }).catch((error) => {
+      throw seatRace(error, seatIds);
+    });
     seatIds.forEach((seatId) => selected.delete(seatId));
     applyHeld(answer.reservations);
     notify(answer.message, "success");
@@ -175,7 +226,9 @@ export function screeningView(id, ctx) {
     const key = seatIds.join(",");
     if (payment?.key !== key) payment = { id: paymentId(), key };
     const body = { screening_id: id, seat_ids: seatIds, payment_id: payment.id };
-    const tickets = await request("POST", "/api/v1/tickets/book-from-reservation", { body });
+    const tickets = await request("POST", "/api/v1/tickets/book-from-reservation", { body }).catch((error) => {
+      throw lapsedHold(error, seatIds);
+    });
     payment = null;
     map.update(live.apply(tickets.map((t) => ({ seat_id: t.seat_id, status: "booked" }))));
     notify(`Booked: ${tickets.length} ticket${tickets.length === 1 ? "" : "s"}. They are in My tickets.`, "success");
@@ -200,8 +253,9 @@ export function screeningView(id, ctx) {
   const zoom = h("p", { class: "zoom" },
     h("button", { type: "button", "aria-label": "Zoom out", onclick: () => map.zoomBy(-0.25) }, "−"),
     h("button", { type: "button", "aria-label": "Zoom in", onclick: () => map.zoomBy(0.25) }, "+"));
-  return h("section", { class: "screening", "aria-labelledby": "page-title" },
-    heading, screeningHeader(id, heading), badge, legend(), zoom, map.element,
+  const section = h("section", { class: "screening", "aria-labelledby": "page-title" },
+    heading, screeningHeader(id, heading, missing), badge, legend(), zoom, map.element,
     h("div", { class: "choose card" }, summary, h("p", { class: "actions" }, holdButton)),
     holdPanel);
+  return section;
 }

@@ -125,6 +125,11 @@ export class SeatMap {
     }
   }
 
+  // Focuses the seat that is the map's tab stop (when the control that had focus has gone).
+  focusStop() {
+    this.grid.querySelector('button.seat[tabindex="0"]')?.focus();
+  }
+
   focus(button) {
     for (const other of this.grid.querySelectorAll('button.seat[tabindex="0"]')) {
       other.tabIndex = -1;

@@ -10,6 +10,7 @@ sync API cannot share a thread with pytest-asyncio's loops). Screenshots go to
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -240,3 +241,12 @@ async def hold_seats(
         held = await client.post("/api/v1/seat-reservations/reserve", json=body)
         assert held.status_code == 201, held.text
     return body
+
+
+async def until(done: Callable[[], bool], seconds: float = 5) -> None:
+    """Waits for ``done()`` to be true (a condition Playwright's ``expect`` cannot watch)."""
+    for _ in range(int(seconds / 0.05)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("not done in time")

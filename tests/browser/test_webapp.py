@@ -1,6 +1,7 @@
 """The web app at /app in a real Chromium: two people on one live seat map, holds that expire,
-bookings and cancelled tickets seen by the other, a hold made with the keyboard alone, and
-screenshots of the map at desktop and mobile sizes."""
+bookings and cancelled tickets seen by the other, a hold made with the keyboard alone, the focus
+kept after Book and Release, a screening that does not exist, and screenshots of the map at
+desktop and mobile sizes."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Route, expect
+from playwright.async_api import Route, WebSocket, expect
 
 from tests import factories as make
-from tests.browser.conftest import MapOpener, Opener, Screening, hold_seats
+from tests.browser.conftest import MapOpener, Opener, Screening, hold_seats, until
 from tests.support import Account, LiveServer, make_account
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -43,7 +44,9 @@ async def test_another_users_hold_shows_live_and_a_late_attempt_gets_409(
 
     await ben.page.route("**/api/v1/seat-reservations/reserve", late)
     await ben.select("A", 3)
-    await ben.page.get_by_role("button", name="Hold selected seats").click()
+    await ben.select("A", 5)
+    hold = ben.page.get_by_role("button", name="Hold selected seats")
+    await hold.click()
 
     await ann.hold(("A", 3), ("A", 4))
     started = time.monotonic()
@@ -54,11 +57,17 @@ async def test_another_users_hold_shows_live_and_a_late_attempt_gets_409(
             "aria-label", f"Row A, seat {number}, held by someone else"
         )
     assert time.monotonic() - started < LIVE_WITHIN_MS / 1000
-    ann_done.set()
+    # Ben sees it too, not only his screen reader: A3 has left his selection.
     notice = ben.page.get_by_role("alert")
-    await expect(notice).to_contain_text(TAKEN)
-    await expect(notice).to_contain_text("currently reserved by other users")
-    await expect(ben.page.get_by_role("button", name="Hold selected seats")).to_be_disabled()
+    await expect(notice).to_have_text("A3 was just taken by someone else.")
+    await expect(ben.page.locator("#selection")).to_have_text("Selected: A5")
+    ann_done.set()
+    # The 409 names the seat by its id; Ben is told its row and number.
+    await expect(notice).to_have_text(
+        f"Sorry, {TAKEN}: A3 was just taken. Please choose other seats."
+    )
+    await expect(ben.seat("A", 5)).to_have_attribute("data-state", "selected")
+    await expect(hold).to_be_enabled()
     await expect(ann.seat("A", 3)).to_have_attribute("data-state", "mine")
 
 
@@ -115,7 +124,19 @@ async def test_a_booked_ticket_is_listed_and_cancelling_it_frees_the_seat(
     await expect(ticket).to_contain_text("confirmed")
     await expect(ticket).to_contain_text("Orbit of Ash")
     await expect(ticket).to_contain_text("payment test_")
+    # Cancelling asks first; the question has the focus on "Keep ticket", so Enter keeps it.
     await ticket.get_by_role("button", name="Cancel ticket").click()
+    await expect(ticket.get_by_role("group")).to_contain_text("This cannot be undone")
+    await expect(ticket.get_by_role("button", name="Keep ticket")).to_be_focused()
+    await ann.page.keyboard.press("Enter")
+    await expect(ticket.get_by_role("button", name="Cancel ticket")).to_be_focused()
+    await expect(ticket).to_contain_text("confirmed")
+    await ann.page.keyboard.press("Enter")
+    await ann.page.keyboard.press("Escape")
+    await expect(ticket.get_by_role("button", name="Cancel ticket")).to_be_focused()
+    await expect(ben.seat("C", 5)).to_have_attribute("data-state", "booked")
+    await ticket.get_by_role("button", name="Cancel ticket").click()
+    await ticket.get_by_role("button", name="Yes, cancel it").click()
     await expect(ann.page.get_by_role("alert")).to_contain_text("Ticket cancelled")
     await expect(ticket).to_contain_text("cancelled")
     await expect(ben.seat("C", 5)).to_have_attribute("data-state", "available")
@@ -148,6 +169,53 @@ async def test_a_seat_is_selected_and_held_with_the_keyboard_alone(
     await expect(ann.seat("B", 3)).to_have_attribute("data-state", "mine")
     await expect(ann.seat("B", 3)).to_have_attribute("aria-label", "Row B, seat 3, held by you")
     await expect(ann.page.locator("#countdown")).to_contain_text("B3 are held for")
+
+
+async def test_book_and_release_leave_the_focus_on_the_map(
+    server: LiveServer,
+    people: tuple[Account, Account],
+    on_the_map: MapOpener,
+) -> None:
+    """Book and Release hide the panel of their own button: the focus goes to the map's seat in
+    the tab order, not back to the start of the page."""
+    ann = await on_the_map(server, people[0])
+    for button, seat, state in (
+        ("Release seats", 2, "available"),
+        ("Book (test payment)", 3, "booked"),
+    ):
+        await ann.hold(("B", seat))
+        await ann.page.get_by_role("button", name=button).focus()
+        await ann.page.keyboard.press("Enter")
+        await expect(ann.seat("B", seat)).to_have_attribute("data-state", state)
+        await expect(ann.page.locator(".hold")).to_be_hidden()
+        await expect(ann.seat("B", seat)).to_be_focused()  # the seat last chosen
+        await ann.page.keyboard.press("ArrowRight")  # and the map's keys work from there
+        await expect(ann.seat("B", seat + 1)).to_be_focused()
+
+
+async def test_a_screening_that_does_not_exist_has_a_page_of_its_own(
+    server: LiveServer,
+    screening: Screening,
+    people: tuple[Account, Account],
+    open_app: Opener,
+) -> None:
+    ann = await open_app(server)
+    page = ann.page
+    sockets: list[WebSocket] = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    await ann.sign_in(people[0].email, f"#/screenings/{screening.id + 1000}")
+    await expect(page.get_by_role("heading", name="Screening not found")).to_be_visible()
+    await expect(page.locator("main")).to_contain_text("This screening does not exist")
+    await expect(page).to_have_title("Screening not found · seatlock")
+    for leftover in (".link", ".legend", ".zoom", ".map", "#hold", ".hold"):
+        await expect(page.locator(leftover)).to_have_count(0)
+    # Its socket is closed and none is opened again (a retry would come within a second).
+    await until(lambda: len(sockets) == 1 and sockets[0].is_closed())
+    await page.wait_for_timeout(1_000)
+    assert len(sockets) == 1
+    await page.get_by_role("link", name="See the showtimes").click()
+    await page.wait_for_url("**/app#/")
+    await expect(page.get_by_role("heading", name="Movies and showtimes")).to_be_visible()
 
 
 async def test_showtimes_by_day_and_search_lead_to_the_map(
@@ -266,3 +334,8 @@ async def test_the_admin_view_counts_seats_and_watchers_live(
     await expect(counts.locator("#count-held")).to_have_text("3")
     await expect(counts.locator("#count-free")).to_have_text("19")
     await expect(admin.seat("A", 1)).to_have_attribute("data-state", "booked")
+    await admin.page.goto(f"/app#/admin/screenings/{screening.id + 1000}")
+    await expect(admin.page.get_by_role("heading", name="Screening not found")).to_be_visible()
+    await expect(admin.page.locator(".map")).to_have_count(0)
+    await admin.page.get_by_role("link", name="Another screening").click()
+    await expect(admin.page.get_by_role("link", name="Orbit of Ash")).to_be_visible()
