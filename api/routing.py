@@ -71,6 +71,7 @@ class BoundedInt(IntegerConvertor):
 # Registered under ``int`` before any route is made (a route compiles its convertors then), so
 # every ``{name:int}`` of the API and of its WebSocket routes uses it.
 register_url_convertor("int", BoundedInt())
+
 MAX_SCANNED = 4096  # parameterised paths whose scan result is kept (emptied when full)
 # A longer path is scanned every time rather than kept: the API's own are a few dozen bytes, and
 # a path parameter that takes any text (a profile picture's name) let anyone fill the table with

@@ -171,10 +171,11 @@ class BookingService:
         except Conflict:  # e.g. a payment id already used for other seats: no hold left behind
             await self._release_grant(screening_id, grant, seat_ids)
             raise
-        if not fresh:
-            # An earlier call with this payment id bought them (and they may be cancelled since,
-            # which is how this call could hold the seats): its tickets are the answer, and the
-            # hold this call took is let go, not left to lapse unseen.
+        if not fresh and not any(t.status in repo.ACTIVE for t in tickets):
+            # An earlier call with this payment id bought them, and they were cancelled since
+            # (which is how this call could hold the seats): its tickets are the answer, and the
+            # hold this call took is let go, not left to lapse unseen. (Active, their seats are
+            # marked sold again, which drops the hold: lua/sell.lua.)
             await self._release_grant(screening_id, grant, seat_ids)
         return tickets
 
