@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -300,25 +301,15 @@ class BookingService:
             if replayed:
                 await self._unless_cancelled(screening_id, seats)
 
-        async def still_sold(seats: dict[int, int]) -> dict[int, int]:
-            return await self._still_sold(screening_id, seats)
+        still_sold = functools.partial(self._still_sold, screening_id)
+        await self._in_background(
+            self._retried(screening_id, "marked sold", sold, sell, still_sold)
+        )
 
-        await self._in_redis(screening_id, "marked sold", sold, sell, still_sold)
-
-    async def _in_redis(
-        self,
-        screening_id: int,
-        doing: str,
-        seats: Seats,
-        attempt: Callable[[Seats], Awaitable[None]],
-        refresh: Callable[[Seats], Awaitable[Seats]],
-    ) -> None:
-        """Run ``attempt(seats)``, waiting SELL_WAIT_S at most: PostgreSQL has the change, so
-        the answer is a success whatever Redis does, and the attempt goes on in the background
-        (``unmarked``), retried with a capped backoff until Redis takes it. Before each retry,
-        ``refresh`` keeps the seats that PostgreSQL still says it is right for: a change of a
-        seat meanwhile must not be undone."""
-        task = asyncio.create_task(self._retried(screening_id, doing, seats, attempt, refresh))
+    async def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``, waiting SELL_WAIT_S at most: PostgreSQL has the change, so the answer
+        is a success whatever Redis does, and the work goes on in the background (``unmarked``)."""
+        task = asyncio.create_task(work)
         await asyncio.wait({task}, timeout=SELL_WAIT_S)
         if not task.done():
             self._selling.add(task)
@@ -332,6 +323,9 @@ class BookingService:
         attempt: Callable[[Seats], Awaitable[None]],
         refresh: Callable[[Seats], Awaitable[Seats]],
     ) -> None:
+        """Run ``attempt(seats)``, retried with a capped backoff until Redis takes it. Before
+        each retry, ``refresh`` keeps the seats that PostgreSQL still says it is right for: a
+        change of a seat meanwhile must not be undone."""
         delay = SELL_RETRY_FIRST_S
         while seats:
             try:
@@ -468,7 +462,9 @@ class BookingService:
                 return seats
             return [seat for seat in seats if seat not in active.get(screening_id, {})]
 
-        await self._in_redis(screening_id, "freed", seat_ids, unsell, still_free)
+        await self._in_background(
+            self._retried(screening_id, "freed", seat_ids, unsell, still_free)
+        )
 
 
 @contextlib.contextmanager

@@ -105,8 +105,15 @@ class Reservation(msgspec.Struct, frozen=True):
 
 class Held(msgspec.Struct, frozen=True):
     reservations: list[Reservation]  # in seat order
-    minutes: int  # until the latest of them expires, rounded
-    seconds: int  # the same, rounded to the second
+    left_ms: int  # until the latest of them expires
+
+    @property
+    def minutes(self) -> int:
+        return round(self.left_ms / 60_000)
+
+    @property
+    def seconds(self) -> int:
+        return round(self.left_ms / 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +187,7 @@ class HoldService:
         rows, new_rows = _rows(screening_id, user_id, holds, reused, ids, now_ms, new_ms)
         if new_rows:
             self.writer.submit(history.Inserted(new_rows))
-        left_ms = max(h.expires_at_ms for h in holds) - now_ms
-        return Held(rows, round(left_ms / 60_000), round(left_ms / 1000))
+        return Held(rows, max(h.expires_at_ms for h in holds) - now_ms)
 
     async def hold_best(
         self,
@@ -214,8 +220,7 @@ class HoldService:
         new_ms = now_ms + self.engine.hold_ms
         rows, new_rows = _rows(screening_id, user_id, holds, {}, ids, now_ms, new_ms)
         self.writer.submit(history.Inserted(new_rows))
-        hold_ms = self.engine.hold_ms
-        return Held(rows, round(hold_ms / 60_000), round(hold_ms / 1000))
+        return Held(rows, self.engine.hold_ms)
 
     def _refused(
         self, exc: SeatLockError, screening_id: int, user_id: int, asked: str, what: object
