@@ -13,7 +13,7 @@ import msgspec
 
 from api.routing import ID_DIGITS, MAX_ID, Call, Router
 from seatlock.errors import ValidationFailed
-from seatlock.services.holds import Held
+from seatlock.services.holds import Extension, Held
 from seatlock.services.holds import utc as utc  # re-exported: api/seatmaps.py renders with it
 
 router = Router("Seat reservations")
@@ -81,6 +81,12 @@ def unique_seats(seat_ids: list[int]) -> list[int]:
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def span(ms: int) -> str:
+    """A time as a message tells it: in minutes, or in seconds under a minute (not "0 minutes")."""
+    seconds = round(ms / 1000)
+    return plural(seconds, "second") if seconds < 60 else plural(round(ms / 60_000), "minute")
 
 
 class ReservationOut(msgspec.Struct):
@@ -166,9 +172,10 @@ def _reserved(held: Held) -> ReserveOut:
     too: no copy per seat."""
     rows = cast(list[ReservationOut], held.reservations)
     # Under a minute (SEATLOCK_HOLD_SECONDS below 60, or a seat held again near its end): told
-    # in seconds, not as "for 0 minutes".
-    span = plural(held.seconds, "second") if held.seconds < 60 else plural(held.minutes, "minute")
-    return ReserveOut(rows, held.minutes, f"Reserved {plural(len(rows), 'seat')} for {span}")
+    # in seconds (span).
+    return ReserveOut(
+        rows, held.minutes, f"Reserved {plural(len(rows), 'seat')} for {span(held.left_ms)}"
+    )
 
 
 @router.post(
@@ -187,11 +194,27 @@ async def extend(call: Call) -> ExtendOut:
     holds.check_extension(minutes)  # before the seat list: the same 422 when both are wrong
     seat_ids = unique_seats(body.seat_ids)
     extended = await holds.extend(body.screening_id, call.user.user_id, seat_ids, minutes)
+    limit_ms = call.services.settings.max_hold_seconds * 1000
     return ExtendOut(
         [ExtendedOut(e.id, e.seat_id, e.expires_at, "active") for e in extended],
         minutes,
-        f"Extended reservation for {plural(len(extended), 'seat')} by {plural(minutes, 'minute')}",
+        extended_message(extended, minutes, limit_ms),
     )
+
+
+def extended_message(extended: list[Extension], minutes: int, limit_ms: int) -> str:
+    """What an extension did: the minutes asked, or less where a hold reached its longest life
+    (``SEATLOCK_MAX_HOLD_SECONDS``), which the message then names."""
+    seats = plural(len(extended), "seat")
+    gains = {e.added_ms for e in extended}
+    if gains == {minutes * 60_000}:
+        return f"Extended reservation for {seats} by {plural(minutes, 'minute')}"
+    limit = f"a hold lasts at most {span(limit_ms)}"
+    if gains == {0}:
+        return f"Reservation for {seats} not extended: {limit}"
+    told = {span(gain) for gain in gains}  # holds taken moments apart gain a few ms apart
+    by = told.pop() if len(told) == 1 else f"up to {span(max(gains))}"
+    return f"Extended reservation for {seats} by {by}: {limit}"
 
 
 @router.delete(

@@ -3,9 +3,11 @@
 -- ARGV: screening_id, now_ms, user_id, extra_ms, max_hold_ms, seat_id...
 -- A hold never lives longer than max_hold_ms after it was first taken.
 -- Each hold keeps its grant (its lease's value is written back as it was).
--- Returns {OK, seat, expires_at, lease, ...} for every seat asked (lease: its value, as hold.lua
--- returns it), or {NOT_LOADED} | {STARTED} (the screening has started: its holds end with it) |
--- {NOT_HELD, seat...} (not held by the user, or already expired). Refusals change nothing.
+-- Returns {OK, seat, expires_at, lease, added_ms, ...} for every seat asked (lease: its value, as
+-- hold.lua returns it; added_ms: how much later the hold ends now, less than extra_ms where
+-- max_hold_ms capped it, 0 when it was already at the cap), or {NOT_LOADED} | {STARTED} (the
+-- screening has started: its holds end with it) | {NOT_HELD, seat...} (not held by the user, or
+-- already expired). Refusals change nothing.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at')
 if meta[1] ~= '1' then
   return {NOT_LOADED}
@@ -34,8 +36,8 @@ end
 local changes, reply = {}, {OK}
 for i = 6, #ARGV do
   local hold = holds[i]
-  local exp = math.min(hold.exp + extra_ms, hold.first + max_hold_ms)
-  if exp > hold.exp then
+  local before, exp = hold.exp, math.min(hold.exp + extra_ms, hold.first + max_hold_ms)
+  if exp > before then
     hold.exp = exp
     write_hold(ARGV[i], KEYS[LEASE0 + i - 5], hold, now)
     changes[#changes + 1] = change(ARGV[i], 'reserved', user, exp)
@@ -43,6 +45,7 @@ for i = 6, #ARGV do
   reply[#reply + 1] = tonumber(ARGV[i])
   reply[#reply + 1] = hold.exp
   reply[#reply + 1] = hold.lease
+  reply[#reply + 1] = hold.exp - before
 end
 publish(now, changes)
 return reply

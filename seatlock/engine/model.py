@@ -48,6 +48,12 @@ class Hold(msgspec.Struct, frozen=True):
     grant: str = ""  # token of the grant holding the seat; "" for a lease older than grants
 
 
+class Extended(Hold, frozen=True):
+    """A hold after an extension (``SeatEngine.extend``)."""
+
+    added_ms: int = 0  # how much later it ends now: less than asked at max_hold_ms, 0 when there
+
+
 @dataclass(frozen=True, slots=True)
 class SeatState:
     seat_id: int

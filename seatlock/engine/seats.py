@@ -45,7 +45,7 @@ from seatlock.engine.errors import (
 )
 from seatlock.engine.listing import LoadedScreenings
 from seatlock.engine.mirrors import SeatMirrors, SeatSnapshot
-from seatlock.engine.model import Hold, Layout, LayoutSource, SeatState, new_grant
+from seatlock.engine.model import Extended, Hold, Layout, LayoutSource, SeatState, new_grant
 from seatlock.engine.rows import SEAT_TYPES, Geometry, rows_fields
 from seatlock.engine.scripts import Status
 from seatlock.engine.transport import (
@@ -281,8 +281,9 @@ class SeatEngine:
         seat_ids: list[int],
         extra_ms: int,
         now_ms: int | None = None,
-    ) -> list[Hold]:
-        """Push back the caller's live holds by ``extra_ms`` (capped at max_hold_ms of life)."""
+    ) -> list[Extended]:
+        """Push back the caller's live holds by ``extra_ms`` (capped at max_hold_ms of life),
+        each told with how much it gained."""
         _check_user(user_id)
         seats = _seat_list(seat_ids)
         if extra_ms <= 0:
@@ -294,11 +295,17 @@ class SeatEngine:
             reply = await self._run_loaded("extend", screening_id, seats, now, args, self.replicas)
         except ScreeningStarted:
             raise ScreeningStarted("Cannot extend reservations for past screenings") from None
-        holds = _holds(user_id, reply[1:])
+        flat = reply[1:]
+        holds = [
+            Extended(int(seat), user_id, int(exp), _grant_of(lease), int(added))
+            for seat, exp, lease, added in zip(
+                flat[::4], flat[1::4], flat[2::4], flat[3::4], strict=True
+            )
+        ]
         self._note_deadlines(screening_id, holds)
         return holds
 
-    def _note_deadlines(self, screening_id: int, holds: list[Hold]) -> None:
+    def _note_deadlines(self, screening_id: int, holds: Sequence[Hold]) -> None:
         if self.deadlines is not None and holds:
             self.deadlines.note(screening_id, min(h.expires_at_ms for h in holds))
 

@@ -111,16 +111,13 @@ class Held(msgspec.Struct, frozen=True):
     def minutes(self) -> int:
         return round(self.left_ms / 60_000)
 
-    @property
-    def seconds(self) -> int:
-        return round(self.left_ms / 1000)
-
 
 @dataclass(frozen=True, slots=True)
 class Extension:
     id: int | None  # None when the history cannot say right now (the hold stands)
     seat_id: int
     expires_at: datetime
+    added_ms: int  # how much later it ends now: less than asked at the cap, 0 when it was there
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,9 +301,10 @@ class HoldService:
         expires = {h.seat_id: utc(h.expires_at_ms) for h in holds}
         self.writer.submit(history.Extended(screening_id, user_id, expires))
         rows = await self._rows_if_known(screening_id, user_id, list(expires))
+        ids = {seat_id: row.id for seat_id, row in rows.items()}
         return [
-            Extension(rows[seat_id].id if seat_id in rows else None, seat_id, at)
-            for seat_id, at in sorted(expires.items())
+            Extension(ids.get(h.seat_id), h.seat_id, expires[h.seat_id], h.added_ms)
+            for h in sorted(holds, key=_seat_of)
         ]
 
     def check_extension(self, minutes: int) -> None:

@@ -221,6 +221,37 @@ async def test_extend_cancel_and_history(
     assert sorted(x["status"] for x in everything) == ["cancelled"] * 3
 
 
+async def test_an_extension_past_the_longest_hold_says_what_it_gave(
+    make_server: Any, db: asyncpg.Connection
+) -> None:
+    server = make_server(hold_seconds=300, max_hold_seconds=480)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        [headers] = await make.sessions(db, server.settings.jwt_secret, 1)
+        show = await make.show(db, 3)
+        a, b, c = show.seat_ids
+        url = "/api/v1/seat-reservations/extend"
+
+        async def extend(seats: list[int], minutes: int) -> str:
+            body = {"screening_id": show.id, "seat_ids": seats}
+            params = {"additional_minutes": minutes}
+            r = await client.post(url, params=params, json=body, headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json()["expires_in_minutes"] == minutes
+            return str(r.json()["message"])
+
+        body = {"screening_id": show.id, "seat_ids": [a, b]}
+        assert (await client.post(RESERVE, json=body, headers=headers)).status_code == 201
+        limit = "a hold lasts at most 8 minutes"
+        # Held for 5 of at most 8 minutes: 3 more, then none.
+        assert await extend([a, b], 5) == f"Extended reservation for 2 seats by 3 minutes: {limit}"
+        assert await extend([a, b], 5) == f"Reservation for 2 seats not extended: {limit}"
+        body = {"screening_id": show.id, "seat_ids": [c]}
+        assert (await client.post(RESERVE, json=body, headers=headers)).status_code == 201
+        told = await extend([a, c], 2)
+        assert told == f"Extended reservation for 2 seats by up to 2 minutes: {limit}"
+        assert await extend([c], 1) == "Extended reservation for 1 seat by 1 minute"
+
+
 async def test_expired_history_reads_expired(make_server: Any, db: asyncpg.Connection) -> None:
     server = make_server(hold_seconds=1)
     async with httpx.AsyncClient(base_url=server.url) as client:

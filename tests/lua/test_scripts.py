@@ -282,16 +282,19 @@ async def test_extend_success_and_cap(redis: Redis, engine: SeatEngine) -> None:
         holds = await engine.extend(S, ALICE, [1, 2], 5 * MIN, now + MIN)
         event = await events.next()
     assert {h.expires_at_ms for h in holds} == {now + 10 * MIN}
+    assert [h.added_ms for h in holds] == [5 * MIN, 5 * MIN]
     assert [h.grant for h in holds] == [G1, G2]  # the leases keep their grants
     assert await redis.get(keys.seat_hold(S, 2)) == f"{ALICE}:{G2}".encode()
     assert [s["expires_at"] for s in event["seats"]] == [now + 10 * MIN] * 2
     capped = await engine.extend(S, ALICE, [1], 5 * MIN, now + 2 * MIN)
     assert capped[0].expires_at_ms == now + 12 * MIN  # max_hold_ms after the first hold
+    assert capped[0].added_ms == 2 * MIN  # of the 5 asked
     before = await dump(redis, S)
     async with tap(redis, S) as events:
         again = await engine.extend(S, ALICE, [1], 5 * MIN, now + 3 * MIN)
         await events.none(0.05)
     assert again[0].expires_at_ms == now + 12 * MIN
+    assert again[0].added_ms == 0
     assert await dump(redis, S) == before
 
 
