@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
@@ -34,6 +35,7 @@ from db import users
 from seatlock.accounts import grace, throttle
 from seatlock.accounts.mail import Mail, MailNotSent
 from seatlock.errors import (
+    Conflict,
     InvalidInput,
     NotAuthenticated,
     NotFound,
@@ -123,8 +125,13 @@ async def register(call: Call) -> UserOut:
     full_name = body.full_name.strip()
     if not full_name:
         raise ValidationFailed("full_name must not be blank")
-    hashed = await call.services.passwords.hash(body.password)
-    row = await users.create_user(call.services.db, body.email.strip(), hashed, full_name)
+    services, email = call.services, body.email.strip()
+    # Before the hash: a taken email is answered at once rather than after ~0.25 s of the
+    # hashing lane that sign-ins share (create_user still decides a race for the same email).
+    if await users.email_registered(services.db, email):
+        raise Conflict(users.EMAIL_TAKEN)
+    hashed = await services.passwords.hash(body.password)
+    row = await users.create_user(services.db, email, hashed, full_name)
     return user_out(row)
 
 
@@ -137,15 +144,10 @@ async def login(call: Call) -> TokenOut:
         raise RequestInvalid([problem("missing", ("body", "email"), "Field required", None)])
     services = call.services
     address = client_address(call.request, services.settings.trusted_networks)
-    await throttle.admit_login(services.redis, services.settings, email, address)
-    try:
+    async with _throttled(services, email, address):
         row = await users.get_by_email(services.db, email)
         hashed = row["password_hash"] if row else None
         ok = await services.passwords.verify(body.password, hashed)
-    except Exception:  # a 503 (PostgreSQL down, the hashing lane full): no password was checked
-        with contextlib.suppress(RedisError):
-            await throttle.login_unchecked(services.redis, email, address)
-        raise
     opened = None
     if row is not None and hashed is not None and ok and row["is_active"]:
         opened = await users.start_session(
@@ -182,10 +184,14 @@ async def change_password(call: Call) -> Message:
     """Change the password; every other session of the user is signed out."""
     body: ChangePasswordIn = call.body
     services, principal = call.services, call.user
-    current = await users.get_password_hash(services.db, principal.user_id)
-    if current is None:
+    found = await users.get_credentials(services.db, principal.user_id)
+    if found is None:
         raise NotAuthenticated("User not found")
-    if not await services.passwords.verify(body.current_password, current):
+    email, current = found
+    # Wrong current passwords count as failed sign-ins of the account from this address (the
+    # login's limits, 429 past them): a stolen access token is no unlimited password guesser.
+    address = client_address(call.request, services.settings.trusted_networks)
+    if not await _password_checked(services, email, address, body.current_password, current):
         raise InvalidInput("Incorrect current password")
     if body.new_password == body.current_password:
         raise InvalidInput("New password must differ from the current one")
@@ -284,10 +290,43 @@ async def reset_password(call: Call) -> Message:
     """Set a new password with a mailed reset token (once); every session is signed out."""
     body: ResetPasswordIn = call.body
     services = call.services
+    # Before the hash: a made-up token costs a lookup, not ~0.25 s of the hashing lane that
+    # sign-ins share (reset_password still decides, once, when two resets race).
+    if not await users.reset_token_usable(services.db, body.token):
+        raise InvalidInput(users.INVALID_RESET_TOKEN)
     new_hash = await services.passwords.hash(body.new_password)
     revoked = await users.reset_password(services.db, body.token, new_hash)
     await remember_sessions(services, revoked, False)
     return Message("Password has been reset successfully")
+
+
+@contextlib.asynccontextmanager
+async def _throttled(services: Services, email: str, address: str) -> AsyncIterator[None]:
+    """A password check of the account from ``address`` under the login's throttle: admitted
+    first (429 past its limits); when the body fails before a password was checked (a 503:
+    PostgreSQL down, the hashing lane full), its count is taken back, as retrying that is not
+    guessing."""
+    await throttle.admit_login(services.redis, services.settings, email, address)
+    try:
+        yield
+    except Exception:
+        with contextlib.suppress(RedisError):
+            await throttle.login_unchecked(services.redis, email, address)
+        raise
+
+
+async def _password_checked(
+    services: Services, email: str, address: str, password: str, hashed: str
+) -> bool:
+    """Whether ``password`` is the account's, under the login's throttle (429 past its limits):
+    a failure counts as one of the account from ``address``, a success clears that pair."""
+    async with _throttled(services, email, address):
+        ok = await services.passwords.verify(password, hashed)
+    if ok:
+        await throttle.login_succeeded(services.redis, email, address)
+    else:
+        await throttle.login_failed(services.redis, services.settings, email, address)
+    return ok
 
 
 async def _tokens(

@@ -18,6 +18,8 @@ from seatlock.errors import Conflict, InvalidInput
 
 logger = logging.getLogger(__name__)
 
+EMAIL_TAKEN = "Email already registered"
+INVALID_RESET_TOKEN = "Invalid or expired reset token"
 USER_COLUMNS = (
     "id, email, full_name, role, is_active, phone, bio, profile_picture_url, preferences,"
     " created_at, updated_at"
@@ -43,7 +45,7 @@ async def create_user(
             role,
         )
     except asyncpg.UniqueViolationError:
-        raise Conflict("Email already registered") from None
+        raise Conflict(EMAIL_TAKEN) from None
     assert row is not None
     return row
 
@@ -87,12 +89,37 @@ async def ensure_configured_admin(db: asyncpg.Pool, email: str, password: str, r
         logger.info("created admin account %s", email)
 
 
-async def get_password_hash(db: asyncpg.Pool, user_id: int) -> str | None:
-    value: str | None = await db.fetchval(
-        "SELECT password_hash FROM users WHERE id = $1 AND is_active AND deleted_at IS NULL",
+async def get_credentials(db: asyncpg.Pool, user_id: int) -> tuple[str, str] | None:
+    """The email and password hash of an active account."""
+    row = await db.fetchrow(
+        "SELECT email, password_hash FROM users WHERE id = $1 AND is_active AND deleted_at IS NULL",
         user_id,
     )
-    return value
+    return None if row is None else (row["email"], row["password_hash"])
+
+
+async def email_registered(db: Executor, email: str) -> bool:
+    """Whether an account has ``email`` already, by the unique index's rule (``lower()`` of the
+    NFKC spelling): asked before a registration pays for its password hash."""
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))",
+            emails.canonical(email),
+        )
+    )
+
+
+async def reset_token_usable(db: asyncpg.Pool, token: str) -> bool:
+    """Whether ``reset_password`` would take this token now: asked before the new password is
+    hashed, so made-up tokens cost a lookup, not a hash (``reset_password`` decides)."""
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM password_resets r JOIN users u ON u.id = r.user_id"
+            " WHERE r.token_hash = $1 AND r.used_at IS NULL AND r.expires_at > now()"
+            " AND u.is_active AND u.deleted_at IS NULL)",
+            digest(token),
+        )
+    )
 
 
 # Sessions and refresh tokens. A session is one sign-in; access tokens name it (``sid``) and its
@@ -247,7 +274,7 @@ async def reset_password(db: asyncpg.Pool, token: str, new_hash: str) -> list[st
             new_hash,
         )
         if not changed:
-            raise InvalidInput("Invalid or expired reset token")
+            raise InvalidInput(INVALID_RESET_TOKEN)
         await conn.execute(
             "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
             user_id,

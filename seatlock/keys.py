@@ -31,6 +31,12 @@ def login_failures_pair(email: str, address: str) -> str:
     return f"{PREFIX}login-fail:pair:{address}:{email.lower()}"
 
 
+def login_known(email: str, address: str) -> str:
+    """Set while an address signed in to the account lately: the account-wide failure limit,
+    which strangers can run down, does not lock the owner out from there."""
+    return f"{PREFIX}login-known:{address}:{email.lower()}"
+
+
 def refresh_grace(token_digest: str) -> str:
     """The sealed token pair a just-spent refresh token was rotated to (its grace window)."""
     return f"{PREFIX}refresh-grace:{token_digest}"

@@ -6,7 +6,9 @@ Three counters, so that a stranger cannot turn the limits against an account's o
 - per client address, whatever the account (``login_max_failures_per_ip``): one address cannot
   spray guesses over many accounts;
 - per account from anywhere (``login_max_failures_per_account``): a backstop against guesses
-  spread over many addresses, set high, since anyone can run it down for the owner.
+  spread over many addresses. Anyone can run it down, so it does not apply to an address the
+  account signed in from within KNOWN_ADDRESS_DAYS: strangers guessing from elsewhere cannot
+  lock the owner out of where the owner signs in (a new place waits for the window's end).
 Client addresses come from api/auth.py ``client_address`` (forwarding headers only from
 ``SEATLOCK_TRUSTED_PROXIES``), so a client cannot rotate its address by header.
 """
@@ -24,6 +26,7 @@ from seatlock.settings import Settings
 
 TOO_MANY = "Too many failed login attempts; try again later"
 RESET_MAILS_PER_WINDOW = 3  # per email, per reset_token_minutes: no mail-bombing an inbox
+KNOWN_ADDRESS_DAYS = 30  # how long a sign-in exempts its address from the account-wide limit
 TICKET_MAIL_EVERY_S = 60  # a ticket's confirmation mail, resent at most this often
 TICKET_MAIL_SENT = "The ticket's confirmation was sent moments ago; try again later"
 
@@ -50,13 +53,14 @@ async def admit_login(
         pipe.ttl(account_key)
         _count(pipe, pair_key, window)
         pipe.ttl(pair_key)
+        pipe.exists(keys.login_known(emails.key(email), address))
         counts = await pipe.execute()
-    address_count, address_ttl, account_count, account_ttl, _, pair_count, pair_ttl = counts
+    address_count, address_ttl, account_count, account_ttl, _, pair_count, pair_ttl, known = counts
     if int(address_count or 0) >= settings.login_max_failures_per_ip:
         raise TooManyRequests(TOO_MANY, retry_after=_retry_after(address_ttl, window))
     if int(pair_count) > settings.login_max_failures:
         raise TooManyRequests(TOO_MANY, retry_after=_retry_after(pair_ttl, window))
-    if int(account_count or 0) >= settings.login_max_failures_per_account:
+    if int(account_count or 0) >= settings.login_max_failures_per_account and not known:
         raise TooManyRequests(TOO_MANY, retry_after=_retry_after(account_ttl, window))
 
 
@@ -72,9 +76,14 @@ async def login_failed(
 
 
 async def login_succeeded(redis: Redis | RedisCluster, email: str, address: str) -> None:
-    """Clear the pair's counter. The account's stays: a success from one address does not
-    forgive guesses spread over others."""
-    await redis.delete(keys.login_failures_pair(emails.key(email), address))
+    """Clear the pair's counter and mark the address as one the account signs in from. The
+    account's counter stays: a success from one address does not forgive guesses spread over
+    others."""
+    account = emails.key(email)
+    async with _pipeline(redis) as pipe:
+        pipe.delete(keys.login_failures_pair(account, address))
+        pipe.set(keys.login_known(account, address), 1, ex=KNOWN_ADDRESS_DAYS * 86_400)
+        await pipe.execute()
 
 
 async def login_unchecked(redis: Redis | RedisCluster, email: str, address: str) -> None:

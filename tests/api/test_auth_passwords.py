@@ -177,3 +177,29 @@ async def test_reset_password_validates_the_body(
     client: httpx.AsyncClient, body: dict[str, object]
 ) -> None:
     assert (await client.post(RESET, json=body)).status_code == 422
+
+
+async def test_a_made_up_token_or_a_taken_email_costs_no_password_hash(
+    make_server: object, user: Account
+) -> None:
+    """With the one hashing thread busy and no wait allowed, a request that needed a hash would
+    be answered 503 (tests/api/test_password_lane.py); these are answered at once, without one."""
+    server: LiveServer = make_server(  # type: ignore[operator]
+        bcrypt_rounds=14, password_hash_threads=1, password_wait_seconds=0
+    )
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        busy = asyncio.create_task(
+            client.post(
+                "/api/v1/auth/register",
+                json={"email": "slow@example.com", "password": PASSWORD, "full_name": "Slow"},
+            )
+        )
+        await asyncio.sleep(0.4)  # the hash of that registration runs now (~1 s)
+        made_up = {"token": "made-up-token-x", "new_password": NEW_PASSWORD}
+        r = await client.post(RESET, json=made_up)
+        assert (r.status_code, r.json()) == (400, {"detail": "Invalid or expired reset token"})
+        taken = {"email": user.email.upper(), "password": PASSWORD, "full_name": "Again"}
+        r = await client.post("/api/v1/auth/register", json=taken)
+        assert (r.status_code, r.json()) == (409, {"detail": "Email already registered"})
+        assert not busy.done()
+        assert (await busy).status_code == 201

@@ -181,3 +181,37 @@ async def test_a_trusted_proxy_names_the_client(
     assert int(await redis.get(keys.login_failures_address("10.3.3.3")) or 0) == 1
     assert await redis.exists(keys.login_failures_address("6.6.6.6")) == 0
     assert await redis.exists(keys.login_failures_address(LOOPBACK)) == 0
+
+
+async def test_strangers_cannot_lock_the_owner_out_of_where_the_owner_signs_in(
+    make_server: object,
+) -> None:
+    server: LiveServer = make_server(login_max_failures_per_account=6)  # type: ignore[operator]
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        owner = await make_account(client, "known@example.com", "Known")
+        assert (await attempt(client, owner.email, PASSWORD, "10.7.7.7")).status_code == 200
+        for n in range(3):  # guesses spread over addresses run the account-wide limit down
+            await fail(client, owner.email, 2, address=f"10.8.0.{n}")
+        assert (await attempt(client, owner.email, PASSWORD, "10.8.1.1")).status_code == 429
+        # From where the owner signed in, the owner is let in; a guess there still fails.
+        assert (await attempt(client, owner.email, PASSWORD, "10.7.7.7")).status_code == 200
+        assert (await attempt(client, owner.email, address="10.7.7.7")).status_code == 401
+
+
+async def test_wrong_current_passwords_count_as_failed_sign_ins(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    headers = {**user.headers, "X-Forwarded-For": "10.0.0.7"}
+    change = "/api/v1/auth/change-password"
+    guess = {"current_password": WRONG, "new_password": "Another-pass-123"}
+    for _ in range(5):
+        r = await client.put(change, json=guess, headers=headers)
+        assert r.status_code == 400
+        assert r.json() == {"detail": "Incorrect current password"}
+    right = {"current_password": PASSWORD, "new_password": "Another-pass-123"}
+    r = await client.put(change, json=right, headers=headers)
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) > 0
+    # The same count as the sign-ins of the account from that address.
+    assert (await attempt(client, user.email, PASSWORD, "10.0.0.7")).status_code == 429
+    assert (await attempt(client, user.email, PASSWORD, "10.0.0.8")).status_code == 200
