@@ -32,6 +32,8 @@ import uvicorn
 from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
 
+from seatlock.server.embedded import die_with_parent
+
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the supervisor looks at its workers when nothing happens
@@ -79,6 +81,13 @@ def run_worker(options: dict[str, Any]) -> None:
     # uvicorn ends a worker stopped by SIGTERM by raising SIGTERM again once it has shut down,
     # under the handler it found at start: this one writes the queued log lines first.
     signal.signal(signal.SIGTERM, _write_logs_then_die)
+    # A worker never outlives its supervisor, killed by SIGKILL (the OOM killer, a manager that
+    # kills only the main pid) included: it would keep the port, answer /health/live without
+    # Redis or PostgreSQL, and stop the next server from starting. SIGTERM: a graceful stop.
+    die_with_parent(signal.SIGTERM)()
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # gone before the line above
+        raise SystemExit(0)
     try:
         try:
             sock = listener(config.host, config.port)

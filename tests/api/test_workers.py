@@ -91,6 +91,15 @@ async def until_serving(port: int, workers: int = 2, seconds: float = 30) -> Cou
         await asyncio.sleep(0.2)
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopted it, maybe late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -126,6 +135,23 @@ async def test_a_dead_worker_is_replaced_and_ctrl_c_stops_them_all_quietly(
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+async def test_the_workers_do_not_outlive_a_killed_supervisor(
+    served: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    """kill -9 of the supervisor alone (the OOM killer; a manager that kills the main pid):
+    orphaned workers would keep the port and answer without their supervisor."""
+    proc, port, _ = served
+    workers = set(await until_serving(port))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers still running: {workers}"
+        await asyncio.sleep(0.1)
+    with pytest.raises(OSError):  # nobody listens there any more
+        await pids_of_connections(port, 1)
 
 
 def test_a_port_taken_stops_the_server_instead_of_restarting_workers() -> None:
