@@ -19,6 +19,41 @@ PAYMENT_VERIFIERS = ("accept", "hmac")  # seatlock/services/payments.py
 MIN_PAYMENT_SECRET_CHARS = 32
 REQUEST_READ_TIMEOUT_S = 20.0  # request_read_timeout_seconds's default (seatlock/server/serving.py)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MIN_JWT_SECRET_CHARS = 32  # seatlock/accounts/tokens.py checks a generated or given secret too
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+INF = float("inf")
+# The settings whose numbers can only mean something within (lowest, highest): _check_ranges.
+RANGES: dict[str, tuple[float, float]] = {
+    "port": (0, 65535),
+    "workers": (0, 1024),
+    "access_token_minutes": (1, INF),
+    "refresh_token_days": (1, INF),
+    "reset_token_minutes": (1, INF),
+    "bcrypt_rounds": (4, 31),
+    "login_max_failures": (1, INF),
+    "login_max_failures_per_ip": (1, INF),
+    "login_max_failures_per_account": (1, INF),
+    "login_window_seconds": (1, INF),
+    "refresh_grace_seconds": (0, INF),
+    "hold_seconds": (1, INF),
+    "max_hold_seconds": (1, INF),
+    "max_extend_minutes": (1, INF),
+    "max_seats_per_user": (1, INF),
+    "sweep_interval_seconds": (0.001, INF),
+    "cleanup_min_interval_seconds": (0, INF),
+    "reconcile_interval_seconds": (0, INF),
+    "reconcile_settle_seconds": (0, INF),
+    "db_pool_min": (0, INF),
+    "db_pool_max": (1, INF),
+    "redis_pool_max": (1, INF),
+    "catalog_cache_seconds": (0, INF),
+    "sales_cache_seconds": (0, INF),
+    "smtp_port": (1, 65535),
+    "max_upload_bytes": (1, INF),
+    "embedded_redis_port": (0, 65535),
+    "embedded_postgres_port": (0, 65535),
+    "loop_silence_seconds": (0.001, INF),
+}
 
 
 def _default_data_dir() -> Path:
@@ -197,6 +232,7 @@ class Settings:
             )
         proxy_networks(self.trusted_proxies)  # a typo is refused at start-up, not per request
         self._check_replicas()
+        self._check_ranges()
         if self.database_read_max_lag_seconds <= 0:
             raise ValueError(f"{PREFIX}DATABASE_READ_MAX_LAG_SECONDS: must be more than 0")
         if self.event_log_length < 0:
@@ -210,8 +246,29 @@ class Settings:
         if self.password_wait_seconds < 0:
             raise ValueError(f"{PREFIX}PASSWORD_WAIT_SECONDS: must be 0 or more")
         for name in ("db_timeout_seconds", "redis_timeout_seconds"):
-            if getattr(self, name) <= 0:  # 0 would mean "no limit" to asyncpg and redis-py
+            if not getattr(self, name) > 0:  # 0 means "no limit" to asyncpg and redis-py; NaN
                 raise ValueError(f"{PREFIX}{name.upper()}: must be more than 0")
+
+    def _check_ranges(self) -> None:
+        """Numbers outside what they can mean are refused at start-up in one line: a negative
+        hold time started the server and then failed every hold with a 500."""
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:  # NaN fails both comparisons
+                limit = f"from {low:g} to {high:g}" if high != INF else f"{low:g} or more"
+                raise ValueError(f"{PREFIX}{name.upper()}: {value!r} must be {limit}")
+        if self.max_hold_seconds < self.hold_seconds:
+            raise ValueError(f"{PREFIX}MAX_HOLD_SECONDS: must be at least {PREFIX}HOLD_SECONDS")
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError(f"{PREFIX}DB_POOL_MIN: must be at most {PREFIX}DB_POOL_MAX")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(
+                f"{PREFIX}LOG_LEVEL: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+        if self.jwt_secret and len(self.jwt_secret) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(
+                f"{PREFIX}JWT_SECRET: must be at least {MIN_JWT_SECRET_CHARS} characters"
+            )
 
     def _check_replicas(self) -> None:
         if self.hold_replicas < 0:
