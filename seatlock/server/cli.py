@@ -9,9 +9,11 @@ import getpass
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -152,6 +154,10 @@ def open_files_limit() -> None:
         )
 
 
+def _stop_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings) -> None:
     metrics_dir(settings)  # first: see metrics_dir
     import uvicorn
@@ -187,6 +193,11 @@ def serve(settings: Settings) -> None:
         if workers > 1 and worker_processes.can_share_port():
             status = worker_processes.serve(options, workers)
         else:
+            # uvicorn ends a stop by SIGTERM by raising it again once shut down, under the
+            # handler it found: this one ends the server as a Ctrl-C does (status 0), through
+            # backing_services' stop of the embedded servers and the last log lines, not dead
+            # on the spot mid-exit (one worker per container, stopped by docker or systemd).
+            signal.signal(signal.SIGTERM, _stop_quietly)
             uvicorn.run(**options, workers=workers)
             status = 0
     if status:

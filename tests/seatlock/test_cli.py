@@ -72,6 +72,23 @@ def test_serve_seeds_demo_data_and_stops_cleanly_on_sigint(served: Served) -> No
     assert processes_mentioning(served.data_dir) == []
 
 
+def test_one_worker_stopped_by_sigterm_ends_as_cleanly_as_by_ctrl_c() -> None:
+    """SEATLOCK_WORKERS=1 (one worker per container) stopped by docker's or systemd's SIGTERM:
+    uvicorn raised it again after its shutdown and the server died mid-exit, its last lines and
+    its stop of the embedded servers skipped."""
+    with (
+        scratch_dir("seatlock-cli-") as data_dir,
+        serving(data_dir, workers=1, bcrypt_rounds=4, log_level="info") as served,
+    ):
+        children = served.children()
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=20) == 0, served.log.read_text()
+        log = served.log.read_text()
+        assert gone(children, seconds=1)
+        assert processes_mentioning(served.data_dir) == []
+    assert "Finished server process" in log, log
+
+
 def test_every_worker_logs_its_shutdown_to_the_end() -> None:
     """A worker's last lines (written by a background thread) reach the log before it exits:
     a multiprocessing child ends with os._exit, and its whole shutdown was lost."""
