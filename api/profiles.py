@@ -7,7 +7,7 @@ import secrets
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 from starlette.datastructures import UploadFile
@@ -26,6 +26,8 @@ from seatlock.services.container import Services
 router = Router("Users")
 
 MEDIA_PREFIX = "/media/profile-pictures/"
+MEDIA_DIR = ["media", "profile-pictures"]  # MEDIA_PREFIX's segments (_stored_name)
+MAX_DECODES = 8  # percent-decodings of a picture URL's path, at most (_resolved)
 MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file itself
 
 Phone = Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9][0-9 ()./-]{2,31}$")]
@@ -170,7 +172,7 @@ async def update_picture_url(call: Call) -> UserOut:
     url = _no_nul(call.body.url.strip(), "url")
     if not _is_web_url(url):
         raise ValidationFailed("url must be an absolute http(s) URL")
-    name = _stored_name(call.services, url)
+    name = _stored_name(url)
     if name is not None and owner_of(name) != call.user.user_id:
         # Another user's file: pointing at it would make this user's next change delete it.
         raise ValidationFailed("url must be an external URL or a picture you uploaded")
@@ -245,7 +247,8 @@ def _is_web_url(url: str) -> bool:
 async def _set_picture(services: Services, user_id: int, url: str) -> UserOut:
     result = await profiles.replace_picture_url(services.db, user_id, url)
     row, old = _found(result)
-    if old != url:
+    # The old URL may be another spelling of the file the new one names: that file stays.
+    if old is not None and old != url and _stored_name(old) != _stored_name(url):
         await _forget_picture(services, user_id, old)
     return user_out(row)
 
@@ -256,30 +259,48 @@ async def _forget_picture(services: Services, user_id: int, url: str | None) -> 
     Only a file whose name carries this user's id goes: external URLs, other users' files and
     files from before owners were recorded are left alone.
     """
-    name = _stored_name(services, url) if url else None
+    name = _stored_name(url) if url else None
     if name is not None and owner_of(name) == user_id:
         await services.media.delete(name)
 
 
-def _stored_name(services: Services, url: str) -> str | None:
-    """The stored file's name if ``url`` points into this server's picture store, else None.
+def _stored_name(url: str) -> str | None:
+    """The stored file's name if ``url`` names one of this server's pictures, else None.
 
-    Compared part by part (scheme, host, port, path), so another spelling of the same address
-    (upper case, a query string) is still recognised as ours.
+    Judged by the path as a server resolves it (``_resolved``), whatever scheme, host and port
+    the URL names: the server cannot know all of its own names (another host name, an address,
+    a trailing dot, a proxy's), so any URL whose path ends in ``media/profile-pictures/NAME``
+    names the stored file NAME.
     """
-    base = urlsplit(services.settings.public_url.rstrip("/") + MEDIA_PREFIX)
     try:
-        parts = urlsplit(url)
-        same_origin = (parts.scheme.lower(), parts.hostname, parts.port) == (
-            base.scheme.lower(),
-            base.hostname,
-            base.port,
-        )
-    except ValueError:  # e.g. a port out of range: not ours
+        path = urlsplit(url).path
+    except ValueError:  # e.g. an unclosed IPv6 bracket: not ours
         return None
-    if not same_origin or not parts.path.startswith(base.path):
+    segments = _resolved(path)
+    if len(segments) < len(MEDIA_DIR) + 1:
         return None
-    return parts.path.removeprefix(base.path)
+    if [s.lower() for s in segments[-len(MEDIA_DIR) - 1 : -1]] != MEDIA_DIR:
+        return None
+    return segments[-1]
+
+
+def _resolved(path: str) -> list[str]:
+    """The segments of ``path`` as a server or browser may read it: percent-decoded (over and
+    over: a proxy may decode once more), backslashes as slashes (browsers read them so), empty
+    and ``.`` segments dropped, each ``..`` taking away the segment before it."""
+    for _ in range(MAX_DECODES):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    segments: list[str] = []
+    for segment in path.replace("\\", "/").split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return segments
 
 
 async def _read_upload(request: Request, limit: int) -> bytes:

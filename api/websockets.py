@@ -29,13 +29,14 @@ import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import principal_from_token
+from api.auth import principal_from_token, session_is_active
 from api.errors import BACKEND_DOWN, WS_TRY_AGAIN_LATER, ws_close_code
 from api.routing import MAX_ID, Call, Router
 from api.seatmaps import SeatStatusOut, snapshot_json
+from seatlock.accounts.tokens import Principal
 from seatlock.engine.events import Timestamp, encode, now_iso, render
 from seatlock.engine.watchers import CLOSE, Socket, Watcher, reset, text_frame
-from seatlock.errors import InvalidInput, NotFound, SeatLockError
+from seatlock.errors import InvalidInput, NotAuthenticated, NotFound, SeatLockError
 from seatlock.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ VERSION_DIGITS = len(str(MAX_VERSION))
 REFUSALS: tuple[type[Exception], ...] = (SeatLockError, *BACKEND_DOWN)
 Clock = Callable[[], int]  # the hub's: ms on Redis's clock, that of hold times
 MAX_WRAPPERS = 8  # Starlette wrappers looked through for the server's send
+REVOKED = "Session has been revoked"  # the reason a revoked session's sockets close with
 
 
 # The messages this module sends (the seat updates are seatlock/engine/events.py's); their types
@@ -104,11 +106,12 @@ async def screening_updates(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     await websocket.accept()
     try:
-        screening_id, user_id = await _admit(websocket, services)
+        screening_id, principal = await _admit(websocket, services)
         since = _since(websocket)
     except REFUSALS as exc:
         await _refuse(websocket, exc)
         return
+    user_id = None if principal is None else principal.user_id
     if user_id is not None:  # for the access log (api/observe.py), which reads None when absent
         # (the key grows the scope's table: ~770 bytes kept for the connection's life)
         websocket.scope["user_id"] = user_id
@@ -117,23 +120,29 @@ async def screening_updates(websocket: WebSocket) -> None:
     socket = direct_socket(websocket)
     # A resuming client is joined first, its live events held back until it has caught up.
     watcher = hub.join(screening_id, user_id, socket)
+    # Signed in: closed when its session is revoked, from now on (no await since the join).
+    revocable = None if principal is None else Revocable(websocket, watcher, services, principal)
     session: DirectSession | None = None
     if since is not None:
         watcher.replaying()
     try:
+        _check_session(revocable)  # revoked since it was admitted
         confirmation = _confirmation(screening_id)
         # Written before any await: no event can be fanned out ahead of it.
         if socket is None or not watcher.send(text_frame(confirmation.encode())):
             await websocket.send_text(confirmation)
         if since is not None:
             await _catch_up(websocket, services, watcher, since)
-            if watcher.dropped and socket is not None:  # too slow to take the catch-up
-                await _close_slow(websocket)
-                return
+        _check_session(revocable)  # revoked while the confirmation or catch-up was sent
+        if since is not None and watcher.dropped and socket is not None:  # too slow for it
+            await _close_slow(websocket)
+            return
         if socket is None:
-            await _serve(websocket, watcher, hub.now_ms)
+            await _serve(websocket, watcher, hub.now_ms, revocable)
         else:  # this coroutine only reads now; awaited here, not in a coroutine more (~260 B)
             session = DirectSession(websocket, watcher, hub.now_ms, heartbeats_of(websocket))
+            if revocable is not None:
+                revocable.reading = True  # a revocation closes it at once from now on
             await _receive(websocket, watcher, hub.now_ms)
     except REFUSALS as exc:
         hub.leave(watcher)  # before the close frame: nothing may be written after it
@@ -144,6 +153,8 @@ async def screening_updates(websocket: WebSocket) -> None:
         hub.leave(watcher)
         if session is not None:
             session.end()
+        if revocable is not None:
+            revocable.end()
 
 
 async def _refuse(websocket: WebSocket, exc: BaseException) -> None:
@@ -192,6 +203,8 @@ async def _catch_up(websocket: WebSocket, services: Services, watcher: Watcher, 
     no gap, no duplicate, publish order kept."""
     version, messages = await catch_up(services, watcher, since)
     for message in messages:
+        if watcher.dropped:  # its session was revoked meanwhile
+            break
         if watcher.socket is None:
             await websocket.send_text(message.decode())
         elif not watcher.send(text_frame(message)):
@@ -297,16 +310,107 @@ def _sansio_protocol() -> type | None:
     return WebSocketsSansIOProtocol
 
 
-async def _admit(websocket: WebSocket, services: Services) -> tuple[int, int | None]:
-    """The screening watched and the caller (None: anonymous); raises when not allowed."""
+async def _admit(websocket: WebSocket, services: Services) -> tuple[int, Principal | None]:
+    """The screening watched and the caller (None: anonymous); raises when not allowed.
+
+    The token is checked here only: its expiry ends no connection already open, while its
+    session's revocation does (``Revocable``)."""
     token = query_value(websocket, "token")
-    user_id = None
+    principal = None
     if token:
-        user_id = (await principal_from_token(token, services)).user_id
+        principal = await principal_from_token(token, services)
     screening_id = int(websocket.path_params["screening_id"])
     if screening_id > MAX_ID or await services.layouts.seats(screening_id) is None:
         raise NotFound("Screening not found")
-    return screening_id, user_id
+    return screening_id, principal
+
+
+class Revocable:
+    """A signed-in client, closed (1008, "Session has been revoked") once its session is revoked
+    in any process: ``SessionTrust.revoke`` calls it, in the revoking process before the answer,
+    in the others as the revocation's pub/sub message arrives (seatlock/accounts/sessions.py).
+
+    Nothing of it is on the fan-out path: the watcher leaves the hub, and the connection is
+    closed by whoever writes to it then. A directly written client that is only read from
+    (``reading``) is closed by a task started then; a queued one by its sender, told by the
+    CLOSE queued; one still being sent its confirmation or catch-up by its own coroutine once
+    that is sent (``_check_session``). A feed that lost its subscription may have missed
+    revocations: every session with open sockets is checked again once it is back
+    (``_recheck``)."""
+
+    __slots__ = ("_services", "_session_id", "_watcher", "_websocket", "reading", "revoked")
+
+    def __init__(
+        self, websocket: WebSocket, watcher: Watcher, services: Services, principal: Principal
+    ) -> None:
+        self._websocket, self._watcher, self._services = websocket, watcher, services
+        self._session_id = principal.session_id
+        self.reading = False
+        self.revoked = principal.session_id in services.sessions.revoked
+        if not self.revoked:
+            services.sessions.on_revoke(self._session_id, self)
+            _recheck_on_resubscribe(websocket.app.state, services)
+
+    def __call__(self) -> None:
+        """The session was revoked: nothing more reaches the client, and it is closed."""
+        self.revoked = True
+        watcher = self._watcher
+        self._services.hub.leave(watcher)  # no seat update is written to it from now on
+        if watcher.dropped:
+            return  # already being closed as too slow (or, queued, told so by its CLOSE)
+        watcher.dropped = True  # nor a pong, ping or held event (``Watcher.offer``, ``deliver``)
+        queue = watcher.queue
+        if queue is not None:  # its sender is the one writer: it stops, and _serve closes
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(CLOSE)
+        elif self.reading:
+            task = asyncio.get_running_loop().create_task(
+                _refuse(self._websocket, NotAuthenticated(REVOKED))
+            )
+            _closing.add(task)  # a reference, until it is done
+            task.add_done_callback(_closing.discard)
+
+    def end(self) -> None:
+        self._services.sessions.forget_callback(self._session_id, self)
+
+
+def _check_session(revocable: Revocable | None) -> None:
+    """Raise (a refusal: 1008) when the client's session was revoked."""
+    if revocable is not None and revocable.revoked:
+        raise NotAuthenticated(REVOKED)
+
+
+def _recheck_on_resubscribe(state: Any, services: Services) -> None:
+    """Have the sessions of open sockets checked again each time the revocation feed is back
+    (once per app, with its first signed-in client)."""
+    if getattr(state, "ws_session_recheck", False):
+        return
+    state.ws_session_recheck = True
+
+    def resubscribed() -> None:
+        task = asyncio.get_running_loop().create_task(_recheck(services))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    services.sessions.on_resubscribe.append(resubscribed)
+
+
+async def _recheck(services: Services) -> None:
+    """Close the sockets of sessions revoked while the feed was not listening: each session is
+    asked of Redis (PostgreSQL when Redis no longer knows it), as a request's would be."""
+    trust = services.sessions
+    watched = trust.watched()
+    if not watched:
+        return
+    found = await asyncio.gather(
+        *(session_is_active(services, sid) for sid in watched), return_exceptions=True
+    )
+    ended = [sid for sid, active in zip(watched, found, strict=True) if active is False]
+    failed = sum(isinstance(active, BaseException) for active in found)
+    if failed:
+        logger.warning("%d sessions of open websockets could not be checked again", failed)
+    trust.revoke(ended)
 
 
 class DirectSession:
@@ -404,7 +508,9 @@ async def _close_slow(websocket: WebSocket) -> None:
         await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
 
 
-async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
+async def _serve(
+    websocket: WebSocket, watcher: Watcher, clock: Clock, revocable: Revocable | None = None
+) -> None:
     sender = asyncio.create_task(_send(websocket, watcher, clock))
     receiver = asyncio.create_task(_receive(websocket, watcher, clock))
     done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -413,6 +519,7 @@ async def _serve(websocket: WebSocket, watcher: Watcher, clock: Clock) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     if sender in done and not sender.cancelled() and sender.exception() is None:
+        _check_session(revocable)  # its session was revoked: refused (1008)
         await _close_slow(websocket)  # the client was too slow and dropped by the hub
 
 

@@ -4,7 +4,9 @@ A signed-in request normally costs no I/O: the token's signature is verified onc
 (seatlock/accounts/tokens.py) and its session is found in ``SessionTrust.confirmed``, the
 sessions this process saw active in Redis or PostgreSQL within the last ``CONFIRM_SECONDS``.
 Every revocation is written to Redis ("0") and published on ``CHANNEL``; the revoking process
-applies it to its own state before answering, so its next request is refused at once.
+applies it to its own state before answering, so its next request is refused at once. What
+outlives a request (an open WebSocket) registers with ``SessionTrust.on_revoke`` and is told by
+``revoke`` in every process, as the revocation arrives.
 
 Cross-process window: another process drops the session when the pub/sub message reaches it
 (well under a millisecond on one host, a network round trip otherwise). A request that process
@@ -13,7 +15,8 @@ process that checks Redis meanwhile already sees the revocation.
 
 What the channel cannot tell, and how it is covered:
 - a lost subscription (messages missed): nothing is trusted while disconnected, and every
-  session is checked in Redis again after resubscribing;
+  session is checked in Redis again after resubscribing (``on_resubscribe`` tells what holds
+  sessions open, which checks its own again);
 - a Redis flush erases the "0"s the revocations wrote: the subscriber's connection tracks
   ``FLUSH_CANARY`` (client-side caching), and Redis notifies every tracking client of a
   flush; the notice empties ``confirmed``, so each session is next checked in Redis, which no
@@ -30,7 +33,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Connection, Redis, SSLConnection
@@ -68,6 +71,10 @@ class SessionTrust:
         self.revoked: dict[str, float] = {}  # session id -> monotonic time it was learned
         self.live = False  # subscribed and tracking flushes: confirmations may be kept
         self.epoch = 0
+        # session id -> what to call once it is revoked (its open WebSockets: ``on_revoke``)
+        self._watching: dict[str, list[Callable[[], None]]] = {}
+        # called each time the feed (re)subscribed: revocations may have been missed before
+        self.on_resubscribe: list[Callable[[], None]] = []
         self._keep = keep_revoked_seconds
         self._trimmed = time.monotonic()
 
@@ -95,11 +102,38 @@ class SessionTrust:
 
     def revoke(self, session_ids: Iterable[str]) -> None:
         now = time.monotonic()
+        called: list[Callable[[], None]] = []  # after the state changed: they may read it
         for session_id in session_ids:
             self.revoked[session_id] = now
             self.confirmed.pop(session_id, None)
+            called.extend(self._watching.pop(session_id, ()))
         if now - self._trimmed > 60:
             self._trim(now)
+        for callback in called:
+            _call(callback)
+
+    def on_revoke(self, session_id: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once, from ``revoke``) when the session is revoked in any process;
+        what holds a session open beyond one request (a WebSocket) closes it then."""
+        self._watching.setdefault(session_id, []).append(callback)
+
+    def forget_callback(self, session_id: str, callback: Callable[[], None]) -> None:
+        """Take back ``on_revoke``'s callback (its connection ended)."""
+        callbacks = self._watching.get(session_id)
+        if callbacks is None or callback not in callbacks:
+            return
+        callbacks.remove(callback)
+        if not callbacks:
+            del self._watching[session_id]
+
+    def watched(self) -> list[str]:
+        """The sessions with a callback waiting for their revocation."""
+        return list(self._watching)
+
+    def resubscribed(self) -> None:
+        """The feed is subscribed again: revocations published meanwhile were missed."""
+        for callback in list(self.on_resubscribe):
+            _call(callback)
 
     def forget_all(self) -> None:
         """Distrust every session (flush or lost subscription); checks in flight are void."""
@@ -173,6 +207,7 @@ async def _follow_node(redis: Redis, trust: SessionTrust, stop: asyncio.Event, b
         # checking every session there again covers them.
         trust.forget_all()
         trust.live = True
+        trust.resubscribed()
         while not stop.is_set():
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             beat()
@@ -228,6 +263,14 @@ class _FlushTracker:
         self.trust.live = False
         self.trust.forget_all()
         self.broken = True
+
+
+def _call(callback: Callable[[], None]) -> None:
+    # A callback's failure is its own: the revocation stands and the others are still called.
+    try:
+        callback()
+    except Exception:
+        logger.exception("session callback %r failed", callback)
 
 
 def _apply(trust: SessionTrust, message: dict[str, Any]) -> None:

@@ -352,6 +352,48 @@ async def test_pointing_at_another_users_picture_is_refused(
     assert (await client.get(httpx.URL(theirs).path)).status_code == 200
 
 
+def other_spellings(url: str) -> list[str]:
+    """Other URLs of the stored file ``url`` names (http://localhost:8000/media/...): another
+    name of the server, a dot segment, a percent-encoded letter, a host with a trailing dot."""
+    path = httpx.URL(url).path
+    origin = url.removesuffix(path)
+    assert origin == "http://localhost:8000" and path.startswith("/media/profile-pictures/")
+    rest = path.removeprefix("/media")
+    return [
+        "http://127.0.0.1:8000" + path,
+        f"{origin}/media/x/..{rest}",
+        f"{origin}/%6dedia{rest}",
+        "http://localhost:8000." + path,
+    ]
+
+
+async def test_another_spelling_of_another_users_picture_is_refused(
+    client: httpx.AsyncClient, user: Account, other_user: Account
+) -> None:
+    theirs = (await upload(client, other_user, PNG)).json()["profile_picture_url"]
+    for url in other_spellings(theirs):
+        r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
+        assert r.status_code == 422, url
+        assert r.json() == {"detail": "url must be an external URL or a picture you uploaded"}
+    await upload(client, user, PNG)  # changing away deletes none of theirs
+    assert (await client.get(httpx.URL(theirs).path)).status_code == 200
+
+
+async def test_another_spelling_of_an_own_picture_is_accepted_and_still_owned(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    mine = (await upload(client, user, PNG)).json()["profile_picture_url"]
+    for url in other_spellings(mine):
+        r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
+        assert r.status_code == 200, url
+        assert r.json()["profile_picture_url"] == url
+    assert (await client.get(httpx.URL(mine).path)).status_code == 200
+    url = "https://cdn.example.com/mine.png"
+    r = await client.put(f"{ME}/profile-picture-url", json={"url": url}, headers=user.headers)
+    assert r.status_code == 200
+    assert (await client.get(httpx.URL(mine).path)).status_code == 404  # recognised as its own
+
+
 async def test_a_change_deletes_only_the_changers_own_file(
     client: httpx.AsyncClient, db: asyncpg.Connection, user: Account, other_user: Account
 ) -> None:

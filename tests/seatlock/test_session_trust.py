@@ -69,3 +69,25 @@ def test_a_confirmation_from_before_a_revocation_or_flush_is_not_kept(trust: Ses
     trust.forget_all()
     trust.confirm("b", epoch)
     assert not trust.confirmed
+
+
+def test_a_revocation_calls_what_waits_for_it_once_and_nothing_else(
+    trust: SessionTrust, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def failing() -> None:
+        calls.append("failing")
+        raise RuntimeError("a callback's own failure")
+
+    trust.on_revoke("a", failing)
+    trust.on_revoke("a", lambda: calls.append("a1"))
+    trust.on_revoke("b", lambda: calls.append("b"))
+    gone = lambda: calls.append("gone")  # noqa: E731
+    trust.on_revoke("a", gone)
+    trust.forget_callback("a", gone)  # its connection ended first
+    trust.revoke(["a", "c"])
+    assert calls == ["failing", "a1"] and "a" in trust.revoked  # the failure stopped nothing
+    assert "a callback's own failure" in caplog.text
+    trust.revoke(["a"])
+    assert calls == ["failing", "a1"] and trust.watched() == ["b"]
