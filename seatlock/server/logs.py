@@ -159,6 +159,20 @@ class ClientFaults(logging.Filter):
         return True
 
 
+# uvicorn's INFO lines for each WebSocket that our access log (api/observe.py) already has:
+# one line per WebSocket at accept and one at close, as for a request, not three more.
+WEBSOCKET_CHATTER = frozenset(
+    {'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"}
+)
+
+
+class WebSocketChatter(logging.Filter):
+    """Drops uvicorn's per-WebSocket INFO lines (``WEBSOCKET_CHATTER``) at their logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.msg in WEBSOCKET_CHATTER)
+
+
 class TextFormatter(logging.Formatter):
     """``time LEVEL [pid] logger: message``, then ``request_id=...`` on lines of a request; the
     message and request id on one line (``one_line``), a traceback below them."""
@@ -387,15 +401,22 @@ def log_config(settings: Settings, *, background: bool) -> dict[str, Any]:
         handler = {"()": background_handler, "kind": kind, "filters": ["request"]}
     else:
         handler = {"()": stderr_handler, "kind": kind}
-    uvicorn = {"handlers": [], "propagate": True, "level": level}
+    uvicorn: dict[str, Any] = {"handlers": [], "propagate": True, "level": level}
     # Off: above every level. On: the root's level decides (a level above info silences it).
     access = {"level": "NOTSET" if settings.access_log else logging.CRITICAL + 1}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request": {"()": request_context}} if background else {},
+        "filters": {
+            "websocket": {"()": WebSocketChatter},
+            **({"request": {"()": request_context}} if background else {}),
+        },
         "handlers": {"stderr": handler},
-        "loggers": {**{name: dict(uvicorn) for name in UVICORN_LOGGERS}, ACCESS_LOGGER: access},
+        "loggers": {
+            **{name: dict(uvicorn) for name in UVICORN_LOGGERS},
+            "uvicorn.error": {**uvicorn, "filters": ["websocket"]},
+            ACCESS_LOGGER: access,
+        },
         "root": {"level": level, "handlers": ["stderr"]},
     }
 

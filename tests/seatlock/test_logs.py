@@ -149,9 +149,22 @@ def test_no_token_or_password_reaches_the_log(run: Run) -> None:
     assert len(run.secrets) == 10
     for secret in run.secrets:
         assert secret not in run.output, f"a secret ({secret[:6]}...) was logged"
-    # The lines that carried them are there, redacted: uvicorn's WebSocket line among them.
-    assert '"WebSocket /ws/screenings/' in run.output
+    # The lines that carried them are there, redacted: a WebSocket's access lines among them.
     assert "token=[redacted]" in run.output
+
+
+def test_a_websocket_gets_its_two_access_lines_and_none_of_uvicorns(run: Run) -> None:
+    """uvicorn wrote three more INFO lines per WebSocket ("[accepted]", "connection open",
+    "connection closed"): at 10,000 watchers, 30,000 lines saying what the access log says."""
+    chatter = [
+        x["message"]
+        for x in run.lines
+        if x["message"].endswith('" [accepted]')
+        or x["message"] in ("connection open", "connection closed")
+    ]
+    assert chatter == []
+    sockets = [x for x in run.lines if x.get("method") == "WEBSOCKET"]
+    assert sockets and {x["event"] for x in sockets} == {"accepted", "closed"}
 
 
 def test_what_a_client_did_wrong_is_no_error(run: Run) -> None:
