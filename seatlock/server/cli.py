@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import getpass
 import logging
 import os
@@ -25,6 +26,7 @@ from seatlock.server.watchdog import OnRestart, Server, Watchdog
 from seatlock.settings import PREFIX, Settings
 
 logger = logging.getLogger("seatlock")
+LOCK_FILE = "serve.lock"  # in the data directory, while a serve runs its embedded servers
 
 
 @contextlib.contextmanager
@@ -57,6 +59,8 @@ def backing_services(settings: Settings, on_restart: OnRestart | None = None) ->
 def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> list[Server]:
     """Start the servers whose URL is empty (stopped by ``stack``); log where they are."""
     servers: list[Server] = []
+    if not (settings.redis_url and settings.database_url):
+        _lock_data_dir(settings.data_dir, stack)
     if not settings.redis_url:
         redis = EmbeddedRedis(settings.data_dir / "redis", port=settings.embedded_redis_port)
         stack.callback(redis.stop)
@@ -75,6 +79,21 @@ def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> list[Ser
         logger.info("embedded PostgreSQL at %s (data in %s)", postgres.url, postgres.data_dir)
         servers.append(postgres)
     return servers
+
+
+def _lock_data_dir(data_dir: Path, stack: contextlib.ExitStack) -> None:
+    """One ``seatlock serve`` per data directory of embedded servers, held until it stops (the
+    kernel lets go of a killed one's): a second one started a second Redis on the first one's
+    files, which it rewrote, before PostgreSQL's own lock file stopped it with a log dump."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / LOCK_FILE).open("a")
+    stack.callback(handle.close)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise EmbeddedError(
+            f"another seatlock serve runs the embedded servers of {data_dir}"
+        ) from None
 
 
 async def prepare(settings: Settings, seed: bool) -> None:

@@ -14,7 +14,14 @@ import pytest
 
 from db.demo import DEMO_EMAIL, DEMO_PASSWORD
 from seatlock.server.embedded import pgserver_bin
-from tests.support import Served, processes_mentioning, scratch_dir, serving, wait_until_gone
+from tests.support import (
+    Served,
+    processes_mentioning,
+    scratch_dir,
+    serving,
+    start_serve,
+    wait_until_gone,
+)
 
 
 @pytest.fixture
@@ -87,6 +94,21 @@ def test_one_worker_stopped_by_sigterm_ends_as_cleanly_as_by_ctrl_c() -> None:
         assert gone(children, seconds=1)
         assert processes_mentioning(served.data_dir) == []
     assert "Finished server process" in log, log
+
+
+def test_a_second_serve_on_the_same_data_is_refused_in_one_line(served: Served) -> None:
+    """Its Redis would have run on the first one's files (and rewritten them) before
+    PostgreSQL's lock file stopped it with a page of PostgreSQL's log."""
+    dump = served.data_dir / "redis"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in dump.iterdir())
+    second = start_serve(served.data_dir, workers=1, bcrypt_rounds=4, log_level="warning")
+    assert second.proc.wait(timeout=30) != 0
+    lines = second.log.read_text().strip().splitlines()
+    assert lines == [
+        f"seatlock: another seatlock serve runs the embedded servers of {served.data_dir}"
+    ]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in dump.iterdir()) == before
+    assert httpx.get(served.url + "/health/ready", timeout=5).status_code == 200
 
 
 def test_every_worker_logs_its_shutdown_to_the_end() -> None:
