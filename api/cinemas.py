@@ -13,6 +13,7 @@ from api.caching import CATALOG
 from api.reads import catalog_read
 from api.routing import Call, Router
 from api.schemas import NAMED, Email, Page
+from api.screenings import forget_screenings
 from db import catalog
 
 router = Router("Cinemas")
@@ -104,5 +105,6 @@ async def update_cinema(call: Call) -> CinemaOut:
 @router.delete("/api/v1/cinemas/{cinema_id:int}", errors=(409,), access="admin", status=204)
 async def delete_cinema(call: Call) -> None:
     """Delete a cinema with its rooms and screenings; refused (409) once tickets were sold."""
-    await catalog.delete_cinema(call.services.db, call.params["cinema_id"])
+    screening_ids = await catalog.delete_cinema(call.services.db, call.params["cinema_id"])
     catalog_changed(call.scope)
+    await forget_screenings(call, screening_ids)  # after the commit above

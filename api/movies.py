@@ -16,6 +16,7 @@ from api.cinemas import Text, Title, present
 from api.reads import catalog_read
 from api.routing import Call, Router
 from api.schemas import Page, Url
+from api.screenings import forget_screenings
 from db import catalog
 
 router = Router("Movies")
@@ -120,5 +121,6 @@ async def update_movie(call: Call) -> MovieOut:
 @router.delete("/api/v1/movies/{movie_id:int}", errors=(409,), access="admin", status=204)
 async def delete_movie(call: Call) -> None:
     """Delete a movie with its screenings; refused (409) once tickets were sold."""
-    await catalog.delete_movie(call.services.db, call.params["movie_id"])
+    screening_ids = await catalog.delete_movie(call.services.db, call.params["movie_id"])
     catalog_changed(call.scope)
+    await forget_screenings(call, screening_ids)  # after the commit above

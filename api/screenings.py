@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated
 
@@ -163,7 +165,14 @@ async def delete_screening(call: Call) -> None:
     """Delete a screening; refused (409) once tickets were sold."""
     await catalog.delete_screening(call.services.db, call.params["screening_id"])
     catalog_changed(call.scope)
-    await seat_engine(call).forget(call.params["screening_id"])
+    await forget_screenings(call, [call.params["screening_id"]])
+
+
+async def forget_screenings(call: Call, screening_ids: Sequence[int]) -> None:
+    """Screenings whose delete PostgreSQL committed leave Redis: their seat state goes, and
+    their tombstones refuse a load or refresh elsewhere that read them before the delete."""
+    engine = seat_engine(call)
+    await asyncio.gather(*(engine.forget(screening_id) for screening_id in screening_ids))
 
 
 def seat_engine(call: Call) -> SeatEngine:

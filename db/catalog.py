@@ -6,14 +6,16 @@ tickets point at fails on the tickets' RESTRICT foreign keys; that becomes ``Con
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from db.pool import Executor
+from db.pool import Conn, Executor
+from db.tickets import ROOM_CHANGE_LOCK_SQL
 from seatlock.errors import Conflict, NotFound
 
 # Rooms are read row by row: "A".."Z" before "AA", and "9" before "10".
@@ -84,8 +86,19 @@ async def update_cinema(db: Executor, cinema_id: int, changes: Mapping[str, Any]
     return _found(row, "Cinema")
 
 
-async def delete_cinema(db: Executor, cinema_id: int) -> None:
-    await _delete(db, "cinemas", cinema_id, "Cinema")
+async def delete_cinema(db: Executor, cinema_id: int) -> list[int]:
+    """Delete a cinema with its rooms and screenings; returns the ids of the screenings deleted
+    (the seat engine forgets them). The cinema and then its rooms are locked first: no room or
+    screening can be added under them before the delete (``_deleting``)."""
+    async with _deleting(db, "cinemas", cinema_id, "Cinema") as conn:
+        await conn.execute("SELECT 1 FROM rooms WHERE cinema_id = $1 FOR UPDATE", cinema_id)
+        rows = await conn.fetch(
+            "DELETE FROM screenings WHERE room_id IN (SELECT id FROM rooms WHERE cinema_id = $1)"
+            " RETURNING id",
+            cinema_id,
+        )
+        await conn.execute("DELETE FROM cinemas WHERE id = $1", cinema_id)
+    return sorted(int(row["id"]) for row in rows)
 
 
 # -- rooms and seats ----------------------------------------------------------------------------
@@ -179,8 +192,13 @@ async def update_movie(db: Executor, movie_id: int, changes: Mapping[str, Any]) 
     return _found(row, "Movie")
 
 
-async def delete_movie(db: Executor, movie_id: int) -> None:
-    await _delete(db, "movies", movie_id, "Movie")
+async def delete_movie(db: Executor, movie_id: int) -> list[int]:
+    """Delete a movie with its screenings; returns the ids of the screenings deleted (the seat
+    engine forgets them)."""
+    async with _deleting(db, "movies", movie_id, "Movie") as conn:
+        rows = await conn.fetch("DELETE FROM screenings WHERE movie_id = $1 RETURNING id", movie_id)
+        await conn.execute("DELETE FROM movies WHERE id = $1", movie_id)
+    return sorted(int(row["id"]) for row in rows)
 
 
 # -- screenings ---------------------------------------------------------------------------------
@@ -217,6 +235,20 @@ async def create_screening(
     return await get_screening(db, new_id)
 
 
+# PUT of a screening. ``$9``: whether it may move to another room, which only a caller holding
+# the room-change lock may allow (``_move_screening``); then only while no ticket is sold.
+REPLACE_SCREENING_SQL = (
+    "UPDATE screenings s SET movie_id = m.id, room_id = r.id, starts_at = $4::timestamptz,"
+    " ends_at = coalesce($6::timestamptz,"
+    " $4 + make_interval(mins => m.duration_minutes) + $7), price = $5,"
+    " no_single_gaps = $8"
+    " FROM movies m, rooms r WHERE s.id = $1 AND m.id = $2 AND r.id = $3"
+    " AND (s.room_id = r.id OR ($9 AND NOT EXISTS (SELECT 1 FROM tickets t"
+    " WHERE t.screening_id = s.id AND t.status IN ('pending', 'confirmed'))))"
+    " RETURNING s.id"
+)
+
+
 async def replace_screening(
     db: Executor,
     screening_id: int,
@@ -228,25 +260,22 @@ async def replace_screening(
     no_single_gaps: bool | None = None,
 ) -> asyncpg.Record:
     """PUT: every field anew. Moving a screening that sold tickets to another room is refused."""
+    args = (
+        screening_id,
+        movie_id,
+        room_id,
+        starts_at,
+        price,
+        ends_at,
+        CLEANING_GAP,
+        no_single_gaps,
+    )
     try:
-        done = await db.fetchval(
-            "UPDATE screenings s SET movie_id = m.id, room_id = r.id, starts_at = $4::timestamptz,"
-            " ends_at = coalesce($6::timestamptz,"
-            " $4 + make_interval(mins => m.duration_minutes) + $7), price = $5,"
-            " no_single_gaps = $8"
-            " FROM movies m, rooms r WHERE s.id = $1 AND m.id = $2 AND r.id = $3"
-            " AND (s.room_id = r.id OR NOT EXISTS (SELECT 1 FROM tickets t"
-            " WHERE t.screening_id = s.id AND t.status IN ('pending', 'confirmed')))"
-            " RETURNING s.id",
-            screening_id,
-            movie_id,
-            room_id,
-            starts_at,
-            price,
-            ends_at,
-            CLEANING_GAP,
-            no_single_gaps,
-        )
+        # The same room (the usual PUT: price, times): one statement, no lock, bookings go on.
+        # The room is compared on the row as it is when updated (a concurrent move included).
+        done = await db.fetchval(REPLACE_SCREENING_SQL, *args, False)
+        if done is None:
+            done = await _move_screening(db, args)
     except (asyncpg.ExclusionViolationError, asyncpg.ForeignKeyViolationError) as exc:
         raise _screening_error(exc) from None
     if done is None:
@@ -254,6 +283,16 @@ async def replace_screening(
         await _check_movie_and_room(db, movie_id, room_id)
         raise Conflict("Tickets were sold for this screening; it cannot change rooms")
     return await get_screening(db, screening_id)
+
+
+async def _move_screening(db: Executor, args: tuple[Any, ...]) -> Any:
+    """The PUT to another room, once no booking of the screening is in flight: the lock is taken
+    in a statement of its own, so the UPDATE's check for sold tickets sees every booking that
+    committed while it waited, and bookings that come later wait for the move and then book
+    in the new room, or fail (db/tickets.py, ROOM_CHANGE_LOCK_SQL)."""
+    async with _transaction(db) as conn:
+        await conn.execute(ROOM_CHANGE_LOCK_SQL, args[0])
+        return await conn.fetchval(REPLACE_SCREENING_SQL, *args, True)
 
 
 async def list_screenings(
@@ -354,6 +393,34 @@ async def _update(
         row_id,
         *changes.values(),
     )
+
+
+@contextlib.asynccontextmanager
+async def _deleting(db: Executor, table: str, row_id: int, what: str) -> AsyncIterator[Conn]:
+    """A transaction that deletes a row whose delete cascades to screenings, the row locked
+    FOR UPDATE first. Screenings are deleted by the caller (RETURNING their ids, which the
+    cascade would not tell): the lock conflicts with the KEY SHARE lock that adding a
+    screening (or room) under the row takes, so none can appear between that delete and the
+    row's own, and one being added commits before it and is seen. NotFound when the row is
+    gone, Conflict when tickets point at what would go."""
+    try:
+        async with _transaction(db) as conn:
+            found = await conn.fetchval(f"SELECT id FROM {table} WHERE id = $1 FOR UPDATE", row_id)
+            if found is None:
+                raise NotFound(f"{what} not found")
+            yield conn
+    except asyncpg.ForeignKeyViolationError:
+        raise Conflict(f"{what} has sold tickets and cannot be deleted") from None
+
+
+@contextlib.asynccontextmanager
+async def _transaction(db: Executor) -> AsyncIterator[Conn]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
 
 
 async def _delete(db: Executor, table: str, row_id: int, what: str) -> None:

@@ -9,6 +9,10 @@ in which any booking fails is written again in one transaction, each booking in 
 When the committing statement (or the COMMIT) was sent but its answer is lost (the connection
 dies, releasing it fails), the writer looks the batch's bookings up before answering: an outcome
 is known, never guessed.
+
+A booking and a change of its screening's room take turns on the screening's advisory lock
+(``SHARE_SCREENINGS_SQL``, ``ROOM_CHANGE_LOCK_SQL``): tickets are only ever written for seats of
+the room the screening is in when they commit, and a screening that sold tickets never moves.
 """
 
 from __future__ import annotations
@@ -124,7 +128,8 @@ BOOK_SQL = (
 )
 _PRICE_SQL = f"round(s.price * CASE st.seat_type {_MULTIPLIER_SQL} ELSE 1.0 END, 2)"
 # A whole batch in one statement that commits on its own, for when nothing in it fails (the usual
-# case): one round trip, no BEGIN, no COMMIT. Its booking ids are drawn beforehand (``BookingIds``)
+# case): no BEGIN, no COMMIT, one round trip (and one each side to take and let go of the lock of
+# its screenings, SHARE_SCREENINGS_SQL). Its booking ids are drawn beforehand (``BookingIds``)
 # so that each ticket row can be traced back to its request ``i`` and, if the statement's answer
 # is lost, the batch can be looked up. All or nothing: a unique violation aborts the statement, and
 # a seat that is not in its screening's room (fewer priced seats than seats asked) makes both
@@ -155,6 +160,27 @@ TICKETS_OF_BOOKINGS_SQL = (
     f"SELECT {TICKET_COLUMNS} FROM tickets WHERE booking_id = ANY($1::bigint[])"
     " ORDER BY booking_id, seat_id"
 )
+# Bookings and room changes of a screening take turns on an advisory lock whose key is the
+# screening id negated (every other advisory key of seatlock is positive: db/migrate.py,
+# db/reservations.py, db/demo.py). A booking holds it shared from a statement of its own, before
+# the statement that reads the screening's room and writes its tickets, until that statement has
+# committed: the statement's snapshot follows any room change it waited for. A room change holds
+# it exclusive from before its UPDATE to its commit (db/catalog.py): the UPDATE's check for sold
+# tickets sees every booking that committed while it waited. Without it neither waited for the
+# other (the tickets' foreign key takes FOR KEY SHARE, which the UPDATE's FOR NO KEY UPDATE does
+# not conflict with), and a screening moved to another room kept tickets for seats of the old
+# one. Shared holders never wait for one another, and take no row lock (no MultiXact): bookings
+# of a hot screening do not queue on it. One statement, ascending ids, for a whole batch.
+# Session-level around the batch statement, which commits on its own (no transaction); to the end
+# of the transaction around the savepoints of a retried batch and in ``create_booking``.
+SHARE_SCREENINGS_SQL = "SELECT pg_advisory_lock_shared(-id) FROM unnest($1::bigint[]) AS u(id)"
+UNSHARE_SCREENINGS_SQL = "SELECT pg_advisory_unlock_shared(-id) FROM unnest($1::bigint[]) AS u(id)"
+SHARE_SCREENINGS_IN_TRANSACTION_SQL = (
+    "SELECT pg_advisory_xact_lock_shared(-id) FROM unnest($1::bigint[]) AS u(id)"
+)
+# A room change: waits for the bookings of the screening in flight, keeps new ones waiting until
+# its transaction ends.
+ROOM_CHANGE_LOCK_SQL = "SELECT pg_advisory_xact_lock(-$1::bigint)"
 ID_BLOCK = 256  # booking ids drawn from the sequence at a time (BookingIds)
 # Errors after which a statement's outcome is not known, although asyncpg raises them as
 # PostgresErrors: the connection failed or was ended (class 08, and 57: an administrator or a
@@ -318,6 +344,10 @@ class BookingWriter:
         ids = await self._ids.take(conn, len(batch))
         seat_index = [i for i, req in enumerate(batch) for _ in req.seat_ids]
         seats = [seat for req in batch for seat in req.seat_ids]
+        screenings = _screenings_of(batch)
+        # Let go below once the statement is done; if anything fails before, the connection is
+        # let go, and the pool's reset (pg_advisory_unlock_all) or its end releases the lock.
+        await conn.execute(SHARE_SCREENINGS_SQL, screenings)
         await self._hook("commit", conn)
         # From here a failure leaves the outcome unknown: PostgreSQL may have committed.
         attempt.commit_sent, attempt.booking_ids = True, ids
@@ -337,6 +367,7 @@ class BookingWriter:
             if isinstance(exc, ANSWER_LOST):
                 raise  # committed or not: looked up
             rows = []  # PostgreSQL refused it: the statement was rolled back
+        await conn.execute(UNSHARE_SCREENINGS_SQL, screenings)
         if not rows:
             attempt.commit_sent, attempt.booking_ids = False, []
             return False
@@ -353,6 +384,7 @@ class BookingWriter:
         transaction = conn.transaction()
         await transaction.start()
         try:
+            await conn.execute(SHARE_SCREENINGS_IN_TRANSACTION_SQL, _screenings_of(batch))
             outcomes = [
                 await _book_in_savepoint(conn, request, first=index == 0)
                 for index, request in enumerate(batch)
@@ -427,6 +459,11 @@ class _Attempt:
     outcomes: list[list[Any] | Exception] = field(default_factory=list)
     commit_sent: bool = False
     booking_ids: list[int] = field(default_factory=list)  # the batch statement's, once sent
+
+
+def _screenings_of(batch: list[_Request]) -> list[int]:
+    """The batch's screenings in the order their locks are taken (SHARE_SCREENINGS_SQL)."""
+    return sorted({req.screening_id for req in batch})
 
 
 def _chained(error: Exception, cause: Exception) -> Exception:
@@ -548,6 +585,7 @@ async def create_booking(
     whether that is the same booking) and ``SeatAlreadySold`` when a seat has an active ticket.
     """
     async with db.acquire() as conn, conn.transaction():
+        await conn.execute(SHARE_SCREENINGS_IN_TRANSACTION_SQL, [screening_id])
         prices = await _prices(conn, screening_id, seat_ids)
         booking_id = await conn.fetchval(
             "INSERT INTO bookings (user_id, screening_id, payment_id, seat_ids)"

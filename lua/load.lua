@@ -1,15 +1,21 @@
 -- load: write a screening's layout and sold seats (read from PostgreSQL) and then the ready
 -- marker, in one step, so no script ever sees a half-loaded screening. Idempotent: when another
 -- process loaded it first, nothing is written. A load publishes an empty reset event: mirrors of
--- the screening's lost state (seatlock/engine/mirrors.py) are dropped.
--- KEYS: the common nine (lib.lua), then the rows hash (seatlock/keys.py screening_rows).
+-- the screening's lost state (seatlock/engine/mirrors.py) are dropped. A screening with a
+-- tombstone was deleted (forget.lua) after this caller read PostgreSQL: nothing is written.
+-- KEYS: the common nine (lib.lua), then the tombstone (seatlock/keys.py screening_deleted),
+--       then the rows hash (screening_rows).
 -- ARGV: screening_id, now_ms, starts_at_ms, log_length (events kept for resuming watchers,
 --       lib.lua publish; 0: none), seat_count, gaps ("1": the single-gap rule is on),
 --       rows_count, seat_id * seat_count, then the rows hash's fields and values (rows_count
 --       values in all), then sold pairs: seat_id, user_id, ...
--- Returns {OK, 1} when loaded now, {OK, 0} when it already was.
+-- Returns {OK, 1} when loaded now, {OK, 0} when it already was, {DELETED, screening_id} when
+-- the screening has a tombstone.
 if is_ready() then
   return {OK, 0}
+end
+if redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
+  return {DELETED, ARGV[1]}
 end
 local now, starts_at, log_length = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local count = tonumber(ARGV[5])

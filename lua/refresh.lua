@@ -7,12 +7,19 @@
 -- Sold seats are merged: PostgreSQL's are added, Redis's own are kept (a sale committed after the
 -- caller read PostgreSQL must not be lost; too many sold is safe, too few is a double sale).
 -- The row geometry (the rows hash) and the single-gap rule are rewritten as PostgreSQL has them.
--- KEYS: the common nine (lib.lua), then the rows hash (seatlock/keys.py screening_rows).
+-- A screening with a tombstone was deleted (forget.lua) after this caller read PostgreSQL: a
+-- refresh then writes nothing, so the deleted screening does not come back.
+-- KEYS: the common nine (lib.lua), then the tombstone (seatlock/keys.py screening_deleted),
+--       then the rows hash (screening_rows).
 -- ARGV: screening_id, now_ms, starts_at_ms, log_length (events kept for resuming watchers,
 --       lib.lua publish; 0: none), seat_count, gaps ("1": the single-gap rule is on),
 --       rows_count, seat_id * seat_count, then the rows hash's fields and values (rows_count
 --       values in all), then sold pairs: seat_id, user_id, ...
--- Returns {OK, 1 when loaded now | 0 when updated, number of seats added}.
+-- Returns {OK, 1 when loaded now | 0 when updated, number of seats added}, or
+-- {DELETED, screening_id} when the screening has a tombstone.
+if redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
+  return {DELETED, ARGV[1]}
+end
 local now, starts_at, log_length = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local count = tonumber(ARGV[5])
 local seats_to, rows_to = 7 + count, 7 + count + tonumber(ARGV[7])

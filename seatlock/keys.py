@@ -127,6 +127,13 @@ def screening_rows(screening_id: int) -> str:
     return f"{screening_tag(screening_id)}:rows"
 
 
+def screening_deleted(screening_id: int) -> str:
+    """The screening's tombstone: written by the forget script (the screening was deleted in
+    PostgreSQL), with a long TTL; the load and refresh scripts refuse to write a screening that
+    has one. They get it just before the rows hash."""
+    return f"{screening_tag(screening_id)}:deleted"
+
+
 def seat_hold(screening_id: int, seat_id: int) -> str:
     """The lease of one held seat: value "user_id:grant" (the grant that took it), with a TTL."""
     return f"{screening_tag(screening_id)}{HOLD_MARK}{seat_id}"

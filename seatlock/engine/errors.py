@@ -121,6 +121,8 @@ def raise_for(reply: list[Any]) -> None:
             raise NoAdjacentSeats(int(reply[1]))
         case Status.STALE:
             raise StaleRows()
+        case Status.DELETED:
+            raise ScreeningNotFound(int(reply[1]))
         case _:
             raise ValueError(f"{status} is not a valid Status")
 

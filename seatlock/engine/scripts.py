@@ -34,6 +34,8 @@ class Status(IntEnum):
     GAP = 9
     NO_BLOCK = 10
     STALE = 11
+    # The screening was deleted (its tombstone: lua/forget.lua); load and refresh write nothing.
+    DELETED = 12
 
 
 def lua_dir() -> Path:

@@ -4,7 +4,8 @@ Every state change is one Lua script (``lua/``), so a multi-seat change is all-o
 published on the screening's channel in the order it happened. The screening's layout and sold
 seats are loaded from PostgreSQL (a ``LayoutSource``) on first use and again after Redis lost them.
 Catalog changes reach Redis through ``refresh`` (start, room or seats changed: live holds kept,
-seats gone from the layout stay listed while held or sold) and ``forget`` (screening deleted).
+seats gone from the layout stay listed while held or sold) and ``forget`` (screening deleted:
+its keys go, and its tombstone stays, so a load or refresh that read it before writes nothing).
 Scripts and the few plain commands reach Redis through a ``Transport``
 (seatlock/engine/transport.py), which pipelines the calls of the whole process in order.
 
@@ -73,6 +74,13 @@ GRANT = re.compile(r"[0-9A-Za-z_-]{1,64}")
 REPLICAS_BEHIND = "Seat change not yet confirmed by the Redis replicas; please try again"
 # Scripts that get the rows hash (seatlock/engine/rows.py) as their last key, after any leases.
 ROWS_SCRIPTS = frozenset({"hold", "hold_best", "load", "refresh", "forget"})
+# Scripts that get the screening's tombstone (keys.screening_deleted) just before the rows hash.
+TOMBSTONE_SCRIPTS = frozenset({"load", "refresh", "forget"})
+# How long a deleted screening's tombstone stays (lua/forget.lua). It only has to outlast a load
+# or refresh that read PostgreSQL before the delete committed (a request's time, seconds), and
+# ids are never reused, so long is safe: a week covers a process stalled for days, and still
+# lets the tombstones of deleted screenings go instead of keeping one per screening for ever.
+TOMBSTONE_MS = 7 * 24 * 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,18 +569,22 @@ class SeatEngine:
 
     async def refresh(self, screening_id: int, now_ms: int | None = None) -> bool:
         """The catalog changed (start, room, seats): re-read the layout into Redis, keeping live
-        holds (see ``lua/refresh.lua``). False when the screening no longer exists (forgotten)."""
+        holds (see ``lua/refresh.lua``). False when the screening no longer exists (forgotten),
+        also when it was deleted after its layout was read here (its tombstone refused it)."""
         now = self._now(now_ms)
         async with self._one_at_a_time(screening_id):  # after loads that read the old layout
             try:
                 layout = await self._fetch_layout(screening_id)
             except ScreeningNotFound:
-                await self._forget(screening_id, now)
+                # No tombstone: deleted, its deleter's ``forget`` leaves one; or not created yet.
+                await self._forget(screening_id, now, 0)
                 return False
             args = _layout_args(layout, self.event_log_length, self.no_single_gaps)
-            await self._run("refresh", screening_id, [], now, args)
-            await self.loaded.add(screening_id, layout.starts_at_ms)
+            reply = await self._run("refresh", screening_id, [], now, args)
             self._rows.pop(screening_id, None)
+            if reply[0] == Status.DELETED:
+                return False
+            await self.loaded.add(screening_id, layout.starts_at_ms)
         return True
 
     async def refresh_loaded(self, screening_ids: Sequence[int]) -> list[int]:
@@ -609,15 +621,17 @@ class SeatEngine:
         return {int(seat): int(user) for seat, user in pairs}
 
     async def forget(self, screening_id: int, now_ms: int | None = None) -> None:
-        """The screening was deleted: drop every key of it (holds included); mirrors are reset."""
+        """The screening was deleted (call it once PostgreSQL committed that): drop every key of
+        it (holds included) and leave its tombstone, so a load or refresh anywhere that read
+        it before the delete writes nothing (lua/forget.lua); mirrors are reset."""
         async with self._one_at_a_time(screening_id):
-            await self._forget(screening_id, self._now(now_ms))
+            await self._forget(screening_id, self._now(now_ms), TOMBSTONE_MS)
         self._rows.pop(screening_id, None)
 
-    async def _forget(self, screening_id: int, now: int) -> None:
+    async def _forget(self, screening_id: int, now: int, tombstone_ms: int) -> None:
         held: list[Any] = await self.transport.command("HKEYS", keys.screening_holds(screening_id))
         seats = sorted(int(seat) for seat in held)
-        await self._run("forget", screening_id, seats, now, seats)
+        await self._run("forget", screening_id, seats, now, [tombstone_ms, *seats])
         await self.loaded.remove(screening_id)
 
     async def version(self, screening_id: int) -> int:
@@ -670,8 +684,14 @@ class SeatEngine:
         if reply[0] == Status.NOT_LOADED:
             await self._load(screening_id, now)
             reply = await self._run(name, screening_id, seats, now, args, replicas)
+            if reply[0] == Status.NOT_LOADED and await self._deleted(screening_id):
+                raise ScreeningNotFound(screening_id)  # forgotten since the load: 404, not 503
         raise_for(reply)
         return reply
+
+    async def _deleted(self, screening_id: int) -> bool:
+        """Whether the screening has a tombstone (lua/forget.lua): it was deleted."""
+        return bool(await self.transport.command("EXISTS", keys.screening_deleted(screening_id)))
 
     async def _run(
         self,
@@ -685,6 +705,8 @@ class SeatEngine:
         """Run a script; with ``replicas``, ReplicasBehind when it changed something that too
         few replicas confirmed (a refusal changed nothing: it is answered as it is)."""
         script_keys = keys.script_keys(screening_id, seats)
+        if name in TOMBSTONE_SCRIPTS:
+            script_keys.append(keys.screening_deleted(screening_id))
         if name in ROWS_SCRIPTS:
             script_keys.append(keys.screening_rows(screening_id))
         behind = False
@@ -713,7 +735,8 @@ class SeatEngine:
                 return
             layout = await self._fetch_layout(screening_id)
             args = _layout_args(layout, self.event_log_length, self.no_single_gaps)
-            await self._run("load", screening_id, [], now, args)
+            # Deleted since it was read (its tombstone): ScreeningNotFound, nothing written.
+            raise_for(await self._run("load", screening_id, [], now, args))
             await self.loaded.add(screening_id, layout.starts_at_ms)
             logger.info(
                 "loaded screening %s: %d seats, %d sold",

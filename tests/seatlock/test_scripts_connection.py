@@ -307,7 +307,7 @@ async def run_load(url: str, kind: str) -> list[Any]:
     client = Redis.from_url(url)
     transport = open_transport(kind, client)
     try:
-        load_keys = [*keys.script_keys(S), keys.screening_rows(S)]
+        load_keys = [*keys.script_keys(S), keys.screening_deleted(S), keys.screening_rows(S)]
         return await transport.run("load", load_keys, [S, 0, 0, 500, 1, 0, 0, 1])
     finally:
         await transport.aclose()
