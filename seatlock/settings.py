@@ -24,7 +24,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 INF = float("inf")
 # The settings whose numbers can only mean something within (lowest, highest): _check_ranges.
 RANGES: dict[str, tuple[float, float]] = {
-    "port": (0, 65535),
+    "port": (1, 65535),  # not 0: each worker would listen on a random port of its own
     "workers": (0, 1024),
     "access_token_minutes": (1, INF),
     "refresh_token_days": (1, INF),

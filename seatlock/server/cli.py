@@ -9,15 +9,21 @@ import fcntl
 import getpass
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, RedisClusterException, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seatlock.process import FEW_OPEN_FILES, end_cleanly_on_sigterm, raise_open_files_limit
 from seatlock.server import logs
@@ -101,6 +107,7 @@ async def prepare(settings: Settings, seed: bool) -> None:
     from db.migrate import migrate_database
     from db.users import ensure_admin
 
+    await reach_postgres(settings)
     await migrate_database(settings.database_url)
     if settings.admin_email and settings.admin_password:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
@@ -114,6 +121,131 @@ async def prepare(settings: Settings, seed: bool) -> None:
         from db.demo import seed_demo
 
         await seed_demo(settings, only_if_empty=True)
+
+
+class StartupError(RuntimeError):
+    """A Redis, PostgreSQL or data directory that cannot be used: one line, no traceback."""
+
+
+# What a Redis or PostgreSQL that is down, elsewhere, misnamed or refusing us raises when
+# reached; anything else (a bug) keeps its traceback.
+POSTGRES_FAILURES = (
+    OSError,  # refused, unreachable, an unknown host, no answer in time (TimeoutError)
+    ValueError,  # a URL that is no PostgreSQL DSN (asyncpg's ClientConfigurationError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # no such role, a wrong password
+    asyncpg.InvalidCatalogNameError,  # no such database
+    asyncpg.CannotConnectNowError,  # starting up, shutting down
+    asyncpg.TooManyConnectionsError,
+)
+REDIS_FAILURES = (
+    OSError,
+    ValueError,  # a URL redis-py cannot parse
+    RedisConnectionError,  # refused, unreachable, a wrong password (AuthenticationError)
+    RedisTimeoutError,
+    ResponseError,  # NOAUTH, NOPERM: it answered, but not to us
+    InvalidResponse,  # no Redis at all listens there (an HTTP server answered)
+    RedisClusterException,  # no seed node of the cluster answered
+)
+
+
+async def reach_postgres(settings: Settings) -> None:
+    """Connect to PostgreSQL once, within ``db_timeout_seconds``; StartupError if it fails."""
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=settings.db_timeout_seconds)
+    except POSTGRES_FAILURES as exc:
+        url = settings.database_url
+        raise StartupError(unusable("PostgreSQL", url, exc, settings.db_timeout_seconds)) from None
+    await conn.close()
+
+
+async def reach_redis(settings: Settings) -> None:
+    """PING Redis through the app's own client (its timeouts, a cluster's seed nodes);
+    StartupError if it does not answer."""
+    from seatlock.server.wiring import redis_client
+
+    url, timeout = settings.redis_url, settings.redis_timeout_seconds
+    try:
+        redis = redis_client(settings)
+    except ValueError as exc:
+        raise StartupError(unusable("Redis", url, exc, timeout)) from None
+    try:
+        await redis.ping()
+    except REDIS_FAILURES as exc:
+        raise StartupError(unusable("Redis", url, exc, timeout)) from None
+    finally:
+        await redis.aclose()
+
+
+def unusable(what: str, url: str, exc: BaseException, timeout: float) -> str:
+    """``cannot reach PostgreSQL at <url>: connection refused``, the password never in it."""
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        verb, why = "reach", f"no answer in {timeout:g} s"
+    elif (reason := _os_reason(exc)) is not None:
+        verb, why = "reach", reason
+    else:  # a bad URL, a refused login, no such database
+        verb, why = "use", str(exc) or type(exc).__name__
+    return _without_password(f"cannot {verb} {what} at {redact(url)}: {why}", url)
+
+
+def _os_reason(exc: BaseException) -> str | None:
+    """What the system said of ``exc`` or of the OSError it was raised from (redis-py wraps
+    them): ``connection refused``, ``name or service not known``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) and seen.strerror:
+            return seen.strerror.lower()
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno).lower()
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def redact(url: str) -> str:
+    """``url`` fit for a log line: ``user:password@`` becomes ``user:***@``, and so does the value
+    of a ``password=`` option."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        head = re.split(r"[?#]", rest, maxsplit=1)[0]
+        userinfo, at, hosts = head.rpartition("@")  # the last @: a password may hold one
+        if at and ":" in userinfo:
+            rest = userinfo.partition(":")[0] + ":***@" + hosts + rest[len(head) :]
+    return scheme + sep + re.sub(r"(?i)(password=)[^&#\s]*", r"\1***", rest)
+
+
+def _without_password(line: str, url: str) -> str:
+    """``line`` with the password of ``url`` masked wherever an error message repeated it."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    return line.replace(password, "***") if len(password) > 2 else line
+
+
+def start_up(settings: Settings, seed: bool) -> None:
+    """Before any worker starts: Redis must answer, then ``prepare``. One that cannot be reached
+    stops the server with one line and status 1, as a taken port does (each worker printed a
+    traceback, PostgreSQL's one 55 lines)."""
+
+    async def run() -> None:
+        await reach_redis(settings)
+        await prepare(settings, seed)
+
+    try:
+        asyncio.run(run())
+    except StartupError as exc:
+        raise SystemExit(f"seatlock: {exc}") from None
+
+
+def check_data_dir(settings: Settings) -> None:
+    """The data directory exists (made if need be) and takes files, or one line says why."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=settings.data_dir):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise SystemExit(
+            f"seatlock: cannot use the data directory {settings.data_dir} ({PREFIX}DATA_DIR): {why}"
+        ) from None
 
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -178,7 +310,8 @@ def _stop_quietly(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(settings: Settings) -> None:
-    metrics_dir(settings)  # first: see metrics_dir
+    check_data_dir(settings)  # one line, not a traceback from whatever writes there first
+    metrics_dir(settings)  # first of the rest: see metrics_dir
     import uvicorn
 
     from seatlock.accounts.tokens import load_or_create_secret
@@ -189,7 +322,7 @@ def serve(settings: Settings) -> None:
     open_files_limit()  # before any child starts: the workers inherit it
     load_or_create_secret(settings)  # before the workers start, so they share one secret
     with backing_services(settings, on_restart=count_restart) as live:
-        asyncio.run(prepare(live, seed=embedded and live.seed_demo))
+        start_up(live, seed=embedded and live.seed_demo)
         workers = live.workers or os.cpu_count() or 1
         logger.info("seatlock on http://%s:%d with %d worker(s)", live.host, live.port, workers)
         options: dict[str, Any] = {

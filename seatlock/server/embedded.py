@@ -349,6 +349,7 @@ class EmbeddedPostgres:
         self._prepare_dirs(account)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, account)
+        self._clear_stale_pid_file()
         launch = functools.partial(self._launch, bindir, account)
         self.port = start_on_a_port(self.port, "embedded PostgreSQL", launch)
         assert self.proc is not None
@@ -384,6 +385,39 @@ class EmbeddedPostgres:
             )
         _wait_until(self._ready, self.proc, "postgres", log)
 
+    def _clear_stale_pid_file(self) -> None:
+        """Remove a ``postmaster.pid`` whose pid runs no postgres of this data directory.
+
+        PostgreSQL refuses to start while the pid in that file is alive, and after an unclean
+        stop that pid may have gone to any other process (pids are reused, in a container
+        soon). The caller owns the data directory (``seatlock serve``'s lock on it), so no other
+        server of ours runs there; and PostgreSQL still refuses on its own while a backend of a
+        dead postmaster holds the old shared memory, which it finds by the data directory's
+        inode, not by this file. A postmaster of this directory that is stopping (a killed
+        serve's, sent its death signal) is waited for; one that runs on is refused, not stopped:
+        it is not ours.
+        """
+        path = self.data_dir / PID_FILE
+        deadline = time.monotonic() + STOPPING_WAIT_S
+        while (named := _pid_file(path)) is not None:
+            pid, status = named
+            if not _postmaster_of(pid, self.data_dir):
+                path.unlink(missing_ok=True)
+                logger.warning(
+                    "embedded PostgreSQL: removed a stale %s from %s (its pid %d runs no postgres"
+                    " there)",
+                    PID_FILE,
+                    self.data_dir,
+                    pid,
+                )
+                return
+            if status != "stopping" or time.monotonic() > deadline:
+                raise EmbeddedError(
+                    f"embedded PostgreSQL: a postgres (pid {pid}) already runs on"
+                    f" {self.data_dir}; stop it (kill -INT {pid}) and start again"
+                )
+            time.sleep(0.1)
+
     def _prepare_dirs(self, account: Account | None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
@@ -416,7 +450,7 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"{Path(str(args[0])).name} failed: {output}")
 
     def _ready(self) -> bool:
-        pidfile = self.data_dir / "postmaster.pid"
+        pidfile = self.data_dir / PID_FILE
         try:
             lines = pidfile.read_text().splitlines()
         except OSError:
@@ -442,6 +476,34 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGINT, "postgres")  # SIGINT: fast shutdown
+
+
+PID_FILE = "postmaster.pid"  # PostgreSQL's lock file in its data directory
+STOPPING_WAIT_S = 30.0  # for a postmaster of the data directory in its fast shutdown
+
+
+def _pid_file(path: Path) -> tuple[int, str] | None:
+    """The pid and status (``ready``, ``stopping``, ...) a ``postmaster.pid`` names; None when
+    there is none. Unreadable contents (a crash while it was written) name pid 0."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    first = lines[0].strip() if lines else ""
+    pid = abs(int(first)) if first.lstrip("-").isdigit() else 0  # negative: a single-user backend
+    return pid, lines[7].strip() if len(lines) > 7 else ""
+
+
+def _postmaster_of(pid: int, data_dir: Path) -> bool:
+    """Whether ``pid`` is a live postgres working in ``data_dir`` (a postmaster's cwd is its
+    data directory; the postmaster keeps its command line, its backends rename themselves)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        program = proc.joinpath("cmdline").read_bytes().split(b"\0")[0]
+        postgres = Path(os.fsdecode(program)).name in ("postgres", "postmaster")
+        return postgres and os.path.samefile(proc / "cwd", data_dir)
+    except OSError:  # gone, or a zombie (no cwd)
+        return False
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ def test_the_defaults_and_the_edges_of_the_ranges_are_accepted() -> None:
         {
             "SEATLOCK_HOLD_SECONDS": "1",
             "SEATLOCK_MAX_HOLD_SECONDS": "1",
-            "SEATLOCK_PORT": "0",
+            "SEATLOCK_PORT": "1",
             "SEATLOCK_WORKERS": "0",
             "SEATLOCK_LOG_LEVEL": "DEBUG",
             "SEATLOCK_JWT_SECRET": "x" * 32,
