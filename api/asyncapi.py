@@ -27,7 +27,10 @@ CLOSE_MEANING: dict[int, str] = {
         "connect without a token); or since is not a version (the reason says so). Sent right "
         "after the handshake, before connection_confirmed."
     ),
-    WS_CLOSE[NotFound]: "No such screening. Sent before connection_confirmed; do not retry.",
+    WS_CLOSE[NotFound]: (
+        "No such screening: on connect, or to every watcher once the screening is deleted;"
+        " do not retry."
+    ),
     WS_TRY_AGAIN_LATER: (
         "Try again later: Redis or PostgreSQL cannot answer now (before connection_confirmed), "
         "or the client read too slowly and was dropped (reason 'Too slow; reconnect'). "
@@ -41,7 +44,12 @@ CLOSE_MEANING: dict[int, str] = {
 # Sent by the server, in the order a client usually meets them: (message name, type, summary).
 SERVER_MESSAGES: list[tuple[str, type[msgspec.Struct], str]] = [
     ("connectionConfirmed", ConnectionConfirmed, "Watching: every change from now on is sent"),
-    ("seatSnapshot", SeatSnapshot, "Resuming from a version whose changes are not all kept"),
+    (
+        "seatSnapshot",
+        SeatSnapshot,
+        "The whole map: resuming from a version whose changes are not all kept, or the"
+        " screening moved to another room",
+    ),
     ("seatUpdate", SeatUpdate, "One seat changed"),
     ("bulkSeatUpdate", BulkSeatUpdate, "Several seats changed in one step"),
     ("ping", Ping, f"Heartbeat after {HEARTBEAT_S:g} s with nothing sent"),
@@ -69,7 +77,8 @@ Every update carries the screening's `version` after it. A client that reconnect
 update after that version in order, then live ones: no gap, no duplicate, and no need to read
 the availability again. When those changes are no longer all kept (the server keeps the latest
 few hundred per screening), or the screening was reset meanwhile, it gets one `seat_snapshot`
-instead: the whole map, shaped like the availability answer, with its version.
+instead: the whole map, shaped like the availability answer, with its version. Every watcher
+gets one too when the screening moves to another room (its holds end): replace the map with it.
 
 Errors are close frames, never JSON messages: see `x-close-codes`. Anything the client sends
 but a ping is ignored.

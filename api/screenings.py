@@ -142,12 +142,17 @@ async def get_screening(call: Call) -> ScreeningOut:
     response=ScreeningOut,
 )
 async def replace_screening(call: Call) -> ScreeningOut:
-    """Replace a screening; once tickets are sold it may not change rooms (409)."""
+    """Replace a screening; once tickets are sold it may not change rooms (409). A move to
+    another room lets go of every hold of it (seats belong to rooms); other changes keep them."""
     body: ScreeningIn = call.body
     body.check()
+    screening_id = call.params["screening_id"]
+    # The room before the change, to tell a move. Two admins changing one screening's room at
+    # the same moment can mislead it: a move then seen as none keeps holds of a room it left.
+    before = await catalog.get_screening(call.services.db, screening_id)
     row = await catalog.replace_screening(
         call.services.db,
-        call.params["screening_id"],
+        screening_id,
         body.movie_id,
         body.room_id,
         body.starts_at,
@@ -156,7 +161,12 @@ async def replace_screening(call: Call) -> ScreeningOut:
         body.no_single_gaps,
     )
     catalog_changed(call.scope)
-    await seat_engine(call).refresh(call.params["screening_id"])  # after the commit above
+    # After the commit above: the layout read is the new room's (and the move's lets go of every
+    # hold: once it ran, no seat of the old room can be held).
+    if row["room_id"] != before["room_id"]:
+        await call.services.holds.moved(screening_id)
+    else:
+        await seat_engine(call).refresh(screening_id)
     return screening_out(row)
 
 

@@ -284,9 +284,15 @@ async def snapshot_json(
     if cached is None or not (
         cached.exact and cached.usable(current, details, services.engine.now_ms())
     ):
-        version, states = await services.engine.versioned_map(screening_id)
-        cached = await _render(services, screening_id, version, states, bool(version))
+        cached = await current_map(services, screening_id)
     return cached.version, cached.for_viewer(viewer)
+
+
+async def current_map(services: Services, screening_id: int) -> Rendered:
+    """The screening's map read now, in one script run with its version, rendered once for
+    every viewer (``Rendered.for_viewer``)."""
+    version, states = await services.engine.versioned_map(screening_id)
+    return await _render(services, screening_id, version, states, bool(version))
 
 
 async def _render(

@@ -11,7 +11,9 @@ receiving task.
 
 A client that reconnects with ``?since=VERSION`` (the last version it saw) is first sent what it
 missed, then live events (``_catch_up``): the events after VERSION from the screening's log, or
-one ``seat_snapshot`` of the whole map when the log no longer has them all.
+one ``seat_snapshot`` of the whole map when the log no longer has them all. Every watcher of a
+screening moved to another room is sent its new map the same way (``NewMaps``); the watchers of
+a deleted one are closed with 4404 (the hub lets them go, ``Room.ended`` says why).
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.auth import principal_from_token, session_is_active
 from api.errors import BACKEND_DOWN, WS_TRY_AGAIN_LATER, ws_close_code
 from api.routing import MAX_ID, Call, Router
-from api.seatmaps import SeatStatusOut, snapshot_json
+from api.seatmaps import SeatStatusOut, current_map, snapshot_json
 from seatlock.accounts.tokens import Principal
 from seatlock.engine.events import Timestamp, encode, now_iso, render
-from seatlock.engine.watchers import CLOSE, Socket, Watcher, reset, text_frame
+from seatlock.engine.watchers import CLOSE, Message, Socket, Watcher, reset, text_frame
 from seatlock.errors import InvalidInput, NotAuthenticated, NotFound, SeatLockError
 from seatlock.services.container import Services
 
@@ -65,8 +67,9 @@ class ConnectionConfirmed(msgspec.Struct, tag_field="type", tag="connection_conf
 
 class SeatSnapshot(msgspec.Struct, tag_field="type", tag="seat_snapshot"):
     """Sent after connection_confirmed to a client that connected with ``?since=`` when the
-    changes since then are no longer all kept (or the screening was reset): the whole map, as
-    the availability answers it, at ``version``. Live updates follow."""
+    changes since then are no longer all kept (or the screening was reset), and to every
+    watcher when the screening moved to another room: the whole map, as the availability
+    answers it, at ``version``; replace the map with it. Live updates follow."""
 
     version: int
     seats: list[SeatStatusOut]
@@ -116,6 +119,7 @@ async def screening_updates(websocket: WebSocket) -> None:
         # (the key grows the scope's table: ~770 bytes kept for the connection's life)
         websocket.scope["user_id"] = user_id
     hub = services.hub
+    _send_new_maps(websocket.app.state, services)
     await hub.subscribed(screening_id)  # sharded pub/sub: its channel first, then the join
     socket = direct_socket(websocket)
     # A resuming client is joined first, its live events held back until it has caught up.
@@ -134,6 +138,7 @@ async def screening_updates(websocket: WebSocket) -> None:
         if since is not None:
             await _catch_up(websocket, services, watcher, since)
         _check_session(revocable)  # revoked while the confirmation or catch-up was sent
+        _check_ended(watcher)  # the screening was deleted meanwhile: 4404
         if since is not None and watcher.dropped and socket is not None:  # too slow for it
             await _close_slow(websocket)
             return
@@ -225,10 +230,107 @@ async def catch_up(services: Services, watcher: Watcher, since: int) -> tuple[in
         events = [render(orjson.loads(event), viewer).encode() for event in resumed.events]
         return resumed.version, events
     version, seats = await snapshot_json(services, watcher.screening_id, resumed.version, viewer)
-    timestamp = now_iso(services.hub.now_ms()).encode()
-    # Built around the map's JSON (the availability answer, as cached), not parsed again.
+    return version, [snapshot_message(version, seats, services.hub.now_ms())]
+
+
+def snapshot_message(version: int, seats: bytes, now_ms: int) -> bytes:
+    """A ``seat_snapshot``, built around the map's JSON (the availability answer, as cached),
+    not parsed again."""
     head = b'{"type":"seat_snapshot","version":%d,"seats":' % version
-    return version, [b"".join((head, seats, b',"timestamp":"', timestamp, b'"}'))]
+    return b"".join((head, seats, b',"timestamp":"', now_iso(now_ms).encode(), b'"}'))
+
+
+def _send_new_maps(state: Any, services: Services) -> None:
+    """Have the watchers of a screening moved to another room sent its new map (``NewMaps``;
+    once per app, with its first client)."""
+    if getattr(state, "ws_new_maps", False):
+        return
+    state.ws_new_maps = True
+    services.hub.reset_listeners.append(NewMaps(services))
+
+
+class NewMaps:
+    """Sends every watcher here of a screening moved to another room (lua/refresh.lua: its reset
+    event says "moved") the new map as a ``seat_snapshot``, to replace its map with: seats belong
+    to rooms, so no seat of the old map stands, and the updates of the new room follow it.
+
+    The race is the resume's (``_catch_up``): changes are published while the map is read. Each
+    watcher holds its live events back from the reset event on (``replaying``, called in the
+    hub's dispatch of it), the map is read with its version V in one script run and sent, then
+    the held events after V follow (``go_live``). A watcher that was catching up already (its
+    catch-up may have been read before the move) is dropped instead (1013: reconnect); its resume
+    then gets the new map, as the move's reset emptied the screening's event log. A move made
+    while one is being sent is sent again after it. Only this rare path costs anything: the hub
+    calls it for reset events alone."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._again: dict[int, bool] = {}  # screenings being sent: moved again meanwhile
+
+    def __call__(self, screening_id: int, event: dict[str, Any]) -> None:
+        if not event.get("moved"):
+            return
+        if screening_id in self._again:
+            self._again[screening_id] = True
+            return
+        self._again[screening_id] = False
+        watchers = self._hold_back(screening_id)
+        task = asyncio.get_running_loop().create_task(self._send(screening_id, watchers))
+        _closing.add(task)  # a reference, until it is done
+        task.add_done_callback(_closing.discard)
+
+    def _hold_back(self, screening_id: int) -> list[Watcher]:
+        held = []
+        for watcher in self._services.hub.watchers(screening_id):
+            if watcher.held is not None:
+                watcher.drop()  # catching up: reconnects, and its resume gets the new map
+            elif not watcher.dropped:
+                watcher.replaying()
+                held.append(watcher)
+        return held
+
+    async def _send(self, screening_id: int, watchers: list[Watcher]) -> None:
+        try:
+            while True:
+                await self._send_map(screening_id, watchers)
+                if not self._again[screening_id]:
+                    return
+                self._again[screening_id] = False
+                watchers = self._hold_back(screening_id)
+        finally:
+            del self._again[screening_id]
+
+    async def _send_map(self, screening_id: int, watchers: list[Watcher]) -> None:
+        services = self._services
+        version = None
+        try:
+            rendered = await current_map(services, screening_id)
+            version = rendered.version
+            now, now_ms = asyncio.get_running_loop().time(), services.hub.now_ms()
+            public = Message(snapshot_message(version, rendered.all_json, now_ms))
+            for watcher in watchers:
+                if watcher.dropped or watcher not in watcher.room.others:  # gone meanwhile
+                    continue
+                viewer = watcher.user_id
+                message = public
+                if viewer is not None and viewer in rendered.holders:
+                    seats = rendered.for_viewer(viewer)
+                    message = Message(snapshot_message(version, seats, now_ms))
+                if watcher.socket is None:
+                    watcher.offer(message.text)
+                elif watcher.send(message.frame):
+                    watcher.last_sent = now
+                else:
+                    watcher.drop()
+            services.hub.fan_out()  # before go_live: see ``Watcher.go_live``
+        except REFUSALS as exc:
+            logger.warning("no new map for the watchers of screening %s: %r", screening_id, exc)
+        finally:
+            for watcher in watchers:
+                if version is None:
+                    watcher.drop()  # reconnects, and its resume gets the map
+                else:
+                    watcher.go_live(version)
 
 
 def _confirmation(screening_id: int) -> str:
@@ -381,6 +483,13 @@ def _check_session(revocable: Revocable | None) -> None:
         raise NotAuthenticated(REVOKED)
 
 
+def _check_ended(watcher: Watcher) -> None:
+    """Raise why the hub let every watcher of the screening go (deleted: 4404), if it did."""
+    ended = watcher.room.ended
+    if ended is not None:
+        raise ended
+
+
 def _recheck_on_resubscribe(state: Any, services: Services) -> None:
     """Have the sessions of open sockets checked again each time the revocation feed is back
     (once per app, with its first signed-in client)."""
@@ -441,7 +550,9 @@ class DirectSession:
 
     def _dropped(self) -> None:
         self.end()
-        task = asyncio.get_running_loop().create_task(_close_slow(self._websocket))
+        ended = self._watcher.room.ended  # the screening deleted (4404), else too slow (1013)
+        closing = _close_slow(self._websocket) if ended is None else _refuse(self._websocket, ended)
+        task = asyncio.get_running_loop().create_task(closing)
         _closing.add(task)  # a reference, until it is done
         task.add_done_callback(_closing.discard)
 
@@ -520,6 +631,7 @@ async def _serve(
             await task
     if sender in done and not sender.cancelled() and sender.exception() is None:
         _check_session(revocable)  # its session was revoked: refused (1008)
+        _check_ended(watcher)  # its screening was deleted: refused (4404)
         await _close_slow(websocket)  # the client was too slow and dropped by the hub
 
 

@@ -1,7 +1,9 @@
 -- forget: the screening was deleted in PostgreSQL: drop every key of it, leases included, so no
 -- script accepts anything for it any more (they answer NOT_LOADED, and loading finds no
 -- screening). Only an empty reset event is published (no version: that key is gone too), so
--- processes mirroring the screening (seatlock/engine/mirrors.py) drop it; watchers get nothing.
+-- processes mirroring the screening (seatlock/engine/mirrors.py) drop it; with a tombstone (the
+-- screening was deleted) it also says "deleted", and every process closes the screening's
+-- watchers (4404, seatlock/engine/events.py Hub).
 -- With a tombstone_ms it also leaves the screening's tombstone: a load or refresh in another
 -- process that read the layout from PostgreSQL before the delete committed, and writes it after
 -- this ran, finds the tombstone and writes nothing (load.lua, refresh.lua: DELETED), where it
@@ -24,6 +26,7 @@ end
 if tombstone_ms > 0 then
   redis.call('SET', tombstone, ARGV[2], 'PX', ARGV[3])
 end
-redis.call('PUBLISH', EVENTS, string.format('{"screening_id":%d,"ts":%d,"seats":[],"reset":true}',
-  ARGV[1], ARGV[2]))
+local deleted_field = tombstone_ms > 0 and ',"deleted":true' or ''
+redis.call('PUBLISH', EVENTS, string.format(
+  '{"screening_id":%d,"ts":%d,"seats":[],"reset":true%s}', ARGV[1], ARGV[2], deleted_field))
 return {OK, deleted}

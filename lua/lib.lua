@@ -262,8 +262,9 @@ end
 -- One event per script run, published inside it, so events are ordered like the changes. Each
 -- carries the version it made: a process mirroring the screening (seatlock/engine/mirrors.py)
 -- applies events in version order and so notices one it did not get. reset: the screening was
--- loaded or rewritten (refresh), so mirrors start again from a fresh snapshot. Returns the
--- version, or 0 when there was nothing to publish.
+-- loaded or rewritten (refresh), so mirrors start again from a fresh snapshot; true, or the
+-- event's closing fields as JSON text when a reset says more (refresh.lua: ',"reset":true,
+-- "moved":true'). Returns the version, or 0 when there was nothing to publish.
 -- The event also goes to LOG, capped near META's "log" (SEATLOCK_EVENT_LOG_LENGTH, written by
 -- load and refresh; absent or 0: no log), so a watcher that reconnects with the last version it
 -- saw is replayed what it missed (lua/resume.lua); only while LOG exists, which is while some
@@ -283,7 +284,8 @@ local function publish(now, changes, reset)
   end
   local version = redis.call('INCR', VERSION)
   local event = string.format('{"screening_id":%d,"version":%.0f,"ts":%d,"seats":[%s]%s}',
-    ARGV[1], version, now, table.concat(changes, ','), reset and ',"reset":true' or '')
+    ARGV[1], version, now, table.concat(changes, ','),
+    reset == true and ',"reset":true' or reset or '')
   redis.call(publish_command, EVENTS, event)
   local length = log_length or redis.call('HGET', META, 'log')
   if reset then

@@ -61,6 +61,7 @@ from redis.exceptions import RedisError
 
 from seatlock import keys
 from seatlock.engine.cluster import ClusterTransport
+from seatlock.engine.errors import ScreeningNotFound
 from seatlock.engine.model import SeatState
 from seatlock.engine.shards import ShardChannels
 from seatlock.engine.transport import Transport
@@ -240,6 +241,10 @@ class Hub:
         self.change_listeners: list[Callable[[int], None]] = []
         # Given every event as published, in order.
         self.event_listeners: list[EventListener] = []
+        # Given the reset events of screenings watched here, after the events before them went
+        # out: rare (a load, a refresh, a move to another room: api/websockets.py sends the
+        # watchers of a moved screening its new map). A deleted screening's watchers are let go.
+        self.reset_listeners: list[EventListener] = []
         # (wants, listener): given every event of the screenings ``wants`` accepts, in order
         # (seatlock/engine/mirrors.py). ``wants`` must accept a screening before its first
         # event the listener needs is dispatched: events of others are not even parsed.
@@ -446,8 +451,13 @@ class Hub:
         framed once: one write per watcher for all of them. A watcher that joins meanwhile
         gets them too, after its confirmation (an event it would otherwise have missed by a
         hair is no harm). Everything delivered to watchers goes through here, resyncs too, so
-        no message overtakes another."""
-        if screening_id not in self._rooms or not event.get("seats"):
+        no message overtakes another. Only an event without seats, which no ordinary change
+        publishes, is looked at further: a reset (``_reset``)."""
+        if screening_id not in self._rooms:
+            return
+        if not event.get("seats"):
+            if event.get("reset"):
+                self._reset(screening_id, event)
             return
         pending = self._pending.get(screening_id)
         if pending is None:
@@ -461,6 +471,34 @@ class Hub:
                 self._fanning = loop.call_later(rest, self.fan_out)
             else:
                 self._fanning = loop.call_soon(self.fan_out)
+
+    def _reset(self, screening_id: int, event: dict[str, Any]) -> None:
+        """A reset event of a screening watched here (rare), once every event before it went
+        out: the watchers of a deleted screening (lua/forget.lua) are let go, to be closed with
+        4404 (api/websockets.py); otherwise the reset listeners are told."""
+        self.fan_out()
+        if event.get("deleted"):
+            self.end(screening_id, ScreeningNotFound(screening_id))
+            return
+        for listener in self.reset_listeners:
+            listener(screening_id, event)
+
+    def end(self, screening_id: int, reason: SeatLockError) -> None:
+        """Let every watcher of the screening here go for ``reason`` (``Room.ended``), which
+        their connections close with; nothing more is sent to them."""
+        room = self._rooms.pop(screening_id, None)
+        if room is None:
+            return
+        room.ended = reason
+        WS_CONNECTIONS.dec(len(room))  # they left: a later ``leave`` finds them in no room
+        self._unwatched(screening_id)
+        for watcher in list(room):
+            watcher.let_go()
+
+    def watchers(self, screening_id: int) -> list[Watcher]:
+        """The screening's watchers here, dropped ones included."""
+        room = self._rooms.get(screening_id)
+        return [] if room is None else list(room)
 
     def _fan_out_due(self) -> float:
         """When the next fan-out may start: at once, unless the last was costly and recent.

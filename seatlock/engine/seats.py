@@ -3,9 +3,10 @@
 Every state change is one Lua script (``lua/``), so a multi-seat change is all-or-nothing and is
 published on the screening's channel in the order it happened. The screening's layout and sold
 seats are loaded from PostgreSQL (a ``LayoutSource``) on first use and again after Redis lost them.
-Catalog changes reach Redis through ``refresh`` (start, room or seats changed: live holds kept,
-seats gone from the layout stay listed while held or sold) and ``forget`` (screening deleted:
-its keys go, and its tombstone stays, so a load or refresh that read it before writes nothing).
+Catalog changes reach Redis through ``refresh`` (start or seats changed: live holds kept, seats
+gone from the layout stay listed while held or sold), ``move`` (another room: a refresh that lets
+go of every hold, its watchers sent the new map) and ``forget`` (screening deleted: its keys go,
+and its tombstone stays, so a load or refresh that read it before writes nothing).
 Scripts and the few plain commands reach Redis through a ``Transport``
 (seatlock/engine/transport.py), which pipelines the calls of the whole process in order.
 
@@ -568,24 +569,37 @@ class SeatEngine:
         return freed, skipped
 
     async def refresh(self, screening_id: int, now_ms: int | None = None) -> bool:
-        """The catalog changed (start, room, seats): re-read the layout into Redis, keeping live
-        holds (see ``lua/refresh.lua``). False when the screening no longer exists (forgotten),
-        also when it was deleted after its layout was read here (its tombstone refused it)."""
-        now = self._now(now_ms)
+        """The catalog changed (start, seats of its room): re-read the layout into Redis, keeping
+        live holds (see ``lua/refresh.lua``). False when the screening no longer exists
+        (forgotten), also when it was deleted after its layout was read here (its tombstone
+        refused it)."""
+        return await self._refresh(screening_id, self._now(now_ms), False) is not None
+
+    async def move(self, screening_id: int, now_ms: int | None = None) -> list[Hold] | None:
+        """The screening moved to another room (call it once PostgreSQL committed that): re-read
+        the layout as ``refresh`` does, letting go of every hold (seats belong to rooms: none of
+        the old room's stands in the new one). Returns the holds let go that had not expired
+        (their grants not told), None when the screening no longer exists."""
+        return await self._refresh(screening_id, self._now(now_ms), True)
+
+    async def _refresh(self, screening_id: int, now: int, moved: bool) -> list[Hold] | None:
         async with self._one_at_a_time(screening_id):  # after loads that read the old layout
             try:
                 layout = await self._fetch_layout(screening_id)
             except ScreeningNotFound:
                 # No tombstone: deleted, its deleter's ``forget`` leaves one; or not created yet.
                 await self._forget(screening_id, now, 0)
-                return False
-            args = _layout_args(layout, self.event_log_length, self.no_single_gaps)
-            reply = await self._run("refresh", screening_id, [], now, args)
+                return None
+            args = [int(moved), *_layout_args(layout, self.event_log_length, self.no_single_gaps)]
+            # Moved: the leases of every hold go too (a lease written after this read is left to
+            # its TTL, with no index record left to count it).
+            held = await self._held_seats(screening_id) if moved else []
+            reply = await self._run("refresh", screening_id, held, now, args)
             self._rows.pop(screening_id, None)
             if reply[0] == Status.DELETED:
-                return False
+                return None
             await self.loaded.add(screening_id, layout.starts_at_ms)
-        return True
+        return _holds_let_go(reply[3:])
 
     async def refresh_loaded(self, screening_ids: Sequence[int]) -> list[int]:
         """Refresh those of the screenings Redis has loaded (the others load fresh on first use);
@@ -629,10 +643,14 @@ class SeatEngine:
         self._rows.pop(screening_id, None)
 
     async def _forget(self, screening_id: int, now: int, tombstone_ms: int) -> None:
-        held: list[Any] = await self.transport.command("HKEYS", keys.screening_holds(screening_id))
-        seats = sorted(int(seat) for seat in held)
+        seats = await self._held_seats(screening_id)
         await self._run("forget", screening_id, seats, now, [tombstone_ms, *seats])
         await self.loaded.remove(screening_id)
+
+    async def _held_seats(self, screening_id: int) -> list[int]:
+        """Every seat in the screening's holds index, live or lapsed."""
+        held: list[Any] = await self.transport.command("HKEYS", keys.screening_holds(screening_id))
+        return sorted(int(seat) for seat in held)
 
     async def version(self, screening_id: int) -> int:
         """A number that changes on every seat change of the screening."""
@@ -858,6 +876,12 @@ def _holds(user_id: int, flat: list[Any]) -> list[Hold]:
     """Holds from a reply's seat, expires_at, lease, ... part."""
     triples = zip(flat[::3], flat[1::3], flat[2::3], strict=True)
     return [Hold(int(seat), user_id, int(exp), _grant_of(lease)) for seat, exp, lease in triples]
+
+
+def _holds_let_go(flat: list[Any]) -> list[Hold]:
+    """Holds from a reply's seat, user, expires_at, ... part (lua/refresh.lua, moved)."""
+    triples = zip(flat[::3], flat[1::3], flat[2::3], strict=True)
+    return [Hold(int(seat), int(user), int(exp)) for seat, user, exp in triples]
 
 
 def _grant_of(lease: bytes | str) -> str:

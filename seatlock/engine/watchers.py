@@ -20,6 +20,7 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from seatlock.errors import SeatLockError
 from seatlock.metrics import WS_CLIENTS_DROPPED, WS_EVENTS_DROPPED
 
 QUEUE_SIZE = 256
@@ -193,13 +194,22 @@ class Watcher:
             held.append(message)
 
     def drop(self) -> None:
+        """Too slow: let go, and counted so."""
+        if self.dropped:
+            return
+        WS_CLIENTS_DROPPED.inc()
+        queue = self.queue
+        WS_EVENTS_DROPPED.inc((queue.qsize() if queue else 0) + 1)  # queued, and the one refused
+        self.let_go()
+
+    def let_go(self) -> None:
+        """Send nothing more, and have the connection's owner close it (``on_drop``, or the
+        CLOSE queued); ``room.ended`` says why when it is not for being too slow."""
         if self.dropped:
             return
         self.dropped = True
         self.room.settle(self)
-        WS_CLIENTS_DROPPED.inc()
         queue = self.queue
-        WS_EVENTS_DROPPED.inc((queue.qsize() if queue else 0) + 1)  # queued, and the one refused
         if queue is not None:
             while not queue.empty():
                 queue.get_nowait()
@@ -215,15 +225,17 @@ class Room:
     dropped, to it: the fan-out loop walks its keys alone. ``others`` are the rest (queued,
     replaying, dropped and not yet gone). ``named`` finds the watchers of a user, for the
     frames only the owner of a seat may see. ``sent_at``: loop time of the last fan-out, which
-    reached every live watcher (their heartbeats wait for ``Watcher.idle_since``)."""
+    reached every live watcher (their heartbeats wait for ``Watcher.idle_since``). ``ended``:
+    why every watcher was let go (the screening was deleted), None while it is watched."""
 
-    __slots__ = ("live", "named", "others", "sent_at")
+    __slots__ = ("ended", "live", "named", "others", "sent_at")
 
     def __init__(self) -> None:
         self.live: dict[Socket, Watcher] = {}
         self.others: set[Watcher] = set()
         self.named: dict[int, list[Watcher]] = {}
         self.sent_at = 0.0
+        self.ended: SeatLockError | None = None
 
     def __len__(self) -> int:
         return len(self.live) + len(self.others)

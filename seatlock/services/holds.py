@@ -318,6 +318,21 @@ class HoldService:
         await self.engine.release(screening_id, user_id, seat_ids)
         self.writer.submit(history.Closed(screening_id, user_id, seat_ids, "cancelled"))
 
+    async def moved(self, screening_id: int) -> bool:
+        """The screening moved to another room (PostgreSQL committed it): every hold of it goes
+        (the engine's ``move``) and their history rows are closed as cancelled, as if each holder
+        had cancelled them: they end before their time, which "expired" would contradict. False
+        when the screening no longer exists."""
+        let_go = await self.engine.move(screening_id)
+        if let_go is None:
+            return False
+        seats_of: dict[int, list[int]] = {}
+        for hold in let_go:
+            seats_of.setdefault(hold.user_id, []).append(hold.seat_id)
+        for user_id, seats in seats_of.items():
+            self.writer.submit(history.Closed(screening_id, user_id, sorted(seats), "cancelled"))
+        return True
+
     async def mine(self, user_id: int, include_expired: bool) -> list[Reservation]:
         """The user's holds, newest first (live ones only unless include_expired)."""
         await self.writer.flush()  # this process's holds are in PostgreSQL before we look
