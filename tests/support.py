@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 import websockets
 from redis.asyncio import Redis
+from websockets.exceptions import ConnectionClosed
 
 from seatlock import keys
 from seatlock.server.embedded import free_port
@@ -215,6 +216,15 @@ async def watch(server: LiveServer, screening_id: int, token: str | None = None)
         "message": "Connected to real-time seat updates",
     }
     return ws
+
+
+async def ws_closed(ws: Any, within: float) -> tuple[int | None, str | None]:
+    """The close code and reason of ``ws``, reading (and skipping) messages until it closes."""
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(within):
+            while True:
+                await ws.recv()
+    return ws.close_code, ws.close_reason
 
 
 def seat_statuses(message: dict[str, Any]) -> dict[int, dict[str, Any]]:

@@ -14,13 +14,12 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
-from websockets.exceptions import ConnectionClosed
 
 import api.websockets
 from seatlock import keys
 from tests import factories as make
 from tests.factories import Show
-from tests.support import FROM_HOLD, Account, LiveServer, availability, reserve, watch
+from tests.support import FROM_HOLD, Account, LiveServer, availability, reserve, watch, ws_closed
 
 PROMPTLY_S = 0.8  # a deleted screening's watchers are closed well under a second
 
@@ -75,15 +74,6 @@ async def next_message(ws: Any, within: float = 3.0) -> dict[str, Any]:
             message: dict[str, Any] = orjson.loads(await ws.recv())
             if message["type"] not in ("ping", "pong"):
                 return message
-
-
-async def closed(ws: Any, within: float) -> tuple[int | None, str | None]:
-    """The close code and reason of ``ws``, reading (and skipping) messages until it closes."""
-    with pytest.raises(ConnectionClosed):
-        async with asyncio.timeout(within):
-            while True:
-                await ws.recv()
-    return ws.close_code, ws.close_reason
 
 
 async def still_open(ws: Any) -> list[str]:
@@ -237,7 +227,7 @@ async def test_watchers_of_a_deleted_screening_are_closed_at_once_in_every_proce
         r = await client.delete(f"/api/v1/{deleted}s/{target[deleted]}", headers=admin.headers)
         assert r.status_code == 204, r.text
         for ws in gone:
-            assert await closed(ws, PROMPTLY_S) == (4404, "Screening not found")
+            assert await ws_closed(ws, PROMPTLY_S) == (4404, "Screening not found")
         assert time.monotonic() - started < 1
         for ws in others:
             await still_open(ws)

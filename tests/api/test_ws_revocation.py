@@ -12,13 +12,12 @@ import orjson
 import pytest
 import websockets
 from redis.asyncio import Redis
-from websockets.exceptions import ConnectionClosed
 
 import api.websockets
 from seatlock import keys
 from seatlock.services.container import Services
 from tests import factories as make
-from tests.support import Account, LiveServer, login, make_account, reserve, watch
+from tests.support import Account, LiveServer, login, make_account, reserve, watch, ws_closed
 
 REVOKED = (1008, "Session has been revoked")
 PROMPTLY_S = 0.5
@@ -28,15 +27,6 @@ def services_of(server: LiveServer) -> Services:
     app: Any = server._server.config.app
     services: Services = app.state.services
     return services
-
-
-async def closed(ws: Any, within: float) -> tuple[int | None, str | None]:
-    """The close code and reason of ``ws``, reading (and skipping) messages until it closes."""
-    with pytest.raises(ConnectionClosed):
-        async with asyncio.timeout(within):
-            while True:
-                await ws.recv()
-    return ws.close_code, ws.close_reason
 
 
 async def still_open(ws: Any) -> None:
@@ -77,7 +67,7 @@ async def test_logout_closes_that_sessions_sockets_at_once_and_no_others(
         r = await client.post("/api/v1/auth/logout", headers=user.headers)
         assert r.status_code in (200, 204)
         for ws in revoked:
-            assert await closed(ws, PROMPTLY_S) == REVOKED
+            assert await ws_closed(ws, PROMPTLY_S) == REVOKED
         assert time.monotonic() - started < 1
         for ws in kept:
             await still_open(ws)
@@ -108,7 +98,7 @@ async def test_a_revocation_through_another_process_closes_the_socket(
             started = time.monotonic()
             r = await client.post("/api/v1/auth/logout", headers=account.headers)
             assert r.status_code in (200, 204)
-            assert await closed(ws, PROMPTLY_S) == REVOKED
+            assert await ws_closed(ws, PROMPTLY_S) == REVOKED
             assert time.monotonic() - started < 1
         finally:
             await ws.close()
@@ -123,7 +113,7 @@ async def test_revocations_missed_by_a_lost_feed_close_the_socket_once_it_is_bac
         assert await redis.client_kill_filter(_type="pubsub") >= 1
         # Revoked while no feed listens: written to Redis, its message lost.
         await redis.set(keys.session(_session(server, user.token)), b"0")
-        assert await closed(ws, 10) == REVOKED
+        assert await ws_closed(ws, 10) == REVOKED
     finally:
         await ws.close()
 
@@ -145,7 +135,7 @@ async def test_a_socket_admitted_as_its_session_is_revoked_is_closed(
     monkeypatch.setattr(api.websockets, "_admit", admit_then_revoke)
     url = f"{server.ws_url}/ws/screenings/{show.id}?token={user.token}"
     async with websockets.connect(url) as ws:
-        assert await closed(ws, 3) == REVOKED
+        assert await ws_closed(ws, 3) == REVOKED
     assert session not in services.sessions.watched()
 
 
