@@ -44,6 +44,12 @@ export function adminScreeningView(id, ctx) {
       badge.textContent = linkText(state, seconds);
     },
     onGone: (reason) => (reason === "signin" ? fail({ status: 401, message: EXPIRED }) : missing()),
+    // Moved to another room: onChange(null) redraws the map and the counts; the name is re-read.
+    onMoved: () => {
+      const header = screeningHeader(id, heading, missing);
+      meta.replaceWith(header);
+      meta = header;
+    },
   });
   const map = new SeatMap(live);
   async function watchers() {
@@ -66,8 +72,9 @@ export function adminScreeningView(id, ctx) {
   });
   live.start();
   watchers();
+  let meta = screeningHeader(id, heading, missing);
   const section = h("section", { class: "screening admin", "aria-labelledby": "page-title" },
-    heading, screeningHeader(id, heading, missing), badge, counts, legend(), map.element,
+    heading, meta, badge, counts, legend(), map.element,
     h("p", {}, h("a", { href: "#/admin" }, "Another screening")));
   return section;
 }

@@ -132,7 +132,7 @@ export async function request(method, path, options = {}) {
   }
 }
 
-// With `etag` (a string, or null when none is held yet) the answer is {etag, data}, or
+// With `etag` (a string, or null when none is held yet) the answer is {etag, headers, data}, or
 // {notModified: true} when the server answers 304 to If-None-Match.
 async function send(method, path, { body, auth = true, etag } = {}) {
   const all = { Accept: "application/json" };
@@ -152,7 +152,7 @@ async function send(method, path, { body, auth = true, etag } = {}) {
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
   if (!response.ok) throw failure(response, data, Boolean(all.Authorization));
-  if (etag !== undefined) return { etag: response.headers.get("ETag"), data };
+  if (etag !== undefined) return { etag: response.headers.get("ETag"), headers: response.headers, data };
   return data;
 }
 

@@ -23,7 +23,8 @@ const was = (seats) => (seats.length === 1 ? "was" : "were");
 function namedSeats(error, asked, seats) {
   const list = /\[([\d,\s]+)\]/.exec(typeof error.detail === "string" ? error.detail : "");
   const ids = list ? list[1].split(",").map(Number) : [];
-  return ids.filter((seatId) => asked.includes(seatId)).map((seatId) => seats.get(seatId));
+  // A seat asked for may be gone since (the screening moved to another room): not named.
+  return ids.filter((seatId) => asked.includes(seatId)).map((seatId) => seats.get(seatId)).filter(Boolean);
 }
 
 function paymentId() {
@@ -94,8 +95,34 @@ export function screeningView(id, ctx) {
       badge.textContent = linkText(state, seconds);
     },
     onGone: (reason) => (reason === "signin" ? fail({ status: 401, message: EXPIRED }) : missing()),
+    onMoved: () => moved(),
   });
   const map = new SeatMap(live, { selected, onToggle: toggle });
+
+  // The screening moved to another room: the map is the new room's (onChange(null) follows and
+  // draws it). The seats selected or held are gone, and so is every hold of the screening.
+  function moved() {
+    const hadHold = held.length > 0;
+    const hadSelection = selected.size > 0;
+    const focusInPanel = holdPanel.contains(document.activeElement);
+    selected.clear();
+    held = []; // ended by the move, not expired: said below, not as a lapse
+    payment = null;
+    recheckAt = 0;
+    const news = hadHold
+      ? "This screening moved to another room: your hold has ended. Please choose seats again."
+      : hadSelection
+        ? "This screening moved to another room: please choose seats again."
+        : "The seat map has changed: this screening moved to another room.";
+    notify(news, hadHold || hadSelection ? "error" : "info");
+    map.update(null); // the new grid now, so that focus has somewhere to go
+    refresh();
+    // Book, Extend or Release had focus and the hold panel has gone with the hold.
+    if (focusInPanel) map.focusStop();
+    const header = screeningHeader(id, heading, missing); // read again: the new room's name
+    meta.replaceWith(header);
+    meta = header;
+  }
 
   function changedSeats(changed) {
     const news = [];
@@ -207,6 +234,8 @@ export function screeningView(id, ctx) {
     const answer = await request("POST", "/api/v1/seat-reservations/reserve", { body }).catch((error) => {
       throw seatRace(error, seatIds);
     });
+    // The screening moved while this was answered: the hold ended with the move, said already.
+    if (!seatIds.every((seatId) => live.seats.has(seatId))) return;
     seatIds.forEach((seatId) => selected.delete(seatId));
     applyHeld(answer.reservations);
     notify(answer.message, "success");
@@ -250,11 +279,12 @@ export function screeningView(id, ctx) {
   live.start();
   refresh();
 
+  let meta = screeningHeader(id, heading, missing);
   const zoom = h("p", { class: "zoom" },
     h("button", { type: "button", "aria-label": "Zoom out", onclick: () => map.zoomBy(-0.25) }, "−"),
     h("button", { type: "button", "aria-label": "Zoom in", onclick: () => map.zoomBy(0.25) }, "+"));
   const section = h("section", { class: "screening", "aria-labelledby": "page-title" },
-    heading, screeningHeader(id, heading, missing), badge, legend(), zoom, map.element,
+    heading, meta, badge, legend(), zoom, map.element,
     h("div", { class: "choose card" }, summary, h("p", { class: "actions" }, holdButton)),
     holdPanel);
   return section;

@@ -41,6 +41,7 @@ export class SeatMap {
     this.selected = selected;
     this.onToggle = onToggle;
     this.buttons = new Map();
+    this.built = null; // the live.rows the grid was built from
     this.zoom = 1;
     this.grid = h("div", { class: "grid", role: "grid", "aria-label": "Seat map" });
     this.grid.addEventListener("keydown", (e) => this.key(e));
@@ -60,14 +61,24 @@ export class SeatMap {
     this.element.style.setProperty("--zoom", String(this.zoom));
   }
 
-  // Draws every seat (first call builds the grid), or only the seats in `changed`.
+  // Draws every seat (the grid is built first, and built again when the layout is another one:
+  // the screening moved to another room), or only the seats in `changed`.
   update(changed) {
-    if (this.buttons.size === 0) this.build();
+    if (this.built !== this.live.rows) this.build();
     const ids = changed ?? this.buttons.keys();
-    for (const id of ids) this.paint(this.live.seats.get(id));
+    for (const id of ids) {
+      const seat = this.live.seats.get(id);
+      if (seat) this.paint(seat); // an id of a layout that has been replaced: nothing to draw
+    }
   }
 
+  // Builds the grid from live.rows, in place of any earlier one. Focus on a seat that goes with
+  // the old grid moves to the new one's tab stop (its first seat), not to the start of the page.
   build() {
+    const hadFocus = this.grid.contains(document.activeElement);
+    this.grid.replaceChildren();
+    this.buttons.clear();
+    this.built = this.live.rows;
     let first = true;
     for (const row of this.live.rows) {
       const cells = row.seats.map((seat) => {
@@ -86,6 +97,7 @@ export class SeatMap {
       const header = h("span", { class: "row-label", role: "rowheader" }, row.label);
       this.grid.append(h("div", { class: "row", role: "row" }, header, ...cells));
     }
+    if (hadFocus) this.focusStop();
   }
 
   paint(seat) {
