@@ -4,6 +4,7 @@ and catalog builders."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -354,7 +355,7 @@ class Served:
 
     def wait_for(self, path: str = "/health/ready", seconds: float = 30, started: int = 0) -> None:
         """Until GET ``path`` answers 200 and ``started`` workers logged their startup (a log level
-        of info or lower); fails the test with the log if serve exits first or takes longer than
+        of info or lower) and listen; fails the test with the log if serve exits first or takes longer than
         ``seconds``. One worker may answer while another is still starting."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -366,8 +367,10 @@ class Served:
         pytest.fail(f"serve did not answer {path} in {seconds} s:\n{self.log.read_text()}")
 
     def _started(self, workers: int) -> bool:
+        if workers == 0:
+            return True
         logged = self.log.read_text().count("Application startup complete.")
-        return workers == 0 or logged >= workers
+        return logged >= workers and len(self.listening()) >= workers
 
     def _answers(self, path: str) -> bool:
         try:
@@ -389,6 +392,24 @@ class Served:
         else:
             self.proc.kill()
         self.proc.wait()
+
+    def listening(self) -> set[int]:
+        """Its processes with a socket listening on its port: the workers that accept. A worker
+        reports itself (its lifespan) before uvicorn opens its socket, and SO_REUSEPORT hands
+        every new connection to the sockets already listening."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[1].endswith(f":{self.port:04X}") and fields[3] == "0A":
+                        inodes.add(f"socket:[{fields[9]}]")
+        found = set()
+        for pid in [self.proc.pid, *self.children()]:  # one worker: serve itself listens
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    found.add(pid)
+        return found
 
     def children(self) -> list[int]:
         """Pids whose parent is the server: its workers, redis-server and postmaster."""

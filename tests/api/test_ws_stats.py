@@ -98,6 +98,11 @@ async def test_two_workers_report_every_connection_and_drop_a_dead_one(
 ) -> None:
     url, show = two_workers.url, await make.show(db, 1)
     await eventually(lambda: worker_entries(redis), lambda e: len(e) == 2, 30)
+
+    async def listening() -> set[int]:
+        return two_workers.listening()
+
+    await eventually(listening, lambda workers: len(workers) == 2, 30)
     sockets = [
         await websockets.connect(f"{two_workers.ws_url}/ws/screenings/{show.id}") for _ in range(40)
     ]
