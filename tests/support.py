@@ -355,8 +355,8 @@ class Served:
 
     def wait_for(self, path: str = "/health/ready", seconds: float = 30, started: int = 0) -> None:
         """Until GET ``path`` answers 200 and ``started`` workers logged their startup (a log level
-        of info or lower) and listen; fails the test with the log if serve exits first or takes longer than
-        ``seconds``. One worker may answer while another is still starting."""
+        of info or lower) and listen; fails the test with the log if serve exits first or takes
+        longer than ``seconds``. One worker may answer while another is still starting."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
