@@ -368,8 +368,9 @@ def create_admin(settings: Settings, email: str, password: str | None) -> None:
 
     password = password or os.environ.get(PREFIX + "ADMIN_PASSWORD") or getpass.getpass()
 
-    async def run(url: str) -> int:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    async def run(live: Settings) -> int:
+        await reach_postgres(live)
+        pool = await asyncpg.create_pool(live.database_url, min_size=1, max_size=2)
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
@@ -378,7 +379,7 @@ def create_admin(settings: Settings, email: str, password: str | None) -> None:
             await pool.close()
 
     with backing_services(settings) as live:
-        user_id = asyncio.run(run(live.database_url))
+        user_id = asyncio.run(run(live))
     print(f"admin {email} has id {user_id}")
 
 
@@ -425,12 +426,16 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(settings)
     if args.command == "serve":
         serve(settings)
-    elif args.command == "migrate":
-        migrate_command(settings)
-    elif args.command == "create-admin":
-        create_admin(settings, args.email, args.password)
-    elif args.command == "seed-demo":
-        seed_command(settings)
+    elif args.command in ("migrate", "create-admin", "seed-demo"):
+        try:
+            if args.command == "migrate":
+                migrate_command(settings)
+            elif args.command == "create-admin":
+                create_admin(settings, args.email, args.password)
+            else:
+                seed_command(settings)
+        except StartupError as exc:  # a PostgreSQL that cannot be reached: one line, as serve
+            raise SystemExit(f"seatlock: {exc}") from None
     elif args.command == "bench":
         sys.exit(bench_command(rest))
     else:  # pragma: no cover - argparse refuses unknown commands

@@ -102,11 +102,12 @@ def test_a_postgres_of_the_data_dir_that_is_stopping_is_waited_for(data_dir: Pat
         second.stop()
 
 
-def serve_fails(**settings: object) -> list[str]:
-    """``seatlock serve`` with ``settings`` (warnings only), which must stop with status 1:
-    the lines it wrote to stderr."""
+def serve_fails(command: tuple[str, ...] = ("serve",), **settings: object) -> list[str]:
+    """``seatlock serve`` (or another ``command``) with ``settings`` (warnings only), which must
+    stop with status 1: the lines it wrote to stderr."""
     env = serve_env(log_level="warning", bcrypt_rounds=4, **settings)
-    done = subprocess.run(SERVE, cwd=REPO, env=env, capture_output=True, timeout=90, check=False)
+    argv = [*SERVE[:-1], *command]
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, timeout=90, check=False)
     stderr = done.stderr.decode(errors="replace")
     assert done.returncode == 1, stderr
     assert "Traceback" not in stderr and "secret" not in stderr, stderr
@@ -120,6 +121,26 @@ def test_an_unreachable_postgres_is_one_line_with_no_password(data_dir: Path) ->
         " connection refused"
     ]
     assert processes_mentioning(data_dir) == []  # the embedded Redis it started was stopped
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("migrate",),
+        ("seed-demo",),
+        ("create-admin", "boss@example.com", "--password", "Boss-pass-123"),
+    ],
+    ids=["migrate", "seed-demo", "create-admin"],
+)
+def test_the_other_commands_say_an_unreachable_postgres_in_one_line(
+    data_dir: Path, command: tuple[str, ...]
+) -> None:
+    url = "postgresql://app:secret@127.0.0.1:1/x"
+    assert serve_fails(command, data_dir=data_dir, database_url=url) == [
+        "seatlock: cannot reach PostgreSQL at postgresql://app:***@127.0.0.1:1/x:"
+        " connection refused"
+    ]
+    assert processes_mentioning(data_dir) == []
 
 
 def test_a_database_url_that_is_no_postgres_dsn_is_one_line(data_dir: Path) -> None:
