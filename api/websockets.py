@@ -135,6 +135,11 @@ async def screening_updates(websocket: WebSocket) -> None:
         # Written before any await: no event can be fanned out ahead of it.
         if socket is None or not watcher.send(text_frame(confirmation.encode())):
             await websocket.send_text(confirmation)
+        # Admission read the screening from a per-process cache (db/layouts.py), which a delete
+        # elsewhere does not clear: asked of Redis now, after the join, so a delete before this
+        # is seen here and one after it reaches the room (``Hub.end``).
+        if await services.engine.deleted(screening_id):
+            raise NotFound("Screening not found")
         if since is not None:
             await _catch_up(websocket, services, watcher, since)
         _check_session(revocable)  # revoked while the confirmation or catch-up was sent
@@ -327,6 +332,8 @@ class NewMaps:
             logger.warning("no new map for the watchers of screening %s: %r", screening_id, exc)
         finally:
             for watcher in watchers:
+                if watcher not in watcher.room.others:  # left meanwhile: nothing to release
+                    continue
                 if version is None:
                     watcher.drop()  # reconnects, and its resume gets the map
                 else:

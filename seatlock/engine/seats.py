@@ -78,10 +78,10 @@ ROWS_SCRIPTS = frozenset({"hold", "hold_best", "load", "refresh", "forget"})
 # Scripts that get the screening's tombstone (keys.screening_deleted) just before the rows hash.
 TOMBSTONE_SCRIPTS = frozenset({"load", "refresh", "forget"})
 # How long a deleted screening's tombstone stays (lua/forget.lua). It only has to outlast a load
-# or refresh that read PostgreSQL before the delete committed (a request's time, seconds), and
-# ids are never reused, so long is safe: a week covers a process stalled for days, and still
-# lets the tombstones of deleted screenings go instead of keeping one per screening for ever.
-TOMBSTONE_MS = 7 * 24 * 3_600_000
+# or refresh that read PostgreSQL before the delete committed (a request's time, seconds); an
+# hour covers any stalled process, and bounds what it costs when ids come back after all (a
+# database restored from a backup, or made anew, beside a Redis that kept its data).
+TOMBSTONE_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -702,12 +702,12 @@ class SeatEngine:
         if reply[0] == Status.NOT_LOADED:
             await self._load(screening_id, now)
             reply = await self._run(name, screening_id, seats, now, args, replicas)
-            if reply[0] == Status.NOT_LOADED and await self._deleted(screening_id):
+            if reply[0] == Status.NOT_LOADED and await self.deleted(screening_id):
                 raise ScreeningNotFound(screening_id)  # forgotten since the load: 404, not 503
         raise_for(reply)
         return reply
 
-    async def _deleted(self, screening_id: int) -> bool:
+    async def deleted(self, screening_id: int) -> bool:
         """Whether the screening has a tombstone (lua/forget.lua): it was deleted."""
         return bool(await self.transport.command("EXISTS", keys.screening_deleted(screening_id)))
 

@@ -499,10 +499,16 @@ def _postmaster_of(pid: int, data_dir: Path) -> bool:
     data directory; the postmaster keeps its command line, its backends rename themselves)."""
     proc = Path(f"/proc/{pid}")
     try:
-        program = proc.joinpath("cmdline").read_bytes().split(b"\0")[0]
-        postgres = Path(os.fsdecode(program)).name in ("postgres", "postmaster")
-        return postgres and os.path.samefile(proc / "cwd", data_dir)
-    except OSError:  # gone, or a zombie (no cwd)
+        program = proc.joinpath("cmdline").read_bytes().split(b"\0")[0]  # readable by anyone
+    except OSError:  # gone
+        return False
+    if Path(os.fsdecode(program)).name not in ("postgres", "postmaster"):
+        return False  # another program, or a zombie (its command line is empty)
+    try:
+        return os.path.samefile(proc / "cwd", data_dir)
+    except PermissionError:  # another user's (the service account's, to root without
+        return True  # CAP_SYS_PTRACE, as in a container): a postgres we cannot rule out
+    except OSError:  # gone meanwhile
         return False
 
 

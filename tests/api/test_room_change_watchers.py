@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+import websockets
 from redis.asyncio import Redis
 
 import api.websockets
@@ -234,3 +235,24 @@ async def test_watchers_of_a_deleted_screening_are_closed_at_once_in_every_proce
     finally:
         for ws in (*gone, *others):
             await ws.close()
+
+
+async def test_a_socket_opened_after_the_delete_is_refused_though_the_seats_are_cached(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    server: LiveServer,
+    make_server: Any,
+    admin: Account,
+) -> None:
+    """Admission reads a screening from each process's cache (db/layouts.py), which a delete in
+    another process does not clear: new sockets were confirmed and then never told anything."""
+    second = make_server()
+    show = await make.show(db, 3)
+    for live in (server, second):  # each process has the screening's seats cached now
+        ws = await watch(live, show.id)
+        await ws.close()
+    r = await client.delete(f"/api/v1/screenings/{show.id}", headers=admin.headers)
+    assert r.status_code == 204, r.text
+    for live in (server, second):  # confirmed first or not: closed as no such screening
+        ws = await websockets.connect(f"{live.ws_url}/ws/screenings/{show.id}")
+        assert await ws_closed(ws, PROMPTLY_S) == (4404, "Screening not found")

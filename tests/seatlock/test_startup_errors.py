@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from seatlock.server import embedded
 from seatlock.server.cli import redact
 from seatlock.server.embedded import EmbeddedError, EmbeddedPostgres
 from seatlock.settings import Settings
@@ -79,6 +80,29 @@ def test_a_postgres_running_on_the_data_dir_is_refused_in_one_line(data_dir: Pat
             f"embedded PostgreSQL: a postgres (pid {pid}) already runs on {data_dir / 'data'};"
             f" stop it (kill -INT {pid}) and start again"
         )
+        assert first._ready()  # its postmaster.pid left alone
+    finally:
+        first.stop()
+
+
+def test_a_postgres_whose_directory_cannot_be_read_is_not_taken_for_stale(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root without CAP_SYS_PTRACE (a container's default) cannot read the service account's
+    /proc/PID/cwd: a live postmaster of this very directory was judged stale, its lock file
+    removed under it."""
+    first = EmbeddedPostgres(data_dir / "data", persistent=False)
+    first.start()
+    try:
+        assert first.proc is not None
+
+        def unreadable(a: object, b: object) -> bool:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(embedded.os.path, "samefile", unreadable)
+        with pytest.raises(EmbeddedError, match="already runs on"):
+            EmbeddedPostgres(data_dir / "data", persistent=False).start()
+        monkeypatch.undo()
         assert first._ready()  # its postmaster.pid left alone
     finally:
         first.stop()
