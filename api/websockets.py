@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -280,9 +280,7 @@ class NewMaps:
             return
         self._again[screening_id] = False
         watchers = self._hold_back(screening_id)
-        task = asyncio.get_running_loop().create_task(self._send(screening_id, watchers))
-        _closing.add(task)  # a reference, until it is done
-        task.add_done_callback(_closing.discard)
+        _in_background(self._send(screening_id, watchers))
 
     def _hold_back(self, screening_id: int) -> list[Watcher]:
         held = []
@@ -474,11 +472,7 @@ class Revocable:
                 queue.get_nowait()
             queue.put_nowait(CLOSE)
         elif self.reading:
-            task = asyncio.get_running_loop().create_task(
-                _refuse(self._websocket, NotAuthenticated(REVOKED))
-            )
-            _closing.add(task)  # a reference, until it is done
-            task.add_done_callback(_closing.discard)
+            _in_background(_refuse(self._websocket, NotAuthenticated(REVOKED)))
 
     def end(self) -> None:
         self._services.sessions.forget_callback(self._session_id, self)
@@ -505,9 +499,7 @@ def _recheck_on_resubscribe(state: Any, services: Services) -> None:
     state.ws_session_recheck = True
 
     def resubscribed() -> None:
-        task = asyncio.get_running_loop().create_task(_recheck(services))
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+        _in_background(_recheck(services))
 
     services.sessions.on_resubscribe.append(resubscribed)
 
@@ -559,9 +551,7 @@ class DirectSession:
         self.end()
         ended = self._watcher.room.ended  # the screening deleted (4404), else too slow (1013)
         closing = _close_slow(self._websocket) if ended is None else _refuse(self._websocket, ended)
-        task = asyncio.get_running_loop().create_task(closing)
-        _closing.add(task)  # a reference, until it is done
-        task.add_done_callback(_closing.discard)
+        _in_background(closing)
 
 
 class Heartbeats:
@@ -608,6 +598,13 @@ def heartbeats_of(websocket: WebSocket) -> Heartbeats:
 
 
 _closing: set[asyncio.Task[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` as a task of its own, referenced (``_closing``) until it is done."""
+    task = asyncio.get_running_loop().create_task(work)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 async def _close_slow(websocket: WebSocket) -> None:

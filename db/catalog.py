@@ -410,7 +410,7 @@ async def _deleting(db: Executor, table: str, row_id: int, what: str) -> AsyncIt
                 raise NotFound(f"{what} not found")
             yield conn
     except asyncpg.ForeignKeyViolationError:
-        raise Conflict(f"{what} has sold tickets and cannot be deleted") from None
+        raise _has_tickets(what) from None
 
 
 @contextlib.asynccontextmanager
@@ -423,10 +423,15 @@ async def _transaction(db: Executor) -> AsyncIterator[Conn]:
             yield db
 
 
+def _has_tickets(what: str) -> Conflict:
+    """A delete refused: tickets point at the row, or at what its delete would cascade to."""
+    return Conflict(f"{what} has sold tickets and cannot be deleted")
+
+
 async def _delete(db: Executor, table: str, row_id: int, what: str) -> None:
     try:
         status = await db.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
     except asyncpg.ForeignKeyViolationError:
-        raise Conflict(f"{what} has sold tickets and cannot be deleted") from None
+        raise _has_tickets(what) from None
     if status == "DELETE 0":
         raise NotFound(f"{what} not found")
