@@ -9,10 +9,13 @@ makes it want ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
+import glob
 import hmac
 import os
+from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.responses import Response
 
@@ -41,8 +44,33 @@ def exposition() -> bytes:
     if not path:
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    WorkerFiles(registry, path)
     return generate_latest(registry)
+
+
+class WorkerFiles(MultiProcessCollector):
+    """Every worker's files, leaving out those a starting worker has created but not yet sized.
+
+    prometheus-client creates a worker's file, then sizes it: a scrape between the two read an
+    empty file and failed (a 500 while the supervisor replaced a dead worker). An empty file holds
+    no value yet, so leaving it out loses nothing; once sized, a file never shrinks.
+    """
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path)  # type: ignore[no-untyped-call]
+        self._directory = path
+
+    def collect(self) -> Iterable[Metric]:
+        return self.merge(list(_sized(glob.glob(os.path.join(self._directory, "*.db")))))  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _sized(paths: Iterable[str]) -> Iterable[str]:
+    for path in paths:
+        try:
+            if os.stat(path).st_size > 0:
+                yield path
+        except FileNotFoundError:  # a dead worker's live gauges, forgotten since the glob
+            pass
 
 
 def _check_token(call: Call) -> None:
