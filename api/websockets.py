@@ -119,7 +119,6 @@ async def screening_updates(websocket: WebSocket) -> None:
         # (the key grows the scope's table: ~770 bytes kept for the connection's life)
         websocket.scope["user_id"] = user_id
     hub = services.hub
-    _send_new_maps(websocket.app.state, services)
     await hub.subscribed(screening_id)  # sharded pub/sub: its channel first, then the join
     socket = direct_socket(websocket)
     # A resuming client is joined first, its live events held back until it has caught up.
@@ -245,13 +244,13 @@ def snapshot_message(version: int, seats: bytes, now_ms: int) -> bytes:
     return b"".join((head, seats, b',"timestamp":"', now_iso(now_ms).encode(), b'"}'))
 
 
-def _send_new_maps(state: Any, services: Services) -> None:
-    """Have the watchers of a screening moved to another room sent its new map (``NewMaps``;
-    once per app, with its first client)."""
-    if getattr(state, "ws_new_maps", False):
-        return
-    state.ws_new_maps = True
+def install(services: Services) -> None:
+    """Set up what the WebSocket endpoints need of a process's services, once, as they start
+    (seatlock/server/wiring.py): the watchers of a screening moved to another room are sent its
+    new map (``NewMaps``), and the sessions of open sockets are checked again each time the
+    revocation feed is back (``_recheck``)."""
     services.hub.reset_listeners.append(NewMaps(services))
+    services.sessions.on_resubscribe.append(lambda: _in_background(_recheck(services)))
 
 
 class NewMaps:
@@ -278,8 +277,10 @@ class NewMaps:
         if screening_id in self._again:
             self._again[screening_id] = True
             return
-        self._again[screening_id] = False
         watchers = self._hold_back(screening_id)
+        if not watchers:  # none here: no map to read
+            return
+        self._again[screening_id] = False
         _in_background(self._send(screening_id, watchers))
 
     def _hold_back(self, screening_id: int) -> list[Watcher]:
@@ -456,7 +457,6 @@ class Revocable:
         self.revoked = principal.session_id in services.sessions.revoked
         if not self.revoked:
             services.sessions.on_revoke(self._session_id, self)
-            _recheck_on_resubscribe(websocket.app.state, services)
 
     def __call__(self) -> None:
         """The session was revoked: nothing more reaches the client, and it is closed."""
@@ -489,19 +489,6 @@ def _check_ended(watcher: Watcher) -> None:
     ended = watcher.room.ended
     if ended is not None:
         raise ended
-
-
-def _recheck_on_resubscribe(state: Any, services: Services) -> None:
-    """Have the sessions of open sockets checked again each time the revocation feed is back
-    (once per app, with its first signed-in client)."""
-    if getattr(state, "ws_session_recheck", False):
-        return
-    state.ws_session_recheck = True
-
-    def resubscribed() -> None:
-        _in_background(_recheck(services))
-
-    services.sessions.on_resubscribe.append(resubscribed)
 
 
 async def _recheck(services: Services) -> None:

@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
+from api import websockets
 from api.answercache import AnswerCache
 from api.app import build_app
 from api.routing import App
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> App:
         ):
             app.state.services = s
             app.state.answers = AnswerCache(settings.catalog_cache_seconds)
+            websockets.install(s)
             settle_garbage_collector()
             yield
 
