@@ -39,7 +39,7 @@ from db import reservations as history
 from db import tickets as repo
 from db.pool import DATABASE_FAILED
 from db.reservations import HistoryWriter
-from db.tickets import BookingWriter
+from db.tickets import BookingWriter, SeatAlreadySold
 from seatlock.engine.model import new_grant
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Conflict, InvalidInput, SeatLockError, Unavailable
@@ -251,6 +251,14 @@ class BookingService:
             return found, False
         except Unavailable:
             raise
+        except SeatAlreadySold:
+            # A refusal changes nothing (invariant 10): the caller keeps its holds. The claim let
+            # the booking through because Redis showed a seat as the caller's that PostgreSQL has
+            # sold: to this caller already (a new payment for seats bought before, next to seats
+            # held now), or to anyone, its "sold" mark lost. Releasing every seat asked for once
+            # dropped the holds of the seats still to buy, and showed a sold seat available.
+            await self._mark_sales(screening_id, seat_ids)
+            raise
         except SeatLockError:
             await self._release(screening_id, user_id, seat_ids)
             raise
@@ -293,6 +301,21 @@ class BookingService:
         call, so they may have been cancelled since (``_unless_cancelled``).
         """
         sold = {t.seat_id: t.user_id for t in tickets if t.status in repo.ACTIVE}
+        await self._sell(screening_id, sold, replayed=replayed)
+
+    async def _mark_sales(self, screening_id: int, seat_ids: list[int]) -> None:
+        """Mark sold in Redis those of these seats PostgreSQL has active tickets for, as a replay
+        does (``_mark_sold``): a refused booking found Redis behind PostgreSQL."""
+        try:
+            sales = (await repo.active_sales(self.db, [screening_id])).get(screening_id, {})
+        except DB_DOWN as exc:  # the reconciler marks them
+            logger.warning("sold seats of screening %s not marked again: %r", screening_id, exc)
+            return
+        sold = {seat: sales[seat] for seat in seat_ids if seat in sales}
+        await self._sell(screening_id, sold, replayed=True)
+
+    async def _sell(self, screening_id: int, sold: dict[int, int], *, replayed: bool) -> None:
+        """``_mark_sold`` of seat id -> buyer."""
         if not sold:
             return
 
@@ -416,6 +439,10 @@ class BookingService:
         if to in ("cancelled", "refunded"):
             CANCELLED.inc()
             await self._unsell(ticket.screening_id, ticket.seat_id)
+        elif to == "confirmed":
+            # Paid, as by confirm-payment: its seat no longer counts toward the user's cap
+            # (lua/owe.lua), which otherwise refused the user's holds until the payment deadline.
+            await self._settle(ticket)
         return Ticket.of(updated)
 
     async def confirm_payment(
