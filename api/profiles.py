@@ -15,6 +15,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.answercache import catalog_changed
 from api.auth import remember_session
 from api.routing import Call, Router
 from api.schemas import STRIPPED, Name, Page, UserOut, user_out
@@ -126,6 +127,8 @@ async def update_me(call: Call) -> UserOut:
     if changes.get("full_name") == "":
         raise ValidationFailed("full_name must not be blank")
     row = await profiles.update_profile(call.services.db, call.user.user_id, changes)
+    if "full_name" in changes:
+        catalog_changed(call.scope)  # reviews name their authors (author_name)
     return user_out(_found(row))
 
 
@@ -139,6 +142,7 @@ async def delete_me(call: Call) -> None:
     unusable = await services.passwords.hash("!" + secrets.token_hex(30))
     result = await profiles.anonymise_user(services.db, call.user.user_id, unusable)
     sessions, old_picture = _found(result)
+    catalog_changed(call.scope)  # the name erased from the reviews the account wrote
     for session_id in sessions:
         await remember_session(services, session_id, False)
     await _forget_picture(services, call.user.user_id, old_picture)

@@ -13,7 +13,7 @@ from api.cinemas import Title
 from api.reads import catalog_read
 from api.routing import Call, Router
 from api.schemas import Page
-from api.screenings import seat_engine
+from api.screenings import after_commit, seat_engine
 from db import catalog
 from seatlock.errors import ValidationFailed
 
@@ -136,8 +136,12 @@ async def create_seats(call: Call) -> list[SeatOut]:
     rows = await catalog.create_seats(call.services.db, room_id, body.expand())
     catalog_changed(call.scope)
     # Committed: screenings of this room that Redis has loaded learn of the new seats.
-    screening_ids = await catalog.room_screening_ids(call.services.db, room_id)
-    await seat_engine(call).refresh_loaded(screening_ids)
+    engine, db = seat_engine(call), call.services.db
+
+    async def refresh_room() -> None:
+        await engine.refresh_loaded(await catalog.room_screening_ids(db, room_id))
+
+    await after_commit(f"new seats of room {room_id}", refresh_room)
     return [SeatOut(**row) for row in rows]
 
 

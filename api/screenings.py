@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Annotated
 
@@ -18,8 +20,10 @@ from api.routing import MAX_ID, Call, Router
 from api.schemas import Page
 from db import catalog
 from seatlock.engine.seats import SeatEngine
-from seatlock.errors import ValidationFailed
+from seatlock.engine.transport import REDIS_DOWN
+from seatlock.errors import SeatLockError, Unavailable, ValidationFailed
 
+logger = logging.getLogger(__name__)
 router = Router("Screenings")
 
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
@@ -164,9 +168,10 @@ async def replace_screening(call: Call) -> ScreeningOut:
     # After the commit above: the layout read is the new room's (and the move's lets go of every
     # hold: once it ran, no seat of the old room can be held).
     if row["room_id"] != before["room_id"]:
-        await call.services.holds.moved(screening_id)
+        step = functools.partial(call.services.holds.moved, screening_id)
     else:
-        await seat_engine(call).refresh(screening_id)
+        step = functools.partial(seat_engine(call).refresh, screening_id)
+    await after_commit(f"change of screening {screening_id}", step)
     return screening_out(row)
 
 
@@ -182,10 +187,64 @@ async def forget_screenings(call: Call, screening_ids: Sequence[int]) -> None:
     """Screenings whose delete PostgreSQL committed leave Redis: their seat state goes, and
     their tombstones refuse a load or refresh elsewhere that read them before the delete."""
     engine = seat_engine(call)
-    await asyncio.gather(*(engine.forget(screening_id) for screening_id in screening_ids))
+    await asyncio.gather(
+        *(
+            after_commit(f"delete of screening {i}", functools.partial(engine.forget, i))
+            for i in screening_ids
+        )
+    )
 
 
 def seat_engine(call: Call) -> SeatEngine:
     """The seat engine: catalog changes reach the live seat state in Redis through it."""
     engine = call.services.engine
     return engine
+
+
+# The Redis side of a catalog change runs after PostgreSQL committed it. Until it has run, holds
+# and seat maps in every process go by the old state (a deleted screening still takes holds, a
+# moved one shows its old room, new seats are unknown), and the request's own retry cannot make
+# up for it: a DELETE again is a 404, seats added again a 409, a PUT again no longer sees a move.
+# So a step that Redis fails is retried in the background, with a capped backoff, until Redis
+# takes it; the request still answers the failure (503). Each step reads PostgreSQL afresh
+# (refresh, move) or only removes (forget), so a late run applies the latest state, not the one
+# of its request. A move whose script ran but whose answer was lost runs again: it lets go of the
+# holds taken in the new room meanwhile (within the backoff), the price of never leaving the old
+# room's seats on sale. Lost with the process if it dies first (no pass repairs this in Redis).
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+REDIS_FAILED: tuple[type[Exception], ...] = (Unavailable, *REDIS_DOWN)
+Step = Callable[[], Awaitable[object]]
+_following: set[asyncio.Task[None]] = set()
+
+
+async def after_commit(what: str, step: Step) -> None:
+    """Run ``step``, the Redis side of a committed catalog change; when Redis fails it here, the
+    failure is raised (503) and the step retried in the background until Redis takes it."""
+    try:
+        await step()
+    except REDIS_FAILED:
+        task = asyncio.get_running_loop().create_task(_retried(what, step))
+        _following.add(task)  # referenced until done: the loop keeps only weak references
+        task.add_done_callback(_following.discard)
+        raise
+
+
+async def _retried(what: str, step: Step) -> None:
+    delay = RETRY_FIRST_S
+    while True:
+        logger.warning("%s not in Redis yet, retrying in %.1f s", what, delay)
+        await asyncio.sleep(delay)
+        try:
+            await step()
+            logger.info("%s reached Redis", what)
+            return
+        except REDIS_FAILED:
+            pass
+        except SeatLockError as exc:  # e.g. deleted meanwhile: nothing left to apply
+            logger.warning("%s given up: %r", what, exc)
+            return
+        except Exception:  # not Redis's doing: trying again would fail the same way
+            logger.exception("%s given up", what)
+            return
+        delay = min(delay * 2, RETRY_MAX_S)
