@@ -1,4 +1,4 @@
-"""The ``seatlock`` command: serve, migrate, create-admin, seed-demo."""
+"""The seatlock command: serve, migrate, create-admin, seed-demo, bench."""
 
 from __future__ import annotations
 
@@ -103,16 +103,21 @@ def _lock_data_dir(data_dir: Path, stack: contextlib.ExitStack) -> None:
 
 
 async def prepare(settings: Settings, seed: bool) -> None:
-    """Migrate, create the configured admin, and seed demo data into an empty database."""
+    """Migrate, create the configured admin when it does not exist, and seed demo data into an
+    empty database.
+
+    The configured admin is only created: an admin who changed the password since (through the
+    API, perhaps after it leaked) keeps it across restarts; ``seatlock create-admin`` is the
+    command that sets it again."""
     from db.migrate import migrate_database
-    from db.users import ensure_admin
+    from db.users import ensure_configured_admin
 
     await reach_postgres(settings)
     await migrate_database(settings.database_url)
     if settings.admin_email and settings.admin_password:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
         try:
-            await ensure_admin(
+            await ensure_configured_admin(
                 pool, settings.admin_email, settings.admin_password, settings.bcrypt_rounds
             )
         finally:
@@ -220,6 +225,12 @@ def _without_password(line: str, url: str) -> str:
     return line.replace(password, "***") if len(password) > 2 else line
 
 
+def seeds_demo(settings: Settings) -> bool:
+    """Whether ``serve`` seeds demo data (into an empty database): only into the PostgreSQL it
+    runs itself, never into one ``SEATLOCK_DATABASE_URL`` names, even when Redis is embedded."""
+    return settings.seed_demo and not settings.database_url
+
+
 def start_up(settings: Settings, seed: bool) -> None:
     """Before any worker starts: Redis must answer, then ``prepare``. One that cannot be reached
     stops the server with one line and status 1, as a taken port does (each worker printed a
@@ -318,11 +329,10 @@ def serve(settings: Settings) -> None:
     from seatlock.server import workers as worker_processes
     from seatlock.server.serving import http_protocol, websocket_options
 
-    embedded = not (settings.redis_url and settings.database_url)
     open_files_limit()  # before any child starts: the workers inherit it
     load_or_create_secret(settings)  # before the workers start, so they share one secret
     with backing_services(settings, on_restart=count_restart) as live:
-        start_up(live, seed=embedded and live.seed_demo)
+        start_up(live, seed=seeds_demo(settings))
         workers = live.workers or os.cpu_count() or 1
         logger.info("seatlock on http://%s:%d with %d worker(s)", live.host, live.port, workers)
         options: dict[str, Any] = {
@@ -409,11 +419,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="seatlock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the API (embedded Redis/PostgreSQL unless URLs are set)")
-    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser(
+        "migrate",
+        help="apply database migrations (and create SEATLOCK_ADMIN_EMAIL's admin if missing)",
+    )
     admin = sub.add_parser("create-admin", help="create an admin or promote an existing account")
     admin.add_argument("email")
     admin.add_argument("--password", help="default: $SEATLOCK_ADMIN_PASSWORD or a prompt")
-    sub.add_parser("seed-demo", help="add the demo cinema, rooms, movies and screenings")
+    sub.add_parser("seed-demo", help="add the demo cinema, rooms, movies, screenings and accounts")
     sub.add_parser("bench", help=BENCH_HELP, add_help=False)  # its options: bench_command
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "bench":

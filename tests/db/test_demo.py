@@ -15,6 +15,8 @@ from db.demo import (
     DEMO_PASSWORD,
     seed_demo,
 )
+from seatlock.accounts.passwords import hash_password
+from seatlock.server.cli import prepare, seeds_demo
 from seatlock.settings import Settings
 from tests.support import LiveServer, login
 
@@ -103,3 +105,29 @@ async def test_seeding_survives_an_all_letters_random_password(
     monkeypatch.setattr("db.demo.secrets.token_urlsafe", lambda n: "onlyletters" * 3)
     await seed_demo(base_settings, only_if_empty=True)
     assert (await counts(db))["users"] >= 1 + len(AUDIENCE)
+
+
+async def test_a_restart_keeps_the_password_the_configured_admin_chose(
+    base_settings: Settings, db: asyncpg.Connection
+) -> None:
+    # The admin changed the configured password (it leaked, say): a restart must not set the
+    # old one from SEATLOCK_ADMIN_PASSWORD again. ``seatlock create-admin`` does that, asked.
+    settings = base_settings.replace(admin_email="boss@example.com", admin_password="Boss-pass-1")
+    await prepare(settings, seed=False)
+    query = "SELECT role, password_hash FROM users WHERE email = 'boss@example.com'"
+    assert (await db.fetchrow(query))["role"] == "admin"
+    chosen = await hash_password("Chosen-pass-2", 4)
+    await db.execute("UPDATE users SET password_hash = $1 WHERE email = 'boss@example.com'", chosen)
+    await prepare(settings, seed=False)  # the next start
+    assert (await db.fetchrow(query))["password_hash"] == chosen
+
+
+def test_demo_data_goes_only_into_the_database_seatlock_runs(base_settings: Settings) -> None:
+    settings = base_settings.replace(seed_demo=True)
+    redis, postgres = settings.redis_url, settings.database_url
+    assert seeds_demo(settings.replace(redis_url="", database_url=""))
+    assert seeds_demo(settings.replace(redis_url=redis, database_url=""))
+    # A PostgreSQL of the operator's, beside an embedded Redis or not, is never seeded.
+    assert not seeds_demo(settings.replace(redis_url="", database_url=postgres))
+    assert not seeds_demo(settings.replace(redis_url=redis, database_url=postgres))
+    assert not seeds_demo(settings.replace(redis_url="", database_url="", seed_demo=False))
