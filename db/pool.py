@@ -40,6 +40,9 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,  # 53*: too many connections, disk, memory
     asyncpg.exceptions.PostgresSystemError,  # 58*: I/O error on the server
+    # 25006: a standby refusing a write: the primary the URL names was demoted by a failover
+    # (or is being restarted as a standby) and the URL does not lead to the new one yet.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InterfaceError,  # "connection is closed", pool closing
     # A protocol error on a connection whose backend ended (a FATAL while idle, the close not
     # yet seen): its next statement, or its release to the pool.

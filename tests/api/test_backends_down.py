@@ -24,7 +24,7 @@ from db.pool import DATABASE_DOWN
 from seatlock.engine.transport import REDIS_DOWN
 from seatlock.settings import Settings
 from tests import factories as make
-from tests.support import RESERVE, LiveServer, make_account
+from tests.support import RESERVE, Account, LiveServer, make_account
 
 BOOK = "/api/v1/tickets/book"
 T = TypeVar("T")
@@ -80,6 +80,16 @@ class Gate:
                 writer.transport.abort()
 
         self._call(close())
+
+    def cut(self) -> None:
+        """End every open connection, as a restarting server does; new ones are let through."""
+
+        async def cut() -> None:
+            for writer in self._writers:
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._call(cut())
 
     def stop(self) -> None:
         self.shut()
@@ -150,6 +160,38 @@ async def test_postgres_down_is_503_with_retry_after(
                 headers=user.headers,
             ),
         ]
+    for r in replies:
+        _expect_503(r)
+
+
+async def test_a_postgresql_that_turned_read_only_is_503_with_retry_after(
+    gated: Callable[..., tuple[LiveServer, Gate]], db: asyncpg.Connection, admin: Account
+) -> None:
+    # A failover demoted the primary that SEATLOCK_DATABASE_URL still names: it comes back as a
+    # standby, which answers reads and refuses every write ("cannot execute INSERT in a
+    # read-only transaction") until the URL leads to the new primary.
+    live, gate = gated("database_url")
+    show = await make.show(db, 4)
+    database = await db.fetchval("SELECT current_database()")
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        user = await make_account(client, "standby@example.com", "Standby")
+        await db.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        try:
+            gate.cut()  # the server's connections end; the ones it opens next are read-only
+            async with asyncio.timeout(10):
+                while (await client.get("/api/v1/movies/")).status_code != 200:
+                    await asyncio.sleep(0.1)
+            login = {"email": "new@example.com", "password": "A-good-pass-1", "full_name": "N"}
+            book = {"screening_id": show.id, "seat_ids": show.seat_ids[:1], "payment_id": "p1"}
+            movie = {"title": "X", "duration_minutes": 90}
+            replies = [
+                await client.post("/api/v1/auth/register", json=login),
+                await client.post("/api/v1/movies/", json=movie, headers=admin.headers),
+                await client.put("/api/v1/users/me", json={"full_name": "Y"}, headers=user.headers),
+                await client.post(BOOK, json=book, headers=user.headers),
+            ]
+        finally:
+            await db.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
     for r in replies:
         _expect_503(r)
 
@@ -294,6 +336,7 @@ def test_the_down_sets_name_what_a_dead_backend_raises() -> None:
         asyncpg.exceptions.TooManyConnectionsError,
         asyncpg.exceptions.InterfaceError,
         asyncpg.exceptions.InternalClientError,
+        asyncpg.exceptions.ReadOnlySQLTransactionError,
         ConnectionRefusedError,
         TimeoutError,
     ):
