@@ -59,6 +59,22 @@ def test_each_node_is_a_cluster_enabled_redis_7_with_its_own_volume(
     assert service["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
 
 
+@pytest.mark.parametrize("redis", ["redis", *NODES])
+def test_every_redis_has_the_production_settings_of_the_embedded_one(
+    services: dict[str, Any], redis: str
+) -> None:
+    # README, "Redis settings that matter in production": the embedded server and the compose
+    # file use exactly these (seatlock/server/embedded.py; Redis 7 names the zset one listpack).
+    args = dict(
+        zip(services[redis]["command"][1::2], services[redis]["command"][2::2], strict=True)
+    )
+    assert args["--notify-keyspace-events"] == "Ex"
+    assert args["--hz"] == "100"
+    assert args["--active-expire-effort"] == "3"
+    assert args["--zset-max-listpack-entries"] == "0"
+    assert (args["--appendonly"], args["--appendfsync"]) == ("yes", "everysec")
+
+
 def test_the_init_job_waits_for_every_node_and_creates_3_primaries_with_replicas(
     services: dict[str, Any],
 ) -> None:
