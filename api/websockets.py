@@ -12,8 +12,9 @@ receiving task.
 A client that reconnects with ``?since=VERSION`` (the last version it saw) is first sent what it
 missed, then live events (``_catch_up``): the events after VERSION from the screening's log, or
 one ``seat_snapshot`` of the whole map when the log no longer has them all. Every watcher of a
-screening moved to another room is sent its new map the same way (``NewMaps``); the watchers of
-a deleted one are closed with 4404 (the hub lets them go, ``Room.ended`` says why).
+screening moved to another room, or loaded anew after Redis lost it, is sent its new map the
+same way (``NewMaps``); the watchers of a deleted one are closed with 4404 (the hub lets them go,
+``Room.ended`` says why).
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ class ConnectionConfirmed(msgspec.Struct, tag_field="type", tag="connection_conf
 class SeatSnapshot(msgspec.Struct, tag_field="type", tag="seat_snapshot"):
     """Sent after connection_confirmed to a client that connected with ``?since=`` when the
     changes since then are no longer all kept (or the screening was reset), and to every
-    watcher when the screening moved to another room: the whole map, as the availability
-    answers it, at ``version``; replace the map with it. Live updates follow."""
+    watcher when the screening moved to another room or Redis lost it (loaded again from
+    PostgreSQL: the holds shown are gone): the whole map, as the availability answers it, at
+    ``version``; replace the map with it. Live updates follow."""
 
     version: int
     seats: list[SeatStatusOut]
@@ -265,14 +267,19 @@ class NewMaps:
     catch-up may have been read before the move) is dropped instead (1013: reconnect); its resume
     then gets the new map, as the move's reset emptied the screening's event log. A move made
     while one is being sent is sent again after it. Only this rare path costs anything: the hub
-    calls it for reset events alone."""
+    calls it for reset events alone.
+
+    A screening loaded while watched here (its reset says "loaded": lua/load.lua) is one Redis
+    lost under its watchers, a FLUSHALL or a restart with no data that left their subscription
+    standing: its holds went with no event, and the watchers would show them held until they
+    would have expired. They get the map loaded from PostgreSQL the same way."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
         self._again: dict[int, bool] = {}  # screenings being sent: moved again meanwhile
 
     def __call__(self, screening_id: int, event: dict[str, Any]) -> None:
-        if not event.get("moved"):
+        if not (event.get("moved") or event.get("loaded")):
             return
         if screening_id in self._again:
             self._again[screening_id] = True

@@ -264,7 +264,7 @@ end
 -- applies events in version order and so notices one it did not get. reset: the screening was
 -- loaded or rewritten (refresh), so mirrors start again from a fresh snapshot; true, or the
 -- event's closing fields as JSON text when a reset says more (refresh.lua: ',"reset":true,
--- "moved":true'). Returns the version, or 0 when there was nothing to publish.
+-- "moved":true'; load.lua: ',"reset":true,"loaded":true'). Returns the version, or 0 when there was nothing to publish.
 -- The event also goes to LOG, capped near META's "log" (SEATLOCK_EVENT_LOG_LENGTH, written by
 -- load and refresh; absent or 0: no log), so a watcher that reconnects with the last version it
 -- saw is replayed what it missed (lua/resume.lua); only while LOG exists, which is while some

@@ -1,8 +1,11 @@
 -- load: write a screening's layout and sold seats (read from PostgreSQL) and then the ready
 -- marker, in one step, so no script ever sees a half-loaded screening. Idempotent: when another
--- process loaded it first, nothing is written. A load publishes an empty reset event: mirrors of
--- the screening's lost state (seatlock/engine/mirrors.py) are dropped. A screening with a
--- tombstone was deleted (forget.lua) after this caller read PostgreSQL: nothing is written.
+-- process loaded it first, nothing is written. A load publishes an empty reset event that says
+-- "loaded": mirrors of the screening's lost state (seatlock/engine/mirrors.py) are dropped, and
+-- watchers already watching it (Redis lost it under them: a flush keeps their subscription) are
+-- sent the new map (api/websockets.py), as the holds they were shown are gone with no event of
+-- their own. A screening with a tombstone was deleted (forget.lua) after this caller read
+-- PostgreSQL: nothing is written.
 -- KEYS: the common nine (lib.lua), then the tombstone (seatlock/keys.py screening_deleted),
 --       then the rows hash (screening_rows).
 -- ARGV: screening_id, now_ms, starts_at_ms, log_length (events kept for resuming watchers,
@@ -33,5 +36,5 @@ end
 local version = tonumber(redis.call('GET', VERSION) or '0')
 redis.call('SET', VERSION, string.format('%.0f', math.max(version + 1, now * 1000)))
 redis.call('HSET', META, 'starts_at', starts_at, 'log', log_length, 'gaps', ARGV[6], 'ready', '1')
-publish(now, {}, true)
+publish(now, {}, ',"reset":true,"loaded":true')
 return {OK, 1}

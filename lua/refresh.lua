@@ -21,6 +21,7 @@
 --       log_length (events kept for resuming watchers, lib.lua publish; 0: none), seat_count,
 --       gaps ("1": the single-gap rule is on), rows_count, seat_id * seat_count, then the rows
 --       hash's fields and values (rows_count values in all), then sold pairs: seat_id, user_id, ...
+-- Loaded now (Redis did not have it), its reset event says "loaded" too, as load.lua's does.
 -- Returns {OK, 1 when loaded now | 0 when updated, number of seats added, seat, user, exp, ...}
 -- with, when moved, the seat, holder and expiry of each hold let go that had not expired yet; or
 -- {DELETED, screening_id} when the screening has a tombstone.
@@ -81,7 +82,7 @@ if not moved then
   end
 end
 redis.call('HSET', META, 'starts_at', starts_at, 'log', log_length, 'gaps', ARGV[7], 'ready', '1')
-local reset = moved and ',"reset":true,"moved":true' or true
+local reset = moved and ',"reset":true,"moved":true' or ',"reset":true'
 if was_ready then
   -- Watchers learn of the new seats; the event moves the version and resets mirrors even without
   -- them (seats may be gone, the start may have moved).
@@ -91,6 +92,6 @@ if was_ready then
 end
 local version = tonumber(redis.call('GET', VERSION) or '0')
 redis.call('SET', VERSION, string.format('%.0f', math.max(version + 1, now * 1000)))
-publish(now, {}, reset)
+publish(now, {}, reset .. ',"loaded":true')
 reply[2] = 1
 return reply

@@ -19,6 +19,14 @@ and sold the seat of a ticket cancelled between its two queries, which are one s
 at once, met both races every pass. A booking or cancellation whose process died before marking
 Redis is repaired by the first pass after. What remains is a real mismatch changed again during
 the pass (an old ticket cancelled between the query and the sell): the next pass repairs it.
+A Redis that restarted (its run id changed: a restart from an older AOF or RDB, a restart with
+no data, a failover to a replica that lagged) may have gone back in time with the screenings still
+loaded, so no reload from PostgreSQL happens: sales made since its snapshot are missing (those
+seats on sale again), cancellations undone. Each process asks Redis's run id every
+``RESTART_CHECK_S`` (``_restarted``) and, when it changed, passes at once, without waiting for its
+turn (the turn's key may have come back from the snapshot, held by a process gone since): the
+seats of tickets booked in the last ``settle_s`` seconds are marked sold too, as the restart undid
+the marking their bookings did (too many sold is safe; a later pass frees one wrongly kept).
 Every API process runs one, and the processes sharing a Redis take turns (``_my_turn``): one
 pass an interval between them, not one each. A pass over 10,000 loaded screenings of 50 sold seats
 took a worker ~0.9 s of CPU; eight processes made eight such passes every 30 s. A pass of another
@@ -38,8 +46,9 @@ from redis.exceptions import RedisError
 from db import tickets as repo
 from db.pool import DATABASE_FAILED
 from seatlock import keys
+from seatlock.engine.cluster import ClusterTransport
 from seatlock.engine.seats import SeatEngine
-from seatlock.engine.transport import REDIS_DOWN, answered
+from seatlock.engine.transport import REDIS_DOWN, Transport, answered
 from seatlock.errors import SeatLockError, Unavailable
 from seatlock.heartbeats import Beat, no_beat, pause
 from seatlock.metrics import RECONCILE_PASSES, RECONCILE_REPAIRS
@@ -52,6 +61,9 @@ logger = logging.getLogger(__name__)
 BATCH = 100
 SETTLE_S = 10.0  # a ticket this young is left to its booking's own marking
 RETRY_S = 1.0  # after a failed pass, try again this soon: the first that works runs at once
+RESTART_CHECK_S = 1.0  # how often Redis's run id is asked (``_restarted``): one INFO each time
+CLUSTER_CHECKS = 10  # a cluster's primaries are asked every CLUSTER_CHECKS-th time (a connection
+# to each, ``on_primaries``)
 # The turn: the process that set it passes, the others leave the interval's pass to it. It lasts
 # 0.9 of the interval, the least a process waits between two passes (its jitter), so a process
 # whose wait ends finds it over unless another process took it since.
@@ -76,23 +88,62 @@ class Reconciler:
         self.passes = 0  # passes completed
         self.token = secrets.token_hex(8)  # this process's mark on the turn it takes
         self.failing = False  # the last pass failed: a backend was down
+        # Redis's run ids as last read (None: not yet), and whether it restarted since the last
+        # pass that worked: the next pass is then a restart's (see the module's note).
+        self.run_ids: frozenset[str] | None = None
+        self.restarted = False
+        self._checks = 0
 
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
         """A pass at once, then every ``interval_s`` (with jitter, so processes spread out), and
-        RETRY_S after a failed one: after an outage, the first pass that works repairs Redis."""
+        RETRY_S after a failed one: after an outage, the first pass that works repairs Redis;
+        at once when Redis restarted meanwhile."""
         if self.interval_s <= 0:
             return
+        await self._restarted()  # the run ids to compare with
         while not stop.is_set():
             wait = self._jittered() if await self._pass() else min(RETRY_S, self.interval_s)
             beat()
-            await pause(stop, wait, beat)
+            await self._wait(stop, wait, beat)
+
+    async def _wait(self, stop: asyncio.Event, seconds: float, beat: Beat) -> None:
+        """Wait ``seconds``, or until Redis is found restarted (asked every RESTART_CHECK_S)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not stop.is_set():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await pause(stop, min(left, RESTART_CHECK_S), beat)
+            if await self._restarted():
+                return
+
+    async def _restarted(self) -> bool:
+        """Whether Redis restarted since its run ids were last read (``restarted`` stays set
+        until a pass worked). Unanswered (down, loading its data): no change is known yet."""
+        self._checks += 1
+        cluster = isinstance(self.engine.transport, ClusterTransport)
+        if cluster and self._checks % CLUSTER_CHECKS != 1 and self.run_ids is not None:
+            return self.restarted
+        try:
+            run_ids = await _run_ids(self.engine.transport)
+        except BACKEND_DOWN as exc:
+            logger.debug("no run id of Redis to be had: %r", exc)
+            return self.restarted
+        if self.run_ids is not None and run_ids != self.run_ids:
+            logger.warning("Redis restarted (its run id changed): reconciling its sold seats now")
+            self.restarted = True
+        self.run_ids = run_ids
+        return self.restarted
 
     async def _pass(self) -> bool:
         try:
-            if not await self._my_turn():
+            restarted = self.restarted
+            if not restarted and not await self._my_turn():
                 RECONCILE_PASSES.labels("elsewhere").inc()
                 return True
-            await self.reconcile()
+            await self.reconcile(restarted=restarted)
+            if restarted:
+                self.restarted = False
         except BACKEND_DOWN as exc:
             RECONCILE_PASSES.labels("failed").inc()
             if not self.failing:
@@ -124,16 +175,17 @@ class Reconciler:
     def _jittered(self) -> float:
         return self.interval_s * random.uniform(0.9, 1.1)
 
-    async def reconcile(self) -> int:
-        """One pass over every loaded screening; returns how many were repaired."""
+    async def reconcile(self, *, restarted: bool = False) -> int:
+        """One pass over every loaded screening; returns how many were repaired. ``restarted``:
+        Redis restarted, so even the sales still settling are marked (see the module's note)."""
         loaded = await self.engine.loaded_screenings()
         repaired = 0
         for start in range(0, len(loaded), BATCH):
-            repaired += await self._reconcile_batch(loaded[start : start + BATCH])
+            repaired += await self._reconcile_batch(loaded[start : start + BATCH], restarted)
         self.passes += 1
         return repaired
 
-    async def _reconcile_batch(self, screening_ids: list[int]) -> int:
+    async def _reconcile_batch(self, screening_ids: list[int], restarted: bool = False) -> int:
         in_redis = await self._sold_where_answered(screening_ids)  # first: see the module's note
         in_postgres, settling = await repo.sales_to_reconcile(self.db, screening_ids, self.settle_s)
         repaired = 0
@@ -146,6 +198,7 @@ class Reconciler:
                     sold,
                     in_postgres.get(screening_id, {}),
                     settling.get(screening_id, set()),
+                    restarted,
                 )
             except Unavailable:
                 raise
@@ -170,14 +223,21 @@ class Reconciler:
         return sold
 
     async def _repair(
-        self, screening_id: int, sold: dict[int, int], truth: dict[int, int], settling: set[int]
+        self,
+        screening_id: int,
+        sold: dict[int, int],
+        truth: dict[int, int],
+        settling: set[int],
+        restarted: bool = False,
     ) -> int:
         """Make Redis's sold seats of one screening PostgreSQL's, but for the ``settling`` seats
-        (left to their bookings and cancellations); 1 if anything changed."""
+        (left to their bookings and cancellations; after a restart only those to free: the
+        restart may have undone a booking's marking, never a cancellation's freeing that is
+        still to come); 1 if anything changed."""
         missing = {
             seat: user
             for seat, user in truth.items()
-            if sold.get(seat) != user and seat not in settling
+            if sold.get(seat) != user and (restarted or seat not in settling)
         }
         extra = sorted(seat for seat in sold if seat not in truth and seat not in settling)
         if not missing and not extra:
@@ -194,3 +254,21 @@ class Reconciler:
             extra,
         )
         return 1
+
+
+async def _run_ids(transport: Transport) -> frozenset[str]:
+    """The run ids of the Redis servers (every primary of a cluster): a server's changes when
+    it restarted, and a failover puts another in its place."""
+    if isinstance(transport, ClusterTransport):
+        replies = await transport.on_primaries("INFO", "server")
+    else:
+        replies = [await transport.command("INFO", "server")]
+    return frozenset(_run_id(reply) for reply in replies)
+
+
+def _run_id(info: bytes | str) -> str:
+    text = info.decode() if isinstance(info, bytes) else info
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line[len("run_id:") :].strip()
+    return ""
