@@ -67,6 +67,9 @@ def negotiate(scope: Scope) -> tuple[str | None, bytes | None]:
 
 _chosen: dict[bytes, str | None] = {}  # Accept-Encoding value -> its coding
 CHOSEN_SIZE = 256  # distinct values kept; browsers send a handful
+# Nor is a longer value kept (browsers send ~30 bytes): one of up to 64 KB, the head's limit,
+# made each entry that large, 16 MB a process for 256 made-up values.
+CHOSEN_MAX_BYTES = 256
 
 
 def choose_coding(header: bytes) -> str | None:
@@ -75,9 +78,11 @@ def choose_coding(header: bytes) -> str | None:
         return _chosen[header]  # ~50 ns instead of ~3 µs of parsing
     except KeyError:
         pass
-    if len(_chosen) >= CHOSEN_SIZE:
-        _chosen.clear()
-    coding = _chosen[header] = parse_accept_encoding(header)
+    coding = parse_accept_encoding(header)
+    if len(header) <= CHOSEN_MAX_BYTES:
+        if len(_chosen) >= CHOSEN_SIZE:
+            _chosen.clear()
+        _chosen[header] = coding
     return coding
 
 

@@ -312,3 +312,35 @@ async def _revoke_all(conn: Conn, user_id: int, keep: str | None) -> list[str]:
 
 def _days_from_now(days: int) -> datetime:
     return datetime.now(UTC) + timedelta(days=days)
+
+
+# Rows kept of sessions and reset tokens that can no longer be used: a sign-in and a password
+# reset each add one, and nothing else ever removes them. Deleted in batches by
+# seatlock/services/retention.py once ``kept_for`` has passed since they stopped counting.
+PRUNE_SESSIONS = (
+    "WITH dead AS (SELECT id FROM auth_sessions"
+    " WHERE expires_at < now() - $1::interval OR revoked_at < now() - $1::interval"
+    " LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " DELETE FROM auth_sessions s USING dead WHERE s.id = dead.id"
+)
+PRUNE_RESETS = (
+    "WITH dead AS (SELECT token_hash FROM password_resets"
+    " WHERE expires_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " DELETE FROM password_resets r USING dead WHERE r.token_hash = dead.token_hash"
+)
+
+
+async def prune_credentials(db: Executor, kept_for: timedelta, batch: int) -> int:
+    """Delete up to ``batch`` sessions and ``batch`` reset tokens that expired or were revoked
+    more than ``kept_for`` ago (a session's refresh tokens go with it: ON DELETE CASCADE); how
+    many rows went. A session gone is refused as a revoked one is (api/auth.py reads no row as
+    not active), and a reset token gone as an expired one, so nothing answers differently.
+    SKIP LOCKED: processes pruning at the same moment take different rows."""
+    sessions = await db.execute(PRUNE_SESSIONS, kept_for, batch)
+    resets = await db.execute(PRUNE_RESETS, kept_for, batch)
+    return _deleted(sessions) + _deleted(resets)
+
+
+def _deleted(status: str) -> int:
+    """The row count of a ``DELETE n`` command status."""
+    return int(status.rpartition(" ")[2] or 0)

@@ -67,6 +67,7 @@ from seatlock.services.holds import HoldService
 from seatlock.services.payments import UnpaidExpiry
 from seatlock.services.payments import verifier as payment_verifier
 from seatlock.services.reconciler import Reconciler
+from seatlock.services.retention import prune_forever
 from seatlock.services.seatmaps import SeatMapCache
 from seatlock.settings import Settings, redis_cluster_nodes
 
@@ -291,6 +292,8 @@ async def running(services: Services) -> AsyncIterator[Services]:
         "unpaid_expiry": lambda: UnpaidExpiry(
             s.engine, s.db, s.settings.payment_deadline_seconds
         ).run(s.settings.sweep_interval_seconds, stop, beat("unpaid_expiry")),
+        # Sessions and reset tokens dead for a day, deleted (seatlock/services/retention.py).
+        "credential_pruning": lambda: prune_forever(s.db, stop, beat("credential_pruning")),
     }
     if s.reconciler.interval_s > 0:  # off: its run() returns at once, and must not look stalled
         loops["reconciler"] = lambda: s.reconciler.run(stop, beat("reconciler"))
