@@ -50,16 +50,16 @@ class LoadedScreenings:
             self._trouble(exc)
 
     async def read(self, started_after_ms: int | None = None) -> list[int]:
-        """The listed screenings, in id order; with ``started_after_ms``, those starting after it,
-        the others taken off the list. While the list does not answer: the last read's."""
+        """The listed screenings, in id order; with ``started_after_ms``, those starting after it
+        (the others stay listed until they are unloaded: ``remove``). While the list does not
+        answer: the last read's."""
         try:
             await self._list_the_missed()
             if started_after_ms is None:
                 members: list[Any] = await self.transport.command("ZRANGE", KEY, 0, -1)
             else:
-                await self.transport.command("ZREMRANGEBYSCORE", KEY, "-inf", started_after_ms)
                 members = await self.transport.command(
-                    "ZRANGEBYSCORE", KEY, started_after_ms, "+inf"
+                    "ZRANGEBYSCORE", KEY, f"({started_after_ms}", "+inf"
                 )
         except REDIS_DOWN as exc:
             if not self._known:
@@ -71,6 +71,18 @@ class LoadedScreenings:
             logger.warning("the list of loaded screenings answers again")
         self._known = {int(m) for m in members} | set(self._unlisted)
         return sorted(self._known)
+
+    async def started_before(self, ms: int, at_most: int) -> list[int]:
+        """Up to ``at_most`` listed screenings starting at ``ms`` or before, in start order; none
+        while the list does not answer (they are there for the next call)."""
+        try:
+            members: list[Any] = await self.transport.command(
+                "ZRANGEBYSCORE", KEY, "-inf", ms, "LIMIT", 0, at_most
+            )
+        except REDIS_DOWN as exc:
+            self._trouble(exc)
+            return []
+        return [int(m) for m in members]
 
     async def _list_the_missed(self) -> None:
         missed = dict(self._unlisted)

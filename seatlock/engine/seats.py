@@ -68,6 +68,9 @@ SWEEP_SLICE = 2_000
 # A screening's holds are all gone max_hold_ms after it starts (holds end at the start at the
 # latest, pins a minute later); the sweep stops looking at it after this margin on top.
 SWEEP_AFTER_START_MS = 3_600_000
+# A screening's node not answering (a cluster primary failing over): what the engine raises for
+# it, or the transport's own.
+NODE_DOWN: tuple[type[Exception], ...] = (Unavailable, *REDIS_DOWN)
 MAX_ID = 2**53  # ids travel through Lua numbers (doubles)
 MAX_GEOMETRIES = 512  # screenings whose row geometry a process keeps (``rows``)
 # A grant ends its leases' values "user:grant": no ':' in it, so a release by grant matches whole.
@@ -497,8 +500,29 @@ class SeatEngine:
         return await self._sweep_all_of(loaded, now)
 
     async def _sweepable(self, now: int) -> list[int]:
-        # Screenings started long ago have no holds left: they leave the list.
-        return await self.loaded.read(now - self.max_hold_ms - SWEEP_AFTER_START_MS)
+        # Screenings started long ago have no holds left: they leave Redis (``_unload``).
+        started_by = now - self.max_hold_ms - SWEEP_AFTER_START_MS
+        await self._unload(await self.loaded.started_before(started_by, SWEEP_SLICE), now)
+        return await self.loaded.read(started_by)
+
+    async def _unload(self, screening_ids: list[int], now: int) -> None:
+        """Drop from Redis every key of these screenings, started long ago, and unlist them
+        (lua/forget.lua without a tombstone: a read loads one again from PostgreSQL, and a later
+        sweep drops it again). Their keys have no TTL: unloaded by nothing else, every screening
+        of every release day stayed in Redis, tens of KB each. One whose node does not answer
+        stays listed, for the next sweep."""
+        for start in range(0, len(screening_ids), SWEEP_BATCH):
+            batch = screening_ids[start : start + SWEEP_BATCH]
+            await asyncio.gather(*(self._unload_one(sid, now) for sid in batch))
+
+    async def _unload_one(self, screening_id: int, now: int) -> None:
+        try:
+            async with self._one_at_a_time(screening_id):
+                await self._forget(screening_id, now, 0)
+        except NODE_DOWN as exc:
+            logger.debug("screening %s not unloaded yet: %r", screening_id, exc)
+            return
+        self._rows.pop(screening_id, None)
 
     async def _sweep_all_of(self, loaded: list[int], now: int) -> int:
         freed = skipped = 0

@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from api import caching
@@ -104,16 +103,13 @@ async def test_dead_sessions_and_reset_tokens_are_deleted(
     assert resets == {"fresh"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="seatlock/engine and lua/ (not changed here): a screening's keys are never deleted",
-)
 async def test_a_past_screening_leaves_nothing_in_redis(
     client: httpx.AsyncClient, server: LiveServer, db: asyncpg.Connection, redis: Redis
 ) -> None:
-    """A screening loaded into Redis (a seat map read, a hold) keeps its keys (meta, seats,
-    rows, sold, version) for ever: the sweep only takes it off ``sl:screenings`` once it is
-    long started. Every screening of every release day stays in Redis."""
+    """A screening loaded into Redis (a seat map read, a hold) kept its keys (meta, seats,
+    rows, sold, version) for ever: the sweep only took it off ``sl:screenings`` once it was
+    long started, and every screening of every release day stayed in Redis. The sweep now
+    unloads it, and a read loads it again."""
     show = await make.show(db, 200, starts_in=-timedelta(hours=3))
     assert (await client.get(AVAILABILITY.format(show.id))).status_code == 200
     tag = f"sl:{{scr:{show.id}}}:"
@@ -127,3 +123,11 @@ async def test_a_past_screening_leaves_nothing_in_redis(
     left = [key async for key in redis.scan_iter(match=f"{tag}*")]
     without_ttl = [key for key in left if await redis.pttl(key) == -1]
     assert without_ttl == []
+    # Read again, it is loaded again, whole, and unloaded again by a later sweep.
+    r = await client.get(AVAILABILITY.format(show.id))
+    assert r.status_code == 200 and len(r.json()) == 200
+    for _ in range(50):
+        if not await redis.exists(f"{tag}meta"):
+            break
+        await asyncio.sleep(0.1)
+    assert not await redis.exists(f"{tag}meta")
