@@ -216,6 +216,8 @@ class ShardChannels:
             waiting = self._waiters.get(channel, [])
             if waiter in waiting:
                 waiting.remove(waiter)
+            if not waiting:  # a wait given up on a channel never live: its entry goes too
+                self._waiters.pop(channel, None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Place and remove subscriptions until ``stop`` is set, then close every feed."""

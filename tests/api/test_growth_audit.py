@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from api import caching
+from seatlock.engine.shards import ShardChannels
 from tests import factories as make
 from tests.support import LiveServer
 
@@ -131,3 +133,13 @@ async def test_a_past_screening_leaves_nothing_in_redis(
             break
         await asyncio.sleep(0.1)
     assert not await redis.exists(f"{tag}meta")
+
+
+async def test_a_shard_channel_wait_given_up_leaves_no_entry() -> None:
+    """A wait for a sharded channel that never went live (released first, its node gone) left
+    its channel's empty waiter list behind, one per channel, for the process's life."""
+    shards = ShardChannels(cast(Any, None), lambda _: None, lambda channel, live: None)
+    for n in range(3):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(shards.confirmed(f"sl:{{scr:{n}}}:events"), 0.01)
+    assert shards._waiters == {}
