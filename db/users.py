@@ -314,6 +314,15 @@ def _days_from_now(days: int) -> datetime:
     return datetime.now(UTC) + timedelta(days=days)
 
 
+async def recently_revoked(db: Executor, seconds: float) -> list[str]:
+    """The sessions revoked within the last ``seconds`` (their access tokens may still be out)."""
+    rows = await db.fetch(
+        "SELECT id FROM auth_sessions WHERE revoked_at > now() - make_interval(secs => $1)",
+        seconds,
+    )
+    return [row["id"] for row in rows]
+
+
 # Rows kept of sessions and reset tokens that can no longer be used: a sign-in and a password
 # reset each add one, and nothing else ever removes them. Deleted in batches by
 # seatlock/services/retention.py once ``kept_for`` has passed since they stopped counting.

@@ -22,7 +22,14 @@ What the channel cannot tell, and how it is covered:
   flush; the notice empties ``confirmed``, so each session is next checked in Redis, which no
   longer knows it, and then in PostgreSQL, the record of every revocation;
 - a revocation written to PostgreSQL only (by hand) is seen within ``CONFIRM_SECONDS``, or at
-  once after a flush.
+  once after a flush;
+- a Redis restored from an older snapshot (restarted from an RDB or AOF older than its last
+  writes, or failed over to a replica that lagged) has its sessions' "1" again where revocations
+  had written "0", and neither the channel nor the flush tracking says so. So each time the feed
+  (re)subscribes, which a restart makes it do, and when the process starts, the revocations
+  PostgreSQL recorded within the revoked set's window are read (``recent``) and applied before
+  anything is trusted: no access token of those sessions is accepted, by a process that was
+  running or one started since.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Connection, Redis, SSLConnection
@@ -57,6 +64,8 @@ RETRY_SECONDS = 1.0
 # How the feed connects to the canary's node of a Redis Cluster (with the ssl_* options). Only
 # that node's flush is noticed: a flush (or a failover losing writes) of another primary erases
 # the "0"s stored there and leaves ``confirmed`` as it is.
+# The revocations PostgreSQL recorded within the revoked set's window (``listening``'s ``recent``).
+RecentRevocations = Callable[[], Awaitable[Iterable[str]]]
 NODE_OPTIONS = frozenset(
     ("host", "port", "username", "password", "socket_timeout", "socket_connect_timeout")
 )
@@ -75,7 +84,7 @@ class SessionTrust:
         self._watching: dict[str, list[Callable[[], None]]] = {}
         # called each time the feed (re)subscribed: revocations may have been missed before
         self.on_resubscribe: list[Callable[[], None]] = []
-        self._keep = keep_revoked_seconds
+        self.keep_revoked_seconds = keep_revoked_seconds
         self._trimmed = time.monotonic()
 
     def trusts(self, session_id: str) -> bool:
@@ -144,16 +153,21 @@ class SessionTrust:
         # A session's access tokens expire within the token lifetime of its revocation, and
         # new ones are never issued for it, so older entries can no longer matter.
         self._trimmed = now
-        self.revoked = {s: t for s, t in self.revoked.items() if now - t < self._keep}
+        keep = self.keep_revoked_seconds
+        self.revoked = {s: t for s, t in self.revoked.items() if now - t < keep}
 
 
 @contextlib.asynccontextmanager
 async def listening(
-    redis: Redis | RedisCluster, trust: SessionTrust, beat: Beat = no_beat
+    redis: Redis | RedisCluster,
+    trust: SessionTrust,
+    beat: Beat = no_beat,
+    recent: RecentRevocations | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
-    """Follow revocations and flushes for as long as the block runs (the task that does)."""
+    """Follow revocations and flushes for as long as the block runs (the task that does);
+    ``recent`` is read each time the feed subscribes (see the module's note)."""
     stop = asyncio.Event()
-    start = functools.partial(follow, redis, trust, stop, beat)  # raised: started again
+    start = functools.partial(follow, redis, trust, stop, beat, recent)  # raised: started again
     task = asyncio.create_task(supervised("session_feed", start, stop))
     try:
         yield task
@@ -165,11 +179,15 @@ async def listening(
 
 
 async def follow(
-    redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event, beat: Beat = no_beat
+    redis: Redis | RedisCluster,
+    trust: SessionTrust,
+    stop: asyncio.Event,
+    beat: Beat = no_beat,
+    recent: RecentRevocations | None = None,
 ) -> None:
     while not stop.is_set():
         try:
-            await _follow_once(redis, trust, stop, beat)
+            await _follow_once(redis, trust, stop, beat, recent)
         except (RedisError, OSError) as exc:
             logger.warning("session revocation feed lost (%s); retrying", exc)
         finally:
@@ -179,10 +197,14 @@ async def follow(
 
 
 async def _follow_once(
-    redis: Redis | RedisCluster, trust: SessionTrust, stop: asyncio.Event, beat: Beat
+    redis: Redis | RedisCluster,
+    trust: SessionTrust,
+    stop: asyncio.Event,
+    beat: Beat,
+    recent: RecentRevocations | None,
 ) -> None:
     if not isinstance(redis, RedisCluster):
-        await _follow_node(redis, trust, stop, beat)
+        await _follow_node(redis, trust, stop, beat, recent)
         return
     # A cluster forwards PUBLISH to every node, so one node's subscription hears every
     # revocation; the canary's own node is the one whose flush is noticed (see NODE_OPTIONS).
@@ -194,18 +216,26 @@ async def _follow_once(
     options = {k: v for k, v in given.items() if k in NODE_OPTIONS or k.startswith("ssl_")}
     tls = issubclass(given.get("connection_class", Connection), SSLConnection)
     async with Redis(ssl=tls, **options) as client:
-        await _follow_node(client, trust, stop, beat)
+        await _follow_node(client, trust, stop, beat, recent)
 
 
-async def _follow_node(redis: Redis, trust: SessionTrust, stop: asyncio.Event, beat: Beat) -> None:
+async def _follow_node(
+    redis: Redis,
+    trust: SessionTrust,
+    stop: asyncio.Event,
+    beat: Beat,
+    recent: RecentRevocations | None,
+) -> None:
     pubsub = redis.pubsub()
     tracker = _FlushTracker(trust)
     try:
         await tracker.attach(pubsub)
         await pubsub.subscribe(CHANNEL, INVALIDATIONS)
         # Messages missed before this point were revocations already written to Redis:
-        # checking every session there again covers them.
+        # checking every session there again covers them; PostgreSQL's recent ones cover a
+        # Redis that went back in time (see the module's note).
         trust.forget_all()
+        await _learn_recent(trust, recent)
         trust.live = True
         trust.resubscribed()
         while not stop.is_set():
@@ -219,6 +249,15 @@ async def _follow_node(redis: Redis, trust: SessionTrust, stop: asyncio.Event, b
         trust.live = False
         tracker.detach()
         await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis-py 8
+
+
+async def _learn_recent(trust: SessionTrust, recent: RecentRevocations | None) -> None:
+    if recent is None:
+        return
+    try:
+        trust.revoke(await recent())
+    except Exception as exc:  # PostgreSQL down: Redis's word stands, as it did before
+        logger.warning("recent session revocations not read from PostgreSQL: %r", exc)
 
 
 class _FlushTracker:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -306,7 +307,9 @@ async def running(services: Services) -> AsyncIterator[Services]:
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(s.hub.ready.wait(), 5)
-        async with listening(s.redis, s.sessions, beat("session_feed")) as feed:
+        # The revocations within the window the trust keeps them for (SessionTrust.revoked).
+        recent = functools.partial(users.recently_revoked, s.db, s.sessions.keep_revoked_seconds)
+        async with listening(s.redis, s.sessions, beat("session_feed"), recent) as feed:
             s.heartbeats.watch("session_feed", feed)
             yield s
     finally:

@@ -104,3 +104,33 @@ async def test_revoked_in_postgres_during_a_flush_is_refused_by_every_process(
     for base_url in (other.url, str(client.base_url)):
         r = await me(base_url, user.token)
         assert (r.status_code, r.json()) == (401, REVOKED)
+
+
+async def test_a_redis_restored_from_before_a_logout_does_not_bring_the_session_back(
+    client: httpx.AsyncClient, redis: Redis, make_server: Any, user: Account
+) -> None:
+    # A Redis restarted from a snapshot older than the logout has the session's "1" again: a
+    # process started since must not take the token for a live session's.
+    assert (await client.get(ME, headers=user.headers)).status_code == 200
+    key = await session_key(redis)
+    assert (await client.post(LOGOUT, headers=user.headers)).status_code == 200
+    await redis.set(key, b"1", ex=3600)  # what the restore put back
+    r = await me(make_server().url, user.token)
+    assert (r.status_code, r.json()) == (401, REVOKED)
+
+
+async def test_a_feed_back_on_a_restored_redis_learns_the_revocations_it_lost(
+    client: httpx.AsyncClient, redis: Redis, db: Any, make_server: Any, user: Account
+) -> None:
+    # The revocation's "0" and its message were lost with Redis (restored from an older
+    # snapshot, which cut every subscription): PostgreSQL's record is read once the feed is back.
+    other = make_server()
+    assert (await me(other.url, user.token)).status_code == 200
+    key = await session_key(redis)
+    await db.execute("UPDATE auth_sessions SET revoked_at = now() WHERE user_id = $1", user.id)
+    await redis.set(key, b"1", ex=3600)
+    for info in await redis.client_list():
+        if "t" in info["flags"]:  # the revocation feeds (client tracking on)
+            await redis.client_kill_filter(_id=info["id"])
+    r = await until_refused(other.url, user.token, seconds=5)
+    assert (r.status_code, r.json()) == (401, REVOKED)
