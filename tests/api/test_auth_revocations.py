@@ -40,6 +40,13 @@ async def session_key(redis: Redis) -> str:
     return key.decode() if isinstance(key, bytes) else str(key)
 
 
+async def cut_revocation_feeds(redis: Redis) -> None:
+    """Cut the revocation subscribers (client tracking on): the event hubs' are not ours."""
+    for info in await redis.client_list():
+        if "t" in info["flags"]:
+            await redis.client_kill_filter(_id=info["id"])
+
+
 async def test_a_confirmed_session_is_not_read_from_redis_again(
     client: httpx.AsyncClient, redis: Redis, user: Account
 ) -> None:
@@ -86,10 +93,7 @@ async def test_a_lost_subscription_rechecks_every_session(
     other = make_server()
     assert (await me(other.url, user.token)).status_code == 200
     await redis.set(await session_key(redis), b"0")  # a revocation missed while disconnected
-    # Only the revocation subscribers (client tracking on): the event hubs' are not ours to cut.
-    for info in await redis.client_list():
-        if "t" in info["flags"]:
-            await redis.client_kill_filter(_id=info["id"])
+    await cut_revocation_feeds(redis)
     r = await until_refused(other.url, user.token, seconds=5)
     assert (r.status_code, r.json()) == (401, REVOKED)
 
@@ -129,8 +133,6 @@ async def test_a_feed_back_on_a_restored_redis_learns_the_revocations_it_lost(
     key = await session_key(redis)
     await db.execute("UPDATE auth_sessions SET revoked_at = now() WHERE user_id = $1", user.id)
     await redis.set(key, b"1", ex=3600)
-    for info in await redis.client_list():
-        if "t" in info["flags"]:  # the revocation feeds (client tracking on)
-            await redis.client_kill_filter(_id=info["id"])
+    await cut_revocation_feeds(redis)
     r = await until_refused(other.url, user.token, seconds=5)
     assert (r.status_code, r.json()) == (401, REVOKED)
