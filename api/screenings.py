@@ -83,6 +83,12 @@ class ScreeningOut(msgspec.Struct):
     no_single_gaps: bool | None  # null: the server's setting
 
 
+def clock_now(call: Call) -> dt.datetime:
+    """Now on Redis's clock, the one that refuses holds once a screening has started: an
+    "upcoming" list offers exactly what can still be held, whatever this host's clock says."""
+    return dt.datetime.fromtimestamp(call.services.engine.now_ms() / 1000, dt.UTC)
+
+
 def screening_out(row: asyncpg.Record) -> ScreeningOut:
     return ScreeningOut(**{**row, "price": float(row["price"])})
 
@@ -127,6 +133,7 @@ async def list_screenings(call: Call) -> list[ScreeningOut]:
         cinema_id=q.cinema_id,
         day=q.date,
         upcoming=q.upcoming,
+        now=clock_now(call),
     )
     return [screening_out(row) for row in rows]
 

@@ -14,6 +14,7 @@ from api.reads import catalog_read
 from api.rendering import JSON
 from api.routing import Call, Router
 from api.schemas import Page
+from api.screenings import clock_now
 from db import discovery
 from db.discovery import ShowtimeFilters
 from seatlock.errors import NotFound, ValidationFailed
@@ -116,14 +117,14 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime | None]:
         return start, None
 
 
-def window(query: DateQuery) -> tuple[dt.datetime, dt.datetime | None]:
-    """One day when a date is given, otherwise from now on."""
+def window(query: DateQuery, now: dt.datetime) -> tuple[dt.datetime, dt.datetime | None]:
+    """One day when a date is given, otherwise from ``now`` on."""
     if query.date is None:
-        return dt.datetime.now(dt.UTC), None
+        return now, None
     return day_bounds(query.date)
 
 
-def showtime_filters(query: ShowtimeQuery) -> ShowtimeFilters:
+def showtime_filters(query: ShowtimeQuery, now: dt.datetime) -> ShowtimeFilters:
     start, end = utc(query.starts_from, "from"), utc(query.starts_to, "to")
     if start is not None and end is not None and start >= end:
         raise ValidationFailed("`from` must be before `to`")
@@ -133,7 +134,7 @@ def showtime_filters(query: ShowtimeQuery) -> ShowtimeFilters:
         if day_end is not None:
             end = day_end if end is None else min(end, day_end)
     elif start is None:
-        start = dt.datetime.now(dt.UTC)
+        start = now
     return ShowtimeFilters(query.movie_id, query.cinema_id, start, end)
 
 
@@ -146,7 +147,7 @@ async def respond(call: Call, f: ShowtimeFilters, page: Page) -> list[ShowtimeOu
 async def list_showtimes(call: Call) -> JSON:
     """List Showtimes by movie, cinema, date and a from/to window (default: upcoming)."""
     query: ShowtimeQuery = call.query
-    return public(await respond(call, showtime_filters(query), query))
+    return public(await respond(call, showtime_filters(query, clock_now(call)), query))
 
 
 @router.get("/api/v1/showtimes/{showtime_id:int}", response=ShowtimeOut, cache=CATALOG)
@@ -165,7 +166,7 @@ async def movie_showtimes(call: Call) -> JSON:
     """Get Movie Showtimes: upcoming screenings with cinema and room."""
     page: Page = call.query
     movie_id: int = call.params["movie_id"]
-    f = ShowtimeFilters(movie_id=movie_id, starts_from=dt.datetime.now(dt.UTC))
+    f = ShowtimeFilters(movie_id=movie_id, starts_from=clock_now(call))
     showtimes = await respond(call, f, page)
     if not showtimes and not await catalog_read(call, discovery.movie_exists, movie_id):
         raise NotFound("Movie not found")
@@ -182,7 +183,7 @@ async def cinema_showtimes(call: Call) -> JSON:
     """Get Cinema Showtimes: upcoming, or those of one day (date=YYYY-MM-DD, UTC)."""
     query: DateQuery = call.query
     cinema_id: int = call.params["cinema_id"]
-    start, end = window(query)
+    start, end = window(query, clock_now(call))
     f = ShowtimeFilters(cinema_id=cinema_id, starts_from=start, starts_before=end)
     showtimes = await respond(call, f, query)
     if not showtimes and not await catalog_read(call, discovery.cinema_exists, cinema_id):

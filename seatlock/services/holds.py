@@ -162,8 +162,8 @@ class HoldService:
         self, screening_id: int, user_id: int, seat_ids: list[int], now_ms: int | None = None
     ) -> Held:
         """Hold every seat or none (seats the user holds already are kept, with their rows)."""
-        # Redis's clock (the engine's), like the deadlines the script returns: new_ms below must
-        # equal theirs to tell fresh holds from kept ones, on a host whose own clock is off too.
+        # Redis's clock (the engine's), like the deadlines the script returns: the fresh rows'
+        # expiry below (new_ms) is the script's, on a host whose own clock is off too.
         now_ms = self.engine.now_ms() if now_ms is None else now_ms
         grant = next_grant()
         try:
@@ -176,8 +176,11 @@ class HoldService:
         self.outcomes.counts["granted"] += 1
         holds.sort(key=_seat_of)
         new_ms = now_ms + self.engine.hold_ms
-        # A seat the user already held keeps its hold, so its expiry is not now + hold time.
-        kept = [h for h in holds if h.expires_at_ms != new_ms]
+        # A seat the user already held keeps its hold, and the grant that took it. Told by the
+        # grant, not by the deadline: a kept hold can end exactly at now + hold time (held in the
+        # same millisecond from another tab, or extended by E and held again E later), and taken
+        # for fresh it got a second active history row.
+        kept = [h for h in holds if h.grant != grant]
         reused = await self._live_rows(screening_id, user_id, kept) if kept else {}
         fresh_seats = [h.seat_id for h in holds if h.seat_id not in reused]
         ids = await self._ids_for(screening_id, grant, fresh_seats) if fresh_seats else []
@@ -358,7 +361,9 @@ class HoldService:
             raise TooManyRequests("Cleanup ran moments ago; try again shortly", 1)
         started = time.perf_counter()
         count = await self.engine.sweep()
-        return Cleanup(count, round(time.perf_counter() - started, 3), datetime.now(UTC))
+        # Redis's clock, as every other time of a hold answer (not this host's own).
+        finished_at = utc(self.engine.now_ms())
+        return Cleanup(count, round(time.perf_counter() - started, 3), finished_at)
 
 
 REFUSAL_KINDS: tuple[tuple[type[SeatLockError], str], ...] = (
