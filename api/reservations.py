@@ -6,7 +6,7 @@ renders the guide's JSON.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal, cast
 
 import msgspec
@@ -195,21 +195,34 @@ async def extend(call: Call) -> ExtendOut:
     seat_ids = unique_seats(body.seat_ids)
     extended = await holds.extend(body.screening_id, call.user.user_id, seat_ids, minutes)
     limit_ms = call.services.settings.max_hold_seconds * 1000
+    starts_at = None
+    if any(e.added_ms < minutes * 60_000 for e in extended):  # capped: by what?
+        screening = await call.services.layouts.seats(body.screening_id)
+        starts_at = None if screening is None else screening.starts_at
     return ExtendOut(
         [ExtendedOut(e.id, e.seat_id, e.expires_at, "active") for e in extended],
         minutes,
-        extended_message(extended, minutes, limit_ms),
+        extended_message(extended, minutes, limit_ms, starts_at),
     )
 
 
-def extended_message(extended: list[Extension], minutes: int, limit_ms: int) -> str:
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def extended_message(
+    extended: list[Extension], minutes: int, limit_ms: int, starts_at: datetime | None = None
+) -> str:
     """What an extension did: the minutes asked, or less where a hold reached its longest life
-    (``SEATLOCK_MAX_HOLD_SECONDS``), which the message then names."""
+    (``SEATLOCK_MAX_HOLD_SECONDS``) or the screening's start (``starts_at``: holds end then,
+    lua/extend.lua), which the message then names."""
     seats = plural(len(extended), "seat")
     gains = {e.added_ms for e in extended}
     if gains == {minutes * 60_000}:
         return f"Extended reservation for {seats} by {plural(minutes, 'minute')}"
     limit = f"a hold lasts at most {span(limit_ms)}"
+    # Redis keeps the start in whole milliseconds.
+    if starts_at is not None and any(e.expires_at >= starts_at - MILLISECOND for e in extended):
+        limit = "a hold ends when the screening starts"
     if gains == {0}:
         return f"Reservation for {seats} not extended: {limit}"
     told = {span(gain) for gain in gains}  # holds taken moments apart gain a few ms apart

@@ -12,7 +12,9 @@
 -- {TOO_MANY, max_seats_per_user} (the user's live holds and unpaid tickets' seats, owe.lua,
 -- would pass the cap) | {GAP, seat, seat_number, row_label} (the single-gap rule is on, META's
 -- "gaps" is "1", and the hold would leave that free seat stranded: lib.lua stranded()).
--- Refusals change nothing.
+-- Refusals change nothing. A hold ends hold_ms after now, or when the screening starts if that
+-- comes first: a seat cannot be booked once its screening has started (claim.lua), so a hold that
+-- outlived the start would promise a time to pay that no payment could use.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at', 'gaps', 'log')
 log_length = meta[4] -- read with the rest: publish needs no HGET of its own (lib.lua)
 if meta[1] ~= '1' then
@@ -115,7 +117,7 @@ if meta[3] == '1' and fresh > 0 then
 end
 
 -- Everything checked; from here on only writes.
-local exp, lease = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6]
+local exp, lease = math.min(now + tonumber(ARGV[4]), tonumber(meta[2])), me .. ':' .. ARGV[6]
 for j = 1, n do
   if not state[j] then
     expires[j], state[j] = exp, lease

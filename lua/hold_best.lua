@@ -21,7 +21,8 @@
 -- Returns {OK, version, seat, expires_at, lease, ...} for the seats held, in seat-number order,
 -- or {NOT_LOADED} | {STARTED} | {TOO_MANY, max_seats_per_user} | {NO_BLOCK, count} |
 -- {STALE} (the rows hash is not the one the caller computed KEYS from: it reads it again).
--- Refusals change nothing.
+-- Refusals change nothing. The hold ends when the screening starts if that comes before
+-- now + hold_ms, as hold.lua's does.
 local meta = redis.call('HMGET', META, 'ready', 'starts_at', 'gaps')
 if meta[1] ~= '1' then
   return {NOT_LOADED}
@@ -133,7 +134,8 @@ if best == nil then
 end
 
 -- Everything checked; from here on only writes.
-local exp, lease, seats = now + tonumber(ARGV[4]), me .. ':' .. ARGV[6], best[6]
+local exp = math.min(now + tonumber(ARGV[4]), tonumber(meta[2]))
+local lease, seats = me .. ':' .. ARGV[6], best[6]
 write_holds(seats, best[7], {user = user, exp = exp, first = now, pin = 0, lease = lease}, now)
 local reply = {OK, publish(now, changes_of(seats, 'reserved', me, exp))}
 for j = 1, count do
