@@ -93,12 +93,25 @@ export async function register(email, password, fullName) {
   await signIn(email, password);
 }
 
+export function forgotPassword(email) {
+  return send("POST", "/api/v1/auth/forgot-password", { body: { email }, auth: false });
+}
+
+// A new password with the token of the reset mail; the server signs every session out.
+export async function resetPassword(token, newPassword) {
+  const body = { token, new_password: newPassword };
+  const answer = await send("POST", "/api/v1/auth/reset-password", { body, auth: false });
+  save(null);
+  return answer;
+}
+
+// The session ends here first: the server closes the map's socket as it revokes the session
+// (1008), and a socket closed while a session is held would try to refresh it, fail, and say
+// "expired" to someone who signed out.
 export async function signOut() {
-  try {
-    if (session) await send("POST", "/api/v1/auth/logout", {});
-  } finally {
-    save(null);
-  }
+  const ending = session;
+  save(null);
+  if (ending) await send("POST", "/api/v1/auth/logout", { bearer: ending.access_token });
 }
 
 // The server's clock, from the Date header of its answers. Hold deadlines (expires_at) are the
@@ -118,15 +131,16 @@ function noteServerClock(response) {
   clockOffset = Math.abs(offset) > CLOCK_RESOLUTION_MS ? offset : 0;
 }
 
-// A request with the session's token; a 401 is retried once after a refresh of the token.
+// A request with the session's token; a 401 is retried once after a refresh of the token. A
+// refresh refused (401) has ended the session; one that failed for a passing reason (503, no
+// network) has not: its error is said, and the session kept for the next try.
 export async function request(method, path, options = {}) {
   try {
     return await send(method, path, options);
   } catch (error) {
     if (error.status !== 401 || !session || options.auth === false) throw error;
-    await refresh().catch(() => {
-      save(null);
-      throw new ApiError(401, null, EXPIRED);
+    await refresh().catch((failed) => {
+      throw failed.status === 401 ? new ApiError(401, null, EXPIRED) : failed;
     });
     return send(method, path, options);
   }
@@ -134,10 +148,10 @@ export async function request(method, path, options = {}) {
 
 // With `etag` (a string, or null when none is held yet) the answer is {etag, headers, data}, or
 // {notModified: true} when the server answers 304 to If-None-Match.
-async function send(method, path, { body, auth = true, etag } = {}) {
+async function send(method, path, { body, auth = true, etag, bearer = session?.access_token } = {}) {
   const all = { Accept: "application/json" };
   if (etag) all["If-None-Match"] = etag;
-  if (auth && session) all.Authorization = `Bearer ${session.access_token}`;
+  if (auth && bearer) all.Authorization = `Bearer ${bearer}`;
   if (body !== undefined) all["Content-Type"] = "application/json";
   let response;
   try {

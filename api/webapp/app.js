@@ -1,12 +1,13 @@
 // The app: a router over the URL's fragment, the navigation, and the views it shows.
 //   #/                  movies and showtimes      #/screenings/{id}   a live seat map
 //   #/signin, #/register                          #/reservations, #/tickets
+//   #/forgot-password, #/reset-password?token=    (the reset mail's link leads there)
 //   #/admin, #/admin/screenings/{id}             (admins)
 
 import { currentSession, onSession, signOut } from "./api.js";
 import { h, notify } from "./dom.js";
 import { adminListView, adminScreeningView } from "./admin.js";
-import { registerView, signInView } from "./auth.js";
+import { forgotView, registerView, resetView, signInView } from "./auth.js";
 import { reservationsView, ticketsView } from "./mine.js";
 import { screeningView } from "./screening.js";
 import { showtimesView } from "./showtimes.js";
@@ -16,6 +17,8 @@ const ROUTES = [
   [/^\/$/, () => showtimesView(), "any"],
   [/^\/signin$/, (_, params) => signInView(params), "any"],
   [/^\/register$/, (_, params) => registerView(params), "any"],
+  [/^\/forgot-password$/, () => forgotView(), "any"],
+  [/^\/reset-password$/, (_, params) => resetView(params), "any"],
   [/^\/screenings\/(\d+)$/, (m, _, ctx) => screeningView(Number(m[1]), ctx), "user"],
   [/^\/reservations$/, () => reservationsView(), "user"],
   [/^\/tickets$/, () => ticketsView(), "user"],

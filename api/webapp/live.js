@@ -92,12 +92,15 @@ export class LiveSeats {
     if (this.stopped || ws !== this.socket) return;
     if (code === 4404) return this.gone("missing");
     if (code === 1008 && token()) {
-      // The token was refused (expired or revoked): a fresh one, or sign in again.
+      // The token was refused (expired or revoked): a fresh one, or sign in again when the
+      // refresh is refused too. One that failed for a passing reason (503, no network) is
+      // tried again with the next connection, after the back-off.
       try {
         await refresh();
-      } catch {
-        return this.gone("signin");
+      } catch (error) {
+        if (error.status === 401) return this.gone("signin");
       }
+      if (this.stopped) return; // left the page meanwhile
     }
     // Back-off with jitter, so a restarted server is not met by every client at once.
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** this.attempt++);

@@ -12,6 +12,9 @@ const RECHECK_MS = 1500; // after our hold's deadline: re-read if no event has f
 // A seat of ours the server frees this close to its hold's deadline (or after it) has expired:
 // the server frees it on time, and the browser knows the server's clock to about a second.
 const EXPIRY_SLACK_MS = 1500;
+// The countdown is seen, not heard (a live region ticking every second would drown the page):
+// this long before the hold ends a screen reader is told, with time to extend (WCAG 2.2.1).
+const WARN_MS = 60000;
 
 const name = (seat) => `Row ${seat.row}, seat ${seat.number}`;
 const labels = (seats) => seats.map((seat) => `${seat.row}${seat.number}`).join(", ");
@@ -77,6 +80,7 @@ export function screeningView(id, ctx) {
   const badge = linkBadge();
   let payment = null; // {id, key}: the test payment of the seats now held
   let recheckAt = 0;
+  let warnedAt = 0; // the deadline last warned of: once per deadline (an extension is another)
   let held = []; // our held seats at the last refresh: {id, label, expiresAt}
 
   const summary = h("p", { id: "selection" });
@@ -198,6 +202,10 @@ export function screeningView(id, ctx) {
       ? `Your seats ${seats} are held for ${clock(left)}`
       : `Your hold on ${seats} has expired.`;
     countdown.dataset.expired = String(left <= 0);
+    if (left > 0 && left <= WARN_MS && warnedAt !== ends) {
+      warnedAt = ends;
+      announce(`Your hold on ${seats} ends in less than a minute. Book or extend it to keep the seats.`);
+    }
     if (left <= -RECHECK_MS && recheckAt !== ends) {
       recheckAt = ends; // once per deadline: the event that frees the seats may be delayed
       live.reload();
