@@ -178,9 +178,14 @@ async def record_search(db: Executor, user_id: int, query: str) -> None:
         )
 
 
+# Today as a UTC calendar day, as every day of the API is: PostgreSQL's current_date is the day
+# in the session's TimeZone, so a database set to another zone moved "coming soon" by a day.
+TODAY_UTC = "(now() AT TIME ZONE 'UTC')::date"
+
+
 async def coming_soon(db: Executor, skip: int, limit: int) -> list[asyncpg.Record]:
     return await db.fetch(
-        f"SELECT {MOVIE_COLUMNS} FROM movies m WHERE m.release_date > current_date"
+        f"SELECT {MOVIE_COLUMNS} FROM movies m WHERE m.release_date > {TODAY_UTC}"
         " ORDER BY m.release_date, m.id OFFSET $1 LIMIT $2",
         skip,
         limit,
@@ -364,7 +369,7 @@ favored AS (
     WHERE f.user_id = $1 AND s.starts_at > now()),
 candidates AS (
     SELECT movie_id AS id FROM screenings WHERE starts_at > now()
-    UNION SELECT id FROM movies WHERE release_date > current_date),
+    UNION SELECT id FROM movies WHERE release_date > {today}),
 scored AS (
     SELECT m.id,
         m.id IN (SELECT movie_id FROM favored) AS favorite_cinema,
@@ -408,6 +413,7 @@ def recommend_sql(*, with_others: bool) -> str:
         movie_columns=MOVIE_COLUMNS,
         reviewed=REVIEWED if with_others else "",
         searches=SEARCHES if with_others else NO_SEARCHES,
+        today=TODAY_UTC,
     )
 
 

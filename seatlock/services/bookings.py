@@ -40,6 +40,7 @@ from db import tickets as repo
 from db.pool import DATABASE_FAILED
 from db.reservations import HistoryWriter
 from db.tickets import BookingWriter, SeatAlreadySold
+from seatlock.engine.errors import ScreeningStarted
 from seatlock.engine.model import new_grant
 from seatlock.engine.seats import SeatEngine
 from seatlock.errors import Conflict, InvalidInput, SeatLockError, Unavailable
@@ -163,8 +164,10 @@ class BookingService:
         grant = new_grant()
         try:
             await self.engine.hold(screening_id, user_id, seat_ids, grant=grant)
-        except SeatLockError:
+        except SeatLockError as exc:
             if (found := await self._replay(payment_id, user_id, screening_id, seat_ids)) is None:
+                if isinstance(exc, ScreeningStarted):  # said as a booking, not the hold's words
+                    raise ScreeningStarted("Cannot book seats for past screenings") from None
                 raise
             return found
         try:

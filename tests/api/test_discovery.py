@@ -432,3 +432,20 @@ async def test_recommended_uses_liked_reviews_when_there_are_reviews(
     r = await client.get("/api/v1/movies/recommended", headers=user.headers)
     assert ids(r) == [musical, horror]
     assert [m["reasons"] for m in r.json()] == [["liked_genre"], ["popular"]]
+
+
+async def test_coming_soon_goes_by_the_utc_day_whatever_the_database_time_zone(
+    db: asyncpg.Connection,
+) -> None:
+    # Every day of the API is a UTC calendar day; PostgreSQL's current_date is the session's.
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
+    if now.hour < 12:  # a zone where it is still yesterday
+        await db.execute("SET TIME ZONE 'Etc/GMT+12'")
+        released, listed = today, False
+    else:  # a zone where it is already tomorrow
+        await db.execute("SET TIME ZONE 'Etc/GMT-14'")
+        released, listed = today + dt.timedelta(days=1), True
+    movie = await make.movie(db, "Edge", release_date=released)
+    rows = await discovery.coming_soon(db, 0, 10)
+    assert (movie in [row["id"] for row in rows]) is listed

@@ -69,6 +69,10 @@ async def test_a_screening_moved_into_the_past_refuses_holds(
     paid = {**held, "payment_id": "pay-after-start"}
     r = await client.post("/api/v1/tickets/book-from-reservation", json=paid, headers=user.headers)
     assert (r.status_code, r.json()) == (400, {"detail": "Cannot book seats for past screenings"})
+    # Nor can seats be bought in one call: said as a booking, not as the hold it begins with.
+    quick = {"screening_id": show.id, "seat_ids": show.seat_ids[1:2], "payment_id": "pay-quick"}
+    r = await client.post("/api/v1/tickets/book", json=quick, headers=user.headers)
+    assert (r.status_code, r.json()) == (400, {"detail": "Cannot book seats for past screenings"})
 
 
 async def test_a_deleted_screening_leaves_no_keys(
