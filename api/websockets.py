@@ -157,7 +157,7 @@ async def screening_updates(websocket: WebSocket) -> None:
             await _receive(websocket, watcher, hub.now_ms)
     except REFUSALS as exc:
         hub.leave(watcher)  # before the close frame: nothing may be written after it
-        await _refuse(websocket, exc)
+        await _refuse(websocket, exc, served=True)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
@@ -168,13 +168,20 @@ async def screening_updates(websocket: WebSocket) -> None:
             revocable.end()
 
 
-async def _refuse(websocket: WebSocket, exc: BaseException) -> None:
-    """Close with the code of what went wrong (api/errors.py), its detail as the reason."""
+async def _refuse(websocket: WebSocket, exc: BaseException, *, served: bool = False) -> None:
+    """Close with the code of what went wrong (api/errors.py), its detail as the reason.
+
+    ``served``: the client was joined to the hub, so it may have been sent more than it read
+    (a revoked session's or a deleted screening's watcher whose app was suspended): reset if the
+    close has not ended it CLOSE_SLOW_S later (``_reset_later``), else the close waited for room
+    to write, and the connection was kept, for as long as the client's TCP stack answered."""
     if isinstance(exc, SeatLockError):
         code, reason = ws_close_code(exc), exc.detail[:120]
     else:
         logger.warning("websocket refused, backend unavailable: %r", exc)
         code, reason = WS_TRY_AGAIN_LATER, ""
+    if served:
+        _reset_later(websocket)
     with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
         await websocket.close(code=code, reason=reason)
 
@@ -479,7 +486,7 @@ class Revocable:
                 queue.get_nowait()
             queue.put_nowait(CLOSE)
         elif self.reading:
-            _in_background(_refuse(self._websocket, NotAuthenticated(REVOKED)))
+            _in_background(_refuse(self._websocket, NotAuthenticated(REVOKED), served=True))
 
     def end(self) -> None:
         self._services.sessions.forget_callback(self._session_id, self)
@@ -544,7 +551,11 @@ class DirectSession:
     def _dropped(self) -> None:
         self.end()
         ended = self._watcher.room.ended  # the screening deleted (4404), else too slow (1013)
-        closing = _close_slow(self._websocket) if ended is None else _refuse(self._websocket, ended)
+        websocket = self._websocket
+        if ended is None:
+            closing = _close_slow(websocket)
+        else:
+            closing = _refuse(websocket, ended, served=True)
         _in_background(closing)
 
 
@@ -610,11 +621,17 @@ async def _close_slow(websocket: WebSocket) -> None:
     connection kept what the hub had written (MAX_BUFFERED) and the socket's queue (~3 MB
     measured) for as long as its TCP stack answered, which is for ever: the close waited
     for room to write, and so did uvicorn's own close after it."""
+    _reset_later(websocket)
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
+
+
+def _reset_later(websocket: WebSocket) -> None:
+    """Reset a directly written client's connection CLOSE_SLOW_S from now if it is still open
+    (nothing happens to one closed by then)."""
     socket = direct_socket(websocket)
     if socket is not None:
         asyncio.get_running_loop().call_later(CLOSE_SLOW_S, reset, socket)
-    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-        await websocket.close(code=WS_TRY_AGAIN_LATER, reason="Too slow; reconnect")
 
 
 async def _serve(

@@ -19,7 +19,10 @@ for hours, so what each connection keeps counts: ``WebSocketProtocol`` is uvicor
 a lean inbox and write gate in place of an asyncio.Queue and an asyncio.Event (~3.5 KB of deques
 between them), its keepalive pings sent by one sweep per event loop rather than a timer per
 connection (``Keepalive``), and it lets go of the handshake's request and response once the
-handshake is done (also the copy websockets' parser holds: ``restart_parser``).
+handshake is done (also the copy websockets' parser holds: ``restart_parser``). It also bounds
+what a client may send (``WebSocketProtocol.handle_events``): uvicorn stops reading only after
+whole messages, so pings and pieces of messages sent back to back held a worker's loop and grew
+its memory; a client past WS_MAX_FRAMES frames in WS_FRAMES_WINDOW_S is closed (1008).
 
 Slow clients (``Stalls``): uvicorn times a connection out only between two requests (its keep-alive
 timeout), so a client that connects and sends nothing, or sends a request head a byte at a time, or
@@ -97,10 +100,21 @@ FALLBACK = "auto"  # uvicorn's own choice (httptools when installed): head and b
 WS_FALLBACK = "websockets-sansio"  # uvicorn's WebSocketsSansIOProtocol as it is
 # Clients only send pings; a bigger message is refused (close 1009) before it is buffered whole.
 WS_MAX_MESSAGE_BYTES = 64 * 1024
+# What a client may send (``WebSocketProtocol.handle_events``): frames of any kind, its pings and
+# pongs and messages and their pieces, WS_MAX_FRAMES in WS_FRAMES_WINDOW_S (a seat-map client
+# sends one every 20 s or so), and a message in at most WS_MAX_PIECES pieces (browsers send one).
+WS_MAX_FRAMES = 100
+WS_FRAMES_WINDOW_S = 10.0
+WS_MAX_PIECES = 32
+WS_TOO_MANY_FRAMES = (1008, "Too many messages")
+WS_TOO_MANY_PIECES = (1009, "Message in too many pieces")
+WS_CUT_OFF_S = 10.0  # a client cut off is reset if it has not gone by then (it may not read)
 # What WebSocketProtocol replaces: uvicorn's attributes, and the methods it calls on each.
 WS_LEAN_PARTS = {"queue": ("put_nowait", "get", "empty"), "writable": ("set", "clear", "wait")}
-# uvicorn's keepalive methods WebSocketProtocol overrides or calls (``Keepalive``).
+# uvicorn's keepalive methods WebSocketProtocol overrides or calls (``Keepalive``), and those of
+# its reading it overrides or calls (``WebSocketProtocol.handle_events``).
 WS_KEEPALIVE = ("start_keepalive", "schedule_ping", "send_keepalive_ping")
+WS_READING = ("handle_events", "handle_cont", "handle_parser_exception")
 # uvicorn's httptools protocol methods HttpProtocol extends (the parser's callbacks among them).
 HTTP_PARTS = (
     "connection_made",
@@ -142,11 +156,15 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
     ``WebSocketProtocol`` relies on: the attributes of WS_LEAN_PARTS, made in ``__init__`` and
     used only through those methods; ``start_keepalive`` called once the handshake is sent, and
     ``schedule_ping`` the only place that arms the ping timer;
-    ``request`` and ``response`` unused after it."""
-    if not WS_IMPORTED or not all(hasattr(WebSocketsSansIOProtocol, m) for m in WS_KEEPALIVE):
+    ``request`` and ``response`` unused after it; ``handle_events`` taking the frames of a read
+    from websockets' ``conn.events``, continuation frames kept in ``frames`` by ``handle_cont``,
+    ``handle_parser_exception`` closing (tests/api/test_ws_audit.py checks these)."""
+    known = (*WS_KEEPALIVE, *WS_READING)
+    if not WS_IMPORTED or not all(hasattr(WebSocketsSansIOProtocol, m) for m in known):
         logger.warning(
             "uvicorn %s is not the one seatlock.server.serving knows: WebSockets are served by"
-            " its own sans-I/O protocol (more memory per connection)",
+            " its own sans-I/O protocol (more memory per connection, and no bound on what a"
+            " client sends but a message's size)",
             uvicorn.__version__,
         )
         return WS_FALLBACK
@@ -546,6 +564,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Gate()  # type: ignore[assignment]
+        self._window_ends = 0.0  # what the client may still send (``_within_budget``)
+        self._frames_left = WS_MAX_FRAMES
 
     def start_keepalive(self) -> None:
         # uvicorn calls this right after writing the handshake's response: from here on the
@@ -562,11 +582,56 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # ``Keepalive`` sends the next ping instead, ping_interval after the last one.
         return
 
+    def handle_events(self) -> None:
+        """uvicorn's, within what a client may send (WS_MAX_FRAMES, WS_MAX_PIECES).
+
+        uvicorn stops reading after each whole message until the app took it, but not after a
+        ping, a pong or a piece of a message: a client sending those back to back (tens of
+        thousands in a read) held its worker's loop for seconds at a time, every other client
+        of the worker waiting (tens of seconds for an answer), and the pongs of a client that
+        does not read them, or the empty pieces of a message that never ends, grew the worker
+        without bound (55 MB in 3 s). Such a client is closed (1008, or 1009 for the pieces),
+        and reset WS_CUT_OFF_S later if it has not gone (it may not read the close)."""
+        if self.handshake_complete and not self._within_budget(len(self.conn.events)):
+            self.conn.events_received()  # not looked at (their pongs leave with the close)
+            self._cut_off(*WS_TOO_MANY_FRAMES)
+            return
+        try:
+            super().handle_events()
+        except MessageInPieces:  # the events after it in this read are dropped unread
+            self._cut_off(*WS_TOO_MANY_PIECES)
+
+    def handle_cont(self, event: Any) -> None:
+        if len(self.frames) >= WS_MAX_PIECES:
+            raise MessageInPieces
+        super().handle_cont(event)
+
+    def _within_budget(self, frames: int) -> bool:
+        """Count ``frames`` against the client's WS_MAX_FRAMES of this WS_FRAMES_WINDOW_S."""
+        now = self.loop.time()
+        if now >= self._window_ends:
+            self._window_ends, self._frames_left = now + WS_FRAMES_WINDOW_S, WS_MAX_FRAMES
+        self._frames_left -= frames
+        return self._frames_left >= 0
+
+    def _cut_off(self, code: int, reason: str) -> None:
+        """Close the connection for what the client sent; the app hears ``code`` (access log)."""
+        if not self.close_sent:
+            self.conn.fail(code, reason)
+            self.handle_parser_exception()  # uvicorn's: the app told, the close sent, closed
+        else:  # the app's close went out already: nothing more is read
+            self.transport.close()
+        self.loop.call_later(WS_CUT_OFF_S, reset, self.transport)
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         keepalive = _keepalives.get(self.loop)
         if keepalive is not None:
             keepalive.discard(self)
+
+
+class MessageInPieces(Exception):
+    """A client's message came in more than WS_MAX_PIECES pieces."""
 
 
 class Keepalive:
