@@ -625,6 +625,14 @@ class SeatEngine:
             await self.loaded.add(screening_id, layout.starts_at_ms)
         return _holds_let_go(reply[3:])
 
+    async def renumber(self, screening_id: int, since_ms: int, now_ms: int | None = None) -> bool:
+        """Redis came back from an older snapshot (it started at ``since_ms``): move the
+        screening's version past every one handed out before, and have its watchers sent its map
+        (lua/renumber.lua). False when its version is newer than ``since_ms`` already (numbered
+        since), or Redis does not have it loaded (a load numbers it anew)."""
+        reply = await self._run("renumber", screening_id, [], self._now(now_ms), [since_ms])
+        return bool(reply[0] == Status.OK and int(reply[1]) > 0)
+
     async def refresh_loaded(self, screening_ids: Sequence[int]) -> list[int]:
         """Refresh those of the screenings Redis has loaded (the others load fresh on first use);
         returns them."""

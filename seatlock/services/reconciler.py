@@ -27,6 +27,10 @@ seats on sale again), cancellations undone. Each process asks Redis's run id eve
 turn (the turn's key may have come back from the snapshot, held by a process gone since): the
 seats of tickets booked in the last ``settle_s`` seconds are marked sold too, as the restart undid
 the marking their bookings did (too many sold is safe; a later pass frees one wrongly kept).
+Then the pass moves each loaded screening's version past those Redis handed out before it
+restarted (lua/renumber.lua; only where it is older than the restart, so the processes that all
+noticed it renumber a screening once): its watchers, who may have seen higher versions than the
+snapshot kept, would take its maps for stale ones. Each is sent the map again.
 Every API process runs one, and the processes sharing a Redis take turns (``_my_turn``): one
 pass an interval between them, not one each. A pass over 10,000 loaded screenings of 50 sold seats
 took a worker ~0.9 s of CPU; eight processes made eight such passes every 30 s. A pass of another
@@ -92,6 +96,7 @@ class Reconciler:
         # pass that worked: the next pass is then a restart's (see the module's note).
         self.run_ids: frozenset[str] | None = None
         self.restarted = False
+        self.restarted_at_ms = 0  # when the last restarted server started, on Redis's clock
         self._checks = 0
 
     async def run(self, stop: asyncio.Event, beat: Beat = no_beat) -> None:
@@ -125,13 +130,19 @@ class Reconciler:
         if cluster and self._checks % CLUSTER_CHECKS != 1 and self.run_ids is not None:
             return self.restarted
         try:
-            run_ids = await _run_ids(self.engine.transport)
+            servers = await _servers(self.engine.transport)
         except BACKEND_DOWN as exc:
             logger.debug("no run id of Redis to be had: %r", exc)
             return self.restarted
+        run_ids = frozenset(run_id for run_id, _ in servers)
         if self.run_ids is not None and run_ids != self.run_ids:
             logger.warning("Redis restarted (its run id changed): reconciling its sold seats now")
             self.restarted = True
+            # Redis counts its uptime in whole seconds of its clock: the start is at most a
+            # second later than now - uptime. The latest it can be, so that every version the
+            # old server handed out is older (lua/renumber.lua).
+            now_ms = self.engine.now_ms()
+            self.restarted_at_ms = max(now_ms - up_s * 1000 for _, up_s in servers) + 1000
         self.run_ids = run_ids
         return self.restarted
 
@@ -181,7 +192,11 @@ class Reconciler:
         loaded = await self.engine.loaded_screenings()
         repaired = 0
         for start in range(0, len(loaded), BATCH):
-            repaired += await self._reconcile_batch(loaded[start : start + BATCH], restarted)
+            batch = loaded[start : start + BATCH]
+            repaired += await self._reconcile_batch(batch, restarted)
+            if restarted:  # after the repair: the map its watchers are sent has the sales
+                since = self.restarted_at_ms
+                await asyncio.gather(*(self.engine.renumber(sid, since) for sid in batch))
         self.passes += 1
         return repaired
 
@@ -256,19 +271,17 @@ class Reconciler:
         return 1
 
 
-async def _run_ids(transport: Transport) -> frozenset[str]:
-    """The run ids of the Redis servers (every primary of a cluster): a server's changes when
-    it restarted, and a failover puts another in its place."""
+async def _servers(transport: Transport) -> list[tuple[str, int]]:
+    """The run id and uptime (s) of each Redis server (every primary of a cluster): a server's
+    run id changes when it restarted, and a failover puts another in its place."""
     if isinstance(transport, ClusterTransport):
         replies = await transport.on_primaries("INFO", "server")
     else:
         replies = [await transport.command("INFO", "server")]
-    return frozenset(_run_id(reply) for reply in replies)
+    return [_server(reply) for reply in replies]
 
 
-def _run_id(info: bytes | str) -> str:
+def _server(info: bytes | str) -> tuple[str, int]:
     text = info.decode() if isinstance(info, bytes) else info
-    for line in text.splitlines():
-        if line.startswith("run_id:"):
-            return line[len("run_id:") :].strip()
-    return ""
+    fields = dict(line.partition(":")[::2] for line in text.splitlines() if ":" in line)
+    return fields.get("run_id", "").strip(), int(fields.get("uptime_in_seconds", "0") or 0)

@@ -128,3 +128,40 @@ async def test_watchers_of_a_flushed_screening_lose_the_holds_redis_lost(
         assert statuses == {held: "available", sold: "booked", show.seat_ids[2]: "available"}
     finally:
         await ws.close()
+
+
+async def test_watchers_of_a_redis_back_from_an_older_snapshot_get_a_map_numbered_past_theirs(
+    db: asyncpg.Connection,
+    make_server: Callable[..., LiveServer],
+    own_redis: EmbeddedRedis,
+) -> None:
+    """The restart took the screening's version back below versions its watchers had seen: they
+    (the web app among them) take a map numbered lower than theirs for a stale one and keep their
+    own. The restart pass numbers it past them, and they are sent the map."""
+    live = make_server(redis_url=own_redis.url)
+    show = await make.show(db, 4)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        holder = await make_account(client, "holder@example.com", "Holder")
+        await availability(client, show)  # loaded
+        ws = await watch(live, show.id)
+        try:
+            async with Redis.from_url(own_redis.url) as redis:
+                await redis.save()  # the snapshot Redis will come back from
+            for seat in show.seat_ids[:3]:  # versions the restart takes back
+                assert (await reserve(client, holder, show, [seat])).status_code == 201
+            seen = 0
+            async with asyncio.timeout(5):
+                for _ in range(3):
+                    seen = max(seen, orjson.loads(await ws.recv())["version"])
+
+            restart_from_last_save(own_redis)
+
+            async with asyncio.timeout(10):
+                while True:
+                    message = orjson.loads(await ws.recv())
+                    if message["type"] == "seat_snapshot" and message["version"] > seen:
+                        break
+            statuses = {s["seat"]["id"]: s["status"] for s in message["seats"]}
+            assert statuses == dict.fromkeys(show.seat_ids, "available")  # the snapshot's holds
+        finally:
+            await ws.close()

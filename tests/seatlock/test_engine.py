@@ -335,3 +335,20 @@ def test_unavailable_seats_name_them_sorted() -> None:
     booked = SeatsUnavailable([5, 9, 2], booked=True)
     assert booked.detail == "Seats [2, 5, 9] are already booked"
     assert SeatsUnavailable([2, 5, 9], booked=False).detail == taken.detail
+
+
+async def test_renumber_moves_the_version_past_the_restart_once(
+    redis: Redis, engine: SeatEngine
+) -> None:
+    """A Redis back from an older snapshot: versions before its restart are numbered past it,
+    once, whichever process asks first; one not loaded is left to its load."""
+    await engine.hold(S, ALICE, [1])
+    before = await engine.version(S)
+    restarted_ms = now_ms() + 5_000  # later than any version handed out so far
+    assert await engine.renumber(S, restarted_ms)
+    after = await engine.version(S)
+    assert after > restarted_ms * 1000 > before
+    assert not await engine.renumber(S, restarted_ms)  # another process: numbered already
+    assert await engine.version(S) == after
+    assert [s.status for s in await engine.seat_map(S)][:2] == ["reserved", "available"]
+    assert not await engine.renumber(S + 1, restarted_ms)  # not loaded
