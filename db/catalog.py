@@ -342,6 +342,16 @@ async def delete_screening(db: Executor, screening_id: int) -> None:
     await _delete(db, "screenings", screening_id, "Screening")
 
 
+async def missing_screenings(db: Executor, screening_ids: list[int]) -> list[int]:
+    """Those of ``screening_ids`` that no screening has (deleted), in id order."""
+    rows = await db.fetch(
+        "SELECT id FROM unnest($1::bigint[]) AS asked(id)"
+        " WHERE NOT EXISTS (SELECT 1 FROM screenings s WHERE s.id = asked.id) ORDER BY id",
+        screening_ids,
+    )
+    return [int(row["id"]) for row in rows]
+
+
 async def room_screening_ids(db: Executor, room_id: int) -> list[int]:
     """Every screening of a room (the seat engine refreshes those it has loaded)."""
     rows = await db.fetch("SELECT id FROM screenings WHERE room_id = $1 ORDER BY id", room_id)

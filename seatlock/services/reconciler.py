@@ -27,7 +27,9 @@ seats on sale again), cancellations undone. Each process asks Redis's run id eve
 turn (the turn's key may have come back from the snapshot, held by a process gone since): the
 seats of tickets booked in the last ``settle_s`` seconds are marked sold too, as the restart undid
 the marking their bookings did (too many sold is safe; a later pass frees one wrongly kept).
-Then the pass moves each loaded screening's version past those Redis handed out before it
+A loaded screening PostgreSQL no longer has was deleted since that snapshot, which brought its
+keys back without its tombstone: the pass forgets it again. Then the pass moves each loaded
+screening's version past those Redis handed out before it
 restarted (lua/renumber.lua; only where it is older than the restart, so the processes that all
 noticed it renumber a screening once): its watchers, who may have seen higher versions than the
 snapshot kept, would take its maps for stale ones. Each is sent the map again.
@@ -47,6 +49,7 @@ import secrets
 import asyncpg
 from redis.exceptions import RedisError
 
+from db import catalog
 from db import tickets as repo
 from db.pool import DATABASE_FAILED
 from seatlock import keys
@@ -193,12 +196,24 @@ class Reconciler:
         repaired = 0
         for start in range(0, len(loaded), BATCH):
             batch = loaded[start : start + BATCH]
+            if restarted:
+                batch = await self._forget_deleted(batch)
             repaired += await self._reconcile_batch(batch, restarted)
             if restarted:  # after the repair: the map its watchers are sent has the sales
                 since = self.restarted_at_ms
                 await asyncio.gather(*(self.engine.renumber(sid, since) for sid in batch))
         self.passes += 1
         return repaired
+
+    async def _forget_deleted(self, screening_ids: list[int]) -> list[int]:
+        """The screenings PostgreSQL still has; the others, deleted since the snapshot Redis came
+        back from (their keys and no tombstone back with it), are forgotten again: they took
+        holds. The rest of ``screening_ids``."""
+        gone = set(await catalog.missing_screenings(self.db, screening_ids))
+        for screening_id in sorted(gone):
+            logger.warning("screening %s was deleted: forgotten again in Redis", screening_id)
+            await self.engine.forget(screening_id)
+        return [sid for sid in screening_ids if sid not in gone]
 
     async def _reconcile_batch(self, screening_ids: list[int], restarted: bool = False) -> int:
         in_redis = await self._sold_where_answered(screening_ids)  # first: see the module's note

@@ -165,3 +165,34 @@ async def test_watchers_of_a_redis_back_from_an_older_snapshot_get_a_map_numbere
             assert statuses == dict.fromkeys(show.seat_ids, "available")  # the snapshot's holds
         finally:
             await ws.close()
+
+
+async def test_a_screening_deleted_after_the_snapshot_is_forgotten_again(
+    db: asyncpg.Connection,
+    make_server: Callable[..., LiveServer],
+    own_redis: EmbeddedRedis,
+) -> None:
+    """The snapshot Redis came back from had the screening loaded and no tombstone: it took
+    holds again (201), until a sweep or a refresh noticed. The restart pass forgets it."""
+    live = make_server(redis_url=own_redis.url)
+    show = await make.show(db, 3)
+    async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        admin = await make_account(
+            client, "admin@example.com", "Admin", admin_db=live.settings.database_url
+        )
+        holder = await make_account(client, "holder@example.com", "Holder")
+        await availability(client, show)  # loaded
+        async with Redis.from_url(own_redis.url) as redis:
+            await redis.save()
+        r = await client.delete(f"/api/v1/screenings/{show.id}", headers=admin.headers)
+        assert r.status_code == 204, r.text
+
+        restart_from_last_save(own_redis)
+
+        deadline = time.monotonic() + RECOVERY_S
+        while True:
+            r = await reserve(client, holder, show, show.seat_ids[:1])
+            if r.status_code == 404 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert r.status_code == 404, r.text
