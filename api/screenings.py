@@ -19,9 +19,8 @@ from api.reads import catalog_read
 from api.routing import MAX_ID, Call, Router
 from api.schemas import Page
 from db import catalog
-from seatlock.engine.seats import SeatEngine
-from seatlock.engine.transport import REDIS_DOWN
-from seatlock.errors import SeatLockError, Unavailable, ValidationFailed
+from seatlock.engine.seats import NODE_DOWN, SeatEngine
+from seatlock.errors import SeatLockError, ValidationFailed
 
 logger = logging.getLogger(__name__)
 router = Router("Screenings")
@@ -220,7 +219,6 @@ def seat_engine(call: Call) -> SeatEngine:
 # room's seats on sale. Lost with the process if it dies first (no pass repairs this in Redis).
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
-REDIS_FAILED: tuple[type[Exception], ...] = (Unavailable, *REDIS_DOWN)
 Step = Callable[[], Awaitable[object]]
 _following: set[asyncio.Task[None]] = set()
 
@@ -230,7 +228,7 @@ async def after_commit(what: str, step: Step) -> None:
     failure is raised (503) and the step retried in the background until Redis takes it."""
     try:
         await step()
-    except REDIS_FAILED:
+    except NODE_DOWN:
         task = asyncio.get_running_loop().create_task(_retried(what, step))
         _following.add(task)  # referenced until done: the loop keeps only weak references
         task.add_done_callback(_following.discard)
@@ -246,7 +244,7 @@ async def _retried(what: str, step: Step) -> None:
             await step()
             logger.info("%s reached Redis", what)
             return
-        except REDIS_FAILED:
+        except NODE_DOWN:
             pass
         except SeatLockError as exc:  # e.g. deleted meanwhile: nothing left to apply
             logger.warning("%s given up: %r", what, exc)

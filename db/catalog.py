@@ -204,6 +204,13 @@ async def delete_movie(db: Executor, movie_id: int) -> list[int]:
 # -- screenings ---------------------------------------------------------------------------------
 
 
+def _ends_at(starts: str, ends: str, gap: str) -> str:
+    """SQL of a screening's end (``m``: its movie): the one given, else the start, the film's
+    length and the cleaning gap."""
+    length = "make_interval(mins => m.duration_minutes)"
+    return f"coalesce({ends}::timestamptz, {starts} + {length} + {gap})"
+
+
 async def create_screening(
     db: Executor,
     movie_id: int,
@@ -217,8 +224,7 @@ async def create_screening(
     try:
         new_id = await db.fetchval(
             "INSERT INTO screenings (movie_id, room_id, starts_at, ends_at, price, no_single_gaps)"
-            " SELECT m.id, r.id, $3::timestamptz,"
-            " coalesce($5::timestamptz, $3 + make_interval(mins => m.duration_minutes) + $6), $4,"
+            f" SELECT m.id, r.id, $3::timestamptz, {_ends_at('$3', '$5', '$6')}, $4,"
             " $7 FROM movies m, rooms r WHERE m.id = $1 AND r.id = $2 RETURNING id",
             movie_id,
             room_id,
@@ -239,9 +245,7 @@ async def create_screening(
 # the room-change lock may allow (``_move_screening``); then only while no ticket is sold.
 REPLACE_SCREENING_SQL = (
     "UPDATE screenings s SET movie_id = m.id, room_id = r.id, starts_at = $4::timestamptz,"
-    " ends_at = coalesce($6::timestamptz,"
-    " $4 + make_interval(mins => m.duration_minutes) + $7), price = $5,"
-    " no_single_gaps = $8"
+    f" ends_at = {_ends_at('$4', '$6', '$7')}, price = $5, no_single_gaps = $8"
     " FROM movies m, rooms r WHERE s.id = $1 AND m.id = $2 AND r.id = $3"
     " AND (s.room_id = r.id OR ($9 AND NOT EXISTS (SELECT 1 FROM tickets t"
     " WHERE t.screening_id = s.id AND t.status IN ('pending', 'confirmed'))))"

@@ -92,6 +92,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def two_screenings(s: int, t: int, buyer: int) -> DictSource:
+    """Screening ``s`` of seats 1-4, seat 4 sold to ``buyer``, and ``t`` of seats 1-2."""
+    source = DictSource()
+    source.add(s, [1, 2, 3, 4], {4: buyer})
+    source.add(t, [1, 2])
+    return source
+
+
 class DictSource:
     """A LayoutSource backed by a dict, standing in for PostgreSQL; ``fail`` simulates an outage."""
 

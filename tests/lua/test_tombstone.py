@@ -20,7 +20,7 @@ from seatlock.engine.scripts import Status
 from seatlock.engine.seats import TOMBSTONE_MS, SeatEngine, _layout_args
 from seatlock.engine.transport import Transport
 from seatlock.errors import Unavailable
-from tests.lua.support import DictSource, Transports, dump, make_engine, now_ms
+from tests.lua.support import DictSource, Transports, dump, make_engine, now_ms, two_screenings
 
 S, T = 801, 802
 ALICE, BOB = 7, 8
@@ -46,10 +46,7 @@ class StaleSource(DictSource):
 
 @pytest.fixture
 def source() -> DictSource:
-    src = DictSource()
-    src.add(S, [1, 2, 3, 4], {4: BOB})
-    src.add(T, [1, 2])
-    return src
+    return two_screenings(S, T, BOB)
 
 
 @pytest.fixture

@@ -27,7 +27,15 @@ from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Transport
 from seatlock.errors import InvalidInput, SeatLockError, Unavailable
 from seatlock.server.embedded import free_port
-from tests.lua.support import DictSource, Transports, dump, engine_redis, make_engine, now_ms
+from tests.lua.support import (
+    DictSource,
+    Transports,
+    dump,
+    engine_redis,
+    make_engine,
+    now_ms,
+    two_screenings,
+)
 
 S, T = 601, 602
 ALICE, BOB = 7, 8
@@ -35,10 +43,7 @@ ALICE, BOB = 7, 8
 
 @pytest.fixture
 def source() -> DictSource:
-    src = DictSource()
-    src.add(S, [1, 2, 3, 4], {4: BOB})
-    src.add(T, [1, 2])
-    return src
+    return two_screenings(S, T, BOB)
 
 
 @pytest.fixture

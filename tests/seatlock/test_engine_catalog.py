@@ -9,7 +9,7 @@ from seatlock import keys
 from seatlock.engine.errors import ScreeningNotFound, ScreeningStarted, UnknownSeats
 from seatlock.engine.seats import SeatEngine
 from seatlock.engine.transport import Transport
-from tests.lua.support import HOUR_MS, DictSource, dump, make_engine, now_ms, tap
+from tests.lua.support import HOUR_MS, DictSource, dump, make_engine, now_ms, tap, two_screenings
 
 S, T = 701, 702
 ALICE, BOB = 7, 8
@@ -17,10 +17,7 @@ ALICE, BOB = 7, 8
 
 @pytest.fixture
 def source() -> DictSource:
-    src = DictSource()
-    src.add(S, [1, 2, 3, 4], {4: BOB})
-    src.add(T, [1, 2])
-    return src
+    return two_screenings(S, T, BOB)
 
 
 @pytest.fixture
